@@ -1,0 +1,691 @@
+//! llmprobe's kernel programs: uprobes on OpenSSL's read/write calls and tracepoints on socket
+//! syscalls. They copy payload bytes into one ring buffer, track which fds are sockets, and learn
+//! which socket an `SSL*` talks over. No kernel struct is read: only syscall arguments, uprobe
+//! arguments and user memory. Every failed ring-buffer write is counted in `LOST`.
+#![no_std]
+#![no_main]
+#![allow(clippy::missing_safety_doc)]
+
+use aya_ebpf::{
+    helpers::{
+        bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_ktime_get_ns, bpf_probe_read_user,
+        generated::bpf_get_current_comm as raw_get_current_comm,
+        generated::bpf_probe_read_user as raw_probe_read_user,
+    },
+    macros::{map, tracepoint, uprobe, uretprobe},
+    maps::{Array, HashMap, LruHashMap, PerCpuArray, RingBuf},
+    programs::{ProbeContext, RetProbeContext, TracePointContext},
+};
+use llmprobe_common::*;
+
+#[map]
+static EVENTS: RingBuf = RingBuf::with_byte_size(16 * 1024 * 1024, 0);
+#[map]
+static SCRATCH: PerCpuArray<DataEvent> = PerCpuArray::with_max_entries(1, 0);
+/// Ring-buffer records that could not be written (index 0).
+#[map]
+static LOST: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
+#[map]
+static CONFIG: Array<Config> = Array::with_max_entries(1, 0);
+#[map]
+static PIDS: HashMap<u32, u8> = HashMap::with_max_entries(4096, 0);
+#[map]
+static SOCKS: LruHashMap<SockKey, SockInfo> = LruHashMap::with_max_entries(65536, 0);
+/// Connections userspace asked us to stop capturing.
+#[map]
+static MUTED: LruHashMap<ConnKey, u8> = LruHashMap::with_max_entries(65536, 0);
+/// TLS connections whose socket fd has been reported.
+#[map]
+static SSL_FDS: LruHashMap<ConnKey, i32> = LruHashMap::with_max_entries(65536, 0);
+#[map]
+static PENDING_SYS: LruHashMap<u64, SysArgs> = LruHashMap::with_max_entries(16384, 0);
+#[map]
+static PENDING_SSL: LruHashMap<u64, SslArgs> = LruHashMap::with_max_entries(16384, 0);
+
+const K_READ: u32 = 1;
+const K_WRITE: u32 = 2;
+const K_READV: u32 = 3;
+const K_WRITEV: u32 = 4;
+const K_RECVMSG: u32 = 5;
+const K_SENDMSG: u32 = 6;
+const K_CONNECT: u32 = 7;
+const K_ACCEPT: u32 = 8;
+
+const OP_READ: u32 = 1;
+const OP_READ_EX: u32 = 2;
+const OP_WRITE: u32 = 3;
+const OP_WRITE_EX: u32 = 4;
+
+const AF_INET: u16 = 2;
+const AF_INET6: u16 = 10;
+const EINPROGRESS: i64 = -115;
+const PROT_EXEC: u64 = 4;
+
+/// Arguments of a syscall in flight on one thread, saved at enter for use at exit.
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct SysArgs {
+    kind: u32,
+    fd: i32,
+    buf: u64,
+    len: u64,
+    ts: u64,
+    generation: u64,
+}
+
+/// Arguments of an SSL call in flight on one thread.
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct SslArgs {
+    op: u32,
+    _pad: u32,
+    ssl: u64,
+    buf: u64,
+    len_ptr: u64,
+    ts: u64,
+}
+
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct IoVec {
+    base: u64,
+    len: u64,
+}
+
+/// What every data event of one call shares.
+#[repr(C)]
+struct EmitMeta {
+    tgid: u32,
+    tid: u32,
+    fd: i32,
+    direction: u8,
+    source: u8,
+    _pad: [u8; 2],
+    conn_id: u64,
+    ts: u64,
+    total: u32,
+    _pad2: u32,
+}
+
+#[inline(always)]
+fn should_trace(tgid: u32) -> bool {
+    match CONFIG.get(0) {
+        Some(cfg) => {
+            if cfg.self_tgid == tgid {
+                return false;
+            }
+            if cfg.flags & CONFIG_FILTER_PIDS != 0 {
+                // SAFETY: the value is a plain u8 and is only read.
+                return unsafe { PIDS.get(&tgid) }.is_some();
+            }
+            true
+        }
+        None => true,
+    }
+}
+
+#[inline(always)]
+fn count_lost() {
+    if let Some(p) = LOST.get_ptr_mut(0) {
+        // SAFETY: per-CPU slot, no concurrent writer on this CPU while the program runs.
+        unsafe { *p += 1 };
+    }
+}
+
+#[inline(always)]
+fn header(kind: u32, tgid: u32, tid: u32, fd: i32, conn_id: u64, ts: u64) -> EventHeader {
+    EventHeader {
+        kind,
+        tgid,
+        tid,
+        fd,
+        conn_id,
+        ts_ns: ts,
+        comm: bpf_get_current_comm().unwrap_or([0u8; COMM_LEN]),
+    }
+}
+
+#[inline(always)]
+fn emit_conn(kind: u32, fd: i32, conn_id: u64, family: u16, port: u16, role: u8, addr: [u8; 16]) {
+    let pid_tgid = bpf_get_current_pid_tgid();
+    let ev = ConnEvent {
+        // SAFETY: reading the monotonic clock has no preconditions.
+        hdr: header(kind, (pid_tgid >> 32) as u32, pid_tgid as u32, fd, conn_id, unsafe {
+            bpf_ktime_get_ns()
+        }),
+        family,
+        port,
+        role_hint: role,
+        _pad: [0; 3],
+        addr,
+    };
+    if EVENTS.output::<ConnEvent>(&ev, 0).is_err() {
+        count_lost();
+    }
+}
+
+/// Fills this CPU's scratch event header for one call; pieces then only set offset and length.
+#[inline(always)]
+fn scratch_event(meta: &EmitMeta) -> Option<*mut DataEvent> {
+    let ev = SCRATCH.get_ptr_mut(0)?;
+    // SAFETY: `ev` points at this CPU's scratch slot, valid for the whole program run.
+    unsafe {
+        (*ev).hdr.kind = EVENT_DATA;
+        (*ev).hdr.tgid = meta.tgid;
+        (*ev).hdr.tid = meta.tid;
+        (*ev).hdr.fd = meta.fd;
+        (*ev).hdr.conn_id = meta.conn_id;
+        (*ev).hdr.ts_ns = meta.ts;
+        let comm = (*ev).hdr.comm.as_mut_ptr();
+        if raw_get_current_comm(comm as *mut core::ffi::c_void, COMM_LEN as u32) != 0 {
+            (*ev).hdr.comm = [0; COMM_LEN];
+        }
+        (*ev).direction = meta.direction;
+        (*ev).source = meta.source;
+        (*ev)._pad = [0; 2];
+        (*ev).total_len = meta.total;
+    }
+    Some(ev)
+}
+
+/// Copies `n` (<= MAX_DATA) user bytes at `src` into the scratch event and sends it.
+#[inline(always)]
+fn emit_piece(ev: *mut DataEvent, src: u64, n: u32, offset: u32) {
+    let n = if n > MAX_DATA as u32 { MAX_DATA as u32 } else { n };
+    // SAFETY: `ev` is this CPU's scratch slot; the copy is bounded by MAX_DATA, the size of `data`.
+    unsafe {
+        (*ev).offset = offset;
+        let dst = (*ev).data.as_mut_ptr();
+        let ok = raw_probe_read_user(dst as *mut core::ffi::c_void, n, src as *const core::ffi::c_void) == 0;
+        let n = if ok { n } else { 0 };
+        (*ev).len = n;
+        let bytes = core::slice::from_raw_parts(ev as *const u8, DATA_HEADER_SIZE + n as usize);
+        if EVENTS.output::<[u8]>(bytes, 0).is_err() {
+            count_lost();
+        }
+    }
+}
+
+/// Sends `len` bytes at user address `src` as data events of at most MAX_DATA bytes each.
+#[inline(always)]
+fn emit_buf(meta: &EmitMeta, src: u64, len: u32) {
+    let Some(ev) = scratch_event(meta) else { return };
+    let mut sent: u32 = 0;
+    for _ in 0..MAX_CHUNKS {
+        if sent >= len {
+            break;
+        }
+        let rem = len - sent;
+        let n: u32 = if rem > MAX_DATA as u32 { MAX_DATA as u32 } else { rem };
+        emit_piece(ev, src + sent as u64, n, sent);
+        sent += n;
+    }
+}
+
+/// Emits the first `total` bytes spread over an iovec array: up to MAX_DATA bytes of each of the
+/// first MAX_IOV entries. Bytes of an entry beyond MAX_DATA are not sent; the offsets of the next
+/// pieces let userspace see them as a gap. (One piece per entry keeps the verifier's path count
+/// linear; HTTP writers use small iovecs: head, body, chunk framing.)
+#[inline(always)]
+fn emit_iov(meta: &EmitMeta, iov: u64, iovcnt: u64, total: u32) {
+    let Some(ev) = scratch_event(meta) else { return };
+    let mut done: u32 = 0;
+    for i in 0..MAX_IOV {
+        if (i as u64) >= iovcnt || done >= total {
+            break;
+        }
+        // SAFETY: reading user memory through the helper, which faults safely.
+        let Ok(v) = (unsafe { bpf_probe_read_user((iov + i as u64 * 16) as *const IoVec) }) else {
+            break;
+        };
+        let rem = total - done;
+        let len = if v.len > rem as u64 { rem } else { v.len as u32 };
+        if len > 0 {
+            emit_piece(ev, v.base, len, done);
+        }
+        done += len;
+    }
+}
+
+/// True when the bytes look like the start of a TLS record (handshake, alert, CCS, app data).
+#[inline(always)]
+fn looks_like_tls(src: u64) -> bool {
+    // SAFETY: user memory read through the helper.
+    let Ok(b) = (unsafe { bpf_probe_read_user(src as *const [u8; 3]) }) else {
+        return false;
+    };
+    (b[0] >= 0x14 && b[0] <= 0x17) && b[1] == 0x03 && b[2] <= 0x04
+}
+
+#[inline(always)]
+fn mute_key(tgid: u32, conn_id: u64) -> ConnKey {
+    ConnKey { tgid, _pad: 0, conn_id }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Socket syscalls
+// ---------------------------------------------------------------------------------------------
+
+#[inline(always)]
+fn enter_io(ctx: &TracePointContext, kind: u32) -> u32 {
+    let pid_tgid = bpf_get_current_pid_tgid();
+    let tgid = (pid_tgid >> 32) as u32;
+    if !should_trace(tgid) {
+        return 0;
+    }
+    // SAFETY: offsets from the syscalls:sys_enter_* tracepoint format (fd at 16, buf at 24, len at 32).
+    let (fd, buf, len) = unsafe {
+        (
+            ctx.read_at::<u64>(16).unwrap_or(u64::MAX) as i32,
+            ctx.read_at::<u64>(24).unwrap_or(0),
+            ctx.read_at::<u64>(32).unwrap_or(0),
+        )
+    };
+    let key = SockKey { tgid, fd };
+    let Some(sock) = SOCKS.get_ptr_mut(&key) else {
+        return 0;
+    };
+    // SAFETY: map value pointer valid for this program run.
+    let sock = unsafe { &mut *sock };
+    // A syscall inside an SSL call on this thread moves ciphertext: learn the fd, emit nothing.
+    // SAFETY: value only read.
+    if let Some(ssl) = unsafe { PENDING_SSL.get(&pid_tgid) } {
+        sock.flags |= SOCK_FLAG_TLS | SOCK_FLAG_SEEN_DATA;
+        let ck = mute_key(tgid, ssl.ssl);
+        // SAFETY: value only read.
+        let known = unsafe { SSL_FDS.get(&ck) }.map(|f| *f == fd).unwrap_or(false);
+        if !known {
+            let _ = SSL_FDS.insert(&ck, &fd, 0);
+            emit_conn(EVENT_SSL_FD, fd, ssl.ssl, 0, 0, ROLE_HINT_UNKNOWN, [0; 16]);
+        }
+        return 0;
+    }
+    if sock.flags & SOCK_FLAG_TLS != 0 {
+        return 0;
+    }
+    // SAFETY: value only read.
+    if unsafe { MUTED.get(&mute_key(tgid, sock.generation)) }.is_some() {
+        return 0;
+    }
+    let args = SysArgs {
+        kind,
+        fd,
+        buf,
+        len,
+        // SAFETY: no preconditions.
+        ts: unsafe { bpf_ktime_get_ns() },
+        generation: sock.generation,
+    };
+    let _ = PENDING_SYS.insert(&pid_tgid, &args, 0);
+    0
+}
+
+/// Takes the arguments saved at syscall entry and the return value.
+#[inline(always)]
+fn take_pending(ctx: &TracePointContext) -> Option<(u64, SysArgs, i64)> {
+    let pid_tgid = bpf_get_current_pid_tgid();
+    // SAFETY: value copied out before removal.
+    let args = (unsafe { PENDING_SYS.get(&pid_tgid) }).copied()?;
+    let _ = PENDING_SYS.remove(&pid_tgid);
+    // SAFETY: sys_exit_* tracepoints carry the return value at offset 16.
+    let ret = unsafe { ctx.read_at::<i64>(16) }.unwrap_or(-1);
+    Some((pid_tgid, args, ret))
+}
+
+#[inline(always)]
+fn exit_sock(ctx: &TracePointContext) -> u32 {
+    let Some((pid_tgid, args, ret)) = take_pending(ctx) else { return 0 };
+    let tgid = (pid_tgid >> 32) as u32;
+    match args.kind {
+        K_CONNECT if ret == 0 || ret == EINPROGRESS => {
+            register_socket(tgid, args.fd, args.buf, ROLE_HINT_CONNECT, false)
+        }
+        K_ACCEPT if ret >= 0 => register_socket(tgid, ret as i32, args.buf, ROLE_HINT_ACCEPT, true),
+        _ => {}
+    }
+    0
+}
+
+#[inline(always)]
+fn exit_io(ctx: &TracePointContext, vectored: bool) -> u32 {
+    let Some((pid_tgid, args, ret)) = take_pending(ctx) else { return 0 };
+    let tgid = (pid_tgid >> 32) as u32;
+    if ret <= 0 || args.kind == K_CONNECT || args.kind == K_ACCEPT {
+        return 0;
+    }
+    let total = if ret > u32::MAX as i64 { u32::MAX } else { ret as u32 };
+    let direction = match args.kind {
+        K_READ | K_READV | K_RECVMSG => DIR_INGRESS,
+        _ => DIR_EGRESS,
+    };
+    let (mut iov, mut iovcnt) = (args.buf, args.len);
+    if args.kind == K_RECVMSG || args.kind == K_SENDMSG {
+        // struct user_msghdr: msg_iov at 16, msg_iovlen at 24 (user ABI, stable).
+        // SAFETY: user memory read through the helper.
+        unsafe {
+            iov = bpf_probe_read_user((args.buf + 16) as *const u64).unwrap_or(0);
+            iovcnt = bpf_probe_read_user((args.buf + 24) as *const u64).unwrap_or(0);
+        }
+    }
+    let first = if vectored {
+        // SAFETY: user memory read through the helper.
+        unsafe { bpf_probe_read_user(iov as *const IoVec) }.map(|v| v.base).unwrap_or(0)
+    } else {
+        args.buf
+    };
+    // The first payload on a socket tells whether it carries TLS records.
+    let key = SockKey { tgid, fd: args.fd };
+    if let Some(sock) = SOCKS.get_ptr_mut(&key) {
+        // SAFETY: map value pointer valid for this program run.
+        let sock = unsafe { &mut *sock };
+        if sock.generation != args.generation {
+            return 0;
+        }
+        if sock.flags & SOCK_FLAG_SEEN_DATA == 0 {
+            sock.flags |= SOCK_FLAG_SEEN_DATA;
+            if looks_like_tls(first) {
+                sock.flags |= SOCK_FLAG_TLS;
+                return 0;
+            }
+        }
+    } else {
+        return 0;
+    }
+    let meta = EmitMeta {
+        tgid,
+        tid: pid_tgid as u32,
+        fd: args.fd,
+        direction,
+        source: SRC_SOCKET,
+        _pad: [0; 2],
+        conn_id: args.generation,
+        // Writes are stamped when they start, reads when the bytes have arrived.
+        // SAFETY: no preconditions.
+        ts: if direction == DIR_EGRESS { args.ts } else { unsafe { bpf_ktime_get_ns() } },
+        total,
+        _pad2: 0,
+    };
+    if vectored {
+        emit_iov(&meta, iov, iovcnt, total);
+    } else {
+        emit_buf(&meta, args.buf, total);
+    }
+    0
+}
+
+/// Records a new socket fd and reports it with its peer address read from `sockaddr`.
+#[inline(always)]
+fn register_socket(tgid: u32, fd: i32, sockaddr: u64, role: u8, accept: bool) {
+    let mut family: u16 = 0;
+    let mut port: u16 = 0;
+    let mut addr = [0u8; 16];
+    if sockaddr != 0 {
+        // SAFETY: user memory read through the helper.
+        family = unsafe { bpf_probe_read_user(sockaddr as *const u16) }.unwrap_or(0);
+        // SAFETY: as above.
+        let p = unsafe { bpf_probe_read_user((sockaddr + 2) as *const u16) }.unwrap_or(0);
+        port = u16::from_be(p);
+        if family == AF_INET {
+            // SAFETY: as above.
+            if let Ok(a) = unsafe { bpf_probe_read_user((sockaddr + 4) as *const [u8; 4]) } {
+                addr[..4].copy_from_slice(&a);
+            }
+        } else if family == AF_INET6 {
+            // SAFETY: as above.
+            addr = unsafe { bpf_probe_read_user((sockaddr + 8) as *const [u8; 16]) }.unwrap_or([0; 16]);
+        } else if !(accept && family == 0) {
+            // Unix and other non-IP sockets are not HTTP-over-TCP traffic.
+            return;
+        }
+    }
+    // SAFETY: no preconditions.
+    let generation = unsafe { bpf_ktime_get_ns() } | GENERATION_TAG;
+    let info = SockInfo { generation, flags: 0, _pad: 0 };
+    let _ = SOCKS.insert(&SockKey { tgid, fd }, &info, 0);
+    emit_conn(EVENT_CONN_OPEN, fd, generation, family, port, role, addr);
+}
+
+macro_rules! io_enter {
+    ($fn:ident, $name:literal, $kind:expr) => {
+        #[tracepoint(category = "syscalls", name = $name)]
+        pub fn $fn(ctx: TracePointContext) -> u32 {
+            enter_io(&ctx, $kind)
+        }
+    };
+}
+
+io_enter!(sys_enter_read, "sys_enter_read", K_READ);
+io_enter!(sys_enter_write, "sys_enter_write", K_WRITE);
+io_enter!(sys_enter_readv, "sys_enter_readv", K_READV);
+io_enter!(sys_enter_writev, "sys_enter_writev", K_WRITEV);
+io_enter!(sys_enter_recvfrom, "sys_enter_recvfrom", K_READ);
+io_enter!(sys_enter_sendto, "sys_enter_sendto", K_WRITE);
+io_enter!(sys_enter_recvmsg, "sys_enter_recvmsg", K_RECVMSG);
+io_enter!(sys_enter_sendmsg, "sys_enter_sendmsg", K_SENDMSG);
+/// Exit of read/write/recvfrom/sendto: one user buffer.
+#[tracepoint(category = "syscalls", name = "sys_exit_rw")]
+pub fn sys_exit_rw(ctx: TracePointContext) -> u32 {
+    exit_io(&ctx, false)
+}
+/// Exit of readv/writev/recvmsg/sendmsg: an iovec array.
+#[tracepoint(category = "syscalls", name = "sys_exit_vec")]
+pub fn sys_exit_vec(ctx: TracePointContext) -> u32 {
+    exit_io(&ctx, true)
+}
+/// Exit of connect/accept/accept4.
+#[tracepoint(category = "syscalls", name = "sys_exit_sock")]
+pub fn sys_exit_sock(ctx: TracePointContext) -> u32 {
+    exit_sock(&ctx)
+}
+
+#[tracepoint(category = "syscalls", name = "sys_enter_connect")]
+pub fn sys_enter_connect(ctx: TracePointContext) -> u32 {
+    save_sock_args(&ctx, K_CONNECT)
+}
+
+/// accept and accept4 share the argument layout (fd 16, upeer_sockaddr 24).
+#[tracepoint(category = "syscalls", name = "sys_enter_accept")]
+pub fn sys_enter_accept(ctx: TracePointContext) -> u32 {
+    save_sock_args(&ctx, K_ACCEPT)
+}
+
+#[inline(always)]
+fn save_sock_args(ctx: &TracePointContext, kind: u32) -> u32 {
+    let pid_tgid = bpf_get_current_pid_tgid();
+    if !should_trace((pid_tgid >> 32) as u32) {
+        return 0;
+    }
+    // SAFETY: syscalls:sys_enter_connect/accept(4): fd at 16, sockaddr pointer at 24.
+    let (fd, addr) = unsafe {
+        (ctx.read_at::<u64>(16).unwrap_or(u64::MAX) as i32, ctx.read_at::<u64>(24).unwrap_or(0))
+    };
+    let args = SysArgs {
+        kind,
+        fd,
+        buf: addr,
+        len: 0,
+        // SAFETY: no preconditions.
+        ts: unsafe { bpf_ktime_get_ns() },
+        generation: 0,
+    };
+    let _ = PENDING_SYS.insert(&pid_tgid, &args, 0);
+    0
+}
+
+#[tracepoint(category = "syscalls", name = "sys_enter_close")]
+pub fn sys_enter_close(ctx: TracePointContext) -> u32 {
+    let pid_tgid = bpf_get_current_pid_tgid();
+    let tgid = (pid_tgid >> 32) as u32;
+    // SAFETY: syscalls:sys_enter_close: fd at 16.
+    let fd = unsafe { ctx.read_at::<u64>(16) }.unwrap_or(u64::MAX) as i32;
+    let key = SockKey { tgid, fd };
+    // SAFETY: value copied out before removal.
+    let Some(info) = (unsafe { SOCKS.get(&key) }).copied() else {
+        return 0;
+    };
+    let _ = SOCKS.remove(&key);
+    let _ = MUTED.remove(&mute_key(tgid, info.generation));
+    // For a TLS socket userspace also ends the SSL connections it saw on this fd.
+    emit_conn(EVENT_CONN_CLOSE, fd, info.generation, 0, 0, ROLE_HINT_UNKNOWN, [0; 16]);
+    0
+}
+
+#[tracepoint(category = "syscalls", name = "sys_enter_mmap")]
+pub fn sys_enter_mmap(ctx: TracePointContext) -> u32 {
+    let pid_tgid = bpf_get_current_pid_tgid();
+    if !should_trace((pid_tgid >> 32) as u32) {
+        return 0;
+    }
+    // SAFETY: syscalls:sys_enter_mmap: prot at 32, fd at 48.
+    let (prot, fd) = unsafe {
+        (ctx.read_at::<u64>(32).unwrap_or(0), ctx.read_at::<u64>(48).unwrap_or(u64::MAX) as i32)
+    };
+    if prot & PROT_EXEC != 0 && fd >= 0 {
+        emit_conn(EVENT_EXEC_MAP, fd, 0, 0, 0, ROLE_HINT_UNKNOWN, [0; 16]);
+    }
+    0
+}
+
+#[tracepoint(category = "sched", name = "sched_process_exec")]
+pub fn sched_process_exec(_ctx: TracePointContext) -> u32 {
+    let pid_tgid = bpf_get_current_pid_tgid();
+    if !should_trace((pid_tgid >> 32) as u32) {
+        return 0;
+    }
+    emit_conn(EVENT_EXEC_MAP, -1, 0, 0, 0, ROLE_HINT_UNKNOWN, [0; 16]);
+    0
+}
+
+#[tracepoint(category = "sched", name = "sched_process_exit")]
+pub fn sched_process_exit(_ctx: TracePointContext) -> u32 {
+    let pid_tgid = bpf_get_current_pid_tgid();
+    if (pid_tgid >> 32) as u32 != pid_tgid as u32 || !should_trace((pid_tgid >> 32) as u32) {
+        return 0;
+    }
+    emit_conn(EVENT_PROC_EXIT, -1, 0, 0, 0, ROLE_HINT_UNKNOWN, [0; 16]);
+    0
+}
+
+// ---------------------------------------------------------------------------------------------
+// OpenSSL
+// ---------------------------------------------------------------------------------------------
+
+#[inline(always)]
+fn ssl_enter(ctx: &ProbeContext, op: u32) -> u32 {
+    let pid_tgid = bpf_get_current_pid_tgid();
+    let tgid = (pid_tgid >> 32) as u32;
+    if !should_trace(tgid) {
+        return 0;
+    }
+    let ssl: u64 = ctx.arg(0).unwrap_or(0);
+    if ssl == 0 {
+        return 0;
+    }
+    let args = SslArgs {
+        op,
+        _pad: 0,
+        ssl,
+        buf: ctx.arg(1).unwrap_or(0),
+        len_ptr: if op == OP_READ_EX || op == OP_WRITE_EX { ctx.arg(3).unwrap_or(0) } else { 0 },
+        // SAFETY: no preconditions.
+        ts: unsafe { bpf_ktime_get_ns() },
+    };
+    let _ = PENDING_SSL.insert(&pid_tgid, &args, 0);
+    0
+}
+
+#[uprobe]
+pub fn ssl_read(ctx: ProbeContext) -> u32 {
+    ssl_enter(&ctx, OP_READ)
+}
+#[uprobe]
+pub fn ssl_read_ex(ctx: ProbeContext) -> u32 {
+    ssl_enter(&ctx, OP_READ_EX)
+}
+#[uprobe]
+pub fn ssl_write(ctx: ProbeContext) -> u32 {
+    ssl_enter(&ctx, OP_WRITE)
+}
+#[uprobe]
+pub fn ssl_write_ex(ctx: ProbeContext) -> u32 {
+    ssl_enter(&ctx, OP_WRITE_EX)
+}
+
+/// Return of any of the four calls: emits the bytes actually transferred.
+#[uretprobe]
+pub fn ssl_ret(ctx: RetProbeContext) -> u32 {
+    let pid_tgid = bpf_get_current_pid_tgid();
+    // SAFETY: value copied out before removal.
+    let Some(args) = (unsafe { PENDING_SSL.get(&pid_tgid) }).copied() else {
+        return 0;
+    };
+    let _ = PENDING_SSL.remove(&pid_tgid);
+    let ret: i64 = ctx.ret::<i32>() as i64;
+    let n: u64 = if args.op == OP_READ_EX || args.op == OP_WRITE_EX {
+        if ret == 1 && args.len_ptr != 0 {
+            // SAFETY: user memory read through the helper.
+            unsafe { bpf_probe_read_user(args.len_ptr as *const u64) }.unwrap_or(0)
+        } else {
+            0
+        }
+    } else if ret > 0 {
+        ret as u64
+    } else {
+        0
+    };
+    if n == 0 {
+        return 0;
+    }
+    let tgid = (pid_tgid >> 32) as u32;
+    let ck = mute_key(tgid, args.ssl);
+    // SAFETY: value only read.
+    if unsafe { MUTED.get(&ck) }.is_some() {
+        return 0;
+    }
+    // SAFETY: value only read.
+    let fd = unsafe { SSL_FDS.get(&ck) }.copied().unwrap_or(-1);
+    let write = args.op == OP_WRITE || args.op == OP_WRITE_EX;
+    let meta = EmitMeta {
+        tgid,
+        tid: pid_tgid as u32,
+        fd,
+        direction: if write { DIR_EGRESS } else { DIR_INGRESS },
+        source: SRC_TLS,
+        _pad: [0; 2],
+        conn_id: args.ssl,
+        // SAFETY: no preconditions.
+        ts: if write { args.ts } else { unsafe { bpf_ktime_get_ns() } },
+        total: if n > u32::MAX as u64 { u32::MAX } else { n as u32 },
+        _pad2: 0,
+    };
+    emit_buf(&meta, args.buf, meta.total);
+    0
+}
+
+#[uprobe]
+pub fn ssl_free(ctx: ProbeContext) -> u32 {
+    let pid_tgid = bpf_get_current_pid_tgid();
+    let tgid = (pid_tgid >> 32) as u32;
+    if !should_trace(tgid) {
+        return 0;
+    }
+    let ssl: u64 = ctx.arg(0).unwrap_or(0);
+    if ssl == 0 {
+        return 0;
+    }
+    let ck = mute_key(tgid, ssl);
+    let _ = SSL_FDS.remove(&ck);
+    let _ = MUTED.remove(&ck);
+    emit_conn(EVENT_SSL_FREE, -1, ssl, 0, 0, ROLE_HINT_UNKNOWN, [0; 16]);
+    0
+}
+
+#[cfg(not(test))]
+#[panic_handler]
+fn panic(_info: &core::panic::PanicInfo) -> ! {
+    loop {}
+}
+
+#[unsafe(link_section = "license")]
+#[unsafe(no_mangle)]
+static LICENSE: [u8; 13] = *b"Dual MIT/GPL\0";

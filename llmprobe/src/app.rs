@@ -1,0 +1,298 @@
+//! Wires the stages into tasks and channels:
+//!
+//! ```text
+//! ring buffer ─► reader (decode, mask secrets, name processes) ─► tracker (conntrack → http1 →
+//! sse → llm) ─► sink (JSONL)        discovery (attach uprobes to new TLS libraries) ◄─ exec/mmap
+//! ```
+//!
+//! Every channel is bounded; a full channel is a counted drop, never a stall of the kernel reader.
+
+use std::collections::BTreeSet;
+use std::io::BufReader;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use aya::maps::{HashMap as BpfHashMap, MapData};
+use llmprobe_common::ConnKey;
+use log::{info, warn};
+use prometheus_client::registry::Registry;
+use tokio::io::Interest;
+use tokio::io::unix::AsyncFd;
+use tokio::sync::mpsc;
+
+use crate::clock::Clock;
+use crate::conntrack::{ConnTracker, TrackerConfig, TrackerOutput};
+use crate::export::jsonl::{JsonlTarget, JsonlWriter};
+use crate::export::metrics_http;
+use crate::llm::LlmCall;
+use crate::probes::capture::{CaptureWriter, read_capture};
+use crate::probes::events::{ProbeEvent, decode};
+use crate::probes::loader::{LoadOptions, ProbeHandles, Probes, lost_total};
+use crate::probes::EventPreparer;
+use crate::telemetry::SelfMetrics;
+
+/// Options of `llmprobe run` / `llmprobe record`.
+#[derive(Debug, Clone)]
+pub struct RunOptions {
+    /// Where call records go (None: nowhere but metrics).
+    pub jsonl: Option<JsonlTarget>,
+    /// `/metrics` listen address.
+    pub metrics_addr: SocketAddr,
+    /// Only these processes (empty: all).
+    pub pids: Vec<u32>,
+    /// Also write every probe event to this capture file.
+    pub record: Option<PathBuf>,
+    /// Tracker limits.
+    pub tracker: TrackerConfig,
+}
+
+const BATCH_CHANNEL: usize = 4096;
+const RECORD_CHANNEL: usize = 4096;
+const MAX_BATCH: usize = 1024;
+
+/// Runs the agent until SIGINT or SIGTERM.
+pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
+    let mut registry = Registry::default();
+    let metrics = Arc::new(SelfMetrics::new(&mut registry));
+    let registry = Arc::new(registry);
+    let listener = metrics_http::bind(opts.metrics_addr).await?;
+    let mut sink = match &opts.jsonl {
+        Some(t) => Some(JsonlWriter::open(t)?),
+        None => None,
+    };
+    let mut capture = match &opts.record {
+        Some(p) => Some(CaptureWriter::new(
+            std::io::BufWriter::new(
+                std::fs::File::create(p).with_context(|| format!("cannot create capture file {}", p.display()))?,
+            ),
+            Clock::system(),
+        )?),
+        None => None,
+    };
+
+    let clock = Clock::system();
+    let (mut probes, handles) = Probes::load(&LoadOptions { pids: opts.pids.clone() })?;
+    probes.initial_scan();
+    metrics.tls_libraries.set(probes.tls_files.len() as i64);
+    if probes.tls_files.is_empty() {
+        warn!("no OpenSSL library found yet: TLS traffic is invisible until a process maps one (plaintext HTTP is traced)");
+    }
+    let seeds = probes.seed_sockets()?;
+    let ProbeHandles { ring, muted, lost } = handles;
+
+    let (batch_tx, mut batch_rx) = mpsc::channel::<Vec<ProbeEvent>>(BATCH_CHANNEL);
+    let (rec_tx, mut rec_rx) = mpsc::channel::<Vec<LlmCall>>(RECORD_CHANNEL);
+    let (scan_tx, scan_rx) = mpsc::channel::<u32>(4096);
+
+    if !seeds.is_empty() {
+        info!("tracing {} TCP sockets that were open before start", seeds.len());
+        let _ = batch_tx.send(seeds).await;
+    }
+
+    // Reader: drain the ring buffer whenever it is readable.
+    let reader_metrics = metrics.clone();
+    // SAFETY: the ring buffer owns its fd and keeps it open for as long as the AsyncFd owns it.
+    let mut ring = unsafe { AsyncFd::register_with_interest(ring, Interest::READABLE) }
+        .map_err(|e| anyhow::anyhow!("cannot poll the ring buffer: {e:?}"))?;
+    let reader = tokio::spawn(async move {
+        let mut prep = EventPreparer::new(true);
+        let mut masked_seen = 0;
+        loop {
+            let Ok(mut guard) = ring.readable_mut().await else { break };
+            let rb = guard.get_inner_mut();
+            let mut batch = Vec::new();
+            while let Some(item) = rb.next() {
+                match decode(&item) {
+                    Ok(mut ev) => {
+                        prep.prepare(&mut ev);
+                        if let ProbeEvent::ExecMap { meta } = &ev {
+                            let _ = scan_tx.try_send(meta.pid);
+                        }
+                        batch.push(ev);
+                    }
+                    Err(e) => {
+                        reader_metrics.events_malformed.inc();
+                        log::debug!("undecodable probe event: {e:?}");
+                    }
+                }
+                if batch.len() >= MAX_BATCH {
+                    if batch_tx.try_send(std::mem::take(&mut batch)).is_err() {
+                        reader_metrics.dropped.get_or_create(&vec![("reason".into(), "pipeline_backpressure".into())]).inc();
+                    }
+                }
+            }
+            guard.clear_ready();
+            let masked = prep.masked_values();
+            reader_metrics.secrets_masked.inc_by(masked - masked_seen);
+            masked_seen = masked;
+            if !batch.is_empty() && batch_tx.send(batch).await.is_err() {
+                break;
+            }
+        }
+    });
+
+    // Tracker: the pipeline proper.
+    let tracker_metrics = metrics.clone();
+    let tracker_cfg = opts.tracker;
+    let tracker = tokio::spawn(async move {
+        let mut tracker = ConnTracker::new(tracker_cfg, clock, tracker_metrics.clone());
+        let mut muted = muted;
+        while let Some(batch) = batch_rx.recv().await {
+            let mut out = TrackerOutput::default();
+            for ev in batch {
+                if let Some(c) = capture.as_mut()
+                    && let Err(e) = c.write(&ev)
+                {
+                    warn!("capture write failed, recording stops: {e:#}");
+                    capture = None;
+                }
+                tracker.handle(ev, &mut out);
+            }
+            apply_mutes(&mut muted, &out.mutes);
+            if !out.calls.is_empty() && rec_tx.try_send(out.calls).is_err() {
+                tracker_metrics.drop_for("sink_backpressure");
+            }
+        }
+        if let Some(mut c) = capture {
+            let _ = c.flush();
+        }
+        tracker.connections()
+    });
+
+    // Sink.
+    let sink_task = tokio::spawn(async move {
+        while let Some(calls) = rec_rx.recv().await {
+            if let Some(w) = sink.as_mut() {
+                for c in &calls {
+                    if let Err(e) = w.write(c) {
+                        warn!("JSONL write failed: {e:#}");
+                    }
+                }
+                let _ = w.flush();
+            }
+        }
+    });
+
+    // Discovery: attach to TLS libraries as processes exec or map them.
+    let disc_metrics = metrics.clone();
+    let discovery = tokio::spawn(discovery_loop(probes, scan_rx, disc_metrics));
+
+    // Kernel-side loss counter.
+    let lost_metrics = metrics.clone();
+    let lost_task = tokio::spawn(async move {
+        let mut seen = 0u64;
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        loop {
+            tick.tick().await;
+            let now = lost_total(&lost);
+            if now > seen {
+                warn!("{} probe events lost: the ring buffer was full", now - seen);
+                lost_metrics.events_lost.inc_by(now - seen);
+                seen = now;
+            }
+        }
+    });
+    let server = tokio::spawn(metrics_http::serve(listener, registry));
+
+    info!(
+        "ready: tracepoints attached, OpenSSL probed in {} file(s), metrics on http://{}/metrics",
+        metrics.tls_libraries.get(),
+        opts.metrics_addr
+    );
+
+    wait_for_signal().await;
+    info!("stopping: detaching probes and flushing records");
+    reader.abort();
+    discovery.abort();
+    lost_task.abort();
+    server.abort();
+    let _ = reader.await;
+    if let Ok(open) = tracker.await
+        && open > 0
+    {
+        info!("{open} connection(s) were still open; their unfinished calls are not recorded");
+    }
+    let _ = sink_task.await;
+    let _ = discovery.await;
+    Ok(())
+}
+
+fn apply_mutes(muted: &mut BpfHashMap<MapData, ConnKey, u8>, mutes: &[(u32, u64)]) {
+    for (pid, id) in mutes {
+        let key = ConnKey { tgid: *pid, _pad: 0, conn_id: *id };
+        if let Err(e) = muted.insert(key, 1, 0) {
+            log::debug!("could not mute connection {pid}/{id:#x}: {e}");
+        }
+    }
+}
+
+async fn discovery_loop(mut probes: Probes, mut rx: mpsc::Receiver<u32>, metrics: Arc<SelfMetrics>) {
+    let mut rescan = tokio::time::interval(Duration::from_secs(30));
+    rescan.tick().await;
+    loop {
+        tokio::select! {
+            pid = rx.recv() => {
+                let Some(pid) = pid else { break };
+                // Let the loader finish mapping, then take every pid queued meanwhile.
+                tokio::time::sleep(Duration::from_millis(20)).await;
+                let mut pids = BTreeSet::from([pid]);
+                while let Ok(p) = rx.try_recv() {
+                    pids.insert(p);
+                }
+                let pids: Vec<u32> = pids.into_iter().collect();
+                if probes.scan_pids(&pids) > 0 {
+                    metrics.tls_libraries.set(probes.tls_files.len() as i64);
+                }
+            }
+            _ = rescan.tick() => {
+                let pids = probes.scan_targets();
+                if probes.scan_pids(&pids) > 0 {
+                    metrics.tls_libraries.set(probes.tls_files.len() as i64);
+                }
+            }
+        }
+    }
+}
+
+async fn wait_for_signal() {
+    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(e) => {
+            warn!("cannot listen for SIGTERM: {e}");
+            let _ = tokio::signal::ctrl_c().await;
+            return;
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+}
+
+/// Runs captured events through the same pipeline offline. Returns the records in order.
+pub fn replay_events(clock: Clock, events: Vec<ProbeEvent>, cfg: TrackerConfig, metrics: Arc<SelfMetrics>) -> Vec<LlmCall> {
+    let mut tracker = ConnTracker::new(cfg, clock, metrics);
+    let mut prep = EventPreparer::new(false);
+    let mut out = TrackerOutput::default();
+    for mut ev in events {
+        prep.prepare(&mut ev);
+        tracker.handle(ev, &mut out);
+    }
+    out.calls
+}
+
+/// `llmprobe replay`: reads a capture and writes its records.
+pub fn replay(path: &Path, jsonl: &JsonlTarget) -> anyhow::Result<usize> {
+    let file = std::fs::File::open(path).with_context(|| format!("cannot open capture {}", path.display()))?;
+    let (clock, events) = read_capture(BufReader::new(file))?;
+    let calls = replay_events(clock, events, TrackerConfig::default(), Arc::new(SelfMetrics::unregistered()));
+    let mut w = JsonlWriter::open(jsonl)?;
+    for c in &calls {
+        w.write(c)?;
+    }
+    w.flush()?;
+    Ok(calls.len())
+}

@@ -1,0 +1,563 @@
+//! Stage 2: the connection tracker. Turns probe events into per-connection byte streams (one per
+//! direction), decides which side sends requests (that side's process is the `client`), runs the
+//! HTTP/1.1 parser on each direction, pairs requests with responses in order, and hands LLM
+//! exchanges to the call model. It also owns connection lifetime: sockets by (pid, fd), TLS
+//! connections by (pid, `SSL*`), closes, process exits, idle expiry, and the feedback that tells
+//! the kernel to stop capturing connections that are not LLM traffic.
+//!
+//! Identity: TLS = (pid, `SSL*`), plaintext = (pid, socket generation). Every limit here is a
+//! counted drop, never a panic or unbounded growth.
+
+use std::collections::{HashMap, VecDeque};
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use log::debug;
+
+use crate::clock::Clock;
+use crate::llm::exchange::{ExchangeContext, ExchangeLimits, LlmExchange};
+use crate::llm::{self, LlmCall};
+use crate::probes::events::{DataChunk, Direction, ProbeEvent};
+use crate::protocol::http1::{Http1Parser, HttpError, HttpEvent, MessageKind};
+use crate::telemetry::SelfMetrics;
+
+/// Tracker limits and policy.
+#[derive(Debug, Clone, Copy)]
+pub struct TrackerConfig {
+    /// Most connections tracked at once; more are dropped (counted).
+    pub max_connections: usize,
+    /// Most requests waiting for their responses on one connection.
+    pub max_pending_exchanges: usize,
+    /// A connection with no bytes for this long is forgotten (its open calls are recorded).
+    pub idle_timeout_ns: u64,
+    /// Mute a connection after this many HTTP exchanges that matched no LLM API, and none that did.
+    pub mute_after_non_llm: u32,
+    /// Per-exchange size caps.
+    pub exchange: ExchangeLimits,
+}
+
+impl Default for TrackerConfig {
+    fn default() -> Self {
+        TrackerConfig {
+            max_connections: 16_384,
+            max_pending_exchanges: 64,
+            idle_timeout_ns: 10 * 60 * 1_000_000_000,
+            mute_after_non_llm: 3,
+            exchange: ExchangeLimits::default(),
+        }
+    }
+}
+
+/// What one step of the tracker produced.
+#[derive(Default, Debug)]
+pub struct TrackerOutput {
+    /// Finished LLM calls.
+    pub calls: Vec<LlmCall>,
+    /// Connections (pid, conn id) the kernel should stop capturing.
+    pub mutes: Vec<(u32, u64)>,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Socket {
+    generation: u64,
+    peer: Option<SocketAddr>,
+}
+
+/// Bytes of the current call seen so far on one direction, to find bytes the kernel did not send.
+#[derive(Debug, Default, Clone, Copy)]
+struct Coverage {
+    total: u32,
+    covered: u32,
+}
+
+impl Coverage {
+    /// Accounts for a chunk; returns the bytes missing before it.
+    fn account(&mut self, offset: u32, len: u32, total: u32) -> u64 {
+        let mut gap = 0u64;
+        if offset == 0 {
+            gap += self.take_missing();
+            self.total = total;
+            self.covered = 0;
+        }
+        if offset > self.covered {
+            gap += u64::from(offset - self.covered);
+        }
+        self.covered = self.covered.max(offset.saturating_add(len));
+        gap
+    }
+
+    /// Bytes of the current call that will never arrive (called when another call starts).
+    fn take_missing(&mut self) -> u64 {
+        let missing = u64::from(self.total.saturating_sub(self.covered));
+        self.total = 0;
+        self.covered = 0;
+        missing
+    }
+}
+
+struct Pending {
+    exchange: Option<LlmExchange>,
+}
+
+struct Connection {
+    pid: u32,
+    comm: String,
+    tls: bool,
+    fd: Option<i32>,
+    peer: Option<SocketAddr>,
+    request_dir: Option<Direction>,
+    req: Http1Parser,
+    resp: Http1Parser,
+    req_msg_start: Option<u64>,
+    pending: VecDeque<Pending>,
+    non_llm_streak: u32,
+    llm_seen: bool,
+    last_ts: u64,
+    coverage: [Coverage; 2],
+    upgraded: bool,
+}
+
+fn dir_index(d: Direction) -> usize {
+    match d {
+        Direction::Egress => 0,
+        Direction::Ingress => 1,
+    }
+}
+
+impl Connection {
+    fn new(pid: u32, comm: String, tls: bool, fd: Option<i32>, peer: Option<SocketAddr>, ts: u64) -> Self {
+        Connection {
+            pid,
+            comm,
+            tls,
+            fd,
+            peer,
+            request_dir: None,
+            req: Http1Parser::new(MessageKind::Request),
+            resp: Http1Parser::new(MessageKind::Response),
+            req_msg_start: None,
+            pending: VecDeque::new(),
+            non_llm_streak: 0,
+            llm_seen: false,
+            last_ts: ts,
+            coverage: [Coverage::default(); 2],
+            upgraded: false,
+        }
+    }
+
+    fn context(&self) -> ExchangeContext {
+        ExchangeContext {
+            role: if self.request_dir == Some(Direction::Ingress) { "server" } else { "client" },
+            pid: self.pid,
+            comm: self.comm.clone(),
+            tls: self.tls,
+            peer: self.peer,
+        }
+    }
+}
+
+/// Why a connection stops being tracked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum EndReason {
+    /// Closed, freed, or its process exited: open calls were aborted.
+    Closed,
+    /// No bytes for too long.
+    Idle,
+    /// Its bytes could not be parsed any more.
+    ParseFailure,
+}
+
+/// The connection tracker.
+pub struct ConnTracker {
+    cfg: TrackerConfig,
+    clock: Clock,
+    metrics: Arc<SelfMetrics>,
+    sockets: HashMap<u32, HashMap<i32, Socket>>,
+    conns: HashMap<u32, HashMap<u64, Connection>>,
+    conn_count: usize,
+    /// TLS connections by the fd they use: (pid, fd) -> SSL pointers.
+    tls_by_fd: HashMap<(u32, i32), Vec<u64>>,
+    /// (pid, SSL*) -> fd.
+    ssl_fd: HashMap<(u32, u64), i32>,
+    last_sweep_ts: u64,
+}
+
+impl ConnTracker {
+    /// New tracker.
+    pub fn new(cfg: TrackerConfig, clock: Clock, metrics: Arc<SelfMetrics>) -> Self {
+        ConnTracker {
+            cfg,
+            clock,
+            metrics,
+            sockets: HashMap::new(),
+            conns: HashMap::new(),
+            conn_count: 0,
+            tls_by_fd: HashMap::new(),
+            ssl_fd: HashMap::new(),
+            last_sweep_ts: 0,
+        }
+    }
+
+    /// Connections tracked now.
+    pub fn connections(&self) -> usize {
+        self.conn_count
+    }
+
+    /// Handles one event.
+    pub fn handle(&mut self, ev: ProbeEvent, out: &mut TrackerOutput) {
+        self.metrics.events.inc();
+        let ts = ev.meta().ts_ns;
+        match ev {
+            ProbeEvent::Data(d) => self.on_data(d, out),
+            ProbeEvent::ConnOpen { meta, peer, .. } => {
+                let sockets = self.sockets.entry(meta.pid).or_default();
+                let old = sockets.insert(meta.fd, Socket { generation: meta.conn_id, peer });
+                if let Some(old) = old
+                    && old.generation != meta.conn_id
+                {
+                    // The fd was reused without a close we saw.
+                    self.end_conn(meta.pid, old.generation, ts, EndReason::Closed, out);
+                    self.end_tls_on_fd(meta.pid, meta.fd, ts, out);
+                }
+            }
+            ProbeEvent::ConnClose { meta } => {
+                if let Some(s) = self.sockets.get_mut(&meta.pid) {
+                    s.remove(&meta.fd);
+                    if s.is_empty() {
+                        self.sockets.remove(&meta.pid);
+                    }
+                }
+                self.end_conn(meta.pid, meta.conn_id, ts, EndReason::Closed, out);
+                self.end_tls_on_fd(meta.pid, meta.fd, ts, out);
+            }
+            ProbeEvent::SslFd { meta } => {
+                let key = (meta.pid, meta.conn_id);
+                if let Some(old) = self.ssl_fd.insert(key, meta.fd)
+                    && let Some(v) = self.tls_by_fd.get_mut(&(meta.pid, old))
+                {
+                    v.retain(|s| *s != meta.conn_id);
+                }
+                let list = self.tls_by_fd.entry((meta.pid, meta.fd)).or_default();
+                if !list.contains(&meta.conn_id) {
+                    list.push(meta.conn_id);
+                }
+                let peer = self.peer_of(meta.pid, meta.fd);
+                if let Some(c) = self.conns.get_mut(&meta.pid).and_then(|m| m.get_mut(&meta.conn_id)) {
+                    c.fd = Some(meta.fd);
+                    c.peer = c.peer.or(peer);
+                }
+            }
+            ProbeEvent::SslFree { meta } => {
+                self.forget_ssl(meta.pid, meta.conn_id);
+                self.end_conn(meta.pid, meta.conn_id, ts, EndReason::Closed, out);
+            }
+            ProbeEvent::ProcExit { meta } => self.end_process(meta.pid, ts, out),
+            ProbeEvent::ExecMap { .. } => {}
+        }
+        if ts > self.last_sweep_ts.saturating_add(1_000_000_000) {
+            self.last_sweep_ts = ts;
+            self.sweep(ts, out);
+        }
+        self.metrics.connections_tracked.set(self.conn_count as i64);
+    }
+
+    /// Ends every connection (agent shutdown or end of a replay): open calls are recorded as
+    /// aborted at their last byte.
+    pub fn finish_all(&mut self, out: &mut TrackerOutput) {
+        let pids: Vec<u32> = self.conns.keys().copied().collect();
+        for pid in pids {
+            let ids: Vec<u64> = self.conns.get(&pid).map(|m| m.keys().copied().collect()).unwrap_or_default();
+            for id in ids {
+                self.end_conn(pid, id, 0, EndReason::Closed, out);
+            }
+        }
+        self.metrics.connections_tracked.set(self.conn_count as i64);
+    }
+
+    fn peer_of(&self, pid: u32, fd: i32) -> Option<SocketAddr> {
+        self.sockets.get(&pid).and_then(|m| m.get(&fd)).and_then(|s| s.peer)
+    }
+
+    fn forget_ssl(&mut self, pid: u32, ssl: u64) {
+        if let Some(fd) = self.ssl_fd.remove(&(pid, ssl))
+            && let Some(v) = self.tls_by_fd.get_mut(&(pid, fd))
+        {
+            v.retain(|s| *s != ssl);
+            if v.is_empty() {
+                self.tls_by_fd.remove(&(pid, fd));
+            }
+        }
+    }
+
+    fn end_tls_on_fd(&mut self, pid: u32, fd: i32, ts: u64, out: &mut TrackerOutput) {
+        if let Some(ssls) = self.tls_by_fd.remove(&(pid, fd)) {
+            for ssl in ssls {
+                self.ssl_fd.remove(&(pid, ssl));
+                self.end_conn(pid, ssl, ts, EndReason::Closed, out);
+            }
+        }
+    }
+
+    fn end_process(&mut self, pid: u32, ts: u64, out: &mut TrackerOutput) {
+        let ids: Vec<u64> = self.conns.get(&pid).map(|m| m.keys().copied().collect()).unwrap_or_default();
+        for id in ids {
+            self.end_conn(pid, id, ts, EndReason::Closed, out);
+        }
+        self.sockets.remove(&pid);
+        self.ssl_fd.retain(|(p, _), _| *p != pid);
+        self.tls_by_fd.retain(|(p, _), _| *p != pid);
+    }
+
+    fn sweep(&mut self, now: u64, out: &mut TrackerOutput) {
+        let limit = self.cfg.idle_timeout_ns;
+        let idle: Vec<(u32, u64)> = self
+            .conns
+            .iter()
+            .flat_map(|(pid, m)| {
+                m.iter().filter(|(_, c)| now.saturating_sub(c.last_ts) > limit).map(move |(id, _)| (*pid, *id))
+            })
+            .collect();
+        for (pid, id) in idle {
+            self.metrics.drop_for("idle_connection");
+            self.end_conn(pid, id, now, EndReason::Idle, out);
+        }
+    }
+
+    fn remove_conn(&mut self, pid: u32, id: u64) -> Option<Connection> {
+        let m = self.conns.get_mut(&pid)?;
+        let c = m.remove(&id)?;
+        if m.is_empty() {
+            self.conns.remove(&pid);
+        }
+        self.conn_count = self.conn_count.saturating_sub(1);
+        Some(c)
+    }
+
+    /// Stops tracking a connection and records its open LLM calls.
+    fn end_conn(&mut self, pid: u32, id: u64, ts: u64, reason: EndReason, out: &mut TrackerOutput) {
+        let Some(mut c) = self.remove_conn(pid, id) else { return };
+        let end_ts = if ts == 0 { c.last_ts } else { ts };
+        if reason != EndReason::ParseFailure && c.request_dir.is_some() {
+            // A response delimited by the connection's end completes here.
+            let mut events = Vec::new();
+            c.resp.finish(&mut events);
+            let resp_dir = c.request_dir.map(Direction::opposite);
+            self.on_http_events(&mut c, resp_dir, events, end_ts, out);
+        }
+        let ctx = c.context();
+        for p in c.pending.drain(..) {
+            if let Some(mut ex) = p.exchange {
+                match reason {
+                    EndReason::Closed => {}
+                    EndReason::Idle => ex.set_error("idle_timeout"),
+                    EndReason::ParseFailure => ex.set_error("capture_incomplete"),
+                }
+                let aborted = reason == EndReason::Closed;
+                out.calls.push(ex.finish(&ctx, &self.clock, aborted, Some(end_ts)));
+                self.metrics.calls.inc();
+            }
+        }
+    }
+
+    fn mute(&mut self, pid: u32, id: u64, reason: &str, out: &mut TrackerOutput) {
+        self.metrics.drop_for(reason);
+        self.metrics.connections_muted.inc();
+        out.mutes.push((pid, id));
+        self.remove_conn(pid, id);
+    }
+
+    fn on_data(&mut self, d: DataChunk, out: &mut TrackerOutput) {
+        let pid = d.meta.pid;
+        let id = d.meta.conn_id;
+        let ts = d.meta.ts_ns;
+        let exists = self.conns.get(&pid).is_some_and(|m| m.contains_key(&id));
+        if !exists {
+            if self.conn_count >= self.cfg.max_connections {
+                self.metrics.drop_for("connection_limit");
+                return;
+            }
+            let fd = if d.tls { self.ssl_fd.get(&(pid, id)).copied() } else { Some(d.meta.fd) };
+            let peer = fd.and_then(|fd| self.peer_of(pid, fd));
+            let c = Connection::new(pid, d.meta.comm.clone(), d.tls, fd.filter(|f| *f >= 0), peer, ts);
+            self.conns.entry(pid).or_default().insert(id, c);
+            self.conn_count += 1;
+        }
+        let Some(mut c) = self.remove_conn_for_update(pid, id) else { return };
+        c.last_ts = c.last_ts.max(ts);
+        let dir = d.direction;
+        if c.request_dir.is_none() {
+            if d.data.is_empty() {
+                self.put_back(pid, id, c);
+                return;
+            }
+            c.request_dir = Some(if looks_like_response(&d.data) { dir.opposite() } else { dir });
+        }
+        let is_req = c.request_dir == Some(dir);
+        if is_req && c.upgraded {
+            self.put_back(pid, id, c);
+            return;
+        }
+        // Bytes the kernel could not send: the other direction's unfinished call, then this one's.
+        let mut events = Vec::new();
+        let other = dir.opposite();
+        let other_missing = c.coverage[dir_index(other)].take_missing();
+        let mut result = Ok(());
+        if other_missing > 0 {
+            self.metrics.drop_for("capture_gap");
+            let p = if c.request_dir == Some(other) { &mut c.req } else { &mut c.resp };
+            let mut ev = Vec::new();
+            result = p.feed_gap(other_missing, &mut ev);
+            let other_events = ev;
+            self.on_http_events(&mut c, Some(other), other_events, ts, out);
+        }
+        let gap = c.coverage[dir_index(dir)].account(d.offset, d.data.len() as u32, d.total_len);
+        if result.is_ok() {
+            let parser = if is_req { &mut c.req } else { &mut c.resp };
+            if gap > 0 {
+                self.metrics.drop_for("capture_gap");
+                result = parser.feed_gap(gap, &mut events);
+            }
+            if result.is_ok() {
+                if is_req && parser.is_idle() {
+                    c.req_msg_start = Some(ts);
+                }
+                result = parser.feed(&d.data, &mut events);
+            }
+        }
+        self.on_http_events(&mut c, Some(dir), events, ts, out);
+        match result {
+            Ok(()) => {
+                let ends_quietly = !c.llm_seen
+                    && c.pending.is_empty()
+                    && self.cfg.mute_after_non_llm > 0
+                    && c.non_llm_streak >= self.cfg.mute_after_non_llm;
+                self.put_back(pid, id, c);
+                if ends_quietly {
+                    self.mute(pid, id, "not_llm", out);
+                }
+            }
+            Err(HttpError::NotHttp) if !c.llm_seen && c.pending.is_empty() => {
+                self.put_back(pid, id, c);
+                self.mute(pid, id, "not_http", out);
+            }
+            Err(e) => {
+                self.metrics.parse_error("http1");
+                debug!("pid {pid} conn {id:#x}: HTTP/1.1 parse error {e:?}; dropping the connection");
+                self.put_back(pid, id, c);
+                self.end_conn(pid, id, ts, EndReason::ParseFailure, out);
+                out.mutes.push((pid, id));
+                self.metrics.connections_muted.inc();
+            }
+        }
+    }
+
+    fn remove_conn_for_update(&mut self, pid: u32, id: u64) -> Option<Connection> {
+        let c = self.conns.get_mut(&pid)?.remove(&id)?;
+        Some(c)
+    }
+
+    fn put_back(&mut self, pid: u32, id: u64, c: Connection) {
+        self.conns.entry(pid).or_default().insert(id, c);
+    }
+
+    fn on_http_events(
+        &mut self,
+        c: &mut Connection,
+        dir: Option<Direction>,
+        events: Vec<HttpEvent>,
+        ts: u64,
+        out: &mut TrackerOutput,
+    ) {
+        let is_req = dir.is_some() && c.request_dir == dir;
+        for ev in events {
+            if is_req {
+                match ev {
+                    HttpEvent::RequestHead(h) => {
+                        c.resp.expect_response(h.method == "HEAD" || h.method == "CONNECT");
+                        let start = c.req_msg_start.take().unwrap_or(ts);
+                        let exchange = llm::detect(&h).map(|d| LlmExchange::new(&h, d, start, self.cfg.exchange));
+                        if exchange.is_some() {
+                            c.llm_seen = true;
+                            c.non_llm_streak = 0;
+                        } else {
+                            c.non_llm_streak += 1;
+                        }
+                        if c.pending.len() >= self.cfg.max_pending_exchanges {
+                            self.metrics.drop_for("pending_exchange_limit");
+                            c.pending.pop_front();
+                        }
+                        c.pending.push_back(Pending { exchange });
+                    }
+                    HttpEvent::Body(b) => {
+                        if let Some(ex) = c.pending.back_mut().and_then(|p| p.exchange.as_mut()) {
+                            ex.on_request_body(&b, ts);
+                        }
+                    }
+                    HttpEvent::BodyGap(_) => {}
+                    HttpEvent::MessageEnd => {
+                        if let Some(ex) = c.pending.back_mut().and_then(|p| p.exchange.as_mut()) {
+                            ex.on_request_end(ts);
+                        }
+                    }
+                    HttpEvent::ResponseHead(_) => {}
+                }
+            } else {
+                match ev {
+                    HttpEvent::ResponseHead(h) => {
+                        if h.status == 101 {
+                            c.upgraded = true;
+                        }
+                        match c.pending.front_mut() {
+                            Some(p) => {
+                                if let Some(ex) = p.exchange.as_mut() {
+                                    ex.on_response_head(&h, ts);
+                                }
+                            }
+                            None => self.metrics.drop_for("response_without_request"),
+                        }
+                    }
+                    HttpEvent::Body(b) => {
+                        if let Some(ex) = c.pending.front_mut().and_then(|p| p.exchange.as_mut()) {
+                            ex.on_response_body(&b, ts);
+                        }
+                    }
+                    HttpEvent::BodyGap(_) => {}
+                    HttpEvent::MessageEnd => {
+                        if let Some(p) = c.pending.pop_front()
+                            && let Some(mut ex) = p.exchange
+                        {
+                            ex.on_response_end(ts);
+                            self.record(ex, c, out);
+                        }
+                    }
+                    HttpEvent::RequestHead(_) => {}
+                }
+            }
+        }
+    }
+
+    fn record(&mut self, ex: LlmExchange, c: &Connection, out: &mut TrackerOutput) {
+        let issues = ex.issues;
+        for _ in 0..issues.bad_stream_events {
+            self.metrics.parse_error("json");
+        }
+        for _ in 0..issues.oversized_events {
+            self.metrics.parse_error("sse");
+        }
+        for _ in 0..issues.truncated_bodies {
+            self.metrics.drop_for("body_over_limit");
+        }
+        out.calls.push(ex.finish(&c.context(), &self.clock, false, None));
+        self.metrics.calls.inc();
+    }
+}
+
+/// True when a direction's first bytes are an HTTP response (so the other direction sends requests).
+fn looks_like_response(data: &[u8]) -> bool {
+    const P: &[u8] = b"HTTP/1.";
+    let n = data.len().min(P.len());
+    data[..n] == P[..n]
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,13 @@
+//! llmprobe: an eBPF agent that sees what LLM traffic really does, with no change to the apps it
+//! observes. Data flows one way, in the order of these modules:
+//! [`probes`] → [`conntrack`] → [`protocol`] → [`llm`] → [`export`], wired by [`app`].
+//! See ARCHITECTURE.md.
+
+pub mod app;
+pub mod clock;
+pub mod conntrack;
+pub mod export;
+pub mod llm;
+pub mod probes;
+pub mod protocol;
+pub mod telemetry;

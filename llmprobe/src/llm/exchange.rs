@@ -1,0 +1,445 @@
+//! One HTTP exchange recognised as an LLM call: collects the request body, decodes the response
+//! (a token stream or a whole body) through its dialect, times every output-bearing event, and
+//! turns it all into an [`LlmCall`] when the exchange ends or is cut off.
+
+use std::net::SocketAddr;
+
+use crate::clock::Clock;
+use crate::protocol::http1::{RequestHead, ResponseHead};
+use crate::protocol::sse::{SseDecoder, SseEvent};
+
+use super::{LlmCall, Observed, OutputKind, ProviderDialect, Usage, provider_for_host};
+
+/// Size caps for one exchange.
+#[derive(Debug, Clone, Copy)]
+pub struct ExchangeLimits {
+    /// Request body bytes kept for parsing (model, stream flag).
+    pub max_request_body: usize,
+    /// Non-streamed response body bytes kept for parsing.
+    pub max_response_body: usize,
+    /// Output event timestamps kept for TBT percentiles.
+    pub max_output_events: usize,
+}
+
+impl Default for ExchangeLimits {
+    fn default() -> Self {
+        ExchangeLimits { max_request_body: 4 << 20, max_response_body: 8 << 20, max_output_events: 1 << 20 }
+    }
+}
+
+/// Where the connection and process come from, supplied when the record is written.
+#[derive(Debug, Clone)]
+pub struct ExchangeContext {
+    /// `client` or `server`.
+    pub role: &'static str,
+    /// Process id.
+    pub pid: u32,
+    /// Process name.
+    pub comm: String,
+    /// Captured through the TLS library.
+    pub tls: bool,
+    /// Socket peer.
+    pub peer: Option<SocketAddr>,
+}
+
+/// Counters of things that went wrong inside exchanges (for self-metrics).
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct ExchangeIssues {
+    /// Stream events whose JSON did not parse.
+    pub bad_stream_events: u64,
+    /// SSE events over the size cap.
+    pub oversized_events: u64,
+    /// Bodies over the size cap (parsing used the first part only).
+    pub truncated_bodies: u64,
+}
+
+/// State of one LLM exchange.
+pub struct LlmExchange {
+    dialect: Box<dyn ProviderDialect>,
+    limits: ExchangeLimits,
+    method: String,
+    path: String,
+    host: Option<String>,
+    trace_id: Option<String>,
+    start_ts: u64,
+    last_ts: u64,
+    req_body: Vec<u8>,
+    req_body_complete: bool,
+    req_parsed: bool,
+    status: Option<u16>,
+    header_request_id: Option<String>,
+    sse: Option<SseDecoder>,
+    resp_body: Vec<u8>,
+    resp_done: bool,
+    obs: Observed,
+    first_output_ts: Option<u64>,
+    last_output_ts: Option<u64>,
+    first_reasoning_ts: Option<u64>,
+    first_answer_ts: Option<u64>,
+    gaps: Vec<u64>,
+    chunks: u64,
+    forced_error: Option<&'static str>,
+    /// Problems seen, for self-metrics.
+    pub issues: ExchangeIssues,
+}
+
+impl LlmExchange {
+    /// Starts an exchange at its request head; `start_ts` is the first request byte's time.
+    pub fn new(head: &RequestHead, dialect: Box<dyn ProviderDialect>, start_ts: u64, limits: ExchangeLimits) -> Self {
+        let host = head.header("host").map(str::to_owned);
+        let trace_id = head.header("traceparent").and_then(trace_id_of);
+        LlmExchange {
+            dialect,
+            limits,
+            method: head.method.clone(),
+            path: redact_query(&head.path),
+            host,
+            trace_id,
+            start_ts,
+            last_ts: start_ts,
+            req_body: Vec::new(),
+            req_body_complete: false,
+            req_parsed: false,
+            status: None,
+            header_request_id: None,
+            sse: None,
+            resp_body: Vec::new(),
+            resp_done: false,
+            obs: Observed::default(),
+            first_output_ts: None,
+            last_output_ts: None,
+            first_reasoning_ts: None,
+            first_answer_ts: None,
+            gaps: Vec::new(),
+            chunks: 0,
+            forced_error: None,
+            issues: ExchangeIssues::default(),
+        }
+    }
+
+    /// Request body bytes.
+    pub fn on_request_body(&mut self, data: &[u8], ts: u64) {
+        self.last_ts = ts;
+        keep_capped(&mut self.req_body, data, self.limits.max_request_body, &mut self.issues);
+    }
+
+    /// The request is complete.
+    pub fn on_request_end(&mut self, ts: u64) {
+        self.last_ts = ts;
+        self.req_body_complete = true;
+        self.parse_request();
+    }
+
+    fn parse_request(&mut self) {
+        if self.req_parsed {
+            return;
+        }
+        self.req_parsed = true;
+        let body = std::mem::take(&mut self.req_body);
+        self.dialect.on_request_body(&body, &mut self.obs);
+    }
+
+    /// Response head.
+    pub fn on_response_head(&mut self, head: &ResponseHead, ts: u64) {
+        self.last_ts = ts;
+        // A server may answer before the request body is complete (e.g. 413): parse what we have.
+        self.parse_request();
+        self.status = Some(head.status);
+        self.header_request_id = head
+            .header("x-request-id")
+            .or_else(|| head.header("request-id"))
+            .or_else(|| head.header("x-dashscope-request-id"))
+            .map(str::to_owned);
+        let ctype = head.header("content-type").unwrap_or("").to_ascii_lowercase();
+        if ctype.starts_with("text/event-stream") {
+            self.sse = Some(SseDecoder::new());
+            if self.obs.stream.is_none() {
+                self.obs.stream = Some(true);
+            }
+        }
+    }
+
+    /// Response body bytes (after de-chunking) received at `ts`.
+    pub fn on_response_body(&mut self, data: &[u8], ts: u64) {
+        self.last_ts = ts;
+        if let Some(sse) = self.sse.as_mut() {
+            let mut events = Vec::new();
+            if sse.feed(data, &mut events).is_err() {
+                self.issues.oversized_events += 1;
+            }
+            for ev in &events {
+                self.on_stream_event(ev, ts);
+            }
+        } else {
+            keep_capped(&mut self.resp_body, data, self.limits.max_response_body, &mut self.issues);
+        }
+    }
+
+    fn on_stream_event(&mut self, ev: &SseEvent, ts: u64) {
+        let before_err = self.obs.error.is_some();
+        let kind = self.dialect.on_stream_event(ev, &mut self.obs);
+        if kind == OutputKind::None && !self.obs.terminal && !before_err && self.obs.error.is_none() {
+            let data = ev.data.trim();
+            if !data.is_empty() && data != "[DONE]" && serde_json::from_str::<serde_json::Value>(data).is_err() {
+                self.issues.bad_stream_events += 1;
+            }
+        }
+        match kind {
+            OutputKind::None => {}
+            OutputKind::Reasoning | OutputKind::Answer => {
+                self.chunks += 1;
+                if let Some(prev) = self.last_output_ts
+                    && self.gaps.len() < self.limits.max_output_events
+                {
+                    self.gaps.push(ts.saturating_sub(prev));
+                }
+                self.first_output_ts.get_or_insert(ts);
+                self.last_output_ts = Some(ts);
+                if kind == OutputKind::Reasoning {
+                    self.first_reasoning_ts.get_or_insert(ts);
+                } else {
+                    self.first_answer_ts.get_or_insert(ts);
+                }
+            }
+        }
+    }
+
+    /// The response ended normally.
+    pub fn on_response_end(&mut self, ts: u64) {
+        self.last_ts = ts;
+        self.resp_done = true;
+        if let Some(mut sse) = self.sse.take() {
+            let mut events = Vec::new();
+            sse.finish(&mut events);
+            for ev in &events {
+                self.on_stream_event(ev, ts);
+            }
+            self.sse = Some(sse);
+        } else {
+            let body = std::mem::take(&mut self.resp_body);
+            if !body.is_empty() {
+                self.dialect.on_response_body(&body, &mut self.obs);
+            }
+        }
+    }
+
+    /// Marks the call as ended by an llmprobe-side condition (e.g. `idle_timeout`).
+    pub fn set_error(&mut self, error: &'static str) {
+        self.forced_error = Some(error);
+    }
+
+    /// Time of the last byte seen in either direction.
+    pub fn last_ts(&self) -> u64 {
+        self.last_ts
+    }
+
+    /// True once the response has ended.
+    pub fn is_complete(&self) -> bool {
+        self.resp_done
+    }
+
+    /// Writes the record. `aborted`: the connection ended before the response did; `end_ts` is
+    /// then the time of that end.
+    pub fn finish(mut self, ctx: &ExchangeContext, clock: &Clock, aborted: bool, end_ts: Option<u64>) -> LlmCall {
+        self.parse_request();
+        let end = if self.resp_done { self.last_ts } else { end_ts.unwrap_or(self.last_ts).max(self.last_ts) };
+        let secs = |ns: u64| ns as f64 / 1e9;
+        // Once a response head is seen, its content type decides; before that, the request.
+        let stream = if self.status.is_some() { self.sse.is_some() } else { self.obs.stream == Some(true) };
+        let Usage { input_tokens, output_tokens, reasoning_tokens, cached_input_tokens } = self.obs.usage.clone();
+        let (input_tokens, output_tokens, token_source) = if output_tokens.is_some() || input_tokens.is_some() {
+            (input_tokens, output_tokens, Some("usage"))
+        } else {
+            let out = if self.sse.is_some() {
+                Some(self.chunks)
+            } else if self.obs.output_chars > 0 {
+                Some(self.obs.output_chars.div_ceil(4))
+            } else {
+                None
+            };
+            let inp = (self.obs.prompt_chars > 0).then(|| self.obs.prompt_chars.div_ceil(4));
+            if out.is_some() || inp.is_some() { (inp, out, Some("estimated")) } else { (None, None, None) }
+        };
+        let ttft = self.first_output_ts.map(|t| secs(t.saturating_sub(self.start_ts)));
+        let tpot = match (stream, self.first_output_ts, self.last_output_ts, output_tokens) {
+            (true, Some(f), Some(l), Some(n)) if n >= 2 => Some(secs(l.saturating_sub(f)) / (n - 1) as f64),
+            _ => None,
+        };
+        let reasoning_s = match (self.first_reasoning_ts, self.first_answer_ts) {
+            (Some(r), Some(a)) => Some(secs(a.saturating_sub(r))),
+            _ => None,
+        };
+        let (p50, p95, max) = gap_stats(&mut self.gaps);
+        let error_type = match self.status {
+            Some(s) if s >= 400 => Some(s.to_string()),
+            _ if self.forced_error.is_some() => self.forced_error.map(str::to_owned),
+            _ if self.obs.error.is_some() => Some("stream_error".to_owned()),
+            Some(_) if stream && self.resp_done && !self.obs.terminal && self.obs.finish_reason.is_none() => {
+                Some("stream_truncated".to_owned())
+            }
+            _ => None,
+        };
+        let (server_address, server_port) = server_of(self.host.as_deref(), ctx);
+        LlmCall {
+            start_time: clock.rfc3339(self.start_ts),
+            end_time: clock.rfc3339(end),
+            role: ctx.role,
+            pid: ctx.pid,
+            comm: ctx.comm.clone(),
+            tls: ctx.tls,
+            peer_addr: ctx.peer.map(|p| p.to_string()),
+            provider: provider_for_host(server_address.as_deref(), self.dialect.provider()),
+            server_address,
+            server_port,
+            http_method: self.method,
+            http_path: self.path,
+            http_status: self.status,
+            api: self.dialect.api(),
+            operation: self.dialect.operation(),
+            request_model: self.obs.request_model,
+            response_model: self.obs.response_model,
+            stream: Some(stream),
+            input_tokens,
+            output_tokens,
+            reasoning_tokens,
+            cached_input_tokens,
+            token_source,
+            duration_s: secs(end.saturating_sub(self.start_ts)),
+            ttft_s: if stream { ttft } else { None },
+            tpot_s: tpot,
+            reasoning_s,
+            tbt_p50_s: p50.map(secs),
+            tbt_p95_s: p95.map(secs),
+            tbt_max_s: max.map(secs),
+            chunks: stream.then_some(self.chunks),
+            finish_reason: self.obs.finish_reason,
+            error_type,
+            aborted: aborted && !self.resp_done,
+            request_id: self.header_request_id.or(self.obs.response_id),
+            trace_id: self.trace_id,
+        }
+    }
+}
+
+/// Appends up to `cap` bytes in all; the first overflow is counted once.
+fn keep_capped(buf: &mut Vec<u8>, data: &[u8], cap: usize, issues: &mut ExchangeIssues) {
+    let room = cap.saturating_sub(buf.len());
+    if data.len() > room && buf.len() < cap {
+        issues.truncated_bodies += 1;
+    }
+    buf.extend_from_slice(&data[..data.len().min(room)]);
+}
+
+/// (p50, p95, max) of the gaps, nearest-rank.
+fn gap_stats(gaps: &mut [u64]) -> (Option<u64>, Option<u64>, Option<u64>) {
+    if gaps.is_empty() {
+        return (None, None, None);
+    }
+    gaps.sort_unstable();
+    let rank = |p: f64| {
+        let idx = ((p * gaps.len() as f64).ceil() as usize).clamp(1, gaps.len()) - 1;
+        gaps[idx]
+    };
+    (Some(rank(0.50)), Some(rank(0.95)), gaps.last().copied())
+}
+
+/// Server address and port: from the Host header (client and server role), else the peer (client role).
+fn server_of(host: Option<&str>, ctx: &ExchangeContext) -> (Option<String>, Option<u16>) {
+    let default_port = if ctx.tls { 443 } else { 80 };
+    if let Some(h) = host.map(str::trim).filter(|h| !h.is_empty()) {
+        // [v6]:port, host:port, host
+        if let Some(rest) = h.strip_prefix('[')
+            && let Some((addr, tail)) = rest.split_once(']')
+        {
+            let port = tail.strip_prefix(':').and_then(|p| p.parse().ok()).unwrap_or(default_port);
+            return (Some(addr.to_owned()), Some(port));
+        }
+        return match h.rsplit_once(':') {
+            Some((name, port)) if port.chars().all(|c| c.is_ascii_digit()) => {
+                (Some(name.to_owned()), port.parse().ok().or(Some(default_port)))
+            }
+            _ => (Some(h.to_owned()), Some(default_port)),
+        };
+    }
+    match (ctx.role, ctx.peer) {
+        ("client", Some(p)) => (Some(p.ip().to_string()), Some(p.port())),
+        _ => (None, None),
+    }
+}
+
+/// The trace id of a W3C traceparent (`00-<32 hex>-<16 hex>-<2 hex>`), if well-formed.
+pub fn trace_id_of(tp: &str) -> Option<String> {
+    let mut parts = tp.trim().split('-');
+    let (_ver, trace, span) = (parts.next()?, parts.next()?, parts.next()?);
+    let hex = |s: &str, n: usize| s.len() == n && s.bytes().all(|b| b.is_ascii_hexdigit());
+    if !hex(trace, 32) || !hex(span, 16) || trace.bytes().all(|b| b == b'0') {
+        return None;
+    }
+    Some(trace.to_ascii_lowercase())
+}
+
+/// Masks the values of key-like query parameters (`?key=...` carries Gemini API keys).
+pub fn redact_query(path: &str) -> String {
+    let Some((base, query)) = path.split_once('?') else { return path.to_owned() };
+    let parts: Vec<String> = query
+        .split('&')
+        .map(|kv| match kv.split_once('=') {
+            Some((k, _)) if is_secret_param(k) => format!("{k}=REDACTED"),
+            _ => kv.to_owned(),
+        })
+        .collect();
+    format!("{base}?{}", parts.join("&"))
+}
+
+fn is_secret_param(k: &str) -> bool {
+    let k = k.to_ascii_lowercase();
+    matches!(k.as_str(), "key" | "api_key" | "apikey" | "api-key" | "access_token" | "token" | "sig" | "signature")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn percentiles_are_nearest_rank() {
+        let mut g: Vec<u64> = (1..=100).collect();
+        assert_eq!(gap_stats(&mut g), (Some(50), Some(95), Some(100)));
+        let mut one = vec![7];
+        assert_eq!(gap_stats(&mut one), (Some(7), Some(7), Some(7)));
+        assert_eq!(gap_stats(&mut []), (None, None, None));
+    }
+
+    #[test]
+    fn traceparent() {
+        assert_eq!(
+            trace_id_of("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01").as_deref(),
+            Some("4bf92f3577b34da6a3ce929d0e0e4736")
+        );
+        assert_eq!(trace_id_of("00-00000000000000000000000000000000-00f067aa0ba902b7-01"), None);
+        assert_eq!(trace_id_of("garbage"), None);
+    }
+
+    #[test]
+    fn query_keys_are_masked() {
+        assert_eq!(
+            redact_query("/v1beta/models/g:streamGenerateContent?alt=sse&key=AIzaSECRET"),
+            "/v1beta/models/g:streamGenerateContent?alt=sse&key=REDACTED"
+        );
+        assert_eq!(redact_query("/v1/chat/completions"), "/v1/chat/completions");
+    }
+
+    #[test]
+    fn server_from_host_or_peer() {
+        let ctx = ExchangeContext {
+            role: "client",
+            pid: 1,
+            comm: String::new(),
+            tls: true,
+            peer: Some("10.0.0.1:8443".parse().expect("addr")),
+        };
+        assert_eq!(server_of(Some("api.openai.com"), &ctx), (Some("api.openai.com".into()), Some(443)));
+        assert_eq!(server_of(Some("127.0.0.1:8000"), &ctx), (Some("127.0.0.1".into()), Some(8000)));
+        assert_eq!(server_of(Some("[::1]:9"), &ctx), (Some("::1".into()), Some(9)));
+        assert_eq!(server_of(None, &ctx), (Some("10.0.0.1".into()), Some(8443)));
+    }
+}

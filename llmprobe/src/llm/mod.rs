@@ -1,0 +1,185 @@
+//! Stage 4: the LLM call model. An HTTP exchange that a provider dialect recognises becomes one
+//! [`LlmCall`] record: provider, model, tokens, timings, status, errors. Dialects sit behind the
+//! [`ProviderDialect`] trait, one file each; [`exchange::LlmExchange`] drives them from HTTP events.
+
+pub mod exchange;
+pub mod openai;
+
+use serde::Serialize;
+
+use crate::protocol::http1::RequestHead;
+use crate::protocol::sse::SseEvent;
+
+/// One LLM call, as written to JSONL. Field names are a documented contract (README).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct LlmCall {
+    /// First request byte, RFC 3339 UTC.
+    pub start_time: String,
+    /// Last response byte (or abort), RFC 3339 UTC.
+    pub end_time: String,
+    /// `client` (the process sent the request) or `server` (it received it).
+    pub role: &'static str,
+    /// Process id.
+    pub pid: u32,
+    /// Process name.
+    pub comm: String,
+    /// Captured through the TLS library.
+    pub tls: bool,
+    /// The socket's peer `ip:port`, when known.
+    pub peer_addr: Option<String>,
+    /// From the Host header, else the peer.
+    pub server_address: Option<String>,
+    /// From the Host header, else the peer.
+    pub server_port: Option<u16>,
+    /// HTTP method.
+    pub http_method: String,
+    /// Request path (query values of key-like parameters masked).
+    pub http_path: String,
+    /// Response status, when a response head was seen.
+    pub http_status: Option<u16>,
+    /// `gen_ai.provider.name`.
+    pub provider: String,
+    /// API, e.g. `openai.chat_completions`.
+    pub api: &'static str,
+    /// `gen_ai.operation.name`.
+    pub operation: &'static str,
+    /// Model asked for.
+    pub request_model: Option<String>,
+    /// Model that answered.
+    pub response_model: Option<String>,
+    /// Streaming response requested/received.
+    pub stream: Option<bool>,
+    /// Input (prompt) tokens.
+    pub input_tokens: Option<u64>,
+    /// Output tokens (including reasoning tokens).
+    pub output_tokens: Option<u64>,
+    /// Reasoning tokens, when reported.
+    pub reasoning_tokens: Option<u64>,
+    /// Input tokens served from a prompt cache.
+    pub cached_input_tokens: Option<u64>,
+    /// `usage` (reported by the API) or `estimated`.
+    pub token_source: Option<&'static str>,
+    /// First request byte to last response byte (or abort), seconds.
+    pub duration_s: f64,
+    /// First request byte to first output-bearing stream event, seconds.
+    pub ttft_s: Option<f64>,
+    /// Time per output token after the first, seconds.
+    pub tpot_s: Option<f64>,
+    /// First reasoning event to first answer event, seconds.
+    pub reasoning_s: Option<f64>,
+    /// Median gap between consecutive output events, seconds.
+    pub tbt_p50_s: Option<f64>,
+    /// 95th percentile gap, seconds.
+    pub tbt_p95_s: Option<f64>,
+    /// Largest gap, seconds.
+    pub tbt_max_s: Option<f64>,
+    /// Output-bearing stream events.
+    pub chunks: Option<u64>,
+    /// Why generation stopped.
+    pub finish_reason: Option<String>,
+    /// Null, the HTTP status as a string, or a named llmprobe error.
+    pub error_type: Option<String>,
+    /// The client closed before the response finished.
+    pub aborted: bool,
+    /// Request id from the response headers (or the response body's id).
+    pub request_id: Option<String>,
+    /// Trace id of a W3C `traceparent` request header.
+    pub trace_id: Option<String>,
+}
+
+/// Usage and outcome a dialect extracts from responses.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Usage {
+    /// Prompt tokens.
+    pub input_tokens: Option<u64>,
+    /// Completion tokens (including reasoning).
+    pub output_tokens: Option<u64>,
+    /// Reasoning tokens.
+    pub reasoning_tokens: Option<u64>,
+    /// Cached prompt tokens.
+    pub cached_input_tokens: Option<u64>,
+}
+
+/// What a stream event carried, as far as timing goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OutputKind {
+    /// Nothing the user sees (role-only delta, usage chunk, ping...).
+    None,
+    /// Reasoning / thinking text.
+    Reasoning,
+    /// Answer text or tool-call arguments.
+    Answer,
+}
+
+/// What a dialect learned from one request body, stream event or response body.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Observed {
+    /// Model asked for.
+    pub request_model: Option<String>,
+    /// Streaming requested.
+    pub stream: Option<bool>,
+    /// Characters of prompt text (for estimates; the text itself is not kept).
+    pub prompt_chars: u64,
+    /// Model that answered.
+    pub response_model: Option<String>,
+    /// Response id.
+    pub response_id: Option<String>,
+    /// Usage, when reported (replaces earlier usage field by field).
+    pub usage: Usage,
+    /// Finish reason.
+    pub finish_reason: Option<String>,
+    /// Characters of output text (for estimates).
+    pub output_chars: u64,
+    /// The stream's terminal event was seen.
+    pub terminal: bool,
+    /// An error reported inside the body or stream.
+    pub error: Option<String>,
+}
+
+/// One API dialect: recognises its requests and reads its bodies and stream events.
+pub trait ProviderDialect: Send {
+    /// `gen_ai.provider.name` when the host says nothing more specific.
+    fn provider(&self) -> &'static str;
+    /// API name, e.g. `openai.chat_completions`.
+    fn api(&self) -> &'static str;
+    /// `gen_ai.operation.name`.
+    fn operation(&self) -> &'static str;
+    /// Reads the (whole or capped) request body.
+    fn on_request_body(&mut self, body: &[u8], out: &mut Observed);
+    /// Reads one stream event; returns what it carried.
+    fn on_stream_event(&mut self, ev: &SseEvent, out: &mut Observed) -> OutputKind;
+    /// Reads a whole non-streamed response body.
+    fn on_response_body(&mut self, body: &[u8], out: &mut Observed);
+}
+
+/// Picks the dialect for a request head, or None for non-LLM HTTP.
+pub fn detect(head: &RequestHead) -> Option<Box<dyn ProviderDialect>> {
+    openai::detect(head)
+}
+
+/// Provider name refined from the server's host name.
+pub fn provider_for_host(host: Option<&str>, dialect_default: &'static str) -> String {
+    let Some(host) = host else { return dialect_default.to_owned() };
+    let host = host.to_ascii_lowercase();
+    let known: &[(&str, &str)] = &[
+        ("api.openai.com", "openai"),
+        ("openai.azure.com", "azure.ai.openai"),
+        ("api.deepseek.com", "deepseek"),
+        ("dashscope.aliyuncs.com", "dashscope"),
+        ("dashscope-intl.aliyuncs.com", "dashscope"),
+        ("api.anthropic.com", "anthropic"),
+        ("generativelanguage.googleapis.com", "gcp.gemini"),
+        ("api.mistral.ai", "mistral_ai"),
+        ("api.groq.com", "groq"),
+        ("api.x.ai", "x_ai"),
+        ("openrouter.ai", "openrouter"),
+        ("api.moonshot.cn", "moonshot"),
+        ("open.bigmodel.cn", "zhipu"),
+    ];
+    for (suffix, name) in known {
+        if host == *suffix || host.ends_with(&format!(".{suffix}")) {
+            return (*name).to_owned();
+        }
+    }
+    dialect_default.to_owned()
+}

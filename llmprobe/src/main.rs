@@ -1,0 +1,94 @@
+//! The `llmprobe` command.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+use llmprobe::app::{self, RunOptions};
+use llmprobe::conntrack::TrackerConfig;
+use llmprobe::export::jsonl::JsonlTarget;
+
+#[derive(Parser)]
+#[command(name = "llmprobe", version, about = "See what LLM traffic really does: eBPF capture of LLM API calls, no app changes")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(clap::Args, Clone)]
+struct AgentArgs {
+    /// Append one JSON object per LLM call to PATH (`-` for stdout).
+    #[arg(long, value_name = "PATH|-")]
+    jsonl: Option<String>,
+    /// Where to serve Prometheus /metrics. Loopback by default: binding elsewhere is your choice.
+    #[arg(long, default_value = "127.0.0.1:9464", value_name = "ADDR")]
+    metrics_addr: SocketAddr,
+    /// Trace only this process (repeatable). Default: every process.
+    #[arg(long = "pid", value_name = "PID")]
+    pids: Vec<u32>,
+    /// Most connections tracked at once.
+    #[arg(long, default_value_t = 16_384)]
+    max_connections: usize,
+    /// Stop capturing a connection after this many HTTP exchanges that are not LLM calls (0: never).
+    #[arg(long, default_value_t = 3)]
+    mute_after_non_llm: u32,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Attach the probes and record LLM calls until SIGINT/SIGTERM (needs root).
+    Run(AgentArgs),
+    /// Like `run`, and also write every probe event to a capture file for `replay`.
+    Record {
+        /// Capture file to write.
+        #[arg(long, value_name = "FILE")]
+        out: PathBuf,
+        #[command(flatten)]
+        agent: AgentArgs,
+    },
+    /// Run a capture through the pipeline offline (no root needed) and write its records.
+    Replay {
+        /// Capture file written by `llmprobe record`.
+        file: PathBuf,
+        /// Where records go (`-` for stdout).
+        #[arg(long, default_value = "-", value_name = "PATH|-")]
+        jsonl: String,
+    },
+}
+
+fn options(a: AgentArgs, record: Option<PathBuf>) -> RunOptions {
+    RunOptions {
+        jsonl: a.jsonl.as_deref().map(JsonlTarget::parse),
+        metrics_addr: a.metrics_addr,
+        pids: a.pids,
+        record,
+        tracker: TrackerConfig {
+            max_connections: a.max_connections,
+            mute_after_non_llm: a.mute_after_non_llm,
+            ..TrackerConfig::default()
+        },
+    }
+}
+
+fn main() {
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info"))
+        .format_timestamp_micros()
+        .init();
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Run(a) => run_agent(options(a, None)),
+        Command::Record { out, agent } => run_agent(options(agent, Some(out))),
+        Command::Replay { file, jsonl } => app::replay(&file, &JsonlTarget::parse(&jsonl)).map(|n| {
+            log::info!("replayed {}: {n} LLM call record(s)", file.display());
+        }),
+    };
+    if let Err(e) = result {
+        log::error!("{e:#}");
+        std::process::exit(1);
+    }
+}
+
+fn run_agent(opts: RunOptions) -> anyhow::Result<()> {
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
+    rt.block_on(app::run(opts))
+}
