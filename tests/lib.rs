@@ -1,0 +1,318 @@
+//! Test harness for llmprobe's end-to-end and replay tests: starts the real agent (release binary
+//! with the real eBPF programs), the local test LLM server (`assets/llm_server.py`) over TLS or
+//! plain HTTP on loopback, and real clients (the Python `openai` SDK, curl, node's fetch), and
+//! reads the records the agent writes.
+
+use std::io::{BufRead, BufReader, Read};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Mutex, MutexGuard, OnceLock};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+/// The API key every test client sends; it must never appear in any output.
+pub const SECRET_KEY: &str = "sk-test-secret-do-not-leak-4242";
+
+/// Repository root.
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().map(Path::to_path_buf).unwrap_or_else(|| PathBuf::from(".."))
+}
+
+/// Test assets folder.
+pub fn assets() -> PathBuf {
+    repo_root().join("tests").join("assets")
+}
+
+/// The agent binary under test.
+pub fn agent_bin() -> PathBuf {
+    let p = std::env::var_os("LLMPROBE_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| repo_root().join("target").join("release").join("llmprobe"));
+    assert!(p.exists(), "agent binary {} is missing: run `cargo xtask test` (it builds it first)", p.display());
+    p
+}
+
+/// The Python with the `openai` SDK.
+pub fn python() -> PathBuf {
+    let p = std::env::var_os("LLMPROBE_TEST_PYTHON")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| repo_root().join("target").join("e2e-venv").join("bin").join("python"));
+    assert!(p.exists(), "test Python {} is missing: run `cargo xtask test` (it creates the venv)", p.display());
+    p
+}
+
+/// End-to-end tests need root (they load eBPF). Not root: they fail, unless the person running
+/// them explicitly opts out with `LLMPROBE_SKIP_E2E=1`, which is printed loudly.
+pub fn e2e_enabled() -> bool {
+    let euid = Command::new("id").arg("-u").output().ok().map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned());
+    if euid.as_deref() == Some("0") {
+        return true;
+    }
+    if std::env::var("LLMPROBE_SKIP_E2E").as_deref() == Ok("1") {
+        eprintln!("\n!!!!! LLMPROBE_SKIP_E2E=1: END-TO-END TEST SKIPPED (not root): nothing was verified !!!!!\n");
+        return false;
+    }
+    panic!("end-to-end tests load eBPF programs and must run as root (set LLMPROBE_SKIP_E2E=1 to skip them knowingly)");
+}
+
+/// One end-to-end test at a time: agents see all traffic and timing assertions need a quiet machine.
+pub fn serial() -> MutexGuard<'static, ()> {
+    static LOCK: OnceLock<Mutex<()>> = OnceLock::new();
+    LOCK.get_or_init(|| Mutex::new(())).lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// A scratch directory for one test.
+pub fn scratch(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("llmprobe-test-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).expect("create scratch dir");
+    d
+}
+
+/// A self-signed certificate for localhost (cert.pem, key.pem).
+pub fn certs() -> (PathBuf, PathBuf) {
+    let dir = std::env::temp_dir().join("llmprobe-test-certs");
+    std::fs::create_dir_all(&dir).expect("cert dir");
+    let st = Command::new("bash").arg(assets().join("gen_cert.sh")).arg(&dir).status().expect("run gen_cert.sh");
+    assert!(st.success(), "gen_cert.sh failed");
+    (dir.join("cert.pem"), dir.join("key.pem"))
+}
+
+/// A child process killed on drop.
+pub struct Proc {
+    /// The process.
+    pub child: Child,
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The local test LLM server.
+pub struct TestServer {
+    _proc: Proc,
+    /// Its port.
+    pub port: u16,
+    /// Its pid.
+    pub pid: u32,
+    /// Serving TLS.
+    pub tls: bool,
+}
+
+impl TestServer {
+    /// Starts the server with default timings (`ttft_ms` before the first chunk, `gap_ms` between chunks).
+    pub fn start(tls: bool, ttft_ms: u64, gap_ms: u64, chunks: u32) -> TestServer {
+        let mut cmd = Command::new("python3");
+        cmd.arg(assets().join("llm_server.py"))
+            .args(["--port", "0", "--ttft-ms", &ttft_ms.to_string(), "--gap-ms", &gap_ms.to_string()])
+            .args(["--chunks", &chunks.to_string()])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null());
+        if tls {
+            let (cert, key) = certs();
+            cmd.arg("--tls-cert").arg(cert).arg("--tls-key").arg(key);
+        }
+        let mut child = cmd.spawn().expect("start llm_server.py");
+        let pid = child.id();
+        let stdout = child.stdout.take().expect("server stdout");
+        let mut line = String::new();
+        BufReader::new(stdout).read_line(&mut line).expect("read server port");
+        let port = line.trim().strip_prefix("LISTENING ").and_then(|p| p.parse().ok()).unwrap_or_else(|| {
+            panic!("test server did not report its port: {line:?}")
+        });
+        TestServer { _proc: Proc { child }, port, pid, tls }
+    }
+
+    /// Base URL for OpenAI SDKs (`.../v1`).
+    pub fn base_url(&self) -> String {
+        if self.tls {
+            format!("https://localhost:{}/v1", self.port)
+        } else {
+            format!("http://127.0.0.1:{}/v1", self.port)
+        }
+    }
+}
+
+/// A free loopback TCP port.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("free port")
+}
+
+/// The agent under test.
+pub struct Agent {
+    proc: Option<Proc>,
+    /// JSONL output.
+    pub jsonl: PathBuf,
+    /// Its stderr log.
+    pub log: PathBuf,
+    /// Metrics address.
+    pub metrics_addr: String,
+    /// Capture file, when started with `record`.
+    pub capture: Option<PathBuf>,
+}
+
+impl Agent {
+    /// Starts `llmprobe run` (or `record` when `capture` is set) and waits for `ready`.
+    pub fn start(dir: &Path, capture: bool, extra: &[&str]) -> Agent {
+        let jsonl = dir.join("records.jsonl");
+        let log = dir.join("agent.log");
+        let metrics_addr = format!("127.0.0.1:{}", free_port());
+        let capture = capture.then(|| dir.join("capture.jsonl"));
+        let mut cmd = Command::new(agent_bin());
+        match &capture {
+            Some(c) => cmd.arg("record").arg("--out").arg(c),
+            None => cmd.arg("run"),
+        };
+        cmd.arg("--jsonl").arg(&jsonl).args(["--metrics-addr", &metrics_addr]).args(extra);
+        let logf = std::fs::File::create(&log).expect("agent log");
+        cmd.stdout(Stdio::null()).stderr(logf).env("RUST_LOG", "info");
+        let child = cmd.spawn().expect("start agent");
+        let agent = Agent { proc: Some(Proc { child }), jsonl, log, metrics_addr, capture };
+        let t0 = Instant::now();
+        loop {
+            let text = agent.log_text();
+            if text.contains("ready:") {
+                break;
+            }
+            if text.contains("ERROR") || t0.elapsed() > Duration::from_secs(90) {
+                panic!("agent did not become ready:\n{text}");
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        agent
+    }
+
+    /// The agent's log so far.
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Records written so far.
+    pub fn records(&self) -> Vec<Value> {
+        read_jsonl(&self.jsonl)
+    }
+
+    /// Waits until `pred` holds for the records (or times out), returning them.
+    pub fn wait_records(&self, what: &str, timeout: Duration, pred: impl Fn(&[Value]) -> bool) -> Vec<Value> {
+        let t0 = Instant::now();
+        loop {
+            let r = self.records();
+            if pred(&r) {
+                return r;
+            }
+            if t0.elapsed() > timeout {
+                panic!("timed out waiting for {what}; records so far:\n{}\nagent log:\n{}", dump(&r), self.log_text());
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// GET /metrics.
+    pub fn scrape(&self) -> String {
+        let out = Command::new("curl").args(["-s", "--max-time", "5"]).arg(format!("http://{}/metrics", self.metrics_addr)).output();
+        out.map(|o| String::from_utf8_lossy(&o.stdout).into_owned()).unwrap_or_default()
+    }
+
+    /// SIGTERM, wait for a clean exit; returns the exit status success.
+    pub fn stop(&mut self) -> bool {
+        let Some(mut p) = self.proc.take() else { return true };
+        let pid = p.child.id().to_string();
+        let _ = Command::new("kill").args(["-TERM", &pid]).status();
+        let t0 = Instant::now();
+        loop {
+            if let Ok(Some(st)) = p.child.try_wait() {
+                std::mem::forget(p);
+                return st.success();
+            }
+            if t0.elapsed() > Duration::from_secs(20) {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// Reads a JSONL file (missing file: empty).
+pub fn read_jsonl(p: &Path) -> Vec<Value> {
+    let Ok(text) = std::fs::read_to_string(p) else { return Vec::new() };
+    text.lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("bad JSONL line {l:?}: {e}")))
+        .collect()
+}
+
+/// Pretty list of records for failure messages.
+pub fn dump(records: &[Value]) -> String {
+    records.iter().map(|r| r.to_string()).collect::<Vec<_>>().join("\n")
+}
+
+/// Records of one process in one role.
+pub fn of(records: &[Value], pid: u32, role: &str) -> Vec<Value> {
+    records.iter().filter(|r| r["pid"] == pid && r["role"] == role).cloned().collect()
+}
+
+/// Output of a client run: its pid and its final JSON line.
+pub struct ClientRun {
+    /// Process id.
+    pub pid: u32,
+    /// Last stdout line, parsed (when JSON).
+    pub json: Value,
+    /// Whole stdout.
+    pub stdout: String,
+}
+
+/// Runs a client to completion (panics on failure).
+pub fn run_client(mut cmd: Command) -> ClientRun {
+    cmd.stdout(Stdio::piped()).stderr(Stdio::piped()).env("OPENAI_API_KEY", SECRET_KEY);
+    let mut child = cmd.spawn().expect("start client");
+    let pid = child.id();
+    let mut stdout = String::new();
+    if let Some(mut o) = child.stdout.take() {
+        let _ = o.read_to_string(&mut stdout);
+    }
+    let mut stderr = String::new();
+    if let Some(mut e) = child.stderr.take() {
+        let _ = e.read_to_string(&mut stderr);
+    }
+    let st = child.wait().expect("wait client");
+    assert!(st.success(), "client {cmd:?} failed ({st}):\nstdout: {stdout}\nstderr: {stderr}");
+    let json = stdout.lines().last().and_then(|l| serde_json::from_str(l).ok()).unwrap_or(Value::Null);
+    ClientRun { pid, json, stdout }
+}
+
+/// `python openai_client.py --base-url URL [--ca CERT] ARGS...`.
+pub fn openai_client(server: &TestServer, args: &[&str]) -> Command {
+    let mut cmd = Command::new(python());
+    cmd.arg(assets().join("clients").join("openai_client.py")).arg("--base-url").arg(server.base_url());
+    if server.tls {
+        cmd.arg("--ca").arg(certs().0);
+    }
+    cmd.args(args);
+    cmd
+}
+
+/// Asserts a number field lies in [lo, hi].
+pub fn assert_between(r: &Value, field: &str, lo: f64, hi: f64) {
+    let v = r[field].as_f64().unwrap_or_else(|| panic!("{field} is not a number in {r}"));
+    assert!(v >= lo && v <= hi, "{field} = {v} not in [{lo}, {hi}] in {r}");
+}
+
+/// Asserts the secret key appears in none of the files.
+pub fn assert_no_secret(files: &[&Path]) {
+    for f in files {
+        let text = std::fs::read(f).unwrap_or_default();
+        let hay = String::from_utf8_lossy(&text);
+        assert!(!hay.contains(SECRET_KEY), "the API key leaked into {}", f.display());
+        assert!(!hay.contains("do-not-leak"), "part of the API key leaked into {}", f.display());
+    }
+}

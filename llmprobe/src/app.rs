@@ -143,13 +143,18 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
         while let Some(batch) = batch_rx.recv().await {
             let mut out = TrackerOutput::default();
             for ev in batch {
+                // Discovery hints are not part of a capture: replay needs none of them.
                 if let Some(c) = capture.as_mut()
+                    && !matches!(ev, ProbeEvent::ExecMap { .. })
                     && let Err(e) = c.write(&ev)
                 {
                     warn!("capture write failed, recording stops: {e:#}");
                     capture = None;
                 }
                 tracker.handle(ev, &mut out);
+            }
+            if let Some(c) = capture.as_mut() {
+                let _ = c.flush();
             }
             apply_mutes(&mut muted, &out.mutes);
             if !out.calls.is_empty() && rec_tx.try_send(out.calls).is_err() {

@@ -17,9 +17,9 @@ struct Cli {
 
 #[derive(clap::Args, Clone)]
 struct AgentArgs {
-    /// Append one JSON object per LLM call to PATH (`-` for stdout).
-    #[arg(long, value_name = "PATH|-")]
-    jsonl: Option<String>,
+    /// Append one JSON object per LLM call to PATH (`-`: stdout, `none`: do not write records).
+    #[arg(long, default_value = "-", value_name = "PATH|-|none")]
+    jsonl: String,
     /// Where to serve Prometheus /metrics. Loopback by default: binding elsewhere is your choice.
     #[arg(long, default_value = "127.0.0.1:9464", value_name = "ADDR")]
     metrics_addr: SocketAddr,
@@ -58,7 +58,7 @@ enum Command {
 
 fn options(a: AgentArgs, record: Option<PathBuf>) -> RunOptions {
     RunOptions {
-        jsonl: a.jsonl.as_deref().map(JsonlTarget::parse),
+        jsonl: (a.jsonl != "none").then(|| JsonlTarget::parse(&a.jsonl)),
         metrics_addr: a.metrics_addr,
         pids: a.pids,
         record,

@@ -242,7 +242,8 @@ impl LlmExchange {
     /// then the time of that end.
     pub fn finish(mut self, ctx: &ExchangeContext, clock: &Clock, aborted: bool, end_ts: Option<u64>) -> LlmCall {
         self.parse_request();
-        let end = if self.resp_done { self.last_ts } else { end_ts.unwrap_or(self.last_ts).max(self.last_ts) };
+        let complete = self.resp_done || self.obs.terminal;
+        let end = if complete { self.last_ts } else { end_ts.unwrap_or(self.last_ts).max(self.last_ts) };
         let secs = |ns: u64| ns as f64 / 1e9;
         // Once a response head is seen, its content type decides; before that, the request.
         let stream = if self.status.is_some() { self.sse.is_some() } else { self.obs.stream == Some(true) };
@@ -314,7 +315,9 @@ impl LlmExchange {
             chunks: stream.then_some(self.chunks),
             finish_reason: self.obs.finish_reason,
             error_type,
-            aborted: aborted && !self.resp_done,
+            // A stream whose terminal event arrived is complete even if the client closed before
+            // the HTTP framing's last bytes (the sync OpenAI SDK does this after `[DONE]`).
+            aborted: aborted && !self.resp_done && !self.obs.terminal,
             request_id: self.header_request_id.or(self.obs.response_id),
             trace_id: self.trace_id,
         }

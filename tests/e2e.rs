@@ -1,0 +1,344 @@
+//! End-to-end tests: the real agent with the real eBPF programs, a local test LLM server over TLS
+//! and plain HTTP, and real clients (the Python `openai` SDK from PyPI, curl, node's fetch).
+//! Every test asserts on the records the agent wrote; none passes without checking something.
+//! They run as root (`cargo xtask test`); see `llmprobe_tests::e2e_enabled`.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use llmprobe_tests::*;
+use serde_json::Value;
+
+const TTFT_MS: u64 = 250;
+const GAP_MS: u64 = 40;
+const CHUNKS: u32 = 6;
+/// Prompt tokens the test server reports for the default prompt (6 words + 3).
+const PROMPT_TOKENS: u64 = 9;
+const WAIT: Duration = Duration::from_secs(20);
+
+/// TTFT may exceed the injected delay by scheduling and capture latency, never undercut it by more
+/// than clock granularity. The same for TPOT and the inter-chunk gap.
+fn check_timing(r: &Value, ttft_ms: u64, gap_ms: u64, slack_s: f64) {
+    let ttft = ttft_ms as f64 / 1000.0;
+    let gap = gap_ms as f64 / 1000.0;
+    assert_between(r, "ttft_s", ttft - 0.002, ttft + slack_s);
+    assert_between(r, "tpot_s", gap - 0.003, gap + slack_s / 2.0);
+    assert_between(r, "tbt_p50_s", gap - 0.003, gap + slack_s / 2.0);
+    assert_between(r, "duration_s", ttft + gap * (CHUNKS as f64 - 1.0) - 0.005, 10.0);
+}
+
+/// The fields every completed streamed call to the test server must have.
+fn check_stream_record(r: &Value, role: &str, tls: bool, model: &str, with_usage: bool) {
+    assert_eq!(r["role"], role, "{r}");
+    assert_eq!(r["tls"], tls, "{r}");
+    assert_eq!(r["http_method"], "POST", "{r}");
+    assert_eq!(r["http_path"], "/v1/chat/completions", "{r}");
+    assert_eq!(r["http_status"], 200, "{r}");
+    assert_eq!(r["provider"], "openai", "{r}");
+    assert_eq!(r["api"], "openai.chat_completions", "{r}");
+    assert_eq!(r["operation"], "chat", "{r}");
+    assert_eq!(r["request_model"], model, "{r}");
+    assert_eq!(r["response_model"], format!("{model}-0001"), "{r}");
+    assert_eq!(r["stream"], true, "{r}");
+    assert_eq!(r["chunks"], CHUNKS, "{r}");
+    assert_eq!(r["output_tokens"], CHUNKS, "{r}");
+    assert_eq!(r["finish_reason"], "stop", "{r}");
+    assert_eq!(r["aborted"], false, "{r}");
+    assert_eq!(r["error_type"], Value::Null, "{r}");
+    if with_usage {
+        assert_eq!(r["token_source"], "usage", "{r}");
+        assert_eq!(r["input_tokens"], PROMPT_TOKENS, "{r}");
+        assert_eq!(r["reasoning_tokens"], 0, "{r}");
+        assert_eq!(r["cached_input_tokens"], 0, "{r}");
+    } else {
+        assert_eq!(r["token_source"], "estimated", "{r}");
+    }
+    assert!(r["request_id"].as_str().is_some_and(|s| s.starts_with("req-")), "{r}");
+    assert!(r["start_time"].as_str().is_some_and(|s| s.ends_with('Z') && s.len() == 27), "{r}");
+}
+
+#[test]
+fn python_sdk_over_tls_keepalive_streams() {
+    if !e2e_enabled() {
+        return;
+    }
+    let _g = serial();
+    let dir = scratch("py-tls");
+    let server = TestServer::start(true, TTFT_MS, GAP_MS, CHUNKS);
+    let mut agent = Agent::start(&dir, false, &[]);
+    let run = run_client(openai_client(&server, &["--stream", "--include-usage", "--calls", "3", "--model", "gpt-test"]));
+    let recs = agent.wait_records("3 client and 3 server records", WAIT, |r| {
+        of(r, run.pid, "client").len() == 3 && of(r, server.pid, "server").len() == 3
+    });
+    for r in of(&recs, run.pid, "client") {
+        check_stream_record(&r, "client", true, "gpt-test", true);
+        check_timing(&r, TTFT_MS, GAP_MS, 0.08);
+        assert_eq!(r["server_address"], "localhost", "{r}");
+        assert_eq!(r["server_port"], server.port, "{r}");
+        assert_eq!(r["comm"], "python", "{r}");
+    }
+    for r in of(&recs, server.pid, "server") {
+        check_stream_record(&r, "server", true, "gpt-test", true);
+        check_timing(&r, TTFT_MS, GAP_MS, 0.08);
+    }
+    assert!(agent.stop(), "agent did not exit cleanly on SIGTERM");
+    assert_no_secret(&[&agent.jsonl, &agent.log]);
+}
+
+#[test]
+fn python_sdk_over_plain_http_stream_and_non_stream() {
+    if !e2e_enabled() {
+        return;
+    }
+    let _g = serial();
+    let dir = scratch("py-plain");
+    let server = TestServer::start(false, TTFT_MS, GAP_MS, CHUNKS);
+    let mut agent = Agent::start(&dir, false, &[]);
+    // Streams without include_usage (tokens estimated), one sync connection per stream.
+    let streamed = run_client(openai_client(&server, &["--stream", "--calls", "2", "--client", "sync"]));
+    let whole = run_client(openai_client(&server, &["--calls", "2"]));
+    let recs = agent.wait_records("plain records", WAIT, |r| {
+        of(r, streamed.pid, "client").len() == 2 && of(r, whole.pid, "client").len() == 2
+    });
+    for r in of(&recs, streamed.pid, "client") {
+        check_stream_record(&r, "client", false, "test-model", false);
+        check_timing(&r, TTFT_MS, GAP_MS, 0.08);
+        assert_eq!(r["peer_addr"], format!("127.0.0.1:{}", server.port), "{r}");
+        assert_eq!(r["input_tokens"].as_u64().map(|n| n > 0), Some(true), "{r}");
+    }
+    for r in of(&recs, whole.pid, "client") {
+        assert_eq!(r["stream"], false, "{r}");
+        assert_eq!(r["ttft_s"], Value::Null, "{r}");
+        assert_eq!(r["tpot_s"], Value::Null, "{r}");
+        assert_eq!(r["chunks"], Value::Null, "{r}");
+        assert_eq!(r["token_source"], "usage", "{r}");
+        assert_eq!(r["input_tokens"], PROMPT_TOKENS, "{r}");
+        assert_eq!(r["output_tokens"], CHUNKS, "{r}");
+        assert_eq!(r["finish_reason"], "stop", "{r}");
+        assert_between(&r, "duration_s", TTFT_MS as f64 / 1000.0 - 0.002, 5.0);
+    }
+    assert!(agent.stop());
+    assert_no_secret(&[&agent.jsonl, &agent.log]);
+}
+
+fn curl_chat(server: &TestServer, model: &str) -> Command {
+    let mut cmd = Command::new("curl");
+    cmd.args(["-s", "-N", "--fail", "-H", "content-type: application/json"])
+        .args(["-H", &format!("Authorization: Bearer {SECRET_KEY}")])
+        .args(["-H", "traceparent: 00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"])
+        .args(["-d", &format!(r#"{{"model":"{model}","stream":true,"stream_options":{{"include_usage":true}},"messages":[{{"role":"user","content":"Say hello to the test server"}}]}}"#)]);
+    if server.tls {
+        cmd.arg("--cacert").arg(certs().0);
+    }
+    cmd.arg(format!("{}/chat/completions", server.base_url()));
+    cmd
+}
+
+#[test]
+fn curl_over_tls_and_plain_and_non_llm_traffic() {
+    if !e2e_enabled() {
+        return;
+    }
+    let _g = serial();
+    let dir = scratch("curl");
+    let tls = TestServer::start(true, TTFT_MS, GAP_MS, CHUNKS);
+    let plain = TestServer::start(false, TTFT_MS, GAP_MS, CHUNKS);
+    let mut agent = Agent::start(&dir, false, &[]);
+    let a = run_client(curl_chat(&tls, "curl-tls"));
+    assert!(a.stdout.contains("data: [DONE]"));
+    let b = run_client(curl_chat(&plain, "curl-plain"));
+    // Non-LLM HTTP on the same servers: must not produce records.
+    for path in ["/health", "/v1/other"] {
+        let mut c = Command::new("curl");
+        c.args(["-s", "--fail", "-X", if path == "/health" { "GET" } else { "POST" }]);
+        if path != "/health" {
+            c.args(["-d", "{}"]);
+        }
+        c.arg(format!("http://127.0.0.1:{}{path}", plain.port));
+        run_client(c);
+    }
+    let recs = agent.wait_records("curl records", WAIT, |r| {
+        of(r, a.pid, "client").len() == 1 && of(r, b.pid, "client").len() == 1
+    });
+    let ra = &of(&recs, a.pid, "client")[0];
+    check_stream_record(ra, "client", true, "curl-tls", true);
+    check_timing(ra, TTFT_MS, GAP_MS, 0.08);
+    assert_eq!(ra["comm"], "curl");
+    assert_eq!(ra["trace_id"], "4bf92f3577b34da6a3ce929d0e0e4736");
+    assert_eq!(ra["peer_addr"], format!("127.0.0.1:{}", tls.port));
+    let rb = &of(&recs, b.pid, "client")[0];
+    check_stream_record(rb, "client", false, "curl-plain", true);
+    check_timing(rb, TTFT_MS, GAP_MS, 0.08);
+    // Give the non-LLM exchanges time to be processed, then check none became a record.
+    std::thread::sleep(Duration::from_millis(500));
+    let all = agent.records();
+    assert!(
+        all.iter().all(|r| r["http_path"] == "/v1/chat/completions"),
+        "non-LLM traffic produced records:\n{}",
+        dump(&all)
+    );
+    assert!(agent.stop());
+    assert_no_secret(&[&agent.jsonl, &agent.log]);
+}
+
+#[test]
+fn node_fetch_over_tls_and_plain() {
+    if !e2e_enabled() {
+        return;
+    }
+    let _g = serial();
+    let dir = scratch("node");
+    let tls = TestServer::start(true, TTFT_MS, GAP_MS, CHUNKS);
+    let plain = TestServer::start(false, TTFT_MS, GAP_MS, CHUNKS);
+    let mut agent = Agent::start(&dir, false, &[]);
+    let node = |server: &TestServer, model: &str| {
+        let mut cmd = Command::new("node");
+        cmd.arg(assets().join("clients").join("node_fetch.mjs"))
+            .args(["--url", &server.base_url(), "--model", model, "--stream", "--include-usage", "--calls", "2"])
+            .env("NODE_EXTRA_CA_CERTS", certs().0);
+        run_client(cmd)
+    };
+    let a = node(&tls, "node-tls");
+    let b = node(&plain, "node-plain");
+    let recs = agent.wait_records("node records", WAIT, |r| {
+        of(r, a.pid, "client").len() == 2 && of(r, b.pid, "client").len() == 2
+    });
+    for r in of(&recs, a.pid, "client") {
+        check_stream_record(&r, "client", true, "node-tls", true);
+        check_timing(&r, TTFT_MS, GAP_MS, 0.08);
+        assert_eq!(r["comm"], "node");
+    }
+    for r in of(&recs, b.pid, "client") {
+        check_stream_record(&r, "client", false, "node-plain", true);
+        check_timing(&r, TTFT_MS, GAP_MS, 0.08);
+    }
+    assert!(agent.stop());
+    assert_no_secret(&[&agent.jsonl, &agent.log]);
+}
+
+#[test]
+fn eight_concurrent_async_streams() {
+    if !e2e_enabled() {
+        return;
+    }
+    let _g = serial();
+    let dir = scratch("concurrent");
+    let server = TestServer::start(true, TTFT_MS, GAP_MS, CHUNKS);
+    let mut agent = Agent::start(&dir, false, &[]);
+    let run = run_client(openai_client(&server, &["--stream", "--include-usage", "--concurrent", "8"]));
+    let recs = agent.wait_records("8 client records", WAIT, |r| of(r, run.pid, "client").len() == 8);
+    for r in of(&recs, run.pid, "client") {
+        check_stream_record(&r, "client", true, "test-model", true);
+        // Eight interleaved streams on two cores: allow more scheduling slack.
+        check_timing(&r, TTFT_MS, GAP_MS, 0.15);
+    }
+    assert!(agent.stop());
+    assert_no_secret(&[&agent.jsonl, &agent.log]);
+}
+
+#[test]
+fn client_started_before_the_agent() {
+    if !e2e_enabled() {
+        return;
+    }
+    let _g = serial();
+    let dir = scratch("before");
+    let server = TestServer::start(true, TTFT_MS, GAP_MS, CHUNKS);
+    let go = dir.join("go");
+    let mut cmd = openai_client(&server, &["--stream", "--include-usage", "--wait-file", go.to_str().unwrap_or("")]);
+    cmd.stdout(Stdio::piped()).stderr(Stdio::null()).env("OPENAI_API_KEY", SECRET_KEY);
+    let mut child = Proc { child: cmd.spawn().expect("start client") };
+    let pid = child.child.id();
+    let stdout = child.child.stdout.take().expect("stdout");
+    let mut lines = BufReader::new(stdout).lines();
+    // The client has imported ssl and openai (libssl is mapped) before the agent starts.
+    assert_eq!(lines.next().and_then(|l| l.ok()).as_deref(), Some("WAITING"));
+    let maps = std::fs::read_to_string(format!("/proc/{pid}/maps")).unwrap_or_default();
+    assert!(maps.contains("libssl"), "client has not loaded libssl yet");
+    let mut agent = Agent::start(&dir, false, &[]);
+    std::fs::write(&go, b"go").expect("touch go");
+    let out = lines.last().and_then(|l| l.ok()).unwrap_or_default();
+    assert!(child.child.wait().expect("wait").success(), "client failed: {out}");
+    let recs = agent.wait_records("the early client's record", WAIT, |r| of(r, pid, "client").len() == 1);
+    let r = &of(&recs, pid, "client")[0];
+    check_stream_record(r, "client", true, "test-model", true);
+    check_timing(r, TTFT_MS, GAP_MS, 0.08);
+    assert!(agent.stop());
+    assert_no_secret(&[&agent.jsonl, &agent.log]);
+}
+
+#[test]
+fn client_aborting_mid_stream() {
+    if !e2e_enabled() {
+        return;
+    }
+    let _g = serial();
+    let dir = scratch("abort");
+    // Ten chunks 100 ms apart; the client leaves after two.
+    let server = TestServer::start(true, 200, 100, 10);
+    let mut agent = Agent::start(&dir, false, &[]);
+    let run = run_client(openai_client(&server, &["--stream", "--abort-after", "2", "--client", "sync"]));
+    assert_eq!(run.json["calls"][0]["aborted"], true);
+    let recs = agent.wait_records("aborted records", WAIT, |r| {
+        of(r, run.pid, "client").len() == 1 && of(r, server.pid, "server").len() == 1
+    });
+    let c = &of(&recs, run.pid, "client")[0];
+    assert_eq!(c["aborted"], true, "{c}");
+    assert_eq!(c["finish_reason"], Value::Null, "{c}");
+    let chunks = c["chunks"].as_u64().unwrap_or(0);
+    assert!((2..=3).contains(&chunks), "client saw {chunks} chunks: {c}");
+    assert_between(c, "ttft_s", 0.198, 0.3);
+    // It ended well before the full stream (200 ms + 9 x 100 ms).
+    assert_between(c, "duration_s", 0.25, 0.8);
+    let s = &of(&recs, server.pid, "server")[0];
+    assert_eq!(s["aborted"], true, "{s}");
+    assert!(s["chunks"].as_u64().unwrap_or(0) < 10, "{s}");
+    assert!(agent.stop());
+    assert_no_secret(&[&agent.jsonl, &agent.log]);
+}
+
+#[test]
+fn record_then_replay_gives_the_same_records_and_metrics_count_them() {
+    if !e2e_enabled() {
+        return;
+    }
+    let _g = serial();
+    let dir = scratch("record");
+    let server = TestServer::start(true, TTFT_MS, GAP_MS, CHUNKS);
+    let mut agent = Agent::start(&dir, true, &[]);
+    let run = run_client(openai_client(&server, &["--stream", "--include-usage", "--calls", "2"]));
+    let recs = agent.wait_records("records", WAIT, |r| {
+        of(r, run.pid, "client").len() == 2 && of(r, server.pid, "server").len() == 2
+    });
+    let metrics = agent.scrape();
+    let value = |name: &str| -> f64 {
+        metrics
+            .lines()
+            .find(|l| l.starts_with(name) && l[name.len()..].starts_with(' '))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("{name} missing from /metrics:\n{metrics}"))
+    };
+    assert!(value("llmprobe_llm_calls_total") >= 4.0, "{metrics}");
+    assert!(value("llmprobe_events_total") > 0.0, "{metrics}");
+    assert!(value("llmprobe_secrets_masked_total") >= 2.0, "{metrics}");
+    assert!(value("llmprobe_tls_libraries_attached") >= 1.0, "{metrics}");
+    assert_eq!(value("llmprobe_events_lost_total"), 0.0, "{metrics}");
+    assert!(agent.stop());
+    let capture = agent.capture.clone().expect("capture path");
+    let replayed = dir.join("replayed.jsonl");
+    let st = Command::new(agent_bin()).arg("replay").arg(&capture).arg("--jsonl").arg(&replayed).status().expect("replay");
+    assert!(st.success());
+    // Compared as text lines: exact, every float digit included.
+    let lines = |p: &std::path::Path| -> Vec<String> {
+        std::fs::read_to_string(p).unwrap_or_default().lines().map(str::to_owned).collect()
+    };
+    let mut live = lines(&agent.jsonl);
+    let mut again = lines(&replayed);
+    live.sort();
+    again.sort();
+    assert!(live.len() >= recs.len());
+    assert_eq!(live, again, "replay differs from the live run");
+    assert_no_secret(&[&agent.jsonl, &agent.log, &capture, &replayed]);
+}
