@@ -87,6 +87,33 @@ fn python_sdk_over_tls_keepalive_streams() {
 }
 
 #[test]
+fn compressed_responses_gzip_stream_and_body() {
+    if !e2e_enabled() {
+        return;
+    }
+    let _g = serial();
+    let dir = scratch("gzip");
+    // The server compresses whatever the client accepts; the SDK sends `Accept-Encoding: gzip, deflate`.
+    let server = TestServer::start_with(true, TTFT_MS, GAP_MS, CHUNKS, &["--honor-accept-encoding"]);
+    let mut agent = Agent::start(&dir, false, &[]);
+    let streamed = run_client(openai_client(&server, &["--stream", "--include-usage"]));
+    let whole = run_client(openai_client(&server, &["--header", "x-test-encoding=deflate"]));
+    let recs = agent.wait_records("compressed records", WAIT, |r| {
+        of(r, streamed.pid, "client").len() == 1 && of(r, whole.pid, "client").len() == 1
+    });
+    let s = &of(&recs, streamed.pid, "client")[0];
+    check_stream_record(s, "client", true, "test-model", true);
+    check_timing(s, TTFT_MS, GAP_MS, 0.08);
+    let w = &of(&recs, whole.pid, "client")[0];
+    assert_eq!(w["stream"], false, "{w}");
+    assert_eq!(w["token_source"], "usage", "{w}");
+    assert_eq!(w["output_tokens"], CHUNKS, "{w}");
+    assert_eq!(w["response_model"], "test-model-0001", "{w}");
+    assert!(agent.stop());
+    assert_no_secret(&[&agent.jsonl, &agent.log]);
+}
+
+#[test]
 fn python_sdk_over_plain_http_stream_and_non_stream() {
     if !e2e_enabled() {
         return;

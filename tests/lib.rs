@@ -106,10 +106,16 @@ pub struct TestServer {
 impl TestServer {
     /// Starts the server with default timings (`ttft_ms` before the first chunk, `gap_ms` between chunks).
     pub fn start(tls: bool, ttft_ms: u64, gap_ms: u64, chunks: u32) -> TestServer {
+        Self::start_with(tls, ttft_ms, gap_ms, chunks, &[])
+    }
+
+    /// Same, with extra server flags (e.g. `--honor-accept-encoding`).
+    pub fn start_with(tls: bool, ttft_ms: u64, gap_ms: u64, chunks: u32, extra: &[&str]) -> TestServer {
         let mut cmd = Command::new("python3");
         cmd.arg(assets().join("llm_server.py"))
             .args(["--port", "0", "--ttft-ms", &ttft_ms.to_string(), "--gap-ms", &gap_ms.to_string()])
             .args(["--chunks", &chunks.to_string()])
+            .args(extra)
             .stdout(Stdio::piped())
             .stderr(Stdio::null());
         if tls {

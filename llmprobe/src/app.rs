@@ -102,35 +102,39 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
         let mut masked_seen = 0;
         loop {
             let Ok(mut guard) = ring.readable_mut().await else { break };
-            let rb = guard.get_inner_mut();
-            let mut batch = Vec::new();
-            while let Some(item) = rb.next() {
-                match decode(&item) {
-                    Ok(mut ev) => {
-                        prep.prepare(&mut ev);
-                        if let ProbeEvent::ExecMap { meta } = &ev {
-                            let _ = scan_tx.try_send(meta.pid);
+            // Drain in batches; a slow tracker makes the reader wait here (the kernel then counts
+            // what it cannot write in llmprobe_events_lost_total).
+            loop {
+                let rb = guard.get_inner_mut();
+                let mut batch = Vec::new();
+                while batch.len() < MAX_BATCH {
+                    let Some(item) = rb.next() else { break };
+                    match decode(&item) {
+                        Ok(mut ev) => {
+                            prep.prepare(&mut ev);
+                            if let ProbeEvent::ExecMap { meta } = &ev {
+                                let _ = scan_tx.try_send(meta.pid);
+                            }
+                            batch.push(ev);
                         }
-                        batch.push(ev);
-                    }
-                    Err(e) => {
-                        reader_metrics.events_malformed.inc();
-                        log::debug!("undecodable probe event: {e:?}");
+                        Err(e) => {
+                            reader_metrics.events_malformed.inc();
+                            log::debug!("undecodable probe event: {e:?}");
+                        }
                     }
                 }
-                if batch.len() >= MAX_BATCH {
-                    if batch_tx.try_send(std::mem::take(&mut batch)).is_err() {
-                        reader_metrics.dropped.get_or_create(&vec![("reason".into(), "pipeline_backpressure".into())]).inc();
-                    }
+                let drained = batch.len() < MAX_BATCH;
+                let masked = prep.masked_values();
+                reader_metrics.secrets_masked.inc_by(masked - masked_seen);
+                masked_seen = masked;
+                if !batch.is_empty() && batch_tx.send(batch).await.is_err() {
+                    return;
+                }
+                if drained {
+                    break;
                 }
             }
             guard.clear_ready();
-            let masked = prep.masked_values();
-            reader_metrics.secrets_masked.inc_by(masked - masked_seen);
-            masked_seen = masked;
-            if !batch.is_empty() && batch_tx.send(batch).await.is_err() {
-                break;
-            }
         }
     });
 

@@ -40,6 +40,7 @@ import ssl
 import sys
 import threading
 import time
+import zlib
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 _DISCONNECT_ERRORS = (BrokenPipeError, ConnectionResetError, ConnectionAbortedError,
@@ -175,8 +176,32 @@ class Handler(BaseHTTPRequestHandler):
             self.wfile.write(body)
         self.wfile.flush()
 
+    def _encoding(self):
+        """Content-Encoding for this response: `x-test-encoding: gzip|deflate` asks for one;
+        with --honor-accept-encoding the client's Accept-Encoding is followed (gzip first)."""
+        forced = (self.headers.get("x-test-encoding") or "").strip().lower()
+        if forced in ("gzip", "deflate"):
+            return forced
+        if self.server.cfg.honor_accept_encoding:
+            accepted = [a.split(";")[0].strip().lower()
+                        for a in (self.headers.get("Accept-Encoding") or "").split(",")]
+            for enc in ("gzip", "deflate"):
+                if enc in accepted:
+                    return enc
+        return None
+
+    @staticmethod
+    def _compressor(enc):
+        # gzip: wbits 31; deflate (RFC 9110): zlib-wrapped, wbits 15.
+        return zlib.compressobj(wbits=31 if enc == "gzip" else 15)
+
     def _send_json(self, status, obj, extra=None):
         body = json.dumps(obj, separators=(",", ":")).encode()
+        enc = self._encoding()
+        if enc:
+            c = self._compressor(enc)
+            body = c.compress(body) + c.flush()
+            extra = dict(extra or {}, **{"Content-Encoding": enc})
         self._send_bytes(status, body, "application/json", extra)
 
     def _write_chunk(self, data: bytes):
@@ -277,8 +302,19 @@ class Handler(BaseHTTPRequestHandler):
         self.send_header("Cache-Control", "no-cache")
         self.send_header("Transfer-Encoding", "chunked")
         self.send_header("x-request-id", hdrs["x-request-id"])
+        enc = self._encoding()
+        if enc:
+            self.send_header("Content-Encoding", enc)
         self.end_headers()
         self.wfile.flush()
+        comp = self._compressor(enc) if enc else None
+
+        def send(data):
+            # Compressed streams are flushed per event (Z_SYNC_FLUSH) so each one is decodable
+            # on arrival, as real servers that compress SSE do.
+            if comp is not None:
+                data = comp.compress(data) + comp.flush(zlib.Z_SYNC_FLUSH)
+            self._write_chunk(data)
 
         def event(choices, with_usage=None):
             obj = {"id": cid, "object": "chat.completion.chunk", "created": created,
@@ -294,11 +330,13 @@ class Handler(BaseHTTPRequestHandler):
                     time.sleep(gap)
                 delta = {"role": "assistant", "content": f"tok{i} "} if i == 0 \
                     else {"content": f"tok{i} "}
-                self._write_chunk(event([{"index": 0, "delta": delta, "finish_reason": None}]))
-            self._write_chunk(event([{"index": 0, "delta": {}, "finish_reason": "stop"}]))
+                send(event([{"index": 0, "delta": delta, "finish_reason": None}]))
+            send(event([{"index": 0, "delta": {}, "finish_reason": "stop"}]))
             if include_usage:
-                self._write_chunk(event([], usage))
-            self._write_chunk(b"data: [DONE]\n\n")
+                send(event([], usage))
+            send(b"data: [DONE]\n\n")
+            if comp is not None:
+                self._write_chunk(comp.flush())
             self.wfile.write(b"0\r\n\r\n")
             self.wfile.flush()
         except _DISCONNECT_ERRORS:
@@ -314,6 +352,8 @@ def main():
     ap.add_argument("--ttft-ms", type=int, default=200)
     ap.add_argument("--gap-ms", type=int, default=50)
     ap.add_argument("--chunks", type=int, default=8)
+    ap.add_argument("--honor-accept-encoding", action="store_true",
+                    help="compress responses (gzip, else deflate) when the client accepts it")
     ap.add_argument("--log", action="store_true",
                     help="one line per request (method, path, status) on stderr")
     cfg = ap.parse_args()

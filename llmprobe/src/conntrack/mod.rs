@@ -547,6 +547,9 @@ impl ConnTracker {
         for _ in 0..issues.truncated_bodies {
             self.metrics.drop_for("body_over_limit");
         }
+        for _ in 0..issues.undecodable_bodies {
+            self.metrics.drop_for("undecodable_body");
+        }
         out.calls.push(ex.finish(&c.context(), &self.clock, false, None));
         self.metrics.calls.inc();
     }

@@ -1,0 +1,1223 @@
+//! Unit tests for the connection tracker: probe events in, LLM call records and mute requests out.
+//!
+//! Every test drives a fresh [`ConnTracker`] with hand-built events whose timestamps are chosen so
+//! that the timings in the records can be checked exactly.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use bytes::Bytes;
+
+use super::*;
+use crate::probes::events::EventMeta;
+
+const PID: u32 = 4242;
+const MS: u64 = 1_000_000;
+/// Start of every scripted exchange: 1 s after the monotonic epoch.
+const T0: u64 = 1_000 * MS;
+const EPS: f64 = 1e-9;
+
+// ---------------------------------------------------------------------------------------------
+// Harness and event builders
+// ---------------------------------------------------------------------------------------------
+
+struct Harness {
+    tracker: ConnTracker,
+    metrics: Arc<SelfMetrics>,
+    out: TrackerOutput,
+    max_connections: usize,
+}
+
+impl Harness {
+    fn new() -> Self {
+        Self::with_config(TrackerConfig::default())
+    }
+
+    fn with_config(cfg: TrackerConfig) -> Self {
+        let metrics = Arc::new(SelfMetrics::unregistered());
+        Harness {
+            tracker: ConnTracker::new(cfg, Clock { offset_ns: 0 }, metrics.clone()),
+            metrics,
+            out: TrackerOutput::default(),
+            max_connections: cfg.max_connections,
+        }
+    }
+
+    fn feed(&mut self, ev: ProbeEvent) {
+        self.tracker.handle(ev, &mut self.out);
+        let n = self.tracker.connections();
+        assert!(n <= self.max_connections, "{n} connections tracked, limit {}", self.max_connections);
+        assert_eq!(self.metrics.connections_tracked.get(), n as i64, "gauge out of step with connections()");
+    }
+
+
+    fn calls(&mut self) -> Vec<LlmCall> {
+        std::mem::take(&mut self.out.calls)
+    }
+
+    fn only_call(&mut self) -> LlmCall {
+        let mut calls = self.calls();
+        assert_eq!(calls.len(), 1, "expected exactly one record, got {calls:#?}");
+        calls.pop().expect("one call")
+    }
+
+    fn dropped(&self, reason: &str) -> u64 {
+        self.metrics.dropped_count(reason)
+    }
+}
+
+fn meta(pid: u32, fd: i32, conn_id: u64, ts: u64) -> EventMeta {
+    EventMeta { pid, tid: pid + 1, fd, conn_id, ts_ns: ts, comm: "python".to_owned() }
+}
+
+/// One side of the capture: a plaintext socket (conn id = generation) or an `SSL*`.
+#[derive(Debug, Clone, Copy)]
+struct Sock {
+    pid: u32,
+    fd: i32,
+    id: u64,
+    tls: bool,
+}
+
+impl Sock {
+    fn plain(fd: i32, generation: u64) -> Self {
+        Sock { pid: PID, fd, id: generation, tls: false }
+    }
+
+    fn ssl(ssl: u64) -> Self {
+        Sock { pid: PID, fd: -1, id: ssl, tls: true }
+    }
+
+    /// A piece of one syscall's transfer.
+    fn piece(self, ts: u64, direction: Direction, offset: u32, total_len: u32, bytes: &[u8]) -> ProbeEvent {
+        ProbeEvent::Data(DataChunk {
+            meta: meta(self.pid, self.fd, self.id, ts),
+            direction,
+            tls: self.tls,
+            offset,
+            total_len,
+            data: Bytes::copy_from_slice(bytes),
+        })
+    }
+
+    /// A whole syscall.
+    fn data(self, ts: u64, direction: Direction, bytes: &[u8]) -> ProbeEvent {
+        self.piece(ts, direction, 0, bytes.len() as u32, bytes)
+    }
+
+    fn send(self, ts: u64, bytes: &[u8]) -> ProbeEvent {
+        self.data(ts, Direction::Egress, bytes)
+    }
+
+    fn recv(self, ts: u64, bytes: &[u8]) -> ProbeEvent {
+        self.data(ts, Direction::Ingress, bytes)
+    }
+}
+
+fn addr(s: &str) -> SocketAddr {
+    s.parse().expect("socket address")
+}
+
+fn open(fd: i32, generation: u64, ts: u64, peer: &str) -> ProbeEvent {
+    ProbeEvent::ConnOpen { meta: meta(PID, fd, generation, ts), peer: Some(addr(peer)), role_hint: 0 }
+}
+
+fn close(fd: i32, generation: u64, ts: u64) -> ProbeEvent {
+    ProbeEvent::ConnClose { meta: meta(PID, fd, generation, ts) }
+}
+
+fn ssl_fd(fd: i32, ssl: u64, ts: u64) -> ProbeEvent {
+    ProbeEvent::SslFd { meta: meta(PID, fd, ssl, ts) }
+}
+
+fn ssl_free(ssl: u64, ts: u64) -> ProbeEvent {
+    ProbeEvent::SslFree { meta: meta(PID, -1, ssl, ts) }
+}
+
+fn proc_exit(ts: u64) -> ProbeEvent {
+    ProbeEvent::ProcExit { meta: meta(PID, -1, 0, ts) }
+}
+
+fn time(ts: u64) -> String {
+    Clock { offset_ns: 0 }.rfc3339(ts)
+}
+
+#[track_caller]
+fn approx(got: Option<f64>, want: f64) {
+    let got = got.expect("value present");
+    assert!((got - want).abs() < EPS, "got {got}, want {want}");
+}
+
+// ---------------------------------------------------------------------------------------------
+// HTTP builders
+// ---------------------------------------------------------------------------------------------
+
+fn chat_body(model: &str, stream: bool) -> String {
+    format!(r#"{{"model":"{model}","stream":{stream},"messages":[{{"role":"user","content":"hello"}}]}}"#)
+}
+
+fn chat_request(host: &str, model: &str, stream: bool) -> Vec<u8> {
+    let body = chat_body(model, stream);
+    format!(
+        "POST /v1/chat/completions HTTP/1.1\r\nHost: {host}\r\nAuthorization: Bearer sk-secret\r\n\
+         Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .into_bytes()
+}
+
+const SSE_HEAD: &[u8] = b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n\
+    Transfer-Encoding: chunked\r\nx-request-id: req-123\r\n\r\n";
+const LAST_CHUNK: &[u8] = b"0\r\n\r\n";
+
+fn chunk(payload: &str) -> Vec<u8> {
+    format!("{:x}\r\n{payload}\r\n", payload.len()).into_bytes()
+}
+
+fn sse(data: &str) -> Vec<u8> {
+    chunk(&format!("data: {data}\n\n"))
+}
+
+fn delta(content: &str) -> String {
+    format!(
+        r#"{{"id":"chatcmpl-1","model":"gpt-4o-2024","choices":[{{"index":0,"delta":{{"content":"{content}"}},"finish_reason":null}}]}}"#
+    )
+}
+
+const ROLE_ONLY: &str = r#"{"id":"chatcmpl-1","model":"gpt-4o-2024","choices":[{"index":0,"delta":{"role":"assistant","content":""},"finish_reason":null}]}"#;
+const FINISH: &str = r#"{"id":"chatcmpl-1","model":"gpt-4o-2024","choices":[{"index":0,"delta":{},"finish_reason":"stop"}]}"#;
+const USAGE: &str =
+    r#"{"id":"chatcmpl-1","model":"gpt-4o-2024","choices":[],"usage":{"prompt_tokens":12,"completion_tokens":5}}"#;
+
+/// The reference stream's response syscalls, (ts, bytes). Output events at 300, 350, 500 and
+/// 520 ms after T0: TTFT 0.3 s, gaps 50/150/20 ms.
+fn stream_response(with_usage: bool) -> Vec<(u64, Vec<u8>)> {
+    let mut v = vec![
+        (T0 + 100 * MS, SSE_HEAD.to_vec()),
+        (T0 + 150 * MS, sse(ROLE_ONLY)),
+        (T0 + 300 * MS, sse(&delta("Hel"))),
+        (T0 + 350 * MS, sse(&delta("lo"))),
+        (T0 + 500 * MS, sse(&delta(" wor"))),
+        (T0 + 520 * MS, sse(&delta("ld"))),
+        (T0 + 530 * MS, sse(FINISH)),
+    ];
+    if with_usage {
+        v.push((T0 + 540 * MS, sse(USAGE)));
+    }
+    v.push((T0 + 550 * MS, sse("[DONE]")));
+    v.push((T0 + 560 * MS, LAST_CHUNK.to_vec()));
+    v
+}
+
+fn json_response(status: u16, reason: &str, body: &str) -> Vec<u8> {
+    format!(
+        "HTTP/1.1 {status} {reason}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .into_bytes()
+}
+
+fn completion_body(i: usize) -> String {
+    format!(
+        r#"{{"id":"cmpl-{i}","model":"m{i}-resp","choices":[{{"index":0,"message":{{"role":"assistant","content":"hi"}},"finish_reason":"stop"}}],"usage":{{"prompt_tokens":{i}0,"completion_tokens":{i}}}}}"#
+    )
+}
+
+const HEALTH_REQ: &[u8] = b"GET /health HTTP/1.1\r\nHost: svc:8080\r\n\r\n";
+const HEALTH_RESP: &[u8] = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok";
+const TLS_CLIENT_HELLO: &[u8] =
+    b"\x16\x03\x01\x00\xa5\x01\x00\x00\xa1\x03\x03\x5e\x1a\x9c\x00\x11\x22\x33\x44\x55\x66\x77\x88\x99\xaa";
+
+/// Plays the reference streaming exchange as a client on fd 7: open, request at T0, stream.
+fn play_client_stream(h: &mut Harness, s: Sock, with_usage: bool) {
+    h.feed(open(s.fd, s.id, T0 - 10 * MS, "10.0.0.5:8000"));
+    h.feed(s.send(T0, &chat_request("llm.internal:8000", "gpt-4o", true)));
+    for (ts, bytes) in stream_response(with_usage) {
+        h.feed(s.recv(ts, &bytes));
+    }
+}
+
+/// Checks the timing fields every record of the reference stream shares.
+#[track_caller]
+fn assert_reference_timings(c: &LlmCall) {
+    assert_eq!(c.start_time, time(T0));
+    assert_eq!(c.end_time, time(T0 + 560 * MS));
+    assert!((c.duration_s - 0.56).abs() < EPS, "duration {}", c.duration_s);
+    approx(c.ttft_s, 0.3);
+    approx(c.tbt_p50_s, 0.05);
+    approx(c.tbt_p95_s, 0.15);
+    approx(c.tbt_max_s, 0.15);
+    assert_eq!(c.chunks, Some(4));
+    assert_eq!(c.stream, Some(true));
+    assert_eq!(c.finish_reason.as_deref(), Some("stop"));
+    assert_eq!(c.error_type, None);
+    assert!(!c.aborted);
+}
+
+// ---------------------------------------------------------------------------------------------
+// 1-3: the normal paths
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn plaintext_client_stream_with_usage() {
+    let mut h = Harness::new();
+    let s = Sock::plain(7, 0x1001);
+    play_client_stream(&mut h, s, true);
+    let c = h.only_call();
+    assert_eq!(c.role, "client");
+    assert_eq!(c.pid, PID);
+    assert_eq!(c.comm, "python");
+    assert!(!c.tls);
+    assert_eq!(c.peer_addr.as_deref(), Some("10.0.0.5:8000"));
+    assert_eq!(c.server_address.as_deref(), Some("llm.internal"));
+    assert_eq!(c.server_port, Some(8000));
+    assert_eq!(c.provider, "openai");
+    assert_eq!(c.api, "openai.chat_completions");
+    assert_eq!(c.operation, "chat");
+    assert_eq!(c.http_method, "POST");
+    assert_eq!(c.http_path, "/v1/chat/completions");
+    assert_eq!(c.http_status, Some(200));
+    assert_eq!(c.request_model.as_deref(), Some("gpt-4o"));
+    assert_eq!(c.response_model.as_deref(), Some("gpt-4o-2024"));
+    assert_eq!(c.request_id.as_deref(), Some("req-123"));
+    assert_reference_timings(&c);
+    assert_eq!(c.input_tokens, Some(12));
+    assert_eq!(c.output_tokens, Some(5));
+    assert_eq!(c.token_source, Some("usage"));
+    // (520 - 300) ms over 5 - 1 tokens.
+    approx(c.tpot_s, 0.055);
+    assert!(h.out.mutes.is_empty());
+    assert_eq!(h.tracker.connections(), 1, "keep-alive connection stays tracked");
+    assert_eq!(h.metrics.calls.get(), 1);
+}
+
+#[test]
+fn plaintext_client_stream_without_usage_estimates_tokens() {
+    let mut h = Harness::new();
+    play_client_stream(&mut h, Sock::plain(7, 0x1001), false);
+    let c = h.only_call();
+    assert_reference_timings(&c);
+    assert_eq!(c.token_source, Some("estimated"));
+    // One token per output event; "hello" is 5 prompt characters -> ceil(5 / 4).
+    assert_eq!(c.output_tokens, Some(4));
+    assert_eq!(c.input_tokens, Some(2));
+    // (520 - 300) ms over 4 - 1 events.
+    approx(c.tpot_s, 0.22 / 3.0);
+}
+
+#[test]
+fn server_role_when_requests_arrive() {
+    let mut h = Harness::new();
+    let s = Sock::plain(11, 0x2002);
+    h.feed(open(s.fd, s.id, T0 - 10 * MS, "10.0.0.9:51234"));
+    h.feed(s.recv(T0, &chat_request("llm.internal:8000", "gpt-4o", true)));
+    for (ts, bytes) in stream_response(true) {
+        h.feed(s.send(ts, &bytes));
+    }
+    let c = h.only_call();
+    assert_eq!(c.role, "server");
+    assert_eq!(c.peer_addr.as_deref(), Some("10.0.0.9:51234"));
+    assert_eq!(c.server_address.as_deref(), Some("llm.internal"));
+    assert_eq!(c.server_port, Some(8000));
+    assert_eq!(c.request_model.as_deref(), Some("gpt-4o"));
+    assert_reference_timings(&c);
+    assert_eq!(c.output_tokens, Some(5));
+    approx(c.tpot_s, 0.055);
+}
+
+#[test]
+fn server_role_when_first_bytes_seen_are_a_response() {
+    // The agent started mid-connection: the first bytes it sees are the server's response head
+    // going out; the direction decision must still make the process the server.
+    let mut h = Harness::new();
+    let s = Sock::plain(11, 0x2003);
+    h.feed(s.send(T0, SSE_HEAD));
+    h.feed(s.send(T0 + MS, &sse(&delta("x"))));
+    h.feed(s.send(T0 + 2 * MS, LAST_CHUNK));
+    assert!(h.calls().is_empty(), "a response without a request is no record");
+    assert_eq!(h.dropped("response_without_request"), 1);
+    h.feed(s.recv(T0 + 10 * MS, &chat_request("h", "m", false)));
+    h.feed(s.send(T0 + 20 * MS, &json_response(200, "OK", &completion_body(1))));
+    let c = h.only_call();
+    assert_eq!(c.role, "server");
+    assert_eq!(c.response_model.as_deref(), Some("m1-resp"));
+}
+
+#[test]
+fn keep_alive_exchanges_are_recorded_in_order() {
+    let mut h = Harness::new();
+    let s = Sock::plain(7, 0x3003);
+    h.feed(open(s.fd, s.id, T0 - MS, "10.0.0.5:8000"));
+    for i in 1..=3usize {
+        let start = T0 + (i as u64) * 1000 * MS;
+        h.feed(s.send(start, &chat_request("llm.internal:8000", &format!("m{i}"), false)));
+        h.feed(s.recv(start + 200 * MS, &json_response(200, "OK", &completion_body(i))));
+    }
+    let calls = h.calls();
+    assert_eq!(calls.len(), 3);
+    for (i, c) in calls.iter().enumerate() {
+        let i = i + 1;
+        let start = T0 + (i as u64) * 1000 * MS;
+        assert_eq!(c.request_model.as_deref(), Some(format!("m{i}").as_str()));
+        assert_eq!(c.response_model.as_deref(), Some(format!("m{i}-resp").as_str()));
+        assert_eq!(c.request_id.as_deref(), Some(format!("cmpl-{i}").as_str()));
+        assert_eq!(c.start_time, time(start));
+        assert_eq!(c.end_time, time(start + 200 * MS));
+        assert!((c.duration_s - 0.2).abs() < EPS);
+        assert_eq!(c.stream, Some(false));
+        assert_eq!(c.ttft_s, None);
+        assert_eq!(c.chunks, None);
+        assert_eq!(c.input_tokens, Some(i as u64 * 10));
+        assert_eq!(c.output_tokens, Some(i as u64));
+        assert_eq!(c.token_source, Some("usage"));
+        assert_eq!(c.finish_reason.as_deref(), Some("stop"));
+        assert!(!c.aborted);
+    }
+    assert!(h.out.mutes.is_empty());
+    assert_eq!(h.tracker.connections(), 1);
+}
+
+#[test]
+fn pipelined_requests_pair_with_responses_in_order() {
+    let mut h = Harness::new();
+    let s = Sock::plain(7, 0x3004);
+    let mut both = chat_request("h", "first", false);
+    both.extend_from_slice(&chat_request("h", "second", false));
+    h.feed(s.send(T0, &both));
+    let mut resps = json_response(200, "OK", &completion_body(1));
+    resps.extend_from_slice(&json_response(200, "OK", &completion_body(2)));
+    h.feed(s.recv(T0 + 100 * MS, &resps));
+    let calls = h.calls();
+    assert_eq!(calls.len(), 2);
+    assert_eq!(calls[0].request_model.as_deref(), Some("first"));
+    assert_eq!(calls[0].response_model.as_deref(), Some("m1-resp"));
+    assert_eq!(calls[1].request_model.as_deref(), Some("second"));
+    assert_eq!(calls[1].response_model.as_deref(), Some("m2-resp"));
+}
+
+// ---------------------------------------------------------------------------------------------
+// 4: arbitrary splitting
+// ---------------------------------------------------------------------------------------------
+
+/// The reference exchange as syscalls: (ts, direction, bytes).
+fn reference_syscalls() -> Vec<(u64, Direction, Vec<u8>)> {
+    let mut v = vec![(T0, Direction::Egress, chat_request("llm.internal:8000", "gpt-4o", true))];
+    v.extend(stream_response(true).into_iter().map(|(ts, b)| (ts, Direction::Ingress, b)));
+    v
+}
+
+/// Feeds the syscalls, cutting the one that holds global byte `cut` in two: as two syscalls, or
+/// as two pieces of one syscall (offset / total_len).
+fn feed_cut(h: &mut Harness, s: Sock, syscalls: &[(u64, Direction, Vec<u8>)], cut: usize, as_pieces: bool) {
+    let mut pos = 0;
+    for (ts, dir, bytes) in syscalls {
+        let end = pos + bytes.len();
+        if cut > pos && cut < end {
+            let k = cut - pos;
+            let total = bytes.len() as u32;
+            if as_pieces {
+                h.feed(s.piece(*ts, *dir, 0, total, &bytes[..k]));
+                h.feed(s.piece(*ts, *dir, k as u32, total, &bytes[k..]));
+            } else {
+                h.feed(s.data(*ts, *dir, &bytes[..k]));
+                h.feed(s.data(*ts, *dir, &bytes[k..]));
+            }
+        } else {
+            h.feed(s.data(*ts, *dir, bytes));
+        }
+        pos = end;
+    }
+}
+
+#[test]
+fn any_split_point_gives_the_same_record() {
+    let s = Sock::plain(7, 0x4004);
+    let syscalls = reference_syscalls();
+    let total: usize = syscalls.iter().map(|(_, _, b)| b.len()).sum();
+    let reference = {
+        let mut h = Harness::new();
+        feed_cut(&mut h, s, &syscalls, 0, false);
+        let c = h.only_call();
+        assert_reference_timings(&c);
+        c
+    };
+    for as_pieces in [false, true] {
+        for cut in 1..total {
+            let mut h = Harness::new();
+            feed_cut(&mut h, s, &syscalls, cut, as_pieces);
+            let calls = h.calls();
+            assert_eq!(calls.len(), 1, "cut at {cut} (pieces: {as_pieces}): {calls:#?}");
+            assert_eq!(calls[0], reference, "cut at {cut} (pieces: {as_pieces})");
+            assert_eq!(h.dropped("capture_gap"), 0, "cut at {cut} (pieces: {as_pieces})");
+            assert_eq!(h.metrics.parse_error_count("http1"), 0, "cut at {cut}");
+            assert!(h.out.mutes.is_empty(), "cut at {cut}");
+        }
+    }
+}
+
+#[test]
+fn byte_at_a_time_gives_the_same_record() {
+    let s = Sock::plain(7, 0x4005);
+    let syscalls = reference_syscalls();
+    let reference = {
+        let mut h = Harness::new();
+        feed_cut(&mut h, s, &syscalls, 0, false);
+        h.only_call()
+    };
+    let mut h = Harness::new();
+    for (ts, dir, bytes) in &syscalls {
+        for b in bytes {
+            h.feed(s.data(*ts, *dir, std::slice::from_ref(b)));
+        }
+    }
+    assert_eq!(h.only_call(), reference);
+}
+
+// ---------------------------------------------------------------------------------------------
+// 5-6: TLS, closes, frees, exits
+// ---------------------------------------------------------------------------------------------
+
+const SSL: u64 = 0x7f3a_dead_b000;
+
+/// Request at T0, response head at +100 ms, two output events at +300 and +350 ms.
+fn tls_partial_stream(h: &mut Harness, s: Sock) {
+    h.feed(s.send(T0, &chat_request("api.openai.com", "gpt-4o", true)));
+    h.feed(s.recv(T0 + 100 * MS, SSE_HEAD));
+    h.feed(s.recv(T0 + 300 * MS, &sse(&delta("Hel"))));
+    h.feed(s.recv(T0 + 350 * MS, &sse(&delta("lo"))));
+}
+
+#[track_caller]
+fn assert_tls_aborted_at(c: &LlmCall, end: u64) {
+    assert!(c.tls);
+    assert!(c.aborted);
+    assert_eq!(c.end_time, time(end));
+    assert!((c.duration_s - (end - T0) as f64 / 1e9).abs() < EPS);
+    assert_eq!(c.peer_addr.as_deref(), Some("104.18.6.192:443"));
+    assert_eq!(c.server_address.as_deref(), Some("api.openai.com"));
+    assert_eq!(c.server_port, Some(443));
+    assert_eq!(c.provider, "openai");
+    assert_eq!(c.http_status, Some(200));
+    assert_eq!(c.chunks, Some(2));
+    approx(c.ttft_s, 0.3);
+    assert_eq!(c.error_type, None);
+}
+
+#[test]
+fn tls_close_of_the_fd_aborts_the_stream() {
+    let mut h = Harness::new();
+    h.feed(open(9, 0x900, T0 - 20 * MS, "104.18.6.192:443"));
+    h.feed(ssl_fd(9, SSL, T0 - 10 * MS));
+    tls_partial_stream(&mut h, Sock::ssl(SSL));
+    assert!(h.calls().is_empty());
+    assert_eq!(h.tracker.connections(), 1);
+    h.feed(close(9, 0x900, T0 + 400 * MS));
+    let c = h.only_call();
+    assert_tls_aborted_at(&c, T0 + 400 * MS);
+    assert_eq!(h.tracker.connections(), 0);
+}
+
+#[test]
+fn tls_ssl_fd_before_conn_open_still_gives_the_peer() {
+    let mut h = Harness::new();
+    h.feed(ssl_fd(9, SSL, T0 - 20 * MS));
+    h.feed(open(9, 0x900, T0 - 10 * MS, "104.18.6.192:443"));
+    tls_partial_stream(&mut h, Sock::ssl(SSL));
+    h.feed(close(9, 0x900, T0 + 400 * MS));
+    assert_tls_aborted_at(&h.only_call(), T0 + 400 * MS);
+}
+
+#[test]
+fn tls_fd_learned_after_first_bytes_gives_peer_and_close() {
+    let mut h = Harness::new();
+    h.feed(open(9, 0x900, T0 - 20 * MS, "104.18.6.192:443"));
+    let s = Sock::ssl(SSL);
+    h.feed(s.send(T0, &chat_request("api.openai.com", "gpt-4o", true)));
+    h.feed(ssl_fd(9, SSL, T0 + 50 * MS));
+    h.feed(s.recv(T0 + 100 * MS, SSE_HEAD));
+    h.feed(s.recv(T0 + 300 * MS, &sse(&delta("Hel"))));
+    h.feed(s.recv(T0 + 350 * MS, &sse(&delta("lo"))));
+    h.feed(close(9, 0x900, T0 + 400 * MS));
+    assert_tls_aborted_at(&h.only_call(), T0 + 400 * MS);
+    assert_eq!(h.tracker.connections(), 0);
+}
+
+#[test]
+fn tls_ssl_free_aborts_the_stream() {
+    let mut h = Harness::new();
+    h.feed(open(9, 0x900, T0 - 20 * MS, "104.18.6.192:443"));
+    h.feed(ssl_fd(9, SSL, T0 - 10 * MS));
+    tls_partial_stream(&mut h, Sock::ssl(SSL));
+    h.feed(ssl_free(SSL, T0 + 450 * MS));
+    assert_tls_aborted_at(&h.only_call(), T0 + 450 * MS);
+    assert_eq!(h.tracker.connections(), 0);
+    // The socket closing afterwards records nothing more.
+    h.feed(close(9, 0x900, T0 + 500 * MS));
+    assert!(h.calls().is_empty());
+}
+
+#[test]
+fn tls_complete_stream_then_close_is_one_record() {
+    let mut h = Harness::new();
+    h.feed(open(9, 0x900, T0 - 20 * MS, "104.18.6.192:443"));
+    h.feed(ssl_fd(9, SSL, T0 - 10 * MS));
+    let s = Sock::ssl(SSL);
+    h.feed(s.send(T0, &chat_request("api.openai.com", "gpt-4o", true)));
+    for (ts, bytes) in stream_response(true) {
+        h.feed(s.recv(ts, &bytes));
+    }
+    h.feed(close(9, 0x900, T0 + 600 * MS));
+    h.feed(ssl_free(SSL, T0 + 610 * MS));
+    let c = h.only_call();
+    assert!(c.tls);
+    assert_reference_timings(&c);
+    assert_eq!(c.server_port, Some(443));
+}
+
+#[test]
+fn proc_exit_aborts_the_stream() {
+    let mut h = Harness::new();
+    let s = Sock::plain(7, 0x6006);
+    h.feed(open(s.fd, s.id, T0 - 10 * MS, "10.0.0.5:8000"));
+    h.feed(s.send(T0, &chat_request("llm.internal:8000", "gpt-4o", true)));
+    h.feed(s.recv(T0 + 100 * MS, SSE_HEAD));
+    h.feed(s.recv(T0 + 300 * MS, &sse(&delta("Hel"))));
+    h.feed(proc_exit(T0 + 700 * MS));
+    let c = h.only_call();
+    assert!(c.aborted);
+    assert_eq!(c.end_time, time(T0 + 700 * MS));
+    assert!((c.duration_s - 0.7).abs() < EPS);
+    assert_eq!(c.chunks, Some(1));
+    assert_eq!(h.tracker.connections(), 0);
+    // Late events of the dead process's socket record nothing more.
+    h.feed(close(s.fd, s.id, T0 + 710 * MS));
+    assert!(h.calls().is_empty());
+}
+
+#[test]
+fn close_after_complete_response_is_no_duplicate() {
+    let mut h = Harness::new();
+    let s = Sock::plain(7, 0x6007);
+    play_client_stream(&mut h, s, true);
+    h.feed(close(s.fd, s.id, T0 + 900 * MS));
+    h.feed(proc_exit(T0 + 950 * MS));
+    let c = h.only_call();
+    assert_reference_timings(&c);
+    assert_eq!(h.tracker.connections(), 0);
+}
+
+#[test]
+fn close_after_done_but_before_last_chunk_is_complete() {
+    // The sync OpenAI SDK closes after `[DONE]` without reading the terminating chunk.
+    let mut h = Harness::new();
+    let s = Sock::plain(7, 0x6008);
+    h.feed(s.send(T0, &chat_request("llm.internal:8000", "gpt-4o", true)));
+    let mut resp = stream_response(true);
+    resp.pop();
+    for (ts, bytes) in resp {
+        h.feed(s.recv(ts, &bytes));
+    }
+    assert!(h.calls().is_empty());
+    h.feed(close(s.fd, s.id, T0 + 900 * MS));
+    let c = h.only_call();
+    assert!(!c.aborted);
+    assert_eq!(c.end_time, time(T0 + 550 * MS), "ends at [DONE], not at the close");
+    assert_eq!(c.error_type, None);
+    assert_eq!(c.output_tokens, Some(5));
+}
+
+#[test]
+fn close_delimited_response_ends_at_close() {
+    let mut h = Harness::new();
+    let s = Sock::plain(7, 0x6009);
+    h.feed(s.send(T0, &chat_request("h", "gpt-4o", false)));
+    let body = completion_body(1);
+    h.feed(s.recv(T0 + 100 * MS, format!("HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n\r\n{body}").as_bytes()));
+    assert!(h.calls().is_empty());
+    h.feed(close(s.fd, s.id, T0 + 250 * MS));
+    let c = h.only_call();
+    assert!(!c.aborted);
+    assert_eq!(c.end_time, time(T0 + 250 * MS));
+    assert_eq!(c.response_model.as_deref(), Some("m1-resp"));
+    assert_eq!(c.output_tokens, Some(1));
+}
+
+#[test]
+fn finish_all_records_open_calls_at_their_last_byte() {
+    let mut h = Harness::new();
+    let s = Sock::plain(7, 0x600a);
+    h.feed(s.send(T0, &chat_request("h", "gpt-4o", true)));
+    h.feed(s.recv(T0 + 100 * MS, SSE_HEAD));
+    h.feed(s.recv(T0 + 300 * MS, &sse(&delta("Hel"))));
+    h.tracker.finish_all(&mut h.out);
+    let c = h.only_call();
+    assert!(c.aborted);
+    assert_eq!(c.end_time, time(T0 + 300 * MS));
+    assert_eq!(h.tracker.connections(), 0);
+}
+
+#[test]
+fn idle_connection_is_forgotten_with_its_call() {
+    let cfg = TrackerConfig { idle_timeout_ns: 5_000 * MS, ..TrackerConfig::default() };
+    let mut h = Harness::with_config(cfg);
+    let s = Sock::plain(7, 0x600b);
+    h.feed(s.send(T0, &chat_request("h", "gpt-4o", true)));
+    h.feed(s.recv(T0 + 100 * MS, SSE_HEAD));
+    // Any event far enough later triggers the sweep.
+    h.feed(Sock::plain(8, 0x600c).send(T0 + 20_000 * MS, HEALTH_REQ));
+    let c = h.only_call();
+    assert_eq!(c.error_type.as_deref(), Some("idle_timeout"));
+    assert!(!c.aborted);
+    assert_eq!(h.dropped("idle_connection"), 1);
+    assert_eq!(h.tracker.connections(), 1, "only the new connection is left");
+}
+
+// ---------------------------------------------------------------------------------------------
+// 7-8: mutes
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn tls_bytes_on_a_plaintext_socket_are_muted_as_not_http() {
+    let mut h = Harness::new();
+    let s = Sock::plain(7, 0x7007);
+    h.feed(open(s.fd, s.id, T0 - MS, "1.2.3.4:443"));
+    h.feed(s.send(T0, TLS_CLIENT_HELLO));
+    assert!(h.calls().is_empty());
+    assert_eq!(h.out.mutes, vec![(PID, 0x7007)]);
+    assert_eq!(h.dropped("not_http"), 1);
+    assert_eq!(h.metrics.connections_muted.get(), 1);
+    assert_eq!(h.metrics.parse_error_count("http1"), 0);
+    assert_eq!(h.tracker.connections(), 0);
+}
+
+#[test]
+fn binary_junk_either_way_is_muted_as_not_http() {
+    let junk: Vec<u8> = (0u8..=255).rev().collect();
+    for dir in [Direction::Egress, Direction::Ingress] {
+        let mut h = Harness::new();
+        let s = Sock::plain(7, 0x7008);
+        h.feed(s.data(T0, dir, &junk));
+        h.feed(s.data(T0 + MS, dir.opposite(), &junk));
+        assert!(h.calls().is_empty());
+        assert_eq!(h.out.mutes.first(), Some(&(PID, 0x7008)), "{dir:?}");
+        assert!(h.dropped("not_http") >= 1);
+        assert_eq!(h.metrics.parse_error_count("http1"), 0);
+    }
+}
+
+#[test]
+fn http2_preface_is_muted_as_not_http() {
+    let mut h = Harness::new();
+    let s = Sock::plain(7, 0x7009);
+    h.feed(s.send(T0, b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"));
+    assert_eq!(h.out.mutes, vec![(PID, 0x7009)]);
+    assert_eq!(h.dropped("not_http"), 1);
+    assert!(h.calls().is_empty());
+}
+
+#[test]
+fn non_llm_http_is_muted_after_three_exchanges() {
+    let mut h = Harness::new();
+    let s = Sock::plain(7, 0x8008);
+    h.feed(open(s.fd, s.id, T0 - MS, "10.0.0.7:8080"));
+    for i in 0..2u64 {
+        h.feed(s.send(T0 + i * 100 * MS, HEALTH_REQ));
+        h.feed(s.recv(T0 + i * 100 * MS + 10 * MS, HEALTH_RESP));
+        assert!(h.out.mutes.is_empty(), "not muted after {} exchanges", i + 1);
+        assert_eq!(h.tracker.connections(), 1);
+    }
+    h.feed(s.send(T0 + 200 * MS, HEALTH_REQ));
+    assert!(h.out.mutes.is_empty(), "not muted while the third response is outstanding");
+    h.feed(s.recv(T0 + 210 * MS, HEALTH_RESP));
+    assert_eq!(h.out.mutes, vec![(PID, 0x8008)]);
+    assert_eq!(h.dropped("not_llm"), 1);
+    assert_eq!(h.metrics.connections_muted.get(), 1);
+    assert!(h.calls().is_empty());
+    assert_eq!(h.tracker.connections(), 0);
+}
+
+#[test]
+fn non_llm_http_after_an_llm_call_is_not_muted() {
+    let mut h = Harness::new();
+    let s = Sock::plain(7, 0x8009);
+    h.feed(s.send(T0, &chat_request("h", "gpt-4o", false)));
+    h.feed(s.recv(T0 + 10 * MS, &json_response(200, "OK", &completion_body(1))));
+    for i in 1..=5u64 {
+        h.feed(s.send(T0 + i * 100 * MS, HEALTH_REQ));
+        h.feed(s.recv(T0 + i * 100 * MS + 10 * MS, HEALTH_RESP));
+    }
+    assert!(h.out.mutes.is_empty());
+    assert_eq!(h.dropped("not_llm"), 0);
+    assert_eq!(h.calls().len(), 1);
+    assert_eq!(h.tracker.connections(), 1);
+}
+
+// ---------------------------------------------------------------------------------------------
+// 9-10: gaps and parse failures
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn gap_inside_request_body_still_records() {
+    let mut h = Harness::new();
+    let s = Sock::plain(7, 0x9009);
+    let req = chat_request("llm.internal:8000", "gpt-4o", false);
+    let body_start = req.len() - chat_body("gpt-4o", false).len();
+    let total = req.len() as u32;
+    // One syscall whose bytes 5..15 of the body were not captured.
+    let a = body_start + 5;
+    let b = body_start + 15;
+    h.feed(s.piece(T0, Direction::Egress, 0, total, &req[..a]));
+    h.feed(s.piece(T0, Direction::Egress, b as u32, total, &req[b..]));
+    assert_eq!(h.dropped("capture_gap"), 1);
+    h.feed(s.recv(T0 + 100 * MS, &json_response(200, "OK", &completion_body(1))));
+    let c = h.only_call();
+    assert_eq!(c.http_status, Some(200));
+    assert_eq!(c.request_model, None, "the request body is broken, so no model");
+    assert_eq!(c.response_model.as_deref(), Some("m1-resp"));
+    assert_eq!(c.start_time, time(T0));
+    assert_eq!(c.end_time, time(T0 + 100 * MS));
+    assert!(!c.aborted);
+    assert_eq!(c.error_type, None);
+    assert_eq!(h.metrics.parse_error_count("http1"), 0);
+    assert!(h.out.mutes.is_empty());
+}
+
+#[test]
+fn truncated_syscall_tail_is_a_gap_found_by_the_next_call() {
+    let mut h = Harness::new();
+    let s = Sock::plain(7, 0x900a);
+    let req = chat_request("llm.internal:8000", "gpt-4o", false);
+    let total = req.len() as u32;
+    // The kernel sent only the first part of the syscall; the last 7 body bytes never come.
+    h.feed(s.piece(T0, Direction::Egress, 0, total, &req[..req.len() - 7]));
+    assert_eq!(h.dropped("capture_gap"), 0, "not known to be missing yet");
+    h.feed(s.recv(T0 + 100 * MS, &json_response(200, "OK", &completion_body(1))));
+    assert_eq!(h.dropped("capture_gap"), 1);
+    let c = h.only_call();
+    assert_eq!(c.http_status, Some(200));
+    assert_eq!(c.response_model.as_deref(), Some("m1-resp"));
+    assert!(!c.aborted);
+    assert!(h.out.mutes.is_empty());
+    // The connection keeps working.
+    h.feed(s.send(T0 + 200 * MS, &chat_request("h", "again", false)));
+    h.feed(s.recv(T0 + 300 * MS, &json_response(200, "OK", &completion_body(2))));
+    assert_eq!(h.only_call().request_model.as_deref(), Some("again"));
+}
+
+#[test]
+fn gap_in_response_body_keeps_the_stream_going() {
+    let mut h = Harness::new();
+    let s = Sock::plain(7, 0x900b);
+    h.feed(s.send(T0, &chat_request("h", "gpt-4o", true)));
+    h.feed(s.recv(T0 + 100 * MS, SSE_HEAD));
+    // A chunk whose payload is partly lost: the size line and first bytes arrive, then a jump.
+    let c1 = sse(&delta("Hel"));
+    let total = c1.len() as u32;
+    h.feed(s.piece(T0 + 300 * MS, Direction::Ingress, 0, total, &c1[..8]));
+    h.feed(s.piece(T0 + 300 * MS, Direction::Ingress, 20, total, &c1[20..]));
+    for (ts, bytes) in stream_response(true).into_iter().skip(3) {
+        h.feed(s.recv(ts, &bytes));
+    }
+    assert_eq!(h.dropped("capture_gap"), 1);
+    let c = h.only_call();
+    assert!(!c.aborted);
+    assert_eq!(c.http_status, Some(200));
+    assert_eq!(h.metrics.parse_error_count("http1"), 0);
+}
+
+#[test]
+fn garbage_instead_of_the_next_response_is_a_parse_failure() {
+    let mut h = Harness::new();
+    let s = Sock::plain(7, 0xa00a);
+    h.feed(s.send(T0, &chat_request("h", "first", false)));
+    h.feed(s.recv(T0 + 100 * MS, &json_response(200, "OK", &completion_body(1))));
+    assert_eq!(h.calls().len(), 1);
+    h.feed(s.send(T0 + 200 * MS, &chat_request("h", "second", false)));
+    h.feed(s.recv(T0 + 300 * MS, b"\x00\x01\x02garbage\r\n\r\n"));
+    let c = h.only_call();
+    assert_eq!(c.request_model.as_deref(), Some("second"));
+    assert_eq!(c.error_type.as_deref(), Some("capture_incomplete"));
+    assert_eq!(c.http_status, None);
+    assert!(!c.aborted);
+    assert_eq!(c.end_time, time(T0 + 300 * MS));
+    assert_eq!(h.metrics.parse_error_count("http1"), 1);
+    assert_eq!(h.out.mutes, vec![(PID, 0xa00a)]);
+    assert_eq!(h.metrics.connections_muted.get(), 1);
+    assert_eq!(h.dropped("not_http"), 0);
+    assert_eq!(h.tracker.connections(), 0);
+}
+
+#[test]
+fn garbage_in_chunk_framing_mid_stream_is_a_parse_failure() {
+    let mut h = Harness::new();
+    let s = Sock::plain(7, 0xa00b);
+    h.feed(s.send(T0, &chat_request("h", "gpt-4o", true)));
+    h.feed(s.recv(T0 + 100 * MS, SSE_HEAD));
+    h.feed(s.recv(T0 + 300 * MS, &sse(&delta("Hel"))));
+    h.feed(s.recv(T0 + 350 * MS, b"zz not a chunk size\r\n"));
+    let c = h.only_call();
+    assert_eq!(c.error_type.as_deref(), Some("capture_incomplete"));
+    assert_eq!(c.http_status, Some(200));
+    assert_eq!(c.chunks, Some(1));
+    assert!(!c.aborted);
+    assert_eq!(c.end_time, time(T0 + 350 * MS));
+    assert_eq!(h.metrics.parse_error_count("http1"), 1);
+    assert_eq!(h.out.mutes, vec![(PID, 0xa00b)]);
+    assert_eq!(h.tracker.connections(), 0);
+}
+
+#[test]
+fn garbage_request_after_an_llm_call_is_a_parse_failure_not_not_http() {
+    let mut h = Harness::new();
+    let s = Sock::plain(7, 0xa00c);
+    h.feed(s.send(T0, &chat_request("h", "gpt-4o", false)));
+    h.feed(s.recv(T0 + 100 * MS, &json_response(200, "OK", &completion_body(1))));
+    assert_eq!(h.calls().len(), 1);
+    h.feed(s.send(T0 + 200 * MS, TLS_CLIENT_HELLO));
+    assert!(h.calls().is_empty(), "nothing was in flight");
+    assert_eq!(h.metrics.parse_error_count("http1"), 1);
+    assert_eq!(h.dropped("not_http"), 0);
+    assert_eq!(h.out.mutes, vec![(PID, 0xa00c)]);
+    assert_eq!(h.tracker.connections(), 0);
+}
+
+// ---------------------------------------------------------------------------------------------
+// 11-13: limits, fd reuse, HTTP errors
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn connection_limit_drops_new_connections() {
+    let cfg = TrackerConfig { max_connections: 2, ..TrackerConfig::default() };
+    let mut h = Harness::with_config(cfg);
+    let head = b"POST /v1/chat/completions HTTP/1.1\r\n";
+    h.feed(Sock::plain(3, 1).send(T0, head));
+    h.feed(Sock::plain(4, 2).send(T0, head));
+    assert_eq!(h.tracker.connections(), 2);
+    assert_eq!(h.dropped("connection_limit"), 0);
+    h.feed(Sock::plain(5, 3).send(T0, head));
+    assert_eq!(h.tracker.connections(), 2);
+    assert_eq!(h.dropped("connection_limit"), 1);
+    // Existing connections keep working at the limit.
+    h.feed(Sock::plain(3, 1).send(T0 + MS, b"Host: h\r\n\r\n"));
+    assert_eq!(h.dropped("connection_limit"), 1);
+    // A close makes room.
+    h.feed(close(4, 2, T0 + 2 * MS));
+    assert_eq!(h.tracker.connections(), 1);
+    h.feed(Sock::plain(5, 3).send(T0 + 3 * MS, head));
+    assert_eq!(h.tracker.connections(), 2);
+    assert_eq!(h.dropped("connection_limit"), 1);
+    assert!(h.calls().is_empty());
+}
+
+#[test]
+fn fd_reuse_without_a_close_aborts_the_old_call() {
+    let mut h = Harness::new();
+    let old = Sock::plain(7, 0xb001);
+    h.feed(open(7, 0xb001, T0 - MS, "10.0.0.5:8000"));
+    h.feed(old.send(T0, &chat_request("llm.internal:8000", "gpt-4o", true)));
+    h.feed(old.recv(T0 + 100 * MS, SSE_HEAD));
+    h.feed(old.recv(T0 + 300 * MS, &sse(&delta("Hel"))));
+    h.feed(open(7, 0xb002, T0 + 800 * MS, "10.0.0.6:9000"));
+    let c = h.only_call();
+    assert!(c.aborted);
+    assert_eq!(c.end_time, time(T0 + 800 * MS));
+    assert_eq!(c.peer_addr.as_deref(), Some("10.0.0.5:8000"));
+    assert_eq!(c.chunks, Some(1));
+    assert_eq!(h.tracker.connections(), 0);
+    // The new socket on the same fd is a fresh connection with its own peer.
+    let new = Sock::plain(7, 0xb002);
+    h.feed(new.send(T0 + 900 * MS, &chat_request("h", "m", false)));
+    h.feed(new.recv(T0 + 950 * MS, &json_response(200, "OK", &completion_body(1))));
+    let c = h.only_call();
+    assert!(!c.aborted);
+    assert_eq!(c.peer_addr.as_deref(), Some("10.0.0.6:9000"));
+}
+
+#[test]
+fn fd_reuse_also_ends_tls_connections_on_the_old_socket() {
+    let mut h = Harness::new();
+    h.feed(open(9, 0x900, T0 - 20 * MS, "104.18.6.192:443"));
+    h.feed(ssl_fd(9, SSL, T0 - 10 * MS));
+    tls_partial_stream(&mut h, Sock::ssl(SSL));
+    h.feed(open(9, 0x901, T0 + 400 * MS, "104.18.6.193:443"));
+    assert_tls_aborted_at(&h.only_call(), T0 + 400 * MS);
+}
+
+#[test]
+fn same_generation_reopen_is_not_fd_reuse() {
+    let mut h = Harness::new();
+    let s = Sock::plain(7, 0xb003);
+    h.feed(open(7, 0xb003, T0 - MS, "10.0.0.5:8000"));
+    h.feed(s.send(T0, &chat_request("h", "gpt-4o", true)));
+    h.feed(open(7, 0xb003, T0 + MS, "10.0.0.5:8000"));
+    assert!(h.calls().is_empty());
+    assert_eq!(h.tracker.connections(), 1);
+}
+
+#[test]
+fn http_429_json_error() {
+    let mut h = Harness::new();
+    let s = Sock::plain(7, 0xc001);
+    h.feed(s.send(T0, &chat_request("api.openai.com", "gpt-4o", true)));
+    let body = r#"{"error":{"message":"Rate limit reached","type":"rate_limit_exceeded","code":"rate_limit_exceeded"}}"#;
+    h.feed(s.recv(T0 + 40 * MS, &json_response(429, "Too Many Requests", body)));
+    let c = h.only_call();
+    assert_eq!(c.http_status, Some(429));
+    assert_eq!(c.error_type.as_deref(), Some("429"));
+    assert!(!c.aborted);
+    assert_eq!(c.stream, Some(false), "an error body is not a stream, whatever was asked");
+    assert_eq!(c.ttft_s, None);
+    assert_eq!(c.request_model.as_deref(), Some("gpt-4o"));
+    assert_eq!(c.end_time, time(T0 + 40 * MS));
+    assert_eq!(c.server_port, Some(80));
+}
+
+// ---------------------------------------------------------------------------------------------
+// 14: robustness
+// ---------------------------------------------------------------------------------------------
+
+struct XorShift(u64);
+
+impl XorShift {
+    fn next(&mut self) -> u64 {
+        let mut x = self.0;
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        self.0 = x;
+        x
+    }
+
+    fn below(&mut self, n: u64) -> u64 {
+        if n == 0 { 0 } else { self.next() % n }
+    }
+
+    fn index(&mut self, n: usize) -> usize {
+        self.below(n as u64) as usize
+    }
+
+    fn chance(&mut self, percent: u64) -> bool {
+        self.below(100) < percent
+    }
+}
+
+fn corpus() -> Vec<Vec<u8>> {
+    let mut stream = SSE_HEAD.to_vec();
+    for (_, b) in stream_response(true).into_iter().skip(1) {
+        stream.extend_from_slice(&b);
+    }
+    vec![
+        chat_request("api.openai.com", "gpt-4o", true),
+        chat_request("llm.internal:8000", "m", false),
+        stream,
+        json_response(200, "OK", &completion_body(1)),
+        json_response(429, "Too Many Requests", r#"{"error":{"type":"rate_limit_exceeded"}}"#),
+        b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n\r\n".to_vec(),
+        b"HTTP/1.1 100 Continue\r\n\r\n".to_vec(),
+        b"HEAD /v1/models HTTP/1.1\r\nHost: h\r\n\r\n".to_vec(),
+        b"POST /v1/embeddings HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n".to_vec(),
+        b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n\r\n{\"id\":\"x\"}".to_vec(),
+        b"HTTP/1.1 200 OK\r\nContent-Length: 99999999999999999999999\r\n\r\n".to_vec(),
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nffffffffffffffffff\r\n".to_vec(),
+        HEALTH_REQ.to_vec(),
+        HEALTH_RESP.to_vec(),
+        TLS_CLIENT_HELLO.to_vec(),
+        b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec(),
+        b"\r\n\r\n".to_vec(),
+    ]
+}
+
+fn random_payload(rng: &mut XorShift, corpus: &[Vec<u8>]) -> Vec<u8> {
+    match rng.below(6) {
+        0 => (0..rng.below(80)).map(|_| rng.next() as u8).collect(),
+        1 => {
+            // A truncated message.
+            let m = &corpus[rng.index(corpus.len())];
+            m[..rng.index(m.len() + 1)].to_vec()
+        }
+        2 => {
+            // A fragment from the middle.
+            let m = &corpus[rng.index(corpus.len())];
+            let a = rng.index(m.len() + 1);
+            let b = a + rng.index(m.len() - a + 1);
+            m[a..b].to_vec()
+        }
+        3 => {
+            // A valid message with a few bytes flipped.
+            let mut m = corpus[rng.index(corpus.len())].clone();
+            for _ in 0..rng.below(3) {
+                let i = rng.index(m.len());
+                if let Some(b) = m.get_mut(i) {
+                    *b = rng.next() as u8;
+                }
+            }
+            m
+        }
+        _ => corpus[rng.index(corpus.len())].clone(),
+    }
+}
+
+const PIDS: [u32; 3] = [100, 101, 102];
+const FDS: [i32; 3] = [3, 4, -1];
+const GENS: [u64; 3] = [1, 2, 3];
+const SSLS: [u64; 2] = [0x5555_0000_1000, 0x5555_0000_2000];
+
+fn random_event(rng: &mut XorShift, corpus: &[Vec<u8>], ts: u64) -> ProbeEvent {
+    let pid = PIDS[rng.index(PIDS.len())];
+    let fd = FDS[rng.index(FDS.len())];
+    let generation = GENS[rng.index(GENS.len())];
+    let ssl = SSLS[rng.index(SSLS.len())];
+    let peer = rng.chance(70).then(|| addr("10.1.2.3:443"));
+    match rng.below(20) {
+        0..=10 => {
+            let tls = rng.chance(40);
+            let data = random_payload(rng, corpus);
+            let len = data.len() as u32;
+            let (offset, total_len) = match rng.below(8) {
+                0 => (rng.below(u64::from(len) * 2 + 2) as u32, rng.below(u64::from(len) * 3 + 2) as u32),
+                1 => (0, len.saturating_add(rng.below(5000) as u32)),
+                2 => (u32::MAX - rng.below(3) as u32, u32::MAX),
+                3 => (rng.next() as u32, rng.next() as u32),
+                _ => (0, len),
+            };
+            ProbeEvent::Data(DataChunk {
+                meta: meta(pid, fd, if tls { ssl } else { generation }, ts),
+                direction: if rng.chance(50) { Direction::Egress } else { Direction::Ingress },
+                tls,
+                offset,
+                total_len,
+                data: Bytes::from(data),
+            })
+        }
+        11 | 12 => ProbeEvent::ConnOpen { meta: meta(pid, fd, generation, ts), peer, role_hint: rng.next() as u8 },
+        13 | 14 => ProbeEvent::ConnClose { meta: meta(pid, fd, generation, ts) },
+        15 | 16 => ProbeEvent::SslFd { meta: meta(pid, fd, ssl, ts) },
+        17 => ProbeEvent::SslFree { meta: meta(pid, fd, ssl, ts) },
+        18 => ProbeEvent::ExecMap { meta: meta(pid, fd, 0, ts) },
+        _ => ProbeEvent::ProcExit { meta: meta(pid, -1, 0, ts) },
+    }
+}
+
+/// A coherent exchange on one plaintext connection, cut into random syscall pieces.
+fn scripted_exchange(rng: &mut XorShift, corpus: &[Vec<u8>], ts: u64) -> Vec<ProbeEvent> {
+    let pid = PIDS[rng.index(PIDS.len())];
+    let s = Sock { pid, fd: FDS[rng.index(2)], id: GENS[rng.index(GENS.len())], tls: false };
+    let (req, resp) = if rng.chance(50) { (&corpus[0], &corpus[2]) } else { (&corpus[1], &corpus[3]) };
+    let mut evs = vec![open(s.fd, s.id, ts, "10.9.9.9:80")];
+    if let ProbeEvent::ConnOpen { meta, .. } = &mut evs[0] {
+        meta.pid = pid;
+    }
+    let mut t = ts;
+    for (dir, bytes) in [(Direction::Egress, req), (Direction::Ingress, resp)] {
+        let mut pos = 0;
+        while pos < bytes.len() {
+            let n = 1 + rng.index((bytes.len() - pos).min(200));
+            t += rng.below(5 * MS);
+            if !rng.chance(3) {
+                evs.push(s.data(t, dir, &bytes[pos..pos + n]));
+            }
+            pos += n;
+        }
+    }
+    if rng.chance(50) {
+        evs.push(ProbeEvent::ConnClose { meta: meta(pid, s.fd, s.id, t + MS) });
+    }
+    evs
+}
+
+#[test]
+fn random_event_sequences_never_panic_or_exceed_limits() {
+    let corpus = corpus();
+    let mut rng = XorShift(0x9e37_79b9_7f4a_7c15);
+    let mut total_calls = 0usize;
+    for seq in 0..2000u64 {
+        let cfg = TrackerConfig {
+            max_connections: 1 + rng.index(4),
+            max_pending_exchanges: 1 + rng.index(4),
+            idle_timeout_ns: (1 + rng.below(20)) * 1_000 * MS,
+            mute_after_non_llm: rng.below(4) as u32,
+            ..TrackerConfig::default()
+        };
+        let mut h = Harness::with_config(cfg);
+        let mut ts = rng.below(10_000 * MS);
+        let n = 1 + rng.index(40);
+        let mut events = Vec::new();
+        for _ in 0..n {
+            ts = match rng.below(20) {
+                0 => ts.saturating_sub(rng.below(2_000 * MS)),
+                1 => ts + rng.below(30_000 * MS),
+                _ => ts + rng.below(300 * MS),
+            };
+            if rng.chance(10) {
+                let script = scripted_exchange(&mut rng, &corpus, ts);
+                ts += 2_000 * MS;
+                events.extend(script);
+            } else {
+                events.push(random_event(&mut rng, &corpus, ts));
+            }
+        }
+        for ev in events {
+            // Harness::feed checks the connection limit and the gauge after every event.
+            h.feed(ev);
+        }
+        h.tracker.finish_all(&mut h.out);
+        assert_eq!(h.tracker.connections(), 0, "sequence {seq}: connections left after finish_all");
+        assert_eq!(h.metrics.connections_tracked.get(), 0, "sequence {seq}");
+        for c in h.calls() {
+            total_calls += 1;
+            assert!(c.duration_s.is_finite() && c.duration_s >= 0.0, "sequence {seq}: {c:?}");
+            for v in [c.ttft_s, c.tpot_s, c.reasoning_s, c.tbt_p50_s, c.tbt_p95_s, c.tbt_max_s].into_iter().flatten() {
+                assert!(v.is_finite() && v >= 0.0, "sequence {seq}: {c:?}");
+            }
+            assert!(c.role == "client" || c.role == "server");
+        }
+    }
+    assert!(total_calls > 50, "the sequences should produce some records, got {total_calls}");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Known bugs (ignored until fixed)
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+#[ignore = "BUG: Coverage::account only starts a new call at offset 0; when a call's first piece is lost, the gap is measured from the previous call's end (here 0 bytes), the bytes are spliced silently and the next request is parsed as garbage"]
+fn lost_first_piece_of_a_call_is_a_counted_gap() {
+    let mut h = Harness::new();
+    let s = Sock::plain(7, 0xd001);
+    // The client writes the head and the body in two syscalls (as most HTTP clients do).
+    let req = chat_request("h", "first", false);
+    let body_start = req.len() - chat_body("first", false).len();
+    h.feed(s.send(T0, &req[..body_start]));
+    // The body syscall came in two pieces; the kernel lost the first one (ring buffer full).
+    let body = &req[body_start..];
+    let k = body_start.min(body.len() - 1);
+    h.feed(s.piece(T0 + MS, Direction::Egress, k as u32, body.len() as u32, &body[k..]));
+    h.feed(s.recv(T0 + 100 * MS, &json_response(200, "OK", &completion_body(1))));
+    assert_eq!(h.dropped("capture_gap"), 1, "the {k} lost bytes are a counted gap");
+    let first = h.calls();
+    assert_eq!(first.len(), 1, "{first:#?}");
+    // The connection keeps working: the next exchange is parsed normally.
+    h.feed(s.send(T0 + 200 * MS, &chat_request("h", "second", false)));
+    h.feed(s.recv(T0 + 300 * MS, &json_response(200, "OK", &completion_body(2))));
+    let c = h.only_call();
+    assert_eq!(c.request_model.as_deref(), Some("second"));
+    assert_eq!(c.error_type, None);
+    assert_eq!(h.metrics.parse_error_count("http1"), 0);
+    assert!(h.out.mutes.is_empty());
+}
+
+#[test]
+#[ignore = "BUG: end_conn never takes the bytes still missing from the last syscall (Coverage::take_missing), so a response whose last piece was lost is recorded as aborted at close and the loss is never counted as capture_gap"]
+fn missing_tail_at_close_is_a_counted_gap_not_an_abort() {
+    let mut h = Harness::new();
+    let s = Sock::plain(7, 0xd002);
+    h.feed(s.send(T0, &chat_request("h", "gpt-4o", false)));
+    let resp = json_response(200, "OK", &completion_body(1));
+    let cut = resp.len() - 10;
+    // The process read the whole response in one syscall; its last 10 bytes were not captured.
+    h.feed(s.piece(T0 + 100 * MS, Direction::Ingress, 0, resp.len() as u32, &resp[..cut]));
+    h.feed(close(s.fd, s.id, T0 + 200 * MS));
+    let c = h.only_call();
+    assert_eq!(h.dropped("capture_gap"), 1, "the lost tail is a counted gap");
+    assert!(!c.aborted, "the process received the whole response");
+}

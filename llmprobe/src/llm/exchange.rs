@@ -5,6 +5,7 @@
 use std::net::SocketAddr;
 
 use crate::clock::Clock;
+use crate::protocol::encoding::BodyDecoder;
 use crate::protocol::http1::{RequestHead, ResponseHead};
 use crate::protocol::sse::{SseDecoder, SseEvent};
 
@@ -19,11 +20,18 @@ pub struct ExchangeLimits {
     pub max_response_body: usize,
     /// Output event timestamps kept for TBT percentiles.
     pub max_output_events: usize,
+    /// Decoded bytes of one compressed token stream.
+    pub max_decoded_stream: u64,
 }
 
 impl Default for ExchangeLimits {
     fn default() -> Self {
-        ExchangeLimits { max_request_body: 4 << 20, max_response_body: 8 << 20, max_output_events: 1 << 20 }
+        ExchangeLimits {
+            max_request_body: 4 << 20,
+            max_response_body: 8 << 20,
+            max_output_events: 1 << 20,
+            max_decoded_stream: 256 << 20,
+        }
     }
 }
 
@@ -51,6 +59,8 @@ pub struct ExchangeIssues {
     pub oversized_events: u64,
     /// Bodies over the size cap (parsing used the first part only).
     pub truncated_bodies: u64,
+    /// Compressed bodies that could not be decoded (unsupported, corrupt, or over the cap).
+    pub undecodable_bodies: u64,
 }
 
 /// State of one LLM exchange.
@@ -69,6 +79,9 @@ pub struct LlmExchange {
     status: Option<u16>,
     header_request_id: Option<String>,
     sse: Option<SseDecoder>,
+    decoder: Option<BodyDecoder>,
+    /// The body's encoding could not be decoded: its bytes are ignored.
+    body_undecodable: bool,
     resp_body: Vec<u8>,
     resp_done: bool,
     obs: Observed,
@@ -103,6 +116,8 @@ impl LlmExchange {
             status: None,
             header_request_id: None,
             sse: None,
+            decoder: None,
+            body_undecodable: false,
             resp_body: Vec::new(),
             resp_done: false,
             obs: Observed::default(),
@@ -150,6 +165,17 @@ impl LlmExchange {
             .or_else(|| head.header("request-id"))
             .or_else(|| head.header("x-dashscope-request-id"))
             .map(str::to_owned);
+        if let Some(enc) = head.header("content-encoding") {
+            let cap = if head.header("content-type").unwrap_or("").contains("event-stream") {
+                self.limits.max_decoded_stream
+            } else {
+                self.limits.max_response_body as u64
+            };
+            match BodyDecoder::for_encoding(enc, cap) {
+                Ok(d) => self.decoder = d,
+                Err(_) => self.body_undecodable(),
+            }
+        }
         let ctype = head.header("content-type").unwrap_or("").to_ascii_lowercase();
         if ctype.starts_with("text/event-stream") {
             self.sse = Some(SseDecoder::new());
@@ -159,9 +185,35 @@ impl LlmExchange {
         }
     }
 
-    /// Response body bytes (after de-chunking) received at `ts`.
+    fn body_undecodable(&mut self) {
+        if !self.body_undecodable {
+            self.body_undecodable = true;
+            self.issues.undecodable_bodies += 1;
+        }
+    }
+
+    /// Response body bytes (after de-chunking, before Content-Encoding decoding) received at `ts`.
     pub fn on_response_body(&mut self, data: &[u8], ts: u64) {
         self.last_ts = ts;
+        if self.body_undecodable {
+            return;
+        }
+        if let Some(dec) = self.decoder.as_mut() {
+            let mut plain = Vec::new();
+            let res = dec.decode(data, &mut plain);
+            if !plain.is_empty() {
+                self.on_plain_body(&plain, ts);
+            }
+            if let Err(e) = res {
+                log::debug!("response body not decodable: {e:?}");
+                self.body_undecodable();
+            }
+            return;
+        }
+        self.on_plain_body(data, ts);
+    }
+
+    fn on_plain_body(&mut self, data: &[u8], ts: u64) {
         if let Some(sse) = self.sse.as_mut() {
             let mut events = Vec::new();
             if sse.feed(data, &mut events).is_err() {

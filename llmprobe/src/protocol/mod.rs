@@ -7,5 +7,6 @@
 //! Both parsers accept input split at arbitrary byte boundaries, never panic on input data and keep
 //! their memory bounded.
 
+pub mod encoding;
 pub mod http1;
 pub mod sse;
