@@ -25,7 +25,12 @@ fn check_timing(r: &Value, ttft_ms: u64, gap_ms: u64, slack_s: f64) {
     assert_between(r, "ttft_s", ttft - 0.002, ttft + slack_s);
     assert_between(r, "tpot_s", gap - 0.003, gap + slack_s / 2.0);
     assert_between(r, "tbt_p50_s", gap - 0.003, gap + slack_s / 2.0);
-    assert_between(r, "duration_s", ttft + gap * (CHUNKS as f64 - 1.0) - 0.005, 10.0);
+    assert_between(
+        r,
+        "duration_s",
+        ttft + gap * (CHUNKS as f64 - 1.0) - 0.005,
+        10.0,
+    );
 }
 
 /// The fields every completed streamed call to the test server must have.
@@ -54,8 +59,18 @@ fn check_stream_record(r: &Value, role: &str, tls: bool, model: &str, with_usage
     } else {
         assert_eq!(r["token_source"], "estimated", "{r}");
     }
-    assert!(r["request_id"].as_str().is_some_and(|s| s.starts_with("req-")), "{r}");
-    assert!(r["start_time"].as_str().is_some_and(|s| s.ends_with('Z') && s.len() == 27), "{r}");
+    assert!(
+        r["request_id"]
+            .as_str()
+            .is_some_and(|s| s.starts_with("req-")),
+        "{r}"
+    );
+    assert!(
+        r["start_time"]
+            .as_str()
+            .is_some_and(|s| s.ends_with('Z') && s.len() == 27),
+        "{r}"
+    );
 }
 
 #[test]
@@ -67,7 +82,17 @@ fn python_sdk_over_tls_keepalive_streams() {
     let dir = scratch("py-tls");
     let server = TestServer::start(true, TTFT_MS, GAP_MS, CHUNKS);
     let mut agent = Agent::start(&dir, false, &[]);
-    let run = run_client(openai_client(&server, &["--stream", "--include-usage", "--calls", "3", "--model", "gpt-test"]));
+    let run = run_client(openai_client(
+        &server,
+        &[
+            "--stream",
+            "--include-usage",
+            "--calls",
+            "3",
+            "--model",
+            "gpt-test",
+        ],
+    ));
     let recs = agent.wait_records("3 client and 3 server records", WAIT, |r| {
         of(r, run.pid, "client").len() == 3 && of(r, server.pid, "server").len() == 3
     });
@@ -94,10 +119,14 @@ fn compressed_responses_gzip_stream_and_body() {
     let _g = serial();
     let dir = scratch("gzip");
     // The server compresses whatever the client accepts; the SDK sends `Accept-Encoding: gzip, deflate`.
-    let server = TestServer::start_with(true, TTFT_MS, GAP_MS, CHUNKS, &["--honor-accept-encoding"]);
+    let server =
+        TestServer::start_with(true, TTFT_MS, GAP_MS, CHUNKS, &["--honor-accept-encoding"]);
     let mut agent = Agent::start(&dir, false, &[]);
     let streamed = run_client(openai_client(&server, &["--stream", "--include-usage"]));
-    let whole = run_client(openai_client(&server, &["--header", "x-test-encoding=deflate"]));
+    let whole = run_client(openai_client(
+        &server,
+        &["--header", "x-test-encoding=deflate"],
+    ));
     let recs = agent.wait_records("compressed records", WAIT, |r| {
         of(r, streamed.pid, "client").len() == 1 && of(r, whole.pid, "client").len() == 1
     });
@@ -123,7 +152,10 @@ fn python_sdk_over_plain_http_stream_and_non_stream() {
     let server = TestServer::start(false, TTFT_MS, GAP_MS, CHUNKS);
     let mut agent = Agent::start(&dir, false, &[]);
     // Streams without include_usage (tokens estimated), one sync connection per stream.
-    let streamed = run_client(openai_client(&server, &["--stream", "--calls", "2", "--client", "sync"]));
+    let streamed = run_client(openai_client(
+        &server,
+        &["--stream", "--calls", "2", "--client", "sync"],
+    ));
     let whole = run_client(openai_client(&server, &["--calls", "2"]));
     let recs = agent.wait_records("plain records", WAIT, |r| {
         of(r, streamed.pid, "client").len() == 2 && of(r, whole.pid, "client").len() == 2
@@ -178,7 +210,12 @@ fn curl_over_tls_and_plain_and_non_llm_traffic() {
     // Non-LLM HTTP on the same servers: must not produce records.
     for path in ["/health", "/v1/other"] {
         let mut c = Command::new("curl");
-        c.args(["-s", "--fail", "-X", if path == "/health" { "GET" } else { "POST" }]);
+        c.args([
+            "-s",
+            "--fail",
+            "-X",
+            if path == "/health" { "GET" } else { "POST" },
+        ]);
         if path != "/health" {
             c.args(["-d", "{}"]);
         }
@@ -222,7 +259,16 @@ fn node_fetch_over_tls_and_plain() {
     let node = |server: &TestServer, model: &str| {
         let mut cmd = Command::new("node");
         cmd.arg(assets().join("clients").join("node_fetch.mjs"))
-            .args(["--url", &server.base_url(), "--model", model, "--stream", "--include-usage", "--calls", "2"])
+            .args([
+                "--url",
+                &server.base_url(),
+                "--model",
+                model,
+                "--stream",
+                "--include-usage",
+                "--calls",
+                "2",
+            ])
             .env("NODE_EXTRA_CA_CERTS", certs().0);
         run_client(cmd)
     };
@@ -253,8 +299,13 @@ fn eight_concurrent_async_streams() {
     let dir = scratch("concurrent");
     let server = TestServer::start(true, TTFT_MS, GAP_MS, CHUNKS);
     let mut agent = Agent::start(&dir, false, &[]);
-    let run = run_client(openai_client(&server, &["--stream", "--include-usage", "--concurrent", "8"]));
-    let recs = agent.wait_records("8 client records", WAIT, |r| of(r, run.pid, "client").len() == 8);
+    let run = run_client(openai_client(
+        &server,
+        &["--stream", "--include-usage", "--concurrent", "8"],
+    ));
+    let recs = agent.wait_records("8 client records", WAIT, |r| {
+        of(r, run.pid, "client").len() == 8
+    });
     for r in of(&recs, run.pid, "client") {
         check_stream_record(&r, "client", true, "test-model", true);
         // Eight interleaved streams on two cores: allow more scheduling slack.
@@ -273,21 +324,41 @@ fn client_started_before_the_agent() {
     let dir = scratch("before");
     let server = TestServer::start(true, TTFT_MS, GAP_MS, CHUNKS);
     let go = dir.join("go");
-    let mut cmd = openai_client(&server, &["--stream", "--include-usage", "--wait-file", go.to_str().unwrap_or("")]);
-    cmd.stdout(Stdio::piped()).stderr(Stdio::null()).env("OPENAI_API_KEY", SECRET_KEY);
-    let mut child = Proc { child: cmd.spawn().expect("start client") };
+    let mut cmd = openai_client(
+        &server,
+        &[
+            "--stream",
+            "--include-usage",
+            "--wait-file",
+            go.to_str().unwrap_or(""),
+        ],
+    );
+    cmd.stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .env("OPENAI_API_KEY", SECRET_KEY);
+    let mut child = Proc {
+        child: cmd.spawn().expect("start client"),
+    };
     let pid = child.child.id();
     let stdout = child.child.stdout.take().expect("stdout");
     let mut lines = BufReader::new(stdout).lines();
     // The client has imported ssl and openai (libssl is mapped) before the agent starts.
-    assert_eq!(lines.next().and_then(|l| l.ok()).as_deref(), Some("WAITING"));
+    assert_eq!(
+        lines.next().and_then(|l| l.ok()).as_deref(),
+        Some("WAITING")
+    );
     let maps = std::fs::read_to_string(format!("/proc/{pid}/maps")).unwrap_or_default();
     assert!(maps.contains("libssl"), "client has not loaded libssl yet");
     let mut agent = Agent::start(&dir, false, &[]);
     std::fs::write(&go, b"go").expect("touch go");
     let out = lines.last().and_then(|l| l.ok()).unwrap_or_default();
-    assert!(child.child.wait().expect("wait").success(), "client failed: {out}");
-    let recs = agent.wait_records("the early client's record", WAIT, |r| of(r, pid, "client").len() == 1);
+    assert!(
+        child.child.wait().expect("wait").success(),
+        "client failed: {out}"
+    );
+    let recs = agent.wait_records("the early client's record", WAIT, |r| {
+        of(r, pid, "client").len() == 1
+    });
     let r = &of(&recs, pid, "client")[0];
     check_stream_record(r, "client", true, "test-model", true);
     check_timing(r, TTFT_MS, GAP_MS, 0.08);
@@ -305,7 +376,10 @@ fn client_aborting_mid_stream() {
     // Ten chunks 100 ms apart; the client leaves after two.
     let server = TestServer::start(true, 200, 100, 10);
     let mut agent = Agent::start(&dir, false, &[]);
-    let run = run_client(openai_client(&server, &["--stream", "--abort-after", "2", "--client", "sync"]));
+    let run = run_client(openai_client(
+        &server,
+        &["--stream", "--abort-after", "2", "--client", "sync"],
+    ));
     assert_eq!(run.json["calls"][0]["aborted"], true);
     let recs = agent.wait_records("aborted records", WAIT, |r| {
         of(r, run.pid, "client").len() == 1 && of(r, server.pid, "server").len() == 1
@@ -334,7 +408,10 @@ fn record_then_replay_gives_the_same_records_and_metrics_count_them() {
     let dir = scratch("record");
     let server = TestServer::start(true, TTFT_MS, GAP_MS, CHUNKS);
     let mut agent = Agent::start(&dir, true, &[]);
-    let run = run_client(openai_client(&server, &["--stream", "--include-usage", "--calls", "2"]));
+    let run = run_client(openai_client(
+        &server,
+        &["--stream", "--include-usage", "--calls", "2"],
+    ));
     let recs = agent.wait_records("records", WAIT, |r| {
         of(r, run.pid, "client").len() == 2 && of(r, server.pid, "server").len() == 2
     });
@@ -355,11 +432,21 @@ fn record_then_replay_gives_the_same_records_and_metrics_count_them() {
     assert!(agent.stop());
     let capture = agent.capture.clone().expect("capture path");
     let replayed = dir.join("replayed.jsonl");
-    let st = Command::new(agent_bin()).arg("replay").arg(&capture).arg("--jsonl").arg(&replayed).status().expect("replay");
+    let st = Command::new(agent_bin())
+        .arg("replay")
+        .arg(&capture)
+        .arg("--jsonl")
+        .arg(&replayed)
+        .status()
+        .expect("replay");
     assert!(st.success());
     // Compared as text lines: exact, every float digit included.
     let lines = |p: &std::path::Path| -> Vec<String> {
-        std::fs::read_to_string(p).unwrap_or_default().lines().map(str::to_owned).collect()
+        std::fs::read_to_string(p)
+            .unwrap_or_default()
+            .lines()
+            .map(str::to_owned)
+            .collect()
     };
     let mut live = lines(&agent.jsonl);
     let mut again = lines(&replayed);

@@ -16,7 +16,10 @@ pub const SECRET_KEY: &str = "sk-test-secret-do-not-leak-4242";
 
 /// Repository root.
 pub fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().map(Path::to_path_buf).unwrap_or_else(|| PathBuf::from(".."))
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| PathBuf::from(".."))
 }
 
 /// Test assets folder.
@@ -29,7 +32,11 @@ pub fn agent_bin() -> PathBuf {
     let p = std::env::var_os("LLMPROBE_BIN")
         .map(PathBuf::from)
         .unwrap_or_else(|| repo_root().join("target").join("release").join("llmprobe"));
-    assert!(p.exists(), "agent binary {} is missing: run `cargo xtask test` (it builds it first)", p.display());
+    assert!(
+        p.exists(),
+        "agent binary {} is missing: run `cargo xtask test` (it builds it first)",
+        p.display()
+    );
     p
 }
 
@@ -37,29 +44,49 @@ pub fn agent_bin() -> PathBuf {
 pub fn python() -> PathBuf {
     let p = std::env::var_os("LLMPROBE_TEST_PYTHON")
         .map(PathBuf::from)
-        .unwrap_or_else(|| repo_root().join("target").join("e2e-venv").join("bin").join("python"));
-    assert!(p.exists(), "test Python {} is missing: run `cargo xtask test` (it creates the venv)", p.display());
+        .unwrap_or_else(|| {
+            repo_root()
+                .join("target")
+                .join("e2e-venv")
+                .join("bin")
+                .join("python")
+        });
+    assert!(
+        p.exists(),
+        "test Python {} is missing: run `cargo xtask test` (it creates the venv)",
+        p.display()
+    );
     p
 }
 
 /// End-to-end tests need root (they load eBPF). Not root: they fail, unless the person running
 /// them explicitly opts out with `LLMPROBE_SKIP_E2E=1`, which is printed loudly.
 pub fn e2e_enabled() -> bool {
-    let euid = Command::new("id").arg("-u").output().ok().map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned());
+    let euid = Command::new("id")
+        .arg("-u")
+        .output()
+        .ok()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned());
     if euid.as_deref() == Some("0") {
         return true;
     }
     if std::env::var("LLMPROBE_SKIP_E2E").as_deref() == Ok("1") {
-        eprintln!("\n!!!!! LLMPROBE_SKIP_E2E=1: END-TO-END TEST SKIPPED (not root): nothing was verified !!!!!\n");
+        eprintln!(
+            "\n!!!!! LLMPROBE_SKIP_E2E=1: END-TO-END TEST SKIPPED (not root): nothing was verified !!!!!\n"
+        );
         return false;
     }
-    panic!("end-to-end tests load eBPF programs and must run as root (set LLMPROBE_SKIP_E2E=1 to skip them knowingly)");
+    panic!(
+        "end-to-end tests load eBPF programs and must run as root (set LLMPROBE_SKIP_E2E=1 to skip them knowingly)"
+    );
 }
 
 /// One end-to-end test at a time: agents see all traffic and timing assertions need a quiet machine.
 pub fn serial() -> MutexGuard<'static, ()> {
     static LOCK: OnceLock<Mutex<()>> = OnceLock::new();
-    LOCK.get_or_init(|| Mutex::new(())).lock().unwrap_or_else(|e| e.into_inner())
+    LOCK.get_or_init(|| Mutex::new(()))
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
 }
 
 /// A scratch directory for one test.
@@ -74,7 +101,11 @@ pub fn scratch(name: &str) -> PathBuf {
 pub fn certs() -> (PathBuf, PathBuf) {
     let dir = std::env::temp_dir().join("llmprobe-test-certs");
     std::fs::create_dir_all(&dir).expect("cert dir");
-    let st = Command::new("bash").arg(assets().join("gen_cert.sh")).arg(&dir).status().expect("run gen_cert.sh");
+    let st = Command::new("bash")
+        .arg(assets().join("gen_cert.sh"))
+        .arg(&dir)
+        .status()
+        .expect("run gen_cert.sh");
     assert!(st.success(), "gen_cert.sh failed");
     (dir.join("cert.pem"), dir.join("key.pem"))
 }
@@ -110,10 +141,23 @@ impl TestServer {
     }
 
     /// Same, with extra server flags (e.g. `--honor-accept-encoding`).
-    pub fn start_with(tls: bool, ttft_ms: u64, gap_ms: u64, chunks: u32, extra: &[&str]) -> TestServer {
+    pub fn start_with(
+        tls: bool,
+        ttft_ms: u64,
+        gap_ms: u64,
+        chunks: u32,
+        extra: &[&str],
+    ) -> TestServer {
         let mut cmd = Command::new("python3");
         cmd.arg(assets().join("llm_server.py"))
-            .args(["--port", "0", "--ttft-ms", &ttft_ms.to_string(), "--gap-ms", &gap_ms.to_string()])
+            .args([
+                "--port",
+                "0",
+                "--ttft-ms",
+                &ttft_ms.to_string(),
+                "--gap-ms",
+                &gap_ms.to_string(),
+            ])
             .args(["--chunks", &chunks.to_string()])
             .args(extra)
             .stdout(Stdio::piped())
@@ -126,11 +170,20 @@ impl TestServer {
         let pid = child.id();
         let stdout = child.stdout.take().expect("server stdout");
         let mut line = String::new();
-        BufReader::new(stdout).read_line(&mut line).expect("read server port");
-        let port = line.trim().strip_prefix("LISTENING ").and_then(|p| p.parse().ok()).unwrap_or_else(|| {
-            panic!("test server did not report its port: {line:?}")
-        });
-        TestServer { _proc: Proc { child }, port, pid, tls }
+        BufReader::new(stdout)
+            .read_line(&mut line)
+            .expect("read server port");
+        let port = line
+            .trim()
+            .strip_prefix("LISTENING ")
+            .and_then(|p| p.parse().ok())
+            .unwrap_or_else(|| panic!("test server did not report its port: {line:?}"));
+        TestServer {
+            _proc: Proc { child },
+            port,
+            pid,
+            tls,
+        }
     }
 
     /// Base URL for OpenAI SDKs (`.../v1`).
@@ -145,7 +198,10 @@ impl TestServer {
 
 /// A free loopback TCP port.
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("free port")
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
 }
 
 /// The agent under test.
@@ -173,11 +229,22 @@ impl Agent {
             Some(c) => cmd.arg("record").arg("--out").arg(c),
             None => cmd.arg("run"),
         };
-        cmd.arg("--jsonl").arg(&jsonl).args(["--metrics-addr", &metrics_addr]).args(extra);
+        cmd.arg("--jsonl")
+            .arg(&jsonl)
+            .args(["--metrics-addr", &metrics_addr])
+            .args(extra);
         let logf = std::fs::File::create(&log).expect("agent log");
-        cmd.stdout(Stdio::null()).stderr(logf).env("RUST_LOG", "info");
+        cmd.stdout(Stdio::null())
+            .stderr(logf)
+            .env("RUST_LOG", "info");
         let child = cmd.spawn().expect("start agent");
-        let agent = Agent { proc: Some(Proc { child }), jsonl, log, metrics_addr, capture };
+        let agent = Agent {
+            proc: Some(Proc { child }),
+            jsonl,
+            log,
+            metrics_addr,
+            capture,
+        };
         let t0 = Instant::now();
         loop {
             let text = agent.log_text();
@@ -203,7 +270,12 @@ impl Agent {
     }
 
     /// Waits until `pred` holds for the records (or times out), returning them.
-    pub fn wait_records(&self, what: &str, timeout: Duration, pred: impl Fn(&[Value]) -> bool) -> Vec<Value> {
+    pub fn wait_records(
+        &self,
+        what: &str,
+        timeout: Duration,
+        pred: impl Fn(&[Value]) -> bool,
+    ) -> Vec<Value> {
         let t0 = Instant::now();
         loop {
             let r = self.records();
@@ -211,7 +283,11 @@ impl Agent {
                 return r;
             }
             if t0.elapsed() > timeout {
-                panic!("timed out waiting for {what}; records so far:\n{}\nagent log:\n{}", dump(&r), self.log_text());
+                panic!(
+                    "timed out waiting for {what}; records so far:\n{}\nagent log:\n{}",
+                    dump(&r),
+                    self.log_text()
+                );
             }
             std::thread::sleep(Duration::from_millis(100));
         }
@@ -219,13 +295,19 @@ impl Agent {
 
     /// GET /metrics.
     pub fn scrape(&self) -> String {
-        let out = Command::new("curl").args(["-s", "--max-time", "5"]).arg(format!("http://{}/metrics", self.metrics_addr)).output();
-        out.map(|o| String::from_utf8_lossy(&o.stdout).into_owned()).unwrap_or_default()
+        let out = Command::new("curl")
+            .args(["-s", "--max-time", "5"])
+            .arg(format!("http://{}/metrics", self.metrics_addr))
+            .output();
+        out.map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+            .unwrap_or_default()
     }
 
     /// SIGTERM, wait for a clean exit; returns the exit status success.
     pub fn stop(&mut self) -> bool {
-        let Some(mut p) = self.proc.take() else { return true };
+        let Some(mut p) = self.proc.take() else {
+            return true;
+        };
         let pid = p.child.id().to_string();
         let _ = Command::new("kill").args(["-TERM", &pid]).status();
         let t0 = Instant::now();
@@ -250,7 +332,9 @@ impl Drop for Agent {
 
 /// Reads a JSONL file (missing file: empty).
 pub fn read_jsonl(p: &Path) -> Vec<Value> {
-    let Ok(text) = std::fs::read_to_string(p) else { return Vec::new() };
+    let Ok(text) = std::fs::read_to_string(p) else {
+        return Vec::new();
+    };
     text.lines()
         .filter(|l| !l.trim().is_empty())
         .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("bad JSONL line {l:?}: {e}")))
@@ -259,12 +343,20 @@ pub fn read_jsonl(p: &Path) -> Vec<Value> {
 
 /// Pretty list of records for failure messages.
 pub fn dump(records: &[Value]) -> String {
-    records.iter().map(|r| r.to_string()).collect::<Vec<_>>().join("\n")
+    records
+        .iter()
+        .map(|r| r.to_string())
+        .collect::<Vec<_>>()
+        .join("\n")
 }
 
 /// Records of one process in one role.
 pub fn of(records: &[Value], pid: u32, role: &str) -> Vec<Value> {
-    records.iter().filter(|r| r["pid"] == pid && r["role"] == role).cloned().collect()
+    records
+        .iter()
+        .filter(|r| r["pid"] == pid && r["role"] == role)
+        .cloned()
+        .collect()
 }
 
 /// Output of a client run: its pid and its final JSON line.
@@ -279,7 +371,9 @@ pub struct ClientRun {
 
 /// Runs a client to completion (panics on failure).
 pub fn run_client(mut cmd: Command) -> ClientRun {
-    cmd.stdout(Stdio::piped()).stderr(Stdio::piped()).env("OPENAI_API_KEY", SECRET_KEY);
+    cmd.stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .env("OPENAI_API_KEY", SECRET_KEY);
     let mut child = cmd.spawn().expect("start client");
     let pid = child.id();
     let mut stdout = String::new();
@@ -291,15 +385,24 @@ pub fn run_client(mut cmd: Command) -> ClientRun {
         let _ = e.read_to_string(&mut stderr);
     }
     let st = child.wait().expect("wait client");
-    assert!(st.success(), "client {cmd:?} failed ({st}):\nstdout: {stdout}\nstderr: {stderr}");
-    let json = stdout.lines().last().and_then(|l| serde_json::from_str(l).ok()).unwrap_or(Value::Null);
+    assert!(
+        st.success(),
+        "client {cmd:?} failed ({st}):\nstdout: {stdout}\nstderr: {stderr}"
+    );
+    let json = stdout
+        .lines()
+        .last()
+        .and_then(|l| serde_json::from_str(l).ok())
+        .unwrap_or(Value::Null);
     ClientRun { pid, json, stdout }
 }
 
 /// `python openai_client.py --base-url URL [--ca CERT] ARGS...`.
 pub fn openai_client(server: &TestServer, args: &[&str]) -> Command {
     let mut cmd = Command::new(python());
-    cmd.arg(assets().join("clients").join("openai_client.py")).arg("--base-url").arg(server.base_url());
+    cmd.arg(assets().join("clients").join("openai_client.py"))
+        .arg("--base-url")
+        .arg(server.base_url());
     if server.tls {
         cmd.arg("--ca").arg(certs().0);
     }
@@ -309,8 +412,13 @@ pub fn openai_client(server: &TestServer, args: &[&str]) -> Command {
 
 /// Asserts a number field lies in [lo, hi].
 pub fn assert_between(r: &Value, field: &str, lo: f64, hi: f64) {
-    let v = r[field].as_f64().unwrap_or_else(|| panic!("{field} is not a number in {r}"));
-    assert!(v >= lo && v <= hi, "{field} = {v} not in [{lo}, {hi}] in {r}");
+    let v = r[field]
+        .as_f64()
+        .unwrap_or_else(|| panic!("{field} is not a number in {r}"));
+    assert!(
+        v >= lo && v <= hi,
+        "{field} = {v} not in [{lo}, {hi}] in {r}"
+    );
 }
 
 /// Asserts the secret key appears in none of the files.
@@ -318,7 +426,15 @@ pub fn assert_no_secret(files: &[&Path]) {
     for f in files {
         let text = std::fs::read(f).unwrap_or_default();
         let hay = String::from_utf8_lossy(&text);
-        assert!(!hay.contains(SECRET_KEY), "the API key leaked into {}", f.display());
-        assert!(!hay.contains("do-not-leak"), "part of the API key leaked into {}", f.display());
+        assert!(
+            !hay.contains(SECRET_KEY),
+            "the API key leaked into {}",
+            f.display()
+        );
+        assert!(
+            !hay.contains("do-not-leak"),
+            "part of the API key leaked into {}",
+            f.display()
+        );
     }
 }

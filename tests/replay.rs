@@ -29,9 +29,16 @@ fn load(name: &str) -> (Clock, Vec<ProbeEvent>) {
 }
 
 fn replay(clock: Clock, events: Vec<ProbeEvent>) -> Vec<Value> {
-    let calls: Vec<LlmCall> =
-        replay_events(clock, events, TrackerConfig::default(), Arc::new(SelfMetrics::unregistered()));
-    calls.iter().map(|c| serde_json::to_value(c).unwrap_or(Value::Null)).collect()
+    let calls: Vec<LlmCall> = replay_events(
+        clock,
+        events,
+        TrackerConfig::default(),
+        Arc::new(SelfMetrics::unregistered()),
+    );
+    calls
+        .iter()
+        .map(|c| serde_json::to_value(c).unwrap_or(Value::Null))
+        .collect()
 }
 
 fn golden(name: &str, got: &[Value]) {
@@ -42,12 +49,21 @@ fn golden(name: &str, got: &[Value]) {
         eprintln!("rewrote {}", path.display());
         return;
     }
-    let want = std::fs::read_to_string(&path)
-        .unwrap_or_else(|e| panic!("{}: {e} (generate it with LLMPROBE_UPDATE_GOLDEN=1)", path.display()));
+    let want = std::fs::read_to_string(&path).unwrap_or_else(|e| {
+        panic!(
+            "{}: {e} (generate it with LLMPROBE_UPDATE_GOLDEN=1)",
+            path.display()
+        )
+    });
     // Compared as text: exact, including every float digit.
     let got_lines: Vec<&str> = text.lines().collect();
     let want_lines: Vec<&str> = want.lines().filter(|l| !l.is_empty()).collect();
-    assert_eq!(got_lines, want_lines, "replay of {name} differs from {}", path.display());
+    assert_eq!(
+        got_lines,
+        want_lines,
+        "replay of {name} differs from {}",
+        path.display()
+    );
 }
 
 fn by_role<'a>(recs: &'a [Value], role: &str) -> Vec<&'a Value> {
@@ -89,7 +105,12 @@ fn names() -> Vec<String> {
     let mut v: Vec<String> = std::fs::read_dir(fixtures())
         .map(|rd| {
             rd.filter_map(|e| e.ok())
-                .filter_map(|e| e.file_name().to_str().and_then(|n| n.strip_suffix(".capture.jsonl")).map(str::to_owned))
+                .filter_map(|e| {
+                    e.file_name()
+                        .to_str()
+                        .and_then(|n| n.strip_suffix(".capture.jsonl"))
+                        .map(str::to_owned)
+                })
                 .collect()
         })
         .unwrap_or_default();
@@ -175,7 +196,11 @@ fn http_errors_carry_their_status() {
 fn non_llm_requests_make_no_records() {
     let (clock, events) = load("curl_plain_stream_and_health");
     let recs = replay(clock, events);
-    assert_eq!(recs.len(), 2, "one chat call seen from both sides: {recs:?}");
+    assert_eq!(
+        recs.len(),
+        2,
+        "one chat call seen from both sides: {recs:?}"
+    );
     assert!(recs.iter().all(|r| r["http_path"] == "/v1/chat/completions" && r["request_model"] == "curl-model"));
     assert!(recs.iter().all(|r| r["token_source"] == "estimated"));
 }
@@ -186,7 +211,10 @@ fn node_keepalive_calls() {
     let recs = replay(clock, events);
     let c = by_role(&recs, "client");
     assert_eq!(c.len(), 2, "{recs:?}");
-    assert!(c.iter().all(|r| r["comm"] == "node" && r["tls"] == true && r["request_model"] == "node-model"));
+    assert!(
+        c.iter()
+            .all(|r| r["comm"] == "node" && r["tls"] == true && r["request_model"] == "node-model")
+    );
 }
 
 #[test]
@@ -195,6 +223,9 @@ fn captures_hold_no_secrets() {
         let p: &Path = &fixtures().join(format!("{name}.capture.jsonl"));
         let text = std::fs::read_to_string(p).unwrap_or_default();
         assert!(!text.contains("do-not-leak"), "{name} holds the API key");
-        assert!(text.to_ascii_lowercase().contains("authorization:*"), "{name}: no masked Authorization header found");
+        assert!(
+            text.to_ascii_lowercase().contains("authorization:*"),
+            "{name}: no masked Authorization header found"
+        );
     }
 }

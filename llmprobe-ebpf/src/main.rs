@@ -150,9 +150,14 @@ fn emit_conn(kind: u32, fd: i32, conn_id: u64, family: u16, port: u16, role: u8,
     let pid_tgid = bpf_get_current_pid_tgid();
     let ev = ConnEvent {
         // SAFETY: reading the monotonic clock has no preconditions.
-        hdr: header(kind, (pid_tgid >> 32) as u32, pid_tgid as u32, fd, conn_id, unsafe {
-            bpf_ktime_get_ns()
-        }),
+        hdr: header(
+            kind,
+            (pid_tgid >> 32) as u32,
+            pid_tgid as u32,
+            fd,
+            conn_id,
+            unsafe { bpf_ktime_get_ns() },
+        ),
         family,
         port,
         role_hint: role,
@@ -191,12 +196,20 @@ fn scratch_event(meta: &EmitMeta) -> Option<*mut DataEvent> {
 /// Copies `n` (<= MAX_DATA) user bytes at `src` into the scratch event and sends it.
 #[inline(always)]
 fn emit_piece(ev: *mut DataEvent, src: u64, n: u32, offset: u32) {
-    let n = if n > MAX_DATA as u32 { MAX_DATA as u32 } else { n };
+    let n = if n > MAX_DATA as u32 {
+        MAX_DATA as u32
+    } else {
+        n
+    };
     // SAFETY: `ev` is this CPU's scratch slot; the copy is bounded by MAX_DATA, the size of `data`.
     unsafe {
         (*ev).offset = offset;
         let dst = (*ev).data.as_mut_ptr();
-        let ok = raw_probe_read_user(dst as *mut core::ffi::c_void, n, src as *const core::ffi::c_void) == 0;
+        let ok = raw_probe_read_user(
+            dst as *mut core::ffi::c_void,
+            n,
+            src as *const core::ffi::c_void,
+        ) == 0;
         let n = if ok { n } else { 0 };
         (*ev).len = n;
         let bytes = core::slice::from_raw_parts(ev as *const u8, DATA_HEADER_SIZE + n as usize);
@@ -209,14 +222,20 @@ fn emit_piece(ev: *mut DataEvent, src: u64, n: u32, offset: u32) {
 /// Sends `len` bytes at user address `src` as data events of at most MAX_DATA bytes each.
 #[inline(always)]
 fn emit_buf(meta: &EmitMeta, src: u64, len: u32) {
-    let Some(ev) = scratch_event(meta) else { return };
+    let Some(ev) = scratch_event(meta) else {
+        return;
+    };
     let mut sent: u32 = 0;
     for _ in 0..MAX_CHUNKS {
         if sent >= len {
             break;
         }
         let rem = len - sent;
-        let n: u32 = if rem > MAX_DATA as u32 { MAX_DATA as u32 } else { rem };
+        let n: u32 = if rem > MAX_DATA as u32 {
+            MAX_DATA as u32
+        } else {
+            rem
+        };
         emit_piece(ev, src + sent as u64, n, sent);
         sent += n;
     }
@@ -228,7 +247,9 @@ fn emit_buf(meta: &EmitMeta, src: u64, len: u32) {
 /// linear; HTTP writers use small iovecs: head, body, chunk framing.)
 #[inline(always)]
 fn emit_iov(meta: &EmitMeta, iov: u64, iovcnt: u64, total: u32) {
-    let Some(ev) = scratch_event(meta) else { return };
+    let Some(ev) = scratch_event(meta) else {
+        return;
+    };
     let mut done: u32 = 0;
     for i in 0..MAX_IOV {
         if (i as u64) >= iovcnt || done >= total {
@@ -239,7 +260,11 @@ fn emit_iov(meta: &EmitMeta, iov: u64, iovcnt: u64, total: u32) {
             break;
         };
         let rem = total - done;
-        let len = if v.len > rem as u64 { rem } else { v.len as u32 };
+        let len = if v.len > rem as u64 {
+            rem
+        } else {
+            v.len as u32
+        };
         if len > 0 {
             emit_piece(ev, v.base, len, done);
         }
@@ -259,7 +284,11 @@ fn looks_like_tls(src: u64) -> bool {
 
 #[inline(always)]
 fn mute_key(tgid: u32, conn_id: u64) -> ConnKey {
-    ConnKey { tgid, _pad: 0, conn_id }
+    ConnKey {
+        tgid,
+        _pad: 0,
+        conn_id,
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -293,7 +322,9 @@ fn enter_io(ctx: &TracePointContext, kind: u32) -> u32 {
         sock.flags |= SOCK_FLAG_TLS | SOCK_FLAG_SEEN_DATA;
         let ck = mute_key(tgid, ssl.ssl);
         // SAFETY: value only read.
-        let known = unsafe { SSL_FDS.get(&ck) }.map(|f| *f == fd).unwrap_or(false);
+        let known = unsafe { SSL_FDS.get(&ck) }
+            .map(|f| *f == fd)
+            .unwrap_or(false);
         if !known {
             let _ = SSL_FDS.insert(&ck, &fd, 0);
             emit_conn(EVENT_SSL_FD, fd, ssl.ssl, 0, 0, ROLE_HINT_UNKNOWN, [0; 16]);
@@ -334,7 +365,9 @@ fn take_pending(ctx: &TracePointContext) -> Option<(u64, SysArgs, i64)> {
 
 #[inline(always)]
 fn exit_sock(ctx: &TracePointContext) -> u32 {
-    let Some((pid_tgid, args, ret)) = take_pending(ctx) else { return 0 };
+    let Some((pid_tgid, args, ret)) = take_pending(ctx) else {
+        return 0;
+    };
     let tgid = (pid_tgid >> 32) as u32;
     match args.kind {
         K_CONNECT if ret == 0 || ret == EINPROGRESS => {
@@ -348,12 +381,18 @@ fn exit_sock(ctx: &TracePointContext) -> u32 {
 
 #[inline(always)]
 fn exit_io(ctx: &TracePointContext, vectored: bool) -> u32 {
-    let Some((pid_tgid, args, ret)) = take_pending(ctx) else { return 0 };
+    let Some((pid_tgid, args, ret)) = take_pending(ctx) else {
+        return 0;
+    };
     let tgid = (pid_tgid >> 32) as u32;
     if ret <= 0 || args.kind == K_CONNECT || args.kind == K_ACCEPT {
         return 0;
     }
-    let total = if ret > u32::MAX as i64 { u32::MAX } else { ret as u32 };
+    let total = if ret > u32::MAX as i64 {
+        u32::MAX
+    } else {
+        ret as u32
+    };
     let direction = match args.kind {
         K_READ | K_READV | K_RECVMSG => DIR_INGRESS,
         _ => DIR_EGRESS,
@@ -369,7 +408,9 @@ fn exit_io(ctx: &TracePointContext, vectored: bool) -> u32 {
     }
     let first = if vectored {
         // SAFETY: user memory read through the helper.
-        unsafe { bpf_probe_read_user(iov as *const IoVec) }.map(|v| v.base).unwrap_or(0)
+        unsafe { bpf_probe_read_user(iov as *const IoVec) }
+            .map(|v| v.base)
+            .unwrap_or(0)
     } else {
         args.buf
     };
@@ -401,7 +442,11 @@ fn exit_io(ctx: &TracePointContext, vectored: bool) -> u32 {
         conn_id: args.generation,
         // Writes are stamped when they start, reads when the bytes have arrived.
         // SAFETY: no preconditions.
-        ts: if direction == DIR_EGRESS { args.ts } else { unsafe { bpf_ktime_get_ns() } },
+        ts: if direction == DIR_EGRESS {
+            args.ts
+        } else {
+            unsafe { bpf_ktime_get_ns() }
+        },
         total,
         _pad2: 0,
     };
@@ -432,7 +477,8 @@ fn register_socket(tgid: u32, fd: i32, sockaddr: u64, role: u8, accept: bool) {
             }
         } else if family == AF_INET6 {
             // SAFETY: as above.
-            addr = unsafe { bpf_probe_read_user((sockaddr + 8) as *const [u8; 16]) }.unwrap_or([0; 16]);
+            addr = unsafe { bpf_probe_read_user((sockaddr + 8) as *const [u8; 16]) }
+                .unwrap_or([0; 16]);
         } else if !(accept && family == 0) {
             // Unix and other non-IP sockets are not HTTP-over-TCP traffic.
             return;
@@ -440,7 +486,11 @@ fn register_socket(tgid: u32, fd: i32, sockaddr: u64, role: u8, accept: bool) {
     }
     // SAFETY: no preconditions.
     let generation = unsafe { bpf_ktime_get_ns() } | GENERATION_TAG;
-    let info = SockInfo { generation, flags: 0, _pad: 0 };
+    let info = SockInfo {
+        generation,
+        flags: 0,
+        _pad: 0,
+    };
     let _ = SOCKS.insert(&SockKey { tgid, fd }, &info, 0);
     emit_conn(EVENT_CONN_OPEN, fd, generation, family, port, role, addr);
 }
@@ -497,7 +547,10 @@ fn save_sock_args(ctx: &TracePointContext, kind: u32) -> u32 {
     }
     // SAFETY: syscalls:sys_enter_connect/accept(4): fd at 16, sockaddr pointer at 24.
     let (fd, addr) = unsafe {
-        (ctx.read_at::<u64>(16).unwrap_or(u64::MAX) as i32, ctx.read_at::<u64>(24).unwrap_or(0))
+        (
+            ctx.read_at::<u64>(16).unwrap_or(u64::MAX) as i32,
+            ctx.read_at::<u64>(24).unwrap_or(0),
+        )
     };
     let args = SysArgs {
         kind,
@@ -526,7 +579,15 @@ pub fn sys_enter_close(ctx: TracePointContext) -> u32 {
     let _ = SOCKS.remove(&key);
     let _ = MUTED.remove(&mute_key(tgid, info.generation));
     // For a TLS socket userspace also ends the SSL connections it saw on this fd.
-    emit_conn(EVENT_CONN_CLOSE, fd, info.generation, 0, 0, ROLE_HINT_UNKNOWN, [0; 16]);
+    emit_conn(
+        EVENT_CONN_CLOSE,
+        fd,
+        info.generation,
+        0,
+        0,
+        ROLE_HINT_UNKNOWN,
+        [0; 16],
+    );
     0
 }
 
@@ -538,7 +599,10 @@ pub fn sys_enter_mmap(ctx: TracePointContext) -> u32 {
     }
     // SAFETY: syscalls:sys_enter_mmap: prot at 32, fd at 48.
     let (prot, fd) = unsafe {
-        (ctx.read_at::<u64>(32).unwrap_or(0), ctx.read_at::<u64>(48).unwrap_or(u64::MAX) as i32)
+        (
+            ctx.read_at::<u64>(32).unwrap_or(0),
+            ctx.read_at::<u64>(48).unwrap_or(u64::MAX) as i32,
+        )
     };
     if prot & PROT_EXEC != 0 && fd >= 0 {
         emit_conn(EVENT_EXEC_MAP, fd, 0, 0, 0, ROLE_HINT_UNKNOWN, [0; 16]);
@@ -586,7 +650,11 @@ fn ssl_enter(ctx: &ProbeContext, op: u32) -> u32 {
         _pad: 0,
         ssl,
         buf: ctx.arg(1).unwrap_or(0),
-        len_ptr: if op == OP_READ_EX || op == OP_WRITE_EX { ctx.arg(3).unwrap_or(0) } else { 0 },
+        len_ptr: if op == OP_READ_EX || op == OP_WRITE_EX {
+            ctx.arg(3).unwrap_or(0)
+        } else {
+            0
+        },
         // SAFETY: no preconditions.
         ts: unsafe { bpf_ktime_get_ns() },
     };
@@ -654,8 +722,16 @@ pub fn ssl_ret(ctx: RetProbeContext) -> u32 {
         _pad: [0; 2],
         conn_id: args.ssl,
         // SAFETY: no preconditions.
-        ts: if write { args.ts } else { unsafe { bpf_ktime_get_ns() } },
-        total: if n > u32::MAX as u64 { u32::MAX } else { n as u32 },
+        ts: if write {
+            args.ts
+        } else {
+            unsafe { bpf_ktime_get_ns() }
+        },
+        total: if n > u32::MAX as u64 {
+            u32::MAX
+        } else {
+            n as u32
+        },
         _pad2: 0,
     };
     emit_buf(&meta, args.buf, meta.total);

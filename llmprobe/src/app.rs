@@ -28,10 +28,10 @@ use crate::conntrack::{ConnTracker, TrackerConfig, TrackerOutput};
 use crate::export::jsonl::{JsonlTarget, JsonlWriter};
 use crate::export::metrics_http;
 use crate::llm::LlmCall;
+use crate::probes::EventPreparer;
 use crate::probes::capture::{CaptureWriter, read_capture};
 use crate::probes::events::{ProbeEvent, decode};
 use crate::probes::loader::{LoadOptions, ProbeHandles, Probes, lost_total};
-use crate::probes::EventPreparer;
 use crate::telemetry::SelfMetrics;
 
 /// Options of `llmprobe run` / `llmprobe record`.
@@ -66,7 +66,8 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
     let mut capture = match &opts.record {
         Some(p) => Some(CaptureWriter::new(
             std::io::BufWriter::new(
-                std::fs::File::create(p).with_context(|| format!("cannot create capture file {}", p.display()))?,
+                std::fs::File::create(p)
+                    .with_context(|| format!("cannot create capture file {}", p.display()))?,
             ),
             Clock::system(),
         )?),
@@ -74,11 +75,15 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
     };
 
     let clock = Clock::system();
-    let (mut probes, handles) = Probes::load(&LoadOptions { pids: opts.pids.clone() })?;
+    let (mut probes, handles) = Probes::load(&LoadOptions {
+        pids: opts.pids.clone(),
+    })?;
     probes.initial_scan();
     metrics.tls_libraries.set(probes.tls_files.len() as i64);
     if probes.tls_files.is_empty() {
-        warn!("no OpenSSL library found yet: TLS traffic is invisible until a process maps one (plaintext HTTP is traced)");
+        warn!(
+            "no OpenSSL library found yet: TLS traffic is invisible until a process maps one (plaintext HTTP is traced)"
+        );
     }
     let seeds = probes.seed_sockets()?;
     let ProbeHandles { ring, muted, lost } = handles;
@@ -88,7 +93,10 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
     let (scan_tx, scan_rx) = mpsc::channel::<u32>(4096);
 
     if !seeds.is_empty() {
-        info!("tracing {} TCP sockets that were open before start", seeds.len());
+        info!(
+            "tracing {} TCP sockets that were open before start",
+            seeds.len()
+        );
         let _ = batch_tx.send(seeds).await;
     }
 
@@ -101,7 +109,9 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
         let mut prep = EventPreparer::new(true);
         let mut masked_seen = 0;
         loop {
-            let Ok(mut guard) = ring.readable_mut().await else { break };
+            let Ok(mut guard) = ring.readable_mut().await else {
+                break;
+            };
             // Drain in batches; a slow tracker makes the reader wait here (the kernel then counts
             // what it cannot write in llmprobe_events_lost_total).
             loop {
@@ -231,14 +241,22 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
 
 fn apply_mutes(muted: &mut BpfHashMap<MapData, ConnKey, u8>, mutes: &[(u32, u64)]) {
     for (pid, id) in mutes {
-        let key = ConnKey { tgid: *pid, _pad: 0, conn_id: *id };
+        let key = ConnKey {
+            tgid: *pid,
+            _pad: 0,
+            conn_id: *id,
+        };
         if let Err(e) = muted.insert(key, 1, 0) {
             log::debug!("could not mute connection {pid}/{id:#x}: {e}");
         }
     }
 }
 
-async fn discovery_loop(mut probes: Probes, mut rx: mpsc::Receiver<u32>, metrics: Arc<SelfMetrics>) {
+async fn discovery_loop(
+    mut probes: Probes,
+    mut rx: mpsc::Receiver<u32>,
+    metrics: Arc<SelfMetrics>,
+) {
     let mut rescan = tokio::time::interval(Duration::from_secs(30));
     rescan.tick().await;
     loop {
@@ -282,7 +300,12 @@ async fn wait_for_signal() {
 }
 
 /// Runs captured events through the same pipeline offline. Returns the records in order.
-pub fn replay_events(clock: Clock, events: Vec<ProbeEvent>, cfg: TrackerConfig, metrics: Arc<SelfMetrics>) -> Vec<LlmCall> {
+pub fn replay_events(
+    clock: Clock,
+    events: Vec<ProbeEvent>,
+    cfg: TrackerConfig,
+    metrics: Arc<SelfMetrics>,
+) -> Vec<LlmCall> {
     let mut tracker = ConnTracker::new(cfg, clock, metrics);
     let mut prep = EventPreparer::new(false);
     let mut out = TrackerOutput::default();
@@ -295,9 +318,15 @@ pub fn replay_events(clock: Clock, events: Vec<ProbeEvent>, cfg: TrackerConfig, 
 
 /// `llmprobe replay`: reads a capture and writes its records.
 pub fn replay(path: &Path, jsonl: &JsonlTarget) -> anyhow::Result<usize> {
-    let file = std::fs::File::open(path).with_context(|| format!("cannot open capture {}", path.display()))?;
+    let file = std::fs::File::open(path)
+        .with_context(|| format!("cannot open capture {}", path.display()))?;
     let (clock, events) = read_capture(BufReader::new(file))?;
-    let calls = replay_events(clock, events, TrackerConfig::default(), Arc::new(SelfMetrics::unregistered()));
+    let calls = replay_events(
+        clock,
+        events,
+        TrackerConfig::default(),
+        Arc::new(SelfMetrics::unregistered()),
+    );
     let mut w = JsonlWriter::open(jsonl)?;
     for c in &calls {
         w.write(c)?;

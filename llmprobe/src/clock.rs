@@ -9,13 +9,18 @@ pub struct Clock {
 }
 
 fn now_ns(clock: libc::clockid_t) -> i64 {
-    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
     // SAFETY: `ts` is a valid, writable timespec; clock_gettime has no other preconditions.
     let rc = unsafe { libc::clock_gettime(clock, &mut ts) };
     if rc != 0 {
         return 0;
     }
-    ts.tv_sec.saturating_mul(1_000_000_000).saturating_add(ts.tv_nsec)
+    ts.tv_sec
+        .saturating_mul(1_000_000_000)
+        .saturating_add(ts.tv_nsec)
 }
 
 /// CLOCK_MONOTONIC now, in nanoseconds (the kernel programs' clock).
@@ -28,7 +33,9 @@ impl Clock {
     pub fn system() -> Self {
         let mono = now_ns(libc::CLOCK_MONOTONIC);
         let real = now_ns(libc::CLOCK_REALTIME);
-        Clock { offset_ns: real - mono }
+        Clock {
+            offset_ns: real - mono,
+        }
     }
 
     /// Unix nanoseconds for a monotonic timestamp.
@@ -78,8 +85,14 @@ mod tests {
     #[test]
     fn formats_known_instants() {
         assert_eq!(rfc3339_micros(0), "1970-01-01T00:00:00.000000Z");
-        assert_eq!(rfc3339_micros(951_782_400_123_456_789), "2000-02-29T00:00:00.123456Z");
-        assert_eq!(rfc3339_micros(1_795_869_000_000_001_000), "2026-11-28T12:30:00.000001Z");
+        assert_eq!(
+            rfc3339_micros(951_782_400_123_456_789),
+            "2000-02-29T00:00:00.123456Z"
+        );
+        assert_eq!(
+            rfc3339_micros(1_795_869_000_000_001_000),
+            "2026-11-28T12:30:00.000001Z"
+        );
     }
 
     #[test]
@@ -90,6 +103,10 @@ mod tests {
             .map(|d| d.as_nanos() as i64)
             .unwrap_or(0);
         let got = c.unix_ns(monotonic_now_ns());
-        assert!((got - wall).abs() < 50_000_000, "clock off by {} ns", got - wall);
+        assert!(
+            (got - wall).abs() < 50_000_000,
+            "clock off by {} ns",
+            got - wall
+        );
     }
 }

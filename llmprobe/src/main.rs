@@ -9,7 +9,11 @@ use llmprobe::conntrack::TrackerConfig;
 use llmprobe::export::jsonl::JsonlTarget;
 
 #[derive(Parser)]
-#[command(name = "llmprobe", version, about = "See what LLM traffic really does: eBPF capture of LLM API calls, no app changes")]
+#[command(
+    name = "llmprobe",
+    version,
+    about = "See what LLM traffic really does: eBPF capture of LLM API calls, no app changes"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -78,9 +82,11 @@ fn main() {
     let result = match cli.command {
         Command::Run(a) => run_agent(options(a, None)),
         Command::Record { out, agent } => run_agent(options(agent, Some(out))),
-        Command::Replay { file, jsonl } => app::replay(&file, &JsonlTarget::parse(&jsonl)).map(|n| {
-            log::info!("replayed {}: {n} LLM call record(s)", file.display());
-        }),
+        Command::Replay { file, jsonl } => {
+            app::replay(&file, &JsonlTarget::parse(&jsonl)).map(|n| {
+                log::info!("replayed {}: {n} LLM call record(s)", file.display());
+            })
+        }
     };
     if let Err(e) = result {
         log::error!("{e:#}");
@@ -89,6 +95,9 @@ fn main() {
 }
 
 fn run_agent(opts: RunOptions) -> anyhow::Result<()> {
-    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
     rt.block_on(app::run(opts))
 }

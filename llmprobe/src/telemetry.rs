@@ -57,20 +57,57 @@ impl SelfMetrics {
             "Probe events the kernel could not write to the ring buffer",
             m.events_lost.clone(),
         );
-        registry.register("llmprobe_events_malformed", "Probe events that could not be decoded", m.events_malformed.clone());
-        registry.register("llmprobe_connections_tracked", "Connections currently tracked", m.connections_tracked.clone());
-        registry.register("llmprobe_parse_errors", "Parse errors by protocol", m.parse_errors.clone());
-        registry.register("llmprobe_dropped", "Connections, exchanges or bytes dropped, by reason", m.dropped.clone());
-        registry.register("llmprobe_llm_calls", "LLM call records produced", m.calls.clone());
-        registry.register("llmprobe_secrets_masked", "Secret header values masked in captured bytes", m.secrets_masked.clone());
-        registry.register("llmprobe_tls_libraries_attached", "Files with OpenSSL uprobes attached", m.tls_libraries.clone());
+        registry.register(
+            "llmprobe_events_malformed",
+            "Probe events that could not be decoded",
+            m.events_malformed.clone(),
+        );
+        registry.register(
+            "llmprobe_connections_tracked",
+            "Connections currently tracked",
+            m.connections_tracked.clone(),
+        );
+        registry.register(
+            "llmprobe_parse_errors",
+            "Parse errors by protocol",
+            m.parse_errors.clone(),
+        );
+        registry.register(
+            "llmprobe_dropped",
+            "Connections, exchanges or bytes dropped, by reason",
+            m.dropped.clone(),
+        );
+        registry.register(
+            "llmprobe_llm_calls",
+            "LLM call records produced",
+            m.calls.clone(),
+        );
+        registry.register(
+            "llmprobe_secrets_masked",
+            "Secret header values masked in captured bytes",
+            m.secrets_masked.clone(),
+        );
+        registry.register(
+            "llmprobe_tls_libraries_attached",
+            "Files with OpenSSL uprobes attached",
+            m.tls_libraries.clone(),
+        );
         registry.register(
             "llmprobe_connections_muted",
             "Connections the kernel was told to stop capturing (not LLM traffic)",
             m.connections_muted.clone(),
         );
-        registry.register("llmprobe_build_info", "llmprobe build information", m.build_info.clone());
-        m.build_info.get_or_create(&vec![("version".to_owned(), env!("CARGO_PKG_VERSION").to_owned())]).set(1);
+        registry.register(
+            "llmprobe_build_info",
+            "llmprobe build information",
+            m.build_info.clone(),
+        );
+        m.build_info
+            .get_or_create(&vec![(
+                "version".to_owned(),
+                env!("CARGO_PKG_VERSION").to_owned(),
+            )])
+            .set(1);
         m
     }
 
@@ -81,21 +118,29 @@ impl SelfMetrics {
 
     /// Counts a parse error.
     pub fn parse_error(&self, protocol: &str) {
-        self.parse_errors.get_or_create(&vec![("protocol".to_owned(), protocol.to_owned())]).inc();
+        self.parse_errors
+            .get_or_create(&vec![("protocol".to_owned(), protocol.to_owned())])
+            .inc();
     }
 
     /// Counts a drop.
     pub fn drop_for(&self, reason: &str) {
-        self.dropped.get_or_create(&vec![("reason".to_owned(), reason.to_owned())]).inc();
+        self.dropped
+            .get_or_create(&vec![("reason".to_owned(), reason.to_owned())])
+            .inc();
     }
 
     /// Current value of a drop counter.
     pub fn dropped_count(&self, reason: &str) -> u64 {
-        self.dropped.get_or_create(&vec![("reason".to_owned(), reason.to_owned())]).get()
+        self.dropped
+            .get_or_create(&vec![("reason".to_owned(), reason.to_owned())])
+            .get()
     }
 
     /// Current value of a parse error counter.
     pub fn parse_error_count(&self, protocol: &str) -> u64 {
-        self.parse_errors.get_or_create(&vec![("protocol".to_owned(), protocol.to_owned())]).get()
+        self.parse_errors
+            .get_or_create(&vec![("protocol".to_owned(), protocol.to_owned())])
+            .get()
     }
 }

@@ -43,7 +43,10 @@ fn step(msg: &str) {
 }
 
 fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().map(Path::to_path_buf).unwrap_or_else(|| PathBuf::from("."))
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| PathBuf::from("."))
 }
 
 fn cargo_home_bin() -> PathBuf {
@@ -61,7 +64,10 @@ fn path_env() -> String {
 }
 
 fn run_cmd(cmd: &mut Command, what: &str) -> anyhow::Result<()> {
-    let status = cmd.env("PATH", path_env()).status().with_context(|| format!("could not start: {what}"))?;
+    let status = cmd
+        .env("PATH", path_env())
+        .status()
+        .with_context(|| format!("could not start: {what}"))?;
     if !status.success() {
         bail!("{what} failed ({status})");
     }
@@ -69,8 +75,14 @@ fn run_cmd(cmd: &mut Command, what: &str) -> anyhow::Result<()> {
 }
 
 fn output_ok(cmd: &mut Command) -> Option<String> {
-    let out = cmd.env("PATH", path_env()).stderr(Stdio::null()).output().ok()?;
-    out.status.success().then(|| String::from_utf8_lossy(&out.stdout).into_owned())
+    let out = cmd
+        .env("PATH", path_env())
+        .stderr(Stdio::null())
+        .output()
+        .ok()?;
+    out.status
+        .success()
+        .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
 fn have(program: &str) -> bool {
@@ -80,10 +92,18 @@ fn have(program: &str) -> bool {
 /// Installs what the eBPF build needs: nightly's rust-src and bpf-linker against LLVM 22.
 fn setup() -> anyhow::Result<()> {
     if !have("rustup") {
-        bail!("rustup is required (the eBPF crate builds with the nightly toolchain through rustup)");
+        bail!(
+            "rustup is required (the eBPF crate builds with the nightly toolchain through rustup)"
+        );
     }
-    let installed = output_ok(Command::new("rustup").args(["component", "list", "--toolchain", "nightly", "--installed"]))
-        .unwrap_or_default();
+    let installed = output_ok(Command::new("rustup").args([
+        "component",
+        "list",
+        "--toolchain",
+        "nightly",
+        "--installed",
+    ]))
+    .unwrap_or_default();
     if installed.lines().any(|l| l.starts_with("rust-src")) {
         step("nightly rust-src: present");
     } else {
@@ -97,12 +117,23 @@ fn setup() -> anyhow::Result<()> {
         step("bpf-linker: present");
     } else {
         let llvm_prefix = format!("/usr/lib/llvm-{LLVM_MAJOR}");
-        if !Path::new(&llvm_prefix).join("lib").join("libLLVM.so").exists() {
-            step(&format!("installing LLVM {LLVM_MAJOR} development files with apt-get (for bpf-linker)"));
+        if !Path::new(&llvm_prefix)
+            .join("lib")
+            .join("libLLVM.so")
+            .exists()
+        {
+            step(&format!(
+                "installing LLVM {LLVM_MAJOR} development files with apt-get (for bpf-linker)"
+            ));
             if !have("apt-get") {
-                bail!("LLVM {LLVM_MAJOR} is missing and apt-get is not available: install llvm-{LLVM_MAJOR}-dev yourself");
+                bail!(
+                    "LLVM {LLVM_MAJOR} is missing and apt-get is not available: install llvm-{LLVM_MAJOR}-dev yourself"
+                );
             }
-            run_cmd(Command::new("apt-get").args(["update", "-qq"]), "apt-get update")?;
+            run_cmd(
+                Command::new("apt-get").args(["update", "-qq"]),
+                "apt-get update",
+            )?;
             run_cmd(
                 Command::new("apt-get")
                     .args(["install", "-y", "-qq"])
@@ -113,10 +144,19 @@ fn setup() -> anyhow::Result<()> {
                 "apt-get install llvm-dev",
             )?;
         }
-        step(&format!("installing bpf-linker {BPF_LINKER_VERSION} against LLVM {LLVM_MAJOR} (about 2 minutes)"));
+        step(&format!(
+            "installing bpf-linker {BPF_LINKER_VERSION} against LLVM {LLVM_MAJOR} (about 2 minutes)"
+        ));
         run_cmd(
             Command::new("cargo")
-                .args(["install", "bpf-linker", "--version", BPF_LINKER_VERSION, "--locked", "--no-default-features"])
+                .args([
+                    "install",
+                    "bpf-linker",
+                    "--version",
+                    BPF_LINKER_VERSION,
+                    "--locked",
+                    "--no-default-features",
+                ])
                 .args(["--features", &format!("llvm-{LLVM_MAJOR}")])
                 .env("LLVM_PREFIX", &llvm_prefix),
             "cargo install bpf-linker",
@@ -128,7 +168,9 @@ fn setup() -> anyhow::Result<()> {
 fn build() -> anyhow::Result<()> {
     step("building llmprobe (release, with the eBPF object embedded)");
     run_cmd(
-        Command::new("cargo").current_dir(root()).args(["build", "--release", "-p", "llmprobe"]),
+        Command::new("cargo")
+            .current_dir(root())
+            .args(["build", "--release", "-p", "llmprobe"]),
         "cargo build --release",
     )
 }
@@ -139,8 +181,16 @@ fn agent_binary() -> PathBuf {
 
 fn run(args: &[String]) -> anyhow::Result<()> {
     let bin = agent_binary();
-    step(&format!("starting {} run {}", bin.display(), args.join(" ")));
-    let status = Command::new(&bin).arg("run").args(args).status().with_context(|| format!("cannot start {}", bin.display()))?;
+    step(&format!(
+        "starting {} run {}",
+        bin.display(),
+        args.join(" ")
+    ));
+    let status = Command::new(&bin)
+        .arg("run")
+        .args(args)
+        .status()
+        .with_context(|| format!("cannot start {}", bin.display()))?;
     if !status.success() {
         bail!("llmprobe exited with {status}");
     }
@@ -151,15 +201,33 @@ fn run(args: &[String]) -> anyhow::Result<()> {
 fn test_venv() -> anyhow::Result<PathBuf> {
     let venv = root().join("target").join("e2e-venv");
     let python = venv.join("bin").join("python");
-    let ready = output_ok(Command::new(&python).args(["-c", "import openai; print(openai.__version__)"]));
+    let ready =
+        output_ok(Command::new(&python).args(["-c", "import openai; print(openai.__version__)"]));
     if let Some(v) = ready {
         step(&format!("test venv: openai {} present", v.trim()));
         return Ok(python);
     }
     step("creating the test venv and installing the openai SDK from PyPI");
-    let py = if have("python3") { "python3" } else { bail!("python3 is required by the end-to-end tests") };
-    run_cmd(Command::new(py).args(["-m", "venv"]).arg(&venv), "python3 -m venv")?;
-    run_cmd(Command::new(&python).args(["-m", "pip", "install", "-q", "--disable-pip-version-check", "openai"]), "pip install openai")?;
+    let py = if have("python3") {
+        "python3"
+    } else {
+        bail!("python3 is required by the end-to-end tests")
+    };
+    run_cmd(
+        Command::new(py).args(["-m", "venv"]).arg(&venv),
+        "python3 -m venv",
+    )?;
+    run_cmd(
+        Command::new(&python).args([
+            "-m",
+            "pip",
+            "install",
+            "-q",
+            "--disable-pip-version-check",
+            "openai",
+        ]),
+        "pip install openai",
+    )?;
     Ok(python)
 }
 
@@ -170,11 +238,19 @@ fn test(args: &[String]) -> anyhow::Result<()> {
             bail!("{tool} is required by the end-to-end tests and is not installed");
         }
     }
-    step("running every test (unit, replay of recorded captures, end-to-end with the real eBPF programs)");
+    step(
+        "running every test (unit, replay of recorded captures, end-to-end with the real eBPF programs)",
+    );
     run_cmd(
         Command::new("cargo")
             .current_dir(root())
-            .args(["test", "--release", "--workspace", "--exclude", "llmprobe-ebpf"])
+            .args([
+                "test",
+                "--release",
+                "--workspace",
+                "--exclude",
+                "llmprobe-ebpf",
+            ])
             .args(args)
             .env("LLMPROBE_BIN", agent_binary())
             .env("LLMPROBE_TEST_PYTHON", &python),

@@ -71,10 +71,12 @@ struct Coverage {
 }
 
 impl Coverage {
-    /// Accounts for a chunk; returns the bytes missing before it.
+    /// Accounts for a chunk; returns the bytes missing before it. A chunk starts a new call when
+    /// its offset is 0, its call length differs, or the current call is already complete (so a
+    /// lost first piece is still a counted gap, not spliced onto the previous call).
     fn account(&mut self, offset: u32, len: u32, total: u32) -> u64 {
         let mut gap = 0u64;
-        if offset == 0 {
+        if offset == 0 || total != self.total || self.covered >= self.total {
             gap += self.take_missing();
             self.total = total;
             self.covered = 0;
@@ -125,7 +127,14 @@ fn dir_index(d: Direction) -> usize {
 }
 
 impl Connection {
-    fn new(pid: u32, comm: String, tls: bool, fd: Option<i32>, peer: Option<SocketAddr>, ts: u64) -> Self {
+    fn new(
+        pid: u32,
+        comm: String,
+        tls: bool,
+        fd: Option<i32>,
+        peer: Option<SocketAddr>,
+        ts: u64,
+    ) -> Self {
         Connection {
             pid,
             comm,
@@ -147,7 +156,11 @@ impl Connection {
 
     fn context(&self) -> ExchangeContext {
         ExchangeContext {
-            role: if self.request_dir == Some(Direction::Ingress) { "server" } else { "client" },
+            role: if self.request_dir == Some(Direction::Ingress) {
+                "server"
+            } else {
+                "client"
+            },
             pid: self.pid,
             comm: self.comm.clone(),
             tls: self.tls,
@@ -211,7 +224,13 @@ impl ConnTracker {
             ProbeEvent::Data(d) => self.on_data(d, out),
             ProbeEvent::ConnOpen { meta, peer, .. } => {
                 let sockets = self.sockets.entry(meta.pid).or_default();
-                let old = sockets.insert(meta.fd, Socket { generation: meta.conn_id, peer });
+                let old = sockets.insert(
+                    meta.fd,
+                    Socket {
+                        generation: meta.conn_id,
+                        peer,
+                    },
+                );
                 if let Some(old) = old
                     && old.generation != meta.conn_id
                 {
@@ -242,7 +261,11 @@ impl ConnTracker {
                     list.push(meta.conn_id);
                 }
                 let peer = self.peer_of(meta.pid, meta.fd);
-                if let Some(c) = self.conns.get_mut(&meta.pid).and_then(|m| m.get_mut(&meta.conn_id)) {
+                if let Some(c) = self
+                    .conns
+                    .get_mut(&meta.pid)
+                    .and_then(|m| m.get_mut(&meta.conn_id))
+                {
                     c.fd = Some(meta.fd);
                     c.peer = c.peer.or(peer);
                 }
@@ -266,7 +289,11 @@ impl ConnTracker {
     pub fn finish_all(&mut self, out: &mut TrackerOutput) {
         let pids: Vec<u32> = self.conns.keys().copied().collect();
         for pid in pids {
-            let ids: Vec<u64> = self.conns.get(&pid).map(|m| m.keys().copied().collect()).unwrap_or_default();
+            let ids: Vec<u64> = self
+                .conns
+                .get(&pid)
+                .map(|m| m.keys().copied().collect())
+                .unwrap_or_default();
             for id in ids {
                 self.end_conn(pid, id, 0, EndReason::Closed, out);
             }
@@ -275,7 +302,10 @@ impl ConnTracker {
     }
 
     fn peer_of(&self, pid: u32, fd: i32) -> Option<SocketAddr> {
-        self.sockets.get(&pid).and_then(|m| m.get(&fd)).and_then(|s| s.peer)
+        self.sockets
+            .get(&pid)
+            .and_then(|m| m.get(&fd))
+            .and_then(|s| s.peer)
     }
 
     fn forget_ssl(&mut self, pid: u32, ssl: u64) {
@@ -299,7 +329,11 @@ impl ConnTracker {
     }
 
     fn end_process(&mut self, pid: u32, ts: u64, out: &mut TrackerOutput) {
-        let ids: Vec<u64> = self.conns.get(&pid).map(|m| m.keys().copied().collect()).unwrap_or_default();
+        let ids: Vec<u64> = self
+            .conns
+            .get(&pid)
+            .map(|m| m.keys().copied().collect())
+            .unwrap_or_default();
         for id in ids {
             self.end_conn(pid, id, ts, EndReason::Closed, out);
         }
@@ -314,7 +348,9 @@ impl ConnTracker {
             .conns
             .iter()
             .flat_map(|(pid, m)| {
-                m.iter().filter(|(_, c)| now.saturating_sub(c.last_ts) > limit).map(move |(id, _)| (*pid, *id))
+                m.iter()
+                    .filter(|(_, c)| now.saturating_sub(c.last_ts) > limit)
+                    .map(move |(id, _)| (*pid, *id))
             })
             .collect();
         for (pid, id) in idle {
@@ -335,8 +371,35 @@ impl ConnTracker {
 
     /// Stops tracking a connection and records its open LLM calls.
     fn end_conn(&mut self, pid: u32, id: u64, ts: u64, reason: EndReason, out: &mut TrackerOutput) {
-        let Some(mut c) = self.remove_conn(pid, id) else { return };
-        let end_ts = if ts == 0 { c.last_ts } else { ts };
+        let Some(mut c) = self.remove_conn(pid, id) else {
+            return;
+        };
+        // An idle connection ended at its last byte, not when the sweep noticed.
+        let end_ts = if ts == 0 || reason == EndReason::Idle {
+            c.last_ts
+        } else {
+            ts
+        };
+        if reason != EndReason::ParseFailure
+            && let Some(req_dir) = c.request_dir
+        {
+            // Bytes of each direction's last call that never arrived are a gap, not an abort.
+            for dir in [req_dir, req_dir.opposite()] {
+                let missing = c.coverage[dir_index(dir)].take_missing();
+                if missing > 0 {
+                    self.metrics.drop_for("capture_gap");
+                    let p = if dir == req_dir {
+                        &mut c.req
+                    } else {
+                        &mut c.resp
+                    };
+                    let mut events = Vec::new();
+                    if p.feed_gap(missing, &mut events).is_ok() {
+                        self.on_http_events(&mut c, Some(dir), events, end_ts, out);
+                    }
+                }
+            }
+        }
         if reason != EndReason::ParseFailure && c.request_dir.is_some() {
             // A response delimited by the connection's end completes here.
             let mut events = Vec::new();
@@ -353,7 +416,8 @@ impl ConnTracker {
                     EndReason::ParseFailure => ex.set_error("capture_incomplete"),
                 }
                 let aborted = reason == EndReason::Closed;
-                out.calls.push(ex.finish(&ctx, &self.clock, aborted, Some(end_ts)));
+                out.calls
+                    .push(ex.finish(&ctx, &self.clock, aborted, Some(end_ts)));
                 self.metrics.calls.inc();
             }
         }
@@ -376,13 +440,26 @@ impl ConnTracker {
                 self.metrics.drop_for("connection_limit");
                 return;
             }
-            let fd = if d.tls { self.ssl_fd.get(&(pid, id)).copied() } else { Some(d.meta.fd) };
+            let fd = if d.tls {
+                self.ssl_fd.get(&(pid, id)).copied()
+            } else {
+                Some(d.meta.fd)
+            };
             let peer = fd.and_then(|fd| self.peer_of(pid, fd));
-            let c = Connection::new(pid, d.meta.comm.clone(), d.tls, fd.filter(|f| *f >= 0), peer, ts);
+            let c = Connection::new(
+                pid,
+                d.meta.comm.clone(),
+                d.tls,
+                fd.filter(|f| *f >= 0),
+                peer,
+                ts,
+            );
             self.conns.entry(pid).or_default().insert(id, c);
             self.conn_count += 1;
         }
-        let Some(mut c) = self.remove_conn_for_update(pid, id) else { return };
+        let Some(mut c) = self.remove_conn_for_update(pid, id) else {
+            return;
+        };
         c.last_ts = c.last_ts.max(ts);
         let dir = d.direction;
         if c.request_dir.is_none() {
@@ -390,7 +467,11 @@ impl ConnTracker {
                 self.put_back(pid, id, c);
                 return;
             }
-            c.request_dir = Some(if looks_like_response(&d.data) { dir.opposite() } else { dir });
+            c.request_dir = Some(if looks_like_response(&d.data) {
+                dir.opposite()
+            } else {
+                dir
+            });
         }
         let is_req = c.request_dir == Some(dir);
         if is_req && c.upgraded {
@@ -404,7 +485,11 @@ impl ConnTracker {
         let mut result = Ok(());
         if other_missing > 0 {
             self.metrics.drop_for("capture_gap");
-            let p = if c.request_dir == Some(other) { &mut c.req } else { &mut c.resp };
+            let p = if c.request_dir == Some(other) {
+                &mut c.req
+            } else {
+                &mut c.resp
+            };
             let mut ev = Vec::new();
             result = p.feed_gap(other_missing, &mut ev);
             let other_events = ev;
@@ -442,7 +527,9 @@ impl ConnTracker {
             }
             Err(e) => {
                 self.metrics.parse_error("http1");
-                debug!("pid {pid} conn {id:#x}: HTTP/1.1 parse error {e:?}; dropping the connection");
+                debug!(
+                    "pid {pid} conn {id:#x}: HTTP/1.1 parse error {e:?}; dropping the connection"
+                );
                 self.put_back(pid, id, c);
                 self.end_conn(pid, id, ts, EndReason::ParseFailure, out);
                 out.mutes.push((pid, id));
@@ -473,9 +560,11 @@ impl ConnTracker {
             if is_req {
                 match ev {
                     HttpEvent::RequestHead(h) => {
-                        c.resp.expect_response(h.method == "HEAD" || h.method == "CONNECT");
+                        c.resp
+                            .expect_response(h.method == "HEAD" || h.method == "CONNECT");
                         let start = c.req_msg_start.take().unwrap_or(ts);
-                        let exchange = llm::detect(&h).map(|d| LlmExchange::new(&h, d, start, self.cfg.exchange));
+                        let exchange = llm::detect(&h)
+                            .map(|d| LlmExchange::new(&h, d, start, self.cfg.exchange));
                         if exchange.is_some() {
                             c.llm_seen = true;
                             c.non_llm_streak = 0;
@@ -550,7 +639,8 @@ impl ConnTracker {
         for _ in 0..issues.undecodable_bodies {
             self.metrics.drop_for("undecodable_body");
         }
-        out.calls.push(ex.finish(&c.context(), &self.clock, false, None));
+        out.calls
+            .push(ex.finish(&c.context(), &self.clock, false, None));
         self.metrics.calls.inc();
     }
 }

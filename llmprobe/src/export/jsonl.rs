@@ -19,7 +19,11 @@ pub enum JsonlTarget {
 impl JsonlTarget {
     /// `-` is stdout, anything else a path.
     pub fn parse(s: &str) -> Self {
-        if s == "-" { JsonlTarget::Stdout } else { JsonlTarget::File(PathBuf::from(s)) }
+        if s == "-" {
+            JsonlTarget::Stdout
+        } else {
+            JsonlTarget::File(PathBuf::from(s))
+        }
     }
 }
 
@@ -38,7 +42,9 @@ impl JsonlWriter {
                     .create(true)
                     .append(true)
                     .open(p)
-                    .with_context(|| format!("cannot open JSONL output {} for appending", p.display()))?,
+                    .with_context(|| {
+                        format!("cannot open JSONL output {} for appending", p.display())
+                    })?,
             )),
         };
         Ok(JsonlWriter { out })

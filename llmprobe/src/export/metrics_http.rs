@@ -20,14 +20,20 @@ pub async fn bind(addr: SocketAddr) -> anyhow::Result<TcpListener> {
 /// Serves `/metrics` until the task is dropped.
 pub async fn serve(listener: TcpListener, registry: Arc<Registry>) {
     loop {
-        let Ok((mut sock, peer)) = listener.accept().await else { continue };
+        let Ok((mut sock, peer)) = listener.accept().await else {
+            continue;
+        };
         let registry = registry.clone();
         tokio::spawn(async move {
             let mut buf = vec![0u8; 8192];
             let mut used = 0;
             // Read the request head (bounded); the body, if any, is ignored.
             loop {
-                let read = tokio::time::timeout(std::time::Duration::from_secs(5), sock.read(&mut buf[used..])).await;
+                let read = tokio::time::timeout(
+                    std::time::Duration::from_secs(5),
+                    sock.read(&mut buf[used..]),
+                )
+                .await;
                 match read {
                     Ok(Ok(0)) | Err(_) | Ok(Err(_)) => return,
                     Ok(Ok(n)) => used += n,
@@ -38,14 +44,28 @@ pub async fn serve(listener: TcpListener, registry: Arc<Registry>) {
             }
             let line = String::from_utf8_lossy(&buf[..used]);
             let target = line.split_whitespace().nth(1).unwrap_or("");
-            let (status, ctype, body) = if line.starts_with("GET ") && (target == "/metrics" || target.starts_with("/metrics?")) {
+            let (status, ctype, body) = if line.starts_with("GET ")
+                && (target == "/metrics" || target.starts_with("/metrics?"))
+            {
                 let mut text = String::new();
                 match encode(&mut text, &registry) {
-                    Ok(()) => ("200 OK", "application/openmetrics-text; version=1.0.0; charset=utf-8", text),
-                    Err(_) => ("500 Internal Server Error", "text/plain", "encoding failed\n".to_owned()),
+                    Ok(()) => (
+                        "200 OK",
+                        "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                        text,
+                    ),
+                    Err(_) => (
+                        "500 Internal Server Error",
+                        "text/plain",
+                        "encoding failed\n".to_owned(),
+                    ),
                 }
             } else {
-                ("404 Not Found", "text/plain", "llmprobe serves /metrics\n".to_owned())
+                (
+                    "404 Not Found",
+                    "text/plain",
+                    "llmprobe serves /metrics\n".to_owned(),
+                )
             };
             let resp = format!(
                 "HTTP/1.1 {status}\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",

@@ -98,7 +98,12 @@ pub struct LlmExchange {
 
 impl LlmExchange {
     /// Starts an exchange at its request head; `start_ts` is the first request byte's time.
-    pub fn new(head: &RequestHead, dialect: Box<dyn ProviderDialect>, start_ts: u64, limits: ExchangeLimits) -> Self {
+    pub fn new(
+        head: &RequestHead,
+        dialect: Box<dyn ProviderDialect>,
+        start_ts: u64,
+        limits: ExchangeLimits,
+    ) -> Self {
         let host = head.header("host").map(str::to_owned);
         let trace_id = head.header("traceparent").and_then(trace_id_of);
         LlmExchange {
@@ -135,7 +140,12 @@ impl LlmExchange {
     /// Request body bytes.
     pub fn on_request_body(&mut self, data: &[u8], ts: u64) {
         self.last_ts = ts;
-        keep_capped(&mut self.req_body, data, self.limits.max_request_body, &mut self.issues);
+        keep_capped(
+            &mut self.req_body,
+            data,
+            self.limits.max_request_body,
+            &mut self.issues,
+        );
     }
 
     /// The request is complete.
@@ -166,7 +176,11 @@ impl LlmExchange {
             .or_else(|| head.header("x-dashscope-request-id"))
             .map(str::to_owned);
         if let Some(enc) = head.header("content-encoding") {
-            let cap = if head.header("content-type").unwrap_or("").contains("event-stream") {
+            let cap = if head
+                .header("content-type")
+                .unwrap_or("")
+                .contains("event-stream")
+            {
                 self.limits.max_decoded_stream
             } else {
                 self.limits.max_response_body as u64
@@ -176,7 +190,10 @@ impl LlmExchange {
                 Err(_) => self.body_undecodable(),
             }
         }
-        let ctype = head.header("content-type").unwrap_or("").to_ascii_lowercase();
+        let ctype = head
+            .header("content-type")
+            .unwrap_or("")
+            .to_ascii_lowercase();
         if ctype.starts_with("text/event-stream") {
             self.sse = Some(SseDecoder::new());
             if self.obs.stream.is_none() {
@@ -223,16 +240,25 @@ impl LlmExchange {
                 self.on_stream_event(ev, ts);
             }
         } else {
-            keep_capped(&mut self.resp_body, data, self.limits.max_response_body, &mut self.issues);
+            keep_capped(
+                &mut self.resp_body,
+                data,
+                self.limits.max_response_body,
+                &mut self.issues,
+            );
         }
     }
 
     fn on_stream_event(&mut self, ev: &SseEvent, ts: u64) {
         let before_err = self.obs.error.is_some();
         let kind = self.dialect.on_stream_event(ev, &mut self.obs);
-        if kind == OutputKind::None && !self.obs.terminal && !before_err && self.obs.error.is_none() {
+        if kind == OutputKind::None && !self.obs.terminal && !before_err && self.obs.error.is_none()
+        {
             let data = ev.data.trim();
-            if !data.is_empty() && data != "[DONE]" && serde_json::from_str::<serde_json::Value>(data).is_err() {
+            if !data.is_empty()
+                && data != "[DONE]"
+                && serde_json::from_str::<serde_json::Value>(data).is_err()
+            {
                 self.issues.bad_stream_events += 1;
             }
         }
@@ -292,30 +318,63 @@ impl LlmExchange {
 
     /// Writes the record. `aborted`: the connection ended before the response did; `end_ts` is
     /// then the time of that end.
-    pub fn finish(mut self, ctx: &ExchangeContext, clock: &Clock, aborted: bool, end_ts: Option<u64>) -> LlmCall {
+    pub fn finish(
+        mut self,
+        ctx: &ExchangeContext,
+        clock: &Clock,
+        aborted: bool,
+        end_ts: Option<u64>,
+    ) -> LlmCall {
         self.parse_request();
         let complete = self.resp_done || self.obs.terminal;
-        let end = if complete { self.last_ts } else { end_ts.unwrap_or(self.last_ts).max(self.last_ts) };
+        let end = if complete {
+            self.last_ts
+        } else {
+            end_ts.unwrap_or(self.last_ts).max(self.last_ts)
+        };
         let secs = |ns: u64| ns as f64 / 1e9;
         // Once a response head is seen, its content type decides; before that, the request.
-        let stream = if self.status.is_some() { self.sse.is_some() } else { self.obs.stream == Some(true) };
-        let Usage { input_tokens, output_tokens, reasoning_tokens, cached_input_tokens } = self.obs.usage.clone();
-        let (input_tokens, output_tokens, token_source) = if output_tokens.is_some() || input_tokens.is_some() {
-            (input_tokens, output_tokens, Some("usage"))
+        let stream = if self.status.is_some() {
+            self.sse.is_some()
         } else {
-            let out = if self.sse.is_some() {
-                Some(self.chunks)
-            } else if self.obs.output_chars > 0 {
-                Some(self.obs.output_chars.div_ceil(4))
-            } else {
-                None
-            };
-            let inp = (self.obs.prompt_chars > 0).then(|| self.obs.prompt_chars.div_ceil(4));
-            if out.is_some() || inp.is_some() { (inp, out, Some("estimated")) } else { (None, None, None) }
+            self.obs.stream == Some(true)
         };
-        let ttft = self.first_output_ts.map(|t| secs(t.saturating_sub(self.start_ts)));
-        let tpot = match (stream, self.first_output_ts, self.last_output_ts, output_tokens) {
-            (true, Some(f), Some(l), Some(n)) if n >= 2 => Some(secs(l.saturating_sub(f)) / (n - 1) as f64),
+        let Usage {
+            input_tokens,
+            output_tokens,
+            reasoning_tokens,
+            cached_input_tokens,
+        } = self.obs.usage.clone();
+        let (input_tokens, output_tokens, token_source) =
+            if output_tokens.is_some() || input_tokens.is_some() {
+                (input_tokens, output_tokens, Some("usage"))
+            } else {
+                let out = if self.sse.is_some() {
+                    Some(self.chunks)
+                } else if self.obs.output_chars > 0 {
+                    Some(self.obs.output_chars.div_ceil(4))
+                } else {
+                    None
+                };
+                let inp = (self.obs.prompt_chars > 0).then(|| self.obs.prompt_chars.div_ceil(4));
+                if out.is_some() || inp.is_some() {
+                    (inp, out, Some("estimated"))
+                } else {
+                    (None, None, None)
+                }
+            };
+        let ttft = self
+            .first_output_ts
+            .map(|t| secs(t.saturating_sub(self.start_ts)));
+        let tpot = match (
+            stream,
+            self.first_output_ts,
+            self.last_output_ts,
+            output_tokens,
+        ) {
+            (true, Some(f), Some(l), Some(n)) if n >= 2 => {
+                Some(secs(l.saturating_sub(f)) / (n - 1) as f64)
+            }
             _ => None,
         };
         let reasoning_s = match (self.first_reasoning_ts, self.first_answer_ts) {
@@ -327,7 +386,12 @@ impl LlmExchange {
             Some(s) if s >= 400 => Some(s.to_string()),
             _ if self.forced_error.is_some() => self.forced_error.map(str::to_owned),
             _ if self.obs.error.is_some() => Some("stream_error".to_owned()),
-            Some(_) if stream && self.resp_done && !self.obs.terminal && self.obs.finish_reason.is_none() => {
+            Some(_)
+                if stream
+                    && self.resp_done
+                    && !self.obs.terminal
+                    && self.obs.finish_reason.is_none() =>
+            {
                 Some("stream_truncated".to_owned())
             }
             _ => None,
@@ -406,13 +470,17 @@ fn server_of(host: Option<&str>, ctx: &ExchangeContext) -> (Option<String>, Opti
         if let Some(rest) = h.strip_prefix('[')
             && let Some((addr, tail)) = rest.split_once(']')
         {
-            let port = tail.strip_prefix(':').and_then(|p| p.parse().ok()).unwrap_or(default_port);
+            let port = tail
+                .strip_prefix(':')
+                .and_then(|p| p.parse().ok())
+                .unwrap_or(default_port);
             return (Some(addr.to_owned()), Some(port));
         }
         return match h.rsplit_once(':') {
-            Some((name, port)) if port.chars().all(|c| c.is_ascii_digit()) => {
-                (Some(name.to_owned()), port.parse().ok().or(Some(default_port)))
-            }
+            Some((name, port)) if port.chars().all(|c| c.is_ascii_digit()) => (
+                Some(name.to_owned()),
+                port.parse().ok().or(Some(default_port)),
+            ),
             _ => (Some(h.to_owned()), Some(default_port)),
         };
     }
@@ -435,7 +503,9 @@ pub fn trace_id_of(tp: &str) -> Option<String> {
 
 /// Masks the values of key-like query parameters (`?key=...` carries Gemini API keys).
 pub fn redact_query(path: &str) -> String {
-    let Some((base, query)) = path.split_once('?') else { return path.to_owned() };
+    let Some((base, query)) = path.split_once('?') else {
+        return path.to_owned();
+    };
     let parts: Vec<String> = query
         .split('&')
         .map(|kv| match kv.split_once('=') {
@@ -448,7 +518,10 @@ pub fn redact_query(path: &str) -> String {
 
 fn is_secret_param(k: &str) -> bool {
     let k = k.to_ascii_lowercase();
-    matches!(k.as_str(), "key" | "api_key" | "apikey" | "api-key" | "access_token" | "token" | "sig" | "signature")
+    matches!(
+        k.as_str(),
+        "key" | "api_key" | "apikey" | "api-key" | "access_token" | "token" | "sig" | "signature"
+    )
 }
 
 #[cfg(test)]
@@ -470,7 +543,10 @@ mod tests {
             trace_id_of("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01").as_deref(),
             Some("4bf92f3577b34da6a3ce929d0e0e4736")
         );
-        assert_eq!(trace_id_of("00-00000000000000000000000000000000-00f067aa0ba902b7-01"), None);
+        assert_eq!(
+            trace_id_of("00-00000000000000000000000000000000-00f067aa0ba902b7-01"),
+            None
+        );
         assert_eq!(trace_id_of("garbage"), None);
     }
 
@@ -492,9 +568,18 @@ mod tests {
             tls: true,
             peer: Some("10.0.0.1:8443".parse().expect("addr")),
         };
-        assert_eq!(server_of(Some("api.openai.com"), &ctx), (Some("api.openai.com".into()), Some(443)));
-        assert_eq!(server_of(Some("127.0.0.1:8000"), &ctx), (Some("127.0.0.1".into()), Some(8000)));
-        assert_eq!(server_of(Some("[::1]:9"), &ctx), (Some("::1".into()), Some(9)));
+        assert_eq!(
+            server_of(Some("api.openai.com"), &ctx),
+            (Some("api.openai.com".into()), Some(443))
+        );
+        assert_eq!(
+            server_of(Some("127.0.0.1:8000"), &ctx),
+            (Some("127.0.0.1".into()), Some(8000))
+        );
+        assert_eq!(
+            server_of(Some("[::1]:9"), &ctx),
+            (Some("::1".into()), Some(9))
+        );
         assert_eq!(server_of(None, &ctx), (Some("10.0.0.1".into()), Some(8443)));
     }
 }

@@ -159,7 +159,9 @@ pub fn detect(head: &RequestHead) -> Option<Box<dyn ProviderDialect>> {
 
 /// Provider name refined from the server's host name.
 pub fn provider_for_host(host: Option<&str>, dialect_default: &'static str) -> String {
-    let Some(host) = host else { return dialect_default.to_owned() };
+    let Some(host) = host else {
+        return dialect_default.to_owned();
+    };
     let host = host.to_ascii_lowercase();
     let known: &[(&str, &str)] = &[
         ("api.openai.com", "openai"),

@@ -29,7 +29,12 @@ pub fn detect(head: &RequestHead) -> Option<Box<dyn ProviderDialect>> {
     if head.method != "POST" {
         return None;
     }
-    let path = head.path.split(['?', '#']).next().unwrap_or("").trim_end_matches('/');
+    let path = head
+        .path
+        .split(['?', '#'])
+        .next()
+        .unwrap_or("")
+        .trim_end_matches('/');
     let api = if path.ends_with("/chat/completions") || path == "chat/completions" {
         OpenAiApi::ChatCompletions
     } else if path.ends_with("/completions") {
@@ -51,7 +56,10 @@ fn u(v: &Value, path: &[&str]) -> Option<u64> {
 }
 
 fn s(v: &Value, key: &str) -> Option<String> {
-    v.get(key).and_then(Value::as_str).filter(|s| !s.is_empty()).map(str::to_owned)
+    v.get(key)
+        .and_then(Value::as_str)
+        .filter(|s| !s.is_empty())
+        .map(str::to_owned)
 }
 
 /// Reads an OpenAI `usage` object (with DeepSeek's cache fields) into `out`.
@@ -68,7 +76,8 @@ pub fn read_usage(usage: &Value, out: &mut Usage) {
     if let Some(n) = u(usage, &["completion_tokens_details", "reasoning_tokens"]) {
         out.reasoning_tokens = Some(n);
     }
-    if let Some(n) = u(usage, &["prompt_tokens_details", "cached_tokens"]).or_else(|| u(usage, &["prompt_cache_hit_tokens"]))
+    if let Some(n) = u(usage, &["prompt_tokens_details", "cached_tokens"])
+        .or_else(|| u(usage, &["prompt_cache_hit_tokens"]))
     {
         out.cached_input_tokens = Some(n);
     }
@@ -80,7 +89,11 @@ fn content_chars(c: &Value) -> u64 {
         Value::String(s) => s.chars().count() as u64,
         Value::Array(parts) => parts
             .iter()
-            .map(|p| p.get("text").map(content_chars).unwrap_or_else(|| content_chars(p)))
+            .map(|p| {
+                p.get("text")
+                    .map(content_chars)
+                    .unwrap_or_else(|| content_chars(p))
+            })
             .sum(),
         _ => 0,
     }
@@ -108,7 +121,9 @@ impl OpenAi {
     /// Reads the choices of a chunk or a whole response; returns the most output-like kind seen.
     fn read_choices(&self, v: &Value, out: &mut Observed) -> OutputKind {
         let mut kind = OutputKind::None;
-        let Some(choices) = v.get("choices").and_then(Value::as_array) else { return kind };
+        let Some(choices) = v.get("choices").and_then(Value::as_array) else {
+            return kind;
+        };
         for c in choices {
             if let Some(fr) = nonempty_str(c.get("finish_reason")) {
                 out.finish_reason = Some(fr.to_owned());
@@ -122,7 +137,10 @@ impl OpenAi {
                         kind = OutputKind::Reasoning;
                     }
                 }
-                if m.get("reasoning_details").and_then(Value::as_array).is_some_and(|a| !a.is_empty()) {
+                if m.get("reasoning_details")
+                    .and_then(Value::as_array)
+                    .is_some_and(|a| !a.is_empty())
+                {
                     kind = OutputKind::Reasoning;
                 }
                 if let Some(t) = nonempty_str(m.get("content")) {
@@ -133,7 +151,8 @@ impl OpenAi {
                     && !calls.is_empty()
                 {
                     for call in calls {
-                        if let Some(a) = call.pointer("/function/arguments").and_then(Value::as_str) {
+                        if let Some(a) = call.pointer("/function/arguments").and_then(Value::as_str)
+                        {
                             out.output_chars += a.chars().count() as u64;
                         }
                     }
@@ -186,7 +205,9 @@ impl ProviderDialect for OpenAi {
     }
 
     fn on_request_body(&mut self, body: &[u8], out: &mut Observed) {
-        let Ok(v) = serde_json::from_slice::<Value>(body) else { return };
+        let Ok(v) = serde_json::from_slice::<Value>(body) else {
+            return;
+        };
         out.request_model = s(&v, "model");
         out.stream = Some(v.get("stream").and_then(Value::as_bool).unwrap_or(false));
         let mut chars = 0;
@@ -214,7 +235,9 @@ impl ProviderDialect for OpenAi {
         if data.is_empty() {
             return OutputKind::None;
         }
-        let Ok(v) = serde_json::from_str::<Value>(data) else { return OutputKind::None };
+        let Ok(v) = serde_json::from_str::<Value>(data) else {
+            return OutputKind::None;
+        };
         self.read_common(&v, out);
         if ev.event.as_deref() == Some("error") && out.error.is_none() {
             out.error = Some("error".to_owned());
@@ -223,7 +246,9 @@ impl ProviderDialect for OpenAi {
     }
 
     fn on_response_body(&mut self, body: &[u8], out: &mut Observed) {
-        let Ok(v) = serde_json::from_slice::<Value>(body) else { return };
+        let Ok(v) = serde_json::from_slice::<Value>(body) else {
+            return;
+        };
         self.read_common(&v, out);
         self.read_choices(&v, out);
         out.terminal = true;
@@ -235,25 +260,40 @@ mod tests {
     use super::*;
 
     fn head(method: &str, path: &str) -> RequestHead {
-        RequestHead { method: method.into(), path: path.into(), headers: vec![] }
+        RequestHead {
+            method: method.into(),
+            path: path.into(),
+            headers: vec![],
+        }
     }
 
     #[test]
     fn detects_by_path() {
-        assert_eq!(detect(&head("POST", "/v1/chat/completions")).map(|d| d.api()), Some("openai.chat_completions"));
+        assert_eq!(
+            detect(&head("POST", "/v1/chat/completions")).map(|d| d.api()),
+            Some("openai.chat_completions")
+        );
         assert_eq!(
             detect(&head("POST", "/compatible-mode/v1/chat/completions?x=1")).map(|d| d.api()),
             Some("openai.chat_completions")
         );
-        assert_eq!(detect(&head("POST", "/v1/completions")).map(|d| d.operation()), Some("text_completion"));
-        assert_eq!(detect(&head("POST", "/v1/embeddings")).map(|d| d.operation()), Some("embeddings"));
+        assert_eq!(
+            detect(&head("POST", "/v1/completions")).map(|d| d.operation()),
+            Some("text_completion")
+        );
+        assert_eq!(
+            detect(&head("POST", "/v1/embeddings")).map(|d| d.operation()),
+            Some("embeddings")
+        );
         assert!(detect(&head("GET", "/v1/chat/completions")).is_none());
         assert!(detect(&head("POST", "/v1/other")).is_none());
     }
 
     #[test]
     fn reads_request() {
-        let mut d = OpenAi { api: OpenAiApi::ChatCompletions };
+        let mut d = OpenAi {
+            api: OpenAiApi::ChatCompletions,
+        };
         let mut o = Observed::default();
         d.on_request_body(
             br#"{"messages":[{"role":"user","content":"hello"},{"role":"user","content":[{"type":"text","text":"abc"}]}],"model":"gpt-4o","stream":true}"#,
@@ -266,9 +306,15 @@ mod tests {
 
     #[test]
     fn reads_stream_chunks() {
-        let mut d = OpenAi { api: OpenAiApi::ChatCompletions };
+        let mut d = OpenAi {
+            api: OpenAiApi::ChatCompletions,
+        };
         let mut o = Observed::default();
-        let ev = |data: &str| SseEvent { event: None, data: data.into(), id: None };
+        let ev = |data: &str| SseEvent {
+            event: None,
+            data: data.into(),
+            id: None,
+        };
         assert_eq!(
             d.on_stream_event(&ev(r#"{"id":"c1","model":"m-1","choices":[{"index":0,"delta":{"role":"assistant","content":""},"finish_reason":null}]}"#), &mut o),
             OutputKind::None
@@ -278,14 +324,22 @@ mod tests {
             OutputKind::Reasoning
         );
         assert_eq!(
-            d.on_stream_event(&ev(r#"{"id":"c1","model":"m-1","choices":[{"index":0,"delta":{"content":"Hi"}}]}"#), &mut o),
+            d.on_stream_event(
+                &ev(
+                    r#"{"id":"c1","model":"m-1","choices":[{"index":0,"delta":{"content":"Hi"}}]}"#
+                ),
+                &mut o
+            ),
             OutputKind::Answer
         );
         assert_eq!(
             d.on_stream_event(&ev(r#"{"choices":[{"index":0,"delta":{"tool_calls":[{"index":0,"function":{"arguments":"{}"}}]}}]}"#), &mut o),
             OutputKind::Answer
         );
-        d.on_stream_event(&ev(r#"{"choices":[{"index":0,"delta":{},"finish_reason":"stop"}]}"#), &mut o);
+        d.on_stream_event(
+            &ev(r#"{"choices":[{"index":0,"delta":{},"finish_reason":"stop"}]}"#),
+            &mut o,
+        );
         d.on_stream_event(
             &ev(r#"{"choices":[],"usage":{"prompt_tokens":8,"completion_tokens":9,"prompt_tokens_details":{"cached_tokens":2},"completion_tokens_details":{"reasoning_tokens":3}}}"#),
             &mut o,
@@ -297,18 +351,34 @@ mod tests {
         assert_eq!(o.response_id.as_deref(), Some("c1"));
         assert_eq!(
             o.usage,
-            Usage { input_tokens: Some(8), output_tokens: Some(9), reasoning_tokens: Some(3), cached_input_tokens: Some(2) }
+            Usage {
+                input_tokens: Some(8),
+                output_tokens: Some(9),
+                reasoning_tokens: Some(3),
+                cached_input_tokens: Some(2)
+            }
         );
     }
 
     #[test]
     fn survives_garbage() {
-        let mut d = OpenAi { api: OpenAiApi::ChatCompletions };
+        let mut d = OpenAi {
+            api: OpenAiApi::ChatCompletions,
+        };
         let mut o = Observed::default();
         d.on_request_body(b"{not json", &mut o);
         d.on_response_body(b"\x00\xff", &mut o);
-        let ev = SseEvent { event: None, data: r#"{"choices":"nope","usage":[1]}"#.into(), id: None };
+        let ev = SseEvent {
+            event: None,
+            data: r#"{"choices":"nope","usage":[1]}"#.into(),
+            id: None,
+        };
         assert_eq!(d.on_stream_event(&ev, &mut o), OutputKind::None);
-        assert_eq!(o, Observed { ..Default::default() });
+        assert_eq!(
+            o,
+            Observed {
+                ..Default::default()
+            }
+        );
     }
 }

@@ -73,7 +73,10 @@ pub struct CaptureWriter<W: Write> {
 impl<W: Write> CaptureWriter<W> {
     /// Starts a capture, writing its header.
     pub fn new(mut out: W, clock: Clock) -> anyhow::Result<Self> {
-        let header = Line::Header { llmprobe_capture: CAPTURE_VERSION, clock_offset_ns: clock.offset_ns };
+        let header = Line::Header {
+            llmprobe_capture: CAPTURE_VERSION,
+            clock_offset_ns: clock.offset_ns,
+        };
         serde_json::to_writer(&mut out, &header)?;
         out.write_all(b"\n")?;
         Ok(CaptureWriter { out })
@@ -85,7 +88,10 @@ impl<W: Write> CaptureWriter<W> {
             ProbeEvent::Data(d) => {
                 let (text, b64) = match std::str::from_utf8(&d.data) {
                     Ok(s) => (Some(s.to_owned()), None),
-                    Err(_) => (None, Some(base64::engine::general_purpose::STANDARD.encode(&d.data))),
+                    Err(_) => (
+                        None,
+                        Some(base64::engine::general_purpose::STANDARD.encode(&d.data)),
+                    ),
                 };
                 Line::Data {
                     meta: d.meta,
@@ -97,9 +103,15 @@ impl<W: Write> CaptureWriter<W> {
                     b64,
                 }
             }
-            ProbeEvent::ConnOpen { meta, peer, role_hint } => {
-                Line::ConnOpen { meta, peer: peer.map(|p| p.to_string()), role_hint }
-            }
+            ProbeEvent::ConnOpen {
+                meta,
+                peer,
+                role_hint,
+            } => Line::ConnOpen {
+                meta,
+                peer: peer.map(|p| p.to_string()),
+                role_hint,
+            },
             ProbeEvent::ConnClose { meta } => Line::ConnClose { meta },
             ProbeEvent::SslFd { meta } => Line::SslFd { meta },
             ProbeEvent::SslFree { meta } => Line::SslFree { meta },
@@ -130,14 +142,29 @@ pub fn read_capture(input: impl BufRead) -> anyhow::Result<(Clock, Vec<ProbeEven
         let parsed: Line = serde_json::from_str(&line)
             .with_context(|| format!("capture line {} is not a valid llmprobe event", i + 1))?;
         let ev = match parsed {
-            Line::Header { llmprobe_capture, clock_offset_ns } => {
+            Line::Header {
+                llmprobe_capture,
+                clock_offset_ns,
+            } => {
                 if llmprobe_capture > CAPTURE_VERSION {
-                    bail!("capture version {llmprobe_capture} is newer than this llmprobe ({CAPTURE_VERSION})");
+                    bail!(
+                        "capture version {llmprobe_capture} is newer than this llmprobe ({CAPTURE_VERSION})"
+                    );
                 }
-                clock = Some(Clock { offset_ns: clock_offset_ns });
+                clock = Some(Clock {
+                    offset_ns: clock_offset_ns,
+                });
                 continue;
             }
-            Line::Data { meta, dir, tls, offset, total_len, text, b64 } => {
+            Line::Data {
+                meta,
+                dir,
+                tls,
+                offset,
+                total_len,
+                text,
+                b64,
+            } => {
                 let data = match (text, b64) {
                     (Some(t), _) => Bytes::from(t.into_bytes()),
                     (None, Some(b)) => Bytes::from(
@@ -147,9 +174,20 @@ pub fn read_capture(input: impl BufRead) -> anyhow::Result<(Clock, Vec<ProbeEven
                     ),
                     (None, None) => Bytes::new(),
                 };
-                ProbeEvent::Data(DataChunk { meta, direction: dir, tls, offset, total_len, data })
+                ProbeEvent::Data(DataChunk {
+                    meta,
+                    direction: dir,
+                    tls,
+                    offset,
+                    total_len,
+                    data,
+                })
             }
-            Line::ConnOpen { meta, peer, role_hint } => ProbeEvent::ConnOpen {
+            Line::ConnOpen {
+                meta,
+                peer,
+                role_hint,
+            } => ProbeEvent::ConnOpen {
                 meta,
                 peer: peer.and_then(|p| p.parse::<SocketAddr>().ok()),
                 role_hint,
@@ -171,13 +209,24 @@ mod tests {
     use super::*;
 
     fn meta() -> EventMeta {
-        EventMeta { pid: 1, tid: 2, fd: 3, conn_id: 5, ts_ns: 9, comm: "curl".into() }
+        EventMeta {
+            pid: 1,
+            tid: 2,
+            fd: 3,
+            conn_id: 5,
+            ts_ns: 9,
+            comm: "curl".into(),
+        }
     }
 
     #[test]
     fn round_trips_text_and_binary() {
         let evs = vec![
-            ProbeEvent::ConnOpen { meta: meta(), peer: Some("127.0.0.1:8080".parse().expect("addr")), role_hint: 1 },
+            ProbeEvent::ConnOpen {
+                meta: meta(),
+                peer: Some("127.0.0.1:8080".parse().expect("addr")),
+                role_hint: 1,
+            },
             ProbeEvent::Data(DataChunk {
                 meta: meta(),
                 direction: Direction::Egress,

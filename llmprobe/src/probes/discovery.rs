@@ -10,7 +10,13 @@ use std::path::{Path, PathBuf};
 use object::{Object, ObjectSection, ObjectSymbol};
 
 /// The OpenSSL functions llmprobe probes.
-pub const SSL_SYMBOLS: [&str; 5] = ["SSL_read", "SSL_read_ex", "SSL_write", "SSL_write_ex", "SSL_free"];
+pub const SSL_SYMBOLS: [&str; 5] = [
+    "SSL_read",
+    "SSL_read_ex",
+    "SSL_write",
+    "SSL_write_ex",
+    "SSL_free",
+];
 
 /// A file that defines OpenSSL's I/O functions, with their file offsets (index = `SSL_SYMBOLS`).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -54,14 +60,25 @@ pub fn inspect_elf(path: &Path) -> anyhow::Result<Option<TlsLibrary>> {
             continue;
         }
         let Ok(name) = sym.name() else { continue };
-        let Some(idx) = SSL_SYMBOLS.iter().position(|s| *s == name) else { continue };
+        let Some(idx) = SSL_SYMBOLS.iter().position(|s| *s == name) else {
+            continue;
+        };
         if offsets[idx].is_some() {
             continue;
         }
-        let Some(sec_idx) = sym.section_index() else { continue };
-        let Ok(section) = obj.section_by_index(sec_idx) else { continue };
-        let Some((sec_off, _)) = section.file_range() else { continue };
-        let Some(off) = sym.address().checked_sub(section.address()).and_then(|d| d.checked_add(sec_off))
+        let Some(sec_idx) = sym.section_index() else {
+            continue;
+        };
+        let Ok(section) = obj.section_by_index(sec_idx) else {
+            continue;
+        };
+        let Some((sec_off, _)) = section.file_range() else {
+            continue;
+        };
+        let Some(off) = sym
+            .address()
+            .checked_sub(section.address())
+            .and_then(|d| d.checked_add(sec_off))
         else {
             continue;
         };
@@ -71,7 +88,11 @@ pub fn inspect_elf(path: &Path) -> anyhow::Result<Option<TlsLibrary>> {
     if !found {
         return Ok(None);
     }
-    Ok(Some(TlsLibrary { path: path.to_path_buf(), file_id: id, offsets }))
+    Ok(Some(TlsLibrary {
+        path: path.to_path_buf(),
+        file_id: id,
+        offsets,
+    }))
 }
 
 /// A read-only private mapping of a whole file.
@@ -106,11 +127,21 @@ unsafe fn memmap_ro(file: &std::fs::File) -> std::io::Result<Mapping> {
     use std::os::fd::AsRawFd;
     let len = file.metadata()?.len() as usize;
     if len == 0 {
-        return Ok(Mapping { ptr: std::ptr::null_mut(), len: 0 });
+        return Ok(Mapping {
+            ptr: std::ptr::null_mut(),
+            len: 0,
+        });
     }
     // SAFETY: valid fd, read-only private mapping; checked for MAP_FAILED below.
     let ptr = unsafe {
-        libc::mmap(std::ptr::null_mut(), len, libc::PROT_READ, libc::MAP_PRIVATE, file.as_raw_fd(), 0)
+        libc::mmap(
+            std::ptr::null_mut(),
+            len,
+            libc::PROT_READ,
+            libc::MAP_PRIVATE,
+            file.as_raw_fd(),
+            0,
+        )
     };
     if ptr == libc::MAP_FAILED {
         return Err(std::io::Error::last_os_error());
@@ -128,13 +159,21 @@ pub fn executable_mappings(pid: u32) -> Vec<PathBuf> {
     for line in maps.lines() {
         // address perms offset dev inode path
         let mut parts = line.splitn(6, ' ');
-        let (Some(_addr), Some(perms), Some(_off), Some(_dev), Some(inode)) =
-            (parts.next(), parts.next(), parts.next(), parts.next(), parts.next())
-        else {
+        let (Some(_addr), Some(perms), Some(_off), Some(_dev), Some(inode)) = (
+            parts.next(),
+            parts.next(),
+            parts.next(),
+            parts.next(),
+            parts.next(),
+        ) else {
             continue;
         };
         let path = parts.next().unwrap_or("").trim_start();
-        if !perms.contains('x') || inode == "0" || !path.starts_with('/') || path.ends_with(" (deleted)") {
+        if !perms.contains('x')
+            || inode == "0"
+            || !path.starts_with('/')
+            || path.ends_with(" (deleted)")
+        {
             continue;
         }
         if seen.insert(path.to_owned()) {
@@ -162,8 +201,12 @@ pub fn ldconfig_ssl_libraries() -> Vec<PathBuf> {
 
 /// All process ids in /proc.
 pub fn all_pids() -> Vec<u32> {
-    let Ok(rd) = std::fs::read_dir("/proc") else { return Vec::new() };
-    rd.filter_map(|e| e.ok()).filter_map(|e| e.file_name().to_str()?.parse().ok()).collect()
+    let Ok(rd) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    rd.filter_map(|e| e.ok())
+        .filter_map(|e| e.file_name().to_str()?.parse().ok())
+        .collect()
 }
 
 #[cfg(test)]
@@ -173,8 +216,13 @@ mod tests {
     #[test]
     fn finds_openssl_in_system_libssl() {
         let libs = ldconfig_ssl_libraries();
-        assert!(!libs.is_empty(), "ldconfig -p lists no libssl on this machine");
-        let lib = inspect_elf(&libs[0]).expect("parse").expect("libssl defines SSL_read");
+        assert!(
+            !libs.is_empty(),
+            "ldconfig -p lists no libssl on this machine"
+        );
+        let lib = inspect_elf(&libs[0])
+            .expect("parse")
+            .expect("libssl defines SSL_read");
         assert!(lib.is_usable());
         assert!(lib.offsets.iter().all(|o| o.is_some()), "{lib:?}");
     }
@@ -190,6 +238,9 @@ mod tests {
     #[test]
     fn own_mappings_are_listed() {
         let maps = executable_mappings(std::process::id());
-        assert!(maps.iter().any(|p| p.to_string_lossy().contains("libc")), "{maps:?}");
+        assert!(
+            maps.iter().any(|p| p.to_string_lossy().contains("libc")),
+            "{maps:?}"
+        );
     }
 }

@@ -127,13 +127,19 @@ pub enum DecodeError {
 }
 
 fn read_u32(b: &[u8], off: usize) -> Option<u32> {
-    b.get(off..off + 4).and_then(|s| s.try_into().ok()).map(u32::from_ne_bytes)
+    b.get(off..off + 4)
+        .and_then(|s| s.try_into().ok())
+        .map(u32::from_ne_bytes)
 }
 fn read_u64(b: &[u8], off: usize) -> Option<u64> {
-    b.get(off..off + 8).and_then(|s| s.try_into().ok()).map(u64::from_ne_bytes)
+    b.get(off..off + 8)
+        .and_then(|s| s.try_into().ok())
+        .map(u64::from_ne_bytes)
 }
 fn read_u16(b: &[u8], off: usize) -> Option<u16> {
-    b.get(off..off + 2).and_then(|s| s.try_into().ok()).map(u16::from_ne_bytes)
+    b.get(off..off + 2)
+        .and_then(|s| s.try_into().ok())
+        .map(u16::from_ne_bytes)
 }
 
 /// Turns a comm byte array into a string (up to the first NUL).
@@ -175,10 +181,16 @@ pub fn decode(raw: &[u8]) -> Result<ProbeEvent, DecodeError> {
             let offset = read_u32(raw, HDR + 8).ok_or(DecodeError::Truncated)?;
             let total_len = read_u32(raw, HDR + 12).ok_or(DecodeError::Truncated)?;
             let start = abi::DATA_HEADER_SIZE;
-            let data = raw.get(start..start + len.min(abi::MAX_DATA)).ok_or(DecodeError::Truncated)?;
+            let data = raw
+                .get(start..start + len.min(abi::MAX_DATA))
+                .ok_or(DecodeError::Truncated)?;
             Ok(ProbeEvent::Data(DataChunk {
                 meta,
-                direction: if direction == abi::DIR_EGRESS { Direction::Egress } else { Direction::Ingress },
+                direction: if direction == abi::DIR_EGRESS {
+                    Direction::Egress
+                } else {
+                    Direction::Ingress
+                },
                 tls: source == abi::SRC_TLS,
                 offset,
                 total_len,
@@ -191,7 +203,10 @@ pub fn decode(raw: &[u8]) -> Result<ProbeEvent, DecodeError> {
             let role_hint = *raw.get(HDR + 4).ok_or(DecodeError::Truncated)?;
             let addr = raw.get(HDR + 8..HDR + 24).ok_or(DecodeError::Truncated)?;
             let peer = match family {
-                2 => Some(SocketAddr::new(IpAddr::V4(Ipv4Addr::new(addr[0], addr[1], addr[2], addr[3])), port)),
+                2 => Some(SocketAddr::new(
+                    IpAddr::V4(Ipv4Addr::new(addr[0], addr[1], addr[2], addr[3])),
+                    port,
+                )),
                 10 => {
                     let mut a = [0u8; 16];
                     a.copy_from_slice(addr);
@@ -199,7 +214,11 @@ pub fn decode(raw: &[u8]) -> Result<ProbeEvent, DecodeError> {
                 }
                 _ => None,
             };
-            Ok(ProbeEvent::ConnOpen { meta, peer, role_hint })
+            Ok(ProbeEvent::ConnOpen {
+                meta,
+                peer,
+                role_hint,
+            })
         }
         abi::EVENT_CONN_CLOSE => Ok(ProbeEvent::ConnClose { meta }),
         abi::EVENT_SSL_FD => Ok(ProbeEvent::SslFd { meta }),
@@ -225,7 +244,10 @@ mod tests {
         assert_eq!(std::mem::offset_of!(abi::DataEvent, len), HDR + 4);
         assert_eq!(std::mem::offset_of!(abi::DataEvent, offset), HDR + 8);
         assert_eq!(std::mem::offset_of!(abi::DataEvent, total_len), HDR + 12);
-        assert_eq!(std::mem::offset_of!(abi::DataEvent, data), abi::DATA_HEADER_SIZE);
+        assert_eq!(
+            std::mem::offset_of!(abi::DataEvent, data),
+            abi::DATA_HEADER_SIZE
+        );
         assert_eq!(std::mem::offset_of!(abi::ConnEvent, port), HDR + 2);
         assert_eq!(std::mem::offset_of!(abi::ConnEvent, role_hint), HDR + 4);
         assert_eq!(std::mem::offset_of!(abi::ConnEvent, addr), HDR + 8);
@@ -248,7 +270,9 @@ mod tests {
     #[test]
     fn decodes_data() {
         let ev = decode(&data_record(b"GET / HTTP/1.1\r\n")).expect("decodes");
-        let ProbeEvent::Data(d) = ev else { panic!("not data") };
+        let ProbeEvent::Data(d) = ev else {
+            panic!("not data")
+        };
         assert_eq!(d.meta.pid, 42);
         assert_eq!(d.meta.fd, -1);
         assert_eq!(d.meta.comm, "python");

@@ -36,7 +36,13 @@ const IO_SYSCALLS: &[(&str, &str, &str)] = &[
 ];
 
 /// uprobe program per entry of `SSL_SYMBOLS`.
-const SSL_PROGRAMS: [&str; 5] = ["ssl_read", "ssl_read_ex", "ssl_write", "ssl_write_ex", "ssl_free"];
+const SSL_PROGRAMS: [&str; 5] = [
+    "ssl_read",
+    "ssl_read_ex",
+    "ssl_write",
+    "ssl_write_ex",
+    "ssl_free",
+];
 
 /// What to trace.
 #[derive(Debug, Clone, Default)]
@@ -70,17 +76,27 @@ pub fn preflight() -> anyhow::Result<()> {
     // SAFETY: geteuid has no preconditions.
     let euid = unsafe { libc::geteuid() };
     if euid != 0 {
-        warn!("not running as root (euid {euid}): loading will fail unless the process has CAP_BPF, CAP_PERFMON and CAP_SYS_RESOURCE");
+        warn!(
+            "not running as root (euid {euid}): loading will fail unless the process has CAP_BPF, CAP_PERFMON and CAP_SYS_RESOURCE"
+        );
     }
     if !Path::new("/sys/kernel/btf/vmlinux").exists() {
-        warn!("/sys/kernel/btf/vmlinux is missing: the kernel has no BTF; llmprobe needs none for its own programs, but some kernels without BTF also lack ring buffers (Linux < 5.8)");
+        warn!(
+            "/sys/kernel/btf/vmlinux is missing: the kernel has no BTF; llmprobe needs none for its own programs, but some kernels without BTF also lack ring buffers (Linux < 5.8)"
+        );
     }
     ensure_tracefs()?;
     // Kernels before 5.11 charge BPF maps to RLIMIT_MEMLOCK.
-    let rlim = libc::rlimit { rlim_cur: libc::RLIM_INFINITY, rlim_max: libc::RLIM_INFINITY };
+    let rlim = libc::rlimit {
+        rlim_cur: libc::RLIM_INFINITY,
+        rlim_max: libc::RLIM_INFINITY,
+    };
     // SAFETY: valid rlimit struct.
     if unsafe { libc::setrlimit(libc::RLIMIT_MEMLOCK, &rlim) } != 0 {
-        debug!("could not raise RLIMIT_MEMLOCK: {}", std::io::Error::last_os_error());
+        debug!(
+            "could not raise RLIMIT_MEMLOCK: {}",
+            std::io::Error::last_os_error()
+        );
     }
     Ok(())
 }
@@ -95,7 +111,15 @@ fn ensure_tracefs() -> anyhow::Result<()> {
     let target = c"/sys/kernel/tracing";
     let fstype = c"tracefs";
     // SAFETY: NUL-terminated strings, no data argument.
-    let rc = unsafe { libc::mount(fstype.as_ptr(), target.as_ptr(), fstype.as_ptr(), 0, std::ptr::null()) };
+    let rc = unsafe {
+        libc::mount(
+            fstype.as_ptr(),
+            target.as_ptr(),
+            fstype.as_ptr(),
+            0,
+            std::ptr::null(),
+        )
+    };
     if rc != 0 {
         let err = std::io::Error::last_os_error();
         bail!(
@@ -110,7 +134,9 @@ fn ensure_tracefs() -> anyhow::Result<()> {
 fn load_error(e: aya::EbpfError) -> anyhow::Error {
     let text = format!("{e:#}");
     if text.contains("Operation not permitted") || text.contains("EPERM") {
-        anyhow!("loading the eBPF programs failed: permission denied ({text}); run as root or grant CAP_BPF, CAP_PERFMON and CAP_SYS_RESOURCE")
+        anyhow!(
+            "loading the eBPF programs failed: permission denied ({text}); run as root or grant CAP_BPF, CAP_PERFMON and CAP_SYS_RESOURCE"
+        )
     } else {
         anyhow!("loading the eBPF programs failed: {text}")
     }
@@ -120,15 +146,28 @@ impl Probes {
     /// Loads the object, configures it and attaches the syscall tracepoints.
     pub fn load(opts: &LoadOptions) -> anyhow::Result<(Probes, ProbeHandles)> {
         if EBPF_OBJECT.is_empty() {
-            bail!("this llmprobe was built with AYA_BUILD_SKIP=1 and has no eBPF programs; rebuild it with the eBPF toolchain (`cargo xtask build`)");
+            bail!(
+                "this llmprobe was built with AYA_BUILD_SKIP=1 and has no eBPF programs; rebuild it with the eBPF toolchain (`cargo xtask build`)"
+            );
         }
         preflight()?;
         let mut ebpf = EbpfLoader::new().load(EBPF_OBJECT).map_err(load_error)?;
         {
             let mut cfg: Array<_, Config> =
                 Array::try_from(ebpf.map_mut("CONFIG").context("CONFIG map missing")?)?;
-            let flags = if opts.pids.is_empty() { 0 } else { abi::CONFIG_FILTER_PIDS };
-            cfg.set(0, Config { self_tgid: std::process::id(), flags }, 0)?;
+            let flags = if opts.pids.is_empty() {
+                0
+            } else {
+                abi::CONFIG_FILTER_PIDS
+            };
+            cfg.set(
+                0,
+                Config {
+                    self_tgid: std::process::id(),
+                    flags,
+                },
+                0,
+            )?;
         }
         if !opts.pids.is_empty() {
             let mut pids: HashMap<_, u32, u8> =
@@ -141,28 +180,39 @@ impl Probes {
         let muted = HashMap::try_from(ebpf.take_map("MUTED").context("MUTED map missing")?)?;
         let lost = PerCpuArray::try_from(ebpf.take_map("LOST").context("LOST map missing")?)?;
 
-        let mut probes = Probes { ebpf, pids: opts.pids.clone(), seen_files: HashSet::new(), tls_files: Vec::new() };
+        let mut probes = Probes {
+            ebpf,
+            pids: opts.pids.clone(),
+            seen_files: HashSet::new(),
+            tls_files: Vec::new(),
+        };
         probes.attach_tracepoints()?;
         probes.load_uprobes()?;
         Ok((probes, ProbeHandles { ring, muted, lost }))
     }
 
     fn tracepoint(&mut self, prog: &str) -> anyhow::Result<&mut TracePoint> {
-        let p = self.ebpf.program_mut(prog).with_context(|| format!("program {prog} missing from the eBPF object"))?;
+        let p = self
+            .ebpf
+            .program_mut(prog)
+            .with_context(|| format!("program {prog} missing from the eBPF object"))?;
         Ok(p.try_into()?)
     }
 
     fn attach_tracepoints(&mut self) -> anyhow::Result<()> {
         let mut loaded = HashSet::new();
-        let mut attach = |this: &mut Self, prog: &str, category: &str, name: &str| -> anyhow::Result<()> {
-            let tp = this.tracepoint(prog)?;
-            if loaded.insert(prog.to_owned()) {
-                tp.load().with_context(|| format!("the kernel verifier rejected {prog}"))?;
-            }
-            tp.attach(category, name)
-                .with_context(|| format!("attaching {prog} to tracepoint {category}:{name} failed"))?;
-            Ok(())
-        };
+        let mut attach =
+            |this: &mut Self, prog: &str, category: &str, name: &str| -> anyhow::Result<()> {
+                let tp = this.tracepoint(prog)?;
+                if loaded.insert(prog.to_owned()) {
+                    tp.load()
+                        .with_context(|| format!("the kernel verifier rejected {prog}"))?;
+                }
+                tp.attach(category, name).with_context(|| {
+                    format!("attaching {prog} to tracepoint {category}:{name} failed")
+                })?;
+                Ok(())
+            };
         for (enter, exit, sc) in IO_SYSCALLS {
             attach(self, enter, "syscalls", &format!("sys_enter_{sc}"))?;
             attach(self, exit, "syscalls", &format!("sys_exit_{sc}"))?;
@@ -175,13 +225,18 @@ impl Probes {
     }
 
     fn uprobe(&mut self, prog: &str) -> anyhow::Result<&mut UProbe> {
-        let p = self.ebpf.program_mut(prog).with_context(|| format!("program {prog} missing from the eBPF object"))?;
+        let p = self
+            .ebpf
+            .program_mut(prog)
+            .with_context(|| format!("program {prog} missing from the eBPF object"))?;
         Ok(p.try_into()?)
     }
 
     fn load_uprobes(&mut self) -> anyhow::Result<()> {
         for prog in SSL_PROGRAMS.iter().chain(["ssl_ret"].iter()) {
-            self.uprobe(prog)?.load().with_context(|| format!("the kernel verifier rejected {prog}"))?;
+            self.uprobe(prog)?
+                .load()
+                .with_context(|| format!("the kernel verifier rejected {prog}"))?;
         }
         Ok(())
     }
@@ -190,14 +245,20 @@ impl Probes {
         if self.pids.is_empty() {
             vec![UProbeScope::AllProcesses]
         } else {
-            self.pids.iter().filter_map(|p| NonZeroU32::new(*p)).map(UProbeScope::OneProcess).collect()
+            self.pids
+                .iter()
+                .filter_map(|p| NonZeroU32::new(*p))
+                .map(UProbeScope::OneProcess)
+                .collect()
         }
     }
 
     /// Inspects a file and, if it defines OpenSSL's I/O functions, attaches the uprobes to it.
     /// Returns true when newly attached.
     pub fn consider_file(&mut self, path: &Path) -> bool {
-        let Ok(id) = discovery::file_id(path) else { return false };
+        let Ok(id) = discovery::file_id(path) else {
+            return false;
+        };
         let scopes = self.scopes();
         let pending: Vec<UProbeScope> = scopes
             .into_iter()
@@ -221,7 +282,10 @@ impl Probes {
         for scope in pending {
             match self.attach_tls_library(&lib, scope) {
                 Ok(n) => {
-                    info!("attached {n} OpenSSL uprobes to {} ({scope:?})", lib.path.display());
+                    info!(
+                        "attached {n} OpenSSL uprobes to {} ({scope:?})",
+                        lib.path.display()
+                    );
                     attached = true;
                 }
                 Err(e) => warn!(
@@ -236,7 +300,11 @@ impl Probes {
         attached
     }
 
-    fn attach_tls_library(&mut self, lib: &TlsLibrary, scope: UProbeScope) -> anyhow::Result<usize> {
+    fn attach_tls_library(
+        &mut self,
+        lib: &TlsLibrary,
+        scope: UProbeScope,
+    ) -> anyhow::Result<usize> {
         let mut n = 0;
         for (i, prog) in SSL_PROGRAMS.iter().enumerate() {
             let Some(off) = lib.offsets[i] else { continue };
@@ -258,7 +326,11 @@ impl Probes {
 
     /// The processes to scan for TLS libraries.
     pub fn scan_targets(&self) -> Vec<u32> {
-        if self.pids.is_empty() { discovery::all_pids() } else { self.pids.clone() }
+        if self.pids.is_empty() {
+            discovery::all_pids()
+        } else {
+            self.pids.clone()
+        }
     }
 
     /// Scans processes' executable mappings for OpenSSL and attaches to what is new.
@@ -296,29 +368,70 @@ impl Probes {
             HashMap::try_from(self.ebpf.map_mut("SOCKS").context("SOCKS map missing")?)?;
         let now = crate::clock::monotonic_now_ns();
         let mut events = Vec::new();
-        let pids = if self.pids.is_empty() { discovery::all_pids() } else { self.pids.clone() };
+        let pids = if self.pids.is_empty() {
+            discovery::all_pids()
+        } else {
+            self.pids.clone()
+        };
         let mut tables: StdHashMap<u64, StdHashMap<u64, SocketAddr>> = StdHashMap::new();
         for pid in pids {
             if pid == std::process::id() {
                 continue;
             }
-            let Ok(fds) = std::fs::read_dir(format!("/proc/{pid}/fd")) else { continue };
+            let Ok(fds) = std::fs::read_dir(format!("/proc/{pid}/fd")) else {
+                continue;
+            };
             let netns = std::fs::metadata(format!("/proc/{pid}/ns/net"))
                 .map(|m| std::os::unix::fs::MetadataExt::ino(&m))
                 .unwrap_or(0);
             let table = tables.entry(netns).or_insert_with(|| tcp_peers(pid));
-            let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default().trim().to_owned();
+            let comm = std::fs::read_to_string(format!("/proc/{pid}/comm"))
+                .unwrap_or_default()
+                .trim()
+                .to_owned();
             for fd in fds.filter_map(|e| e.ok()) {
-                let Ok(link) = std::fs::read_link(fd.path()) else { continue };
+                let Ok(link) = std::fs::read_link(fd.path()) else {
+                    continue;
+                };
                 let link = link.to_string_lossy();
-                let Some(inode) = link.strip_prefix("socket:[").and_then(|s| s.strip_suffix(']')) else { continue };
-                let Ok(inode) = inode.parse::<u64>() else { continue };
-                let Some(peer) = table.get(&inode) else { continue };
-                let Some(fdnum) = fd.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else { continue };
+                let Some(inode) = link
+                    .strip_prefix("socket:[")
+                    .and_then(|s| s.strip_suffix(']'))
+                else {
+                    continue;
+                };
+                let Ok(inode) = inode.parse::<u64>() else {
+                    continue;
+                };
+                let Some(peer) = table.get(&inode) else {
+                    continue;
+                };
+                let Some(fdnum) = fd.file_name().to_str().and_then(|s| s.parse::<i32>().ok())
+                else {
+                    continue;
+                };
                 let generation = (now.wrapping_add(events.len() as u64 * 2)) | abi::GENERATION_TAG;
-                socks.insert(SockKey { tgid: pid, fd: fdnum }, SockInfo { generation, flags: 0, _pad: 0 }, 0)?;
+                socks.insert(
+                    SockKey {
+                        tgid: pid,
+                        fd: fdnum,
+                    },
+                    SockInfo {
+                        generation,
+                        flags: 0,
+                        _pad: 0,
+                    },
+                    0,
+                )?;
                 events.push(ProbeEvent::ConnOpen {
-                    meta: EventMeta { pid, tid: pid, fd: fdnum, conn_id: generation, ts_ns: now, comm: comm.clone() },
+                    meta: EventMeta {
+                        pid,
+                        tid: pid,
+                        fd: fdnum,
+                        conn_id: generation,
+                        ts_ns: now,
+                        comm: comm.clone(),
+                    },
                     peer: Some(*peer),
                     role_hint: abi::ROLE_HINT_SEEDED,
                 });
@@ -339,13 +452,17 @@ fn scope_key(s: &UProbeScope) -> u32 {
 fn tcp_peers(pid: u32) -> StdHashMap<u64, SocketAddr> {
     let mut out = StdHashMap::new();
     for (file, v6) in [("tcp", false), ("tcp6", true)] {
-        let Ok(text) = std::fs::read_to_string(format!("/proc/{pid}/net/{file}")) else { continue };
+        let Ok(text) = std::fs::read_to_string(format!("/proc/{pid}/net/{file}")) else {
+            continue;
+        };
         for line in text.lines().skip(1) {
             let f: Vec<&str> = line.split_whitespace().collect();
             if f.len() < 10 || f[3] != "01" {
                 continue; // not ESTABLISHED
             }
-            let (Some(peer), Ok(inode)) = (parse_proc_addr(f[2], v6), f[9].parse::<u64>()) else { continue };
+            let (Some(peer), Ok(inode)) = (parse_proc_addr(f[2], v6), f[9].parse::<u64>()) else {
+                continue;
+            };
             out.insert(inode, peer);
         }
     }
@@ -388,7 +505,10 @@ mod tests {
 
     #[test]
     fn parses_proc_net_addresses() {
-        assert_eq!(parse_proc_addr("0100007F:1F90", false), Some("127.0.0.1:8080".parse().expect("addr")));
+        assert_eq!(
+            parse_proc_addr("0100007F:1F90", false),
+            Some("127.0.0.1:8080".parse().expect("addr"))
+        );
         assert_eq!(
             parse_proc_addr("0000000000000000FFFF00000100007F:01BB", true),
             Some("127.0.0.1:443".parse().expect("addr"))

@@ -28,7 +28,11 @@ const MAX_NAMES: usize = 65_536;
 impl EventPreparer {
     /// For live capture (`resolve_names` = true) or replay (false).
     pub fn new(resolve_names: bool) -> Self {
-        EventPreparer { scrubber: scrub::SecretScrubber::new(), names: HashMap::new(), resolve_names }
+        EventPreparer {
+            scrubber: scrub::SecretScrubber::new(),
+            names: HashMap::new(),
+            resolve_names,
+        }
     }
 
     /// Secret header values masked so far.

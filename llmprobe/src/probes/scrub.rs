@@ -73,7 +73,12 @@ fn is_token(b: u8) -> bool {
 }
 
 /// Runs the state machine over `input`; on the first byte to mask, copies it into `out`.
-fn scrub_bytes(input: &Bytes, mut state: State, out: &mut Option<BytesMut>, masked: &mut u64) -> State {
+fn scrub_bytes(
+    input: &Bytes,
+    mut state: State,
+    out: &mut Option<BytesMut>,
+    masked: &mut u64,
+) -> State {
     let mut i = 0;
     while i < input.len() {
         let b = input[i];
@@ -88,7 +93,9 @@ fn scrub_bytes(input: &Bytes, mut state: State, out: &mut Option<BytesMut>, mask
             }
             State::Name(mut name) => {
                 if b == b':' {
-                    let is_secret = std::str::from_utf8(&name).map(is_secret_header).unwrap_or(false);
+                    let is_secret = std::str::from_utf8(&name)
+                        .map(is_secret_header)
+                        .unwrap_or(false);
                     if is_secret {
                         *masked += 1;
                         State::Masking
@@ -139,7 +146,14 @@ mod tests {
 
     fn chunk(data: &[u8]) -> DataChunk {
         DataChunk {
-            meta: EventMeta { pid: 1, tid: 1, fd: 3, conn_id: 9, ts_ns: 0, comm: String::new() },
+            meta: EventMeta {
+                pid: 1,
+                tid: 1,
+                fd: 3,
+                conn_id: 9,
+                ts_ns: 0,
+                comm: String::new(),
+            },
             direction: Direction::Egress,
             tls: true,
             offset: 0,

@@ -43,10 +43,18 @@ impl BodyDecoder {
             "" | "identity" => return Ok(None),
             "gzip" | "x-gzip" => Inner::Gzip(GzDecoder::new(Vec::new())),
             "deflate" => Inner::DeflatePending,
-            "br" => Inner::Brotli(Box::new(brotli_decompressor::DecompressorWriter::new(Vec::new(), 4096))),
+            "br" => Inner::Brotli(Box::new(brotli_decompressor::DecompressorWriter::new(
+                Vec::new(),
+                4096,
+            ))),
             other => return Err(DecodeError::Unsupported(other.to_owned())),
         };
-        Ok(Some(BodyDecoder { inner, max_output, produced: 0, failed: None }))
+        Ok(Some(BodyDecoder {
+            inner,
+            max_output,
+            produced: 0,
+            failed: None,
+        }))
     }
 
     /// Decodes the next compressed bytes, appending plain bytes to `out`.
@@ -60,7 +68,9 @@ impl BodyDecoder {
         if matches!(self.inner, Inner::DeflatePending) {
             // RFC 9110 `deflate` is zlib-wrapped; some servers send raw deflate. A zlib stream
             // starts with a CMF byte whose low nibble is 8 and (CMF*256+FLG) % 31 == 0.
-            let zlib = input.len() >= 2 && input[0] & 0x0f == 8 && (u16::from(input[0]) * 256 + u16::from(input[1])) % 31 == 0;
+            let zlib = input.len() >= 2
+                && input[0] & 0x0f == 8
+                && (u16::from(input[0]) * 256 + u16::from(input[1])) % 31 == 0;
             self.inner = if zlib || input.len() < 2 && input[0] == 0x78 {
                 Inner::Zlib(ZlibDecoder::new(Vec::new()))
             } else {
@@ -106,7 +116,11 @@ mod tests {
         e.finish().unwrap_or_default()
     }
 
-    fn decode_in_pieces(enc: &str, compressed: &[u8], piece: usize) -> Result<Vec<u8>, DecodeError> {
+    fn decode_in_pieces(
+        enc: &str,
+        compressed: &[u8],
+        piece: usize,
+    ) -> Result<Vec<u8>, DecodeError> {
         let mut d = BodyDecoder::for_encoding(enc, 1 << 20)?.ok_or(DecodeError::Corrupt)?;
         let mut out = Vec::new();
         for c in compressed.chunks(piece) {
@@ -115,13 +129,18 @@ mod tests {
         Ok(out)
     }
 
-    const SSE: &[u8] = b"data: {\"choices\":[{\"delta\":{\"content\":\"Hello\"}}]}\n\ndata: [DONE]\n\n";
+    const SSE: &[u8] =
+        b"data: {\"choices\":[{\"delta\":{\"content\":\"Hello\"}}]}\n\ndata: [DONE]\n\n";
 
     #[test]
     fn gzip_in_any_pieces() {
         let c = gzip(SSE);
         for piece in [1, 2, 3, 7, 64, 4096] {
-            assert_eq!(decode_in_pieces("gzip", &c, piece).as_deref(), Ok(SSE), "piece {piece}");
+            assert_eq!(
+                decode_in_pieces("gzip", &c, piece).as_deref(),
+                Ok(SSE),
+                "piece {piece}"
+            );
         }
     }
 
@@ -141,18 +160,34 @@ mod tests {
     fn brotli_stream() {
         // "Hello, brotli!" as compressed by the reference brotli encoder (Python `brotli.compress`).
         let data: &[u8] = &[
-            0x8b, 0x06, 0x80, 0x48, 0x65, 0x6c, 0x6c, 0x6f, 0x2c, 0x20, 0x62, 0x72, 0x6f, 0x74, 0x6c, 0x69, 0x21, 0x03,
+            0x8b, 0x06, 0x80, 0x48, 0x65, 0x6c, 0x6c, 0x6f, 0x2c, 0x20, 0x62, 0x72, 0x6f, 0x74,
+            0x6c, 0x69, 0x21, 0x03,
         ];
-        assert_eq!(decode_in_pieces("br", data, 1).as_deref(), Ok(&b"Hello, brotli!"[..]));
+        assert_eq!(
+            decode_in_pieces("br", data, 1).as_deref(),
+            Ok(&b"Hello, brotli!"[..])
+        );
     }
 
     #[test]
     fn identity_unsupported_corrupt_and_bombs() {
-        assert!(matches!(BodyDecoder::for_encoding("identity", 10), Ok(None)));
-        assert_eq!(BodyDecoder::for_encoding("zstd", 10).err(), Some(DecodeError::Unsupported("zstd".into())));
-        assert_eq!(decode_in_pieces("gzip", b"\x1f\x8b\x08\x00garbage-garbage-garbage", 4), Err(DecodeError::Corrupt));
+        assert!(matches!(
+            BodyDecoder::for_encoding("identity", 10),
+            Ok(None)
+        ));
+        assert_eq!(
+            BodyDecoder::for_encoding("zstd", 10).err(),
+            Some(DecodeError::Unsupported("zstd".into()))
+        );
+        assert_eq!(
+            decode_in_pieces("gzip", b"\x1f\x8b\x08\x00garbage-garbage-garbage", 4),
+            Err(DecodeError::Corrupt)
+        );
         let bomb = gzip(&vec![b'a'; 4 << 20]);
-        let mut d = BodyDecoder::for_encoding("gzip", 1 << 20).ok().flatten().expect("decoder");
+        let mut d = BodyDecoder::for_encoding("gzip", 1 << 20)
+            .ok()
+            .flatten()
+            .expect("decoder");
         let mut out = Vec::new();
         let mut res = Ok(());
         for c in bomb.chunks(1024) {
