@@ -1,0 +1,102 @@
+#!/usr/bin/env python3
+"""Benchmark: what llmprobe costs the traffic it observes, and what it costs itself.
+
+Usage (as root, after `cargo xtask build`):
+    bench_overhead.py [--requests 300] [--pairs 3]
+
+A keep-alive client (Python http.client over TLS, and over plain HTTP) makes `--requests`
+streamed chat completions (8 chunks, no injected delay) against the local test server. Each
+round runs the workload once without the agent and once with it, `--pairs` times, in one script
+on one machine, and reports the ratio with/without (median of pairs), the agent's CPU seconds per
+1000 calls, its peak RSS, and how many records it wrote (it must be every call, twice: client and
+server side).
+"""
+import argparse, http.client, json, os, signal, ssl, statistics, subprocess, sys, tempfile, time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+ASSETS = os.path.join(ROOT, "tests", "assets")
+
+
+def workload(port, tls, ca, n):
+    if tls:
+        ctx = ssl.create_default_context(cafile=ca)
+        conn = http.client.HTTPSConnection("localhost", port, context=ctx)
+    else:
+        conn = http.client.HTTPConnection("127.0.0.1", port)
+    body = json.dumps({"model": "bench", "stream": True, "messages": [{"role": "user", "content": "hi"}]})
+    t0 = time.perf_counter()
+    for _ in range(n):
+        conn.request("POST", "/v1/chat/completions", body, {"content-type": "application/json",
+                                                            "authorization": "Bearer sk-bench"})
+        r = conn.getresponse()
+        r.read()
+    conn.close()
+    return time.perf_counter() - t0
+
+
+def cpu_seconds(pid):
+    with open(f"/proc/{pid}/stat") as f:
+        parts = f.read().rsplit(")", 1)[1].split()
+    return (int(parts[11]) + int(parts[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def peak_rss_kib(pid):
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1])
+    return 0
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--requests", type=int, default=300)
+    ap.add_argument("--pairs", type=int, default=3)
+    a = ap.parse_args()
+    tmp = tempfile.mkdtemp(prefix="llmprobe-bench-")
+    subprocess.run(["bash", os.path.join(ASSETS, "gen_cert.sh"), tmp], check=True, capture_output=True)
+    ca, key = os.path.join(tmp, "cert.pem"), os.path.join(tmp, "key.pem")
+    servers = {}
+    for kind in ("tls", "plain"):
+        args = [sys.executable, os.path.join(ASSETS, "llm_server.py"), "--port", "0", "--ttft-ms", "0",
+                "--gap-ms", "0", "--chunks", "8"]
+        if kind == "tls":
+            args += ["--tls-cert", ca, "--tls-key", key]
+        p = subprocess.Popen(args, stdout=subprocess.PIPE, text=True)
+        servers[kind] = (p, int(p.stdout.readline().split()[1]))
+    try:
+        for kind in ("tls", "plain"):
+            port = servers[kind][1]
+            workload(port, kind == "tls", ca, 20)  # warm-up
+            ratios, cpu, rss, records, calls = [], 0.0, 0, 0, 0
+            for _ in range(a.pairs):
+                off = workload(port, kind == "tls", ca, a.requests)
+                out = os.path.join(tmp, f"rec-{kind}.jsonl")
+                if os.path.exists(out):
+                    os.remove(out)
+                agent = subprocess.Popen([os.path.join(ROOT, "target", "release", "llmprobe"), "run", "--jsonl", out,
+                                          "--metrics-addr", "127.0.0.1:0"], stderr=subprocess.PIPE, text=True)
+                for line in agent.stderr:
+                    if "ready:" in line:
+                        break
+                c0 = cpu_seconds(agent.pid)
+                on = workload(port, kind == "tls", ca, a.requests)
+                time.sleep(0.5)
+                cpu += cpu_seconds(agent.pid) - c0
+                rss = max(rss, peak_rss_kib(agent.pid))
+                agent.send_signal(signal.SIGINT)
+                agent.wait()
+                records += sum(1 for _ in open(out))
+                calls += a.requests
+                ratios.append(on / off)
+            print(f"{kind:5}: {a.requests} streamed calls x {a.pairs} pairs; wall time with/without agent: "
+                  f"median {statistics.median(ratios):.3f} (min {min(ratios):.3f}, max {max(ratios):.3f}); "
+                  f"agent CPU {cpu / calls * 1000:.3f} s per 1000 calls; agent peak RSS {rss / 1024:.1f} MiB; "
+                  f"records {records} for {calls} calls (client + server side: expect {2 * calls})")
+    finally:
+        for p, _ in servers.values():
+            p.kill()
+
+
+if __name__ == "__main__":
+    main()
