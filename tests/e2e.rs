@@ -34,7 +34,8 @@ fn check_timing(r: &Value, ttft_ms: u64, gap_ms: u64, slack_s: f64) {
 }
 
 /// The fields every completed streamed call to the test server must have.
-fn check_stream_record(r: &Value, role: &str, tls: bool, model: &str, with_usage: bool) {
+/// `usage_input`: Some(prompt tokens) when the stream carries usage, None when tokens are estimated.
+fn check_stream_record(r: &Value, role: &str, tls: bool, model: &str, usage_input: Option<u64>) {
     assert_eq!(r["role"], role, "{r}");
     assert_eq!(r["tls"], tls, "{r}");
     assert_eq!(r["http_method"], "POST", "{r}");
@@ -51,9 +52,9 @@ fn check_stream_record(r: &Value, role: &str, tls: bool, model: &str, with_usage
     assert_eq!(r["finish_reason"], "stop", "{r}");
     assert_eq!(r["aborted"], false, "{r}");
     assert_eq!(r["error_type"], Value::Null, "{r}");
-    if with_usage {
+    if let Some(input) = usage_input {
         assert_eq!(r["token_source"], "usage", "{r}");
-        assert_eq!(r["input_tokens"], PROMPT_TOKENS, "{r}");
+        assert_eq!(r["input_tokens"], input, "{r}");
         assert_eq!(r["reasoning_tokens"], 0, "{r}");
         assert_eq!(r["cached_input_tokens"], 0, "{r}");
     } else {
@@ -97,14 +98,14 @@ fn python_sdk_over_tls_keepalive_streams() {
         of(r, run.pid, "client").len() == 3 && of(r, server.pid, "server").len() == 3
     });
     for r in of(&recs, run.pid, "client") {
-        check_stream_record(&r, "client", true, "gpt-test", true);
+        check_stream_record(&r, "client", true, "gpt-test", Some(PROMPT_TOKENS));
         check_timing(&r, TTFT_MS, GAP_MS, 0.08);
         assert_eq!(r["server_address"], "localhost", "{r}");
         assert_eq!(r["server_port"], server.port, "{r}");
         assert_eq!(r["comm"], "python", "{r}");
     }
     for r in of(&recs, server.pid, "server") {
-        check_stream_record(&r, "server", true, "gpt-test", true);
+        check_stream_record(&r, "server", true, "gpt-test", Some(PROMPT_TOKENS));
         check_timing(&r, TTFT_MS, GAP_MS, 0.08);
     }
     assert!(agent.stop(), "agent did not exit cleanly on SIGTERM");
@@ -131,13 +132,42 @@ fn compressed_responses_gzip_stream_and_body() {
         of(r, streamed.pid, "client").len() == 1 && of(r, whole.pid, "client").len() == 1
     });
     let s = &of(&recs, streamed.pid, "client")[0];
-    check_stream_record(s, "client", true, "test-model", true);
+    check_stream_record(s, "client", true, "test-model", Some(PROMPT_TOKENS));
     check_timing(s, TTFT_MS, GAP_MS, 0.08);
     let w = &of(&recs, whole.pid, "client")[0];
     assert_eq!(w["stream"], false, "{w}");
     assert_eq!(w["token_source"], "usage", "{w}");
     assert_eq!(w["output_tokens"], CHUNKS, "{w}");
     assert_eq!(w["response_model"], "test-model-0001", "{w}");
+    assert!(agent.stop());
+    assert_no_secret(&[&agent.jsonl, &agent.log]);
+}
+
+#[test]
+fn large_prompts_keep_model_and_stream_flag() {
+    if !e2e_enabled() {
+        return;
+    }
+    let _g = serial();
+    let dir = scratch("large");
+    let tls = TestServer::start(true, TTFT_MS, GAP_MS, CHUNKS);
+    let plain = TestServer::start(false, TTFT_MS, GAP_MS, CHUNKS);
+    let mut agent = Agent::start(&dir, false, &[]);
+    // ~600 KB request bodies: far more than one call's capture, so the middle is a counted gap.
+    let words = 120_000u64;
+    let words_arg = words.to_string();
+    let a = run_client(openai_client(&tls, &["--stream", "--include-usage", "--prompt-words", &words_arg]));
+    let b = run_client(openai_client(&plain, &["--stream", "--include-usage", "--prompt-words", &words_arg]));
+    let recs = agent.wait_records("large-prompt records", WAIT, |r| {
+        of(r, a.pid, "client").len() == 1 && of(r, b.pid, "client").len() == 1
+    });
+    for (pid, tls_used) in [(a.pid, true), (b.pid, false)] {
+        let r = &of(&recs, pid, "client")[0];
+        check_stream_record(r, "client", tls_used, "test-model", Some(words + 3));
+        check_timing(r, TTFT_MS, GAP_MS, 0.08);
+    }
+    let metrics = agent.scrape();
+    assert!(metrics.contains("llmprobe_dropped_total{reason=\"capture_gap\"}"), "{metrics}");
     assert!(agent.stop());
     assert_no_secret(&[&agent.jsonl, &agent.log]);
 }
@@ -161,7 +191,7 @@ fn python_sdk_over_plain_http_stream_and_non_stream() {
         of(r, streamed.pid, "client").len() == 2 && of(r, whole.pid, "client").len() == 2
     });
     for r in of(&recs, streamed.pid, "client") {
-        check_stream_record(&r, "client", false, "test-model", false);
+        check_stream_record(&r, "client", false, "test-model", None);
         check_timing(&r, TTFT_MS, GAP_MS, 0.08);
         assert_eq!(r["peer_addr"], format!("127.0.0.1:{}", server.port), "{r}");
         assert_eq!(r["input_tokens"].as_u64().map(|n| n > 0), Some(true), "{r}");
@@ -226,13 +256,13 @@ fn curl_over_tls_and_plain_and_non_llm_traffic() {
         of(r, a.pid, "client").len() == 1 && of(r, b.pid, "client").len() == 1
     });
     let ra = &of(&recs, a.pid, "client")[0];
-    check_stream_record(ra, "client", true, "curl-tls", true);
+    check_stream_record(ra, "client", true, "curl-tls", Some(PROMPT_TOKENS));
     check_timing(ra, TTFT_MS, GAP_MS, 0.08);
     assert_eq!(ra["comm"], "curl");
     assert_eq!(ra["trace_id"], "4bf92f3577b34da6a3ce929d0e0e4736");
     assert_eq!(ra["peer_addr"], format!("127.0.0.1:{}", tls.port));
     let rb = &of(&recs, b.pid, "client")[0];
-    check_stream_record(rb, "client", false, "curl-plain", true);
+    check_stream_record(rb, "client", false, "curl-plain", Some(PROMPT_TOKENS));
     check_timing(rb, TTFT_MS, GAP_MS, 0.08);
     // Give the non-LLM exchanges time to be processed, then check none became a record.
     std::thread::sleep(Duration::from_millis(500));
@@ -278,12 +308,12 @@ fn node_fetch_over_tls_and_plain() {
         of(r, a.pid, "client").len() == 2 && of(r, b.pid, "client").len() == 2
     });
     for r in of(&recs, a.pid, "client") {
-        check_stream_record(&r, "client", true, "node-tls", true);
+        check_stream_record(&r, "client", true, "node-tls", Some(PROMPT_TOKENS));
         check_timing(&r, TTFT_MS, GAP_MS, 0.08);
         assert_eq!(r["comm"], "node");
     }
     for r in of(&recs, b.pid, "client") {
-        check_stream_record(&r, "client", false, "node-plain", true);
+        check_stream_record(&r, "client", false, "node-plain", Some(PROMPT_TOKENS));
         check_timing(&r, TTFT_MS, GAP_MS, 0.08);
     }
     assert!(agent.stop());
@@ -307,7 +337,7 @@ fn eight_concurrent_async_streams() {
         of(r, run.pid, "client").len() == 8
     });
     for r in of(&recs, run.pid, "client") {
-        check_stream_record(&r, "client", true, "test-model", true);
+        check_stream_record(&r, "client", true, "test-model", Some(PROMPT_TOKENS));
         // Eight interleaved streams on two cores: allow more scheduling slack.
         check_timing(&r, TTFT_MS, GAP_MS, 0.15);
     }
@@ -360,7 +390,7 @@ fn client_started_before_the_agent() {
         of(r, pid, "client").len() == 1
     });
     let r = &of(&recs, pid, "client")[0];
-    check_stream_record(r, "client", true, "test-model", true);
+    check_stream_record(r, "client", true, "test-model", Some(PROMPT_TOKENS));
     check_timing(r, TTFT_MS, GAP_MS, 0.08);
     assert!(agent.stop());
     assert_no_secret(&[&agent.jsonl, &agent.log]);

@@ -219,23 +219,26 @@ fn emit_piece(ev: *mut DataEvent, src: u64, n: u32, offset: u32) {
     }
 }
 
-/// Sends `len` bytes at user address `src` as data events of at most MAX_DATA bytes each.
+/// Sends `len` bytes at user address `src` as data events of at most MAX_DATA bytes each. A
+/// buffer longer than MAX_CHUNKS pieces sends its head and its last piece: the middle is a gap
+/// userspace sees from the offsets, and the tail keeps what JSON bodies put last (the OpenAI SDK
+/// writes `model` and `stream` after a long `messages` array).
 #[inline(always)]
 fn emit_buf(meta: &EmitMeta, src: u64, len: u32) {
     let Some(ev) = scratch_event(meta) else {
         return;
     };
+    let max = MAX_DATA as u32;
     let mut sent: u32 = 0;
-    for _ in 0..MAX_CHUNKS {
+    for i in 0..MAX_CHUNKS {
         if sent >= len {
             break;
         }
+        if i == MAX_CHUNKS - 1 && len - sent > max {
+            sent = len - max;
+        }
         let rem = len - sent;
-        let n: u32 = if rem > MAX_DATA as u32 {
-            MAX_DATA as u32
-        } else {
-            rem
-        };
+        let n: u32 = if rem > max { max } else { rem };
         emit_piece(ev, src + sent as u64, n, sent);
         sent += n;
     }

@@ -582,7 +582,11 @@ impl ConnTracker {
                             ex.on_request_body(&b, ts);
                         }
                     }
-                    HttpEvent::BodyGap(_) => {}
+                    HttpEvent::BodyGap(_) => {
+                        if let Some(ex) = c.pending.back_mut().and_then(|p| p.exchange.as_mut()) {
+                            ex.on_request_gap();
+                        }
+                    }
                     HttpEvent::MessageEnd => {
                         if let Some(ex) = c.pending.back_mut().and_then(|p| p.exchange.as_mut()) {
                             ex.on_request_end(ts);

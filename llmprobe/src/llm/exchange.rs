@@ -148,6 +148,13 @@ impl LlmExchange {
         );
     }
 
+    /// `n` request body bytes were not captured.
+    pub fn on_request_gap(&mut self) {
+        self.obs.request_body_partial = true;
+        // A byte that cannot occur in JSON keeps the scan from joining keys across the gap.
+        keep_capped(&mut self.req_body, b"\0", self.limits.max_request_body, &mut self.issues);
+    }
+
     /// The request is complete.
     pub fn on_request_end(&mut self, ts: u64) {
         self.last_ts = ts;

@@ -114,6 +114,8 @@ pub enum OutputKind {
 /// What a dialect learned from one request body, stream event or response body.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Observed {
+    /// Part of the request body was not captured (a gap), so only a best-effort scan was possible.
+    pub request_body_partial: bool,
     /// Model asked for.
     pub request_model: Option<String>,
     /// Streaming requested.
@@ -157,6 +159,67 @@ pub fn detect(head: &RequestHead) -> Option<Box<dyn ProviderDialect>> {
     openai::detect(head)
 }
 
+/// Finds `"key": "value"` in JSON bytes that may be cut (a capture gap) and so cannot be parsed:
+/// the last occurrence whose quotes are real (not escaped inside a string). Used only as a
+/// fallback when the whole body does not parse.
+pub fn scan_json_string(body: &[u8], key: &str) -> Option<String> {
+    let pos = scan_key(body, key)?;
+    let rest = &body[pos..];
+    let rest = rest.strip_prefix(b"\"").or_else(|| None)?;
+    let mut out = Vec::new();
+    let mut escaped = false;
+    for &b in rest.iter().take(512) {
+        match (escaped, b) {
+            (true, _) => {
+                out.push(b);
+                escaped = false;
+            }
+            (false, b'\\') => escaped = true,
+            (false, b'"') => return String::from_utf8(out).ok(),
+            (false, _) => out.push(b),
+        }
+    }
+    None
+}
+
+/// Like [`scan_json_string`] for a boolean value.
+pub fn scan_json_bool(body: &[u8], key: &str) -> Option<bool> {
+    let pos = scan_key(body, key)?;
+    let rest = &body[pos..];
+    if rest.starts_with(b"true") {
+        Some(true)
+    } else if rest.starts_with(b"false") {
+        Some(false)
+    } else {
+        None
+    }
+}
+
+/// Position just after `"key"` + optional whitespace + `:` + optional whitespace, last match.
+fn scan_key(body: &[u8], key: &str) -> Option<usize> {
+    let needle = format!("\"{key}\"");
+    let n = needle.as_bytes();
+    let mut found = None;
+    let mut i = 0;
+    while i + n.len() <= body.len() {
+        if &body[i..i + n.len()] == n && (i == 0 || body[i - 1] != b'\\') {
+            let mut j = i + n.len();
+            while j < body.len() && body[j].is_ascii_whitespace() {
+                j += 1;
+            }
+            if j < body.len() && body[j] == b':' {
+                j += 1;
+                while j < body.len() && body[j].is_ascii_whitespace() {
+                    j += 1;
+                }
+                found = Some(j);
+            }
+        }
+        i += 1;
+    }
+    found
+}
+
 /// Provider name refined from the server's host name.
 pub fn provider_for_host(host: Option<&str>, dialect_default: &'static str) -> String {
     let Some(host) = host else {
@@ -184,4 +247,20 @@ pub fn provider_for_host(host: Option<&str>, dialect_default: &'static str) -> S
         }
     }
     dialect_default.to_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn scans_cut_json() {
+        let body = br#"{"messages":[{"role":"user","content":"say \"model\": \"x\""}, {"con"#;
+        let cut = [&body[..], b"\0", br#"tent":"..."}],"model":"gpt-4o","stream":true}"#].concat();
+        assert_eq!(scan_json_string(&cut, "model").as_deref(), Some("gpt-4o"));
+        assert_eq!(scan_json_bool(&cut, "stream"), Some(true));
+        assert_eq!(scan_json_string(b"{\"model\" : \"a\\\"b\"}", "model").as_deref(), Some("a\"b"));
+        assert_eq!(scan_json_string(b"no json here", "model"), None);
+        assert_eq!(scan_json_bool(br#"{"stream": 1}"#, "stream"), None);
+    }
 }

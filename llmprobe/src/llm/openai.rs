@@ -206,6 +206,9 @@ impl ProviderDialect for OpenAi {
 
     fn on_request_body(&mut self, body: &[u8], out: &mut Observed) {
         let Ok(v) = serde_json::from_slice::<Value>(body) else {
+            // A body cut by a capture gap: the model and stream flag are usually still there.
+            out.request_model = super::scan_json_string(body, "model");
+            out.stream = super::scan_json_bool(body, "stream");
             return;
         };
         out.request_model = s(&v, "model");
@@ -358,6 +361,15 @@ mod tests {
                 cached_input_tokens: Some(2)
             }
         );
+    }
+
+    #[test]
+    fn reads_the_model_of_a_request_cut_by_a_gap() {
+        let mut d = OpenAi { api: OpenAiApi::ChatCompletions };
+        let mut o = Observed::default();
+        d.on_request_body(b"{\"model\":\"test-model\",\"stream\":true,\"messages\":[{\"role\":\"user\",\"content\":\"w0 w1\0w998 w999\"}]}", &mut o);
+        assert_eq!(o.request_model.as_deref(), Some("test-model"));
+        assert_eq!(o.stream, Some(true));
     }
 
     #[test]

@@ -71,6 +71,8 @@ def parse_args():
     ap.add_argument("--concurrent", type=int, default=0)
     ap.add_argument("--abort-after", type=int, default=None)
     ap.add_argument("--prompt", default="Say hello to the test server")
+    ap.add_argument("--prompt-words", type=int, default=0,
+                    help="use a prompt of N words instead (large request bodies)")
     ap.add_argument("--header", action="append", default=[], metavar="K=V")
     ap.add_argument("--wait-file")
     ap.add_argument("--traceparent")
@@ -81,6 +83,8 @@ def parse_args():
                     help="record an HTTP error status (e.g. forced 429) instead of failing")
     ap.add_argument("--client", choices=["auto", "sync", "async"], default="auto")
     a = ap.parse_args()
+    if a.prompt_words > 0:
+        a.prompt = " ".join(f"w{i % 1000}" for i in range(a.prompt_words))
     if a.concurrent or a.abort_after is not None:
         a.stream = True
     if a.client == "auto":
