@@ -2,8 +2,13 @@
 //! [`LlmCall`] record: provider, model, tokens, timings, status, errors. Dialects sit behind the
 //! [`ProviderDialect`] trait, one file each; [`exchange::LlmExchange`] drives them from HTTP events.
 
+pub mod anthropic;
+pub mod dashscope;
 pub mod exchange;
+pub mod gemini;
+pub mod ollama;
 pub mod openai;
+pub mod openai_responses;
 
 use serde::Serialize;
 
@@ -156,7 +161,14 @@ pub trait ProviderDialect: Send {
 
 /// Picks the dialect for a request head, or None for non-LLM HTTP.
 pub fn detect(head: &RequestHead) -> Option<Box<dyn ProviderDialect>> {
-    openai::detect(head)
+    // Most specific paths first; the OpenAI-compatible catch-alls (`.../chat/completions`,
+    // `.../completions`, `.../embeddings`) last.
+    anthropic::detect(head)
+        .or_else(|| gemini::detect(head))
+        .or_else(|| ollama::detect(head))
+        .or_else(|| dashscope::detect(head))
+        .or_else(|| openai_responses::detect(head))
+        .or_else(|| openai::detect(head))
 }
 
 /// Finds `"key": "value"` in JSON bytes that may be cut (a capture gap) and so cannot be parsed:
