@@ -156,8 +156,14 @@ fn large_prompts_keep_model_and_stream_flag() {
     // ~600 KB request bodies: far more than one call's capture, so the middle is a counted gap.
     let words = 120_000u64;
     let words_arg = words.to_string();
-    let a = run_client(openai_client(&tls, &["--stream", "--include-usage", "--prompt-words", &words_arg]));
-    let b = run_client(openai_client(&plain, &["--stream", "--include-usage", "--prompt-words", &words_arg]));
+    let a = run_client(openai_client(
+        &tls,
+        &["--stream", "--include-usage", "--prompt-words", &words_arg],
+    ));
+    let b = run_client(openai_client(
+        &plain,
+        &["--stream", "--include-usage", "--prompt-words", &words_arg],
+    ));
     let recs = agent.wait_records("large-prompt records", WAIT, |r| {
         of(r, a.pid, "client").len() == 1 && of(r, b.pid, "client").len() == 1
     });
@@ -167,7 +173,10 @@ fn large_prompts_keep_model_and_stream_flag() {
         check_timing(r, TTFT_MS, GAP_MS, 0.08);
     }
     let metrics = agent.scrape();
-    assert!(metrics.contains("llmprobe_dropped_total{reason=\"capture_gap\"}"), "{metrics}");
+    assert!(
+        metrics.contains("llmprobe_dropped_total{reason=\"capture_gap\"}"),
+        "{metrics}"
+    );
     assert!(agent.stop());
     assert_no_secret(&[&agent.jsonl, &agent.log]);
 }

@@ -563,12 +563,20 @@ impl ConnTracker {
                         c.resp
                             .expect_response(h.method == "HEAD" || h.method == "CONNECT");
                         let start = c.req_msg_start.take().unwrap_or(ts);
-                        let exchange = llm::detect(&h)
-                            .map(|d| LlmExchange::new(&h, d, start, self.cfg.exchange));
-                        if exchange.is_some() {
-                            c.llm_seen = true;
-                            c.non_llm_streak = 0;
-                        } else {
+                        let exchange = match llm::detect(&h) {
+                            Some(d) => {
+                                c.llm_seen = true;
+                                c.non_llm_streak = 0;
+                                Some(LlmExchange::new(&h, d, start, self.cfg.exchange))
+                            }
+                            // Unknown path: the request body decides (see MessageEnd below).
+                            None => llm::detect_candidate(&h).map(|d| {
+                                let mut ex = LlmExchange::new(&h, d, start, self.cfg.exchange);
+                                ex.set_candidate();
+                                ex
+                            }),
+                        };
+                        if exchange.is_none() {
                             c.non_llm_streak += 1;
                         }
                         if c.pending.len() >= self.cfg.max_pending_exchanges {
@@ -588,8 +596,17 @@ impl ConnTracker {
                         }
                     }
                     HttpEvent::MessageEnd => {
-                        if let Some(ex) = c.pending.back_mut().and_then(|p| p.exchange.as_mut()) {
+                        if let Some(p) = c.pending.back_mut()
+                            && let Some(ex) = p.exchange.as_mut()
+                        {
                             ex.on_request_end(ts);
+                            if ex.is_rejected() {
+                                p.exchange = None;
+                                c.non_llm_streak += 1;
+                            } else if !c.llm_seen {
+                                c.llm_seen = true;
+                                c.non_llm_streak = 0;
+                            }
                         }
                     }
                     HttpEvent::ResponseHead(_) => {}
@@ -636,6 +653,9 @@ impl ConnTracker {
         }
         for _ in 0..issues.oversized_events {
             self.metrics.parse_error("sse");
+        }
+        for _ in 0..issues.oversized_lines {
+            self.metrics.parse_error("ndjson");
         }
         for _ in 0..issues.truncated_bodies {
             self.metrics.drop_for("body_over_limit");

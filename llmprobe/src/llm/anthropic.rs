@@ -1,9 +1,645 @@
-//! Placeholder: filled in by the anthropic dialect work.
+//! The Anthropic Messages dialect: `POST /v1/messages`, streamed as typed SSE events
+//! (`message_start`, `content_block_delta`, `message_delta`, `message_stop`, ...) or answered with
+//! one `message` object. Recognised by method and path, not by host, so gateways that mount the
+//! API under a prefix (`/anthropic/v1/messages`) are recognised too.
 
-use super::ProviderDialect;
+use serde_json::Value;
+
+use super::{Observed, OutputKind, ProviderDialect, Usage};
 use crate::protocol::http1::RequestHead;
+use crate::protocol::sse::SseEvent;
 
-/// Recognises this dialect's requests.
-pub fn detect(_head: &RequestHead) -> Option<Box<dyn ProviderDialect>> {
-    None
+/// The dialect. Keeps the input-token components, since Anthropic reports them separately and
+/// may report them again (cumulatively) in a later event.
+#[derive(Debug, Default)]
+pub struct Anthropic {
+    /// `input_tokens`: prompt tokens neither read from nor written to the cache.
+    input: Option<u64>,
+    /// `cache_read_input_tokens`.
+    cache_read: Option<u64>,
+    /// `cache_creation_input_tokens`.
+    cache_creation: Option<u64>,
+}
+
+/// Recognises Messages API requests by method and path: `POST .../v1/messages`, or `.../messages`
+/// under a path that names Anthropic or Claude (a gateway prefix). `count_tokens` and `batches`
+/// are other operations and are not recognised.
+pub fn detect(head: &RequestHead) -> Option<Box<dyn ProviderDialect>> {
+    if head.method != "POST" {
+        return None;
+    }
+    let path = head
+        .path
+        .split(['?', '#'])
+        .next()
+        .unwrap_or("")
+        .trim_end_matches('/');
+    let lower = path.to_ascii_lowercase();
+    let ok = lower.ends_with("/v1/messages")
+        || (lower.ends_with("/messages")
+            && (lower.contains("anthropic") || lower.contains("claude")));
+    ok.then(|| Box::new(Anthropic::default()) as Box<dyn ProviderDialect>)
+}
+
+fn u(v: &Value, key: &str) -> Option<u64> {
+    v.get(key).and_then(Value::as_u64)
+}
+
+fn s(v: &Value, key: &str) -> Option<String> {
+    nonempty_str(v.get(key)).map(str::to_owned)
+}
+
+fn nonempty_str(v: Option<&Value>) -> Option<&str> {
+    v.and_then(Value::as_str).filter(|s| !s.is_empty())
+}
+
+fn chars(s: &str) -> u64 {
+    s.chars().count() as u64
+}
+
+/// Characters of prompt text in a `system` or message `content` value: a string, or an array of
+/// blocks whose `text` counts (a `tool_result` block's nested `content` too).
+fn content_chars(c: &Value) -> u64 {
+    match c {
+        Value::String(s) => chars(s),
+        Value::Array(blocks) => blocks
+            .iter()
+            .map(|b| match b {
+                Value::String(s) => chars(s),
+                _ => {
+                    b.get("text")
+                        .and_then(Value::as_str)
+                        .map(chars)
+                        .unwrap_or(0)
+                        + b.get("content").map(content_chars).unwrap_or(0)
+                }
+            })
+            .sum(),
+        _ => 0,
+    }
+}
+
+/// The `error.type` of an `{"type":"error","error":{...}}` object.
+fn error_of(v: &Value) -> Option<String> {
+    let e = v.get("error")?;
+    if e.is_null() {
+        return None;
+    }
+    Some(nonempty_str(e.get("type")).unwrap_or("error").to_owned())
+}
+
+impl Anthropic {
+    /// Reads a `usage` object (cumulative: reported fields replace earlier ones). `input_tokens`
+    /// becomes the whole prompt: Anthropic's own `input_tokens` excludes cache reads and cache
+    /// writes, which are added so that `cached_input_tokens` is a part of it, as with the other
+    /// dialects. `output_tokens` already includes thinking.
+    fn read_usage(&mut self, usage: &Value, out: &mut Usage) {
+        if !usage.is_object() {
+            return;
+        }
+        if let Some(n) = u(usage, "input_tokens") {
+            self.input = Some(n);
+        }
+        if let Some(n) = u(usage, "cache_read_input_tokens") {
+            self.cache_read = Some(n);
+            out.cached_input_tokens = Some(n);
+        }
+        if let Some(n) = u(usage, "cache_creation_input_tokens") {
+            self.cache_creation = Some(n);
+        }
+        if let Some(n) = u(usage, "output_tokens") {
+            out.output_tokens = Some(n);
+        }
+        if let Some(input) = self.input {
+            out.input_tokens = Some(
+                input
+                    .saturating_add(self.cache_read.unwrap_or(0))
+                    .saturating_add(self.cache_creation.unwrap_or(0)),
+            );
+        }
+    }
+
+    /// Reads the id, model and usage of a `message` object (a whole response, or the one inside
+    /// `message_start`).
+    fn read_message(&mut self, m: &Value, out: &mut Observed) {
+        if let Some(model) = s(m, "model") {
+            out.response_model = Some(model);
+        }
+        if let Some(id) = s(m, "id") {
+            out.response_id.get_or_insert(id);
+        }
+        if let Some(fr) = s(m, "stop_reason") {
+            out.finish_reason = Some(fr);
+        }
+        if let Some(usage) = m.get("usage") {
+            self.read_usage(usage, &mut out.usage);
+        }
+    }
+
+    /// Counts the output text of one content block (or block start); returns what it carried.
+    fn read_block(b: &Value, out: &mut Observed) -> OutputKind {
+        match b.get("type").and_then(Value::as_str) {
+            Some("text") => match nonempty_str(b.get("text")) {
+                Some(t) => {
+                    out.output_chars += chars(t);
+                    OutputKind::Answer
+                }
+                None => OutputKind::None,
+            },
+            Some("thinking") => match nonempty_str(b.get("thinking")) {
+                Some(t) => {
+                    out.output_chars += chars(t);
+                    OutputKind::Reasoning
+                }
+                None => OutputKind::None,
+            },
+            // A whole response's tool call: its arguments, as the stream would have sent them.
+            Some("tool_use") => match b.get("input") {
+                Some(input) if input.as_object().is_some_and(|o| !o.is_empty()) => {
+                    out.output_chars += chars(&input.to_string());
+                    OutputKind::Answer
+                }
+                _ => OutputKind::None,
+            },
+            _ => OutputKind::None,
+        }
+    }
+
+    /// Reads a `content_block_delta`'s `delta`.
+    fn read_delta(d: &Value, out: &mut Observed) -> OutputKind {
+        let (key, kind) = match d.get("type").and_then(Value::as_str) {
+            Some("text_delta") => ("text", OutputKind::Answer),
+            Some("thinking_delta") => ("thinking", OutputKind::Reasoning),
+            Some("input_json_delta") => ("partial_json", OutputKind::Answer),
+            // signature_delta, citations_delta and anything newer carry no output text.
+            _ => return OutputKind::None,
+        };
+        match nonempty_str(d.get(key)) {
+            Some(t) => {
+                out.output_chars += chars(t);
+                kind
+            }
+            None => OutputKind::None,
+        }
+    }
+}
+
+impl ProviderDialect for Anthropic {
+    fn provider(&self) -> &'static str {
+        "anthropic"
+    }
+
+    fn api(&self) -> &'static str {
+        "anthropic.messages"
+    }
+
+    fn operation(&self) -> &'static str {
+        "chat"
+    }
+
+    fn on_request_body(&mut self, body: &[u8], out: &mut Observed) {
+        let Ok(v) = serde_json::from_slice::<Value>(body) else {
+            // A body cut by a capture gap: the model and stream flag are usually still there.
+            out.request_model = super::scan_json_string(body, "model");
+            out.stream = super::scan_json_bool(body, "stream");
+            return;
+        };
+        out.request_model = s(&v, "model");
+        out.stream = Some(v.get("stream").and_then(Value::as_bool).unwrap_or(false));
+        let mut n = v.get("system").map(content_chars).unwrap_or(0);
+        if let Some(msgs) = v.get("messages").and_then(Value::as_array) {
+            for m in msgs {
+                n += m.get("content").map(content_chars).unwrap_or(0);
+            }
+        }
+        out.prompt_chars = n;
+    }
+
+    fn on_stream_event(&mut self, ev: &SseEvent, out: &mut Observed) -> OutputKind {
+        let data = ev.data.trim();
+        if data.is_empty() {
+            return OutputKind::None;
+        }
+        let Ok(v) = serde_json::from_str::<Value>(data) else {
+            if ev.event.as_deref() == Some("error") && out.error.is_none() {
+                out.error = Some("error".to_owned());
+            }
+            return OutputKind::None;
+        };
+        let ty = v
+            .get("type")
+            .and_then(Value::as_str)
+            .or(ev.event.as_deref())
+            .unwrap_or("");
+        match ty {
+            "message_start" => {
+                if let Some(m) = v.get("message") {
+                    self.read_message(m, out);
+                }
+                OutputKind::None
+            }
+            "content_block_start" => v
+                .get("content_block")
+                .map(|b| Self::read_block(b, out))
+                .unwrap_or(OutputKind::None),
+            "content_block_delta" => v
+                .get("delta")
+                .map(|d| Self::read_delta(d, out))
+                .unwrap_or(OutputKind::None),
+            "message_delta" => {
+                if let Some(fr) = v.get("delta").and_then(|d| s(d, "stop_reason")) {
+                    out.finish_reason = Some(fr);
+                }
+                if let Some(usage) = v.get("usage") {
+                    self.read_usage(usage, &mut out.usage);
+                }
+                OutputKind::None
+            }
+            "message_stop" => {
+                out.terminal = true;
+                OutputKind::None
+            }
+            "error" => {
+                out.error = Some(error_of(&v).unwrap_or_else(|| "error".to_owned()));
+                OutputKind::None
+            }
+            // ping, content_block_stop, and event types added later.
+            _ => OutputKind::None,
+        }
+    }
+
+    fn on_response_body(&mut self, body: &[u8], out: &mut Observed) {
+        let Ok(v) = serde_json::from_slice::<Value>(body) else {
+            return;
+        };
+        if !v.is_object() {
+            return;
+        }
+        if v.get("type").and_then(Value::as_str) == Some("error") {
+            out.error = Some(error_of(&v).unwrap_or_else(|| "error".to_owned()));
+        } else {
+            self.read_message(&v, out);
+            if let Some(blocks) = v.get("content").and_then(Value::as_array) {
+                for b in blocks {
+                    Self::read_block(b, out);
+                }
+            }
+        }
+        out.terminal = true;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn head(method: &str, path: &str) -> RequestHead {
+        RequestHead {
+            method: method.into(),
+            path: path.into(),
+            headers: vec![],
+        }
+    }
+
+    fn ev(event: &str, data: &str) -> SseEvent {
+        SseEvent {
+            event: Some(event.into()),
+            data: data.into(),
+            id: None,
+        }
+    }
+
+    #[test]
+    fn detects_by_path() {
+        for p in [
+            "/v1/messages",
+            "/v1/messages/",
+            "/v1/messages?beta=true",
+            "/anthropic/v1/messages",
+            "/api/providers/anthropic/messages",
+            "/claude/messages",
+        ] {
+            let d = detect(&head("POST", p));
+            assert_eq!(
+                d.as_ref().map(|d| d.api()),
+                Some("anthropic.messages"),
+                "{p}"
+            );
+            assert_eq!(d.as_ref().map(|d| d.provider()), Some("anthropic"));
+            assert_eq!(d.as_ref().map(|d| d.operation()), Some("chat"));
+        }
+        for p in [
+            "/v1/messages/count_tokens",
+            "/v1/messages/batches",
+            "/v1/messages/batches/msgbatch_1/results",
+            "/v1/threads/thread_1/messages",
+            "/v1/chat/completions",
+            "/v1/messagesx",
+            "/messages",
+            "/chat/room/messages",
+        ] {
+            assert!(detect(&head("POST", p)).is_none(), "{p}");
+        }
+        assert!(detect(&head("GET", "/v1/messages")).is_none());
+    }
+
+    #[test]
+    fn reads_request() {
+        let mut d = Anthropic::default();
+        let mut o = Observed::default();
+        d.on_request_body(
+            br#"{"model":"claude-sonnet-4-5","max_tokens":1024,"system":"be brief","messages":[{"role":"user","content":"hello"},{"role":"assistant","content":[{"type":"text","text":"abc"},{"type":"tool_use","id":"t1","name":"f","input":{}}]},{"role":"user","content":[{"type":"tool_result","tool_use_id":"t1","content":[{"type":"text","text":"42"}]},{"type":"image","source":{"type":"base64","data":"AAAA"}}]}],"stream":true}"#,
+            &mut o,
+        );
+        assert_eq!(o.request_model.as_deref(), Some("claude-sonnet-4-5"));
+        assert_eq!(o.stream, Some(true));
+        assert_eq!(o.prompt_chars, 8 + 5 + 3 + 2);
+
+        let mut o = Observed::default();
+        d.on_request_body(
+            br#"{"model":"m","system":[{"type":"text","text":"sys","cache_control":{"type":"ephemeral"}}],"messages":[{"role":"user","content":"h\u00e9"}]}"#,
+            &mut o,
+        );
+        assert_eq!(o.stream, Some(false));
+        assert_eq!(o.prompt_chars, 5);
+    }
+
+    #[test]
+    fn reads_the_model_of_a_request_cut_by_a_gap() {
+        let mut d = Anthropic::default();
+        let mut o = Observed::default();
+        d.on_request_body(b"{\"model\":\"claude-x\",\"max_tokens\":64,\"stream\":true,\"messages\":[{\"role\":\"user\",\"content\":\"w0 w1\0w998 w999\"}]}", &mut o);
+        assert_eq!(o.request_model.as_deref(), Some("claude-x"));
+        assert_eq!(o.stream, Some(true));
+        assert_eq!(o.prompt_chars, 0);
+    }
+
+    #[test]
+    fn reads_a_stream_with_thinking() {
+        let mut d = Anthropic::default();
+        let mut o = Observed::default();
+        let frames = [
+            (
+                "message_start",
+                r#"{"type":"message_start","message":{"id":"msg_1","model":"claude-x","content":[],"stop_reason":null,"usage":{"input_tokens":25,"cache_creation_input_tokens":0,"cache_read_input_tokens":0,"output_tokens":1}}}"#,
+                OutputKind::None,
+            ),
+            (
+                "content_block_start",
+                r#"{"type":"content_block_start","index":0,"content_block":{"type":"thinking","thinking":""}}"#,
+                OutputKind::None,
+            ),
+            (
+                "content_block_delta",
+                r#"{"type":"content_block_delta","index":0,"delta":{"type":"thinking_delta","thinking":"..."}}"#,
+                OutputKind::Reasoning,
+            ),
+            ("ping", r#"{"type": "ping"}"#, OutputKind::None),
+            (
+                "content_block_delta",
+                r#"{"type":"content_block_delta","index":0,"delta":{"type":"signature_delta","signature":"EqQBCgIYAhIM"}}"#,
+                OutputKind::None,
+            ),
+            (
+                "content_block_stop",
+                r#"{"type":"content_block_stop","index":0}"#,
+                OutputKind::None,
+            ),
+            (
+                "content_block_start",
+                r#"{"type":"content_block_start","index":1,"content_block":{"type":"text","text":""}}"#,
+                OutputKind::None,
+            ),
+            (
+                "content_block_delta",
+                r#"{"type":"content_block_delta","index":1,"delta":{"type":"text_delta","text":"Hello"}}"#,
+                OutputKind::Answer,
+            ),
+            (
+                "content_block_stop",
+                r#"{"type":"content_block_stop","index":1}"#,
+                OutputKind::None,
+            ),
+            (
+                "message_delta",
+                r#"{"type":"message_delta","delta":{"stop_reason":"end_turn","stop_sequence":null},"usage":{"output_tokens":15}}"#,
+                OutputKind::None,
+            ),
+        ];
+        for (event, data, want) in frames {
+            assert_eq!(d.on_stream_event(&ev(event, data), &mut o), want, "{data}");
+            assert!(!o.terminal);
+        }
+        assert_eq!(
+            d.on_stream_event(&ev("message_stop", r#"{"type":"message_stop"}"#), &mut o),
+            OutputKind::None
+        );
+        assert!(o.terminal);
+        assert_eq!(o.response_model.as_deref(), Some("claude-x"));
+        assert_eq!(o.response_id.as_deref(), Some("msg_1"));
+        assert_eq!(o.finish_reason.as_deref(), Some("end_turn"));
+        assert_eq!(o.output_chars, 3 + 5);
+        assert_eq!(o.error, None);
+        assert_eq!(
+            o.usage,
+            Usage {
+                input_tokens: Some(25),
+                output_tokens: Some(15),
+                reasoning_tokens: None,
+                cached_input_tokens: Some(0),
+            }
+        );
+    }
+
+    #[test]
+    fn uses_the_sse_event_name_when_data_has_no_type() {
+        let mut d = Anthropic::default();
+        let mut o = Observed::default();
+        assert_eq!(
+            d.on_stream_event(
+                &ev(
+                    "content_block_delta",
+                    r#"{"index":0,"delta":{"type":"text_delta","text":"Hi"}}"#
+                ),
+                &mut o
+            ),
+            OutputKind::Answer
+        );
+        d.on_stream_event(&ev("message_stop", "{}"), &mut o);
+        assert!(o.terminal);
+        assert_eq!(o.output_chars, 2);
+    }
+
+    #[test]
+    fn reads_tool_use() {
+        let mut d = Anthropic::default();
+        let mut o = Observed::default();
+        let frames = [
+            (
+                r#"{"type":"content_block_start","index":1,"content_block":{"type":"tool_use","id":"toolu_1","name":"get_weather","input":{}}}"#,
+                OutputKind::None,
+            ),
+            (
+                r#"{"type":"content_block_delta","index":1,"delta":{"type":"input_json_delta","partial_json":""}}"#,
+                OutputKind::None,
+            ),
+            (
+                r#"{"type":"content_block_delta","index":1,"delta":{"type":"input_json_delta","partial_json":"{\"location\": \"Par"}}"#,
+                OutputKind::Answer,
+            ),
+            (
+                r#"{"type":"content_block_delta","index":1,"delta":{"type":"input_json_delta","partial_json":"is\"}"}}"#,
+                OutputKind::Answer,
+            ),
+            (
+                r#"{"type":"message_delta","delta":{"stop_reason":"tool_use","stop_sequence":null},"usage":{"output_tokens":40}}"#,
+                OutputKind::None,
+            ),
+        ];
+        for (data, want) in frames {
+            let e = SseEvent {
+                event: None,
+                data: data.into(),
+                id: None,
+            };
+            assert_eq!(d.on_stream_event(&e, &mut o), want, "{data}");
+        }
+        assert_eq!(o.output_chars, 17 + 4);
+        assert_eq!(o.finish_reason.as_deref(), Some("tool_use"));
+        assert_eq!(o.usage.output_tokens, Some(40));
+    }
+
+    #[test]
+    fn usage_counts_cached_prompt_tokens_and_replaces_cumulative_reports() {
+        let mut d = Anthropic::default();
+        let mut o = Observed::default();
+        d.on_stream_event(
+            &ev("message_start", r#"{"type":"message_start","message":{"id":"msg_2","model":"claude-x","usage":{"input_tokens":10,"cache_creation_input_tokens":5,"cache_read_input_tokens":100,"output_tokens":1}}}"#),
+            &mut o,
+        );
+        assert_eq!(o.usage.input_tokens, Some(115));
+        assert_eq!(o.usage.cached_input_tokens, Some(100));
+        assert_eq!(o.usage.output_tokens, Some(1));
+        d.on_stream_event(
+            &ev("message_delta", r#"{"type":"message_delta","delta":{"stop_reason":"max_tokens"},"usage":{"output_tokens":7}}"#),
+            &mut o,
+        );
+        d.on_stream_event(
+            &ev("message_delta", r#"{"type":"message_delta","delta":{},"usage":{"input_tokens":12,"output_tokens":9}}"#),
+            &mut o,
+        );
+        assert_eq!(
+            o.usage,
+            Usage {
+                input_tokens: Some(117),
+                output_tokens: Some(9),
+                reasoning_tokens: None,
+                cached_input_tokens: Some(100),
+            }
+        );
+        assert_eq!(o.finish_reason.as_deref(), Some("max_tokens"));
+    }
+
+    #[test]
+    fn reads_stream_errors() {
+        let mut d = Anthropic::default();
+        let mut o = Observed::default();
+        assert_eq!(
+            d.on_stream_event(
+                &ev(
+                    "error",
+                    r#"{"type":"error","error":{"type":"overloaded_error","message":"Overloaded"}}"#
+                ),
+                &mut o
+            ),
+            OutputKind::None
+        );
+        assert_eq!(o.error.as_deref(), Some("overloaded_error"));
+        assert!(!o.terminal);
+
+        let mut o = Observed::default();
+        d.on_stream_event(&ev("error", "upstream went away"), &mut o);
+        assert_eq!(o.error.as_deref(), Some("error"));
+    }
+
+    #[test]
+    fn reads_whole_responses() {
+        let mut d = Anthropic::default();
+        let mut o = Observed::default();
+        d.on_response_body(
+            br#"{"id":"msg_01","type":"message","role":"assistant","model":"claude-sonnet-4-5-20250929","content":[{"type":"thinking","thinking":"hmm","signature":"sig"},{"type":"text","text":"Hi there"},{"type":"tool_use","id":"toolu_1","name":"f","input":{"a":1}}],"stop_reason":"tool_use","stop_sequence":null,"usage":{"input_tokens":20,"cache_creation_input_tokens":0,"cache_read_input_tokens":4,"output_tokens":30}}"#,
+            &mut o,
+        );
+        assert!(o.terminal);
+        assert_eq!(o.response_id.as_deref(), Some("msg_01"));
+        assert_eq!(
+            o.response_model.as_deref(),
+            Some("claude-sonnet-4-5-20250929")
+        );
+        assert_eq!(o.finish_reason.as_deref(), Some("tool_use"));
+        assert_eq!(o.output_chars, 3 + 8 + 7);
+        assert_eq!(
+            o.usage,
+            Usage {
+                input_tokens: Some(24),
+                output_tokens: Some(30),
+                reasoning_tokens: None,
+                cached_input_tokens: Some(4),
+            }
+        );
+        assert_eq!(o.error, None);
+
+        let mut d = Anthropic::default();
+        let mut o = Observed::default();
+        d.on_response_body(
+            br#"{"type":"error","error":{"type":"rate_limit_error","message":"slow down"},"request_id":"req_1"}"#,
+            &mut o,
+        );
+        assert_eq!(o.error.as_deref(), Some("rate_limit_error"));
+        assert!(o.terminal);
+        assert_eq!(o.usage, Usage::default());
+    }
+
+    #[test]
+    fn survives_garbage() {
+        let mut d = Anthropic::default();
+        let mut o = Observed::default();
+        d.on_request_body(b"{not json", &mut o);
+        d.on_response_body(b"\x00\xff", &mut o);
+        d.on_response_body(b"[1,2]", &mut o);
+        for (event, data) in [
+            ("message_start", r#"{"type":"message_start","message":[1]}"#),
+            (
+                "message_start",
+                r#"{"type":"message_start","message":{"usage":"x","model":7}}"#,
+            ),
+            (
+                "content_block_delta",
+                r#"{"type":"content_block_delta","delta":"x"}"#,
+            ),
+            (
+                "content_block_delta",
+                r#"{"type":"content_block_delta","delta":{"type":"text_delta","text":5}}"#,
+            ),
+            (
+                "content_block_start",
+                r#"{"type":"content_block_start","content_block":null}"#,
+            ),
+            (
+                "message_delta",
+                r#"{"type":"message_delta","delta":[],"usage":{"output_tokens":-1}}"#,
+            ),
+            ("ping", ""),
+            ("x", "not json"),
+            ("x", "[]"),
+            ("x", "42"),
+        ] {
+            assert_eq!(
+                d.on_stream_event(&ev(event, data), &mut o),
+                OutputKind::None,
+                "{data}"
+            );
+        }
+        assert_eq!(o, Observed::default());
+    }
 }

@@ -1,9 +1,739 @@
-//! Placeholder: filled in by the dashscope dialect work.
+//! The DashScope native dialect (Alibaba Cloud Model Studio): text and multimodal generation.
+//! Streams when the `X-DashScope-SSE: enable` header is sent; every event carries cumulative
+//! usage, and without `parameters.incremental_output` every event repeats the whole text so far.
+//! DashScope's OpenAI-compatible mode (`/compatible-mode/v1/...`) belongs to the OpenAI dialect.
 
-use super::ProviderDialect;
+use serde_json::Value;
+
+use super::{Observed, OutputKind, ProviderDialect, Usage};
 use crate::protocol::http1::RequestHead;
+use crate::protocol::sse::SseEvent;
 
-/// Recognises this dialect's requests.
-pub fn detect(_head: &RequestHead) -> Option<Box<dyn ProviderDialect>> {
-    None
+/// Choices whose text growth is followed one by one; later ones count as deltas.
+const MAX_TRACKED_CHOICES: usize = 8;
+
+/// How much of one text field (answer, reasoning or tool-call arguments of one choice) was seen,
+/// remembered as its length and a hash rather than the text itself.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+struct Seen {
+    bytes: usize,
+    hash: u64,
+}
+
+/// FNV-1a, enough to tell whether a text still starts with what an earlier event carried.
+fn fnv1a(data: &[u8]) -> u64 {
+    data.iter().fold(0xcbf2_9ce4_8422_2325, |h, &b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    })
+}
+
+impl Seen {
+    /// Characters of `text` that are new. In `incremental` mode every text is a delta; otherwise
+    /// a text that starts with the one seen before only adds its tail, and one that does not (a
+    /// server that sends deltas anyway) counts whole.
+    fn advance(&mut self, text: &str, incremental: bool) -> u64 {
+        if text.is_empty() {
+            return 0;
+        }
+        let new = if !incremental
+            && text.len() >= self.bytes
+            && text.is_char_boundary(self.bytes)
+            && fnv1a(&text.as_bytes()[..self.bytes]) == self.hash
+        {
+            &text[self.bytes..]
+        } else {
+            text
+        };
+        if !incremental {
+            *self = Seen {
+                bytes: text.len(),
+                hash: fnv1a(text.as_bytes()),
+            };
+        }
+        new.chars().count() as u64
+    }
+}
+
+/// Text seen so far in one choice.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+struct ChoiceSeen {
+    answer: Seen,
+    reasoning: Seen,
+    tool_args: Seen,
+}
+
+/// The dialect.
+pub struct DashScope {
+    /// The request carried `X-DashScope-SSE: enable`.
+    sse_header: bool,
+    /// `parameters.incremental_output` was true: events carry deltas, not the text so far.
+    incremental: bool,
+    /// The request used `input.messages` (chat) rather than `input.prompt`.
+    chat: bool,
+    seen: Vec<ChoiceSeen>,
+}
+
+/// Recognises DashScope native generation requests by method and path suffix.
+pub fn detect(head: &RequestHead) -> Option<Box<dyn ProviderDialect>> {
+    if head.method != "POST" {
+        return None;
+    }
+    let path = head
+        .path
+        .split(['?', '#'])
+        .next()
+        .unwrap_or("")
+        .trim_end_matches('/');
+    if !path.ends_with("/api/v1/services/aigc/text-generation/generation")
+        && !path.ends_with("/api/v1/services/aigc/multimodal-generation/generation")
+    {
+        return None;
+    }
+    let sse_header = head
+        .header("x-dashscope-sse")
+        .is_some_and(|v| v.eq_ignore_ascii_case("enable"));
+    Some(Box::new(DashScope {
+        sse_header,
+        incremental: false,
+        chat: true,
+        seen: Vec::new(),
+    }))
+}
+
+fn u(v: &Value, path: &[&str]) -> Option<u64> {
+    let mut cur = v;
+    for p in path {
+        cur = cur.get(p)?;
+    }
+    cur.as_u64()
+}
+
+fn s(v: &Value, key: &str) -> Option<String> {
+    v.get(key)
+        .and_then(Value::as_str)
+        .filter(|s| !s.is_empty())
+        .map(str::to_owned)
+}
+
+/// Reads a DashScope `usage` object (cumulative: each report replaces the last) into `out`.
+fn read_usage(usage: &Value, out: &mut Usage) {
+    if !usage.is_object() {
+        return;
+    }
+    if let Some(n) = u(usage, &["input_tokens"]) {
+        out.input_tokens = Some(n);
+    }
+    if let Some(n) = u(usage, &["output_tokens"]) {
+        out.output_tokens = Some(n);
+    }
+    if let Some(n) = u(usage, &["output_tokens_details", "reasoning_tokens"]) {
+        out.reasoning_tokens = Some(n);
+    }
+    if let Some(n) = u(usage, &["prompt_tokens_details", "cached_tokens"])
+        .or_else(|| u(usage, &["input_tokens_details", "cached_tokens"]))
+    {
+        out.cached_input_tokens = Some(n);
+    }
+}
+
+/// Text of a message `content`: a string, or (multimodal) an array of parts with `text`.
+fn text_of(c: Option<&Value>) -> String {
+    match c {
+        Some(Value::String(s)) => s.clone(),
+        Some(Value::Array(parts)) => parts
+            .iter()
+            .filter_map(|p| p.get("text").and_then(Value::as_str))
+            .collect(),
+        _ => String::new(),
+    }
+}
+
+/// Characters of prompt text in a message `content` (a string or an array of parts).
+fn content_chars(c: Option<&Value>) -> u64 {
+    text_of(c).chars().count() as u64
+}
+
+/// A finish reason, `"null"` (DashScope's "not yet") counting as none.
+fn finish_reason(v: Option<&Value>) -> Option<&str> {
+    v.and_then(Value::as_str)
+        .filter(|s| !s.is_empty() && *s != "null")
+}
+
+impl DashScope {
+    fn choice_seen(&mut self, i: usize) -> Option<&mut ChoiceSeen> {
+        if i >= MAX_TRACKED_CHOICES {
+            return None;
+        }
+        if self.seen.len() <= i {
+            self.seen.resize(i + 1, ChoiceSeen::default());
+        }
+        self.seen.get_mut(i)
+    }
+
+    /// Reads `output` (the `choices` form or the older `text` form); returns the most
+    /// output-like kind that carried new text.
+    fn read_output(&mut self, output: &Value, incremental: bool, out: &mut Observed) -> OutputKind {
+        let mut kind = OutputKind::None;
+        let mut finish = finish_reason(output.get("finish_reason")).map(str::to_owned);
+        if let Some(text) = output.get("text").and_then(Value::as_str) {
+            let mut fresh = ChoiceSeen::default();
+            let seen = self.choice_seen(0).unwrap_or(&mut fresh);
+            let n = seen.answer.advance(text, incremental);
+            if n > 0 {
+                out.output_chars += n;
+                kind = OutputKind::Answer;
+            }
+        }
+        if let Some(choices) = output.get("choices").and_then(Value::as_array) {
+            for (i, c) in choices.iter().enumerate() {
+                if let Some(fr) = finish_reason(c.get("finish_reason")) {
+                    finish = Some(fr.to_owned());
+                }
+                let Some(m) = c.get("message") else {
+                    continue;
+                };
+                let reasoning = m
+                    .get("reasoning_content")
+                    .and_then(Value::as_str)
+                    .unwrap_or("");
+                let answer = text_of(m.get("content"));
+                let args: String = m
+                    .get("tool_calls")
+                    .and_then(Value::as_array)
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|call| call.pointer("/function/arguments").and_then(Value::as_str))
+                    .collect();
+                let mut fresh = ChoiceSeen::default();
+                // Choices past the tracked ones are read as deltas.
+                let (seen, incremental) = match self.choice_seen(i) {
+                    Some(seen) => (seen, incremental),
+                    None => (&mut fresh, true),
+                };
+                let r = seen.reasoning.advance(reasoning, incremental);
+                let a = seen.answer.advance(&answer, incremental);
+                let t = seen.tool_args.advance(&args, incremental);
+                out.output_chars += r + a + t;
+                if a + t > 0 {
+                    kind = OutputKind::Answer;
+                } else if r > 0 && kind == OutputKind::None {
+                    kind = OutputKind::Reasoning;
+                }
+            }
+        }
+        if let Some(fr) = finish {
+            out.finish_reason = Some(fr);
+            out.terminal = true;
+        }
+        kind
+    }
+
+    /// Reads one response object (a stream event or a whole body).
+    fn read_object(&mut self, v: &Value, incremental: bool, out: &mut Observed) -> OutputKind {
+        if !v.is_object() {
+            return OutputKind::None;
+        }
+        if let Some(id) = s(v, "request_id") {
+            out.response_id.get_or_insert(id);
+        }
+        if let Some(m) = s(v, "model") {
+            out.response_model = Some(m);
+        }
+        if let Some(usage) = v.get("usage") {
+            read_usage(usage, &mut out.usage);
+        }
+        if let Some(code) = s(v, "code") {
+            out.error = Some(code);
+        }
+        match v.get("output") {
+            Some(output) if output.is_object() => self.read_output(output, incremental, out),
+            _ => OutputKind::None,
+        }
+    }
+}
+
+impl ProviderDialect for DashScope {
+    fn provider(&self) -> &'static str {
+        "dashscope"
+    }
+
+    fn api(&self) -> &'static str {
+        "dashscope.generation"
+    }
+
+    fn operation(&self) -> &'static str {
+        if self.chat { "chat" } else { "text_completion" }
+    }
+
+    fn on_request_body(&mut self, body: &[u8], out: &mut Observed) {
+        let Ok(v) = serde_json::from_slice::<Value>(body) else {
+            // A body cut by a capture gap: the model and flags usually sit before the gap.
+            out.request_model = super::scan_json_string(body, "model");
+            self.incremental = super::scan_json_bool(body, "incremental_output") == Some(true);
+            out.stream = Some(
+                self.sse_header
+                    || self.incremental
+                    || super::scan_json_bool(body, "stream") == Some(true),
+            );
+            self.chat = contains(body, b"\"messages\"") || !contains(body, b"\"prompt\"");
+            return;
+        };
+        out.request_model = s(&v, "model");
+        let params = v.get("parameters");
+        let flag = |key: &str| {
+            params
+                .and_then(|p| p.get(key))
+                .and_then(Value::as_bool)
+                .unwrap_or(false)
+        };
+        self.incremental = flag("incremental_output");
+        out.stream = Some(
+            self.sse_header
+                || self.incremental
+                || flag("stream")
+                || v.get("stream").and_then(Value::as_bool).unwrap_or(false),
+        );
+        let input = v.get("input");
+        let messages = input
+            .and_then(|i| i.get("messages"))
+            .and_then(Value::as_array);
+        self.chat = messages.is_some();
+        let mut n = 0;
+        for m in messages.into_iter().flatten() {
+            n += content_chars(m.get("content"));
+        }
+        n += content_chars(input.and_then(|i| i.get("prompt")));
+        out.prompt_chars = n;
+    }
+
+    fn on_stream_event(&mut self, ev: &SseEvent, out: &mut Observed) -> OutputKind {
+        let data = ev.data.trim();
+        if data.is_empty() {
+            return OutputKind::None;
+        }
+        let parsed = serde_json::from_str::<Value>(data);
+        if ev.event.as_deref() == Some("error") {
+            let code = parsed.as_ref().ok().and_then(|v| s(v, "code"));
+            out.error = Some(code.unwrap_or_else(|| "error".to_owned()));
+        }
+        let Ok(v) = parsed else {
+            return OutputKind::None;
+        };
+        let incremental = self.incremental;
+        self.read_object(&v, incremental, out)
+    }
+
+    fn on_response_body(&mut self, body: &[u8], out: &mut Observed) {
+        let Ok(v) = serde_json::from_slice::<Value>(body) else {
+            return;
+        };
+        // One body: its text is read whole, once.
+        self.read_object(&v, true, out);
+        out.terminal = true;
+    }
+}
+
+fn contains(hay: &[u8], needle: &[u8]) -> bool {
+    hay.windows(needle.len()).any(|w| w == needle)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const PATH: &str = "/api/v1/services/aigc/text-generation/generation";
+
+    fn head(method: &str, path: &str, sse: bool) -> RequestHead {
+        let mut headers = vec![("content-type".to_owned(), "application/json".to_owned())];
+        if sse {
+            headers.push(("x-dashscope-sse".to_owned(), "enable".to_owned()));
+        }
+        RequestHead {
+            method: method.into(),
+            path: path.into(),
+            headers,
+        }
+    }
+
+    fn dialect(sse: bool) -> Box<dyn ProviderDialect> {
+        detect(&head("POST", PATH, sse)).expect("detected")
+    }
+
+    fn ev(data: &str) -> SseEvent {
+        SseEvent {
+            event: Some("result".into()),
+            data: data.into(),
+            id: Some("1".into()),
+        }
+    }
+
+    #[test]
+    fn detects_by_path() {
+        let d = dialect(false);
+        assert_eq!(
+            (d.provider(), d.api(), d.operation()),
+            ("dashscope", "dashscope.generation", "chat")
+        );
+        assert!(
+            detect(&head(
+                "POST",
+                "/api/v1/services/aigc/multimodal-generation/generation",
+                true
+            ))
+            .is_some()
+        );
+        assert!(
+            detect(&head(
+                "POST",
+                "/gw/api/v1/services/aigc/text-generation/generation/?a=1",
+                false
+            ))
+            .is_some()
+        );
+        assert!(detect(&head("GET", PATH, false)).is_none());
+        assert!(
+            detect(&head(
+                "POST",
+                "/api/v1/services/embeddings/text-embedding/text-embedding",
+                false
+            ))
+            .is_none()
+        );
+        assert!(detect(&head("POST", "/compatible-mode/v1/chat/completions", false)).is_none());
+        assert!(
+            detect(&head(
+                "POST",
+                "/api/v1/services/aigc/text-generation/generation/x",
+                false
+            ))
+            .is_none()
+        );
+    }
+
+    #[test]
+    fn reads_requests() {
+        let mut d = dialect(true);
+        let mut o = Observed::default();
+        d.on_request_body(
+            br#"{"model":"qwen-plus","input":{"messages":[{"role":"system","content":"You are helpful."},{"role":"user","content":"Who are you?"}]},"parameters":{"result_format":"message","incremental_output":true}}"#,
+            &mut o,
+        );
+        assert_eq!(o.request_model.as_deref(), Some("qwen-plus"));
+        assert_eq!(o.stream, Some(true));
+        assert_eq!(o.prompt_chars, 16 + 12);
+        assert_eq!(d.operation(), "chat");
+
+        // No SSE header, no incremental output: not streamed; a prompt makes it a completion.
+        let mut d = dialect(false);
+        let mut o = Observed::default();
+        d.on_request_body(
+            br#"{"model":"qwen-turbo","input":{"prompt":"hello"}}"#,
+            &mut o,
+        );
+        assert_eq!(o.stream, Some(false));
+        assert_eq!(o.prompt_chars, 5);
+        assert_eq!(d.operation(), "text_completion");
+
+        // Incremental output alone says stream; multimodal parts count their text only.
+        let mut d = dialect(false);
+        let mut o = Observed::default();
+        d.on_request_body(
+            br#"{"model":"qwen-vl-plus","input":{"messages":[{"role":"user","content":[{"image":"https://x/y.png"},{"text":"describe"}]}]},"parameters":{"incremental_output":true}}"#,
+            &mut o,
+        );
+        assert_eq!(o.stream, Some(true));
+        assert_eq!(o.prompt_chars, 8);
+        assert_eq!(d.operation(), "chat");
+    }
+
+    #[test]
+    fn reads_a_request_cut_by_a_gap() {
+        let mut d = dialect(false);
+        let mut o = Observed::default();
+        d.on_request_body(
+            b"{\"model\":\"qwen-max\",\"input\":{\"messages\":[{\"role\":\"user\",\"content\":\"w0\0w9\"}]},\"parameters\":{\"incremental_output\":true}}",
+            &mut o,
+        );
+        assert!(o.request_model.as_deref() == Some("qwen-max"));
+        assert_eq!(o.stream, Some(true));
+        assert_eq!(d.operation(), "chat");
+
+        let mut d = dialect(true);
+        let mut o = Observed::default();
+        d.on_request_body(
+            b"{\"model\":\"qwen-max\",\"input\":{\"prompt\":\"w0\0w9\"}}",
+            &mut o,
+        );
+        assert_eq!(o.stream, Some(true));
+        assert_eq!(d.operation(), "text_completion");
+    }
+
+    #[test]
+    fn reads_an_incremental_stream_reasoning_then_answer() {
+        let mut d = dialect(true);
+        let mut o = Observed::default();
+        d.on_request_body(
+            br#"{"model":"qwen-plus","input":{"messages":[{"role":"user","content":"hi"}]},"parameters":{"result_format":"message","incremental_output":true,"enable_thinking":true}}"#,
+            &mut o,
+        );
+        let frames = [
+            (
+                r#"{"output":{"choices":[{"message":{"content":"","reasoning_content":"The","role":"assistant"},"finish_reason":"null"}]},"usage":{"total_tokens":290,"output_tokens":3,"input_tokens":287,"output_tokens_details":{"reasoning_tokens":1}},"request_id":"a1959ad1-1111"}"#,
+                OutputKind::Reasoning,
+            ),
+            (
+                r#"{"output":{"choices":[{"message":{"content":"","reasoning_content":" user","role":"assistant"},"finish_reason":"null"}]},"usage":{"total_tokens":291,"output_tokens":4,"input_tokens":287,"output_tokens_details":{"reasoning_tokens":2}},"request_id":"a1959ad1-1111"}"#,
+                OutputKind::Reasoning,
+            ),
+            (
+                r#"{"output":{"choices":[{"message":{"content":"Hello","reasoning_content":"","role":"assistant"},"finish_reason":"null"}]},"usage":{"total_tokens":292,"output_tokens":5,"input_tokens":287,"output_tokens_details":{"reasoning_tokens":2}},"request_id":"a1959ad1-1111"}"#,
+                OutputKind::Answer,
+            ),
+            (
+                r#"{"output":{"choices":[{"message":{"content":"!","reasoning_content":"","role":"assistant"},"finish_reason":"null"}]},"usage":{"total_tokens":293,"output_tokens":6,"input_tokens":287,"output_tokens_details":{"reasoning_tokens":2}},"request_id":"a1959ad1-1111"}"#,
+                OutputKind::Answer,
+            ),
+            (
+                r#"{"output":{"choices":[{"message":{"content":"","reasoning_content":"","role":"assistant"},"finish_reason":"stop"}]},"usage":{"total_tokens":293,"output_tokens":6,"input_tokens":287,"output_tokens_details":{"reasoning_tokens":2},"prompt_tokens_details":{"cached_tokens":256}},"request_id":"a1959ad1-1111"}"#,
+                OutputKind::None,
+            ),
+        ];
+        for (i, (data, kind)) in frames.iter().enumerate() {
+            assert_eq!(d.on_stream_event(&ev(data), &mut o), *kind, "frame {i}");
+            assert_eq!(o.terminal, i == frames.len() - 1, "frame {i}");
+            if i < frames.len() - 1 {
+                assert_eq!(o.finish_reason, None, "\"null\" is not a finish reason");
+            }
+        }
+        assert_eq!(o.finish_reason.as_deref(), Some("stop"));
+        assert_eq!(o.response_id.as_deref(), Some("a1959ad1-1111"));
+        assert_eq!(o.output_chars, 3 + 5 + 5 + 1);
+        assert_eq!(
+            o.usage,
+            Usage {
+                input_tokens: Some(287),
+                output_tokens: Some(6),
+                reasoning_tokens: Some(2),
+                cached_input_tokens: Some(256),
+            }
+        );
+        assert_eq!(o.error, None);
+    }
+
+    #[test]
+    fn non_incremental_text_counts_growth_only() {
+        let mut d = dialect(true);
+        let mut o = Observed::default();
+        d.on_request_body(
+            br#"{"model":"qwen-plus","input":{"messages":[{"role":"user","content":"hi"}]},"parameters":{"result_format":"message"}}"#,
+            &mut o,
+        );
+        let frame = |content: &str, fr: &str, out_tokens: u64| {
+            format!(
+                r#"{{"output":{{"choices":[{{"message":{{"content":"{content}","role":"assistant"}},"finish_reason":"{fr}"}}]}},"usage":{{"total_tokens":{},"output_tokens":{out_tokens},"input_tokens":10}},"request_id":"r1"}}"#,
+                10 + out_tokens
+            )
+        };
+        let steps = [
+            ("Hel", "null", 1, OutputKind::Answer, 3),
+            ("Hello", "null", 2, OutputKind::Answer, 5),
+            // The same text again: nothing new, not output-bearing.
+            ("Hello", "null", 2, OutputKind::None, 5),
+            ("Hello, wörld", "null", 4, OutputKind::Answer, 12),
+            ("Hello, wörld", "stop", 4, OutputKind::None, 12),
+        ];
+        for (content, fr, n, kind, total) in steps {
+            assert_eq!(
+                d.on_stream_event(&ev(&frame(content, fr, n)), &mut o),
+                kind,
+                "{content}"
+            );
+            assert_eq!(o.output_chars, total, "{content}");
+            assert_eq!(o.usage.output_tokens, Some(n));
+        }
+        assert!(o.terminal);
+        assert_eq!(o.finish_reason.as_deref(), Some("stop"));
+    }
+
+    #[test]
+    fn non_incremental_reasoning_and_the_text_form() {
+        let mut d = dialect(true);
+        let mut o = Observed::default();
+        d.on_request_body(br#"{"model":"qwen-turbo","input":{"prompt":"hi"}}"#, &mut o);
+        let msg = |r: &str, c: &str| {
+            format!(
+                r#"{{"output":{{"choices":[{{"message":{{"content":"{c}","reasoning_content":"{r}","role":"assistant"}},"finish_reason":"null"}}]}},"request_id":"r"}}"#
+            )
+        };
+        assert_eq!(
+            d.on_stream_event(&ev(&msg("ab", "")), &mut o),
+            OutputKind::Reasoning
+        );
+        assert_eq!(
+            d.on_stream_event(&ev(&msg("abcd", "")), &mut o),
+            OutputKind::Reasoning
+        );
+        assert_eq!(
+            d.on_stream_event(&ev(&msg("abcd", "x")), &mut o),
+            OutputKind::Answer
+        );
+        assert_eq!(
+            d.on_stream_event(&ev(&msg("abcd", "x")), &mut o),
+            OutputKind::None
+        );
+        assert_eq!(o.output_chars, 5);
+
+        // The older `output.text` form.
+        let mut d = dialect(true);
+        let mut o = Observed::default();
+        d.on_request_body(br#"{"model":"qwen-turbo","input":{"prompt":"hi"}}"#, &mut o);
+        let text = |t: &str, fr: &str| {
+            format!(
+                r#"{{"output":{{"finish_reason":"{fr}","text":"{t}"}},"usage":{{"total_tokens":9,"output_tokens":{},"input_tokens":5}},"request_id":"r2"}}"#,
+                t.len()
+            )
+        };
+        assert_eq!(
+            d.on_stream_event(&ev(&text("I am", "null")), &mut o),
+            OutputKind::Answer
+        );
+        assert_eq!(
+            d.on_stream_event(&ev(&text("I am Qwen", "null")), &mut o),
+            OutputKind::Answer
+        );
+        assert_eq!(
+            d.on_stream_event(&ev(&text("I am Qwen", "stop")), &mut o),
+            OutputKind::None
+        );
+        assert_eq!(o.output_chars, 9);
+        assert_eq!(o.finish_reason.as_deref(), Some("stop"));
+        assert!(o.terminal);
+        assert_eq!(o.usage.output_tokens, Some(9));
+        assert_eq!(o.response_id.as_deref(), Some("r2"));
+    }
+
+    #[test]
+    fn deltas_without_incremental_output_count_whole() {
+        // The server streams deltas although the request did not ask for them.
+        let mut d = dialect(true);
+        let mut o = Observed::default();
+        d.on_request_body(br#"{"model":"qwq-plus","input":{"messages":[]}}"#, &mut o);
+        let msg = |c: &str| {
+            format!(
+                r#"{{"output":{{"choices":[{{"message":{{"content":"{c}"}},"finish_reason":"null"}}]}}}}"#
+            )
+        };
+        for c in ["The", " cat", " sat"] {
+            assert_eq!(d.on_stream_event(&ev(&msg(c)), &mut o), OutputKind::Answer);
+        }
+        assert_eq!(o.output_chars, 11);
+    }
+
+    #[test]
+    fn tool_call_arguments_are_answer_output() {
+        let mut d = dialect(true);
+        let mut o = Observed::default();
+        d.on_request_body(
+            br#"{"model":"qwen-plus","input":{"messages":[]},"parameters":{"incremental_output":true}}"#,
+            &mut o,
+        );
+        assert_eq!(
+            d.on_stream_event(&ev(r#"{"output":{"choices":[{"message":{"content":"","role":"assistant","tool_calls":[{"index":0,"id":"call_1","type":"function","function":{"name":"get_weather","arguments":"{\"city\":"}}]},"finish_reason":"null"}]},"request_id":"r"}"#), &mut o),
+            OutputKind::Answer
+        );
+        d.on_stream_event(&ev(r#"{"output":{"choices":[{"message":{"content":"","role":"assistant"},"finish_reason":"tool_calls"}]},"request_id":"r"}"#), &mut o);
+        assert_eq!(o.output_chars, 8);
+        assert_eq!(o.finish_reason.as_deref(), Some("tool_calls"));
+        assert!(o.terminal);
+    }
+
+    #[test]
+    fn reads_errors() {
+        let mut d = dialect(true);
+        let mut o = Observed::default();
+        let err = SseEvent {
+            event: Some("error".into()),
+            data: r#"{"code":"InvalidParameter","message":"Range of input length should be [1, 30720]","request_id":"e1"}"#.into(),
+            id: Some("1".into()),
+        };
+        assert_eq!(d.on_stream_event(&err, &mut o), OutputKind::None);
+        assert_eq!(o.error.as_deref(), Some("InvalidParameter"));
+        assert_eq!(o.response_id.as_deref(), Some("e1"));
+
+        let mut o = Observed::default();
+        let bare = SseEvent {
+            event: Some("error".into()),
+            data: "oops".into(),
+            id: None,
+        };
+        d.on_stream_event(&bare, &mut o);
+        assert_eq!(o.error.as_deref(), Some("error"));
+
+        let mut o = Observed::default();
+        d.on_response_body(
+            br#"{"code":"InvalidApiKey","message":"Invalid API-key provided.","request_id":"e2"}"#,
+            &mut o,
+        );
+        assert_eq!(o.error.as_deref(), Some("InvalidApiKey"));
+    }
+
+    #[test]
+    fn reads_non_stream_bodies() {
+        let mut d = dialect(false);
+        let mut o = Observed::default();
+        d.on_request_body(
+            br#"{"model":"qwen-plus","input":{"messages":[{"role":"user","content":"hi"}]},"parameters":{"result_format":"message"}}"#,
+            &mut o,
+        );
+        d.on_response_body(
+            br#"{"output":{"choices":[{"finish_reason":"stop","message":{"role":"assistant","content":"I am Qwen.","reasoning_content":"ok"}}]},"usage":{"total_tokens":30,"output_tokens":5,"input_tokens":25},"request_id":"5f1a"}"#,
+            &mut o,
+        );
+        assert!(o.terminal);
+        assert_eq!(o.output_chars, 12);
+        assert_eq!(o.finish_reason.as_deref(), Some("stop"));
+        assert_eq!(o.response_id.as_deref(), Some("5f1a"));
+        assert_eq!(o.usage.input_tokens, Some(25));
+        assert_eq!(o.usage.output_tokens, Some(5));
+        assert_eq!(o.error, None);
+
+        // Multimodal: content is an array of parts.
+        let mut o = Observed::default();
+        d.on_response_body(
+            br#"{"output":{"choices":[{"finish_reason":"stop","message":{"role":"assistant","content":[{"text":"A cat."}]}}]},"usage":{"output_tokens":3,"input_tokens":1200,"input_tokens_details":{"text_tokens":20,"image_tokens":1180}},"request_id":"m1"}"#,
+            &mut o,
+        );
+        assert_eq!(o.output_chars, 6);
+        assert_eq!(o.usage.input_tokens, Some(1200));
+    }
+
+    #[test]
+    fn survives_garbage() {
+        let mut d = dialect(false);
+        let mut o = Observed::default();
+        d.on_request_body(b"\xff", &mut o);
+        assert_eq!(o.stream, Some(false));
+        let mut o = Observed::default();
+        d.on_response_body(b"\x00\xff", &mut o);
+        for data in [
+            "{not json",
+            "[1]",
+            r#"{"output":"x","usage":[1],"request_id":5,"code":7}"#,
+            r#"{"output":{"choices":"x","text":5,"finish_reason":"null"}}"#,
+            r#"{"output":{"choices":[5,{"message":"m"},{"message":{"content":7,"reasoning_content":[1],"tool_calls":{"a":1}}}]}}"#,
+        ] {
+            assert_eq!(
+                d.on_stream_event(&ev(data), &mut o),
+                OutputKind::None,
+                "{data}"
+            );
+        }
+        // Many choices: tracking stays bounded.
+        let many = format!(
+            r#"{{"output":{{"choices":[{}]}}}}"#,
+            vec![r#"{"message":{"content":""}}"#; 100].join(",")
+        );
+        assert_eq!(d.on_stream_event(&ev(&many), &mut o), OutputKind::None);
+        assert_eq!(o, Observed::default());
+    }
 }

@@ -7,6 +7,7 @@ use std::net::SocketAddr;
 use crate::clock::Clock;
 use crate::protocol::encoding::BodyDecoder;
 use crate::protocol::http1::{RequestHead, ResponseHead};
+use crate::protocol::ndjson::NdjsonDecoder;
 use crate::protocol::sse::{SseDecoder, SseEvent};
 
 use super::{LlmCall, Observed, OutputKind, ProviderDialect, Usage, provider_for_host};
@@ -61,6 +62,54 @@ pub struct ExchangeIssues {
     pub truncated_bodies: u64,
     /// Compressed bodies that could not be decoded (unsupported, corrupt, or over the cap).
     pub undecodable_bodies: u64,
+    /// NDJSON lines over the size cap.
+    pub oversized_lines: u64,
+}
+
+/// How a streamed response body is cut into events.
+enum StreamDecoder {
+    /// `text/event-stream`.
+    Sse(SseDecoder),
+    /// `application/x-ndjson` and friends: one JSON object per line (delivered as an event's data).
+    Ndjson(NdjsonDecoder),
+}
+
+impl StreamDecoder {
+    fn feed(&mut self, data: &[u8], events: &mut Vec<SseEvent>, issues: &mut ExchangeIssues) {
+        match self {
+            StreamDecoder::Sse(sse) => {
+                if sse.feed(data, events).is_err() {
+                    issues.oversized_events += 1;
+                }
+            }
+            StreamDecoder::Ndjson(nd) => {
+                let mut lines = Vec::new();
+                if nd.feed(data, &mut lines).is_err() {
+                    issues.oversized_lines += 1;
+                }
+                events.extend(lines.into_iter().map(|data| SseEvent {
+                    event: None,
+                    data,
+                    id: None,
+                }));
+            }
+        }
+    }
+
+    fn finish(&mut self, events: &mut Vec<SseEvent>) {
+        match self {
+            StreamDecoder::Sse(sse) => sse.finish(events),
+            StreamDecoder::Ndjson(nd) => {
+                let mut lines = Vec::new();
+                nd.finish(&mut lines);
+                events.extend(lines.into_iter().map(|data| SseEvent {
+                    event: None,
+                    data,
+                    id: None,
+                }));
+            }
+        }
+    }
 }
 
 /// State of one LLM exchange.
@@ -78,7 +127,11 @@ pub struct LlmExchange {
     req_parsed: bool,
     status: Option<u16>,
     header_request_id: Option<String>,
-    sse: Option<SseDecoder>,
+    sse: Option<StreamDecoder>,
+    retry_after: Option<String>,
+    /// Recognised by body shape only: confirmed or rejected when the request body is complete.
+    candidate: bool,
+    rejected: bool,
     decoder: Option<BodyDecoder>,
     /// The body's encoding could not be decoded: its bytes are ignored.
     body_undecodable: bool,
@@ -121,6 +174,9 @@ impl LlmExchange {
             status: None,
             header_request_id: None,
             sse: None,
+            retry_after: None,
+            candidate: false,
+            rejected: false,
             decoder: None,
             body_undecodable: false,
             resp_body: Vec::new(),
@@ -152,7 +208,12 @@ impl LlmExchange {
     pub fn on_request_gap(&mut self) {
         self.obs.request_body_partial = true;
         // A byte that cannot occur in JSON keeps the scan from joining keys across the gap.
-        keep_capped(&mut self.req_body, b"\0", self.limits.max_request_body, &mut self.issues);
+        keep_capped(
+            &mut self.req_body,
+            b"\0",
+            self.limits.max_request_body,
+            &mut self.issues,
+        );
     }
 
     /// The request is complete.
@@ -168,7 +229,20 @@ impl LlmExchange {
         }
         self.req_parsed = true;
         let body = std::mem::take(&mut self.req_body);
+        if self.candidate && !super::body_looks_like_llm(&body) {
+            self.rejected = true;
+        }
         self.dialect.on_request_body(&body, &mut self.obs);
+    }
+
+    /// Starts as a candidate recognised by nothing but a JSON POST: the request body decides.
+    pub fn set_candidate(&mut self) {
+        self.candidate = true;
+    }
+
+    /// A candidate whose request body turned out not to be an LLM call.
+    pub fn is_rejected(&self) -> bool {
+        self.rejected
     }
 
     /// Response head.
@@ -197,16 +271,20 @@ impl LlmExchange {
                 Err(_) => self.body_undecodable(),
             }
         }
+        self.retry_after = head.header("retry-after").map(str::to_owned);
         let ctype = head
             .header("content-type")
             .unwrap_or("")
             .to_ascii_lowercase();
-        if ctype.starts_with("text/event-stream") {
-            self.sse = Some(SseDecoder::new());
-            if self.obs.stream.is_none() {
-                self.obs.stream = Some(true);
-            }
-        }
+        self.sse = match ctype.split(';').next().unwrap_or("").trim() {
+            "text/event-stream" => Some(StreamDecoder::Sse(SseDecoder::new())),
+            "application/x-ndjson"
+            | "application/ndjson"
+            | "application/jsonl"
+            | "application/jsonlines"
+            | "application/x-jsonlines" => Some(StreamDecoder::Ndjson(NdjsonDecoder::new())),
+            _ => None,
+        };
     }
 
     fn body_undecodable(&mut self) {
@@ -238,11 +316,9 @@ impl LlmExchange {
     }
 
     fn on_plain_body(&mut self, data: &[u8], ts: u64) {
-        if let Some(sse) = self.sse.as_mut() {
+        if let Some(dec) = self.sse.as_mut() {
             let mut events = Vec::new();
-            if sse.feed(data, &mut events).is_err() {
-                self.issues.oversized_events += 1;
-            }
+            dec.feed(data, &mut events, &mut self.issues);
             for ev in &events {
                 self.on_stream_event(ev, ts);
             }
@@ -293,13 +369,13 @@ impl LlmExchange {
     pub fn on_response_end(&mut self, ts: u64) {
         self.last_ts = ts;
         self.resp_done = true;
-        if let Some(mut sse) = self.sse.take() {
+        if let Some(mut dec) = self.sse.take() {
             let mut events = Vec::new();
-            sse.finish(&mut events);
+            dec.finish(&mut events);
             for ev in &events {
                 self.on_stream_event(ev, ts);
             }
-            self.sse = Some(sse);
+            self.sse = Some(dec);
         } else {
             let body = std::mem::take(&mut self.resp_body);
             if !body.is_empty() {
@@ -438,6 +514,7 @@ impl LlmExchange {
             chunks: stream.then_some(self.chunks),
             finish_reason: self.obs.finish_reason,
             error_type,
+            retry_after: self.retry_after,
             // A stream whose terminal event arrived is complete even if the client closed before
             // the HTTP framing's last bytes (the sync OpenAI SDK does this after `[DONE]`).
             aborted: aborted && !self.resp_done && !self.obs.terminal,

@@ -84,6 +84,8 @@ pub struct LlmCall {
     pub finish_reason: Option<String>,
     /// Null, the HTTP status as a string, or a named llmprobe error.
     pub error_type: Option<String>,
+    /// The `Retry-After` response header, as sent (429/503 responses).
+    pub retry_after: Option<String>,
     /// The client closed before the response finished.
     pub aborted: bool,
     /// Request id from the response headers (or the response body's id).
@@ -169,6 +171,39 @@ pub fn detect(head: &RequestHead) -> Option<Box<dyn ProviderDialect>> {
         .or_else(|| dashscope::detect(head))
         .or_else(|| openai_responses::detect(head))
         .or_else(|| openai::detect(head))
+}
+
+/// For a POST that no dialect recognised by its path: a dialect to try, confirmed only if the
+/// request body has an LLM request's shape (see [`body_looks_like_llm`]). Gateways and
+/// self-hosted servers often put OpenAI-compatible APIs under paths of their own.
+pub fn detect_candidate(head: &RequestHead) -> Option<Box<dyn ProviderDialect>> {
+    if head.method != "POST" {
+        return None;
+    }
+    let ctype = head
+        .header("content-type")
+        .unwrap_or("application/json")
+        .to_ascii_lowercase();
+    if !ctype.contains("json") {
+        return None;
+    }
+    Some(openai::chat_dialect())
+}
+
+/// True when a request body is an OpenAI-style chat or completion request: a `model` string with
+/// a `messages` array or a `prompt`. Works on bodies cut by a capture gap.
+pub fn body_looks_like_llm(body: &[u8]) -> bool {
+    match serde_json::from_slice::<serde_json::Value>(body) {
+        Ok(v) => {
+            v.get("model").is_some_and(serde_json::Value::is_string)
+                && (v.get("messages").is_some_and(serde_json::Value::is_array)
+                    || v.get("prompt").is_some())
+        }
+        Err(_) => {
+            scan_json_string(body, "model").is_some()
+                && (scan_key(body, "messages").is_some() || scan_key(body, "prompt").is_some())
+        }
+    }
 }
 
 /// Finds `"key": "value"` in JSON bytes that may be cut (a capture gap) and so cannot be parsed:
@@ -268,10 +303,18 @@ mod tests {
     #[test]
     fn scans_cut_json() {
         let body = br#"{"messages":[{"role":"user","content":"say \"model\": \"x\""}, {"con"#;
-        let cut = [&body[..], b"\0", br#"tent":"..."}],"model":"gpt-4o","stream":true}"#].concat();
+        let cut = [
+            &body[..],
+            b"\0",
+            br#"tent":"..."}],"model":"gpt-4o","stream":true}"#,
+        ]
+        .concat();
         assert_eq!(scan_json_string(&cut, "model").as_deref(), Some("gpt-4o"));
         assert_eq!(scan_json_bool(&cut, "stream"), Some(true));
-        assert_eq!(scan_json_string(b"{\"model\" : \"a\\\"b\"}", "model").as_deref(), Some("a\"b"));
+        assert_eq!(
+            scan_json_string(b"{\"model\" : \"a\\\"b\"}", "model").as_deref(),
+            Some("a\"b")
+        );
         assert_eq!(scan_json_string(b"no json here", "model"), None);
         assert_eq!(scan_json_bool(br#"{"stream": 1}"#, "stream"), None);
     }

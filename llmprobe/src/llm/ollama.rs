@@ -1,9 +1,506 @@
-//! Placeholder: filled in by the ollama dialect work.
+//! The Ollama native dialect: `/api/chat`, `/api/generate` and the embedding endpoints. Streams
+//! are NDJSON (one JSON object per line, `stream` defaults to true); the exchange hands each
+//! non-empty line over as an event with no type. Ollama's OpenAI-compatible `/v1/...` endpoints
+//! belong to the OpenAI dialect.
 
-use super::ProviderDialect;
+use serde_json::Value;
+
+use super::{Observed, OutputKind, ProviderDialect};
 use crate::protocol::http1::RequestHead;
+use crate::protocol::sse::SseEvent;
 
-/// Recognises this dialect's requests.
-pub fn detect(_head: &RequestHead) -> Option<Box<dyn ProviderDialect>> {
-    None
+/// Which Ollama API.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OllamaApi {
+    /// `POST /api/chat`.
+    Chat,
+    /// `POST /api/generate`.
+    Generate,
+    /// `POST /api/embed` or the older `POST /api/embeddings`.
+    Embed,
+}
+
+/// The dialect.
+pub struct Ollama {
+    api: OllamaApi,
+}
+
+/// Recognises Ollama native requests by method and exact path.
+pub fn detect(head: &RequestHead) -> Option<Box<dyn ProviderDialect>> {
+    if head.method != "POST" {
+        return None;
+    }
+    let path = head.path.split(['?', '#']).next().unwrap_or("");
+    let path = path.strip_suffix('/').unwrap_or(path);
+    let api = match path {
+        "/api/chat" => OllamaApi::Chat,
+        "/api/generate" => OllamaApi::Generate,
+        "/api/embed" | "/api/embeddings" => OllamaApi::Embed,
+        _ => return None,
+    };
+    Some(Box::new(Ollama { api }))
+}
+
+fn s(v: &Value, key: &str) -> Option<String> {
+    v.get(key)
+        .and_then(Value::as_str)
+        .filter(|s| !s.is_empty())
+        .map(str::to_owned)
+}
+
+fn nonempty_str(v: Option<&Value>) -> Option<&str> {
+    v.and_then(Value::as_str).filter(|s| !s.is_empty())
+}
+
+fn chars(s: &str) -> u64 {
+    s.chars().count() as u64
+}
+
+/// Characters of a string, or of the strings in an array (the embed `input`).
+fn text_chars(v: Option<&Value>) -> u64 {
+    match v {
+        Some(Value::String(s)) => chars(s),
+        Some(Value::Array(items)) => items.iter().map(|i| text_chars(Some(i))).sum(),
+        _ => 0,
+    }
+}
+
+impl Ollama {
+    /// Reads one response object (a stream line or a whole body); returns what it carried.
+    fn read_object(&self, v: &Value, out: &mut Observed) -> OutputKind {
+        if !v.is_object() {
+            return OutputKind::None;
+        }
+        if let Some(m) = s(v, "model") {
+            out.response_model = Some(m);
+        }
+        if let Some(e) = v.get("error")
+            && !e.is_null()
+        {
+            out.error = Some("error".to_owned());
+        }
+        // `/api/chat` nests the text in `message`, `/api/generate` keeps it at the top level.
+        let (thinking, answer) = match v.get("message") {
+            Some(m) => (m.get("thinking"), m.get("content")),
+            None => (v.get("thinking"), v.get("response")),
+        };
+        let mut kind = OutputKind::None;
+        if let Some(t) = nonempty_str(thinking) {
+            out.output_chars += chars(t);
+            kind = OutputKind::Reasoning;
+        }
+        if let Some(t) = nonempty_str(answer) {
+            out.output_chars += chars(t);
+            kind = OutputKind::Answer;
+        }
+        if let Some(calls) = v.pointer("/message/tool_calls").and_then(Value::as_array)
+            && !calls.is_empty()
+        {
+            for call in calls {
+                // Ollama sends the arguments as a JSON object, not as a string.
+                match call.pointer("/function/arguments") {
+                    Some(Value::String(a)) => out.output_chars += chars(a),
+                    Some(a @ Value::Object(_)) => out.output_chars += chars(&a.to_string()),
+                    _ => {}
+                }
+            }
+            kind = OutputKind::Answer;
+        }
+        if let Some(n) = v.get("prompt_eval_count").and_then(Value::as_u64) {
+            out.usage.input_tokens = Some(n);
+        }
+        if let Some(n) = v.get("eval_count").and_then(Value::as_u64) {
+            out.usage.output_tokens = Some(n);
+        }
+        if v.get("done").and_then(Value::as_bool) == Some(true) {
+            out.terminal = true;
+            if let Some(r) = s(v, "done_reason") {
+                out.finish_reason = Some(r);
+            }
+        }
+        kind
+    }
+}
+
+impl ProviderDialect for Ollama {
+    fn provider(&self) -> &'static str {
+        "ollama"
+    }
+
+    fn api(&self) -> &'static str {
+        match self.api {
+            OllamaApi::Chat => "ollama.chat",
+            OllamaApi::Generate => "ollama.generate",
+            OllamaApi::Embed => "ollama.embed",
+        }
+    }
+
+    fn operation(&self) -> &'static str {
+        match self.api {
+            OllamaApi::Chat => "chat",
+            OllamaApi::Generate => "text_completion",
+            OllamaApi::Embed => "embeddings",
+        }
+    }
+
+    fn on_request_body(&mut self, body: &[u8], out: &mut Observed) {
+        let streams_by_default = self.api != OllamaApi::Embed;
+        let Ok(v) = serde_json::from_slice::<Value>(body) else {
+            // A body cut by a capture gap: the model and stream flag are usually still there.
+            out.request_model = super::scan_json_string(body, "model");
+            out.stream = Some(if streams_by_default {
+                super::scan_json_bool(body, "stream").unwrap_or(true)
+            } else {
+                false
+            });
+            return;
+        };
+        out.request_model = s(&v, "model");
+        out.stream =
+            Some(streams_by_default && v.get("stream").and_then(Value::as_bool).unwrap_or(true));
+        let mut n = 0;
+        if let Some(msgs) = v.get("messages").and_then(Value::as_array) {
+            for m in msgs {
+                n += text_chars(m.get("content"));
+            }
+        }
+        for key in ["prompt", "system", "input"] {
+            n += text_chars(v.get(key));
+        }
+        out.prompt_chars = n;
+    }
+
+    fn on_stream_event(&mut self, ev: &SseEvent, out: &mut Observed) -> OutputKind {
+        let data = ev.data.trim();
+        if data.is_empty() {
+            return OutputKind::None;
+        }
+        let Ok(v) = serde_json::from_str::<Value>(data) else {
+            return OutputKind::None;
+        };
+        self.read_object(&v, out)
+    }
+
+    fn on_response_body(&mut self, body: &[u8], out: &mut Observed) {
+        if let Ok(v) = serde_json::from_slice::<Value>(body) {
+            self.read_object(&v, out);
+            out.terminal = true;
+            return;
+        }
+        // A streamed NDJSON body that reached us whole: read it line by line.
+        let mut any = false;
+        for line in body.split(|&b| b == b'\n') {
+            if let Ok(v) = serde_json::from_slice::<Value>(line)
+                && v.is_object()
+            {
+                self.read_object(&v, out);
+                any = true;
+            }
+        }
+        if any {
+            out.terminal = true;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::llm::Usage;
+
+    fn head(method: &str, path: &str) -> RequestHead {
+        RequestHead {
+            method: method.into(),
+            path: path.into(),
+            headers: vec![],
+        }
+    }
+
+    fn ev(data: &str) -> SseEvent {
+        SseEvent {
+            event: None,
+            data: data.into(),
+            id: None,
+        }
+    }
+
+    #[test]
+    fn detects_by_exact_path() {
+        let d = detect(&head("POST", "/api/chat")).expect("chat");
+        assert_eq!(
+            (d.provider(), d.api(), d.operation()),
+            ("ollama", "ollama.chat", "chat")
+        );
+        let d = detect(&head("POST", "/api/generate/")).expect("generate");
+        assert_eq!(
+            (d.api(), d.operation()),
+            ("ollama.generate", "text_completion")
+        );
+        for p in ["/api/embed", "/api/embeddings", "/api/embed?x=1"] {
+            let d = detect(&head("POST", p)).expect("embed");
+            assert_eq!((d.api(), d.operation()), ("ollama.embed", "embeddings"));
+        }
+        assert!(detect(&head("GET", "/api/chat")).is_none());
+        assert!(detect(&head("POST", "/api/tags")).is_none());
+        assert!(detect(&head("POST", "/api/pull")).is_none());
+        assert!(detect(&head("POST", "/v1/chat/completions")).is_none());
+        assert!(detect(&head("POST", "/proxy/api/chat")).is_none());
+        assert!(detect(&head("POST", "/api/chatx")).is_none());
+        assert!(detect(&head("POST", "/api/chat//")).is_none());
+    }
+
+    #[test]
+    fn reads_chat_request_stream_defaults_to_true() {
+        let mut d = Ollama {
+            api: OllamaApi::Chat,
+        };
+        let mut o = Observed::default();
+        d.on_request_body(
+            br#"{"model":"qwen3:0.6b","messages":[{"role":"system","content":"be brief"},{"role":"user","content":"why is the sky blue?"}],"think":true}"#,
+            &mut o,
+        );
+        assert_eq!(o.request_model.as_deref(), Some("qwen3:0.6b"));
+        assert_eq!(o.stream, Some(true));
+        assert_eq!(o.prompt_chars, 8 + 20);
+
+        let mut o = Observed::default();
+        d.on_request_body(br#"{"model":"m","messages":[],"stream":false}"#, &mut o);
+        assert_eq!(o.stream, Some(false));
+    }
+
+    #[test]
+    fn reads_generate_and_embed_requests() {
+        let mut d = Ollama {
+            api: OllamaApi::Generate,
+        };
+        let mut o = Observed::default();
+        d.on_request_body(
+            br#"{"model":"llama3.2","prompt":"hello","system":"you are terse","stream":true}"#,
+            &mut o,
+        );
+        assert_eq!(o.request_model.as_deref(), Some("llama3.2"));
+        assert_eq!(o.stream, Some(true));
+        assert_eq!(o.prompt_chars, 5 + 13);
+
+        let mut d = Ollama {
+            api: OllamaApi::Embed,
+        };
+        let mut o = Observed::default();
+        d.on_request_body(br#"{"model":"all-minilm","input":["abc","de"]}"#, &mut o);
+        assert_eq!(o.request_model.as_deref(), Some("all-minilm"));
+        assert_eq!(o.stream, Some(false));
+        assert_eq!(o.prompt_chars, 5);
+    }
+
+    #[test]
+    fn reads_the_model_of_a_request_cut_by_a_gap() {
+        let mut d = Ollama {
+            api: OllamaApi::Chat,
+        };
+        let mut o = Observed::default();
+        d.on_request_body(
+            b"{\"model\":\"llama3.2\",\"messages\":[{\"role\":\"user\",\"content\":\"w0 w1\0w998\"}]}",
+            &mut o,
+        );
+        assert_eq!(o.request_model.as_deref(), Some("llama3.2"));
+        assert_eq!(o.stream, Some(true));
+
+        let mut o = Observed::default();
+        d.on_request_body(
+            b"{\"model\":\"m\",\"stream\":false,\"messages\":[{\"content\":\"a\0b\"}]}",
+            &mut o,
+        );
+        assert_eq!(o.stream, Some(false));
+    }
+
+    #[test]
+    fn reads_a_chat_stream_thinking_then_answer() {
+        let mut d = Ollama {
+            api: OllamaApi::Chat,
+        };
+        let mut o = Observed::default();
+        let lines = [
+            (
+                r#"{"model":"qwen3:0.6b","created_at":"2025-06-01T10:00:00.1Z","message":{"role":"assistant","content":"","thinking":"Let"},"done":false}"#,
+                OutputKind::Reasoning,
+            ),
+            (
+                r#"{"model":"qwen3:0.6b","created_at":"2025-06-01T10:00:00.2Z","message":{"role":"assistant","content":"","thinking":" me think"},"done":false}"#,
+                OutputKind::Reasoning,
+            ),
+            (
+                r#"{"model":"qwen3:0.6b","created_at":"2025-06-01T10:00:00.3Z","message":{"role":"assistant","content":"Rayleigh"},"done":false}"#,
+                OutputKind::Answer,
+            ),
+            (
+                r#"{"model":"qwen3:0.6b","created_at":"2025-06-01T10:00:00.4Z","message":{"role":"assistant","content":" scattering."},"done":false}"#,
+                OutputKind::Answer,
+            ),
+            (
+                r#"{"model":"qwen3:0.6b","created_at":"2025-06-01T10:00:00.5Z","message":{"role":"assistant","content":""},"done_reason":"stop","done":true,"total_duration":4883583458,"load_duration":1334875,"prompt_eval_count":26,"prompt_eval_duration":342546000,"eval_count":282,"eval_duration":4535599000}"#,
+                OutputKind::None,
+            ),
+        ];
+        for (i, (line, kind)) in lines.iter().enumerate() {
+            assert_eq!(d.on_stream_event(&ev(line), &mut o), *kind, "line {i}");
+            assert_eq!(o.terminal, i == lines.len() - 1);
+        }
+        assert_eq!(o.response_model.as_deref(), Some("qwen3:0.6b"));
+        assert_eq!(o.finish_reason.as_deref(), Some("stop"));
+        assert_eq!(o.output_chars, 3 + 9 + 8 + 12);
+        assert_eq!(
+            o.usage,
+            Usage {
+                input_tokens: Some(26),
+                output_tokens: Some(282),
+                ..Default::default()
+            }
+        );
+        assert_eq!(o.error, None);
+        assert_eq!(o.response_id, None);
+    }
+
+    #[test]
+    fn reads_a_generate_stream() {
+        let mut d = Ollama {
+            api: OllamaApi::Generate,
+        };
+        let mut o = Observed::default();
+        let line = |s: &str| ev(s);
+        assert_eq!(
+            d.on_stream_event(&line(r#"{"model":"llama3.2","created_at":"t","response":"","thinking":"hm","done":false}"#), &mut o),
+            OutputKind::Reasoning
+        );
+        // Both in one line: the answer wins.
+        assert_eq!(
+            d.on_stream_event(&line(r#"{"model":"llama3.2","created_at":"t","response":"The","thinking":"ok","done":false}"#), &mut o),
+            OutputKind::Answer
+        );
+        assert_eq!(
+            d.on_stream_event(&line("{\"model\":\"llama3.2\",\"created_at\":\"t\",\"response\":\" sky\",\"done\":false}\r"), &mut o),
+            OutputKind::Answer
+        );
+        assert_eq!(d.on_stream_event(&line("  "), &mut o), OutputKind::None);
+        assert_eq!(
+            d.on_stream_event(&line(r#"{"model":"llama3.2","created_at":"t","response":"","done":true,"done_reason":"length","context":[1,2,3],"prompt_eval_count":5,"eval_count":3}"#), &mut o),
+            OutputKind::None
+        );
+        assert!(o.terminal);
+        assert_eq!(o.finish_reason.as_deref(), Some("length"));
+        assert_eq!(o.output_chars, 2 + 5 + 4);
+        assert_eq!(o.usage.input_tokens, Some(5));
+        assert_eq!(o.usage.output_tokens, Some(3));
+    }
+
+    #[test]
+    fn tool_calls_are_answer_output() {
+        let mut d = Ollama {
+            api: OllamaApi::Chat,
+        };
+        let mut o = Observed::default();
+        assert_eq!(
+            d.on_stream_event(&ev(r#"{"model":"m","message":{"role":"assistant","content":"","tool_calls":[{"function":{"name":"get_weather","arguments":{"city":"Oslo"}}}]},"done":false}"#), &mut o),
+            OutputKind::Answer
+        );
+        assert_eq!(o.output_chars, r#"{"city":"Oslo"}"#.len() as u64);
+    }
+
+    #[test]
+    fn error_lines_set_the_error() {
+        let mut d = Ollama {
+            api: OllamaApi::Chat,
+        };
+        let mut o = Observed::default();
+        d.on_stream_event(
+            &ev(r#"{"model":"m","message":{"role":"assistant","content":"a"},"done":false}"#),
+            &mut o,
+        );
+        assert_eq!(
+            d.on_stream_event(&ev(r#"{"error":"an error was encountered while running the model: unexpected EOF"}"#), &mut o),
+            OutputKind::None
+        );
+        assert_eq!(o.error.as_deref(), Some("error"));
+        assert!(!o.terminal);
+
+        let mut o = Observed::default();
+        d.on_response_body(
+            br#"{"error":"model \"nope\" not found, try pulling it first"}"#,
+            &mut o,
+        );
+        assert_eq!(o.error.as_deref(), Some("error"));
+    }
+
+    #[test]
+    fn reads_non_stream_bodies() {
+        let mut d = Ollama {
+            api: OllamaApi::Chat,
+        };
+        let mut o = Observed::default();
+        d.on_response_body(
+            br#"{"model":"llama3.2","created_at":"2023-12-12T14:13:43.416799Z","message":{"role":"assistant","content":"Hello! How are you today?"},"done_reason":"stop","done":true,"total_duration":5191566416,"load_duration":2154458,"prompt_eval_count":26,"prompt_eval_duration":383809000,"eval_count":298,"eval_duration":4799921000}"#,
+            &mut o,
+        );
+        assert!(o.terminal);
+        assert_eq!(o.response_model.as_deref(), Some("llama3.2"));
+        assert_eq!(o.finish_reason.as_deref(), Some("stop"));
+        assert_eq!(o.output_chars, 25);
+        assert_eq!(o.usage.input_tokens, Some(26));
+        assert_eq!(o.usage.output_tokens, Some(298));
+
+        let mut d = Ollama {
+            api: OllamaApi::Embed,
+        };
+        let mut o = Observed::default();
+        d.on_response_body(
+            br#"{"model":"all-minilm","embeddings":[[0.010071029,-0.0017594862,0.05007221]],"total_duration":14143917,"load_duration":1019500,"prompt_eval_count":8}"#,
+            &mut o,
+        );
+        assert!(o.terminal);
+        assert_eq!(o.response_model.as_deref(), Some("all-minilm"));
+        assert_eq!(o.usage.input_tokens, Some(8));
+        assert_eq!(o.usage.output_tokens, None);
+        assert_eq!(o.output_chars, 0);
+    }
+
+    #[test]
+    fn reads_an_ndjson_body_delivered_whole() {
+        let mut d = Ollama {
+            api: OllamaApi::Generate,
+        };
+        let mut o = Observed::default();
+        d.on_response_body(
+            b"{\"model\":\"m\",\"response\":\"Hi\",\"done\":false}\n{\"model\":\"m\",\"response\":\" there\",\"done\":false}\n{\"model\":\"m\",\"response\":\"\",\"done\":true,\"done_reason\":\"stop\",\"prompt_eval_count\":4,\"eval_count\":2}\n",
+            &mut o,
+        );
+        assert!(o.terminal);
+        assert_eq!(o.output_chars, 8);
+        assert_eq!(o.finish_reason.as_deref(), Some("stop"));
+        assert_eq!(o.usage.output_tokens, Some(2));
+    }
+
+    #[test]
+    fn survives_garbage() {
+        let mut d = Ollama {
+            api: OllamaApi::Chat,
+        };
+        let mut o = Observed::default();
+        d.on_request_body(b"\xff\xfe", &mut o);
+        assert_eq!(o.stream, Some(true));
+        let mut o = Observed::default();
+        d.on_response_body(b"\x00\xff\nnot json\n[1,2]", &mut o);
+        for data in [
+            "{not json",
+            "[1,2,3]",
+            "42",
+            r#"{"message":"nope","thinking":5,"response":[1],"done":"yes","eval_count":-1,"prompt_eval_count":1.5,"model":7}"#,
+            r#"{"message":{"content":{"a":1},"tool_calls":"x"},"done_reason":"stop"}"#,
+        ] {
+            assert_eq!(
+                d.on_stream_event(&ev(data), &mut o),
+                OutputKind::None,
+                "{data}"
+            );
+        }
+        assert_eq!(o, Observed::default());
+    }
 }

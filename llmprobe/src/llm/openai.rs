@@ -24,6 +24,13 @@ pub struct OpenAi {
     api: OpenAiApi,
 }
 
+/// The chat-completions dialect, for requests recognised by body shape.
+pub fn chat_dialect() -> Box<dyn ProviderDialect> {
+    Box::new(OpenAi {
+        api: OpenAiApi::ChatCompletions,
+    })
+}
+
 /// Recognises OpenAI-compatible requests by method and path.
 pub fn detect(head: &RequestHead) -> Option<Box<dyn ProviderDialect>> {
     if head.method != "POST" {
@@ -365,7 +372,9 @@ mod tests {
 
     #[test]
     fn reads_the_model_of_a_request_cut_by_a_gap() {
-        let mut d = OpenAi { api: OpenAiApi::ChatCompletions };
+        let mut d = OpenAi {
+            api: OpenAiApi::ChatCompletions,
+        };
         let mut o = Observed::default();
         d.on_request_body(b"{\"model\":\"test-model\",\"stream\":true,\"messages\":[{\"role\":\"user\",\"content\":\"w0 w1\0w998 w999\"}]}", &mut o);
         assert_eq!(o.request_model.as_deref(), Some("test-model"));

@@ -1,9 +1,527 @@
-//! Placeholder: filled in by the openai_responses dialect work.
+//! The OpenAI Responses API dialect (`POST /v1/responses`), as spoken by OpenAI, Azure OpenAI
+//! and the servers that copy it. Streams are typed SSE events (`response.output_text.delta`,
+//! `response.completed`, ...); a non-streamed call returns one Response object.
 
-use super::ProviderDialect;
+use serde_json::Value;
+
+use super::{Observed, OutputKind, ProviderDialect, Usage};
 use crate::protocol::http1::RequestHead;
+use crate::protocol::sse::SseEvent;
 
-/// Recognises this dialect's requests.
-pub fn detect(_head: &RequestHead) -> Option<Box<dyn ProviderDialect>> {
-    None
+/// The dialect.
+pub struct OpenAiResponses;
+
+/// Recognises Responses API calls: a POST to `.../responses` (not `.../responses/{id}/cancel`).
+pub fn detect(head: &RequestHead) -> Option<Box<dyn ProviderDialect>> {
+    if head.method != "POST" {
+        return None;
+    }
+    let path = head
+        .path
+        .split(['?', '#'])
+        .next()
+        .unwrap_or("")
+        .trim_end_matches('/');
+    if path.ends_with("/responses") || path == "responses" {
+        Some(Box::new(OpenAiResponses))
+    } else {
+        None
+    }
+}
+
+fn u(v: &Value, path: &[&str]) -> Option<u64> {
+    let mut cur = v;
+    for p in path {
+        cur = cur.get(p)?;
+    }
+    cur.as_u64()
+}
+
+fn s(v: &Value, key: &str) -> Option<String> {
+    v.get(key)
+        .and_then(Value::as_str)
+        .filter(|s| !s.is_empty())
+        .map(str::to_owned)
+}
+
+fn chars(s: &str) -> u64 {
+    s.chars().count() as u64
+}
+
+/// Reads a Responses API `usage` object into `out`.
+pub fn read_usage(usage: &Value, out: &mut Usage) {
+    if !usage.is_object() {
+        return;
+    }
+    if let Some(n) = u(usage, &["input_tokens"]) {
+        out.input_tokens = Some(n);
+    }
+    if let Some(n) = u(usage, &["output_tokens"]) {
+        out.output_tokens = Some(n);
+    }
+    if let Some(n) = u(usage, &["output_tokens_details", "reasoning_tokens"]) {
+        out.reasoning_tokens = Some(n);
+    }
+    if let Some(n) = u(usage, &["input_tokens_details", "cached_tokens"]) {
+        out.cached_input_tokens = Some(n);
+    }
+}
+
+/// Characters of prompt text in `input`: a string, or items whose `content` is a string or a list
+/// of parts with `text` (tool outputs count their `output` string).
+fn input_chars(v: &Value) -> u64 {
+    match v {
+        Value::String(s) => chars(s),
+        Value::Array(items) => items
+            .iter()
+            .map(|item| match item {
+                Value::String(s) => chars(s),
+                Value::Object(_) => {
+                    let content = match item.get("content") {
+                        Some(Value::String(s)) => chars(s),
+                        Some(Value::Array(parts)) => parts
+                            .iter()
+                            .filter_map(|p| p.get("text").and_then(Value::as_str))
+                            .map(chars)
+                            .sum(),
+                        _ => 0,
+                    };
+                    content + item.get("output").and_then(Value::as_str).map_or(0, chars)
+                }
+                _ => 0,
+            })
+            .sum(),
+        _ => 0,
+    }
+}
+
+/// The error code of an `error` object or event: `code`, else `type`.
+fn error_code(e: &Value) -> Option<String> {
+    s(e, "code").or_else(|| s(e, "type"))
+}
+
+impl OpenAiResponses {
+    /// Reads a Response object (from a lifecycle event or a whole body): model, id, usage, and,
+    /// once it has ended, its status and error.
+    fn read_response(&self, r: &Value, out: &mut Observed) {
+        if !r.is_object() {
+            return;
+        }
+        if let Some(m) = s(r, "model") {
+            out.response_model = Some(m);
+        }
+        if let Some(id) = s(r, "id") {
+            out.response_id.get_or_insert(id);
+        }
+        if let Some(usage) = r.get("usage") {
+            read_usage(usage, &mut out.usage);
+        }
+        if let Some(e) = r.get("error")
+            && e.is_object()
+        {
+            out.error = Some(error_code(e).unwrap_or_else(|| "failed".to_owned()));
+        }
+        match r.get("status").and_then(Value::as_str) {
+            Some("incomplete") => {
+                out.finish_reason = Some(
+                    r.pointer("/incomplete_details/reason")
+                        .and_then(Value::as_str)
+                        .filter(|s| !s.is_empty())
+                        .unwrap_or("incomplete")
+                        .to_owned(),
+                );
+            }
+            Some(st @ ("completed" | "failed" | "cancelled")) => {
+                out.finish_reason = Some(st.to_owned());
+            }
+            _ => {}
+        }
+    }
+
+    /// Counts the output text of a whole Response: message text and refusals, reasoning
+    /// summaries and text, tool-call arguments.
+    fn read_output(&self, r: &Value, out: &mut Observed) {
+        let Some(items) = r.get("output").and_then(Value::as_array) else {
+            return;
+        };
+        for item in items {
+            for key in ["content", "summary"] {
+                for part in item.get(key).and_then(Value::as_array).into_iter().flatten() {
+                    for field in ["text", "refusal"] {
+                        if let Some(t) = part.get(field).and_then(Value::as_str) {
+                            out.output_chars += chars(t);
+                        }
+                    }
+                }
+            }
+            if let Some(a) = item.get("arguments").and_then(Value::as_str) {
+                out.output_chars += chars(a);
+            }
+        }
+    }
+}
+
+impl ProviderDialect for OpenAiResponses {
+    fn provider(&self) -> &'static str {
+        "openai"
+    }
+
+    fn api(&self) -> &'static str {
+        "openai.responses"
+    }
+
+    fn operation(&self) -> &'static str {
+        "chat"
+    }
+
+    fn on_request_body(&mut self, body: &[u8], out: &mut Observed) {
+        let Ok(v) = serde_json::from_slice::<Value>(body) else {
+            // A body cut by a capture gap: the model and stream flag are usually still there.
+            out.request_model = super::scan_json_string(body, "model");
+            out.stream = super::scan_json_bool(body, "stream");
+            return;
+        };
+        out.request_model = s(&v, "model");
+        out.stream = Some(v.get("stream").and_then(Value::as_bool).unwrap_or(false));
+        let mut n = v.get("input").map_or(0, input_chars);
+        n += v.get("instructions").and_then(Value::as_str).map_or(0, chars);
+        out.prompt_chars = n;
+    }
+
+    fn on_stream_event(&mut self, ev: &SseEvent, out: &mut Observed) -> OutputKind {
+        let data = ev.data.trim();
+        if data.is_empty() {
+            return OutputKind::None;
+        }
+        let parsed = serde_json::from_str::<Value>(data);
+        let v = parsed.as_ref().ok().filter(|v| v.is_object());
+        // The data's own `type` names the event; the SSE `event:` line is the fallback.
+        let ty = v
+            .and_then(|v| v.get("type"))
+            .and_then(Value::as_str)
+            .or(ev.event.as_deref())
+            .unwrap_or("");
+        if ty == "error" {
+            let code = v.and_then(|v| {
+                error_code(v)
+                    .filter(|c| c != "error")
+                    .or_else(|| v.get("error").and_then(error_code))
+            });
+            out.error = Some(code.unwrap_or_else(|| "error".to_owned()));
+            return OutputKind::None;
+        }
+        let Some(v) = v else {
+            return OutputKind::None;
+        };
+        let delta = || {
+            v.get("delta")
+                .and_then(Value::as_str)
+                .filter(|d| !d.is_empty())
+        };
+        match ty {
+            "response.output_text.delta"
+            | "response.refusal.delta"
+            | "response.function_call_arguments.delta"
+            | "response.custom_tool_call_input.delta" => {
+                let Some(d) = delta() else {
+                    return OutputKind::None;
+                };
+                out.output_chars += chars(d);
+                OutputKind::Answer
+            }
+            "response.reasoning_summary_text.delta" | "response.reasoning_text.delta" => {
+                let Some(d) = delta() else {
+                    return OutputKind::None;
+                };
+                out.output_chars += chars(d);
+                OutputKind::Reasoning
+            }
+            "response.created" | "response.in_progress" | "response.queued" => {
+                if let Some(r) = v.get("response") {
+                    self.read_response(r, out);
+                }
+                OutputKind::None
+            }
+            "response.completed" | "response.incomplete" | "response.failed" => {
+                if let Some(r) = v.get("response") {
+                    self.read_response(r, out);
+                }
+                if out.finish_reason.is_none() {
+                    out.finish_reason = Some(
+                        match ty {
+                            "response.completed" => "completed",
+                            "response.incomplete" => "incomplete",
+                            _ => "failed",
+                        }
+                        .to_owned(),
+                    );
+                }
+                if ty == "response.failed" && out.error.is_none() {
+                    out.error = Some("failed".to_owned());
+                }
+                out.terminal = true;
+                OutputKind::None
+            }
+            _ => OutputKind::None,
+        }
+    }
+
+    fn on_response_body(&mut self, body: &[u8], out: &mut Observed) {
+        let Ok(v) = serde_json::from_slice::<Value>(body) else {
+            return;
+        };
+        if v.get("object").and_then(Value::as_str) == Some("response") || v.get("output").is_some()
+        {
+            self.read_response(&v, out);
+            self.read_output(&v, out);
+        } else if let Some(e) = v.get("error")
+            && e.is_object()
+        {
+            // An API error body: `{"error":{"message","type","param","code"}}`.
+            out.error = Some(
+                s(e, "type")
+                    .or_else(|| s(e, "code"))
+                    .unwrap_or_else(|| "error".to_owned()),
+            );
+        }
+        out.terminal = true;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn head(method: &str, path: &str) -> RequestHead {
+        RequestHead {
+            method: method.into(),
+            path: path.into(),
+            headers: vec![],
+        }
+    }
+
+    fn ev(event: &str, data: &str) -> SseEvent {
+        SseEvent {
+            event: Some(event.into()),
+            data: data.into(),
+            id: None,
+        }
+    }
+
+    #[test]
+    fn detects_by_path() {
+        let d = detect(&head("POST", "/v1/responses")).expect("responses");
+        assert_eq!(
+            (d.provider(), d.api(), d.operation()),
+            ("openai", "openai.responses", "chat")
+        );
+        for p in [
+            "/responses",
+            "/v1/responses/",
+            "/openai/responses?api-version=2025-04-01-preview",
+            "/openai/v1/responses",
+        ] {
+            assert!(detect(&head("POST", p)).is_some(), "{p}");
+        }
+        assert!(detect(&head("GET", "/v1/responses/resp_123")).is_none());
+        assert!(detect(&head("GET", "/v1/responses")).is_none());
+        assert!(detect(&head("POST", "/v1/responses/resp_123/cancel")).is_none());
+        assert!(detect(&head("POST", "/v1/responses/resp_123")).is_none());
+        assert!(detect(&head("POST", "/v1/responses/input_tokens")).is_none());
+        assert!(detect(&head("POST", "/v1/chat/completions")).is_none());
+        assert!(detect(&head("POST", "/v1/myresponses")).is_none());
+    }
+
+    #[test]
+    fn reads_requests() {
+        let mut d = OpenAiResponses;
+        let mut o = Observed::default();
+        d.on_request_body(
+            br#"{"model":"gpt-5","instructions":"Be terse.","input":"Tell me a joke","stream":true,"reasoning":{"effort":"low","summary":"auto"}}"#,
+            &mut o,
+        );
+        assert_eq!(o.request_model.as_deref(), Some("gpt-5"));
+        assert_eq!(o.stream, Some(true));
+        assert_eq!(o.prompt_chars, 9 + 14);
+
+        let mut o = Observed::default();
+        d.on_request_body(
+            br#"{"model":"gpt-4.1","input":[{"role":"user","content":"hi"},{"type":"message","role":"user","content":[{"type":"input_text","text":"abc"},{"type":"input_image","image_url":"data:..."}]},{"type":"function_call_output","call_id":"c1","output":"42"}]}"#,
+            &mut o,
+        );
+        assert_eq!(o.stream, Some(false));
+        assert_eq!(o.prompt_chars, 2 + 3 + 2);
+    }
+
+    #[test]
+    fn reads_the_model_of_a_request_cut_by_a_gap() {
+        let mut d = OpenAiResponses;
+        let mut o = Observed::default();
+        d.on_request_body(
+            b"{\"model\":\"gpt-5\",\"stream\":true,\"input\":[{\"role\":\"user\",\"content\":\"w0\0w9\"}]}",
+            &mut o,
+        );
+        assert_eq!(o.request_model.as_deref(), Some("gpt-5"));
+        assert_eq!(o.stream, Some(true));
+    }
+
+    #[test]
+    fn reads_a_stream_reasoning_then_answer() {
+        let mut d = OpenAiResponses;
+        let mut o = Observed::default();
+        let frames = [
+            ("response.created", r#"{"type":"response.created","sequence_number":0,"response":{"id":"resp_67c9fdcecf488190bdd9a0409de3a1ec07b8b0ad4e5eb654","object":"response","created_at":1741290958,"status":"in_progress","error":null,"incomplete_details":null,"instructions":null,"model":"o4-mini-2025-04-16","output":[],"usage":null}}"#, OutputKind::None),
+            ("response.in_progress", r#"{"type":"response.in_progress","sequence_number":1,"response":{"id":"resp_67c9fdcecf488190bdd9a0409de3a1ec07b8b0ad4e5eb654","object":"response","status":"in_progress","model":"o4-mini-2025-04-16","output":[],"usage":null}}"#, OutputKind::None),
+            ("response.output_item.added", r#"{"type":"response.output_item.added","sequence_number":2,"output_index":0,"item":{"id":"rs_1","type":"reasoning","summary":[]}}"#, OutputKind::None),
+            ("response.reasoning_summary_part.added", r#"{"type":"response.reasoning_summary_part.added","sequence_number":3,"item_id":"rs_1","output_index":0,"summary_index":0,"part":{"type":"summary_text","text":""}}"#, OutputKind::None),
+            ("response.reasoning_summary_text.delta", r#"{"type":"response.reasoning_summary_text.delta","sequence_number":4,"item_id":"rs_1","output_index":0,"summary_index":0,"delta":"**Thinking"}"#, OutputKind::Reasoning),
+            ("response.reasoning_summary_text.done", r#"{"type":"response.reasoning_summary_text.done","sequence_number":5,"item_id":"rs_1","output_index":0,"summary_index":0,"text":"**Thinking"}"#, OutputKind::None),
+            ("response.output_item.added", r#"{"type":"response.output_item.added","sequence_number":6,"output_index":1,"item":{"id":"msg_1","type":"message","status":"in_progress","content":[],"role":"assistant"}}"#, OutputKind::None),
+            ("response.content_part.added", r#"{"type":"response.content_part.added","sequence_number":7,"item_id":"msg_1","output_index":1,"content_index":0,"part":{"type":"output_text","annotations":[],"text":""}}"#, OutputKind::None),
+            ("response.output_text.delta", r#"{"type":"response.output_text.delta","sequence_number":8,"item_id":"msg_1","output_index":1,"content_index":0,"delta":"Hi","obfuscation":"xY1"}"#, OutputKind::Answer),
+            ("response.output_text.delta", r#"{"type":"response.output_text.delta","sequence_number":9,"item_id":"msg_1","output_index":1,"content_index":0,"delta":" there!"}"#, OutputKind::Answer),
+            ("response.output_text.done", r#"{"type":"response.output_text.done","sequence_number":10,"item_id":"msg_1","output_index":1,"content_index":0,"text":"Hi there!"}"#, OutputKind::None),
+            ("response.completed", r#"{"type":"response.completed","sequence_number":11,"response":{"id":"resp_67c9fdcecf488190bdd9a0409de3a1ec07b8b0ad4e5eb654","object":"response","status":"completed","error":null,"incomplete_details":null,"model":"o4-mini-2025-04-16","output":[{"id":"msg_1","type":"message","status":"completed","role":"assistant","content":[{"type":"output_text","text":"Hi there!","annotations":[]}]}],"usage":{"input_tokens":37,"input_tokens_details":{"cached_tokens":5},"output_tokens":11,"output_tokens_details":{"reasoning_tokens":64},"total_tokens":48}}}"#, OutputKind::None),
+        ];
+        for (i, (event, data, kind)) in frames.iter().enumerate() {
+            assert_eq!(d.on_stream_event(&ev(event, data), &mut o), *kind, "frame {i}");
+            assert_eq!(o.terminal, i == frames.len() - 1, "frame {i}");
+        }
+        assert_eq!(o.response_model.as_deref(), Some("o4-mini-2025-04-16"));
+        assert_eq!(
+            o.response_id.as_deref(),
+            Some("resp_67c9fdcecf488190bdd9a0409de3a1ec07b8b0ad4e5eb654")
+        );
+        assert_eq!(o.finish_reason.as_deref(), Some("completed"));
+        assert_eq!(o.output_chars, 10 + 2 + 7);
+        assert_eq!(
+            o.usage,
+            Usage {
+                input_tokens: Some(37),
+                output_tokens: Some(11),
+                reasoning_tokens: Some(64),
+                cached_input_tokens: Some(5),
+            }
+        );
+        assert_eq!(o.error, None);
+    }
+
+    #[test]
+    fn tool_calls_refusals_and_reasoning_text() {
+        let mut d = OpenAiResponses;
+        let mut o = Observed::default();
+        assert_eq!(
+            d.on_stream_event(&ev("response.reasoning_text.delta", r#"{"type":"response.reasoning_text.delta","item_id":"rs","output_index":0,"content_index":0,"delta":"hmm"}"#), &mut o),
+            OutputKind::Reasoning
+        );
+        assert_eq!(
+            d.on_stream_event(&ev("response.function_call_arguments.delta", r#"{"type":"response.function_call_arguments.delta","item_id":"fc_1","output_index":1,"delta":"{\"a\":"}"#), &mut o),
+            OutputKind::Answer
+        );
+        assert_eq!(
+            d.on_stream_event(&ev("response.refusal.delta", r#"{"type":"response.refusal.delta","item_id":"m","output_index":2,"content_index":0,"delta":"No"}"#), &mut o),
+            OutputKind::Answer
+        );
+        // An empty delta carries nothing.
+        assert_eq!(
+            d.on_stream_event(&ev("response.output_text.delta", r#"{"type":"response.output_text.delta","delta":""}"#), &mut o),
+            OutputKind::None
+        );
+        // Without an `event:` line the data's type still names the event.
+        let untyped = SseEvent {
+            event: None,
+            data: r#"{"type":"response.output_text.delta","delta":"ok"}"#.into(),
+            id: None,
+        };
+        assert_eq!(d.on_stream_event(&untyped, &mut o), OutputKind::Answer);
+        assert_eq!(o.output_chars, 3 + 5 + 2 + 2);
+    }
+
+    #[test]
+    fn incomplete_and_failed_responses() {
+        let mut d = OpenAiResponses;
+        let mut o = Observed::default();
+        d.on_stream_event(&ev("response.incomplete", r#"{"type":"response.incomplete","response":{"id":"resp_1","status":"incomplete","incomplete_details":{"reason":"max_output_tokens"},"model":"gpt-5","usage":{"input_tokens":10,"output_tokens":16,"output_tokens_details":{"reasoning_tokens":16}}}}"#), &mut o);
+        assert!(o.terminal);
+        assert_eq!(o.finish_reason.as_deref(), Some("max_output_tokens"));
+        assert_eq!(o.usage.output_tokens, Some(16));
+        assert_eq!(o.error, None);
+
+        let mut o = Observed::default();
+        d.on_stream_event(&ev("response.failed", r#"{"type":"response.failed","response":{"id":"resp_2","status":"failed","error":{"code":"server_error","message":"The model failed to generate a response."},"model":"gpt-5","usage":null}}"#), &mut o);
+        assert!(o.terminal);
+        assert_eq!(o.error.as_deref(), Some("server_error"));
+        assert_eq!(o.finish_reason.as_deref(), Some("failed"));
+
+        let mut o = Observed::default();
+        d.on_stream_event(&ev("response.failed", r#"{"type":"response.failed","response":{"status":"failed"}}"#), &mut o);
+        assert_eq!(o.error.as_deref(), Some("failed"));
+    }
+
+    #[test]
+    fn error_events() {
+        let mut d = OpenAiResponses;
+        let mut o = Observed::default();
+        d.on_stream_event(&ev("error", r#"{"type":"error","code":"rate_limit_exceeded","message":"Slow down","param":null,"sequence_number":3}"#), &mut o);
+        assert_eq!(o.error.as_deref(), Some("rate_limit_exceeded"));
+        assert!(!o.terminal);
+
+        let mut o = Observed::default();
+        d.on_stream_event(&ev("error", r#"{"type":"error","error":{"type":"invalid_request_error","code":null,"message":"bad"}}"#), &mut o);
+        assert_eq!(o.error.as_deref(), Some("invalid_request_error"));
+
+        let mut o = Observed::default();
+        d.on_stream_event(&ev("error", "not json"), &mut o);
+        assert_eq!(o.error.as_deref(), Some("error"));
+    }
+
+    #[test]
+    fn reads_non_stream_bodies() {
+        let mut d = OpenAiResponses;
+        let mut o = Observed::default();
+        d.on_response_body(
+            br#"{"id":"resp_9","object":"response","created_at":1741476542,"status":"completed","error":null,"incomplete_details":null,"model":"gpt-5-2025-08-07","output":[{"type":"reasoning","id":"rs_1","summary":[{"type":"summary_text","text":"Plan"}]},{"type":"function_call","id":"fc_1","call_id":"c1","name":"f","arguments":"{}"},{"type":"message","id":"msg_1","status":"completed","role":"assistant","content":[{"type":"output_text","text":"In a peaceful grove.","annotations":[]}]}],"usage":{"input_tokens":36,"input_tokens_details":{"cached_tokens":0},"output_tokens":87,"output_tokens_details":{"reasoning_tokens":64},"total_tokens":123}}"#,
+            &mut o,
+        );
+        assert!(o.terminal);
+        assert_eq!(o.response_model.as_deref(), Some("gpt-5-2025-08-07"));
+        assert_eq!(o.response_id.as_deref(), Some("resp_9"));
+        assert_eq!(o.finish_reason.as_deref(), Some("completed"));
+        assert_eq!(o.output_chars, 4 + 2 + 20);
+        assert_eq!(
+            o.usage,
+            Usage {
+                input_tokens: Some(36),
+                output_tokens: Some(87),
+                reasoning_tokens: Some(64),
+                cached_input_tokens: Some(0),
+            }
+        );
+        assert_eq!(o.error, None);
+
+        let mut o = Observed::default();
+        d.on_response_body(
+            br#"{"error":{"message":"Invalid model","type":"invalid_request_error","param":"model","code":"model_not_found"}}"#,
+            &mut o,
+        );
+        assert_eq!(o.error.as_deref(), Some("invalid_request_error"));
+    }
+
+    #[test]
+    fn survives_garbage() {
+        let mut d = OpenAiResponses;
+        let mut o = Observed::default();
+        d.on_request_body(b"{not json", &mut o);
+        d.on_response_body(b"\x00\xff", &mut o);
+        for (event, data) in [
+            ("response.output_text.delta", "{not json"),
+            ("response.output_text.delta", r#"{"type":"response.output_text.delta","delta":5}"#),
+            ("response.completed", r#"[1,2]"#),
+            ("message", r#"{"type":5,"response":"x"}"#),
+            ("response.created", r#"{"type":"response.created","response":{"model":5,"usage":[1],"status":7}}"#),
+        ] {
+            assert_eq!(d.on_stream_event(&ev(event, data), &mut o), OutputKind::None, "{data}");
+        }
+        assert_eq!(o, Observed::default());
+    }
 }

@@ -9,4 +9,5 @@
 
 pub mod encoding;
 pub mod http1;
+pub mod ndjson;
 pub mod sse;

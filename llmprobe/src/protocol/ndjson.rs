@@ -1,0 +1,130 @@
+//! Newline-delimited JSON (`application/x-ndjson`, Ollama's streams): splits a body into lines
+//! as bytes arrive, whatever the split points. Lines are bounded; an over-long line is dropped
+//! (reported once) up to its newline.
+
+/// Default longest line kept.
+pub const DEFAULT_MAX_LINE_BYTES: usize = 1024 * 1024;
+
+/// A line over the limit was dropped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LineTooLong;
+
+/// Incremental line splitter.
+#[derive(Debug, Default)]
+pub struct NdjsonDecoder {
+    buf: Vec<u8>,
+    max: usize,
+    skipping: bool,
+}
+
+impl NdjsonDecoder {
+    /// With the default line limit.
+    pub fn new() -> Self {
+        Self::with_max_line_bytes(DEFAULT_MAX_LINE_BYTES)
+    }
+
+    /// With a line limit.
+    pub fn with_max_line_bytes(max: usize) -> Self {
+        NdjsonDecoder {
+            buf: Vec::new(),
+            max,
+            skipping: false,
+        }
+    }
+
+    /// Feeds body bytes; complete non-empty lines (without `\r\n`/`\n`, lossy UTF-8) are appended
+    /// to `out`. Every line before an error is still delivered.
+    pub fn feed(&mut self, data: &[u8], out: &mut Vec<String>) -> Result<(), LineTooLong> {
+        let mut result = Ok(());
+        let mut rest = data;
+        while !rest.is_empty() {
+            match rest.iter().position(|&b| b == b'\n') {
+                Some(nl) => {
+                    if !self.skipping {
+                        if self.buf.len() + nl > self.max {
+                            result = Err(LineTooLong);
+                        } else {
+                            self.buf.extend_from_slice(&rest[..nl]);
+                            push_line(&self.buf, out);
+                        }
+                    }
+                    self.buf.clear();
+                    self.skipping = false;
+                    rest = &rest[nl + 1..];
+                }
+                None => {
+                    if !self.skipping {
+                        if self.buf.len() + rest.len() > self.max {
+                            self.buf.clear();
+                            self.skipping = true;
+                            result = Err(LineTooLong);
+                        } else {
+                            self.buf.extend_from_slice(rest);
+                        }
+                    }
+                    rest = &[];
+                }
+            }
+        }
+        result
+    }
+
+    /// End of body: a last line without a newline is delivered.
+    pub fn finish(&mut self, out: &mut Vec<String>) {
+        if !self.skipping {
+            push_line(&self.buf, out);
+        }
+        self.buf.clear();
+        self.skipping = false;
+    }
+
+    /// Bytes held for an incomplete line.
+    pub fn buffered_bytes(&self) -> usize {
+        self.buf.len()
+    }
+}
+
+fn push_line(line: &[u8], out: &mut Vec<String>) {
+    let line = line.strip_suffix(b"\r").unwrap_or(line);
+    if line.iter().any(|b| !b.is_ascii_whitespace()) {
+        out.push(String::from_utf8_lossy(line).into_owned());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const BODY: &str = "{\"message\":{\"content\":\"你好\"},\"done\":false}\r\n\n{\"done\":true,\"eval_count\":2}\n{\"tail\":1}";
+
+    #[test]
+    fn any_split_gives_the_same_lines() {
+        let mut whole = Vec::new();
+        let mut d = NdjsonDecoder::new();
+        assert_eq!(d.feed(BODY.as_bytes(), &mut whole), Ok(()));
+        d.finish(&mut whole);
+        assert_eq!(whole.len(), 3);
+        assert_eq!(
+            whole[0],
+            "{\"message\":{\"content\":\"你好\"},\"done\":false}"
+        );
+        for cut in 0..BODY.len() {
+            let mut got = Vec::new();
+            let mut d = NdjsonDecoder::new();
+            let _ = d.feed(&BODY.as_bytes()[..cut], &mut got);
+            let _ = d.feed(&BODY.as_bytes()[cut..], &mut got);
+            d.finish(&mut got);
+            assert_eq!(got, whole, "cut at {cut}");
+        }
+    }
+
+    #[test]
+    fn long_lines_are_dropped_and_decoding_goes_on() {
+        let mut d = NdjsonDecoder::with_max_line_bytes(8);
+        let mut out = Vec::new();
+        assert_eq!(d.feed(b"0123456789", &mut out), Err(LineTooLong));
+        assert_eq!(d.feed(b"abc\n{\"a\":1}\n", &mut out), Ok(()));
+        assert_eq!(out, vec!["{\"a\":1}".to_owned()]);
+        assert!(d.buffered_bytes() == 0);
+    }
+}
