@@ -1,11 +1,12 @@
 #!/usr/bin/env python3
-"""Deterministic OpenAI-compatible test LLM server for llmprobe's e2e tests.
+"""Deterministic multi-dialect test LLM server for llmprobe's e2e tests.
 
 Python standard library only.
 
     python3 llm_server.py [--host 127.0.0.1] [--port 0]
                           [--tls-cert cert.pem --tls-key key.pem]
-                          [--ttft-ms 200] [--gap-ms 50] [--chunks 8] [--log]
+                          [--ttft-ms 200] [--gap-ms 50] [--chunks 8]
+                          [--honor-accept-encoding] [--log]
 
 Prints exactly one line "LISTENING <port>" on stdout (flushed) once the socket
 listens; nothing else is ever written to stdout. With --log, one line per
@@ -13,7 +14,19 @@ request (connection id, method, path, status) goes to stderr; request headers
 are never printed (they carry API keys).
 
 Endpoints
-  POST /v1/chat/completions, /chat/completions   (stream and non-stream)
+  POST /v1/chat/completions, /chat/completions,
+       /compatible-mode/v1/chat/completions      OpenAI chat (stream and non-stream)
+  POST /v1/completions, /completions              OpenAI legacy completions
+  POST /v1/embeddings, /embeddings                OpenAI embeddings (float or base64)
+  POST /v1/responses, /responses                  OpenAI Responses API
+  POST /v1/messages                               Anthropic Messages
+  POST /v1beta/models/{m}:generateContent         Gemini (also /v1/models/...)
+  POST /v1beta/models/{m}:streamGenerateContent   Gemini stream: ?alt=sse -> SSE,
+                                                  otherwise one streamed JSON array
+  POST /api/chat, /api/generate                   Ollama (NDJSON; "stream" defaults true)
+  POST /api/v1/services/aigc/text-generation/generation
+                                                  DashScope native (SSE with
+                                                  "X-DashScope-SSE: enable")
   GET  /health                                    200 "ok" (text/plain)
   POST /v1/other                                  200 {"ok":true}
   GET  /_stats                                    200 {"connections":N,"requests":N,"completions":N}
@@ -21,30 +34,56 @@ Endpoints
                                                   request itself is counted too)
   anything else                                   404 OpenAI-style error JSON
 
-Per-request overrides (request headers, integers):
-  x-test-ttft-ms, x-test-gap-ms, x-test-chunks, x-test-status (e.g. 429)
+Per-request overrides (request headers):
+  x-test-ttft-ms, x-test-gap-ms, x-test-chunks    integers, override the CLI defaults
+  x-test-status: N                                answer status N (dialect's error shape;
+                                                  retry-after: 1 on 429/503/529)
+  x-test-reasoning-chunks: N                      N reasoning chunks before the content
+  x-test-reasoning-field: reasoning               OpenAI chat: field name (default
+                                                  reasoning_content)
+  x-test-tool-call: 1                             OpenAI chat / Anthropic: content chunks
+                                                  become tool-call argument pieces
+  x-test-keepalive: 1                             OpenAI-family SSE: ": keep-alive" comment
+                                                  lines between chunks; non-stream: "\n"
+                                                  before the JSON body
+  x-test-stream-error-after: K                    after K content chunks send the
+                                                  dialect's in-stream error, then end
+  x-test-truncate-after: K                        after K content chunks end the body
+                                                  cleanly with no terminal event
+  x-test-finish: length                           finish reason "length" (or equivalent)
+  x-test-encoding: gzip|deflate|zstd              compress the response body
 
-Token accounting (deterministic):
-  prompt_tokens     = 3 + number of whitespace-separated words over all
-                      messages' string "content" (text parts of list content
-                      are counted too)
-  completion_tokens = chunks (one "tokN " per content chunk)
-  response model    = request model + "-0001"
+Token accounting (deterministic, every dialect):
+  prompt tokens    = 3 + number of whitespace-separated words of all prompt text
+  output tokens    = chunks (one "tokN " per content chunk)
+  reasoning tokens = reasoning chunks (one "thinkN " each); they are included in the
+                     dialect's total output count (completion_tokens, output_tokens,
+                     eval_count; Gemini reports them as thoughtsTokenCount)
+  response model   = request model + "-0001" (Gemini modelVersion: model + "-001")
 """
 
 import argparse
+import base64
+import datetime
 import itertools
 import json
+import re
 import socket
 import ssl
+import struct
 import sys
 import threading
 import time
+import urllib.parse
 import zlib
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 _DISCONNECT_ERRORS = (BrokenPipeError, ConnectionResetError, ConnectionAbortedError,
                       ssl.SSLError, ssl.SSLEOFError, socket.timeout, OSError)
+
+
+def _dumps(obj):
+    return json.dumps(obj, separators=(",", ":")).encode()
 
 
 class _Counters:
@@ -71,6 +110,153 @@ class _Counters:
 
 
 COUNTERS = _Counters()
+
+
+# ---- compression -----------------------------------------------------------
+
+class _ZlibEncoder:
+    """gzip (wbits 31) or deflate (RFC 9110: zlib-wrapped, wbits 15)."""
+
+    def __init__(self, enc):
+        self._c = zlib.compressobj(wbits=31 if enc == "gzip" else 15)
+
+    def chunk(self, data):
+        # Flushed per event (Z_SYNC_FLUSH) so each one is decodable on arrival.
+        return self._c.compress(data) + self._c.flush(zlib.Z_SYNC_FLUSH)
+
+    def end(self):
+        return self._c.flush()
+
+    def whole(self, data):
+        return self._c.compress(data) + self._c.flush()
+
+
+class _ZstdEncoder:
+    """A valid zstd frame (RFC 8878) built from *raw* (stored) blocks: standard library
+    only, so nothing is actually compressed, but any zstd decoder must parse the framing,
+    incrementally, one block per event."""
+    _MAX_BLOCK = 128 * 1024
+
+    def __init__(self):
+        self._started = False
+
+    def _header(self):
+        if self._started:
+            return b""
+        self._started = True
+        # magic, Frame_Header_Descriptor 0 (no FCS, not single segment, no checksum, no
+        # dict), Window_Descriptor 0x38 (exponent 7 -> 128 KiB window)
+        return b"\x28\xb5\x2f\xfd\x00\x38"
+
+    @staticmethod
+    def _block(data, last):
+        hdr = (len(data) << 3) | (0 << 1) | (1 if last else 0)  # Block_Type 0 = Raw
+        return struct.pack("<I", hdr)[:3] + data
+
+    def chunk(self, data):
+        out = [self._header()]
+        for i in range(0, len(data), self._MAX_BLOCK):
+            out.append(self._block(data[i:i + self._MAX_BLOCK], False))
+        return b"".join(out)
+
+    def end(self):
+        return self._header() + self._block(b"", True)
+
+    def whole(self, data):
+        return self.chunk(data) + self.end()
+
+
+def _encoder(enc):
+    if enc is None:
+        return None
+    return _ZstdEncoder() if enc == "zstd" else _ZlibEncoder(enc)
+
+
+# ---- request parameters ----------------------------------------------------
+
+class _Plan:
+    """Timing and shape of one generation, from the CLI defaults and x-test-* headers."""
+
+    def __init__(self, h):
+        cfg = h.server.cfg
+        self.ttft = max(0, h._int_header("x-test-ttft-ms", cfg.ttft_ms)) / 1000.0
+        self.gap = max(0, h._int_header("x-test-gap-ms", cfg.gap_ms)) / 1000.0
+        self.n = max(0, h._int_header("x-test-chunks", cfg.chunks))
+        self.r = max(0, h._int_header("x-test-reasoning-chunks", 0))
+        self.reasoning_field = (h.headers.get("x-test-reasoning-field") or "").strip() \
+            or "reasoning_content"
+        self.tool = h._int_header("x-test-tool-call", 0) == 1
+        self.keepalive = h._int_header("x-test-keepalive", 0) == 1
+        self.length = (h.headers.get("x-test-finish") or "").strip().lower() == "length"
+        err = h._int_header("x-test-stream-error-after", None)
+        trunc = h._int_header("x-test-truncate-after", None)
+        self.cut = None             # None | "error" | "truncate"
+        self.cut_after = self.n
+        if err is not None and err >= 0:
+            self.cut, self.cut_after = "error", min(err, self.n)
+        elif trunc is not None and trunc >= 0:
+            self.cut, self.cut_after = "truncate", min(trunc, self.n)
+        self.t0 = time.monotonic()
+        self.t_first = None
+
+    def content(self, upto=None):
+        return "".join(f"tok{i} " for i in range(self.n if upto is None else upto))
+
+    def reasoning(self, upto=None):
+        return "".join(f"think{i} " for i in range(self.r if upto is None else upto))
+
+    def tool_piece(self, i):
+        s = f"tok{i} "
+        if i == 0:
+            s = '{"q":"' + s
+        if i == self.n - 1:
+            s += '"}'
+        return s
+
+    def tool_args(self):
+        return "".join(self.tool_piece(i) for i in range(self.n))
+
+    def slots(self, ping=None):
+        """Sleeps to each chunk's time and yields ("r", i) for the reasoning chunks, then
+        ("c", i) for the content chunks (up to the cut), then ("cut", K) if the stream is cut.
+        The first slot comes after ttft, every next one gap later. With no slot at all, the
+        caller's terminal events come after ttft. `ping(bytes)` is called halfway through
+        every wait when keep-alive comments are on."""
+        items = [("r", i) for i in range(self.r)] + [("c", i) for i in range(self.cut_after)]
+        if self.cut:
+            items.append(("cut", self.cut_after))
+        if not items:
+            self._wait(self.ttft, ping)
+        for k, it in enumerate(items):
+            self._wait(self.ttft if k == 0 else self.gap, ping)
+            if self.t_first is None:
+                self.t_first = time.monotonic()
+            yield it
+
+    def _wait(self, secs, ping):
+        if ping is not None and self.keepalive:
+            time.sleep(secs / 2)
+            ping()
+            time.sleep(secs / 2)
+        else:
+            time.sleep(secs)
+
+
+def _words(v):
+    """Words of prompt text: strings, and the content/text/parts of nested objects."""
+    if isinstance(v, str):
+        return len(v.split())
+    if isinstance(v, list):
+        if v and all(isinstance(x, int) for x in v):
+            return len(v)  # a pre-tokenized prompt
+        return sum(_words(x) for x in v)
+    if isinstance(v, dict):
+        return sum(_words(v[k]) for k in ("content", "text", "parts") if k in v)
+    return 0
+
+
+def _now_rfc3339():
+    return datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 class LLMServer(ThreadingHTTPServer):
@@ -102,6 +288,10 @@ class LLMServer(ThreadingHTTPServer):
             exc = sys.exc_info()[1]
             print(f"[llm_server] error from {client_address}: {exc!r}",
                   file=sys.stderr, flush=True)
+
+
+_GEMINI_RE = re.compile(r"^/v1(?:beta|alpha)?/models/([^/:]+):(generateContent|streamGenerateContent)$")
+_DASHSCOPE_PATH = "/api/v1/services/aigc/text-generation/generation"
 
 
 class Handler(BaseHTTPRequestHandler):
@@ -177,10 +367,11 @@ class Handler(BaseHTTPRequestHandler):
         self.wfile.flush()
 
     def _encoding(self):
-        """Content-Encoding for this response: `x-test-encoding: gzip|deflate` asks for one;
-        with --honor-accept-encoding the client's Accept-Encoding is followed (gzip first)."""
+        """Content-Encoding for this response: `x-test-encoding: gzip|deflate|zstd` asks for
+        one; with --honor-accept-encoding the client's Accept-Encoding is followed (gzip
+        first, then deflate; zstd only on request)."""
         forced = (self.headers.get("x-test-encoding") or "").strip().lower()
-        if forced in ("gzip", "deflate"):
+        if forced in ("gzip", "deflate", "zstd"):
             return forced
         if self.server.cfg.honor_accept_encoding:
             accepted = [a.split(";")[0].strip().lower()
@@ -190,43 +381,104 @@ class Handler(BaseHTTPRequestHandler):
                     return enc
         return None
 
-    @staticmethod
-    def _compressor(enc):
-        # gzip: wbits 31; deflate (RFC 9110): zlib-wrapped, wbits 15.
-        return zlib.compressobj(wbits=31 if enc == "gzip" else 15)
-
-    def _send_json(self, status, obj, extra=None):
-        body = json.dumps(obj, separators=(",", ":")).encode()
+    def _send_json(self, status, obj, extra=None, ctype="application/json", plan=None):
+        body = _dumps(obj)
         enc = self._encoding()
+        if plan is not None and plan.keepalive and status == 200:
+            # DeepSeek-style: blank lines while the answer is being computed, then the JSON.
+            return self._send_json_keepalive(body, ctype, extra, enc, plan)
         if enc:
-            c = self._compressor(enc)
-            body = c.compress(body) + c.flush()
+            body = _encoder(enc).whole(body)
             extra = dict(extra or {}, **{"Content-Encoding": enc})
-        self._send_bytes(status, body, "application/json", extra)
+        self._send_bytes(status, body, ctype, extra)
+
+    def _send_json_keepalive(self, body, ctype, extra, enc, plan):
+        st = self._begin_stream(ctype, extra)
+        time.sleep(plan.ttft / 2)
+        st.send(b"\n")
+        time.sleep(plan.ttft / 2)
+        st.send(body)
+        st.end()
 
     def _write_chunk(self, data: bytes):
         # one HTTP chunk == one write() == one TCP segment / TLS record
         self.wfile.write(b"%x\r\n%s\r\n" % (len(data), data))
         self.wfile.flush()
 
-    def _error(self, status, message, etype, code=None):
+    def _begin_stream(self, ctype, extra=None):
+        """Sends 200 + headers of a chunked (optionally compressed) body; returns an object
+        with send(bytes) (one HTTP chunk per call) and end() (terminating 0-size chunk)."""
+        self.send_response(200)
+        self.send_header("Content-Type", ctype)
+        if ctype == "text/event-stream":
+            self.send_header("Cache-Control", "no-cache")
+        self.send_header("Transfer-Encoding", "chunked")
+        for k, v in (extra or {}).items():
+            self.send_header(k, v)
+        enc = self._encoding()
+        if enc:
+            self.send_header("Content-Encoding", enc)
+        self.end_headers()
+        self.wfile.flush()
+        return _Out(self, _encoder(enc))
+
+    # ---- errors ---------------------------------------------------------
+
+    @staticmethod
+    def _dialect(path):
+        if path == "/v1/messages":
+            return "anthropic"
+        if _GEMINI_RE.match(path):
+            return "gemini"
+        if path in ("/api/chat", "/api/generate"):
+            return "ollama"
+        if path == _DASHSCOPE_PATH:
+            return "dashscope"
+        return "openai"
+
+    def _error(self, status, message, etype, code=None, dialect="openai"):
+        extra = {"retry-after": "1"} if status in (429, 503, 529) else None
+        if dialect == "anthropic":
+            atype = {400: "invalid_request_error", 401: "authentication_error",
+                     403: "permission_error", 404: "not_found_error",
+                     413: "request_too_large", 429: "rate_limit_error",
+                     529: "overloaded_error"}.get(status, "api_error")
+            return self._send_json(status, {"type": "error",
+                                            "error": {"type": atype, "message": message}},
+                                   extra=dict(extra or {}, **{"request-id": "req_err"}))
+        if dialect == "gemini":
+            gstat = {400: "INVALID_ARGUMENT", 401: "UNAUTHENTICATED", 403: "PERMISSION_DENIED",
+                     404: "NOT_FOUND", 429: "RESOURCE_EXHAUSTED", 500: "INTERNAL",
+                     503: "UNAVAILABLE", 504: "DEADLINE_EXCEEDED"}.get(status, "UNKNOWN")
+            return self._send_json(status, {"error": {"code": status, "message": message,
+                                                      "status": gstat}}, extra=extra)
+        if dialect == "ollama":
+            return self._send_json(status, {"error": message}, extra=extra)
+        if dialect == "dashscope":
+            dcode = {400: "InvalidParameter", 401: "InvalidApiKey", 404: "ModelNotFound",
+                     429: "Throttling.RateQuota"}.get(status, "InternalError")
+            return self._send_json(status, {"code": dcode, "message": message,
+                                            "request_id": "00000000-0000-4000-8000-000000000000"},
+                                   extra=extra)
         self._send_json(status, {"error": {"message": message, "type": etype,
                                            "code": code if code is not None else str(status)}},
-                        extra={"retry-after": "1"} if status == 429 else None)
+                        extra=extra)
 
     # ---- dispatch -------------------------------------------------------
 
     def _dispatch(self):
         COUNTERS.request()
-        path = self.path.split("?", 1)[0]
+        path, _, query = self.path.partition("?")
+        self.query = urllib.parse.parse_qs(query)
         body = self._read_body() if self.command in ("POST", "PUT", "PATCH") else b""
+        dialect = self._dialect(path)
 
         forced = self._int_header("x-test-status", 0)
         if forced and forced != 200:
             if forced == 429:
-                return self._error(429, "rate limited", "rate_limit_error", "429")
+                return self._error(429, "rate limited", "rate_limit_error", "429", dialect)
             etype = "server_error" if forced >= 500 else "invalid_request_error"
-            return self._error(forced, f"forced status {forced}", etype)
+            return self._error(forced, f"forced status {forced}", etype, dialect=dialect)
 
         if self.command == "GET" and path == "/health":
             return self._send_bytes(200, b"ok", "text/plain")
@@ -236,111 +488,634 @@ class Handler(BaseHTTPRequestHandler):
                                          "completions": COUNTERS.completions})
         if self.command == "POST" and path == "/v1/other":
             return self._send_json(200, {"ok": True})
-        if self.command == "POST" and path in ("/v1/chat/completions", "/chat/completions"):
-            return self._chat(body)
+        route = None
+        if self.command == "POST":
+            if path in ("/v1/chat/completions", "/chat/completions",
+                        "/compatible-mode/v1/chat/completions"):
+                route = self._chat
+            elif path in ("/v1/completions", "/completions"):
+                route = self._completions
+            elif path in ("/v1/embeddings", "/embeddings"):
+                route = self._embeddings
+            elif path in ("/v1/responses", "/responses"):
+                route = self._responses
+            elif dialect == "anthropic":
+                route = self._anthropic
+            elif dialect == "gemini":
+                m = _GEMINI_RE.match(path)
+                return self._with_json(body, lambda req: self._gemini(req, m.group(1),
+                                                                      m.group(2)), dialect)
+            elif path == "/api/chat":
+                route = lambda req: self._ollama(req, chat=True)  # noqa: E731
+            elif path == "/api/generate":
+                route = lambda req: self._ollama(req, chat=False)  # noqa: E731
+            elif dialect == "dashscope":
+                route = self._dashscope
+        if route is not None:
+            return self._with_json(body, route, dialect)
         return self._error(404, f"Unknown request URL: {self.command} {path}",
                            "invalid_request_error", "unknown_url")
 
     do_GET = do_POST = do_PUT = do_DELETE = do_PATCH = do_HEAD = _dispatch
 
-    # ---- chat completions ----------------------------------------------
-
-    @staticmethod
-    def _prompt_tokens(req):
-        n = 0
-        for m in req.get("messages") or []:
-            if not isinstance(m, dict):
-                continue
-            c = m.get("content")
-            if isinstance(c, str):
-                n += len(c.split())
-            elif isinstance(c, list):
-                for p in c:
-                    if isinstance(p, dict) and isinstance(p.get("text"), str):
-                        n += len(p["text"].split())
-        return n + 3
-
-    def _chat(self, body):
-        cfg = self.server.cfg
+    def _with_json(self, body, route, dialect):
         try:
             req = json.loads(body or b"{}")
             if not isinstance(req, dict):
                 raise ValueError("body is not a JSON object")
         except ValueError as e:
             return self._error(400, f"invalid JSON body: {e}", "invalid_request_error",
-                               "invalid_json")
+                               "invalid_json", dialect)
+        try:
+            return route(req)
+        except _DISCONNECT_ERRORS:
+            self.close_connection = True  # client went away mid-stream: stop quietly
 
-        ttft = max(0, self._int_header("x-test-ttft-ms", cfg.ttft_ms)) / 1000.0
-        gap = max(0, self._int_header("x-test-gap-ms", cfg.gap_ms)) / 1000.0
-        nchunks = max(0, self._int_header("x-test-chunks", cfg.chunks))
+    # ---- OpenAI chat completions ----------------------------------------
 
+    @staticmethod
+    def _prompt_tokens(req):
+        return _words(req.get("messages") or []) + 3
+
+    def _chat(self, req):
+        plan = _Plan(self)
         rid = COUNTERS.next_id()
         cid = f"chatcmpl-{rid}"
         model = str(req.get("model") or "unknown") + "-0001"
         created = int(time.time())
         p = self._prompt_tokens(req)
-        usage = {"prompt_tokens": p, "completion_tokens": nchunks, "total_tokens": p + nchunks,
+        out = plan.r + plan.n
+        usage = {"prompt_tokens": p, "completion_tokens": out, "total_tokens": p + out,
                  "prompt_tokens_details": {"cached_tokens": 0},
-                 "completion_tokens_details": {"reasoning_tokens": 0}}
+                 "completion_tokens_details": {"reasoning_tokens": plan.r}}
         hdrs = {"x-request-id": f"req-{rid}"}
+        finish = "length" if plan.length else ("tool_calls" if plan.tool else "stop")
+        rfield = plan.reasoning_field
+        tool_name = "get_weather"
+        tools = req.get("tools")
+        if isinstance(tools, list) and tools and isinstance(tools[0], dict):
+            tool_name = (tools[0].get("function") or {}).get("name") or tool_name
+        call_id = f"call_{rid}"
 
         if not req.get("stream"):
-            time.sleep(ttft)
-            content = "".join(f"tok{i} " for i in range(nchunks))
+            if plan.tool:
+                message = {"role": "assistant", "content": None,
+                           "tool_calls": [{"id": call_id, "type": "function",
+                                           "function": {"name": tool_name,
+                                                        "arguments": plan.tool_args()}}]}
+            else:
+                message = {"role": "assistant", "content": plan.content()}
+            if plan.r:
+                message[rfield] = plan.reasoning()
+            if not plan.keepalive:
+                time.sleep(plan.ttft)
             return self._send_json(200, {
                 "id": cid, "object": "chat.completion", "created": created, "model": model,
-                "choices": [{"index": 0,
-                             "message": {"role": "assistant", "content": content},
-                             "finish_reason": "stop"}],
-                "usage": usage}, extra=hdrs)
+                "choices": [{"index": 0, "message": message, "finish_reason": finish}],
+                "usage": usage}, extra=hdrs, plan=plan)
 
         so = req.get("stream_options")
         include_usage = isinstance(so, dict) and so.get("include_usage") is True
-
-        self.send_response(200)
-        self.send_header("Content-Type", "text/event-stream")
-        self.send_header("Cache-Control", "no-cache")
-        self.send_header("Transfer-Encoding", "chunked")
-        self.send_header("x-request-id", hdrs["x-request-id"])
-        enc = self._encoding()
-        if enc:
-            self.send_header("Content-Encoding", enc)
-        self.end_headers()
-        self.wfile.flush()
-        comp = self._compressor(enc) if enc else None
-
-        def send(data):
-            # Compressed streams are flushed per event (Z_SYNC_FLUSH) so each one is decodable
-            # on arrival, as real servers that compress SSE do.
-            if comp is not None:
-                data = comp.compress(data) + comp.flush(zlib.Z_SYNC_FLUSH)
-            self._write_chunk(data)
+        st = self._begin_stream("text/event-stream", hdrs)
 
         def event(choices, with_usage=None):
             obj = {"id": cid, "object": "chat.completion.chunk", "created": created,
                    "model": model, "choices": choices}
             if include_usage:
                 obj["usage"] = with_usage
-            return b"data: " + json.dumps(obj, separators=(",", ":")).encode() + b"\n\n"
+            return b"data: " + _dumps(obj) + b"\n\n"
 
-        try:
-            time.sleep(ttft)
-            for i in range(nchunks):
-                if i > 0:
-                    time.sleep(gap)
-                delta = {"role": "assistant", "content": f"tok{i} "} if i == 0 \
+        first = True
+        for kind, i in plan.slots(ping=st.keepalive):
+            if kind == "cut":
+                if plan.cut == "error":
+                    st.send(b"data: " + _dumps({"error": {
+                        "message": "The server had an error while processing your request. "
+                                   "Sorry about that!",
+                        "type": "server_error", "param": None, "code": None}}) + b"\n\n")
+                return st.end()
+            if kind == "r":
+                delta = {"role": "assistant", "content": None} if first else {"content": None}
+                delta[rfield] = f"think{i} "
+            elif plan.tool:
+                tc = {"index": 0, "function": {"arguments": plan.tool_piece(i)}}
+                if i == 0:
+                    tc = {"index": 0, "id": call_id, "type": "function",
+                          "function": {"name": tool_name, "arguments": plan.tool_piece(0)}}
+                delta = {"role": "assistant", "content": None} if first else {}
+                delta["tool_calls"] = [tc]
+            else:
+                delta = {"role": "assistant", "content": f"tok{i} "} if first \
                     else {"content": f"tok{i} "}
-                send(event([{"index": 0, "delta": delta, "finish_reason": None}]))
-            send(event([{"index": 0, "delta": {}, "finish_reason": "stop"}]))
+            first = False
+            st.send(event([{"index": 0, "delta": delta, "finish_reason": None}]))
+        st.send(event([{"index": 0, "delta": {}, "finish_reason": finish}]))
+        if include_usage:
+            st.send(event([], usage))
+        st.send(b"data: [DONE]\n\n")
+        st.end()
+
+    # ---- OpenAI legacy completions --------------------------------------
+
+    def _completions(self, req):
+        plan = _Plan(self)
+        plan.r = 0
+        rid = COUNTERS.next_id()
+        cid = f"cmpl-{rid}"
+        model = str(req.get("model") or "unknown") + "-0001"
+        created = int(time.time())
+        p = _words(req.get("prompt") or "") + 3
+        usage = {"prompt_tokens": p, "completion_tokens": plan.n,
+                 "total_tokens": p + plan.n}
+        hdrs = {"x-request-id": f"req-{rid}"}
+        finish = "length" if plan.length else "stop"
+
+        if not req.get("stream"):
+            if not plan.keepalive:
+                time.sleep(plan.ttft)
+            return self._send_json(200, {
+                "id": cid, "object": "text_completion", "created": created, "model": model,
+                "choices": [{"text": plan.content(), "index": 0, "logprobs": None,
+                             "finish_reason": finish}],
+                "usage": usage}, extra=hdrs, plan=plan)
+
+        so = req.get("stream_options")
+        include_usage = isinstance(so, dict) and so.get("include_usage") is True
+        st = self._begin_stream("text/event-stream", hdrs)
+
+        def event(choices, with_usage=None):
+            obj = {"id": cid, "object": "text_completion", "created": created,
+                   "choices": choices, "model": model}
             if include_usage:
-                send(event([], usage))
-            send(b"data: [DONE]\n\n")
-            if comp is not None:
-                self._write_chunk(comp.flush())
-            self.wfile.write(b"0\r\n\r\n")
-            self.wfile.flush()
-        except _DISCONNECT_ERRORS:
-            self.close_connection = True  # client went away mid-stream: stop quietly
+                obj["usage"] = with_usage
+            return b"data: " + _dumps(obj) + b"\n\n"
+
+        for kind, i in plan.slots(ping=st.keepalive):
+            if kind == "cut":
+                if plan.cut == "error":
+                    st.send(b"data: " + _dumps({"error": {
+                        "message": "The server had an error while processing your request. "
+                                   "Sorry about that!",
+                        "type": "server_error", "param": None, "code": None}}) + b"\n\n")
+                return st.end()
+            st.send(event([{"text": f"tok{i} ", "index": 0, "logprobs": None,
+                            "finish_reason": None}]))
+        st.send(event([{"text": "", "index": 0, "logprobs": None, "finish_reason": finish}]))
+        if include_usage:
+            st.send(event([], usage))
+        st.send(b"data: [DONE]\n\n")
+        st.end()
+
+    # ---- OpenAI embeddings ----------------------------------------------
+
+    def _embeddings(self, req):
+        plan = _Plan(self)
+        rid = COUNTERS.next_id()
+        model = str(req.get("model") or "unknown") + "-0001"
+        inp = req.get("input")
+        if isinstance(inp, list) and inp and all(isinstance(x, (str, list)) for x in inp):
+            inputs = inp
+        else:
+            inputs = [inp if inp is not None else ""]
+        dims = req.get("dimensions")
+        dims = dims if isinstance(dims, int) and 0 < dims <= 4096 else 8
+        b64 = req.get("encoding_format") == "base64"
+        data = []
+        for idx in range(len(inputs)):
+            # exactly representable in float32, so base64 round-trips bit-exactly
+            vec = [((idx * dims + j) % 17 - 8) / 8.0 for j in range(dims)]
+            emb = base64.b64encode(struct.pack(f"<{dims}f", *vec)).decode() if b64 else vec
+            data.append({"object": "embedding", "index": idx, "embedding": emb})
+        p = _words(inputs) + 3
+        time.sleep(plan.ttft)
+        self._send_json(200, {"object": "list", "data": data, "model": model,
+                              "usage": {"prompt_tokens": p, "total_tokens": p}},
+                        extra={"x-request-id": f"req-{rid}"})
+
+    # ---- OpenAI Responses API -------------------------------------------
+
+    def _responses(self, req):
+        plan = _Plan(self)
+        rid = COUNTERS.next_id()
+        resp_id, msg_id, rs_id = f"resp_{rid}", f"msg_{rid}", f"rs_{rid}"
+        model = str(req.get("model") or "unknown") + "-0001"
+        created = int(time.time())
+        p = _words(req.get("input") or "") + _words(req.get("instructions") or "") + 3
+        out = plan.r + plan.n
+        usage = {"input_tokens": p, "input_tokens_details": {"cached_tokens": 0},
+                 "output_tokens": out, "output_tokens_details": {"reasoning_tokens": plan.r},
+                 "total_tokens": p + out}
+        hdrs = {"x-request-id": f"req-{rid}"}
+        status_final = "incomplete" if plan.length else "completed"
+        m_index = 1 if plan.r else 0
+
+        def reasoning_item(done):
+            return {"id": rs_id, "type": "reasoning",
+                    "summary": [{"type": "summary_text", "text": plan.reasoning()}] if done else []}
+
+        def message_item(status, text=None):
+            content = [] if text is None else [{"type": "output_text", "annotations": [],
+                                                "logprobs": [], "text": text}]
+            return {"id": msg_id, "type": "message", "status": status, "content": content,
+                    "role": "assistant"}
+
+        def response(status, output, with_usage):
+            return {"id": resp_id, "object": "response", "created_at": created,
+                    "status": status, "background": False, "error": None,
+                    "incomplete_details": {"reason": "max_output_tokens"}
+                    if status == "incomplete" else None,
+                    "instructions": req.get("instructions"),
+                    "max_output_tokens": req.get("max_output_tokens"), "model": model,
+                    "output": output, "parallel_tool_calls": True,
+                    "previous_response_id": req.get("previous_response_id"),
+                    "reasoning": {"effort": (req.get("reasoning") or {}).get("effort"),
+                                  "summary": None},
+                    "store": True, "temperature": 1.0, "text": {"format": {"type": "text"}},
+                    "tool_choice": "auto", "tools": [], "top_p": 1.0, "truncation": "disabled",
+                    "usage": usage if with_usage else None, "user": None, "metadata": {}}
+
+        final_output = ([reasoning_item(True)] if plan.r else []) + \
+            [message_item("incomplete" if plan.length else "completed", plan.content())]
+
+        if not req.get("stream"):
+            if not plan.keepalive:
+                time.sleep(plan.ttft)
+            return self._send_json(200, response(status_final, final_output, True),
+                                   extra=hdrs, plan=plan)
+
+        st = self._begin_stream("text/event-stream", hdrs)
+        seq = itertools.count()
+
+        def ev(etype, **fields):
+            obj = {"type": etype, "sequence_number": next(seq)}
+            obj.update(fields)
+            st.send(b"event: " + etype.encode() + b"\ndata: " + _dumps(obj) + b"\n\n")
+
+        ev("response.created", response=response("in_progress", [], False))
+        ev("response.in_progress", response=response("in_progress", [], False))
+
+        def close_reasoning():
+            text = plan.reasoning()
+            ev("response.reasoning_summary_text.done", item_id=rs_id, output_index=0,
+               summary_index=0, text=text)
+            ev("response.reasoning_summary_part.done", item_id=rs_id, output_index=0,
+               summary_index=0, part={"type": "summary_text", "text": text})
+            ev("response.output_item.done", output_index=0, item=reasoning_item(True))
+
+        def open_message():
+            ev("response.output_item.added", output_index=m_index,
+               item=message_item("in_progress"))
+            ev("response.content_part.added", item_id=msg_id, output_index=m_index,
+               content_index=0, part={"type": "output_text", "annotations": [],
+                                      "logprobs": [], "text": ""})
+
+        msg_open = False
+        for kind, i in plan.slots(ping=st.keepalive):
+            if kind == "r":
+                if i == 0:
+                    ev("response.output_item.added", output_index=0, item=reasoning_item(False))
+                    ev("response.reasoning_summary_part.added", item_id=rs_id, output_index=0,
+                       summary_index=0, part={"type": "summary_text", "text": ""})
+                ev("response.reasoning_summary_text.delta", item_id=rs_id, output_index=0,
+                   summary_index=0, delta=f"think{i} ")
+                continue
+            if kind == "cut":
+                if plan.cut == "error":
+                    ev("error", code="server_error",
+                       message="The server had an error while processing your request. "
+                               "Sorry about that!", param=None)
+                return st.end()
+            if not msg_open:
+                if plan.r:
+                    close_reasoning()
+                open_message()
+                msg_open = True
+            ev("response.output_text.delta", item_id=msg_id, output_index=m_index,
+               content_index=0, delta=f"tok{i} ", logprobs=[])
+        if not msg_open:
+            if plan.r:
+                close_reasoning()
+            open_message()
+        text = plan.content()
+        ev("response.output_text.done", item_id=msg_id, output_index=m_index, content_index=0,
+           text=text, logprobs=[])
+        ev("response.content_part.done", item_id=msg_id, output_index=m_index, content_index=0,
+           part={"type": "output_text", "annotations": [], "logprobs": [], "text": text})
+        ev("response.output_item.done", output_index=m_index, item=final_output[-1])
+        ev("response." + status_final, response=response(status_final, final_output, True))
+        st.end()
+
+    # ---- Anthropic Messages ---------------------------------------------
+
+    def _anthropic(self, req):
+        plan = _Plan(self)
+        rid = COUNTERS.next_id()
+        mid = f"msg_{rid:024d}"
+        model = str(req.get("model") or "unknown") + "-0001"
+        p = _words(req.get("system") or "") + _words(req.get("messages") or []) + 3
+        out = plan.r + plan.n
+        hdrs = {"request-id": f"req_{rid}", "x-request-id": f"req-{rid}"}
+        stop = "max_tokens" if plan.length else ("tool_use" if plan.tool else "end_turn")
+        signature = base64.b64encode(f"sig-{rid}".encode()).decode()
+        tool_name = "get_weather"
+        tools = req.get("tools")
+        if isinstance(tools, list) and tools and isinstance(tools[0], dict):
+            tool_name = tools[0].get("name") or tool_name
+        tool_id = f"toolu_{rid:024d}"
+
+        def usage(output_tokens):
+            return {"input_tokens": p, "cache_creation_input_tokens": 0,
+                    "cache_read_input_tokens": 0, "output_tokens": output_tokens}
+
+        if not req.get("stream"):
+            content = []
+            if plan.r:
+                content.append({"type": "thinking", "thinking": plan.reasoning(),
+                                "signature": signature})
+            if plan.tool:
+                content.append({"type": "tool_use", "id": tool_id, "name": tool_name,
+                                "input": {"q": plan.content()}})
+            else:
+                content.append({"type": "text", "text": plan.content()})
+            time.sleep(plan.ttft)
+            return self._send_json(200, {
+                "id": mid, "type": "message", "role": "assistant", "model": model,
+                "content": content, "stop_reason": stop, "stop_sequence": None,
+                "usage": usage(out)}, extra=hdrs)
+
+        st = self._begin_stream("text/event-stream", hdrs)
+
+        def ev(etype, obj):
+            st.send(b"event: " + etype.encode() + b"\ndata: " + _dumps(obj) + b"\n\n")
+
+        ev("message_start", {"type": "message_start", "message": {
+            "id": mid, "type": "message", "role": "assistant", "model": model, "content": [],
+            "stop_reason": None, "stop_sequence": None, "usage": usage(1)}})
+        index = -1
+        open_kind = None  # "r" | "c"
+        pinged = False
+
+        def start_block(kind):
+            nonlocal index, open_kind, pinged
+            if open_kind is not None:
+                if open_kind == "r":
+                    ev("content_block_delta", {"type": "content_block_delta", "index": index,
+                                               "delta": {"type": "signature_delta",
+                                                         "signature": signature}})
+                ev("content_block_stop", {"type": "content_block_stop", "index": index})
+            index += 1
+            open_kind = kind
+            if kind == "r":
+                block = {"type": "thinking", "thinking": "", "signature": ""}
+            elif plan.tool:
+                block = {"type": "tool_use", "id": tool_id, "name": tool_name, "input": {}}
+            else:
+                block = {"type": "text", "text": ""}
+            ev("content_block_start", {"type": "content_block_start", "index": index,
+                                       "content_block": block})
+            if not pinged:
+                pinged = True
+                ev("ping", {"type": "ping"})
+
+        for kind, i in plan.slots():
+            if kind == "cut":
+                if plan.cut == "error":
+                    ev("error", {"type": "error", "error": {"type": "overloaded_error",
+                                                            "message": "Overloaded"}})
+                return st.end()
+            if kind != open_kind:
+                start_block(kind)
+            if kind == "r":
+                delta = {"type": "thinking_delta", "thinking": f"think{i} "}
+            elif plan.tool:
+                delta = {"type": "input_json_delta", "partial_json": plan.tool_piece(i)}
+            else:
+                delta = {"type": "text_delta", "text": f"tok{i} "}
+            ev("content_block_delta", {"type": "content_block_delta", "index": index,
+                                       "delta": delta})
+        if open_kind != "c":
+            start_block("c")  # no content chunks: still one (empty) text block
+        ev("content_block_stop", {"type": "content_block_stop", "index": index})
+        ev("message_delta", {"type": "message_delta",
+                             "delta": {"stop_reason": stop, "stop_sequence": None},
+                             "usage": usage(out)})
+        ev("message_stop", {"type": "message_stop"})
+        st.end()
+
+    # ---- Gemini ---------------------------------------------------------
+
+    def _gemini(self, req, model_in, method):
+        plan = _Plan(self)
+        rid = COUNTERS.next_id()
+        model_version = model_in + "-001"
+        response_id = f"gemresp{rid:08d}"
+        si = req.get("systemInstruction") or req.get("system_instruction") or {}
+        p = _words(req.get("contents") or []) + _words(si) + 3
+        finish = "MAX_TOKENS" if plan.length else "STOP"
+        hdrs = {"x-request-id": f"req-{rid}"}
+
+        def usage_full():
+            u = {"promptTokenCount": p, "candidatesTokenCount": plan.n,
+                 "totalTokenCount": p + plan.n + plan.r}
+            if plan.r:
+                u["thoughtsTokenCount"] = plan.r
+            return u
+
+        def obj(parts, final):
+            cand = {"content": {"role": "model", "parts": parts}}
+            if final:
+                cand["finishReason"] = finish
+            cand["index"] = 0
+            return {"candidates": [cand],
+                    "usageMetadata": usage_full() if final
+                    else {"promptTokenCount": p, "totalTokenCount": p},
+                    "modelVersion": model_version, "responseId": response_id}
+
+        if method == "generateContent":
+            parts = ([{"text": plan.reasoning(), "thought": True}] if plan.r else []) + \
+                [{"text": plan.content()}]
+            time.sleep(plan.ttft)
+            return self._send_json(200, obj(parts, True), extra=hdrs)
+
+        sse = (self.query.get("alt") or [""])[0] == "sse"
+        st = self._begin_stream("text/event-stream" if sse else "application/json", hdrs)
+        nsent = 0
+
+        def send(o):
+            nonlocal nsent
+            if sse:
+                st.send(b"data: " + _dumps(o) + b"\r\n\r\n")
+            else:
+                st.send((b"[" if nsent == 0 else b",\r\n") + _dumps(o))
+            nsent += 1
+
+        last_c = plan.n - 1
+        for kind, i in plan.slots():
+            if kind == "cut":
+                if plan.cut == "error":
+                    send({"error": {"code": 503,
+                                    "message": "The model is overloaded. Please try again later.",
+                                    "status": "UNAVAILABLE"}})
+                    if not sse:
+                        st.send(b"]")
+                return st.end()
+            if kind == "r":
+                send(obj([{"text": f"think{i} ", "thought": True}], False))
+            else:
+                send(obj([{"text": f"tok{i} "}], i == last_c))
+        if plan.n == 0:
+            send(obj([{"text": ""}], True))
+        if not sse:
+            st.send(b"]")
+        st.end()
+
+    # ---- Ollama ---------------------------------------------------------
+
+    def _ollama(self, req, chat):
+        plan = _Plan(self)
+        COUNTERS.next_id()
+        model = str(req.get("model") or "unknown") + "-0001"
+        if chat:
+            p = _words(req.get("messages") or []) + 3
+        else:
+            p = _words(req.get("prompt") or "") + _words(req.get("system") or "") + 3
+        done_reason = "length" if plan.length else "stop"
+
+        def line(content, thinking, done):
+            o = {"model": model, "created_at": _now_rfc3339()}
+            if chat:
+                msg = {"role": "assistant", "content": content}
+                if thinking:
+                    msg["thinking"] = thinking
+                o["message"] = msg
+                if done:
+                    o["done_reason"] = done_reason
+                o["done"] = done
+            else:
+                o["response"] = content
+                if thinking:
+                    o["thinking"] = thinking
+                o["done"] = done
+                if done:
+                    o["done_reason"] = done_reason
+            if done:
+                now = time.monotonic()
+                first = plan.t_first if plan.t_first is not None else now
+                o.update({"total_duration": int((now - plan.t0) * 1e9),
+                          "load_duration": 1000000,
+                          "prompt_eval_count": p,
+                          "prompt_eval_duration": int((first - plan.t0) * 1e9),
+                          "eval_count": plan.r + plan.n,
+                          "eval_duration": int((now - first) * 1e9)})
+            return o
+
+        if req.get("stream", True) is False:
+            time.sleep(plan.ttft)
+            plan.t_first = time.monotonic()
+            return self._send_json(200, line(plan.content(), plan.reasoning(), True))
+
+        st = self._begin_stream("application/x-ndjson")
+        for kind, i in plan.slots():
+            if kind == "cut":
+                if plan.cut == "error":
+                    st.send(_dumps({"error": "an error was encountered while running the "
+                                             "model: unexpected EOF"}) + b"\n")
+                return st.end()
+            if kind == "r":
+                st.send(_dumps(line("", f"think{i} ", False)) + b"\n")
+            else:
+                st.send(_dumps(line(f"tok{i} ", "", False)) + b"\n")
+        st.send(_dumps(line("", "", True)) + b"\n")
+        st.end()
+
+    # ---- DashScope native -----------------------------------------------
+
+    def _dashscope(self, req):
+        plan = _Plan(self)
+        rid = COUNTERS.next_id()
+        request_id = f"00000000-0000-4000-8000-{rid:012d}"
+        model = str(req.get("model") or "unknown") + "-0001"
+        inp = req.get("input") or {}
+        p = _words(inp.get("messages") or []) + _words(inp.get("prompt") or "") + 3 \
+            if isinstance(inp, dict) else 3
+        params = req.get("parameters") or {}
+        incremental = params.get("incremental_output") is True
+        message_fmt = params.get("result_format") == "message"
+        finish = "length" if plan.length else "stop"
+        stream = (self.headers.get("X-DashScope-SSE") or "").strip().lower() == "enable"
+        hdrs = {"x-request-id": f"req-{rid}"}
+
+        def body(content, reasoning, fin, n_r, n_c):
+            if message_fmt:
+                msg = {"content": content}
+                if plan.r:
+                    msg["reasoning_content"] = reasoning
+                msg["role"] = "assistant"
+                output = {"choices": [{"message": msg, "finish_reason": fin}]}
+            else:
+                output = {"finish_reason": fin, "text": content}
+            u = {"total_tokens": p + n_r + n_c, "output_tokens": n_r + n_c, "input_tokens": p}
+            if plan.r:
+                u["output_tokens_details"] = {"reasoning_tokens": n_r}
+            return {"output": output, "usage": u, "request_id": request_id}
+
+        if not stream:
+            time.sleep(plan.ttft)
+            return self._send_json(200, body(plan.content(), plan.reasoning(), finish,
+                                             plan.r, plan.n), extra=hdrs)
+
+        st = self._begin_stream("text/event-stream", dict(hdrs, **{"X-DashScope-Model": model}))
+        eid = itertools.count(1)
+
+        def send(o, event="result", status=200):
+            st.send(b"id:%d\nevent:%s\n:HTTP_STATUS/%d\ndata:%s\n\n"
+                    % (next(eid), event.encode(), status, _dumps(o)))
+
+        n_r = n_c = 0
+        for kind, i in plan.slots():
+            if kind == "cut":
+                if plan.cut == "error":
+                    send({"code": "InternalError", "message": "Internal server error!",
+                          "request_id": request_id}, event="error", status=500)
+                return st.end()
+            if kind == "r":
+                n_r += 1
+                r_text = f"think{i} " if incremental else plan.reasoning(n_r)
+                c_text = "" if incremental else plan.content(0)
+            else:
+                n_c += 1
+                c_text = f"tok{i} " if incremental else plan.content(n_c)
+                r_text = "" if incremental else plan.reasoning()
+            send(body(c_text, r_text, "null", n_r, n_c))
+        if incremental:
+            send(body("", "", finish, n_r, n_c))
+        else:
+            send(body(plan.content(), plan.reasoning(), finish, n_r, n_c))
+        st.end()
+
+
+class _Out:
+    """Chunked (optionally compressed) body writer: one HTTP chunk per send()."""
+
+    def __init__(self, handler, enc):
+        self._h = handler
+        self._enc = enc
+
+    def send(self, data):
+        if self._enc is not None:
+            data = self._enc.chunk(data)
+        self._h._write_chunk(data)
+
+    def keepalive(self):
+        self.send(b": keep-alive\n\n")
+
+    def end(self):
+        if self._enc is not None:
+            tail = self._enc.end()
+            if tail:
+                self._h._write_chunk(tail)
+        self._h.wfile.write(b"0\r\n\r\n")
+        self._h.wfile.flush()
 
 
 def main():

@@ -7,6 +7,7 @@ use std::net::SocketAddr;
 use crate::clock::Clock;
 use crate::protocol::encoding::BodyDecoder;
 use crate::protocol::http1::{RequestHead, ResponseHead};
+use crate::protocol::json_array::JsonArraySplitter;
 use crate::protocol::ndjson::NdjsonDecoder;
 use crate::protocol::sse::{SseDecoder, SseEvent};
 
@@ -128,6 +129,8 @@ pub struct LlmExchange {
     status: Option<u16>,
     header_request_id: Option<String>,
     sse: Option<StreamDecoder>,
+    /// A streaming request answered with `application/json`: maybe a streamed JSON array.
+    json_array: Option<JsonArraySplitter>,
     retry_after: Option<String>,
     /// Recognised by body shape only: confirmed or rejected when the request body is complete.
     candidate: bool,
@@ -174,6 +177,7 @@ impl LlmExchange {
             status: None,
             header_request_id: None,
             sse: None,
+            json_array: None,
             retry_after: None,
             candidate: false,
             rejected: false,
@@ -206,7 +210,6 @@ impl LlmExchange {
 
     /// `n` request body bytes were not captured.
     pub fn on_request_gap(&mut self) {
-        self.obs.request_body_partial = true;
         // A byte that cannot occur in JSON keeps the scan from joining keys across the gap.
         keep_capped(
             &mut self.req_body,
@@ -285,6 +288,13 @@ impl LlmExchange {
             | "application/x-jsonlines" => Some(StreamDecoder::Ndjson(NdjsonDecoder::new())),
             _ => None,
         };
+        if self.sse.is_none()
+            && ctype.starts_with("application/json")
+            && self.obs.stream == Some(true)
+            && head.status < 300
+        {
+            self.json_array = Some(JsonArraySplitter::default());
+        }
     }
 
     fn body_undecodable(&mut self) {
@@ -329,7 +339,31 @@ impl LlmExchange {
                 self.limits.max_response_body,
                 &mut self.issues,
             );
+            if let Some(split) = self.json_array.as_mut() {
+                let mut elements = Vec::new();
+                split.feed(data, &mut elements);
+                if split.take_oversized() {
+                    self.issues.oversized_events += 1;
+                }
+                for data in elements {
+                    self.on_stream_event(
+                        &SseEvent {
+                            event: None,
+                            data,
+                            id: None,
+                        },
+                        ts,
+                    );
+                }
+            }
         }
+    }
+
+    /// The response turned out to be a streamed JSON array.
+    fn is_json_array_stream(&self) -> bool {
+        self.json_array
+            .as_ref()
+            .is_some_and(JsonArraySplitter::is_array)
     }
 
     fn on_stream_event(&mut self, ev: &SseEvent, ts: u64) {
@@ -376,6 +410,9 @@ impl LlmExchange {
                 self.on_stream_event(ev, ts);
             }
             self.sse = Some(dec);
+        } else if self.is_json_array_stream() {
+            // Its elements went through on_stream_event already.
+            self.resp_body = Vec::new();
         } else {
             let body = std::mem::take(&mut self.resp_body);
             if !body.is_empty() {
@@ -418,7 +455,7 @@ impl LlmExchange {
         let secs = |ns: u64| ns as f64 / 1e9;
         // Once a response head is seen, its content type decides; before that, the request.
         let stream = if self.status.is_some() {
-            self.sse.is_some()
+            self.sse.is_some() || self.is_json_array_stream()
         } else {
             self.obs.stream == Some(true)
         };
@@ -428,24 +465,24 @@ impl LlmExchange {
             reasoning_tokens,
             cached_input_tokens,
         } = self.obs.usage.clone();
-        let (input_tokens, output_tokens, token_source) =
-            if output_tokens.is_some() || input_tokens.is_some() {
-                (input_tokens, output_tokens, Some("usage"))
-            } else {
-                let out = if self.sse.is_some() {
-                    Some(self.chunks)
-                } else if self.obs.output_chars > 0 {
-                    Some(self.obs.output_chars.div_ceil(4))
-                } else {
-                    None
-                };
-                let inp = (self.obs.prompt_chars > 0).then(|| self.obs.prompt_chars.div_ceil(4));
-                if out.is_some() || inp.is_some() {
-                    (inp, out, Some("estimated"))
-                } else {
-                    (None, None, None)
-                }
-            };
+        // Estimates: one token per output-bearing stream event, or characters / 4.
+        let estimated_out = if stream {
+            Some(self.chunks)
+        } else {
+            (self.obs.output_chars > 0).then(|| self.obs.output_chars.div_ceil(4))
+        };
+        let estimated_in = (self.obs.prompt_chars > 0).then(|| self.obs.prompt_chars.div_ceil(4));
+        // A stream cut before its final usage (abort, truncation) may report less output than it
+        // delivered (Anthropic's message_start says 1): then the delivered events count.
+        let reported_out =
+            output_tokens.filter(|o| !(stream && !self.obs.terminal && self.chunks > *o));
+        let (output_tokens, token_source) = match (reported_out, estimated_out) {
+            (Some(o), _) => (Some(o), Some("usage")),
+            (None, Some(e)) => (Some(e), Some("estimated")),
+            (None, None) if input_tokens.is_some() => (None, Some("usage")),
+            (None, None) => (None, estimated_in.map(|_| "estimated")),
+        };
+        let input_tokens = input_tokens.or(estimated_in);
         let ttft = self
             .first_output_ts
             .map(|t| secs(t.saturating_sub(self.start_ts)));

@@ -1,7 +1,8 @@
-//! The Google Gemini dialect (generativelanguage and Vertex AI): `POST .../models/{model}:generateContent`
-//! and `...:streamGenerateContent`. The model is named by the path, not the body. Streams are SSE
-//! (`alt=sse`) whose every event is a whole `GenerateContentResponse`, with no terminal marker;
-//! without `alt=sse` the stream is one JSON array of those responses.
+//! The Google Gemini dialect (generativelanguage and Vertex AI):
+//! `POST .../models/{model}:generateContent` and `...:streamGenerateContent`. The model is named
+//! by the path, not the body. Streams are SSE (`alt=sse`) whose every event is a whole
+//! `GenerateContentResponse`, with no terminal marker; without `alt=sse` the stream is one JSON
+//! array of those responses.
 
 use serde_json::Value;
 
@@ -40,7 +41,7 @@ pub fn detect(head: &RequestHead) -> Option<Box<dyn ProviderDialect>> {
         "generateContent" => false,
         _ => return None,
     };
-    // `models/gemini-2.5-flash` may arrive URL-encoded as one segment (`models%2Fgemini-2.5-flash`).
+    // `models/gemini-2.5-flash` may arrive URL-encoded as one segment: `models%2Fgemini-2.5-flash`.
     let decoded = percent_decode(prefix);
     let model = decoded
         .rsplit('/')

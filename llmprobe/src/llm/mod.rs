@@ -121,8 +121,6 @@ pub enum OutputKind {
 /// What a dialect learned from one request body, stream event or response body.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Observed {
-    /// Part of the request body was not captured (a gap), so only a best-effort scan was possible.
-    pub request_body_partial: bool,
     /// Model asked for.
     pub request_model: Option<String>,
     /// Streaming requested.
@@ -212,7 +210,7 @@ pub fn body_looks_like_llm(body: &[u8]) -> bool {
 pub fn scan_json_string(body: &[u8], key: &str) -> Option<String> {
     let pos = scan_key(body, key)?;
     let rest = &body[pos..];
-    let rest = rest.strip_prefix(b"\"").or_else(|| None)?;
+    let rest = rest.strip_prefix(b"\"")?;
     let mut out = Vec::new();
     let mut escaped = false;
     for &b in rest.iter().take(512) {

@@ -146,7 +146,12 @@ impl OpenAiResponses {
         };
         for item in items {
             for key in ["content", "summary"] {
-                for part in item.get(key).and_then(Value::as_array).into_iter().flatten() {
+                for part in item
+                    .get(key)
+                    .and_then(Value::as_array)
+                    .into_iter()
+                    .flatten()
+                {
                     for field in ["text", "refusal"] {
                         if let Some(t) = part.get(field).and_then(Value::as_str) {
                             out.output_chars += chars(t);
@@ -184,7 +189,10 @@ impl ProviderDialect for OpenAiResponses {
         out.request_model = s(&v, "model");
         out.stream = Some(v.get("stream").and_then(Value::as_bool).unwrap_or(false));
         let mut n = v.get("input").map_or(0, input_chars);
-        n += v.get("instructions").and_then(Value::as_str).map_or(0, chars);
+        n += v
+            .get("instructions")
+            .and_then(Value::as_str)
+            .map_or(0, chars);
         out.prompt_chars = n;
     }
 
@@ -370,21 +378,73 @@ mod tests {
         let mut d = OpenAiResponses;
         let mut o = Observed::default();
         let frames = [
-            ("response.created", r#"{"type":"response.created","sequence_number":0,"response":{"id":"resp_67c9fdcecf488190bdd9a0409de3a1ec07b8b0ad4e5eb654","object":"response","created_at":1741290958,"status":"in_progress","error":null,"incomplete_details":null,"instructions":null,"model":"o4-mini-2025-04-16","output":[],"usage":null}}"#, OutputKind::None),
-            ("response.in_progress", r#"{"type":"response.in_progress","sequence_number":1,"response":{"id":"resp_67c9fdcecf488190bdd9a0409de3a1ec07b8b0ad4e5eb654","object":"response","status":"in_progress","model":"o4-mini-2025-04-16","output":[],"usage":null}}"#, OutputKind::None),
-            ("response.output_item.added", r#"{"type":"response.output_item.added","sequence_number":2,"output_index":0,"item":{"id":"rs_1","type":"reasoning","summary":[]}}"#, OutputKind::None),
-            ("response.reasoning_summary_part.added", r#"{"type":"response.reasoning_summary_part.added","sequence_number":3,"item_id":"rs_1","output_index":0,"summary_index":0,"part":{"type":"summary_text","text":""}}"#, OutputKind::None),
-            ("response.reasoning_summary_text.delta", r#"{"type":"response.reasoning_summary_text.delta","sequence_number":4,"item_id":"rs_1","output_index":0,"summary_index":0,"delta":"**Thinking"}"#, OutputKind::Reasoning),
-            ("response.reasoning_summary_text.done", r#"{"type":"response.reasoning_summary_text.done","sequence_number":5,"item_id":"rs_1","output_index":0,"summary_index":0,"text":"**Thinking"}"#, OutputKind::None),
-            ("response.output_item.added", r#"{"type":"response.output_item.added","sequence_number":6,"output_index":1,"item":{"id":"msg_1","type":"message","status":"in_progress","content":[],"role":"assistant"}}"#, OutputKind::None),
-            ("response.content_part.added", r#"{"type":"response.content_part.added","sequence_number":7,"item_id":"msg_1","output_index":1,"content_index":0,"part":{"type":"output_text","annotations":[],"text":""}}"#, OutputKind::None),
-            ("response.output_text.delta", r#"{"type":"response.output_text.delta","sequence_number":8,"item_id":"msg_1","output_index":1,"content_index":0,"delta":"Hi","obfuscation":"xY1"}"#, OutputKind::Answer),
-            ("response.output_text.delta", r#"{"type":"response.output_text.delta","sequence_number":9,"item_id":"msg_1","output_index":1,"content_index":0,"delta":" there!"}"#, OutputKind::Answer),
-            ("response.output_text.done", r#"{"type":"response.output_text.done","sequence_number":10,"item_id":"msg_1","output_index":1,"content_index":0,"text":"Hi there!"}"#, OutputKind::None),
-            ("response.completed", r#"{"type":"response.completed","sequence_number":11,"response":{"id":"resp_67c9fdcecf488190bdd9a0409de3a1ec07b8b0ad4e5eb654","object":"response","status":"completed","error":null,"incomplete_details":null,"model":"o4-mini-2025-04-16","output":[{"id":"msg_1","type":"message","status":"completed","role":"assistant","content":[{"type":"output_text","text":"Hi there!","annotations":[]}]}],"usage":{"input_tokens":37,"input_tokens_details":{"cached_tokens":5},"output_tokens":11,"output_tokens_details":{"reasoning_tokens":64},"total_tokens":48}}}"#, OutputKind::None),
+            (
+                "response.created",
+                r#"{"type":"response.created","sequence_number":0,"response":{"id":"resp_67c9fdcecf488190bdd9a0409de3a1ec07b8b0ad4e5eb654","object":"response","created_at":1741290958,"status":"in_progress","error":null,"incomplete_details":null,"instructions":null,"model":"o4-mini-2025-04-16","output":[],"usage":null}}"#,
+                OutputKind::None,
+            ),
+            (
+                "response.in_progress",
+                r#"{"type":"response.in_progress","sequence_number":1,"response":{"id":"resp_67c9fdcecf488190bdd9a0409de3a1ec07b8b0ad4e5eb654","object":"response","status":"in_progress","model":"o4-mini-2025-04-16","output":[],"usage":null}}"#,
+                OutputKind::None,
+            ),
+            (
+                "response.output_item.added",
+                r#"{"type":"response.output_item.added","sequence_number":2,"output_index":0,"item":{"id":"rs_1","type":"reasoning","summary":[]}}"#,
+                OutputKind::None,
+            ),
+            (
+                "response.reasoning_summary_part.added",
+                r#"{"type":"response.reasoning_summary_part.added","sequence_number":3,"item_id":"rs_1","output_index":0,"summary_index":0,"part":{"type":"summary_text","text":""}}"#,
+                OutputKind::None,
+            ),
+            (
+                "response.reasoning_summary_text.delta",
+                r#"{"type":"response.reasoning_summary_text.delta","sequence_number":4,"item_id":"rs_1","output_index":0,"summary_index":0,"delta":"**Thinking"}"#,
+                OutputKind::Reasoning,
+            ),
+            (
+                "response.reasoning_summary_text.done",
+                r#"{"type":"response.reasoning_summary_text.done","sequence_number":5,"item_id":"rs_1","output_index":0,"summary_index":0,"text":"**Thinking"}"#,
+                OutputKind::None,
+            ),
+            (
+                "response.output_item.added",
+                r#"{"type":"response.output_item.added","sequence_number":6,"output_index":1,"item":{"id":"msg_1","type":"message","status":"in_progress","content":[],"role":"assistant"}}"#,
+                OutputKind::None,
+            ),
+            (
+                "response.content_part.added",
+                r#"{"type":"response.content_part.added","sequence_number":7,"item_id":"msg_1","output_index":1,"content_index":0,"part":{"type":"output_text","annotations":[],"text":""}}"#,
+                OutputKind::None,
+            ),
+            (
+                "response.output_text.delta",
+                r#"{"type":"response.output_text.delta","sequence_number":8,"item_id":"msg_1","output_index":1,"content_index":0,"delta":"Hi","obfuscation":"xY1"}"#,
+                OutputKind::Answer,
+            ),
+            (
+                "response.output_text.delta",
+                r#"{"type":"response.output_text.delta","sequence_number":9,"item_id":"msg_1","output_index":1,"content_index":0,"delta":" there!"}"#,
+                OutputKind::Answer,
+            ),
+            (
+                "response.output_text.done",
+                r#"{"type":"response.output_text.done","sequence_number":10,"item_id":"msg_1","output_index":1,"content_index":0,"text":"Hi there!"}"#,
+                OutputKind::None,
+            ),
+            (
+                "response.completed",
+                r#"{"type":"response.completed","sequence_number":11,"response":{"id":"resp_67c9fdcecf488190bdd9a0409de3a1ec07b8b0ad4e5eb654","object":"response","status":"completed","error":null,"incomplete_details":null,"model":"o4-mini-2025-04-16","output":[{"id":"msg_1","type":"message","status":"completed","role":"assistant","content":[{"type":"output_text","text":"Hi there!","annotations":[]}]}],"usage":{"input_tokens":37,"input_tokens_details":{"cached_tokens":5},"output_tokens":11,"output_tokens_details":{"reasoning_tokens":64},"total_tokens":48}}}"#,
+                OutputKind::None,
+            ),
         ];
         for (i, (event, data, kind)) in frames.iter().enumerate() {
-            assert_eq!(d.on_stream_event(&ev(event, data), &mut o), *kind, "frame {i}");
+            assert_eq!(
+                d.on_stream_event(&ev(event, data), &mut o),
+                *kind,
+                "frame {i}"
+            );
             assert_eq!(o.terminal, i == frames.len() - 1, "frame {i}");
         }
         assert_eq!(o.response_model.as_deref(), Some("o4-mini-2025-04-16"));
@@ -424,7 +484,13 @@ mod tests {
         );
         // An empty delta carries nothing.
         assert_eq!(
-            d.on_stream_event(&ev("response.output_text.delta", r#"{"type":"response.output_text.delta","delta":""}"#), &mut o),
+            d.on_stream_event(
+                &ev(
+                    "response.output_text.delta",
+                    r#"{"type":"response.output_text.delta","delta":""}"#
+                ),
+                &mut o
+            ),
             OutputKind::None
         );
         // Without an `event:` line the data's type still names the event.
@@ -454,7 +520,13 @@ mod tests {
         assert_eq!(o.finish_reason.as_deref(), Some("failed"));
 
         let mut o = Observed::default();
-        d.on_stream_event(&ev("response.failed", r#"{"type":"response.failed","response":{"status":"failed"}}"#), &mut o);
+        d.on_stream_event(
+            &ev(
+                "response.failed",
+                r#"{"type":"response.failed","response":{"status":"failed"}}"#,
+            ),
+            &mut o,
+        );
         assert_eq!(o.error.as_deref(), Some("failed"));
     }
 
@@ -515,12 +587,22 @@ mod tests {
         d.on_response_body(b"\x00\xff", &mut o);
         for (event, data) in [
             ("response.output_text.delta", "{not json"),
-            ("response.output_text.delta", r#"{"type":"response.output_text.delta","delta":5}"#),
+            (
+                "response.output_text.delta",
+                r#"{"type":"response.output_text.delta","delta":5}"#,
+            ),
             ("response.completed", r#"[1,2]"#),
             ("message", r#"{"type":5,"response":"x"}"#),
-            ("response.created", r#"{"type":"response.created","response":{"model":5,"usage":[1],"status":7}}"#),
+            (
+                "response.created",
+                r#"{"type":"response.created","response":{"model":5,"usage":[1],"status":7}}"#,
+            ),
         ] {
-            assert_eq!(d.on_stream_event(&ev(event, data), &mut o), OutputKind::None, "{data}");
+            assert_eq!(
+                d.on_stream_event(&ev(event, data), &mut o),
+                OutputKind::None,
+                "{data}"
+            );
         }
         assert_eq!(o, Observed::default());
     }

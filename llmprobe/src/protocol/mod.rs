@@ -9,5 +9,6 @@
 
 pub mod encoding;
 pub mod http1;
+pub mod json_array;
 pub mod ndjson;
 pub mod sse;

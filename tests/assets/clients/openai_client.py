@@ -6,6 +6,7 @@
         [--concurrent N] [--abort-after K] [--prompt TEXT] [--header K=V ...]
         [--wait-file PATH] [--traceparent VALUE] [--max-retries 0]
         [--timeout 60] [--allow-http-error] [--client auto|sync|async]
+        [--reasoning N]
 
 API key: env OPENAI_API_KEY (default "sk-test-secret-do-not-leak").
 
@@ -16,6 +17,8 @@ it when --wait-file is used):
                             "stream": bool, "aborted": bool, "status": 200,
                             "request_id": "req-N"|null, "ttft_ms": float|null,
                             "duration_ms": float}, ...]}
+(plus "error": body when --allow-http-error recorded an HTTP error status or an
+in-stream error event; plus "reasoning_chunks"/"reasoning" with --reasoning)
 "ttft_ms"/"duration_ms" are measured client-side from just before the SDK call
 to the first content chunk / to the end of the call (ttft_ms is null for
 non-stream calls).
@@ -41,6 +44,11 @@ Modes
                     (stream.close() -> the HTTP response is closed, which drops the
                     connection because the body was not fully read); the process
                     then stays alive ~0.5 s before exiting.
+  --reasoning N     sends "x-test-reasoning-chunks: N" (the test server then streams N
+                    delta.reasoning_content chunks before the content); every call then
+                    also reports "reasoning_chunks" (stream chunks with non-empty
+                    reasoning_content/reasoning; 0 for non-stream) and "reasoning" (the
+                    text). Without --reasoning the output has no such keys.
   --wait-file PATH  the client (and its TLS context) is built first, then "WAITING"
                     is printed and the file is polled until it exists; only then the
                     first call is made ("client started before the agent").
@@ -58,6 +66,13 @@ import openai
 from openai import AsyncOpenAI, OpenAI
 
 DEFAULT_KEY = "sk-test-secret-do-not-leak"
+WANT_REASONING = False  # set by --reasoning
+
+
+def _reasoning_of(obj):
+    # DeepSeek/Qwen "reasoning_content", vLLM "reasoning": extra fields on the SDK model.
+    extra = getattr(obj, "model_extra", None) or {}
+    return extra.get("reasoning_content") or extra.get("reasoning") or ""
 
 
 def parse_args():
@@ -80,8 +95,11 @@ def parse_args():
                     help="SDK retries (default 0 so every call is exactly one request)")
     ap.add_argument("--timeout", type=float, default=60.0)
     ap.add_argument("--allow-http-error", action="store_true",
-                    help="record an HTTP error status (e.g. forced 429) instead of failing")
+                    help="record an HTTP error status (e.g. forced 429), or an in-stream "
+                         "error event (status stays 200), instead of failing")
     ap.add_argument("--client", choices=["auto", "sync", "async"], default="auto")
+    ap.add_argument("--reasoning", type=int, default=None, metavar="N",
+                    help="ask the test server for N reasoning chunks (x-test-reasoning-chunks)")
     a = ap.parse_args()
     if a.prompt_words > 0:
         a.prompt = " ".join(f"w{i % 1000}" for i in range(a.prompt_words))
@@ -99,6 +117,10 @@ def parse_args():
         a.headers[k.strip()] = v
     if a.traceparent:
         a.headers["traceparent"] = a.traceparent
+    if a.reasoning is not None:
+        a.headers["x-test-reasoning-chunks"] = str(a.reasoning)
+        global WANT_REASONING
+        WANT_REASONING = True
     return a
 
 
@@ -129,9 +151,13 @@ def dump_usage(u):
 
 
 def new_result(stream):
-    return {"chunks": 0, "content": "", "usage": None, "model": None,
-            "stream": stream, "aborted": False, "status": None, "request_id": None,
-            "ttft_ms": None, "duration_ms": None, "_t0": time.monotonic()}
+    res = {"chunks": 0, "content": "", "usage": None, "model": None,
+           "stream": stream, "aborted": False, "status": None, "request_id": None,
+           "ttft_ms": None, "duration_ms": None, "_t0": time.monotonic()}
+    if WANT_REASONING:
+        res["reasoning_chunks"] = 0
+        res["reasoning"] = ""
+    return res
 
 
 def finish(res):
@@ -146,6 +172,11 @@ def take_chunk(res, chunk):
     if getattr(chunk, "usage", None) is not None:
         res["usage"] = dump_usage(chunk.usage)
     for ch in chunk.choices or []:
+        if WANT_REASONING and ch.delta is not None:
+            r = _reasoning_of(ch.delta)
+            if r:
+                res["reasoning_chunks"] += 1
+                res["reasoning"] += r
         if ch.delta is not None and ch.delta.content:
             if res["chunks"] == 0:
                 res["ttft_ms"] = round((time.monotonic() - res["_t0"]) * 1000, 1)
@@ -157,6 +188,8 @@ def take_completion(res, resp):
     res["model"] = resp.model
     res["usage"] = dump_usage(resp.usage)
     res["content"] = "".join((c.message.content or "") for c in resp.choices)
+    if WANT_REASONING:
+        res["reasoning"] = "".join(_reasoning_of(c.message) for c in resp.choices)
     res["request_id"] = getattr(resp, "_request_id", None)
     res["status"] = 200
 
@@ -194,6 +227,10 @@ def sync_call(client, a):
         if not a.allow_http_error:
             raise
         http_error(res, e)
+    except openai.APIError as e:  # in-stream error event (HTTP status was 200)
+        if not a.allow_http_error:
+            raise
+        res["error"] = e.body if isinstance(e.body, (dict, list, str)) else str(e)
     return finish(res)
 
 
@@ -239,6 +276,10 @@ async def async_call(client, a):
         if not a.allow_http_error:
             raise
         http_error(res, e)
+    except openai.APIError as e:  # in-stream error event (HTTP status was 200)
+        if not a.allow_http_error:
+            raise
+        res["error"] = e.body if isinstance(e.body, (dict, list, str)) else str(e)
     return finish(res)
 
 
