@@ -197,36 +197,30 @@ fn run(args: &[String]) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The Python environment of the end-to-end tests: a venv with the real `openai` SDK from PyPI.
+/// The Python environment of the end-to-end tests: a venv with the real SDKs and servers from
+/// PyPI, at the versions in `tests/assets/requirements.txt`.
 fn test_venv() -> anyhow::Result<PathBuf> {
     let venv = root().join("target").join("e2e-venv");
     let python = venv.join("bin").join("python");
-    let ready =
-        output_ok(Command::new(&python).args(["-c", "import openai; print(openai.__version__)"]));
-    if let Some(v) = ready {
-        step(&format!("test venv: openai {} present", v.trim()));
+    let requirements = root().join("tests").join("assets").join("requirements.txt");
+    let check = "import openai, anthropic, httpx, fastapi, uvicorn, zstandard; print(openai.__version__, anthropic.__version__)";
+    if let Some(v) = output_ok(Command::new(&python).args(["-c", check])) {
+        step(&format!("test venv: openai and anthropic {} present", v.trim()));
         return Ok(python);
     }
-    step("creating the test venv and installing the openai SDK from PyPI");
-    let py = if have("python3") {
-        "python3"
-    } else {
-        bail!("python3 is required by the end-to-end tests")
-    };
+    if !python.exists() {
+        step("creating the test venv");
+        if !have("python3") {
+            bail!("python3 is required by the end-to-end tests");
+        }
+        run_cmd(Command::new("python3").args(["-m", "venv"]).arg(&venv), "python3 -m venv")?;
+    }
+    step("installing the test clients' SDKs from PyPI (tests/assets/requirements.txt)");
     run_cmd(
-        Command::new(py).args(["-m", "venv"]).arg(&venv),
-        "python3 -m venv",
-    )?;
-    run_cmd(
-        Command::new(&python).args([
-            "-m",
-            "pip",
-            "install",
-            "-q",
-            "--disable-pip-version-check",
-            "openai",
-        ]),
-        "pip install openai",
+        Command::new(&python)
+            .args(["-m", "pip", "install", "-q", "--disable-pip-version-check", "-r"])
+            .arg(&requirements),
+        "pip install -r tests/assets/requirements.txt",
     )?;
     Ok(python)
 }

@@ -188,6 +188,20 @@ class Frames:
                 line, self.buf = self.buf.split("\n", 1)
                 if line.strip():
                     out.append((None, line))
+        else:  # one JSON value, or the elements of a (streamed) top-level array
+            dec = json.JSONDecoder()
+            while True:
+                rest = self.buf.lstrip(" \t\r\n,[]")
+                if not rest:
+                    self.buf = ""
+                    break
+                try:
+                    obj, end = dec.raw_decode(rest)
+                except ValueError:
+                    self.buf = rest
+                    break
+                out.append((None, json.dumps(obj)))
+                self.buf = rest[end:]
         return [f for f in out if f is not None]
 
     @staticmethod
@@ -208,11 +222,7 @@ class Frames:
 
     def finish(self):
         if self.kind == "json":
-            try:
-                v = json.loads(self.buf)
-            except ValueError:
-                return []
-            return [(None, json.dumps(x)) for x in (v if isinstance(v, list) else [v])]
+            return self.feed("")
         return self.feed("\n\n" if self.kind == "sse" else "\n")
 
 
@@ -221,7 +231,8 @@ def extract(d, name, obj, res):
     c = r = ""
     if not isinstance(obj, dict):
         return False
-    if "error" in obj or name == "error" or obj.get("type") == "error":
+    if obj.get("error") or name == "error" or obj.get("type") == "error" or \
+            (d == "dashscope" and obj.get("code")):
         res["error"] = obj
     if d in ("chat", "completions"):
         for ch in obj.get("choices") or []:
