@@ -223,9 +223,276 @@ fn captures_hold_no_secrets() {
         let p: &Path = &fixtures().join(format!("{name}.capture.jsonl"));
         let text = std::fs::read_to_string(p).unwrap_or_default();
         assert!(!text.contains("do-not-leak"), "{name} holds the API key");
+        let lower = text.to_ascii_lowercase();
         assert!(
-            text.to_ascii_lowercase().contains("authorization:*"),
-            "{name}: no masked Authorization header found"
+            ["authorization:*", "x-api-key:*", "x-goog-api-key:*"]
+                .iter()
+                .any(|h| lower.contains(h)),
+            "{name}: no masked key header found"
         );
+    }
+}
+
+/// What every record of a dialect fixture must say (both roles). Recorded against the test
+/// server's defaults: 150 ms to the first chunk, 30 ms between chunks, 4 answer chunks, and
+/// 2 reasoning chunks where asked.
+struct Expect {
+    name: &'static str,
+    api: &'static str,
+    stream: bool,
+    input: Option<u64>,
+    output: Option<u64>,
+    reasoning: Option<u64>,
+    source: &'static str,
+    finish: Option<&'static str>,
+    error: Option<&'static str>,
+    reasoning_timed: bool,
+}
+
+const fn e(name: &'static str, api: &'static str, stream: bool, output: Option<u64>) -> Expect {
+    Expect {
+        name,
+        api,
+        stream,
+        input: Some(9),
+        output,
+        reasoning: None,
+        source: "usage",
+        finish: Some("stop"),
+        error: None,
+        reasoning_timed: false,
+    }
+}
+
+fn dialect_expectations() -> Vec<Expect> {
+    let chat = "openai.chat_completions";
+    vec![
+        Expect {
+            reasoning: Some(2),
+            reasoning_timed: true,
+            ..e("openai_reasoning_content", chat, true, Some(6))
+        },
+        Expect {
+            reasoning: Some(2),
+            reasoning_timed: true,
+            ..e("openai_reasoning_field_vllm", chat, true, Some(6))
+        },
+        Expect {
+            reasoning: Some(0),
+            finish: Some("tool_calls"),
+            ..e("openai_tool_call_stream", chat, true, Some(4))
+        },
+        Expect {
+            reasoning: Some(0),
+            finish: Some("length"),
+            ..e("openai_finish_length", chat, true, Some(4))
+        },
+        Expect {
+            input: Some(7),
+            source: "estimated",
+            finish: None,
+            error: Some("stream_truncated"),
+            ..e("openai_stream_truncated", chat, true, Some(2))
+        },
+        Expect {
+            input: Some(7),
+            source: "estimated",
+            finish: None,
+            error: Some("stream_error"),
+            ..e("openai_stream_error", chat, true, Some(2))
+        },
+        Expect {
+            input: Some(7),
+            output: None,
+            source: "estimated",
+            finish: None,
+            error: Some("503"),
+            ..e("openai_503_retry_after", chat, false, None)
+        },
+        Expect {
+            reasoning: Some(0),
+            ..e("openai_gzip_keepalive_comments", chat, true, Some(4))
+        },
+        Expect {
+            reasoning: Some(0),
+            ..e("openai_zstd_stream", chat, true, Some(4))
+        },
+        e(
+            "openai_completions_stream",
+            "openai.completions",
+            true,
+            Some(4),
+        ),
+        Expect {
+            finish: None,
+            ..e("openai_embeddings", "openai.embeddings", false, None)
+        },
+        Expect {
+            reasoning: Some(2),
+            reasoning_timed: true,
+            finish: Some("completed"),
+            ..e(
+                "openai_responses_reasoning",
+                "openai.responses",
+                true,
+                Some(6),
+            )
+        },
+        Expect {
+            reasoning_timed: true,
+            finish: Some("end_turn"),
+            ..e(
+                "anthropic_tls_stream_thinking",
+                "anthropic.messages",
+                true,
+                Some(6),
+            )
+        },
+        Expect {
+            finish: Some("end_turn"),
+            ..e(
+                "anthropic_plain_non_stream",
+                "anthropic.messages",
+                false,
+                Some(4),
+            )
+        },
+        Expect {
+            source: "estimated",
+            finish: None,
+            error: Some("stream_error"),
+            ..e(
+                "anthropic_stream_error",
+                "anthropic.messages",
+                true,
+                Some(2),
+            )
+        },
+        Expect {
+            reasoning: Some(2),
+            reasoning_timed: true,
+            finish: Some("STOP"),
+            ..e(
+                "gemini_sse_thoughts",
+                "gcp.gemini.generate_content",
+                true,
+                Some(6),
+            )
+        },
+        Expect {
+            finish: Some("STOP"),
+            ..e(
+                "gemini_json_array_tls",
+                "gcp.gemini.generate_content",
+                true,
+                Some(4),
+            )
+        },
+        Expect {
+            finish: Some("STOP"),
+            ..e(
+                "gemini_non_stream",
+                "gcp.gemini.generate_content",
+                false,
+                Some(4),
+            )
+        },
+        Expect {
+            reasoning_timed: true,
+            ..e("ollama_chat_thinking", "ollama.chat", true, Some(6))
+        },
+        e("ollama_generate", "ollama.generate", true, Some(4)),
+        Expect {
+            reasoning: Some(2),
+            reasoning_timed: true,
+            ..e(
+                "dashscope_incremental_reasoning",
+                "dashscope.generation",
+                true,
+                Some(6),
+            )
+        },
+        e(
+            "dashscope_whole_text_events",
+            "dashscope.generation",
+            true,
+            Some(4),
+        ),
+    ]
+}
+
+#[test]
+fn every_dialect_and_error_shape_is_recorded_accurately() {
+    for x in dialect_expectations() {
+        let (clock, events) = load(x.name);
+        let recs = replay(clock, events);
+        assert_eq!(
+            recs.len(),
+            2,
+            "{}: one call seen from both sides: {recs:#?}",
+            x.name
+        );
+        for r in &recs {
+            let ctx = format!("{}: {r}", x.name);
+            assert_eq!(r["api"], x.api, "{ctx}");
+            assert_eq!(r["stream"], x.stream, "{ctx}");
+            assert_eq!(r["input_tokens"].as_u64(), x.input, "{ctx}");
+            assert_eq!(r["output_tokens"].as_u64(), x.output, "{ctx}");
+            assert_eq!(r["reasoning_tokens"].as_u64(), x.reasoning, "{ctx}");
+            assert_eq!(r["token_source"], x.source, "{ctx}");
+            assert_eq!(r["finish_reason"].as_str(), x.finish, "{ctx}");
+            assert_eq!(r["error_type"].as_str(), x.error, "{ctx}");
+            assert_eq!(r["aborted"], false, "{ctx}");
+            assert!(r["request_model"].is_string(), "{ctx}");
+            if x.stream {
+                let ttft = r["ttft_s"].as_f64().unwrap_or(-1.0);
+                assert!((0.148..0.25).contains(&ttft), "ttft {ttft}: {ctx}");
+                // The server's writes are paced exactly; a client's reads may bunch up behind its
+                // own processing (the Anthropic SDK's first event), so its gaps vary more.
+                let tpot = r["tpot_s"].as_f64().unwrap_or(-1.0);
+                let range = if r["role"] == "server" {
+                    0.027..0.045
+                } else {
+                    0.015..0.05
+                };
+                assert!(range.contains(&tpot), "tpot {tpot}: {ctx}");
+            } else {
+                assert!(r["ttft_s"].is_null(), "{ctx}");
+            }
+            if x.reasoning_timed {
+                // Two reasoning chunks 30 ms apart, then the first answer chunk 30 ms later.
+                let rs = r["reasoning_s"].as_f64().unwrap_or(-1.0);
+                assert!((0.058..0.08).contains(&rs), "reasoning_s {rs}: {ctx}");
+            } else {
+                assert!(r["reasoning_s"].is_null(), "{ctx}");
+            }
+        }
+        if x.name == "openai_503_retry_after" {
+            assert!(recs.iter().all(|r| r["retry_after"] == "1"), "{recs:?}");
+        }
+    }
+}
+
+#[test]
+fn inference_server_on_an_asgi_stack_is_seen_as_server() {
+    let (clock, events) = load("asgi_server_role");
+    let recs = replay(clock, events);
+    let servers = by_role(&recs, "server");
+    let clients = by_role(&recs, "client");
+    assert_eq!((servers.len(), clients.len()), (2, 2), "{recs:#?}");
+    for (s, c) in servers.iter().zip(&clients) {
+        assert_eq!(s["request_model"], c["request_model"]);
+        assert_eq!(s["output_tokens"], c["output_tokens"]);
+        assert_eq!(s["input_tokens"], c["input_tokens"]);
+        // The server sees the request later and the first token earlier than the client.
+        let (st, ct) = (
+            s["ttft_s"].as_f64().unwrap_or(9.0),
+            c["ttft_s"].as_f64().unwrap_or(0.0),
+        );
+        assert!(
+            st <= ct + 0.001 && ct - st < 0.02,
+            "server ttft {st} vs client {ct}"
+        );
+        assert_eq!(s["comm"], "python");
     }
 }

@@ -8,7 +8,8 @@ Starts the test LLM server (TLS when the client URL placeholder {tls_url} is use
 {plain_url}), starts `llmprobe record`, runs the client, stops the agent, and keeps only the
 events of the client and server processes in tests/fixtures/NAME.capture.jsonl. The golden
 records are then made by `LLMPROBE_UPDATE_GOLDEN=1 cargo test --test replay`.
-Placeholders in the client command: {tls_url} {plain_url} {ca} {python}. Options before `--`:
+Placeholders in the client command: {tls_url} {plain_url} (with /v1), {tls_base} {plain_base}
+(scheme://host:port), {asgi_url} (with asgi=1: the FastAPI/uvicorn server), {ca} {python}. Options before `--`:
 ttft=MS gap=MS chunks=N (server timings), comms=a,b (also keep processes with these names, for
 clients started through a shell).
 """
@@ -34,6 +35,12 @@ def main():
         p = subprocess.Popen(args, stdout=subprocess.PIPE, text=True)
         port = int(p.stdout.readline().split()[1])
         servers[kind] = (p, port)
+    if opts.get("asgi") == "1":
+        py = os.path.join(ROOT, "target", "e2e-venv", "bin", "python")
+        p = subprocess.Popen([py, os.path.join(ASSETS, "asgi_server.py"), "--port", "0", "--ttft-ms", opts.get("ttft", "150"),
+                              "--gap-ms", opts.get("gap", "30"), "--chunks", opts.get("chunks", "4")],
+                             stdout=subprocess.PIPE, text=True)
+        servers["asgi"] = (p, int(p.stdout.readline().split()[1]))
     cap = os.path.join(tmp, "capture.jsonl")
     agent = subprocess.Popen([os.path.join(ROOT, "target", "release", "llmprobe"), "record", "--out", cap,
                               "--jsonl", "none", "--metrics-addr", "127.0.0.1:0"], stderr=subprocess.PIPE, text=True)
@@ -41,6 +48,8 @@ def main():
         if "ready:" in line:
             break
     fill = {"tls_url": f"https://localhost:{servers['tls'][1]}/v1", "plain_url": f"http://127.0.0.1:{servers['plain'][1]}/v1",
+            "tls_base": f"https://localhost:{servers['tls'][1]}", "plain_base": f"http://127.0.0.1:{servers['plain'][1]}",
+            "asgi_url": f"http://127.0.0.1:{servers['asgi'][1]}/v1" if "asgi" in servers else "",
             "ca": ca, "python": os.path.join(ROOT, "target", "e2e-venv", "bin", "python")}
     env = dict(os.environ, OPENAI_API_KEY="sk-test-secret-do-not-leak-4242", NODE_EXTRA_CA_CERTS=ca)
     def expand(arg):
@@ -57,7 +66,7 @@ def main():
         for p, _ in servers.values():
             p.kill()
     comms = set(filter(None, opts.get("comms", "").split(",")))
-    keep = {client.pid, servers["tls"][0].pid, servers["plain"][0].pid}
+    keep = {client.pid} | {p.pid for p, _ in servers.values()}
     out = os.path.join(ROOT, "tests", "fixtures", f"{name}.capture.jsonl")
     n = 0
     with open(cap) as src, open(out, "w") as dst:

@@ -205,7 +205,10 @@ fn test_venv() -> anyhow::Result<PathBuf> {
     let requirements = root().join("tests").join("assets").join("requirements.txt");
     let check = "import openai, anthropic, httpx, fastapi, uvicorn, zstandard; print(openai.__version__, anthropic.__version__)";
     if let Some(v) = output_ok(Command::new(&python).args(["-c", check])) {
-        step(&format!("test venv: openai and anthropic {} present", v.trim()));
+        step(&format!(
+            "test venv: openai and anthropic {} present",
+            v.trim()
+        ));
         return Ok(python);
     }
     if !python.exists() {
@@ -213,12 +216,22 @@ fn test_venv() -> anyhow::Result<PathBuf> {
         if !have("python3") {
             bail!("python3 is required by the end-to-end tests");
         }
-        run_cmd(Command::new("python3").args(["-m", "venv"]).arg(&venv), "python3 -m venv")?;
+        run_cmd(
+            Command::new("python3").args(["-m", "venv"]).arg(&venv),
+            "python3 -m venv",
+        )?;
     }
     step("installing the test clients' SDKs from PyPI (tests/assets/requirements.txt)");
     run_cmd(
         Command::new(&python)
-            .args(["-m", "pip", "install", "-q", "--disable-pip-version-check", "-r"])
+            .args([
+                "-m",
+                "pip",
+                "install",
+                "-q",
+                "--disable-pip-version-check",
+                "-r",
+            ])
             .arg(&requirements),
         "pip install -r tests/assets/requirements.txt",
     )?;

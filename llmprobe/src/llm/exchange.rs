@@ -446,7 +446,9 @@ impl LlmExchange {
         end_ts: Option<u64>,
     ) -> LlmCall {
         self.parse_request();
-        let complete = self.resp_done || self.obs.terminal;
+        // The response is over once its terminal event or an in-stream error arrived, even if the
+        // client closed before the HTTP framing's last bytes (SDKs do both).
+        let complete = self.resp_done || self.obs.terminal || self.obs.error.is_some();
         let end = if complete {
             self.last_ts
         } else {
@@ -552,9 +554,7 @@ impl LlmExchange {
             finish_reason: self.obs.finish_reason,
             error_type,
             retry_after: self.retry_after,
-            // A stream whose terminal event arrived is complete even if the client closed before
-            // the HTTP framing's last bytes (the sync OpenAI SDK does this after `[DONE]`).
-            aborted: aborted && !self.resp_done && !self.obs.terminal,
+            aborted: aborted && !complete,
             request_id: self.header_request_id.or(self.obs.response_id),
             trace_id: self.trace_id,
         }
