@@ -495,3 +495,305 @@ fn record_then_replay_gives_the_same_records_and_metrics_count_them() {
     assert_eq!(live, again, "replay differs from the live run");
     assert_no_secret(&[&agent.jsonl, &agent.log, &capture, &replayed]);
 }
+
+/// `python tests/assets/clients/<script> ARGS...` with the test venv's Python.
+fn venv_client(script: &str, args: &[&str]) -> Command {
+    let mut cmd = Command::new(python());
+    cmd.arg(assets().join("clients").join(script)).args(args);
+    cmd
+}
+
+fn base(server: &TestServer) -> String {
+    server.base_url().trim_end_matches("/v1").to_owned()
+}
+
+/// Checks one streamed dialect record: tokens from usage, reasoning timing when asked.
+fn check_dialect_stream(
+    r: &Value,
+    api: &str,
+    model: &str,
+    reasoning_chunks: u64,
+    ttft_ms: u64,
+    gap_ms: u64,
+) {
+    assert_eq!(r["api"], api, "{r}");
+    assert_eq!(r["request_model"], model, "{r}");
+    assert_eq!(r["stream"], true, "{r}");
+    assert_eq!(r["http_status"], 200, "{r}");
+    assert_eq!(r["error_type"], Value::Null, "{r}");
+    assert_eq!(r["aborted"], false, "{r}");
+    assert_eq!(r["token_source"], "usage", "{r}");
+    assert_eq!(r["input_tokens"], PROMPT_TOKENS, "{r}");
+    assert_eq!(r["output_tokens"], CHUNKS as u64 + reasoning_chunks, "{r}");
+    assert_eq!(r["chunks"], CHUNKS as u64 + reasoning_chunks, "{r}");
+    let ttft = ttft_ms as f64 / 1000.0;
+    let gap = gap_ms as f64 / 1000.0;
+    assert_between(r, "ttft_s", ttft - 0.002, ttft + 0.1);
+    assert_between(r, "tpot_s", gap - 0.003, gap + 0.03);
+    if reasoning_chunks > 0 {
+        // The first answer chunk comes `reasoning_chunks` gaps after the first reasoning chunk.
+        let want = gap * reasoning_chunks as f64;
+        assert_between(r, "reasoning_s", want - 0.003, want + 0.05);
+    } else {
+        assert_eq!(r["reasoning_s"], Value::Null, "{r}");
+    }
+}
+
+#[test]
+fn anthropic_sdk_with_thinking_over_tls_and_plain() {
+    if !e2e_enabled() {
+        return;
+    }
+    let _g = serial();
+    let dir = scratch("anthropic");
+    let tls = TestServer::start(true, TTFT_MS, GAP_MS, CHUNKS);
+    let plain = TestServer::start(false, TTFT_MS, GAP_MS, CHUNKS);
+    let mut agent = Agent::start(&dir, false, &[]);
+    let ca = certs().0;
+    let ca = ca.to_str().unwrap_or("");
+    let a = run_client(venv_client(
+        "anthropic_client.py",
+        &[
+            "--base-url",
+            &base(&tls),
+            "--ca",
+            ca,
+            "--stream",
+            "--thinking",
+            "2",
+            "--model",
+            "claude-e2e",
+        ],
+    ));
+    let b = run_client(venv_client(
+        "anthropic_client.py",
+        &["--base-url", &base(&plain), "--model", "claude-e2e"],
+    ));
+    let recs = agent.wait_records("anthropic records", WAIT, |r| {
+        of(r, a.pid, "client").len() == 1 && of(r, b.pid, "client").len() == 1
+    });
+    let s = &of(&recs, a.pid, "client")[0];
+    check_dialect_stream(s, "anthropic.messages", "claude-e2e", 2, TTFT_MS, GAP_MS);
+    assert_eq!(s["provider"], "anthropic", "{s}");
+    assert_eq!(s["finish_reason"], "end_turn", "{s}");
+    assert_eq!(s["tls"], true, "{s}");
+    let w = &of(&recs, b.pid, "client")[0];
+    assert_eq!(w["stream"], false, "{w}");
+    assert_eq!(w["output_tokens"], CHUNKS, "{w}");
+    assert_eq!(w["input_tokens"], PROMPT_TOKENS, "{w}");
+    assert!(agent.stop());
+    assert_no_secret(&[&agent.jsonl, &agent.log]);
+}
+
+#[test]
+fn gemini_ollama_dashscope_responses_and_completions_over_httpx() {
+    if !e2e_enabled() {
+        return;
+    }
+    let _g = serial();
+    let dir = scratch("dialects");
+    let tls = TestServer::start(true, TTFT_MS, GAP_MS, CHUNKS);
+    let plain = TestServer::start(false, TTFT_MS, GAP_MS, CHUNKS);
+    let mut agent = Agent::start(&dir, false, &[]);
+    let ca = certs().0;
+    let ca = ca.to_str().unwrap_or("").to_owned();
+    // (dialect preset, api, model, reasoning chunks, server)
+    let cases: Vec<(&str, &str, &str, u64, &TestServer)> = vec![
+        (
+            "gemini",
+            "gcp.gemini.generate_content",
+            "gemini-e2e",
+            2,
+            &tls,
+        ),
+        (
+            "gemini-array",
+            "gcp.gemini.generate_content",
+            "gemini-arr",
+            0,
+            &plain,
+        ),
+        ("ollama", "ollama.chat", "qwen3-e2e", 2, &plain),
+        ("ollama-generate", "ollama.generate", "llama-e2e", 0, &tls),
+        ("dashscope", "dashscope.generation", "qwen-e2e", 2, &tls),
+        ("responses", "openai.responses", "resp-e2e", 2, &plain),
+        ("completions", "openai.completions", "cmpl-e2e", 0, &tls),
+    ];
+    let mut runs = Vec::new();
+    for (dialect, api, model, reasoning, server) in &cases {
+        let reasoning_header = format!("x-test-reasoning-chunks={reasoning}");
+        let mut args = vec![
+            "--url",
+            &base(server),
+            "--dialect",
+            dialect,
+            "--model",
+            model,
+            "--stream",
+        ]
+        .into_iter()
+        .map(str::to_owned)
+        .collect::<Vec<_>>();
+        args.extend(["--header".to_owned(), reasoning_header]);
+        if server.tls {
+            args.extend(["--ca".to_owned(), ca.clone()]);
+        }
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let run = run_client(venv_client("http_client.py", &args));
+        runs.push((run.pid, *api, *model, *reasoning, server.tls));
+    }
+    let recs = agent.wait_records("one record per dialect", WAIT, |r| {
+        runs.iter()
+            .all(|(pid, ..)| of(r, *pid, "client").len() == 1)
+    });
+    for (pid, api, model, reasoning, tls_used) in &runs {
+        let r = &of(&recs, *pid, "client")[0];
+        check_dialect_stream(r, api, model, *reasoning, TTFT_MS, GAP_MS);
+        assert_eq!(r["tls"], *tls_used, "{r}");
+        if *reasoning > 0 {
+            assert!(
+                r["reasoning_tokens"]
+                    .as_u64()
+                    .is_none_or(|n| n == *reasoning),
+                "{r}"
+            );
+        }
+    }
+    assert!(agent.stop());
+    assert_no_secret(&[&agent.jsonl, &agent.log]);
+}
+
+#[test]
+fn stream_errors_truncation_length_and_retry_after() {
+    if !e2e_enabled() {
+        return;
+    }
+    let _g = serial();
+    let dir = scratch("errors");
+    let server = TestServer::start(true, TTFT_MS, GAP_MS, CHUNKS);
+    let mut agent = Agent::start(&dir, false, &[]);
+    let err = run_client(openai_client(
+        &server,
+        &[
+            "--stream",
+            "--header",
+            "x-test-stream-error-after=2",
+            "--allow-http-error",
+        ],
+    ));
+    let cut = run_client(openai_client(
+        &server,
+        &[
+            "--stream",
+            "--header",
+            "x-test-truncate-after=3",
+            "--client",
+            "sync",
+        ],
+    ));
+    let len = run_client(openai_client(
+        &server,
+        &[
+            "--stream",
+            "--include-usage",
+            "--header",
+            "x-test-finish=length",
+        ],
+    ));
+    let busy = run_client(openai_client(
+        &server,
+        &["--header", "x-test-status=429", "--allow-http-error"],
+    ));
+    let recs = agent.wait_records("error records", WAIT, |r| {
+        [err.pid, cut.pid, len.pid, busy.pid]
+            .iter()
+            .all(|p| of(r, *p, "client").len() == 1)
+    });
+    let e = &of(&recs, err.pid, "client")[0];
+    assert_eq!(e["error_type"], "stream_error", "{e}");
+    assert_eq!(e["chunks"], 2, "{e}");
+    assert_eq!(e["aborted"], false, "{e}");
+    let c = &of(&recs, cut.pid, "client")[0];
+    assert_eq!(c["error_type"], "stream_truncated", "{c}");
+    assert_eq!(c["chunks"], 3, "{c}");
+    assert_eq!(c["output_tokens"], 3, "{c}");
+    let l = &of(&recs, len.pid, "client")[0];
+    assert_eq!(l["finish_reason"], "length", "{l}");
+    assert_eq!(l["error_type"], Value::Null, "{l}");
+    let b = &of(&recs, busy.pid, "client")[0];
+    assert_eq!(b["error_type"], "429", "{b}");
+    assert_eq!(b["retry_after"], "1", "{b}");
+    assert!(agent.stop());
+    assert_no_secret(&[&agent.jsonl, &agent.log]);
+}
+
+#[test]
+fn inference_server_on_fastapi_uvicorn_is_recorded_as_server() {
+    if !e2e_enabled() {
+        return;
+    }
+    let _g = serial();
+    let dir = scratch("asgi");
+    let mut server = Command::new(python());
+    server
+        .arg(assets().join("asgi_server.py"))
+        .args([
+            "--port",
+            "0",
+            "--ttft-ms",
+            &TTFT_MS.to_string(),
+            "--gap-ms",
+            &GAP_MS.to_string(),
+        ])
+        .args(["--chunks", &CHUNKS.to_string()])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null());
+    let mut server = Proc {
+        child: server.spawn().expect("start asgi_server.py"),
+    };
+    let server_pid = server.child.id();
+    let mut line = String::new();
+    BufReader::new(server.child.stdout.take().expect("stdout"))
+        .read_line(&mut line)
+        .expect("port");
+    let port: u16 = line
+        .trim()
+        .strip_prefix("LISTENING ")
+        .and_then(|p| p.parse().ok())
+        .expect("LISTENING <port>");
+    let mut agent = Agent::start(&dir, false, &[]);
+    let url = format!("http://127.0.0.1:{port}/v1");
+    let run = run_client(venv_client(
+        "openai_client.py",
+        &[
+            "--base-url",
+            &url,
+            "--stream",
+            "--include-usage",
+            "--calls",
+            "3",
+        ],
+    ));
+    let recs = agent.wait_records("server and client records", WAIT, |r| {
+        of(r, run.pid, "client").len() == 3 && of(r, server_pid, "server").len() == 3
+    });
+    let servers = of(&recs, server_pid, "server");
+    let clients = of(&recs, run.pid, "client");
+    for (s, c) in servers.iter().zip(&clients) {
+        check_stream_record(s, "server", false, "test-model", Some(PROMPT_TOKENS));
+        check_timing(s, TTFT_MS, GAP_MS, 0.08);
+        assert_eq!(s["request_id"], c["request_id"], "server {s}\nclient {c}");
+        // The server sees the request after the client sent it and the first token before the
+        // client gets it: its TTFT is a little shorter.
+        let (st, ct) = (
+            s["ttft_s"].as_f64().unwrap_or(9.0),
+            c["ttft_s"].as_f64().unwrap_or(0.0),
+        );
+        assert!(
+            st <= ct + 0.001 && ct - st < 0.03,
+            "server ttft {st} vs client {ct}"
+        );
+    }
+    assert!(agent.stop());
+    assert_no_secret(&[&agent.jsonl, &agent.log]);
+}
