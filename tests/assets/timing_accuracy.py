@@ -22,6 +22,8 @@ def main():
     ap.add_argument("--ttft-ms", type=int, default=300)
     ap.add_argument("--gap-ms", type=int, default=40)
     ap.add_argument("--chunks", type=int, default=8)
+    ap.add_argument("--dialects", action="store_true",
+                    help="also every other dialect (httpx presets, the anthropic SDK), 2 reasoning chunks where the API has them")
     a = ap.parse_args()
     tmp = tempfile.mkdtemp(prefix="llmprobe-timing-")
     subprocess.run(["bash", os.path.join(ASSETS, "gen_cert.sh"), tmp], check=True, capture_output=True)
@@ -58,6 +60,22 @@ def main():
                 p = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL)
                 p.wait()
                 pids[p.pid] = (name, kind)
+            if a.dialects:
+                base = url[:-3]
+                ca_args = ["--ca", ca] if kind == "tls" else []
+                for d in ("gemini", "gemini-array", "ollama", "ollama-generate", "dashscope", "responses", "completions"):
+                    for _ in range(a.calls):
+                        p = subprocess.Popen([PY, os.path.join(ASSETS, "clients", "http_client.py"), "--url", base,
+                                              "--dialect", d, "--model", "m", "--stream",
+                                              "--header", "x-test-reasoning-chunks=2"] + ca_args,
+                                             env=env, stdout=subprocess.DEVNULL)
+                        p.wait()
+                        pids[p.pid] = (f"httpx {d}", kind)
+                p = subprocess.Popen([PY, os.path.join(ASSETS, "clients", "anthropic_client.py"), "--base-url", base,
+                                      "--stream", "--thinking", "2", "--calls", str(a.calls)] + ca_args,
+                                     env=env, stdout=subprocess.DEVNULL)
+                p.wait()
+                pids[p.pid] = ("anthropic-sdk", kind)
             for _ in range(a.calls):
                 cmd = ["curl", "-s", "-N", "-H", "content-type: application/json", "-d", body, f"{url}/chat/completions"]
                 if kind == "tls":
@@ -74,19 +92,22 @@ def main():
     groups = {}
     for line in open(out):
         r = json.loads(line)
-        key = pids.get(r["pid"]) if r["role"] == "client" else ("server (python)", "tls" if r["tls"] else "plain")
+        key = pids.get(r["pid"]) if r["role"] == "client" else (f"server {r['api']}", "tls" if r["tls"] else "plain")
         if key is None or r["ttft_s"] is None:
             continue
         g = groups.setdefault(key, {"ttft": [], "tpot": []})
         g["ttft"].append((r["ttft_s"] * 1000) - a.ttft_ms)
+        if r["reasoning_s"] is not None:
+            g.setdefault("reasoning", []).append((r["reasoning_s"] * 1000) - 2 * a.gap_ms)
         if r["tpot_s"] is not None:
             g["tpot"].append((r["tpot_s"] * 1000) - a.gap_ms)
     print(f"injected: ttft {a.ttft_ms} ms, gap {a.gap_ms} ms, {a.chunks} chunks; error in ms (measured - injected)")
-    print(f"{'client':18} {'transport':9} {'n':>3}  {'ttft mean':>9} {'p50':>7} {'max':>7}   {'tpot mean':>9} {'p50':>7} {'max':>7}")
+    print(f"{'client':38} {'transport':9} {'n':>3}  {'ttft mean':>9} {'p50':>7} {'max':>7}   {'tpot mean':>9} {'p50':>7} {'max':>7}   {'reasoning_s mean':>16}")
     for (name, kind), g in sorted(groups.items()):
         t, p = g["ttft"], g["tpot"] or [float("nan")]
-        print(f"{name:18} {kind:9} {len(t):>3}  {statistics.mean(t):9.2f} {statistics.median(t):7.2f} {max(t):7.2f}"
-              f"   {statistics.mean(p):9.2f} {statistics.median(p):7.2f} {max(p):7.2f}")
+        rs = f"{statistics.mean(g['reasoning']):16.2f}" if g.get("reasoning") else f"{'-':>16}"
+        print(f"{name:38} {kind:9} {len(t):>3}  {statistics.mean(t):9.2f} {statistics.median(t):7.2f} {max(t):7.2f}"
+              f"   {statistics.mean(p):9.2f} {statistics.median(p):7.2f} {max(p):7.2f}   {rs}")
 
 
 if __name__ == "__main__":
