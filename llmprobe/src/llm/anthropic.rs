@@ -5,6 +5,7 @@
 
 use serde_json::Value;
 
+use super::json::{chars, nonempty_str, string_at as s, u64_at};
 use super::{Observed, OutputKind, ProviderDialect, Usage};
 use crate::protocol::http1::RequestHead;
 use crate::protocol::sse::SseEvent;
@@ -39,22 +40,6 @@ pub fn detect(head: &RequestHead) -> Option<Box<dyn ProviderDialect>> {
         || (lower.ends_with("/messages")
             && (lower.contains("anthropic") || lower.contains("claude")));
     ok.then(|| Box::new(Anthropic::default()) as Box<dyn ProviderDialect>)
-}
-
-fn u(v: &Value, key: &str) -> Option<u64> {
-    v.get(key).and_then(Value::as_u64)
-}
-
-fn s(v: &Value, key: &str) -> Option<String> {
-    nonempty_str(v.get(key)).map(str::to_owned)
-}
-
-fn nonempty_str(v: Option<&Value>) -> Option<&str> {
-    v.and_then(Value::as_str).filter(|s| !s.is_empty())
-}
-
-fn chars(s: &str) -> u64 {
-    s.chars().count() as u64
 }
 
 /// Characters of prompt text in a `system` or message `content` value: a string, or an array of
@@ -97,17 +82,17 @@ impl Anthropic {
         if !usage.is_object() {
             return;
         }
-        if let Some(n) = u(usage, "input_tokens") {
+        if let Some(n) = u64_at(usage, &["input_tokens"]) {
             self.input = Some(n);
         }
-        if let Some(n) = u(usage, "cache_read_input_tokens") {
+        if let Some(n) = u64_at(usage, &["cache_read_input_tokens"]) {
             self.cache_read = Some(n);
             out.cached_input_tokens = Some(n);
         }
-        if let Some(n) = u(usage, "cache_creation_input_tokens") {
+        if let Some(n) = u64_at(usage, &["cache_creation_input_tokens"]) {
             self.cache_creation = Some(n);
         }
-        if let Some(n) = u(usage, "output_tokens") {
+        if let Some(n) = u64_at(usage, &["output_tokens"]) {
             out.output_tokens = Some(n);
         }
         if let Some(input) = self.input {

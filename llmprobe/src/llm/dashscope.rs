@@ -5,6 +5,7 @@
 
 use serde_json::Value;
 
+use super::json::{string_at as s, u64_at as u};
 use super::{Observed, OutputKind, ProviderDialect, Usage};
 use crate::protocol::http1::RequestHead;
 use crate::protocol::sse::SseEvent;
@@ -98,21 +99,6 @@ pub fn detect(head: &RequestHead) -> Option<Box<dyn ProviderDialect>> {
         chat: true,
         seen: Vec::new(),
     }))
-}
-
-fn u(v: &Value, path: &[&str]) -> Option<u64> {
-    let mut cur = v;
-    for p in path {
-        cur = cur.get(p)?;
-    }
-    cur.as_u64()
-}
-
-fn s(v: &Value, key: &str) -> Option<String> {
-    v.get(key)
-        .and_then(Value::as_str)
-        .filter(|s| !s.is_empty())
-        .map(str::to_owned)
 }
 
 /// Reads a DashScope `usage` object (cumulative: each report replaces the last) into `out`.

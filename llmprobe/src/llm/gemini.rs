@@ -6,6 +6,7 @@
 
 use serde_json::Value;
 
+use super::json::{chars, nonempty_str, string_at as s, u64_at};
 use super::{Observed, OutputKind, ProviderDialect, Usage};
 use crate::protocol::http1::RequestHead;
 use crate::protocol::sse::SseEvent;
@@ -72,22 +73,6 @@ fn percent_decode(s: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
-fn u(v: &Value, key: &str) -> Option<u64> {
-    v.get(key).and_then(Value::as_u64)
-}
-
-fn s(v: &Value, key: &str) -> Option<String> {
-    nonempty_str(v.get(key)).map(str::to_owned)
-}
-
-fn nonempty_str(v: Option<&Value>) -> Option<&str> {
-    v.and_then(Value::as_str).filter(|s| !s.is_empty())
-}
-
-fn chars(s: &str) -> u64 {
-    s.chars().count() as u64
-}
-
 /// Characters of text in a `Content` object's `parts`.
 fn parts_chars(content: &Value) -> u64 {
     content
@@ -109,11 +94,11 @@ pub fn read_usage(usage: &Value, out: &mut Usage) {
     if !usage.is_object() {
         return;
     }
-    if let Some(n) = u(usage, "promptTokenCount") {
+    if let Some(n) = u64_at(usage, &["promptTokenCount"]) {
         out.input_tokens = Some(n);
     }
-    let candidates = u(usage, "candidatesTokenCount");
-    let thoughts = u(usage, "thoughtsTokenCount");
+    let candidates = u64_at(usage, &["candidatesTokenCount"]);
+    let thoughts = u64_at(usage, &["thoughtsTokenCount"]);
     if candidates.is_some() || thoughts.is_some() {
         out.output_tokens = Some(
             candidates
@@ -124,7 +109,7 @@ pub fn read_usage(usage: &Value, out: &mut Usage) {
     if let Some(n) = thoughts {
         out.reasoning_tokens = Some(n);
     }
-    if let Some(n) = u(usage, "cachedContentTokenCount") {
+    if let Some(n) = u64_at(usage, &["cachedContentTokenCount"]) {
         out.cached_input_tokens = Some(n);
     }
 }

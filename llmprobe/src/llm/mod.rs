@@ -6,6 +6,7 @@ pub mod anthropic;
 pub mod dashscope;
 pub mod exchange;
 pub mod gemini;
+mod json;
 pub mod ollama;
 pub mod openai;
 pub mod openai_responses;

@@ -5,6 +5,7 @@
 
 use serde_json::Value;
 
+use super::json::{chars, nonempty_str, string_at as s};
 use super::{Observed, OutputKind, ProviderDialect};
 use crate::protocol::http1::RequestHead;
 use crate::protocol::sse::SseEvent;
@@ -39,21 +40,6 @@ pub fn detect(head: &RequestHead) -> Option<Box<dyn ProviderDialect>> {
         _ => return None,
     };
     Some(Box::new(Ollama { api }))
-}
-
-fn s(v: &Value, key: &str) -> Option<String> {
-    v.get(key)
-        .and_then(Value::as_str)
-        .filter(|s| !s.is_empty())
-        .map(str::to_owned)
-}
-
-fn nonempty_str(v: Option<&Value>) -> Option<&str> {
-    v.and_then(Value::as_str).filter(|s| !s.is_empty())
-}
-
-fn chars(s: &str) -> u64 {
-    s.chars().count() as u64
 }
 
 /// Characters of a string, or of the strings in an array (the embed `input`).

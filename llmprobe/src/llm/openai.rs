@@ -4,6 +4,7 @@
 
 use serde_json::Value;
 
+use super::json::{nonempty_str, string_at as s, u64_at as u};
 use super::{Observed, OutputKind, ProviderDialect, Usage};
 use crate::protocol::http1::RequestHead;
 use crate::protocol::sse::SseEvent;
@@ -54,21 +55,6 @@ pub fn detect(head: &RequestHead) -> Option<Box<dyn ProviderDialect>> {
     Some(Box::new(OpenAi { api }))
 }
 
-fn u(v: &Value, path: &[&str]) -> Option<u64> {
-    let mut cur = v;
-    for p in path {
-        cur = cur.get(p)?;
-    }
-    cur.as_u64()
-}
-
-fn s(v: &Value, key: &str) -> Option<String> {
-    v.get(key)
-        .and_then(Value::as_str)
-        .filter(|s| !s.is_empty())
-        .map(str::to_owned)
-}
-
 /// Reads an OpenAI `usage` object (with DeepSeek's cache fields) into `out`.
 pub fn read_usage(usage: &Value, out: &mut Usage) {
     if !usage.is_object() {
@@ -104,10 +90,6 @@ fn content_chars(c: &Value) -> u64 {
             .sum(),
         _ => 0,
     }
-}
-
-fn nonempty_str(v: Option<&Value>) -> Option<&str> {
-    v.and_then(Value::as_str).filter(|s| !s.is_empty())
 }
 
 fn error_of(v: &Value) -> Option<String> {
