@@ -36,6 +36,26 @@ struct AgentArgs {
     /// Stop capturing a connection after this many HTTP exchanges that are not LLM calls (0: never).
     #[arg(long, default_value_t = 3)]
     mute_after_non_llm: u32,
+    /// How tokens are estimated when an API reports no usage.
+    #[arg(long, value_enum, default_value = "tokenizer")]
+    token_estimator: TokenEstimator,
+}
+
+/// Token estimation when usage is absent.
+#[derive(clap::ValueEnum, Clone, Copy, PartialEq, Eq)]
+enum TokenEstimator {
+    /// An offline BPE tokenizer (o200k_base) on the text seen; loaded on first use (~45 MiB).
+    Tokenizer,
+    /// Stream events, or characters / 4: no vocabulary in memory.
+    Chars,
+}
+
+impl TokenEstimator {
+    fn apply(self) {
+        if self == TokenEstimator::Chars {
+            llmprobe::llm::tokens::disable_tokenizer();
+        }
+    }
 }
 
 #[derive(Subcommand)]
@@ -57,10 +77,14 @@ enum Command {
         /// Where records go (`-` for stdout).
         #[arg(long, default_value = "-", value_name = "PATH|-")]
         jsonl: String,
+        /// How tokens are estimated when an API reports no usage (use the live run's setting).
+        #[arg(long, value_enum, default_value = "tokenizer")]
+        token_estimator: TokenEstimator,
     },
 }
 
 fn options(a: AgentArgs, record: Option<PathBuf>) -> RunOptions {
+    a.token_estimator.apply();
     RunOptions {
         jsonl: (a.jsonl != "none").then(|| JsonlTarget::parse(&a.jsonl)),
         metrics_addr: a.metrics_addr,
@@ -82,7 +106,12 @@ fn main() {
     let result = match cli.command {
         Command::Run(a) => run_agent(options(a, None)),
         Command::Record { out, agent } => run_agent(options(agent, Some(out))),
-        Command::Replay { file, jsonl } => {
+        Command::Replay {
+            file,
+            jsonl,
+            token_estimator,
+        } => {
+            token_estimator.apply();
             app::replay(&file, &JsonlTarget::parse(&jsonl)).map(|n| {
                 log::info!("replayed {}: {n} LLM call record(s)", file.display());
             })

@@ -35,6 +35,12 @@ import uvicorn
 from fastapi import FastAPI, Request
 from fastapi.responses import PlainTextResponse, Response, StreamingResponse
 
+
+# Chunk texts: each is exactly one token in OpenAI's o200k_base and cl100k_base vocabularies, like
+# the single-token deltas real servers stream, so token estimates can be checked exactly.
+TOK = [" Hello", " there", " from", " the", " test", " server", " and", " its", " small", " model"]
+THINK = [" Let", " me", " think", " about", " this", " first"]
+
 CFG = argparse.Namespace(ttft_ms=200, gap_ms=50, chunks=8)
 IDS = itertools.count(1)
 app = FastAPI(docs_url=None, redoc_url=None, openapi_url=None)
@@ -110,9 +116,9 @@ async def chat(request: Request):
 
     if not req.get("stream"):
         await asyncio.sleep(ttft)
-        message = {"role": "assistant", "content": "".join(f"tok{i} " for i in range(n))}
+        message = {"role": "assistant", "content": "".join(TOK[i % len(TOK)] for i in range(n))}
         if r:
-            message["reasoning_content"] = "".join(f"think{i} " for i in range(r))
+            message["reasoning_content"] = "".join(THINK[i % len(THINK)] for i in range(r))
         return Response(_dumps({
             "id": cid, "object": "chat.completion", "created": created, "model": model,
             "choices": [{"index": 0, "message": message, "finish_reason": "stop"}],
@@ -138,8 +144,8 @@ async def chat(request: Request):
                 delta["reasoning_content"] = f"think{k} "
             else:
                 i = k - r
-                delta = {"role": "assistant", "content": f"tok{i} "} if k == 0 \
-                    else {"content": f"tok{i} "}
+                delta = {"role": "assistant", "content": TOK[i % len(TOK)]} if k == 0 \
+                    else {"content": TOK[i % len(TOK)]}
             yield event([{"index": 0, "delta": delta, "finish_reason": None}])
         yield event([{"index": 0, "delta": {}, "finish_reason": "stop"}])
         if include_usage:

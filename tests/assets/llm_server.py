@@ -78,6 +78,12 @@ import urllib.parse
 import zlib
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
+
+# Chunk texts: each is exactly one token in OpenAI's o200k_base and cl100k_base vocabularies, like
+# the single-token deltas real servers stream, so token estimates can be checked exactly.
+TOK = [" Hello", " there", " from", " the", " test", " server", " and", " its", " small", " model"]
+THINK = [" Let", " me", " think", " about", " this", " first"]
+
 _DISCONNECT_ERRORS = (BrokenPipeError, ConnectionResetError, ConnectionAbortedError,
                       ssl.SSLError, ssl.SSLEOFError, socket.timeout, OSError)
 
@@ -200,13 +206,13 @@ class _Plan:
         self.t_first = None
 
     def content(self, upto=None):
-        return "".join(f"tok{i} " for i in range(self.n if upto is None else upto))
+        return "".join(TOK[i % len(TOK)] for i in range(self.n if upto is None else upto))
 
     def reasoning(self, upto=None):
-        return "".join(f"think{i} " for i in range(self.r if upto is None else upto))
+        return "".join(THINK[i % len(THINK)] for i in range(self.r if upto is None else upto))
 
     def tool_piece(self, i):
-        s = f"tok{i} "
+        s = TOK[i % len(TOK)]
         if i == 0:
             s = '{"q":"' + s
         if i == self.n - 1:
@@ -596,7 +602,7 @@ class Handler(BaseHTTPRequestHandler):
                 return st.end()
             if kind == "r":
                 delta = {"role": "assistant", "content": None} if first else {"content": None}
-                delta[rfield] = f"think{i} "
+                delta[rfield] = THINK[i % len(THINK)]
             elif plan.tool:
                 tc = {"index": 0, "function": {"arguments": plan.tool_piece(i)}}
                 if i == 0:
@@ -605,8 +611,8 @@ class Handler(BaseHTTPRequestHandler):
                 delta = {"role": "assistant", "content": None} if first else {}
                 delta["tool_calls"] = [tc]
             else:
-                delta = {"role": "assistant", "content": f"tok{i} "} if first \
-                    else {"content": f"tok{i} "}
+                delta = {"role": "assistant", "content": TOK[i % len(TOK)]} if first \
+                    else {"content": TOK[i % len(TOK)]}
             first = False
             st.send(event([{"index": 0, "delta": delta, "finish_reason": None}]))
         st.send(event([{"index": 0, "delta": {}, "finish_reason": finish}]))
@@ -658,7 +664,7 @@ class Handler(BaseHTTPRequestHandler):
                                    "Sorry about that!",
                         "type": "server_error", "param": None, "code": None}}) + b"\n\n")
                 return st.end()
-            st.send(event([{"text": f"tok{i} ", "index": 0, "logprobs": None,
+            st.send(event([{"text": TOK[i % len(TOK)], "index": 0, "logprobs": None,
                             "finish_reason": None}]))
         st.send(event([{"text": "", "index": 0, "logprobs": None, "finish_reason": finish}]))
         if include_usage:
@@ -777,7 +783,7 @@ class Handler(BaseHTTPRequestHandler):
                     ev("response.reasoning_summary_part.added", item_id=rs_id, output_index=0,
                        summary_index=0, part={"type": "summary_text", "text": ""})
                 ev("response.reasoning_summary_text.delta", item_id=rs_id, output_index=0,
-                   summary_index=0, delta=f"think{i} ")
+                   summary_index=0, delta=THINK[i % len(THINK)])
                 continue
             if kind == "cut":
                 if plan.cut == "error":
@@ -791,7 +797,7 @@ class Handler(BaseHTTPRequestHandler):
                 open_message()
                 msg_open = True
             ev("response.output_text.delta", item_id=msg_id, output_index=m_index,
-               content_index=0, delta=f"tok{i} ", logprobs=[])
+               content_index=0, delta=TOK[i % len(TOK)], logprobs=[])
         if not msg_open:
             if plan.r:
                 close_reasoning()
@@ -886,11 +892,11 @@ class Handler(BaseHTTPRequestHandler):
             if kind != open_kind:
                 start_block(kind)
             if kind == "r":
-                delta = {"type": "thinking_delta", "thinking": f"think{i} "}
+                delta = {"type": "thinking_delta", "thinking": THINK[i % len(THINK)]}
             elif plan.tool:
                 delta = {"type": "input_json_delta", "partial_json": plan.tool_piece(i)}
             else:
-                delta = {"type": "text_delta", "text": f"tok{i} "}
+                delta = {"type": "text_delta", "text": TOK[i % len(TOK)]}
             ev("content_block_delta", {"type": "content_block_delta", "index": index,
                                        "delta": delta})
         if open_kind != "c":
@@ -960,9 +966,9 @@ class Handler(BaseHTTPRequestHandler):
                         st.send(b"]")
                 return st.end()
             if kind == "r":
-                send(obj([{"text": f"think{i} ", "thought": True}], False))
+                send(obj([{"text": THINK[i % len(THINK)], "thought": True}], False))
             else:
-                send(obj([{"text": f"tok{i} "}], i == last_c))
+                send(obj([{"text": TOK[i % len(TOK)]}], i == last_c))
         if plan.n == 0:
             send(obj([{"text": ""}], True))
         if not sse:
@@ -1022,9 +1028,9 @@ class Handler(BaseHTTPRequestHandler):
                                              "model: unexpected EOF"}) + b"\n")
                 return st.end()
             if kind == "r":
-                st.send(_dumps(line("", f"think{i} ", False)) + b"\n")
+                st.send(_dumps(line("", THINK[i % len(THINK)], False)) + b"\n")
             else:
-                st.send(_dumps(line(f"tok{i} ", "", False)) + b"\n")
+                st.send(_dumps(line(TOK[i % len(TOK)], "", False)) + b"\n")
         st.send(_dumps(line("", "", True)) + b"\n")
         st.end()
 
@@ -1080,11 +1086,11 @@ class Handler(BaseHTTPRequestHandler):
                 return st.end()
             if kind == "r":
                 n_r += 1
-                r_text = f"think{i} " if incremental else plan.reasoning(n_r)
+                r_text = THINK[i % len(THINK)] if incremental else plan.reasoning(n_r)
                 c_text = "" if incremental else plan.content(0)
             else:
                 n_c += 1
-                c_text = f"tok{i} " if incremental else plan.content(n_c)
+                c_text = TOK[i % len(TOK)] if incremental else plan.content(n_c)
                 r_text = "" if incremental else plan.reasoning()
             send(body(c_text, r_text, "null", n_r, n_c))
         if incremental:

@@ -126,14 +126,14 @@ impl Anthropic {
         match b.get("type").and_then(Value::as_str) {
             Some("text") => match nonempty_str(b.get("text")) {
                 Some(t) => {
-                    out.output_chars += chars(t);
+                    out.note_output(t);
                     OutputKind::Answer
                 }
                 None => OutputKind::None,
             },
             Some("thinking") => match nonempty_str(b.get("thinking")) {
                 Some(t) => {
-                    out.output_chars += chars(t);
+                    out.note_output(t);
                     OutputKind::Reasoning
                 }
                 None => OutputKind::None,
@@ -141,7 +141,7 @@ impl Anthropic {
             // A whole response's tool call: its arguments, as the stream would have sent them.
             Some("tool_use") => match b.get("input") {
                 Some(input) if input.as_object().is_some_and(|o| !o.is_empty()) => {
-                    out.output_chars += chars(&input.to_string());
+                    out.note_output(&input.to_string());
                     OutputKind::Answer
                 }
                 _ => OutputKind::None,
@@ -161,7 +161,7 @@ impl Anthropic {
         };
         match nonempty_str(d.get(key)) {
             Some(t) => {
-                out.output_chars += chars(t);
+                out.note_output(t);
                 kind
             }
             None => OutputKind::None,

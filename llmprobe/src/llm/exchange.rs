@@ -236,6 +236,7 @@ impl LlmExchange {
             self.rejected = true;
         }
         self.dialect.on_request_body(&body, &mut self.obs);
+        self.obs.prompt_sample = prompt_sample(&body);
     }
 
     /// Starts as a candidate recognised by nothing but a JSON POST: the request body decides.
@@ -467,13 +468,17 @@ impl LlmExchange {
             reasoning_tokens,
             cached_input_tokens,
         } = self.obs.usage.clone();
-        // Estimates: one token per output-bearing stream event, or characters / 4.
-        let estimated_out = if stream {
-            Some(self.chunks)
-        } else {
-            (self.obs.output_chars > 0).then(|| self.obs.output_chars.div_ceil(4))
-        };
-        let estimated_in = (self.obs.prompt_chars > 0).then(|| self.obs.prompt_chars.div_ceil(4));
+        // Estimates: the tokenizer on the text seen (see llm::tokens), else one token per
+        // output-bearing stream event, or characters / 4.
+        let obs = &self.obs;
+        let estimated_out =
+            super::tokens::estimate(&obs.output_sample, obs.output_chars).or(if stream {
+                Some(self.chunks)
+            } else {
+                (obs.output_chars > 0).then(|| obs.output_chars.div_ceil(4))
+            });
+        let estimated_in = super::tokens::estimate(&obs.prompt_sample, obs.prompt_chars)
+            .or((obs.prompt_chars > 0).then(|| obs.prompt_chars.div_ceil(4)));
         // A stream cut before its final usage (abort, truncation) may report less output than it
         // delivered (Anthropic's message_start says 1): then the delivered events count.
         let reported_out =
@@ -558,6 +563,48 @@ impl LlmExchange {
             request_id: self.header_request_id.or(self.obs.response_id),
             trace_id: self.trace_id,
         }
+    }
+}
+
+/// Keys whose string values are prompt text in the request bodies of the dialects.
+const PROMPT_TEXT_KEYS: &[&str] = &[
+    "content",
+    "text",
+    "prompt",
+    "input",
+    "system",
+    "instructions",
+];
+
+/// The start of a request's prompt text, for token estimates (bodies up to 1 MiB).
+fn prompt_sample(body: &[u8]) -> String {
+    let mut out = String::new();
+    if body.len() > 1 << 20 {
+        return out;
+    }
+    if let Ok(v) = serde_json::from_slice::<serde_json::Value>(body) {
+        collect_prompt_text(&v, false, &mut out);
+    }
+    out
+}
+
+fn collect_prompt_text(v: &serde_json::Value, is_text: bool, out: &mut String) {
+    if out.len() >= 4 * super::tokens::SAMPLE_CHARS {
+        return;
+    }
+    match v {
+        serde_json::Value::String(s) if is_text => super::tokens::add_to_sample(out, s),
+        serde_json::Value::Array(items) => {
+            for item in items {
+                collect_prompt_text(item, is_text, out);
+            }
+        }
+        serde_json::Value::Object(map) => {
+            for (k, x) in map {
+                collect_prompt_text(x, PROMPT_TEXT_KEYS.contains(&k.as_str()), out);
+            }
+        }
+        _ => {}
     }
 }
 

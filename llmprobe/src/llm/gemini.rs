@@ -155,7 +155,7 @@ fn read_response(v: &Value, out: &mut Observed) -> OutputKind {
             };
             for p in parts {
                 if let Some(t) = nonempty_str(p.get("text")) {
-                    out.output_chars += chars(t);
+                    out.note_output(t);
                     if p.get("thought").and_then(Value::as_bool) == Some(true) {
                         reasoning = true;
                     } else {
@@ -164,7 +164,7 @@ fn read_response(v: &Value, out: &mut Observed) -> OutputKind {
                 }
                 if let Some(call) = p.get("functionCall").filter(|c| c.is_object()) {
                     if let Some(args) = call.get("args").filter(|a| !a.is_null()) {
-                        out.output_chars += chars(&args.to_string());
+                        out.note_output(&args.to_string());
                     }
                     answer = true;
                 }

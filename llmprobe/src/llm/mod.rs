@@ -10,6 +10,7 @@ mod json;
 pub mod ollama;
 pub mod openai;
 pub mod openai_responses;
+pub mod tokens;
 
 use serde::Serialize;
 
@@ -142,6 +143,18 @@ pub struct Observed {
     pub terminal: bool,
     /// An error reported inside the body or stream.
     pub error: Option<String>,
+    /// The start of the output text (bounded), for token estimates; never exported.
+    pub output_sample: String,
+    /// The start of the prompt text (bounded), for token estimates; never exported.
+    pub prompt_sample: String,
+}
+
+impl Observed {
+    /// Output text arrived: counts its characters and keeps the start as a sample.
+    pub fn note_output(&mut self, text: &str) {
+        self.output_chars += text.chars().count() as u64;
+        tokens::add_to_sample(&mut self.output_sample, text);
+    }
 }
 
 /// One API dialect: recognises its requests and reads its bodies and stream events.

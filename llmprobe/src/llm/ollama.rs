@@ -72,11 +72,11 @@ impl Ollama {
         };
         let mut kind = OutputKind::None;
         if let Some(t) = nonempty_str(thinking) {
-            out.output_chars += chars(t);
+            out.note_output(t);
             kind = OutputKind::Reasoning;
         }
         if let Some(t) = nonempty_str(answer) {
-            out.output_chars += chars(t);
+            out.note_output(t);
             kind = OutputKind::Answer;
         }
         if let Some(calls) = v.pointer("/message/tool_calls").and_then(Value::as_array)
@@ -85,8 +85,8 @@ impl Ollama {
             for call in calls {
                 // Ollama sends the arguments as a JSON object, not as a string.
                 match call.pointer("/function/arguments") {
-                    Some(Value::String(a)) => out.output_chars += chars(a),
-                    Some(a @ Value::Object(_)) => out.output_chars += chars(&a.to_string()),
+                    Some(Value::String(a)) => out.note_output(a),
+                    Some(a @ Value::Object(_)) => out.note_output(&a.to_string()),
                     _ => {}
                 }
             }

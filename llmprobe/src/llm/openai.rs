@@ -122,7 +122,7 @@ impl OpenAi {
             if let Some(m) = msg {
                 for key in ["reasoning_content", "reasoning"] {
                     if let Some(t) = nonempty_str(m.get(key)) {
-                        out.output_chars += t.chars().count() as u64;
+                        out.note_output(t);
                         kind = OutputKind::Reasoning;
                     }
                 }
@@ -133,7 +133,7 @@ impl OpenAi {
                     kind = OutputKind::Reasoning;
                 }
                 if let Some(t) = nonempty_str(m.get("content")) {
-                    out.output_chars += t.chars().count() as u64;
+                    out.note_output(t);
                     kind = OutputKind::Answer;
                 }
                 if let Some(calls) = m.get("tool_calls").and_then(Value::as_array)
@@ -142,14 +142,14 @@ impl OpenAi {
                     for call in calls {
                         if let Some(a) = call.pointer("/function/arguments").and_then(Value::as_str)
                         {
-                            out.output_chars += a.chars().count() as u64;
+                            out.note_output(a);
                         }
                     }
                     kind = OutputKind::Answer;
                 }
             }
             if let Some(t) = nonempty_str(c.get("text")) {
-                out.output_chars += t.chars().count() as u64;
+                out.note_output(t);
                 kind = OutputKind::Answer;
             }
         }

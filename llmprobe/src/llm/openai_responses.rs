@@ -136,13 +136,13 @@ impl OpenAiResponses {
                 {
                     for field in ["text", "refusal"] {
                         if let Some(t) = part.get(field).and_then(Value::as_str) {
-                            out.output_chars += chars(t);
+                            out.note_output(t);
                         }
                     }
                 }
             }
             if let Some(a) = item.get("arguments").and_then(Value::as_str) {
-                out.output_chars += chars(a);
+                out.note_output(a);
             }
         }
     }
@@ -216,14 +216,14 @@ impl ProviderDialect for OpenAiResponses {
                 let Some(d) = delta() else {
                     return OutputKind::None;
                 };
-                out.output_chars += chars(d);
+                out.note_output(d);
                 OutputKind::Answer
             }
             "response.reasoning_summary_text.delta" | "response.reasoning_text.delta" => {
                 let Some(d) = delta() else {
                     return OutputKind::None;
                 };
-                out.output_chars += chars(d);
+                out.note_output(d);
                 OutputKind::Reasoning
             }
             "response.created" | "response.in_progress" | "response.queued" => {
