@@ -117,6 +117,7 @@ struct Connection {
     last_ts: u64,
     coverage: [Coverage; 2],
     upgraded: bool,
+    container: Option<String>,
 }
 
 fn dir_index(d: Direction) -> usize {
@@ -151,6 +152,7 @@ impl Connection {
             last_ts: ts,
             coverage: [Coverage::default(); 2],
             upgraded: false,
+            container: None,
         }
     }
 
@@ -165,6 +167,7 @@ impl Connection {
             comm: self.comm.clone(),
             tls: self.tls,
             peer: self.peer,
+            container: self.container.clone(),
         }
     }
 }
@@ -446,7 +449,7 @@ impl ConnTracker {
                 Some(d.meta.fd)
             };
             let peer = fd.and_then(|fd| self.peer_of(pid, fd));
-            let c = Connection::new(
+            let mut c = Connection::new(
                 pid,
                 d.meta.comm.clone(),
                 d.tls,
@@ -454,6 +457,7 @@ impl ConnTracker {
                 peer,
                 ts,
             );
+            c.container = d.meta.container.clone();
             self.conns.entry(pid).or_default().insert(id, c);
             self.conn_count += 1;
         }

@@ -85,6 +85,7 @@ fn meta(pid: u32, fd: i32, conn_id: u64, ts: u64) -> EventMeta {
         conn_id,
         ts_ns: ts,
         comm: "python".to_owned(),
+        container: None,
     }
 }
 

@@ -50,6 +50,8 @@ pub struct ExchangeContext {
     pub tls: bool,
     /// Socket peer.
     pub peer: Option<SocketAddr>,
+    /// Container id of the process, when it runs in one.
+    pub container: Option<String>,
 }
 
 /// Counters of things that went wrong inside exchanges (for self-metrics).
@@ -121,6 +123,7 @@ pub struct LlmExchange {
     path: String,
     host: Option<String>,
     trace_id: Option<String>,
+    parent_span_id: Option<String>,
     start_ts: u64,
     last_ts: u64,
     req_body: Vec<u8>,
@@ -162,7 +165,13 @@ impl LlmExchange {
     ) -> Self {
         let host = head.header("host").map(str::to_owned);
         let trace_id = head.header("traceparent").and_then(trace_id_of);
+        let parent_span_id = trace_id
+            .as_ref()
+            .and(head.header("traceparent"))
+            .and_then(|tp| tp.trim().split('-').nth(2))
+            .map(str::to_ascii_lowercase);
         LlmExchange {
+            parent_span_id,
             dialect,
             limits,
             method: head.method.clone(),
@@ -508,6 +517,17 @@ impl LlmExchange {
             (Some(r), Some(a)) => Some(secs(a.saturating_sub(r))),
             _ => None,
         };
+        let detail = super::CallDetail {
+            start_unix_ns: clock.unix_ns(self.start_ts),
+            end_unix_ns: clock.unix_ns(end),
+            first_chunk_unix_ns: self.first_output_ts.map(|t| clock.unix_ns(t)),
+            gaps_s: if stream {
+                self.gaps.iter().map(|g| secs(*g)).collect()
+            } else {
+                Vec::new()
+            },
+            parent_span_id: self.parent_span_id.take(),
+        };
         let (p50, p95, max) = gap_stats(&mut self.gaps);
         let error_type = match self.status {
             Some(s) if s >= 400 => Some(s.to_string()),
@@ -530,6 +550,7 @@ impl LlmExchange {
             role: ctx.role,
             pid: ctx.pid,
             comm: ctx.comm.clone(),
+            container_id: ctx.container.clone(),
             tls: ctx.tls,
             peer_addr: ctx.peer.map(|p| p.to_string()),
             provider: provider_for_host(server_address.as_deref(), self.dialect.provider()),
@@ -562,6 +583,7 @@ impl LlmExchange {
             aborted: aborted && !complete,
             request_id: self.header_request_id.or(self.obs.response_id),
             trace_id: self.trace_id,
+            detail,
         }
     }
 }
@@ -735,6 +757,7 @@ mod tests {
             comm: String::new(),
             tls: true,
             peer: Some("10.0.0.1:8443".parse().expect("addr")),
+            container: None,
         };
         assert_eq!(
             server_of(Some("api.openai.com"), &ctx),

@@ -30,6 +30,8 @@ pub struct LlmCall {
     pub pid: u32,
     /// Process name.
     pub comm: String,
+    /// Container id (from the process's cgroup), when it runs in one.
+    pub container_id: Option<String>,
     /// Captured through the TLS library.
     pub tls: bool,
     /// The socket's peer `ip:port`, when known.
@@ -94,6 +96,24 @@ pub struct LlmCall {
     pub request_id: Option<String>,
     /// Trace id of a W3C `traceparent` request header.
     pub trace_id: Option<String>,
+    /// What exporters need beyond the record (not part of the JSON).
+    #[serde(skip)]
+    pub detail: CallDetail,
+}
+
+/// Per-call details for metrics and spans that the JSON record leaves out.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct CallDetail {
+    /// Start, Unix nanoseconds.
+    pub start_unix_ns: i64,
+    /// End, Unix nanoseconds.
+    pub end_unix_ns: i64,
+    /// First output-bearing event, Unix nanoseconds.
+    pub first_chunk_unix_ns: Option<i64>,
+    /// Gaps between consecutive output events, seconds, in arrival order (bounded).
+    pub gaps_s: Vec<f64>,
+    /// Parent span id of a W3C `traceparent` request header (16 hex digits).
+    pub parent_span_id: Option<String>,
 }
 
 /// Usage and outcome a dialect extracts from responses.

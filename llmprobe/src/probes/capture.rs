@@ -216,6 +216,7 @@ mod tests {
             conn_id: 5,
             ts_ns: 9,
             comm: "curl".into(),
+            container: None,
         }
     }
 

@@ -40,8 +40,11 @@ pub struct EventMeta {
     pub conn_id: u64,
     /// CLOCK_MONOTONIC nanoseconds.
     pub ts_ns: u64,
-    /// Thread name.
+    /// Thread name (the process name once prepared).
     pub comm: String,
+    /// Container id from the process's cgroup, when it runs in one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub container: Option<String>,
 }
 
 /// Bytes moved by one syscall or SSL call (or a piece of a large one).
@@ -172,6 +175,7 @@ pub fn decode(raw: &[u8]) -> Result<ProbeEvent, DecodeError> {
         conn_id: read_u64(raw, H_CONN).ok_or(DecodeError::Truncated)?,
         ts_ns: read_u64(raw, H_TS).ok_or(DecodeError::Truncated)?,
         comm: comm_string(&raw[H_COMM..H_COMM + abi::COMM_LEN]),
+        container: None,
     };
     match kind {
         abi::EVENT_DATA => {

@@ -431,6 +431,7 @@ impl Probes {
                         conn_id: generation,
                         ts_ns: now,
                         comm: comm.clone(),
+                        container: None,
                     },
                     peer: Some(*peer),
                     role_hint: abi::ROLE_HINT_SEEDED,

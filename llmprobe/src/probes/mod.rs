@@ -17,7 +17,7 @@ use events::ProbeEvent;
 /// process name (the thread-group leader's comm), so live runs and replays agree.
 pub struct EventPreparer {
     scrubber: scrub::SecretScrubber,
-    names: HashMap<u32, String>,
+    names: HashMap<u32, (String, Option<String>)>,
     /// Read process names from /proc (live); off in replay, where captures already hold them.
     resolve_names: bool,
 }
@@ -40,18 +40,21 @@ impl EventPreparer {
         self.scrubber.masked_values
     }
 
-    fn process_name(&mut self, pid: u32, thread_comm: &str) -> String {
+    fn process(&mut self, pid: u32, thread_comm: &str) -> (String, Option<String>) {
         if let Some(n) = self.names.get(&pid) {
             return n.clone();
         }
         let name = std::fs::read_to_string(format!("/proc/{pid}/comm"))
             .map(|s| s.trim_end().to_owned())
             .unwrap_or_else(|_| thread_comm.to_owned());
+        let container = std::fs::read_to_string(format!("/proc/{pid}/cgroup"))
+            .ok()
+            .and_then(|c| container_id(&c));
         if self.names.len() >= MAX_NAMES {
             self.names.clear();
         }
-        self.names.insert(pid, name.clone());
-        name
+        self.names.insert(pid, (name.clone(), container.clone()));
+        (name, container)
     }
 
     /// Prepares one event in place.
@@ -62,15 +65,15 @@ impl EventPreparer {
                 // A new program image may have a new name; an exited pid may be reused.
                 ProbeEvent::ExecMap { meta } if meta.fd < 0 => {
                     self.names.remove(&pid);
-                    meta.comm = self.process_name(pid, &comm);
+                    (meta.comm, meta.container) = self.process(pid, &comm);
                 }
                 ProbeEvent::ProcExit { meta } => {
-                    meta.comm = self.process_name(pid, &comm);
+                    (meta.comm, meta.container) = self.process(pid, &comm);
                     self.names.remove(&pid);
                 }
                 _ => {
-                    let name = self.process_name(pid, &comm);
-                    set_comm(ev, name);
+                    let (name, container) = self.process(pid, &comm);
+                    set_process(ev, name, container);
                 }
             }
         }
@@ -84,14 +87,67 @@ impl EventPreparer {
     }
 }
 
-fn set_comm(ev: &mut ProbeEvent, name: String) {
-    match ev {
-        ProbeEvent::Data(d) => d.meta.comm = name,
+fn set_process(ev: &mut ProbeEvent, name: String, container: Option<String>) {
+    let meta = match ev {
+        ProbeEvent::Data(d) => &mut d.meta,
         ProbeEvent::ConnOpen { meta, .. }
         | ProbeEvent::ConnClose { meta }
         | ProbeEvent::SslFd { meta }
         | ProbeEvent::SslFree { meta }
         | ProbeEvent::ExecMap { meta }
-        | ProbeEvent::ProcExit { meta } => meta.comm = name,
+        | ProbeEvent::ProcExit { meta } => meta,
+    };
+    meta.comm = name;
+    meta.container = container;
+}
+
+/// The container id in a `/proc/PID/cgroup` text: the last 64-hex-digit run in any cgroup path
+/// (docker `/docker/<id>`, containerd `cri-containerd-<id>.scope`, CRI-O `crio-<id>.scope`,
+/// kubepods `.../pod<uid>/<id>`). None for processes outside containers.
+pub fn container_id(cgroup: &str) -> Option<String> {
+    let mut found = None;
+    for line in cgroup.lines() {
+        let path = line.splitn(3, ':').nth(2).unwrap_or("");
+        let bytes = path.as_bytes();
+        let mut run = 0usize;
+        for (i, b) in bytes.iter().enumerate() {
+            if b.is_ascii_hexdigit() && !b.is_ascii_uppercase() {
+                run += 1;
+                let next_hex = bytes.get(i + 1).is_some_and(|n| n.is_ascii_hexdigit());
+                if run == 64 && !next_hex {
+                    found = Some(path[i + 1 - 64..=i].to_owned());
+                }
+            } else {
+                run = 0;
+            }
+        }
+    }
+    found
+}
+
+#[cfg(test)]
+mod tests {
+    use super::container_id;
+
+    #[test]
+    fn container_ids_from_cgroup_paths() {
+        let id = "4f1c2a3b5d6e7f8091a2b3c4d5e6f708192a3b4c5d6e7f8091a2b3c4d5e6f7a8";
+        assert_eq!(
+            container_id(&format!("0::/system.slice/docker-{id}.scope\n")).as_deref(),
+            Some(id)
+        );
+        assert_eq!(
+            container_id(&format!("0::/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod1234.slice/cri-containerd-{id}.scope")).as_deref(),
+            Some(id)
+        );
+        assert_eq!(
+            container_id(&format!("12:memory:/docker/{id}\n0::/")).as_deref(),
+            Some(id)
+        );
+        assert_eq!(
+            container_id("0::/user.slice/user-0.slice/session-1.scope\n"),
+            None
+        );
+        assert_eq!(container_id(&format!("0::/x/{id}0")), None);
     }
 }

@@ -153,6 +153,7 @@ mod tests {
                 conn_id: 9,
                 ts_ns: 0,
                 comm: String::new(),
+                container: None,
             },
             direction: Direction::Egress,
             tls: true,
