@@ -797,3 +797,243 @@ fn inference_server_on_fastapi_uvicorn_is_recorded_as_server() {
     assert!(agent.stop());
     assert_no_secret(&[&agent.jsonl, &agent.log]);
 }
+
+/// Value of the first sample line `name{...labels containing every needle...} value`.
+fn metric(text: &str, name: &str, needles: &[&str]) -> Option<f64> {
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter(|l| l.starts_with(name) && l[name.len()..].starts_with(['{', ' ']))
+        .find(|l| needles.iter().all(|n| l.contains(n)))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+}
+
+struct OtlpReceiver {
+    _proc: Proc,
+    port: u16,
+    out: std::path::PathBuf,
+}
+
+impl OtlpReceiver {
+    fn start(dir: &std::path::Path) -> OtlpReceiver {
+        let out = dir.join("spans.jsonl");
+        let mut cmd = Command::new(python());
+        cmd.arg(assets().join("otlp_receiver.py"))
+            .args(["--port", "0", "--out"])
+            .arg(&out)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null());
+        let mut p = Proc {
+            child: cmd.spawn().expect("start otlp_receiver.py"),
+        };
+        let mut line = String::new();
+        BufReader::new(p.child.stdout.take().expect("stdout"))
+            .read_line(&mut line)
+            .expect("port");
+        let port = line
+            .trim()
+            .strip_prefix("LISTENING ")
+            .and_then(|p| p.parse().ok())
+            .expect("LISTENING <port>");
+        OtlpReceiver {
+            _proc: p,
+            port,
+            out,
+        }
+    }
+
+    fn spans(&self) -> Vec<Value> {
+        read_jsonl(&self.out)
+    }
+}
+
+#[test]
+fn prometheus_metrics_and_otlp_spans_joined_to_the_app_trace() {
+    if !e2e_enabled() {
+        return;
+    }
+    let _g = serial();
+    let dir = scratch("otel");
+    let server = TestServer::start(true, TTFT_MS, GAP_MS, CHUNKS);
+    let receiver = OtlpReceiver::start(&dir);
+    let endpoint = format!("http://127.0.0.1:{}", receiver.port);
+    let mut agent = Agent::start(&dir, false, &["--otlp-endpoint", &endpoint]);
+    let tp = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
+    let run = run_client(openai_client(
+        &server,
+        &[
+            "--stream",
+            "--include-usage",
+            "--calls",
+            "2",
+            "--model",
+            "otel-model",
+            "--traceparent",
+            tp,
+        ],
+    ));
+    agent.wait_records("records", WAIT, |r| of(r, run.pid, "client").len() == 2);
+    // Metrics: two client calls of this model, their tokens, their TTFT.
+    let text = agent.scrape();
+    let lbl = "gen_ai_request_model=\"otel-model\"";
+    let client = "process_executable_name=\"python\"";
+    assert_eq!(
+        metric(
+            &text,
+            "gen_ai_client_operation_duration_seconds_count",
+            &[lbl, client]
+        ),
+        Some(2.0),
+        "{text}"
+    );
+    assert_eq!(
+        metric(
+            &text,
+            "gen_ai_client_token_usage_sum",
+            &[lbl, "gen_ai_token_type=\"input\""]
+        ),
+        Some(2.0 * PROMPT_TOKENS as f64),
+        "{text}"
+    );
+    assert_eq!(
+        metric(
+            &text,
+            "gen_ai_client_token_usage_sum",
+            &[lbl, "gen_ai_token_type=\"output\""]
+        ),
+        Some(2.0 * CHUNKS as f64),
+        "{text}"
+    );
+    assert_eq!(
+        metric(
+            &text,
+            "gen_ai_client_operation_time_to_first_chunk_seconds_count",
+            &[lbl]
+        ),
+        Some(2.0),
+        "{text}"
+    );
+    let ttft_sum = metric(
+        &text,
+        "gen_ai_client_operation_time_to_first_chunk_seconds_sum",
+        &[lbl],
+    )
+    .unwrap_or(0.0);
+    let ttft = TTFT_MS as f64 / 1000.0;
+    assert!(
+        ttft_sum >= 2.0 * ttft - 0.004 && ttft_sum < 2.0 * ttft + 0.2,
+        "ttft sum {ttft_sum}"
+    );
+    // One observation per chunk after the first.
+    assert_eq!(
+        metric(
+            &text,
+            "gen_ai_client_operation_time_per_output_chunk_seconds_count",
+            &[lbl]
+        ),
+        Some(2.0 * (CHUNKS as f64 - 1.0)),
+        "{text}"
+    );
+    // The server side of the same calls.
+    assert_eq!(
+        metric(
+            &text,
+            "gen_ai_server_request_duration_seconds_count",
+            &[lbl]
+        ),
+        Some(2.0),
+        "{text}"
+    );
+    assert!(
+        text.contains("# TYPE llmprobe_events_total counter"),
+        "classic text exposition: {text}"
+    );
+    assert!(!text.contains("# EOF"), "{text}");
+    // Spans: children of the app's span, in its trace.
+    let t0 = std::time::Instant::now();
+    let spans = loop {
+        let s: Vec<Value> = receiver
+            .spans()
+            .into_iter()
+            .filter(|s| s["attributes"]["process.pid"] == run.pid)
+            .collect();
+        if s.len() >= 2 || t0.elapsed() > WAIT {
+            break s;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert_eq!(
+        spans.len(),
+        2,
+        "spans for the client: {}",
+        dump(&receiver.spans())
+    );
+    for s in &spans {
+        assert_eq!(s["trace_id"], "0af7651916cd43dd8448eb211c80319c", "{s}");
+        assert_eq!(s["parent_span_id"], "b7ad6b7169203331", "{s}");
+        assert_eq!(s["name"], "chat otel-model", "{s}");
+        assert_eq!(s["kind"], "SPAN_KIND_CLIENT", "{s}");
+        assert_eq!(s["attributes"]["gen_ai.provider.name"], "openai", "{s}");
+        assert_eq!(s["attributes"]["gen_ai.usage.output_tokens"], CHUNKS, "{s}");
+        assert_eq!(
+            s["attributes"]["gen_ai.usage.input_tokens"], PROMPT_TOKENS,
+            "{s}"
+        );
+        let t = s["attributes"]["gen_ai.response.time_to_first_chunk"]
+            .as_f64()
+            .unwrap_or(0.0);
+        assert!(t >= ttft - 0.002 && t < ttft + 0.1, "{s}");
+        assert!(
+            s["events"]
+                .as_array()
+                .is_some_and(|e| e.iter().any(|n| n == "gen_ai.first_chunk")),
+            "{s}"
+        );
+    }
+    let servers: Vec<Value> = receiver
+        .spans()
+        .into_iter()
+        .filter(|s| s["kind"] == "SPAN_KIND_SERVER")
+        .collect();
+    assert!(
+        servers.len() >= 2,
+        "server-role spans: {}",
+        dump(&receiver.spans())
+    );
+    assert!(agent.stop());
+    assert_no_secret(&[&agent.jsonl, &agent.log, &receiver.out]);
+}
+
+#[test]
+fn a_collector_that_is_down_does_not_slow_the_agent() {
+    if !e2e_enabled() {
+        return;
+    }
+    let _g = serial();
+    let dir = scratch("otel-down");
+    let server = TestServer::start(false, TTFT_MS, GAP_MS, CHUNKS);
+    // Nothing listens there.
+    let endpoint = format!("http://127.0.0.1:{}", free_port());
+    let mut agent = Agent::start(&dir, false, &["--otlp-endpoint", &endpoint]);
+    let run = run_client(openai_client(
+        &server,
+        &["--stream", "--include-usage", "--calls", "3"],
+    ));
+    let recs = agent.wait_records("records despite the collector", WAIT, |r| {
+        of(r, run.pid, "client").len() == 3
+    });
+    for r in of(&recs, run.pid, "client") {
+        check_timing(&r, TTFT_MS, GAP_MS, 0.08);
+    }
+    let t0 = std::time::Instant::now();
+    let failed = loop {
+        let text = agent.scrape();
+        let v = metric(&text, "llmprobe_dropped_total", &["otlp"]).unwrap_or(0.0);
+        if v > 0.0 || t0.elapsed() > WAIT {
+            break v;
+        }
+        std::thread::sleep(Duration::from_millis(250));
+    };
+    assert!(failed > 0.0, "failed exports are counted");
+    assert!(agent.stop(), "agent exits cleanly with the collector down");
+}

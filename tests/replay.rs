@@ -497,3 +497,65 @@ fn inference_server_on_an_asgi_stack_is_seen_as_server() {
         assert_eq!(s["comm"], "python");
     }
 }
+
+#[test]
+fn metrics_after_replaying_captures_match_the_golden_exposition() {
+    use llmprobe::export::prometheus::{CardinalityLimits, GenAiMetrics, encode_text};
+    use prometheus_client::registry::Registry;
+
+    // A client+server stream with usage, a reasoning stream, and a 429: names, labels,
+    // buckets and values of the whole /metrics text (build info aside, it carries the version).
+    let mut registry = Registry::default();
+    let self_metrics = Arc::new(SelfMetrics::new(&mut registry));
+    let genai = GenAiMetrics::new(
+        &mut registry,
+        CardinalityLimits {
+            max_values_per_label: 100,
+        },
+    );
+    for name in [
+        "openai_python_tls_stream_usage",
+        "openai_reasoning_content",
+        "openai_python_plain_429",
+    ] {
+        let (clock, events) = load(name);
+        for call in replay_events(
+            clock,
+            events,
+            TrackerConfig::default(),
+            self_metrics.clone(),
+        ) {
+            genai.observe(&call);
+        }
+    }
+    // Families keep their order; the samples of a family come out in hash order, so they are
+    // sorted for the comparison.
+    let mut text = String::new();
+    let mut samples: Vec<&str> = Vec::new();
+    let exposition = encode_text(&registry);
+    for line in exposition.lines().filter(|l| !l.starts_with("llmprobe_build_info")) {
+        if line.starts_with('#') {
+            samples.sort_unstable();
+            samples.drain(..).for_each(|s| text.push_str(&format!("{s}\n")));
+            text.push_str(&format!("{line}\n"));
+        } else {
+            samples.push(line);
+        }
+    }
+    samples.sort_unstable();
+    samples.drain(..).for_each(|s| text.push_str(&format!("{s}\n")));
+    let path = fixtures().join("metrics.expected.prom");
+    if std::env::var("LLMPROBE_UPDATE_GOLDEN").as_deref() == Ok("1") {
+        std::fs::write(&path, &text).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        return;
+    }
+    let want = std::fs::read_to_string(&path).unwrap_or_else(|e| {
+        panic!(
+            "{}: {e} (generate it with LLMPROBE_UPDATE_GOLDEN=1)",
+            path.display()
+        )
+    });
+    assert_eq!(text, want, "the /metrics exposition changed");
+    assert!(text.contains("gen_ai_client_operation_duration_seconds_bucket{"));
+    assert!(text.contains("le=\"81.92\""));
+}

@@ -27,6 +27,8 @@ use crate::clock::Clock;
 use crate::conntrack::{ConnTracker, TrackerConfig, TrackerOutput};
 use crate::export::jsonl::{JsonlTarget, JsonlWriter};
 use crate::export::metrics_http;
+use crate::export::otlp::{OtlpConfig, OtlpExporter};
+use crate::export::prometheus::{CardinalityLimits, GenAiMetrics};
 use crate::llm::LlmCall;
 use crate::probes::EventPreparer;
 use crate::probes::capture::{CaptureWriter, read_capture};
@@ -47,6 +49,12 @@ pub struct RunOptions {
     pub record: Option<PathBuf>,
     /// Tracker limits.
     pub tracker: TrackerConfig,
+    /// Rotate the JSONL file past this size.
+    pub jsonl_max_bytes: Option<u64>,
+    /// Distinct values per metric label before new ones fold into `_OTHER`.
+    pub max_label_values: usize,
+    /// Export spans over OTLP.
+    pub otlp: Option<OtlpConfig>,
 }
 
 const BATCH_CHANNEL: usize = 4096;
@@ -57,12 +65,25 @@ const MAX_BATCH: usize = 1024;
 pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
     let mut registry = Registry::default();
     let metrics = Arc::new(SelfMetrics::new(&mut registry));
+    let genai = Arc::new(GenAiMetrics::new(
+        &mut registry,
+        CardinalityLimits {
+            max_values_per_label: opts.max_label_values,
+        },
+    ));
     let registry = Arc::new(registry);
     let listener = metrics_http::bind(opts.metrics_addr).await?;
     let mut sink = match &opts.jsonl {
-        Some(t) => Some(JsonlWriter::open(t)?),
+        Some(t) => Some(JsonlWriter::open_rotating(t, opts.jsonl_max_bytes)?),
         None => None,
     };
+    let otlp = opts.otlp.clone().map(|cfg| {
+        info!(
+            "exporting spans over OTLP to {} ({:?})",
+            cfg.endpoint, cfg.protocol
+        );
+        OtlpExporter::spawn(cfg, metrics.clone())
+    });
     let mut capture = match &opts.record {
         Some(p) => Some(CaptureWriter::new(
             std::io::BufWriter::new(
@@ -151,10 +172,16 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
     // Tracker: the pipeline proper.
     let tracker_metrics = metrics.clone();
     let tracker_cfg = opts.tracker;
+    let tracker_genai = genai.clone();
     let tracker = tokio::spawn(async move {
         let mut tracker = ConnTracker::new(tracker_cfg, clock, tracker_metrics.clone());
         let mut muted = muted;
+        let mut in_flight_at = std::time::Instant::now();
         while let Some(batch) = batch_rx.recv().await {
+            if in_flight_at.elapsed() >= Duration::from_millis(500) {
+                in_flight_at = std::time::Instant::now();
+                tracker_genai.set_in_flight(tracker.llm_in_flight() as i64);
+            }
             let mut out = TrackerOutput::default();
             for ev in batch {
                 // Discovery hints are not part of a capture: replay needs none of them.
@@ -182,8 +209,15 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
     });
 
     // Sink.
+    let sink_genai = genai.clone();
     let sink_task = tokio::spawn(async move {
         while let Some(calls) = rec_rx.recv().await {
+            for c in &calls {
+                sink_genai.observe(c);
+                if let Some(o) = otlp.as_ref() {
+                    o.send(c);
+                }
+            }
             if let Some(w) = sink.as_mut() {
                 for c in &calls {
                     if let Err(e) = w.write(c) {
@@ -192,6 +226,9 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
                 }
                 let _ = w.flush();
             }
+        }
+        if let Some(o) = otlp {
+            o.shutdown().await;
         }
     });
 

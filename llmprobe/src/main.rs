@@ -39,6 +39,19 @@ struct AgentArgs {
     /// How tokens are estimated when an API reports no usage.
     #[arg(long, value_enum, default_value = "tokenizer")]
     token_estimator: TokenEstimator,
+    /// Rotate the JSONL file once it exceeds this many bytes (kept: PATH and PATH.1).
+    #[arg(long, value_name = "BYTES")]
+    jsonl_max_bytes: Option<u64>,
+    /// Distinct values per metric label (models, servers, processes, containers) before new ones
+    /// fold into `_OTHER`.
+    #[arg(long, default_value_t = 100)]
+    max_label_values: usize,
+    /// Export one span per LLM call to this OTLP endpoint (also OTEL_EXPORTER_OTLP_ENDPOINT).
+    #[arg(long, value_name = "URL")]
+    otlp_endpoint: Option<String>,
+    /// OTLP protocol: http/protobuf (default) or grpc (also OTEL_EXPORTER_OTLP_PROTOCOL).
+    #[arg(long, value_name = "PROTOCOL")]
+    otlp_protocol: Option<String>,
 }
 
 /// Token estimation when usage is absent.
@@ -90,6 +103,12 @@ fn options(a: AgentArgs, record: Option<PathBuf>) -> RunOptions {
         metrics_addr: a.metrics_addr,
         pids: a.pids,
         record,
+        jsonl_max_bytes: a.jsonl_max_bytes,
+        max_label_values: a.max_label_values,
+        otlp: llmprobe::export::otlp::OtlpConfig::from_env_and_flags(
+            a.otlp_endpoint.as_deref(),
+            a.otlp_protocol.as_deref(),
+        ),
         tracker: TrackerConfig {
             max_connections: a.max_connections,
             mute_after_non_llm: a.mute_after_non_llm,

@@ -203,7 +203,7 @@ fn test_venv() -> anyhow::Result<PathBuf> {
     let venv = root().join("target").join("e2e-venv");
     let python = venv.join("bin").join("python");
     let requirements = root().join("tests").join("assets").join("requirements.txt");
-    let check = "import openai, anthropic, httpx, fastapi, uvicorn, zstandard; print(openai.__version__, anthropic.__version__)";
+    let check = "import openai, anthropic, httpx, fastapi, uvicorn, zstandard, opentelemetry.proto; print(openai.__version__, anthropic.__version__)";
     if let Some(v) = output_ok(Command::new(&python).args(["-c", check])) {
         step(&format!(
             "test venv: openai and anthropic {} present",

@@ -219,6 +219,15 @@ impl ConnTracker {
         self.conn_count
     }
 
+    /// LLM calls whose request has started and whose record is not written yet.
+    pub fn llm_in_flight(&self) -> usize {
+        self.conns
+            .values()
+            .flat_map(|m| m.values())
+            .map(|c| c.pending.iter().filter(|p| p.exchange.is_some()).count())
+            .sum()
+    }
+
     /// Handles one event.
     pub fn handle(&mut self, ev: ProbeEvent, out: &mut TrackerOutput) {
         self.metrics.events.inc();

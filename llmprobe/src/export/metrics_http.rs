@@ -44,15 +44,30 @@ pub async fn serve(listener: TcpListener, registry: Arc<Registry>) {
             }
             let line = String::from_utf8_lossy(&buf[..used]);
             let target = line.split_whitespace().nth(1).unwrap_or("");
+            let accept = line
+                .lines()
+                .find_map(|l| {
+                    let (k, v) = l.split_once(':')?;
+                    k.trim()
+                        .eq_ignore_ascii_case("accept")
+                        .then(|| v.trim().to_owned())
+                })
+                .unwrap_or_default();
             let (status, ctype, body) = if line.starts_with("GET ")
                 && (target == "/metrics" || target.starts_with("/metrics?"))
             {
                 let mut text = String::new();
                 match encode(&mut text, &registry) {
-                    Ok(()) => (
+                    Ok(()) if super::prometheus::wants_openmetrics(&accept) => (
                         "200 OK",
                         "application/openmetrics-text; version=1.0.0; charset=utf-8",
                         text,
+                    ),
+                    // The classic text exposition by default (what every scraper reads).
+                    Ok(()) => (
+                        "200 OK",
+                        "text/plain; version=0.0.4; charset=utf-8",
+                        super::prometheus::encode_text(&registry),
                     ),
                     Err(_) => (
                         "500 Internal Server Error",

@@ -4,3 +4,5 @@
 
 pub mod jsonl;
 pub mod metrics_http;
+pub mod otlp;
+pub mod prometheus;

@@ -1,0 +1,1388 @@
+//! LLM call metrics for `/metrics`: the OpenTelemetry GenAI metrics (semantic conventions v1.41,
+//! in their Prometheus form) and llmprobe's own token and latency metrics, fed one finished
+//! [`LlmCall`] at a time by [`GenAiMetrics::observe`].
+//!
+//! Client-role calls (the process sent the request) feed `gen_ai_client_*`, server-role calls
+//! (the process answered it) feed `gen_ai_server_*`; the `llmprobe_*` call metrics take both,
+//! with a `role` label. Bucket boundaries are the conventions' own.
+//!
+//! Label values that come from traffic (models, servers, ports, processes, containers, error
+//! types) are bounded: past [`CardinalityLimits::max_values_per_label`] distinct values of one
+//! label, new values become `_OTHER`, counted in `llmprobe_label_values_folded_total{label}`.
+//! A label with no value (no model seen, no error, no container...) is left out of the series.
+//!
+//! The registry is encoded by prometheus-client as OpenMetrics; [`encode_text`] turns that into
+//! the classic Prometheus text format (0.0.4), and [`wants_openmetrics`] picks between the two
+//! from a scraper's `Accept` header.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Mutex, PoisonError};
+
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::{Registry, Unit};
+
+use crate::llm::LlmCall;
+
+/// Content type of [`encode_text`]'s output.
+pub const TEXT_CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
+/// Content type of the OpenMetrics encoding (`prometheus_client::encoding::text::encode`).
+pub const OPENMETRICS_CONTENT_TYPE: &str =
+    "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+/// The value that replaces label values past the cardinality limit.
+pub const OTHER: &str = "_OTHER";
+
+/// `gen_ai.client.token.usage` boundaries (tokens).
+const TOKEN_BUCKETS: [f64; 14] = [
+    1.0, 4.0, 16.0, 64.0, 256.0, 1024.0, 4096.0, 16384.0, 65536.0, 262144.0, 1048576.0, 4194304.0,
+    16777216.0, 67108864.0,
+];
+/// `gen_ai.client.operation.duration` boundaries (seconds), also used by time to first chunk,
+/// time per output chunk and `gen_ai.server.request.duration`.
+const DURATION_BUCKETS: [f64; 14] = [
+    0.01, 0.02, 0.04, 0.08, 0.16, 0.32, 0.64, 1.28, 2.56, 5.12, 10.24, 20.48, 40.96, 81.92,
+];
+/// `gen_ai.server.time_to_first_token` boundaries (seconds).
+const SERVER_TTFT_BUCKETS: [f64; 16] = [
+    0.001, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0,
+];
+/// `gen_ai.server.time_per_output_token` boundaries (seconds).
+const SERVER_TPOT_BUCKETS: [f64; 13] = [
+    0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.75, 1.0, 2.5,
+];
+/// llmprobe's per-token times (seconds): the TPOT boundaries, extended down to 1 ms (fast models
+/// stream a token every few milliseconds) and up to 10 s (stalls).
+const TOKEN_TIME_BUCKETS: [f64; 19] = [
+    0.001, 0.0025, 0.005, 0.0075, 0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.75,
+    1.0, 2.5, 5.0, 10.0,
+];
+/// Reasoning phases (seconds): the duration boundaries, extended for long thinking.
+const REASONING_BUCKETS: [f64; 16] = [
+    0.01, 0.02, 0.04, 0.08, 0.16, 0.32, 0.64, 1.28, 2.56, 5.12, 10.24, 20.48, 40.96, 81.92, 163.84,
+    327.68,
+];
+
+/// Label values longer than this (in characters) are cut.
+const MAX_LABEL_VALUE_CHARS: usize = 128;
+
+/// A label set: (name, value) pairs in a fixed order per family; absent values are left out.
+type Labels = Vec<(String, String)>;
+/// A histogram family whose buckets come from its constructor.
+type HistogramFamily = Family<Labels, Histogram, fn() -> Histogram>;
+
+fn token_histogram() -> Histogram {
+    Histogram::new(TOKEN_BUCKETS)
+}
+fn duration_histogram() -> Histogram {
+    Histogram::new(DURATION_BUCKETS)
+}
+fn server_ttft_histogram() -> Histogram {
+    Histogram::new(SERVER_TTFT_BUCKETS)
+}
+fn server_tpot_histogram() -> Histogram {
+    Histogram::new(SERVER_TPOT_BUCKETS)
+}
+fn token_time_histogram() -> Histogram {
+    Histogram::new(TOKEN_TIME_BUCKETS)
+}
+fn reasoning_histogram() -> Histogram {
+    Histogram::new(REASONING_BUCKETS)
+}
+
+fn histogram_family(constructor: fn() -> Histogram) -> HistogramFamily {
+    Family::new_with_constructor(constructor)
+}
+
+/// How many distinct values a label may take before new ones fold into `_OTHER`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CardinalityLimits {
+    /// Distinct values kept per label (each of request model, response model, server address,
+    /// server port, process, container, error type counts on its own).
+    pub max_values_per_label: usize,
+}
+
+impl Default for CardinalityLimits {
+    fn default() -> Self {
+        CardinalityLimits {
+            max_values_per_label: 100,
+        }
+    }
+}
+
+/// The labels whose values come from traffic, and so are bounded.
+const FOLDED_LABELS: [&str; 7] = [
+    "gen_ai_request_model",
+    "gen_ai_response_model",
+    "server_address",
+    "server_port",
+    "error_type",
+    "process_executable_name",
+    "container_id",
+];
+
+/// Distinct values seen per bounded label.
+#[derive(Debug)]
+struct Cardinality {
+    max: usize,
+    seen: HashMap<&'static str, HashSet<String>>,
+}
+
+impl Cardinality {
+    /// The value to export for `label`: `value` itself when already seen or still under the
+    /// limit, else `_OTHER` (and `true`: it was folded).
+    fn admit(&mut self, label: &'static str, value: String) -> (String, bool) {
+        let seen = self.seen.entry(label).or_default();
+        if seen.contains(&value) {
+            (value, false)
+        } else if seen.len() < self.max {
+            seen.insert(value.clone());
+            (value, false)
+        } else {
+            (OTHER.to_owned(), true)
+        }
+    }
+}
+
+/// A label value as exported: cut to [`MAX_LABEL_VALUE_CHARS`], escaped for the exposition
+/// formats (prometheus-client writes label values as given). None for an empty value.
+fn label_value(raw: &str) -> Option<String> {
+    if raw.is_empty() {
+        return None;
+    }
+    let mut out = String::with_capacity(raw.len().min(MAX_LABEL_VALUE_CHARS) + 2);
+    for c in raw.chars().take(MAX_LABEL_VALUE_CHARS) {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '"' => out.push_str("\\\""),
+            '\n' => out.push_str("\\n"),
+            c if c.is_control() => out.push('_'),
+            c => out.push(c),
+        }
+    }
+    Some(out)
+}
+
+/// One call's label values, resolved (escaped, bounded) once and shared by every family.
+#[derive(Debug)]
+struct CallLabels {
+    role: String,
+    operation: Option<String>,
+    provider: Option<String>,
+    request_model: Option<String>,
+    response_model: Option<String>,
+    server_address: Option<String>,
+    server_port: Option<String>,
+    error_type: Option<String>,
+    process: Option<String>,
+    container: Option<String>,
+}
+
+fn push(labels: &mut Labels, name: &str, value: &Option<String>) {
+    if let Some(v) = value {
+        labels.push((name.to_owned(), v.clone()));
+    }
+}
+
+impl CallLabels {
+    /// The GenAI families' labels.
+    fn gen_ai(&self) -> Labels {
+        let mut l = Vec::with_capacity(10);
+        push(&mut l, "gen_ai_operation_name", &self.operation);
+        push(&mut l, "gen_ai_provider_name", &self.provider);
+        push(&mut l, "gen_ai_request_model", &self.request_model);
+        push(&mut l, "gen_ai_response_model", &self.response_model);
+        push(&mut l, "server_address", &self.server_address);
+        push(&mut l, "server_port", &self.server_port);
+        push(&mut l, "error_type", &self.error_type);
+        push(&mut l, "process_executable_name", &self.process);
+        push(&mut l, "container_id", &self.container);
+        l
+    }
+
+    /// `gen_ai_client_token_usage` labels: the GenAI labels and the token type.
+    fn token_usage(&self, token_type: &str) -> Labels {
+        let mut l = self.gen_ai();
+        l.push(("gen_ai_token_type".to_owned(), token_type.to_owned()));
+        l
+    }
+
+    /// The `llmprobe_*` call families' labels.
+    fn own(&self) -> Labels {
+        let mut l = Vec::with_capacity(6);
+        push(&mut l, "gen_ai_operation_name", &self.operation);
+        push(&mut l, "gen_ai_provider_name", &self.provider);
+        push(&mut l, "gen_ai_request_model", &self.request_model);
+        push(&mut l, "process_executable_name", &self.process);
+        l.push(("role".to_owned(), self.role.clone()));
+        l
+    }
+
+    /// `llmprobe_tokens_total` labels.
+    fn tokens(&self, token_type: &str) -> Labels {
+        let mut l = self.own();
+        l.push(("type".to_owned(), token_type.to_owned()));
+        l
+    }
+}
+
+/// Observes a duration in seconds; values that are not finite or negative are not observed.
+fn observe_seconds(h: &Histogram, v: f64) {
+    if v.is_finite() && v >= 0.0 {
+        h.observe(v);
+    }
+}
+
+/// The LLM call metrics, registered in the agent's registry next to the self-metrics.
+#[derive(Debug)]
+pub struct GenAiMetrics {
+    client_duration: HistogramFamily,
+    client_token_usage: HistogramFamily,
+    client_ttfc: HistogramFamily,
+    client_tpoc: HistogramFamily,
+    server_duration: HistogramFamily,
+    server_ttft: HistogramFamily,
+    server_tpot: HistogramFamily,
+    tokens: Family<Labels, Counter>,
+    in_flight: Gauge,
+    aborted: Family<Labels, Counter>,
+    tpot: HistogramFamily,
+    time_between_tokens: HistogramFamily,
+    reasoning: HistogramFamily,
+    folded: Family<Labels, Counter>,
+    cardinality: Mutex<Cardinality>,
+}
+
+impl GenAiMetrics {
+    /// Creates the metrics and registers them in `registry`.
+    pub fn new(registry: &mut Registry, limits: CardinalityLimits) -> Self {
+        let m = GenAiMetrics {
+            client_duration: histogram_family(duration_histogram),
+            client_token_usage: histogram_family(token_histogram),
+            client_ttfc: histogram_family(duration_histogram),
+            client_tpoc: histogram_family(duration_histogram),
+            server_duration: histogram_family(duration_histogram),
+            server_ttft: histogram_family(server_ttft_histogram),
+            server_tpot: histogram_family(server_tpot_histogram),
+            tokens: Family::default(),
+            in_flight: Gauge::default(),
+            aborted: Family::default(),
+            tpot: histogram_family(token_time_histogram),
+            time_between_tokens: histogram_family(token_time_histogram),
+            reasoning: histogram_family(reasoning_histogram),
+            folded: Family::default(),
+            cardinality: Mutex::new(Cardinality {
+                max: limits.max_values_per_label,
+                seen: HashMap::new(),
+            }),
+        };
+        registry.register_with_unit(
+            "gen_ai_client_operation_duration",
+            "GenAI operation duration",
+            Unit::Seconds,
+            m.client_duration.clone(),
+        );
+        registry.register(
+            "gen_ai_client_token_usage",
+            "Number of input and output tokens used",
+            m.client_token_usage.clone(),
+        );
+        registry.register_with_unit(
+            "gen_ai_client_operation_time_to_first_chunk",
+            "Time to receive the first chunk of a streaming response",
+            Unit::Seconds,
+            m.client_ttfc.clone(),
+        );
+        registry.register_with_unit(
+            "gen_ai_client_operation_time_per_output_chunk",
+            "Time between consecutive chunks of a streaming response, for each chunk after the first",
+            Unit::Seconds,
+            m.client_tpoc.clone(),
+        );
+        registry.register_with_unit(
+            "gen_ai_server_request_duration",
+            "GenAI server request duration, to the last response byte",
+            Unit::Seconds,
+            m.server_duration.clone(),
+        );
+        registry.register_with_unit(
+            "gen_ai_server_time_to_first_token",
+            "Time to generate the first token",
+            Unit::Seconds,
+            m.server_ttft.clone(),
+        );
+        registry.register_with_unit(
+            "gen_ai_server_time_per_output_token",
+            "Time per output token generated after the first token",
+            Unit::Seconds,
+            m.server_tpot.clone(),
+        );
+        registry.register(
+            "llmprobe_tokens",
+            "Tokens by type (output includes reasoning), from reported usage or estimated",
+            m.tokens.clone(),
+        );
+        registry.register(
+            "llmprobe_requests_in_flight",
+            "LLM requests sent or received whose response has not finished",
+            m.in_flight.clone(),
+        );
+        registry.register(
+            "llmprobe_requests_aborted",
+            "LLM calls the client closed before the response finished",
+            m.aborted.clone(),
+        );
+        registry.register_with_unit(
+            "llmprobe_time_per_output_token",
+            "Per-request time per output token after the first (streams)",
+            Unit::Seconds,
+            m.tpot.clone(),
+        );
+        registry.register_with_unit(
+            "llmprobe_time_between_tokens",
+            "Each gap between consecutive output events of a stream",
+            Unit::Seconds,
+            m.time_between_tokens.clone(),
+        );
+        registry.register_with_unit(
+            "llmprobe_reasoning_duration",
+            "First reasoning event to first answer event",
+            Unit::Seconds,
+            m.reasoning.clone(),
+        );
+        registry.register(
+            "llmprobe_label_values_folded",
+            "Label values exported as _OTHER because the label reached its limit of distinct values",
+            m.folded.clone(),
+        );
+        m
+    }
+
+    /// Sets the number of requests in flight.
+    pub fn set_in_flight(&self, n: i64) {
+        self.in_flight.set(n);
+    }
+
+    /// Records one finished call.
+    pub fn observe(&self, call: &LlmCall) {
+        let labels = self.resolve(call);
+        let gen_ai = labels.gen_ai();
+        if call.role == "server" {
+            observe_seconds(
+                &self.server_duration.get_or_create(&gen_ai),
+                call.duration_s,
+            );
+            if let Some(t) = call.ttft_s {
+                observe_seconds(&self.server_ttft.get_or_create(&gen_ai), t);
+            }
+            if let Some(t) = call.tpot_s {
+                observe_seconds(&self.server_tpot.get_or_create(&gen_ai), t);
+            }
+        } else {
+            observe_seconds(
+                &self.client_duration.get_or_create(&gen_ai),
+                call.duration_s,
+            );
+            if let Some(t) = call.ttft_s {
+                observe_seconds(&self.client_ttfc.get_or_create(&gen_ai), t);
+            }
+            if !call.detail.gaps_s.is_empty() {
+                let h = self.client_tpoc.get_or_create(&gen_ai);
+                for g in &call.detail.gaps_s {
+                    observe_seconds(&h, *g);
+                }
+            }
+            for (token_type, n) in [("input", call.input_tokens), ("output", call.output_tokens)] {
+                if let Some(n) = n {
+                    self.client_token_usage
+                        .get_or_create(&labels.token_usage(token_type))
+                        .observe(n as f64);
+                }
+            }
+        }
+
+        for (token_type, n) in [
+            ("input", call.input_tokens),
+            ("output", call.output_tokens),
+            ("reasoning", call.reasoning_tokens),
+            ("cached_input", call.cached_input_tokens),
+        ] {
+            if let Some(n) = n {
+                self.tokens
+                    .get_or_create(&labels.tokens(token_type))
+                    .inc_by(n);
+            }
+        }
+        let own = labels.own();
+        if call.aborted {
+            self.aborted.get_or_create(&own).inc();
+        }
+        if let Some(t) = call.tpot_s {
+            observe_seconds(&self.tpot.get_or_create(&own), t);
+        }
+        if !call.detail.gaps_s.is_empty() {
+            let h = self.time_between_tokens.get_or_create(&own);
+            for g in &call.detail.gaps_s {
+                observe_seconds(&h, *g);
+            }
+        }
+        if let Some(t) = call.reasoning_s {
+            observe_seconds(&self.reasoning.get_or_create(&own), t);
+        }
+    }
+
+    /// Resolves a call's label values, folding those past the limit (and counting the folds).
+    fn resolve(&self, call: &LlmCall) -> CallLabels {
+        let error_type = match (&call.error_type, call.aborted) {
+            (Some(e), _) => Some(e.as_str()),
+            (None, true) => Some("aborted"),
+            (None, false) => None,
+        };
+        let port = call.server_port.map(|p| p.to_string());
+        let raw: [Option<&str>; 7] = [
+            call.request_model.as_deref(),
+            call.response_model.as_deref(),
+            call.server_address.as_deref(),
+            port.as_deref(),
+            error_type,
+            Some(call.comm.as_str()),
+            call.container_id.as_deref(),
+        ];
+        let mut bounded: [Option<String>; 7] = Default::default();
+        let mut folded = Vec::new();
+        {
+            // Called from one task; a poisoned lock still holds consistent sets.
+            let mut card = self
+                .cardinality
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            for ((label, value), out) in FOLDED_LABELS.into_iter().zip(raw).zip(bounded.iter_mut())
+            {
+                if let Some(v) = value.and_then(label_value) {
+                    let (v, was_folded) = card.admit(label, v);
+                    if was_folded {
+                        folded.push(label);
+                    }
+                    *out = Some(v);
+                }
+            }
+        }
+        for label in folded {
+            self.folded
+                .get_or_create(&vec![("label".to_owned(), label.to_owned())])
+                .inc();
+        }
+        let [
+            request_model,
+            response_model,
+            server_address,
+            server_port,
+            error_type,
+            process,
+            container,
+        ] = bounded;
+        CallLabels {
+            role: label_value(call.role).unwrap_or_else(|| "client".to_owned()),
+            operation: label_value(call.operation),
+            provider: label_value(&call.provider),
+            request_model,
+            response_model,
+            server_address,
+            server_port,
+            error_type,
+            process,
+            container,
+        }
+    }
+}
+
+/// The registry in the classic Prometheus text format (version 0.0.4), made from its OpenMetrics
+/// encoding: `# EOF` and `# UNIT` lines dropped, counter families named `..._total` like their
+/// samples, `info` families as gauges, other non-classic types as `untyped`, exemplars dropped.
+pub fn encode_text(registry: &Registry) -> String {
+    let mut om = String::new();
+    if let Err(e) = prometheus_client::encoding::text::encode(&mut om, registry) {
+        // Cannot happen when writing to a String; what was encoded is still served.
+        log::debug!("metrics encoding stopped early: {e}");
+    }
+    openmetrics_to_text(&om)
+}
+
+/// Converts an OpenMetrics text exposition to the classic Prometheus text format.
+fn openmetrics_to_text(om: &str) -> String {
+    let mut out = String::with_capacity(om.len());
+    // A HELP line waits for its TYPE line, which decides the family name.
+    let mut pending_help: Option<(&str, &str)> = None;
+    let flush = |out: &mut String, help: Option<(&str, &str)>| {
+        if let Some((name, text)) = help {
+            out.push_str("# HELP ");
+            out.push_str(name);
+            out.push(' ');
+            out.push_str(text);
+            out.push('\n');
+        }
+    };
+    for line in om.lines() {
+        if let Some(rest) = line.strip_prefix("# HELP ") {
+            flush(&mut out, pending_help.take());
+            pending_help = Some(rest.split_once(' ').unwrap_or((rest, "")));
+        } else if let Some(rest) = line.strip_prefix("# TYPE ") {
+            let (name, om_type) = rest.split_once(' ').unwrap_or((rest, ""));
+            let (suffix, text_type) = match om_type {
+                "counter" => ("_total", "counter"),
+                "gauge" | "histogram" | "summary" => ("", om_type),
+                "info" => ("_info", "gauge"),
+                _ => ("", "untyped"),
+            };
+            match pending_help.take() {
+                Some((help_name, text)) if help_name == name => {
+                    flush(&mut out, Some((&format!("{name}{suffix}"), text)));
+                }
+                other => flush(&mut out, other),
+            }
+            out.push_str("# TYPE ");
+            out.push_str(name);
+            out.push_str(suffix);
+            out.push(' ');
+            out.push_str(text_type);
+            out.push('\n');
+        } else if line.starts_with("# UNIT ") || line == "# EOF" || line.is_empty() {
+            continue;
+        } else {
+            flush(&mut out, pending_help.take());
+            out.push_str(without_exemplar(line));
+            out.push('\n');
+        }
+    }
+    flush(&mut out, pending_help.take());
+    out
+}
+
+/// A sample line without its OpenMetrics exemplar (` # {...} value`), which the classic format
+/// does not have. Label values are skipped quote- and escape-aware.
+fn without_exemplar(line: &str) -> &str {
+    let bytes = line.as_bytes();
+    let mut i = 0;
+    while i < bytes.len() && bytes[i] != b'{' && bytes[i] != b' ' {
+        i += 1;
+    }
+    if i < bytes.len() && bytes[i] == b'{' {
+        let (mut quoted, mut escaped) = (false, false);
+        i += 1;
+        while i < bytes.len() {
+            let b = bytes[i];
+            i += 1;
+            match (quoted, escaped, b) {
+                (true, true, _) => escaped = false,
+                (true, false, b'\\') => escaped = true,
+                (true, false, b'"') => quoted = false,
+                (false, _, b'"') => quoted = true,
+                (false, _, b'}') => break,
+                _ => {}
+            }
+        }
+    }
+    match line.get(i..).and_then(|rest| rest.find(" # ")) {
+        Some(cut) => &line[..i + cut],
+        None => line,
+    }
+}
+
+/// True when a scraper's `Accept` header asks for OpenMetrics (`application/openmetrics-text`
+/// with a non-zero quality no lower than `text/plain`'s); otherwise the classic text format.
+pub fn wants_openmetrics(accept: &str) -> bool {
+    let mut openmetrics_q: Option<f32> = None;
+    let mut text_q: f32 = 0.0;
+    for range in accept.split(',') {
+        let mut parts = range.split(';');
+        let media = parts.next().unwrap_or("").trim().to_ascii_lowercase();
+        let mut q: f32 = 1.0;
+        for param in parts {
+            if let Some((k, v)) = param.split_once('=')
+                && k.trim().eq_ignore_ascii_case("q")
+            {
+                q = v.trim().parse::<f32>().map_or(1.0, |q| q.clamp(0.0, 1.0));
+            }
+        }
+        match media.as_str() {
+            "application/openmetrics-text" => {
+                openmetrics_q = Some(openmetrics_q.map_or(q, |best| best.max(q)));
+            }
+            "text/plain" => text_q = text_q.max(q),
+            _ => {}
+        }
+    }
+    openmetrics_q.is_some_and(|q| q > 0.0 && q >= text_q)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::llm::CallDetail;
+    use crate::telemetry::SelfMetrics;
+
+    /// A finished client stream with usage and gaps, the base of the other calls.
+    fn client_stream() -> LlmCall {
+        LlmCall {
+            start_time: "2026-11-27T20:00:00.000Z".to_owned(),
+            end_time: "2026-11-27T20:00:02.000Z".to_owned(),
+            role: "client",
+            pid: 4242,
+            comm: "python3".to_owned(),
+            container_id: None,
+            tls: true,
+            peer_addr: Some("162.159.140.245:443".to_owned()),
+            server_address: Some("api.openai.com".to_owned()),
+            server_port: Some(443),
+            http_method: "POST".to_owned(),
+            http_path: "/v1/chat/completions".to_owned(),
+            http_status: Some(200),
+            provider: "openai".to_owned(),
+            api: "openai.chat_completions",
+            operation: "chat",
+            request_model: Some("gpt-4o".to_owned()),
+            response_model: Some("gpt-4o-2024-08-06".to_owned()),
+            stream: Some(true),
+            input_tokens: Some(100),
+            output_tokens: Some(50),
+            reasoning_tokens: None,
+            cached_input_tokens: Some(64),
+            token_source: Some("usage"),
+            duration_s: 2.0,
+            ttft_s: Some(0.25),
+            tpot_s: Some(0.03125),
+            reasoning_s: None,
+            tbt_p50_s: Some(0.25),
+            tbt_p95_s: Some(0.5),
+            tbt_max_s: Some(0.5),
+            chunks: Some(4),
+            finish_reason: Some("stop".to_owned()),
+            error_type: None,
+            retry_after: None,
+            aborted: false,
+            request_id: Some("req_1".to_owned()),
+            trace_id: None,
+            detail: CallDetail {
+                start_unix_ns: 1_795_809_600_000_000_000,
+                end_unix_ns: 1_795_809_602_000_000_000,
+                first_chunk_unix_ns: Some(1_795_809_600_250_000_000),
+                gaps_s: vec![0.125, 0.25, 0.5],
+                parent_span_id: None,
+            },
+        }
+    }
+
+    /// A vLLM server answering a stream.
+    fn server_call() -> LlmCall {
+        LlmCall {
+            role: "server",
+            comm: "vllm".to_owned(),
+            server_address: Some("10.0.0.7".to_owned()),
+            server_port: Some(8000),
+            request_model: Some("llama-3.1-8b".to_owned()),
+            response_model: Some("llama-3.1-8b".to_owned()),
+            input_tokens: Some(10),
+            output_tokens: Some(5),
+            cached_input_tokens: None,
+            duration_s: 1.5,
+            ttft_s: Some(0.09),
+            tpot_s: Some(0.0625),
+            detail: CallDetail {
+                gaps_s: vec![0.0625, 0.0625],
+                ..CallDetail::default()
+            },
+            ..client_stream()
+        }
+    }
+
+    /// A non-streamed request refused with 429.
+    fn rate_limited() -> LlmCall {
+        LlmCall {
+            request_model: Some("gpt-4o-mini".to_owned()),
+            response_model: None,
+            stream: Some(false),
+            http_status: Some(429),
+            input_tokens: None,
+            output_tokens: None,
+            cached_input_tokens: None,
+            token_source: None,
+            duration_s: 0.0625,
+            ttft_s: None,
+            tpot_s: None,
+            chunks: None,
+            error_type: Some("429".to_owned()),
+            retry_after: Some("2".to_owned()),
+            detail: CallDetail::default(),
+            ..client_stream()
+        }
+    }
+
+    /// A stream the client closed early, from a container, tokens estimated.
+    fn aborted_in_container() -> LlmCall {
+        LlmCall {
+            comm: "node".to_owned(),
+            container_id: Some("0123456789ab".to_owned()),
+            request_model: Some("claude-sonnet-4".to_owned()),
+            response_model: None,
+            provider: "anthropic".to_owned(),
+            server_address: Some("api.anthropic.com".to_owned()),
+            input_tokens: Some(20),
+            output_tokens: Some(3),
+            cached_input_tokens: None,
+            token_source: Some("estimated"),
+            duration_s: 1.0,
+            ttft_s: Some(0.5),
+            tpot_s: None,
+            aborted: true,
+            detail: CallDetail {
+                gaps_s: vec![0.25],
+                ..CallDetail::default()
+            },
+            ..client_stream()
+        }
+    }
+
+    /// A reasoning model's stream.
+    fn reasoning_call() -> LlmCall {
+        LlmCall {
+            provider: "deepseek".to_owned(),
+            server_address: Some("api.deepseek.com".to_owned()),
+            request_model: Some("deepseek-reasoner".to_owned()),
+            response_model: Some("deepseek-reasoner".to_owned()),
+            input_tokens: Some(12),
+            output_tokens: Some(60),
+            reasoning_tokens: Some(30),
+            cached_input_tokens: None,
+            duration_s: 4.0,
+            ttft_s: Some(0.5),
+            tpot_s: Some(0.0625),
+            reasoning_s: Some(3.0),
+            detail: CallDetail {
+                gaps_s: vec![0.0625],
+                ..CallDetail::default()
+            },
+            ..client_stream()
+        }
+    }
+
+    fn encoded(calls: &[LlmCall], limits: CardinalityLimits) -> (Registry, String) {
+        let mut registry = Registry::default();
+        let m = GenAiMetrics::new(&mut registry, limits);
+        for c in calls {
+            m.observe(c);
+        }
+        m.set_in_flight(3);
+        let text = encode_text(&registry);
+        (registry, text)
+    }
+
+    fn all_calls() -> (Registry, String) {
+        encoded(
+            &[
+                client_stream(),
+                server_call(),
+                rate_limited(),
+                aborted_in_container(),
+                reasoning_call(),
+            ],
+            CardinalityLimits::default(),
+        )
+    }
+
+    fn has(text: &str, line: &str) {
+        assert!(
+            text.lines().any(|l| l == line),
+            "missing line\n{line}\nin\n{text}"
+        );
+    }
+
+    fn lacks(text: &str, needle: &str) {
+        assert!(!text.contains(needle), "unexpected\n{needle}\nin\n{text}");
+    }
+
+    /// The `le` values of a histogram family's first series, in order.
+    fn les(text: &str, family: &str) -> Vec<String> {
+        let prefix = format!("{family}_bucket{{le=\"");
+        let mut out = Vec::new();
+        let mut first_series: Option<String> = None;
+        for l in text.lines() {
+            let Some(rest) = l.strip_prefix(&prefix) else {
+                continue;
+            };
+            let (le, series) = rest.split_once('"').unwrap_or((rest, ""));
+            let series = series.rsplit_once('}').map_or(series, |(s, _)| s);
+            if first_series.get_or_insert_with(|| series.to_owned()) == series {
+                out.push(le.to_owned());
+            }
+        }
+        out
+    }
+
+    const STREAM: &str = "gen_ai_operation_name=\"chat\",gen_ai_provider_name=\"openai\",\
+        gen_ai_request_model=\"gpt-4o\",gen_ai_response_model=\"gpt-4o-2024-08-06\",\
+        server_address=\"api.openai.com\",server_port=\"443\",process_executable_name=\"python3\"";
+    const SERVER: &str = "gen_ai_operation_name=\"chat\",gen_ai_provider_name=\"openai\",\
+        gen_ai_request_model=\"llama-3.1-8b\",gen_ai_response_model=\"llama-3.1-8b\",\
+        server_address=\"10.0.0.7\",server_port=\"8000\",process_executable_name=\"vllm\"";
+
+    #[test]
+    fn client_stream_families() {
+        let (_, t) = all_calls();
+        // Duration: 2.0 s lands in le="2.56".
+        has(
+            &t,
+            "# HELP gen_ai_client_operation_duration_seconds GenAI operation duration.",
+        );
+        has(
+            &t,
+            "# TYPE gen_ai_client_operation_duration_seconds histogram",
+        );
+        has(
+            &t,
+            &format!("gen_ai_client_operation_duration_seconds_sum{{{STREAM}}} 2.0"),
+        );
+        has(
+            &t,
+            &format!("gen_ai_client_operation_duration_seconds_count{{{STREAM}}} 1"),
+        );
+        has(
+            &t,
+            &format!("gen_ai_client_operation_duration_seconds_bucket{{le=\"1.28\",{STREAM}}} 0"),
+        );
+        has(
+            &t,
+            &format!("gen_ai_client_operation_duration_seconds_bucket{{le=\"2.56\",{STREAM}}} 1"),
+        );
+        has(
+            &t,
+            &format!("gen_ai_client_operation_duration_seconds_bucket{{le=\"+Inf\",{STREAM}}} 1"),
+        );
+        // Time to first chunk: 0.25 s lands in le="0.32".
+        let ttfc = "gen_ai_client_operation_time_to_first_chunk_seconds";
+        has(&t, &format!("# TYPE {ttfc} histogram"));
+        has(&t, &format!("{ttfc}_bucket{{le=\"0.16\",{STREAM}}} 0"));
+        has(&t, &format!("{ttfc}_bucket{{le=\"0.32\",{STREAM}}} 1"));
+        has(&t, &format!("{ttfc}_sum{{{STREAM}}} 0.25"));
+        // One observation per chunk after the first: gaps 0.125, 0.25, 0.5.
+        let tpoc = "gen_ai_client_operation_time_per_output_chunk_seconds";
+        has(&t, &format!("{tpoc}_count{{{STREAM}}} 3"));
+        has(&t, &format!("{tpoc}_sum{{{STREAM}}} 0.875"));
+        has(&t, &format!("{tpoc}_bucket{{le=\"0.08\",{STREAM}}} 0"));
+        has(&t, &format!("{tpoc}_bucket{{le=\"0.16\",{STREAM}}} 1"));
+        has(&t, &format!("{tpoc}_bucket{{le=\"0.32\",{STREAM}}} 2"));
+        has(&t, &format!("{tpoc}_bucket{{le=\"0.64\",{STREAM}}} 3"));
+        // Token usage, by token type, with the token buckets.
+        has(&t, "# TYPE gen_ai_client_token_usage histogram");
+        let input = format!("{STREAM},gen_ai_token_type=\"input\"");
+        let output = format!("{STREAM},gen_ai_token_type=\"output\"");
+        has(
+            &t,
+            &format!("gen_ai_client_token_usage_sum{{{input}}} 100.0"),
+        );
+        has(
+            &t,
+            &format!("gen_ai_client_token_usage_bucket{{le=\"64.0\",{input}}} 0"),
+        );
+        has(
+            &t,
+            &format!("gen_ai_client_token_usage_bucket{{le=\"256.0\",{input}}} 1"),
+        );
+        has(
+            &t,
+            &format!("gen_ai_client_token_usage_sum{{{output}}} 50.0"),
+        );
+        has(
+            &t,
+            &format!("gen_ai_client_token_usage_bucket{{le=\"16.0\",{output}}} 0"),
+        );
+        has(
+            &t,
+            &format!("gen_ai_client_token_usage_bucket{{le=\"64.0\",{output}}} 1"),
+        );
+        // Client calls feed no server family.
+        lacks(
+            &t,
+            "gen_ai_server_request_duration_seconds_count{gen_ai_operation_name=\"chat\",gen_ai_provider_name=\"openai\",gen_ai_request_model=\"gpt-4o\"",
+        );
+    }
+
+    #[test]
+    fn bucket_boundaries_are_the_conventions() {
+        let (_, t) = all_calls();
+        let duration = [
+            "0.01", "0.02", "0.04", "0.08", "0.16", "0.32", "0.64", "1.28", "2.56", "5.12",
+            "10.24", "20.48", "40.96", "81.92", "+Inf",
+        ];
+        for family in [
+            "gen_ai_client_operation_duration_seconds",
+            "gen_ai_client_operation_time_to_first_chunk_seconds",
+            "gen_ai_client_operation_time_per_output_chunk_seconds",
+            "gen_ai_server_request_duration_seconds",
+        ] {
+            assert_eq!(les(&t, family), duration, "{family}");
+        }
+        assert_eq!(
+            les(&t, "gen_ai_client_token_usage"),
+            [
+                "1.0",
+                "4.0",
+                "16.0",
+                "64.0",
+                "256.0",
+                "1024.0",
+                "4096.0",
+                "16384.0",
+                "65536.0",
+                "262144.0",
+                "1048576.0",
+                "4194304.0",
+                "16777216.0",
+                "67108864.0",
+                "+Inf",
+            ]
+        );
+        assert_eq!(
+            les(&t, "gen_ai_server_time_to_first_token_seconds"),
+            [
+                "0.001", "0.005", "0.01", "0.02", "0.04", "0.06", "0.08", "0.1", "0.25", "0.5",
+                "0.75", "1.0", "2.5", "5.0", "7.5", "10.0", "+Inf",
+            ]
+        );
+        assert_eq!(
+            les(&t, "gen_ai_server_time_per_output_token_seconds"),
+            [
+                "0.01", "0.025", "0.05", "0.075", "0.1", "0.15", "0.2", "0.3", "0.4", "0.5",
+                "0.75", "1.0", "2.5", "+Inf",
+            ]
+        );
+        let token_time = [
+            "0.001", "0.0025", "0.005", "0.0075", "0.01", "0.025", "0.05", "0.075", "0.1", "0.15",
+            "0.2", "0.3", "0.4", "0.5", "0.75", "1.0", "2.5", "5.0", "10.0", "+Inf",
+        ];
+        assert_eq!(
+            les(&t, "llmprobe_time_per_output_token_seconds"),
+            token_time
+        );
+        assert_eq!(les(&t, "llmprobe_time_between_tokens_seconds"), token_time);
+        assert_eq!(
+            les(&t, "llmprobe_reasoning_duration_seconds"),
+            [
+                "0.01", "0.02", "0.04", "0.08", "0.16", "0.32", "0.64", "1.28", "2.56", "5.12",
+                "10.24", "20.48", "40.96", "81.92", "163.84", "327.68", "+Inf",
+            ]
+        );
+    }
+
+    #[test]
+    fn server_role_families() {
+        let (_, t) = all_calls();
+        has(
+            &t,
+            &format!("gen_ai_server_request_duration_seconds_count{{{SERVER}}} 1"),
+        );
+        has(
+            &t,
+            &format!("gen_ai_server_request_duration_seconds_sum{{{SERVER}}} 1.5"),
+        );
+        has(
+            &t,
+            &format!("gen_ai_server_request_duration_seconds_bucket{{le=\"1.28\",{SERVER}}} 0"),
+        );
+        has(
+            &t,
+            &format!("gen_ai_server_request_duration_seconds_bucket{{le=\"2.56\",{SERVER}}} 1"),
+        );
+        // TTFT 0.09 s: above 0.08, within 0.1.
+        let ttft = "gen_ai_server_time_to_first_token_seconds";
+        has(&t, &format!("{ttft}_bucket{{le=\"0.08\",{SERVER}}} 0"));
+        has(&t, &format!("{ttft}_bucket{{le=\"0.1\",{SERVER}}} 1"));
+        has(&t, &format!("{ttft}_count{{{SERVER}}} 1"));
+        // TPOT 0.0625 s: above 0.05, within 0.075.
+        let tpot = "gen_ai_server_time_per_output_token_seconds";
+        has(&t, &format!("{tpot}_bucket{{le=\"0.05\",{SERVER}}} 0"));
+        has(&t, &format!("{tpot}_bucket{{le=\"0.075\",{SERVER}}} 1"));
+        has(&t, &format!("{tpot}_sum{{{SERVER}}} 0.0625"));
+        // Server calls feed no client family.
+        for family in [
+            "gen_ai_client_operation_duration_seconds_count",
+            "gen_ai_client_token_usage_count",
+            "gen_ai_client_operation_time_to_first_chunk_seconds_count",
+        ] {
+            lacks(&t, &format!("{family}{{{SERVER}"));
+        }
+        // Both roles feed llmprobe's TPOT and gaps, told apart by role.
+        let own = "gen_ai_operation_name=\"chat\",gen_ai_provider_name=\"openai\",\
+            gen_ai_request_model=\"llama-3.1-8b\",process_executable_name=\"vllm\",role=\"server\"";
+        has(
+            &t,
+            &format!("llmprobe_time_per_output_token_seconds_count{{{own}}} 1"),
+        );
+        has(
+            &t,
+            &format!("llmprobe_time_between_tokens_seconds_count{{{own}}} 2"),
+        );
+        has(
+            &t,
+            &format!("llmprobe_time_between_tokens_seconds_sum{{{own}}} 0.125"),
+        );
+        has(
+            &t,
+            &format!("llmprobe_tokens_total{{{own},type=\"input\"}} 10"),
+        );
+        let own_client = "gen_ai_operation_name=\"chat\",gen_ai_provider_name=\"openai\",\
+            gen_ai_request_model=\"gpt-4o\",process_executable_name=\"python3\",role=\"client\"";
+        has(
+            &t,
+            &format!("llmprobe_time_per_output_token_seconds_count{{{own_client}}} 1"),
+        );
+        has(
+            &t,
+            &format!(
+                "llmprobe_time_per_output_token_seconds_bucket{{le=\"0.025\",{own_client}}} 0"
+            ),
+        );
+        has(
+            &t,
+            &format!("llmprobe_time_per_output_token_seconds_bucket{{le=\"0.05\",{own_client}}} 1"),
+        );
+        has(
+            &t,
+            &format!("llmprobe_time_between_tokens_seconds_count{{{own_client}}} 3"),
+        );
+    }
+
+    #[test]
+    fn errors_aborts_and_containers() {
+        let (_, t) = all_calls();
+        // The 429: error_type from the record, non-stream so no chunk families, no tokens.
+        let limited = "gen_ai_operation_name=\"chat\",gen_ai_provider_name=\"openai\",\
+            gen_ai_request_model=\"gpt-4o-mini\",server_address=\"api.openai.com\",\
+            server_port=\"443\",error_type=\"429\",process_executable_name=\"python3\"";
+        has(
+            &t,
+            &format!("gen_ai_client_operation_duration_seconds_count{{{limited}}} 1"),
+        );
+        has(
+            &t,
+            &format!("gen_ai_client_operation_duration_seconds_bucket{{le=\"0.04\",{limited}}} 0"),
+        );
+        has(
+            &t,
+            &format!("gen_ai_client_operation_duration_seconds_bucket{{le=\"0.08\",{limited}}} 1"),
+        );
+        lacks(
+            &t,
+            "gen_ai_client_operation_time_to_first_chunk_seconds_count{gen_ai_operation_name=\"chat\",gen_ai_provider_name=\"openai\",gen_ai_request_model=\"gpt-4o-mini\"",
+        );
+        lacks(
+            &t,
+            "gen_ai_client_token_usage_count{gen_ai_operation_name=\"chat\",gen_ai_provider_name=\"openai\",gen_ai_request_model=\"gpt-4o-mini\"",
+        );
+        // The aborted stream: error_type "aborted", its container, estimated tokens counted.
+        let aborted = "gen_ai_operation_name=\"chat\",gen_ai_provider_name=\"anthropic\",\
+            gen_ai_request_model=\"claude-sonnet-4\",server_address=\"api.anthropic.com\",\
+            server_port=\"443\",error_type=\"aborted\",process_executable_name=\"node\",\
+            container_id=\"0123456789ab\"";
+        has(
+            &t,
+            &format!("gen_ai_client_operation_duration_seconds_count{{{aborted}}} 1"),
+        );
+        has(
+            &t,
+            &format!("gen_ai_client_operation_time_to_first_chunk_seconds_count{{{aborted}}} 1"),
+        );
+        has(
+            &t,
+            &format!("gen_ai_client_token_usage_sum{{{aborted},gen_ai_token_type=\"output\"}} 3.0"),
+        );
+        has(
+            &t,
+            "llmprobe_requests_aborted_total{gen_ai_operation_name=\"chat\",gen_ai_provider_name=\"anthropic\",gen_ai_request_model=\"claude-sonnet-4\",process_executable_name=\"node\",role=\"client\"} 1",
+        );
+        // error_type appears on those two calls only.
+        let with_error = t.lines().filter(|l| l.contains("error_type=")).count();
+        let on_errors = t
+            .lines()
+            .filter(|l| l.contains("error_type=\"429\"") || l.contains("error_type=\"aborted\""))
+            .count();
+        assert!(with_error > 0);
+        assert_eq!(with_error, on_errors);
+        for l in t
+            .lines()
+            .filter(|l| l.contains("gpt-4o\"") || l.contains("llama-3.1-8b\""))
+        {
+            assert!(!l.contains("error_type"), "{l}");
+        }
+        // No call without a container carries the label.
+        for l in t.lines().filter(|l| l.contains("container_id=")) {
+            assert!(l.contains("container_id=\"0123456789ab\""), "{l}");
+            assert!(l.contains("process_executable_name=\"node\""), "{l}");
+        }
+        has(&t, "llmprobe_requests_in_flight 3");
+    }
+
+    #[test]
+    fn tokens_and_reasoning() {
+        let (_, t) = all_calls();
+        has(
+            &t,
+            "# HELP llmprobe_tokens_total Tokens by type (output includes reasoning), from reported usage or estimated.",
+        );
+        has(&t, "# TYPE llmprobe_tokens_total counter");
+        let ds = "gen_ai_operation_name=\"chat\",gen_ai_provider_name=\"deepseek\",\
+            gen_ai_request_model=\"deepseek-reasoner\",process_executable_name=\"python3\",\
+            role=\"client\"";
+        has(
+            &t,
+            &format!("llmprobe_tokens_total{{{ds},type=\"input\"}} 12"),
+        );
+        has(
+            &t,
+            &format!("llmprobe_tokens_total{{{ds},type=\"output\"}} 60"),
+        );
+        has(
+            &t,
+            &format!("llmprobe_tokens_total{{{ds},type=\"reasoning\"}} 30"),
+        );
+        let gpt = "gen_ai_operation_name=\"chat\",gen_ai_provider_name=\"openai\",\
+            gen_ai_request_model=\"gpt-4o\",process_executable_name=\"python3\",role=\"client\"";
+        has(
+            &t,
+            &format!("llmprobe_tokens_total{{{gpt},type=\"cached_input\"}} 64"),
+        );
+        lacks(
+            &t,
+            &format!("llmprobe_tokens_total{{{gpt},type=\"reasoning\"}}"),
+        );
+        // Reasoning 3.0 s: above 2.56, within 5.12.
+        let r = "llmprobe_reasoning_duration_seconds";
+        has(&t, &format!("# TYPE {r} histogram"));
+        has(&t, &format!("{r}_bucket{{le=\"2.56\",{ds}}} 0"));
+        has(&t, &format!("{r}_bucket{{le=\"5.12\",{ds}}} 1"));
+        has(&t, &format!("{r}_sum{{{ds}}} 3.0"));
+        has(&t, &format!("{r}_count{{{ds}}} 1"));
+        lacks(&t, &format!("{r}_count{{{gpt}}}"));
+    }
+
+    #[test]
+    fn values_past_the_limit_fold_into_other() {
+        let call = |model: &str, comm: &str| LlmCall {
+            request_model: Some(model.to_owned()),
+            response_model: None,
+            comm: comm.to_owned(),
+            ..rate_limited()
+        };
+        let (_, t) = encoded(
+            &[
+                call("m1", "a"),
+                call("m2", "a"),
+                call("m3", "b"),
+                call("m4", "c"),
+                call("m1", "c"),
+            ],
+            CardinalityLimits {
+                max_values_per_label: 2,
+            },
+        );
+        let own = |model: &str, comm: &str| {
+            format!(
+                "gen_ai_operation_name=\"chat\",gen_ai_provider_name=\"openai\",\
+                 gen_ai_request_model=\"{model}\",server_address=\"api.openai.com\",\
+                 server_port=\"443\",error_type=\"429\",process_executable_name=\"{comm}\""
+            )
+        };
+        let count = "gen_ai_client_operation_duration_seconds_count";
+        has(&t, &format!("{count}{{{}}} 1", own("m1", "a")));
+        has(&t, &format!("{count}{{{}}} 1", own("m2", "a")));
+        // m3 and m4 come past the limit of two models; m1 is still known. The processes: a and
+        // b fit, c folds (twice).
+        has(&t, &format!("{count}{{{}}} 1", own("_OTHER", "b")));
+        has(&t, &format!("{count}{{{}}} 1", own("_OTHER", "_OTHER")));
+        has(&t, &format!("{count}{{{}}} 1", own("m1", "_OTHER")));
+        lacks(&t, "\"m3\"");
+        lacks(&t, "\"m4\"");
+        lacks(&t, "\"c\"");
+        has(&t, "# TYPE llmprobe_label_values_folded_total counter");
+        has(
+            &t,
+            "llmprobe_label_values_folded_total{label=\"gen_ai_request_model\"} 2",
+        );
+        has(
+            &t,
+            "llmprobe_label_values_folded_total{label=\"process_executable_name\"} 2",
+        );
+        lacks(
+            &t,
+            "llmprobe_label_values_folded_total{label=\"server_address\"}",
+        );
+    }
+
+    #[test]
+    fn label_values_are_escaped_and_cut() {
+        let long = "x".repeat(300);
+        let (_, t) = encoded(
+            &[LlmCall {
+                request_model: Some("we\"ird\\mo\ndel".to_owned()),
+                response_model: Some(long),
+                ..rate_limited()
+            }],
+            CardinalityLimits::default(),
+        );
+        has(
+            &t,
+            &format!(
+                "gen_ai_client_operation_duration_seconds_count{{gen_ai_operation_name=\"chat\",\
+             gen_ai_provider_name=\"openai\",gen_ai_request_model=\"we\\\"ird\\\\mo\\ndel\",\
+             gen_ai_response_model=\"{}\",server_address=\"api.openai.com\",server_port=\"443\",\
+             error_type=\"429\",process_executable_name=\"python3\"}} 1",
+                "x".repeat(MAX_LABEL_VALUE_CHARS)
+            ),
+        );
+    }
+
+    /// Checks that every sample belongs to the family its TYPE line declared, with the suffixes
+    /// the format allows, and that no family is declared twice.
+    fn check_exposition(text: &str, openmetrics: bool) {
+        let mut families = HashSet::new();
+        let mut current: Option<(String, String)> = None;
+        for line in text.lines() {
+            if let Some(rest) = line.strip_prefix("# TYPE ") {
+                let (name, ty) = rest.split_once(' ').unwrap_or((rest, ""));
+                assert!(families.insert(name.to_owned()), "{name} declared twice");
+                current = Some((name.to_owned(), ty.to_owned()));
+                continue;
+            }
+            if line.starts_with('#') {
+                continue;
+            }
+            let name = line.split(['{', ' ']).next().unwrap_or("");
+            let Some((family, ty)) = &current else {
+                panic!("sample before any TYPE: {line}");
+            };
+            let allowed: Vec<String> = match (ty.as_str(), openmetrics) {
+                ("counter", true) => vec![format!("{family}_total")],
+                ("histogram", _) => ["_bucket", "_sum", "_count"]
+                    .iter()
+                    .map(|s| format!("{family}{s}"))
+                    .collect(),
+                _ => vec![family.clone()],
+            };
+            assert!(
+                allowed.iter().any(|a| a == name),
+                "{line} under {family} {ty}"
+            );
+            let value = line.rsplit(' ').next().unwrap_or("");
+            assert!(value.parse::<f64>().is_ok(), "{line}");
+        }
+    }
+
+    #[test]
+    fn text_and_openmetrics_encodings() {
+        let mut registry = Registry::default();
+        let self_metrics = SelfMetrics::new(&mut registry);
+        self_metrics.events.inc();
+        let m = GenAiMetrics::new(&mut registry, CardinalityLimits::default());
+        for c in [
+            client_stream(),
+            server_call(),
+            rate_limited(),
+            aborted_in_container(),
+            reasoning_call(),
+        ] {
+            m.observe(&c);
+        }
+        let text = encode_text(&registry);
+        lacks(&text, "# EOF");
+        lacks(&text, "# UNIT");
+        check_exposition(&text, false);
+        for line in text
+            .lines()
+            .filter(|l| l.starts_with("# TYPE ") && l.ends_with(" counter"))
+        {
+            let name = line
+                .trim_start_matches("# TYPE ")
+                .trim_end_matches(" counter");
+            assert!(name.ends_with("_total"), "{line}");
+        }
+        for line in text.lines().filter(|l| l.starts_with("# HELP ")) {
+            let name = line.split(' ').nth(2).unwrap_or("");
+            let type_line = text
+                .lines()
+                .find(|l| l.starts_with(&format!("# TYPE {name} ")));
+            assert!(type_line.is_some(), "HELP without TYPE: {line}");
+        }
+        has(&text, "# HELP llmprobe_events_total Probe events received.");
+        has(&text, "# TYPE llmprobe_events_total counter");
+        has(&text, "llmprobe_events_total 1");
+        has(&text, "# TYPE llmprobe_requests_aborted_total counter");
+        has(&text, "# TYPE llmprobe_requests_in_flight gauge");
+        has(&text, "# TYPE llmprobe_connections_tracked gauge");
+
+        let mut om = String::new();
+        let encoded = prometheus_client::encoding::text::encode(&mut om, &registry);
+        assert!(encoded.is_ok());
+        assert!(om.ends_with("# EOF\n"));
+        assert_eq!(om.matches("# EOF").count(), 1);
+        check_exposition(om.trim_end_matches("# EOF\n"), true);
+        has(&om, "# TYPE llmprobe_tokens counter");
+        has(
+            &om,
+            "# TYPE gen_ai_client_operation_duration_seconds histogram",
+        );
+        has(
+            &om,
+            "# UNIT gen_ai_client_operation_duration_seconds seconds",
+        );
+        has(
+            &om,
+            "# UNIT gen_ai_server_time_to_first_token_seconds seconds",
+        );
+        lacks(&om, "# UNIT gen_ai_client_token_usage");
+        // The text is the OpenMetrics minus EOF/UNIT, with counter family names completed.
+        let samples = |s: &str| -> Vec<String> {
+            s.lines()
+                .filter(|l| !l.starts_with('#'))
+                .map(str::to_owned)
+                .collect()
+        };
+        assert_eq!(samples(&text), samples(&om));
+    }
+
+    #[test]
+    fn conversion_handles_info_and_exemplars() {
+        let om = "# HELP build Build.\n# TYPE build info\nbuild_info{v=\"1 # {x}\"} 1\n\
+                  # HELP req Requests.\n# TYPE req counter\n\
+                  req_total{a=\"b\\\"}\"} 5 # {trace_id=\"abc\"} 1.0\n# EOF\n";
+        assert_eq!(
+            openmetrics_to_text(om),
+            "# HELP build_info Build.\n# TYPE build_info gauge\nbuild_info{v=\"1 # {x}\"} 1\n\
+             # HELP req_total Requests.\n# TYPE req_total counter\nreq_total{a=\"b\\\"}\"} 5\n"
+        );
+        assert_eq!(without_exemplar("up 1 # {a=\"b\"} 1"), "up 1");
+        assert_eq!(without_exemplar("up"), "up");
+    }
+
+    #[test]
+    fn accept_negotiation() {
+        assert!(!wants_openmetrics(""));
+        assert!(!wants_openmetrics("*/*"));
+        assert!(!wants_openmetrics("text/plain;version=0.0.4"));
+        assert!(wants_openmetrics("application/openmetrics-text"));
+        assert!(wants_openmetrics(
+            "Application/OpenMetrics-Text; version=1.0.0; charset=utf-8"
+        ));
+        // Prometheus 2.x and 3.x defaults.
+        assert!(wants_openmetrics(
+            "application/openmetrics-text;version=1.0.0,application/openmetrics-text;version=0.0.1;q=0.75,text/plain;version=0.0.4;q=0.5,*/*;q=0.1"
+        ));
+        assert!(wants_openmetrics(
+            "application/openmetrics-text;version=1.0.0;q=0.5,application/openmetrics-text;version=0.0.1;q=0.4,text/plain;version=1.0.0;escaping=allow-utf-8;q=0.3,text/plain;version=0.0.4;q=0.2,*/*;q=0.1"
+        ));
+        assert!(!wants_openmetrics(
+            "text/plain;version=0.0.4,application/openmetrics-text;q=0.5"
+        ));
+        assert!(!wants_openmetrics("application/openmetrics-text;q=0"));
+    }
+}
