@@ -84,18 +84,19 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
         );
         OtlpExporter::spawn(cfg, metrics.clone())
     });
+    // One clock offset for the live records and the capture, so a replay reproduces them exactly.
+    let clock = Clock::system();
     let mut capture = match &opts.record {
         Some(p) => Some(CaptureWriter::new(
             std::io::BufWriter::new(
                 std::fs::File::create(p)
                     .with_context(|| format!("cannot create capture file {}", p.display()))?,
             ),
-            Clock::system(),
+            clock,
         )?),
         None => None,
     };
 
-    let clock = Clock::system();
     let (mut probes, handles) = Probes::load(&LoadOptions {
         pids: opts.pids.clone(),
     })?;
