@@ -52,6 +52,7 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--requests", type=int, default=300)
     ap.add_argument("--pairs", type=int, default=3)
+    ap.add_argument("--agent-arg", action="append", default=[], help="extra llmprobe run argument (repeatable)")
     a = ap.parse_args()
     tmp = tempfile.mkdtemp(prefix="llmprobe-bench-")
     subprocess.run(["bash", os.path.join(ASSETS, "gen_cert.sh"), tmp], check=True, capture_output=True)
@@ -75,7 +76,7 @@ def main():
                 if os.path.exists(out):
                     os.remove(out)
                 agent = subprocess.Popen([os.path.join(ROOT, "target", "release", "llmprobe"), "run", "--jsonl", out,
-                                          "--metrics-addr", "127.0.0.1:0"], stderr=subprocess.PIPE, text=True)
+                                          "--metrics-addr", "127.0.0.1:0"] + a.agent_arg, stderr=subprocess.PIPE, text=True)
                 for line in agent.stderr:
                     if "ready:" in line:
                         break
