@@ -533,17 +533,24 @@ fn metrics_after_replaying_captures_match_the_golden_exposition() {
     let mut text = String::new();
     let mut samples: Vec<&str> = Vec::new();
     let exposition = encode_text(&registry);
-    for line in exposition.lines().filter(|l| !l.starts_with("llmprobe_build_info")) {
+    for line in exposition
+        .lines()
+        .filter(|l| !l.starts_with("llmprobe_build_info"))
+    {
         if line.starts_with('#') {
             samples.sort_unstable();
-            samples.drain(..).for_each(|s| text.push_str(&format!("{s}\n")));
+            samples
+                .drain(..)
+                .for_each(|s| text.push_str(&format!("{s}\n")));
             text.push_str(&format!("{line}\n"));
         } else {
             samples.push(line);
         }
     }
     samples.sort_unstable();
-    samples.drain(..).for_each(|s| text.push_str(&format!("{s}\n")));
+    samples
+        .drain(..)
+        .for_each(|s| text.push_str(&format!("{s}\n")));
     let path = fixtures().join("metrics.expected.prom");
     if std::env::var("LLMPROBE_UPDATE_GOLDEN").as_deref() == Ok("1") {
         std::fs::write(&path, &text).unwrap_or_else(|e| panic!("{}: {e}", path.display()));

@@ -29,6 +29,7 @@ use crate::export::jsonl::{JsonlTarget, JsonlWriter};
 use crate::export::metrics_http;
 use crate::export::otlp::{OtlpConfig, OtlpExporter};
 use crate::export::prometheus::{CardinalityLimits, GenAiMetrics};
+use crate::gpu::{GpuMetrics, GpuMode};
 use crate::llm::LlmCall;
 use crate::probes::EventPreparer;
 use crate::probes::capture::{CaptureWriter, read_capture};
@@ -55,6 +56,10 @@ pub struct RunOptions {
     pub max_label_values: usize,
     /// Export spans over OTLP.
     pub otlp: Option<OtlpConfig>,
+    /// GPU sampling through NVML.
+    pub gpu: GpuMode,
+    /// GPU sampling interval.
+    pub gpu_interval: Duration,
 }
 
 const BATCH_CHANNEL: usize = 4096;
@@ -71,8 +76,10 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
             max_values_per_label: opts.max_label_values,
         },
     ));
+    let gpu_metrics = Arc::new(GpuMetrics::new(&mut registry));
     let registry = Arc::new(registry);
     let listener = metrics_http::bind(opts.metrics_addr).await?;
+    crate::gpu::start(opts.gpu, opts.gpu_interval, gpu_metrics);
     let mut sink = match &opts.jsonl {
         Some(t) => Some(JsonlWriter::open_rotating(t, opts.jsonl_max_bytes)?),
         None => None,

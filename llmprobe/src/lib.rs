@@ -1,12 +1,14 @@
 //! llmprobe: an eBPF agent that sees what LLM traffic really does, with no change to the apps it
 //! observes. Data flows one way, in the order of these modules:
-//! [`probes`] → [`conntrack`] → [`protocol`] → [`llm`] → [`export`], wired by [`app`].
+//! [`probes`] → [`conntrack`] → [`protocol`] → [`llm`] → [`export`], with [`gpu`] beside it,
+//! wired by [`app`].
 //! See ARCHITECTURE.md.
 
 pub mod app;
 pub mod clock;
 pub mod conntrack;
 pub mod export;
+pub mod gpu;
 pub mod llm;
 pub mod probes;
 pub mod protocol;

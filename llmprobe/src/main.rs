@@ -52,6 +52,21 @@ struct AgentArgs {
     /// OTLP protocol: http/protobuf (default) or grpc (also OTEL_EXPORTER_OTLP_PROTOCOL).
     #[arg(long, value_name = "PROTOCOL")]
     otlp_protocol: Option<String>,
+    /// GPU metrics through NVML: auto (when the NVIDIA driver is there) or off.
+    #[arg(long, value_enum, default_value = "auto")]
+    gpu: GpuArg,
+    /// GPU sampling interval, seconds.
+    #[arg(long, default_value_t = 1.0, value_name = "SECONDS")]
+    gpu_interval: f64,
+}
+
+/// `--gpu`.
+#[derive(clap::ValueEnum, Clone, Copy, PartialEq, Eq)]
+enum GpuArg {
+    /// Sample GPUs when NVML loads.
+    Auto,
+    /// Never load NVML.
+    Off,
 }
 
 /// Token estimation when usage is absent.
@@ -103,6 +118,12 @@ fn options(a: AgentArgs, record: Option<PathBuf>) -> RunOptions {
         metrics_addr: a.metrics_addr,
         pids: a.pids,
         record,
+        gpu: if a.gpu == GpuArg::Off {
+            llmprobe::gpu::GpuMode::Off
+        } else {
+            llmprobe::gpu::GpuMode::Auto
+        },
+        gpu_interval: std::time::Duration::from_secs_f64(a.gpu_interval.clamp(0.05, 3600.0)),
         jsonl_max_bytes: a.jsonl_max_bytes,
         max_label_values: a.max_label_values,
         otlp: llmprobe::export::otlp::OtlpConfig::from_env_and_flags(

@@ -1,0 +1,97 @@
+//! [`GpuSource`] on NVML through nvml-wrapper, which loads `libnvidia-ml.so` at run time: a
+//! node without the NVIDIA driver gets an error here, not a missing-library crash at start.
+
+use nvml_wrapper::Nvml;
+use nvml_wrapper::enum_wrappers::device::{Clock, TemperatureSensor};
+use nvml_wrapper::enums::device::UsedGpuMemory;
+
+use super::{GpuProcess, GpuSample, GpuSource};
+
+/// NVML, initialised.
+pub struct NvmlSource {
+    nvml: Nvml,
+    /// Last process-utilization timestamp seen per GPU (NVML returns samples newer than it).
+    last_seen: Vec<u64>,
+}
+
+impl NvmlSource {
+    /// Loads and initialises NVML.
+    pub fn new() -> Result<Self, String> {
+        let nvml = Nvml::init().map_err(|e| e.to_string())?;
+        let n = nvml.device_count().map_err(|e| e.to_string())?;
+        Ok(NvmlSource {
+            nvml,
+            last_seen: vec![0; n as usize],
+        })
+    }
+
+    /// "N GPU(s): name, ..." for the start-up log.
+    pub fn describe(&self) -> String {
+        let n = self.nvml.device_count().unwrap_or(0);
+        let names: Vec<String> = (0..n)
+            .filter_map(|i| self.nvml.device_by_index(i).ok()?.name().ok())
+            .collect();
+        format!("{n} GPU(s): {}", names.join(", "))
+    }
+}
+
+impl GpuSource for NvmlSource {
+    fn sample(&mut self) -> Result<Vec<GpuSample>, String> {
+        let n = self.nvml.device_count().map_err(|e| e.to_string())?;
+        if self.last_seen.len() < n as usize {
+            self.last_seen.resize(n as usize, 0);
+        }
+        let mut out = Vec::with_capacity(n as usize);
+        for i in 0..n {
+            let d = self.nvml.device_by_index(i).map_err(|e| e.to_string())?;
+            let util = d.utilization_rates().ok();
+            let mem = d.memory_info().ok();
+            let mut procs: Vec<GpuProcess> = d
+                .running_compute_processes()
+                .unwrap_or_default()
+                .into_iter()
+                .map(|p| GpuProcess {
+                    pid: p.pid,
+                    used_memory_bytes: match p.used_gpu_memory {
+                        UsedGpuMemory::Used(b) => Some(b),
+                        UsedGpuMemory::Unavailable => None,
+                    },
+                    sm_util_pct: None,
+                })
+                .collect();
+            let since = self.last_seen[i as usize];
+            if let Ok(stats) = d.process_utilization_stats(since) {
+                for s in stats {
+                    self.last_seen[i as usize] = self.last_seen[i as usize].max(s.timestamp);
+                    match procs.iter_mut().find(|p| p.pid == s.pid) {
+                        Some(p) => p.sm_util_pct = Some(s.sm_util),
+                        None => procs.push(GpuProcess {
+                            pid: s.pid,
+                            used_memory_bytes: None,
+                            sm_util_pct: Some(s.sm_util),
+                        }),
+                    }
+                }
+            }
+            out.push(GpuSample {
+                index: i,
+                uuid: d.uuid().unwrap_or_default(),
+                name: d.name().unwrap_or_default(),
+                sm_util_pct: util.as_ref().map(|u| u.gpu),
+                mem_util_pct: util.as_ref().map(|u| u.memory),
+                mem_used_bytes: mem.as_ref().map(|m| m.used),
+                mem_total_bytes: mem.as_ref().map(|m| m.total),
+                power_w: d.power_usage().ok().map(|mw| f64::from(mw) / 1000.0),
+                energy_j: d
+                    .total_energy_consumption()
+                    .ok()
+                    .map(|mj| mj as f64 / 1000.0),
+                temperature_c: d.temperature(TemperatureSensor::Gpu).ok(),
+                sm_clock_mhz: d.clock_info(Clock::SM).ok(),
+                throttle_reasons: d.current_throttle_reasons().ok().map(|r| r.bits()),
+                processes: procs,
+            });
+        }
+        Ok(out)
+    }
+}
