@@ -1054,19 +1054,40 @@ fn gpu_metrics_say_whether_nvml_is_there_and_nothing_else_changes() {
         .unwrap_or(false);
     let text = agent.scrape();
     let want = if nvml { 1.0 } else { 0.0 };
-    assert_eq!(metric(&text, "llmprobe_gpu_available", &[]), Some(want), "{text}");
+    assert_eq!(
+        metric(&text, "llmprobe_gpu_available", &[]),
+        Some(want),
+        "{text}"
+    );
     if !nvml {
-        assert!(agent.log_text().contains("no GPU metrics"), "one clear line: {}", agent.log_text());
+        assert!(
+            agent.log_text().contains("no GPU metrics"),
+            "one clear line: {}",
+            agent.log_text()
+        );
     }
     // The rest of the agent works as usual.
     let run = run_client(openai_client(&server, &["--stream", "--include-usage"]));
     let recs = agent.wait_records("a record", WAIT, |r| of(r, run.pid, "client").len() == 1);
-    check_stream_record(&of(&recs, run.pid, "client")[0], "client", false, "test-model", Some(PROMPT_TOKENS));
+    check_stream_record(
+        &of(&recs, run.pid, "client")[0],
+        "client",
+        false,
+        "test-model",
+        Some(PROMPT_TOKENS),
+    );
     assert!(agent.stop());
     // --gpu off never loads NVML.
     let dir = scratch("gpu-off");
     let mut agent = Agent::start(&dir, false, &["--gpu", "off"]);
-    assert_eq!(metric(&agent.scrape(), "llmprobe_gpu_available", &[]), Some(0.0));
-    assert!(agent.log_text().contains("GPU sampling off"), "{}", agent.log_text());
+    assert_eq!(
+        metric(&agent.scrape(), "llmprobe_gpu_available", &[]),
+        Some(0.0)
+    );
+    assert!(
+        agent.log_text().contains("GPU sampling off"),
+        "{}",
+        agent.log_text()
+    );
     assert!(agent.stop());
 }

@@ -29,6 +29,7 @@ use crate::export::jsonl::{JsonlTarget, JsonlWriter};
 use crate::export::metrics_http;
 use crate::export::otlp::{OtlpConfig, OtlpExporter};
 use crate::export::prometheus::{CardinalityLimits, GenAiMetrics};
+use crate::gpu::correlate::{GpuHistory, ProcRelation};
 use crate::gpu::{GpuMetrics, GpuMode};
 use crate::llm::LlmCall;
 use crate::probes::EventPreparer;
@@ -36,6 +37,7 @@ use crate::probes::capture::{CaptureWriter, read_capture};
 use crate::probes::events::{ProbeEvent, decode};
 use crate::probes::loader::{LoadOptions, ProbeHandles, Probes, lost_total};
 use crate::telemetry::SelfMetrics;
+use std::sync::Mutex;
 
 /// Options of `llmprobe run` / `llmprobe record`.
 #[derive(Debug, Clone)]
@@ -79,7 +81,16 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
     let gpu_metrics = Arc::new(GpuMetrics::new(&mut registry));
     let registry = Arc::new(registry);
     let listener = metrics_http::bind(opts.metrics_addr).await?;
-    crate::gpu::start(opts.gpu, opts.gpu_interval, gpu_metrics);
+    // Ten minutes of GPU rounds for joining calls with what their server's GPUs did.
+    let gpu_history = Arc::new(Mutex::new(GpuHistory::new(
+        (600.0 / opts.gpu_interval.as_secs_f64().max(0.05)) as usize,
+    )));
+    crate::gpu::start(
+        opts.gpu,
+        opts.gpu_interval,
+        gpu_metrics,
+        gpu_history.clone(),
+    );
     let mut sink = match &opts.jsonl {
         Some(t) => Some(JsonlWriter::open_rotating(t, opts.jsonl_max_bytes)?),
         None => None,
@@ -219,7 +230,10 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
     // Sink.
     let sink_genai = genai.clone();
     let sink_task = tokio::spawn(async move {
-        while let Some(calls) = rec_rx.recv().await {
+        while let Some(mut calls) = rec_rx.recv().await {
+            for c in calls.iter_mut().filter(|c| c.role == "server") {
+                annotate_gpu(c, &gpu_history);
+            }
             for c in &calls {
                 sink_genai.observe(c);
                 if let Some(o) = otlp.as_ref() {
@@ -282,6 +296,20 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
     let _ = sink_task.await;
     let _ = discovery.await;
     Ok(())
+}
+
+/// Server-role calls on a GPU node get what the server's GPUs did during the call.
+fn annotate_gpu(call: &mut LlmCall, history: &Mutex<GpuHistory>) {
+    let Ok(h) = history.lock() else { return };
+    if h.is_empty() {
+        return;
+    }
+    let gpus = h.gpus_of(&ProcRelation, call.pid, call.container_id.as_deref());
+    if let Some(w) = h.window(&gpus, call.detail.start_unix_ns, call.detail.end_unix_ns) {
+        call.gpu_util_mean = Some(w.util_mean);
+        call.gpu_mem_used_bytes = Some(w.mem_used_bytes);
+        call.gpu_power_mean_w = Some(w.power_mean_w);
+    }
 }
 
 fn apply_mutes(muted: &mut BpfHashMap<MapData, ConnKey, u8>, mutes: &[(u32, u64)]) {

@@ -147,6 +147,9 @@ mod tests {
             aborted: false,
             request_id: None,
             trace_id: None,
+            gpu_util_mean: None,
+            gpu_mem_used_bytes: None,
+            gpu_power_mean_w: None,
             detail: Default::default(),
         }
     }

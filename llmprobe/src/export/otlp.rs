@@ -1109,6 +1109,9 @@ mod tests {
             aborted: false,
             request_id: Some("chatcmpl-1".into()),
             trace_id: Some("4bf92f3577b34da6a3ce929d0e0e4736".into()),
+            gpu_util_mean: None,
+            gpu_mem_used_bytes: None,
+            gpu_power_mean_w: None,
             detail: CallDetail {
                 start_unix_ns: T0,
                 end_unix_ns: T0 + 1_500_000_000,

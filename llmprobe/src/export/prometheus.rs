@@ -664,6 +664,9 @@ mod tests {
             aborted: false,
             request_id: Some("req_1".to_owned()),
             trace_id: None,
+            gpu_util_mean: None,
+            gpu_mem_used_bytes: None,
+            gpu_power_mean_w: None,
             detail: CallDetail {
                 start_unix_ns: 1_795_809_600_000_000_000,
                 end_unix_ns: 1_795_809_602_000_000_000,

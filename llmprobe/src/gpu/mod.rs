@@ -3,10 +3,13 @@
 //! (nvml-wrapper's dynamic loading): without a driver or GPU, llmprobe says so once, sets
 //! `llmprobe_gpu_available 0`, and everything else runs unchanged.
 
+pub mod correlate;
 pub mod nvml;
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
+
+use correlate::GpuHistory;
 
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
@@ -223,6 +226,7 @@ impl GpuMetrics {
 pub async fn run_sampler(
     mut source: Box<dyn GpuSource>,
     metrics: Arc<GpuMetrics>,
+    history: Arc<Mutex<GpuHistory>>,
     interval: Duration,
 ) {
     let mut tick = tokio::time::interval(interval);
@@ -238,6 +242,10 @@ pub async fn run_sampler(
                 metrics.clear_processes();
                 metrics.record(&samples);
                 metrics.available.set(1);
+                let now = crate::clock::Clock::system().unix_ns(crate::clock::monotonic_now_ns());
+                if let Ok(mut h) = history.lock() {
+                    h.push(now, samples);
+                }
             }
             Err(e) => {
                 if !failing {
@@ -252,7 +260,12 @@ pub async fn run_sampler(
 
 /// Starts GPU sampling as `mode` says: returns false (and sets `llmprobe_gpu_available 0`)
 /// when there is no usable NVML.
-pub fn start(mode: GpuMode, interval: Duration, metrics: Arc<GpuMetrics>) -> bool {
+pub fn start(
+    mode: GpuMode,
+    interval: Duration,
+    metrics: Arc<GpuMetrics>,
+    history: Arc<Mutex<GpuHistory>>,
+) -> bool {
     metrics.available.set(0);
     if mode == GpuMode::Off {
         log::info!("GPU sampling off (--gpu off)");
@@ -266,7 +279,7 @@ pub fn start(mode: GpuMode, interval: Duration, metrics: Arc<GpuMetrics>) -> boo
                 source.describe()
             );
             metrics.available.set(1);
-            tokio::spawn(run_sampler(Box::new(source), metrics, interval));
+            tokio::spawn(run_sampler(Box::new(source), metrics, history, interval));
             true
         }
         Err(e) => {
@@ -339,9 +352,11 @@ mod tests {
                 Err("gone".into()),
             ],
         };
+        let history = Arc::new(Mutex::new(GpuHistory::new(8)));
         let task = tokio::spawn(run_sampler(
             Box::new(fake),
             m.clone(),
+            history.clone(),
             Duration::from_secs(1),
         ));
         tokio::time::sleep(Duration::from_millis(10)).await;
@@ -357,6 +372,10 @@ mod tests {
             !t.contains(r#"pid="43""#),
             "an exited process is forgotten: {t}"
         );
+        assert!(
+            !history.lock().map(|h| h.is_empty()).unwrap_or(true),
+            "rounds are kept for the join"
+        );
         tokio::time::sleep(Duration::from_secs(1)).await;
         assert!(text(&reg).contains("llmprobe_gpu_available 0"));
         task.abort();
@@ -366,7 +385,8 @@ mod tests {
     fn off_means_unavailable() {
         let mut reg = Registry::default();
         let m = Arc::new(GpuMetrics::new(&mut reg));
-        assert!(!start(GpuMode::Off, Duration::from_secs(1), m));
+        let history = Arc::new(Mutex::new(GpuHistory::new(8)));
+        assert!(!start(GpuMode::Off, Duration::from_secs(1), m, history));
         assert!(text(&reg).contains("llmprobe_gpu_available 0"));
     }
 }

@@ -583,6 +583,9 @@ impl LlmExchange {
             aborted: aborted && !complete,
             request_id: self.header_request_id.or(self.obs.response_id),
             trace_id: self.trace_id,
+            gpu_util_mean: None,
+            gpu_mem_used_bytes: None,
+            gpu_power_mean_w: None,
             detail,
         }
     }

@@ -96,6 +96,12 @@ pub struct LlmCall {
     pub request_id: Option<String>,
     /// Trace id of a W3C `traceparent` request header.
     pub trace_id: Option<String>,
+    /// Server role on a GPU node: mean SM utilization of the server's GPUs during the call, percent.
+    pub gpu_util_mean: Option<f64>,
+    /// Server role on a GPU node: memory used on the server's GPUs during the call, bytes.
+    pub gpu_mem_used_bytes: Option<u64>,
+    /// Server role on a GPU node: mean power of the server's GPUs during the call, watts.
+    pub gpu_power_mean_w: Option<f64>,
     /// What exporters need beyond the record (not part of the JSON).
     #[serde(skip)]
     pub detail: CallDetail,
