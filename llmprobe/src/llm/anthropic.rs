@@ -277,22 +277,7 @@ impl ProviderDialect for Anthropic {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn head(method: &str, path: &str) -> RequestHead {
-        RequestHead {
-            method: method.into(),
-            path: path.into(),
-            headers: vec![],
-        }
-    }
-
-    fn ev(event: &str, data: &str) -> SseEvent {
-        SseEvent {
-            event: Some(event.into()),
-            data: data.into(),
-            id: None,
-        }
-    }
+    use crate::llm::test_support::{head, typed_event as ev};
 
     #[test]
     fn detects_by_path() {

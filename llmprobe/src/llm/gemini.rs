@@ -293,22 +293,7 @@ impl ProviderDialect for Gemini {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn head(method: &str, path: &str) -> RequestHead {
-        RequestHead {
-            method: method.into(),
-            path: path.into(),
-            headers: vec![],
-        }
-    }
-
-    fn ev(data: &str) -> SseEvent {
-        SseEvent {
-            event: None,
-            data: data.into(),
-            id: None,
-        }
-    }
+    use crate::llm::test_support::{data_event as ev, head};
 
     fn dialect(path: &str) -> Box<dyn ProviderDialect> {
         detect(&head("POST", path)).expect("detected")

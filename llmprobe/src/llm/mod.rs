@@ -10,6 +10,8 @@ mod json;
 pub mod ollama;
 pub mod openai;
 pub mod openai_responses;
+#[cfg(test)]
+mod test_support;
 pub mod tokens;
 
 use serde::Serialize;

@@ -193,22 +193,7 @@ impl ProviderDialect for Ollama {
 mod tests {
     use super::*;
     use crate::llm::Usage;
-
-    fn head(method: &str, path: &str) -> RequestHead {
-        RequestHead {
-            method: method.into(),
-            path: path.into(),
-            headers: vec![],
-        }
-    }
-
-    fn ev(data: &str) -> SseEvent {
-        SseEvent {
-            event: None,
-            data: data.into(),
-            id: None,
-        }
-    }
+    use crate::llm::test_support::{data_event as ev, head};
 
     #[test]
     fn detects_by_exact_path() {

@@ -250,14 +250,7 @@ impl ProviderDialect for OpenAi {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn head(method: &str, path: &str) -> RequestHead {
-        RequestHead {
-            method: method.into(),
-            path: path.into(),
-            headers: vec![],
-        }
-    }
+    use crate::llm::test_support::head;
 
     #[test]
     fn detects_by_path() {
