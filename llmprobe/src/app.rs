@@ -28,8 +28,9 @@ use crate::conntrack::{ConnTracker, TrackerConfig, TrackerOutput};
 use crate::export::jsonl::{JsonlTarget, JsonlWriter};
 use crate::export::metrics_http;
 use crate::export::otlp::{OtlpConfig, OtlpExporter};
-use crate::export::prometheus::{CardinalityLimits, GenAiMetrics};
+use crate::export::prometheus::{CardinalityLimits, GenAiMetrics, GpuServerLabels};
 use crate::gpu::correlate::{GpuHistory, ProcRelation};
+use crate::gpu::efficiency::{CallUse, ServerKey};
 use crate::gpu::{GpuMetrics, GpuMode};
 use crate::llm::LlmCall;
 use crate::probes::EventPreparer;
@@ -85,7 +86,7 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
     let gpu_history = Arc::new(Mutex::new(GpuHistory::new(
         (600.0 / opts.gpu_interval.as_secs_f64().max(0.05)) as usize,
     )));
-    crate::gpu::start(
+    let gpu_on = crate::gpu::start(
         opts.gpu,
         opts.gpu_interval,
         gpu_metrics,
@@ -192,15 +193,29 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
     let tracker_metrics = metrics.clone();
     let tracker_cfg = opts.tracker;
     let tracker_genai = genai.clone();
+    let tracker_gpu = gpu_on.then(|| gpu_history.clone());
     let tracker = tokio::spawn(async move {
         let mut tracker = ConnTracker::new(tracker_cfg, clock, tracker_metrics.clone());
         let mut muted = muted;
-        let mut in_flight_at = std::time::Instant::now();
-        while let Some(batch) = batch_rx.recv().await {
-            if in_flight_at.elapsed() >= Duration::from_millis(500) {
-                in_flight_at = std::time::Instant::now();
-                tracker_genai.set_in_flight(tracker.llm_in_flight() as i64);
-            }
+        // In-flight figures every 500 ms, with or without events.
+        let mut in_flight_tick = tokio::time::interval(Duration::from_millis(500));
+        loop {
+            let batch = tokio::select! {
+                b = batch_rx.recv() => match b {
+                    Some(b) => b,
+                    None => break,
+                },
+                _ = in_flight_tick.tick() => {
+                    tracker_genai.set_in_flight(tracker.llm_in_flight() as i64);
+                    if let Some(h) = tracker_gpu.as_ref() {
+                        let since = tracker.server_in_flight_since();
+                        if let Ok(mut h) = h.lock() {
+                            h.in_flight_since = since;
+                        }
+                    }
+                    continue;
+                }
+            };
             let mut out = TrackerOutput::default();
             for ev in batch {
                 // Discovery hints are not part of a capture: replay needs none of them.
@@ -231,11 +246,13 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
     let sink_genai = genai.clone();
     let sink_task = tokio::spawn(async move {
         while let Some(mut calls) = rec_rx.recv().await {
-            for c in calls.iter_mut().filter(|c| c.role == "server") {
-                annotate_gpu(c, &gpu_history);
+            for c in calls.iter_mut() {
+                let labels = sink_genai.observe(c);
+                if gpu_on && c.role == "server" {
+                    annotate_gpu(c, labels, &gpu_history);
+                }
             }
             for c in &calls {
-                sink_genai.observe(c);
                 if let Some(o) = otlp.as_ref() {
                     o.send(c);
                 }
@@ -298,18 +315,30 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Server-role calls on a GPU node get what the server's GPUs did during the call.
-fn annotate_gpu(call: &mut LlmCall, history: &Mutex<GpuHistory>) {
-    let Ok(h) = history.lock() else { return };
+/// Server-role calls on a GPU node get what the server's GPUs did during the call, and count
+/// in their server's energy and throughput.
+fn annotate_gpu(call: &mut LlmCall, labels: GpuServerLabels, history: &Mutex<GpuHistory>) {
+    let Ok(mut h) = history.lock() else { return };
     if h.is_empty() {
         return;
     }
+    let d = &call.detail;
     let gpus = h.gpus_of(&ProcRelation, call.pid, call.container_id.as_deref());
-    if let Some(w) = h.window(&gpus, call.detail.start_unix_ns, call.detail.end_unix_ns) {
+    if let Some(w) = h.window(&gpus, d.start_unix_ns, d.end_unix_ns) {
         call.gpu_util_mean = Some(w.util_mean);
         call.gpu_mem_used_bytes = Some(w.mem_used_bytes);
         call.gpu_power_mean_w = Some(w.power_mean_w);
     }
+    h.efficiency.on_call(CallUse {
+        server: ServerKey { pid: call.pid },
+        server_labels: labels.server,
+        model: labels.model,
+        gpus,
+        start_ns: d.start_unix_ns,
+        first_output_ns: d.first_chunk_unix_ns,
+        end_ns: d.end_unix_ns,
+        output_tokens: call.output_tokens.unwrap_or(0),
+    });
 }
 
 fn apply_mutes(muted: &mut BpfHashMap<MapData, ConnKey, u8>, mutes: &[(u32, u64)]) {

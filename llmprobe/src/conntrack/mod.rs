@@ -228,6 +228,24 @@ impl ConnTracker {
             .sum()
     }
 
+    /// Server processes with LLM requests in flight, each with the start (Unix ns) of its oldest
+    /// one: GPU accounting waits for these calls before it settles their windows.
+    pub fn server_in_flight_since(&self) -> HashMap<u32, i64> {
+        let mut out: HashMap<u32, i64> = HashMap::new();
+        for c in self.conns.values().flat_map(|m| m.values()) {
+            if c.request_dir != Some(Direction::Ingress) {
+                continue;
+            }
+            for ex in c.pending.iter().filter_map(|p| p.exchange.as_ref()) {
+                let start = self.clock.unix_ns(ex.start_ts());
+                out.entry(c.pid)
+                    .and_modify(|s| *s = (*s).min(start))
+                    .or_insert(start);
+            }
+        }
+        out
+    }
+
     /// Handles one event.
     pub fn handle(&mut self, ev: ProbeEvent, out: &mut TrackerOutput) {
         self.metrics.events.inc();

@@ -384,6 +384,27 @@ fn server_role_when_requests_arrive() {
 }
 
 #[test]
+fn server_calls_in_flight_are_known_until_they_end() {
+    let mut h = Harness::new();
+    let s = Sock::plain(11, 0x2002);
+    let client = Sock::plain(12, 0x2004);
+    h.feed(open(s.fd, s.id, T0 - 10 * MS, "10.0.0.9:51234"));
+    h.feed(open(client.fd, client.id, T0 - 10 * MS, "10.0.0.7:443"));
+    assert!(h.tracker.server_in_flight_since().is_empty());
+    h.feed(s.recv(T0, &chat_request("llm.internal:8000", "gpt-4o", true)));
+    // A client call of the same process is not a server call.
+    h.feed(client.send(T0 + MS, &chat_request("api.example", "gpt-4o", true)));
+    let since = h.tracker.server_in_flight_since();
+    assert_eq!(since.len(), 1, "{since:?}");
+    assert_eq!(since.values().next(), Some(&(T0 as i64)));
+    for (ts, bytes) in stream_response(true) {
+        h.feed(s.send(ts, &bytes));
+    }
+    assert_eq!(h.calls().len(), 1);
+    assert!(h.tracker.server_in_flight_since().is_empty());
+}
+
+#[test]
 fn server_role_when_first_bytes_seen_are_a_response() {
     // The agent started mid-connection: the first bytes it sees are the server's response head
     // going out; the direction decision must still make the process the server.

@@ -503,6 +503,18 @@ fn call_to_span(call: &LlmCall, ids: &IdGen) -> Span {
     push("llmprobe.tpot", call.tpot_s.map(Value::DoubleValue));
     push("llmprobe.aborted", Some(Value::BoolValue(call.aborted)));
     push("process.pid", Some(int(u64::from(call.pid))));
+    push(
+        "llmprobe.gpu.utilization_mean",
+        call.gpu_util_mean.map(Value::DoubleValue),
+    );
+    push(
+        "llmprobe.gpu.memory_used_bytes",
+        call.gpu_mem_used_bytes.map(int),
+    );
+    push(
+        "llmprobe.gpu.power_mean_w",
+        call.gpu_power_mean_w.map(Value::DoubleValue),
+    );
 
     let events = d
         .first_chunk_unix_ns
@@ -1198,6 +1210,26 @@ mod tests {
         assert_eq!(a["container.id"], s("abc123"));
         assert!(!a.contains_key("error.type"));
         assert_eq!(a.len(), 23);
+    }
+
+    #[test]
+    fn server_span_carries_its_gpus_window() {
+        let ids = IdGen::new();
+        let mut c = call();
+        c.role = "server";
+        c.gpu_util_mean = Some(87.5);
+        c.gpu_mem_used_bytes = Some(8 << 30);
+        c.gpu_power_mean_w = Some(312.25);
+        let a = attrs(&call_to_span(&c, &ids));
+        assert_eq!(a["llmprobe.gpu.utilization_mean"], Value::DoubleValue(87.5));
+        assert_eq!(
+            a["llmprobe.gpu.memory_used_bytes"],
+            Value::IntValue(8 << 30)
+        );
+        assert_eq!(a["llmprobe.gpu.power_mean_w"], Value::DoubleValue(312.25));
+        // Without GPU data (client role, or no NVML) the attributes are absent.
+        let a = attrs(&call_to_span(&call(), &ids));
+        assert!(!a.keys().any(|k| k.starts_with("llmprobe.gpu.")), "{a:?}");
     }
 
     #[test]

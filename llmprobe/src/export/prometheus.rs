@@ -220,12 +220,37 @@ impl CallLabels {
         l
     }
 
+    /// The GPU efficiency series' labels.
+    fn gpu_server(&self, pid: u32) -> GpuServerLabels {
+        let mut server = vec![("pid".to_owned(), pid.to_string())];
+        push(&mut server, "process_executable_name", &self.process);
+        push(&mut server, "container_id", &self.container);
+        GpuServerLabels {
+            server,
+            model: self
+                .request_model
+                .clone()
+                .or_else(|| self.response_model.clone())
+                .unwrap_or_default(),
+        }
+    }
+
     /// `llmprobe_tokens_total` labels.
     fn tokens(&self, token_type: &str) -> Labels {
         let mut l = self.own();
         l.push(("type".to_owned(), token_type.to_owned()));
         l
     }
+}
+
+/// The labels of a server's GPU efficiency series: `pid`, `process_executable_name`,
+/// `container_id`; and the model label value (request model, else response model; may be empty).
+#[derive(Debug, Clone, PartialEq)]
+pub struct GpuServerLabels {
+    /// Server labels.
+    pub server: Labels,
+    /// Model label value.
+    pub model: String,
 }
 
 /// Observes a duration in seconds; values that are not finite or negative are not observed.
@@ -365,8 +390,9 @@ impl GenAiMetrics {
         self.in_flight.set(n);
     }
 
-    /// Records one finished call.
-    pub fn observe(&self, call: &LlmCall) {
+    /// Records one finished call. Returns the labels of its server's GPU series (bounded like
+    /// every other label).
+    pub fn observe(&self, call: &LlmCall) -> GpuServerLabels {
         let labels = self.resolve(call);
         let gen_ai = labels.gen_ai();
         if call.role == "server" {
@@ -431,6 +457,7 @@ impl GenAiMetrics {
         if let Some(t) = call.reasoning_s {
             observe_seconds(&self.reasoning.get_or_create(&own), t);
         }
+        labels.gpu_server(call.pid)
     }
 
     /// Resolves a call's label values, folding those past the limit (and counting the folds).

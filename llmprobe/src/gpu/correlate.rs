@@ -3,15 +3,20 @@
 //! vLLM serves HTTP from one process and runs the model in another), and what those GPUs did
 //! during one call's own time window.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 
 use super::GpuSample;
+use super::efficiency::Efficiency;
 
-/// Recent rounds of samples, bounded.
-#[derive(Debug, Default)]
+/// Recent rounds of samples, bounded, and the energy accounting built from them.
+#[derive(Debug)]
 pub struct GpuHistory {
     rounds: VecDeque<(i64, Vec<GpuSample>)>,
     max_rounds: usize,
+    /// Energy and throughput per server and model.
+    pub efficiency: Efficiency,
+    /// Server pid -> start (Unix ns) of its oldest call in flight (the tracker's snapshot).
+    pub in_flight_since: HashMap<u32, i64>,
 }
 
 /// What a server's GPUs did over a window.
@@ -76,15 +81,23 @@ impl GpuHistory {
         GpuHistory {
             rounds: VecDeque::new(),
             max_rounds: max_rounds.max(1),
+            efficiency: Efficiency::new(max_rounds),
+            in_flight_since: HashMap::new(),
         }
     }
 
     /// Adds a round sampled at `unix_ns`.
     pub fn push(&mut self, unix_ns: i64, samples: Vec<GpuSample>) {
+        self.efficiency.on_round(unix_ns, &samples);
         if self.rounds.len() >= self.max_rounds {
             self.rounds.pop_front();
         }
         self.rounds.push_back((unix_ns, samples));
+    }
+
+    /// Times of the oldest and newest rounds kept.
+    pub fn span(&self) -> Option<(i64, i64)> {
+        Some((self.rounds.front()?.0, self.rounds.back()?.0))
     }
 
     /// True when nothing was sampled yet.

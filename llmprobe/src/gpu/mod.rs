@@ -4,13 +4,16 @@
 //! `llmprobe_gpu_available 0`, and everything else runs unchanged.
 
 pub mod correlate;
+pub mod efficiency;
 pub mod nvml;
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use correlate::GpuHistory;
+use efficiency::ServerFigures;
 
+use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
@@ -90,6 +93,10 @@ pub struct GpuMetrics {
     throttle: Family<Labels, Gauge>,
     proc_mem: Family<Labels, Gauge>,
     proc_sm: Family<Labels, Gauge>,
+    joules_per_token: Family<Labels, Gauge<f64, AtomicU64>>,
+    tokens_per_second: Family<Labels, Gauge<f64, AtomicU64>>,
+    token_energy: Family<Labels, Counter<f64, AtomicU64>>,
+    server_util: Family<Labels, Gauge<f64, AtomicU64>>,
 }
 
 impl GpuMetrics {
@@ -108,6 +115,10 @@ impl GpuMetrics {
             throttle: Family::default(),
             proc_mem: Family::default(),
             proc_sm: Family::default(),
+            joules_per_token: Family::default(),
+            tokens_per_second: Family::default(),
+            token_energy: Family::default(),
+            server_util: Family::default(),
         };
         registry.register(
             "llmprobe_gpu_available",
@@ -169,7 +180,63 @@ impl GpuMetrics {
             "SM utilization of a process",
             m.proc_sm.clone(),
         );
+        registry.register(
+            "llmprobe_gpu_energy_joules_per_output_token",
+            "Energy of an inference server's GPUs per output token it produced, over the latest settled sampling windows with output",
+            m.joules_per_token.clone(),
+        );
+        registry.register(
+            "llmprobe_gpu_output_tokens_per_second",
+            "Output tokens an inference server produced per second, over the latest settled sampling windows",
+            m.tokens_per_second.clone(),
+        );
+        registry.register(
+            "llmprobe_gpu_output_token_energy_joules",
+            "GPU energy charged to the output tokens of an inference server and model",
+            m.token_energy.clone(),
+        );
+        registry.register(
+            "llmprobe_gpu_server_sm_utilization_percent",
+            "Mean SM utilization of an inference server's GPUs while it had requests in flight (state=in_flight) or none (state=idle), over the latest settled sampling windows",
+            m.server_util.clone(),
+        );
         m
+    }
+
+    /// Exports the efficiency figures of the windows just settled.
+    pub fn record_efficiency(&self, figures: &[ServerFigures]) {
+        for s in figures {
+            for (state, v) in [("in_flight", s.util_in_flight), ("idle", s.util_idle)] {
+                let mut l = s.labels.clone();
+                l.push(("state".to_owned(), state.to_owned()));
+                match v {
+                    _ if s.gone => {
+                        self.server_util.remove(&l);
+                    }
+                    Some(v) => {
+                        self.server_util.get_or_create(&l).set(v);
+                    }
+                    None => {}
+                }
+            }
+            for m in &s.models {
+                if s.gone {
+                    self.joules_per_token.remove(&m.labels);
+                    self.tokens_per_second.remove(&m.labels);
+                    self.token_energy.remove(&m.labels);
+                    continue;
+                }
+                self.tokens_per_second
+                    .get_or_create(&m.labels)
+                    .set(m.tokens_per_second);
+                if let Some(j) = m.joules_per_token {
+                    self.joules_per_token.get_or_create(&m.labels).set(j);
+                }
+                if m.joules > 0.0 && m.joules.is_finite() {
+                    self.token_energy.get_or_create(&m.labels).inc_by(m.joules);
+                }
+            }
+        }
     }
 
     /// Exports one round of samples.
@@ -222,13 +289,19 @@ impl GpuMetrics {
     }
 }
 
+/// How long a sampling window waits for the records of calls that ended in it (the pipeline's
+/// delay from the kernel to the sink, and the tracker's in-flight snapshot period).
+const SETTLE_GRACE: Duration = Duration::from_secs(2);
+
 /// Samples `source` every `interval` until the task is dropped.
 pub async fn run_sampler(
     mut source: Box<dyn GpuSource>,
     metrics: Arc<GpuMetrics>,
     history: Arc<Mutex<GpuHistory>>,
     interval: Duration,
+    settle_grace: Duration,
 ) {
+    let grace_ns = i64::try_from(settle_grace.as_nanos()).unwrap_or(i64::MAX);
     let mut tick = tokio::time::interval(interval);
     let mut failing = false;
     loop {
@@ -245,6 +318,11 @@ pub async fn run_sampler(
                 let now = crate::clock::Clock::system().unix_ns(crate::clock::monotonic_now_ns());
                 if let Ok(mut h) = history.lock() {
                     h.push(now, samples);
+                    let h = &mut *h;
+                    let figures = h
+                        .efficiency
+                        .publish(now.saturating_sub(grace_ns), &h.in_flight_since);
+                    metrics.record_efficiency(&figures);
                 }
             }
             Err(e) => {
@@ -279,7 +357,13 @@ pub fn start(
                 source.describe()
             );
             metrics.available.set(1);
-            tokio::spawn(run_sampler(Box::new(source), metrics, history, interval));
+            tokio::spawn(run_sampler(
+                Box::new(source),
+                metrics,
+                history,
+                interval,
+                SETTLE_GRACE,
+            ));
             true
         }
         Err(e) => {
@@ -358,6 +442,7 @@ mod tests {
             m.clone(),
             history.clone(),
             Duration::from_secs(1),
+            SETTLE_GRACE,
         ));
         tokio::time::sleep(Duration::from_millis(10)).await;
         let t = text(&reg);
@@ -378,6 +463,82 @@ mod tests {
         );
         tokio::time::sleep(Duration::from_secs(1)).await;
         assert!(text(&reg).contains("llmprobe_gpu_available 0"));
+        task.abort();
+    }
+
+    #[tokio::test]
+    async fn sampler_publishes_energy_per_token_once_windows_settle() {
+        use efficiency::{CallUse, ServerKey};
+        let mut reg = Registry::default();
+        let m = Arc::new(GpuMetrics::new(&mut reg));
+        let history = Arc::new(Mutex::new(GpuHistory::new(600)));
+        // A device that draws 25 J per round.
+        let mut energy = 0.0;
+        let rounds = (0..200)
+            .map(|_| {
+                energy += 25.0;
+                let mut s = gpu(90, 250.0, &[42]);
+                s.energy_j = Some(energy);
+                Ok(vec![s])
+            })
+            .collect();
+        let task = tokio::spawn(run_sampler(
+            Box::new(Fake { rounds }),
+            m.clone(),
+            history.clone(),
+            Duration::from_millis(20),
+            Duration::from_millis(200),
+        ));
+        tokio::time::sleep(Duration::from_millis(110)).await;
+        {
+            let mut h = history.lock().expect("lock");
+            let (first, last) = h.span().expect("rounds");
+            assert!(last > first, "rounds are stamped in order");
+            // The server (pid 42 itself runs on the GPU) answered a call covering the rounds
+            // so far: 500 output tokens.
+            h.efficiency.on_call(CallUse {
+                server: ServerKey { pid: 42 },
+                server_labels: vec![
+                    ("pid".into(), "42".into()),
+                    ("process_executable_name".into(), "vllm".into()),
+                ],
+                model: "tiny".into(),
+                gpus: vec![0],
+                start_ns: first,
+                first_output_ns: Some(first),
+                end_ns: last,
+                output_tokens: 500,
+            });
+        }
+        let t = text(&reg);
+        assert!(
+            !t.contains("llmprobe_gpu_energy_joules_per_output_token{"),
+            "the windows wait for the grace period: {t}"
+        );
+        let want = r#"llmprobe_gpu_energy_joules_per_output_token{pid="42",process_executable_name="vllm",gen_ai_request_model="tiny"}"#;
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        loop {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            let t = text(&reg);
+            if let Some(line) = t.lines().find(|l| l.starts_with(want)) {
+                // 25 J per round over the tokens generated in those rounds.
+                let v: f64 = line
+                    .rsplit(' ')
+                    .next()
+                    .and_then(|v| v.parse().ok())
+                    .expect(line);
+                assert!(v.is_finite() && v > 0.0, "{line}");
+                for series in [
+                    r#"llmprobe_gpu_output_tokens_per_second{pid="42",process_executable_name="vllm",gen_ai_request_model="tiny"}"#,
+                    r#"llmprobe_gpu_server_sm_utilization_percent{pid="42",process_executable_name="vllm",state="in_flight"} 90"#,
+                    r#"llmprobe_gpu_output_token_energy_joules_total{pid="42",process_executable_name="vllm",gen_ai_request_model="tiny"}"#,
+                ] {
+                    assert!(t.contains(series), "{series} missing: {t}");
+                }
+                break;
+            }
+            assert!(std::time::Instant::now() < deadline, "never settled: {t}");
+        }
         task.abort();
     }
 

@@ -156,6 +156,11 @@ pub struct LlmExchange {
 }
 
 impl LlmExchange {
+    /// The first request byte's time (monotonic ns).
+    pub fn start_ts(&self) -> u64 {
+        self.start_ts
+    }
+
     /// Starts an exchange at its request head; `start_ts` is the first request byte's time.
     pub fn new(
         head: &RequestHead,
