@@ -1091,3 +1091,83 @@ fn gpu_metrics_say_whether_nvml_is_there_and_nothing_else_changes() {
     );
     assert!(agent.stop());
 }
+
+#[test]
+fn inference_server_calls_join_their_worker_gpu_and_count_energy_per_token() {
+    if !e2e_enabled() {
+        return;
+    }
+    let _g = serial();
+    let dir = scratch("gpu-join");
+    // A stand-in NVML: one device drawing a steady 250 W that runs the processes listed in a file.
+    let lib = dir.join("libnvidia-ml.so.1");
+    let cc = Command::new("cc")
+        .args(["-shared", "-fPIC", "-O2", "-o"])
+        .arg(&lib)
+        .arg(assets().join("fake_nvml.c"))
+        .status()
+        .expect("cc (needed to build the stand-in NVML) must be installed");
+    assert!(cc.success(), "building fake_nvml.c failed");
+    // The GPU check itself, with the model worker sleeping per step instead of running on a GPU:
+    // the agent, an HTTP server process whose child is the GPU process, concurrent streams.
+    let out = dir.join("check");
+    let status = Command::new(python())
+        .arg(assets().join("gpu_check.py"))
+        .arg("--agent")
+        .arg(agent_bin())
+        .arg("--out")
+        .arg(&out)
+        .args([
+            "--fake",
+            "--duration",
+            "6",
+            "--concurrency",
+            "3",
+            "--fake-nvml",
+        ])
+        .arg(&lib)
+        .env("FAKE_NVML_WATTS", "200")
+        .status()
+        .expect("run gpu_check.py");
+    let summary: Value = serde_json::from_str(
+        &std::fs::read_to_string(out.join("summary.json")).expect("summary.json"),
+    )
+    .expect("summary is JSON");
+    assert!(status.success(), "gpu check failed: {summary:#}");
+    assert_eq!(summary["result"], "PASS", "{summary:#}");
+    // The figures, checked here too (not only by the script).
+    let records = read_jsonl(&out.join("records.jsonl"));
+    let server: Vec<&Value> = records.iter().filter(|r| r["role"] == "server").collect();
+    let calls = summary["calls"].as_u64().expect("calls");
+    assert!(calls > 0 && server.len() as u64 == calls, "{summary:#}");
+    for r in &server {
+        assert_eq!(r["gpu_util_mean"].as_f64(), Some(60.0), "{r}");
+        assert_eq!(r["gpu_power_mean_w"].as_f64(), Some(200.0), "{r}");
+        // Base 512 MiB + the worker's 1 GiB.
+        assert_eq!(r["gpu_mem_used_bytes"].as_u64(), Some(3 << 29), "{r}");
+    }
+    let tokens: u64 = server
+        .iter()
+        .map(|r| r["output_tokens"].as_u64().unwrap_or(0))
+        .sum();
+    let energy = summary["token_energy_joules_total"][0]
+        .as_f64()
+        .expect("energy counter");
+    let load_s = summary["load_s"].as_f64().expect("load_s");
+    assert!(
+        (0.8 * 200.0 * load_s..=1.2 * 200.0 * load_s).contains(&energy),
+        "energy {energy} J for {load_s} s at 200 W"
+    );
+    // Energy per token over the whole run, as a dashboard computes it from the counters.
+    let mean = energy / tokens as f64;
+    assert!(
+        mean.is_finite() && mean > 0.0,
+        "{energy} J / {tokens} tokens"
+    );
+    assert!(
+        summary["joules_per_output_token"][0]
+            .as_f64()
+            .is_some_and(|j| j.is_finite() && j > 0.0),
+        "{summary:#}"
+    );
+}

@@ -63,6 +63,8 @@ pub struct RunOptions {
     pub gpu: GpuMode,
     /// GPU sampling interval.
     pub gpu_interval: Duration,
+    /// NVML library to load instead of searching for it.
+    pub nvml_lib: Option<PathBuf>,
 }
 
 const BATCH_CHANNEL: usize = 4096;
@@ -89,6 +91,7 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
     let gpu_on = crate::gpu::start(
         opts.gpu,
         opts.gpu_interval,
+        opts.nvml_lib.as_deref(),
         gpu_metrics,
         gpu_history.clone(),
     );

@@ -56,8 +56,12 @@ struct AgentArgs {
     #[arg(long, value_enum, default_value = "auto")]
     gpu: GpuArg,
     /// GPU sampling interval, seconds.
-    #[arg(long, default_value_t = 1.0, value_name = "SECONDS")]
+    #[arg(long, default_value_t = 1.0, value_name = "SECONDS", value_parser = parse_interval)]
     gpu_interval: f64,
+    /// NVML library to load (default: the loader's search path, then the usual driver mounts:
+    /// /usr/local/nvidia/lib64, /run/nvidia/driver, GKE's /home/kubernetes/bin/nvidia/lib64).
+    #[arg(long, value_name = "PATH")]
+    nvml_lib: Option<std::path::PathBuf>,
 }
 
 /// `--gpu`.
@@ -111,6 +115,16 @@ enum Command {
     },
 }
 
+/// A sampling interval: finite, 0.05 s to 1 h.
+fn parse_interval(s: &str) -> Result<f64, String> {
+    let v: f64 = s.parse().map_err(|e| format!("{e}"))?;
+    if v.is_finite() && (0.05..=3600.0).contains(&v) {
+        Ok(v)
+    } else {
+        Err(format!("{s}: must be between 0.05 and 3600 seconds"))
+    }
+}
+
 fn options(a: AgentArgs, record: Option<PathBuf>) -> RunOptions {
     a.token_estimator.apply();
     RunOptions {
@@ -123,7 +137,8 @@ fn options(a: AgentArgs, record: Option<PathBuf>) -> RunOptions {
         } else {
             llmprobe::gpu::GpuMode::Auto
         },
-        gpu_interval: std::time::Duration::from_secs_f64(a.gpu_interval.clamp(0.05, 3600.0)),
+        gpu_interval: std::time::Duration::from_secs_f64(a.gpu_interval),
+        nvml_lib: a.nvml_lib.clone(),
         jsonl_max_bytes: a.jsonl_max_bytes,
         max_label_values: a.max_label_values,
         otlp: llmprobe::export::otlp::OtlpConfig::from_env_and_flags(

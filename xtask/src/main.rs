@@ -5,6 +5,9 @@
 //! cargo xtask build            setup + release build (agent with embedded eBPF object)
 //! cargo xtask run [-- ARGS]    setup + build + `llmprobe run ARGS` (needs root)
 //! cargo xtask test [-- ARGS]   setup + build + test environment + every test (needs root)
+//! cargo xtask gpu-check [-- ARGS]
+//!                              setup + build + tests/assets/gpu_check.py on a node with an NVIDIA
+//!                              GPU (needs root, python3 with PyTorch and CUDA)
 //! ```
 
 use std::path::{Path, PathBuf};
@@ -27,8 +30,9 @@ fn main() {
         "build" => setup().and_then(|_| build()),
         "run" => setup().and_then(|_| build()).and_then(|_| run(&rest)),
         "test" => setup().and_then(|_| build()).and_then(|_| test(&rest)),
+        "gpu-check" => setup().and_then(|_| build()).and_then(|_| gpu_check(&rest)),
         _ => {
-            eprintln!("usage: cargo xtask <setup|build|run|test> [-- ARGS]");
+            eprintln!("usage: cargo xtask <setup|build|run|test|gpu-check> [-- ARGS]");
             std::process::exit(if cmd == "help" { 0 } else { 2 });
         }
     };
@@ -262,5 +266,26 @@ fn test(args: &[String]) -> anyhow::Result<()> {
             .env("LLMPROBE_BIN", agent_binary())
             .env("LLMPROBE_TEST_PYTHON", &python),
         "cargo test",
+    )
+}
+
+/// The GPU correlation check: the release binary against a local server whose tokens a tiny
+/// random-weight model generates on the GPU. Uses the system python3 (the one with PyTorch);
+/// `LLMPROBE_GPU_PYTHON` names another.
+fn gpu_check(args: &[String]) -> anyhow::Result<()> {
+    let python = std::env::var_os("LLMPROBE_GPU_PYTHON")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("python3"));
+    step("GPU check: llmprobe + a PyTorch model streaming tokens on the GPU (about a minute)");
+    run_cmd(
+        Command::new(&python)
+            .current_dir(root())
+            .arg(root().join("tests").join("assets").join("gpu_check.py"))
+            .arg("--agent")
+            .arg(agent_binary())
+            .arg("--out")
+            .arg(root().join("target").join("gpu-check"))
+            .args(args),
+        "gpu_check.py",
     )
 }

@@ -341,6 +341,7 @@ pub async fn run_sampler(
 pub fn start(
     mode: GpuMode,
     interval: Duration,
+    nvml_lib: Option<&std::path::Path>,
     metrics: Arc<GpuMetrics>,
     history: Arc<Mutex<GpuHistory>>,
 ) -> bool {
@@ -349,7 +350,7 @@ pub fn start(
         log::info!("GPU sampling off (--gpu off)");
         return false;
     }
-    match nvml::NvmlSource::new() {
+    match nvml::NvmlSource::new(nvml_lib) {
         Ok(source) => {
             log::info!(
                 "GPU sampling through NVML every {:?}: {}",
@@ -547,7 +548,13 @@ mod tests {
         let mut reg = Registry::default();
         let m = Arc::new(GpuMetrics::new(&mut reg));
         let history = Arc::new(Mutex::new(GpuHistory::new(8)));
-        assert!(!start(GpuMode::Off, Duration::from_secs(1), m, history));
+        assert!(!start(
+            GpuMode::Off,
+            Duration::from_secs(1),
+            None,
+            m,
+            history
+        ));
         assert!(text(&reg).contains("llmprobe_gpu_available 0"));
     }
 }

@@ -1,11 +1,29 @@
 //! [`GpuSource`] on NVML through nvml-wrapper, which loads `libnvidia-ml.so` at run time: a
 //! node without the NVIDIA driver gets an error here, not a missing-library crash at start.
 
+use std::ffi::OsStr;
+use std::path::Path;
+
 use nvml_wrapper::Nvml;
 use nvml_wrapper::enum_wrappers::device::{Clock, TemperatureSensor};
 use nvml_wrapper::enums::device::UsedGpuMemory;
 
 use super::{GpuProcess, GpuSample, GpuSource};
+
+/// Where `libnvidia-ml` may be: the loader's search path first, then the driver mounts a
+/// privileged agent finds on Kubernetes nodes (NVIDIA container toolkit and GKE's
+/// /usr/local/nvidia, the GPU operator's driver container under /run/nvidia/driver, GKE's host
+/// path) and WSL.
+pub const NVML_PATHS: &[&str] = &[
+    "libnvidia-ml.so.1",
+    "libnvidia-ml.so",
+    "/usr/local/nvidia/lib64/libnvidia-ml.so.1",
+    "/run/nvidia/driver/usr/lib/x86_64-linux-gnu/libnvidia-ml.so.1",
+    "/run/nvidia/driver/usr/lib/aarch64-linux-gnu/libnvidia-ml.so.1",
+    "/run/nvidia/driver/usr/lib64/libnvidia-ml.so.1",
+    "/home/kubernetes/bin/nvidia/lib64/libnvidia-ml.so.1",
+    "/usr/lib/wsl/lib/libnvidia-ml.so.1",
+];
 
 /// NVML, initialised.
 pub struct NvmlSource {
@@ -15,9 +33,31 @@ pub struct NvmlSource {
 }
 
 impl NvmlSource {
-    /// Loads and initialises NVML.
-    pub fn new() -> Result<Self, String> {
-        let nvml = Nvml::init().map_err(|e| e.to_string())?;
+    /// Loads and initialises NVML: from `lib` when given, else from the first of
+    /// [`NVML_PATHS`] that loads.
+    pub fn new(lib: Option<&Path>) -> Result<Self, String> {
+        let nvml = match lib {
+            Some(p) => Nvml::builder()
+                .lib_path(p.as_os_str())
+                .init()
+                .map_err(|e| format!("{}: {e}", p.display()))?,
+            None => {
+                let mut first_err = None;
+                let mut found = None;
+                for p in NVML_PATHS {
+                    match Nvml::builder().lib_path(OsStr::new(p)).init() {
+                        Ok(n) => {
+                            found = Some(n);
+                            break;
+                        }
+                        Err(e) => {
+                            first_err.get_or_insert_with(|| format!("{p}: {e}"));
+                        }
+                    }
+                }
+                found.ok_or_else(|| first_err.unwrap_or_default())?
+            }
+        };
         let n = nvml.device_count().map_err(|e| e.to_string())?;
         Ok(NvmlSource {
             nvml,
