@@ -111,6 +111,7 @@ def main():
     ap.add_argument("--concurrency", type=int, default=4)
     ap.add_argument("--max-tokens", type=int, default=96)
     ap.add_argument("--fake", action="store_true", help="no PyTorch: the model worker sleeps per step")
+    ap.add_argument("--device", default="cuda", help="torch device of the model (cpu: a dry run)")
     ap.add_argument(
         "--fake-nvml",
         metavar="LIB",
@@ -133,7 +134,7 @@ def main():
     if a.fake_nvml:
         agent_cmd += ["--nvml-lib", a.fake_nvml]
         env["FAKE_NVML_PIDS_FILE"] = pids_file
-    expect_gpu = bool(a.fake_nvml) or not a.fake
+    expect_gpu = bool(a.fake_nvml) or (not a.fake and a.device != "cpu")
     agent = subprocess.Popen(agent_cmd, stdout=agent_log, stderr=subprocess.STDOUT, env=env)
     server = None
     try:
@@ -153,6 +154,10 @@ def main():
         cmd = [sys.executable, os.path.join(HERE, "gpu_llm_server.py"), "--port", str(server_port)]
         if a.fake:
             cmd.append("--fake")
+        else:
+            cmd += ["--device", a.device]
+            if a.device == "cpu":
+                cmd += ["--layers", "2", "--width", "256"]
         server = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=open(os.path.join(a.out, "server.log"), "w"))
         ready = server.stdout.readline().decode().split()
         if len(ready) != 4 or ready[0] != "READY":

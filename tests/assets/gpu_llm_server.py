@@ -8,6 +8,7 @@ runs the whole sequence, which keeps the GPU busy enough to be seen by NVML).
 
     python3 gpu_llm_server.py --port 8099            # CUDA (PyTorch)
     python3 gpu_llm_server.py --port 8099 --fake      # no PyTorch: the worker sleeps per step
+    python3 gpu_llm_server.py --port 8099 --device cpu --layers 2 --width 256   # dry run
 
 Prints "READY <port> <server pid> <worker pid>" once the model has run its first step.
 Standard library only, besides PyTorch.
@@ -29,7 +30,7 @@ VOCAB = 4096
 MODEL_NAME = "tiny-random-gpu"
 
 
-def worker(requests, results, fake, layers, width, ready):
+def worker(requests, results, fake, layers, width, device, ready):
     """Runs the model: takes (id, prompt ids, max tokens), emits (id, token) and (id, None)."""
     if fake:
         step = lambda batch: [random.randrange(VOCAB) for _ in batch]  # noqa: E731
@@ -37,7 +38,7 @@ def worker(requests, results, fake, layers, width, ready):
         import torch
 
         torch.manual_seed(0)
-        dev = torch.device("cuda")
+        dev = torch.device(device)
         layer = torch.nn.TransformerEncoderLayer(
             d_model=width, nhead=width // 64, dim_feedforward=4 * width, batch_first=True
         )
@@ -47,7 +48,7 @@ def worker(requests, results, fake, layers, width, ready):
                 "body": torch.nn.TransformerEncoder(layer, num_layers=layers, enable_nested_tensor=False),
                 "head": torch.nn.Linear(width, VOCAB),
             }
-        ).to(dev, dtype=torch.float16).eval()
+        ).to(dev, dtype=torch.float16 if dev.type == "cuda" else torch.float32).eval()
 
         @torch.inference_mode()
         def step(batch):
@@ -92,17 +93,21 @@ def worker(requests, results, fake, layers, width, ready):
 class Model:
     """The parent's side: routes the worker's tokens to the request that asked for them."""
 
-    def __init__(self, fake, layers, width):
+    def __init__(self, fake, layers, width, device):
         ctx = mp.get_context("spawn")
         self.requests = ctx.Queue()
         self.results = ctx.Queue()
         ready = ctx.Event()
         self.proc = ctx.Process(
-            target=worker, args=(self.requests, self.results, fake, layers, width, ready), daemon=True
+            target=worker, args=(self.requests, self.results, fake, layers, width, device, ready), daemon=True
         )
         self.proc.start()
-        if not ready.wait(300):
-            raise SystemExit("the model worker did not start")
+        deadline = time.time() + 300
+        while not ready.wait(0.5):
+            if not self.proc.is_alive():
+                raise SystemExit(f"the model worker exited ({self.proc.exitcode}): see its error above")
+            if time.time() > deadline:
+                raise SystemExit("the model worker did not start in 300 s")
         self.waiting = {}
         self.lock = threading.Lock()
         threading.Thread(target=self._route, daemon=True).start()
@@ -238,8 +243,9 @@ def main():
     ap.add_argument("--fake", action="store_true", help="no PyTorch: the worker sleeps per step")
     ap.add_argument("--layers", type=int, default=8)
     ap.add_argument("--width", type=int, default=1024)
+    ap.add_argument("--device", default="cuda", help="torch device (cpu for a dry run)")
     a = ap.parse_args()
-    Handler.model = Model(a.fake, a.layers, a.width)
+    Handler.model = Model(a.fake, a.layers, a.width, a.device)
     srv = ThreadingHTTPServer(("127.0.0.1", a.port), Handler)
     srv.daemon_threads = True
     print(f"READY {srv.server_address[1]} {os.getpid()} {Handler.model.proc.pid}", flush=True)

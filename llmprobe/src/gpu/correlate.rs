@@ -17,6 +17,8 @@ pub struct GpuHistory {
     pub efficiency: Efficiency,
     /// Server pid -> start (Unix ns) of its oldest call in flight (the tracker's snapshot).
     pub in_flight_since: HashMap<u32, i64>,
+    /// Server pid -> its GPUs, for the newest round.
+    gpus_cache: HashMap<u32, Vec<u32>>,
 }
 
 /// What a server's GPUs did over a window.
@@ -83,12 +85,14 @@ impl GpuHistory {
             max_rounds: max_rounds.max(1),
             efficiency: Efficiency::new(max_rounds),
             in_flight_since: HashMap::new(),
+            gpus_cache: HashMap::new(),
         }
     }
 
     /// Adds a round sampled at `unix_ns`.
     pub fn push(&mut self, unix_ns: i64, samples: Vec<GpuSample>) {
         self.efficiency.on_round(unix_ns, &samples);
+        self.gpus_cache.clear();
         if self.rounds.len() >= self.max_rounds {
             self.rounds.pop_front();
         }
@@ -105,9 +109,10 @@ impl GpuHistory {
         self.rounds.is_empty()
     }
 
-    /// GPU indices the server uses, from the most recent round.
+    /// GPU indices the server uses, from the most recent round (remembered until the next round:
+    /// the join reads /proc, and a busy server answers many calls per round).
     pub fn gpus_of(
-        &self,
+        &mut self,
         rel: &dyn ProcessRelation,
         server_pid: u32,
         container: Option<&str>,
@@ -115,14 +120,22 @@ impl GpuHistory {
         let Some((_, last)) = self.rounds.back() else {
             return Vec::new();
         };
-        last.iter()
+        if let Some(g) = self.gpus_cache.get(&server_pid) {
+            return g.clone();
+        }
+        let gpus: Vec<u32> = last
+            .iter()
             .filter(|g| {
                 g.processes
                     .iter()
                     .any(|p| rel.related(server_pid, container, p.pid))
             })
             .map(|g| g.index)
-            .collect()
+            .collect();
+        if self.gpus_cache.len() < 4096 {
+            self.gpus_cache.insert(server_pid, gpus.clone());
+        }
+        gpus
     }
 
     /// What `gpus` did between `start_ns` and `end_ns` (Unix). A call shorter than the sampling
@@ -213,6 +226,11 @@ mod tests {
         }
         let gpus = h.gpus_of(&Tree, 100, None);
         assert_eq!(gpus, vec![0]);
+        assert_eq!(
+            h.gpus_of(&Tree, 100, None),
+            gpus,
+            "remembered for the round"
+        );
         assert_eq!(h.gpus_of(&Tree, 200, None), vec![1]);
         assert!(h.gpus_of(&Tree, 999, None).is_empty());
         // Rounds at 2000 and 3000 fall in [1500, 3500].
@@ -224,6 +242,12 @@ mod tests {
         let w = h.window(&gpus, 2_100, 2_200).expect("short call");
         assert!((w.util_mean - 60.0).abs() < 1e-9, "{w:?}");
         assert_eq!(h.window(&[], 0, 10_000), None);
+        // The model process moves to GPU 1 (and 200 is gone): the next round says so.
+        let mut moved = round(10, 10);
+        moved[1].processes[0].pid = 101;
+        moved[0].processes.clear();
+        h.push(5_000, moved);
+        assert_eq!(h.gpus_of(&Tree, 100, None), vec![1]);
     }
 
     #[test]
