@@ -246,6 +246,7 @@ def main():
     idle = values(final, "llmprobe_gpu_server_sm_utilization_percent", pid=pid, state="idle")
     energy = values(final, "llmprobe_gpu_output_token_energy_joules_total", pid=pid)
     avail = values(final, "llmprobe_gpu_available")
+    unaccounted = sum(values(final, "llmprobe_gpu_output_tokens_unaccounted_total"))
     summary = {
         "calls": calls[0],
         "tokens_streamed": chunks[0],
@@ -261,6 +262,7 @@ def main():
         "token_energy_joules_total": energy,
         "sm_util_in_flight": busy,
         "sm_util_idle": idle,
+        "tokens_unaccounted": unaccounted,
         "elapsed_s": round(time.time() - t_start, 1),
     }
     summary["load_s"] = round(load_s, 2)
@@ -292,6 +294,10 @@ def main():
         )
         check.ok(len(energy) == 1 and energy[0] > 0, f"energy charged to tokens: {energy}")
         check.ok(len(busy) == 1 and busy[0] > 0, f"SM utilization in flight {busy}, idle {idle}")
+        check.ok(
+            unaccounted <= 0.02 * max(out_tokens, 1),
+            f"{unaccounted:.0f} of {out_tokens} output tokens left out of the energy accounting",
+        )
         if a.fake_nvml:
             # The stand-in draws a known power: the energy charged to tokens is that power over
             # the windows with output (the load, give or take a window at each end).

@@ -137,8 +137,9 @@ pub struct Efficiency {
     servers: HashMap<ServerKey, Server>,
     tails: Vec<Tail>,
     max_tails: usize,
-    /// Tokens that fell before the oldest window kept (not charged).
-    pub tokens_outside: f64,
+    /// Output tokens not accounted: before the oldest window kept, in windows already published
+    /// (a record later than the grace period), or past the bound on pending calls.
+    pub tokens_unaccounted: f64,
     /// Calls of servers past [`MAX_SERVERS`] (not accounted).
     pub servers_untracked: u64,
 }
@@ -166,7 +167,7 @@ impl Efficiency {
             servers: HashMap::new(),
             tails: Vec::new(),
             max_tails: 100_000,
-            tokens_outside: 0.0,
+            tokens_unaccounted: 0.0,
             servers_untracked: 0,
         }
     }
@@ -281,15 +282,20 @@ impl Efficiency {
         } else {
             (end - 1, tokens)
         };
+        let published_to = server.published_to;
         let mut placed = 0.0;
-        for w in self.windows.iter_mut() {
+        // Newest first: a call touches the last few windows of the ten minutes kept.
+        for w in self.windows.iter_mut().rev() {
             if w.end <= busy_from.min(tok_from) {
-                continue;
+                break;
             }
             let tok = overlap(tok_from, end, w.start, w.end) as f64 * rate;
             if tok > 0.0 {
                 *w.tokens.entry(key.clone()).or_default() += tok;
                 placed += tok;
+                if w.end <= published_to {
+                    self.tokens_unaccounted += tok;
+                }
             }
             let busy = overlap(busy_from, end, w.start, w.end) as f64;
             if busy > 0.0 {
@@ -303,18 +309,22 @@ impl Efficiency {
         } else {
             0.0
         };
-        if end > newest && self.tails.len() < self.max_tails {
-            self.tails.push(Tail {
-                key,
-                tok_from: tok_from.max(newest),
-                tok_to: end,
-                rate,
-                busy_from: busy_from.max(newest),
-                busy_to: end,
-            });
+        if end > newest {
+            if self.tails.len() < self.max_tails {
+                self.tails.push(Tail {
+                    key,
+                    tok_from: tok_from.max(newest),
+                    tok_to: end,
+                    rate,
+                    busy_from: busy_from.max(newest),
+                    busy_to: end,
+                });
+            } else {
+                self.tokens_unaccounted += after;
+            }
         }
         if tok_from < oldest {
-            self.tokens_outside += (tokens - placed - after).max(0.0);
+            self.tokens_unaccounted += (tokens - placed - after).max(0.0);
         }
     }
 
@@ -584,6 +594,13 @@ mod tests {
         assert!(close(m.tokens_per_second, 0.0), "{m:?}");
         assert!(f[0].util_in_flight.is_none());
         assert!(close(f[0].util_idle.expect("idle"), 5.0));
+        // A record that comes after its windows were published is counted as unaccounted.
+        e.on_call(call(7, "llama", &[0], [1.0, 1.0, 2.0], 40));
+        assert!(
+            close(e.tokens_unaccounted, 40.0),
+            "{}",
+            e.tokens_unaccounted
+        );
     }
 
     #[test]
@@ -646,7 +663,7 @@ mod tests {
         assert!(e.servers.is_empty());
         // A call entirely before the windows kept is not charged (and said so).
         e.on_call(call(8, "m", &[0], [0.0, 0.0, 1.0], 10));
-        assert!(close(e.tokens_outside, 10.0));
+        assert!(close(e.tokens_unaccounted, 10.0));
         // A server-role process on no GPU is no inference server.
         e.on_call(call(10, "m", &[], [6.5, 6.5, 6.5], 5));
         assert!(!e.servers.contains_key(&ServerKey { pid: 10 }));

@@ -97,6 +97,7 @@ pub struct GpuMetrics {
     tokens_per_second: Family<Labels, Gauge<f64, AtomicU64>>,
     token_energy: Family<Labels, Counter<f64, AtomicU64>>,
     server_util: Family<Labels, Gauge<f64, AtomicU64>>,
+    tokens_unaccounted: Counter<f64, AtomicU64>,
 }
 
 impl GpuMetrics {
@@ -119,6 +120,7 @@ impl GpuMetrics {
             tokens_per_second: Family::default(),
             token_energy: Family::default(),
             server_util: Family::default(),
+            tokens_unaccounted: Counter::default(),
         };
         registry.register(
             "llmprobe_gpu_available",
@@ -199,6 +201,11 @@ impl GpuMetrics {
             "llmprobe_gpu_server_sm_utilization_percent",
             "Mean SM utilization of an inference server's GPUs while it had requests in flight (state=in_flight) or none (state=idle), over the latest settled sampling windows",
             m.server_util.clone(),
+        );
+        registry.register(
+            "llmprobe_gpu_output_tokens_unaccounted",
+            "Server output tokens left out of the GPU energy accounting (a record later than its windows, or older than the windows kept)",
+            m.tokens_unaccounted.clone(),
         );
         m
     }
@@ -323,6 +330,10 @@ pub async fn run_sampler(
                         .efficiency
                         .publish(now.saturating_sub(grace_ns), &h.in_flight_since);
                     metrics.record_efficiency(&figures);
+                    let lost = h.efficiency.tokens_unaccounted - metrics.tokens_unaccounted.get();
+                    if lost > 0.0 {
+                        metrics.tokens_unaccounted.inc_by(lost);
+                    }
                 }
             }
             Err(e) => {
