@@ -53,6 +53,8 @@ def main():
     ap.add_argument("--requests", type=int, default=300)
     ap.add_argument("--pairs", type=int, default=3)
     ap.add_argument("--agent-arg", action="append", default=[], help="extra llmprobe run argument (repeatable)")
+    ap.add_argument("--gpu-pids-file", help="write the servers' pids here (FAKE_NVML_PIDS_FILE of fake_nvml.c), "
+                    "so that a stand-in NVML makes them inference servers on a GPU")
     a = ap.parse_args()
     tmp = tempfile.mkdtemp(prefix="llmprobe-bench-")
     subprocess.run(["bash", os.path.join(ASSETS, "gen_cert.sh"), tmp], check=True, capture_output=True)
@@ -65,6 +67,9 @@ def main():
             args += ["--tls-cert", ca, "--tls-key", key]
         p = subprocess.Popen(args, stdout=subprocess.PIPE, text=True)
         servers[kind] = (p, int(p.stdout.readline().split()[1]))
+    if a.gpu_pids_file:
+        with open(a.gpu_pids_file, "w") as f:
+            f.write("".join(f"{p.pid}\n" for p, _ in servers.values()))
     try:
         for kind in ("tls", "plain"):
             port = servers[kind][1]

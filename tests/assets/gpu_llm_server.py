@@ -20,6 +20,7 @@ import multiprocessing as mp
 import os
 import queue
 import random
+import signal
 import sys
 import threading
 import time
@@ -30,8 +31,21 @@ VOCAB = 4096
 MODEL_NAME = "tiny-random-gpu"
 
 
+def die_with_parent():
+    """The worker ends when the HTTP process does, however that ends (Linux PR_SET_PDEATHSIG)."""
+    try:
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)
+    except (OSError, AttributeError):
+        pass
+    if os.getppid() == 1:
+        os._exit(0)
+
+
 def worker(requests, results, fake, layers, width, device, ready):
     """Runs the model: takes (id, prompt ids, max tokens), emits (id, token) and (id, None)."""
+    die_with_parent()
     if fake:
         step = lambda batch: [random.randrange(VOCAB) for _ in batch]  # noqa: E731
     else:
@@ -246,6 +260,8 @@ def main():
     ap.add_argument("--device", default="cuda", help="torch device (cpu for a dry run)")
     a = ap.parse_args()
     Handler.model = Model(a.fake, a.layers, a.width, a.device)
+    # SIGTERM ends serve_forever through the finally below, which stops the worker.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     srv = ThreadingHTTPServer(("127.0.0.1", a.port), Handler)
     srv.daemon_threads = True
     print(f"READY {srv.server_address[1]} {os.getpid()} {Handler.model.proc.pid}", flush=True)
