@@ -29,16 +29,16 @@ use crate::export::jsonl::{JsonlTarget, JsonlWriter};
 use crate::export::metrics_http;
 use crate::export::otlp::{OtlpConfig, OtlpExporter};
 use crate::export::prometheus::{CardinalityLimits, GenAiMetrics, GpuServerLabels};
-use crate::gpu::correlate::{GpuHistory, ProcRelation};
+use crate::gpu::correlate::{GpuHistory, ProcRelation, related_gpus};
 use crate::gpu::efficiency::{CallUse, ServerKey};
-use crate::gpu::{GpuMetrics, GpuMode};
+use crate::gpu::{GpuMetrics, GpuMode, SETTLE_GRACE, SamplerConfig};
 use crate::llm::LlmCall;
 use crate::probes::EventPreparer;
 use crate::probes::capture::{CaptureWriter, read_capture};
 use crate::probes::events::{ProbeEvent, decode};
 use crate::probes::loader::{LoadOptions, ProbeHandles, Probes, lost_total};
 use crate::telemetry::SelfMetrics;
-use std::sync::Mutex;
+use std::sync::{Mutex, PoisonError};
 
 /// Options of `llmprobe run` / `llmprobe record`.
 #[derive(Debug, Clone)]
@@ -88,9 +88,16 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
     let gpu_history = Arc::new(Mutex::new(GpuHistory::new(
         (600.0 / opts.gpu_interval.as_secs_f64().max(0.05)) as usize,
     )));
+    // One clock offset for the live records, the capture and the GPU rounds, so a replay
+    // reproduces the records exactly and a wall-clock step shifts nothing against anything.
+    let clock = Clock::system();
     let gpu_on = crate::gpu::start(
         opts.gpu,
-        opts.gpu_interval,
+        SamplerConfig {
+            interval: opts.gpu_interval,
+            settle_grace: SETTLE_GRACE,
+            clock,
+        },
         opts.nvml_lib.as_deref(),
         gpu_metrics,
         gpu_history.clone(),
@@ -106,8 +113,6 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
         );
         OtlpExporter::spawn(cfg, metrics.clone())
     });
-    // One clock offset for the live records and the capture, so a replay reproduces them exactly.
-    let clock = Clock::system();
     let mut capture = match &opts.record {
         Some(p) => Some(CaptureWriter::new(
             std::io::BufWriter::new(
@@ -202,6 +207,8 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
         let mut muted = muted;
         // In-flight figures every 500 ms, with or without events.
         let mut in_flight_tick = tokio::time::interval(Duration::from_millis(500));
+        // Record batches handed to the sink (the GPU accounting waits for the sink to catch up).
+        let mut sent_batches: u64 = 0;
         loop {
             let batch = tokio::select! {
                 b = batch_rx.recv() => match b {
@@ -214,6 +221,7 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
                         let since = tracker.server_in_flight_since();
                         if let Ok(mut h) = h.lock() {
                             h.in_flight_since = since;
+                            h.emitted_batches = sent_batches;
                         }
                     }
                     continue;
@@ -235,8 +243,12 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
                 let _ = c.flush();
             }
             apply_mutes(&mut muted, &out.mutes);
-            if !out.calls.is_empty() && rec_tx.try_send(out.calls).is_err() {
-                tracker_metrics.drop_for("sink_backpressure");
+            if !out.calls.is_empty() {
+                if rec_tx.try_send(out.calls).is_ok() {
+                    sent_batches += 1;
+                } else {
+                    tracker_metrics.drop_for("sink_backpressure");
+                }
             }
         }
         if let Some(mut c) = capture {
@@ -254,6 +266,9 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
                 if gpu_on && c.role == "server" {
                     annotate_gpu(c, labels, &gpu_history);
                 }
+            }
+            if gpu_on && let Ok(mut h) = gpu_history.lock() {
+                h.consumed_batches += 1;
             }
             for c in &calls {
                 if let Some(o) = otlp.as_ref() {
@@ -321,16 +336,33 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
 /// Server-role calls on a GPU node get what the server's GPUs did during the call, and count
 /// in their server's energy and throughput.
 fn annotate_gpu(call: &mut LlmCall, labels: GpuServerLabels, history: &Mutex<GpuHistory>) {
-    let Ok(mut h) = history.lock() else { return };
-    if h.is_empty() {
-        return;
-    }
+    let lock = || history.lock().unwrap_or_else(PoisonError::into_inner);
+    let (cached, procs) = {
+        let h = lock();
+        if h.is_empty() {
+            return;
+        }
+        match h.cached_gpus(call.pid) {
+            Some(g) => (Some(g), Vec::new()),
+            None => (None, h.gpu_processes()),
+        }
+    };
+    // /proc is read without the lock (the tracker and the sampler take it too).
+    let gpus = cached.unwrap_or_else(|| {
+        related_gpus(
+            &ProcRelation,
+            &procs,
+            call.pid,
+            call.container_id.as_deref(),
+        )
+    });
+    let mut h = lock();
+    h.cache_gpus(call.pid, &gpus);
     let d = &call.detail;
-    let gpus = h.gpus_of(&ProcRelation, call.pid, call.container_id.as_deref());
     if let Some(w) = h.window(&gpus, d.start_unix_ns, d.end_unix_ns) {
-        call.gpu_util_mean = Some(w.util_mean);
-        call.gpu_mem_used_bytes = Some(w.mem_used_bytes);
-        call.gpu_power_mean_w = Some(w.power_mean_w);
+        call.gpu_util_mean = w.util_mean;
+        call.gpu_mem_used_bytes = w.mem_used_bytes;
+        call.gpu_power_mean_w = w.power_mean_w;
     }
     h.efficiency.on_call(CallUse {
         server: ServerKey { pid: call.pid },

@@ -19,17 +19,23 @@ pub struct GpuHistory {
     pub in_flight_since: HashMap<u32, i64>,
     /// Server pid -> its GPUs, for the newest round.
     gpus_cache: HashMap<u32, Vec<u32>>,
+    /// The sampling interval (how far a call may be from the round describing it).
+    max_gap_ns: i64,
+    /// Record batches the tracker had sent when it took `in_flight_since`.
+    pub emitted_batches: u64,
+    /// Record batches the sink has accounted.
+    pub consumed_batches: u64,
 }
 
-/// What a server's GPUs did over a window.
-#[derive(Debug, Clone, Copy, PartialEq)]
+/// What a server's GPUs did over a window (None: no GPU reported it).
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
 pub struct GpuWindow {
     /// Mean SM utilization, percent (over GPUs and samples).
-    pub util_mean: f64,
+    pub util_mean: Option<f64>,
     /// Mean memory used, bytes (summed over the GPUs).
-    pub mem_used_bytes: u64,
+    pub mem_used_bytes: Option<u64>,
     /// Mean power draw, watts (summed over the GPUs).
-    pub power_mean_w: f64,
+    pub power_mean_w: Option<f64>,
 }
 
 /// Whether two processes are related (same, ancestor/descendant, or same container).
@@ -86,7 +92,15 @@ impl GpuHistory {
             efficiency: Efficiency::new(max_rounds),
             in_flight_since: HashMap::new(),
             gpus_cache: HashMap::new(),
+            max_gap_ns: i64::MAX,
+            emitted_batches: 0,
+            consumed_batches: 0,
         }
+    }
+
+    /// The sampling interval.
+    pub fn set_interval(&mut self, interval: std::time::Duration) {
+        self.max_gap_ns = i64::try_from(interval.as_nanos()).unwrap_or(i64::MAX);
     }
 
     /// Adds a round sampled at `unix_ns`.
@@ -109,37 +123,56 @@ impl GpuHistory {
         self.rounds.is_empty()
     }
 
-    /// GPU indices the server uses, from the most recent round (remembered until the next round:
-    /// the join reads /proc, and a busy server answers many calls per round).
+    /// Each GPU's processes in the most recent round.
+    pub fn gpu_processes(&self) -> Vec<(u32, Vec<u32>)> {
+        self.rounds.back().map_or_else(Vec::new, |(_, last)| {
+            last.iter()
+                .map(|g| (g.index, g.processes.iter().map(|p| p.pid).collect()))
+                .collect()
+        })
+    }
+
+    /// The server's GPUs as found for the current round, if they were.
+    pub fn cached_gpus(&self, server_pid: u32) -> Option<Vec<u32>> {
+        self.gpus_cache.get(&server_pid).cloned()
+    }
+
+    /// Remembers the server's GPUs until the next round (the join reads /proc, and a busy server
+    /// answers many calls per round).
+    pub fn cache_gpus(&mut self, server_pid: u32, gpus: &[u32]) {
+        if self.gpus_cache.len() < 4096 {
+            self.gpus_cache.insert(server_pid, gpus.to_vec());
+        }
+    }
+
+    /// Servers with calls in flight that the accounting does not know yet and whose GPUs were
+    /// not looked for in this round.
+    pub fn servers_to_look_up(&self) -> Vec<u32> {
+        self.in_flight_since
+            .keys()
+            .filter(|p| !self.efficiency.knows(**p) && !self.gpus_cache.contains_key(p))
+            .copied()
+            .collect()
+    }
+
+    /// GPU indices the server uses, from the most recent round.
     pub fn gpus_of(
         &mut self,
         rel: &dyn ProcessRelation,
         server_pid: u32,
         container: Option<&str>,
     ) -> Vec<u32> {
-        let Some((_, last)) = self.rounds.back() else {
-            return Vec::new();
-        };
-        if let Some(g) = self.gpus_cache.get(&server_pid) {
-            return g.clone();
+        if let Some(g) = self.cached_gpus(server_pid) {
+            return g;
         }
-        let gpus: Vec<u32> = last
-            .iter()
-            .filter(|g| {
-                g.processes
-                    .iter()
-                    .any(|p| rel.related(server_pid, container, p.pid))
-            })
-            .map(|g| g.index)
-            .collect();
-        if self.gpus_cache.len() < 4096 {
-            self.gpus_cache.insert(server_pid, gpus.clone());
-        }
+        let gpus = related_gpus(rel, &self.gpu_processes(), server_pid, container);
+        self.cache_gpus(server_pid, &gpus);
         gpus
     }
 
     /// What `gpus` did between `start_ns` and `end_ns` (Unix). A call shorter than the sampling
-    /// interval gets the first round after its start (or the last one before its end).
+    /// interval gets the first round after its start (or the last one before its end), if that
+    /// round is within two intervals of the call.
     pub fn window(&self, gpus: &[u32], start_ns: i64, end_ns: i64) -> Option<GpuWindow> {
         if gpus.is_empty() {
             return None;
@@ -150,38 +183,69 @@ impl GpuHistory {
             .filter(|(t, _)| *t >= start_ns && *t <= end_ns)
             .collect();
         if rounds.is_empty() {
-            let after = self.rounds.iter().find(|(t, _)| *t >= start_ns);
-            let before = self.rounds.iter().rev().find(|(t, _)| *t <= end_ns);
+            let near = self.max_gap_ns.saturating_mul(2);
+            let after = self
+                .rounds
+                .iter()
+                .find(|(t, _)| *t >= start_ns)
+                .filter(|(t, _)| t.saturating_sub(end_ns) <= near);
+            let before = self
+                .rounds
+                .iter()
+                .rev()
+                .find(|(t, _)| *t <= end_ns)
+                .filter(|(t, _)| start_ns.saturating_sub(*t) <= near);
             rounds.extend(after.or(before));
         }
-        let (mut util, mut util_n, mut mem, mut power, mut n) = (0.0, 0u32, 0u64, 0.0, 0u32);
+        let (mut util, mut util_n) = (0.0, 0u32);
+        let (mut mem, mut mem_n, mut power, mut power_n) = (0u64, 0u64, 0.0, 0u32);
         for (_, samples) in rounds {
-            let (mut m, mut p) = (0u64, 0.0);
+            let (mut m, mut m_seen, mut p, mut p_seen) = (0u64, false, 0.0, false);
             for s in samples.iter().filter(|s| gpus.contains(&s.index)) {
                 if let Some(u) = s.sm_util_pct {
                     util += f64::from(u);
                     util_n += 1;
                 }
-                m += s.mem_used_bytes.unwrap_or(0);
-                p += s.power_w.unwrap_or(0.0);
+                if let Some(b) = s.mem_used_bytes {
+                    m = m.saturating_add(b);
+                    m_seen = true;
+                }
+                if let Some(w) = s.power_w {
+                    p += w;
+                    p_seen = true;
+                }
             }
-            mem += m;
-            power += p;
-            n += 1;
+            if m_seen {
+                mem = mem.saturating_add(m);
+                mem_n += 1;
+            }
+            if p_seen {
+                power += p;
+                power_n += 1;
+            }
         }
-        if n == 0 {
-            return None;
-        }
-        Some(GpuWindow {
-            util_mean: if util_n > 0 {
-                util / f64::from(util_n)
-            } else {
-                0.0
-            },
-            mem_used_bytes: mem / u64::from(n),
-            power_mean_w: power / f64::from(n),
-        })
+        let w = GpuWindow {
+            util_mean: (util_n > 0).then(|| util / f64::from(util_n)),
+            mem_used_bytes: (mem_n > 0).then(|| mem / mem_n),
+            power_mean_w: (power_n > 0).then(|| power / f64::from(power_n)),
+        };
+        (w != GpuWindow::default()).then_some(w)
     }
+}
+
+/// GPU indices whose processes are related to the server (reads /proc through `rel`: call it
+/// without holding the history's lock).
+pub fn related_gpus(
+    rel: &dyn ProcessRelation,
+    gpu_processes: &[(u32, Vec<u32>)],
+    server_pid: u32,
+    container: Option<&str>,
+) -> Vec<u32> {
+    gpu_processes
+        .iter()
+        .filter(|(_, pids)| pids.iter().any(|p| rel.related(server_pid, container, *p)))
+        .map(|(g, _)| *g)
+        .collect()
 }
 
 #[cfg(test)]
@@ -235,12 +299,19 @@ mod tests {
         assert!(h.gpus_of(&Tree, 999, None).is_empty());
         // Rounds at 2000 and 3000 fall in [1500, 3500].
         let w = h.window(&gpus, 1_500, 3_500).expect("window");
-        assert!((w.util_mean - 70.0).abs() < 1e-9, "{w:?}");
-        assert!((w.power_mean_w - 170.0).abs() < 1e-9, "{w:?}");
-        assert_eq!(w.mem_used_bytes, 10 << 30);
+        assert!((w.util_mean.expect("util") - 70.0).abs() < 1e-9, "{w:?}");
+        assert!(
+            (w.power_mean_w.expect("power") - 170.0).abs() < 1e-9,
+            "{w:?}"
+        );
+        assert_eq!(w.mem_used_bytes, Some(10 << 30));
         // A call between two rounds gets the next round.
         let w = h.window(&gpus, 2_100, 2_200).expect("short call");
-        assert!((w.util_mean - 60.0).abs() < 1e-9, "{w:?}");
+        assert!((w.util_mean.expect("util") - 60.0).abs() < 1e-9, "{w:?}");
+        // ... but not a round far from the call.
+        h.set_interval(std::time::Duration::from_nanos(40));
+        assert_eq!(h.window(&gpus, 2_100, 2_200), None);
+        assert!(h.window(&gpus, 2_100, 2_950).is_some());
         assert_eq!(h.window(&[], 0, 10_000), None);
         // The model process moves to GPU 1 (and 200 is gone): the next round says so.
         let mut moved = round(10, 10);

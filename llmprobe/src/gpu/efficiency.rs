@@ -1,21 +1,24 @@
 //! Energy and throughput per inference server and model: what a server's GPUs drew, divided by
-//! the output tokens the server produced, over each sampling window; and the GPUs' utilization
-//! while the server had requests in flight versus while it was idle.
+//! the output tokens the server produced; and the GPUs' utilization while the server had
+//! requests in flight versus while it was idle.
 //!
 //! A sampling round closes a window `[previous round, this round]` with each GPU's energy delta
 //! (NVML's cumulative counter; mean power × duration where the counter is missing or restarted)
-//! and mean SM utilization. A server-role call, known only once it ends, spreads its output tokens
-//! evenly over its generation time (first output to end) and its busy time (start to end) over the
-//! windows it overlaps; the part that lies after the newest window waits for the next rounds.
+//! and SM utilization. A server-role call, known only once it ends, spreads its output tokens
+//! evenly over its generation time (first output to end) and adds its busy interval (start to
+//! end) to the windows it overlaps; the part after the newest window waits for the next rounds.
 //!
-//! A window is *settled* for a server once no call of that server that started before the
-//! window's end is still in flight (the tracker's snapshot) and a grace period has passed, so late
-//! records still count. Each publication aggregates the windows settled since the previous one:
-//! - joules per output token = energy of the server's GPUs in windows with output tokens, shared
-//!   between the servers and models that produced tokens on a GPU in proportion to their tokens,
-//!   divided by those tokens (idle energy is not charged to tokens);
-//! - output tokens per second = tokens / span of the settled windows;
-//! - SM utilization in flight / idle = mean utilization weighted by busy / idle time.
+//! A window is *settled* for a server once no call that started before the window's end is still
+//! in flight on that server or on any server sharing one of its GPUs (the tracker's snapshot,
+//! whose records the sink has handled), and a grace period has passed for the events still on
+//! their way from the kernel. A call in flight for longer than [`MAX_HOLD_NS`] stops holding
+//! windows back (its tokens then arrive late and are counted as unaccounted).
+//!
+//! On settling, a GPU's energy in a window is shared by the servers and models that produced
+//! tokens on it, in proportion to their tokens (idle windows charge nobody). The counters get the
+//! newly settled windows; the gauges cover the settled windows of the last [`GAUGE_SPAN_NS`]:
+//! joules per output token (energy charged / tokens), output tokens per second, and the mean SM
+//! utilization weighted by busy time (union of the calls' intervals) and idle time.
 
 use std::collections::{HashMap, VecDeque};
 
@@ -23,6 +26,20 @@ use super::GpuSample;
 
 /// Metric labels (already bounded and escaped by the caller).
 pub type Labels = Vec<(String, String)>;
+
+/// The settled windows the gauges cover.
+pub const GAUGE_SPAN_NS: i64 = 60_000_000_000;
+/// The longest a call in flight holds its server's windows back.
+pub const MAX_HOLD_NS: i64 = 300_000_000_000;
+/// Servers accounted at once.
+const MAX_SERVERS: usize = 1024;
+/// Models remembered per server (label values are bounded by the caller too).
+const MAX_MODELS_PER_SERVER: usize = 64;
+/// Busy intervals kept per server per window (closest ones merge past this).
+const MAX_BUSY_INTERVALS: usize = 32;
+
+/// GPU index -> (energy counter joules, power watts) of one round.
+type RoundReadings = HashMap<u32, (Option<f64>, Option<f64>)>;
 
 /// A server: the process that answers the calls.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -57,12 +74,14 @@ pub struct CallUse {
 pub struct ModelFigures {
     /// Server labels followed by the model label.
     pub labels: Labels,
-    /// Joules per output token (None: no tokens in the settled windows).
+    /// Joules per output token over the gauge span (None: no tokens with energy in it).
     pub joules_per_token: Option<f64>,
-    /// Joules charged to these tokens.
-    pub joules: f64,
-    /// Output tokens per second over the settled span.
+    /// Output tokens per second over the gauge span.
     pub tokens_per_second: f64,
+    /// Joules charged in the newly settled windows (for the counter).
+    pub new_joules: f64,
+    /// Output tokens charged in the newly settled windows (for the counter).
+    pub new_tokens: f64,
 }
 
 /// One published figure set for a server.
@@ -76,8 +95,8 @@ pub struct ServerFigures {
     pub util_idle: Option<f64>,
     /// Per model.
     pub models: Vec<ModelFigures>,
-    /// The server is forgotten (no calls for as long as the windows reach back): remove its
-    /// series.
+    /// The series of these labels go: the server is forgotten (no calls for as long as the
+    /// windows reach back), or its labels changed.
     pub gone: bool,
 }
 
@@ -95,12 +114,70 @@ struct Window {
     end: i64,
     /// Energy delta per GPU index, joules.
     energy: HashMap<u32, f64>,
-    /// Mean SM utilization per GPU index.
+    /// SM utilization per GPU index.
     util: HashMap<u32, f64>,
     /// Output tokens per (server, model).
     tokens: HashMap<(ServerKey, String), f64>,
-    /// Busy nanoseconds per server (capped at the window's length when read).
-    busy: HashMap<ServerKey, f64>,
+    /// Busy intervals per server, merged.
+    busy: HashMap<ServerKey, Vec<(i64, i64)>>,
+}
+
+impl Window {
+    fn add_busy(&mut self, key: &ServerKey, from: i64, to: i64) {
+        let (from, to) = (from.max(self.start), to.min(self.end));
+        if to <= from {
+            return;
+        }
+        let v = self.busy.entry(key.clone()).or_default();
+        v.push((from, to));
+        v.sort_unstable();
+        let mut merged: Vec<(i64, i64)> = Vec::with_capacity(v.len());
+        for &(a, b) in v.iter() {
+            match merged.last_mut() {
+                Some(last) if a <= last.1 => last.1 = last.1.max(b),
+                _ => merged.push((a, b)),
+            }
+        }
+        while merged.len() > MAX_BUSY_INTERVALS {
+            // Close the smallest gap (an over-estimate of busy time by at most that gap).
+            let i = (0..merged.len() - 1)
+                .min_by_key(|&i| merged[i + 1].0 - merged[i].1)
+                .unwrap_or(0);
+            merged[i].1 = merged[i + 1].1;
+            merged.remove(i + 1);
+        }
+        *v = merged;
+    }
+
+    fn busy_fraction(&self, key: &ServerKey) -> f64 {
+        let len = (self.end - self.start) as f64;
+        let busy: i64 = self
+            .busy
+            .get(key)
+            .map_or(0, |v| v.iter().map(|(a, b)| b - a).sum());
+        (busy as f64 / len).clamp(0.0, 1.0)
+    }
+
+    /// Joules of `gpus` charged to `tok` tokens of `key`'s, sharing each GPU's energy with every
+    /// server that produced tokens on it.
+    fn charge(&self, gpus: &[u32], tok: f64, gpus_of: &HashMap<ServerKey, Vec<u32>>) -> f64 {
+        let mut joules = 0.0;
+        for g in gpus {
+            let Some(e) = self.energy.get(g) else {
+                continue;
+            };
+            let on_gpu: f64 = self
+                .tokens
+                .iter()
+                .filter(|((s, _), _)| gpus_of.get(s).is_some_and(|gs| gs.contains(g)))
+                .map(|(_, t)| *t)
+                .sum();
+            if on_gpu > 0.0 {
+                joules += e * tok / on_gpu;
+            }
+        }
+        joules
+    }
 }
 
 #[derive(Debug)]
@@ -132,26 +209,19 @@ struct Tail {
 pub struct Efficiency {
     windows: VecDeque<Window>,
     max_windows: usize,
-    /// The previous round: its time and each GPU's (energy counter, power).
     last_round: Option<(i64, RoundReadings)>,
     servers: HashMap<ServerKey, Server>,
     tails: Vec<Tail>,
     max_tails: usize,
-    /// Output tokens not accounted: before the oldest window kept, in windows already published
-    /// (a record later than the grace period), or past the bound on pending calls.
+    /// The tracker's last in-flight snapshot: server pid -> start of its oldest call.
+    in_flight: HashMap<u32, i64>,
+    /// Series to remove at the next publication (labels that changed).
+    relabeled: Vec<ServerFigures>,
+    /// Output tokens not accounted: before the windows kept, in windows already published (a
+    /// record later than its windows), in windows dropped unpublished, past the bound on pending
+    /// calls or on servers.
     pub tokens_unaccounted: f64,
-    /// Calls of servers past [`MAX_SERVERS`] (not accounted).
-    pub servers_untracked: u64,
 }
-
-/// GPU index -> (energy counter joules, power watts) of one round.
-type RoundReadings = HashMap<u32, (Option<f64>, Option<f64>)>;
-
-/// Servers accounted at once.
-const MAX_SERVERS: usize = 1024;
-
-/// Models remembered per server (label values are bounded by the caller too).
-const MAX_MODELS_PER_SERVER: usize = 64;
 
 fn overlap(a0: i64, a1: i64, b0: i64, b1: i64) -> i64 {
     (a1.min(b1) - a0.max(b0)).max(0)
@@ -167,9 +237,15 @@ impl Efficiency {
             servers: HashMap::new(),
             tails: Vec::new(),
             max_tails: 100_000,
+            in_flight: HashMap::new(),
+            relabeled: Vec::new(),
             tokens_unaccounted: 0.0,
-            servers_untracked: 0,
         }
+    }
+
+    /// True when `pid` is an accounted server.
+    pub fn knows(&self, pid: u32) -> bool {
+        self.servers.contains_key(&ServerKey { pid })
     }
 
     /// A sampling round at `t`: closes the window since the previous round.
@@ -204,40 +280,75 @@ impl Efficiency {
                     _ => None,
                 },
             };
-            if let Some(d) = delta.filter(|d| d.is_finite()) {
+            if let Some(d) = delta.filter(|d| d.is_finite() && *d >= 0.0) {
                 w.energy.insert(s.index, d);
             }
             if let Some(u) = s.sm_util_pct {
                 w.util.insert(s.index, f64::from(u));
             }
         }
+        let first = self.windows.is_empty();
         // Calls that ended after the previous round contribute their remainder.
         let mut i = 0;
         while i < self.tails.len() {
             let tail = &self.tails[i];
+            if first {
+                // Before the first window: nothing to charge it to.
+                self.tokens_unaccounted +=
+                    overlap(tail.tok_from, tail.tok_to, i64::MIN, w.start) as f64 * tail.rate;
+            }
             let tok = overlap(tail.tok_from, tail.tok_to, w.start, w.end) as f64 * tail.rate;
             if tok > 0.0 {
                 *w.tokens.entry(tail.key.clone()).or_default() += tok;
             }
-            let busy = overlap(tail.busy_from, tail.busy_to, w.start, w.end) as f64;
-            if busy > 0.0 {
-                *w.busy.entry(tail.key.0.clone()).or_default() += busy;
-            }
+            let (key, from, to) = (tail.key.0.clone(), tail.busy_from, tail.busy_to);
+            w.add_busy(&key, from, to);
             if tail.tok_to <= w.end && tail.busy_to <= w.end {
                 self.tails.swap_remove(i);
             } else {
                 i += 1;
             }
         }
-        if self.windows.len() >= self.max_windows {
-            self.windows.pop_front();
+        if self.windows.len() >= self.max_windows
+            && let Some(old) = self.windows.pop_front()
+        {
+            // Tokens of a window nobody published (a call held it past the windows kept).
+            for ((k, _), tok) in &old.tokens {
+                if self
+                    .servers
+                    .get(k)
+                    .is_some_and(|s| s.published_to < old.end)
+                {
+                    self.tokens_unaccounted += tok;
+                }
+            }
         }
         self.windows.push_back(w);
         self.last_round = Some((t, now));
     }
 
+    /// A server with a call in flight, seen using `gpus` before any of its calls ended: its
+    /// accounting starts with that call, and servers sharing its GPUs wait for it.
+    pub fn on_server_in_flight(&mut self, pid: u32, gpus: Vec<u32>) {
+        if gpus.is_empty() || self.servers.len() >= MAX_SERVERS || self.knows(pid) {
+            return;
+        }
+        let since = self.in_flight.get(&pid).copied().unwrap_or(i64::MAX);
+        self.servers.insert(
+            ServerKey { pid },
+            Server {
+                labels: Vec::new(),
+                gpus,
+                models: Vec::new(),
+                published_to: since,
+                last_end: since,
+            },
+        );
+    }
+
     /// A finished server-role call.
     pub fn on_call(&mut self, call: CallUse) {
+        let tokens = call.output_tokens as f64;
         if !self.servers.contains_key(&call.server) {
             // A server-role process that uses no GPU (a gateway on this node) is not an
             // inference server.
@@ -245,10 +356,18 @@ impl Efficiency {
                 return;
             }
             if self.servers.len() >= MAX_SERVERS {
-                self.servers_untracked += 1;
+                self.tokens_unaccounted += tokens;
                 return;
             }
         }
+        // Its accounting starts with the window its first call (or its oldest call still in
+        // flight) starts in.
+        let since = self
+            .in_flight
+            .get(&call.server.pid)
+            .copied()
+            .unwrap_or(i64::MAX)
+            .min(call.start_ns.min(call.end_ns));
         let server = self
             .servers
             .entry(call.server.clone())
@@ -256,25 +375,36 @@ impl Efficiency {
                 labels: Vec::new(),
                 gpus: Vec::new(),
                 models: Vec::new(),
-                // Its accounting starts with the window its first call starts in.
-                published_to: call.start_ns.min(call.end_ns),
+                published_to: since,
                 last_end: call.end_ns,
             });
-        server.last_end = server.last_end.max(call.end_ns);
+        if server.labels.is_empty() {
+            // New, or registered while in flight: nothing was published yet.
+            server.published_to = server.published_to.min(since);
+        } else if server.labels != call.server_labels {
+            // Same pid, new labels (an exec, or a reused pid): the old series go.
+            self.relabeled
+                .push(Self::gone(&server.labels, &server.models));
+        }
         server.labels = call.server_labels;
+        server.last_end = server.last_end.max(call.end_ns);
         if !call.gpus.is_empty() {
             server.gpus = call.gpus;
         }
-        if !server.models.contains(&call.model) && server.models.len() < MAX_MODELS_PER_SERVER {
+        if !server.models.contains(&call.model) {
+            if server.models.len() >= MAX_MODELS_PER_SERVER {
+                self.tokens_unaccounted += tokens;
+                return;
+            }
             server.models.push(call.model.clone());
         }
+        let published_to = server.published_to;
         let end = call.end_ns;
         let busy_from = call.start_ns.min(end);
         let tok_from = call
             .first_output_ns
             .unwrap_or(call.start_ns)
             .clamp(busy_from, end);
-        let tokens = call.output_tokens as f64;
         let key = (call.server, call.model);
         // Tokens generated in an instant are spread over 1 ns at the end.
         let (tok_from, rate) = if end > tok_from {
@@ -282,7 +412,6 @@ impl Efficiency {
         } else {
             (end - 1, tokens)
         };
-        let published_to = server.published_to;
         let mut placed = 0.0;
         // Newest first: a call touches the last few windows of the ten minutes kept.
         for w in self.windows.iter_mut().rev() {
@@ -297,10 +426,7 @@ impl Efficiency {
                     self.tokens_unaccounted += tok;
                 }
             }
-            let busy = overlap(busy_from, end, w.start, w.end) as f64;
-            if busy > 0.0 {
-                *w.busy.entry(key.0.clone()).or_default() += busy;
-            }
+            w.add_busy(&key.0, busy_from, end);
         }
         let newest = self.windows.back().map_or(i64::MIN, |w| w.end);
         let oldest = self.windows.front().map_or(i64::MAX, |w| w.start);
@@ -323,51 +449,92 @@ impl Efficiency {
                 self.tokens_unaccounted += after;
             }
         }
-        if tok_from < oldest {
+        if tok_from < oldest && !self.windows.is_empty() {
             self.tokens_unaccounted += (tokens - placed - after).max(0.0);
         }
     }
 
     /// Publishes the windows settled since the last publication. `in_flight_since` maps a server
-    /// pid to the start (Unix ns) of its oldest call still in flight; windows ending after
-    /// `settled_before` wait for late records.
+    /// pid to the start (Unix ns) of its oldest call in flight; windows ending after
+    /// `settled_before` wait for late events.
     pub fn publish(
         &mut self,
         settled_before: i64,
         in_flight_since: &HashMap<u32, i64>,
     ) -> Vec<ServerFigures> {
-        let gpus_of: HashMap<&ServerKey, &[u32]> = self
+        self.in_flight = in_flight_since.clone();
+        let newest = self.windows.back().map_or(i64::MIN, |w| w.end);
+        let gpus_of: HashMap<ServerKey, Vec<u32>> = self
             .servers
             .iter()
-            .map(|(k, s)| (k, s.gpus.as_slice()))
+            .map(|(k, s)| (k.clone(), s.gpus.clone()))
             .collect();
-        let mut out = Vec::new();
+        // Each server's own limit, then the lowest of the servers sharing a GPU with it: a
+        // shared GPU's window is split once every server on it is done with it.
+        let own: HashMap<&ServerKey, i64> = self
+            .servers
+            .keys()
+            .map(|k| {
+                let held = in_flight_since
+                    .get(&k.pid)
+                    .copied()
+                    .unwrap_or(i64::MAX)
+                    .max(newest.saturating_sub(MAX_HOLD_NS));
+                (k, held.min(settled_before))
+            })
+            .collect();
+        let limit_of = |k: &ServerKey| -> i64 {
+            let gpus = &gpus_of[k];
+            own.iter()
+                .filter(|(o, _)| ***o == *k || gpus_of[**o].iter().any(|g| gpus.contains(g)))
+                .map(|(_, l)| *l)
+                .min()
+                .unwrap_or(i64::MIN)
+        };
+        let mut out = std::mem::take(&mut self.relabeled);
         let mut published = Vec::new();
         for (key, server) in &self.servers {
-            let limit = in_flight_since
-                .get(&key.pid)
-                .copied()
-                .unwrap_or(i64::MAX)
-                .min(settled_before);
-            let settled: Vec<&Window> = self
+            if server.labels.is_empty() {
+                continue;
+            }
+            let limit = limit_of(key);
+            let new: Vec<&Window> = self
                 .windows
                 .iter()
                 .filter(|w| w.end > server.published_to && w.end <= limit)
                 .collect();
-            let Some(last) = settled.last() else {
+            let Some(to) = new.last().map(|w| w.end) else {
                 continue;
             };
-            published.push((key.clone(), last.end));
-            let span_ns: i64 = settled.iter().map(|w| w.end - w.start).sum();
-            let (mut busy_util, mut busy_w, mut idle_util, mut idle_w) = (0.0, 0.0, 0.0, 0.0);
-            let mut per_model: HashMap<&str, (f64, f64)> = server
+            published.push((key.clone(), to));
+            let mut per_model: HashMap<&str, [f64; 4]> = server
                 .models
                 .iter()
-                .map(|m| (m.as_str(), (0.0, 0.0)))
+                .map(|m| (m.as_str(), [0.0; 4]))
                 .collect();
-            for w in &settled {
+            for w in &new {
+                for ((k, model), &tok) in &w.tokens {
+                    if k != key || tok <= 0.0 {
+                        continue;
+                    }
+                    if let Some(m) = per_model.get_mut(model.as_str()) {
+                        m[0] += w.charge(&server.gpus, tok, &gpus_of);
+                        m[1] += tok;
+                    }
+                }
+            }
+            // The gauges: settled windows of the last GAUGE_SPAN_NS.
+            let span: Vec<&Window> = self
+                .windows
+                .iter()
+                .filter(|w| w.end > to - GAUGE_SPAN_NS && w.end <= to)
+                .collect();
+            let span_ns: i64 = span.iter().map(|w| w.end - w.start).sum();
+            let (mut busy_util, mut busy_w, mut idle_util, mut idle_w) = (0.0, 0.0, 0.0, 0.0);
+            let mut gauge: HashMap<&str, (f64, f64, f64)> = HashMap::new();
+            for w in &span {
                 let len = (w.end - w.start) as f64;
-                let busy = w.busy.get(key).copied().unwrap_or(0.0).min(len) / len;
+                let busy = w.busy_fraction(key);
                 let utils: Vec<f64> = server
                     .gpus
                     .iter()
@@ -375,49 +542,44 @@ impl Efficiency {
                     .collect();
                 if !utils.is_empty() {
                     let u = utils.iter().sum::<f64>() / utils.len() as f64;
-                    busy_util += u * busy;
-                    busy_w += busy;
-                    idle_util += u * (1.0 - busy);
-                    idle_w += 1.0 - busy;
+                    busy_util += u * busy * len;
+                    busy_w += busy * len;
+                    idle_util += u * (1.0 - busy) * len;
+                    idle_w += (1.0 - busy) * len;
                 }
                 for ((k, model), &tok) in &w.tokens {
                     if k != key || tok <= 0.0 {
                         continue;
                     }
-                    // Each GPU's energy is shared by the tokens every server produced on it.
-                    let mut joules = 0.0;
-                    for g in &server.gpus {
-                        let Some(e) = w.energy.get(g) else { continue };
-                        let on_gpu: f64 = w
-                            .tokens
-                            .iter()
-                            .filter(|((s, _), _)| gpus_of.get(s).is_some_and(|gs| gs.contains(g)))
-                            .map(|(_, t)| *t)
-                            .sum();
-                        if on_gpu > 0.0 {
-                            joules += e * tok / on_gpu;
-                        }
+                    let joules = w.charge(&server.gpus, tok, &gpus_of);
+                    let g = gauge.entry(model.as_str()).or_default();
+                    g.0 += joules;
+                    g.2 += tok;
+                    if joules > 0.0 {
+                        g.1 += tok;
                     }
-                    let m = per_model.entry(model.as_str()).or_default();
-                    m.0 += joules;
-                    m.1 += tok;
                 }
             }
             let secs = span_ns as f64 / 1e9;
             let mut models: Vec<ModelFigures> = per_model
                 .into_iter()
-                .map(|(model, (joules, tokens))| ModelFigures {
-                    labels: model_labels(&server.labels, model),
-                    joules_per_token: (tokens > 1e-9 && joules > 0.0).then(|| joules / tokens),
-                    joules,
-                    tokens_per_second: if secs > 0.0 { tokens / secs } else { 0.0 },
+                .map(|(model, [new_joules, new_tokens, ..])| {
+                    let (joules, charged, tokens) = gauge.get(model).copied().unwrap_or_default();
+                    ModelFigures {
+                        labels: model_labels(&server.labels, model),
+                        joules_per_token: (charged > 1e-9 && joules > 0.0)
+                            .then(|| joules / charged),
+                        tokens_per_second: if secs > 0.0 { tokens / secs } else { 0.0 },
+                        new_joules,
+                        new_tokens,
+                    }
                 })
                 .collect();
             models.sort_by(|a, b| a.labels.cmp(&b.labels));
             out.push(ServerFigures {
                 labels: server.labels.clone(),
-                util_in_flight: (busy_w > 1e-9).then(|| busy_util / busy_w),
-                util_idle: (idle_w > 1e-9).then(|| idle_util / idle_w),
+                util_in_flight: (busy_w > 1.0).then(|| busy_util / busy_w),
+                util_idle: (idle_w > 1.0).then(|| idle_util / idle_w),
                 models,
                 gone: false,
             });
@@ -432,32 +594,42 @@ impl Efficiency {
             let gone: Vec<ServerKey> = self
                 .servers
                 .iter()
-                .filter(|(_, s)| s.last_end < oldest && s.published_to >= s.last_end)
+                .filter(|(k, s)| {
+                    s.last_end < oldest
+                        && s.published_to >= s.last_end
+                        && !in_flight_since.contains_key(&k.pid)
+                })
                 .map(|(k, _)| k.clone())
                 .collect();
             for k in gone {
-                if let Some(s) = self.servers.remove(&k) {
-                    out.push(ServerFigures {
-                        labels: s.labels.clone(),
-                        util_in_flight: None,
-                        util_idle: None,
-                        models: s
-                            .models
-                            .iter()
-                            .map(|m| ModelFigures {
-                                labels: model_labels(&s.labels, m),
-                                joules_per_token: None,
-                                joules: 0.0,
-                                tokens_per_second: 0.0,
-                            })
-                            .collect(),
-                        gone: true,
-                    });
+                if let Some(s) = self.servers.remove(&k)
+                    && !s.labels.is_empty()
+                {
+                    out.push(Self::gone(&s.labels, &s.models));
                 }
             }
         }
         out.sort_by(|a, b| a.labels.cmp(&b.labels));
         out
+    }
+
+    fn gone(labels: &Labels, models: &[String]) -> ServerFigures {
+        ServerFigures {
+            labels: labels.clone(),
+            util_in_flight: None,
+            util_idle: None,
+            models: models
+                .iter()
+                .map(|m| ModelFigures {
+                    labels: model_labels(labels, m),
+                    joules_per_token: None,
+                    tokens_per_second: 0.0,
+                    new_joules: 0.0,
+                    new_tokens: 0.0,
+                })
+                .collect(),
+            gone: true,
+        }
     }
 }
 
@@ -478,8 +650,11 @@ mod tests {
         }
     }
 
+    fn ns(s: f64) -> i64 {
+        (s * 1e9) as i64
+    }
+
     fn call(pid: u32, model: &str, gpus: &[u32], t: [f64; 3], tokens: u64) -> CallUse {
-        let ns = |s: f64| (s * 1e9) as i64;
         CallUse {
             server: ServerKey { pid },
             server_labels: vec![("pid".into(), pid.to_string())],
@@ -492,7 +667,8 @@ mod tests {
         }
     }
 
-    /// Rounds at 0..=4 s: 300 W while generating (1-3 s), 100 W otherwise.
+    /// Rounds at 0..=4 s: 300 W while generating (1-3 s), 100 W otherwise; the windows' SM
+    /// utilization is 10, 90, 80, 5.
     fn rounds() -> Vec<(i64, Vec<GpuSample>)> {
         [
             (0.0, 10),
@@ -511,12 +687,19 @@ mod tests {
         (a - b).abs() < 1e-6
     }
 
-    fn check_single(f: &[ServerFigures]) {
+    fn none() -> HashMap<u32, i64> {
+        HashMap::new()
+    }
+
+    fn only_model(f: &[ServerFigures]) -> &ModelFigures {
         assert_eq!(f.len(), 1, "{f:?}");
-        let s = &f[0];
-        assert!(!s.gone);
-        assert_eq!(s.models.len(), 1);
-        let m = &s.models[0];
+        assert_eq!(f[0].models.len(), 1, "{f:?}");
+        &f[0].models[0]
+    }
+
+    fn check_single(f: &[ServerFigures]) {
+        let m = only_model(f);
+        assert!(!f[0].gone);
         assert_eq!(
             m.labels,
             vec![
@@ -525,12 +708,13 @@ mod tests {
             ]
         );
         // (300 + 300) J over 200 tokens; the idle windows' energy is not charged.
-        assert!(close(m.joules, 600.0), "{m:?}");
+        assert!(close(m.new_joules, 600.0), "{m:?}");
+        assert!(close(m.new_tokens, 200.0), "{m:?}");
         assert!(close(m.joules_per_token.expect("j/token"), 3.0), "{m:?}");
-        // 200 tokens over the 4 s the server's windows span (0.5 s start: window 0-1 counts).
+        // 200 tokens over the 4 s the windows span.
         assert!(close(m.tokens_per_second, 50.0), "{m:?}");
-        // Busy 0.5, 1, 1, 0 of the windows with utilization (of the round closing each) 10,
-        // 90, 80, 5.
+        // Busy 0.5, 1, 1, 0 of windows with utilization 10, 90, 80, 5.
+        let s = &f[0];
         assert!(
             close(s.util_in_flight.expect("busy"), (5.0 + 90.0 + 80.0) / 2.5),
             "{s:?}"
@@ -548,9 +732,10 @@ mod tests {
             e.on_round(t, &s);
         }
         e.on_call(call(7, "llama", &[0], [0.5, 1.0, 3.0], 200));
-        check_single(&e.publish(10 * S, &HashMap::new()));
+        check_single(&e.publish(10 * S, &none()));
         // Nothing new settled: nothing published again.
-        assert!(e.publish(10 * S, &HashMap::new()).is_empty());
+        assert!(e.publish(10 * S, &none()).is_empty());
+        assert!(close(e.tokens_unaccounted, 0.0));
     }
 
     #[test]
@@ -566,7 +751,7 @@ mod tests {
             e.on_round(*t, s);
         }
         assert!(e.tails.is_empty(), "the remainder was placed");
-        check_single(&e.publish(10 * S, &HashMap::new()));
+        check_single(&e.publish(10 * S, &none()));
     }
 
     #[test]
@@ -577,23 +762,28 @@ mod tests {
         }
         e.on_call(call(7, "llama", &[0], [0.5, 1.0, 3.0], 200));
         // Another call of the server started at 2.5 s and is still running: 0-1 and 1-2 settle.
-        let busy = HashMap::from([(7, 2 * S + S / 2)]);
-        let f = e.publish(10 * S, &busy);
-        let m = &f[0].models[0];
+        let f = e.publish(10 * S, &HashMap::from([(7, ns(2.5))]));
+        let m = only_model(&f);
+        assert!(close(m.new_tokens, 100.0), "{m:?}");
         assert!(close(m.joules_per_token.expect("j/token"), 3.0), "{m:?}");
         assert!(
             close(m.tokens_per_second, 50.0),
             "100 tokens over 2 s: {m:?}"
         );
         // The grace period holds 3-4.
-        let f = e.publish(3 * S + S / 2, &HashMap::new());
-        assert!(close(f[0].models[0].tokens_per_second, 100.0), "{f:?}");
-        let f = e.publish(10 * S, &HashMap::new());
-        let m = &f[0].models[0];
-        assert_eq!(m.joules_per_token, None, "no output in 3-4 s: {m:?}");
-        assert!(close(m.tokens_per_second, 0.0), "{m:?}");
-        assert!(f[0].util_in_flight.is_none());
-        assert!(close(f[0].util_idle.expect("idle"), 5.0));
+        let f = e.publish(ns(3.5), &none());
+        let m = only_model(&f);
+        assert!(close(m.new_tokens, 100.0), "{m:?}");
+        assert!(close(m.tokens_per_second, 200.0 / 3.0), "{m:?}");
+        let f = e.publish(10 * S, &none());
+        let m = only_model(&f);
+        assert!(close(m.new_tokens, 0.0), "no output in 3-4 s: {m:?}");
+        assert!(
+            close(m.new_joules, 0.0),
+            "idle energy is charged to nobody: {m:?}"
+        );
+        assert!(close(m.tokens_per_second, 50.0), "the last minute: {m:?}");
+        assert!(close(m.joules_per_token.expect("j/token"), 3.0), "{m:?}");
         // A record that comes after its windows were published is counted as unaccounted.
         e.on_call(call(7, "llama", &[0], [1.0, 1.0, 2.0], 40));
         assert!(
@@ -615,66 +805,225 @@ mod tests {
         e.on_call(call(1, "a", &[0], [0.0, 0.0, 1.0], 200));
         e.on_call(call(1, "b", &[0], [0.0, 0.0, 1.0], 100));
         e.on_call(call(2, "c", &[0, 1], [0.0, 0.0, 1.0], 100));
-        let f = e.publish(10 * S, &HashMap::new());
-        let jpt: Vec<(String, f64)> = f
+        let f = e.publish(10 * S, &none());
+        let jpt: Vec<(String, f64, f64)> = f
             .iter()
             .flat_map(|s| &s.models)
-            .map(|m| (m.labels[1].1.clone(), m.joules_per_token.expect("j/t")))
+            .map(|m| {
+                let j = m.joules_per_token.expect("j/t");
+                (m.labels[1].1.clone(), j, m.new_joules)
+            })
             .collect();
         // GPU 0: 400 J over 400 tokens = 1 J each; GPU 1: 1000 J, all server 2's.
         assert_eq!(jpt.len(), 3, "{jpt:?}");
         for (model, want) in [("a", 1.0), ("b", 1.0), ("c", 11.0)] {
-            let got = jpt.iter().find(|(m, _)| m == model).expect(model).1;
+            let got = jpt.iter().find(|(m, ..)| m == model).expect(model).1;
             assert!(close(got, want), "{model}: {got} != {want}");
         }
+        let total: f64 = jpt.iter().map(|(.., j)| j).sum();
+        assert!(close(total, 1400.0), "every joule charged once: {total}");
+    }
+
+    #[test]
+    fn a_shared_gpu_is_split_once_every_server_on_it_is_done() {
+        let mut e = Efficiency::new(100);
+        e.on_round(0, &[gpu(0, Some(0.0), 0.0, 50)]);
+        e.on_round(S, &[gpu(0, Some(200.0), 0.0, 50)]);
+        // Server 2's call is in flight since 0.2 s when server 1's ends.
+        let busy = HashMap::from([(2, ns(0.2))]);
+        e.publish(0, &busy);
+        e.on_server_in_flight(2, vec![0]);
+        e.on_call(call(1, "a", &[0], [0.0, 0.0, 1.0], 200));
+        assert!(
+            e.publish(10 * S, &busy)
+                .iter()
+                .all(|s| s.models.iter().all(|m| m.new_joules == 0.0)),
+            "server 1 waits for server 2 on their GPU"
+        );
+        e.on_call(call(2, "b", &[0], [0.2, 0.2, 1.0], 200));
+        let f = e.publish(10 * S, &none());
+        let charged: Vec<f64> = f
+            .iter()
+            .flat_map(|s| &s.models)
+            .map(|m| m.new_joules)
+            .collect();
+        assert_eq!(charged.len(), 2, "{f:?}");
+        for j in &charged {
+            assert!(close(*j, 100.0), "200 J split evenly: {charged:?}");
+        }
+    }
+
+    #[test]
+    fn busy_time_is_the_union_of_concurrent_calls() {
+        let mut e = Efficiency::new(100);
+        e.on_round(0, &[gpu(0, Some(0.0), 0.0, 0)]);
+        e.on_round(S, &[gpu(0, Some(100.0), 0.0, 80)]);
+        e.on_round(2 * S, &[gpu(0, Some(200.0), 0.0, 20)]);
+        for _ in 0..4 {
+            e.on_call(call(7, "m", &[0], [0.1, 0.1, 0.35], 10));
+        }
+        let f = e.publish(10 * S, &none());
+        let s = &f[0];
+        // Busy 0.25 s of the first window (80 %), idle 0.75 s of it and all of the second (20 %).
+        assert!(close(s.util_in_flight.expect("busy"), 80.0), "{s:?}");
+        assert!(
+            close(s.util_idle.expect("idle"), (80.0 * 0.75 + 20.0) / 1.75),
+            "{s:?}"
+        );
+    }
+
+    #[test]
+    fn many_short_calls_keep_a_bounded_busy_list() {
+        let mut w = Window {
+            start: 0,
+            end: S,
+            ..Default::default()
+        };
+        let k = ServerKey { pid: 1 };
+        for i in 0..1000 {
+            w.add_busy(&k, i * 1_000_000, i * 1_000_000 + 400_000);
+        }
+        assert!(w.busy[&k].len() <= MAX_BUSY_INTERVALS);
+        let f = w.busy_fraction(&k);
+        assert!((0.4..=1.0).contains(&f), "{f}");
+    }
+
+    #[test]
+    fn a_call_in_flight_before_the_first_record_keeps_its_windows() {
+        let mut e = Efficiency::new(100);
+        for i in 0..=10 {
+            e.on_round(i * S, &[gpu(0, Some(100.0 * i as f64), 100.0, 50)]);
+        }
+        // A 10 s stream started at 0; a short call ends first and registers the server.
+        let busy = HashMap::from([(7, 0)]);
+        e.publish(20 * S, &busy);
+        e.on_call(call(7, "m", &[0], [5.0, 5.0, 6.0], 10));
+        e.publish(20 * S, &busy);
+        e.on_call(call(7, "m", &[0], [0.0, 0.0, 10.0], 1000));
+        let f = e.publish(20 * S, &none());
+        let m = only_model(&f);
+        assert!(close(m.new_tokens, 1010.0), "{m:?}");
+        assert!(close(m.new_joules, 1000.0), "{m:?}");
+        assert!(close(e.tokens_unaccounted, 0.0), "{}", e.tokens_unaccounted);
+    }
+
+    #[test]
+    fn a_stuck_call_holds_windows_for_a_bounded_time() {
+        let mut e = Efficiency::new(1000);
+        e.on_round(0, &[gpu(0, Some(0.0), 100.0, 50)]);
+        e.on_call(call(7, "m", &[0], [0.0, 0.0, 0.0], 0));
+        let stuck = HashMap::from([(7, 0)]);
+        let hold = MAX_HOLD_NS / S;
+        for i in 1..=hold + 10 {
+            e.on_round(i * S, &[gpu(0, Some(100.0 * i as f64), 100.0, 50)]);
+            if i == 5 {
+                e.on_call(call(7, "m", &[0], [4.0, 4.0, 5.0], 10));
+            }
+        }
+        let f = e.publish((hold + 20) * S, &stuck);
+        let m = only_model(&f);
+        assert!(close(m.new_tokens, 10.0), "{m:?}");
+    }
+
+    #[test]
+    fn windows_dropped_unpublished_count_their_tokens() {
+        let mut e = Efficiency::new(3);
+        e.on_round(0, &[gpu(0, Some(0.0), 100.0, 50)]);
+        e.on_round(S, &[gpu(0, Some(100.0), 100.0, 50)]);
+        e.on_call(call(7, "m", &[0], [0.5, 0.5, 1.0], 50));
+        let held = HashMap::from([(7, ns(0.6))]);
+        e.publish(10 * S, &held);
+        for i in 2..6 {
+            e.on_round(i * S, &[gpu(0, Some(100.0 * i as f64), 100.0, 50)]);
+        }
+        assert!(
+            close(e.tokens_unaccounted, 50.0),
+            "{}",
+            e.tokens_unaccounted
+        );
     }
 
     #[test]
     fn power_stands_in_for_a_missing_or_restarted_counter() {
         let mut e = Efficiency::new(100);
         e.on_round(0, &[gpu(0, None, 100.0, 50)]);
-        e.on_round(2 * S, &[gpu(0, None, 300.0, 50)]);
+        e.on_round(2 * S, &[gpu(0, Some(500.0), 300.0, 50)]);
         // Counter restarted (driver reload): lower than before.
-        e.on_round(2 * S, &[gpu(0, Some(50.0), 300.0, 50)]);
         e.on_round(3 * S, &[gpu(0, Some(10.0), 100.0, 50)]);
-        e.on_call(call(7, "m", &[0], [0.0, 0.0, 3.0], 300));
-        let f = e.publish(10 * S, &HashMap::new());
-        // 0-2 s: mean 200 W x 2 s; 2-3 s: mean 200 W x 1 s; the repeated round is ignored.
-        let m = &f[0].models[0];
-        assert!(close(m.joules, 600.0), "{m:?}");
-        assert!(close(m.joules_per_token.expect("j/t"), 2.0), "{m:?}");
+        // A repeated timestamp is ignored.
+        e.on_round(3 * S, &[gpu(0, Some(20.0), 100.0, 50)]);
+        e.on_round(4 * S, &[gpu(0, Some(110.0), 100.0, 50)]);
+        e.on_call(call(7, "m", &[0], [0.0, 0.0, 4.0], 400));
+        let f = e.publish(10 * S, &none());
+        // 0-2 s: mean 200 W x 2 s; 2-3 s: mean 200 W x 1 s; 3-4 s: the counter's 100 J.
+        let m = only_model(&f);
+        assert!(close(m.new_joules, 700.0), "{m:?}");
+        assert!(close(m.joules_per_token.expect("j/t"), 1.75), "{m:?}");
     }
 
     #[test]
-    fn a_server_without_calls_is_forgotten_and_bounds_hold() {
+    fn servers_are_forgotten_relabeled_and_bounded() {
         let mut e = Efficiency::new(3);
         e.on_round(0, &[gpu(0, Some(0.0), 100.0, 50)]);
         e.on_round(S, &[gpu(0, Some(100.0), 100.0, 50)]);
         e.on_call(call(7, "m", &[0], [0.0, 0.0, 1.0], 10));
-        assert_eq!(e.publish(10 * S, &HashMap::new()).len(), 1);
+        assert_eq!(e.publish(10 * S, &none()).len(), 1);
+        // Same pid, other labels: the old series go.
+        let mut c = call(7, "m", &[0], [0.5, 0.5, 1.0], 0);
+        c.server_labels = vec![("pid".into(), "7".into()), ("x".into(), "y".into())];
+        e.on_call(c);
+        let f = e.publish(10 * S, &none());
+        assert!(f.iter().any(|s| s.gone && s.labels.len() == 1), "{f:?}");
         for i in 2..8 {
             e.on_round(i * S, &[gpu(0, Some(100.0 * i as f64), 100.0, 50)]);
         }
         assert_eq!(e.windows.len(), 3);
-        let f = e.publish(20 * S, &HashMap::new());
-        let gone: Vec<&ServerFigures> = f.iter().filter(|s| s.gone).collect();
-        assert_eq!(gone.len(), 1, "{f:?}");
-        assert_eq!(gone[0].models.len(), 1);
+        // Not forgotten while a call is in flight.
+        assert!(
+            e.publish(20 * S, &HashMap::from([(7, ns(6.5))]))
+                .iter()
+                .all(|s| !s.gone)
+        );
+        let f = e.publish(20 * S, &none());
+        assert_eq!(f.iter().filter(|s| s.gone).count(), 1, "{f:?}");
         assert!(e.servers.is_empty());
         // A call entirely before the windows kept is not charged (and said so).
         e.on_call(call(8, "m", &[0], [0.0, 0.0, 1.0], 10));
         assert!(close(e.tokens_unaccounted, 10.0));
         // A server-role process on no GPU is no inference server.
         e.on_call(call(10, "m", &[], [6.5, 6.5, 6.5], 5));
-        assert!(!e.servers.contains_key(&ServerKey { pid: 10 }));
-        // Hostile figures: zero-length calls, end before start.
-        e.on_call(call(9, "m", &[0], [6.5, 6.5, 6.5], 5));
-        e.on_call(call(9, "m", &[0], [7.0, 9.0, 6.0], u64::MAX));
-        for f in e.publish(30 * S, &HashMap::new()) {
+        assert!(!e.knows(10));
+        // Past the bound on servers, calls are counted as unaccounted.
+        for pid in 100..100 + MAX_SERVERS as u32 {
+            e.on_call(call(pid, "m", &[0], [6.5, 6.5, 6.6], 0));
+        }
+        let before = e.tokens_unaccounted;
+        e.on_call(call(99_999, "m", &[0], [6.5, 6.5, 6.6], 7));
+        assert!(close(e.tokens_unaccounted - before, 7.0));
+        assert!(e.servers.len() <= MAX_SERVERS);
+        // Hostile figures: zero-length calls, end before start, u64::MAX tokens.
+        e.on_call(call(100, "m", &[0], [6.5, 6.5, 6.5], 5));
+        e.on_call(call(100, "m", &[0], [7.0, 9.0, 6.0], u64::MAX));
+        for f in e.publish(30 * S, &none()) {
             for m in f.models {
                 assert!(m.tokens_per_second.is_finite(), "{m:?}");
                 assert!(m.joules_per_token.is_none_or(|j| j.is_finite()), "{m:?}");
             }
         }
+    }
+
+    #[test]
+    fn tokens_before_the_first_window_are_counted() {
+        let mut e = Efficiency::new(10);
+        e.on_call(call(7, "m", &[0], [0.0, 0.0, 2.0], 100));
+        e.on_round(S, &[gpu(0, Some(0.0), 100.0, 50)]);
+        e.on_round(2 * S, &[gpu(0, Some(100.0), 100.0, 50)]);
+        assert!(
+            close(e.tokens_unaccounted, 50.0),
+            "{}",
+            e.tokens_unaccounted
+        );
+        let f = e.publish(10 * S, &none());
+        assert!(close(only_model(&f).new_tokens, 50.0), "{f:?}");
     }
 }

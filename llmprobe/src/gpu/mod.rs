@@ -7,8 +7,12 @@ pub mod correlate;
 pub mod efficiency;
 pub mod nvml;
 
-use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+use crate::clock::{Clock, monotonic_now_ns};
+use correlate::{ProcRelation, related_gpus};
 
 use correlate::GpuHistory;
 use efficiency::ServerFigures;
@@ -96,6 +100,7 @@ pub struct GpuMetrics {
     joules_per_token: Family<Labels, Gauge<f64, AtomicU64>>,
     tokens_per_second: Family<Labels, Gauge<f64, AtomicU64>>,
     token_energy: Family<Labels, Counter<f64, AtomicU64>>,
+    charged_tokens: Family<Labels, Counter<f64, AtomicU64>>,
     server_util: Family<Labels, Gauge<f64, AtomicU64>>,
     tokens_unaccounted: Counter<f64, AtomicU64>,
 }
@@ -119,6 +124,7 @@ impl GpuMetrics {
             joules_per_token: Family::default(),
             tokens_per_second: Family::default(),
             token_energy: Family::default(),
+            charged_tokens: Family::default(),
             server_util: Family::default(),
             tokens_unaccounted: Counter::default(),
         };
@@ -184,12 +190,12 @@ impl GpuMetrics {
         );
         registry.register(
             "llmprobe_gpu_energy_joules_per_output_token",
-            "Energy of an inference server's GPUs per output token it produced, over the latest settled sampling windows with output",
+            "Energy of an inference server's GPUs per output token it produced, over the settled sampling windows of the last minute",
             m.joules_per_token.clone(),
         );
         registry.register(
             "llmprobe_gpu_output_tokens_per_second",
-            "Output tokens an inference server produced per second, over the latest settled sampling windows",
+            "Output tokens an inference server produced per second, over the settled sampling windows of the last minute",
             m.tokens_per_second.clone(),
         );
         registry.register(
@@ -198,55 +204,68 @@ impl GpuMetrics {
             m.token_energy.clone(),
         );
         registry.register(
+            "llmprobe_gpu_output_tokens",
+            "Output tokens of an inference server and model charged with GPU energy (the denominator of llmprobe_gpu_output_token_energy_joules_total)",
+            m.charged_tokens.clone(),
+        );
+        registry.register(
             "llmprobe_gpu_server_sm_utilization_percent",
-            "Mean SM utilization of an inference server's GPUs while it had requests in flight (state=in_flight) or none (state=idle), over the latest settled sampling windows",
+            "Mean SM utilization of an inference server's GPUs while it had requests in flight (state=in_flight) or none (state=idle), over the settled sampling windows of the last minute",
             m.server_util.clone(),
         );
         registry.register(
             "llmprobe_gpu_output_tokens_unaccounted",
-            "Server output tokens left out of the GPU energy accounting (a record later than its windows, or older than the windows kept)",
+            "Server output tokens left out of the GPU energy accounting (a record later than its windows' publication, older than the windows kept, or past the accounting's bounds)",
             m.tokens_unaccounted.clone(),
         );
         m
     }
 
-    /// Exports the efficiency figures of the windows just settled.
+    /// Exports the efficiency figures of the windows just settled. A figure without a value
+    /// removes its series (a stale gauge would read as current).
     pub fn record_efficiency(&self, figures: &[ServerFigures]) {
+        let gauge = |f: &Family<Labels, Gauge<f64, AtomicU64>>, l: &Labels, v: Option<f64>| match v
+        {
+            Some(v) if v.is_finite() => {
+                f.get_or_create(l).set(v);
+            }
+            _ => {
+                f.remove(l);
+            }
+        };
         for s in figures {
             for (state, v) in [("in_flight", s.util_in_flight), ("idle", s.util_idle)] {
                 let mut l = s.labels.clone();
                 l.push(("state".to_owned(), state.to_owned()));
-                match v {
-                    _ if s.gone => {
-                        self.server_util.remove(&l);
-                    }
-                    Some(v) => {
-                        self.server_util.get_or_create(&l).set(v);
-                    }
-                    None => {}
-                }
+                gauge(&self.server_util, &l, v);
             }
             for m in &s.models {
                 if s.gone {
                     self.joules_per_token.remove(&m.labels);
                     self.tokens_per_second.remove(&m.labels);
                     self.token_energy.remove(&m.labels);
+                    self.charged_tokens.remove(&m.labels);
                     continue;
                 }
-                self.tokens_per_second
-                    .get_or_create(&m.labels)
-                    .set(m.tokens_per_second);
-                if let Some(j) = m.joules_per_token {
-                    self.joules_per_token.get_or_create(&m.labels).set(j);
-                }
-                if m.joules > 0.0 && m.joules.is_finite() {
-                    self.token_energy.get_or_create(&m.labels).inc_by(m.joules);
+                gauge(
+                    &self.tokens_per_second,
+                    &m.labels,
+                    Some(m.tokens_per_second),
+                );
+                gauge(&self.joules_per_token, &m.labels, m.joules_per_token);
+                if m.new_joules > 0.0 && m.new_joules.is_finite() && m.new_tokens.is_finite() {
+                    self.token_energy
+                        .get_or_create(&m.labels)
+                        .inc_by(m.new_joules);
+                    self.charged_tokens
+                        .get_or_create(&m.labels)
+                        .inc_by(m.new_tokens);
                 }
             }
         }
     }
 
-    /// Exports one round of samples.
+    /// Exports one round of samples; a reading a device stops giving removes its series.
     pub fn record(&self, samples: &[GpuSample]) {
         for s in samples {
             let l: Labels = vec![
@@ -254,10 +273,13 @@ impl GpuMetrics {
                 ("gpu_uuid".to_owned(), s.uuid.clone()),
                 ("gpu_name".to_owned(), s.name.clone()),
             ];
-            let set = |f: &Family<Labels, Gauge>, v: Option<u64>| {
-                if let Some(v) = v {
+            let set = |f: &Family<Labels, Gauge>, v: Option<u64>| match v {
+                Some(v) => {
                     f.get_or_create(&l)
                         .set(i64::try_from(v).unwrap_or(i64::MAX));
+                }
+                None => {
+                    f.remove(&l);
                 }
             };
             set(&self.sm_util, s.sm_util_pct.map(u64::from));
@@ -267,11 +289,15 @@ impl GpuMetrics {
             set(&self.temperature, s.temperature_c.map(u64::from));
             set(&self.sm_clock, s.sm_clock_mhz.map(u64::from));
             set(&self.throttle, s.throttle_reasons);
-            if let Some(p) = s.power_w {
-                self.power.get_or_create(&l).set(p);
-            }
-            if let Some(e) = s.energy_j {
-                self.energy.get_or_create(&l).set(e);
+            for (f, v) in [(&self.power, s.power_w), (&self.energy, s.energy_j)] {
+                match v {
+                    Some(v) => {
+                        f.get_or_create(&l).set(v);
+                    }
+                    None => {
+                        f.remove(&l);
+                    }
+                }
             }
             // Per-process series are rebuilt each round so exited processes disappear.
             for p in &s.processes {
@@ -289,6 +315,24 @@ impl GpuMetrics {
         }
     }
 
+    /// Forgets every per-GPU series (sampling failed: the last values would read as current).
+    fn clear_all(&self) {
+        for f in [
+            &self.sm_util,
+            &self.mem_util,
+            &self.mem_used,
+            &self.mem_total,
+            &self.temperature,
+            &self.sm_clock,
+            &self.throttle,
+        ] {
+            f.clear();
+        }
+        self.power.clear();
+        self.energy.clear();
+        self.clear_processes();
+    }
+
     /// Forgets per-process series (before a new round).
     fn clear_processes(&self) {
         self.proc_mem.clear();
@@ -296,23 +340,35 @@ impl GpuMetrics {
     }
 }
 
-/// How long a sampling window waits for the records of calls that ended in it (the pipeline's
-/// delay from the kernel to the sink, and the tracker's in-flight snapshot period).
-const SETTLE_GRACE: Duration = Duration::from_secs(2);
+/// How long a sampling window waits for events still on their way from the kernel to the
+/// tracker (calls that started before the window's end but are not in the tracker's snapshot).
+pub const SETTLE_GRACE: Duration = Duration::from_secs(2);
 
-/// Samples `source` every `interval` until the task is dropped.
-pub async fn run_sampler(
+/// How the sampler runs.
+#[derive(Debug, Clone, Copy)]
+pub struct SamplerConfig {
+    /// Sampling interval.
+    pub interval: Duration,
+    /// See [`SETTLE_GRACE`].
+    pub settle_grace: Duration,
+    /// The pipeline's clock (the calls' times use it: a wall-clock step must not shift one
+    /// against the other).
+    pub clock: Clock,
+}
+
+/// Samples `source` every interval until `stop` is set. Runs on its own thread: NVML calls
+/// block, and the join reads /proc.
+pub fn run_sampler(
     mut source: Box<dyn GpuSource>,
     metrics: Arc<GpuMetrics>,
     history: Arc<Mutex<GpuHistory>>,
-    interval: Duration,
-    settle_grace: Duration,
+    cfg: SamplerConfig,
+    stop: Arc<AtomicBool>,
 ) {
-    let grace_ns = i64::try_from(settle_grace.as_nanos()).unwrap_or(i64::MAX);
-    let mut tick = tokio::time::interval(interval);
+    let grace_ns = i64::try_from(cfg.settle_grace.as_nanos()).unwrap_or(i64::MAX);
+    let mut next = Instant::now();
     let mut failing = false;
-    loop {
-        tick.tick().await;
+    while !stop.load(Ordering::Relaxed) {
         match source.sample() {
             Ok(samples) => {
                 if failing {
@@ -322,19 +378,8 @@ pub async fn run_sampler(
                 metrics.clear_processes();
                 metrics.record(&samples);
                 metrics.available.set(1);
-                let now = crate::clock::Clock::system().unix_ns(crate::clock::monotonic_now_ns());
-                if let Ok(mut h) = history.lock() {
-                    h.push(now, samples);
-                    let h = &mut *h;
-                    let figures = h
-                        .efficiency
-                        .publish(now.saturating_sub(grace_ns), &h.in_flight_since);
-                    metrics.record_efficiency(&figures);
-                    let lost = h.efficiency.tokens_unaccounted - metrics.tokens_unaccounted.get();
-                    if lost > 0.0 {
-                        metrics.tokens_unaccounted.inc_by(lost);
-                    }
-                }
+                let now = cfg.clock.unix_ns(monotonic_now_ns());
+                sampler_round(&history, &metrics, now, samples, grace_ns);
             }
             Err(e) => {
                 if !failing {
@@ -342,8 +387,60 @@ pub async fn run_sampler(
                     failing = true;
                 }
                 metrics.available.set(0);
+                metrics.clear_all();
             }
         }
+        next += cfg.interval;
+        let now = Instant::now();
+        match next.checked_duration_since(now) {
+            Some(d) => std::thread::sleep(d),
+            None => next = now,
+        }
+    }
+}
+
+/// One round: keep it, find the GPUs of servers newly in flight, publish settled windows.
+fn sampler_round(
+    history: &Mutex<GpuHistory>,
+    metrics: &GpuMetrics,
+    now: i64,
+    samples: Vec<GpuSample>,
+    grace_ns: i64,
+) {
+    let lock = || history.lock().unwrap_or_else(PoisonError::into_inner);
+    let (look_up, procs) = {
+        let mut h = lock();
+        h.push(now, samples);
+        (h.servers_to_look_up(), h.gpu_processes())
+    };
+    // /proc is read without the lock: the tracker and the sink take it too.
+    let found: Vec<(u32, Vec<u32>)> = look_up
+        .into_iter()
+        .map(|pid| {
+            let container = std::fs::read_to_string(format!("/proc/{pid}/cgroup"))
+                .ok()
+                .and_then(|t| crate::probes::container_id(&t));
+            let gpus = related_gpus(&ProcRelation, &procs, pid, container.as_deref());
+            (pid, gpus)
+        })
+        .collect();
+    let mut h = lock();
+    for (pid, gpus) in found {
+        h.cache_gpus(pid, &gpus);
+        h.efficiency.on_server_in_flight(pid, gpus);
+    }
+    // The tracker's snapshot counts only once the sink has accounted every record sent before it.
+    if h.consumed_batches < h.emitted_batches {
+        return;
+    }
+    let h = &mut *h;
+    let figures = h
+        .efficiency
+        .publish(now.saturating_sub(grace_ns), &h.in_flight_since);
+    metrics.record_efficiency(&figures);
+    let lost = h.efficiency.tokens_unaccounted - metrics.tokens_unaccounted.get();
+    if lost > 0.0 && lost.is_finite() {
+        metrics.tokens_unaccounted.inc_by(lost);
     }
 }
 
@@ -351,7 +448,7 @@ pub async fn run_sampler(
 /// when there is no usable NVML.
 pub fn start(
     mode: GpuMode,
-    interval: Duration,
+    cfg: SamplerConfig,
     nvml_lib: Option<&std::path::Path>,
     metrics: Arc<GpuMetrics>,
     history: Arc<Mutex<GpuHistory>>,
@@ -365,17 +462,21 @@ pub fn start(
         Ok(source) => {
             log::info!(
                 "GPU sampling through NVML every {:?}: {}",
-                interval,
+                cfg.interval,
                 source.describe()
             );
             metrics.available.set(1);
-            tokio::spawn(run_sampler(
-                Box::new(source),
-                metrics,
-                history,
-                interval,
-                SETTLE_GRACE,
-            ));
+            if let Ok(mut h) = history.lock() {
+                h.set_interval(cfg.interval);
+            }
+            let stop = Arc::new(AtomicBool::new(false));
+            let spawned = std::thread::Builder::new()
+                .name("gpu-sampler".into())
+                .spawn(move || run_sampler(Box::new(source), metrics, history, cfg, stop));
+            if let Err(e) = spawned {
+                log::warn!("no GPU metrics: cannot start the sampler thread: {e}");
+                return false;
+            }
             true
         }
         Err(e) => {
@@ -390,16 +491,26 @@ pub fn start(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use efficiency::{CallUse, ServerKey};
     use prometheus_client::encoding::text::encode;
 
-    /// A scripted device: each call returns the next round.
+    type Hook = Box<dyn FnMut(usize) + Send>;
+
+    /// A scripted device: each call returns the next round, after running `hook` with the
+    /// number of rounds the sampler has fully handled; at the end it stops the sampler.
     struct Fake {
         rounds: Vec<Result<Vec<GpuSample>, String>>,
+        calls: usize,
+        hook: Hook,
+        stop: Arc<AtomicBool>,
     }
 
     impl GpuSource for Fake {
         fn sample(&mut self) -> Result<Vec<GpuSample>, String> {
+            (self.hook)(self.calls);
+            self.calls += 1;
             if self.rounds.is_empty() {
+                self.stop.store(true, Ordering::Relaxed);
                 return Err("no more rounds".into());
             }
             self.rounds.remove(0)
@@ -437,56 +548,92 @@ mod tests {
         s
     }
 
-    #[tokio::test(start_paused = true)]
-    async fn samples_become_metrics_and_processes_come_and_go() {
+    fn cfg(grace: Duration) -> SamplerConfig {
+        SamplerConfig {
+            interval: Duration::from_millis(1),
+            settle_grace: grace,
+            clock: Clock { offset_ns: 0 },
+        }
+    }
+
+    /// Runs the sampler over `rounds` to the end; `hook(n, registry text, history)` runs before
+    /// round n + 1 is sampled (rounds 1..=n fully handled).
+    fn drive(
+        rounds: Vec<Result<Vec<GpuSample>, String>>,
+        grace: Duration,
+        mut hook: impl FnMut(usize, String, &Mutex<GpuHistory>) + Send + 'static,
+    ) -> (String, Arc<Mutex<GpuHistory>>) {
         let mut reg = Registry::default();
         let m = Arc::new(GpuMetrics::new(&mut reg));
+        let reg = Arc::new(reg);
+        let history = Arc::new(Mutex::new(GpuHistory::new(600)));
+        let stop = Arc::new(AtomicBool::new(false));
+        let (r, h) = (reg.clone(), history.clone());
         let fake = Fake {
-            rounds: vec![
-                Ok(vec![gpu(87, 312.5, &[42, 43])]),
-                Ok(vec![gpu(3, 80.0, &[42])]),
-                Err("gone".into()),
-            ],
+            rounds,
+            calls: 0,
+            hook: Box::new(move |n| hook(n, text(&r), &h)),
+            stop: stop.clone(),
         };
-        let history = Arc::new(Mutex::new(GpuHistory::new(8)));
-        let task = tokio::spawn(run_sampler(
-            Box::new(fake),
-            m.clone(),
-            history.clone(),
-            Duration::from_secs(1),
-            SETTLE_GRACE,
-        ));
-        tokio::time::sleep(Duration::from_millis(10)).await;
-        let t = text(&reg);
-        assert!(t.contains("llmprobe_gpu_available 1"), "{t}");
-        assert!(t.contains(r#"llmprobe_gpu_sm_utilization_percent{gpu="0",gpu_uuid="GPU-1234",gpu_name="Fake H100"} 87"#), "{t}");
-        assert!(t.contains(r#"llmprobe_gpu_power_watts{gpu="0",gpu_uuid="GPU-1234",gpu_name="Fake H100"} 312.5"#), "{t}");
-        assert!(t.contains(r#"pid="43"} 1073741824"#), "{t}");
-        tokio::time::sleep(Duration::from_secs(1)).await;
-        let t = text(&reg);
-        assert!(t.contains(r#"gpu_name="Fake H100"} 3"#), "{t}");
-        assert!(
-            !t.contains(r#"pid="43""#),
-            "an exited process is forgotten: {t}"
-        );
+        run_sampler(Box::new(fake), m, history.clone(), cfg(grace), stop);
+        (text(&reg), history)
+    }
+
+    const LABELS: &str = r#"{gpu="0",gpu_uuid="GPU-1234",gpu_name="Fake H100"}"#;
+
+    #[test]
+    fn samples_become_metrics_and_processes_come_and_go() {
+        let mut partial = gpu(5, 70.0, &[42]);
+        partial.power_w = None;
+        let rounds = vec![
+            Ok(vec![gpu(87, 312.5, &[42, 43])]),
+            Ok(vec![gpu(3, 80.0, &[42])]),
+            Ok(vec![partial]),
+            Err("gone".into()),
+        ];
+        let (end, history) = drive(rounds, SETTLE_GRACE, move |n, t, _| match n {
+            1 => {
+                assert!(t.contains("llmprobe_gpu_available 1"), "{t}");
+                let sm = format!("llmprobe_gpu_sm_utilization_percent{LABELS} 87");
+                assert!(t.contains(&sm), "{t}");
+                let power = format!("llmprobe_gpu_power_watts{LABELS} 312.5");
+                assert!(t.contains(&power), "{t}");
+                assert!(t.contains(r#"pid="43"} 1073741824"#), "{t}");
+            }
+            2 => {
+                assert!(t.contains(&format!("{LABELS} 3\n")), "{t}");
+                assert!(
+                    !t.contains(r#"pid="43""#),
+                    "an exited process is forgotten: {t}"
+                );
+            }
+            3 => {
+                assert!(
+                    !t.contains("llmprobe_gpu_power_watts{"),
+                    "a reading the device stops giving goes: {t}"
+                );
+            }
+            4 => {
+                assert!(t.contains("llmprobe_gpu_available 0"), "{t}");
+                assert!(
+                    !t.contains("llmprobe_gpu_sm_utilization_percent{"),
+                    "a failing device leaves no stale figures: {t}"
+                );
+            }
+            _ => {}
+        });
+        assert!(end.contains("llmprobe_gpu_available 0"));
         assert!(
             !history.lock().map(|h| h.is_empty()).unwrap_or(true),
             "rounds are kept for the join"
         );
-        tokio::time::sleep(Duration::from_secs(1)).await;
-        assert!(text(&reg).contains("llmprobe_gpu_available 0"));
-        task.abort();
     }
 
-    #[tokio::test]
-    async fn sampler_publishes_energy_per_token_once_windows_settle() {
-        use efficiency::{CallUse, ServerKey};
-        let mut reg = Registry::default();
-        let m = Arc::new(GpuMetrics::new(&mut reg));
-        let history = Arc::new(Mutex::new(GpuHistory::new(600)));
-        // A device that draws 25 J per round.
+    /// 20 rounds of a 250 W device with pid 42 on it; before round 6, pid 42 answered a call
+    /// covering rounds 1-5 with 500 output tokens.
+    fn efficiency_run(grace: Duration, hold_sink: bool) -> String {
         let mut energy = 0.0;
-        let rounds = (0..200)
+        let rounds = (0..20)
             .map(|_| {
                 energy += 25.0;
                 let mut s = gpu(90, 250.0, &[42]);
@@ -494,20 +641,16 @@ mod tests {
                 Ok(vec![s])
             })
             .collect();
-        let task = tokio::spawn(run_sampler(
-            Box::new(Fake { rounds }),
-            m.clone(),
-            history.clone(),
-            Duration::from_millis(20),
-            Duration::from_millis(200),
-        ));
-        tokio::time::sleep(Duration::from_millis(110)).await;
-        {
-            let mut h = history.lock().expect("lock");
+        let (text, _) = drive(rounds, grace, move |n, _, h| {
+            if n != 5 {
+                return;
+            }
+            let mut h = h.lock().expect("lock");
             let (first, last) = h.span().expect("rounds");
-            assert!(last > first, "rounds are stamped in order");
-            // The server (pid 42 itself runs on the GPU) answered a call covering the rounds
-            // so far: 500 output tokens.
+            if hold_sink {
+                // The tracker sent a record batch the sink has not handled yet.
+                h.emitted_batches = h.consumed_batches + 1;
+            }
             h.efficiency.on_call(CallUse {
                 server: ServerKey { pid: 42 },
                 server_labels: vec![
@@ -521,37 +664,46 @@ mod tests {
                 end_ns: last,
                 output_tokens: 500,
             });
+        });
+        text
+    }
+
+    const SERIES: &str = r#"{pid="42",process_executable_name="vllm",gen_ai_request_model="tiny"}"#;
+
+    #[test]
+    fn sampler_publishes_energy_per_token_once_windows_settle() {
+        let t = efficiency_run(Duration::ZERO, false);
+        let value = |name: &str| -> f64 {
+            let prefix = format!("{name}{SERIES} ");
+            t.lines()
+                .find_map(|l| l.strip_prefix(&prefix))
+                .and_then(|v| v.parse().ok())
+                .unwrap_or_else(|| panic!("{prefix} missing: {t}"))
+        };
+        // Rounds 1-5 span four windows of 25 J each: 100 J for 500 tokens.
+        let jpt = value("llmprobe_gpu_energy_joules_per_output_token");
+        assert!((jpt - 0.2).abs() < 1e-9, "{jpt}");
+        assert!((value("llmprobe_gpu_output_token_energy_joules_total") - 100.0).abs() < 1e-9);
+        assert!((value("llmprobe_gpu_output_tokens_total") - 500.0).abs() < 1e-6);
+        assert!(value("llmprobe_gpu_output_tokens_per_second") > 0.0);
+        for series in [
+            r#"llmprobe_gpu_server_sm_utilization_percent{pid="42",process_executable_name="vllm",state="in_flight"} 90"#,
+            r#"llmprobe_gpu_server_sm_utilization_percent{pid="42",process_executable_name="vllm",state="idle"} 90"#,
+            "llmprobe_gpu_output_tokens_unaccounted_total 0",
+        ] {
+            assert!(t.contains(series), "{series} missing: {t}");
         }
-        let t = text(&reg);
-        assert!(
-            !t.contains("llmprobe_gpu_energy_joules_per_output_token{"),
-            "the windows wait for the grace period: {t}"
-        );
-        let want = r#"llmprobe_gpu_energy_joules_per_output_token{pid="42",process_executable_name="vllm",gen_ai_request_model="tiny"}"#;
-        let deadline = std::time::Instant::now() + Duration::from_secs(5);
-        loop {
-            tokio::time::sleep(Duration::from_millis(50)).await;
-            let t = text(&reg);
-            if let Some(line) = t.lines().find(|l| l.starts_with(want)) {
-                // 25 J per round over the tokens generated in those rounds.
-                let v: f64 = line
-                    .rsplit(' ')
-                    .next()
-                    .and_then(|v| v.parse().ok())
-                    .expect(line);
-                assert!(v.is_finite() && v > 0.0, "{line}");
-                for series in [
-                    r#"llmprobe_gpu_output_tokens_per_second{pid="42",process_executable_name="vllm",gen_ai_request_model="tiny"}"#,
-                    r#"llmprobe_gpu_server_sm_utilization_percent{pid="42",process_executable_name="vllm",state="in_flight"} 90"#,
-                    r#"llmprobe_gpu_output_token_energy_joules_total{pid="42",process_executable_name="vllm",gen_ai_request_model="tiny"}"#,
-                ] {
-                    assert!(t.contains(series), "{series} missing: {t}");
-                }
-                break;
-            }
-            assert!(std::time::Instant::now() < deadline, "never settled: {t}");
+    }
+
+    #[test]
+    fn windows_wait_for_the_grace_period_and_the_sink() {
+        for (grace, hold_sink) in [(Duration::from_secs(3600), false), (Duration::ZERO, true)] {
+            let t = efficiency_run(grace, hold_sink);
+            assert!(
+                !t.contains("llmprobe_gpu_energy_joules_per_output_token{"),
+                "grace {grace:?}, sink behind {hold_sink}: {t}"
+            );
         }
-        task.abort();
     }
 
     #[test]
@@ -559,13 +711,7 @@ mod tests {
         let mut reg = Registry::default();
         let m = Arc::new(GpuMetrics::new(&mut reg));
         let history = Arc::new(Mutex::new(GpuHistory::new(8)));
-        assert!(!start(
-            GpuMode::Off,
-            Duration::from_secs(1),
-            None,
-            m,
-            history
-        ));
+        assert!(!start(GpuMode::Off, cfg(SETTLE_GRACE), None, m, history));
         assert!(text(&reg).contains("llmprobe_gpu_available 0"));
     }
 }
