@@ -1171,3 +1171,47 @@ fn inference_server_calls_join_their_worker_gpu_and_count_energy_per_token() {
         "{summary:#}"
     );
 }
+
+#[test]
+fn a_lost_gpu_does_not_hide_the_others() {
+    if !e2e_enabled() {
+        return;
+    }
+    let _g = serial();
+    let dir = scratch("gpu-lost");
+    let lib = dir.join("libnvidia-ml.so.1");
+    let cc = Command::new("cc")
+        .args(["-shared", "-fPIC", "-O2", "-o"])
+        .arg(&lib)
+        .arg(assets().join("fake_nvml.c"))
+        .status()
+        .expect("cc (needed to build the stand-in NVML) must be installed");
+    assert!(cc.success(), "building fake_nvml.c failed");
+    // Three GPUs; GPU 1 has fallen off the bus.
+    let lib_arg = lib.to_string_lossy().into_owned();
+    let mut agent = Agent::start_with_env(
+        &dir,
+        false,
+        &["--nvml-lib", &lib_arg, "--gpu-interval", "0.2"],
+        &[("FAKE_NVML_GPUS", "3"), ("FAKE_NVML_LOST", "1")],
+    );
+    std::thread::sleep(Duration::from_millis(600));
+    let text = agent.scrape();
+    assert_eq!(
+        metric(&text, "llmprobe_gpu_available", &[]),
+        Some(1.0),
+        "{text}"
+    );
+    for (gpu, seen) in [("0", true), ("1", false), ("2", true)] {
+        let has = text.lines().any(|l| {
+            l.starts_with("llmprobe_gpu_power_watts{") && l.contains(&format!("gpu=\"{gpu}\""))
+        });
+        assert_eq!(has, seen, "GPU {gpu}: {text}");
+    }
+    assert!(
+        agent.log_text().contains("GPU 1:"),
+        "the lost GPU is logged: {}",
+        agent.log_text()
+    );
+    assert!(agent.stop());
+}

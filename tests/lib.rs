@@ -220,6 +220,16 @@ pub struct Agent {
 impl Agent {
     /// Starts `llmprobe run` (or `record` when `capture` is set) and waits for `ready`.
     pub fn start(dir: &Path, capture: bool, extra: &[&str]) -> Agent {
+        Self::start_with_env(dir, capture, extra, &[])
+    }
+
+    /// [`Agent::start`] with extra environment variables for the agent.
+    pub fn start_with_env(
+        dir: &Path,
+        capture: bool,
+        extra: &[&str],
+        env: &[(&str, &str)],
+    ) -> Agent {
         let jsonl = dir.join("records.jsonl");
         let log = dir.join("agent.log");
         let metrics_addr = format!("127.0.0.1:{}", free_port());
@@ -236,7 +246,8 @@ impl Agent {
         let logf = std::fs::File::create(&log).expect("agent log");
         cmd.stdout(Stdio::null())
             .stderr(logf)
-            .env("RUST_LOG", "info");
+            .env("RUST_LOG", "info")
+            .envs(env.iter().copied());
         let child = cmd.spawn().expect("start agent");
         let agent = Agent {
             proc: Some(Proc { child }),

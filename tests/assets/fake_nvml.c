@@ -1,7 +1,8 @@
 /*
- * A stand-in for libnvidia-ml.so.1 on machines without an NVIDIA GPU: one device that draws a
- * steady FAKE_NVML_WATTS (default 250) and runs the processes whose pids are listed in the file
- * FAKE_NVML_PIDS_FILE (re-read on every call). It implements the NVML calls llmprobe makes,
+ * A stand-in for libnvidia-ml.so.1 on machines without an NVIDIA GPU: FAKE_NVML_GPUS devices
+ * (default 1) that draw a steady FAKE_NVML_WATTS (default 250) each; device 0 runs the processes
+ * whose pids are listed in the file FAKE_NVML_PIDS_FILE (re-read on every call); device
+ * FAKE_NVML_LOST (if set) has fallen off the bus (NVML_ERROR_GPU_IS_LOST). It implements the NVML calls llmprobe makes,
  * with NVML's signatures and return codes, so the agent's NVML code, its process join and its
  * energy accounting run end to end in the tests. Built by the e2e test:
  *
@@ -19,6 +20,7 @@ typedef struct fake_device *nvmlDevice_t;
 #define NVML_ERROR_INVALID_ARGUMENT 2
 #define NVML_ERROR_NOT_SUPPORTED 3
 #define NVML_ERROR_INSUFFICIENT_SIZE 7
+#define NVML_ERROR_GPU_IS_LOST 15
 
 typedef struct { unsigned int gpu, memory; } nvmlUtilization_t;
 typedef struct {
@@ -36,8 +38,9 @@ typedef struct {
     unsigned int smUtil, memUtil, encUtil, decUtil;
 } nvmlProcessUtilizationSample_t;
 
+#define MAX_GPUS 8
 struct fake_device { int index; };
-static struct fake_device device0 = {0};
+static struct fake_device devices[MAX_GPUS] = {{0}, {1}, {2}, {3}, {4}, {5}, {6}, {7}};
 static double start_s;
 
 #define MAX_PIDS 64
@@ -66,7 +69,20 @@ static unsigned int read_pids(unsigned int *pids) {
     return n;
 }
 
-static int bad(nvmlDevice_t d) { return d != &device0; }
+static unsigned int gpu_count(void) {
+    const char *n = getenv("FAKE_NVML_GPUS");
+    int v = n ? atoi(n) : 1;
+    return v < 1 ? 1 : (v > MAX_GPUS ? MAX_GPUS : (unsigned int)v);
+}
+
+/* The listed processes run on device 0 only. */
+static unsigned int read_pids_of(nvmlDevice_t d, unsigned int *pids) {
+    return d->index == 0 ? read_pids(pids) : 0;
+}
+
+static int bad(nvmlDevice_t d) {
+    return d < &devices[0] || d >= &devices[gpu_count()];
+}
 
 nvmlReturn_t nvmlInit_v2(void) { start_s = now_s(); return NVML_SUCCESS; }
 nvmlReturn_t nvmlInitWithFlags(unsigned int flags) { (void)flags; return nvmlInit_v2(); }
@@ -81,13 +97,15 @@ nvmlReturn_t nvmlSystemGetDriverVersion(char *v, unsigned int len) {
 
 nvmlReturn_t nvmlDeviceGetCount_v2(unsigned int *n) {
     if (!n) return NVML_ERROR_INVALID_ARGUMENT;
-    *n = 1;
+    *n = gpu_count();
     return NVML_SUCCESS;
 }
 
 nvmlReturn_t nvmlDeviceGetHandleByIndex_v2(unsigned int i, nvmlDevice_t *d) {
-    if (i != 0 || !d) return NVML_ERROR_INVALID_ARGUMENT;
-    *d = &device0;
+    if (i >= gpu_count() || !d) return NVML_ERROR_INVALID_ARGUMENT;
+    const char *lost = getenv("FAKE_NVML_LOST");
+    if (lost && (unsigned int)atoi(lost) == i) return NVML_ERROR_GPU_IS_LOST;
+    *d = &devices[i];
     return NVML_SUCCESS;
 }
 
@@ -99,14 +117,14 @@ nvmlReturn_t nvmlDeviceGetName(nvmlDevice_t d, char *name, unsigned int len) {
 
 nvmlReturn_t nvmlDeviceGetUUID(nvmlDevice_t d, char *uuid, unsigned int len) {
     if (bad(d) || !uuid) return NVML_ERROR_INVALID_ARGUMENT;
-    snprintf(uuid, len, "GPU-fa4e0000-0000-0000-0000-000000000001");
+    snprintf(uuid, len, "GPU-fa4e0000-0000-0000-0000-00000000000%d", d->index + 1);
     return NVML_SUCCESS;
 }
 
 nvmlReturn_t nvmlDeviceGetUtilizationRates(nvmlDevice_t d, nvmlUtilization_t *u) {
     if (bad(d) || !u) return NVML_ERROR_INVALID_ARGUMENT;
     unsigned int pids[MAX_PIDS];
-    int busy = read_pids(pids) > 0;
+    int busy = read_pids_of(d, pids) > 0;
     u->gpu = busy ? UTIL : 0;
     u->memory = busy ? 20 : 0;
     return NVML_SUCCESS;
@@ -115,7 +133,7 @@ nvmlReturn_t nvmlDeviceGetUtilizationRates(nvmlDevice_t d, nvmlUtilization_t *u)
 nvmlReturn_t nvmlDeviceGetMemoryInfo_v2(nvmlDevice_t d, nvmlMemory_v2_t *m) {
     if (bad(d) || !m) return NVML_ERROR_INVALID_ARGUMENT;
     unsigned int pids[MAX_PIDS];
-    unsigned int n = read_pids(pids);
+    unsigned int n = read_pids_of(d, pids);
     m->total = 80ULL << 30;
     m->reserved = 0;
     m->used = (1ULL << 29) + n * PROC_MEM;
@@ -127,7 +145,7 @@ nvmlReturn_t nvmlDeviceGetComputeRunningProcesses_v3(nvmlDevice_t d, unsigned in
                                                      nvmlProcessInfo_t *infos) {
     if (bad(d) || !count) return NVML_ERROR_INVALID_ARGUMENT;
     unsigned int pids[MAX_PIDS];
-    unsigned int n = read_pids(pids);
+    unsigned int n = read_pids_of(d, pids);
     if (*count < n || !infos) {
         *count = n;
         return n ? NVML_ERROR_INSUFFICIENT_SIZE : NVML_SUCCESS;
@@ -148,7 +166,7 @@ nvmlReturn_t nvmlDeviceGetProcessUtilization(nvmlDevice_t d,
     (void)since;
     if (bad(d) || !count) return NVML_ERROR_INVALID_ARGUMENT;
     unsigned int pids[MAX_PIDS];
-    unsigned int n = read_pids(pids);
+    unsigned int n = read_pids_of(d, pids);
     if (*count < n || !samples) {
         *count = n;
         return NVML_ERROR_INSUFFICIENT_SIZE;

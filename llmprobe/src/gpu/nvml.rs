@@ -30,6 +30,10 @@ pub struct NvmlSource {
     nvml: Nvml,
     /// Last process-utilization timestamp seen per GPU (NVML returns samples newer than it).
     last_seen: Vec<u64>,
+    /// UUID and name per GPU, once read.
+    ids: Vec<Option<(String, String)>>,
+    /// GPUs whose handle could not be had in the last round (logged once).
+    failing: Vec<bool>,
 }
 
 impl NvmlSource {
@@ -62,6 +66,8 @@ impl NvmlSource {
         Ok(NvmlSource {
             nvml,
             last_seen: vec![0; n as usize],
+            ids: vec![None; n as usize],
+            failing: vec![false; n as usize],
         })
     }
 
@@ -80,10 +86,40 @@ impl GpuSource for NvmlSource {
         let n = self.nvml.device_count().map_err(|e| e.to_string())?;
         if self.last_seen.len() < n as usize {
             self.last_seen.resize(n as usize, 0);
+            self.ids.resize(n as usize, None);
+            self.failing.resize(n as usize, false);
         }
         let mut out = Vec::with_capacity(n as usize);
+        let mut first_err = None;
         for i in 0..n {
-            let d = self.nvml.device_by_index(i).map_err(|e| e.to_string())?;
+            // One lost GPU (Xid 79 and the like) must not hide the others.
+            let d = match self.nvml.device_by_index(i) {
+                Ok(d) => d,
+                Err(e) => {
+                    let e = format!("GPU {i}: {e}");
+                    if !self.failing[i as usize] {
+                        log::warn!("GPU sampling: {e}; the other GPUs are still sampled");
+                        self.failing[i as usize] = true;
+                    }
+                    first_err.get_or_insert(e);
+                    continue;
+                }
+            };
+            if self.failing[i as usize] {
+                log::info!("GPU sampling: GPU {i} answers again");
+                self.failing[i as usize] = false;
+            }
+            let (uuid, name) = match &self.ids[i as usize] {
+                Some(ids) => ids.clone(),
+                None => match (d.uuid(), d.name()) {
+                    // Read once: a transient error must not open a second series.
+                    (Ok(u), Ok(n)) => {
+                        self.ids[i as usize] = Some((u.clone(), n.clone()));
+                        (u, n)
+                    }
+                    _ => (format!("GPU-index-{i}"), String::new()),
+                },
+            };
             let util = d.utilization_rates().ok();
             let mem = d.memory_info().ok();
             let mut procs: Vec<GpuProcess> = d
@@ -115,8 +151,8 @@ impl GpuSource for NvmlSource {
             }
             out.push(GpuSample {
                 index: i,
-                uuid: d.uuid().unwrap_or_default(),
-                name: d.name().unwrap_or_default(),
+                uuid,
+                name,
                 sm_util_pct: util.as_ref().map(|u| u.gpu),
                 mem_util_pct: util.as_ref().map(|u| u.memory),
                 mem_used_bytes: mem.as_ref().map(|m| m.used),
@@ -132,6 +168,9 @@ impl GpuSource for NvmlSource {
                 processes: procs,
             });
         }
-        Ok(out)
+        match first_err {
+            Some(e) if out.is_empty() => Err(e),
+            _ => Ok(out),
+        }
     }
 }
