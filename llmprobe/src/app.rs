@@ -23,13 +23,13 @@ use tokio::io::Interest;
 use tokio::io::unix::AsyncFd;
 use tokio::sync::mpsc;
 
-use crate::clock::Clock;
+use crate::clock::{Clock, monotonic_now_ns};
 use crate::conntrack::{ConnTracker, TrackerConfig, TrackerOutput};
 use crate::export::jsonl::{JsonlTarget, JsonlWriter};
 use crate::export::metrics_http;
 use crate::export::otlp::{OtlpConfig, OtlpExporter};
 use crate::export::prometheus::{CardinalityLimits, GenAiMetrics, GpuServerLabels};
-use crate::gpu::correlate::{GpuHistory, ProcRelation, related_gpus};
+use crate::gpu::correlate::{GpuHistory, InFlightSnapshot, ProcRelation, related_gpus};
 use crate::gpu::efficiency::{CallUse, ServerKey};
 use crate::gpu::{GpuMetrics, GpuMode, SETTLE_GRACE, SamplerConfig};
 use crate::llm::LlmCall;
@@ -218,11 +218,14 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
                 _ = in_flight_tick.tick() => {
                     tracker_genai.set_in_flight(tracker.llm_in_flight() as i64);
                     if let Some(h) = tracker_gpu.as_ref() {
-                        let since = tracker.server_in_flight_since();
-                        if let Ok(mut h) = h.lock() {
-                            h.in_flight_since = since;
-                            h.emitted_batches = sent_batches;
-                        }
+                        let snapshot = InFlightSnapshot {
+                            sent_batches,
+                            since: tracker.server_in_flight_since(),
+                            taken_at: clock.unix_ns(monotonic_now_ns()),
+                        };
+                        h.lock()
+                            .unwrap_or_else(PoisonError::into_inner)
+                            .add_snapshot(snapshot);
                     }
                     continue;
                 }
@@ -267,8 +270,11 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
                     annotate_gpu(c, labels, &gpu_history);
                 }
             }
-            if gpu_on && let Ok(mut h) = gpu_history.lock() {
-                h.consumed_batches += 1;
+            if gpu_on {
+                gpu_history
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .consumed_batches += 1;
             }
             for c in &calls {
                 if let Some(o) = otlp.as_ref() {

@@ -142,7 +142,6 @@ def main():
         while True:
             log = open(os.path.join(a.out, "agent.log")).read()
             if "ready:" in log:
-                agent_ready = time.time()
                 break
             if agent.poll() is not None or time.time() > deadline:
                 print(log[-3000:])
@@ -309,9 +308,10 @@ def main():
                 len(energy) == 1 and 0.8 * want <= energy[0] <= 1.2 * want,
                 f"energy charged {energy} J within 20% of {w} W x {load_s:.1f} s = {want:.0f} J",
             )
-            # The gauge covers the settled windows of the last minute: at the end, every token
-            # over the time since the agent started (less the ~2.5 s not yet settled).
-            span = min(60.0, final_at - 2.5 - agent_ready)
+            # The gauge covers the settled windows of the last minute since the server's first
+            # call: at the end, every token over the time since the load started, less the
+            # ~2.25 s not yet settled (2 s grace, half a 0.5 s round).
+            span = min(60.0, final_at - 2.25 - load_start)
             want_tps = chunks[0] / span
             check.ok(
                 len(tps) == 1 and 0.6 * want_tps <= tps[0] <= 1.4 * want_tps,

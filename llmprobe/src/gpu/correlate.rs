@@ -15,17 +15,34 @@ pub struct GpuHistory {
     max_rounds: usize,
     /// Energy and throughput per server and model.
     pub efficiency: Efficiency,
-    /// Server pid -> start (Unix ns) of its oldest call in flight (the tracker's snapshot).
-    pub in_flight_since: HashMap<u32, i64>,
+    /// The tracker's recent in-flight snapshots, oldest first.
+    snapshots: VecDeque<InFlightSnapshot>,
     /// Server pid -> its GPUs, for the newest round.
     gpus_cache: HashMap<u32, Vec<u32>>,
     /// The sampling interval (how far a call may be from the round describing it).
     max_gap_ns: i64,
-    /// Record batches the tracker had sent when it took `in_flight_since`.
-    pub emitted_batches: u64,
     /// Record batches the sink has accounted.
     pub consumed_batches: u64,
+    /// Servers with calls in flight found on no GPU: pid -> when (Unix ns) they were looked up.
+    no_gpu: HashMap<u32, i64>,
 }
+
+/// What the tracker saw at one moment: servers with calls in flight and how many record batches
+/// it had handed to the sink by then.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct InFlightSnapshot {
+    /// Record batches sent to the sink before the snapshot.
+    pub sent_batches: u64,
+    /// Server pid -> start (Unix ns) of its oldest call in flight.
+    pub since: HashMap<u32, i64>,
+    /// When it was taken (Unix ns, the pipeline's clock).
+    pub taken_at: i64,
+}
+
+/// Snapshots kept while the sink catches up.
+const MAX_SNAPSHOTS: usize = 64;
+/// How long a server found on no GPU is not looked up again.
+const NO_GPU_RECHECK_NS: i64 = 30_000_000_000;
 
 /// What a server's GPUs did over a window (None: no GPU reported it).
 #[derive(Debug, Clone, Copy, PartialEq, Default)]
@@ -90,11 +107,11 @@ impl GpuHistory {
             rounds: VecDeque::new(),
             max_rounds: max_rounds.max(1),
             efficiency: Efficiency::new(max_rounds),
-            in_flight_since: HashMap::new(),
+            snapshots: VecDeque::new(),
             gpus_cache: HashMap::new(),
             max_gap_ns: i64::MAX,
-            emitted_batches: 0,
             consumed_batches: 0,
+            no_gpu: HashMap::new(),
         }
     }
 
@@ -145,14 +162,62 @@ impl GpuHistory {
         }
     }
 
-    /// Servers with calls in flight that the accounting does not know yet and whose GPUs were
-    /// not looked for in this round.
-    pub fn servers_to_look_up(&self) -> Vec<u32> {
-        self.in_flight_since
+    /// True once the tracker has sent a snapshot.
+    pub fn has_snapshots(&self) -> bool {
+        !self.snapshots.is_empty()
+    }
+
+    /// A new snapshot from the tracker.
+    pub fn add_snapshot(&mut self, snapshot: InFlightSnapshot) {
+        if self.snapshots.len() >= MAX_SNAPSHOTS {
+            self.snapshots.pop_front();
+        }
+        self.snapshots.push_back(snapshot);
+    }
+
+    /// Servers in flight as of the newest snapshot.
+    pub fn in_flight_since(&self) -> HashMap<u32, i64> {
+        self.snapshots
+            .back()
+            .map(|s| s.since.clone())
+            .unwrap_or_default()
+    }
+
+    /// The newest snapshot whose records the sink has all handled (older ones are dropped);
+    /// None while the sink is behind every snapshot kept.
+    pub fn settled_snapshot(&mut self) -> Option<InFlightSnapshot> {
+        let i = self
+            .snapshots
+            .iter()
+            .rposition(|s| s.sent_batches <= self.consumed_batches)?;
+        self.snapshots.drain(..i);
+        self.snapshots.front().cloned()
+    }
+
+    /// Servers with calls in flight (newest snapshot) that the accounting does not know yet, not
+    /// looked for in this round, nor found on no GPU lately.
+    pub fn servers_to_look_up(&mut self, now: i64) -> Vec<u32> {
+        self.no_gpu
+            .retain(|_, t| now.saturating_sub(*t) < NO_GPU_RECHECK_NS);
+        let Some(last) = self.snapshots.back() else {
+            return Vec::new();
+        };
+        last.since
             .keys()
-            .filter(|p| !self.efficiency.knows(**p) && !self.gpus_cache.contains_key(p))
+            .filter(|p| {
+                !self.efficiency.knows(**p)
+                    && !self.gpus_cache.contains_key(p)
+                    && !self.no_gpu.contains_key(p)
+            })
             .copied()
             .collect()
+    }
+
+    /// Remembers that `pid` uses no GPU (not looked up again for a while).
+    pub fn note_no_gpu(&mut self, pid: u32, now: i64) {
+        if self.no_gpu.len() < 4096 {
+            self.no_gpu.insert(pid, now);
+        }
     }
 
     /// GPU indices the server uses, from the most recent round.
@@ -319,6 +384,60 @@ mod tests {
         moved[0].processes.clear();
         h.push(5_000, moved);
         assert_eq!(h.gpus_of(&Tree, 100, None), vec![1]);
+    }
+
+    #[test]
+    fn a_snapshot_counts_once_the_sink_has_its_records() {
+        let mut h = GpuHistory::new(10);
+        assert!(!h.has_snapshots());
+        let snap = |sent: u64, at: i64| InFlightSnapshot {
+            sent_batches: sent,
+            since: HashMap::from([(7, at)]),
+            taken_at: at,
+        };
+        h.add_snapshot(snap(0, 100));
+        h.add_snapshot(snap(2, 200));
+        h.add_snapshot(snap(5, 300));
+        // The sink handled 3 batches: the snapshot of 2 is the newest it has caught up with.
+        h.consumed_batches = 3;
+        assert_eq!(h.settled_snapshot(), Some(snap(2, 200)));
+        // The newest tells who is in flight now.
+        assert_eq!(h.in_flight_since(), HashMap::from([(7, 300)]));
+        h.consumed_batches = 5;
+        assert_eq!(h.settled_snapshot(), Some(snap(5, 300)));
+        h.add_snapshot(snap(9, 400));
+        assert_eq!(
+            h.settled_snapshot(),
+            Some(snap(5, 300)),
+            "kept while the sink is behind"
+        );
+        for i in 0..100 {
+            h.add_snapshot(snap(100 + i, 500 + i as i64));
+        }
+        assert!(h.snapshots.len() <= MAX_SNAPSHOTS);
+        assert_eq!(
+            h.settled_snapshot(),
+            None,
+            "the sink is behind every snapshot kept"
+        );
+    }
+
+    #[test]
+    fn servers_on_no_gpu_are_not_looked_up_every_round() {
+        let mut h = GpuHistory::new(10);
+        h.push(0, round(1, 1));
+        h.add_snapshot(InFlightSnapshot {
+            sent_batches: 0,
+            since: HashMap::from([(7, 0), (8, 0)]),
+            taken_at: 0,
+        });
+        let mut first = h.servers_to_look_up(0);
+        first.sort_unstable();
+        assert_eq!(first, vec![7, 8]);
+        h.note_no_gpu(8, 0);
+        h.cache_gpus(7, &[0]);
+        assert!(h.servers_to_look_up(1_000).is_empty());
+        assert_eq!(h.servers_to_look_up(NO_GPU_RECHECK_NS + 1), vec![8]);
     }
 
     #[test]

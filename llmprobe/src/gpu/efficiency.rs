@@ -158,22 +158,15 @@ impl Window {
         (busy as f64 / len).clamp(0.0, 1.0)
     }
 
-    /// Joules of `gpus` charged to `tok` tokens of `key`'s, sharing each GPU's energy with every
-    /// server that produced tokens on it.
-    fn charge(&self, gpus: &[u32], tok: f64, gpus_of: &HashMap<ServerKey, Vec<u32>>) -> f64 {
+    /// Joules of `gpus` charged to `tok` tokens, sharing each GPU's energy with every token
+    /// produced on it in this window (`on_gpu`: tokens per GPU).
+    fn charge(&self, gpus: &[u32], tok: f64, on_gpu: &HashMap<u32, f64>) -> f64 {
         let mut joules = 0.0;
         for g in gpus {
-            let Some(e) = self.energy.get(g) else {
-                continue;
-            };
-            let on_gpu: f64 = self
-                .tokens
-                .iter()
-                .filter(|((s, _), _)| gpus_of.get(s).is_some_and(|gs| gs.contains(g)))
-                .map(|(_, t)| *t)
-                .sum();
-            if on_gpu > 0.0 {
-                joules += e * tok / on_gpu;
+            if let (Some(e), Some(&all)) = (self.energy.get(g), on_gpu.get(g))
+                && all > 0.0
+            {
+                joules += e * tok / all;
             }
         }
         joules
@@ -188,6 +181,8 @@ struct Server {
     models: Vec<String>,
     /// Windows ending at or before this are published.
     published_to: i64,
+    /// Where its accounting starts (the gauges' span never reaches before it).
+    started: i64,
     /// End of its latest call.
     last_end: i64,
 }
@@ -327,13 +322,14 @@ impl Efficiency {
         self.last_round = Some((t, now));
     }
 
-    /// A server with a call in flight, seen using `gpus` before any of its calls ended: its
-    /// accounting starts with that call, and servers sharing its GPUs wait for it.
-    pub fn on_server_in_flight(&mut self, pid: u32, gpus: Vec<u32>) {
+    /// A server with a call in flight since `since` (Unix ns), seen using `gpus` before any of
+    /// its calls ended: its accounting starts with that call, and servers sharing its GPUs wait
+    /// for it.
+    pub fn on_server_in_flight(&mut self, pid: u32, gpus: Vec<u32>, since: i64) {
         if gpus.is_empty() || self.servers.len() >= MAX_SERVERS || self.knows(pid) {
             return;
         }
-        let since = self.in_flight.get(&pid).copied().unwrap_or(i64::MAX);
+        self.in_flight.insert(pid, since);
         self.servers.insert(
             ServerKey { pid },
             Server {
@@ -341,6 +337,7 @@ impl Efficiency {
                 gpus,
                 models: Vec::new(),
                 published_to: since,
+                started: since,
                 last_end: since,
             },
         );
@@ -368,6 +365,23 @@ impl Efficiency {
             .copied()
             .unwrap_or(i64::MAX)
             .min(call.start_ns.min(call.end_ns));
+        // Windows already split by a server sharing a GPU with it are not split again: its
+        // tokens there are late.
+        let gpus: &[u32] = match self.servers.get(&call.server) {
+            Some(s) if call.gpus.is_empty() => &s.gpus,
+            _ => &call.gpus,
+        };
+        let split_to = self
+            .servers
+            .iter()
+            .filter(|(k, s)| {
+                **k != call.server
+                    && !s.labels.is_empty()
+                    && s.gpus.iter().any(|g| gpus.contains(g))
+            })
+            .map(|(_, s)| s.published_to)
+            .max()
+            .unwrap_or(i64::MIN);
         let server = self
             .servers
             .entry(call.server.clone())
@@ -376,11 +390,13 @@ impl Efficiency {
                 gpus: Vec::new(),
                 models: Vec::new(),
                 published_to: since,
+                started: since,
                 last_end: call.end_ns,
             });
         if server.labels.is_empty() {
-            // New, or registered while in flight: nothing was published yet.
-            server.published_to = server.published_to.min(since);
+            // New, or registered while in flight: nothing was published for it yet.
+            server.published_to = server.published_to.min(since).max(split_to);
+            server.started = server.started.min(since);
         } else if server.labels != call.server_labels {
             // Same pid, new labels (an exec, or a reused pid): the old series go.
             self.relabeled
@@ -419,12 +435,15 @@ impl Efficiency {
                 break;
             }
             let tok = overlap(tok_from, end, w.start, w.end) as f64 * rate;
+            if w.end <= published_to {
+                // Published already: the record is late, the window stays as it was reported.
+                self.tokens_unaccounted += tok;
+                placed += tok;
+                continue;
+            }
             if tok > 0.0 {
                 *w.tokens.entry(key.clone()).or_default() += tok;
                 placed += tok;
-                if w.end <= published_to {
-                    self.tokens_unaccounted += tok;
-                }
             }
             w.add_busy(&key.0, busy_from, end);
         }
@@ -464,12 +483,7 @@ impl Efficiency {
     ) -> Vec<ServerFigures> {
         self.in_flight = in_flight_since.clone();
         let newest = self.windows.back().map_or(i64::MIN, |w| w.end);
-        let gpus_of: HashMap<ServerKey, Vec<u32>> = self
-            .servers
-            .iter()
-            .map(|(k, s)| (k.clone(), s.gpus.clone()))
-            .collect();
-        // Each server's own limit, then the lowest of the servers sharing a GPU with it: a
+        // Each server's own limit, then the lowest over every server sharing a GPU with it: a
         // shared GPU's window is split once every server on it is done with it.
         let own: HashMap<&ServerKey, i64> = self
             .servers
@@ -483,13 +497,38 @@ impl Efficiency {
                 (k, held.min(settled_before))
             })
             .collect();
-        let limit_of = |k: &ServerKey| -> i64 {
-            let gpus = &gpus_of[k];
-            own.iter()
-                .filter(|(o, _)| ***o == *k || gpus_of[**o].iter().any(|g| gpus.contains(g)))
-                .map(|(_, l)| *l)
-                .min()
-                .unwrap_or(i64::MIN)
+        let mut gpu_limit: HashMap<u32, i64> = HashMap::new();
+        for (k, s) in &self.servers {
+            for g in &s.gpus {
+                let l = gpu_limit.entry(*g).or_insert(i64::MAX);
+                *l = (*l).min(own[k]);
+            }
+        }
+        let limit_of = |k: &ServerKey, gpus: &[u32]| -> i64 {
+            gpus.iter()
+                .filter_map(|g| gpu_limit.get(g))
+                .fold(own[k], |a, b| a.min(*b))
+        };
+        // Tokens on each GPU per window (by window start), computed once per publication.
+        let gpus_of: HashMap<&ServerKey, &[u32]> = self
+            .servers
+            .iter()
+            .map(|(k, s)| (k, s.gpus.as_slice()))
+            .collect();
+        let mut totals: HashMap<i64, HashMap<u32, f64>> = HashMap::new();
+        let mut on_gpus = |w: &Window| -> HashMap<u32, f64> {
+            totals
+                .entry(w.start)
+                .or_insert_with(|| {
+                    let mut m: HashMap<u32, f64> = HashMap::new();
+                    for ((s, _), tok) in &w.tokens {
+                        for g in gpus_of.get(s).copied().unwrap_or_default() {
+                            *m.entry(*g).or_default() += tok;
+                        }
+                    }
+                    m
+                })
+                .clone()
         };
         let mut out = std::mem::take(&mut self.relabeled);
         let mut published = Vec::new();
@@ -497,7 +536,7 @@ impl Efficiency {
             if server.labels.is_empty() {
                 continue;
             }
-            let limit = limit_of(key);
+            let limit = limit_of(key, &server.gpus);
             let new: Vec<&Window> = self
                 .windows
                 .iter()
@@ -513,26 +552,32 @@ impl Efficiency {
                 .map(|m| (m.as_str(), [0.0; 4]))
                 .collect();
             for w in &new {
+                let on_gpu = on_gpus(w);
                 for ((k, model), &tok) in &w.tokens {
                     if k != key || tok <= 0.0 {
                         continue;
                     }
                     if let Some(m) = per_model.get_mut(model.as_str()) {
-                        m[0] += w.charge(&server.gpus, tok, &gpus_of);
-                        m[1] += tok;
+                        let joules = w.charge(&server.gpus, tok, &on_gpu);
+                        if joules > 0.0 {
+                            m[0] += joules;
+                            m[1] += tok;
+                        }
                     }
                 }
             }
-            // The gauges: settled windows of the last GAUGE_SPAN_NS.
+            // The gauges: settled windows of the last GAUGE_SPAN_NS (of its accounting).
+            let from = to.saturating_sub(GAUGE_SPAN_NS).max(server.started);
             let span: Vec<&Window> = self
                 .windows
                 .iter()
-                .filter(|w| w.end > to - GAUGE_SPAN_NS && w.end <= to)
+                .filter(|w| w.end > from && w.end <= to)
                 .collect();
             let span_ns: i64 = span.iter().map(|w| w.end - w.start).sum();
             let (mut busy_util, mut busy_w, mut idle_util, mut idle_w) = (0.0, 0.0, 0.0, 0.0);
             let mut gauge: HashMap<&str, (f64, f64, f64)> = HashMap::new();
             for w in &span {
+                let on_gpu = on_gpus(w);
                 let len = (w.end - w.start) as f64;
                 let busy = w.busy_fraction(key);
                 let utils: Vec<f64> = server
@@ -551,7 +596,7 @@ impl Efficiency {
                     if k != key || tok <= 0.0 {
                         continue;
                     }
-                    let joules = w.charge(&server.gpus, tok, &gpus_of);
+                    let joules = w.charge(&server.gpus, tok, &on_gpu);
                     let g = gauge.entry(model.as_str()).or_default();
                     g.0 += joules;
                     g.2 += tok;
@@ -784,12 +829,76 @@ mod tests {
         );
         assert!(close(m.tokens_per_second, 50.0), "the last minute: {m:?}");
         assert!(close(m.joules_per_token.expect("j/token"), 3.0), "{m:?}");
-        // A record that comes after its windows were published is counted as unaccounted.
+        // A record that comes after its windows were published is counted as unaccounted, and
+        // the windows stay as they were reported.
         e.on_call(call(7, "llama", &[0], [1.0, 1.0, 2.0], 40));
         assert!(
             close(e.tokens_unaccounted, 40.0),
             "{}",
             e.tokens_unaccounted
+        );
+        e.on_round(5 * S, &[gpu(0, Some(1100.0), 100.0, 5)]);
+        let f = e.publish(10 * S, &none());
+        let m = only_model(&f);
+        assert!(close(m.tokens_per_second, 200.0 / 5.0), "{m:?}");
+    }
+
+    #[test]
+    fn tokens_without_an_energy_reading_are_not_counted_as_charged() {
+        let mut e = Efficiency::new(100);
+        let mut blind = gpu(0, None, 0.0, 50);
+        blind.power_w = None;
+        e.on_round(0, std::slice::from_ref(&blind));
+        e.on_round(S, std::slice::from_ref(&blind));
+        e.on_round(2 * S, &[gpu(0, Some(100.0), 100.0, 50)]);
+        e.on_round(3 * S, &[gpu(0, Some(200.0), 100.0, 50)]);
+        e.on_call(call(7, "m", &[0], [0.0, 0.0, 3.0], 300));
+        let f = e.publish(10 * S, &none());
+        let m = only_model(&f);
+        // 0-1 s has no reading; 1-2 s: power only at its end (100 W x 1 s); 2-3 s: 100 J.
+        assert!(close(m.new_tokens, 200.0), "{m:?}");
+        assert!(close(m.new_joules, 200.0), "{m:?}");
+        assert!(close(m.joules_per_token.expect("j/t"), 1.0), "{m:?}");
+        assert!(
+            close(m.tokens_per_second, 100.0),
+            "every token counts for throughput: {m:?}"
+        );
+    }
+
+    #[test]
+    fn a_first_call_longer_than_the_hold_does_not_split_a_gpu_twice() {
+        let mut e = Efficiency::new(1000);
+        let hold = MAX_HOLD_NS / S;
+        e.on_round(0, &[gpu(0, Some(0.0), 100.0, 50)]);
+        // Server 2 is in flight from 0.5 s on GPU 0 (shared with server 1) for longer than the
+        // hold; server 1 answers short calls meanwhile.
+        e.on_server_in_flight(2, vec![0], ns(0.5));
+        let busy = HashMap::from([(2, ns(0.5))]);
+        let (mut drawn, mut charged) = (0.0, 0.0);
+        let mut charge = |f: Vec<ServerFigures>| {
+            charged += f
+                .iter()
+                .flat_map(|s| &s.models)
+                .map(|m| m.new_joules)
+                .sum::<f64>();
+        };
+        let end = hold + 100;
+        for i in 1..=end {
+            e.on_round(i * S, &[gpu(0, Some(100.0 * i as f64), 100.0, 50)]);
+            drawn += 100.0;
+            let t = i as f64;
+            e.on_call(call(1, "a", &[0], [t - 0.9, t - 0.9, t - 0.1], 10));
+            charge(e.publish(i * S, &busy));
+        }
+        e.on_call(call(2, "b", &[0], [0.5, 0.5, end as f64], 4000));
+        charge(e.publish((end + 100) * S, &none()));
+        assert!(
+            charged <= drawn + 1e-6,
+            "{charged} J charged, {drawn} J drawn"
+        );
+        assert!(
+            e.tokens_unaccounted > 0.0,
+            "server 2's tokens in windows already split are late"
         );
     }
 
@@ -831,8 +940,7 @@ mod tests {
         e.on_round(S, &[gpu(0, Some(200.0), 0.0, 50)]);
         // Server 2's call is in flight since 0.2 s when server 1's ends.
         let busy = HashMap::from([(2, ns(0.2))]);
-        e.publish(0, &busy);
-        e.on_server_in_flight(2, vec![0]);
+        e.on_server_in_flight(2, vec![0], ns(0.2));
         e.on_call(call(1, "a", &[0], [0.0, 0.0, 1.0], 200));
         assert!(
             e.publish(10 * S, &busy)

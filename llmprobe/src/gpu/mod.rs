@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use crate::clock::{Clock, monotonic_now_ns};
-use correlate::{ProcRelation, related_gpus};
+use correlate::{InFlightSnapshot, ProcRelation, related_gpus};
 
 use correlate::GpuHistory;
 use efficiency::ServerFigures;
@@ -103,6 +103,8 @@ pub struct GpuMetrics {
     charged_tokens: Family<Labels, Counter<f64, AtomicU64>>,
     server_util: Family<Labels, Gauge<f64, AtomicU64>>,
     tokens_unaccounted: Counter<f64, AtomicU64>,
+    /// The GPUs' label sets exported by the last round.
+    exported: Mutex<Vec<Labels>>,
 }
 
 impl GpuMetrics {
@@ -127,6 +129,7 @@ impl GpuMetrics {
             charged_tokens: Family::default(),
             server_util: Family::default(),
             tokens_unaccounted: Counter::default(),
+            exported: Mutex::new(Vec::new()),
         };
         registry.register(
             "llmprobe_gpu_available",
@@ -265,14 +268,18 @@ impl GpuMetrics {
         }
     }
 
-    /// Exports one round of samples; a reading a device stops giving removes its series.
+    /// Exports one round of samples; a reading a device stops giving, or a GPU missing from
+    /// the round, removes its series.
     pub fn record(&self, samples: &[GpuSample]) {
-        for s in samples {
-            let l: Labels = vec![
-                ("gpu".to_owned(), s.index.to_string()),
-                ("gpu_uuid".to_owned(), s.uuid.clone()),
-                ("gpu_name".to_owned(), s.name.clone()),
-            ];
+        let now: Vec<Labels> = samples.iter().map(gpu_labels).collect();
+        {
+            let mut exported = self.exported.lock().unwrap_or_else(PoisonError::into_inner);
+            for old in exported.iter().filter(|l| !now.contains(l)) {
+                self.remove_gpu(old);
+            }
+            exported.clone_from(&now);
+        }
+        for (s, l) in samples.iter().zip(now) {
             let set = |f: &Family<Labels, Gauge>, v: Option<u64>| match v {
                 Some(v) => {
                     f.get_or_create(&l)
@@ -315,8 +322,29 @@ impl GpuMetrics {
         }
     }
 
+    /// Removes one GPU's series.
+    fn remove_gpu(&self, l: &Labels) {
+        for f in [
+            &self.sm_util,
+            &self.mem_util,
+            &self.mem_used,
+            &self.mem_total,
+            &self.temperature,
+            &self.sm_clock,
+            &self.throttle,
+        ] {
+            f.remove(l);
+        }
+        self.power.remove(l);
+        self.energy.remove(l);
+    }
+
     /// Forgets every per-GPU series (sampling failed: the last values would read as current).
     fn clear_all(&self) {
+        self.exported
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clear();
         for f in [
             &self.sm_util,
             &self.mem_util,
@@ -338,6 +366,14 @@ impl GpuMetrics {
         self.proc_mem.clear();
         self.proc_sm.clear();
     }
+}
+
+fn gpu_labels(s: &GpuSample) -> Labels {
+    vec![
+        ("gpu".to_owned(), s.index.to_string()),
+        ("gpu_uuid".to_owned(), s.uuid.clone()),
+        ("gpu_name".to_owned(), s.name.clone()),
+    ]
 }
 
 /// How long a sampling window waits for events still on their way from the kernel to the
@@ -411,7 +447,7 @@ fn sampler_round(
     let (look_up, procs) = {
         let mut h = lock();
         h.push(now, samples);
-        (h.servers_to_look_up(), h.gpu_processes())
+        (h.servers_to_look_up(now), h.gpu_processes())
     };
     // /proc is read without the lock: the tracker and the sink take it too.
     let found: Vec<(u32, Vec<u32>)> = look_up
@@ -425,18 +461,35 @@ fn sampler_round(
         })
         .collect();
     let mut h = lock();
+    let in_flight = h.in_flight_since();
     for (pid, gpus) in found {
+        if gpus.is_empty() {
+            h.note_no_gpu(pid, now);
+            continue;
+        }
         h.cache_gpus(pid, &gpus);
-        h.efficiency.on_server_in_flight(pid, gpus);
+        if let Some(&since) = in_flight.get(&pid) {
+            h.efficiency.on_server_in_flight(pid, gpus, since);
+        }
     }
-    // The tracker's snapshot counts only once the sink has accounted every record sent before it.
-    if h.consumed_batches < h.emitted_batches {
-        return;
-    }
+    // A snapshot counts once the sink has accounted every record sent before it; windows after
+    // it wait for a later one.
+    let snapshot = if h.has_snapshots() {
+        match h.settled_snapshot() {
+            Some(s) => s,
+            None => return,
+        }
+    } else {
+        InFlightSnapshot {
+            taken_at: now,
+            ..Default::default()
+        }
+    };
     let h = &mut *h;
-    let figures = h
-        .efficiency
-        .publish(now.saturating_sub(grace_ns), &h.in_flight_since);
+    let figures = h.efficiency.publish(
+        now.min(snapshot.taken_at).saturating_sub(grace_ns),
+        &snapshot.since,
+    );
     metrics.record_efficiency(&figures);
     let lost = h.efficiency.tokens_unaccounted - metrics.tokens_unaccounted.get();
     if lost > 0.0 && lost.is_finite() {
@@ -493,6 +546,7 @@ mod tests {
     use super::*;
     use efficiency::{CallUse, ServerKey};
     use prometheus_client::encoding::text::encode;
+    use std::collections::HashMap;
 
     type Hook = Box<dyn FnMut(usize) + Send>;
 
@@ -585,8 +639,11 @@ mod tests {
     fn samples_become_metrics_and_processes_come_and_go() {
         let mut partial = gpu(5, 70.0, &[42]);
         partial.power_w = None;
+        let mut second_gpu = gpu(1, 1.0, &[]);
+        second_gpu.index = 1;
+        second_gpu.uuid = "GPU-5678".into();
         let rounds = vec![
-            Ok(vec![gpu(87, 312.5, &[42, 43])]),
+            Ok(vec![gpu(87, 312.5, &[42, 43]), second_gpu]),
             Ok(vec![gpu(3, 80.0, &[42])]),
             Ok(vec![partial]),
             Err("gone".into()),
@@ -594,6 +651,7 @@ mod tests {
         let (end, history) = drive(rounds, SETTLE_GRACE, move |n, t, _| match n {
             1 => {
                 assert!(t.contains("llmprobe_gpu_available 1"), "{t}");
+                assert!(t.contains("GPU-5678"), "{t}");
                 let sm = format!("llmprobe_gpu_sm_utilization_percent{LABELS} 87");
                 assert!(t.contains(&sm), "{t}");
                 let power = format!("llmprobe_gpu_power_watts{LABELS} 312.5");
@@ -605,6 +663,10 @@ mod tests {
                 assert!(
                     !t.contains(r#"pid="43""#),
                     "an exited process is forgotten: {t}"
+                );
+                assert!(
+                    !t.contains("GPU-5678"),
+                    "a GPU missing from the round leaves no stale series: {t}"
                 );
             }
             3 => {
@@ -649,7 +711,12 @@ mod tests {
             let (first, last) = h.span().expect("rounds");
             if hold_sink {
                 // The tracker sent a record batch the sink has not handled yet.
-                h.emitted_batches = h.consumed_batches + 1;
+                let sent_batches = h.consumed_batches + 1;
+                h.add_snapshot(InFlightSnapshot {
+                    sent_batches,
+                    since: HashMap::new(),
+                    taken_at: i64::MAX,
+                });
             }
             h.efficiency.on_call(CallUse {
                 server: ServerKey { pid: 42 },
