@@ -242,23 +242,22 @@ impl GpuHistory {
         if gpus.is_empty() {
             return None;
         }
+        // Rounds are in time order: find the call's by binary search, not by a scan of all.
+        let first = self.rounds.partition_point(|(t, _)| *t < start_ns);
         let mut rounds: Vec<&(i64, Vec<GpuSample>)> = self
             .rounds
-            .iter()
-            .filter(|(t, _)| *t >= start_ns && *t <= end_ns)
+            .range(first..)
+            .take_while(|(t, _)| *t <= end_ns)
             .collect();
         if rounds.is_empty() {
             let near = self.max_gap_ns.saturating_mul(2);
             let after = self
                 .rounds
-                .iter()
-                .find(|(t, _)| *t >= start_ns)
+                .get(first)
                 .filter(|(t, _)| t.saturating_sub(end_ns) <= near);
-            let before = self
-                .rounds
-                .iter()
-                .rev()
-                .find(|(t, _)| *t <= end_ns)
+            let before = first
+                .checked_sub(1)
+                .and_then(|i| self.rounds.get(i))
                 .filter(|(t, _)| start_ns.saturating_sub(*t) <= near);
             rounds.extend(after.or(before));
         }
