@@ -183,14 +183,9 @@ impl ProviderDialect for Anthropic {
     }
 
     fn on_request_body(&mut self, body: &[u8], out: &mut Observed) {
-        let Ok(v) = serde_json::from_slice::<Value>(body) else {
-            // A body cut by a capture gap: the model and stream flag are usually still there.
-            out.request_model = super::scan_json_string(body, "model");
-            out.stream = super::scan_json_bool(body, "stream");
+        let Some(v) = super::json::request_body(body, out) else {
             return;
         };
-        out.request_model = s(&v, "model");
-        out.stream = Some(v.get("stream").and_then(Value::as_bool).unwrap_or(false));
         let mut n = v.get("system").map(content_chars).unwrap_or(0);
         if let Some(msgs) = v.get("messages").and_then(Value::as_array) {
             for m in msgs {

@@ -22,6 +22,20 @@ pub(crate) fn string_at(v: &Value, key: &str) -> Option<String> {
     nonempty_str(v.get(key)).map(str::to_owned)
 }
 
+/// Parses a request body and notes its `model` and `stream` flag (absent: not streamed). A body
+/// that does not parse (cut by a capture gap) still gives both by scan, and yields None.
+pub(crate) fn request_body(body: &[u8], out: &mut super::Observed) -> Option<Value> {
+    let Ok(v) = serde_json::from_slice::<Value>(body) else {
+        // The model and stream flag usually sit before the gap.
+        out.request_model = super::scan_json_string(body, "model");
+        out.stream = super::scan_json_bool(body, "stream");
+        return None;
+    };
+    out.request_model = string_at(&v, "model");
+    out.stream = Some(v.get("stream").and_then(Value::as_bool).unwrap_or(false));
+    Some(v)
+}
+
 /// Characters (not bytes) of a string.
 pub(crate) fn chars(s: &str) -> u64 {
     s.chars().count() as u64
