@@ -29,7 +29,7 @@ use crate::export::jsonl::{JsonlTarget, JsonlWriter};
 use crate::export::metrics_http;
 use crate::export::otlp::{OtlpConfig, OtlpExporter};
 use crate::export::prometheus::{CardinalityLimits, GenAiMetrics, GpuServerLabels};
-use crate::gpu::correlate::{GpuHistory, InFlightSnapshot, ProcRelation, related_gpus};
+use crate::gpu::correlate::{GpuHistory, InFlightSnapshot, ProcRelation, server_gpus};
 use crate::gpu::efficiency::{CallUse, ServerKey};
 use crate::gpu::{GpuMetrics, GpuMode, SETTLE_GRACE, SamplerConfig};
 use crate::llm::LlmCall;
@@ -342,28 +342,15 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
 /// Server-role calls on a GPU node get what the server's GPUs did during the call, and count
 /// in their server's energy and throughput.
 fn annotate_gpu(call: &mut LlmCall, labels: GpuServerLabels, history: &Mutex<GpuHistory>) {
-    let lock = || history.lock().unwrap_or_else(PoisonError::into_inner);
-    let (cached, procs) = {
-        let h = lock();
-        if h.is_empty() {
-            return;
-        }
-        match h.cached_gpus(call.pid) {
-            Some(g) => (Some(g), Vec::new()),
-            None => (None, h.gpu_processes()),
-        }
+    let Some(gpus) = server_gpus(
+        history,
+        &ProcRelation,
+        call.pid,
+        call.container_id.as_deref(),
+    ) else {
+        return;
     };
-    // /proc is read without the lock (the tracker and the sampler take it too).
-    let gpus = cached.unwrap_or_else(|| {
-        related_gpus(
-            &ProcRelation,
-            &procs,
-            call.pid,
-            call.container_id.as_deref(),
-        )
-    });
-    let mut h = lock();
-    h.cache_gpus(call.pid, &gpus);
+    let mut h = history.lock().unwrap_or_else(PoisonError::into_inner);
     let d = &call.detail;
     if let Some(w) = h.window(&gpus, d.start_unix_ns, d.end_unix_ns) {
         call.gpu_util_mean = w.util_mean;

@@ -4,6 +4,7 @@
 //! during one call's own time window.
 
 use std::collections::{HashMap, VecDeque};
+use std::sync::{Mutex, PoisonError};
 
 use super::GpuSample;
 use super::efficiency::Efficiency;
@@ -90,13 +91,8 @@ impl ProcessRelation for ProcRelation {
         {
             return true;
         }
-        match server_container {
-            Some(c) => std::fs::read_to_string(format!("/proc/{gpu_pid}/cgroup"))
-                .ok()
-                .and_then(|t| crate::probes::container_id(&t))
-                .is_some_and(|g| g == c),
-            None => false,
-        }
+        server_container
+            .is_some_and(|c| crate::probes::container_of(gpu_pid).is_some_and(|g| g == c))
     }
 }
 
@@ -220,21 +216,6 @@ impl GpuHistory {
         }
     }
 
-    /// GPU indices the server uses, from the most recent round.
-    pub fn gpus_of(
-        &mut self,
-        rel: &dyn ProcessRelation,
-        server_pid: u32,
-        container: Option<&str>,
-    ) -> Vec<u32> {
-        if let Some(g) = self.cached_gpus(server_pid) {
-            return g;
-        }
-        let gpus = related_gpus(rel, &self.gpu_processes(), server_pid, container);
-        self.cache_gpus(server_pid, &gpus);
-        gpus
-    }
-
     /// What `gpus` did between `start_ns` and `end_ns` (Unix). A call shorter than the sampling
     /// interval gets the first round after its start (or the last one before its end), if that
     /// round is within two intervals of the call.
@@ -297,6 +278,31 @@ impl GpuHistory {
     }
 }
 
+/// The GPUs `server_pid` uses in the newest round (None before the first round): remembered
+/// until the next round, and looked for through `rel` without holding the lock (the tracker,
+/// the sink and the sampler all take it).
+pub fn server_gpus(
+    history: &Mutex<GpuHistory>,
+    rel: &dyn ProcessRelation,
+    server_pid: u32,
+    container: Option<&str>,
+) -> Option<Vec<u32>> {
+    let lock = || history.lock().unwrap_or_else(PoisonError::into_inner);
+    let procs = {
+        let h = lock();
+        if h.is_empty() {
+            return None;
+        }
+        if let Some(g) = h.cached_gpus(server_pid) {
+            return Some(g);
+        }
+        h.gpu_processes()
+    };
+    let gpus = related_gpus(rel, &procs, server_pid, container);
+    lock().cache_gpus(server_pid, &gpus);
+    Some(gpus)
+}
+
 /// GPU indices whose processes are related to the server (reads /proc through `rel`: call it
 /// without holding the history's lock).
 pub fn related_gpus(
@@ -316,6 +322,16 @@ pub fn related_gpus(
 mod tests {
     use super::*;
     use crate::gpu::GpuProcess;
+    use std::cell::Cell;
+
+    /// Counts the relation's questions (each one reads /proc in the real relation).
+    struct Counting(Tree, Cell<u32>);
+    impl ProcessRelation for Counting {
+        fn related(&self, server: u32, container: Option<&str>, gpu_pid: u32) -> bool {
+            self.1.set(self.1.get() + 1);
+            self.0.related(server, container, gpu_pid)
+        }
+    }
 
     /// Server 100 runs its model in child 101; 200 is another app on GPU 1.
     struct Tree;
@@ -352,15 +368,20 @@ mod tests {
         {
             h.push(1_000 * (i as i64 + 1), round(u0, u1));
         }
-        let gpus = h.gpus_of(&Tree, 100, None);
+        let h = Mutex::new(h);
+        let counting = Counting(Tree, Cell::new(0));
+        let gpus = server_gpus(&h, &counting, 100, None).expect("rounds");
         assert_eq!(gpus, vec![0]);
+        let asked = counting.1.get();
+        assert_eq!(server_gpus(&h, &counting, 100, None), Some(gpus.clone()));
         assert_eq!(
-            h.gpus_of(&Tree, 100, None),
-            gpus,
-            "remembered for the round"
+            counting.1.get(),
+            asked,
+            "remembered for the round: /proc not read again"
         );
-        assert_eq!(h.gpus_of(&Tree, 200, None), vec![1]);
-        assert!(h.gpus_of(&Tree, 999, None).is_empty());
+        assert_eq!(server_gpus(&h, &Tree, 200, None), Some(vec![1]));
+        assert_eq!(server_gpus(&h, &Tree, 999, None), Some(vec![]));
+        let mut h = h.into_inner().expect("lock");
         // Rounds at 2000 and 3000 fall in [1500, 3500].
         let w = h.window(&gpus, 1_500, 3_500).expect("window");
         assert!((w.util_mean.expect("util") - 70.0).abs() < 1e-9, "{w:?}");
@@ -382,7 +403,13 @@ mod tests {
         moved[1].processes[0].pid = 101;
         moved[0].processes.clear();
         h.push(5_000, moved);
-        assert_eq!(h.gpus_of(&Tree, 100, None), vec![1]);
+        let h = Mutex::new(h);
+        assert_eq!(server_gpus(&h, &Tree, 100, None), Some(vec![1]));
+        assert_eq!(
+            server_gpus(&Mutex::new(GpuHistory::new(4)), &Tree, 100, None),
+            None,
+            "nothing sampled yet"
+        );
     }
 
     #[test]

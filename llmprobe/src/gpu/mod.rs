@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use crate::clock::{Clock, monotonic_now_ns};
-use correlate::{InFlightSnapshot, ProcRelation, related_gpus};
+use correlate::{InFlightSnapshot, ProcRelation, server_gpus};
 
 use correlate::GpuHistory;
 use efficiency::ServerFigures;
@@ -444,20 +444,17 @@ fn sampler_round(
     grace_ns: i64,
 ) {
     let lock = || history.lock().unwrap_or_else(PoisonError::into_inner);
-    let (look_up, procs) = {
+    let look_up = {
         let mut h = lock();
         h.push(now, samples);
-        (h.servers_to_look_up(now), h.gpu_processes())
+        h.servers_to_look_up(now)
     };
-    // /proc is read without the lock: the tracker and the sink take it too.
     let found: Vec<(u32, Vec<u32>)> = look_up
         .into_iter()
         .map(|pid| {
-            let container = std::fs::read_to_string(format!("/proc/{pid}/cgroup"))
-                .ok()
-                .and_then(|t| crate::probes::container_id(&t));
-            let gpus = related_gpus(&ProcRelation, &procs, pid, container.as_deref());
-            (pid, gpus)
+            let container = crate::probes::container_of(pid);
+            let gpus = server_gpus(history, &ProcRelation, pid, container.as_deref());
+            (pid, gpus.unwrap_or_default())
         })
         .collect();
     let mut h = lock();
@@ -467,7 +464,6 @@ fn sampler_round(
             h.note_no_gpu(pid, now);
             continue;
         }
-        h.cache_gpus(pid, &gpus);
         if let Some(&since) = in_flight.get(&pid) {
             h.efficiency.on_server_in_flight(pid, gpus, since);
         }

@@ -47,9 +47,7 @@ impl EventPreparer {
         let name = std::fs::read_to_string(format!("/proc/{pid}/comm"))
             .map(|s| s.trim_end().to_owned())
             .unwrap_or_else(|_| thread_comm.to_owned());
-        let container = std::fs::read_to_string(format!("/proc/{pid}/cgroup"))
-            .ok()
-            .and_then(|c| container_id(&c));
+        let container = container_of(pid);
         if self.names.len() >= MAX_NAMES {
             self.names.clear();
         }
@@ -99,6 +97,13 @@ fn set_process(ev: &mut ProbeEvent, name: String, container: Option<String>) {
     };
     meta.comm = name;
     meta.container = container;
+}
+
+/// The container id of a process (host pid namespace), from its `/proc/PID/cgroup`.
+pub fn container_of(pid: u32) -> Option<String> {
+    std::fs::read_to_string(format!("/proc/{pid}/cgroup"))
+        .ok()
+        .and_then(|c| container_id(&c))
 }
 
 /// The container id in a `/proc/PID/cgroup` text: the last 64-hex-digit run in any cgroup path
