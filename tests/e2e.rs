@@ -1099,15 +1099,9 @@ fn inference_server_calls_join_their_worker_gpu_and_count_energy_per_token() {
     }
     let _g = serial();
     let dir = scratch("gpu-join");
-    // A stand-in NVML: one device drawing a steady 250 W that runs the processes listed in a file.
-    let lib = dir.join("libnvidia-ml.so.1");
-    let cc = Command::new("cc")
-        .args(["-shared", "-fPIC", "-O2", "-o"])
-        .arg(&lib)
-        .arg(assets().join("fake_nvml.c"))
-        .status()
-        .expect("cc (needed to build the stand-in NVML) must be installed");
-    assert!(cc.success(), "building fake_nvml.c failed");
+    // A stand-in NVML: one device drawing a steady power that runs the processes listed in a
+    // file.
+    let lib = build_fake_nvml(&dir);
     // The GPU check itself, with the model worker sleeping per step instead of running on a GPU:
     // the agent, an HTTP server process whose child is the GPU process, concurrent streams.
     let out = dir.join("check");
@@ -1179,14 +1173,7 @@ fn a_lost_gpu_does_not_hide_the_others() {
     }
     let _g = serial();
     let dir = scratch("gpu-lost");
-    let lib = dir.join("libnvidia-ml.so.1");
-    let cc = Command::new("cc")
-        .args(["-shared", "-fPIC", "-O2", "-o"])
-        .arg(&lib)
-        .arg(assets().join("fake_nvml.c"))
-        .status()
-        .expect("cc (needed to build the stand-in NVML) must be installed");
-    assert!(cc.success(), "building fake_nvml.c failed");
+    let lib = build_fake_nvml(&dir);
     // Three GPUs; GPU 1 has fallen off the bus.
     let lib_arg = lib.to_string_lossy().into_owned();
     let mut agent = Agent::start_with_env(

@@ -97,6 +97,19 @@ pub fn scratch(name: &str) -> PathBuf {
     d
 }
 
+/// Builds the stand-in NVML (`tests/assets/fake_nvml.c`) into `dir/libnvidia-ml.so.1`.
+pub fn build_fake_nvml(dir: &Path) -> PathBuf {
+    let lib = dir.join("libnvidia-ml.so.1");
+    let cc = Command::new("cc")
+        .args(["-shared", "-fPIC", "-O2", "-o"])
+        .arg(&lib)
+        .arg(assets().join("fake_nvml.c"))
+        .status()
+        .expect("cc (needed to build the stand-in NVML) must be installed");
+    assert!(cc.success(), "building fake_nvml.c failed");
+    lib
+}
+
 /// A self-signed certificate for localhost (cert.pem, key.pem).
 pub fn certs() -> (PathBuf, PathBuf) {
     let dir = std::env::temp_dir().join("llmprobe-test-certs");

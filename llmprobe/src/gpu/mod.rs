@@ -227,20 +227,11 @@ impl GpuMetrics {
     /// Exports the efficiency figures of the windows just settled. A figure without a value
     /// removes its series (a stale gauge would read as current).
     pub fn record_efficiency(&self, figures: &[ServerFigures]) {
-        let gauge = |f: &Family<Labels, Gauge<f64, AtomicU64>>, l: &Labels, v: Option<f64>| match v
-        {
-            Some(v) if v.is_finite() => {
-                f.get_or_create(l).set(v);
-            }
-            _ => {
-                f.remove(l);
-            }
-        };
         for s in figures {
             for (state, v) in [("in_flight", s.util_in_flight), ("idle", s.util_idle)] {
                 let mut l = s.labels.clone();
                 l.push(("state".to_owned(), state.to_owned()));
-                gauge(&self.server_util, &l, v);
+                set_float(&self.server_util, &l, v);
             }
             for m in &s.models {
                 if s.gone {
@@ -250,12 +241,12 @@ impl GpuMetrics {
                     self.charged_tokens.remove(&m.labels);
                     continue;
                 }
-                gauge(
+                set_float(
                     &self.tokens_per_second,
                     &m.labels,
                     Some(m.tokens_per_second),
                 );
-                gauge(&self.joules_per_token, &m.labels, m.joules_per_token);
+                set_float(&self.joules_per_token, &m.labels, m.joules_per_token);
                 if m.new_joules > 0.0 && m.new_joules.is_finite() && m.new_tokens.is_finite() {
                     self.token_energy
                         .get_or_create(&m.labels)
@@ -280,32 +271,15 @@ impl GpuMetrics {
             exported.clone_from(&now);
         }
         for (s, l) in samples.iter().zip(now) {
-            let set = |f: &Family<Labels, Gauge>, v: Option<u64>| match v {
-                Some(v) => {
-                    f.get_or_create(&l)
-                        .set(i64::try_from(v).unwrap_or(i64::MAX));
-                }
-                None => {
-                    f.remove(&l);
-                }
-            };
-            set(&self.sm_util, s.sm_util_pct.map(u64::from));
-            set(&self.mem_util, s.mem_util_pct.map(u64::from));
-            set(&self.mem_used, s.mem_used_bytes);
-            set(&self.mem_total, s.mem_total_bytes);
-            set(&self.temperature, s.temperature_c.map(u64::from));
-            set(&self.sm_clock, s.sm_clock_mhz.map(u64::from));
-            set(&self.throttle, s.throttle_reasons);
-            for (f, v) in [(&self.power, s.power_w), (&self.energy, s.energy_j)] {
-                match v {
-                    Some(v) => {
-                        f.get_or_create(&l).set(v);
-                    }
-                    None => {
-                        f.remove(&l);
-                    }
-                }
-            }
+            set_int(&self.sm_util, &l, s.sm_util_pct.map(u64::from));
+            set_int(&self.mem_util, &l, s.mem_util_pct.map(u64::from));
+            set_int(&self.mem_used, &l, s.mem_used_bytes);
+            set_int(&self.mem_total, &l, s.mem_total_bytes);
+            set_int(&self.temperature, &l, s.temperature_c.map(u64::from));
+            set_int(&self.sm_clock, &l, s.sm_clock_mhz.map(u64::from));
+            set_int(&self.throttle, &l, s.throttle_reasons);
+            set_float(&self.power, &l, s.power_w);
+            set_float(&self.energy, &l, s.energy_j);
             // Per-process series are rebuilt each round so exited processes disappear.
             for p in &s.processes {
                 let mut pl = l.clone();
@@ -341,23 +315,11 @@ impl GpuMetrics {
 
     /// Forgets every per-GPU series (sampling failed: the last values would read as current).
     fn clear_all(&self) {
-        self.exported
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clear();
-        for f in [
-            &self.sm_util,
-            &self.mem_util,
-            &self.mem_used,
-            &self.mem_total,
-            &self.temperature,
-            &self.sm_clock,
-            &self.throttle,
-        ] {
-            f.clear();
+        let exported =
+            std::mem::take(&mut *self.exported.lock().unwrap_or_else(PoisonError::into_inner));
+        for l in &exported {
+            self.remove_gpu(l);
         }
-        self.power.clear();
-        self.energy.clear();
         self.clear_processes();
     }
 
@@ -365,6 +327,30 @@ impl GpuMetrics {
     fn clear_processes(&self) {
         self.proc_mem.clear();
         self.proc_sm.clear();
+    }
+}
+
+/// Sets an integer gauge, or removes it when there is no value.
+fn set_int(f: &Family<Labels, Gauge>, l: &Labels, v: Option<u64>) {
+    match v {
+        Some(v) => {
+            f.get_or_create(l).set(i64::try_from(v).unwrap_or(i64::MAX));
+        }
+        None => {
+            f.remove(l);
+        }
+    }
+}
+
+/// Sets a float gauge, or removes it when there is no (finite) value.
+fn set_float(f: &Family<Labels, Gauge<f64, AtomicU64>>, l: &Labels, v: Option<f64>) {
+    match v {
+        Some(v) if v.is_finite() => {
+            f.get_or_create(l).set(v);
+        }
+        _ => {
+            f.remove(l);
+        }
     }
 }
 
