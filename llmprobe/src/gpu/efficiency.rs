@@ -546,10 +546,11 @@ impl Efficiency {
                 continue;
             };
             published.push((key.clone(), to));
-            let mut per_model: HashMap<&str, [f64; 4]> = server
+            // Per model: (joules, tokens) charged in the newly settled windows.
+            let mut per_model: HashMap<&str, (f64, f64)> = server
                 .models
                 .iter()
-                .map(|m| (m.as_str(), [0.0; 4]))
+                .map(|m| (m.as_str(), (0.0, 0.0)))
                 .collect();
             for w in &new {
                 let on_gpu = on_gpus(w);
@@ -560,8 +561,8 @@ impl Efficiency {
                     if let Some(m) = per_model.get_mut(model.as_str()) {
                         let joules = w.charge(&server.gpus, tok, &on_gpu);
                         if joules > 0.0 {
-                            m[0] += joules;
-                            m[1] += tok;
+                            m.0 += joules;
+                            m.1 += tok;
                         }
                     }
                 }
@@ -608,7 +609,7 @@ impl Efficiency {
             let secs = span_ns as f64 / 1e9;
             let mut models: Vec<ModelFigures> = per_model
                 .into_iter()
-                .map(|(model, [new_joules, new_tokens, ..])| {
+                .map(|(model, (new_joules, new_tokens))| {
                     let (joules, charged, tokens) = gauge.get(model).copied().unwrap_or_default();
                     ModelFigures {
                         labels: model_labels(&server.labels, model),
