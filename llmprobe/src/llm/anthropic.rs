@@ -29,12 +29,7 @@ pub fn detect(head: &RequestHead) -> Option<Box<dyn ProviderDialect>> {
     if head.method != "POST" {
         return None;
     }
-    let path = head
-        .path
-        .split(['?', '#'])
-        .next()
-        .unwrap_or("")
-        .trim_end_matches('/');
+    let path = super::route_path(head);
     let lower = path.to_ascii_lowercase();
     let ok = lower.ends_with("/v1/messages")
         || (lower.ends_with("/messages")

@@ -79,12 +79,7 @@ pub fn detect(head: &RequestHead) -> Option<Box<dyn ProviderDialect>> {
     if head.method != "POST" {
         return None;
     }
-    let path = head
-        .path
-        .split(['?', '#'])
-        .next()
-        .unwrap_or("")
-        .trim_end_matches('/');
+    let path = super::route_path(head);
     if !path.ends_with("/api/v1/services/aigc/text-generation/generation")
         && !path.ends_with("/api/v1/services/aigc/multimodal-generation/generation")
     {

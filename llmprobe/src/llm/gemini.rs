@@ -30,12 +30,7 @@ pub fn detect(head: &RequestHead) -> Option<Box<dyn ProviderDialect>> {
     if head.method != "POST" {
         return None;
     }
-    let path = head
-        .path
-        .split(['?', '#'])
-        .next()
-        .unwrap_or("")
-        .trim_end_matches('/');
+    let path = super::route_path(head);
     let (prefix, method) = path.rsplit_once(':')?;
     let stream = match method {
         "streamGenerateContent" => true,

@@ -246,6 +246,15 @@ pub fn body_looks_like_llm(body: &[u8]) -> bool {
     }
 }
 
+/// A request's path for routing: without query, fragment and trailing slashes.
+pub(crate) fn route_path(head: &RequestHead) -> &str {
+    head.path
+        .split(['?', '#'])
+        .next()
+        .unwrap_or("")
+        .trim_end_matches('/')
+}
+
 /// Finds `"key": "value"` in JSON bytes that may be cut (a capture gap) and so cannot be parsed:
 /// the last occurrence whose quotes are real (not escaped inside a string). Used only as a
 /// fallback when the whole body does not parse.

@@ -37,12 +37,7 @@ pub fn detect(head: &RequestHead) -> Option<Box<dyn ProviderDialect>> {
     if head.method != "POST" {
         return None;
     }
-    let path = head
-        .path
-        .split(['?', '#'])
-        .next()
-        .unwrap_or("")
-        .trim_end_matches('/');
+    let path = super::route_path(head);
     let api = if path.ends_with("/chat/completions") || path == "chat/completions" {
         OpenAiApi::ChatCompletions
     } else if path.ends_with("/completions") {

@@ -17,12 +17,7 @@ pub fn detect(head: &RequestHead) -> Option<Box<dyn ProviderDialect>> {
     if head.method != "POST" {
         return None;
     }
-    let path = head
-        .path
-        .split(['?', '#'])
-        .next()
-        .unwrap_or("")
-        .trim_end_matches('/');
+    let path = super::route_path(head);
     if path.ends_with("/responses") || path == "responses" {
         Some(Box::new(OpenAiResponses))
     } else {
