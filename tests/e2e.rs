@@ -798,16 +798,6 @@ fn inference_server_on_fastapi_uvicorn_is_recorded_as_server() {
     assert_no_secret(&[&agent.jsonl, &agent.log]);
 }
 
-/// Value of the first sample line `name{...labels containing every needle...} value`.
-fn metric(text: &str, name: &str, needles: &[&str]) -> Option<f64> {
-    text.lines()
-        .filter(|l| !l.starts_with('#'))
-        .filter(|l| l.starts_with(name) && l[name.len()..].starts_with(['{', ' ']))
-        .find(|l| needles.iter().all(|n| l.contains(n)))
-        .and_then(|l| l.rsplit(' ').next())
-        .and_then(|v| v.parse().ok())
-}
-
 struct OtlpReceiver {
     _proc: Proc,
     port: u16,

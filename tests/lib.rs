@@ -327,6 +327,41 @@ impl Agent {
             .unwrap_or_default()
     }
 
+    /// The agent's process id (None once stopped).
+    pub fn pid(&self) -> Option<u32> {
+        self.proc.as_ref().map(|p| p.child.id())
+    }
+
+    /// True while the agent process is running.
+    pub fn alive(&mut self) -> bool {
+        self.proc
+            .as_mut()
+            .is_some_and(|p| matches!(p.child.try_wait(), Ok(None)))
+    }
+
+    /// The agent's resident and peak resident memory in bytes (`VmRSS`, `VmHWM`).
+    pub fn memory(&self) -> (u64, u64) {
+        let status = self
+            .pid()
+            .and_then(|p| std::fs::read_to_string(format!("/proc/{p}/status")).ok())
+            .unwrap_or_default();
+        let kib = |key: &str| {
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix(key))
+                .and_then(|v| v.split_whitespace().next())
+                .and_then(|v| v.parse::<u64>().ok())
+                .unwrap_or(0)
+                * 1024
+        };
+        (kib("VmRSS:"), kib("VmHWM:"))
+    }
+
+    /// A metric's value from a fresh scrape (first sample whose labels contain every needle).
+    pub fn metric(&self, name: &str, needles: &[&str]) -> Option<f64> {
+        metric(&self.scrape(), name, needles)
+    }
+
     /// SIGTERM, wait for a clean exit; returns the exit status success.
     pub fn stop(&mut self) -> bool {
         let Some(mut p) = self.proc.take() else {
@@ -352,6 +387,40 @@ impl Drop for Agent {
     fn drop(&mut self) {
         self.stop();
     }
+}
+
+/// Value of the first sample line `name{...labels containing every needle...} value`.
+pub fn metric(text: &str, name: &str, needles: &[&str]) -> Option<f64> {
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter(|l| l.starts_with(name) && l[name.len()..].starts_with(['{', ' ']))
+        .find(|l| needles.iter().all(|n| l.contains(n)))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+}
+
+/// The unprivileged attacker of the threat model: `program` run as `nobody` (uid and gid 65534,
+/// no supplementary groups, no capabilities) through `setpriv`.
+pub fn as_nobody(program: impl AsRef<std::ffi::OsStr>) -> Command {
+    let mut c = Command::new("setpriv");
+    c.args([
+        "--reuid=65534",
+        "--regid=65534",
+        "--clear-groups",
+        "--inh-caps=-all",
+        "--bounding-set=-all",
+        "--",
+    ])
+    .arg(program);
+    c
+}
+
+/// A scratch directory the `nobody` user can write to (mode 0777, under /tmp).
+pub fn scratch_for_nobody(name: &str) -> PathBuf {
+    let d = scratch(name);
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&d, std::fs::Permissions::from_mode(0o777)).expect("chmod scratch");
+    d
 }
 
 /// Reads a JSONL file (missing file: empty).

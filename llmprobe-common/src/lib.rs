@@ -38,6 +38,10 @@ pub const SRC_SOCKET: u8 = 0;
 /// [`DataEvent::source`]: OpenSSL call; `conn_id` is the `SSL*` pointer.
 pub const SRC_TLS: u8 = 1;
 
+/// [`DataEvent::flags`]: records of this connection were lost (ring buffer full) before this one,
+/// so whatever userspace knew about the stream's position (e.g. inside a header line) is stale.
+pub const DATA_FLAG_LOST_BEFORE: u8 = 1;
+
 /// [`ConnEvent::role_hint`] values.
 pub const ROLE_HINT_UNKNOWN: u8 = 0;
 /// The socket came from `connect`.
@@ -86,8 +90,10 @@ pub struct DataEvent {
     pub direction: u8,
     /// [`SRC_SOCKET`] or [`SRC_TLS`].
     pub source: u8,
+    /// `DATA_FLAG_*` bits.
+    pub flags: u8,
     /// Reserved, zero.
-    pub _pad: [u8; 2],
+    pub _pad: u8,
     /// Bytes valid in `data`.
     pub len: u32,
     /// Offset of `data` within the call's whole transfer.

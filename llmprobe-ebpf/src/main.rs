@@ -187,7 +187,8 @@ fn scratch_event(meta: &EmitMeta) -> Option<*mut DataEvent> {
         }
         (*ev).direction = meta.direction;
         (*ev).source = meta.source;
-        (*ev)._pad = [0; 2];
+        (*ev).flags = 0;
+        (*ev)._pad = 0;
         (*ev).total_len = meta.total;
     }
     Some(ev)
