@@ -34,7 +34,8 @@ use crate::gpu::efficiency::{CallUse, ServerKey};
 use crate::gpu::{GpuMetrics, GpuMode, SETTLE_GRACE, SamplerConfig};
 use crate::llm::LlmCall;
 use crate::probes::EventPreparer;
-use crate::probes::capture::{CaptureWriter, read_capture};
+use crate::probes::capture::read_capture;
+use crate::probes::recorder::{ConnClass, RecordOptions, Recorder};
 use crate::probes::events::{ProbeEvent, decode};
 use crate::probes::loader::{LoadOptions, ProbeHandles, Probes, lost_total};
 use crate::telemetry::SelfMetrics;
@@ -49,8 +50,8 @@ pub struct RunOptions {
     pub metrics_addr: SocketAddr,
     /// Only these processes (empty: all).
     pub pids: Vec<u32>,
-    /// Also write every probe event to this capture file.
-    pub record: Option<PathBuf>,
+    /// Also write probe events to a capture file.
+    pub record: Option<RecordOptions>,
     /// Tracker limits.
     pub tracker: TrackerConfig,
     /// Rotate the JSONL file past this size.
@@ -114,13 +115,7 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
         OtlpExporter::spawn(cfg, metrics.clone())
     });
     let mut capture = match &opts.record {
-        Some(p) => Some(CaptureWriter::new(
-            std::io::BufWriter::new(
-                std::fs::File::create(p)
-                    .with_context(|| format!("cannot create capture file {}", p.display()))?,
-            ),
-            clock,
-        )?),
+        Some(r) => Some(Recorder::create(r, clock, metrics.clone())?),
         None => None,
     };
 
@@ -232,18 +227,25 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
             };
             let mut out = TrackerOutput::default();
             for ev in batch {
-                // Discovery hints are not part of a capture: replay needs none of them.
-                if let Some(c) = capture.as_mut()
-                    && !matches!(ev, ProbeEvent::ExecMap { .. })
-                    && let Err(e) = c.write(&ev)
-                {
-                    warn!("capture write failed, recording stops: {e:#}");
-                    capture = None;
+                match capture.as_mut() {
+                    Some(c) => {
+                        let copy = ev.clone();
+                        let mutes = out.mutes.len();
+                        tracker.handle(ev, &mut out);
+                        c.not_llm(&out.mutes[mutes..]);
+                        c.observe(copy, |pid, id| {
+                            if tracker.is_llm(pid, id) {
+                                ConnClass::Llm
+                            } else {
+                                ConnClass::Unknown
+                            }
+                        });
+                    }
+                    None => tracker.handle(ev, &mut out),
                 }
-                tracker.handle(ev, &mut out);
             }
             if let Some(c) = capture.as_mut() {
-                let _ = c.flush();
+                c.flush();
             }
             apply_mutes(&mut muted, &out.mutes);
             if !out.calls.is_empty() {
@@ -255,7 +257,7 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
             }
         }
         if let Some(mut c) = capture {
-            let _ = c.flush();
+            c.flush();
         }
         tracker.connections()
     });

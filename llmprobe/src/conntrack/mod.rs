@@ -219,6 +219,14 @@ impl ConnTracker {
         self.conn_count
     }
 
+    /// True when the connection (pid, conn id) is tracked and has carried an LLM request.
+    pub fn is_llm(&self, pid: u32, id: u64) -> bool {
+        self.conns
+            .get(&pid)
+            .and_then(|m| m.get(&id))
+            .is_some_and(|c| c.llm_seen)
+    }
+
     /// LLM calls whose request has started and whose record is not written yet.
     pub fn llm_in_flight(&self) -> usize {
         self.conns

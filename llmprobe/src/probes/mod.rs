@@ -7,6 +7,7 @@ pub mod capture;
 pub mod discovery;
 pub mod events;
 pub mod loader;
+pub mod recorder;
 pub mod scrub;
 
 use std::collections::HashMap;
