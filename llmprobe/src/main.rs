@@ -31,9 +31,14 @@ struct AgentArgs {
     /// Trace only this process (repeatable). Default: every process.
     #[arg(long = "pid", value_name = "PID")]
     pids: Vec<u32>,
-    /// Most connections tracked at once.
+    /// Most connections tracked at once; past it the process holding the most loses its least
+    /// recently active one.
     #[arg(long, default_value_t = 16_384)]
     max_connections: usize,
+    /// Most connections one process may hold in the tracker; past it its own least recently
+    /// active one makes room.
+    #[arg(long, default_value_t = 4_096)]
+    max_connections_per_process: usize,
     /// Stop capturing a connection after this many HTTP exchanges that are not LLM calls (0: never).
     #[arg(long, default_value_t = 3)]
     mute_after_non_llm: u32,
@@ -155,6 +160,7 @@ fn options(a: AgentArgs, record: Option<RecordOptions>) -> RunOptions {
         ),
         tracker: TrackerConfig {
             max_connections: a.max_connections,
+            max_connections_per_process: a.max_connections_per_process,
             mute_after_non_llm: a.mute_after_non_llm,
             ..TrackerConfig::default()
         },
