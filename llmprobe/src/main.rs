@@ -35,6 +35,10 @@ struct AgentArgs {
     /// recently active one.
     #[arg(long, default_value_t = 16_384)]
     max_connections: usize,
+    /// Memory the agent's buffers may hold (bytes): buffered bodies, stream buffers, per-chunk
+    /// timings and text samples of open calls. Past it the largest holders are cut, counted.
+    #[arg(long, value_name = "BYTES", default_value_t = 256 << 20)]
+    memory_limit: usize,
     /// Most connections one process may hold in the tracker; past it its own least recently
     /// active one makes room.
     #[arg(long, default_value_t = 4_096)]
@@ -161,6 +165,7 @@ fn options(a: AgentArgs, record: Option<RecordOptions>) -> RunOptions {
         tracker: TrackerConfig {
             max_connections: a.max_connections,
             max_connections_per_process: a.max_connections_per_process,
+            memory_budget: a.memory_limit / 4 * 3,
             mute_after_non_llm: a.mute_after_non_llm,
             ..TrackerConfig::default()
         },

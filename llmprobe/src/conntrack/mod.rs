@@ -38,6 +38,9 @@ pub struct TrackerConfig {
     pub mute_after_non_llm: u32,
     /// Per-exchange size caps.
     pub exchange: ExchangeLimits,
+    /// Heap bytes all connections may hold together (parser buffers, bodies kept for parsing,
+    /// stream buffers, per-chunk gaps, text samples). Past it the largest holders are cut.
+    pub memory_budget: usize,
 }
 
 impl Default for TrackerConfig {
@@ -49,9 +52,13 @@ impl Default for TrackerConfig {
             idle_timeout_ns: 10 * 60 * 1_000_000_000,
             mute_after_non_llm: 3,
             exchange: ExchangeLimits::default(),
+            memory_budget: DEFAULT_MEMORY_BUDGET,
         }
     }
 }
+
+/// Default of [`TrackerConfig::memory_budget`]: three quarters of the agent's default 256 MiB.
+pub const DEFAULT_MEMORY_BUDGET: usize = 192 << 20;
 
 /// Sockets and SSL→fd links remembered, per tracked connection allowed.
 const LINKS_PER_CONNECTION: usize = 4;
@@ -130,6 +137,8 @@ struct Connection {
     coverage: [Coverage; 2],
     upgraded: bool,
     container: Option<String>,
+    /// Heap bytes held, as last accounted in the tracker's total.
+    mem: usize,
 }
 
 fn dir_index(d: Direction) -> usize {
@@ -165,7 +174,20 @@ impl Connection {
             coverage: [Coverage::default(); 2],
             upgraded: false,
             container: None,
+            mem: 0,
         }
+    }
+
+    /// Heap bytes held by the parsers and the open exchanges.
+    fn heap_bytes(&self) -> usize {
+        self.req.buffered_bytes()
+            + self.resp.buffered_bytes()
+            + self
+                .pending
+                .iter()
+                .filter_map(|p| p.exchange.as_ref())
+                .map(LlmExchange::heap_bytes)
+                .sum::<usize>()
     }
 
     fn context(&self) -> ExchangeContext {
@@ -211,6 +233,8 @@ pub struct ConnTracker {
     ssl_fd: HashMap<(u32, u64), i32>,
     /// Entries in `sockets`.
     socket_count: usize,
+    /// Heap bytes held by all connections (sum of their `mem`).
+    mem_total: usize,
     last_sweep_ts: u64,
 }
 
@@ -227,6 +251,7 @@ impl ConnTracker {
             tls_by_fd: HashMap::new(),
             ssl_fd: HashMap::new(),
             socket_count: 0,
+            mem_total: 0,
             last_sweep_ts: 0,
         }
     }
@@ -234,6 +259,11 @@ impl ConnTracker {
     /// Connections tracked now.
     pub fn connections(&self) -> usize {
         self.conn_count
+    }
+
+    /// Heap bytes the tracked connections hold (what the memory budget bounds).
+    pub fn memory_bytes(&self) -> usize {
+        self.mem_total
     }
 
     /// True when the connection (pid, conn id) is tracked and has carried an LLM request.
@@ -276,7 +306,10 @@ impl ConnTracker {
         self.metrics.events.inc();
         let ts = ev.meta().ts_ns;
         match ev {
-            ProbeEvent::Data(d) => self.on_data(d, out),
+            ProbeEvent::Data(d) => {
+                self.on_data(d, out);
+                self.enforce_memory_budget(ts, out);
+            }
             ProbeEvent::ConnOpen { meta, peer, .. } => {
                 let old = self.insert_socket(
                     meta.pid,
@@ -323,6 +356,7 @@ impl ConnTracker {
             self.sweep(ts, out);
         }
         self.metrics.connections_tracked.set(self.conn_count as i64);
+        self.metrics.tracker_memory.set(self.mem_total as i64);
     }
 
     /// Ends every connection (agent shutdown or end of a replay): open calls are recorded as
@@ -527,6 +561,7 @@ impl ConnTracker {
             self.conns.remove(&pid);
         }
         self.conn_count = self.conn_count.saturating_sub(1);
+        self.mem_total -= c.mem;
         Some(c)
     }
 
@@ -704,8 +739,32 @@ impl ConnTracker {
         Some(c)
     }
 
-    fn put_back(&mut self, pid: u32, id: u64, c: Connection) {
+    /// Puts a connection back after an update, with its heap bytes accounted anew.
+    fn put_back(&mut self, pid: u32, id: u64, mut c: Connection) {
+        let mem = c.heap_bytes();
+        self.mem_total = self.mem_total - c.mem + mem;
+        c.mem = mem;
         self.conns.entry(pid).or_default().insert(id, c);
+    }
+
+    /// Over the memory budget: cuts the connections holding the most until under it again.
+    /// Their open calls are recorded as `capture_incomplete` and the kernel stops sending them.
+    fn enforce_memory_budget(&mut self, ts: u64, out: &mut TrackerOutput) {
+        while self.mem_total > self.cfg.memory_budget {
+            let Some((pid, id)) = self
+                .conns
+                .iter()
+                .flat_map(|(pid, m)| m.iter().map(move |(id, c)| (c.mem, *pid, *id)))
+                .max()
+                .map(|(_, pid, id)| (pid, id))
+            else {
+                break;
+            };
+            self.metrics.drop_for("memory_budget");
+            self.end_conn(pid, id, ts, EndReason::Evicted, out);
+            out.mutes.push((pid, id));
+            self.metrics.connections_muted.inc();
+        }
     }
 
     fn on_http_events(

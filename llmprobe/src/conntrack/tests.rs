@@ -56,6 +56,14 @@ impl Harness {
             n as i64,
             "gauge out of step with connections()"
         );
+        let held: usize = self
+            .tracker
+            .conns
+            .values()
+            .flat_map(|m| m.values())
+            .map(|c| c.mem)
+            .sum();
+        assert_eq!(held, self.tracker.memory_bytes(), "memory total out of step");
     }
 
     fn calls(&mut self) -> Vec<LlmCall> {
@@ -1148,6 +1156,57 @@ fn invented_ssl_objects_and_sockets_stay_bounded() {
     );
     assert!(h.dropped("ssl_links_per_fd") > 0);
     assert!(h.dropped("socket_table_full") > 0);
+}
+
+#[test]
+fn the_memory_budget_cuts_the_largest_holders_and_spares_small_calls() {
+    let budget = 2 << 20;
+    let cfg = TrackerConfig {
+        memory_budget: budget,
+        ..TrackerConfig::default()
+    };
+    let mut h = Harness::with_config(cfg);
+    // Attackers: LLM requests announcing 4 MiB bodies and sending them 128 KiB at a time.
+    let piece = vec![b'x'; 128 * 1024];
+    let head =
+        b"POST /v1/chat/completions HTTP/1.1\r\nContent-Length: 4194304\r\n\r\n{\"model\":\"";
+    let good = Sock {
+        pid: 9,
+        fd: 3,
+        id: 0x21,
+        tls: false,
+    };
+    h.feed(good.send(T0, b"POST /v1/chat/completions HTTP/1.1\r\nHost: h\r\n"));
+    for i in 0..40u64 {
+        let s = Sock::plain(100 + i as i32, 0x1001 + 2 * i);
+        h.feed(s.send(T0 + MS + i, head));
+        for k in 0..8u64 {
+            h.feed(s.send(T0 + 2 * MS + i * 10 + k, &piece));
+            assert!(
+                h.tracker.memory_bytes() <= budget,
+                "{} bytes held, budget {budget}",
+                h.tracker.memory_bytes()
+            );
+        }
+    }
+    assert!(h.dropped("memory_budget") > 0);
+    // The accounting matches what the connections hold.
+    let held: usize = h
+        .tracker
+        .conns
+        .values()
+        .flat_map(|m| m.values())
+        .map(|c| c.heap_bytes())
+        .sum();
+    assert_eq!(held, h.tracker.memory_bytes());
+    // The small call survived and completes.
+    h.feed(good.send(T0 + 900 * MS, b"Content-Length: 2\r\n\r\n{}"));
+    h.feed(good.recv(T0 + 950 * MS, b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n{}"));
+    let calls: Vec<LlmCall> = h.calls().into_iter().filter(|c| c.pid == 9).collect();
+    assert_eq!(calls.len(), 1, "{calls:#?}");
+    assert_eq!(calls[0].error_type, None);
+    h.tracker.finish_all(&mut h.out);
+    assert_eq!(h.tracker.memory_bytes(), 0);
 }
 
 #[test]
