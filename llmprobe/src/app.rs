@@ -37,7 +37,7 @@ use crate::probes::EventPreparer;
 use crate::probes::capture::read_capture;
 use crate::probes::recorder::{ConnClass, RecordOptions, Recorder};
 use crate::probes::events::{ProbeEvent, decode};
-use crate::probes::loader::{LoadOptions, ProbeHandles, Probes, lost_total};
+use crate::probes::loader::{LoadOptions, ProbeHandles, Probes};
 use crate::telemetry::SelfMetrics;
 use std::sync::{Mutex, PoisonError};
 
@@ -131,6 +131,7 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
     }
     let seeds = probes.seed_sockets()?;
     let ProbeHandles { ring, muted, lost } = handles;
+    let mut kernel_stats = probes.kernel_stats(lost, seeds.len() as u64)?;
 
     let (batch_tx, mut batch_rx) = mpsc::channel::<Vec<ProbeEvent>>(BATCH_CHANNEL);
     let (rec_tx, mut rec_rx) = mpsc::channel::<Vec<LlmCall>>(RECORD_CHANNEL);
@@ -301,21 +302,17 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
     let disc_metrics = metrics.clone();
     let discovery = tokio::spawn(discovery_loop(probes, scan_rx, disc_metrics));
 
-    // Kernel-side loss counter.
+    // Kernel-side losses and refusals, on a thread of their own (map walks block).
     let lost_metrics = metrics.clone();
-    let lost_task = tokio::spawn(async move {
-        let mut seen = 0u64;
-        let mut tick = tokio::time::interval(Duration::from_secs(1));
-        loop {
-            tick.tick().await;
-            let now = lost_total(&lost);
-            if now > seen {
-                warn!("{} probe events lost: the ring buffer was full", now - seen);
-                lost_metrics.events_lost.inc_by(now - seen);
-                seen = now;
+    std::thread::Builder::new()
+        .name("kernel-stats".into())
+        .spawn(move || {
+            loop {
+                std::thread::sleep(Duration::from_secs(1));
+                kernel_stats.poll(&lost_metrics);
             }
-        }
-    });
+        })
+        .context("cannot start the kernel statistics thread")?;
     let server = tokio::spawn(metrics_http::serve(listener, registry));
 
     info!(
@@ -328,7 +325,6 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
     info!("stopping: detaching probes and flushing records");
     reader.abort();
     discovery.abort();
-    lost_task.abort();
     server.abort();
     let _ = reader.await;
     if let Ok(open) = tracker.await

@@ -138,6 +138,13 @@ impl SelfMetrics {
             .inc();
     }
 
+    /// Counts `n` drops at once.
+    pub fn drop_by(&self, reason: &str, n: u64) {
+        self.dropped
+            .get_or_create(&vec![("reason".to_owned(), reason.to_owned())])
+            .inc_by(n);
+    }
+
     /// Current value of a drop counter.
     pub fn dropped_count(&self, reason: &str) -> u64 {
         self.dropped
