@@ -403,17 +403,18 @@ pub fn metric(text: &str, name: &str, needles: &[&str]) -> Option<f64> {
 /// no supplementary groups, no capabilities) through `setpriv`.
 pub fn as_nobody(program: impl AsRef<std::ffi::OsStr>) -> Command {
     let mut c = Command::new("setpriv");
-    c.args([
-        "--reuid=65534",
-        "--regid=65534",
-        "--clear-groups",
-        "--inh-caps=-all",
-        "--bounding-set=-all",
-        "--",
-    ])
-    .arg(program);
+    c.args(NOBODY).arg(program);
     c
 }
+
+const NOBODY: [&str; 6] = [
+    "--reuid=65534",
+    "--regid=65534",
+    "--clear-groups",
+    "--inh-caps=-all",
+    "--bounding-set=-all",
+    "--",
+];
 
 /// A scratch directory the `nobody` user can write to (mode 0777, under /tmp).
 pub fn scratch_for_nobody(name: &str) -> PathBuf {

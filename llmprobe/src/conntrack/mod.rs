@@ -606,6 +606,13 @@ impl ConnTracker {
         let ctx = c.context();
         for p in c.pending.drain(..) {
             if let Some(mut ex) = p.exchange {
+                // A request cut off before any answer, by a bound rather than by its own
+                // connection, says nothing about a call: no record (a flood of half-sent
+                // requests must not become a flood of records).
+                if reason == EndReason::Evicted && !ex.responded() {
+                    self.metrics.drop_for("evicted_unanswered_request");
+                    continue;
+                }
                 match reason {
                     EndReason::Closed => {}
                     EndReason::Idle => ex.set_error("idle_timeout"),

@@ -161,6 +161,11 @@ impl LlmExchange {
         self.start_ts
     }
 
+    /// A response head has arrived: the call reached its server.
+    pub fn responded(&self) -> bool {
+        self.status.is_some()
+    }
+
     /// Heap bytes this exchange holds (bodies kept for parsing, stream buffers, per-chunk gaps,
     /// text samples), for the tracker's memory budget.
     pub fn heap_bytes(&self) -> usize {
