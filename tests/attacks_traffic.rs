@@ -82,10 +82,7 @@ fn show_counts(agent: &Agent) {
 
 fn dropped(agent: &Agent, reason: &str) -> f64 {
     agent
-        .metric(
-            "llmprobe_dropped_total",
-            &[&format!("reason=\"{reason}\"")],
-        )
+        .metric("llmprobe_dropped_total", &[&format!("reason=\"{reason}\"")])
         .unwrap_or(0.0)
 }
 
@@ -149,7 +146,9 @@ fn a_fake_libssl_flooding_a_million_connections() {
     // the kernel shed or could not write.
     let refused = dropped(&agent, "connection_limit_per_process");
     let shed = dropped(&agent, "kernel_fair_share")
-        + agent.metric("llmprobe_events_lost_total", &[]).unwrap_or(0.0);
+        + agent
+            .metric("llmprobe_events_lost_total", &[])
+            .unwrap_or(0.0);
     eprintln!("refused {refused}, shed or lost in the kernel {shed}");
     assert!(refused > 0.0, "no per-process refusal counted");
     assert!(

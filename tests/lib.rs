@@ -243,7 +243,13 @@ impl Agent {
         extra: &[&str],
         env: &[(&str, &str)],
     ) -> Agent {
-        let jsonl = dir.join("records.jsonl");
+        // `--jsonl PATH` in `extra` replaces the default records file.
+        let jsonl = extra
+            .iter()
+            .position(|a| *a == "--jsonl")
+            .and_then(|i| extra.get(i + 1))
+            .map(PathBuf::from)
+            .unwrap_or_else(|| dir.join("records.jsonl"));
         let log = dir.join("agent.log");
         let metrics_addr = format!("127.0.0.1:{}", free_port());
         let capture = capture.then(|| dir.join("capture.jsonl"));
@@ -252,10 +258,10 @@ impl Agent {
             Some(c) => cmd.arg("record").arg("--out").arg(c),
             None => cmd.arg("run"),
         };
-        cmd.arg("--jsonl")
-            .arg(&jsonl)
-            .args(["--metrics-addr", &metrics_addr])
-            .args(extra);
+        if !extra.contains(&"--jsonl") {
+            cmd.arg("--jsonl").arg(&jsonl);
+        }
+        cmd.args(["--metrics-addr", &metrics_addr]).args(extra);
         let logf = std::fs::File::create(&log).expect("agent log");
         cmd.stdout(Stdio::null())
             .stderr(logf)

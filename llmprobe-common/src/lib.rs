@@ -227,7 +227,8 @@ pub struct Config {
 
 const _: () = assert!(core::mem::size_of::<EventHeader>() == 48);
 const _: () = assert!(DATA_HEADER_SIZE == 64);
-const _: () = assert!(core::mem::size_of::<DataEventOf<DATA_CLASS_SMALL>>() == 64 + DATA_CLASS_SMALL);
+const _: () =
+    assert!(core::mem::size_of::<DataEventOf<DATA_CLASS_SMALL>>() == 64 + DATA_CLASS_SMALL);
 const _: () =
     assert!(core::mem::size_of::<DataEventOf<DATA_CLASS_MEDIUM>>() == 64 + DATA_CLASS_MEDIUM);
 const _: () = assert!(core::mem::size_of::<RateWindow>() == 16);

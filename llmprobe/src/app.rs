@@ -35,9 +35,9 @@ use crate::gpu::{GpuMetrics, GpuMode, SETTLE_GRACE, SamplerConfig};
 use crate::llm::LlmCall;
 use crate::probes::EventPreparer;
 use crate::probes::capture::read_capture;
-use crate::probes::recorder::{ConnClass, RecordOptions, Recorder};
 use crate::probes::events::{ProbeEvent, decode};
 use crate::probes::loader::{LoadOptions, ProbeHandles, Probes};
+use crate::probes::recorder::{ConnClass, RecordOptions, Recorder};
 use crate::telemetry::SelfMetrics;
 use std::sync::{Mutex, PoisonError};
 
@@ -265,7 +265,9 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
 
     // Sink.
     let sink_genai = genai.clone();
+    let sink_metrics = metrics.clone();
     let sink_task = tokio::spawn(async move {
+        let mut jsonl_warned = None;
         while let Some(mut calls) = rec_rx.recv().await {
             for c in calls.iter_mut() {
                 let labels = sink_genai.observe(c);
@@ -285,12 +287,27 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
                 }
             }
             if let Some(w) = sink.as_mut() {
+                let mut failed = None;
                 for c in &calls {
                     if let Err(e) = w.write(c) {
-                        warn!("JSONL write failed: {e:#}");
+                        sink_metrics.drop_for("jsonl_write_failed");
+                        failed = Some(e);
                     }
                 }
-                let _ = w.flush();
+                if let Err(e) = w.flush() {
+                    sink_metrics.drop_for("jsonl_write_failed");
+                    failed = Some(e);
+                }
+                // A full disk fails every record: say so once a minute, count every one.
+                if let Some(e) = failed
+                    && jsonl_warned
+                        .is_none_or(|t: std::time::Instant| t.elapsed() >= Duration::from_secs(60))
+                {
+                    warn!(
+                        "JSONL write failed (counted in llmprobe_dropped_total{{reason=\"jsonl_write_failed\"}}): {e:#}"
+                    );
+                    jsonl_warned = Some(std::time::Instant::now());
+                }
             }
         }
         if let Some(o) = otlp {

@@ -577,8 +577,7 @@ impl ConnTracker {
             ts
         };
         let cut_short = matches!(reason, EndReason::ParseFailure | EndReason::Evicted);
-        if !cut_short && let Some(req_dir) = c.request_dir
-        {
+        if !cut_short && let Some(req_dir) = c.request_dir {
             // Bytes of each direction's last call that never arrived are a gap, not an abort.
             for dir in [req_dir, req_dir.opposite()] {
                 let missing = c.coverage[dir_index(dir)].take_missing();

@@ -63,7 +63,11 @@ impl Harness {
             .flat_map(|m| m.values())
             .map(|c| c.mem)
             .sum();
-        assert_eq!(held, self.tracker.memory_bytes(), "memory total out of step");
+        assert_eq!(
+            held,
+            self.tracker.memory_bytes(),
+            "memory total out of step"
+        );
     }
 
     fn calls(&mut self) -> Vec<LlmCall> {
@@ -1102,7 +1106,10 @@ fn one_process_cannot_take_the_table_from_the_others() {
         id: 0x11,
         tls: false,
     };
-    h.feed(good.send(T0 + 15 * MS, b"POST /v1/chat/completions HTTP/1.1\r\nHost: h\r\n"));
+    h.feed(good.send(
+        T0 + 15 * MS,
+        b"POST /v1/chat/completions HTTP/1.1\r\nHost: h\r\n",
+    ));
     assert_eq!(h.tracker.connections(), 17);
     for p in 0..20u32 {
         for i in 0..16u64 {
@@ -1151,8 +1158,17 @@ fn invented_ssl_objects_and_sockets_stay_bounded() {
             role_hint: 1,
         });
     }
-    assert!(h.tracker.ssl_fd.len() <= MAX_SSL_PER_FD, "{}", h.tracker.ssl_fd.len());
-    assert!(h.tracker.tls_by_fd.values().all(|v| v.len() <= MAX_SSL_PER_FD));
+    assert!(
+        h.tracker.ssl_fd.len() <= MAX_SSL_PER_FD,
+        "{}",
+        h.tracker.ssl_fd.len()
+    );
+    assert!(
+        h.tracker
+            .tls_by_fd
+            .values()
+            .all(|v| v.len() <= MAX_SSL_PER_FD)
+    );
     assert!(h.tracker.socket_count <= 8 * LINKS_PER_CONNECTION);
     assert_eq!(
         h.tracker.socket_count,
@@ -1205,7 +1221,10 @@ fn the_memory_budget_cuts_the_largest_holders_and_spares_small_calls() {
     assert_eq!(held, h.tracker.memory_bytes());
     // The small call survived and completes.
     h.feed(good.send(T0 + 900 * MS, b"Content-Length: 2\r\n\r\n{}"));
-    h.feed(good.recv(T0 + 950 * MS, b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n{}"));
+    h.feed(good.recv(
+        T0 + 950 * MS,
+        b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n{}",
+    ));
     let calls: Vec<LlmCall> = h.calls().into_iter().filter(|c| c.pid == 9).collect();
     assert_eq!(calls.len(), 1, "{calls:#?}");
     assert_eq!(calls[0].error_type, None);

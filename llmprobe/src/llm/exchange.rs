@@ -178,7 +178,10 @@ impl LlmExchange {
             + self.resp_body.capacity()
             + self.gaps.capacity() * std::mem::size_of::<u64>()
             + stream
-            + self.json_array.as_ref().map_or(0, JsonArraySplitter::buffered_bytes)
+            + self
+                .json_array
+                .as_ref()
+                .map_or(0, JsonArraySplitter::buffered_bytes)
             + self.obs.output_sample.capacity()
             + self.obs.prompt_sample.capacity()
     }

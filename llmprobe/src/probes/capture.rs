@@ -100,7 +100,6 @@ impl<W: Write> CaptureWriter<W> {
         &self.out
     }
 
-
     /// Flushes the underlying writer.
     pub fn flush(&mut self) -> anyhow::Result<()> {
         self.out.flush()?;

@@ -14,8 +14,14 @@ use crate::telemetry::SelfMetrics;
 /// Drop reasons of the kernel counters, by index.
 const REASONS: [(u32, &str); 4] = [
     (counter::FAIR_SHARE, "kernel_fair_share"),
-    (counter::CTRL_RATE_LIMITED, "kernel_discovery_hint_rate_limited"),
-    (counter::SOCKS_PER_PROCESS, "kernel_socket_limit_per_process"),
+    (
+        counter::CTRL_RATE_LIMITED,
+        "kernel_discovery_hint_rate_limited",
+    ),
+    (
+        counter::SOCKS_PER_PROCESS,
+        "kernel_socket_limit_per_process",
+    ),
     (counter::MAP_INSERT_FAILED, "kernel_map_insert_failed"),
 ];
 

@@ -63,7 +63,10 @@ pub enum ConnClass {
 
 enum ConnState {
     /// Held until the tracker decides.
-    Pending { events: Vec<ProbeEvent>, bytes: usize },
+    Pending {
+        events: Vec<ProbeEvent>,
+        bytes: usize,
+    },
     /// Written.
     Kept,
     /// Never written.
@@ -229,8 +232,8 @@ impl<W: Write> Recorder<W> {
                         let decided = h2.is_some();
                         *bytes += d.data.len();
                         self.pending_bytes += d.data.len();
-                        let over = *bytes > MAX_PENDING_PER_CONN
-                            || self.pending_bytes > MAX_PENDING_TOTAL;
+                        let over =
+                            *bytes > MAX_PENDING_PER_CONN || self.pending_bytes > MAX_PENDING_TOTAL;
                         events.push(ev);
                         let keep =
                             decided && (self.all_traffic || class(key.0, key.1) == ConnClass::Llm);
@@ -244,8 +247,7 @@ impl<W: Write> Recorder<W> {
                 }
             }
             ProbeEvent::ConnOpen { meta, .. } => {
-                if self.opens.len() < MAX_TRACKED || self.opens.contains_key(&(meta.pid, meta.fd))
-                {
+                if self.opens.len() < MAX_TRACKED || self.opens.contains_key(&(meta.pid, meta.fd)) {
                     self.opens.insert((meta.pid, meta.fd), ev);
                 }
             }
@@ -254,8 +256,7 @@ impl<W: Write> Recorder<W> {
                 if matches!(self.conns.get(&key), Some(ConnState::Kept)) {
                     self.kept_fds.insert((meta.pid, meta.fd));
                     self.write(&ev);
-                } else if self.ssl_links.len() < MAX_TRACKED || self.ssl_links.contains_key(&key)
-                {
+                } else if self.ssl_links.len() < MAX_TRACKED || self.ssl_links.contains_key(&key) {
                     self.ssl_links.insert(key, ev);
                 }
             }
@@ -330,8 +331,7 @@ impl<W: Write> Recorder<W> {
     }
 
     fn keep(&mut self, key: (u32, u64)) {
-        let Some(ConnState::Pending { events, bytes }) =
-            self.conns.insert(key, ConnState::Kept)
+        let Some(ConnState::Pending { events, bytes }) = self.conns.insert(key, ConnState::Kept)
         else {
             return;
         };
