@@ -401,8 +401,11 @@ fn apply_mutes(muted: &mut BpfHashMap<MapData, ConnKey, u8>, mutes: &[(u32, u64)
 const SCAN_CHANNEL: usize = 4096;
 /// How long after an exec/mmap event discovery waits for the loader to finish mapping.
 const MAP_SETTLE: Duration = Duration::from_millis(20);
-/// At most one scan per process per interval; requests in between are coalesced.
+/// At most [`SCANS_PER_INTERVAL`] scans per process per interval; requests beyond are
+/// coalesced into one scan at the end of the interval.
 const SCAN_INTERVAL_PER_PID: Duration = Duration::from_secs(1);
+/// Scans a process may have in one interval (a starting process maps its libraries in turn).
+const SCANS_PER_INTERVAL: u32 = 4;
 /// Processes the rate limiter remembers at once.
 const MAX_LIMITED_PIDS: usize = 65_536;
 /// Full scans of every traced process (and release of files no one maps any more).
@@ -423,7 +426,7 @@ fn publish_scan(report: &ScanReport, probes: &Probes, metrics: &SelfMetrics) {
 /// process, coalesced), and every process every [`FULL_RESCAN`], releasing the probes of files
 /// no one maps any more. Runs on its own OS thread; returns when the request channel closes.
 fn discovery_loop(mut probes: Probes, rx: Receiver<u32>, metrics: Arc<SelfMetrics>) {
-    let mut limiter = ScanLimiter::new(SCAN_INTERVAL_PER_PID, MAX_LIMITED_PIDS);
+    let mut limiter = ScanLimiter::new(SCAN_INTERVAL_PER_PID, SCANS_PER_INTERVAL, MAX_LIMITED_PIDS);
     let mut next_full = Instant::now() + FULL_RESCAN;
     loop {
         let wake = limiter.next_due().map_or(next_full, |d| d.min(next_full));

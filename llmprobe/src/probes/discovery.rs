@@ -693,13 +693,18 @@ pub fn open_host_file(path: &Path) -> Result<OpenedFile, Refusal> {
 // ---------------------------------------------------------------------------------------------
 // Rate limiting of per-process scans.
 
-/// At most one scan per process per `interval`; requests in between are coalesced into one scan
-/// when the interval has passed. Bounded: at most `max_pids` processes are remembered.
+/// At most `burst` scans per process per `interval` (a window that starts at its first scan);
+/// requests beyond are coalesced into one scan when the window ends. The burst lets a starting
+/// process be scanned as it maps its libraries one after the other; the window caps a process
+/// that maps files in a loop. Bounded: at most `max_pids` processes are remembered, and as many
+/// pending.
 #[derive(Debug)]
 pub struct ScanLimiter {
     interval: Duration,
+    burst: u32,
     max_pids: usize,
-    last: std::collections::HashMap<u32, Instant>,
+    /// Start of the current window and the scans made in it.
+    last: std::collections::HashMap<u32, (Instant, u32)>,
     pending: std::collections::BTreeMap<u32, Instant>,
 }
 
@@ -717,10 +722,11 @@ pub enum ScanDecision {
 }
 
 impl ScanLimiter {
-    /// A limiter allowing one scan per process per `interval`.
-    pub fn new(interval: Duration, max_pids: usize) -> ScanLimiter {
+    /// A limiter allowing `burst` scans per process per `interval`.
+    pub fn new(interval: Duration, burst: u32, max_pids: usize) -> ScanLimiter {
         ScanLimiter {
             interval,
+            burst: burst.max(1),
             max_pids,
             last: Default::default(),
             pending: Default::default(),
@@ -733,8 +739,13 @@ impl ScanLimiter {
             return ScanDecision::Merged;
         }
         match self.last.get(&pid).copied() {
-            Some(t) if now.saturating_duration_since(t) < self.interval => {
-                self.defer(pid, t + self.interval)
+            Some((start, n)) if now.saturating_duration_since(start) < self.interval => {
+                if n < self.burst {
+                    self.last.insert(pid, (start, n + 1));
+                    ScanDecision::Now
+                } else {
+                    self.defer(pid, start + self.interval)
+                }
             }
             _ => {
                 if self.last.len() >= self.max_pids {
@@ -744,7 +755,7 @@ impl ScanLimiter {
                     // Still full of recent scans: the request waits a full interval.
                     return self.defer(pid, now + self.interval);
                 }
-                self.last.insert(pid, now);
+                self.last.insert(pid, (now, 1));
                 ScanDecision::Now
             }
         }
@@ -768,7 +779,7 @@ impl ScanLimiter {
             .collect();
         for p in &due {
             self.pending.remove(p);
-            self.last.insert(*p, now);
+            self.last.insert(*p, (now, 1));
         }
         due
     }
@@ -782,7 +793,7 @@ impl ScanLimiter {
     pub fn prune(&mut self, now: Instant) {
         let iv = self.interval;
         self.last
-            .retain(|_, t| now.saturating_duration_since(*t) < iv);
+            .retain(|_, (t, _)| now.saturating_duration_since(*t) < iv);
     }
 
     /// Processes remembered (scanned within the interval, or pending).
@@ -1104,7 +1115,7 @@ garbage line\n\
     fn scans_are_limited_per_process_and_coalesced() {
         let t0 = Instant::now();
         let s = Duration::from_secs(1);
-        let mut l = ScanLimiter::new(s, 4);
+        let mut l = ScanLimiter::new(s, 1, 4);
         assert_eq!(l.request(7, t0), ScanDecision::Now);
         assert_eq!(l.request(8, t0), ScanDecision::Now);
         let t1 = t0 + Duration::from_millis(100);
@@ -1123,9 +1134,31 @@ garbage line\n\
     }
 
     #[test]
+    fn a_burst_of_scans_then_one_per_window() {
+        let t0 = Instant::now();
+        let s = Duration::from_secs(1);
+        let ms = Duration::from_millis;
+        let mut l = ScanLimiter::new(s, 3, 16);
+        assert_eq!(l.request(7, t0), ScanDecision::Now);
+        assert_eq!(l.request(7, t0 + ms(50)), ScanDecision::Now);
+        assert_eq!(l.request(7, t0 + ms(200)), ScanDecision::Now);
+        // The window started at t0: the fourth waits for its end, later ones merge into it.
+        assert_eq!(l.request(7, t0 + ms(300)), ScanDecision::Later(t0 + s));
+        assert_eq!(l.request(7, t0 + ms(400)), ScanDecision::Merged);
+        assert_eq!(l.due(t0 + s), vec![7]);
+        // The coalesced scan opened a new window with one scan in it.
+        assert_eq!(l.request(7, t0 + s + ms(1)), ScanDecision::Now);
+        assert_eq!(l.request(7, t0 + s + ms(2)), ScanDecision::Now);
+        assert_eq!(
+            l.request(7, t0 + s + ms(3)),
+            ScanDecision::Later(t0 + s + s)
+        );
+    }
+
+    #[test]
     fn the_limiter_stays_bounded() {
         let t0 = Instant::now();
-        let mut l = ScanLimiter::new(Duration::from_secs(1), 3);
+        let mut l = ScanLimiter::new(Duration::from_secs(1), 1, 3);
         for p in 0..3 {
             assert_eq!(l.request(p, t0), ScanDecision::Now);
         }
