@@ -79,11 +79,14 @@ pub struct EventHeader {
     pub comm: [u8; COMM_LEN],
 }
 
-/// Payload captured from a socket syscall or an SSL call. Only the first
-/// `HEADER_SIZE + len` bytes are sent through the ring buffer.
+/// Payload captured from a socket syscall or an SSL call, reserved straight in the ring buffer
+/// (no per-CPU scratch buffer, which a preempted program could share with another). A record
+/// carries at most `N` payload bytes; the kernel picks the smallest of [`DATA_CLASS_SMALL`],
+/// [`DATA_CLASS_MEDIUM`] and [`MAX_DATA`] that fits, so a small write takes a small slot.
+/// `len` says how many of the `N` bytes are valid.
 #[repr(C)]
 #[derive(Clone, Copy)]
-pub struct DataEvent {
+pub struct DataEventOf<const N: usize> {
     /// Common header (`kind` = [`EVENT_DATA`]).
     pub hdr: EventHeader,
     /// [`DIR_EGRESS`] or [`DIR_INGRESS`].
@@ -101,8 +104,15 @@ pub struct DataEvent {
     /// Bytes the call transferred in all (may exceed what was emitted: the rest is a gap).
     pub total_len: u32,
     /// Payload.
-    pub data: [u8; MAX_DATA],
+    pub data: [u8; N],
 }
+
+/// A data record of the largest class.
+pub type DataEvent = DataEventOf<MAX_DATA>;
+/// Payload bytes of the smallest data record class.
+pub const DATA_CLASS_SMALL: usize = 512;
+/// Payload bytes of the middle data record class.
+pub const DATA_CLASS_MEDIUM: usize = 4096;
 
 /// Size of a [`DataEvent`] without its payload.
 pub const DATA_HEADER_SIZE: usize = core::mem::size_of::<DataEvent>() - MAX_DATA;
@@ -159,6 +169,52 @@ pub struct ConnKey {
     pub conn_id: u64,
 }
 
+/// A per-process rate window (`CTRL_RATE`, `DATA_RATE` maps, keyed by tgid).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct RateWindow {
+    /// Start of the current window (`bpf_ktime_get_ns`).
+    pub start_ns: u64,
+    /// Events or bytes counted in the current window.
+    pub used: u64,
+}
+
+/// Indices of the kernel's `COUNTERS` per-CPU array: things the kernel side refused or lost.
+pub mod counter {
+    /// A data call dropped: the ring buffer was under pressure and the process had used more
+    /// than its share of it in the current window.
+    pub const FAIR_SHARE: u32 = 0;
+    /// An exec/mmap discovery hint dropped: the process sent too many in the current window.
+    pub const CTRL_RATE_LIMITED: u32 = 1;
+    /// A socket not tracked: its process already has `MAX_SOCKS_PER_PROCESS` tracked sockets.
+    pub const SOCKS_PER_PROCESS: u32 = 2;
+    /// An insert into a kernel map failed (other than a full LRU map, which evicts).
+    pub const MAP_INSERT_FAILED: u32 = 3;
+    /// New entries inserted into `SOCKS` (with the removals and the map's size, userspace
+    /// derives how many the LRU evicted).
+    pub const SOCKS_INSERTED: u32 = 4;
+    /// Entries removed from `SOCKS` by a close.
+    pub const SOCKS_REMOVED: u32 = 5;
+    /// New entries inserted into `SSL_FDS`.
+    pub const SSL_FDS_INSERTED: u32 = 6;
+    /// Entries removed from `SSL_FDS` by `SSL_free`.
+    pub const SSL_FDS_REMOVED: u32 = 7;
+    /// Number of counters.
+    pub const COUNT: u32 = 8;
+}
+
+/// Ring-buffer bytes (`SIZE_RING`) a process may fill per `FAIR_WINDOW_NS` while the ring is
+/// under pressure (more than half full).
+pub const FAIR_SHARE_BYTES: u64 = 2 * 1024 * 1024;
+/// Window of the per-process fair share and of the discovery-hint rate limit.
+pub const FAIR_WINDOW_NS: u64 = 100_000_000;
+/// Size of the ring buffer.
+pub const RING_BYTES: u32 = 16 * 1024 * 1024;
+/// Exec/mmap discovery hints one process may send per second.
+pub const CTRL_EVENTS_PER_SECOND: u64 = 32;
+/// Sockets of one process tracked in the kernel at once.
+pub const MAX_SOCKS_PER_PROCESS: u32 = 8192;
+
 /// Agent settings read by the kernel programs (`CONFIG` array, index 0).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default)]
@@ -171,6 +227,10 @@ pub struct Config {
 
 const _: () = assert!(core::mem::size_of::<EventHeader>() == 48);
 const _: () = assert!(DATA_HEADER_SIZE == 64);
+const _: () = assert!(core::mem::size_of::<DataEventOf<DATA_CLASS_SMALL>>() == 64 + DATA_CLASS_SMALL);
+const _: () =
+    assert!(core::mem::size_of::<DataEventOf<DATA_CLASS_MEDIUM>>() == 64 + DATA_CLASS_MEDIUM);
+const _: () = assert!(core::mem::size_of::<RateWindow>() == 16);
 const _: () = assert!(core::mem::size_of::<ConnEvent>() == 72);
 const _: () = assert!(core::mem::size_of::<SockKey>() == 8);
 const _: () = assert!(core::mem::size_of::<SockInfo>() == 16);
@@ -192,4 +252,6 @@ mod user {
     unsafe impl aya::Pod for ConnKey {}
     // SAFETY: as above.
     unsafe impl aya::Pod for Config {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for RateWindow {}
 }

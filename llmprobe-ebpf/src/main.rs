@@ -9,7 +9,6 @@
 use aya_ebpf::{
     helpers::{
         bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_ktime_get_ns, bpf_probe_read_user,
-        generated::bpf_get_current_comm as raw_get_current_comm,
         generated::bpf_probe_read_user as raw_probe_read_user,
     },
     macros::{map, tracepoint, uprobe, uretprobe},
@@ -19,12 +18,26 @@ use aya_ebpf::{
 use llmprobe_common::*;
 
 #[map]
-static EVENTS: RingBuf = RingBuf::with_byte_size(16 * 1024 * 1024, 0);
-#[map]
-static SCRATCH: PerCpuArray<DataEvent> = PerCpuArray::with_max_entries(1, 0);
+static EVENTS: RingBuf = RingBuf::with_byte_size(RING_BYTES, 0);
 /// Ring-buffer records that could not be written (index 0).
 #[map]
 static LOST: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
+/// What the kernel side refused or lost, by `llmprobe_common::counter` index.
+#[map]
+static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(counter::COUNT, 0);
+/// Connections that lost a record (ring buffer full, or over their share): their next record
+/// carries `DATA_FLAG_LOST_BEFORE`, so userspace knows its view of the stream is stale.
+#[map]
+static LOSSY: LruHashMap<ConnKey, u8> = LruHashMap::with_max_entries(16384, 0);
+/// Per-process window of ring-buffer bytes used (the fair share).
+#[map]
+static DATA_RATE: LruHashMap<u32, RateWindow> = LruHashMap::with_max_entries(16384, 0);
+/// Per-process window of exec/mmap discovery hints sent.
+#[map]
+static CTRL_RATE: LruHashMap<u32, RateWindow> = LruHashMap::with_max_entries(16384, 0);
+/// Tracked sockets per process.
+#[map]
+static SOCK_COUNT: LruHashMap<u32, u32> = LruHashMap::with_max_entries(16384, 0);
 #[map]
 static CONFIG: Array<Config> = Array::with_max_entries(1, 0);
 #[map]
@@ -60,6 +73,8 @@ const AF_INET: u16 = 2;
 const AF_INET6: u16 = 10;
 const EINPROGRESS: i64 = -115;
 const PROT_EXEC: u64 = 4;
+/// `bpf_ringbuf_query` flag: bytes written and not yet consumed.
+const BPF_RB_AVAIL_DATA: u64 = 0;
 
 /// Arguments of a syscall in flight on one thread, saved at enter for use at exit.
 #[repr(C)]
@@ -100,11 +115,14 @@ struct EmitMeta {
     fd: i32,
     direction: u8,
     source: u8,
-    _pad: [u8; 2],
+    /// `DATA_FLAG_*`, filled by `start_call`.
+    flags: u8,
+    _pad: u8,
     conn_id: u64,
     ts: u64,
     total: u32,
     _pad2: u32,
+    comm: [u8; COMM_LEN],
 }
 
 #[inline(always)]
@@ -127,9 +145,94 @@ fn should_trace(tgid: u32) -> bool {
 #[inline(always)]
 fn count_lost() {
     if let Some(p) = LOST.get_ptr_mut(0) {
-        // SAFETY: per-CPU slot, no concurrent writer on this CPU while the program runs.
+        // SAFETY: per-CPU slot; a preempting program may race the increment, which can only
+        // undercount by one.
         unsafe { *p += 1 };
     }
+}
+
+#[inline(always)]
+fn count(idx: u32) {
+    if let Some(p) = COUNTERS.get_ptr_mut(idx) {
+        // SAFETY: as in `count_lost`.
+        unsafe { *p += 1 };
+    }
+}
+
+/// `Result` of a map insert: a failure is counted (an LRU map evicts instead of failing).
+#[inline(always)]
+fn inserted<E>(r: Result<(), E>) {
+    if r.is_err() {
+        count(counter::MAP_INSERT_FAILED);
+    }
+}
+
+/// Charges `used` to `tgid`'s current window in `map`; returns the amount used before it, or
+/// 0 when the window (of `window_ns`) just started.
+#[inline(always)]
+fn charge(map: &LruHashMap<u32, RateWindow>, tgid: u32, used: u64, window_ns: u64) -> u64 {
+    // SAFETY: no preconditions.
+    let now = unsafe { bpf_ktime_get_ns() };
+    match map.get_ptr_mut(&tgid) {
+        Some(w) => {
+            // SAFETY: map value pointer valid for this program run; concurrent updates from
+            // other CPUs may lose an increment, which only makes the window more lenient.
+            let w = unsafe { &mut *w };
+            if now.wrapping_sub(w.start_ns) > window_ns {
+                w.start_ns = now;
+                w.used = used;
+                0
+            } else {
+                let before = w.used;
+                w.used = before.saturating_add(used);
+                before
+            }
+        }
+        None => {
+            let w = RateWindow {
+                start_ns: now,
+                used,
+            };
+            inserted(map.insert(&tgid, &w, 0));
+            0
+        }
+    }
+}
+
+/// Exec/mmap discovery hints are rate-limited per process: a process that maps executable
+/// files in a loop cannot flood the ring buffer or the discovery thread (counted).
+#[inline(always)]
+fn ctrl_allowed(tgid: u32) -> bool {
+    if charge(&CTRL_RATE, tgid, 1, 1_000_000_000) >= CTRL_EVENTS_PER_SECOND {
+        count(counter::CTRL_RATE_LIMITED);
+        return false;
+    }
+    true
+}
+
+/// Starts emitting one call's bytes: fails when the ring buffer is under pressure and the
+/// process has already used its share of the window (counted, and the connection marked lossy);
+/// otherwise sets the meta's lost-before flag from `LOSSY`.
+#[inline(always)]
+fn start_call(meta: &mut EmitMeta, bytes: u32) -> bool {
+    let key = mute_key(meta.tgid, meta.conn_id);
+    let emitted = if bytes > MAX_CHUNKS * MAX_DATA as u32 {
+        MAX_CHUNKS * MAX_DATA as u32
+    } else {
+        bytes
+    };
+    let before = charge(&DATA_RATE, meta.tgid, emitted as u64, FAIR_WINDOW_NS);
+    if before > FAIR_SHARE_BYTES && EVENTS.query(BPF_RB_AVAIL_DATA) > (RING_BYTES / 2) as u64 {
+        count(counter::FAIR_SHARE);
+        let _ = LOSSY.insert(&key, &1, 0);
+        return false;
+    }
+    // SAFETY: value only read.
+    if unsafe { LOSSY.get(&key) }.is_some() {
+        meta.flags |= DATA_FLAG_LOST_BEFORE;
+        let _ = LOSSY.remove(&key);
+    }
+    true
 }
 
 #[inline(always)]
@@ -169,55 +272,49 @@ fn emit_conn(kind: u32, fd: i32, conn_id: u64, family: u16, port: u16, role: u8,
     }
 }
 
-/// Fills this CPU's scratch event header for one call; pieces then only set offset and length.
+/// Copies `n` (<= N) user bytes at `src` into a data record of payload class `N` reserved in
+/// the ring buffer. The class is chosen once per call, from its length (see `emit_buf`), so the
+/// verifier walks one loop per class rather than a class choice per piece.
 #[inline(always)]
-fn scratch_event(meta: &EmitMeta) -> Option<*mut DataEvent> {
-    let ev = SCRATCH.get_ptr_mut(0)?;
-    // SAFETY: `ev` points at this CPU's scratch slot, valid for the whole program run.
+fn emit_class<const N: usize>(meta: &EmitMeta, src: u64, n: u32, offset: u32) {
+    let Some(mut entry) = EVENTS.reserve::<DataEventOf<N>>(0) else {
+        count_lost();
+        let _ = LOSSY.insert(&mute_key(meta.tgid, meta.conn_id), &1, 0);
+        return;
+    };
+    // The class branch already bounds `n`, but LLVM then drops this clamp and the verifier cannot
+    // see the bound through the register copies: a volatile read keeps the clamp in the code.
+    // SAFETY: reading a local.
+    let n = unsafe { core::ptr::read_volatile(&n) } as u64;
+    let n = if n > N as u64 { N as u64 } else { n };
+    let ev = entry.as_mut_ptr();
+    // SAFETY: `ev` points at the reserved record, `64 + N` bytes, ours until submit; the copy is
+    // bounded by N, the size of `data`.
     unsafe {
-        (*ev).hdr.kind = EVENT_DATA;
-        (*ev).hdr.tgid = meta.tgid;
-        (*ev).hdr.tid = meta.tid;
-        (*ev).hdr.fd = meta.fd;
-        (*ev).hdr.conn_id = meta.conn_id;
-        (*ev).hdr.ts_ns = meta.ts;
-        let comm = (*ev).hdr.comm.as_mut_ptr();
-        if raw_get_current_comm(comm as *mut core::ffi::c_void, COMM_LEN as u32) != 0 {
-            (*ev).hdr.comm = [0; COMM_LEN];
-        }
+        (*ev).hdr = EventHeader {
+            kind: EVENT_DATA,
+            tgid: meta.tgid,
+            tid: meta.tid,
+            fd: meta.fd,
+            conn_id: meta.conn_id,
+            ts_ns: meta.ts,
+            comm: meta.comm,
+        };
         (*ev).direction = meta.direction;
         (*ev).source = meta.source;
-        (*ev).flags = 0;
+        (*ev).flags = meta.flags;
         (*ev)._pad = 0;
-        (*ev).total_len = meta.total;
-    }
-    Some(ev)
-}
-
-/// Copies `n` (<= MAX_DATA) user bytes at `src` into the scratch event and sends it.
-#[inline(always)]
-fn emit_piece(ev: *mut DataEvent, src: u64, n: u32, offset: u32) {
-    let n = if n > MAX_DATA as u32 {
-        MAX_DATA as u32
-    } else {
-        n
-    };
-    // SAFETY: `ev` is this CPU's scratch slot; the copy is bounded by MAX_DATA, the size of `data`.
-    unsafe {
         (*ev).offset = offset;
+        (*ev).total_len = meta.total;
         let dst = (*ev).data.as_mut_ptr();
         let ok = raw_probe_read_user(
             dst as *mut core::ffi::c_void,
-            n,
+            n as u32,
             src as *const core::ffi::c_void,
         ) == 0;
-        let n = if ok { n } else { 0 };
-        (*ev).len = n;
-        let bytes = core::slice::from_raw_parts(ev as *const u8, DATA_HEADER_SIZE + n as usize);
-        if EVENTS.output::<[u8]>(bytes, 0).is_err() {
-            count_lost();
-        }
+        (*ev).len = if ok { n as u32 } else { 0 };
     }
+    entry.submit(0);
 }
 
 /// Sends `len` bytes at user address `src` as data events of at most MAX_DATA bytes each. A
@@ -225,23 +322,30 @@ fn emit_piece(ev: *mut DataEvent, src: u64, n: u32, offset: u32) {
 /// userspace sees from the offsets, and the tail keeps what JSON bodies put last (the OpenAI SDK
 /// writes `model` and `stream` after a long `messages` array).
 #[inline(always)]
-fn emit_buf(meta: &EmitMeta, src: u64, len: u32) {
-    let Some(ev) = scratch_event(meta) else {
+fn emit_buf(meta: &mut EmitMeta, src: u64, len: u32) {
+    if !start_call(meta, len) {
         return;
-    };
-    let max = MAX_DATA as u32;
-    let mut sent: u32 = 0;
-    for i in 0..MAX_CHUNKS {
-        if sent >= len {
-            break;
+    }
+    let meta = &*meta;
+    if len as usize <= DATA_CLASS_SMALL {
+        emit_class::<DATA_CLASS_SMALL>(meta, src, len, 0);
+    } else if len as usize <= DATA_CLASS_MEDIUM {
+        emit_class::<DATA_CLASS_MEDIUM>(meta, src, len, 0);
+    } else {
+        let max = MAX_DATA as u32;
+        let mut sent: u32 = 0;
+        for i in 0..MAX_CHUNKS {
+            if sent >= len {
+                break;
+            }
+            if i == MAX_CHUNKS - 1 && len - sent > max {
+                sent = len - max;
+            }
+            let rem = len - sent;
+            let n: u32 = if rem > max { max } else { rem };
+            emit_class::<MAX_DATA>(meta, src + sent as u64, n, sent);
+            sent += n;
         }
-        if i == MAX_CHUNKS - 1 && len - sent > max {
-            sent = len - max;
-        }
-        let rem = len - sent;
-        let n: u32 = if rem > max { max } else { rem };
-        emit_piece(ev, src + sent as u64, n, sent);
-        sent += n;
     }
 }
 
@@ -250,10 +354,22 @@ fn emit_buf(meta: &EmitMeta, src: u64, len: u32) {
 /// pieces let userspace see them as a gap. (One piece per entry keeps the verifier's path count
 /// linear; HTTP writers use small iovecs: head, body, chunk framing.)
 #[inline(always)]
-fn emit_iov(meta: &EmitMeta, iov: u64, iovcnt: u64, total: u32) {
-    let Some(ev) = scratch_event(meta) else {
+fn emit_iov(meta: &mut EmitMeta, iov: u64, iovcnt: u64, total: u32) {
+    if !start_call(meta, total) {
         return;
-    };
+    }
+    let meta = &*meta;
+    if total as usize <= DATA_CLASS_SMALL {
+        emit_iov_in::<DATA_CLASS_SMALL>(meta, iov, iovcnt, total);
+    } else if total as usize <= DATA_CLASS_MEDIUM {
+        emit_iov_in::<DATA_CLASS_MEDIUM>(meta, iov, iovcnt, total);
+    } else {
+        emit_iov_in::<MAX_DATA>(meta, iov, iovcnt, total);
+    }
+}
+
+#[inline(always)]
+fn emit_iov_in<const N: usize>(meta: &EmitMeta, iov: u64, iovcnt: u64, total: u32) {
     let mut done: u32 = 0;
     for i in 0..MAX_IOV {
         if (i as u64) >= iovcnt || done >= total {
@@ -270,7 +386,7 @@ fn emit_iov(meta: &EmitMeta, iov: u64, iovcnt: u64, total: u32) {
             v.len as u32
         };
         if len > 0 {
-            emit_piece(ev, v.base, len, done);
+            emit_class::<N>(meta, v.base, len, done);
         }
         done += len;
     }
@@ -326,11 +442,12 @@ fn enter_io(ctx: &TracePointContext, kind: u32) -> u32 {
         sock.flags |= SOCK_FLAG_TLS | SOCK_FLAG_SEEN_DATA;
         let ck = mute_key(tgid, ssl.ssl);
         // SAFETY: value only read.
-        let known = unsafe { SSL_FDS.get(&ck) }
-            .map(|f| *f == fd)
-            .unwrap_or(false);
-        if !known {
-            let _ = SSL_FDS.insert(&ck, &fd, 0);
+        let prev = unsafe { SSL_FDS.get(&ck) }.copied();
+        if prev != Some(fd) {
+            if prev.is_none() {
+                count(counter::SSL_FDS_INSERTED);
+            }
+            inserted(SSL_FDS.insert(&ck, &fd, 0));
             emit_conn(EVENT_SSL_FD, fd, ssl.ssl, 0, 0, ROLE_HINT_UNKNOWN, [0; 16]);
         }
         return 0;
@@ -351,7 +468,7 @@ fn enter_io(ctx: &TracePointContext, kind: u32) -> u32 {
         ts: unsafe { bpf_ktime_get_ns() },
         generation: sock.generation,
     };
-    let _ = PENDING_SYS.insert(&pid_tgid, &args, 0);
+    inserted(PENDING_SYS.insert(&pid_tgid, &args, 0));
     0
 }
 
@@ -436,13 +553,14 @@ fn exit_io(ctx: &TracePointContext, vectored: bool) -> u32 {
     } else {
         return 0;
     }
-    let meta = EmitMeta {
+    let mut meta = EmitMeta {
         tgid,
         tid: pid_tgid as u32,
         fd: args.fd,
         direction,
         source: SRC_SOCKET,
-        _pad: [0; 2],
+        flags: 0,
+        _pad: 0,
         conn_id: args.generation,
         // Writes are stamped when they start, reads when the bytes have arrived.
         // SAFETY: no preconditions.
@@ -453,11 +571,12 @@ fn exit_io(ctx: &TracePointContext, vectored: bool) -> u32 {
         },
         total,
         _pad2: 0,
+        comm: bpf_get_current_comm().unwrap_or([0u8; COMM_LEN]),
     };
     if vectored {
-        emit_iov(&meta, iov, iovcnt, total);
+        emit_iov(&mut meta, iov, iovcnt, total);
     } else {
-        emit_buf(&meta, args.buf, total);
+        emit_buf(&mut meta, args.buf, total);
     }
     0
 }
@@ -495,7 +614,24 @@ fn register_socket(tgid: u32, fd: i32, sockaddr: u64, role: u8, accept: bool) {
         flags: 0,
         _pad: 0,
     };
-    let _ = SOCKS.insert(&SockKey { tgid, fd }, &info, 0);
+    let key = SockKey { tgid, fd };
+    // SAFETY: value only read.
+    if unsafe { SOCKS.get(&key) }.is_none() {
+        // A new socket counts against its process's share of the table.
+        match SOCK_COUNT.get_ptr_mut(&tgid) {
+            // SAFETY: map value pointer valid for this program run.
+            Some(n) => unsafe {
+                if *n >= MAX_SOCKS_PER_PROCESS {
+                    count(counter::SOCKS_PER_PROCESS);
+                    return;
+                }
+                *n += 1;
+            },
+            None => inserted(SOCK_COUNT.insert(&tgid, &1, 0)),
+        }
+        count(counter::SOCKS_INSERTED);
+    }
+    inserted(SOCKS.insert(&key, &info, 0));
     emit_conn(EVENT_CONN_OPEN, fd, generation, family, port, role, addr);
 }
 
@@ -565,7 +701,7 @@ fn save_sock_args(ctx: &TracePointContext, kind: u32) -> u32 {
         ts: unsafe { bpf_ktime_get_ns() },
         generation: 0,
     };
-    let _ = PENDING_SYS.insert(&pid_tgid, &args, 0);
+    inserted(PENDING_SYS.insert(&pid_tgid, &args, 0));
     0
 }
 
@@ -580,7 +716,13 @@ pub fn sys_enter_close(ctx: TracePointContext) -> u32 {
     let Some(info) = (unsafe { SOCKS.get(&key) }).copied() else {
         return 0;
     };
-    let _ = SOCKS.remove(&key);
+    if SOCKS.remove(&key).is_ok() {
+        count(counter::SOCKS_REMOVED);
+        if let Some(n) = SOCK_COUNT.get_ptr_mut(&tgid) {
+            // SAFETY: map value pointer valid for this program run.
+            unsafe { *n = (*n).saturating_sub(1) };
+        }
+    }
     let _ = MUTED.remove(&mute_key(tgid, info.generation));
     // For a TLS socket userspace also ends the SSL connections it saw on this fd.
     emit_conn(
@@ -608,7 +750,7 @@ pub fn sys_enter_mmap(ctx: TracePointContext) -> u32 {
             ctx.read_at::<u64>(48).unwrap_or(u64::MAX) as i32,
         )
     };
-    if prot & PROT_EXEC != 0 && fd >= 0 {
+    if prot & PROT_EXEC != 0 && fd >= 0 && ctrl_allowed((pid_tgid >> 32) as u32) {
         emit_conn(EVENT_EXEC_MAP, fd, 0, 0, 0, ROLE_HINT_UNKNOWN, [0; 16]);
     }
     0
@@ -617,7 +759,7 @@ pub fn sys_enter_mmap(ctx: TracePointContext) -> u32 {
 #[tracepoint(category = "sched", name = "sched_process_exec")]
 pub fn sched_process_exec(_ctx: TracePointContext) -> u32 {
     let pid_tgid = bpf_get_current_pid_tgid();
-    if !should_trace((pid_tgid >> 32) as u32) {
+    if !should_trace((pid_tgid >> 32) as u32) || !ctrl_allowed((pid_tgid >> 32) as u32) {
         return 0;
     }
     emit_conn(EVENT_EXEC_MAP, -1, 0, 0, 0, ROLE_HINT_UNKNOWN, [0; 16]);
@@ -627,7 +769,14 @@ pub fn sched_process_exec(_ctx: TracePointContext) -> u32 {
 #[tracepoint(category = "sched", name = "sched_process_exit")]
 pub fn sched_process_exit(_ctx: TracePointContext) -> u32 {
     let pid_tgid = bpf_get_current_pid_tgid();
-    if (pid_tgid >> 32) as u32 != pid_tgid as u32 || !should_trace((pid_tgid >> 32) as u32) {
+    let tgid = (pid_tgid >> 32) as u32;
+    if tgid != pid_tgid as u32 {
+        return 0;
+    }
+    let _ = SOCK_COUNT.remove(&tgid);
+    let _ = DATA_RATE.remove(&tgid);
+    let _ = CTRL_RATE.remove(&tgid);
+    if !should_trace(tgid) {
         return 0;
     }
     emit_conn(EVENT_PROC_EXIT, -1, 0, 0, 0, ROLE_HINT_UNKNOWN, [0; 16]);
@@ -662,7 +811,7 @@ fn ssl_enter(ctx: &ProbeContext, op: u32) -> u32 {
         // SAFETY: no preconditions.
         ts: unsafe { bpf_ktime_get_ns() },
     };
-    let _ = PENDING_SSL.insert(&pid_tgid, &args, 0);
+    inserted(PENDING_SSL.insert(&pid_tgid, &args, 0));
     0
 }
 
@@ -717,13 +866,14 @@ pub fn ssl_ret(ctx: RetProbeContext) -> u32 {
     // SAFETY: value only read.
     let fd = unsafe { SSL_FDS.get(&ck) }.copied().unwrap_or(-1);
     let write = args.op == OP_WRITE || args.op == OP_WRITE_EX;
-    let meta = EmitMeta {
+    let mut meta = EmitMeta {
         tgid,
         tid: pid_tgid as u32,
         fd,
         direction: if write { DIR_EGRESS } else { DIR_INGRESS },
         source: SRC_TLS,
-        _pad: [0; 2],
+        flags: 0,
+        _pad: 0,
         conn_id: args.ssl,
         // SAFETY: no preconditions.
         ts: if write {
@@ -737,8 +887,10 @@ pub fn ssl_ret(ctx: RetProbeContext) -> u32 {
             n as u32
         },
         _pad2: 0,
+        comm: bpf_get_current_comm().unwrap_or([0u8; COMM_LEN]),
     };
-    emit_buf(&meta, args.buf, meta.total);
+    let total = meta.total;
+    emit_buf(&mut meta, args.buf, total);
     0
 }
 
@@ -754,8 +906,11 @@ pub fn ssl_free(ctx: ProbeContext) -> u32 {
         return 0;
     }
     let ck = mute_key(tgid, ssl);
-    let _ = SSL_FDS.remove(&ck);
+    if SSL_FDS.remove(&ck).is_ok() {
+        count(counter::SSL_FDS_REMOVED);
+    }
     let _ = MUTED.remove(&ck);
+    let _ = LOSSY.remove(&ck);
     emit_conn(EVENT_SSL_FREE, -1, ssl, 0, 0, ROLE_HINT_UNKNOWN, [0; 16]);
     0
 }

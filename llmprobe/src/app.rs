@@ -35,10 +35,11 @@ use crate::gpu::efficiency::{CallUse, ServerKey};
 use crate::gpu::{GpuMetrics, GpuMode, SETTLE_GRACE, SamplerConfig};
 use crate::llm::LlmCall;
 use crate::probes::EventPreparer;
-use crate::probes::capture::{CaptureWriter, read_capture};
+use crate::probes::capture::read_capture;
 use crate::probes::discovery::{ScanDecision, ScanLimiter};
 use crate::probes::events::{ProbeEvent, decode};
-use crate::probes::loader::{LoadOptions, ProbeHandles, Probes, ScanReport, lost_total};
+use crate::probes::loader::{LoadOptions, ProbeHandles, Probes, ScanReport};
+use crate::probes::recorder::{ConnClass, RecordOptions, Recorder};
 use crate::telemetry::SelfMetrics;
 use std::sync::{Mutex, PoisonError};
 
@@ -51,8 +52,8 @@ pub struct RunOptions {
     pub metrics_addr: SocketAddr,
     /// Only these processes (empty: all).
     pub pids: Vec<u32>,
-    /// Also write every probe event to this capture file.
-    pub record: Option<PathBuf>,
+    /// Also write probe events to a capture file.
+    pub record: Option<RecordOptions>,
     /// Tracker limits.
     pub tracker: TrackerConfig,
     /// Rotate the JSONL file past this size.
@@ -116,13 +117,7 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
         OtlpExporter::spawn(cfg, metrics.clone())
     });
     let mut capture = match &opts.record {
-        Some(p) => Some(CaptureWriter::new(
-            std::io::BufWriter::new(
-                std::fs::File::create(p)
-                    .with_context(|| format!("cannot create capture file {}", p.display()))?,
-            ),
-            clock,
-        )?),
+        Some(r) => Some(Recorder::create(r, clock, metrics.clone())?),
         None => None,
     };
 
@@ -139,6 +134,7 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
     }
     let seeds = probes.seed_sockets()?;
     let ProbeHandles { ring, muted, lost } = handles;
+    let mut kernel_stats = probes.kernel_stats(lost, seeds.len() as u64)?;
 
     let (batch_tx, mut batch_rx) = mpsc::channel::<Vec<ProbeEvent>>(BATCH_CHANNEL);
     let (rec_tx, mut rec_rx) = mpsc::channel::<Vec<LlmCall>>(RECORD_CHANNEL);
@@ -238,18 +234,25 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
             };
             let mut out = TrackerOutput::default();
             for ev in batch {
-                // Discovery hints are not part of a capture: replay needs none of them.
-                if let Some(c) = capture.as_mut()
-                    && !matches!(ev, ProbeEvent::ExecMap { .. })
-                    && let Err(e) = c.write(&ev)
-                {
-                    warn!("capture write failed, recording stops: {e:#}");
-                    capture = None;
+                match capture.as_mut() {
+                    Some(c) => {
+                        let copy = ev.clone();
+                        let mutes = out.mutes.len();
+                        tracker.handle(ev, &mut out);
+                        c.not_llm(&out.mutes[mutes..]);
+                        c.observe(copy, |pid, id| {
+                            if tracker.is_llm(pid, id) {
+                                ConnClass::Llm
+                            } else {
+                                ConnClass::Unknown
+                            }
+                        });
+                    }
+                    None => tracker.handle(ev, &mut out),
                 }
-                tracker.handle(ev, &mut out);
             }
             if let Some(c) = capture.as_mut() {
-                let _ = c.flush();
+                c.flush();
             }
             apply_mutes(&mut muted, &out.mutes);
             if !out.calls.is_empty() {
@@ -261,7 +264,7 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
             }
         }
         if let Some(mut c) = capture {
-            let _ = c.flush();
+            c.flush();
         }
         tracker.connections()
     });
@@ -309,21 +312,17 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
         .spawn(move || discovery_loop(probes, scan_rx, disc_metrics))
         .context("cannot start the discovery thread")?;
 
-    // Kernel-side loss counter.
+    // Kernel-side losses and refusals, on a thread of their own (map walks block).
     let lost_metrics = metrics.clone();
-    let lost_task = tokio::spawn(async move {
-        let mut seen = 0u64;
-        let mut tick = tokio::time::interval(Duration::from_secs(1));
-        loop {
-            tick.tick().await;
-            let now = lost_total(&lost);
-            if now > seen {
-                warn!("{} probe events lost: the ring buffer was full", now - seen);
-                lost_metrics.events_lost.inc_by(now - seen);
-                seen = now;
+    std::thread::Builder::new()
+        .name("kernel-stats".into())
+        .spawn(move || {
+            loop {
+                std::thread::sleep(Duration::from_secs(1));
+                kernel_stats.poll(&lost_metrics);
             }
-        }
-    });
+        })
+        .context("cannot start the kernel statistics thread")?;
     let server = tokio::spawn(metrics_http::serve(listener, registry));
 
     info!(
@@ -335,7 +334,6 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
     wait_for_signal().await;
     info!("stopping: detaching probes and flushing records");
     reader.abort();
-    lost_task.abort();
     server.abort();
     let _ = reader.await;
     if let Ok(open) = tracker.await

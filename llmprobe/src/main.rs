@@ -7,6 +7,7 @@ use clap::{Parser, Subcommand};
 use llmprobe::app::{self, RunOptions};
 use llmprobe::conntrack::TrackerConfig;
 use llmprobe::export::jsonl::JsonlTarget;
+use llmprobe::probes::recorder::RecordOptions;
 
 #[derive(Parser)]
 #[command(
@@ -30,9 +31,18 @@ struct AgentArgs {
     /// Trace only this process (repeatable). Default: every process.
     #[arg(long = "pid", value_name = "PID")]
     pids: Vec<u32>,
-    /// Most connections tracked at once.
+    /// Most connections tracked at once; past it the process holding the most loses its least
+    /// recently active one.
     #[arg(long, default_value_t = 16_384)]
     max_connections: usize,
+    /// Memory the agent's buffers may hold (bytes): buffered bodies, stream buffers, per-chunk
+    /// timings and text samples of open calls. Past it the largest holders are cut, counted.
+    #[arg(long, value_name = "BYTES", default_value_t = 256 << 20)]
+    memory_limit: usize,
+    /// Most connections one process may hold in the tracker; past it its own least recently
+    /// active one makes room.
+    #[arg(long, default_value_t = 4_096)]
+    max_connections_per_process: usize,
     /// Stop capturing a connection after this many HTTP exchanges that are not LLM calls (0: never).
     #[arg(long, default_value_t = 3)]
     mute_after_non_llm: u32,
@@ -94,11 +104,18 @@ impl TokenEstimator {
 enum Command {
     /// Attach the probes and record LLM calls until SIGINT/SIGTERM (needs root).
     Run(AgentArgs),
-    /// Like `run`, and also write every probe event to a capture file for `replay`.
+    /// Like `run`, and also write the probe events of LLM connections to a capture file for
+    /// `replay`. The capture holds prompts and completions (secrets masked): keep it private.
     Record {
-        /// Capture file to write.
+        /// Capture file to create (mode 0600; an existing file or symlink is refused).
         #[arg(long, value_name = "FILE")]
         out: PathBuf,
+        /// Stop writing the capture once it would exceed this many bytes.
+        #[arg(long, value_name = "BYTES", default_value_t = llmprobe::probes::recorder::DEFAULT_MAX_BYTES)]
+        max_bytes: u64,
+        /// Keep every traced connection's bytes, not only LLM connections' (HTTP/2 never).
+        #[arg(long)]
+        all_traffic: bool,
         #[command(flatten)]
         agent: AgentArgs,
     },
@@ -125,7 +142,7 @@ fn parse_interval(s: &str) -> Result<f64, String> {
     }
 }
 
-fn options(a: AgentArgs, record: Option<PathBuf>) -> RunOptions {
+fn options(a: AgentArgs, record: Option<RecordOptions>) -> RunOptions {
     a.token_estimator.apply();
     RunOptions {
         jsonl: (a.jsonl != "none").then(|| JsonlTarget::parse(&a.jsonl)),
@@ -147,6 +164,8 @@ fn options(a: AgentArgs, record: Option<PathBuf>) -> RunOptions {
         ),
         tracker: TrackerConfig {
             max_connections: a.max_connections,
+            max_connections_per_process: a.max_connections_per_process,
+            memory_budget: a.memory_limit / 4 * 3,
             mute_after_non_llm: a.mute_after_non_llm,
             ..TrackerConfig::default()
         },
@@ -160,7 +179,19 @@ fn main() {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Run(a) => run_agent(options(a, None)),
-        Command::Record { out, agent } => run_agent(options(agent, Some(out))),
+        Command::Record {
+            out,
+            max_bytes,
+            all_traffic,
+            agent,
+        } => run_agent(options(
+            agent,
+            Some(RecordOptions {
+                path: out,
+                max_bytes,
+                all_traffic,
+            }),
+        )),
         Command::Replay {
             file,
             jsonl,

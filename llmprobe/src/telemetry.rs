@@ -33,6 +33,8 @@ pub struct SelfMetrics {
     pub connections_muted: Counter,
     /// Build information (value 1).
     pub build_info: Family<OneLabel, Gauge>,
+    /// Heap bytes the tracker's connections hold (bounded by the memory budget).
+    pub tracker_memory: Gauge,
 }
 
 impl SelfMetrics {
@@ -50,6 +52,7 @@ impl SelfMetrics {
             tls_libraries: Gauge::default(),
             connections_muted: Counter::default(),
             build_info: Family::default(),
+            tracker_memory: Gauge::default(),
         };
         registry.register("llmprobe_events", "Probe events received", m.events.clone());
         registry.register(
@@ -102,6 +105,11 @@ impl SelfMetrics {
             "llmprobe build information",
             m.build_info.clone(),
         );
+        registry.register(
+            "llmprobe_tracker_memory_bytes",
+            "Heap bytes held for open connections and calls (bounded by --memory-limit)",
+            m.tracker_memory.clone(),
+        );
         m.build_info
             .get_or_create(&vec![(
                 "version".to_owned(),
@@ -128,6 +136,13 @@ impl SelfMetrics {
         self.dropped
             .get_or_create(&vec![("reason".to_owned(), reason.to_owned())])
             .inc();
+    }
+
+    /// Counts `n` drops at once.
+    pub fn drop_by(&self, reason: &str, n: u64) {
+        self.dropped
+            .get_or_create(&vec![("reason".to_owned(), reason.to_owned())])
+            .inc_by(n);
     }
 
     /// Current value of a drop counter.

@@ -24,8 +24,12 @@ use crate::telemetry::SelfMetrics;
 /// Tracker limits and policy.
 #[derive(Debug, Clone, Copy)]
 pub struct TrackerConfig {
-    /// Most connections tracked at once; more are dropped (counted).
+    /// Most connections tracked at once. A new connection past it evicts one of the process
+    /// that holds the most (its least recently active, idle ones first), counted.
     pub max_connections: usize,
+    /// Most connections one process may hold; past it the process's own least recently active
+    /// connection makes room (counted), so one process cannot take the table from the others.
+    pub max_connections_per_process: usize,
     /// Most requests waiting for their responses on one connection.
     pub max_pending_exchanges: usize,
     /// A connection with no bytes for this long is forgotten (its open calls are recorded).
@@ -34,19 +38,34 @@ pub struct TrackerConfig {
     pub mute_after_non_llm: u32,
     /// Per-exchange size caps.
     pub exchange: ExchangeLimits,
+    /// Heap bytes all connections may hold together (parser buffers, bodies kept for parsing,
+    /// stream buffers, per-chunk gaps, text samples). Past it the largest holders are cut.
+    pub memory_budget: usize,
 }
 
 impl Default for TrackerConfig {
     fn default() -> Self {
         TrackerConfig {
             max_connections: 16_384,
+            max_connections_per_process: 4_096,
             max_pending_exchanges: 64,
             idle_timeout_ns: 10 * 60 * 1_000_000_000,
             mute_after_non_llm: 3,
             exchange: ExchangeLimits::default(),
+            memory_budget: DEFAULT_MEMORY_BUDGET,
         }
     }
 }
+
+/// Default of [`TrackerConfig::memory_budget`]: three quarters of the agent's default 256 MiB.
+pub const DEFAULT_MEMORY_BUDGET: usize = 192 << 20;
+
+/// Sockets and SSL→fd links remembered, per tracked connection allowed.
+const LINKS_PER_CONNECTION: usize = 4;
+/// SSL objects remembered per socket fd (HTTP/1.1 runs one TLS session per socket).
+const MAX_SSL_PER_FD: usize = 8;
+/// Connections looked at when choosing one to evict.
+const EVICTION_SAMPLE: usize = 64;
 
 /// What one step of the tracker produced.
 #[derive(Default, Debug)]
@@ -118,6 +137,8 @@ struct Connection {
     coverage: [Coverage; 2],
     upgraded: bool,
     container: Option<String>,
+    /// Heap bytes held, as last accounted in the tracker's total.
+    mem: usize,
 }
 
 fn dir_index(d: Direction) -> usize {
@@ -153,7 +174,20 @@ impl Connection {
             coverage: [Coverage::default(); 2],
             upgraded: false,
             container: None,
+            mem: 0,
         }
+    }
+
+    /// Heap bytes held by the parsers and the open exchanges.
+    fn heap_bytes(&self) -> usize {
+        self.req.buffered_bytes()
+            + self.resp.buffered_bytes()
+            + self
+                .pending
+                .iter()
+                .filter_map(|p| p.exchange.as_ref())
+                .map(LlmExchange::heap_bytes)
+                .sum::<usize>()
     }
 
     fn context(&self) -> ExchangeContext {
@@ -181,6 +215,8 @@ enum EndReason {
     Idle,
     /// Its bytes could not be parsed any more.
     ParseFailure,
+    /// It made room for another connection (a table bound was reached).
+    Evicted,
 }
 
 /// The connection tracker.
@@ -195,6 +231,10 @@ pub struct ConnTracker {
     tls_by_fd: HashMap<(u32, i32), Vec<u64>>,
     /// (pid, SSL*) -> fd.
     ssl_fd: HashMap<(u32, u64), i32>,
+    /// Entries in `sockets`.
+    socket_count: usize,
+    /// Heap bytes held by all connections (sum of their `mem`).
+    mem_total: usize,
     last_sweep_ts: u64,
 }
 
@@ -210,6 +250,8 @@ impl ConnTracker {
             conn_count: 0,
             tls_by_fd: HashMap::new(),
             ssl_fd: HashMap::new(),
+            socket_count: 0,
+            mem_total: 0,
             last_sweep_ts: 0,
         }
     }
@@ -217,6 +259,19 @@ impl ConnTracker {
     /// Connections tracked now.
     pub fn connections(&self) -> usize {
         self.conn_count
+    }
+
+    /// Heap bytes the tracked connections hold (what the memory budget bounds).
+    pub fn memory_bytes(&self) -> usize {
+        self.mem_total
+    }
+
+    /// True when the connection (pid, conn id) is tracked and has carried an LLM request.
+    pub fn is_llm(&self, pid: u32, id: u64) -> bool {
+        self.conns
+            .get(&pid)
+            .and_then(|m| m.get(&id))
+            .is_some_and(|c| c.llm_seen)
     }
 
     /// LLM calls whose request has started and whose record is not written yet.
@@ -251,10 +306,13 @@ impl ConnTracker {
         self.metrics.events.inc();
         let ts = ev.meta().ts_ns;
         match ev {
-            ProbeEvent::Data(d) => self.on_data(d, out),
+            ProbeEvent::Data(d) => {
+                self.on_data(d, out);
+                self.enforce_memory_budget(ts, out);
+            }
             ProbeEvent::ConnOpen { meta, peer, .. } => {
-                let sockets = self.sockets.entry(meta.pid).or_default();
-                let old = sockets.insert(
+                let old = self.insert_socket(
+                    meta.pid,
                     meta.fd,
                     Socket {
                         generation: meta.conn_id,
@@ -270,26 +328,12 @@ impl ConnTracker {
                 }
             }
             ProbeEvent::ConnClose { meta } => {
-                if let Some(s) = self.sockets.get_mut(&meta.pid) {
-                    s.remove(&meta.fd);
-                    if s.is_empty() {
-                        self.sockets.remove(&meta.pid);
-                    }
-                }
+                self.remove_socket(meta.pid, meta.fd);
                 self.end_conn(meta.pid, meta.conn_id, ts, EndReason::Closed, out);
                 self.end_tls_on_fd(meta.pid, meta.fd, ts, out);
             }
             ProbeEvent::SslFd { meta } => {
-                let key = (meta.pid, meta.conn_id);
-                if let Some(old) = self.ssl_fd.insert(key, meta.fd)
-                    && let Some(v) = self.tls_by_fd.get_mut(&(meta.pid, old))
-                {
-                    v.retain(|s| *s != meta.conn_id);
-                }
-                let list = self.tls_by_fd.entry((meta.pid, meta.fd)).or_default();
-                if !list.contains(&meta.conn_id) {
-                    list.push(meta.conn_id);
-                }
+                self.link_ssl(meta.pid, meta.conn_id, meta.fd);
                 let peer = self.peer_of(meta.pid, meta.fd);
                 if let Some(c) = self
                     .conns
@@ -312,6 +356,7 @@ impl ConnTracker {
             self.sweep(ts, out);
         }
         self.metrics.connections_tracked.set(self.conn_count as i64);
+        self.metrics.tracker_memory.set(self.mem_total as i64);
     }
 
     /// Ends every connection (agent shutdown or end of a replay): open calls are recorded as
@@ -339,13 +384,8 @@ impl ConnTracker {
     }
 
     fn forget_ssl(&mut self, pid: u32, ssl: u64) {
-        if let Some(fd) = self.ssl_fd.remove(&(pid, ssl))
-            && let Some(v) = self.tls_by_fd.get_mut(&(pid, fd))
-        {
-            v.retain(|s| *s != ssl);
-            if v.is_empty() {
-                self.tls_by_fd.remove(&(pid, fd));
-            }
+        if let Some(fd) = self.ssl_fd.remove(&(pid, ssl)) {
+            self.unlink_from_fd(pid, fd, ssl);
         }
     }
 
@@ -367,9 +407,134 @@ impl ConnTracker {
         for id in ids {
             self.end_conn(pid, id, ts, EndReason::Closed, out);
         }
-        self.sockets.remove(&pid);
+        if let Some(s) = self.sockets.remove(&pid) {
+            self.socket_count -= s.len();
+        }
+        // The process's links, found through its sockets' lists (no scan of every process's).
+        let fds: Vec<(u32, i32)> = self
+            .tls_by_fd
+            .keys()
+            .filter(|(p, _)| *p == pid)
+            .copied()
+            .collect();
+        for key in fds {
+            for ssl in self.tls_by_fd.remove(&key).unwrap_or_default() {
+                self.ssl_fd.remove(&(pid, ssl));
+            }
+        }
         self.ssl_fd.retain(|(p, _), _| *p != pid);
-        self.tls_by_fd.retain(|(p, _), _| *p != pid);
+    }
+
+    /// Remembers a socket; past the bounds the process's own (or the biggest holder's) oldest
+    /// entries make room. Returns the socket it replaced on the same fd.
+    fn insert_socket(&mut self, pid: u32, fd: i32, s: Socket) -> Option<Socket> {
+        let per_process = self.cfg.max_connections_per_process.max(1) * LINKS_PER_CONNECTION;
+        let total = self.cfg.max_connections.max(1) * LINKS_PER_CONNECTION;
+        let mine = self.sockets.get(&pid).map_or(0, HashMap::len);
+        let replaces = self.sockets.get(&pid).is_some_and(|m| m.contains_key(&fd));
+        if !replaces && (mine >= per_process || self.socket_count >= total) {
+            self.metrics.drop_for("socket_table_full");
+            let victim = if mine >= per_process {
+                Some(pid)
+            } else {
+                self.sockets
+                    .iter()
+                    .max_by_key(|(_, m)| m.len())
+                    .map(|(p, _)| *p)
+            };
+            if let Some(vp) = victim
+                && let Some(vfd) = self.sockets.get(&vp).and_then(|m| m.keys().next().copied())
+            {
+                self.remove_socket(vp, vfd);
+            }
+        }
+        let old = self.sockets.entry(pid).or_default().insert(fd, s);
+        if old.is_none() {
+            self.socket_count += 1;
+        }
+        old
+    }
+
+    fn remove_socket(&mut self, pid: u32, fd: i32) {
+        if let Some(m) = self.sockets.get_mut(&pid) {
+            if m.remove(&fd).is_some() {
+                self.socket_count -= 1;
+            }
+            if m.is_empty() {
+                self.sockets.remove(&pid);
+            }
+        }
+    }
+
+    /// Links an SSL object to the socket it talks over (bounded: a process that invents SSL
+    /// objects gets at most `MAX_SSL_PER_FD` per fd and its share of the table).
+    fn link_ssl(&mut self, pid: u32, ssl: u64, fd: i32) {
+        let key = (pid, ssl);
+        match self.ssl_fd.get(&key) {
+            Some(old) if *old == fd => return,
+            Some(old) => {
+                let old = *old;
+                self.unlink_from_fd(pid, old, ssl);
+            }
+            None => {
+                if self.ssl_fd.len() >= self.cfg.max_connections.max(1) * LINKS_PER_CONNECTION {
+                    self.metrics.drop_for("ssl_link_table_full");
+                    return;
+                }
+            }
+        }
+        self.ssl_fd.insert(key, fd);
+        let list = self.tls_by_fd.entry((pid, fd)).or_default();
+        list.push(ssl);
+        if list.len() > MAX_SSL_PER_FD {
+            let oldest = list.remove(0);
+            self.ssl_fd.remove(&(pid, oldest));
+            self.metrics.drop_for("ssl_links_per_fd");
+        }
+    }
+
+    fn unlink_from_fd(&mut self, pid: u32, fd: i32, ssl: u64) {
+        if let Some(v) = self.tls_by_fd.get_mut(&(pid, fd)) {
+            v.retain(|s| *s != ssl);
+            if v.is_empty() {
+                self.tls_by_fd.remove(&(pid, fd));
+            }
+        }
+    }
+
+    /// Makes room for a new connection of `pid`: past the per-process bound the process loses
+    /// its own least recently active connection; past the total bound the process holding the
+    /// most connections does. Idle connections (no call in flight) go first. The victim is
+    /// muted in the kernel, so a flood of connections stops costing anything.
+    fn make_room(&mut self, pid: u32, ts: u64, out: &mut TrackerOutput) {
+        let mine = self.conns.get(&pid).map_or(0, HashMap::len);
+        let (victim_pid, reason) = if mine >= self.cfg.max_connections_per_process.max(1) {
+            (pid, "connection_limit_per_process")
+        } else if self.conn_count >= self.cfg.max_connections.max(1) {
+            let Some(biggest) = self
+                .conns
+                .iter()
+                .max_by_key(|(_, m)| m.len())
+                .map(|(p, _)| *p)
+            else {
+                return;
+            };
+            (biggest, "connection_evicted")
+        } else {
+            return;
+        };
+        let Some(victim) = self.conns.get(&victim_pid).and_then(|m| {
+            m.iter()
+                .take(EVICTION_SAMPLE)
+                .min_by_key(|(_, c)| (!c.pending.is_empty(), c.last_ts))
+                .map(|(id, _)| *id)
+        }) else {
+            return;
+        };
+        self.metrics.drop_for(reason);
+        self.end_conn(victim_pid, victim, ts, EndReason::Evicted, out);
+        out.mutes.push((victim_pid, victim));
+        self.metrics.connections_muted.inc();
     }
 
     fn sweep(&mut self, now: u64, out: &mut TrackerOutput) {
@@ -396,6 +561,7 @@ impl ConnTracker {
             self.conns.remove(&pid);
         }
         self.conn_count = self.conn_count.saturating_sub(1);
+        self.mem_total -= c.mem;
         Some(c)
     }
 
@@ -410,8 +576,8 @@ impl ConnTracker {
         } else {
             ts
         };
-        if reason != EndReason::ParseFailure
-            && let Some(req_dir) = c.request_dir
+        let cut_short = matches!(reason, EndReason::ParseFailure | EndReason::Evicted);
+        if !cut_short && let Some(req_dir) = c.request_dir
         {
             // Bytes of each direction's last call that never arrived are a gap, not an abort.
             for dir in [req_dir, req_dir.opposite()] {
@@ -430,7 +596,7 @@ impl ConnTracker {
                 }
             }
         }
-        if reason != EndReason::ParseFailure && c.request_dir.is_some() {
+        if !cut_short && c.request_dir.is_some() {
             // A response delimited by the connection's end completes here.
             let mut events = Vec::new();
             c.resp.finish(&mut events);
@@ -443,7 +609,9 @@ impl ConnTracker {
                 match reason {
                     EndReason::Closed => {}
                     EndReason::Idle => ex.set_error("idle_timeout"),
-                    EndReason::ParseFailure => ex.set_error("capture_incomplete"),
+                    EndReason::ParseFailure | EndReason::Evicted => {
+                        ex.set_error("capture_incomplete")
+                    }
                 }
                 let aborted = reason == EndReason::Closed;
                 out.calls
@@ -466,10 +634,7 @@ impl ConnTracker {
         let ts = d.meta.ts_ns;
         let exists = self.conns.get(&pid).is_some_and(|m| m.contains_key(&id));
         if !exists {
-            if self.conn_count >= self.cfg.max_connections {
-                self.metrics.drop_for("connection_limit");
-                return;
-            }
+            self.make_room(pid, ts, out);
             let fd = if d.tls {
                 self.ssl_fd.get(&(pid, id)).copied()
             } else {
@@ -574,8 +739,32 @@ impl ConnTracker {
         Some(c)
     }
 
-    fn put_back(&mut self, pid: u32, id: u64, c: Connection) {
+    /// Puts a connection back after an update, with its heap bytes accounted anew.
+    fn put_back(&mut self, pid: u32, id: u64, mut c: Connection) {
+        let mem = c.heap_bytes();
+        self.mem_total = self.mem_total - c.mem + mem;
+        c.mem = mem;
         self.conns.entry(pid).or_default().insert(id, c);
+    }
+
+    /// Over the memory budget: cuts the connections holding the most until under it again.
+    /// Their open calls are recorded as `capture_incomplete` and the kernel stops sending them.
+    fn enforce_memory_budget(&mut self, ts: u64, out: &mut TrackerOutput) {
+        while self.mem_total > self.cfg.memory_budget {
+            let Some((pid, id)) = self
+                .conns
+                .iter()
+                .flat_map(|(pid, m)| m.iter().map(move |(id, c)| (c.mem, *pid, *id)))
+                .max()
+                .map(|(_, pid, id)| (pid, id))
+            else {
+                break;
+            };
+            self.metrics.drop_for("memory_budget");
+            self.end_conn(pid, id, ts, EndReason::Evicted, out);
+            out.mutes.push((pid, id));
+            self.metrics.connections_muted.inc();
+        }
     }
 
     fn on_http_events(

@@ -56,6 +56,14 @@ impl Harness {
             n as i64,
             "gauge out of step with connections()"
         );
+        let held: usize = self
+            .tracker
+            .conns
+            .values()
+            .flat_map(|m| m.values())
+            .map(|c| c.mem)
+            .sum();
+        assert_eq!(held, self.tracker.memory_bytes(), "memory total out of step");
     }
 
     fn calls(&mut self) -> Vec<LlmCall> {
@@ -1038,7 +1046,7 @@ fn garbage_request_after_an_llm_call_is_a_parse_failure_not_not_http() {
 // ---------------------------------------------------------------------------------------------
 
 #[test]
-fn connection_limit_drops_new_connections() {
+fn a_new_connection_past_the_limit_evicts_the_least_recently_active() {
     let cfg = TrackerConfig {
         max_connections: 2,
         ..TrackerConfig::default()
@@ -1046,22 +1054,159 @@ fn connection_limit_drops_new_connections() {
     let mut h = Harness::with_config(cfg);
     let head = b"POST /v1/chat/completions HTTP/1.1\r\n";
     h.feed(Sock::plain(3, 1).send(T0, head));
-    h.feed(Sock::plain(4, 2).send(T0, head));
+    h.feed(Sock::plain(4, 2).send(T0 + MS, head));
     assert_eq!(h.tracker.connections(), 2);
-    assert_eq!(h.dropped("connection_limit"), 0);
-    h.feed(Sock::plain(5, 3).send(T0, head));
+    assert_eq!(h.dropped("connection_evicted"), 0);
+    // Connection 1 is the least recently active: it makes room, and is muted in the kernel.
+    h.feed(Sock::plain(5, 3).send(T0 + 2 * MS, head));
     assert_eq!(h.tracker.connections(), 2);
-    assert_eq!(h.dropped("connection_limit"), 1);
+    assert_eq!(h.dropped("connection_evicted"), 1);
+    assert_eq!(h.out.mutes, vec![(PID, 1)]);
     // Existing connections keep working at the limit.
-    h.feed(Sock::plain(3, 1).send(T0 + MS, b"Host: h\r\n\r\n"));
-    assert_eq!(h.dropped("connection_limit"), 1);
-    // A close makes room.
-    h.feed(close(4, 2, T0 + 2 * MS));
+    h.feed(Sock::plain(5, 3).send(T0 + 3 * MS, b"Host: h\r\n\r\n"));
+    assert_eq!(h.dropped("connection_evicted"), 1);
+    // A close makes room without an eviction.
+    h.feed(close(4, 2, T0 + 4 * MS));
     assert_eq!(h.tracker.connections(), 1);
-    h.feed(Sock::plain(5, 3).send(T0 + 3 * MS, head));
+    h.feed(Sock::plain(6, 4).send(T0 + 5 * MS, head));
     assert_eq!(h.tracker.connections(), 2);
-    assert_eq!(h.dropped("connection_limit"), 1);
+    assert_eq!(h.dropped("connection_evicted"), 1);
     assert!(h.calls().is_empty());
+}
+
+#[test]
+fn one_process_cannot_take_the_table_from_the_others() {
+    let cfg = TrackerConfig {
+        max_connections: 64,
+        max_connections_per_process: 16,
+        ..TrackerConfig::default()
+    };
+    let mut h = Harness::with_config(cfg);
+    const VICTIM: u32 = 7;
+    // Attackers: one process with 10 000 half-sent requests; later 20 processes with 16 each.
+    let partial = b"POST /v1/chat/completions HTTP/1.1\r\nContent-Length: 9";
+    for i in 0..10_000u64 {
+        let s = Sock {
+            pid: 1000,
+            fd: (i % 60_000) as i32,
+            id: 0x1001 + 2 * i,
+            tls: false,
+        };
+        h.feed(s.send(T0 + MS + i, partial));
+    }
+    assert_eq!(h.tracker.connections(), 16);
+    // A well-behaved process opens its connection after the flood and keeps a call in flight.
+    let good = Sock {
+        pid: VICTIM,
+        fd: 3,
+        id: 0x11,
+        tls: false,
+    };
+    h.feed(good.send(T0 + 15 * MS, b"POST /v1/chat/completions HTTP/1.1\r\nHost: h\r\n"));
+    assert_eq!(h.tracker.connections(), 17);
+    for p in 0..20u32 {
+        for i in 0..16u64 {
+            let s = Sock {
+                pid: 2000 + p,
+                fd: i as i32,
+                id: 0x9_0001 + 2 * (u64::from(p) * 100 + i),
+                tls: false,
+            };
+            h.feed(s.send(T0 + 20 * MS + i, partial));
+        }
+    }
+    assert!(h.tracker.connections() <= 64);
+    assert!(h.dropped("connection_limit_per_process") >= 10_000 - 16);
+    assert!(h.dropped("connection_evicted") > 0);
+    // The well-behaved call is still tracked and completes.
+    h.feed(good.send(T0 + 100 * MS, b"Content-Length: 2\r\n\r\n{}"));
+    h.feed(good.recv(
+        T0 + 200 * MS,
+        b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n{}",
+    ));
+    let calls: Vec<LlmCall> = h.calls().into_iter().filter(|c| c.pid == VICTIM).collect();
+    assert_eq!(calls.len(), 1, "{calls:#?}");
+    assert_eq!(calls[0].error_type, None);
+}
+
+#[test]
+fn invented_ssl_objects_and_sockets_stay_bounded() {
+    let cfg = TrackerConfig {
+        max_connections: 16,
+        max_connections_per_process: 8,
+        ..TrackerConfig::default()
+    };
+    let mut h = Harness::with_config(cfg);
+    for i in 0..100_000u64 {
+        h.feed(ProbeEvent::SslFd {
+            meta: meta(PID, 3, 0x1000 + 8 * i, T0 + i),
+        });
+        h.feed(ProbeEvent::ConnOpen {
+            meta: meta(PID + 1, (i % 1_000_000) as i32, 2 * i + 1, T0 + i),
+            peer: None,
+            role_hint: 1,
+        });
+    }
+    assert!(h.tracker.ssl_fd.len() <= MAX_SSL_PER_FD, "{}", h.tracker.ssl_fd.len());
+    assert!(h.tracker.tls_by_fd.values().all(|v| v.len() <= MAX_SSL_PER_FD));
+    assert!(h.tracker.socket_count <= 8 * LINKS_PER_CONNECTION);
+    assert_eq!(
+        h.tracker.socket_count,
+        h.tracker.sockets.values().map(HashMap::len).sum::<usize>()
+    );
+    assert!(h.dropped("ssl_links_per_fd") > 0);
+    assert!(h.dropped("socket_table_full") > 0);
+}
+
+#[test]
+fn the_memory_budget_cuts_the_largest_holders_and_spares_small_calls() {
+    let budget = 2 << 20;
+    let cfg = TrackerConfig {
+        memory_budget: budget,
+        ..TrackerConfig::default()
+    };
+    let mut h = Harness::with_config(cfg);
+    // Attackers: LLM requests announcing 4 MiB bodies and sending them 128 KiB at a time.
+    let piece = vec![b'x'; 128 * 1024];
+    let head =
+        b"POST /v1/chat/completions HTTP/1.1\r\nContent-Length: 4194304\r\n\r\n{\"model\":\"";
+    let good = Sock {
+        pid: 9,
+        fd: 3,
+        id: 0x21,
+        tls: false,
+    };
+    h.feed(good.send(T0, b"POST /v1/chat/completions HTTP/1.1\r\nHost: h\r\n"));
+    for i in 0..40u64 {
+        let s = Sock::plain(100 + i as i32, 0x1001 + 2 * i);
+        h.feed(s.send(T0 + MS + i, head));
+        for k in 0..8u64 {
+            h.feed(s.send(T0 + 2 * MS + i * 10 + k, &piece));
+            assert!(
+                h.tracker.memory_bytes() <= budget,
+                "{} bytes held, budget {budget}",
+                h.tracker.memory_bytes()
+            );
+        }
+    }
+    assert!(h.dropped("memory_budget") > 0);
+    // The accounting matches what the connections hold.
+    let held: usize = h
+        .tracker
+        .conns
+        .values()
+        .flat_map(|m| m.values())
+        .map(|c| c.heap_bytes())
+        .sum();
+    assert_eq!(held, h.tracker.memory_bytes());
+    // The small call survived and completes.
+    h.feed(good.send(T0 + 900 * MS, b"Content-Length: 2\r\n\r\n{}"));
+    h.feed(good.recv(T0 + 950 * MS, b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n{}"));
+    let calls: Vec<LlmCall> = h.calls().into_iter().filter(|c| c.pid == 9).collect();
+    assert_eq!(calls.len(), 1, "{calls:#?}");
+    assert_eq!(calls[0].error_type, None);
+    h.tracker.finish_all(&mut h.out);
+    assert_eq!(h.tracker.memory_bytes(), 0);
 }
 
 #[test]

@@ -161,6 +161,23 @@ impl LlmExchange {
         self.start_ts
     }
 
+    /// Heap bytes this exchange holds (bodies kept for parsing, stream buffers, per-chunk gaps,
+    /// text samples), for the tracker's memory budget.
+    pub fn heap_bytes(&self) -> usize {
+        let stream = match &self.sse {
+            Some(StreamDecoder::Sse(d)) => d.buffered_bytes(),
+            Some(StreamDecoder::Ndjson(d)) => d.buffered_bytes(),
+            None => 0,
+        };
+        self.req_body.capacity()
+            + self.resp_body.capacity()
+            + self.gaps.capacity() * std::mem::size_of::<u64>()
+            + stream
+            + self.json_array.as_ref().map_or(0, JsonArraySplitter::buffered_bytes)
+            + self.obs.output_sample.capacity()
+            + self.obs.prompt_sample.capacity()
+    }
+
     /// Starts an exchange at its request head; `start_ts` is the first request byte's time.
     pub fn new(
         head: &RequestHead,

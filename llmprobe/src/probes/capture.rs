@@ -84,50 +84,69 @@ impl<W: Write> CaptureWriter<W> {
 
     /// Appends one event.
     pub fn write(&mut self, ev: &ProbeEvent) -> anyhow::Result<()> {
-        let line = match ev.clone() {
-            ProbeEvent::Data(d) => {
-                let (text, b64) = match std::str::from_utf8(&d.data) {
-                    Ok(s) => (Some(s.to_owned()), None),
-                    Err(_) => (
-                        None,
-                        Some(base64::engine::general_purpose::STANDARD.encode(&d.data)),
-                    ),
-                };
-                Line::Data {
-                    meta: d.meta,
-                    dir: d.direction,
-                    tls: d.tls,
-                    offset: d.offset,
-                    total_len: d.total_len,
-                    text,
-                    b64,
-                }
-            }
-            ProbeEvent::ConnOpen {
-                meta,
-                peer,
-                role_hint,
-            } => Line::ConnOpen {
-                meta,
-                peer: peer.map(|p| p.to_string()),
-                role_hint,
-            },
-            ProbeEvent::ConnClose { meta } => Line::ConnClose { meta },
-            ProbeEvent::SslFd { meta } => Line::SslFd { meta },
-            ProbeEvent::SslFree { meta } => Line::SslFree { meta },
-            ProbeEvent::ExecMap { meta } => Line::ExecMap { meta },
-            ProbeEvent::ProcExit { meta } => Line::ProcExit { meta },
-        };
-        serde_json::to_writer(&mut self.out, &line)?;
-        self.out.write_all(b"\n")?;
+        let mut line = Vec::new();
+        encode_line(ev, &mut line)?;
+        self.write_raw(&line)
+    }
+
+    /// Appends lines already encoded with [`encode_line`].
+    pub fn write_raw(&mut self, lines: &[u8]) -> anyhow::Result<()> {
+        self.out.write_all(lines)?;
         Ok(())
     }
+
+    /// The underlying writer.
+    pub fn get_ref(&self) -> &W {
+        &self.out
+    }
+
 
     /// Flushes the underlying writer.
     pub fn flush(&mut self) -> anyhow::Result<()> {
         self.out.flush()?;
         Ok(())
     }
+}
+
+/// Appends one event's capture line (with its newline) to `buf`.
+pub fn encode_line(ev: &ProbeEvent, buf: &mut Vec<u8>) -> anyhow::Result<()> {
+    let line = match ev.clone() {
+        ProbeEvent::Data(d) => {
+            let (text, b64) = match std::str::from_utf8(&d.data) {
+                Ok(s) => (Some(s.to_owned()), None),
+                Err(_) => (
+                    None,
+                    Some(base64::engine::general_purpose::STANDARD.encode(&d.data)),
+                ),
+            };
+            Line::Data {
+                meta: d.meta,
+                dir: d.direction,
+                tls: d.tls,
+                offset: d.offset,
+                total_len: d.total_len,
+                text,
+                b64,
+            }
+        }
+        ProbeEvent::ConnOpen {
+            meta,
+            peer,
+            role_hint,
+        } => Line::ConnOpen {
+            meta,
+            peer: peer.map(|p| p.to_string()),
+            role_hint,
+        },
+        ProbeEvent::ConnClose { meta } => Line::ConnClose { meta },
+        ProbeEvent::SslFd { meta } => Line::SslFd { meta },
+        ProbeEvent::SslFree { meta } => Line::SslFree { meta },
+        ProbeEvent::ExecMap { meta } => Line::ExecMap { meta },
+        ProbeEvent::ProcExit { meta } => Line::ProcExit { meta },
+    };
+    serde_json::to_writer(&mut *buf, &line)?;
+    buf.push(b'\n');
+    Ok(())
 }
 
 /// Reads a whole capture: its clock and its events in order.

@@ -720,9 +720,26 @@ fn parse_proc_addr(s: &str, v6: bool) -> Option<SocketAddr> {
     Some(SocketAddr::new(ip, port))
 }
 
-/// Total ring-buffer records lost so far, over all CPUs.
-pub fn lost_total(lost: &PerCpuArray<MapData, u64>) -> u64 {
-    lost.get(&0, 0).map(|v| v.iter().sum()).unwrap_or(0)
+impl Probes {
+    /// Hands the loss and table maps to [`KernelStats`] (after `seed_sockets`, which fills
+    /// `SOCKS`).
+    pub fn kernel_stats(
+        &mut self,
+        lost: PerCpuArray<MapData, u64>,
+        seeded: u64,
+    ) -> anyhow::Result<super::kernel_stats::KernelStats> {
+        let mut take = |name: &str| {
+            self.ebpf
+                .take_map(name)
+                .with_context(|| format!("{name} map missing"))
+        };
+        let counters = PerCpuArray::try_from(take("COUNTERS")?)?;
+        let socks = HashMap::try_from(take("SOCKS")?)?;
+        let ssl_fds = HashMap::try_from(take("SSL_FDS")?)?;
+        Ok(super::kernel_stats::KernelStats::new(
+            lost, counters, socks, ssl_fds, seeded,
+        ))
+    }
 }
 
 #[cfg(test)]

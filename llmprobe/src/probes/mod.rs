@@ -6,7 +6,9 @@
 pub mod capture;
 pub mod discovery;
 pub mod events;
+pub mod kernel_stats;
 pub mod loader;
+pub mod recorder;
 pub mod scrub;
 
 use std::collections::HashMap;

@@ -28,6 +28,13 @@ pub struct JsonArraySplitter {
     oversized: bool,
 }
 
+impl JsonArraySplitter {
+    /// Bytes held for the element being read.
+    pub fn buffered_bytes(&self) -> usize {
+        self.element.len()
+    }
+}
+
 impl Default for JsonArraySplitter {
     fn default() -> Self {
         Self::with_max_element_bytes(DEFAULT_MAX_ELEMENT_BYTES)
