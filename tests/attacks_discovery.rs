@@ -10,7 +10,7 @@
 //! after the attack.
 
 use std::io::{BufRead, BufReader};
-use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -24,7 +24,10 @@ const MEMORY_BUDGET: u64 = 512 << 20;
 const SYSTEM_PYTHON: &str = "/usr/bin/python3";
 
 fn system_lib(name: &str) -> PathBuf {
-    let out = Command::new("ldconfig").arg("-p").output().expect("ldconfig");
+    let out = Command::new("ldconfig")
+        .arg("-p")
+        .output()
+        .expect("ldconfig");
     let text = String::from_utf8_lossy(&out.stdout).into_owned();
     text.lines()
         .filter(|l| l.trim_start().starts_with(name))
@@ -166,7 +169,9 @@ fn truncating_a_mapped_file_while_it_is_read() {
     let during = curl_through_fresh_libssl(&server, &dir, 1);
     let stdout = attacker.child.stdout.take().expect("stdout");
     let mut line = String::new();
-    BufReader::new(stdout).read_line(&mut line).expect("attacker");
+    BufReader::new(stdout)
+        .read_line(&mut line)
+        .expect("attacker");
     assert_eq!(line.trim(), "DONE");
     assert_healthy(&mut agent);
     assert_recorded(&agent, &during);
@@ -277,20 +282,63 @@ fn a_fifo_in_place_of_a_mapped_file() {
     assert!(agent.stop(), "agent did not exit cleanly");
 }
 
-/// True when some process has `fifo` open for reading (a non-blocking open for writing then
-/// succeeds instead of failing with ENXIO).
-fn fifo_has_reader(fifo: &Path) -> bool {
-    // O_NONBLOCK (0o4000 on x86-64 and aarch64).
-    std::fs::OpenOptions::new()
-        .write(true)
-        .custom_flags(0o4000)
-        .open(fifo)
-        .is_ok()
+/// Reports every open of a file with the opener's pid (fanotify, as root), one `OPEN <pid>`
+/// line each, after a `WATCHING` line.
+const OPEN_WATCHER: &str = r#"
+import ctypes, os, struct, sys
+libc = ctypes.CDLL(None, use_errno=True)
+libc.fanotify_mark.argtypes = [ctypes.c_int, ctypes.c_uint, ctypes.c_uint64, ctypes.c_int, ctypes.c_char_p]
+fd = libc.fanotify_init(0, os.O_RDONLY)  # FAN_CLASS_NOTIF
+if fd < 0:
+    raise OSError(ctypes.get_errno(), 'fanotify_init')
+if libc.fanotify_mark(fd, 1, 0x20, -100, sys.argv[1].encode()) != 0:  # ADD, FAN_OPEN, AT_FDCWD
+    raise OSError(ctypes.get_errno(), 'fanotify_mark')
+print('WATCHING', flush=True)
+while True:
+    buf = os.read(fd, 4096)
+    off = 0
+    while off + 24 <= len(buf):
+        event_len, _v, _r, _m, _mask, efd, pid = struct.unpack_from('IBBHQii', buf, off)
+        if efd >= 0:
+            os.close(efd)
+        print('OPEN', pid, flush=True)
+        off += max(event_len, 24)
+"#;
+
+/// Watches opens of `file`; the returned list fills with opener pids.
+fn watch_opens(dir: &Path, file: &Path) -> (Proc, std::sync::Arc<std::sync::Mutex<Vec<u32>>>) {
+    let s = script(dir, "open_watcher.py", OPEN_WATCHER);
+    let mut p = Proc {
+        child: Command::new(SYSTEM_PYTHON)
+            .arg(&s)
+            .arg(file)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("start the open watcher"),
+    };
+    let mut lines = BufReader::new(p.child.stdout.take().expect("stdout")).lines();
+    assert_eq!(
+        lines.next().and_then(|l| l.ok()).as_deref(),
+        Some("WATCHING"),
+        "fanotify watcher failed"
+    );
+    let pids = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let sink = pids.clone();
+    std::thread::spawn(move || {
+        for l in lines.map_while(Result::ok) {
+            if let Some(pid) = l.strip_prefix("OPEN ").and_then(|p| p.parse().ok()) {
+                sink.lock().unwrap_or_else(|e| e.into_inner()).push(pid);
+            }
+        }
+    });
+    (p, pids)
 }
 
 /// A mapped file whose path, inside the process's root, is an absolute symlink to a host file:
-/// resolving it from the agent's root would open the host's file. The host file here is a
-/// root-only FIFO, so any open of it is seen (and, before the fix, hung the agent's discovery).
+/// resolving it from the agent's root would open the host's file. The host file is root-only;
+/// fanotify reports who opens it, and the agent must never be one of them (before the fix it
+/// opened it on the first scan of the attacker).
 #[test]
 fn a_symlink_to_a_host_file_inside_a_mount_namespace() {
     if !e2e_enabled() {
@@ -301,36 +349,119 @@ fn a_symlink_to_a_host_file_inside_a_mount_namespace() {
     let host = dir.join("host-only");
     std::fs::create_dir_all(&host).expect("dir");
     std::fs::set_permissions(&host, std::fs::Permissions::from_mode(0o700)).expect("chmod");
-    let marker = host.join("secret.fifo");
-    let st = Command::new("mkfifo")
-        .args(["-m", "600"])
-        .arg(&marker)
-        .status()
-        .expect("mkfifo");
-    assert!(st.success());
+    let marker = host.join("secret.so");
+    std::fs::write(&marker, b"host secret").expect("write marker");
+    std::fs::set_permissions(&marker, std::fs::Permissions::from_mode(0o600)).expect("chmod");
     let server = TestServer::start(true, 50, 10, 6);
     let mut agent = Agent::start(&dir, false, &[]);
+    let agent_pid = agent.pid().expect("agent pid");
+    let (_watcher, openers) = watch_opens(&dir, &marker);
     let (mapper, ino) = start_mapper(&dir, "symlink", &marker);
-    // Watch the host file while the agent scans the mapper (on its mmap, then rescans).
-    let t0 = Instant::now();
-    let mut probed = false;
-    while t0.elapsed() < Duration::from_secs(5) || !probed {
-        assert!(
-            !fifo_has_reader(&marker),
-            "the agent opened the host file behind the container's symlink"
-        );
-        probed = agent.log_text().contains(&format!("inode {ino},"));
-        assert!(
-            t0.elapsed() < WAIT,
-            "the mapped libssl copy (inode {ino}) was not probed:\n{}",
-            agent.log_text()
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    // The agent scans the mapper on its mmap (and again, rate-limited, on its later ones).
+    std::thread::sleep(Duration::from_secs(3));
+    let seen = openers.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    assert!(
+        !seen.contains(&agent_pid),
+        "the agent (pid {agent_pid}) opened the host file behind the container's symlink; openers: {seen:?}"
+    );
     let run = curl_through_fresh_libssl(&server, &dir, 1);
     assert_recorded(&agent, &run);
-    assert!(!fifo_has_reader(&marker));
     assert_healthy(&mut agent);
+    // The file really mapped (the libssl copy, by inode) was probed instead.
+    assert!(
+        agent.log_text().contains(&format!("inode {ino},")),
+        "the mapped libssl copy (inode {ino}) was not probed:\n{}",
+        agent.log_text()
+    );
+    let seen = openers.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    assert!(!seen.contains(&agent_pid), "openers: {seen:?}");
     drop(mapper);
+    assert!(agent.stop(), "agent did not exit cleanly");
+}
+
+/// Maps a file executable, says so, and exits after a while.
+const SHORT_LIVED_MAPPER: &str = r#"
+import mmap, os, sys, time
+fd = os.open(sys.argv[1], os.O_RDONLY)
+m = mmap.mmap(fd, 0, mmap.MAP_PRIVATE, mmap.PROT_READ | mmap.PROT_EXEC)
+print('MAPPED', flush=True)
+time.sleep(float(sys.argv[2]))
+"#;
+
+/// Files an attacker (or anyone) maps and unmaps must not keep their probes forever: once no
+/// process has mapped a file for two full scans (30 s apart), its probes are detached and the
+/// attached-files gauge goes down. Before, every file's probes stayed until the agent exited.
+#[test]
+fn probes_of_files_no_one_maps_are_released() {
+    if !e2e_enabled() {
+        return;
+    }
+    let _g = serial();
+    let dir = scratch_for_nobody("attack-release");
+    let lib = dir.join("libssl-short-lived.so.3");
+    std::fs::copy(system_lib("libssl.so.3"), &lib).expect("copy libssl");
+    let ino = std::fs::metadata(&lib).expect("stat").ino();
+    let server = TestServer::start(true, 50, 10, 6);
+    let mut agent = Agent::start(&dir, false, &[]);
+    let s = script(&dir, "short_lived.py", SHORT_LIVED_MAPPER);
+    let mut mapper = Proc {
+        child: as_nobody(SYSTEM_PYTHON)
+            .arg(&s)
+            .arg(&lib)
+            .arg("3")
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("start mapper"),
+    };
+    let stdout = mapper.child.stdout.take().expect("stdout");
+    let mut line = String::new();
+    BufReader::new(stdout).read_line(&mut line).expect("mapper");
+    assert_eq!(line.trim(), "MAPPED");
+    let attached = format!("inode {ino},");
+    let released = format!("inode {ino}): no traced process maps it");
+    let gauge = |a: &Agent| {
+        a.metric("llmprobe_tls_libraries_attached", &[])
+            .unwrap_or(-1.0)
+    };
+    let t0 = Instant::now();
+    while !agent.log_text().contains(&attached) {
+        assert!(t0.elapsed() < WAIT, "not attached:\n{}", agent.log_text());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let with_it = gauge(&agent);
+    assert!(with_it >= 2.0, "gauge {with_it}: libssl and the copy");
+    assert!(mapper.child.wait().expect("wait").success());
+    // Two full scans without a mapping: between 30 and 90 s after it went away.
+    let t0 = Instant::now();
+    while !agent.log_text().contains(&released) {
+        assert!(
+            t0.elapsed() < Duration::from_secs(100),
+            "the probes of the unmapped copy were not released:\n{}",
+            agent.log_text()
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    // The gauge follows once the probes are detached (other processes on the machine may map
+    // new libraries meanwhile, so it is compared with its value while the copy was attached).
+    let t0 = Instant::now();
+    let mut without = gauge(&agent);
+    while without >= with_it {
+        assert!(
+            t0.elapsed() < WAIT,
+            "attached-files gauge still {without} (was {with_it} with the copy)"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+        without = gauge(&agent);
+    }
+    eprintln!("attached files: {with_it} while mapped, {without} after release");
+    assert!(without >= 1.0, "the linker-cache libssl stays attached");
+    assert!(
+        agent.log_text().matches(&released).count() == 1,
+        "released once"
+    );
+    // Discovery still works after the release.
+    let run = curl_through_fresh_libssl(&server, &dir, 1);
+    assert_recorded(&agent, &run);
+    assert_healthy(&mut agent);
     assert!(agent.stop(), "agent did not exit cleanly");
 }

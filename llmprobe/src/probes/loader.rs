@@ -6,10 +6,11 @@ use std::collections::{HashMap as StdHashMap, HashSet};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::num::NonZeroU32;
 use std::path::{Path, PathBuf};
+use std::sync::mpsc::{SyncSender, TrySendError, sync_channel};
 
 use anyhow::{Context, anyhow, bail};
 use aya::maps::{Array, HashMap, MapData, PerCpuArray, RingBuf};
-use aya::programs::uprobe::{UProbeAttachLocation, UProbeLinkId, UProbeScope};
+use aya::programs::uprobe::{UProbeAttachLocation, UProbeLink, UProbeLinkId, UProbeScope};
 use aya::programs::{TracePoint, UProbe};
 use aya::{Ebpf, EbpfLoader};
 use llmprobe_common::{self as abi, Config, ConnKey, SockInfo, SockKey};
@@ -79,6 +80,27 @@ pub struct Probes {
     files: FileTable<Vec<(&'static str, UProbeLinkId)>>,
     /// The attached-files cap was logged (reset once below it again).
     cap_logged: bool,
+    /// Hands detached links to the thread that closes them.
+    reaper: Option<SyncSender<Vec<UProbeLink>>>,
+}
+
+/// Starts the thread that closes detached uprobe links (a slow kernel operation).
+fn spawn_reaper() -> Option<SyncSender<Vec<UProbeLink>>> {
+    let (tx, rx) = sync_channel::<Vec<UProbeLink>>(64);
+    let spawned = std::thread::Builder::new()
+        .name("uprobe-reaper".to_owned())
+        .spawn(move || {
+            for links in rx {
+                drop(links);
+            }
+        });
+    match spawned {
+        Ok(_) => Some(tx),
+        Err(e) => {
+            warn!("cannot start the uprobe reaper thread ({e}); probes are detached inline");
+            None
+        }
+    }
 }
 
 /// Checks the things that most often stop an eBPF agent, with what to do about each.
@@ -195,6 +217,7 @@ impl Probes {
             pids: opts.pids.clone(),
             files: FileTable::new(MAX_NEGATIVE_FILES),
             cap_logged: false,
+            reaper: spawn_reaper(),
         };
         probes.attach_tracepoints()?;
         probes.load_uprobes()?;
@@ -412,11 +435,22 @@ impl Probes {
         Ok(links)
     }
 
+    /// Detaches uprobes. The links are taken out of their programs here (no system call) and
+    /// dropped on the reaper thread: closing a uprobe waits for kernel grace periods (about
+    /// 0.1 s per probe on a quiet machine, seconds under load), which must not stall discovery.
     fn detach_links(&mut self, links: Vec<(&'static str, UProbeLinkId)>) {
+        let mut owned = Vec::with_capacity(links.len());
         for (prog, id) in links {
-            if let Err(e) = self.uprobe(prog).and_then(|u| Ok(u.detach(id)?)) {
-                debug!("detaching {prog} failed: {e:#}");
+            match self.uprobe(prog).and_then(|u| Ok(u.take_link(id)?)) {
+                Ok(link) => owned.push(link),
+                Err(e) => debug!("detaching {prog} failed: {e:#}"),
             }
+        }
+        if let Some(Err(TrySendError::Full(owned) | TrySendError::Disconnected(owned))) =
+            self.reaper.as_ref().map(|r| r.try_send(owned))
+        {
+            // The reaper is behind (or gone): close them here.
+            drop(owned);
         }
     }
 
