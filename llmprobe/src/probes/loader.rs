@@ -320,11 +320,9 @@ impl Probes {
                 return;
             }
         };
+        // Normally the same identity as the maps line's; after a remap race, the opened file's
+        // (the maps line's file is then considered again on the next scan that meets it).
         self.consider_opened(opened, m.path.clone(), false, report);
-        // The key the maps line gave (normally the same identity) is settled either way.
-        if !self.files.is_known(m.file_id) {
-            self.files.remember_negative(m.file_id);
-        }
     }
 
     /// Considers a host library from the linker cache; when it holds OpenSSL its probes stay
