@@ -441,18 +441,29 @@ fn probes_of_files_no_one_maps_are_released() {
         );
         std::thread::sleep(Duration::from_millis(500));
     }
-    // The gauge follows once the probes are detached (other processes on the machine may map
-    // new libraries meanwhile, so it is compared with its value while the copy was attached).
+    // The gauge follows: it must equal the files attached minus those released, as logged
+    // (other processes on the machine may map new OpenSSL files meanwhile).
+    let logged = |log: &str| {
+        let attached = log
+            .lines()
+            .filter(|l| l.contains("] attached ") && l.contains("OpenSSL uprobes to"))
+            .count() as f64;
+        attached - log.matches("released the OpenSSL uprobes of").count() as f64
+    };
     let t0 = Instant::now();
-    let mut without = gauge(&agent);
-    while without >= with_it {
+    let without = loop {
+        let before = logged(&agent.log_text());
+        let g = gauge(&agent);
+        if g == before && before == logged(&agent.log_text()) {
+            break g;
+        }
         assert!(
             t0.elapsed() < WAIT,
-            "attached-files gauge still {without} (was {with_it} with the copy)"
+            "attached-files gauge {g}, the log says {before}:\n{}",
+            agent.log_text()
         );
         std::thread::sleep(Duration::from_millis(200));
-        without = gauge(&agent);
-    }
+    };
     eprintln!("attached files: {with_it} while mapped, {without} after release");
     assert!(without >= 1.0, "the linker-cache libssl stays attached");
     assert!(
