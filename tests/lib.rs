@@ -435,7 +435,13 @@ pub fn read_jsonl(p: &Path) -> Vec<Value> {
     let Ok(text) = std::fs::read_to_string(p) else {
         return Vec::new();
     };
-    text.lines()
+    // The agent may be half-way through writing the last line: only whole lines are read.
+    let whole = match text.rfind('\n') {
+        Some(end) => &text[..=end],
+        None => "",
+    };
+    whole
+        .lines()
         .filter(|l| !l.trim().is_empty())
         .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("bad JSONL line {l:?}: {e}")))
         .collect()

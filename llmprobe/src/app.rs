@@ -12,7 +12,8 @@ use std::io::BufReader;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::Duration;
+use std::sync::mpsc::{Receiver, RecvTimeoutError};
+use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use aya::maps::{HashMap as BpfHashMap, MapData};
@@ -35,8 +36,9 @@ use crate::gpu::{GpuMetrics, GpuMode, SETTLE_GRACE, SamplerConfig};
 use crate::llm::LlmCall;
 use crate::probes::EventPreparer;
 use crate::probes::capture::read_capture;
+use crate::probes::discovery::{ScanDecision, ScanLimiter};
 use crate::probes::events::{ProbeEvent, decode};
-use crate::probes::loader::{LoadOptions, ProbeHandles, Probes};
+use crate::probes::loader::{LoadOptions, ProbeHandles, Probes, ScanReport};
 use crate::probes::recorder::{ConnClass, RecordOptions, Recorder};
 use crate::telemetry::SelfMetrics;
 use std::sync::{Mutex, PoisonError};
@@ -122,9 +124,10 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
     let (mut probes, handles) = Probes::load(&LoadOptions {
         pids: opts.pids.clone(),
     })?;
-    probes.initial_scan();
-    metrics.tls_libraries.set(probes.tls_files.len() as i64);
-    if probes.tls_files.is_empty() {
+    let mut report = ScanReport::default();
+    probes.initial_scan(&mut report);
+    publish_scan(&report, &probes, &metrics);
+    if probes.tls_file_count() == 0 {
         warn!(
             "no OpenSSL library found yet: TLS traffic is invisible until a process maps one (plaintext HTTP is traced)"
         );
@@ -135,7 +138,7 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
 
     let (batch_tx, mut batch_rx) = mpsc::channel::<Vec<ProbeEvent>>(BATCH_CHANNEL);
     let (rec_tx, mut rec_rx) = mpsc::channel::<Vec<LlmCall>>(RECORD_CHANNEL);
-    let (scan_tx, scan_rx) = mpsc::channel::<u32>(4096);
+    let (scan_tx, scan_rx) = std::sync::mpsc::sync_channel::<u32>(SCAN_CHANNEL);
 
     if !seeds.is_empty() {
         info!(
@@ -167,8 +170,11 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
                     match decode(&item) {
                         Ok(mut ev) => {
                             prep.prepare(&mut ev);
-                            if let ProbeEvent::ExecMap { meta } = &ev {
-                                let _ = scan_tx.try_send(meta.pid);
+                            if let ProbeEvent::ExecMap { meta } = &ev
+                                && let Err(std::sync::mpsc::TrySendError::Full(_)) =
+                                    scan_tx.try_send(meta.pid)
+                            {
+                                reader_metrics.drop_for("discovery_request_dropped");
                             }
                             batch.push(ev);
                         }
@@ -315,9 +321,13 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
         }
     });
 
-    // Discovery: attach to TLS libraries as processes exec or map them.
+    // Discovery: attach to TLS libraries as processes exec or map them. Its own OS thread: it
+    // reads /proc and files with blocking calls; it ends when the reader drops `scan_tx`.
     let disc_metrics = metrics.clone();
-    let discovery = tokio::spawn(discovery_loop(probes, scan_rx, disc_metrics));
+    let discovery = std::thread::Builder::new()
+        .name("discovery".to_owned())
+        .spawn(move || discovery_loop(probes, scan_rx, disc_metrics))
+        .context("cannot start the discovery thread")?;
 
     // Kernel-side losses and refusals, on a thread of their own (map walks block).
     let lost_metrics = metrics.clone();
@@ -341,7 +351,6 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
     wait_for_signal().await;
     info!("stopping: detaching probes and flushing records");
     reader.abort();
-    discovery.abort();
     server.abort();
     let _ = reader.await;
     if let Ok(open) = tracker.await
@@ -350,7 +359,12 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
         info!("{open} connection(s) were still open; their unfinished calls are not recorded");
     }
     let _ = sink_task.await;
-    let _ = discovery.await;
+    // The reader is gone, so the scan channel is closed: discovery detaches and ends.
+    let _ = tokio::time::timeout(
+        Duration::from_secs(5),
+        tokio::task::spawn_blocking(move || discovery.join()),
+    )
+    .await;
     Ok(())
 }
 
@@ -397,35 +411,75 @@ fn apply_mutes(muted: &mut BpfHashMap<MapData, ConnKey, u8>, mutes: &[(u32, u64)
     }
 }
 
-async fn discovery_loop(
-    mut probes: Probes,
-    mut rx: mpsc::Receiver<u32>,
-    metrics: Arc<SelfMetrics>,
-) {
-    let mut rescan = tokio::time::interval(Duration::from_secs(30));
-    rescan.tick().await;
+/// Scan requests queued for discovery; beyond it requests are dropped and counted
+/// (`discovery_request_dropped`): the periodic full scan still covers their processes.
+const SCAN_CHANNEL: usize = 4096;
+/// How long after an exec/mmap event discovery waits for the loader to finish mapping.
+const MAP_SETTLE: Duration = Duration::from_millis(20);
+/// At most [`SCANS_PER_INTERVAL`] scans per process per interval; requests beyond are
+/// coalesced into one scan at the end of the interval.
+const SCAN_INTERVAL_PER_PID: Duration = Duration::from_secs(1);
+/// Scans a process may have in one interval (a starting process maps its libraries in turn).
+const SCANS_PER_INTERVAL: u32 = 4;
+/// Processes the rate limiter remembers at once.
+const MAX_LIMITED_PIDS: usize = 65_536;
+/// Full scans of every traced process (and release of files no one maps any more).
+const FULL_RESCAN: Duration = Duration::from_secs(30);
+
+/// Turns a scan's outcome into self-metrics.
+fn publish_scan(report: &ScanReport, probes: &Probes, metrics: &SelfMetrics) {
+    for r in &report.refused {
+        metrics.drop_for(r.reason());
+    }
+    for _ in 0..report.cap_reached {
+        metrics.drop_for("discovery_cap_reached");
+    }
+    metrics.tls_libraries.set(probes.tls_file_count() as i64);
+}
+
+/// The discovery stage: scans processes that exec or map executable files (rate-limited per
+/// process, coalesced), and every process every [`FULL_RESCAN`], releasing the probes of files
+/// no one maps any more. Runs on its own OS thread; returns when the request channel closes.
+fn discovery_loop(mut probes: Probes, rx: Receiver<u32>, metrics: Arc<SelfMetrics>) {
+    let mut limiter = ScanLimiter::new(SCAN_INTERVAL_PER_PID, SCANS_PER_INTERVAL, MAX_LIMITED_PIDS);
+    let mut next_full = Instant::now() + FULL_RESCAN;
     loop {
-        tokio::select! {
-            pid = rx.recv() => {
-                let Some(pid) = pid else { break };
-                // Let the loader finish mapping, then take every pid queued meanwhile.
-                tokio::time::sleep(Duration::from_millis(20)).await;
-                let mut pids = BTreeSet::from([pid]);
-                while let Ok(p) = rx.try_recv() {
-                    pids.insert(p);
-                }
-                let pids: Vec<u32> = pids.into_iter().collect();
-                if probes.scan_pids(&pids) > 0 {
-                    metrics.tls_libraries.set(probes.tls_files.len() as i64);
+        let wake = limiter.next_due().map_or(next_full, |d| d.min(next_full));
+        let mut pids = BTreeSet::new();
+        match rx.recv_timeout(wake.saturating_duration_since(Instant::now())) {
+            Ok(first) => {
+                // Let the loader finish mapping, then take the requests queued meanwhile
+                // (at most one channel's worth, so a flood cannot keep this loop here).
+                std::thread::sleep(MAP_SETTLE);
+                let now = Instant::now();
+                for pid in std::iter::once(first).chain(rx.try_iter().take(SCAN_CHANNEL)) {
+                    match limiter.request(pid, now) {
+                        ScanDecision::Now => {
+                            pids.insert(pid);
+                        }
+                        ScanDecision::Later(_) | ScanDecision::Merged => {
+                            metrics.drop_for("discovery_scan_rate_limited");
+                        }
+                        ScanDecision::Dropped => metrics.drop_for("discovery_request_dropped"),
+                    }
                 }
             }
-            _ = rescan.tick() => {
-                let pids = probes.scan_targets();
-                if probes.scan_pids(&pids) > 0 {
-                    metrics.tls_libraries.set(probes.tls_files.len() as i64);
-                }
-            }
+            Err(RecvTimeoutError::Timeout) => {}
+            Err(RecvTimeoutError::Disconnected) => break,
         }
+        let now = Instant::now();
+        pids.extend(limiter.due(now));
+        let mut report = ScanReport::default();
+        if !pids.is_empty() {
+            let pids: Vec<u32> = pids.into_iter().collect();
+            probes.scan_pids(&pids, &mut report);
+        }
+        if now >= next_full {
+            probes.full_rescan(&mut report);
+            limiter.prune(now);
+            next_full = Instant::now() + FULL_RESCAN;
+        }
+        publish_scan(&report, &probes, &metrics);
     }
 }
 

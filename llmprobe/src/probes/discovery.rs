@@ -2,12 +2,39 @@
 //! that embed OpenSSL and export its symbols, such as `node`), and where those functions start in
 //! the file. A uprobe is placed per file (inode), so each distinct file is attached once and then
 //! covers every process that maps it, now and later.
+//!
+//! Stage: before the ring buffer (it decides where the uprobes go). Everything it reads comes
+//! from other processes and is hostile: `/proc/PID/maps` lines name files chosen by any user,
+//! and those files can be truncated, replaced, renamed or swapped for FIFOs and symlinks at any
+//! moment. Invariants:
+//! - **No file is memory-mapped.** ELF files are read with bounded `pread`s: the ELF header, the
+//!   section header table, the dynamic symbol table and its string table, and `.symtab`/`.strtab`
+//!   only when the dynamic table lacks a symbol. Each piece has a size cap ([`ElfLimits`]), the
+//!   reads of one file have a total cap, and the symbols walked have a cap. A file that ends
+//!   before what its headers promise (truncated, or shrinking while read) is refused as
+//!   [`Refusal::ShortRead`]; nothing can raise SIGBUS in the agent.
+//! - **The file opened is the file mapped.** A mapping is opened through
+//!   `/proc/PID/map_files/<start>-<end>` (the kernel hands over the mapped file itself: no path is
+//!   resolved, so renames, FIFOs, bind mounts and symlinks planted at the path change nothing).
+//!   Without CAP_SYS_ADMIN that open fails; the fallback resolves the path inside the process's
+//!   root with `openat2(RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS)` and checks the device and
+//!   inode of the opened file against the maps line. No open ever follows a container's symlink
+//!   into the host's tree, and on a kernel without `openat2` the fallback refuses
+//!   ([`Refusal::Openat2Unsupported`]) instead of opening unsafely.
+//! - **Only regular files are read.** Every open is `O_NONBLOCK | O_NOCTTY | O_CLOEXEC` (a FIFO
+//!   cannot block the open itself) and is refused unless `fstat` says `S_ISREG`.
+//! - Problems are values ([`Refusal`], with a stable metric reason); the loader counts them.
+//!
+//! [`inspect_elf_bytes`] is the pure ELF layer over a byte slice, for tests and fuzzing.
 
 use std::collections::HashSet;
-use std::os::unix::fs::MetadataExt;
+use std::ffi::{CString, OsStr};
+use std::fs::File;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::{Path, PathBuf};
-
-use object::{Object, ObjectSection, ObjectSymbol};
+use std::time::{Duration, Instant};
 
 /// The OpenSSL functions llmprobe probes.
 pub const SSL_SYMBOLS: [&str; 5] = [
@@ -18,170 +45,770 @@ pub const SSL_SYMBOLS: [&str; 5] = [
     "SSL_free",
 ];
 
+/// File offset of each symbol in `SSL_SYMBOLS`, when the file defines it.
+pub type SslOffsets = [Option<u64>; 5];
+
 /// A file that defines OpenSSL's I/O functions, with their file offsets (index = `SSL_SYMBOLS`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TlsLibrary {
-    /// Path used to open it (may go through `/proc/PID/root`).
+    /// Path the file was found under, for logs only (attacker-chosen: log it with `{:?}`).
     pub path: PathBuf,
     /// Device and inode: the identity uprobes are placed on.
     pub file_id: (u64, u64),
     /// File offset of each symbol in `SSL_SYMBOLS`, when defined.
-    pub offsets: [Option<u64>; 5],
+    pub offsets: SslOffsets,
 }
 
 impl TlsLibrary {
     /// True when at least one read and one write function are present.
     pub fn is_usable(&self) -> bool {
-        (self.offsets[0].is_some() || self.offsets[1].is_some())
-            && (self.offsets[2].is_some() || self.offsets[3].is_some())
+        usable(&self.offsets)
     }
 }
 
-/// Device and inode of a file.
-pub fn file_id(path: &Path) -> std::io::Result<(u64, u64)> {
-    let md = std::fs::metadata(path)?;
-    Ok((md.dev(), md.ino()))
+/// True when the offsets hold at least one read and one write function.
+pub fn usable(offsets: &SslOffsets) -> bool {
+    (offsets[0].is_some() || offsets[1].is_some()) && (offsets[2].is_some() || offsets[3].is_some())
 }
 
-/// Reads an ELF file and returns the OpenSSL functions it defines (not merely imports).
-/// `Ok(None)` when it defines none.
-pub fn inspect_elf(path: &Path) -> anyhow::Result<Option<TlsLibrary>> {
-    let id = file_id(path)?;
-    let file = std::fs::File::open(path)?;
-    // SAFETY: the file is mapped read-only and private; if another process truncates it while we
-    // read, we may get SIGBUS, the same risk every symbolizer takes. Files mapped executable by
-    // running processes are not truncated in practice (the kernel refuses writes to busy text).
-    let map = unsafe { memmap_ro(&file)? };
-    let obj = object::File::parse(&*map)?;
-    let mut offsets = [None; 5];
-    let mut found = false;
-    for sym in obj.dynamic_symbols().chain(obj.symbols()) {
-        if !sym.is_definition() {
-            continue;
-        }
-        let Ok(name) = sym.name() else { continue };
-        let Some(idx) = SSL_SYMBOLS.iter().position(|s| *s == name) else {
-            continue;
-        };
-        if offsets[idx].is_some() {
-            continue;
-        }
-        let Some(sec_idx) = sym.section_index() else {
-            continue;
-        };
-        let Ok(section) = obj.section_by_index(sec_idx) else {
-            continue;
-        };
-        let Some((sec_off, _)) = section.file_range() else {
-            continue;
-        };
-        let Some(off) = sym
-            .address()
-            .checked_sub(section.address())
-            .and_then(|d| d.checked_add(sec_off))
-        else {
-            continue;
-        };
-        offsets[idx] = Some(off);
-        found = true;
-    }
-    if !found {
-        return Ok(None);
-    }
-    Ok(Some(TlsLibrary {
-        path: path.to_path_buf(),
-        file_id: id,
-        offsets,
-    }))
+/// Why a candidate file was not probed. Each has a stable metric reason
+/// (`llmprobe_dropped_total{reason="discovery_..."}`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Refusal {
+    /// Not a regular file (FIFO, device, socket, directory).
+    NotRegular,
+    /// A table or the whole file's reads exceed their caps.
+    TooLarge,
+    /// The file ended before what its headers promise (truncated, or shrinking while read).
+    ShortRead,
+    /// Not an ELF file, or an ELF file whose headers make no sense.
+    NotElf,
+    /// More symbols than the walk cap.
+    TooManySymbols,
+    /// The path left the process's root, or went through a magic link (fallback open only).
+    OutsideRoot,
+    /// The opened file is not the mapped one (fallback open only: the path was replaced).
+    IdentityMismatch,
+    /// The kernel has no `openat2` and `map_files` is not available: refused, never opened unsafely.
+    Openat2Unsupported,
+    /// The file or process went away, or the open failed for another reason.
+    OpenFailed,
+    /// The read itself failed (I/O error).
+    ReadFailed,
 }
 
-/// A read-only private mapping of a whole file.
-struct Mapping {
-    ptr: *mut libc::c_void,
-    len: usize,
-}
-
-impl std::ops::Deref for Mapping {
-    type Target = [u8];
-    fn deref(&self) -> &[u8] {
-        if self.len == 0 {
-            return &[];
-        }
-        // SAFETY: `ptr` is a live mapping of `len` readable bytes until drop.
-        unsafe { std::slice::from_raw_parts(self.ptr as *const u8, self.len) }
-    }
-}
-
-impl Drop for Mapping {
-    fn drop(&mut self) {
-        if self.len > 0 {
-            // SAFETY: unmapping exactly what mmap returned.
-            unsafe { libc::munmap(self.ptr, self.len) };
+impl Refusal {
+    /// The `reason` label this refusal is counted under.
+    pub fn reason(self) -> &'static str {
+        match self {
+            Refusal::NotRegular => "discovery_not_regular",
+            Refusal::TooLarge => "discovery_too_large",
+            Refusal::ShortRead => "discovery_short_read",
+            Refusal::NotElf => "discovery_not_elf",
+            Refusal::TooManySymbols => "discovery_too_many_symbols",
+            Refusal::OutsideRoot => "discovery_outside_root",
+            Refusal::IdentityMismatch => "discovery_identity_mismatch",
+            Refusal::Openat2Unsupported => "discovery_openat2_unsupported",
+            Refusal::OpenFailed => "discovery_open_failed",
+            Refusal::ReadFailed => "discovery_read_failed",
         }
     }
 }
 
-/// # Safety
-/// See `inspect_elf`: the caller accepts the SIGBUS risk of a file truncated under the mapping.
-unsafe fn memmap_ro(file: &std::fs::File) -> std::io::Result<Mapping> {
-    use std::os::fd::AsRawFd;
-    let len = file.metadata()?.len() as usize;
-    if len == 0 {
-        return Ok(Mapping {
-            ptr: std::ptr::null_mut(),
-            len: 0,
-        });
+// ---------------------------------------------------------------------------------------------
+// ELF reading: bounded reads through `ElfSource`.
+
+/// Caps on what is read from one ELF file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ElfLimits {
+    /// Most section headers read.
+    pub max_sections: u64,
+    /// Largest symbol table or string table read.
+    pub max_table_bytes: u64,
+    /// Total bytes read from one file.
+    pub max_total_bytes: u64,
+    /// Most symbols walked over all tables.
+    pub max_symbols: u64,
+}
+
+impl Default for ElfLimits {
+    fn default() -> Self {
+        // node's .dynstr is 5.3 MB and its .strtab 7.5 MB; libssl's tables are under 100 kB.
+        ElfLimits {
+            max_sections: 4096,
+            max_table_bytes: 32 << 20,
+            max_total_bytes: 64 << 20,
+            max_symbols: 4_000_000,
+        }
     }
-    // SAFETY: valid fd, read-only private mapping; checked for MAP_FAILED below.
-    let ptr = unsafe {
-        libc::mmap(
-            std::ptr::null_mut(),
-            len,
-            libc::PROT_READ,
-            libc::MAP_PRIVATE,
-            file.as_raw_fd(),
-            0,
+}
+
+/// Something ELF bytes can be read from, at an offset.
+trait ElfSource {
+    /// Exactly `len` bytes at `off`, or `ShortRead` if the source ends first.
+    fn read_exact_at(&self, off: u64, len: usize) -> Result<Vec<u8>, Refusal>;
+}
+
+impl ElfSource for &[u8] {
+    fn read_exact_at(&self, off: u64, len: usize) -> Result<Vec<u8>, Refusal> {
+        let start = usize::try_from(off).map_err(|_| Refusal::ShortRead)?;
+        let end = start.checked_add(len).ok_or(Refusal::ShortRead)?;
+        self.get(start..end)
+            .map(<[u8]>::to_vec)
+            .ok_or(Refusal::ShortRead)
+    }
+}
+
+impl ElfSource for File {
+    fn read_exact_at(&self, off: u64, len: usize) -> Result<Vec<u8>, Refusal> {
+        let mut buf = vec![0u8; len];
+        let mut done = 0;
+        while done < len {
+            let at = off.checked_add(done as u64).ok_or(Refusal::ShortRead)?;
+            match self.read_at(&mut buf[done..], at) {
+                Ok(0) => return Err(Refusal::ShortRead),
+                Ok(n) => done += n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(_) => return Err(Refusal::ReadFailed),
+            }
+        }
+        Ok(buf)
+    }
+}
+
+/// A source with the per-file read budget applied.
+struct Budgeted<'a, S> {
+    src: &'a S,
+    limits: ElfLimits,
+    read: std::cell::Cell<u64>,
+}
+
+impl<S: ElfSource> Budgeted<'_, S> {
+    fn read(&self, off: u64, len: u64) -> Result<Vec<u8>, Refusal> {
+        let total = self.read.get().saturating_add(len);
+        if total > self.limits.max_total_bytes {
+            return Err(Refusal::TooLarge);
+        }
+        self.read.set(total);
+        let len = usize::try_from(len).map_err(|_| Refusal::TooLarge)?;
+        self.src.read_exact_at(off, len)
+    }
+}
+
+/// ELF class and byte order, for reading fields.
+#[derive(Clone, Copy)]
+struct Layout {
+    is64: bool,
+    le: bool,
+}
+
+impl Layout {
+    fn u16(self, b: &[u8], at: usize) -> Result<u64, Refusal> {
+        let s: [u8; 2] = b
+            .get(at..at + 2)
+            .and_then(|s| s.try_into().ok())
+            .ok_or(Refusal::NotElf)?;
+        Ok(u64::from(if self.le {
+            u16::from_le_bytes(s)
+        } else {
+            u16::from_be_bytes(s)
+        }))
+    }
+    fn u32(self, b: &[u8], at: usize) -> Result<u64, Refusal> {
+        let s: [u8; 4] = b
+            .get(at..at + 4)
+            .and_then(|s| s.try_into().ok())
+            .ok_or(Refusal::NotElf)?;
+        Ok(u64::from(if self.le {
+            u32::from_le_bytes(s)
+        } else {
+            u32::from_be_bytes(s)
+        }))
+    }
+    fn u64(self, b: &[u8], at: usize) -> Result<u64, Refusal> {
+        let s: [u8; 8] = b
+            .get(at..at + 8)
+            .and_then(|s| s.try_into().ok())
+            .ok_or(Refusal::NotElf)?;
+        Ok(if self.le {
+            u64::from_le_bytes(s)
+        } else {
+            u64::from_be_bytes(s)
+        })
+    }
+}
+
+const SHT_SYMTAB: u64 = 2;
+const SHT_NOBITS: u64 = 8;
+const SHT_DYNSYM: u64 = 11;
+const SHN_LORESERVE: u64 = 0xff00;
+const STT_FUNC: u8 = 2;
+const STT_GNU_IFUNC: u8 = 10;
+
+/// One section header, the fields used here.
+#[derive(Clone, Copy)]
+struct Section {
+    kind: u64,
+    addr: u64,
+    offset: u64,
+    size: u64,
+    link: u64,
+    entsize: u64,
+}
+
+/// Finds the OpenSSL functions an ELF file defines (not merely imports), reading only the
+/// pieces it needs, each within `limits`.
+fn inspect_source<S: ElfSource>(src: &S, limits: ElfLimits) -> Result<SslOffsets, Refusal> {
+    let src = Budgeted {
+        src,
+        limits,
+        read: std::cell::Cell::new(0),
+    };
+    let ident = src.read(0, 16).map_err(|e| match e {
+        Refusal::ShortRead => Refusal::NotElf,
+        e => e,
+    })?;
+    if ident[..4] != *b"\x7fELF" {
+        return Err(Refusal::NotElf);
+    }
+    let lay = Layout {
+        is64: match ident[4] {
+            1 => false,
+            2 => true,
+            _ => return Err(Refusal::NotElf),
+        },
+        le: match ident[5] {
+            1 => true,
+            2 => false,
+            _ => return Err(Refusal::NotElf),
+        },
+    };
+    let ehdr = src.read(0, if lay.is64 { 64 } else { 52 })?;
+    let (shoff, shentsize, shnum) = if lay.is64 {
+        (
+            lay.u64(&ehdr, 0x28)?,
+            lay.u16(&ehdr, 0x3a)?,
+            lay.u16(&ehdr, 0x3c)?,
+        )
+    } else {
+        (
+            lay.u32(&ehdr, 0x20)?,
+            lay.u16(&ehdr, 0x2e)?,
+            lay.u16(&ehdr, 0x30)?,
         )
     };
-    if ptr == libc::MAP_FAILED {
-        return Err(std::io::Error::last_os_error());
+    let want_ent = if lay.is64 { 64 } else { 40 };
+    if shoff == 0 || shnum == 0 || shentsize != want_ent {
+        // No section headers (or extended numbering): nothing to look symbols up in.
+        return Err(Refusal::NotElf);
     }
-    Ok(Mapping { ptr, len })
-}
-
-/// Executable file mappings of a process: paths as seen from the agent (`/proc/PID/root/...`).
-pub fn executable_mappings(pid: u32) -> Vec<PathBuf> {
-    let Ok(maps) = std::fs::read_to_string(format!("/proc/{pid}/maps")) else {
-        return Vec::new();
-    };
-    let mut seen = HashSet::new();
-    let mut out = Vec::new();
-    for line in maps.lines() {
-        // address perms offset dev inode path
-        let mut parts = line.splitn(6, ' ');
-        let (Some(_addr), Some(perms), Some(_off), Some(_dev), Some(inode)) = (
-            parts.next(),
-            parts.next(),
-            parts.next(),
-            parts.next(),
-            parts.next(),
-        ) else {
+    if shnum > limits.max_sections {
+        return Err(Refusal::TooLarge);
+    }
+    let table = src.read(shoff, shnum * shentsize)?;
+    let mut sections = Vec::with_capacity(shnum as usize);
+    for i in 0..shnum as usize {
+        let at = i * shentsize as usize;
+        let s = if lay.is64 {
+            Section {
+                kind: lay.u32(&table, at + 4)?,
+                addr: lay.u64(&table, at + 16)?,
+                offset: lay.u64(&table, at + 24)?,
+                size: lay.u64(&table, at + 32)?,
+                link: lay.u32(&table, at + 40)?,
+                entsize: lay.u64(&table, at + 56)?,
+            }
+        } else {
+            Section {
+                kind: lay.u32(&table, at + 4)?,
+                addr: lay.u32(&table, at + 12)?,
+                offset: lay.u32(&table, at + 16)?,
+                size: lay.u32(&table, at + 20)?,
+                link: lay.u32(&table, at + 24)?,
+                entsize: lay.u32(&table, at + 36)?,
+            }
+        };
+        sections.push(s);
+    }
+    let mut offsets: SslOffsets = [None; 5];
+    let mut walked = 0u64;
+    // The dynamic table first (what the dynamic linker uses), then the full table if present.
+    for kind in [SHT_DYNSYM, SHT_SYMTAB] {
+        if offsets.iter().all(Option::is_some) {
+            break;
+        }
+        let Some(symtab) = sections.iter().find(|s| s.kind == kind) else {
             continue;
         };
-        let path = parts.next().unwrap_or("").trim_start();
-        if !perms.contains('x')
-            || inode == "0"
-            || !path.starts_with('/')
-            || path.ends_with(" (deleted)")
-        {
-            continue;
+        let sym_size = if lay.is64 { 24 } else { 16 };
+        if symtab.entsize != sym_size {
+            return Err(Refusal::NotElf);
         }
-        if seen.insert(path.to_owned()) {
-            out.push(PathBuf::from(format!("/proc/{pid}/root{path}")));
+        let strtab = sections
+            .get(usize::try_from(symtab.link).map_err(|_| Refusal::NotElf)?)
+            .ok_or(Refusal::NotElf)?;
+        if symtab.size > limits.max_table_bytes || strtab.size > limits.max_table_bytes {
+            return Err(Refusal::TooLarge);
+        }
+        let count = symtab.size / sym_size;
+        walked = walked.saturating_add(count);
+        if walked > limits.max_symbols {
+            return Err(Refusal::TooManySymbols);
+        }
+        let syms = src.read(symtab.offset, count * sym_size)?;
+        let strs = src.read(strtab.offset, strtab.size)?;
+        for i in 0..count as usize {
+            let at = i * sym_size as usize;
+            let (name, info, shndx, value) = if lay.is64 {
+                (
+                    lay.u32(&syms, at)?,
+                    syms[at + 4],
+                    lay.u16(&syms, at + 6)?,
+                    lay.u64(&syms, at + 8)?,
+                )
+            } else {
+                (
+                    lay.u32(&syms, at)?,
+                    syms[at + 12],
+                    lay.u16(&syms, at + 14)?,
+                    lay.u32(&syms, at + 4)?,
+                )
+            };
+            let ty = info & 0xf;
+            if shndx == 0 || shndx >= SHN_LORESERVE || (ty != STT_FUNC && ty != STT_GNU_IFUNC) {
+                continue;
+            }
+            let Some(idx) = symbol_index(&strs, name) else {
+                continue;
+            };
+            if offsets[idx].is_some() {
+                continue;
+            }
+            let Some(sec) = sections.get(shndx as usize) else {
+                continue;
+            };
+            if sec.kind == SHT_NOBITS {
+                continue;
+            }
+            if let Some(off) = value
+                .checked_sub(sec.addr)
+                .and_then(|d| d.checked_add(sec.offset))
+            {
+                offsets[idx] = Some(off);
+            }
+        }
+    }
+    Ok(offsets)
+}
+
+/// Which of `SSL_SYMBOLS` the NUL-terminated name at `at` in `strs` is, if any.
+fn symbol_index(strs: &[u8], at: u64) -> Option<usize> {
+    let rest = strs.get(usize::try_from(at).ok()?..)?;
+    // The longest wanted name is 12 bytes; compare at most 13 (with its NUL).
+    let window = &rest[..rest.len().min(13)];
+    let end = window.iter().position(|b| *b == 0)?;
+    let name = &window[..end];
+    SSL_SYMBOLS.iter().position(|s| s.as_bytes() == name)
+}
+
+/// The pure ELF layer: the OpenSSL functions defined by the ELF image in `bytes`, with their file
+/// offsets, under the default [`ElfLimits`]. Never panics, whatever the bytes; a slice shorter
+/// than what the headers promise is [`Refusal::ShortRead`]. Drive it from a fuzzer.
+pub fn inspect_elf_bytes(bytes: &[u8]) -> Result<SslOffsets, Refusal> {
+    inspect_source(&bytes, ElfLimits::default())
+}
+
+/// [`inspect_elf_bytes`] with explicit limits.
+pub fn inspect_elf_bytes_with(bytes: &[u8], limits: ElfLimits) -> Result<SslOffsets, Refusal> {
+    inspect_source(&bytes, limits)
+}
+
+/// The same over an open file, with bounded `pread`s only (no mapping): a file truncated or
+/// shrinking while read is [`Refusal::ShortRead`].
+pub fn inspect_elf_file(file: &File, limits: ElfLimits) -> Result<SslOffsets, Refusal> {
+    inspect_source(file, limits)
+}
+
+// ---------------------------------------------------------------------------------------------
+// /proc/PID/maps.
+
+/// One executable file mapping of a process.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MapEntry {
+    /// Start and end address (the name of its `/proc/PID/map_files/` entry).
+    pub start: u64,
+    /// End address (exclusive).
+    pub end: u64,
+    /// Device (as `st_dev` encodes it) and inode of the mapped file, as the kernel reports them.
+    pub file_id: (u64, u64),
+    /// Path as seen from the process (decoded; `\012` → newline), for logs and the fallback open.
+    pub path: PathBuf,
+    /// The kernel marked the name ` (deleted)`; the suffix is removed from `path`.
+    pub deleted: bool,
+}
+
+/// Linux's `makedev` (glibc encoding), to compare a maps `major:minor` with `st_dev`.
+pub fn makedev(major: u64, minor: u64) -> u64 {
+    ((major & 0xffff_f000) << 32)
+        | ((major & 0xfff) << 8)
+        | ((minor & 0xffff_ff00) << 12)
+        | (minor & 0xff)
+}
+
+/// Decodes a maps name: the kernel escapes `\n` as `\012` (and nothing else: a backslash is not
+/// escaped, so a literal `\012` in a name reads the same; the open does not depend on the name).
+fn decode_maps_name(raw: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(raw.len());
+    let mut i = 0;
+    while i < raw.len() {
+        if raw[i..].starts_with(b"\\012") {
+            out.push(b'\n');
+            i += 4;
+        } else {
+            out.push(raw[i]);
+            i += 1;
         }
     }
     out
 }
+
+/// Parses `/proc/PID/maps`: the executable mappings of files (one per file, first range kept).
+/// Malformed lines are skipped.
+pub fn parse_maps(text: &[u8]) -> Vec<MapEntry> {
+    let mut seen = HashSet::new();
+    let mut out = Vec::new();
+    for line in text.split(|b| *b == b'\n') {
+        let Some(e) = parse_maps_line(line) else {
+            continue;
+        };
+        if seen.insert(e.file_id) {
+            out.push(e);
+        }
+    }
+    out
+}
+
+fn parse_maps_line(line: &[u8]) -> Option<MapEntry> {
+    // address perms offset dev inode [padding] path
+    let mut rest = line;
+    let mut field = || -> Option<&[u8]> {
+        let end = rest.iter().position(|b| *b == b' ')?;
+        let f = &rest[..end];
+        rest = &rest[end + 1..];
+        Some(f)
+    };
+    let (addr, perms, _off, dev, inode) = (field()?, field()?, field()?, field()?, field()?);
+    let hex = |b: &[u8]| u64::from_str_radix(std::str::from_utf8(b).ok()?, 16).ok();
+    let (start, end) = {
+        let dash = addr.iter().position(|b| *b == b'-')?;
+        (hex(&addr[..dash])?, hex(&addr[dash + 1..])?)
+    };
+    if perms.get(2) != Some(&b'x') {
+        return None;
+    }
+    let (major, minor) = {
+        let colon = dev.iter().position(|b| *b == b':')?;
+        (hex(&dev[..colon])?, hex(&dev[colon + 1..])?)
+    };
+    let inode: u64 = std::str::from_utf8(inode).ok()?.parse().ok()?;
+    if inode == 0 {
+        return None;
+    }
+    // The name starts at the first '/' after the padding; names of files always start with '/'.
+    let name_start = rest.iter().position(|b| *b != b' ')?;
+    let raw = &rest[name_start..];
+    if raw.first() != Some(&b'/') {
+        return None;
+    }
+    let (raw, deleted) = match raw.strip_suffix(b" (deleted)") {
+        Some(r) => (r, true),
+        None => (raw, false),
+    };
+    Some(MapEntry {
+        start,
+        end,
+        file_id: (makedev(major, minor), inode),
+        path: PathBuf::from(OsStr::from_bytes(&decode_maps_name(raw))),
+        deleted,
+    })
+}
+
+/// Most bytes of `/proc/PID/maps` read (65530 mappings of ~100 bytes fit).
+const MAX_MAPS_BYTES: u64 = 16 << 20;
+
+/// The executable file mappings of a process (empty when it is gone or unreadable).
+pub fn executable_mappings(pid: u32) -> Vec<MapEntry> {
+    use std::io::Read;
+    let Ok(f) = File::open(format!("/proc/{pid}/maps")) else {
+        return Vec::new();
+    };
+    let mut text = Vec::new();
+    if f.take(MAX_MAPS_BYTES).read_to_end(&mut text).is_err() {
+        return Vec::new();
+    }
+    parse_maps(&text)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Opening the file that is really mapped.
+
+/// An open regular file and its identity (from `fstat` of the open descriptor).
+#[derive(Debug)]
+pub struct OpenedFile {
+    /// The descriptor; uprobes are attached through `/proc/self/fd/<fd>` so that the kernel
+    /// places them on this very inode.
+    pub file: File,
+    /// Device and inode.
+    pub file_id: (u64, u64),
+}
+
+impl OpenedFile {
+    /// The path that resolves to this open file in the agent's own process (`/proc/self/fd/N`).
+    pub fn self_fd_path(&self) -> PathBuf {
+        PathBuf::from(format!("/proc/self/fd/{}", self.file.as_raw_fd()))
+    }
+}
+
+const OPEN_FLAGS: libc::c_int =
+    libc::O_RDONLY | libc::O_NONBLOCK | libc::O_NOCTTY | libc::O_CLOEXEC;
+
+/// Checks that an open descriptor is a regular file and returns it with its identity.
+fn regular(fd: OwnedFd) -> Result<OpenedFile, Refusal> {
+    let file = File::from(fd);
+    let md = file.metadata().map_err(|_| Refusal::OpenFailed)?;
+    if !md.file_type().is_file() {
+        return Err(Refusal::NotRegular);
+    }
+    Ok(OpenedFile {
+        file_id: (md.dev(), md.ino()),
+        file,
+    })
+}
+
+fn cstring(p: &Path) -> Result<CString, Refusal> {
+    CString::new(p.as_os_str().as_bytes()).map_err(|_| Refusal::OpenFailed)
+}
+
+/// `open(2)` with [`OPEN_FLAGS`] (plus `extra`) of a path the agent itself trusts.
+fn open_plain(path: &Path, extra: libc::c_int) -> std::io::Result<OwnedFd> {
+    let c = CString::new(path.as_os_str().as_bytes())
+        .map_err(|_| std::io::Error::from(std::io::ErrorKind::InvalidInput))?;
+    // SAFETY: NUL-terminated path; the returned descriptor is checked and then owned.
+    let fd = unsafe { libc::open(c.as_ptr(), OPEN_FLAGS | extra) };
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: `fd` is a fresh descriptor that nothing else owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// `struct open_how` of linux/openat2.h (libc's is non-exhaustive, so it cannot be built here).
+#[repr(C)]
+struct OpenHow {
+    flags: u64,
+    mode: u64,
+    resolve: u64,
+}
+
+/// Opens `path` (absolute or relative) inside the directory tree rooted at `root`: `..` and
+/// absolute symlinks stay inside it (`RESOLVE_IN_ROOT`), magic links (`/proc/*/fd/*`, `/proc/*/root`)
+/// are refused (`RESOLVE_NO_MAGICLINKS`). Refuses non-regular files. On a kernel without
+/// `openat2` this is [`Refusal::Openat2Unsupported`]: there is no unsafe fallback.
+pub fn open_in_root(root: &Path, path: &Path) -> Result<OpenedFile, Refusal> {
+    let rootfd =
+        open_plain(root, libc::O_DIRECTORY | libc::O_PATH).map_err(|_| Refusal::OpenFailed)?;
+    let rel = path.strip_prefix("/").unwrap_or(path);
+    let c = cstring(if rel.as_os_str().is_empty() {
+        Path::new(".")
+    } else {
+        rel
+    })?;
+    let how = OpenHow {
+        flags: OPEN_FLAGS as u64,
+        mode: 0,
+        resolve: libc::RESOLVE_IN_ROOT | libc::RESOLVE_NO_MAGICLINKS,
+    };
+    // SAFETY: openat2(dirfd, NUL-terminated path, pointer to a live open_how, its size); the
+    // result is checked and then owned.
+    let fd = unsafe {
+        libc::syscall(
+            libc::SYS_openat2,
+            rootfd.as_raw_fd(),
+            c.as_ptr(),
+            &how as *const OpenHow,
+            std::mem::size_of::<OpenHow>(),
+        )
+    };
+    if fd < 0 {
+        let err = std::io::Error::last_os_error();
+        return Err(match err.raw_os_error() {
+            Some(libc::ENOSYS) => Refusal::Openat2Unsupported,
+            Some(libc::EXDEV) | Some(libc::ELOOP) => Refusal::OutsideRoot,
+            _ => Refusal::OpenFailed,
+        });
+    }
+    let fd = i32::try_from(fd).map_err(|_| Refusal::OpenFailed)?;
+    // SAFETY: a fresh descriptor that nothing else owns.
+    regular(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// How a mapping was opened.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OpenedVia {
+    /// `/proc/PID/map_files/<start>-<end>`: the mapped file itself.
+    MapFiles,
+    /// The path resolved inside `/proc/PID/root`, identity checked against the maps line.
+    PathInRoot,
+}
+
+/// Opens the file behind an executable mapping of `pid`: through `map_files` (the mapped file,
+/// no path resolution), or when that is not permitted, through the path inside the process's
+/// root with its device and inode checked against the maps line.
+pub fn open_mapped(pid: u32, m: &MapEntry) -> Result<(OpenedFile, OpenedVia), Refusal> {
+    let mf = PathBuf::from(format!("/proc/{pid}/map_files/{:x}-{:x}", m.start, m.end));
+    match open_plain(&mf, 0) {
+        Ok(fd) => return regular(fd).map(|f| (f, OpenedVia::MapFiles)),
+        Err(e) if matches!(e.raw_os_error(), Some(libc::EPERM) | Some(libc::EACCES)) => {}
+        // The mapping (or the process) is gone.
+        Err(_) => return Err(Refusal::OpenFailed),
+    }
+    if m.deleted {
+        // The name no longer leads to the mapped file.
+        return Err(Refusal::OpenFailed);
+    }
+    let root = PathBuf::from(format!("/proc/{pid}/root"));
+    let f = open_in_root(&root, &m.path)?;
+    if f.file_id != m.file_id {
+        return Err(Refusal::IdentityMismatch);
+    }
+    Ok((f, OpenedVia::PathInRoot))
+}
+
+/// Opens a host file named by the agent's own configuration (the linker cache): symlinks are
+/// followed inside the host root, magic links refused, only regular files accepted.
+pub fn open_host_file(path: &Path) -> Result<OpenedFile, Refusal> {
+    open_in_root(Path::new("/"), path)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Rate limiting of per-process scans.
+
+/// At most `burst` scans per process per `interval` (a window that starts at its first scan);
+/// requests beyond are coalesced into one scan when the window ends. The burst lets a starting
+/// process be scanned as it maps its libraries one after the other; the window caps a process
+/// that maps files in a loop. Bounded: at most `max_pids` processes are remembered, and as many
+/// pending.
+#[derive(Debug)]
+pub struct ScanLimiter {
+    interval: Duration,
+    burst: u32,
+    max_pids: usize,
+    /// Start of the current window and the scans made in it.
+    last: std::collections::HashMap<u32, (Instant, u32)>,
+    pending: std::collections::BTreeMap<u32, Instant>,
+}
+
+/// What to do with a scan request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ScanDecision {
+    /// Scan now.
+    Now,
+    /// Coalesced into a scan at the returned time (counted as rate-limited).
+    Later(Instant),
+    /// Already pending: merged with the scan already planned.
+    Merged,
+    /// Too many processes pending: dropped (the periodic full scan still covers it).
+    Dropped,
+}
+
+impl ScanLimiter {
+    /// A limiter allowing `burst` scans per process per `interval`.
+    pub fn new(interval: Duration, burst: u32, max_pids: usize) -> ScanLimiter {
+        ScanLimiter {
+            interval,
+            burst: burst.max(1),
+            max_pids,
+            last: Default::default(),
+            pending: Default::default(),
+        }
+    }
+
+    /// Decides on a scan request for `pid` at `now`. A `Now` answer records the scan.
+    pub fn request(&mut self, pid: u32, now: Instant) -> ScanDecision {
+        if self.pending.contains_key(&pid) {
+            return ScanDecision::Merged;
+        }
+        match self.last.get(&pid).copied() {
+            Some((start, n)) if now.saturating_duration_since(start) < self.interval => {
+                if n < self.burst {
+                    self.last.insert(pid, (start, n + 1));
+                    ScanDecision::Now
+                } else {
+                    self.defer(pid, start + self.interval)
+                }
+            }
+            _ => {
+                if self.last.len() >= self.max_pids {
+                    self.prune(now);
+                }
+                if self.last.len() >= self.max_pids {
+                    // Still full of recent scans: the request waits a full interval.
+                    return self.defer(pid, now + self.interval);
+                }
+                self.last.insert(pid, (now, 1));
+                ScanDecision::Now
+            }
+        }
+    }
+
+    fn defer(&mut self, pid: u32, at: Instant) -> ScanDecision {
+        if self.pending.len() >= self.max_pids {
+            return ScanDecision::Dropped;
+        }
+        self.pending.insert(pid, at);
+        ScanDecision::Later(at)
+    }
+
+    /// Processes whose coalesced scan is due at `now` (recorded as scanned now).
+    pub fn due(&mut self, now: Instant) -> Vec<u32> {
+        let due: Vec<u32> = self
+            .pending
+            .iter()
+            .filter(|(_, at)| **at <= now)
+            .map(|(p, _)| *p)
+            .collect();
+        for p in &due {
+            self.pending.remove(p);
+            self.last.insert(*p, (now, 1));
+        }
+        due
+    }
+
+    /// The earliest time a pending scan is due.
+    pub fn next_due(&self) -> Option<Instant> {
+        self.pending.values().min().copied()
+    }
+
+    /// Forgets processes whose last scan is older than the interval.
+    pub fn prune(&mut self, now: Instant) {
+        let iv = self.interval;
+        self.last
+            .retain(|_, (t, _)| now.saturating_duration_since(*t) < iv);
+    }
+
+    /// Processes remembered (scanned within the interval, or pending).
+    pub fn len(&self) -> usize {
+        self.last.len() + self.pending.len()
+    }
+
+    /// True when nothing is remembered.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Host-side sources of candidates.
 
 /// Library paths of `libssl` known to the dynamic linker cache (`ldconfig -p`), so that a library
 /// loaded lazily later (Python's `import ssl`) is probed before anyone maps it.
@@ -213,34 +840,350 @@ pub fn all_pids() -> Vec<u32> {
 mod tests {
     use super::*;
 
-    #[test]
-    fn finds_openssl_in_system_libssl() {
+    fn system_libssl() -> PathBuf {
         let libs = ldconfig_ssl_libraries();
         assert!(
             !libs.is_empty(),
             "ldconfig -p lists no libssl on this machine"
         );
-        let lib = inspect_elf(&libs[0])
-            .expect("parse")
-            .expect("libssl defines SSL_read");
-        assert!(lib.is_usable());
-        assert!(lib.offsets.iter().all(|o| o.is_some()), "{lib:?}");
+        libs[0].clone()
     }
 
     #[test]
-    fn a_library_that_only_imports_ssl_is_not_a_target() {
+    fn finds_openssl_in_system_libssl() {
+        let f = open_host_file(&system_libssl()).expect("open libssl");
+        let offsets = inspect_elf_file(&f.file, ElfLimits::default()).expect("parse");
+        assert!(usable(&offsets));
+        assert!(offsets.iter().all(|o| o.is_some()), "{offsets:?}");
+    }
+
+    /// The offsets must be what a full ELF parser (the `object` crate) finds.
+    #[test]
+    fn offsets_agree_with_the_object_crate() {
+        use object::{Object, ObjectSection, ObjectSymbol};
+        let bytes = std::fs::read(system_libssl()).expect("read libssl");
+        let ours = inspect_elf_bytes(&bytes).expect("parse");
+        let obj = object::File::parse(&*bytes).expect("object parse");
+        for (i, name) in SSL_SYMBOLS.iter().enumerate() {
+            let sym = obj
+                .dynamic_symbols()
+                .find(|s| s.is_definition() && s.name() == Ok(name))
+                .expect("defined");
+            let sec = obj
+                .section_by_index(sym.section_index().expect("section"))
+                .expect("section");
+            let (sec_off, _) = sec.file_range().expect("file range");
+            assert_eq!(
+                ours[i],
+                Some(sym.address() - sec.address() + sec_off),
+                "{name}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_program_that_only_imports_ssl_is_not_a_target() {
         // curl reaches OpenSSL through libcurl and libssl; the executable defines none of it.
         let curl = Path::new("/usr/bin/curl");
         assert!(curl.exists(), "curl is needed by this test");
-        assert_eq!(inspect_elf(curl).expect("parse"), None);
+        let f = open_host_file(curl).expect("open curl");
+        assert_eq!(
+            inspect_elf_file(&f.file, ElfLimits::default()),
+            Ok([None; 5])
+        );
+    }
+
+    /// Every prefix of a real library: never a panic, and a prefix that cuts a piece the headers
+    /// point to is a short read (the file-backed reader sees the same as a truncated file).
+    #[test]
+    fn every_truncation_of_libssl_is_refused_or_complete() {
+        let bytes = std::fs::read(system_libssl()).expect("read libssl");
+        let full = inspect_elf_bytes(&bytes).expect("parse");
+        // Where the pieces the reader needs end: beyond that, the prefix parses like the whole.
+        let needed = needed_end(&bytes);
+        let mut cuts: Vec<usize> = (0..200).collect();
+        cuts.extend((200..bytes.len()).step_by(997));
+        cuts.extend([needed - 1, needed, bytes.len() - 1]);
+        for cut in cuts {
+            let r = inspect_elf_bytes(&bytes[..cut]);
+            if cut < 16 {
+                assert_eq!(r, Err(Refusal::NotElf), "cut {cut}");
+            } else if cut < needed {
+                assert_eq!(r, Err(Refusal::ShortRead), "cut {cut}");
+            } else {
+                assert_eq!(r, Ok(full), "cut {cut}");
+            }
+        }
+    }
+
+    /// The end of the last byte the reader needs: section headers, .dynsym and its strings.
+    fn needed_end(bytes: &[u8]) -> usize {
+        use object::read::elf::{ElfFile64, FileHeader, SectionHeader};
+        let elf = ElfFile64::<object::Endianness>::parse(bytes).expect("elf");
+        let hdr = elf.elf_header();
+        let e = elf.endian();
+        let shoff = hdr.e_shoff(e) as usize;
+        let mut end = shoff + hdr.e_shnum(e) as usize * 64;
+        let secs = hdr.sections(e, bytes).expect("sections");
+        for s in secs.iter() {
+            if s.sh_type(e) == object::elf::SHT_DYNSYM {
+                end = end.max((s.sh_offset(e) + s.sh_size(e)) as usize);
+                let link = secs
+                    .section(object::SectionIndex(s.sh_link(e) as usize))
+                    .expect("strtab");
+                end = end.max((link.sh_offset(e) + link.sh_size(e)) as usize);
+            }
+        }
+        end
     }
 
     #[test]
-    fn own_mappings_are_listed() {
+    fn a_file_that_shrinks_is_a_short_read_not_a_crash() {
+        let dir = std::env::temp_dir().join(format!("llmprobe-unit-shrink-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("dir");
+        let p = dir.join("lib.so");
+        let bytes = std::fs::read(system_libssl()).expect("read libssl");
+        std::fs::write(&p, &bytes).expect("write");
+        let f = open_host_file(&p).expect("open");
+        // Truncated after the open, before the reads: the headers promise more than there is.
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(&p)
+            .and_then(|w| w.set_len(4096))
+            .expect("truncate");
+        assert_eq!(
+            inspect_elf_file(&f.file, ElfLimits::default()),
+            Err(Refusal::ShortRead)
+        );
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn garbage_is_refused_without_panicking() {
+        assert_eq!(inspect_elf_bytes(b""), Err(Refusal::NotElf));
+        assert_eq!(
+            inspect_elf_bytes(b"#!/bin/sh\necho hi\n"),
+            Err(Refusal::NotElf)
+        );
+        // Pseudo-random bytes behind a valid ident, many seeds: only refusals or empty results.
+        let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+        for len in [16usize, 64, 65, 300, 4096] {
+            for _ in 0..200 {
+                let mut b: Vec<u8> = (0..len)
+                    .map(|_| {
+                        x ^= x << 13;
+                        x ^= x >> 7;
+                        x ^= x << 17;
+                        x as u8
+                    })
+                    .collect();
+                b[..6].copy_from_slice(b"\x7fELF\x02\x01");
+                let _ = inspect_elf_bytes(&b);
+            }
+        }
+    }
+
+    #[test]
+    fn caps_refuse_large_tables_and_many_symbols() {
+        let bytes = std::fs::read(system_libssl()).expect("read libssl");
+        let tiny = |f: fn(&mut ElfLimits)| {
+            let mut l = ElfLimits::default();
+            f(&mut l);
+            inspect_elf_bytes_with(&bytes, l)
+        };
+        assert_eq!(tiny(|l| l.max_sections = 3), Err(Refusal::TooLarge));
+        assert_eq!(tiny(|l| l.max_table_bytes = 1000), Err(Refusal::TooLarge));
+        assert_eq!(tiny(|l| l.max_total_bytes = 5000), Err(Refusal::TooLarge));
+        assert_eq!(tiny(|l| l.max_symbols = 10), Err(Refusal::TooManySymbols));
+    }
+
+    #[test]
+    fn maps_lines_with_escaped_names_spaces_and_deleted_suffix() {
+        let text = b"\
+55d0c0a00000-55d0c0a20000 r--p 00000000 fd:01 1234                       /usr/bin/python3.11\n\
+55d0c0a20000-55d0c0c00000 r-xp 00020000 fd:01 1234                       /usr/bin/python3.11\n\
+7f0000000000-7f0000100000 r-xp 00000000 103:02 77                         /tmp/a b/lib\\012ssl.so\n\
+7f0000100000-7f0000200000 r-xp 00000000 00:2a 88                         /tmp/gone.so (deleted)\n\
+7f0000200000-7f0000300000 r-xp 00000000 00:00 0 \n\
+7f0000300000-7f0000301000 r-xp 00000000 00:00 0                          [vdso]\n\
+7f0000400000-7f0000500000 rw-p 00000000 fd:01 99                         /data.bin\n\
+garbage line\n\
+7f00-zz r-xp 0 fd:01 5 /x\n";
+        let m = parse_maps(text);
+        assert_eq!(
+            m,
+            vec![
+                MapEntry {
+                    start: 0x55d0c0a20000,
+                    end: 0x55d0c0c00000,
+                    file_id: (makedev(0xfd, 1), 1234),
+                    path: PathBuf::from("/usr/bin/python3.11"),
+                    deleted: false,
+                },
+                MapEntry {
+                    start: 0x7f0000000000,
+                    end: 0x7f0000100000,
+                    file_id: (makedev(0x103, 2), 77),
+                    path: PathBuf::from("/tmp/a b/lib\nssl.so"),
+                    deleted: false,
+                },
+                MapEntry {
+                    start: 0x7f0000100000,
+                    end: 0x7f0000200000,
+                    file_id: (makedev(0, 0x2a), 88),
+                    path: PathBuf::from("/tmp/gone.so"),
+                    deleted: true,
+                },
+            ]
+        );
+    }
+
+    #[test]
+    fn makedev_matches_stat() {
+        let md = std::fs::metadata("/dev/null").expect("stat /dev/null");
+        assert_eq!(md.rdev(), makedev(1, 3));
+    }
+
+    #[test]
+    fn own_mappings_are_listed_and_open_to_the_same_file() {
         let maps = executable_mappings(std::process::id());
-        assert!(
-            maps.iter().any(|p| p.to_string_lossy().contains("libc")),
-            "{maps:?}"
+        let libc = maps
+            .iter()
+            .find(|m| m.path.to_string_lossy().contains("libc"))
+            .unwrap_or_else(|| panic!("{maps:?}"));
+        let (f, _) = open_mapped(std::process::id(), libc).expect("open own libc mapping");
+        assert_eq!(f.file_id, libc.file_id);
+    }
+
+    #[test]
+    fn fifos_and_devices_are_refused_without_blocking() {
+        let dir = std::env::temp_dir().join(format!("llmprobe-unit-fifo-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("dir");
+        let fifo = dir.join("libssl.so.3");
+        let c = CString::new(fifo.as_os_str().as_bytes()).expect("cstr");
+        // SAFETY: NUL-terminated path.
+        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+        assert_eq!(open_host_file(&fifo).map(|_| ()), Err(Refusal::NotRegular));
+        assert_eq!(
+            open_host_file(Path::new("/dev/null")).map(|_| ()),
+            Err(Refusal::NotRegular)
+        );
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// A container's absolute symlink resolves inside the container's root, never the host's.
+    #[test]
+    fn absolute_symlinks_stay_inside_the_root() {
+        let dir = std::env::temp_dir().join(format!("llmprobe-unit-root-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let root = dir.join("root");
+        std::fs::create_dir_all(root.join("lib")).expect("dir");
+        std::fs::create_dir_all(dir.join("host")).expect("dir");
+        std::fs::write(dir.join("host/secret"), b"host").expect("write");
+        // Inside the root, /lib/libssl.so.3 -> <host path of the secret>, and -> ../../host/secret.
+        let host_secret = dir.join("host/secret");
+        std::os::unix::fs::symlink(&host_secret, root.join("lib/abs.so")).expect("symlink");
+        std::os::unix::fs::symlink("../../../host/secret", root.join("lib/rel.so"))
+            .expect("symlink");
+        assert_eq!(
+            open_in_root(&root, Path::new("/lib/abs.so")).map(|_| ()),
+            Err(Refusal::OpenFailed),
+            "the absolute symlink must resolve under the root, where nothing is"
+        );
+        assert_eq!(
+            open_in_root(&root, Path::new("/lib/rel.so")).map(|_| ()),
+            Err(Refusal::OpenFailed)
+        );
+        // The same target created inside the root is what gets opened.
+        let inside = root.join(host_secret.strip_prefix("/").expect("absolute"));
+        std::fs::create_dir_all(inside.parent().expect("parent")).expect("dir");
+        std::fs::write(&inside, b"inside").expect("write");
+        let f = open_in_root(&root, Path::new("/lib/abs.so")).expect("open inside");
+        let md = std::fs::metadata(&inside).expect("stat");
+        assert_eq!(f.file_id, (md.dev(), md.ino()));
+        // Magic links are refused.
+        assert_eq!(
+            open_in_root(Path::new("/"), Path::new("/proc/self/exe")).map(|_| ()),
+            Err(Refusal::OutsideRoot)
+        );
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn scans_are_limited_per_process_and_coalesced() {
+        let t0 = Instant::now();
+        let s = Duration::from_secs(1);
+        let mut l = ScanLimiter::new(s, 1, 4);
+        assert_eq!(l.request(7, t0), ScanDecision::Now);
+        assert_eq!(l.request(8, t0), ScanDecision::Now);
+        let t1 = t0 + Duration::from_millis(100);
+        assert_eq!(l.request(7, t1), ScanDecision::Later(t0 + s));
+        assert_eq!(l.request(7, t1), ScanDecision::Merged);
+        assert_eq!(l.next_due(), Some(t0 + s));
+        assert_eq!(l.due(t1), Vec::<u32>::new());
+        assert_eq!(l.due(t0 + s), vec![7]);
+        assert_eq!(l.next_due(), None);
+        // Scanned at t0+1s: the next one waits until t0+2s.
+        assert_eq!(
+            l.request(7, t0 + s + Duration::from_millis(1)),
+            ScanDecision::Later(t0 + s + s)
+        );
+        assert_eq!(l.request(8, t0 + s), ScanDecision::Now);
+    }
+
+    #[test]
+    fn a_burst_of_scans_then_one_per_window() {
+        let t0 = Instant::now();
+        let s = Duration::from_secs(1);
+        let ms = Duration::from_millis;
+        let mut l = ScanLimiter::new(s, 3, 16);
+        assert_eq!(l.request(7, t0), ScanDecision::Now);
+        assert_eq!(l.request(7, t0 + ms(50)), ScanDecision::Now);
+        assert_eq!(l.request(7, t0 + ms(200)), ScanDecision::Now);
+        // The window started at t0: the fourth waits for its end, later ones merge into it.
+        assert_eq!(l.request(7, t0 + ms(300)), ScanDecision::Later(t0 + s));
+        assert_eq!(l.request(7, t0 + ms(400)), ScanDecision::Merged);
+        assert_eq!(l.due(t0 + s), vec![7]);
+        // The coalesced scan opened a new window with one scan in it.
+        assert_eq!(l.request(7, t0 + s + ms(1)), ScanDecision::Now);
+        assert_eq!(l.request(7, t0 + s + ms(2)), ScanDecision::Now);
+        assert_eq!(
+            l.request(7, t0 + s + ms(3)),
+            ScanDecision::Later(t0 + s + s)
+        );
+    }
+
+    #[test]
+    fn the_limiter_stays_bounded() {
+        let t0 = Instant::now();
+        let mut l = ScanLimiter::new(Duration::from_secs(1), 1, 3);
+        for p in 0..3 {
+            assert_eq!(l.request(p, t0), ScanDecision::Now);
+        }
+        // Full of recent scans: a new process waits, it is not remembered beyond the cap.
+        assert_eq!(
+            l.request(100, t0),
+            ScanDecision::Later(t0 + Duration::from_secs(1))
+        );
+        for p in 101..103 {
+            assert!(matches!(l.request(p, t0), ScanDecision::Later(_)));
+        }
+        // The pending set is bounded too.
+        assert_eq!(l.request(200, t0), ScanDecision::Dropped);
+        // A second later the old entries are pruned and new processes scan at once.
+        let t1 = t0 + Duration::from_secs(2);
+        assert_eq!(l.due(t1), vec![100, 101, 102]);
+        // Remembered: at most the cap of recent scans plus the cap of pending ones.
+        assert!(l.len() <= 2 * 3, "{}", l.len());
+        // Those three were scanned at t1: a newcomer waits while they are recent, then scans.
+        assert!(matches!(l.request(300, t1), ScanDecision::Later(_)));
+        let t2 = t1 + Duration::from_secs(1);
+        assert_eq!(l.due(t2), vec![300]);
+        assert_eq!(
+            l.request(301, t2 + Duration::from_secs(1)),
+            ScanDecision::Now
         );
     }
 }

@@ -6,15 +6,17 @@ use std::collections::{HashMap as StdHashMap, HashSet};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::num::NonZeroU32;
 use std::path::{Path, PathBuf};
+use std::sync::mpsc::{SyncSender, TrySendError, sync_channel};
 
 use anyhow::{Context, anyhow, bail};
 use aya::maps::{Array, HashMap, MapData, PerCpuArray, RingBuf};
-use aya::programs::{TracePoint, UProbe, uprobe::UProbeAttachLocation, uprobe::UProbeScope};
+use aya::programs::uprobe::{UProbeAttachLocation, UProbeLink, UProbeLinkId, UProbeScope};
+use aya::programs::{TracePoint, UProbe};
 use aya::{Ebpf, EbpfLoader};
 use llmprobe_common::{self as abi, Config, ConnKey, SockInfo, SockKey};
 use log::{debug, info, warn};
 
-use super::discovery::{self, SSL_SYMBOLS, TlsLibrary};
+use super::discovery::{self, ElfLimits, Refusal, SSL_SYMBOLS, TlsLibrary};
 use super::events::{EventMeta, ProbeEvent};
 
 /// The compiled kernel programs, embedded at build time.
@@ -61,14 +63,44 @@ pub struct ProbeHandles {
     pub lost: PerCpuArray<MapData, u64>,
 }
 
+/// Most files with OpenSSL uprobes attached at once; candidates beyond it are counted
+/// (`discovery_cap_reached`) and logged once.
+pub const MAX_ATTACHED_FILES: usize = 512;
+/// A file's probes are released after this many consecutive full scans without a traced
+/// process mapping it.
+pub const UNMAPPED_SCANS_BEFORE_DETACH: u32 = 2;
+/// Most files remembered as needing no probes.
+const MAX_NEGATIVE_FILES: usize = 65_536;
+
 /// The loaded programs and where they are attached.
 pub struct Probes {
     ebpf: Ebpf,
     pids: Vec<u32>,
-    /// (file identity, pid scope) already attached, or known to hold no OpenSSL.
-    seen_files: HashSet<((u64, u64), u32)>,
-    /// Files attached so far.
-    pub tls_files: Vec<PathBuf>,
+    /// Files attached (with their uprobe links) or known to need none.
+    files: FileTable<Vec<(&'static str, UProbeLinkId)>>,
+    /// The attached-files cap was logged (reset once below it again).
+    cap_logged: bool,
+    /// Hands detached links to the thread that closes them.
+    reaper: Option<SyncSender<Vec<UProbeLink>>>,
+}
+
+/// Starts the thread that closes detached uprobe links (a slow kernel operation).
+fn spawn_reaper() -> Option<SyncSender<Vec<UProbeLink>>> {
+    let (tx, rx) = sync_channel::<Vec<UProbeLink>>(64);
+    let spawned = std::thread::Builder::new()
+        .name("uprobe-reaper".to_owned())
+        .spawn(move || {
+            for links in rx {
+                drop(links);
+            }
+        });
+    match spawned {
+        Ok(_) => Some(tx),
+        Err(e) => {
+            warn!("cannot start the uprobe reaper thread ({e}); probes are detached inline");
+            None
+        }
+    }
 }
 
 /// Checks the things that most often stop an eBPF agent, with what to do about each.
@@ -183,8 +215,9 @@ impl Probes {
         let mut probes = Probes {
             ebpf,
             pids: opts.pids.clone(),
-            seen_files: HashSet::new(),
-            tls_files: Vec::new(),
+            files: FileTable::new(MAX_NEGATIVE_FILES),
+            cap_logged: false,
+            reaper: spawn_reaper(),
         };
         probes.attach_tracepoints()?;
         probes.load_uprobes()?;
@@ -253,75 +286,170 @@ impl Probes {
         }
     }
 
-    /// Inspects a file and, if it defines OpenSSL's I/O functions, attaches the uprobes to it.
-    /// Returns true when newly attached.
-    pub fn consider_file(&mut self, path: &Path) -> bool {
-        let Ok(id) = discovery::file_id(path) else {
-            return false;
-        };
-        let scopes = self.scopes();
-        let pending: Vec<UProbeScope> = scopes
-            .into_iter()
-            .filter(|s| !self.seen_files.contains(&(id, scope_key(s))))
-            .collect();
-        if pending.is_empty() {
-            return false;
+    /// Files with OpenSSL uprobes attached now.
+    pub fn tls_file_count(&self) -> usize {
+        self.files.attached_len()
+    }
+
+    /// Considers one executable mapping of `pid`: opens the file really mapped (never a path an
+    /// attacker can swap), reads its symbols with bounded reads, and attaches the uprobes when it
+    /// defines OpenSSL's I/O functions. Refusals go to `report`.
+    pub fn consider_file(&mut self, pid: u32, m: &discovery::MapEntry, report: &mut ScanReport) {
+        if self.files.is_known(m.file_id) {
+            return;
         }
-        for s in &pending {
-            self.seen_files.insert((id, scope_key(s)));
+        if self.files.attached_len() >= MAX_ATTACHED_FILES {
+            report.cap_reached += 1;
+            if !self.cap_logged {
+                self.cap_logged = true;
+                warn!(
+                    "{MAX_ATTACHED_FILES} files already carry OpenSSL uprobes: further TLS libraries (first: {:?} of pid {pid}) are not probed until some are unmapped (counted in llmprobe_dropped_total{{reason=\"discovery_cap_reached\"}})",
+                    m.path
+                );
+            }
+            return;
         }
-        let lib = match discovery::inspect_elf(path) {
-            Ok(Some(lib)) if lib.is_usable() => lib,
-            Ok(_) => return false,
-            Err(e) => {
-                debug!("skipping {}: not a readable ELF file ({e})", path.display());
-                return false;
+        let opened = match discovery::open_mapped(pid, m) {
+            Ok((f, _via)) => f,
+            Err(r) => {
+                debug!("not probing {:?} of pid {pid}: {r:?}", m.path);
+                report.refused.push(r);
+                if cacheable(r) {
+                    self.files.remember_negative(m.file_id);
+                }
+                return;
             }
         };
-        let mut attached = false;
-        for scope in pending {
-            match self.attach_tls_library(&lib, scope) {
-                Ok(n) => {
+        // Normally the same identity as the maps line's; after a remap race, the opened file's
+        // (the maps line's file is then considered again on the next scan that meets it).
+        self.consider_opened(opened, m.path.clone(), false, report);
+    }
+
+    /// Considers a host library from the linker cache; when it holds OpenSSL its probes stay
+    /// attached for the agent's lifetime (a lazily loaded `import ssl` relies on them).
+    pub fn consider_host_file(&mut self, path: &Path, report: &mut ScanReport) {
+        match discovery::open_host_file(path) {
+            Ok(f) => self.consider_opened(f, path.to_path_buf(), true, report),
+            Err(r) => {
+                debug!("not probing {path:?}: {r:?}");
+                report.refused.push(r);
+            }
+        }
+    }
+
+    fn consider_opened(
+        &mut self,
+        f: discovery::OpenedFile,
+        path: PathBuf,
+        pinned: bool,
+        report: &mut ScanReport,
+    ) {
+        if self.files.is_known(f.file_id) {
+            return;
+        }
+        let offsets = match discovery::inspect_elf_file(&f.file, ElfLimits::default()) {
+            Ok(o) => o,
+            Err(r) => {
+                debug!("not probing {path:?}: {r:?}");
+                report.refused.push(r);
+                if cacheable(r) {
+                    self.files.remember_negative(f.file_id);
+                }
+                return;
+            }
+        };
+        if !discovery::usable(&offsets) {
+            self.files.remember_negative(f.file_id);
+            return;
+        }
+        let lib = TlsLibrary {
+            path,
+            file_id: f.file_id,
+            offsets,
+        };
+        let mut links = Vec::new();
+        for scope in self.scopes() {
+            match self.attach_tls_library(&f, &lib, scope) {
+                Ok(mut l) => {
                     info!(
-                        "attached {n} OpenSSL uprobes to {} ({scope:?})",
-                        lib.path.display()
+                        "attached {} OpenSSL uprobes to {:?} (device {:#x}, inode {}, {scope:?})",
+                        l.len(),
+                        lib.path,
+                        lib.file_id.0,
+                        lib.file_id.1
                     );
-                    attached = true;
+                    links.append(&mut l);
                 }
                 Err(e) => warn!(
-                    "could not probe OpenSSL in {}: {e:#}; TLS traffic of processes using it will not be seen",
-                    lib.path.display()
+                    "could not probe OpenSSL in {:?}: {e:#}; TLS traffic of processes using it will not be seen",
+                    lib.path
                 ),
             }
         }
-        if attached {
-            self.tls_files.push(lib.path.clone());
+        if links.is_empty() {
+            self.files.remember_negative(f.file_id);
+            return;
         }
-        attached
+        report.attached += 1;
+        self.files
+            .insert_attached(f.file_id, lib.path, links, pinned);
     }
 
+    /// Attaches the uprobes through `/proc/self/fd/<fd>` of the verified open file: the kernel
+    /// resolves that magic link to the open file itself, so the probes land on the inode that
+    /// was inspected, whatever has been renamed or replaced at its path meanwhile. On error the
+    /// probes attached so far are detached again.
     fn attach_tls_library(
         &mut self,
+        f: &discovery::OpenedFile,
         lib: &TlsLibrary,
         scope: UProbeScope,
-    ) -> anyhow::Result<usize> {
-        let mut n = 0;
-        for (i, prog) in SSL_PROGRAMS.iter().enumerate() {
+    ) -> anyhow::Result<Vec<(&'static str, UProbeLinkId)>> {
+        let target = f.self_fd_path();
+        let mut links = Vec::new();
+        let mut result = Ok(());
+        'all: for (i, prog) in SSL_PROGRAMS.iter().enumerate() {
             let Some(off) = lib.offsets[i] else { continue };
-            let path = lib.path.clone();
-            self.uprobe(prog)?
-                .attach(UProbeAttachLocation::AbsoluteOffset(off), &path, scope)
-                .with_context(|| format!("uprobe {} at {:#x}", SSL_SYMBOLS[i], off))?;
-            n += 1;
             // Reads and writes also get the return probe that emits their bytes.
-            if i < 4 {
-                self.uprobe("ssl_ret")?
-                    .attach(UProbeAttachLocation::AbsoluteOffset(off), &path, scope)
-                    .with_context(|| format!("uretprobe {} at {:#x}", SSL_SYMBOLS[i], off))?;
-                n += 1;
+            let progs: &[&'static str] = if i < 4 { &[prog, "ssl_ret"] } else { &[prog] };
+            for p in progs {
+                let attached = self.uprobe(p).and_then(|u| {
+                    u.attach(UProbeAttachLocation::AbsoluteOffset(off), &target, scope)
+                        .with_context(|| format!("{p} on {} at {off:#x}", SSL_SYMBOLS[i]))
+                });
+                match attached {
+                    Ok(id) => links.push((*p, id)),
+                    Err(e) => {
+                        result = Err(e);
+                        break 'all;
+                    }
+                }
             }
         }
-        Ok(n)
+        if let Err(e) = result {
+            self.detach_links(links);
+            return Err(e);
+        }
+        Ok(links)
+    }
+
+    /// Detaches uprobes. The links are taken out of their programs here (no system call) and
+    /// dropped on the reaper thread: closing a uprobe waits for kernel grace periods (about
+    /// 0.1 s per probe on a quiet machine, seconds under load), which must not stall discovery.
+    fn detach_links(&mut self, links: Vec<(&'static str, UProbeLinkId)>) {
+        let mut owned = Vec::with_capacity(links.len());
+        for (prog, id) in links {
+            match self.uprobe(prog).and_then(|u| Ok(u.take_link(id)?)) {
+                Ok(link) => owned.push(link),
+                Err(e) => debug!("detaching {prog} failed: {e:#}"),
+            }
+        }
+        if let Some(Err(TrySendError::Full(owned) | TrySendError::Disconnected(owned))) =
+            self.reaper.as_ref().map(|r| r.try_send(owned))
+        {
+            // The reaper is behind (or gone): close them here.
+            drop(owned);
+        }
     }
 
     /// The processes to scan for TLS libraries.
@@ -333,32 +461,59 @@ impl Probes {
         }
     }
 
-    /// Scans processes' executable mappings for OpenSSL and attaches to what is new.
-    pub fn scan_pids(&mut self, pids: &[u32]) -> usize {
-        let mut n = 0;
-        for pid in pids {
-            if *pid == std::process::id() {
-                continue;
-            }
-            for path in discovery::executable_mappings(*pid) {
-                if self.consider_file(&path) {
-                    n += 1;
-                }
-            }
+    fn scan_pid(
+        &mut self,
+        pid: u32,
+        mapped: Option<&mut HashSet<(u64, u64)>>,
+        report: &mut ScanReport,
+    ) {
+        if pid == std::process::id() {
+            return;
         }
-        n
+        let maps = discovery::executable_mappings(pid);
+        for m in &maps {
+            self.consider_file(pid, m, report);
+        }
+        if let Some(set) = mapped {
+            set.extend(maps.iter().map(|m| m.file_id));
+        }
+    }
+
+    /// Scans processes' executable mappings for OpenSSL and attaches to what is new.
+    pub fn scan_pids(&mut self, pids: &[u32], report: &mut ScanReport) {
+        for pid in pids {
+            self.scan_pid(*pid, None, report);
+        }
+    }
+
+    /// Scans every traced process, then releases the probes of files that no traced process
+    /// has mapped in [`UNMAPPED_SCANS_BEFORE_DETACH`] consecutive full scans (linker-cache
+    /// libraries stay).
+    pub fn full_rescan(&mut self, report: &mut ScanReport) {
+        let mut mapped = HashSet::new();
+        for pid in self.scan_targets() {
+            self.scan_pid(pid, Some(&mut mapped), report);
+        }
+        for (id, path, links) in self.files.end_full_scan(&mapped) {
+            info!(
+                "released the OpenSSL uprobes of {path:?} (device {:#x}, inode {}): no traced process maps it any more",
+                id.0, id.1
+            );
+            self.detach_links(links);
+            report.released += 1;
+        }
+        if self.files.attached_len() < MAX_ATTACHED_FILES {
+            self.cap_logged = false;
+        }
     }
 
     /// Start-up discovery: libssl from the linker cache, then every traced process's mappings.
-    pub fn initial_scan(&mut self) -> usize {
-        let mut n = 0;
+    pub fn initial_scan(&mut self, report: &mut ScanReport) {
         for path in discovery::ldconfig_ssl_libraries() {
-            if self.consider_file(&path) {
-                n += 1;
-            }
+            self.consider_host_file(&path, report);
         }
         let pids = self.scan_targets();
-        n + self.scan_pids(&pids)
+        self.scan_pids(&pids, report);
     }
 
     /// Registers the TCP sockets that existed before the agent started, so their plaintext is
@@ -442,10 +597,112 @@ impl Probes {
     }
 }
 
-fn scope_key(s: &UProbeScope) -> u32 {
-    match s {
-        UProbeScope::OneProcess(p) => p.get(),
-        _ => 0,
+/// Whether a refusal is a verdict on the file's content or kind (remembered until the file is
+/// unmapped everywhere), rather than a passing condition (the process or mapping went away).
+fn cacheable(r: Refusal) -> bool {
+    matches!(
+        r,
+        Refusal::NotRegular
+            | Refusal::TooLarge
+            | Refusal::ShortRead
+            | Refusal::NotElf
+            | Refusal::TooManySymbols
+    )
+}
+
+/// What a scan did, for the metrics at the edge.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct ScanReport {
+    /// Files newly attached.
+    pub attached: usize,
+    /// Files whose probes were released (unmapped everywhere).
+    pub released: usize,
+    /// Candidate files refused, one entry per refusal.
+    pub refused: Vec<Refusal>,
+    /// Candidates skipped because [`MAX_ATTACHED_FILES`] files are attached.
+    pub cap_reached: u64,
+}
+
+/// The files discovery knows: those with probes attached (with their links, released once
+/// unmapped), and a bounded set known to hold no OpenSSL (or refused for what they are).
+#[derive(Debug)]
+pub struct FileTable<L> {
+    attached: StdHashMap<(u64, u64), Tracked<L>>,
+    negative: HashSet<(u64, u64)>,
+    max_negative: usize,
+}
+
+#[derive(Debug)]
+struct Tracked<L> {
+    path: PathBuf,
+    links: L,
+    /// From the linker cache: never released.
+    pinned: bool,
+    /// Consecutive full scans in which no traced process mapped it.
+    unmapped_scans: u32,
+}
+
+impl<L> FileTable<L> {
+    /// An empty table remembering at most `max_negative` files without OpenSSL.
+    pub fn new(max_negative: usize) -> FileTable<L> {
+        FileTable {
+            attached: StdHashMap::new(),
+            negative: HashSet::new(),
+            max_negative,
+        }
+    }
+
+    /// Attached, or known not to need probes.
+    pub fn is_known(&self, id: (u64, u64)) -> bool {
+        self.attached.contains_key(&id) || self.negative.contains(&id)
+    }
+
+    /// Files with probes attached.
+    pub fn attached_len(&self) -> usize {
+        self.attached.len()
+    }
+
+    /// Remembers a file that needs no probes (nothing is remembered past the cap: such files
+    /// are then inspected again on the next scan that meets them).
+    pub fn remember_negative(&mut self, id: (u64, u64)) {
+        if self.negative.len() < self.max_negative {
+            self.negative.insert(id);
+        }
+    }
+
+    /// Records a file with probes attached.
+    pub fn insert_attached(&mut self, id: (u64, u64), path: PathBuf, links: L, pinned: bool) {
+        self.attached.insert(
+            id,
+            Tracked {
+                path,
+                links,
+                pinned,
+                unmapped_scans: 0,
+            },
+        );
+    }
+
+    /// Ends a full scan that saw `mapped`: returns the attached files unmapped for
+    /// [`UNMAPPED_SCANS_BEFORE_DETACH`] full scans in a row (removed from the table; the caller
+    /// detaches their links), and forgets negative entries no longer mapped.
+    pub fn end_full_scan(&mut self, mapped: &HashSet<(u64, u64)>) -> Vec<((u64, u64), PathBuf, L)> {
+        let mut release = Vec::new();
+        for (id, t) in self.attached.iter_mut() {
+            if t.pinned || mapped.contains(id) {
+                t.unmapped_scans = 0;
+            } else {
+                t.unmapped_scans += 1;
+                if t.unmapped_scans >= UNMAPPED_SCANS_BEFORE_DETACH {
+                    release.push(*id);
+                }
+            }
+        }
+        self.negative.retain(|id| mapped.contains(id));
+        release
+            .into_iter()
+            .filter_map(|id| self.attached.remove(&id).map(|t| (id, t.path, t.links)))
+            .collect()
     }
 }
 
@@ -536,5 +793,45 @@ mod tests {
             Some("[::1]:80".parse().expect("addr"))
         );
         assert_eq!(parse_proc_addr("zz:1", false), None);
+    }
+
+    fn ids(v: &[((u64, u64), PathBuf, Vec<u32>)]) -> Vec<(u64, u64)> {
+        let mut out: Vec<_> = v.iter().map(|(id, _, _)| *id).collect();
+        out.sort();
+        out
+    }
+
+    #[test]
+    fn files_unmapped_for_two_full_scans_are_released_pinned_ones_never() {
+        let (a, b, pinned) = ((1, 10), (1, 11), (1, 12));
+        let mut t: FileTable<Vec<u32>> = FileTable::new(8);
+        t.insert_attached(a, PathBuf::from("/a"), vec![1, 2], false);
+        t.insert_attached(b, PathBuf::from("/b"), vec![3], false);
+        t.insert_attached(pinned, PathBuf::from("/libssl"), vec![4], true);
+        assert_eq!(t.attached_len(), 3);
+        // Scan 1: only `a` mapped. Nothing released yet (one miss for `b`).
+        assert!(t.end_full_scan(&HashSet::from([a])).is_empty());
+        // Scan 2: `b` mapped again: its count restarts.
+        assert!(t.end_full_scan(&HashSet::from([a, b])).is_empty());
+        // Scans 3 and 4: nothing mapped: both released after the second, with their links.
+        assert!(t.end_full_scan(&HashSet::new()).is_empty());
+        let released = t.end_full_scan(&HashSet::new());
+        assert_eq!(ids(&released), vec![a, b]);
+        let links: Vec<u32> = released.iter().flat_map(|(_, _, l)| l.clone()).collect();
+        assert_eq!(links.len(), 3);
+        assert_eq!(t.attached_len(), 1);
+        assert!(t.is_known(pinned) && !t.is_known(a) && !t.is_known(b));
+        assert!(t.end_full_scan(&HashSet::new()).is_empty());
+    }
+
+    #[test]
+    fn negative_entries_are_bounded_and_forgotten_once_unmapped() {
+        let mut t: FileTable<()> = FileTable::new(2);
+        for i in 0..5 {
+            t.remember_negative((2, i));
+        }
+        assert!(t.is_known((2, 0)) && t.is_known((2, 1)) && !t.is_known((2, 2)));
+        assert!(t.end_full_scan(&HashSet::from([(2, 1)])).is_empty());
+        assert!(!t.is_known((2, 0)) && t.is_known((2, 1)));
     }
 }
