@@ -109,7 +109,8 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
     let otlp = opts.otlp.clone().map(|cfg| {
         info!(
             "exporting spans over OTLP to {} ({:?})",
-            cfg.endpoint, cfg.protocol
+            crate::secrets::redact_url(&cfg.endpoint),
+            cfg.protocol
         );
         OtlpExporter::spawn(cfg, metrics.clone())
     });

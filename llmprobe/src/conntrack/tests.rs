@@ -132,6 +132,7 @@ impl Sock {
             tls: self.tls,
             offset,
             total_len,
+            lost_before: false,
             data: Bytes::copy_from_slice(bytes),
         })
     }
@@ -1255,6 +1256,7 @@ fn random_event(rng: &mut XorShift, corpus: &[Vec<u8>], ts: u64) -> ProbeEvent {
                 tls,
                 offset,
                 total_len,
+                lost_before: false,
                 data: Bytes::from(data),
             })
         }
