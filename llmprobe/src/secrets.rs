@@ -104,11 +104,31 @@ pub const NEVER_SECRET_HEADERS: &[&str] = &[
 pub const COUNTER_HEADER_PREFIXES: &[&str] =
     &["x-ratelimit-", "anthropic-ratelimit-", "ratelimit-"];
 
-/// Whether a lower-cased name contains one of [`SECRET_NAME_WORDS`].
-fn has_secret_word(lower: &[u8]) -> bool {
-    SECRET_NAME_WORDS
-        .iter()
-        .any(|w| lower.windows(w.len()).any(|win| win == w.as_bytes()))
+/// Whether a name contains one of [`SECRET_NAME_WORDS`], in any case. Runs on every header name
+/// and every JSON key followed by `:`, so it looks at each 3-byte window once (`b | 0x20` is a
+/// lower-case letter only for an ASCII letter) and compares whole words only on a hit.
+fn has_secret_word(name: &[u8]) -> bool {
+    let word_at = |i: usize, w: &[u8]| {
+        name.len() - i >= w.len()
+            && name[i..i + w.len()]
+                .iter()
+                .zip(w)
+                .all(|(a, b)| a | 0x20 == *b)
+    };
+    (0..name.len().saturating_sub(2)).any(|i| {
+        match [name[i] | 0x20, name[i + 1] | 0x20, name[i + 2] | 0x20] {
+            [b'k', b'e', b'y'] => true,
+            [b't', b'o', b'k'] => word_at(i, b"token"),
+            [b's', b'e', b'c'] => word_at(i, b"secret"),
+            [b's', b'i', b'g'] => word_at(i, b"signature"),
+            [b's', b'e', b's'] => word_at(i, b"session"),
+            [b'a', b'u', b't'] => word_at(i, b"auth"),
+            [b'c', b'r', b'e'] => word_at(i, b"credential"),
+            [b'c', b'o', b'o'] => word_at(i, b"cookie"),
+            [b'p', b'a', b's'] => word_at(i, b"password") || word_at(i, b"passwd"),
+            _ => false,
+        }
+    })
 }
 
 /// Lower-cases `name` into `buf`; None when it is longer than [`MAX_NAME`].
@@ -180,6 +200,9 @@ pub fn is_secret_param(raw_name: &[u8]) -> bool {
 /// True if a JSON object key (raw bytes between its quotes, escapes not yet decoded) names a
 /// credential whose string value must be masked.
 pub fn is_secret_json_key(raw_key: &[u8]) -> bool {
+    if !raw_key.contains(&b'\\') {
+        return raw_key.len() > MAX_NAME || has_secret_word(raw_key);
+    }
     let mut buf = [0u8; MAX_NAME];
     let mut n = 0;
     let mut i = 0;
@@ -308,7 +331,9 @@ impl fmt::Display for LogSafe<'_> {
                 '\n' => f.write_str("\\n")?,
                 '\r' => f.write_str("\\r")?,
                 '\t' => f.write_str("\\t")?,
-                c if c.is_control() || matches!(c, '\u{2028}' | '\u{2029}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}') => {
+                c if c.is_control()
+                    || matches!(c, '\u{2028}' | '\u{2029}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}') =>
+                {
                     write!(f, "\\u{{{:x}}}", u32::from(c))?
                 }
                 c => f.write_char(c)?,
@@ -335,6 +360,23 @@ pub fn is_http2_preface(first_bytes: &[u8]) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_word_dispatch_covers_every_word() {
+        for w in SECRET_NAME_WORDS {
+            assert!(has_secret_word(w.as_bytes()), "{w}");
+            assert!(has_secret_word(format!("x-{w}-y").as_bytes()), "{w}");
+            assert!(has_secret_word(w.to_ascii_uppercase().as_bytes()), "{w}");
+            assert!(
+                !has_secret_word(&w.as_bytes()[1..]),
+                "{w} minus its first letter"
+            );
+            assert!(
+                !has_secret_word(&w.as_bytes()[..w.len() - 1]),
+                "{w} minus its last letter"
+            );
+        }
+    }
 
     #[test]
     fn header_rule_catches_credentials_by_word() {
@@ -430,7 +472,14 @@ mod tests {
         ] {
             assert!(is_secret_json_key(k.as_bytes()), "{k} should be secret");
         }
-        for k in ["model", "content", "prompt", "role", r"\u006dodel", "stream"] {
+        for k in [
+            "model",
+            "content",
+            "prompt",
+            "role",
+            r"\u006dodel",
+            "stream",
+        ] {
             assert!(!is_secret_json_key(k.as_bytes()), "{k} should be kept");
         }
     }
@@ -454,11 +503,11 @@ mod tests {
             redact_url("https://user:pa55@collector:4318/v1/traces?api_key=s3cr3t#x"),
             "https://REDACTED@collector:4318/v1/traces?REDACTED"
         );
+        assert_eq!(redact_url("http://collector:4317"), "http://collector:4317");
         assert_eq!(
-            redact_url("http://collector:4317"),
-            "http://collector:4317"
+            redact_url("collector:4317/?k=v"),
+            "collector:4317/?REDACTED"
         );
-        assert_eq!(redact_url("collector:4317/?k=v"), "collector:4317/?REDACTED");
         let r = redact_url("http://h/p\n[fake] line");
         assert!(!r.contains('\n'), "{r}");
     }
@@ -479,7 +528,9 @@ mod tests {
     #[test]
     fn http2_preface_and_its_prefixes() {
         assert!(is_http2_preface(HTTP2_PREFACE));
-        assert!(is_http2_preface(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00\x00\x12\x04"));
+        assert!(is_http2_preface(
+            b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00\x00\x12\x04"
+        ));
         for n in 1..HTTP2_PREFACE.len() {
             assert!(is_http2_preface(&HTTP2_PREFACE[..n]), "prefix {n}");
         }

@@ -33,8 +33,8 @@ use tokio_rustls::rustls;
 use tonic::metadata::{AsciiMetadataKey, AsciiMetadataValue};
 use tonic::transport::Channel;
 
-use crate::secrets::{log_safe, redact_url};
 use crate::llm::LlmCall;
+use crate::secrets::{log_safe, redact_url};
 use crate::telemetry::SelfMetrics;
 
 /// Drop reason: the span queue was full.
@@ -251,7 +251,10 @@ fn parse_headers(s: &str) -> Vec<(String, String)> {
         }
         let Some((k, v)) = item.split_once('=') else {
             // The entry may be a secret value: never log it.
-            warn!("ignoring an OTLP header entry ({} bytes): expected key=value", item.len());
+            warn!(
+                "ignoring an OTLP header entry ({} bytes): expected key=value",
+                item.len()
+            );
             continue;
         };
         let k = percent_decode(k.trim());
@@ -1054,7 +1057,10 @@ impl Worker {
             Ok(()) => {
                 if self.failing {
                     self.failing = false;
-                    info!("OTLP export to {} works again", redact_url(&self.cfg.endpoint));
+                    info!(
+                        "OTLP export to {} works again",
+                        redact_url(&self.cfg.endpoint)
+                    );
                 }
             }
             Err(e) => {

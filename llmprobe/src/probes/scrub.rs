@@ -92,13 +92,16 @@ impl NameBuf {
     /// is (fails closed).
     fn secret_param(&self) -> bool {
         let s = self.as_slice();
-        let after_amp = s.iter().rposition(|&b| b == b'&').map_or(s, |p| &s[p + 1..]);
+        let after_amp = s
+            .iter()
+            .rposition(|&b| b == b'&')
+            .map_or(s, |p| &s[p + 1..]);
         self.overflowed() || secrets::is_secret_param(after_amp)
     }
 
     /// Whether this JSON key is secret; an overflowed key is (fails closed).
     fn secret_json_key(&self) -> bool {
-        self.overflowed() || secrets::is_secret_json_key(self.as_slice())
+        self.overflowed() || secret_key(self.as_slice())
     }
 }
 
@@ -235,8 +238,18 @@ impl SecretScrubber {
             input: &chunk.data,
             out: None,
         };
-        st.line = scrub_lines(&chunk.data, st.line, &mut out, &mut self.stats.masked_values);
-        st.json = scrub_json(&chunk.data, st.json, &mut out, &mut self.stats.masked_values);
+        st.line = scrub_lines(
+            &chunk.data,
+            st.line,
+            &mut out,
+            &mut self.stats.masked_values,
+        );
+        st.json = scrub_json(
+            &chunk.data,
+            st.json,
+            &mut out,
+            &mut self.stats.masked_values,
+        );
         if let Some(d) = out.out {
             chunk.data = Bytes::from(d);
         }
@@ -255,7 +268,9 @@ impl SecretScrubber {
 
     /// Removes and returns a stream's state, and whether it was evicted since its last piece.
     fn take(&mut self, key: StreamKey) -> (StreamState, bool) {
-        if let Some(s) = self.open.remove(&key) {
+        if !self.open.is_empty()
+            && let Some(s) = self.open.remove(&key)
+        {
             return (s, false);
         }
         if !self.lost.is_empty() && self.lost.remove(&key) {
@@ -332,9 +347,7 @@ fn is_token(b: u8) -> bool {
 fn param_end(input: &[u8], from: usize, also_eq: bool) -> Option<usize> {
     input[from..]
         .iter()
-        .position(|&c| {
-            matches!(c, b'&' | b'#' | b' ' | b'\r' | b'\n') || (also_eq && c == b'=')
-        })
+        .position(|&c| matches!(c, b'&' | b'#' | b' ' | b'\r' | b'\n') || (also_eq && c == b'='))
         .map(|p| from + p)
 }
 
@@ -508,17 +521,19 @@ fn scrub_json(input: &[u8], mut st: Json, out: &mut Masker<'_>, masked: &mut u64
                 }
                 None => return Json::Out,
             },
+            Json::Seg(name) if name.len == 0 => {
+                let (next, state) = json_fast(input, i);
+                i = next;
+                state
+            }
             Json::Seg(mut name) => {
                 let end = memchr2(b'"', b'\n', &input[i..]).map_or(n, |p| i + p);
                 let part = &input[i..end];
                 // A credential key holds no JSON punctuation (and no raw line break): such a
                 // string is no key we look for, and the next quote starts afresh. This also
                 // lets every JSON body end with nothing to remember.
-                let dead = !name.overflowed()
-                    && name.len + part.len() <= MAX_NAME
-                    && part
-                        .iter()
-                        .any(|c| matches!(c, b'{' | b'}' | b'[' | b']' | b','));
+                let dead =
+                    !name.overflowed() && name.len + part.len() <= MAX_NAME && has_json_punct(part);
                 name.extend(part);
                 i = end + 1;
                 match input.get(end) {
@@ -581,6 +596,67 @@ fn scrub_json(input: &[u8], mut st: Json, out: &mut Masker<'_>, masked: &mut u64
         };
     }
     st
+}
+
+/// Whether a JSON string (its raw bytes between quotes) followed by `:` is a credential key:
+/// one longer than [`MAX_NAME`] is (fails closed); one holding JSON punctuation is not.
+fn secret_key(seg: &[u8]) -> bool {
+    if seg.len() > MAX_NAME {
+        return true;
+    }
+    !has_json_punct(seg) && secrets::is_secret_json_key(seg)
+}
+
+/// Whether `s` holds a byte no credential key name contains (JSON punctuation).
+fn has_json_punct(s: &[u8]) -> bool {
+    s.iter()
+        .any(|c| matches!(c, b'{' | b'}' | b'[' | b']' | b','))
+}
+
+/// The JSON machine's common path, from the start of a string at `start` (just after a quote)
+/// while the whole string lies in `input`: finds each closing quote with `memchr`, looks past
+/// whitespace for `:` and checks the rule only then. Returns where it stopped and the state
+/// there: at the piece end, or at a secret key's `:` (the caller then masks the value).
+fn json_fast(input: &[u8], start: usize) -> (usize, Json) {
+    let n = input.len();
+    let mut seg_start = start;
+    loop {
+        let Some(p) = memchr2(b'"', b'\n', &input[seg_start..]) else {
+            let tail = &input[seg_start..];
+            // A string holding JSON punctuation is no key: nothing to carry over.
+            if tail.len() <= MAX_NAME && has_json_punct(tail) {
+                return (n, Json::Out);
+            }
+            let mut name = NameBuf::new();
+            name.extend(tail);
+            return (n, Json::Seg(name));
+        };
+        let q = seg_start + p;
+        if input[q] == b'\n' {
+            // A key holds no raw line break: look for the next string.
+            match memchr(b'"', &input[q + 1..]) {
+                Some(p) => {
+                    seg_start = q + 1 + p + 1;
+                    continue;
+                }
+                None => return (n, Json::Out),
+            }
+        }
+        let mut k = q + 1;
+        while k < n && matches!(input[k], b' ' | b'\t' | b'\r' | b'\n') {
+            k += 1;
+        }
+        if k == n {
+            let mut name = NameBuf::new();
+            name.extend(&input[seg_start..q]);
+            return (n, Json::AfterQuote(name));
+        }
+        if input[k] == b':' && secret_key(&input[seg_start..q]) {
+            return (k + 1, Json::AfterColon);
+        }
+        // The closing quote opened the next string.
+        seg_start = q + 1;
+    }
 }
 
 /// How one piece of a stream reaches the scrubber in [`scrub_stream`].
@@ -704,12 +780,12 @@ pub fn scrub_stream(
         for s in secrets {
             let lo = s.start.max(range.start);
             let hi = s.end.min(range.end);
-            for q in lo..hi {
+            for (q, &orig) in stream.iter().enumerate().take(hi).skip(lo) {
                 let b = chunk.data[q - range.start];
-                if b != MASK && stream[q] != b'\r' && stream[q] != b'\n' {
+                if b != MASK && orig != b'\r' && orig != b'\n' {
                     return Err(format!(
                         "secret byte {q} ({:?}) survived in piece {k} ({range:?}): {:?}",
-                        stream[q] as char,
+                        orig as char,
                         String::from_utf8_lossy(&chunk.data)
                     ));
                 }

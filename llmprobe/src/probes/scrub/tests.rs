@@ -113,7 +113,10 @@ fn space_before_colon_and_folded_lines() {
     for t in ["tok1", "tok2", "tok3", "tok4"] {
         assert!(!out.contains(t), "{t} leaked: {out}");
     }
-    assert!(out.contains("folded-keep") && out.contains("Host: h\r\n"), "{out}");
+    assert!(
+        out.contains("folded-keep") && out.contains("Host: h\r\n"),
+        "{out}"
+    );
     assert_eq!(out.len(), req.len());
 }
 
@@ -148,7 +151,10 @@ Content-Type: application/json
     let out = scrub_whole(resp);
     assert!(!out.contains("JJ"), "{out}");
     assert!(out.contains(r#""expires_in":3600"#), "{out}");
-    assert!(out.contains(r#""model":"keep1""#) && out.contains("keep2"), "{out}");
+    assert!(
+        out.contains(r#""model":"keep1""#) && out.contains("keep2"),
+        "{out}"
+    );
     // Pretty-printed: the value may be on the key's line or after line breaks.
     let pretty = b"{\n  \"client_secret\":\n    \"PP1\",\n  \"password\"\n  : \"PP2\"\n}\n";
     let out = scrub_whole(pretty);
@@ -156,7 +162,11 @@ Content-Type: application/json
 }
 
 /// Every way of losing a stream's state between two pieces.
-const LOSSES: [Delivery; 3] = [Delivery::Dropped, Delivery::DroppedFlagged, Delivery::Evicted];
+const LOSSES: [Delivery; 3] = [
+    Delivery::Dropped,
+    Delivery::DroppedFlagged,
+    Delivery::Evicted,
+];
 
 /// Splits `msg` at every position, loses state or a piece there in every way, and asserts that
 /// no 4-byte substring of `token` appears in any output.
@@ -165,7 +175,10 @@ fn no_token_survives_any_loss(msg: &[u8], token: &str) {
         .windows(token.len())
         .position(|w| w == token.as_bytes())
         .expect("token in message");
-    let secret = [start..start + token.len()];
+    let secret = [Range {
+        start,
+        end: start + token.len(),
+    }];
     for cut in 1..msg.len() {
         for loss in LOSSES {
             for new_call in [false, true] {
@@ -307,7 +320,11 @@ fn a_full_table_fails_closed() {
     for id in 0..n {
         let mut rest = chunk_on(id, b"BBBBCCCC\r\nHost: h\r\n\r\n");
         s.scrub(&mut rest);
-        assert_eq!(&rest.data[..], b"********\r\nHost: h\r\n\r\n", "stream {id}");
+        assert_eq!(
+            &rest.data[..],
+            b"********\r\nHost: h\r\n\r\n",
+            "stream {id}"
+        );
     }
     assert_eq!(s.stats.lost_states, 100);
     assert!(s.open.is_empty() && s.lost.is_empty());
@@ -455,7 +472,9 @@ fn delivered_pieces_without_loss_mask_exactly_as_whole() {
     let mut rng = Rng(42);
     for _ in 0..300 {
         let (stream, secrets) = random_stream(&mut rng);
-        let whole = scrub_stream(&stream, &[], &secrets).expect("whole").concat();
+        let whole = scrub_stream(&stream, &[], &secrets)
+            .expect("whole")
+            .concat();
         let pieces: Vec<Piece> = (0..stream.len())
             .map(|_| Piece {
                 len: 1,
@@ -535,7 +554,9 @@ fn old_scrub(input: &[u8], state: &mut u8, name: &mut Vec<u8>, out: &mut Option<
 #[ignore = "micro-benchmark: run by hand"]
 fn scrub_throughput() {
     let mut stream = Vec::new();
-    stream.extend_from_slice(b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n");
+    stream.extend_from_slice(
+        b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n",
+    );
     for i in 0..2000 {
         let ev = format!(
             "data: {{\"id\":\"chatcmpl-AbCdEf{i}\",\"object\":\"chat.completion.chunk\",\"created\":1732000000,\"model\":\"gpt-4o-mini-2024-07-18\",\"system_fingerprint\":\"fp_0ba0d124f1\",\"choices\":[{{\"index\":0,\"delta\":{{\"content\":\" token{i} of the answer\"}},\"logprobs\":null,\"finish_reason\":null}}]}}\n\n"
@@ -545,30 +566,63 @@ fn scrub_throughput() {
     // One SSE event per read, as servers flush them.
     let pieces: Vec<&[u8]> = stream.split_inclusive(|&b| b == b'\n').collect();
     let chunks: Vec<DataChunk> = pieces.iter().map(|p| chunk(p)).collect();
-    let rounds = 200;
+    let rounds = 50;
     let bytes = (stream.len() * rounds) as f64;
-
-    let t = std::time::Instant::now();
-    for _ in 0..rounds {
-        let (mut st, mut name) = (0u8, Vec::new());
-        for c in &chunks {
-            let mut out = None;
-            old_scrub(&c.data, &mut st, &mut name, &mut out);
-            std::hint::black_box(&out);
+    // The machine is shared: alternate the two, keep each one's best of several runs.
+    let (mut old, mut new, mut lines, mut json) = (f64::MAX, f64::MAX, f64::MAX, f64::MAX);
+    for _ in 0..9 {
+        let t = std::time::Instant::now();
+        for _ in 0..rounds {
+            let (mut st, mut name) = (0u8, Vec::new());
+            for c in &chunks {
+                let c = c.clone();
+                let mut out = None;
+                old_scrub(&c.data, &mut st, &mut name, &mut out);
+                std::hint::black_box(&out);
+            }
         }
-    }
-    let old = t.elapsed().as_nanos() as f64 / bytes;
+        old = old.min(t.elapsed().as_nanos() as f64 / bytes);
 
-    let t = std::time::Instant::now();
-    for _ in 0..rounds {
-        let mut s = SecretScrubber::new();
-        for c in &chunks {
-            let mut c = c.clone();
-            s.scrub(&mut c);
-            std::hint::black_box(&c);
+        let t = std::time::Instant::now();
+        for _ in 0..rounds {
+            let mut s = SecretScrubber::new();
+            for c in &chunks {
+                let mut c = c.clone();
+                s.scrub(&mut c);
+                std::hint::black_box(&c);
+            }
         }
+        new = new.min(t.elapsed().as_nanos() as f64 / bytes);
+
+        let t = std::time::Instant::now();
+        for _ in 0..rounds {
+            let (mut l, mut m) = (FRESH.line, 0);
+            for c in &chunks {
+                let mut out = Masker {
+                    input: &c.data,
+                    out: None,
+                };
+                l = scrub_lines(&c.data, l, &mut out, &mut m);
+                std::hint::black_box(&out.out);
+            }
+        }
+        lines = lines.min(t.elapsed().as_nanos() as f64 / bytes);
+
+        let t = std::time::Instant::now();
+        for _ in 0..rounds {
+            let (mut j, mut m) = (Json::Out, 0);
+            for c in &chunks {
+                let mut out = Masker {
+                    input: &c.data,
+                    out: None,
+                };
+                j = scrub_json(&c.data, j, &mut out, &mut m);
+                std::hint::black_box(&out.out);
+            }
+        }
+        json = json.min(t.elapsed().as_nanos() as f64 / bytes);
     }
-    let new = t.elapsed().as_nanos() as f64 / bytes;
+    println!("line machine {lines:.3} ns/byte, JSON machine {json:.3} ns/byte");
     println!(
         "SSE stream, {} bytes x {rounds}: old {old:.3} ns/byte, new {new:.3} ns/byte, new/old {:.2}",
         stream.len(),
