@@ -190,8 +190,16 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
                     .inc_by(stats.masked_values - scrub_seen.masked_values);
                 // Pieces masked to the line end because the masker's state was lost.
                 for (reason, now, seen) in [
-                    ("scrub_state_lost", stats.lost_states, scrub_seen.lost_states),
-                    ("scrub_state_evicted", stats.evicted_states, scrub_seen.evicted_states),
+                    (
+                        "scrub_state_lost",
+                        stats.lost_states,
+                        scrub_seen.lost_states,
+                    ),
+                    (
+                        "scrub_state_evicted",
+                        stats.evicted_states,
+                        scrub_seen.evicted_states,
+                    ),
                 ] {
                     if now > seen {
                         reader_metrics

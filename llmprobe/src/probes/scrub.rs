@@ -126,7 +126,7 @@ enum Line {
     ParamMask,
     /// Inside a parameter value that is not secret.
     ParamSkip,
-    /// In a line with nothing more to mask.
+    /// In a line with nothing more to mask unless a `?` starts a query.
     Skip,
 }
 
@@ -159,9 +159,10 @@ struct StreamState {
 
 impl StreamState {
     /// Whether dropping this state cannot mask less than keeping it: nothing pending in the
-    /// call, no JSON string followed, and the line is at a plain line start or in a line with
-    /// nothing more to mask (resuming there as a line start can only find more to mask; both
-    /// meet again at the line end). Idle states are not stored.
+    /// call, no JSON string followed, and the line is at a plain line start or in `Skip`.
+    /// Resuming a `Skip` line as a line start can only find more to mask: every state reached
+    /// from a line start also starts a query at `?` (as `Skip` does) and both meet again at the
+    /// line end. Idle states are not stored.
     fn idle(&self) -> bool {
         matches!(self.line, Line::Start { prev_secret: false } | Line::Skip)
             && self.json == Json::Out
@@ -226,7 +227,15 @@ impl SecretScrubber {
         let hole = chunk.offset != expected || st.call.is_some_and(|(_, t)| t != chunk.total_len);
         if evicted || hole || chunk.lost_before {
             self.stats.lost_states += 1;
-            st.line = Line::Mask;
+            // A call that opens with a whole request or status line cannot be the rest of a
+            // secret value (header values, query values and JSON strings hold no line break),
+            // so it starts afresh: a call cut by the kernel's per-call cap (a long prompt) must
+            // not blind the next request on the connection.
+            if chunk.offset == 0 && starts_message(&chunk.data) {
+                st.line = FRESH.line;
+            } else {
+                st.line = Line::Mask;
+            }
             st.json = Json::Out;
         }
         let end = u64::from(chunk.offset) + chunk.data.len() as u64;
@@ -339,22 +348,72 @@ impl Masker<'_> {
     }
 }
 
+/// Request methods [`starts_message`] accepts.
+const METHODS: &[&[u8]] = &[
+    b"GET", b"POST", b"PUT", b"PATCH", b"DELETE", b"HEAD", b"OPTIONS", b"CONNECT", b"TRACE",
+];
+
+/// Whether `data` opens with a whole HTTP/1.x request line (`METHOD SP target SP HTTP/1.d`) or
+/// status line (`HTTP/1.d SP ddd`), ended by a line break.
+fn starts_message(data: &[u8]) -> bool {
+    let Some(nl) = memchr(b'\n', &data[..data.len().min(8192)]) else {
+        return false;
+    };
+    let line = data[..nl].strip_suffix(b"\r").unwrap_or(&data[..nl]);
+    let version = |v: &[u8]| v.len() == 8 && v.starts_with(b"HTTP/1.") && v[7].is_ascii_digit();
+    if line.starts_with(b"HTTP/1.") {
+        return line.len() >= 12
+            && version(&line[..8])
+            && line[8] == b' '
+            && line[9..12].iter().all(u8::is_ascii_digit)
+            && line.get(12).is_none_or(|&c| c == b' ');
+    }
+    let mut parts = line.split(|&c| c == b' ');
+    match (parts.next(), parts.next(), parts.next(), parts.next()) {
+        (Some(method), Some(target), Some(v), None) => {
+            // Known methods only: the rest of a secret glued to the next request line
+            // (`<tail>POST /x HTTP/1.1`) must not pass for one.
+            METHODS.contains(&method)
+                && !target.is_empty()
+                && target.iter().all(|&c| c.is_ascii_graphic())
+                && version(v)
+        }
+        _ => false,
+    }
+}
+
 fn is_token(b: u8) -> bool {
     b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
 }
 
-/// Position of the first byte that ends a parameter (name or value) at or after `from`.
-fn param_end(input: &[u8], from: usize, also_eq: bool) -> Option<usize> {
+/// What ends the part of a parameter being read.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum ParamPart {
+    /// A name: also ends at `=`, and restarts at `?`.
+    Name,
+    /// A secret value: ends only at `&`, `#`, space or line end (a `?` may be part of it).
+    SecretValue,
+    /// Another value: also ends at `?` (a query may start there: masking more, never less).
+    OtherValue,
+}
+
+/// Position of the first byte that ends a parameter part at or after `from`.
+fn param_end(input: &[u8], from: usize, part: ParamPart) -> Option<usize> {
     input[from..]
         .iter()
-        .position(|&c| matches!(c, b'&' | b'#' | b' ' | b'\r' | b'\n') || (also_eq && c == b'='))
+        .position(|&c| match c {
+            b'&' | b'#' | b' ' | b'\r' | b'\n' => true,
+            b'=' => part == ParamPart::Name,
+            b'?' => part != ParamPart::SecretValue,
+            _ => false,
+        })
         .map(|p| from + p)
 }
 
-/// The state after a parameter delimiter `c` (`&`, `#`, space, CR, LF).
+/// The state after a parameter delimiter `c` (`&`, `?`, `#`, space, CR, LF).
 fn after_param(c: u8) -> Line {
     match c {
-        b'&' => Line::Param(NameBuf::new()),
+        b'&' | b'?' => Line::Param(NameBuf::new()),
         b'\n' => Line::Start { prev_secret: false },
         _ => Line::Skip,
     }
@@ -397,6 +456,7 @@ fn scrub_lines(input: &[u8], mut st: Line, out: &mut Masker<'_>, masked: &mut u6
                 match b {
                     b'\n' => Line::Start { prev_secret: false },
                     b' ' | b'\t' if prev_secret => Line::Mask,
+                    b'?' => Line::Param(NameBuf::new()),
                     b if is_token(b) => {
                         let mut name = NameBuf::new();
                         name.push(b);
@@ -426,6 +486,7 @@ fn scrub_lines(input: &[u8], mut st: Line, out: &mut Masker<'_>, masked: &mut u6
                         Line::ParamMask
                     }
                     b'=' => Line::ParamSkip,
+                    b'?' => Line::Param(NameBuf::new()),
                     b'\n' => Line::Start { prev_secret: false },
                     _ => Line::Skip,
                 }
@@ -467,7 +528,7 @@ fn scrub_lines(input: &[u8], mut st: Line, out: &mut Masker<'_>, masked: &mut u6
                     }
                 }
             }
-            Line::Param(mut name) => match param_end(input, i, true) {
+            Line::Param(mut name) => match param_end(input, i, ParamPart::Name) {
                 None => {
                     name.extend(&input[i..]);
                     return Line::Param(name);
@@ -485,7 +546,7 @@ fn scrub_lines(input: &[u8], mut st: Line, out: &mut Masker<'_>, masked: &mut u6
                     }
                 }
             },
-            Line::ParamMask => match param_end(input, i, false) {
+            Line::ParamMask => match param_end(input, i, ParamPart::SecretValue) {
                 None => {
                     out.mask(i..n);
                     return Line::ParamMask;
@@ -496,7 +557,7 @@ fn scrub_lines(input: &[u8], mut st: Line, out: &mut Masker<'_>, masked: &mut u6
                     after_param(input[p])
                 }
             },
-            Line::ParamSkip => match param_end(input, i, false) {
+            Line::ParamSkip => match param_end(input, i, ParamPart::OtherValue) {
                 None => return Line::ParamSkip,
                 Some(p) => {
                     i = p + 1;
