@@ -1475,6 +1475,22 @@ mod tests {
         assert!(Target::parse("http:///x").is_err());
     }
 
+    #[test]
+    fn url_errors_never_carry_credentials() {
+        for url in [
+            "https://user:pa55w0rd@col:notaport/v1/traces?api_key=s3cr3t",
+            "https://user:pa55w0rd@[::1/v1/traces?api_key=s3cr3t",
+            "https://user:pa55w0rd@/v1/traces?api_key=s3cr3t",
+            "user:pa55w0rd@col/v1/traces?api_key=s3cr3t",
+        ] {
+            let e = Target::parse(url).expect_err("bad url");
+            assert!(!e.contains("pa55w0rd") && !e.contains("s3cr3t"), "{e}");
+        }
+        // What the start-up and failure logs print.
+        let shown = redact_url("https://user:pa55w0rd@col:4318/v1/traces?api_key=s3cr3t");
+        assert_eq!(shown, "https://REDACTED@col:4318/v1/traces?REDACTED");
+    }
+
     /// A local port nobody listens on: connections are refused.
     fn closed_port() -> u16 {
         let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");

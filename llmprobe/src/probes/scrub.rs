@@ -857,5 +857,95 @@ pub fn scrub_stream(
     Ok(outputs)
 }
 
+/// xorshift64*: deterministic pseudo-random numbers for [`secret_stream`] and the tests.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+    fn below(&mut self, n: usize) -> usize {
+        (self.next() % n as u64) as usize
+    }
+}
+
+/// For fuzzers and property tests: a stream of 1 to 4 HTTP/1.1 messages (requests with secret
+/// query parameters, credential headers, folded lines and a JSON body with a key; OAuth token
+/// responses; form-encoded token requests; SSE events; a response with a cookie), glued
+/// together as on a keep-alive connection, holding random secrets at every place the rules
+/// cover. Returns it with the ranges of the secret bytes, ready for [`scrub_stream`]. The same
+/// seed gives the same stream.
+pub fn secret_stream(seed: u64) -> (Vec<u8>, Vec<Range<usize>>) {
+    let rng = &mut Rng(seed | 1);
+    let mut out = Vec::new();
+    let mut secrets = Vec::new();
+    let mut secret = |out: &mut Vec<u8>, rng: &mut Rng| {
+        let len = 4 + rng.below(30);
+        let start = out.len();
+        for _ in 0..len {
+            let c = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_.~+/"
+                [rng.below(68)];
+            out.push(c);
+        }
+        secrets.push(start..out.len());
+    };
+    for _ in 0..1 + rng.below(4) {
+        match rng.below(5) {
+            0 => {
+                out.extend_from_slice(b"POST /v1/x?alt=sse&");
+                out.extend_from_slice(
+                    [&b"key="[..], b"api%5Fkey=", b"%6Bey=", b"X-Amz-Signature=", b"sig="]
+                        [rng.below(5)],
+                );
+                secret(&mut out, rng);
+                out.extend_from_slice(b"&b=1 HTTP/1.1\r\nHost: h\r\n");
+                let name = [
+                    &b"Authorization: Bearer "[..],
+                    b"X-Amz-Security-Token: ",
+                    b"cf-aig-authorization : ",
+                    b"Cookie:\t",
+                    b"x-portkey-api-key:",
+                ][rng.below(5)];
+                out.extend_from_slice(name);
+                secret(&mut out, rng);
+                if rng.below(2) == 0 {
+                    out.extend_from_slice(b"\r\n ");
+                    secret(&mut out, rng);
+                }
+                out.extend_from_slice(b"\r\nContent-Type: application/json\r\nContent-Length: 9\r\n\r\n{\"model\":\"m\",\"api_key\":\"");
+                secret(&mut out, rng);
+                out.extend_from_slice(b"\"}");
+            }
+            1 => {
+                out.extend_from_slice(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n\r\n{\"access_token\":\"");
+                secret(&mut out, rng);
+                out.extend_from_slice(b"\",\"expires_in\":3600,\"id_token\": \"");
+                secret(&mut out, rng);
+                out.extend_from_slice(b"\\\"");
+                secret(&mut out, rng);
+                out.extend_from_slice(b"\"}\r\n");
+            }
+            2 => {
+                out.extend_from_slice(b"POST /token HTTP/1.1\r\nContent-Type: application/x-www-form-urlencoded\r\n\r\ngrant_type=refresh_token&refresh_token=");
+                secret(&mut out, rng);
+                out.extend_from_slice(b"&client_secret=");
+                secret(&mut out, rng);
+            }
+            3 => out.extend_from_slice(
+                b"data: {\"choices\":[{\"delta\":{\"content\":\"a \\\"b\\\" c\"}}],\"usage\":{\"prompt_tokens\":3}}\n\n",
+            ),
+            _ => {
+                out.extend_from_slice(b"HTTP/1.1 401 Unauthorized\r\nSet-Cookie: s=");
+                secret(&mut out, rng);
+                out.extend_from_slice(b"\r\nx-ratelimit-remaining-tokens: 9\r\n\r\n");
+            }
+        }
+    }
+    (out, secrets)
+}
+
 #[cfg(test)]
 mod tests;

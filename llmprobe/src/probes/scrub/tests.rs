@@ -393,91 +393,6 @@ fn evicted_streams_beyond_the_exact_set_use_the_bitset() {
     assert!(!s.lost.contains(&(7, 3, Direction::Ingress)));
 }
 
-/// xorshift64*: deterministic pseudo-random numbers for the property test.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n as u64) as usize
-    }
-}
-
-/// Builds a stream of messages holding random secrets at every place the rules cover; returns
-/// it with the secret ranges.
-fn random_stream(rng: &mut Rng) -> (Vec<u8>, Vec<Range<usize>>) {
-    let mut out = Vec::new();
-    let mut secrets = Vec::new();
-    let mut secret = |out: &mut Vec<u8>, rng: &mut Rng| {
-        let len = 4 + rng.below(30);
-        let start = out.len();
-        for _ in 0..len {
-            let c = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_.~+/"
-                [rng.below(68)];
-            out.push(c);
-        }
-        secrets.push(start..out.len());
-    };
-    for _ in 0..1 + rng.below(4) {
-        match rng.below(5) {
-            0 => {
-                out.extend_from_slice(b"POST /v1/x?alt=sse&");
-                out.extend_from_slice(
-                    [&b"key="[..], b"api%5Fkey=", b"%6Bey=", b"X-Amz-Signature=", b"sig="]
-                        [rng.below(5)],
-                );
-                secret(&mut out, rng);
-                out.extend_from_slice(b"&b=1 HTTP/1.1\r\nHost: h\r\n");
-                let name = [
-                    &b"Authorization: Bearer "[..],
-                    b"X-Amz-Security-Token: ",
-                    b"cf-aig-authorization : ",
-                    b"Cookie:\t",
-                    b"x-portkey-api-key:",
-                ][rng.below(5)];
-                out.extend_from_slice(name);
-                secret(&mut out, rng);
-                if rng.below(2) == 0 {
-                    out.extend_from_slice(b"\r\n ");
-                    secret(&mut out, rng);
-                }
-                out.extend_from_slice(b"\r\nContent-Type: application/json\r\nContent-Length: 9\r\n\r\n{\"model\":\"m\",\"api_key\":\"");
-                secret(&mut out, rng);
-                out.extend_from_slice(b"\"}");
-            }
-            1 => {
-                out.extend_from_slice(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n\r\n{\"access_token\":\"");
-                secret(&mut out, rng);
-                out.extend_from_slice(b"\",\"expires_in\":3600,\"id_token\": \"");
-                secret(&mut out, rng);
-                out.extend_from_slice(b"\\\"");
-                secret(&mut out, rng);
-                out.extend_from_slice(b"\"}\r\n");
-            }
-            2 => {
-                out.extend_from_slice(b"POST /token HTTP/1.1\r\nContent-Type: application/x-www-form-urlencoded\r\n\r\ngrant_type=refresh_token&refresh_token=");
-                secret(&mut out, rng);
-                out.extend_from_slice(b"&client_secret=");
-                secret(&mut out, rng);
-            }
-            3 => out.extend_from_slice(
-                b"data: {\"choices\":[{\"delta\":{\"content\":\"a \\\"b\\\" c\"}}],\"usage\":{\"prompt_tokens\":3}}\n\n",
-            ),
-            _ => {
-                out.extend_from_slice(b"HTTP/1.1 401 Unauthorized\r\nSet-Cookie: s=");
-                secret(&mut out, rng);
-                out.extend_from_slice(b"\r\nx-ratelimit-remaining-tokens: 9\r\n\r\n");
-            }
-        }
-    }
-    (out, secrets)
-}
-
 #[test]
 fn random_splits_and_losses_never_leak() {
     // More rounds and another seed by hand: LLMPROBE_SCRUB_ROUNDS=200000 LLMPROBE_SCRUB_SEED=7
@@ -489,7 +404,7 @@ fn random_splits_and_losses_never_leak() {
     };
     let mut rng = Rng(env("LLMPROBE_SCRUB_SEED", 0x9e37_79b9_7f4a_7c15) | 1);
     for round in 0..env("LLMPROBE_SCRUB_ROUNDS", 3000) {
-        let (stream, secrets) = random_stream(&mut rng);
+        let (stream, secrets) = secret_stream(rng.next());
         let mut pieces = Vec::new();
         let mut left = stream.len();
         while left > 0 {
@@ -520,7 +435,7 @@ fn random_splits_and_losses_never_leak() {
 fn delivered_pieces_without_loss_mask_exactly_as_whole() {
     let mut rng = Rng(42);
     for _ in 0..300 {
-        let (stream, secrets) = random_stream(&mut rng);
+        let (stream, secrets) = secret_stream(rng.next());
         let whole = scrub_stream(&stream, &[], &secrets)
             .expect("whole")
             .concat();
