@@ -112,7 +112,8 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
     let otlp = opts.otlp.clone().map(|cfg| {
         info!(
             "exporting spans over OTLP to {} ({:?})",
-            cfg.endpoint, cfg.protocol
+            crate::secrets::redact_url(&cfg.endpoint),
+            cfg.protocol
         );
         OtlpExporter::spawn(cfg, metrics.clone())
     });
@@ -155,7 +156,7 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
         .map_err(|e| anyhow::anyhow!("cannot poll the ring buffer: {e:?}"))?;
     let reader = tokio::spawn(async move {
         let mut prep = EventPreparer::new(true);
-        let mut masked_seen = 0;
+        let mut scrub_seen = crate::probes::scrub::ScrubStats::default();
         loop {
             let Ok(mut guard) = ring.readable_mut().await else {
                 break;
@@ -185,9 +186,31 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
                     }
                 }
                 let drained = batch.len() < MAX_BATCH;
-                let masked = prep.masked_values();
-                reader_metrics.secrets_masked.inc_by(masked - masked_seen);
-                masked_seen = masked;
+                let stats = prep.scrub_stats();
+                reader_metrics
+                    .secrets_masked
+                    .inc_by(stats.masked_values - scrub_seen.masked_values);
+                // Pieces masked to the line end because the masker's state was lost.
+                for (reason, now, seen) in [
+                    (
+                        "scrub_state_lost",
+                        stats.lost_states,
+                        scrub_seen.lost_states,
+                    ),
+                    (
+                        "scrub_state_evicted",
+                        stats.evicted_states,
+                        scrub_seen.evicted_states,
+                    ),
+                ] {
+                    if now > seen {
+                        reader_metrics
+                            .dropped
+                            .get_or_create(&vec![("reason".to_owned(), reason.to_owned())])
+                            .inc_by(now - seen);
+                    }
+                }
+                scrub_seen = stats;
                 if !batch.is_empty() && batch_tx.send(batch).await.is_err() {
                     return;
                 }

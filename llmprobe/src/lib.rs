@@ -1,7 +1,7 @@
 //! llmprobe: an eBPF agent that sees what LLM traffic really does, with no change to the apps it
 //! observes. Data flows one way, in the order of these modules:
 //! [`probes`] → [`conntrack`] → [`protocol`] → [`llm`] → [`export`], with [`gpu`] beside it,
-//! wired by [`app`].
+//! wired by [`app`]. [`secrets`] is the one secret policy every stage asks.
 //! See ARCHITECTURE.md.
 
 pub mod app;
@@ -12,4 +12,5 @@ pub mod gpu;
 pub mod llm;
 pub mod probes;
 pub mod protocol;
+pub mod secrets;
 pub mod telemetry;

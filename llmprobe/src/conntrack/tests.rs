@@ -144,6 +144,7 @@ impl Sock {
             tls: self.tls,
             offset,
             total_len,
+            lost_before: false,
             data: Bytes::copy_from_slice(bytes),
         })
     }
@@ -1423,6 +1424,7 @@ fn random_event(rng: &mut XorShift, corpus: &[Vec<u8>], ts: u64) -> ProbeEvent {
                 tls,
                 offset,
                 total_len,
+                lost_before: false,
                 data: Bytes::from(data),
             })
         }

@@ -34,6 +34,7 @@ use tonic::metadata::{AsciiMetadataKey, AsciiMetadataValue};
 use tonic::transport::Channel;
 
 use crate::llm::LlmCall;
+use crate::secrets::{log_safe, redact_url};
 use crate::telemetry::SelfMetrics;
 
 /// Drop reason: the span queue was full.
@@ -152,7 +153,7 @@ impl OtlpConfig {
         {
             None => OtlpProtocol::HttpProtobuf,
             Some(p) => OtlpProtocol::parse(&p).unwrap_or_else(|| {
-                warn!("OTLP protocol {p:?} is not supported (use http/protobuf or grpc); using http/protobuf");
+                warn!("OTLP protocol \"{}\" is not supported (use http/protobuf or grpc); using http/protobuf", log_safe(&p));
                 OtlpProtocol::HttpProtobuf
             }),
         };
@@ -203,7 +204,7 @@ impl OtlpConfig {
             match v.parse::<u64>() {
                 Ok(n) if n > 0 => Some(n),
                 _ => {
-                    warn!("ignoring {k}={v:?}: not a positive integer");
+                    warn!("ignoring {k}=\"{}\": not a positive integer", log_safe(&v));
                     None
                 }
             }
@@ -249,7 +250,11 @@ fn parse_headers(s: &str) -> Vec<(String, String)> {
             continue;
         }
         let Some((k, v)) = item.split_once('=') else {
-            warn!("ignoring OTLP header entry {item:?}: expected key=value");
+            // The entry may be a secret value: never log it.
+            warn!(
+                "ignoring an OTLP header entry ({} bytes): expected key=value",
+                item.len()
+            );
             continue;
         };
         let k = percent_decode(k.trim());
@@ -261,7 +266,10 @@ fn parse_headers(s: &str) -> Vec<(String, String)> {
         if valid_key && valid_value {
             out.push((k, v));
         } else {
-            warn!("ignoring OTLP header {k:?}: not a valid HTTP header");
+            warn!(
+                "ignoring OTLP header \"{}\": not a valid HTTP header",
+                log_safe(&k)
+            );
         }
     }
     out
@@ -607,11 +615,11 @@ impl OtlpExporter {
         match &transport {
             Transport::Unusable(why) => log::error!(
                 "OTLP trace export to {} disabled: {why}; every span will be counted as dropped (reason {DROP_EXPORT_FAILED})",
-                cfg.endpoint
+                redact_url(&cfg.endpoint)
             ),
             _ => info!(
                 "OTLP trace export to {} ({})",
-                cfg.endpoint,
+                redact_url(&cfg.endpoint),
                 cfg.protocol.as_str()
             ),
         }
@@ -766,7 +774,10 @@ impl Transport {
                         match (key, val) {
                             (Ok(k), Ok(v)) => Some((k, v)),
                             _ => {
-                                warn!("OTLP header {k:?} is not valid gRPC metadata; not sent");
+                                warn!(
+                                    "OTLP header \"{}\" is not valid gRPC metadata; not sent",
+                                    log_safe(k)
+                                );
                                 None
                             }
                         }
@@ -835,11 +846,16 @@ impl Target {
     fn parse(url: &str) -> Result<Target, String> {
         let (scheme, rest) = url
             .split_once("://")
-            .ok_or_else(|| format!("endpoint {url:?} has no scheme"))?;
+            .ok_or_else(|| format!("endpoint {} has no scheme", redact_url(url)))?;
         let tls = match scheme.to_ascii_lowercase().as_str() {
             "http" => false,
             "https" => true,
-            other => return Err(format!("endpoint scheme {other:?} is not http or https")),
+            other => {
+                return Err(format!(
+                    "endpoint scheme \"{}\" is not http or https",
+                    log_safe(other)
+                ));
+            }
         };
         let rest = rest.split('#').next().unwrap_or(rest);
         let (auth, path) = match rest.find(['/', '?']) {
@@ -852,24 +868,27 @@ impl Target {
         let (host, port) = if let Some(v6) = auth.strip_prefix('[') {
             let (h, after) = v6
                 .split_once(']')
-                .ok_or_else(|| format!("bad IPv6 host in {url:?}"))?;
+                .ok_or_else(|| format!("bad IPv6 host in {}", redact_url(url)))?;
             let port = match after.strip_prefix(':') {
-                Some(p) => p.parse().map_err(|_| format!("bad port in {url:?}"))?,
+                Some(p) => p
+                    .parse()
+                    .map_err(|_| format!("bad port in {}", redact_url(url)))?,
                 None if after.is_empty() => default_port,
-                None => return Err(format!("bad host in {url:?}")),
+                None => return Err(format!("bad host in {}", redact_url(url))),
             };
             (h.to_owned(), port)
         } else {
             match auth.rsplit_once(':') {
                 Some((h, p)) => (
                     h.to_owned(),
-                    p.parse().map_err(|_| format!("bad port in {url:?}"))?,
+                    p.parse()
+                        .map_err(|_| format!("bad port in {}", redact_url(url)))?,
                 ),
                 None => (auth.to_owned(), default_port),
             }
         };
         if host.is_empty() {
-            return Err(format!("endpoint {url:?} has no host"));
+            return Err(format!("endpoint {} has no host", redact_url(url)));
         }
         Ok(Target {
             tls,
@@ -1038,7 +1057,10 @@ impl Worker {
             Ok(()) => {
                 if self.failing {
                     self.failing = false;
-                    info!("OTLP export to {} works again", self.cfg.endpoint);
+                    info!(
+                        "OTLP export to {} works again",
+                        redact_url(&self.cfg.endpoint)
+                    );
                 }
             }
             Err(e) => {
@@ -1055,8 +1077,9 @@ impl Worker {
                         String::new()
                     };
                     warn!(
-                        "OTLP export to {} failed: {e}; {n} spans dropped{more}; further failures are counted in llmprobe_dropped{{reason=\"{DROP_EXPORT_FAILED}\"}} and logged at most once a minute",
-                        self.cfg.endpoint
+                        "OTLP export to {} failed: {}; {n} spans dropped{more}; further failures are counted in llmprobe_dropped{{reason=\"{DROP_EXPORT_FAILED}\"}} and logged at most once a minute",
+                        redact_url(&self.cfg.endpoint),
+                        log_safe(&e)
                     );
                     self.last_log = Some(Instant::now());
                     self.suppressed = 0;
@@ -1450,6 +1473,22 @@ mod tests {
         assert!(Target::parse("ftp://h/x").is_err());
         assert!(Target::parse("http://h:notaport/").is_err());
         assert!(Target::parse("http:///x").is_err());
+    }
+
+    #[test]
+    fn url_errors_never_carry_credentials() {
+        for url in [
+            "https://user:pa55w0rd@col:notaport/v1/traces?api_key=s3cr3t",
+            "https://user:pa55w0rd@[::1/v1/traces?api_key=s3cr3t",
+            "https://user:pa55w0rd@/v1/traces?api_key=s3cr3t",
+            "user:pa55w0rd@col/v1/traces?api_key=s3cr3t",
+        ] {
+            let e = Target::parse(url).expect_err("bad url");
+            assert!(!e.contains("pa55w0rd") && !e.contains("s3cr3t"), "{e}");
+        }
+        // What the start-up and failure logs print.
+        let shown = redact_url("https://user:pa55w0rd@col:4318/v1/traces?api_key=s3cr3t");
+        assert_eq!(shown, "https://REDACTED@col:4318/v1/traces?REDACTED");
     }
 
     /// A local port nobody listens on: connections are refused.

@@ -205,7 +205,7 @@ impl LlmExchange {
             dialect,
             limits,
             method: head.method.clone(),
-            path: redact_query(&head.path),
+            path: crate::secrets::redact_query(&head.path),
             host,
             trace_id,
             start_ts,
@@ -724,29 +724,6 @@ pub fn trace_id_of(tp: &str) -> Option<String> {
     Some(trace.to_ascii_lowercase())
 }
 
-/// Masks the values of key-like query parameters (`?key=...` carries Gemini API keys).
-pub fn redact_query(path: &str) -> String {
-    let Some((base, query)) = path.split_once('?') else {
-        return path.to_owned();
-    };
-    let parts: Vec<String> = query
-        .split('&')
-        .map(|kv| match kv.split_once('=') {
-            Some((k, _)) if is_secret_param(k) => format!("{k}=REDACTED"),
-            _ => kv.to_owned(),
-        })
-        .collect();
-    format!("{base}?{}", parts.join("&"))
-}
-
-fn is_secret_param(k: &str) -> bool {
-    let k = k.to_ascii_lowercase();
-    matches!(
-        k.as_str(),
-        "key" | "api_key" | "apikey" | "api-key" | "access_token" | "token" | "sig" | "signature"
-    )
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -771,15 +748,6 @@ mod tests {
             None
         );
         assert_eq!(trace_id_of("garbage"), None);
-    }
-
-    #[test]
-    fn query_keys_are_masked() {
-        assert_eq!(
-            redact_query("/v1beta/models/g:streamGenerateContent?alt=sse&key=AIzaSECRET"),
-            "/v1beta/models/g:streamGenerateContent?alt=sse&key=REDACTED"
-        );
-        assert_eq!(redact_query("/v1/chat/completions"), "/v1/chat/completions");
     }
 
     #[test]

@@ -32,6 +32,9 @@ enum Line {
         #[serde(default)]
         offset: u32,
         total_len: u32,
+        /// `DataChunk::lost_before`; absent (false) in older captures.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        lost_before: bool,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         text: Option<String>,
         #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -124,6 +127,7 @@ pub fn encode_line(ev: &ProbeEvent, buf: &mut Vec<u8>) -> anyhow::Result<()> {
                 tls: d.tls,
                 offset: d.offset,
                 total_len: d.total_len,
+                lost_before: d.lost_before,
                 text,
                 b64,
             }
@@ -180,6 +184,7 @@ pub fn read_capture(input: impl BufRead) -> anyhow::Result<(Clock, Vec<ProbeEven
                 tls,
                 offset,
                 total_len,
+                lost_before,
                 text,
                 b64,
             } => {
@@ -198,6 +203,7 @@ pub fn read_capture(input: impl BufRead) -> anyhow::Result<(Clock, Vec<ProbeEven
                     tls,
                     offset,
                     total_len,
+                    lost_before,
                     data,
                 })
             }
@@ -252,6 +258,7 @@ mod tests {
                 tls: false,
                 offset: 0,
                 total_len: 4,
+                lost_before: false,
                 data: Bytes::from_static(b"GET "),
             }),
             ProbeEvent::Data(DataChunk {
@@ -260,6 +267,7 @@ mod tests {
                 tls: true,
                 offset: 0,
                 total_len: 3,
+                lost_before: true,
                 data: Bytes::from_static(&[0xff, 0x00, 0x80]),
             }),
             ProbeEvent::ConnClose { meta: meta() },
@@ -270,6 +278,9 @@ mod tests {
         for e in &evs {
             w.write(e).expect("write");
         }
+        let text = String::from_utf8_lossy(&buf);
+        assert_eq!(text.matches("\"lost_before\":true").count(), 1, "{text}");
+        assert!(!text.contains("\"lost_before\":false"), "{text}");
         let (c2, back) = read_capture(&buf[..]).expect("read");
         assert_eq!(c2, clock);
         assert_eq!(back, evs);

@@ -60,7 +60,11 @@ pub struct DataChunk {
     pub offset: u32,
     /// Bytes the call moved in all.
     pub total_len: u32,
-    /// The bytes (secret header values already masked).
+    /// Records of this connection were lost (ring buffer full) before this one
+    /// (`DATA_FLAG_LOST_BEFORE`): whatever state a consumer kept for the stream is stale. The
+    /// secret masker fails closed on it.
+    pub lost_before: bool,
+    /// The bytes (secrets already masked, see `probes::scrub`).
     pub data: Bytes,
 }
 
@@ -181,6 +185,7 @@ pub fn decode(raw: &[u8]) -> Result<ProbeEvent, DecodeError> {
         abi::EVENT_DATA => {
             let direction = *raw.get(HDR).ok_or(DecodeError::Truncated)?;
             let source = *raw.get(HDR + 1).ok_or(DecodeError::Truncated)?;
+            let flags = *raw.get(HDR + 2).ok_or(DecodeError::Truncated)?;
             let len = read_u32(raw, HDR + 4).ok_or(DecodeError::Truncated)? as usize;
             let offset = read_u32(raw, HDR + 8).ok_or(DecodeError::Truncated)?;
             let total_len = read_u32(raw, HDR + 12).ok_or(DecodeError::Truncated)?;
@@ -198,6 +203,7 @@ pub fn decode(raw: &[u8]) -> Result<ProbeEvent, DecodeError> {
                 tls: source == abi::SRC_TLS,
                 offset,
                 total_len,
+                lost_before: flags & abi::DATA_FLAG_LOST_BEFORE != 0,
                 data: Bytes::copy_from_slice(data),
             }))
         }
@@ -245,6 +251,7 @@ mod tests {
         assert_eq!(std::mem::offset_of!(abi::EventHeader, conn_id), H_CONN);
         assert_eq!(std::mem::offset_of!(abi::EventHeader, ts_ns), H_TS);
         assert_eq!(std::mem::offset_of!(abi::EventHeader, comm), H_COMM);
+        assert_eq!(std::mem::offset_of!(abi::DataEvent, flags), HDR + 2);
         assert_eq!(std::mem::offset_of!(abi::DataEvent, len), HDR + 4);
         assert_eq!(std::mem::offset_of!(abi::DataEvent, offset), HDR + 8);
         assert_eq!(std::mem::offset_of!(abi::DataEvent, total_len), HDR + 12);
@@ -283,6 +290,23 @@ mod tests {
         assert!(d.tls);
         assert_eq!(d.direction, Direction::Egress);
         assert_eq!(&d.data[..], b"GET / HTTP/1.1\r\n");
+        assert!(!d.lost_before);
+    }
+
+    #[test]
+    fn decodes_the_lost_before_flag() {
+        let mut raw = data_record(b"x");
+        raw[HDR + 2] = abi::DATA_FLAG_LOST_BEFORE;
+        let Ok(ProbeEvent::Data(d)) = decode(&raw) else {
+            panic!("not data")
+        };
+        assert!(d.lost_before);
+        // Unknown flag bits are not the lost flag.
+        raw[HDR + 2] = 0x80;
+        let Ok(ProbeEvent::Data(d)) = decode(&raw) else {
+            panic!("not data")
+        };
+        assert!(!d.lost_before);
     }
 
     #[test]

@@ -1,6 +1,6 @@
 //! Stage 1: the kernel side as userspace sees it. Loads and attaches the eBPF programs
 //! ([`loader`]), finds TLS libraries ([`discovery`]), decodes ring-buffer records into
-//! [`events::ProbeEvent`]s, masks secret header values ([`scrub`]) and names each event's process,
+//! [`events::ProbeEvent`]s, masks secrets ([`scrub`], by the rules of [`crate::secrets`]) and names each event's process,
 //! then hands batches to the connection tracker. [`capture`] stores the same events for replay.
 
 pub mod capture;
@@ -37,9 +37,14 @@ impl EventPreparer {
         }
     }
 
-    /// Secret header values masked so far.
+    /// Secret values masked so far.
     pub fn masked_values(&self) -> u64 {
-        self.scrubber.masked_values
+        self.scrubber.stats.masked_values
+    }
+
+    /// The masker's counts (masked values, lost and evicted stream states).
+    pub fn scrub_stats(&self) -> scrub::ScrubStats {
+        self.scrubber.stats
     }
 
     fn process(&mut self, pid: u32, thread_comm: &str) -> (String, Option<String>) {

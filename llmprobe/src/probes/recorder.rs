@@ -38,8 +38,8 @@ const MAX_PENDING_TOTAL: usize = 32 * 1024 * 1024;
 /// Connections (and sockets, SSL links) remembered at once.
 const MAX_TRACKED: usize = 65_536;
 
-/// The HTTP/2 client connection preface.
-const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+/// Bytes needed to recognise the HTTP/2 client connection preface.
+const H2_PREFACE_LEN: usize = 24;
 
 /// What `record` keeps.
 #[derive(Debug, Clone)]
@@ -219,8 +219,8 @@ impl<W: Write> Recorder<W> {
                     }
                     ConnState::Pending { events, bytes } => {
                         let mut head = first_bytes(events);
-                        if head.len() < H2_PREFACE.len() {
-                            let more = (H2_PREFACE.len() - head.len()).min(d.data.len());
+                        if head.len() < H2_PREFACE_LEN {
+                            let more = (H2_PREFACE_LEN - head.len()).min(d.data.len());
                             head.extend_from_slice(&d.data[..more]);
                         }
                         let h2 = is_h2_start(&head);
@@ -391,9 +391,9 @@ fn first_bytes(events: &[ProbeEvent]) -> Vec<u8> {
     let mut head = Vec::new();
     for e in events {
         if let ProbeEvent::Data(d) = e {
-            let more = (H2_PREFACE.len() - head.len()).min(d.data.len());
+            let more = (H2_PREFACE_LEN - head.len()).min(d.data.len());
             head.extend_from_slice(&d.data[..more]);
-            if head.len() == H2_PREFACE.len() {
+            if head.len() == H2_PREFACE_LEN {
                 break;
             }
         }
@@ -404,10 +404,9 @@ fn first_bytes(events: &[ProbeEvent]) -> Vec<u8> {
 /// Whether a connection's first bytes are the HTTP/2 preface: `Some(true)` it is, `Some(false)`
 /// it is not, `None` too short to tell.
 fn is_h2_start(first: &[u8]) -> Option<bool> {
-    let n = first.len().min(H2_PREFACE.len());
-    if first[..n] != H2_PREFACE[..n] {
+    if !first.is_empty() && !crate::secrets::is_http2_preface(first) {
         Some(false)
-    } else if n == H2_PREFACE.len() {
+    } else if first.len() >= H2_PREFACE_LEN {
         Some(true)
     } else {
         None
@@ -446,6 +445,7 @@ mod tests {
             tls: conn_id & 1 == 0,
             offset: 0,
             total_len: bytes.len() as u32,
+            lost_before: false,
             data: Bytes::copy_from_slice(bytes),
         })
     }
@@ -547,12 +547,14 @@ mod tests {
         assert_eq!(back.len(), mixed().len(), "{back:#?}");
     }
 
+    const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
     #[test]
     fn http2_is_never_recorded_even_with_all_traffic() {
-        for cut in 1..H2_PREFACE.len() {
+        for cut in 1..PREFACE.len() {
             let mut evs = vec![open(7, 21)];
-            evs.push(data(7, 21, 10, Direction::Egress, &H2_PREFACE[..cut]));
-            evs.push(data(7, 21, 11, Direction::Egress, &H2_PREFACE[cut..]));
+            evs.push(data(7, 21, 10, Direction::Egress, &PREFACE[..cut]));
+            evs.push(data(7, 21, 11, Direction::Egress, &PREFACE[cut..]));
             evs.push(data(
                 7,
                 21,

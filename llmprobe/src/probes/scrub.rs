@@ -1,70 +1,384 @@
-//! Masks secret header values (`Authorization`, `x-api-key`, `cookie`...) in captured bytes the
-//! moment they leave the ring buffer, before anything can store, log or record them. Values are
-//! overwritten in place with `*` (same length, so byte positions and framing do not change).
-//! A header line split across events is followed with a small per-stream state; a stream whose
-//! state is unknown is treated as being at a line start, which can only mask more, never less.
+//! Masks secrets in captured bytes the moment they leave the ring buffer, before anything can
+//! store, log or record them. What is a secret is decided by [`crate::secrets`]; this stage finds
+//! the values in a byte stream that arrives in arbitrary pieces and overwrites them in place with
+//! `*` (same length, so byte positions and framing do not change; CR and LF are never
+//! overwritten). Two small state machines run over every piece of every stream:
+//!
+//! - **Lines**: header values (`Name: value`, also `Name : value` and obs-fold continuation
+//!   lines of a secret header), query parameters of a request line (`METHOD target HTTP/1.x`:
+//!   values end at `&`, `#`, space or line end) and after any other `?` outside a masked value
+//!   (the request line of a keep-alive connection follows the previous body without a line
+//!   break; URLs in header values), and form-encoded lines (`client_secret=...&refresh_token=...`).
+//! - **JSON**: the string value of a key that names a credential (`"refresh_token": "..."`), up
+//!   to its closing unescaped quote. Every quote is treated as a possible key start, so the
+//!   machine never needs to know where a JSON body begins and re-aligns at every line end.
+//!
+//! Per stream (pid, connection, direction) the state between pieces is kept in a bounded table,
+//! together with where the current call's next piece must start.
+//!
+//! **Fails closed**: when the state of a stream is lost (its table entry was evicted, a piece of
+//! a call is missing — its offset is not where the previous piece ended —, or the kernel says
+//! records were lost before this one, `lost_before`), the next piece is masked up to the next
+//! line end, which also covers the rest of any JSON string value (JSON strings hold no raw line
+//! breaks); and a continuation line right after it is masked too. Evicted streams are remembered
+//! exactly in a second bounded set and, when that is full, in a fixed-size hashed bitset whose
+//! false positives only mask more.
+//!
+//! The common path (body bytes of an SSE or JSON stream) is a `memchr` scan for `\n` in the line
+//! machine and `"`/`\n` in the JSON machine; names are compared only when a line starts or a
+//! quoted string is followed by `:`.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
+use std::hash::{BuildHasher, RandomState};
+use std::ops::Range;
 
 use bytes::{Bytes, BytesMut};
+use memchr::{memchr, memchr2};
 
 use super::events::{DataChunk, Direction};
-use crate::protocol::http1::is_secret_header;
+use crate::secrets::{self, MASK, MAX_NAME};
 
-/// Longest header name compared against the secret list.
-const MAX_NAME: usize = 32;
-/// Most streams with a header line open across an event boundary that are remembered.
+/// Most streams with state open across a piece boundary that are remembered exactly.
 const MAX_OPEN_STREAMS: usize = 65_536;
+/// Most evicted streams remembered exactly (16 bytes each) before the bitset takes over.
+const MAX_LOST_STREAMS: usize = 131_072;
+/// Bits of the hashed set of evicted streams (128 KiB, allocated on first use).
+const LOST_BITS: usize = 1 << 20;
 
-#[derive(Debug, Clone, PartialEq, Eq)]
-enum State {
-    /// At the start of a line.
-    LineStart,
-    /// Inside a possible header name (bytes so far, lower-cased).
-    Name(Vec<u8>),
-    /// Inside a secret value: mask until end of line.
-    Masking,
-    /// Inside a line that is not a secret header.
+/// A name being read (header, parameter or JSON key), lower-casing left to the rules.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct NameBuf {
+    /// Bytes seen; more than [`MAX_NAME`] means the name overflowed (only the first are kept).
+    len: usize,
+    bytes: [u8; MAX_NAME],
+}
+
+impl NameBuf {
+    const fn new() -> Self {
+        NameBuf {
+            len: 0,
+            bytes: [0; MAX_NAME],
+        }
+    }
+
+    fn push(&mut self, b: u8) {
+        if self.len < MAX_NAME {
+            self.bytes[self.len] = b;
+        }
+        self.len = self.len.saturating_add(1);
+    }
+
+    fn extend(&mut self, s: &[u8]) {
+        let room = MAX_NAME.saturating_sub(self.len).min(s.len());
+        self.bytes[self.len.min(MAX_NAME)..self.len.min(MAX_NAME) + room]
+            .copy_from_slice(&s[..room]);
+        self.len = self.len.saturating_add(s.len());
+    }
+
+    fn overflowed(&self) -> bool {
+        self.len > MAX_NAME
+    }
+
+    fn as_slice(&self) -> &[u8] {
+        &self.bytes[..self.len.min(MAX_NAME)]
+    }
+
+    /// Whether this header name is secret; an overflowed name is (fails closed).
+    fn secret_header(&self) -> bool {
+        self.overflowed() || secrets::is_secret_header_bytes(self.as_slice())
+    }
+
+    /// Whether this parameter name (the part after the last `&`) is secret; an overflowed name
+    /// is (fails closed).
+    fn secret_param(&self) -> bool {
+        let s = self.as_slice();
+        let after_amp = s
+            .iter()
+            .rposition(|&b| b == b'&')
+            .map_or(s, |p| &s[p + 1..]);
+        self.overflowed() || secrets::is_secret_param(after_amp)
+    }
+
+    /// Whether this JSON key is secret; an overflowed key is (fails closed).
+    fn secret_json_key(&self) -> bool {
+        self.overflowed() || secret_key(self.as_slice())
+    }
+}
+
+/// Where the line machine is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Line {
+    /// At the start of a line; `prev_secret`: the line before was a secret header value (an
+    /// obs-fold continuation line is masked too).
+    Start { prev_secret: bool },
+    /// Inside the first token of a line (a header name, a method, a form parameter name).
+    Name(NameBuf),
+    /// After the first token and whitespace: `:` makes it a header, anything else a request
+    /// target. `secret`: the token as a header name is secret.
+    NameWs { secret: bool },
+    /// Masking until the line ends (a secret header value, or lost state).
+    Mask,
+    /// Inside a request target, before `?`.
+    Target,
+    /// Inside a query or form parameter name.
+    Param(NameBuf),
+    /// Inside a secret parameter value.
+    ParamMask,
+    /// Inside a parameter value that is not secret.
+    ParamSkip,
+    /// In a line with nothing more to mask unless a `?` starts a query.
     Skip,
 }
 
+/// Where the JSON machine is. Every quote outside a masked value both ends the string before it
+/// and starts a new one, so the machine never needs to know which quotes open strings: a real
+/// key always lies between two consecutive quotes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Json {
+    /// Outside any quoted string we follow.
+    Out,
+    /// Inside a quoted string (a possible key).
+    Seg(NameBuf),
+    /// Just after the closing quote of this string (which opened the next one): `:` makes it
+    /// a key.
+    AfterQuote(NameBuf),
+    /// After a secret key and its `:`: a `"` opens the value to mask.
+    AfterColon,
+    /// Inside a secret string value; `esc`: the previous byte was an unescaped backslash.
+    Value { esc: bool },
+}
+
+/// One stream's state between pieces.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct StreamState {
+    line: Line,
+    json: Json,
+    /// The current call is not complete: (offset its next piece must have, its total length).
+    call: Option<(u32, u32)>,
+}
+
+impl StreamState {
+    /// Whether dropping this state cannot mask less than keeping it: nothing pending in the
+    /// call, no JSON string followed, and the line is at a plain line start or in `Skip`.
+    /// Resuming a `Skip` line as a line start can only find more to mask: every state reached
+    /// from a line start also starts a query at `?` (as `Skip` does) and both meet again at the
+    /// line end. Idle states are not stored.
+    fn idle(&self) -> bool {
+        matches!(self.line, Line::Start { prev_secret: false } | Line::Skip)
+            && self.json == Json::Out
+            && self.call.is_none()
+    }
+}
+
+const FRESH: StreamState = StreamState {
+    line: Line::Start { prev_secret: false },
+    json: Json::Out,
+    call: None,
+};
+
 type StreamKey = (u32, u64, Direction);
 
-/// Per-stream masking of secret header values.
-#[derive(Default)]
-pub struct SecretScrubber {
-    open: HashMap<StreamKey, State>,
-    /// Masked header values so far.
+/// Counts kept by the scrubber (turned into metrics by the caller).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ScrubStats {
+    /// Secret values masked (header values, parameter values, JSON string values).
     pub masked_values: u64,
+    /// Pieces that arrived after the stream's state was lost and were masked to the line end.
+    pub lost_states: u64,
+    /// Stream states evicted because the table was full.
+    pub evicted_states: u64,
+}
+
+/// Per-stream masking of secrets.
+pub struct SecretScrubber {
+    open: HashMap<StreamKey, StreamState>,
+    /// Evicted streams, remembered exactly.
+    lost: HashSet<StreamKey>,
+    /// Evicted streams that did not fit in `lost`, hashed (allocated on first use).
+    lost_bits: Vec<u64>,
+    hasher: RandomState,
+    /// Counts so far.
+    pub stats: ScrubStats,
+}
+
+impl Default for SecretScrubber {
+    fn default() -> Self {
+        Self::new()
+    }
 }
 
 impl SecretScrubber {
     /// New scrubber.
     pub fn new() -> Self {
-        Self::default()
+        SecretScrubber {
+            open: HashMap::new(),
+            lost: HashSet::new(),
+            lost_bits: Vec::new(),
+            hasher: RandomState::new(),
+            stats: ScrubStats::default(),
+        }
     }
 
     /// Masks secrets in `chunk.data` in place.
     pub fn scrub(&mut self, chunk: &mut DataChunk) {
         let key = (chunk.meta.pid, chunk.meta.conn_id, chunk.direction);
-        let state = self.open.remove(&key).unwrap_or(State::LineStart);
-        let mut data: Option<BytesMut> = None;
-        let end = scrub_bytes(&chunk.data, state, &mut data, &mut self.masked_values);
-        if let Some(d) = data {
+        let (mut st, evicted) = self.take(key);
+        let expected = st.call.map_or(0, |(off, _)| off);
+        let hole = chunk.offset != expected || st.call.is_some_and(|(_, t)| t != chunk.total_len);
+        if evicted || hole || chunk.lost_before {
+            self.stats.lost_states += 1;
+            // A call that opens with a whole request or status line cannot be the rest of a
+            // secret value (header values, query values and JSON strings hold no line break),
+            // so it starts afresh: a call cut by the kernel's per-call cap (a long prompt) must
+            // not blind the next request on the connection.
+            if chunk.offset == 0 && starts_message(&chunk.data) {
+                st.line = FRESH.line;
+            } else {
+                st.line = Line::Mask;
+            }
+            st.json = Json::Out;
+        }
+        let end = u64::from(chunk.offset) + chunk.data.len() as u64;
+        st.call = match u32::try_from(end) {
+            Ok(e) if e < chunk.total_len => Some((e, chunk.total_len)),
+            _ => None,
+        };
+        let mut out = Masker {
+            input: &chunk.data,
+            out: None,
+        };
+        st.line = scrub_lines(
+            &chunk.data,
+            st.line,
+            &mut out,
+            &mut self.stats.masked_values,
+        );
+        st.json = scrub_json(
+            &chunk.data,
+            st.json,
+            &mut out,
+            &mut self.stats.masked_values,
+        );
+        if let Some(d) = out.out {
             chunk.data = Bytes::from(d);
         }
-        if matches!(end, State::Name(_) | State::Masking) {
-            if self.open.len() >= MAX_OPEN_STREAMS {
-                self.open.clear();
-            }
-            self.open.insert(key, end);
+        if !st.idle() {
+            self.store(key, st);
         }
     }
 
     /// Forgets a connection's streams.
     pub fn forget(&mut self, pid: u32, conn_id: u64) {
-        self.open.remove(&(pid, conn_id, Direction::Egress));
-        self.open.remove(&(pid, conn_id, Direction::Ingress));
+        for dir in [Direction::Egress, Direction::Ingress] {
+            self.open.remove(&(pid, conn_id, dir));
+            self.lost.remove(&(pid, conn_id, dir));
+        }
+    }
+
+    /// Removes and returns a stream's state, and whether it was evicted since its last piece.
+    fn take(&mut self, key: StreamKey) -> (StreamState, bool) {
+        if !self.open.is_empty()
+            && let Some(s) = self.open.remove(&key)
+        {
+            return (s, false);
+        }
+        if !self.lost.is_empty() && self.lost.remove(&key) {
+            return (FRESH, true);
+        }
+        if !self.lost_bits.is_empty() {
+            let (w, b) = self.bit(key);
+            // The bit stays set: it may stand for another evicted stream too.
+            if self.lost_bits[w] & b != 0 {
+                return (FRESH, true);
+            }
+        }
+        (FRESH, false)
+    }
+
+    fn bit(&self, key: StreamKey) -> (usize, u64) {
+        let h = self.hasher.hash_one(key) as usize % LOST_BITS;
+        (h / 64, 1u64 << (h % 64))
+    }
+
+    fn store(&mut self, key: StreamKey, st: StreamState) {
+        if self.open.len() >= MAX_OPEN_STREAMS {
+            // HashMap order is randomly keyed: no one can pick whose state goes.
+            if let Some(&victim) = self.open.keys().next() {
+                self.evict(victim);
+            }
+        }
+        self.open.insert(key, st);
+    }
+
+    /// Drops a stream's state and remembers that it was lost (its next piece fails closed).
+    fn evict(&mut self, key: StreamKey) {
+        self.open.remove(&key);
+        self.stats.evicted_states += 1;
+        if self.lost.len() < MAX_LOST_STREAMS {
+            self.lost.insert(key);
+        } else {
+            if self.lost_bits.is_empty() {
+                self.lost_bits = vec![0; LOST_BITS / 64];
+            }
+            let (w, b) = self.bit(key);
+            self.lost_bits[w] |= b;
+        }
+    }
+}
+
+/// The output: a copy of the input made on the first byte masked.
+struct Masker<'a> {
+    input: &'a [u8],
+    out: Option<BytesMut>,
+}
+
+impl Masker<'_> {
+    /// Masks `range`, leaving CR and LF.
+    fn mask(&mut self, range: Range<usize>) {
+        if range.is_empty() {
+            return;
+        }
+        let input = self.input;
+        let buf = self.out.get_or_insert_with(|| BytesMut::from(input));
+        for b in &mut buf[range] {
+            if *b != b'\r' && *b != b'\n' {
+                *b = MASK;
+            }
+        }
+    }
+}
+
+/// Request methods [`starts_message`] accepts.
+const METHODS: &[&[u8]] = &[
+    b"GET", b"POST", b"PUT", b"PATCH", b"DELETE", b"HEAD", b"OPTIONS", b"CONNECT", b"TRACE",
+];
+
+/// Whether `data` opens with a whole HTTP/1.x request line (`METHOD SP target SP HTTP/1.d`) or
+/// status line (`HTTP/1.d SP ddd`), ended by a line break.
+fn starts_message(data: &[u8]) -> bool {
+    let Some(nl) = memchr(b'\n', &data[..data.len().min(8192)]) else {
+        return false;
+    };
+    let line = data[..nl].strip_suffix(b"\r").unwrap_or(&data[..nl]);
+    let version = |v: &[u8]| v.len() == 8 && v.starts_with(b"HTTP/1.") && v[7].is_ascii_digit();
+    if line.starts_with(b"HTTP/1.") {
+        return line.len() >= 12
+            && version(&line[..8])
+            && line[8] == b' '
+            && line[9..12].iter().all(u8::is_ascii_digit)
+            && line.get(12).is_none_or(|&c| c == b' ');
+    }
+    let mut parts = line.split(|&c| c == b' ');
+    match (parts.next(), parts.next(), parts.next(), parts.next()) {
+        (Some(method), Some(target), Some(v), None) => {
+            // Known methods only: the rest of a secret glued to the next request line
+            // (`<tail>POST /x HTTP/1.1`) must not pass for one.
+            METHODS.contains(&method)
+                && !target.is_empty()
+                && target.iter().all(|&c| c.is_ascii_graphic())
+                && version(v)
+        }
+        _ => false,
     }
 }
 
@@ -72,152 +386,566 @@ fn is_token(b: u8) -> bool {
     b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
 }
 
-/// Runs the state machine over `input`; on the first byte to mask, copies it into `out`.
-fn scrub_bytes(
-    input: &Bytes,
-    mut state: State,
-    out: &mut Option<BytesMut>,
-    masked: &mut u64,
-) -> State {
+/// What ends the part of a parameter being read.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum ParamPart {
+    /// A name: also ends at `=`, and restarts at `?`.
+    Name,
+    /// A secret value: ends only at `&`, `#`, space or line end (a `?` may be part of it).
+    SecretValue,
+    /// Another value: also ends at `?` (a query may start there: masking more, never less).
+    OtherValue,
+}
+
+/// Position of the first byte that ends a parameter part at or after `from`.
+fn param_end(input: &[u8], from: usize, part: ParamPart) -> Option<usize> {
+    input[from..]
+        .iter()
+        .position(|&c| match c {
+            b'&' | b'#' | b' ' | b'\r' | b'\n' => true,
+            b'=' => part == ParamPart::Name,
+            b'?' => part != ParamPart::SecretValue,
+            _ => false,
+        })
+        .map(|p| from + p)
+}
+
+/// The state after a parameter delimiter `c` (`&`, `?`, `#`, space, CR, LF).
+fn after_param(c: u8) -> Line {
+    match c {
+        b'&' | b'?' => Line::Param(NameBuf::new()),
+        b'\n' => Line::Start { prev_secret: false },
+        _ => Line::Skip,
+    }
+}
+
+/// Runs the line machine over `input`.
+fn scrub_lines(input: &[u8], mut st: Line, out: &mut Masker<'_>, masked: &mut u64) -> Line {
+    let n = input.len();
     let mut i = 0;
-    while i < input.len() {
-        let b = input[i];
-        state = match state {
-            State::LineStart | State::Name(_) if b == b'\n' => State::LineStart,
-            State::LineStart => {
-                if is_token(b) {
-                    State::Name(vec![b.to_ascii_lowercase()])
-                } else {
-                    State::Skip
-                }
-            }
-            State::Name(mut name) => {
-                if b == b':' {
-                    let is_secret = std::str::from_utf8(&name)
-                        .map(is_secret_header)
-                        .unwrap_or(false);
-                    if is_secret {
-                        *masked += 1;
-                        State::Masking
+    while i < n {
+        st = match st {
+            // A `?` anywhere outside a masked value starts a query: the next request line of a
+            // keep-alive connection follows the previous body on the same line, and URLs in
+            // header values (`Referer`, `Location`) carry queries too.
+            Line::Skip => match memchr2(b'\n', b'?', &input[i..]) {
+                Some(p) => {
+                    i += p + 1;
+                    if input[i - 1] == b'?' {
+                        Line::Param(NameBuf::new())
                     } else {
-                        State::Skip
+                        Line::Start { prev_secret: false }
                     }
-                } else if is_token(b) && name.len() < MAX_NAME {
-                    name.push(b.to_ascii_lowercase());
-                    State::Name(name)
-                } else {
-                    State::Skip
+                }
+                None => return Line::Skip,
+            },
+            Line::Mask => match memchr(b'\n', &input[i..]) {
+                Some(p) => {
+                    out.mask(i..i + p);
+                    i += p + 1;
+                    Line::Start { prev_secret: true }
+                }
+                None => {
+                    out.mask(i..n);
+                    return Line::Mask;
+                }
+            },
+            Line::Start { prev_secret } => {
+                let b = input[i];
+                i += 1;
+                match b {
+                    b'\n' => Line::Start { prev_secret: false },
+                    b' ' | b'\t' if prev_secret => Line::Mask,
+                    b'?' => Line::Param(NameBuf::new()),
+                    b if is_token(b) => {
+                        let mut name = NameBuf::new();
+                        name.push(b);
+                        Line::Name(name)
+                    }
+                    _ => Line::Skip,
                 }
             }
-            State::Masking => {
-                if b == b'\n' {
-                    State::LineStart
-                } else {
-                    if b != b'\r' {
-                        let buf = out.get_or_insert_with(|| BytesMut::from(&input[..]));
-                        buf[i] = b'*';
+            Line::Name(mut name) => {
+                let run = input[i..].iter().position(|&c| !is_token(c));
+                let stop = run.map_or(n, |p| i + p);
+                name.extend(&input[i..stop]);
+                if stop == n {
+                    return Line::Name(name);
+                }
+                i = stop + 1;
+                match input[stop] {
+                    b':' if name.secret_header() => {
+                        *masked += 1;
+                        Line::Mask
                     }
-                    State::Masking
+                    b' ' | b'\t' => Line::NameWs {
+                        secret: name.secret_header(),
+                    },
+                    b'=' if name.secret_param() => {
+                        *masked += 1;
+                        Line::ParamMask
+                    }
+                    b'=' => Line::ParamSkip,
+                    b'?' => Line::Param(NameBuf::new()),
+                    b'\n' => Line::Start { prev_secret: false },
+                    _ => Line::Skip,
                 }
             }
-            State::Skip => {
-                // Jump to the end of the line.
-                match input[i..].iter().position(|&c| c == b'\n') {
+            Line::NameWs { secret } => match input[i] {
+                b' ' | b'\t' => {
+                    i += 1;
+                    st
+                }
+                b':' => {
+                    i += 1;
+                    if secret {
+                        *masked += 1;
+                        Line::Mask
+                    } else {
+                        Line::Skip
+                    }
+                }
+                b'\n' => {
+                    i += 1;
+                    Line::Start { prev_secret: false }
+                }
+                _ => Line::Target,
+            },
+            Line::Target => {
+                match input[i..]
+                    .iter()
+                    .position(|&c| matches!(c, b'?' | b' ' | b'#' | b'\n'))
+                {
+                    None => return Line::Target,
                     Some(p) => {
-                        i += p;
-                        State::LineStart
+                        let c = input[i + p];
+                        i += p + 1;
+                        match c {
+                            b'?' => Line::Param(NameBuf::new()),
+                            b'\n' => Line::Start { prev_secret: false },
+                            _ => Line::Skip,
+                        }
                     }
-                    None => {
-                        i = input.len();
-                        State::Skip
+                }
+            }
+            Line::Param(mut name) => match param_end(input, i, ParamPart::Name) {
+                None => {
+                    name.extend(&input[i..]);
+                    return Line::Param(name);
+                }
+                Some(p) => {
+                    name.extend(&input[i..p]);
+                    i = p + 1;
+                    match input[p] {
+                        b'=' if name.secret_param() => {
+                            *masked += 1;
+                            Line::ParamMask
+                        }
+                        b'=' => Line::ParamSkip,
+                        c => after_param(c),
+                    }
+                }
+            },
+            Line::ParamMask => match param_end(input, i, ParamPart::SecretValue) {
+                None => {
+                    out.mask(i..n);
+                    return Line::ParamMask;
+                }
+                Some(p) => {
+                    out.mask(i..p);
+                    i = p + 1;
+                    after_param(input[p])
+                }
+            },
+            Line::ParamSkip => match param_end(input, i, ParamPart::OtherValue) {
+                None => return Line::ParamSkip,
+                Some(p) => {
+                    i = p + 1;
+                    after_param(input[p])
+                }
+            },
+        };
+    }
+    st
+}
+
+/// Runs the JSON machine over `input`.
+fn scrub_json(input: &[u8], mut st: Json, out: &mut Masker<'_>, masked: &mut u64) -> Json {
+    let n = input.len();
+    let mut i = 0;
+    while i < n {
+        st = match st {
+            Json::Out => match memchr(b'"', &input[i..]) {
+                Some(p) => {
+                    i += p + 1;
+                    Json::Seg(NameBuf::new())
+                }
+                None => return Json::Out,
+            },
+            Json::Seg(name) if name.len == 0 => {
+                let (next, state) = json_fast(input, i);
+                i = next;
+                state
+            }
+            Json::Seg(mut name) => {
+                let end = memchr2(b'"', b'\n', &input[i..]).map_or(n, |p| i + p);
+                let part = &input[i..end];
+                // A credential key holds no JSON punctuation (and no raw line break): such a
+                // string is no key we look for, and the next quote starts afresh. This also
+                // lets every JSON body end with nothing to remember.
+                let dead =
+                    !name.overflowed() && name.len + part.len() <= MAX_NAME && has_json_punct(part);
+                name.extend(part);
+                i = end + 1;
+                match input.get(end) {
+                    None if dead => Json::Out,
+                    None => Json::Seg(name),
+                    // The closing quote opens the next string.
+                    Some(b'"') if dead => Json::Seg(NameBuf::new()),
+                    Some(b'"') => Json::AfterQuote(name),
+                    Some(_) => Json::Out,
+                }
+            }
+            Json::AfterQuote(name) => {
+                let b = input[i];
+                i += 1;
+                match b {
+                    b' ' | b'\t' | b'\r' | b'\n' => st,
+                    b':' if name.secret_json_key() => Json::AfterColon,
+                    b'"' => Json::AfterQuote(NameBuf::new()),
+                    // The quote opened a new string: this is its first byte.
+                    _ => {
+                        let mut name = NameBuf::new();
+                        name.push(b);
+                        Json::Seg(name)
+                    }
+                }
+            }
+            Json::AfterColon => {
+                let b = input[i];
+                i += 1;
+                match b {
+                    b' ' | b'\t' | b'\r' | b'\n' => st,
+                    b'"' => {
+                        *masked += 1;
+                        Json::Value { esc: false }
+                    }
+                    _ => Json::Seg(NameBuf::new()),
+                }
+            }
+            Json::Value { esc } => {
+                let mut j = i;
+                if esc {
+                    j += 1;
+                }
+                loop {
+                    match memchr2(b'"', b'\\', &input[j.min(n)..]) {
+                        None => {
+                            out.mask(i..n);
+                            // An escape cut at the piece end carries over.
+                            return Json::Value { esc: j > n };
+                        }
+                        Some(p) if input[j + p] == b'\\' => j += p + 2,
+                        Some(p) => {
+                            out.mask(i..j + p);
+                            i = j + p + 1;
+                            break Json::AfterQuote(NameBuf::new());
+                        }
                     }
                 }
             }
         };
-        i += 1;
     }
-    state
+    st
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::probes::events::EventMeta;
+/// Whether a JSON string (its raw bytes between quotes) followed by `:` is a credential key:
+/// one longer than [`MAX_NAME`] is (fails closed); one holding JSON punctuation is not.
+fn secret_key(seg: &[u8]) -> bool {
+    if seg.len() > MAX_NAME {
+        return true;
+    }
+    !has_json_punct(seg) && secrets::is_secret_json_key(seg)
+}
 
-    fn chunk(data: &[u8]) -> DataChunk {
-        DataChunk {
-            meta: EventMeta {
+/// Whether `s` holds a byte no credential key name contains (JSON punctuation).
+fn has_json_punct(s: &[u8]) -> bool {
+    s.iter()
+        .any(|c| matches!(c, b'{' | b'}' | b'[' | b']' | b','))
+}
+
+/// The JSON machine's common path, from the start of a string at `start` (just after a quote)
+/// while the whole string lies in `input`: finds each closing quote with `memchr`, looks past
+/// whitespace for `:` and checks the rule only then. Returns where it stopped and the state
+/// there: at the piece end, or at a secret key's `:` (the caller then masks the value).
+fn json_fast(input: &[u8], start: usize) -> (usize, Json) {
+    let n = input.len();
+    let mut seg_start = start;
+    loop {
+        let Some(p) = memchr2(b'"', b'\n', &input[seg_start..]) else {
+            let tail = &input[seg_start..];
+            // A string holding JSON punctuation is no key: nothing to carry over.
+            if tail.len() <= MAX_NAME && has_json_punct(tail) {
+                return (n, Json::Out);
+            }
+            let mut name = NameBuf::new();
+            name.extend(tail);
+            return (n, Json::Seg(name));
+        };
+        let q = seg_start + p;
+        if input[q] == b'\n' {
+            // A key holds no raw line break: look for the next string.
+            match memchr(b'"', &input[q + 1..]) {
+                Some(p) => {
+                    seg_start = q + 1 + p + 1;
+                    continue;
+                }
+                None => return (n, Json::Out),
+            }
+        }
+        let mut k = q + 1;
+        while k < n && matches!(input[k], b' ' | b'\t' | b'\r' | b'\n') {
+            k += 1;
+        }
+        if k == n {
+            let mut name = NameBuf::new();
+            name.extend(&input[seg_start..q]);
+            return (n, Json::AfterQuote(name));
+        }
+        if input[k] == b':' && secret_key(&input[seg_start..q]) {
+            return (k + 1, Json::AfterColon);
+        }
+        // The closing quote opened the next string.
+        seg_start = q + 1;
+    }
+}
+
+/// How one piece of a stream reaches the scrubber in [`scrub_stream`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Delivery {
+    /// Delivered normally.
+    Delivered,
+    /// Lost in the ring buffer. The next delivered piece carries `lost_before` when it starts a
+    /// new call; inside the same call only the hole in the offsets shows the loss.
+    Dropped,
+    /// Lost in the ring buffer; the next delivered piece carries `lost_before`.
+    DroppedFlagged,
+    /// Delivered, but the scrubber's table evicted the stream's state just before.
+    Evicted,
+}
+
+/// One piece of a stream for [`scrub_stream`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Piece {
+    /// Bytes in the piece.
+    pub len: usize,
+    /// The piece starts a new syscall / SSL call (else it continues the previous piece's call).
+    pub new_call: bool,
+    /// What happens to it.
+    pub delivery: Delivery,
+}
+
+/// Entry point for fuzzers and property tests: cuts `stream` into `pieces` (lengths past the
+/// end are clamped; bytes left over form one last delivered piece), feeds the delivered ones
+/// through a fresh [`SecretScrubber`] as one connection's egress (with the offsets, totals and
+/// `lost_before` flags the kernel would produce), and checks the invariant: no byte inside
+/// `secrets` (ranges of `stream` that hold secret values: header values of secret headers,
+/// secret query/form parameter values, string values of secret JSON keys, each at a position
+/// where the protocol puts it) survives in any output, CR and LF excepted, and every piece
+/// keeps its length. Returns the delivered output pieces, or a description of the first
+/// violation.
+pub fn scrub_stream(
+    stream: &[u8],
+    pieces: &[Piece],
+    secrets: &[Range<usize>],
+) -> Result<Vec<Vec<u8>>, String> {
+    let mut scrubber = SecretScrubber::new();
+    let mut pos = 0;
+    let mut list: Vec<Piece> = Vec::with_capacity(pieces.len() + 1);
+    for p in pieces {
+        let len = p.len.min(stream.len() - pos);
+        list.push(Piece { len, ..*p });
+        pos += len;
+    }
+    if pos < stream.len() || list.is_empty() {
+        list.push(Piece {
+            len: stream.len() - pos,
+            new_call: true,
+            delivery: Delivery::Delivered,
+        });
+    }
+    // Group pieces into calls: the call each piece belongs to, where it starts, its length.
+    let mut call_of = Vec::with_capacity(list.len());
+    let mut calls: Vec<(usize, usize)> = Vec::new();
+    let mut at = 0;
+    for (k, p) in list.iter().enumerate() {
+        if k == 0 || p.new_call {
+            calls.push((at, 0));
+        }
+        let c = calls.len() - 1;
+        calls[c].1 += p.len;
+        call_of.push(c);
+        at += p.len;
+    }
+    let mut outputs = Vec::new();
+    let mut at = 0;
+    let mut flag_next = false;
+    let mut dropped_in_call = false;
+    for (k, p) in list.iter().enumerate() {
+        let range = at..at + p.len;
+        at += p.len;
+        match p.delivery {
+            Delivery::Dropped | Delivery::DroppedFlagged => {
+                flag_next |= p.delivery == Delivery::DroppedFlagged;
+                dropped_in_call = true;
+                continue;
+            }
+            Delivery::Evicted => {
+                // What a full table does: only a stored state can be evicted.
+                let key = (1, 1, Direction::Egress);
+                if scrubber.open.contains_key(&key) {
+                    scrubber.evict(key);
+                }
+            }
+            Delivery::Delivered => {}
+        }
+        let starts_call = k == 0 || p.new_call;
+        let lost_before = flag_next || (dropped_in_call && starts_call);
+        flag_next = false;
+        dropped_in_call = false;
+        let mut chunk = DataChunk {
+            meta: super::events::EventMeta {
                 pid: 1,
                 tid: 1,
                 fd: 3,
-                conn_id: 9,
+                conn_id: 1,
                 ts_ns: 0,
                 comm: String::new(),
                 container: None,
             },
             direction: Direction::Egress,
             tls: true,
-            offset: 0,
-            total_len: data.len() as u32,
-            data: Bytes::copy_from_slice(data),
+            offset: u32::try_from(range.start - calls[call_of[k]].0).map_err(|e| e.to_string())?,
+            total_len: u32::try_from(calls[call_of[k]].1).map_err(|e| e.to_string())?,
+            lost_before,
+            data: Bytes::copy_from_slice(&stream[range.clone()]),
+        };
+        scrubber.scrub(&mut chunk);
+        if chunk.data.len() != p.len {
+            return Err(format!(
+                "piece {k} changed length: {} -> {}",
+                p.len,
+                chunk.data.len()
+            ));
         }
-    }
-
-    const REQ: &[u8] = b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer sk-secret-123\r\nX-Api-Key: k-456\r\nCookie: a=b\r\nContent-Length: 2\r\n\r\n{}";
-
-    fn check(out: &[u8]) {
-        let s = String::from_utf8_lossy(out);
-        assert!(!s.contains("sk-secret-123"), "{s}");
-        assert!(!s.contains("k-456"), "{s}");
-        assert!(!s.contains("a=b"), "{s}");
-        assert!(s.contains("Host: x\r\n"));
-        assert!(s.contains("Authorization:*"));
-        assert!(s.ends_with("Content-Length: 2\r\n\r\n{}"));
-        assert_eq!(out.len(), REQ.len());
-    }
-
-    #[test]
-    fn masks_whole_buffer() {
-        let mut s = SecretScrubber::new();
-        let mut c = chunk(REQ);
-        s.scrub(&mut c);
-        check(&c.data);
-        assert_eq!(s.masked_values, 3);
-    }
-
-    #[test]
-    fn masks_across_every_split() {
-        for cut in 0..=REQ.len() {
-            let mut s = SecretScrubber::new();
-            let mut a = chunk(&REQ[..cut]);
-            let mut b = chunk(&REQ[cut..]);
-            s.scrub(&mut a);
-            s.scrub(&mut b);
-            let mut all = a.data.to_vec();
-            all.extend_from_slice(&b.data);
-            check(&all);
+        for s in secrets {
+            let lo = s.start.max(range.start);
+            let hi = s.end.min(range.end);
+            for (q, &orig) in stream.iter().enumerate().take(hi).skip(lo) {
+                let b = chunk.data[q - range.start];
+                if b != MASK && orig != b'\r' && orig != b'\n' {
+                    return Err(format!(
+                        "secret byte {q} ({:?}) survived in piece {k} ({range:?}): {:?}",
+                        orig as char,
+                        String::from_utf8_lossy(&chunk.data)
+                    ));
+                }
+            }
         }
+        outputs.push(chunk.data.to_vec());
     }
+    Ok(outputs)
+}
 
-    #[test]
-    fn byte_by_byte() {
-        let mut s = SecretScrubber::new();
-        let mut all = Vec::new();
-        for b in REQ {
-            let mut c = chunk(&[*b]);
-            s.scrub(&mut c);
-            all.extend_from_slice(&c.data);
-        }
-        check(&all);
-        assert!(s.open.is_empty());
+/// xorshift64*: deterministic pseudo-random numbers for [`secret_stream`] and the tests.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
     }
-
-    #[test]
-    fn leaves_bodies_alone() {
-        let mut s = SecretScrubber::new();
-        let body = b"data: {\"authorization\": 1}\n\n";
-        let mut c = chunk(body);
-        s.scrub(&mut c);
-        assert_eq!(&c.data[..], &body[..]);
+    fn below(&mut self, n: usize) -> usize {
+        (self.next() % n as u64) as usize
     }
 }
+
+/// For fuzzers and property tests: a stream of 1 to 4 HTTP/1.1 messages (requests with secret
+/// query parameters, credential headers, folded lines and a JSON body with a key; OAuth token
+/// responses; form-encoded token requests; SSE events; a response with a cookie), glued
+/// together as on a keep-alive connection, holding random secrets at every place the rules
+/// cover. Returns it with the ranges of the secret bytes, ready for [`scrub_stream`]. The same
+/// seed gives the same stream.
+pub fn secret_stream(seed: u64) -> (Vec<u8>, Vec<Range<usize>>) {
+    let rng = &mut Rng(seed | 1);
+    let mut out = Vec::new();
+    let mut secrets = Vec::new();
+    let mut secret = |out: &mut Vec<u8>, rng: &mut Rng| {
+        let len = 4 + rng.below(30);
+        let start = out.len();
+        for _ in 0..len {
+            let c = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_.~+/"
+                [rng.below(68)];
+            out.push(c);
+        }
+        secrets.push(start..out.len());
+    };
+    for _ in 0..1 + rng.below(4) {
+        match rng.below(5) {
+            0 => {
+                out.extend_from_slice(b"POST /v1/x?alt=sse&");
+                out.extend_from_slice(
+                    [&b"key="[..], b"api%5Fkey=", b"%6Bey=", b"X-Amz-Signature=", b"sig="]
+                        [rng.below(5)],
+                );
+                secret(&mut out, rng);
+                out.extend_from_slice(b"&b=1 HTTP/1.1\r\nHost: h\r\n");
+                let name = [
+                    &b"Authorization: Bearer "[..],
+                    b"X-Amz-Security-Token: ",
+                    b"cf-aig-authorization : ",
+                    b"Cookie:\t",
+                    b"x-portkey-api-key:",
+                ][rng.below(5)];
+                out.extend_from_slice(name);
+                secret(&mut out, rng);
+                if rng.below(2) == 0 {
+                    out.extend_from_slice(b"\r\n ");
+                    secret(&mut out, rng);
+                }
+                out.extend_from_slice(b"\r\nContent-Type: application/json\r\nContent-Length: 9\r\n\r\n{\"model\":\"m\",\"api_key\":\"");
+                secret(&mut out, rng);
+                out.extend_from_slice(b"\"}");
+            }
+            1 => {
+                out.extend_from_slice(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n\r\n{\"access_token\":\"");
+                secret(&mut out, rng);
+                out.extend_from_slice(b"\",\"expires_in\":3600,\"id_token\": \"");
+                secret(&mut out, rng);
+                out.extend_from_slice(b"\\\"");
+                secret(&mut out, rng);
+                out.extend_from_slice(b"\"}\r\n");
+            }
+            2 => {
+                out.extend_from_slice(b"POST /token HTTP/1.1\r\nContent-Type: application/x-www-form-urlencoded\r\n\r\ngrant_type=refresh_token&refresh_token=");
+                secret(&mut out, rng);
+                out.extend_from_slice(b"&client_secret=");
+                secret(&mut out, rng);
+            }
+            3 => out.extend_from_slice(
+                b"data: {\"choices\":[{\"delta\":{\"content\":\"a \\\"b\\\" c\"}}],\"usage\":{\"prompt_tokens\":3}}\n\n",
+            ),
+            _ => {
+                out.extend_from_slice(b"HTTP/1.1 401 Unauthorized\r\nSet-Cookie: s=");
+                secret(&mut out, rng);
+                out.extend_from_slice(b"\r\nx-ratelimit-remaining-tokens: 9\r\n\r\n");
+            }
+        }
+    }
+    (out, secrets)
+}
+
+#[cfg(test)]
+mod tests;

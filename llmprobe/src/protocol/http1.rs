@@ -5,26 +5,17 @@
 //! `max_header_bytes`) and chunked-framing lines (bounded by 4 KiB). Body bytes are emitted as
 //! [`HttpEvent::Body`] as soon as they arrive so streams can be observed in real time.
 //!
-//! Secret headers (see [`SECRET_HEADERS`]) are never copied into the emitted heads, and the raw head
-//! buffer is zeroed once parsed.
+//! Secret headers (the rule of [`crate::secrets::is_secret_header`]) are never copied into the
+//! emitted heads, and the raw head buffer is zeroed once parsed.
 
 use std::collections::VecDeque;
 
 use bytes::Bytes;
 
+use crate::secrets::is_secret_header;
+
 /// Default upper bound for a message head (request/status line plus headers), in bytes.
 pub const DEFAULT_MAX_HEADER_BYTES: usize = 64 * 1024;
-
-/// Header names whose values are secrets: never kept anywhere (compare case-insensitively).
-pub const SECRET_HEADERS: &[&str] = &[
-    "authorization",
-    "proxy-authorization",
-    "x-api-key",
-    "api-key",
-    "x-goog-api-key",
-    "cookie",
-    "set-cookie",
-];
 
 /// Maximum length of a chunk-size line or trailer line (without its line terminator).
 const MAX_LINE_BYTES: usize = 4 * 1024;
@@ -38,12 +29,6 @@ const MAX_HEADERS: usize = 4096;
 const MAX_PENDING_RESPONSES: usize = 4096;
 /// Head buffers whose capacity grew beyond this are released after each head.
 const KEEP_HEAD_CAPACITY: usize = 8 * 1024;
-
-/// Returns true if `name` is a header whose value must never be stored (case-insensitive).
-pub fn is_secret_header(name: &str) -> bool {
-    let name = name.trim();
-    SECRET_HEADERS.iter().any(|s| s.eq_ignore_ascii_case(name))
-}
 
 /// Which direction a parser handles.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -1514,6 +1499,42 @@ HTTP/1.1 404 Not Found\r\ncontent-type: text/plain\r\n\r\nuntil close";
         );
         assert!(is_secret_header("X-API-KEY"));
         assert!(!is_secret_header("x-api-version"));
+    }
+
+    #[test]
+    fn credential_headers_are_dropped_by_rule() {
+        let data = b"POST /v1 HTTP/1.1\r\nHost: x\r\nX-Amz-Security-Token: t1\r\nOcp-Apim-Subscription-Key: t2\r\nx-portkey-api-key: t3\r\nhelicone-auth: t4\r\ncf-aig-authorization: t5\r\ndd-api-key: t6\r\nx-request-id: r1\r\ntraceparent: 00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01\r\nContent-Length: 0\r\n\r\n";
+        let ev = whole(MessageKind::Request, data);
+        let HttpEvent::RequestHead(head) = &ev[0] else {
+            panic!("expected request head, got {ev:?}");
+        };
+        let names: Vec<&str> = head.headers.iter().map(|(n, _)| n.as_str()).collect();
+        assert_eq!(
+            names,
+            ["host", "x-request-id", "traceparent", "content-length"]
+        );
+        let dbg = format!("{ev:?}");
+        for secret in ["t1", "t2", "t3", "t4", "t5", "t6"] {
+            assert!(!dbg.contains(secret), "{secret} leaked");
+        }
+        let ev = whole(
+            MessageKind::Response,
+            b"HTTP/1.1 200 OK\r\nx-ratelimit-remaining-tokens: 99\r\nanthropic-ratelimit-tokens-limit: 5\r\nWWW-Authenticate: Bearer realm=x\r\nContent-Length: 0\r\n\r\n",
+        );
+        assert_eq!(
+            ev,
+            vec![
+                resp_head(
+                    200,
+                    &[
+                        ("x-ratelimit-remaining-tokens", "99"),
+                        ("anthropic-ratelimit-tokens-limit", "5"),
+                        ("content-length", "0")
+                    ]
+                ),
+                HttpEvent::MessageEnd
+            ]
+        );
     }
 
     #[test]
