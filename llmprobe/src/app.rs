@@ -314,7 +314,12 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
             }
         }
     });
-    let server = tokio::spawn(metrics_http::serve(listener, registry));
+    let server = tokio::spawn(metrics_http::serve(
+        listener,
+        registry,
+        metrics.clone(),
+        metrics_http::ServeLimits::default(),
+    ));
 
     info!(
         "ready: tracepoints attached, OpenSSL probed in {} file(s), metrics on http://{}/metrics",

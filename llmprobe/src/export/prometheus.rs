@@ -537,6 +537,21 @@ pub fn encode_text(registry: &Registry) -> String {
     openmetrics_to_text(&om)
 }
 
+/// The registry encoded once, as OpenMetrics when `openmetrics`, else the classic text format;
+/// with its content type.
+pub fn encode_for(registry: &Registry, openmetrics: bool) -> (&'static str, String) {
+    if openmetrics {
+        let mut om = String::new();
+        if let Err(e) = prometheus_client::encoding::text::encode(&mut om, registry) {
+            // Cannot happen when writing to a String; what was encoded is still served.
+            log::debug!("metrics encoding stopped early: {e}");
+        }
+        (OPENMETRICS_CONTENT_TYPE, om)
+    } else {
+        (TEXT_CONTENT_TYPE, encode_text(registry))
+    }
+}
+
 /// Converts an OpenMetrics text exposition to the classic Prometheus text format.
 fn openmetrics_to_text(om: &str) -> String {
     let mut out = String::with_capacity(om.len());
