@@ -509,9 +509,7 @@ fn metrics_after_replaying_captures_match_the_golden_exposition() {
     let self_metrics = Arc::new(SelfMetrics::new(&mut registry));
     let genai = GenAiMetrics::new(
         &mut registry,
-        CardinalityLimits {
-            max_values_per_label: 100,
-        },
+        CardinalityLimits::default(),
     );
     for name in [
         "openai_python_tls_stream_usage",

@@ -55,8 +55,8 @@ pub struct RunOptions {
     pub tracker: TrackerConfig,
     /// Rotate the JSONL file past this size.
     pub jsonl_max_bytes: Option<u64>,
-    /// Distinct values per metric label before new ones fold into `_OTHER`.
-    pub max_label_values: usize,
+    /// Most series the LLM call metric families hold together (least recently used evicted).
+    pub max_series: usize,
     /// Export spans over OTLP.
     pub otlp: Option<OtlpConfig>,
     /// GPU sampling through NVML.
@@ -78,7 +78,7 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
     let genai = Arc::new(GenAiMetrics::new(
         &mut registry,
         CardinalityLimits {
-            max_values_per_label: opts.max_label_values,
+            max_series: opts.max_series,
         },
     ));
     let gpu_metrics = Arc::new(GpuMetrics::new(&mut registry));

@@ -55,7 +55,6 @@ pub fn reserved_bytes() -> u64 {
 }
 
 /// One decoder's share of [`DECODER_MEMORY_BUDGET`], given back when the decoder is dropped.
-
 struct Reservation {
     bytes: u64,
     from: &'static AtomicU64,
