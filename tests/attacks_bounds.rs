@@ -94,6 +94,7 @@ struct AttackServer {
 fn attack_server(dir: &Path) -> AttackServer {
     let script = dir.join("attack_server.py");
     std::fs::write(&script, ATTACK_SERVER).expect("write server script");
+    std::fs::write(dir.join("attack_client.py"), ATTACK_CLIENT).expect("write client script");
     let mut child = as_nobody(SYSTEM_PYTHON)
         .arg(&script)
         .arg(dir)
@@ -119,9 +120,10 @@ fn attack_server(dir: &Path) -> AttackServer {
     }
 }
 
+/// The attacker's client as `nobody`. The script is written once, by [`attack_server`]: a client
+/// starting while another rewrites it could read it half written.
 fn attack_client(dir: &Path, port: u16, args: &[&str]) -> std::process::Command {
     let script = dir.join("attack_client.py");
-    std::fs::write(&script, ATTACK_CLIENT).expect("write client script");
     let mut cmd = as_nobody(SYSTEM_PYTHON);
     cmd.arg(script).arg(port.to_string()).args(args);
     cmd
