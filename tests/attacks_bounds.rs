@@ -494,3 +494,109 @@ fn a_flood_of_model_names_keeps_series_capped_and_fields_short() {
     assert!(grown < 128 * MIB, "peak memory grew by {} MiB", grown / MIB);
     assert!(agent.stop(), "agent did not exit cleanly");
 }
+
+/// Holds `n` connections to the agent's `/metrics` (half sending a partial head a byte at a
+/// time, half silent) and sends garbage on more, until its stdin closes.
+const METRICS_ATTACK: &str = r#"
+import socket, sys, threading, time
+host, port, n = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+held, stop = [], threading.Event()
+def trickle():
+    while not stop.is_set():
+        for i, s in enumerate(list(held)):
+            if i % 2 == 0:
+                try:
+                    s.send(b"G")
+                except OSError:
+                    held.remove(s)
+        time.sleep(1)
+def refill():
+    while not stop.is_set():
+        while len(held) < n:
+            try:
+                held.append(socket.create_connection((host, port), timeout=5))
+            except OSError:
+                time.sleep(0.05)
+                break
+        try:
+            g = socket.create_connection((host, port), timeout=5)
+            g.sendall(b"\x00\xffPOST /metrics HTTP/1.1\r\n" + b"A" * 20000)
+            g.close()
+        except OSError:
+            pass
+        time.sleep(0.01)
+for f in (trickle, refill):
+    threading.Thread(target=f, daemon=True).start()
+print("STARTED", flush=True)
+sys.stdin.read()
+stop.set()
+"#;
+
+#[test]
+fn metrics_server_survives_a_connection_flood_and_slowloris() {
+    if !e2e_enabled() {
+        return;
+    }
+    let _g = serial();
+    let dir = scratch_for_nobody("metrics-flood");
+    let script = dir.join("metrics_attack.py");
+    std::fs::write(&script, METRICS_ATTACK).expect("write attack script");
+    let good_server = TestServer::start(false, 20, 5, 3);
+    let mut agent = Agent::start(&dir, false, &[]);
+    let (host, port) = agent
+        .metrics_addr
+        .rsplit_once(':')
+        .expect("metrics address");
+    let mut attack = as_nobody(SYSTEM_PYTHON)
+        .arg(&script)
+        .args([host, port, "1000"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start the attack");
+    let mut line = String::new();
+    BufReader::new(attack.stdout.take().expect("attack stdout"))
+        .read_line(&mut line)
+        .expect("attack started");
+    assert_eq!(line.trim(), "STARTED");
+    // Let the flood fill every slot, then scrape while it goes on (the server's whole-request
+    // timeout is 5 s: the trickling connections must not outlive it).
+    std::thread::sleep(Duration::from_secs(7));
+    let good = run_client(openai_client(&good_server, &["--model", "good-model"]));
+    let mut served = 0;
+    for _ in 0..10 {
+        if agent.scrape().contains("llmprobe_build_info") {
+            served += 1;
+        }
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    let text = agent.scrape();
+    drop(attack.stdin.take());
+    let _ = attack.wait();
+    assert!(agent.alive(), "the agent died");
+    assert!(
+        served >= 8,
+        "only {served} of 10 scrapes answered during the flood"
+    );
+    let count = |reason: &str| {
+        metric(
+            &text,
+            "llmprobe_dropped_total",
+            &[&format!("reason=\"{reason}\"")],
+        )
+        .unwrap_or(0.0)
+    };
+    eprintln!(
+        "scrapes served {served}/10; closed for the limit {}, timed out {}, bad requests {}",
+        count("metrics_connection_limit"),
+        count("metrics_request_timeout"),
+        count("metrics_bad_request")
+    );
+    assert!(count("metrics_connection_limit") >= 900.0);
+    assert!(count("metrics_bad_request") >= 1.0);
+    agent.wait_records("the well-behaved record", WAIT, |r| {
+        of(r, good.pid, "client").len() == 1
+    });
+    assert!(agent.stop(), "agent did not exit cleanly");
+}
