@@ -5,14 +5,17 @@
 //! ([`ServeLimits`]): at most `max_connections` are served at once (more are closed at once); a
 //! connection has `request_timeout` in all to deliver its request head (at most
 //! [`MAX_REQUEST_HEAD`] bytes) and take its reply, however slowly it trickles bytes; only `GET`
-//! and `HEAD` of `/metrics` are answered with the registry, encoded once per scrape; a failing
+//! and `HEAD` of `/metrics` are answered with the registry, encoded once per scrape at most:
+//! one encoding at a time, shared by every scrape of its format that arrived before it began
+//! (so a scrape never gets figures older than itself, and a burst of scrapes costs one
+//! encoding, not one each); a failing
 //! `accept` (e.g. out of file descriptors) backs off instead of spinning. Every refusal is
 //! counted in `llmprobe_dropped_total{reason="metrics_..."}`.
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use log::{debug, warn};
@@ -22,6 +25,31 @@ use tokio::net::TcpListener;
 use tokio::task::AbortHandle;
 
 use crate::telemetry::SelfMetrics;
+
+/// The latest encoding per format (classic text, OpenMetrics), with when it began.
+type Encodings = tokio::sync::Mutex<[Option<(Instant, &'static str, Arc<String>)>; 2]>;
+
+/// The registry encoded in the asked format for a scrape that arrived at `asked`: the latest
+/// encoding if it began at or after `asked` (made while this scrape waited), else a new one.
+async fn encoding(
+    registry: &Registry,
+    cache: &Encodings,
+    openmetrics: bool,
+    asked: Instant,
+) -> (&'static str, Arc<String>) {
+    let mut slots = cache.lock().await;
+    let slot = &mut slots[usize::from(openmetrics)];
+    if let Some((began, ctype, text)) = slot.as_ref()
+        && *began >= asked
+    {
+        return (ctype, text.clone());
+    }
+    let began = Instant::now();
+    let (ctype, text) = super::prometheus::encode_for(registry, openmetrics);
+    let text = Arc::new(text);
+    *slot = Some((began, ctype, text.clone()));
+    (ctype, text)
+}
 
 /// Largest request head read; a longer one is refused with 431.
 pub const MAX_REQUEST_HEAD: usize = 8192;
@@ -63,6 +91,7 @@ pub async fn serve(
     // the one trickling or idling, and idle connections cannot lock scrapers out.
     let mut live: VecDeque<AbortHandle> = VecDeque::with_capacity(limits.max_connections);
     let mut backoff = Duration::ZERO;
+    let cache: Arc<Encodings> = Arc::default();
     loop {
         let (sock, peer) = match listener.accept().await {
             Ok(c) => {
@@ -87,9 +116,12 @@ pub async fn serve(
         }
         let registry = registry.clone();
         let metrics = metrics.clone();
+        let cache = cache.clone();
         let task = tokio::spawn(async move {
             let mut sock = sock;
-            match tokio::time::timeout(limits.request_timeout, answer(&mut sock, &registry)).await {
+            match tokio::time::timeout(limits.request_timeout, answer(&mut sock, &registry, &cache))
+                .await
+            {
                 Ok(Ok(Outcome::Served)) => {}
                 Ok(Ok(Outcome::Refused)) => metrics.drop_for("metrics_bad_request"),
                 Ok(Err(e)) => debug!("/metrics connection from {peer} failed: {e}"),
@@ -113,6 +145,7 @@ enum Outcome {
 async fn answer<S: AsyncRead + AsyncWrite + Unpin>(
     sock: &mut S,
     registry: &Registry,
+    cache: &Encodings,
 ) -> std::io::Result<Outcome> {
     let mut buf = vec![0u8; MAX_REQUEST_HEAD];
     let mut used = 0;
@@ -132,29 +165,30 @@ async fn answer<S: AsyncRead + AsyncWrite + Unpin>(
             break false;
         }
     };
+    let asked = Instant::now();
     let head = String::from_utf8_lossy(&buf[..used]);
     let mut words = head.split_whitespace();
     let (method, target) = (words.next().unwrap_or(""), words.next().unwrap_or(""));
     let path_ok = target == "/metrics" || target.starts_with("/metrics?");
-    let (status, ctype, body, outcome): (&str, &str, String, Outcome) = if !complete {
+    let (status, ctype, body, outcome): (&str, &str, Arc<String>, Outcome) = if !complete {
         (
             "431 Request Header Fields Too Large",
             "text/plain",
-            "request head too large\n".to_owned(),
+            Arc::new("request head too large\n".to_owned()),
             Outcome::Refused,
         )
     } else if method != "GET" && method != "HEAD" {
         (
             "405 Method Not Allowed",
             "text/plain",
-            "only GET and HEAD\n".to_owned(),
+            Arc::new("only GET and HEAD\n".to_owned()),
             Outcome::Refused,
         )
     } else if !path_ok {
         (
             "404 Not Found",
             "text/plain",
-            "llmprobe serves /metrics\n".to_owned(),
+            Arc::new("llmprobe serves /metrics\n".to_owned()),
             Outcome::Refused,
         )
     } else {
@@ -168,7 +202,7 @@ async fn answer<S: AsyncRead + AsyncWrite + Unpin>(
             })
             .unwrap_or_default();
         let openmetrics = super::prometheus::wants_openmetrics(&accept);
-        let (ctype, text) = super::prometheus::encode_for(registry, openmetrics);
+        let (ctype, text) = encoding(registry, cache, openmetrics, asked).await;
         ("200 OK", ctype, text, Outcome::Served)
     };
     let allow = if status.starts_with("405") {
@@ -176,15 +210,15 @@ async fn answer<S: AsyncRead + AsyncWrite + Unpin>(
     } else {
         ""
     };
-    let mut resp = format!(
+    let head = format!(
         "HTTP/1.1 {status}\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\n{allow}Connection: close\r\n\r\n",
         body.len()
-    )
-    .into_bytes();
+    );
+    sock.write_all(head.as_bytes()).await?;
+    // The body is the shared encoding: written from it, not copied.
     if method != "HEAD" {
-        resp.extend_from_slice(body.as_bytes());
+        sock.write_all(body.as_bytes()).await?;
     }
-    sock.write_all(&resp).await?;
     let _ = sock.shutdown().await;
     Ok(outcome)
 }
@@ -266,6 +300,29 @@ mod tests {
         // The head's Content-Length is the body a GET would have had.
         let get_len = text.split_once("\r\n\r\n").map_or(0, |(_, b)| b.len());
         assert!(headers.contains(&format!("Content-Length: {get_len}")));
+    }
+
+    #[tokio::test]
+    async fn scrapes_waiting_together_share_one_encoding_and_none_is_stale() {
+        let mut registry = Registry::default();
+        let marker = Counter::<u64>::default();
+        registry.register("probe_marker", "A marker", marker.clone());
+        let cache = Encodings::default();
+        let t0 = Instant::now();
+        let (_, a) = encoding(&registry, &cache, false, t0).await;
+        // A scrape that arrived before that encoding began shares it...
+        let (_, b) = encoding(&registry, &cache, false, t0).await;
+        assert!(Arc::ptr_eq(&a, &b));
+        // ...one that arrived later sees what changed meanwhile.
+        marker.inc();
+        let (_, c) = encoding(&registry, &cache, false, Instant::now()).await;
+        assert!(!Arc::ptr_eq(&a, &c));
+        assert!(a.contains("probe_marker_total 0\n"), "{a}");
+        assert!(c.contains("probe_marker_total 1\n"), "{c}");
+        // Formats are kept apart.
+        let (ctype, om) = encoding(&registry, &cache, true, t0).await;
+        assert!(ctype.starts_with("application/openmetrics-text"));
+        assert!(om.ends_with("# EOF\n"));
     }
 
     #[tokio::test]
