@@ -263,6 +263,8 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
                 if drained {
                     break;
                 }
+                // A ring that never empties must not keep this worker from the other tasks.
+                tokio::task::yield_now().await;
             }
             guard.clear_ready();
         }
