@@ -8,13 +8,14 @@
 //! and `HEAD` of `/metrics` are answered with the registry, encoded once per scrape at most:
 //! one encoding at a time, shared by every scrape of its format that arrived before it began
 //! (so a scrape never gets figures older than itself, and a burst of scrapes costs one
-//! encoding, not one each); a failing
+//! encoding, not one each); at most [`MAX_SCRAPES_ANSWERING`] scrapes are encoded or written at
+//! once (a new one stops the oldest, so slow readers cannot each pin an encoding); a failing
 //! `accept` (e.g. out of file descriptors) backs off instead of spinning. Every refusal is
 //! counted in `llmprobe_dropped_total{reason="metrics_..."}`.
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, PoisonError};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
@@ -22,9 +23,14 @@ use log::{debug, warn};
 use prometheus_client::registry::Registry;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpListener;
+use tokio::sync::Notify;
 use tokio::task::AbortHandle;
 
 use crate::telemetry::SelfMetrics;
+
+/// Scrapes answered (encoded and written) at once; a new one past it stops the oldest, so slow
+/// readers cannot each hold an encoding of their own.
+pub const MAX_SCRAPES_ANSWERING: usize = 4;
 
 /// The latest encoding per format (classic text, OpenMetrics), with when it began.
 type Encodings = tokio::sync::Mutex<[Option<(Instant, &'static str, Arc<String>)>; 2]>;
@@ -91,7 +97,11 @@ pub async fn serve(
     // the one trickling or idling, and idle connections cannot lock scrapers out.
     let mut live: VecDeque<AbortHandle> = VecDeque::with_capacity(limits.max_connections);
     let mut backoff = Duration::ZERO;
-    let cache: Arc<Encodings> = Arc::default();
+    let shared = Arc::new(Shared {
+        registry,
+        encodings: Encodings::default(),
+        answering: std::sync::Mutex::new(VecDeque::new()),
+    });
     loop {
         let (sock, peer) = match listener.accept().await {
             Ok(c) => {
@@ -114,16 +124,14 @@ pub async fn serve(
                 metrics.drop_for("metrics_connection_limit");
             }
         }
-        let registry = registry.clone();
+        let shared = shared.clone();
         let metrics = metrics.clone();
-        let cache = cache.clone();
         let task = tokio::spawn(async move {
             let mut sock = sock;
-            match tokio::time::timeout(limits.request_timeout, answer(&mut sock, &registry, &cache))
-                .await
-            {
+            match tokio::time::timeout(limits.request_timeout, answer(&mut sock, &shared)).await {
                 Ok(Ok(Outcome::Served)) => {}
                 Ok(Ok(Outcome::Refused)) => metrics.drop_for("metrics_bad_request"),
+                Ok(Ok(Outcome::Cut)) => metrics.drop_for("metrics_scrape_cut"),
                 Ok(Err(e)) => debug!("/metrics connection from {peer} failed: {e}"),
                 Err(_) => metrics.drop_for("metrics_request_timeout"),
             }
@@ -139,13 +147,43 @@ enum Outcome {
     Served,
     /// Anything else: a wrong method, path or head (answered with an error status, or closed).
     Refused,
+    /// A scrape stopped for a newer one past [`MAX_SCRAPES_ANSWERING`].
+    Cut,
+}
+
+/// What the connections share.
+struct Shared {
+    registry: Arc<Registry>,
+    encodings: Encodings,
+    /// The scrapes being answered (encoding or writing), oldest first: each can be told to stop.
+    answering: std::sync::Mutex<VecDeque<Arc<Notify>>>,
+}
+
+impl Shared {
+    /// Registers a scrape about to be answered; past [`MAX_SCRAPES_ANSWERING`] the oldest one
+    /// is told to stop. The returned signal stops this one.
+    fn start_answering(&self) -> Arc<Notify> {
+        let mine = Arc::new(Notify::new());
+        let mut q = self
+            .answering
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        // A scrape that ended dropped its handle.
+        q.retain(|n| Arc::strong_count(n) > 1);
+        while q.len() >= MAX_SCRAPES_ANSWERING {
+            if let Some(oldest) = q.pop_front() {
+                oldest.notify_one();
+            }
+        }
+        q.push_back(mine.clone());
+        mine
+    }
 }
 
 /// Reads one request head and answers it.
 async fn answer<S: AsyncRead + AsyncWrite + Unpin>(
     sock: &mut S,
-    registry: &Registry,
-    cache: &Encodings,
+    shared: &Shared,
 ) -> std::io::Result<Outcome> {
     let mut buf = vec![0u8; MAX_REQUEST_HEAD];
     let mut used = 0;
@@ -170,57 +208,79 @@ async fn answer<S: AsyncRead + AsyncWrite + Unpin>(
     let mut words = head.split_whitespace();
     let (method, target) = (words.next().unwrap_or(""), words.next().unwrap_or(""));
     let path_ok = target == "/metrics" || target.starts_with("/metrics?");
-    let (status, ctype, body, outcome): (&str, &str, Arc<String>, Outcome) = if !complete {
-        (
+    if !complete {
+        reply(
+            sock,
             "431 Request Header Fields Too Large",
             "text/plain",
-            Arc::new("request head too large\n".to_owned()),
-            Outcome::Refused,
+            "request head too large\n",
+            false,
         )
-    } else if method != "GET" && method != "HEAD" {
-        (
-            "405 Method Not Allowed",
+        .await?;
+        return Ok(Outcome::Refused);
+    }
+    if method != "GET" && method != "HEAD" {
+        reply(
+            sock,
+            "405 Method Not Allowed\r\nAllow: GET, HEAD",
             "text/plain",
-            Arc::new("only GET and HEAD\n".to_owned()),
-            Outcome::Refused,
+            "only GET and HEAD\n",
+            false,
         )
-    } else if !path_ok {
-        (
+        .await?;
+        return Ok(Outcome::Refused);
+    }
+    if !path_ok {
+        reply(
+            sock,
             "404 Not Found",
             "text/plain",
-            Arc::new("llmprobe serves /metrics\n".to_owned()),
-            Outcome::Refused,
+            "llmprobe serves /metrics\n",
+            false,
         )
-    } else {
-        let accept = head
-            .lines()
-            .find_map(|l| {
-                let (k, v) = l.split_once(':')?;
-                k.trim()
-                    .eq_ignore_ascii_case("accept")
-                    .then(|| v.trim().to_owned())
-            })
-            .unwrap_or_default();
-        let openmetrics = super::prometheus::wants_openmetrics(&accept);
-        let (ctype, text) = encoding(registry, cache, openmetrics, asked).await;
-        ("200 OK", ctype, text, Outcome::Served)
-    };
-    let allow = if status.starts_with("405") {
-        "Allow: GET, HEAD\r\n"
-    } else {
-        ""
-    };
+        .await?;
+        return Ok(Outcome::Refused);
+    }
+    let accept = head
+        .lines()
+        .find_map(|l| {
+            let (k, v) = l.split_once(':')?;
+            k.trim()
+                .eq_ignore_ascii_case("accept")
+                .then(|| v.trim().to_owned())
+        })
+        .unwrap_or_default();
+    let openmetrics = super::prometheus::wants_openmetrics(&accept);
+    let head_only = method == "HEAD";
+    let cut = shared.start_answering();
+    tokio::select! {
+        res = async {
+            let (ctype, text) = encoding(&shared.registry, &shared.encodings, openmetrics, asked).await;
+            // The body is the shared encoding: written from it, not copied.
+            reply(sock, "200 OK", ctype, &text, head_only).await
+        } => res.map(|()| Outcome::Served),
+        () = cut.notified() => Ok(Outcome::Cut),
+    }
+}
+
+/// Writes a whole response and closes the sending side. `status` may carry extra header lines.
+async fn reply<S: AsyncWrite + Unpin>(
+    sock: &mut S,
+    status: &str,
+    ctype: &str,
+    body: &str,
+    head_only: bool,
+) -> std::io::Result<()> {
     let head = format!(
-        "HTTP/1.1 {status}\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\n{allow}Connection: close\r\n\r\n",
+        "HTTP/1.1 {status}\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
         body.len()
     );
     sock.write_all(head.as_bytes()).await?;
-    // The body is the shared encoding: written from it, not copied.
-    if method != "HEAD" {
+    if !head_only {
         sock.write_all(body.as_bytes()).await?;
     }
     let _ = sock.shutdown().await;
-    Ok(outcome)
+    Ok(())
 }
 
 #[cfg(test)]
@@ -242,7 +302,20 @@ mod tests {
     }
 
     async fn start(limits: ServeLimits) -> Server {
+        start_with(limits, 0).await
+    }
+
+    /// A server whose registry also has `bulk` series (about 100 bytes each on /metrics).
+    async fn start_with(limits: ServeLimits, bulk: usize) -> Server {
         let mut registry = Registry::default();
+        let family =
+            prometheus_client::metrics::family::Family::<Vec<(String, String)>, Counter>::default();
+        for i in 0..bulk {
+            family
+                .get_or_create(&vec![("series".to_owned(), format!("{i:0>60}"))])
+                .inc();
+        }
+        registry.register("bulk", "Many series", family);
         let metrics = Arc::new(SelfMetrics::new(&mut registry));
         let scrapes = Counter::<u64>::default();
         scrapes.inc_by(7);
@@ -323,6 +396,28 @@ mod tests {
         let (ctype, om) = encoding(&registry, &cache, true, t0).await;
         assert!(ctype.starts_with("application/openmetrics-text"));
         assert!(om.ends_with("# EOF\n"));
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn slow_readers_cannot_each_pin_an_encoding() {
+        // About 40 MB on /metrics: more than loopback socket buffers take.
+        let srv = start_with(limits(16, 20_000), 400_000).await;
+        let mut readers_that_never_read = Vec::new();
+        for _ in 0..MAX_SCRAPES_ANSWERING + 1 {
+            let mut s = TcpStream::connect(srv.addr).await.expect("connect");
+            s.write_all(b"GET /metrics HTTP/1.1\r\n\r\n")
+                .await
+                .expect("send");
+            readers_that_never_read.push(s);
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        }
+        // The oldest was stopped to make room for the newest; a scrape that reads still works
+        // (stopping the next oldest).
+        assert_eq!(srv.metrics.dropped_count("metrics_scrape_cut"), 1);
+        let text = scrape(srv.addr).await;
+        assert!(text.contains("probe_marker_total 7"), "{}", text.len());
+        assert_eq!(srv.metrics.dropped_count("metrics_scrape_cut"), 2);
+        drop(readers_that_never_read);
     }
 
     #[tokio::test]
