@@ -507,12 +507,7 @@ fn metrics_after_replaying_captures_match_the_golden_exposition() {
     // buckets and values of the whole /metrics text (build info aside, it carries the version).
     let mut registry = Registry::default();
     let self_metrics = Arc::new(SelfMetrics::new(&mut registry));
-    let genai = GenAiMetrics::new(
-        &mut registry,
-        CardinalityLimits {
-            max_values_per_label: 100,
-        },
-    );
+    let genai = GenAiMetrics::new(&mut registry, CardinalityLimits::default());
     for name in [
         "openai_python_tls_stream_usage",
         "openai_reasoning_content",

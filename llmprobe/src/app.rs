@@ -12,6 +12,7 @@ use std::io::BufReader;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::time::{Duration, Instant};
 
@@ -58,8 +59,8 @@ pub struct RunOptions {
     pub tracker: TrackerConfig,
     /// Rotate the JSONL file past this size.
     pub jsonl_max_bytes: Option<u64>,
-    /// Distinct values per metric label before new ones fold into `_OTHER`.
-    pub max_label_values: usize,
+    /// Most series the LLM call metric families hold together (least recently used evicted).
+    pub max_series: usize,
     /// Export spans over OTLP.
     pub otlp: Option<OtlpConfig>,
     /// GPU sampling through NVML.
@@ -68,11 +69,57 @@ pub struct RunOptions {
     pub gpu_interval: Duration,
     /// NVML library to load instead of searching for it.
     pub nvml_lib: Option<PathBuf>,
+    /// Payload bytes the reader may queue for the tracker (its share of `--memory-limit`).
+    pub queue_budget: usize,
 }
 
 const BATCH_CHANNEL: usize = 4096;
 const RECORD_CHANNEL: usize = 4096;
 const MAX_BATCH: usize = 1024;
+/// Bytes of probe events the reader may queue for the tracker (see [`event_cost`]).
+/// Default of [`RunOptions::queue_budget`]: a quarter of the default `--memory-limit`.
+pub const QUEUE_BYTE_BUDGET: usize = 64 << 20;
+/// What an event costs in the queue besides its payload: the enum, its process name and
+/// container id (bounded by the reader's preparation), allocator slack.
+const EVENT_OVERHEAD: usize = 256;
+
+/// An event's share of [`QUEUE_BYTE_BUDGET`].
+fn event_cost(ev: &ProbeEvent) -> usize {
+    EVENT_OVERHEAD
+        + match ev {
+            ProbeEvent::Data(d) => d.data.len(),
+            _ => 0,
+        }
+}
+
+/// Fits a batch into what is left of the queue's byte budget (`queued` of `budget` in use).
+/// Over it, data events lose their payload first and stay as zero-length markers with their
+/// offset and call length, so the tracker counts the missing bytes as a capture gap and
+/// resynchronises as it does for bytes the kernel lost; when even the markers do not fit, the
+/// whole batch goes. Returns the batch's cost (0 when it was dropped) and the events whose
+/// payload or whole self was dropped.
+fn fit_batch(batch: &mut Vec<ProbeEvent>, queued: usize, budget: usize) -> (usize, u64) {
+    let cost: usize = batch.iter().map(event_cost).sum();
+    if queued + cost <= budget {
+        return (cost, 0);
+    }
+    let mut dropped = 0;
+    for ev in batch.iter_mut() {
+        if let ProbeEvent::Data(d) = ev
+            && !d.data.is_empty()
+        {
+            d.data = bytes::Bytes::new();
+            dropped += 1;
+        }
+    }
+    let cost = batch.len() * EVENT_OVERHEAD;
+    if queued + cost <= budget {
+        return (cost, dropped);
+    }
+    let all = batch.len() as u64;
+    batch.clear();
+    (0, all)
+}
 
 /// Runs the agent until SIGINT or SIGTERM.
 pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
@@ -81,7 +128,7 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
     let genai = Arc::new(GenAiMetrics::new(
         &mut registry,
         CardinalityLimits {
-            max_values_per_label: opts.max_label_values,
+            max_series: opts.max_series,
         },
     ));
     let gpu_metrics = Arc::new(GpuMetrics::new(&mut registry));
@@ -137,7 +184,9 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
     let ProbeHandles { ring, muted, lost } = handles;
     let mut kernel_stats = probes.kernel_stats(lost, seeds.len() as u64)?;
 
-    let (batch_tx, mut batch_rx) = mpsc::channel::<Vec<ProbeEvent>>(BATCH_CHANNEL);
+    // Batches with their cost; `queued` is the cost of the batches not yet handled.
+    let (batch_tx, mut batch_rx) = mpsc::channel::<(usize, Vec<ProbeEvent>)>(BATCH_CHANNEL);
+    let queued = Arc::new(AtomicUsize::new(0));
     let (rec_tx, mut rec_rx) = mpsc::channel::<Vec<LlmCall>>(RECORD_CHANNEL);
     let (scan_tx, scan_rx) = std::sync::mpsc::sync_channel::<u32>(SCAN_CHANNEL);
 
@@ -146,11 +195,15 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
             "tracing {} TCP sockets that were open before start",
             seeds.len()
         );
-        let _ = batch_tx.send(seeds).await;
+        let cost = seeds.iter().map(event_cost).sum();
+        queued.fetch_add(cost, Ordering::AcqRel);
+        let _ = batch_tx.send((cost, seeds)).await;
     }
 
     // Reader: drain the ring buffer whenever it is readable.
     let reader_metrics = metrics.clone();
+    let reader_queued = queued.clone();
+    let queue_budget = opts.queue_budget;
     // SAFETY: the ring buffer owns its fd and keeps it open for as long as the AsyncFd owns it.
     let mut ring = unsafe { AsyncFd::register_with_interest(ring, Interest::READABLE) }
         .map_err(|e| anyhow::anyhow!("cannot poll the ring buffer: {e:?}"))?;
@@ -161,8 +214,9 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
             let Ok(mut guard) = ring.readable_mut().await else {
                 break;
             };
-            // Drain in batches; a slow tracker makes the reader wait here (the kernel then counts
-            // what it cannot write in llmprobe_events_lost_total).
+            // Drain in batches. The reader never waits for the tracker: past the queue's byte
+            // budget (or its count of batches) events are dropped, counted in
+            // llmprobe_dropped_total{reason="tracker_queue_full"}, so the ring keeps draining.
             loop {
                 let rb = guard.get_inner_mut();
                 let mut batch = Vec::new();
@@ -204,19 +258,33 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
                     ),
                 ] {
                     if now > seen {
-                        reader_metrics
-                            .dropped
-                            .get_or_create(&vec![("reason".to_owned(), reason.to_owned())])
-                            .inc_by(now - seen);
+                        reader_metrics.drop_by(reason, now - seen);
                     }
                 }
                 scrub_seen = stats;
-                if !batch.is_empty() && batch_tx.send(batch).await.is_err() {
-                    return;
+                if !batch.is_empty() {
+                    let in_queue = reader_queued.load(Ordering::Acquire);
+                    let (cost, mut dropped) = fit_batch(&mut batch, in_queue, queue_budget);
+                    if !batch.is_empty() {
+                        reader_queued.fetch_add(cost, Ordering::AcqRel);
+                        match batch_tx.try_send((cost, batch)) {
+                            Ok(()) => {}
+                            Err(mpsc::error::TrySendError::Full((cost, batch))) => {
+                                reader_queued.fetch_sub(cost, Ordering::AcqRel);
+                                dropped += batch.len() as u64;
+                            }
+                            Err(mpsc::error::TrySendError::Closed(_)) => return,
+                        }
+                    }
+                    if dropped > 0 {
+                        reader_metrics.drop_by("tracker_queue_full", dropped);
+                    }
                 }
                 if drained {
                     break;
                 }
+                // A ring that never empties must not keep this worker from the other tasks.
+                tokio::task::yield_now().await;
             }
             guard.clear_ready();
         }
@@ -227,6 +295,7 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
     let tracker_cfg = opts.tracker;
     let tracker_genai = genai.clone();
     let tracker_gpu = gpu_on.then(|| gpu_history.clone());
+    let tracker_queued = queued.clone();
     let tracker = tokio::spawn(async move {
         let mut tracker = ConnTracker::new(tracker_cfg, clock, tracker_metrics.clone());
         let mut muted = muted;
@@ -235,7 +304,7 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
         // Record batches handed to the sink (the GPU accounting waits for the sink to catch up).
         let mut sent_batches: u64 = 0;
         loop {
-            let batch = tokio::select! {
+            let (cost, batch) = tokio::select! {
                 b = batch_rx.recv() => match b {
                     Some(b) => b,
                     None => break,
@@ -274,6 +343,7 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
                     None => tracker.handle(ev, &mut out),
                 }
             }
+            tracker_queued.fetch_sub(cost, Ordering::AcqRel);
             if let Some(c) = capture.as_mut() {
                 c.flush();
             }
@@ -363,7 +433,12 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
             }
         })
         .context("cannot start the kernel statistics thread")?;
-    let server = tokio::spawn(metrics_http::serve(listener, registry));
+    let server = tokio::spawn(metrics_http::serve(
+        listener,
+        registry,
+        metrics.clone(),
+        metrics_http::ServeLimits::default(),
+    ));
 
     info!(
         "ready: tracepoints attached, OpenSSL probed in {} file(s), metrics on http://{}/metrics",
@@ -555,4 +630,111 @@ pub fn replay(path: &Path, jsonl: &JsonlTarget) -> anyhow::Result<usize> {
     }
     w.flush()?;
     Ok(calls.len())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::probes::events::{DataChunk, Direction, EventMeta};
+
+    fn meta() -> EventMeta {
+        EventMeta {
+            pid: 7,
+            tid: 7,
+            fd: 3,
+            conn_id: 1,
+            ts_ns: 1,
+            comm: "python3".to_owned(),
+            container: None,
+        }
+    }
+
+    fn data(len: usize, offset: u32) -> ProbeEvent {
+        ProbeEvent::Data(DataChunk {
+            meta: meta(),
+            direction: Direction::Egress,
+            tls: false,
+            offset,
+            total_len: 1 << 20,
+            lost_before: false,
+            data: bytes::Bytes::from(vec![b'x'; len]),
+        })
+    }
+
+    fn close() -> ProbeEvent {
+        ProbeEvent::ConnClose { meta: meta() }
+    }
+
+    #[test]
+    fn a_payload_dropped_for_the_budget_is_a_gap_to_the_tracker() {
+        let chunk = |dir, body: &[u8], ts| {
+            ProbeEvent::Data(DataChunk {
+                meta: EventMeta {
+                    ts_ns: ts,
+                    ..meta()
+                },
+                direction: dir,
+                tls: false,
+                offset: 0,
+                total_len: body.len() as u32,
+                lost_before: false,
+                data: bytes::Bytes::copy_from_slice(body),
+            })
+        };
+        let body = br#"{"model":"m","messages":[]}"#;
+        let head = format!(
+            "POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\n\r\n",
+            body.len()
+        );
+        // The request body's payload does not fit (room for one event without payload): it
+        // stays as a marker.
+        let mut late = vec![chunk(Direction::Egress, body, 2)];
+        assert_eq!(fit_batch(&mut late, 0, EVENT_OVERHEAD), (EVENT_OVERHEAD, 1));
+        let mut events = vec![chunk(Direction::Egress, head.as_bytes(), 1)];
+        events.append(&mut late);
+        events.push(chunk(
+            Direction::Ingress,
+            b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n{}",
+            3,
+        ));
+        let metrics = Arc::new(SelfMetrics::unregistered());
+        let _ = replay_events(
+            Clock { offset_ns: 0 },
+            events,
+            TrackerConfig::default(),
+            metrics.clone(),
+        );
+        assert_eq!(metrics.dropped_count("capture_gap"), 1);
+    }
+
+    #[test]
+    fn batches_fit_the_byte_budget_payload_first() {
+        let batch = || vec![data(16 << 10, 0), close(), data(16 << 10, 16 << 10)];
+        let full = 2 * (16 << 10) + 3 * EVENT_OVERHEAD;
+        // Room for all of it.
+        let mut b = batch();
+        assert_eq!(fit_batch(&mut b, 1000, 1000 + full), (full, 0));
+        assert_eq!(b, batch());
+        // Room for the events but not their payloads: two zero-length markers keep their
+        // offsets and call length; the close stays.
+        let mut b = batch();
+        let (cost, dropped) = fit_batch(&mut b, 1000, 1000 + full - 1);
+        assert_eq!((cost, dropped), (3 * EVENT_OVERHEAD, 2));
+        let offsets: Vec<(u32, u32, usize)> = b
+            .iter()
+            .filter_map(|e| match e {
+                ProbeEvent::Data(d) => Some((d.offset, d.total_len, d.data.len())),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(offsets, vec![(0, 1 << 20, 0), (16 << 10, 1 << 20, 0)]);
+        assert!(b.contains(&close()));
+        // No room even for the markers: the batch goes, every event counted.
+        let mut b = batch();
+        assert_eq!(
+            fit_batch(&mut b, 1000, 1000 + 3 * EVENT_OVERHEAD - 1),
+            (0, 3)
+        );
+        assert!(b.is_empty());
+    }
 }

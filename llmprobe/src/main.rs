@@ -35,8 +35,10 @@ struct AgentArgs {
     /// recently active one.
     #[arg(long, default_value_t = 16_384)]
     max_connections: usize,
-    /// Memory the agent's buffers may hold (bytes): buffered bodies, stream buffers, per-chunk
-    /// timings and text samples of open calls. Past it the largest holders are cut, counted.
+    /// Memory the agent's buffers may hold (bytes): half for open calls (buffered bodies, stream
+    /// buffers, per-chunk timings, text samples; past it the largest holders are cut), a quarter
+    /// for events queued between the ring reader and the tracker, a quarter for decompressor
+    /// state. Every cut is counted.
     #[arg(long, value_name = "BYTES", default_value_t = 256 << 20)]
     memory_limit: usize,
     /// Most connections one process may hold in the tracker; past it its own least recently
@@ -52,10 +54,14 @@ struct AgentArgs {
     /// Rotate the JSONL file once it exceeds this many bytes (kept: PATH and PATH.1).
     #[arg(long, value_name = "BYTES")]
     jsonl_max_bytes: Option<u64>,
-    /// Distinct values per metric label (models, servers, processes, containers) before new ones
-    /// fold into `_OTHER`.
-    #[arg(long, default_value_t = 100)]
-    max_label_values: usize,
+    /// Most series the LLM call metric families hold together; past it the least recently used
+    /// series is removed (counted in llmprobe_series_evicted_total).
+    #[arg(long, default_value_t = 10_000, value_name = "N")]
+    max_series: usize,
+    /// No longer used (label values are bounded by --max-series); accepted so that old command
+    /// lines still start.
+    #[arg(long, hide = true)]
+    max_label_values: Option<usize>,
     /// Export one span per LLM call to this OTLP endpoint (also OTEL_EXPORTER_OTLP_ENDPOINT).
     #[arg(long, value_name = "URL")]
     otlp_endpoint: Option<String>,
@@ -144,7 +150,14 @@ fn parse_interval(s: &str) -> Result<f64, String> {
 
 fn options(a: AgentArgs, record: Option<RecordOptions>) -> RunOptions {
     a.token_estimator.apply();
+    if a.max_label_values.is_some() {
+        log::warn!(
+            "--max-label-values is no longer used: metric series are bounded by --max-series (default 10000)"
+        );
+    }
+    llmprobe::protocol::encoding::set_memory_budget((a.memory_limit / 4) as u64);
     RunOptions {
+        queue_budget: a.memory_limit / 4,
         jsonl: (a.jsonl != "none").then(|| JsonlTarget::parse(&a.jsonl)),
         metrics_addr: a.metrics_addr,
         pids: a.pids,
@@ -157,7 +170,7 @@ fn options(a: AgentArgs, record: Option<RecordOptions>) -> RunOptions {
         gpu_interval: std::time::Duration::from_secs_f64(a.gpu_interval),
         nvml_lib: a.nvml_lib.clone(),
         jsonl_max_bytes: a.jsonl_max_bytes,
-        max_label_values: a.max_label_values,
+        max_series: a.max_series,
         otlp: llmprobe::export::otlp::OtlpConfig::from_env_and_flags(
             a.otlp_endpoint.as_deref(),
             a.otlp_protocol.as_deref(),
@@ -165,7 +178,7 @@ fn options(a: AgentArgs, record: Option<RecordOptions>) -> RunOptions {
         tracker: TrackerConfig {
             max_connections: a.max_connections,
             max_connections_per_process: a.max_connections_per_process,
-            memory_budget: a.memory_limit / 4 * 3,
+            memory_budget: a.memory_limit / 2,
             mute_after_non_llm: a.mute_after_non_llm,
             ..TrackerConfig::default()
         },

@@ -57,8 +57,9 @@ impl Default for TrackerConfig {
     }
 }
 
-/// Default of [`TrackerConfig::memory_budget`]: three quarters of the agent's default 256 MiB.
-pub const DEFAULT_MEMORY_BUDGET: usize = 192 << 20;
+/// Default of [`TrackerConfig::memory_budget`]: half of the agent's default `--memory-limit`
+/// (256 MiB); the event queue and the decoders get a quarter each.
+pub const DEFAULT_MEMORY_BUDGET: usize = 128 << 20;
 
 /// Sockets and SSL→fd links remembered, per tracked connection allowed.
 const LINKS_PER_CONNECTION: usize = 4;

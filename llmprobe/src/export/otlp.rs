@@ -33,7 +33,7 @@ use tokio_rustls::rustls;
 use tonic::metadata::{AsciiMetadataKey, AsciiMetadataValue};
 use tonic::transport::Channel;
 
-use crate::llm::LlmCall;
+use crate::llm::{LlmCall, MAX_FIELD_BYTES, cap_field};
 use crate::secrets::{log_safe, redact_url};
 use crate::telemetry::SelfMetrics;
 
@@ -402,8 +402,10 @@ fn int(v: u64) -> Value {
     Value::IntValue(i64::try_from(v).unwrap_or(i64::MAX))
 }
 
+/// A string attribute, bounded like record fields (records are capped already; the span name and
+/// anything added later are not).
 fn str_v(s: &str) -> Value {
-    Value::StringValue(s.to_owned())
+    Value::StringValue(cap_field(s, MAX_FIELD_BYTES).into_owned())
 }
 
 /// The span of one call: name `{operation} {request_model}`, kind from the role, a child of the
@@ -411,7 +413,9 @@ fn str_v(s: &str) -> Value {
 fn call_to_span(call: &LlmCall, ids: &IdGen) -> Span {
     let d = &call.detail;
     let name = match &call.request_model {
-        Some(m) if !m.is_empty() => format!("{} {m}", call.operation),
+        Some(m) if !m.is_empty() => {
+            cap_field(&format!("{} {m}", call.operation), MAX_FIELD_BYTES).into_owned()
+        }
         _ => call.operation.to_owned(),
     };
     let kind = if call.role == "server" {

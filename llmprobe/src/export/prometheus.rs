@@ -6,17 +6,28 @@
 //! (the process answered it) feed `gen_ai_server_*`; the `llmprobe_*` call metrics take both,
 //! with a `role` label. Bucket boundaries are the conventions' own.
 //!
-//! Label values that come from traffic (models, servers, ports, processes, containers, error
-//! types) are bounded: past [`CardinalityLimits::max_values_per_label`] distinct values of one
-//! label, new values become `_OTHER`, counted in `llmprobe_label_values_folded_total{label}`.
-//! A label with no value (no model seen, no error, no container...) is left out of the series.
+//! Label values come from traffic (models, servers, ports, processes, containers, error types),
+//! which any local process controls, so the series are bounded as a whole: at most
+//! [`CardinalityLimits::max_series`] series over all the call families together. A call that
+//! needs a new series past the limit evicts the least recently used one (removed from its
+//! family, counted in `llmprobe_series_evicted_total{family}`). Series in use stay: a flood of
+//! new label values (10k model names) only pushes out series that no call touched meanwhile,
+//! and a series that was pushed out comes back at its next call (its counters restart, which
+//! Prometheus reads as a reset). Values are cut to [`MAX_LABEL_VALUE_BYTES`] by
+//! [`crate::llm::cap_field`]. A label with no value (no model seen, no error, no container...)
+//! is left out of the series.
+//!
+//! (Earlier versions folded values past a per-label limit into `_OTHER`, first come first
+//! served: a burst of junk values then took every slot for good and later well-behaved values
+//! were folded forever, and the product of the labels' limits still multiplied. The total LRU
+//! bound replaces it.)
 //!
 //! The registry is encoded by prometheus-client as OpenMetrics; [`encode_text`] turns that into
 //! the classic Prometheus text format (0.0.4), and [`wants_openmetrics`] picks between the two
 //! from a scraper's `Accept` header.
 
-use std::collections::{HashMap, HashSet};
-use std::sync::{Mutex, PoisonError};
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex, PoisonError};
 
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -24,16 +35,13 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::{Registry, Unit};
 
-use crate::llm::LlmCall;
+use crate::llm::{LlmCall, cap_field};
 
 /// Content type of [`encode_text`]'s output.
 pub const TEXT_CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 /// Content type of the OpenMetrics encoding (`prometheus_client::encoding::text::encode`).
 pub const OPENMETRICS_CONTENT_TYPE: &str =
     "application/openmetrics-text; version=1.0.0; charset=utf-8";
-
-/// The value that replaces label values past the cardinality limit.
-pub const OTHER: &str = "_OTHER";
 
 /// `gen_ai.client.token.usage` boundaries (tokens).
 const TOKEN_BUCKETS: [f64; 14] = [
@@ -65,8 +73,8 @@ const REASONING_BUCKETS: [f64; 16] = [
     327.68,
 ];
 
-/// Label values longer than this (in characters) are cut.
-const MAX_LABEL_VALUE_CHARS: usize = 128;
+/// Label values longer than this (in bytes, before escaping) are cut.
+pub const MAX_LABEL_VALUE_BYTES: usize = 128;
 
 /// A label set: (name, value) pairs in a fixed order per family; absent values are left out.
 type Labels = Vec<(String, String)>;
@@ -96,64 +104,117 @@ fn histogram_family(constructor: fn() -> Histogram) -> HistogramFamily {
     Family::new_with_constructor(constructor)
 }
 
-/// How many distinct values a label may take before new ones fold into `_OTHER`.
+/// How many series the call families may hold together.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct CardinalityLimits {
-    /// Distinct values kept per label (each of request model, response model, server address,
-    /// server port, process, container, error type counts on its own).
-    pub max_values_per_label: usize,
+    /// Series kept over all call families; past it the least recently used is evicted.
+    pub max_series: usize,
 }
 
 impl Default for CardinalityLimits {
     fn default() -> Self {
-        CardinalityLimits {
-            max_values_per_label: 100,
+        CardinalityLimits { max_series: 10_000 }
+    }
+}
+
+/// The call families, for the series bound.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+enum Fam {
+    ClientDuration,
+    ClientTokenUsage,
+    ClientTtfc,
+    ClientTpoc,
+    ServerDuration,
+    ServerTtft,
+    ServerTpot,
+    Tokens,
+    Aborted,
+    Tpot,
+    TimeBetweenTokens,
+    Reasoning,
+}
+
+impl Fam {
+    const ALL: usize = 12;
+
+    /// The family's name on `/metrics` (without suffixes).
+    fn name(self) -> &'static str {
+        match self {
+            Fam::ClientDuration => "gen_ai_client_operation_duration",
+            Fam::ClientTokenUsage => "gen_ai_client_token_usage",
+            Fam::ClientTtfc => "gen_ai_client_operation_time_to_first_chunk",
+            Fam::ClientTpoc => "gen_ai_client_operation_time_per_output_chunk",
+            Fam::ServerDuration => "gen_ai_server_request_duration",
+            Fam::ServerTtft => "gen_ai_server_time_to_first_token",
+            Fam::ServerTpot => "gen_ai_server_time_per_output_token",
+            Fam::Tokens => "llmprobe_tokens",
+            Fam::Aborted => "llmprobe_requests_aborted",
+            Fam::Tpot => "llmprobe_time_per_output_token",
+            Fam::TimeBetweenTokens => "llmprobe_time_between_tokens",
+            Fam::Reasoning => "llmprobe_reasoning_duration",
         }
     }
 }
 
-/// The labels whose values come from traffic, and so are bounded.
-const FOLDED_LABELS: [&str; 7] = [
-    "gen_ai_request_model",
-    "gen_ai_response_model",
-    "server_address",
-    "server_port",
-    "error_type",
-    "process_executable_name",
-    "container_id",
-];
-
-/// Distinct values seen per bounded label.
+/// Recency of every live series, for evicting the least recently used past the limit. Each
+/// label set is held once here (shared by both maps) and once by its family.
 #[derive(Debug)]
-struct Cardinality {
+struct SeriesLru {
     max: usize,
-    seen: HashMap<&'static str, HashSet<String>>,
+    clock: u64,
+    last_use: [HashMap<Arc<Labels>, u64>; Fam::ALL],
+    by_age: BTreeMap<u64, (Fam, Arc<Labels>)>,
 }
 
-impl Cardinality {
-    /// The value to export for `label`: `value` itself when already seen or still under the
-    /// limit, else `_OTHER` (and `true`: it was folded).
-    fn admit(&mut self, label: &'static str, value: String) -> (String, bool) {
-        let seen = self.seen.entry(label).or_default();
-        if seen.contains(&value) {
-            (value, false)
-        } else if seen.len() < self.max {
-            seen.insert(value.clone());
-            (value, false)
-        } else {
-            (OTHER.to_owned(), true)
+impl SeriesLru {
+    fn new(max: usize) -> Self {
+        SeriesLru {
+            max: max.max(1),
+            clock: 0,
+            last_use: Default::default(),
+            by_age: BTreeMap::new(),
         }
+    }
+
+    fn len(&self) -> usize {
+        self.by_age.len()
+    }
+
+    /// Marks the series `labels` of `fam` used now. Returns the series to remove when this one
+    /// is new and the limit is reached (the least recently used one).
+    fn touch(&mut self, fam: Fam, labels: &Labels) -> Option<(Fam, Arc<Labels>)> {
+        self.clock += 1;
+        let now = self.clock;
+        let uses = &mut self.last_use[fam as usize];
+        if let Some(t) = uses.get_mut(labels) {
+            if let Some(entry) = self.by_age.remove(t) {
+                self.by_age.insert(now, entry);
+            }
+            *t = now;
+            return None;
+        }
+        let key = Arc::new(labels.clone());
+        uses.insert(key.clone(), now);
+        self.by_age.insert(now, (fam, key));
+        if self.by_age.len() <= self.max {
+            return None;
+        }
+        let (_, (old_fam, old)) = self.by_age.pop_first()?;
+        self.last_use[old_fam as usize].remove(&old);
+        Some((old_fam, old))
     }
 }
 
-/// A label value as exported: cut to [`MAX_LABEL_VALUE_CHARS`], escaped for the exposition
-/// formats (prometheus-client writes label values as given). None for an empty value.
+/// A label value as exported: cut to [`MAX_LABEL_VALUE_BYTES`] (by [`cap_field`]), escaped for
+/// the exposition formats (prometheus-client writes label values as given). None for an empty
+/// value.
 fn label_value(raw: &str) -> Option<String> {
     if raw.is_empty() {
         return None;
     }
-    let mut out = String::with_capacity(raw.len().min(MAX_LABEL_VALUE_CHARS) + 2);
-    for c in raw.chars().take(MAX_LABEL_VALUE_CHARS) {
+    let raw = cap_field(raw, MAX_LABEL_VALUE_BYTES);
+    let mut out = String::with_capacity(raw.len() + 2);
+    for c in raw.chars() {
         match c {
             '\\' => out.push_str("\\\\"),
             '"' => out.push_str("\\\""),
@@ -276,8 +337,8 @@ pub struct GenAiMetrics {
     tpot: HistogramFamily,
     time_between_tokens: HistogramFamily,
     reasoning: HistogramFamily,
-    folded: Family<Labels, Counter>,
-    cardinality: Mutex<Cardinality>,
+    evicted: Family<Labels, Counter>,
+    series: Mutex<SeriesLru>,
 }
 
 impl GenAiMetrics {
@@ -297,11 +358,8 @@ impl GenAiMetrics {
             tpot: histogram_family(token_time_histogram),
             time_between_tokens: histogram_family(token_time_histogram),
             reasoning: histogram_family(reasoning_histogram),
-            folded: Family::default(),
-            cardinality: Mutex::new(Cardinality {
-                max: limits.max_values_per_label,
-                seen: HashMap::new(),
-            }),
+            evicted: Family::default(),
+            series: Mutex::new(SeriesLru::new(limits.max_series)),
         };
         registry.register_with_unit(
             "gen_ai_client_operation_duration",
@@ -378,9 +436,9 @@ impl GenAiMetrics {
             m.reasoning.clone(),
         );
         registry.register(
-            "llmprobe_label_values_folded",
-            "Label values exported as _OTHER because the label reached its limit of distinct values",
-            m.folded.clone(),
+            "llmprobe_series_evicted",
+            "Series removed, least recently used first, to keep the call families under --max-series",
+            m.evicted.clone(),
         );
         m
     }
@@ -397,25 +455,46 @@ impl GenAiMetrics {
         let gen_ai = labels.gen_ai();
         if call.role == "server" {
             observe_seconds(
-                &self.server_duration.get_or_create(&gen_ai),
+                &self
+                    .server_duration
+                    .get_or_create(self.admit(Fam::ServerDuration, &gen_ai)),
                 call.duration_s,
             );
             if let Some(t) = call.ttft_s {
-                observe_seconds(&self.server_ttft.get_or_create(&gen_ai), t);
+                observe_seconds(
+                    &self
+                        .server_ttft
+                        .get_or_create(self.admit(Fam::ServerTtft, &gen_ai)),
+                    t,
+                );
             }
             if let Some(t) = call.tpot_s {
-                observe_seconds(&self.server_tpot.get_or_create(&gen_ai), t);
+                observe_seconds(
+                    &self
+                        .server_tpot
+                        .get_or_create(self.admit(Fam::ServerTpot, &gen_ai)),
+                    t,
+                );
             }
         } else {
             observe_seconds(
-                &self.client_duration.get_or_create(&gen_ai),
+                &self
+                    .client_duration
+                    .get_or_create(self.admit(Fam::ClientDuration, &gen_ai)),
                 call.duration_s,
             );
             if let Some(t) = call.ttft_s {
-                observe_seconds(&self.client_ttfc.get_or_create(&gen_ai), t);
+                observe_seconds(
+                    &self
+                        .client_ttfc
+                        .get_or_create(self.admit(Fam::ClientTtfc, &gen_ai)),
+                    t,
+                );
             }
             if !call.detail.gaps_s.is_empty() {
-                let h = self.client_tpoc.get_or_create(&gen_ai);
+                let h = self
+                    .client_tpoc
+                    .get_or_create(self.admit(Fam::ClientTpoc, &gen_ai));
                 for g in &call.detail.gaps_s {
                     observe_seconds(&h, *g);
                 }
@@ -423,7 +502,9 @@ impl GenAiMetrics {
             for (token_type, n) in [("input", call.input_tokens), ("output", call.output_tokens)] {
                 if let Some(n) = n {
                     self.client_token_usage
-                        .get_or_create(&labels.token_usage(token_type))
+                        .get_or_create(
+                            self.admit(Fam::ClientTokenUsage, &labels.token_usage(token_type)),
+                        )
                         .observe(n as f64);
                 }
             }
@@ -437,90 +518,107 @@ impl GenAiMetrics {
         ] {
             if let Some(n) = n {
                 self.tokens
-                    .get_or_create(&labels.tokens(token_type))
+                    .get_or_create(self.admit(Fam::Tokens, &labels.tokens(token_type)))
                     .inc_by(n);
             }
         }
         let own = labels.own();
         if call.aborted {
-            self.aborted.get_or_create(&own).inc();
+            self.aborted
+                .get_or_create(self.admit(Fam::Aborted, &own))
+                .inc();
         }
         if let Some(t) = call.tpot_s {
-            observe_seconds(&self.tpot.get_or_create(&own), t);
+            observe_seconds(&self.tpot.get_or_create(self.admit(Fam::Tpot, &own)), t);
         }
         if !call.detail.gaps_s.is_empty() {
-            let h = self.time_between_tokens.get_or_create(&own);
+            let h = self
+                .time_between_tokens
+                .get_or_create(self.admit(Fam::TimeBetweenTokens, &own));
             for g in &call.detail.gaps_s {
                 observe_seconds(&h, *g);
             }
         }
         if let Some(t) = call.reasoning_s {
-            observe_seconds(&self.reasoning.get_or_create(&own), t);
+            observe_seconds(
+                &self
+                    .reasoning
+                    .get_or_create(self.admit(Fam::Reasoning, &own)),
+                t,
+            );
         }
         labels.gpu_server(call.pid)
     }
 
-    /// Resolves a call's label values, folding those past the limit (and counting the folds).
+    /// Marks a series used before it is created or updated: evicts the least recently used
+    /// series when a new one would pass the limit. Returns `labels`.
+    fn admit<'a>(&self, fam: Fam, labels: &'a Labels) -> &'a Labels {
+        // Called from one task; a poisoned lock still holds consistent maps.
+        let evict = self
+            .series
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .touch(fam, labels);
+        if let Some((old_fam, old)) = evict {
+            self.remove(old_fam, &old);
+            self.evicted
+                .get_or_create(&vec![("family".to_owned(), old_fam.name().to_owned())])
+                .inc();
+        }
+        labels
+    }
+
+    fn remove(&self, fam: Fam, labels: &Labels) {
+        let histograms = match fam {
+            Fam::ClientDuration => &self.client_duration,
+            Fam::ClientTokenUsage => &self.client_token_usage,
+            Fam::ClientTtfc => &self.client_ttfc,
+            Fam::ClientTpoc => &self.client_tpoc,
+            Fam::ServerDuration => &self.server_duration,
+            Fam::ServerTtft => &self.server_ttft,
+            Fam::ServerTpot => &self.server_tpot,
+            Fam::Tpot => &self.tpot,
+            Fam::TimeBetweenTokens => &self.time_between_tokens,
+            Fam::Reasoning => &self.reasoning,
+            Fam::Tokens => {
+                self.tokens.remove(labels);
+                return;
+            }
+            Fam::Aborted => {
+                self.aborted.remove(labels);
+                return;
+            }
+        };
+        histograms.remove(labels);
+    }
+
+    /// Series held now by the call families together.
+    pub fn series_count(&self) -> usize {
+        self.series
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .len()
+    }
+
+    /// Resolves a call's label values: cut and escaped.
     fn resolve(&self, call: &LlmCall) -> CallLabels {
         let error_type = match (&call.error_type, call.aborted) {
             (Some(e), _) => Some(e.as_str()),
             (None, true) => Some("aborted"),
             (None, false) => None,
         };
-        let port = call.server_port.map(|p| p.to_string());
-        let raw: [Option<&str>; 7] = [
-            call.request_model.as_deref(),
-            call.response_model.as_deref(),
-            call.server_address.as_deref(),
-            port.as_deref(),
-            error_type,
-            Some(call.comm.as_str()),
-            call.container_id.as_deref(),
-        ];
-        let mut bounded: [Option<String>; 7] = Default::default();
-        let mut folded = Vec::new();
-        {
-            // Called from one task; a poisoned lock still holds consistent sets.
-            let mut card = self
-                .cardinality
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner);
-            for ((label, value), out) in FOLDED_LABELS.into_iter().zip(raw).zip(bounded.iter_mut())
-            {
-                if let Some(v) = value.and_then(label_value) {
-                    let (v, was_folded) = card.admit(label, v);
-                    if was_folded {
-                        folded.push(label);
-                    }
-                    *out = Some(v);
-                }
-            }
-        }
-        for label in folded {
-            self.folded
-                .get_or_create(&vec![("label".to_owned(), label.to_owned())])
-                .inc();
-        }
-        let [
-            request_model,
-            response_model,
-            server_address,
-            server_port,
-            error_type,
-            process,
-            container,
-        ] = bounded;
+        let value = |v: Option<&str>| v.and_then(label_value);
         CallLabels {
             role: label_value(call.role).unwrap_or_else(|| "client".to_owned()),
             operation: label_value(call.operation),
             provider: label_value(&call.provider),
-            request_model,
-            response_model,
-            server_address,
-            server_port,
-            error_type,
-            process,
-            container,
+            request_model: value(call.request_model.as_deref()),
+            response_model: value(call.response_model.as_deref()),
+            server_address: value(call.server_address.as_deref()),
+            server_port: call.server_port.map(|p| p.to_string()),
+            error_type: value(error_type),
+            process: label_value(&call.comm),
+            container: value(call.container_id.as_deref()),
         }
     }
 }
@@ -535,6 +633,21 @@ pub fn encode_text(registry: &Registry) -> String {
         log::debug!("metrics encoding stopped early: {e}");
     }
     openmetrics_to_text(&om)
+}
+
+/// The registry encoded once, as OpenMetrics when `openmetrics`, else the classic text format;
+/// with its content type.
+pub fn encode_for(registry: &Registry, openmetrics: bool) -> (&'static str, String) {
+    if openmetrics {
+        let mut om = String::new();
+        if let Err(e) = prometheus_client::encoding::text::encode(&mut om, registry) {
+            // Cannot happen when writing to a String; what was encoded is still served.
+            log::debug!("metrics encoding stopped early: {e}");
+        }
+        (OPENMETRICS_CONTENT_TYPE, om)
+    } else {
+        (TEXT_CONTENT_TYPE, encode_text(registry))
+    }
 }
 
 /// Converts an OpenMetrics text exposition to the classic Prometheus text format.
@@ -649,6 +762,7 @@ mod tests {
     use super::*;
     use crate::llm::CallDetail;
     use crate::telemetry::SelfMetrics;
+    use std::collections::HashSet;
 
     /// A finished client stream with usage and gaps, the base of the other calls.
     fn client_stream() -> LlmCall {
@@ -1196,57 +1310,115 @@ mod tests {
         lacks(&t, &format!("{r}_count{{{gpt}}}"));
     }
 
-    #[test]
-    fn values_past_the_limit_fold_into_other() {
-        let call = |model: &str, comm: &str| LlmCall {
+    /// A call that makes exactly one series (client duration): no tokens, gaps or timings.
+    fn one_series_call(model: &str) -> LlmCall {
+        LlmCall {
             request_model: Some(model.to_owned()),
-            response_model: None,
-            comm: comm.to_owned(),
             ..rate_limited()
-        };
-        let (_, t) = encoded(
-            &[
-                call("m1", "a"),
-                call("m2", "a"),
-                call("m3", "b"),
-                call("m4", "c"),
-                call("m1", "c"),
-            ],
-            CardinalityLimits {
-                max_values_per_label: 2,
-            },
-        );
-        let own = |model: &str, comm: &str| {
-            format!(
-                "gen_ai_operation_name=\"chat\",gen_ai_provider_name=\"openai\",\
-                 gen_ai_request_model=\"{model}\",server_address=\"api.openai.com\",\
-                 server_port=\"443\",error_type=\"429\",process_executable_name=\"{comm}\""
-            )
-        };
-        let count = "gen_ai_client_operation_duration_seconds_count";
-        has(&t, &format!("{count}{{{}}} 1", own("m1", "a")));
-        has(&t, &format!("{count}{{{}}} 1", own("m2", "a")));
-        // m3 and m4 come past the limit of two models; m1 is still known. The processes: a and
-        // b fit, c folds (twice).
-        has(&t, &format!("{count}{{{}}} 1", own("_OTHER", "b")));
-        has(&t, &format!("{count}{{{}}} 1", own("_OTHER", "_OTHER")));
-        has(&t, &format!("{count}{{{}}} 1", own("m1", "_OTHER")));
+        }
+    }
+
+    fn duration_count(model: &str) -> String {
+        format!(
+            "gen_ai_client_operation_duration_seconds_count{{gen_ai_operation_name=\"chat\",\
+             gen_ai_provider_name=\"openai\",gen_ai_request_model=\"{model}\",\
+             server_address=\"api.openai.com\",server_port=\"443\",error_type=\"429\",\
+             process_executable_name=\"python3\"}}"
+        )
+    }
+
+    #[test]
+    fn series_past_the_limit_evict_the_least_recently_used() {
+        let mut registry = Registry::default();
+        let m = GenAiMetrics::new(&mut registry, CardinalityLimits { max_series: 3 });
+        for model in ["m1", "m2", "m3", "m1", "m4", "m5"] {
+            m.observe(&one_series_call(model));
+        }
+        // m1 was used again after m2 and m3: m2, then m3 make room for m4 and m5.
+        assert_eq!(m.series_count(), 3);
+        let t = encode_text(&registry);
+        has(&t, &format!("{} 2", duration_count("m1")));
+        has(&t, &format!("{} 1", duration_count("m4")));
+        has(&t, &format!("{} 1", duration_count("m5")));
+        lacks(&t, "\"m2\"");
         lacks(&t, "\"m3\"");
-        lacks(&t, "\"m4\"");
-        lacks(&t, "\"c\"");
-        has(&t, "# TYPE llmprobe_label_values_folded_total counter");
+        let evicted = "llmprobe_series_evicted_total{family=\"gen_ai_client_operation_duration\"}";
+        has(&t, &format!("{evicted} 2"));
+        // An evicted series comes back at its next call (counting anew), pushing out the least
+        // recently used one, m1.
+        m.observe(&one_series_call("m2"));
+        let t = encode_text(&registry);
+        has(&t, &format!("{} 1", duration_count("m2")));
+        lacks(&t, "\"m1\"");
+        has(&t, &format!("{evicted} 3"));
+        assert_eq!(m.series_count(), 3);
+    }
+
+    #[test]
+    fn every_family_counts_in_the_one_limit() {
+        // A full client stream makes series in many families; a limit of 4 holds 4 of them.
+        let mut registry = Registry::default();
+        let m = GenAiMetrics::new(&mut registry, CardinalityLimits { max_series: 4 });
+        m.observe(&client_stream());
+        m.observe(&server_call());
+        assert_eq!(m.series_count(), 4);
+        let t = encode_text(&registry);
+        let samples = t
+            .lines()
+            .filter(|l| !l.starts_with('#') && !l.starts_with("llmprobe_series_evicted"))
+            .filter(|l| l.contains("_count{") || l.starts_with("llmprobe_tokens_total{"))
+            .count();
+        assert_eq!(samples, 4, "{t}");
+        let evicted: u64 = t
+            .lines()
+            .filter(|l| l.starts_with("llmprobe_series_evicted_total{"))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+            .sum();
+        // Every series made past the fourth evicted one.
+        let mut unbounded = Registry::default();
+        let all = GenAiMetrics::new(&mut unbounded, CardinalityLimits::default());
+        all.observe(&client_stream());
+        all.observe(&server_call());
+        assert_eq!(evicted, all.series_count() as u64 - 4);
+    }
+
+    #[test]
+    fn a_flood_of_model_names_neither_grows_nor_locks_out_a_model_in_use() {
+        let limit = 100;
+        let mut registry = Registry::default();
+        let m = GenAiMetrics::new(&mut registry, CardinalityLimits { max_series: limit });
+        let (flood, every) = (10_000, 10);
+        let mut good_calls = 0;
+        for i in 0..flood {
+            m.observe(&one_series_call(&format!("junk-{i}")));
+            // The well-behaved model starts once the flood is under way (first-come slots
+            // would all be taken by then) and is used every tenth call.
+            if i >= 200 && i % every == 0 {
+                m.observe(&one_series_call("gpt-4o"));
+                good_calls += 1;
+            }
+            assert!(m.series_count() <= limit);
+        }
+        // A 100 KB model name is one more series, with its value cut.
+        m.observe(&one_series_call(&"x".repeat(100 << 10)));
+        let t = encode_text(&registry);
+        has(&t, &format!("{} {good_calls}", duration_count("gpt-4o")));
+        let cut = cap_field(&"x".repeat(100 << 10), MAX_LABEL_VALUE_BYTES).into_owned();
+        assert_eq!(cut.len(), MAX_LABEL_VALUE_BYTES);
+        has(&t, &format!("{} 1", duration_count(&cut)));
+        let series = flood + 2;
         has(
             &t,
-            "llmprobe_label_values_folded_total{label=\"gen_ai_request_model\"} 2",
+            &format!(
+                "llmprobe_series_evicted_total{{family=\"gen_ai_client_operation_duration\"}} {}",
+                series - limit
+            ),
         );
-        has(
-            &t,
-            "llmprobe_label_values_folded_total{label=\"process_executable_name\"} 2",
-        );
-        lacks(
-            &t,
-            "llmprobe_label_values_folded_total{label=\"server_address\"}",
-        );
+        let samples = t
+            .lines()
+            .filter(|l| l.starts_with("gen_ai_client_operation_duration_seconds_count{"))
+            .count();
+        assert_eq!(samples, limit);
     }
 
     #[test]
@@ -1267,7 +1439,7 @@ mod tests {
              gen_ai_provider_name=\"openai\",gen_ai_request_model=\"we\\\"ird\\\\mo\\ndel\",\
              gen_ai_response_model=\"{}\",server_address=\"api.openai.com\",server_port=\"443\",\
              error_type=\"429\",process_executable_name=\"python3\"}} 1",
-                "x".repeat(MAX_LABEL_VALUE_CHARS)
+                cap_field(&"x".repeat(300), MAX_LABEL_VALUE_BYTES)
             ),
         );
     }

@@ -574,7 +574,7 @@ impl LlmExchange {
             _ => None,
         };
         let (server_address, server_port) = server_of(self.host.as_deref(), ctx);
-        LlmCall {
+        let mut call = LlmCall {
             start_time: clock.rfc3339(self.start_ts),
             end_time: clock.rfc3339(end),
             role: ctx.role,
@@ -617,7 +617,10 @@ impl LlmExchange {
             gpu_mem_used_bytes: None,
             gpu_power_mean_w: None,
             detail,
-        }
+        };
+        // Models, ids, paths... are the traffic's own words: bounded before anyone keeps them.
+        call.cap_fields();
+        call
     }
 }
 
@@ -748,6 +751,83 @@ mod tests {
             None
         );
         assert_eq!(trace_id_of("garbage"), None);
+    }
+
+    #[test]
+    fn free_text_fields_of_records_are_capped() {
+        use crate::llm::{CUT_MARKER, MAX_FIELD_BYTES};
+        use crate::protocol::http1::ResponseHead;
+        // Every free-text field the traffic controls, 100 KB long (the model with multi-byte
+        // characters, so the cut must find a boundary).
+        let long = |c: &str| c.repeat((100 << 10) / c.len());
+        let head = RequestHead {
+            method: "POST".into(),
+            path: format!("/v1/chat/completions?{}", long("p")),
+            headers: vec![
+                ("host".into(), long("h")),
+                (
+                    "traceparent".into(),
+                    format!("00-{}-00f067aa0ba902b7-01", long("a")),
+                ),
+            ],
+        };
+        let mut ex = LlmExchange::new(
+            &head,
+            crate::llm::openai::chat_dialect(),
+            1_000,
+            ExchangeLimits::default(),
+        );
+        let body = format!(r#"{{"model":"{}","messages":[]}}"#, long("é"));
+        ex.on_request_body(body.as_bytes(), 1_000);
+        ex.on_request_end(1_000);
+        let resp = ResponseHead {
+            status: 200,
+            headers: vec![
+                ("content-type".into(), "application/json".into()),
+                ("x-request-id".into(), long("r")),
+                ("retry-after".into(), long("9")),
+            ],
+        };
+        ex.on_response_head(&resp, 2_000);
+        let answer = format!(
+            r#"{{"id":"x","model":"{}","choices":[{{"finish_reason":"{}","message":{{"content":"hi"}}}}]}}"#,
+            long("m"),
+            long("f")
+        );
+        ex.on_response_body(answer.as_bytes(), 2_000);
+        ex.on_response_end(3_000);
+        let ctx = ExchangeContext {
+            role: "client",
+            pid: 1,
+            comm: long("c"),
+            tls: false,
+            peer: None,
+            container: Some(long("0")),
+        };
+        let call = ex.finish(&ctx, &Clock { offset_ns: 0 }, false, None);
+        let fields = [
+            ("comm", Some(&call.comm)),
+            ("http_path", Some(&call.http_path)),
+            ("server_address", call.server_address.as_ref()),
+            ("container_id", call.container_id.as_ref()),
+            ("request_model", call.request_model.as_ref()),
+            ("response_model", call.response_model.as_ref()),
+            ("finish_reason", call.finish_reason.as_ref()),
+            ("request_id", call.request_id.as_ref()),
+            ("retry_after", call.retry_after.as_ref()),
+        ];
+        for (name, value) in fields {
+            let v = value.unwrap_or_else(|| panic!("{name} missing"));
+            assert!(v.len() <= MAX_FIELD_BYTES, "{name}: {} bytes", v.len());
+            assert!(v.ends_with(CUT_MARKER), "{name} not marked as cut");
+        }
+        let model = call.request_model.as_deref().unwrap_or("");
+        assert!(model.trim_end_matches(CUT_MARKER).chars().all(|c| c == 'é'));
+        assert_eq!(call.provider, "openai");
+        assert!(
+            call.trace_id.is_none(),
+            "a 100 KB trace id is not a trace id"
+        );
     }
 
     #[test]

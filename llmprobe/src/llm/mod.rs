@@ -14,6 +14,8 @@ pub mod openai_responses;
 mod test_support;
 pub mod tokens;
 
+use std::borrow::Cow;
+
 use serde::Serialize;
 
 use crate::protocol::http1::RequestHead;
@@ -107,6 +109,72 @@ pub struct LlmCall {
     /// What exporters need beyond the record (not part of the JSON).
     #[serde(skip)]
     pub detail: CallDetail,
+}
+
+/// Longest value, in bytes, of a free-text field of a record or span (models, ids, error types,
+/// finish reasons, provider, method, path, process and container names, `Retry-After`): they
+/// come from other processes' traffic. Longer values are cut by [`cap_field`].
+pub const MAX_FIELD_BYTES: usize = 256;
+
+/// Ends a value cut by [`cap_field`].
+pub const CUT_MARKER: &str = "…";
+
+/// `s` if it has at most `max` bytes, else its longest prefix that ends on a UTF-8 character
+/// boundary and leaves room for [`CUT_MARKER`], followed by the marker: at most `max` bytes in
+/// all. The one helper for every bounded text field and metric label value.
+pub fn cap_field(s: &str, max: usize) -> Cow<'_, str> {
+    if s.len() <= max {
+        return Cow::Borrowed(s);
+    }
+    let mut end = max.saturating_sub(CUT_MARKER.len());
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    let mut out = String::with_capacity(end + CUT_MARKER.len());
+    out.push_str(&s[..end]);
+    if out.len() + CUT_MARKER.len() <= max {
+        out.push_str(CUT_MARKER);
+    }
+    Cow::Owned(out)
+}
+
+/// [`cap_field`] in place.
+fn cap_in_place(s: &mut String, max: usize) {
+    if let Cow::Owned(cut) = cap_field(s, max) {
+        *s = cut;
+    }
+}
+
+impl LlmCall {
+    /// Cuts every free-text field to [`MAX_FIELD_BYTES`] (see [`cap_field`]).
+    pub fn cap_fields(&mut self) {
+        for s in [
+            &mut self.comm,
+            &mut self.http_method,
+            &mut self.http_path,
+            &mut self.provider,
+        ] {
+            cap_in_place(s, MAX_FIELD_BYTES);
+        }
+        for s in [
+            &mut self.container_id,
+            &mut self.peer_addr,
+            &mut self.server_address,
+            &mut self.request_model,
+            &mut self.response_model,
+            &mut self.finish_reason,
+            &mut self.error_type,
+            &mut self.retry_after,
+            &mut self.request_id,
+            &mut self.trace_id,
+            &mut self.detail.parent_span_id,
+        ]
+        .into_iter()
+        .flatten()
+        {
+            cap_in_place(s, MAX_FIELD_BYTES);
+        }
+    }
 }
 
 /// Per-call details for metrics and spans that the JSON record leaves out.
@@ -348,6 +416,31 @@ pub fn provider_for_host(host: Option<&str>, dialect_default: &'static str) -> S
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn cap_field_cuts_on_a_char_boundary_with_a_marker() {
+        assert_eq!(cap_field("gpt-4o", 6), Cow::Borrowed("gpt-4o"));
+        assert_eq!(cap_field("", 0), "");
+        // Every length of a mixed one-to-four-byte string, every cap.
+        let text = "aé€😀".repeat(5);
+        for max in 0..=text.len() + 1 {
+            let cut = cap_field(&text, max);
+            assert!(cut.len() <= max, "{max}: {cut:?}");
+            if text.len() <= max {
+                assert_eq!(cut, text.as_str());
+                continue;
+            }
+            if max >= CUT_MARKER.len() {
+                let kept = cut.strip_suffix(CUT_MARKER).expect("marked");
+                assert!(text.starts_with(kept));
+                // Nothing more of the text would have fitted before the marker.
+                let next = text[kept.len()..].chars().next().map_or(0, char::len_utf8);
+                assert!(kept.len() + next + CUT_MARKER.len() > max, "{max}: {cut:?}");
+            } else {
+                assert_eq!(cut, "", "{max}");
+            }
+        }
+    }
 
     #[test]
     fn scans_cut_json() {
