@@ -209,12 +209,18 @@ fn a_hundred_thousand_half_sent_requests() {
         .expect("connections gauge");
     assert!(tracked <= 16_384.0, "{tracked} connections tracked");
     // Each attacker process got its share and no more: the kernel refused the rest of its
-    // sockets, the tracker evicted within it.
+    // sockets; of the requests it did send, what did not fit was evicted in the tracker (its
+    // own share first), or shed by the kernel's fair share of the ring before it got there.
     let refused_kernel = dropped(&agent, "kernel_socket_limit_per_process");
-    let refused_tracker = dropped(&agent, "connection_limit_per_process");
-    eprintln!("kernel refused {refused_kernel} sockets, tracker {refused_tracker} connections");
+    let refused_later = dropped(&agent, "connection_limit_per_process")
+        + dropped(&agent, "connection_evicted")
+        + dropped(&agent, "kernel_fair_share")
+        + dropped(&agent, "tracker_queue_full")
+        + agent.metric("llmprobe_events_lost_total", &[]).unwrap_or(0.0);
+    eprintln!("kernel refused {refused_kernel} sockets; {refused_later} requests cut later");
     assert!(refused_kernel > 0.0, "no kernel refusal counted");
-    assert!(refused_tracker > 0.0, "no tracker refusal counted");
+    // 8 client processes × 8192 tracked sockets each cannot fit in 16 384 connections.
+    assert!(refused_later > 0.0, "no refusal counted after the kernel's");
     drop(attacker.stdin.take());
     let _ = attacker.wait();
     // And after they are gone.
