@@ -14,6 +14,7 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use llmprobe_tests::*;
+use llmprobe::protocol::encoding::brotli_bomb;
 use serde_json::Value;
 
 const WAIT: Duration = Duration::from_secs(30);
@@ -103,16 +104,7 @@ fn attack_server(dir: &Path) -> AttackServer {
         .spawn()
         .expect("start the attacker's server");
     let pid = child.id();
-    let stdout = child.stdout.take().expect("server stdout");
-    let mut line = String::new();
-    BufReader::new(stdout)
-        .read_line(&mut line)
-        .expect("read server port");
-    let port = line
-        .trim()
-        .strip_prefix("LISTENING ")
-        .and_then(|p| p.parse().ok())
-        .unwrap_or_else(|| panic!("attacker's server did not report its port: {line:?}"));
+    let port = listening_port(&mut child, "the attacker's server");
     AttackServer {
         _proc: Proc { child },
         port,
@@ -129,53 +121,6 @@ fn attack_client(dir: &Path, port: u16, args: &[&str]) -> std::process::Command 
     cmd
 }
 
-/// Bits, least significant first (RFC 7932's order).
-#[derive(Default)]
-struct BitWriter {
-    out: Vec<u8>,
-    bit: u32,
-}
-
-impl BitWriter {
-    fn put(&mut self, value: u32, bits: u32) {
-        for i in 0..bits {
-            if self.bit == 0 {
-                self.out.push(0);
-            }
-            if let Some(last) = self.out.last_mut() {
-                *last |= (((value >> i) & 1) as u8) << self.bit;
-            }
-            self.bit = (self.bit + 1) % 8;
-        }
-    }
-}
-
-/// A brotli bomb (no brotli encoder is at hand): `metablocks` meta-blocks of 16 MiB of `a`,
-/// about 11 bytes each (one-symbol prefix codes; one command inserting "aaaa" and copying
-/// 16 MiB - 4 from distance 4). The same construction is checked in the decoder's unit tests.
-fn brotli_bomb(metablocks: u32) -> Vec<u8> {
-    let mut w = BitWriter::default();
-    w.put(0, 1); // WBITS 16
-    for _ in 0..metablocks {
-        w.put(0, 1); // ISLAST
-        w.put(2, 2); // MNIBBLES: 6
-        w.put((1 << 24) - 1, 24); // MLEN - 1
-        w.put(0, 1); // ISUNCOMPRESSED
-        w.put(0, 3); // one block type of each kind
-        w.put(0, 6); // NPOSTFIX, NDIRECT
-        w.put(0, 2); // literal context mode
-        w.put(0, 2); // one literal tree, one distance tree
-        for (symbol, bits) in [(u32::from(b'a'), 8), (423, 10), (0, 6)] {
-            w.put(1, 2); // simple prefix code
-            w.put(0, 2); // one symbol
-            w.put(symbol, bits);
-        }
-        w.put((1 << 24) - 4 - 2118, 24); // copy length extra bits
-    }
-    w.put(1, 1); // ISLAST
-    w.put(1, 1); // ISLASTEMPTY
-    w.out
-}
 
 /// `zeros` bytes of zeros in an encoder, fed a MiB at a time.
 fn compress_zeros<W: Write>(mut w: W, zeros: usize) -> W {

@@ -752,15 +752,7 @@ fn inference_server_on_fastapi_uvicorn_is_recorded_as_server() {
         child: server.spawn().expect("start asgi_server.py"),
     };
     let server_pid = server.child.id();
-    let mut line = String::new();
-    BufReader::new(server.child.stdout.take().expect("stdout"))
-        .read_line(&mut line)
-        .expect("port");
-    let port: u16 = line
-        .trim()
-        .strip_prefix("LISTENING ")
-        .and_then(|p| p.parse().ok())
-        .expect("LISTENING <port>");
+    let port = listening_port(&mut server.child, "asgi_server.py");
     let mut agent = Agent::start(&dir, false, &[]);
     let url = format!("http://127.0.0.1:{port}/v1");
     let run = run_client(venv_client(
@@ -816,15 +808,7 @@ impl OtlpReceiver {
         let mut p = Proc {
             child: cmd.spawn().expect("start otlp_receiver.py"),
         };
-        let mut line = String::new();
-        BufReader::new(p.child.stdout.take().expect("stdout"))
-            .read_line(&mut line)
-            .expect("port");
-        let port = line
-            .trim()
-            .strip_prefix("LISTENING ")
-            .and_then(|p| p.parse().ok())
-            .expect("LISTENING <port>");
+        let port = listening_port(&mut p.child, "otlp_receiver.py");
         OtlpReceiver {
             _proc: p,
             port,

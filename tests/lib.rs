@@ -181,16 +181,7 @@ impl TestServer {
         }
         let mut child = cmd.spawn().expect("start llm_server.py");
         let pid = child.id();
-        let stdout = child.stdout.take().expect("server stdout");
-        let mut line = String::new();
-        BufReader::new(stdout)
-            .read_line(&mut line)
-            .expect("read server port");
-        let port = line
-            .trim()
-            .strip_prefix("LISTENING ")
-            .and_then(|p| p.parse().ok())
-            .unwrap_or_else(|| panic!("test server did not report its port: {line:?}"));
+        let port = listening_port(&mut child, "the test server");
         TestServer {
             _proc: Proc { child },
             port,
@@ -207,6 +198,22 @@ impl TestServer {
             format!("http://127.0.0.1:{}/v1", self.port)
         }
     }
+}
+
+/// Reads the `LISTENING <port>` line a test server (or receiver) prints first on stdout.
+pub fn listening_port(child: &mut Child, what: &str) -> u16 {
+    let stdout = child
+        .stdout
+        .take()
+        .unwrap_or_else(|| panic!("{what}: stdout not piped"));
+    let mut line = String::new();
+    BufReader::new(stdout)
+        .read_line(&mut line)
+        .unwrap_or_else(|e| panic!("{what}: reading its port: {e}"));
+    line.trim()
+        .strip_prefix("LISTENING ")
+        .and_then(|p| p.parse().ok())
+        .unwrap_or_else(|| panic!("{what} did not report its port: {line:?}"))
 }
 
 /// A free loopback TCP port.

@@ -326,22 +326,7 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
             };
             let mut out = TrackerOutput::default();
             for ev in batch {
-                match capture.as_mut() {
-                    Some(c) => {
-                        let copy = ev.clone();
-                        let mutes = out.mutes.len();
-                        tracker.handle(ev, &mut out);
-                        c.not_llm(&out.mutes[mutes..]);
-                        c.observe(copy, |pid, id| {
-                            if tracker.is_llm(pid, id) {
-                                ConnClass::Llm
-                            } else {
-                                ConnClass::Unknown
-                            }
-                        });
-                    }
-                    None => tracker.handle(ev, &mut out),
-                }
+                track(&mut tracker, capture.as_mut(), ev, &mut out);
             }
             tracker_queued.fetch_sub(cost, Ordering::AcqRel);
             if let Some(c) = capture.as_mut() {
@@ -464,6 +449,31 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
     )
     .await;
     Ok(())
+}
+
+/// One event through the tracker and, when recording, the recorder, which learns from the
+/// tracker whether the event's connection carries LLM calls.
+pub(crate) fn track<W: std::io::Write>(
+    tracker: &mut ConnTracker,
+    capture: Option<&mut Recorder<W>>,
+    ev: ProbeEvent,
+    out: &mut TrackerOutput,
+) {
+    let Some(c) = capture else {
+        tracker.handle(ev, out);
+        return;
+    };
+    let copy = ev.clone();
+    let mutes = out.mutes.len();
+    tracker.handle(ev, out);
+    c.not_llm(&out.mutes[mutes..]);
+    c.observe(copy, |pid, id| {
+        if tracker.is_llm(pid, id) {
+            ConnClass::Llm
+        } else {
+            ConnClass::Unknown
+        }
+    });
 }
 
 /// Server-role calls on a GPU node get what the server's GPUs did during the call, and count

@@ -472,17 +472,7 @@ mod tests {
                 Recorder::new(&mut buf, clock, max, all, metrics.clone()).expect("recorder");
             let mut out = TrackerOutput::default();
             for ev in events {
-                let copy = ev.clone();
-                let n = out.mutes.len();
-                tracker.handle(ev, &mut out);
-                rec.not_llm(&out.mutes[n..]);
-                rec.observe(copy, |p, i| {
-                    if tracker.is_llm(p, i) {
-                        ConnClass::Llm
-                    } else {
-                        ConnClass::Unknown
-                    }
-                });
+                crate::app::track(&mut tracker, Some(&mut rec), ev, &mut out);
             }
             rec.flush();
         }

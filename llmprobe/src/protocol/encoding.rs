@@ -279,6 +279,58 @@ fn is_window_refusal(e: &io::Error) -> bool {
     e.to_string().contains("too much memory")
 }
 
+/// Bits, least significant first (RFC 7932's order).
+#[derive(Default)]
+struct BitWriter {
+    out: Vec<u8>,
+    bit: u32,
+}
+
+impl BitWriter {
+    fn put(&mut self, value: u32, bits: u32) {
+        for i in 0..bits {
+            if self.bit == 0 {
+                self.out.push(0);
+            }
+            if let Some(last) = self.out.last_mut() {
+                *last |= (((value >> i) & 1) as u8) << self.bit;
+            }
+            self.bit = (self.bit + 1) % 8;
+        }
+    }
+}
+
+/// A hand-built brotli bomb (no brotli encoder is at hand), for the tests and the fuzzer's
+/// seeds: a 64 KiB window, then `metablocks` meta-blocks of 16 MiB of `a`, each ~11
+/// bytes: one-symbol prefix codes (0 bits per symbol) and one command per meta-block that
+/// inserts "aaaa" and copies 16 MiB - 4 from distance 4.
+pub fn brotli_bomb(metablocks: u32) -> Vec<u8> {
+    let mut w = BitWriter::default();
+    w.put(0, 1); // WBITS 16
+    for _ in 0..metablocks {
+        w.put(0, 1); // ISLAST
+        w.put(2, 2); // MNIBBLES: 6
+        w.put((1 << 24) - 1, 24); // MLEN - 1
+        w.put(0, 1); // ISUNCOMPRESSED
+        w.put(0, 3); // NBLTYPESL, NBLTYPESI, NBLTYPESD: 1 each
+        w.put(0, 2); // NPOSTFIX
+        w.put(0, 4); // NDIRECT
+        w.put(0, 2); // literal context mode
+        w.put(0, 2); // NTREESL 1, NTREESD 1
+        for (symbol, bits) in [(u32::from(b'a'), 8), (423, 10), (0, 6)] {
+            w.put(1, 2); // simple prefix code
+            w.put(0, 2); // one symbol
+            w.put(symbol, bits);
+        }
+        // Command 423: insert code 4 (4 literals, no extra bits), copy code 23 (2118 + 24
+        // extra bits), then an explicit distance: code 0, the last distance (4).
+        w.put((1 << 24) - 4 - 2118, 24);
+    }
+    w.put(1, 1); // ISLAST
+    w.put(1, 1); // ISLASTEMPTY
+    w.out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -444,57 +496,6 @@ mod tests {
                 }
             }
         }
-    }
-
-    /// Bits, least significant first (RFC 7932's order).
-    #[derive(Default)]
-    struct BitWriter {
-        out: Vec<u8>,
-        bit: u32,
-    }
-
-    impl BitWriter {
-        fn put(&mut self, value: u32, bits: u32) {
-            for i in 0..bits {
-                if self.bit == 0 {
-                    self.out.push(0);
-                }
-                if let Some(last) = self.out.last_mut() {
-                    *last |= (((value >> i) & 1) as u8) << self.bit;
-                }
-                self.bit = (self.bit + 1) % 8;
-            }
-        }
-    }
-
-    /// A brotli bomb: a 64 KiB window, then `metablocks` meta-blocks of 16 MiB of `a`, each ~11
-    /// bytes: one-symbol prefix codes (0 bits per symbol) and one command per meta-block that
-    /// inserts "aaaa" and copies 16 MiB - 4 from distance 4.
-    fn brotli_bomb(metablocks: u32) -> Vec<u8> {
-        let mut w = BitWriter::default();
-        w.put(0, 1); // WBITS 16
-        for _ in 0..metablocks {
-            w.put(0, 1); // ISLAST
-            w.put(2, 2); // MNIBBLES: 6
-            w.put((1 << 24) - 1, 24); // MLEN - 1
-            w.put(0, 1); // ISUNCOMPRESSED
-            w.put(0, 3); // NBLTYPESL, NBLTYPESI, NBLTYPESD: 1 each
-            w.put(0, 2); // NPOSTFIX
-            w.put(0, 4); // NDIRECT
-            w.put(0, 2); // literal context mode
-            w.put(0, 2); // NTREESL 1, NTREESD 1
-            for (symbol, bits) in [(u32::from(b'a'), 8), (423, 10), (0, 6)] {
-                w.put(1, 2); // simple prefix code
-                w.put(0, 2); // one symbol
-                w.put(symbol, bits);
-            }
-            // Command 423: insert code 4 (4 literals, no extra bits), copy code 23 (2118 + 24
-            // extra bits), then an explicit distance: code 0, the last distance (4).
-            w.put((1 << 24) - 4 - 2118, 24);
-        }
-        w.put(1, 1); // ISLAST
-        w.put(1, 1); // ISLASTEMPTY
-        w.out
     }
 
     #[test]
