@@ -4,7 +4,13 @@
 //! cargo xtask setup            install what the build needs (idempotent)
 //! cargo xtask build            setup + release build (agent with embedded eBPF object)
 //! cargo xtask run [-- ARGS]    setup + build + `llmprobe run ARGS` (needs root)
-//! cargo xtask test [-- ARGS]   setup + build + test environment + every test (needs root)
+//! cargo xtask test [-- ARGS]   setup + build + test environment + every test (needs root),
+//!                              then every fuzz target for 10 s
+//! cargo xtask fuzz [--secs N] [--target NAME]
+//!                              install cargo-fuzz if missing, build the fuzz targets
+//!                              (llmprobe/fuzz, nightly, libFuzzer), seed their corpora from
+//!                              tests/fixtures, run each for N seconds (default 60); fails on any
+//!                              crash with the reproducer's path
 //! cargo xtask gpu-check [-- ARGS]
 //!                              setup + build + tests/assets/gpu_check.py on a node with an NVIDIA
 //!                              GPU (needs root, python3 with PyTorch and CUDA)
@@ -17,6 +23,24 @@ use anyhow::{Context, bail};
 
 const LLVM_MAJOR: &str = "22";
 const BPF_LINKER_VERSION: &str = "0.13.0";
+/// cargo-fuzz release that builds with the stable toolchain here (1.95).
+const CARGO_FUZZ_VERSION: &str = "0.13.2";
+/// Seconds each fuzz target runs in `cargo xtask test` (CI).
+const CI_FUZZ_SECS: u64 = 10;
+/// The fuzz targets, in `llmprobe/fuzz/fuzz_targets/` (see llmprobe/fuzz/src/lib.rs).
+const FUZZ_TARGETS: [&str; 11] = [
+    "http1",
+    "sse",
+    "ndjson",
+    "json_array",
+    "encoding",
+    "dialects",
+    "tracker",
+    "capture",
+    "ringbuf",
+    "elf",
+    "masker",
+];
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -29,10 +53,21 @@ fn main() {
         "setup" => setup(),
         "build" => setup().and_then(|_| build()),
         "run" => setup().and_then(|_| build()).and_then(|_| run(&rest)),
-        "test" => setup().and_then(|_| build()).and_then(|_| test(&rest)),
+        "test" => setup()
+            .and_then(|_| build())
+            .and_then(|_| test(&rest))
+            .and_then(|_| {
+                fuzz(&FuzzArgs {
+                    secs: CI_FUZZ_SECS,
+                    target: None,
+                })
+            }),
+        "fuzz" => FuzzArgs::parse(&rest).and_then(|a| fuzz(&a)),
         "gpu-check" => setup().and_then(|_| build()).and_then(|_| gpu_check(&rest)),
         _ => {
-            eprintln!("usage: cargo xtask <setup|build|run|test|gpu-check> [-- ARGS]");
+            eprintln!(
+                "usage: cargo xtask <setup|build|run|test|gpu-check> [-- ARGS]\n       cargo xtask fuzz [--secs N] [--target NAME]"
+            );
             std::process::exit(if cmd == "help" { 0 } else { 2 });
         }
     };
@@ -288,4 +323,237 @@ fn gpu_check(args: &[String]) -> anyhow::Result<()> {
             .args(args),
         "gpu_check.py",
     )
+}
+
+/// Options of `cargo xtask fuzz`.
+struct FuzzArgs {
+    secs: u64,
+    target: Option<String>,
+}
+
+impl FuzzArgs {
+    fn parse(args: &[String]) -> anyhow::Result<Self> {
+        let mut a = FuzzArgs {
+            secs: 60,
+            target: None,
+        };
+        let mut it = args.iter();
+        while let Some(arg) = it.next() {
+            match arg.as_str() {
+                "--secs" => {
+                    let v = it.next().context("--secs needs a number of seconds")?;
+                    a.secs = v
+                        .parse()
+                        .with_context(|| format!("--secs {v}: not a number of seconds"))?;
+                }
+                "--target" => {
+                    let v = it.next().context("--target needs a fuzz target name")?;
+                    if !FUZZ_TARGETS.contains(&v.as_str()) {
+                        bail!(
+                            "unknown fuzz target {v}: the targets are {}",
+                            FUZZ_TARGETS.join(", ")
+                        );
+                    }
+                    a.target = Some(v.clone());
+                }
+                other => {
+                    bail!("cargo xtask fuzz: unknown option {other} (use --secs N, --target NAME)")
+                }
+            }
+        }
+        Ok(a)
+    }
+}
+
+/// What libFuzzer reported for one target.
+#[derive(Default)]
+struct FuzzStats {
+    execs: Option<u64>,
+    execs_per_sec: Option<u64>,
+    cov: Option<u64>,
+    ft: Option<u64>,
+    corpus: Option<String>,
+    peak_rss_mb: Option<u64>,
+    reproducer: Option<String>,
+}
+
+impl FuzzStats {
+    fn from_log(log: &str) -> Self {
+        let mut s = FuzzStats::default();
+        let stat =
+            |line: &str, key: &str| -> Option<u64> { line.strip_prefix(key)?.trim().parse().ok() };
+        for line in log.lines() {
+            if let Some(v) = stat(line, "stat::number_of_executed_units:") {
+                s.execs = Some(v);
+            } else if let Some(v) = stat(line, "stat::average_exec_per_sec:") {
+                s.execs_per_sec = Some(v);
+            } else if let Some(v) = stat(line, "stat::peak_rss_mb:") {
+                s.peak_rss_mb = Some(v);
+            } else if let Some(p) = line.split("Test unit written to ").nth(1) {
+                s.reproducer = Some(p.trim().to_owned());
+            }
+            // Status lines: `#1234\tNEW    cov: 812 ft: 2306 corp: 96/41Kb ...`.
+            let words: Vec<&str> = line.split_whitespace().collect();
+            for w in words.windows(2) {
+                match w[0] {
+                    "cov:" => s.cov = w[1].parse().ok().or(s.cov),
+                    "ft:" => s.ft = w[1].parse().ok().or(s.ft),
+                    "corp:" => s.corpus = Some(w[1].to_owned()),
+                    _ => {}
+                }
+            }
+        }
+        s
+    }
+}
+
+fn show(v: Option<u64>) -> String {
+    v.map_or_else(|| "?".to_owned(), |v| v.to_string())
+}
+
+/// Builds the fuzz targets, seeds their corpora from the recorded captures, and runs each one.
+fn fuzz(args: &FuzzArgs) -> anyhow::Result<()> {
+    let root = root();
+    let fuzz_dir = root.join("llmprobe").join("fuzz");
+    if have("cargo-fuzz") {
+        step("cargo-fuzz: present");
+    } else {
+        step(&format!(
+            "installing cargo-fuzz {CARGO_FUZZ_VERSION} (about a minute)"
+        ));
+        run_cmd(
+            Command::new("cargo").args([
+                "install",
+                "cargo-fuzz",
+                "--version",
+                CARGO_FUZZ_VERSION,
+                "--locked",
+            ]),
+            "cargo install cargo-fuzz",
+        )?;
+    }
+    if have("c++") {
+        step("C++ compiler (libFuzzer is built from source): present");
+    } else {
+        step("installing a C++ compiler with apt-get (libFuzzer is built from source)");
+        if !have("apt-get") {
+            bail!("no C++ compiler (c++) and no apt-get: install g++ yourself");
+        }
+        run_cmd(
+            Command::new("apt-get").args(["update", "-qq"]),
+            "apt-get update",
+        )?;
+        run_cmd(
+            Command::new("apt-get")
+                .args(["install", "-y", "-qq", "g++"])
+                .env("DEBIAN_FRONTEND", "noninteractive"),
+            "apt-get install g++",
+        )?;
+    }
+    step(
+        "building the fuzz targets (nightly, libFuzzer + AddressSanitizer; the first build takes minutes)",
+    );
+    let started = std::time::Instant::now();
+    run_cmd(
+        Command::new("cargo")
+            .current_dir(&root)
+            .args(["+nightly", "fuzz", "build", "--fuzz-dir"])
+            .arg(&fuzz_dir)
+            .args(["--codegen-units", "16"])
+            // The fuzz targets never load the eBPF object: do not build it.
+            .env("AYA_BUILD_SKIP", "1"),
+        "cargo +nightly fuzz build",
+    )?;
+    step(&format!(
+        "fuzz targets built in {:.0} s",
+        started.elapsed().as_secs_f64()
+    ));
+    let bin_dir = fuzz_dir
+        .join("target")
+        .join("x86_64-unknown-linux-gnu")
+        .join("release");
+    let corpus = fuzz_dir.join("corpus");
+    step("seeding the corpora from tests/fixtures (llmprobe/fuzz/corpus, not committed)");
+    run_cmd(
+        Command::new(bin_dir.join("seed_corpora"))
+            .arg(root.join("tests").join("fixtures"))
+            .arg(&corpus),
+        "seed_corpora",
+    )?;
+    let targets: Vec<&str> = match &args.target {
+        Some(t) => vec![t.as_str()],
+        None => FUZZ_TARGETS.to_vec(),
+    };
+    let logs = root.join("target").join("fuzz-logs");
+    std::fs::create_dir_all(&logs).with_context(|| format!("cannot create {}", logs.display()))?;
+    let mut failures = Vec::new();
+    for t in targets {
+        let artifacts = fuzz_dir.join("artifacts").join(t);
+        let regressions = fuzz_dir.join("regressions").join(t);
+        let work = corpus.join(t);
+        for d in [&artifacts, &work] {
+            std::fs::create_dir_all(d).with_context(|| format!("cannot create {}", d.display()))?;
+        }
+        step(&format!("fuzzing {t} for {} s", args.secs));
+        let mut cmd = Command::new(bin_dir.join(t));
+        cmd.arg(&work);
+        if regressions.is_dir() {
+            // Inputs that once crashed: run first, every time.
+            cmd.arg(&regressions);
+        }
+        let out = cmd
+            .arg(format!("-max_total_time={}", args.secs))
+            .arg(format!("-artifact_prefix={}/", artifacts.display()))
+            .args([
+                "-print_final_stats=1",
+                "-timeout=10",
+                "-rss_limit_mb=512",
+                "-malloc_limit_mb=256",
+            ])
+            .env(
+                "ASAN_OPTIONS",
+                "detect_odr_violation=0:quarantine_size_mb=64",
+            )
+            .stdin(Stdio::null())
+            .output()
+            .with_context(|| format!("cannot start the {t} fuzz target"))?;
+        let log = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let log_path = logs.join(format!("{t}.log"));
+        std::fs::write(&log_path, &log)
+            .with_context(|| format!("cannot write {}", log_path.display()))?;
+        let s = FuzzStats::from_log(&log);
+        eprintln!(
+            "xtask: fuzz {t}: {} executions ({}/s), cov {}, ft {}, corpus {}, peak RSS {} MB",
+            show(s.execs),
+            show(s.execs_per_sec),
+            show(s.cov),
+            show(s.ft),
+            s.corpus.as_deref().unwrap_or("?"),
+            show(s.peak_rss_mb),
+        );
+        if !out.status.success() {
+            let tail: Vec<&str> = log.lines().rev().take(40).collect();
+            for line in tail.into_iter().rev() {
+                eprintln!("    {line}");
+            }
+            failures.push(format!(
+                "{t}: {} (reproduce: {} {}; full log {})",
+                out.status,
+                bin_dir.join(t).display(),
+                s.reproducer.as_deref().unwrap_or("<no reproducer written>"),
+                log_path.display()
+            ));
+        }
+    }
+    if !failures.is_empty() {
+        bail!(
+            "fuzzing found crashes; turn each into a regression test (see llmprobe/fuzz/README.md):\n  {}",
+            failures.join("\n  ")
+        );
+    }
+    Ok(())
 }

@@ -24,6 +24,8 @@ pub struct JsonArraySplitter {
     in_string: bool,
     escaped: bool,
     element: Vec<u8>,
+    /// Bytes of the current element were dropped (it is over the limit).
+    truncated: bool,
     max: usize,
     oversized: bool,
 }
@@ -50,6 +52,7 @@ impl JsonArraySplitter {
             in_string: false,
             escaped: false,
             element: Vec::new(),
+            truncated: false,
             max,
             oversized: false,
         }
@@ -108,15 +111,17 @@ impl JsonArraySplitter {
             if inside || self.depth >= 2 {
                 if self.element.len() < self.max {
                     self.element.push(b);
-                } else if !self.oversized {
+                } else {
+                    self.truncated = true;
                     self.oversized = true;
                 }
             }
             if inside && self.depth == 1 && !self.in_string {
-                if self.element.len() < self.max {
+                if !self.truncated {
                     out.push(String::from_utf8_lossy(&self.element).into_owned());
                 }
                 self.element.clear();
+                self.truncated = false;
             }
         }
     }
@@ -158,6 +163,22 @@ mod tests {
         assert!(out.is_empty());
         let mut s = JsonArraySplitter::with_max_element_bytes(4);
         s.feed(b"[{\"abcdef\":1},{}]", &mut out);
+        assert_eq!(out, vec!["{}".to_owned()]);
+        assert!(s.take_oversized());
+    }
+
+    /// Found by the `json_array` fuzz target: an element of exactly the limit was dropped without
+    /// being reported; one byte more is reported.
+    #[test]
+    fn element_at_the_limit_is_kept_and_one_over_is_reported() {
+        let mut s = JsonArraySplitter::with_max_element_bytes(4);
+        let mut out = Vec::new();
+        s.feed(b"[{12}]", &mut out);
+        assert_eq!(out, vec!["{12}".to_owned()]);
+        assert!(!s.take_oversized());
+        out.clear();
+        let mut s = JsonArraySplitter::with_max_element_bytes(4);
+        s.feed(b"[{123},{}]", &mut out);
         assert_eq!(out, vec!["{}".to_owned()]);
         assert!(s.take_oversized());
     }
