@@ -2,7 +2,12 @@
 """Benchmark: what llmprobe costs the traffic it observes, and what it costs itself.
 
 Usage (as root, after `cargo xtask build`):
-    bench_overhead.py [--requests 300] [--pairs 3]
+    bench_overhead.py [--requests 300] [--pairs 3] [--agent PATH]...
+
+With several `--agent` binaries (e.g. the previous commit's and this one's), every pair runs the
+workload without an agent and then once under each agent in turn, so they are compared in the
+same script on the same machine; each agent's figures are reported, and CPU per call as a ratio
+to the first agent's.
 
 A keep-alive client (Python http.client over TLS, and over plain HTTP) makes `--requests`
 streamed chat completions (8 chunks, no injected delay) against the local test server. Each
@@ -53,6 +58,8 @@ def main():
     ap.add_argument("--requests", type=int, default=300)
     ap.add_argument("--pairs", type=int, default=3)
     ap.add_argument("--agent-arg", action="append", default=[], help="extra llmprobe run argument (repeatable)")
+    ap.add_argument("--agent", action="append", default=[],
+                    help="llmprobe binary to measure (repeatable; default target/release/llmprobe)")
     ap.add_argument("--gpu-pids-file", help="write the servers' pids here (FAKE_NVML_PIDS_FILE of fake_nvml.c), "
                     "so that a stand-in NVML makes them inference servers on a GPU")
     a = ap.parse_args()
@@ -70,35 +77,42 @@ def main():
     if a.gpu_pids_file:
         with open(a.gpu_pids_file, "w") as f:
             f.write("".join(f"{p.pid}\n" for p, _ in servers.values()))
+    agents = a.agent or [os.path.join(ROOT, "target", "release", "llmprobe")]
     try:
         for kind in ("tls", "plain"):
             port = servers[kind][1]
             workload(port, kind == "tls", ca, 20)  # warm-up
-            ratios, cpu, rss, records, calls = [], 0.0, 0, 0, 0
+            stats = [{"ratios": [], "cpu": 0.0, "rss": 0, "records": 0, "calls": 0} for _ in agents]
             for _ in range(a.pairs):
                 off = workload(port, kind == "tls", ca, a.requests)
-                out = os.path.join(tmp, f"rec-{kind}.jsonl")
-                if os.path.exists(out):
-                    os.remove(out)
-                agent = subprocess.Popen([os.path.join(ROOT, "target", "release", "llmprobe"), "run", "--jsonl", out,
-                                          "--metrics-addr", "127.0.0.1:0"] + a.agent_arg, stderr=subprocess.PIPE, text=True)
-                for line in agent.stderr:
-                    if "ready:" in line:
-                        break
-                c0 = cpu_seconds(agent.pid)
-                on = workload(port, kind == "tls", ca, a.requests)
-                time.sleep(0.5)
-                cpu += cpu_seconds(agent.pid) - c0
-                rss = max(rss, peak_rss_kib(agent.pid))
-                agent.send_signal(signal.SIGINT)
-                agent.wait()
-                records += sum(1 for _ in open(out))
-                calls += a.requests
-                ratios.append(on / off)
-            print(f"{kind:5}: {a.requests} streamed calls x {a.pairs} pairs; wall time with/without agent: "
-                  f"median {statistics.median(ratios):.3f} (min {min(ratios):.3f}, max {max(ratios):.3f}); "
-                  f"agent CPU {cpu / calls * 1000:.3f} s per 1000 calls; agent peak RSS {rss / 1024:.1f} MiB; "
-                  f"records {records} for {calls} calls (client + server side: expect {2 * calls})")
+                for binary, st in zip(agents, stats):
+                    out = os.path.join(tmp, f"rec-{kind}.jsonl")
+                    if os.path.exists(out):
+                        os.remove(out)
+                    agent = subprocess.Popen([binary, "run", "--jsonl", out, "--metrics-addr", "127.0.0.1:0"]
+                                             + a.agent_arg, stderr=subprocess.PIPE, text=True)
+                    for line in agent.stderr:
+                        if "ready:" in line:
+                            break
+                    c0 = cpu_seconds(agent.pid)
+                    on = workload(port, kind == "tls", ca, a.requests)
+                    time.sleep(0.5)
+                    st["cpu"] += cpu_seconds(agent.pid) - c0
+                    st["rss"] = max(st["rss"], peak_rss_kib(agent.pid))
+                    agent.send_signal(signal.SIGINT)
+                    agent.wait()
+                    st["records"] += sum(1 for _ in open(out))
+                    st["calls"] += a.requests
+                    st["ratios"].append(on / off)
+            base_cpu = stats[0]["cpu"] / stats[0]["calls"]
+            for binary, st in zip(agents, stats):
+                r, calls = st["ratios"], st["calls"]
+                name = binary if len(agents) > 1 else "agent"
+                print(f"{kind:5} {name}: {a.requests} streamed calls x {a.pairs} pairs; wall time with/without agent: "
+                      f"median {statistics.median(r):.3f} (min {min(r):.3f}, max {max(r):.3f}); "
+                      f"agent CPU {st['cpu'] / calls * 1000:.3f} s per 1000 calls "
+                      f"(x{st['cpu'] / calls / base_cpu:.2f} of the first agent); agent peak RSS {st['rss'] / 1024:.1f} MiB; "
+                      f"records {st['records']} for {calls} calls (client + server side: expect {2 * calls})")
     finally:
         for p, _ in servers.values():
             p.kill()

@@ -26,7 +26,7 @@ const BPF_LINKER_VERSION: &str = "0.13.0";
 /// cargo-fuzz release that builds with the stable toolchain here (1.95).
 const CARGO_FUZZ_VERSION: &str = "0.13.2";
 /// Seconds each fuzz target runs in `cargo xtask test` (CI).
-const CI_FUZZ_SECS: u64 = 10;
+const CI_FUZZ_SECS: u64 = 5;
 /// The fuzz targets, in `llmprobe/fuzz/fuzz_targets/` (see llmprobe/fuzz/src/lib.rs).
 const FUZZ_TARGETS: [&str; 11] = [
     "http1",

@@ -147,9 +147,15 @@ impl Default for ElfLimits {
 trait ElfSource {
     /// Exactly `len` bytes at `off`, or `ShortRead` if the source ends first.
     fn read_exact_at(&self, off: u64, len: usize) -> Result<Vec<u8>, Refusal>;
+    /// Its size now, in bytes.
+    fn size(&self) -> Result<u64, Refusal>;
 }
 
 impl ElfSource for &[u8] {
+    fn size(&self) -> Result<u64, Refusal> {
+        Ok(self.len() as u64)
+    }
+
     fn read_exact_at(&self, off: u64, len: usize) -> Result<Vec<u8>, Refusal> {
         let start = usize::try_from(off).map_err(|_| Refusal::ShortRead)?;
         let end = start.checked_add(len).ok_or(Refusal::ShortRead)?;
@@ -160,6 +166,12 @@ impl ElfSource for &[u8] {
 }
 
 impl ElfSource for File {
+    fn size(&self) -> Result<u64, Refusal> {
+        self.metadata()
+            .map(|m| m.len())
+            .map_err(|_| Refusal::ReadFailed)
+    }
+
     fn read_exact_at(&self, off: u64, len: usize) -> Result<Vec<u8>, Refusal> {
         let mut buf = vec![0u8; len];
         let mut done = 0;
@@ -259,6 +271,7 @@ struct Section {
 /// Finds the OpenSSL functions an ELF file defines (not merely imports), reading only the
 /// pieces it needs, each within `limits`.
 fn inspect_source<S: ElfSource>(src: &S, limits: ElfLimits) -> Result<SslOffsets, Refusal> {
+    let file_size = src.size()?;
     let src = Budgeted {
         src,
         limits,
@@ -390,9 +403,13 @@ fn inspect_source<S: ElfSource>(src: &S, limits: ElfLimits) -> Result<SslOffsets
             if sec.kind == SHT_NOBITS {
                 continue;
             }
+            // The function must lie inside its section and the file: a crafted symbol table
+            // could otherwise send a uprobe to any offset.
             if let Some(off) = value
                 .checked_sub(sec.addr)
+                .filter(|d| *d < sec.size)
                 .and_then(|d| d.checked_add(sec.offset))
+                .filter(|off| *off < file_size)
             {
                 offsets[idx] = Some(off);
             }
@@ -847,6 +864,17 @@ mod tests {
             "ldconfig -p lists no libssl on this machine"
         );
         libs[0].clone()
+    }
+
+    #[test]
+    fn a_symbol_outside_its_section_or_the_file_is_no_target() {
+        // Found by the `elf` fuzz target: SSL_read_ex at 0x2900000000000294 in a 4748-byte file.
+        let raw = include_bytes!("../../fuzz/regressions/elf/symbol-outside-its-section");
+        if let Ok(offsets) = inspect_elf_bytes(raw) {
+            for off in offsets.iter().flatten() {
+                assert!(*off < raw.len() as u64, "offset {off:#x} outside the file");
+            }
+        }
     }
 
     #[test]
