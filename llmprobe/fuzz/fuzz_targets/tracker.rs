@@ -25,6 +25,8 @@ fuzz_target!(|raw: &[u8]| {
     let cfg = if mode & 1 != 0 {
         TrackerConfig {
             max_connections: 6,
+            max_connections_per_process: 3,
+            memory_budget: 4096,
             max_pending_exchanges: 3,
             idle_timeout_ns: 2_000_000_000,
             mute_after_non_llm: 2,
@@ -56,6 +58,7 @@ fuzz_target!(|raw: &[u8]| {
         tracker.handle(ev, &mut out);
         assert!(tracker.connections() <= cfg.max_connections);
         assert!(tracker.llm_in_flight() <= cfg.max_connections * cfg.max_pending_exchanges);
+        assert!(tracker.memory_bytes() <= cfg.memory_budget);
     }
     tracker.finish_all(&mut out);
     assert_eq!(tracker.connections(), 0);
@@ -64,14 +67,16 @@ fuzz_target!(|raw: &[u8]| {
         check_call(call);
     }
     // Every record comes from a request head, and each head takes at least 14 bytes
-    // ("GET / HTTP/1.1" plus its line end); mutes come from data events or ends.
+    // ("GET / HTTP/1.1" plus its line end). A data event mutes at most its own connection, one
+    // evicted to make room for it, and connections cut for the memory budget (each of which a
+    // data event created).
     let bytes: usize = ops.iter().map(|(_, op)| op_bytes(op)).sum();
     assert!(
         out.calls.len() <= bytes / 14 + 1,
         "{} calls from {bytes} bytes",
         out.calls.len()
     );
-    assert!(out.mutes.len() <= n_events);
+    assert!(out.mutes.len() <= 3 * n_events);
 });
 
 fn op_bytes(op: &script::Op) -> usize {

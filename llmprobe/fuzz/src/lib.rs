@@ -391,6 +391,8 @@ pub mod script {
             tls: conn & 0x20 != 0,
             offset,
             total_len: total,
+            // The kernel flags a connection's next record after a lost one.
+            lost_before: conn & 0x80 != 0,
             data: Bytes::copy_from_slice(bytes),
         })
     }
