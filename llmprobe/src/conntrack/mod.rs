@@ -754,10 +754,16 @@ impl ConnTracker {
         self.conns.entry(pid).or_default().insert(id, c);
     }
 
-    /// Over the memory budget: cuts the connections holding the most until under it again.
-    /// Their open calls are recorded as `capture_incomplete` and the kernel stops sending them.
+    /// Over the memory budget: cuts the connections holding the most until the total is back
+    /// under seven eighths of it (so a client hovering at the budget cannot make every event pay
+    /// for a scan of every connection). Their open calls are recorded as `capture_incomplete`
+    /// and the kernel stops sending them.
     fn enforce_memory_budget(&mut self, ts: u64, out: &mut TrackerOutput) {
-        while self.mem_total > self.cfg.memory_budget {
+        if self.mem_total <= self.cfg.memory_budget {
+            return;
+        }
+        let target = self.cfg.memory_budget / 8 * 7;
+        while self.mem_total > target {
             let Some((pid, id)) = self
                 .conns
                 .iter()
