@@ -214,7 +214,7 @@ impl<W: Write> Recorder<W> {
                 match state {
                     ConnState::Dropped => {}
                     ConnState::Kept => {
-                        self.kept_fds.insert((d.meta.pid, d.meta.fd));
+                        bounded_insert(&mut self.kept_fds, (d.meta.pid, d.meta.fd));
                         self.write(&ev);
                     }
                     ConnState::Pending { events, bytes } => {
@@ -254,7 +254,7 @@ impl<W: Write> Recorder<W> {
             ProbeEvent::SslFd { meta } => {
                 let key = (meta.pid, meta.conn_id);
                 if matches!(self.conns.get(&key), Some(ConnState::Kept)) {
-                    self.kept_fds.insert((meta.pid, meta.fd));
+                    bounded_insert(&mut self.kept_fds, (meta.pid, meta.fd));
                     self.write(&ev);
                 } else if self.ssl_links.len() < MAX_TRACKED || self.ssl_links.contains_key(&key) {
                     self.ssl_links.insert(key, ev);
@@ -336,7 +336,7 @@ impl<W: Write> Recorder<W> {
             return;
         };
         self.pending_bytes -= bytes;
-        self.kept_pids.insert(key.0);
+        bounded_insert(&mut self.kept_pids, key.0);
         // The socket's open and the SSL link first, so a replay knows the connection's peer.
         let link = self.ssl_links.remove(&key);
         let fd = link.as_ref().map(|l| l.meta().fd).or_else(|| {
@@ -346,7 +346,7 @@ impl<W: Write> Recorder<W> {
             })
         });
         if let Some(fd) = fd
-            && self.kept_fds.insert((key.0, fd))
+            && bounded_insert(&mut self.kept_fds, (key.0, fd))
             && let Some(open) = self.opens.get(&(key.0, fd)).cloned()
         {
             self.write(&open);
@@ -384,6 +384,15 @@ impl<W: Write> Recorder<W> {
             self.out = None;
         }
     }
+}
+
+/// Inserts into a set that holds at most `MAX_TRACKED` entries; true when newly inserted. (A
+/// socket or process left out only loses its close or exit line in the capture.)
+fn bounded_insert<T: std::hash::Hash + Eq>(set: &mut HashSet<T>, v: T) -> bool {
+    if set.len() >= MAX_TRACKED && !set.contains(&v) {
+        return false;
+    }
+    set.insert(v)
 }
 
 /// The first bytes of a connection's held events, enough to recognise the HTTP/2 preface.
