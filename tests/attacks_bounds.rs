@@ -13,8 +13,8 @@ use std::path::Path;
 use std::process::Stdio;
 use std::time::Duration;
 
-use llmprobe_tests::*;
 use llmprobe::protocol::encoding::brotli_bomb;
+use llmprobe_tests::*;
 use serde_json::Value;
 
 const WAIT: Duration = Duration::from_secs(30);
@@ -120,7 +120,6 @@ fn attack_client(dir: &Path, port: u16, args: &[&str]) -> std::process::Command 
     cmd.arg(script).arg(port.to_string()).args(args);
     cmd
 }
-
 
 /// `zeros` bytes of zeros in an encoder, fed a MiB at a time.
 fn compress_zeros<W: Write>(mut w: W, zeros: usize) -> W {

@@ -216,7 +216,9 @@ fn a_hundred_thousand_half_sent_requests() {
         + dropped(&agent, "connection_evicted")
         + dropped(&agent, "kernel_fair_share")
         + dropped(&agent, "tracker_queue_full")
-        + agent.metric("llmprobe_events_lost_total", &[]).unwrap_or(0.0);
+        + agent
+            .metric("llmprobe_events_lost_total", &[])
+            .unwrap_or(0.0);
     eprintln!("kernel refused {refused_kernel} sockets; {refused_later} requests cut later");
     assert!(refused_kernel > 0.0, "no kernel refusal counted");
     // 8 client processes × 8192 tracked sockets each cannot fit in 16 384 connections.

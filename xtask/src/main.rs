@@ -128,6 +128,28 @@ fn have(program: &str) -> bool {
     output_ok(Command::new("sh").args(["-c", &format!("command -v {program}")])).is_some()
 }
 
+/// Installs Debian packages (apt-get update, then install); a clear error where there is no
+/// apt-get.
+fn apt_install(packages: &[&str]) -> anyhow::Result<()> {
+    if !have("apt-get") {
+        bail!(
+            "{} missing and apt-get is not available: install them yourself",
+            packages.join(", ")
+        );
+    }
+    run_cmd(
+        Command::new("apt-get").args(["update", "-qq"]),
+        "apt-get update",
+    )?;
+    run_cmd(
+        Command::new("apt-get")
+            .args(["install", "-y", "-qq"])
+            .args(packages)
+            .env("DEBIAN_FRONTEND", "noninteractive"),
+        &format!("apt-get install {}", packages.join(" ")),
+    )
+}
+
 /// Installs what the eBPF build needs: nightly's rust-src and bpf-linker against LLVM 22.
 fn setup() -> anyhow::Result<()> {
     if !have("rustup") {
@@ -164,24 +186,12 @@ fn setup() -> anyhow::Result<()> {
             step(&format!(
                 "installing LLVM {LLVM_MAJOR} development files with apt-get (for bpf-linker)"
             ));
-            if !have("apt-get") {
-                bail!(
-                    "LLVM {LLVM_MAJOR} is missing and apt-get is not available: install llvm-{LLVM_MAJOR}-dev yourself"
-                );
-            }
-            run_cmd(
-                Command::new("apt-get").args(["update", "-qq"]),
-                "apt-get update",
-            )?;
-            run_cmd(
-                Command::new("apt-get")
-                    .args(["install", "-y", "-qq"])
-                    .arg(format!("llvm-{LLVM_MAJOR}-dev"))
-                    .arg(format!("libpolly-{LLVM_MAJOR}-dev"))
-                    .args(["libzstd-dev", "zlib1g-dev"])
-                    .env("DEBIAN_FRONTEND", "noninteractive"),
-                "apt-get install llvm-dev",
-            )?;
+            apt_install(&[
+                &format!("llvm-{LLVM_MAJOR}-dev"),
+                &format!("libpolly-{LLVM_MAJOR}-dev"),
+                "libzstd-dev",
+                "zlib1g-dev",
+            ])?;
         }
         step(&format!(
             "installing bpf-linker {BPF_LINKER_VERSION} against LLVM {LLVM_MAJOR} (about 2 minutes)"
@@ -436,19 +446,7 @@ fn fuzz(args: &FuzzArgs) -> anyhow::Result<()> {
         step("C++ compiler (libFuzzer is built from source): present");
     } else {
         step("installing a C++ compiler with apt-get (libFuzzer is built from source)");
-        if !have("apt-get") {
-            bail!("no C++ compiler (c++) and no apt-get: install g++ yourself");
-        }
-        run_cmd(
-            Command::new("apt-get").args(["update", "-qq"]),
-            "apt-get update",
-        )?;
-        run_cmd(
-            Command::new("apt-get")
-                .args(["install", "-y", "-qq", "g++"])
-                .env("DEBIAN_FRONTEND", "noninteractive"),
-            "apt-get install g++",
-        )?;
+        apt_install(&["g++"])?;
     }
     step(
         "building the fuzz targets (nightly, libFuzzer + AddressSanitizer; the first build takes minutes)",

@@ -39,7 +39,7 @@ const MAX_PENDING_TOTAL: usize = 32 * 1024 * 1024;
 const MAX_TRACKED: usize = 65_536;
 
 /// Bytes needed to recognise the HTTP/2 client connection preface.
-const H2_PREFACE_LEN: usize = 24;
+const H2_PREFACE_LEN: usize = crate::secrets::HTTP2_PREFACE.len();
 
 /// What `record` keeps.
 #[derive(Debug, Clone)]
@@ -218,23 +218,19 @@ impl<W: Write> Recorder<W> {
                         self.write(&ev);
                     }
                     ConnState::Pending { events, bytes } => {
-                        let mut head = first_bytes(events);
-                        if head.len() < H2_PREFACE_LEN {
-                            let more = (H2_PREFACE_LEN - head.len()).min(d.data.len());
-                            head.extend_from_slice(&d.data[..more]);
-                        }
-                        let h2 = is_h2_start(&head);
+                        let len = d.data.len();
+                        *bytes += len;
+                        self.pending_bytes += len;
+                        events.push(ev);
+                        let h2 = is_h2_start(&first_bytes(events));
                         if h2 == Some(true) {
                             self.metrics.drop_for("capture_http2");
                             self.drop_pending(key);
                             return;
                         }
                         let decided = h2.is_some();
-                        *bytes += d.data.len();
-                        self.pending_bytes += d.data.len();
                         let over =
                             *bytes > MAX_PENDING_PER_CONN || self.pending_bytes > MAX_PENDING_TOTAL;
-                        events.push(ev);
                         let keep =
                             decided && (self.all_traffic || class(key.0, key.1) == ConnClass::Llm);
                         if keep {
