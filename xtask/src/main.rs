@@ -14,12 +14,15 @@
 //! cargo xtask gpu-check [-- ARGS]
 //!                              setup + build + tests/assets/gpu_check.py on a node with an NVIDIA
 //!                              GPU (needs root, python3 with PyTorch and CUDA)
+//! cargo xtask shape [DIR...]   per Rust file: lines that are not tests, longest function
 //! ```
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
 use anyhow::{Context, bail};
+
+mod shape;
 
 const LLVM_MAJOR: &str = "22";
 const BPF_LINKER_VERSION: &str = "0.13.0";
@@ -64,9 +67,10 @@ fn main() {
             }),
         "fuzz" => FuzzArgs::parse(&rest).and_then(|a| fuzz(&a)),
         "gpu-check" => setup().and_then(|_| build()).and_then(|_| gpu_check(&rest)),
+        "shape" => shape::shape(&root(), &rest),
         _ => {
             eprintln!(
-                "usage: cargo xtask <setup|build|run|test|gpu-check> [-- ARGS]\n       cargo xtask fuzz [--secs N] [--target NAME]"
+                "usage: cargo xtask <setup|build|run|test|gpu-check|shape> [-- ARGS]\n       cargo xtask fuzz [--secs N] [--target NAME]"
             );
             std::process::exit(if cmd == "help" { 0 } else { 2 });
         }
