@@ -36,7 +36,7 @@ use crate::gpu::efficiency::{CallUse, ServerKey};
 use crate::gpu::{GpuMetrics, GpuMode, SETTLE_GRACE, SamplerConfig};
 use crate::llm::LlmCall;
 use crate::probes::EventPreparer;
-use crate::probes::capture::read_capture;
+use crate::probes::capture::CaptureReader;
 use crate::probes::discovery::{ScanDecision, ScanLimiter};
 use crate::probes::events::{ProbeEvent, decode};
 use crate::probes::loader::{LoadOptions, ProbeHandles, Probes, ScanReport};
@@ -609,37 +609,66 @@ async fn wait_for_signal() {
 /// Runs captured events through the same pipeline offline. Returns the records in order.
 pub fn replay_events(
     clock: Clock,
-    events: Vec<ProbeEvent>,
+    events: impl IntoIterator<Item = ProbeEvent>,
     cfg: TrackerConfig,
     metrics: Arc<SelfMetrics>,
 ) -> Vec<LlmCall> {
+    let mut calls = Vec::new();
+    replay_into(clock, events.into_iter().map(Ok), cfg, metrics, |c| {
+        calls.extend(c.drain(..));
+        Ok(())
+    })
+    .map(|()| calls)
+    .unwrap_or_else(|e: anyhow::Error| unreachable!("no event fails: {e}"))
+}
+
+/// The replay loop: each event prepared and tracked as a live run does, records handed to `sink`
+/// as they are produced (it drains them), so a replay holds one event and the open calls, not
+/// the capture.
+fn replay_into(
+    clock: Clock,
+    events: impl Iterator<Item = anyhow::Result<ProbeEvent>>,
+    cfg: TrackerConfig,
+    metrics: Arc<SelfMetrics>,
+    mut sink: impl FnMut(&mut Vec<LlmCall>) -> anyhow::Result<()>,
+) -> anyhow::Result<()> {
     let mut tracker = ConnTracker::new(cfg, clock, metrics);
     let mut prep = EventPreparer::new(false);
     let mut out = TrackerOutput::default();
-    for mut ev in events {
+    for ev in events {
+        let mut ev = ev?;
         prep.prepare(&mut ev);
         tracker.handle(ev, &mut out);
+        out.mutes.clear();
+        if !out.calls.is_empty() {
+            sink(&mut out.calls)?;
+        }
     }
-    out.calls
+    Ok(())
 }
 
-/// `llmprobe replay`: reads a capture and writes its records.
+/// `llmprobe replay`: reads a capture and writes its records, streaming both.
 pub fn replay(path: &Path, jsonl: &JsonlTarget) -> anyhow::Result<usize> {
     let file = std::fs::File::open(path)
         .with_context(|| format!("cannot open capture {}", path.display()))?;
-    let (clock, events) = read_capture(BufReader::new(file))?;
-    let calls = replay_events(
-        clock,
-        events,
+    let reader = CaptureReader::new(BufReader::with_capacity(1 << 16, file))?;
+    let mut w = JsonlWriter::open(jsonl)?;
+    let mut n = 0;
+    replay_into(
+        reader.clock(),
+        reader,
         TrackerConfig::default(),
         Arc::new(SelfMetrics::unregistered()),
-    );
-    let mut w = JsonlWriter::open(jsonl)?;
-    for c in &calls {
-        w.write(c)?;
-    }
+        |calls| {
+            for c in calls.drain(..) {
+                w.write(&c)?;
+                n += 1;
+            }
+            Ok(())
+        },
+    )?;
     w.flush()?;
-    Ok(calls.len())
+    Ok(n)
 }
 
 #[cfg(test)]

@@ -186,6 +186,8 @@ def generate(path, conns, chunks):
 
 
 def run_once(binary, capture, out):
+    if os.path.exists(out):
+        os.unlink(out)  # the JSONL writer appends
     start = time.monotonic()
     proc = subprocess.Popen(
         [binary, "replay", capture, "--jsonl", out],

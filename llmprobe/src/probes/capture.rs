@@ -3,6 +3,7 @@
 //! wall-clock times. Payload is kept as text when it is valid UTF-8 (readable, editable fixtures)
 //! and as base64 otherwise. Secret header values are already masked before events get here.
 
+use std::borrow::Cow;
 use std::io::{BufRead, Write};
 use std::net::SocketAddr;
 
@@ -17,7 +18,7 @@ use crate::clock::Clock;
 /// Version written in the header line.
 pub const CAPTURE_VERSION: u32 = 1;
 
-#[derive(Serialize, Deserialize)]
+#[derive(Serialize)]
 #[serde(tag = "ev", rename_all = "snake_case")]
 enum Line {
     Header {
@@ -152,79 +153,210 @@ pub fn encode_line(ev: &ProbeEvent, buf: &mut Vec<u8>) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Reads a whole capture: its clock and its events in order.
-pub fn read_capture(input: impl BufRead) -> anyhow::Result<(Clock, Vec<ProbeEvent>)> {
-    let mut clock = None;
-    let mut events = Vec::new();
-    for (i, line) in input.lines().enumerate() {
-        let line = line.with_context(|| format!("reading capture line {}", i + 1))?;
-        if line.trim().is_empty() {
-            continue;
-        }
-        let parsed: Line = serde_json::from_str(&line)
-            .with_context(|| format!("capture line {} is not a valid llmprobe event", i + 1))?;
-        let ev = match parsed {
-            Line::Header {
-                llmprobe_capture,
-                clock_offset_ns,
-            } => {
-                if llmprobe_capture > CAPTURE_VERSION {
-                    bail!(
-                        "capture version {llmprobe_capture} is newer than this llmprobe ({CAPTURE_VERSION})"
-                    );
-                }
-                clock = Some(Clock {
-                    offset_ns: clock_offset_ns,
-                });
-                continue;
-            }
-            Line::Data {
-                meta,
-                dir,
-                tls,
-                offset,
-                total_len,
-                lost_before,
-                text,
-                b64,
-            } => {
-                let data = match (text, b64) {
-                    (Some(t), _) => Bytes::from(t.into_bytes()),
+/// The kind of a capture line (`"ev"`).
+#[derive(Deserialize, Clone, Copy)]
+#[serde(rename_all = "snake_case")]
+enum Kind {
+    Header,
+    Data,
+    ConnOpen,
+    ConnClose,
+    SslFd,
+    SslFree,
+    ExecMap,
+    ProcExit,
+}
+
+/// One capture line as read: every kind's fields flat and optional, strings borrowed from the
+/// line where they have no escapes. Reading through this struct instead of the tagged [`Line`]
+/// avoids serde's buffering of internally tagged, flattened enums (a third of a replay's time).
+#[derive(Deserialize)]
+struct RawLine<'a> {
+    ev: Kind,
+    llmprobe_capture: Option<u32>,
+    clock_offset_ns: Option<i64>,
+    pid: Option<u32>,
+    tid: Option<u32>,
+    fd: Option<i32>,
+    conn_id: Option<u64>,
+    ts_ns: Option<u64>,
+    #[serde(borrow)]
+    comm: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    container: Option<Cow<'a, str>>,
+    dir: Option<Direction>,
+    tls: Option<bool>,
+    offset: Option<u32>,
+    total_len: Option<u32>,
+    lost_before: Option<bool>,
+    #[serde(borrow)]
+    text: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    b64: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    peer: Option<Cow<'a, str>>,
+    role_hint: Option<u8>,
+}
+
+fn need<T>(v: Option<T>, field: &str) -> anyhow::Result<T> {
+    v.with_context(|| format!("missing field `{field}`"))
+}
+
+impl RawLine<'_> {
+    fn meta(&mut self) -> anyhow::Result<EventMeta> {
+        Ok(EventMeta {
+            pid: need(self.pid, "pid")?,
+            tid: need(self.tid, "tid")?,
+            fd: need(self.fd, "fd")?,
+            conn_id: need(self.conn_id, "conn_id")?,
+            ts_ns: need(self.ts_ns, "ts_ns")?,
+            comm: need(self.comm.take(), "comm")?.into_owned(),
+            container: self.container.take().map(Cow::into_owned),
+        })
+    }
+
+    /// The event this line holds (None for the header).
+    fn event(mut self) -> anyhow::Result<Option<ProbeEvent>> {
+        let ev = match self.ev {
+            Kind::Header => return Ok(None),
+            Kind::Data => {
+                let data = match (self.text.take(), self.b64.take()) {
+                    (Some(t), _) => Bytes::from(t.into_owned().into_bytes()),
                     (None, Some(b)) => Bytes::from(
                         base64::engine::general_purpose::STANDARD
                             .decode(b.as_bytes())
-                            .with_context(|| format!("capture line {}: bad base64", i + 1))?,
+                            .context("bad base64")?,
                     ),
                     (None, None) => Bytes::new(),
                 };
                 ProbeEvent::Data(DataChunk {
-                    meta,
-                    direction: dir,
-                    tls,
-                    offset,
-                    total_len,
-                    lost_before,
+                    meta: self.meta()?,
+                    direction: need(self.dir, "dir")?,
+                    tls: need(self.tls, "tls")?,
+                    offset: self.offset.unwrap_or(0),
+                    total_len: need(self.total_len, "total_len")?,
+                    lost_before: self.lost_before.unwrap_or(false),
                     data,
                 })
             }
-            Line::ConnOpen {
-                meta,
-                peer,
-                role_hint,
-            } => ProbeEvent::ConnOpen {
-                meta,
-                peer: peer.and_then(|p| p.parse::<SocketAddr>().ok()),
-                role_hint,
+            Kind::ConnOpen => ProbeEvent::ConnOpen {
+                meta: self.meta()?,
+                peer: self
+                    .peer
+                    .as_deref()
+                    .and_then(|p| p.parse::<SocketAddr>().ok()),
+                role_hint: need(self.role_hint, "role_hint")?,
             },
-            Line::ConnClose { meta } => ProbeEvent::ConnClose { meta },
-            Line::SslFd { meta } => ProbeEvent::SslFd { meta },
-            Line::SslFree { meta } => ProbeEvent::SslFree { meta },
-            Line::ExecMap { meta } => ProbeEvent::ExecMap { meta },
-            Line::ProcExit { meta } => ProbeEvent::ProcExit { meta },
+            Kind::ConnClose => ProbeEvent::ConnClose { meta: self.meta()? },
+            Kind::SslFd => ProbeEvent::SslFd { meta: self.meta()? },
+            Kind::SslFree => ProbeEvent::SslFree { meta: self.meta()? },
+            Kind::ExecMap => ProbeEvent::ExecMap { meta: self.meta()? },
+            Kind::ProcExit => ProbeEvent::ProcExit { meta: self.meta()? },
         };
-        events.push(ev);
+        Ok(Some(ev))
     }
-    let clock = clock.context("capture has no header line: is this an llmprobe capture?")?;
+}
+
+/// Reads a capture one event at a time, so a replay holds one line in memory, not the file.
+/// The header (the clock) must come first, as [`CaptureWriter`] writes it.
+pub struct CaptureReader<R: BufRead> {
+    input: R,
+    line: Vec<u8>,
+    line_no: usize,
+    clock: Clock,
+}
+
+impl<R: BufRead> CaptureReader<R> {
+    /// Reads the header line and returns the reader positioned at the first event.
+    pub fn new(input: R) -> anyhow::Result<Self> {
+        let mut r = CaptureReader {
+            input,
+            line: Vec::new(),
+            line_no: 0,
+            clock: Clock { offset_ns: 0 },
+        };
+        let header = loop {
+            if !r.next_line()? {
+                bail!("capture has no header line: is this an llmprobe capture?");
+            }
+            if !r.line.trim_ascii().is_empty() {
+                break r.parse()?;
+            }
+        };
+        let (Kind::Header, Some(version), Some(offset_ns)) =
+            (header.ev, header.llmprobe_capture, header.clock_offset_ns)
+        else {
+            bail!(
+                "capture line {} is not a header line: is this an llmprobe capture?",
+                r.line_no
+            );
+        };
+        if version > CAPTURE_VERSION {
+            bail!("capture version {version} is newer than this llmprobe ({CAPTURE_VERSION})");
+        }
+        r.clock = Clock { offset_ns };
+        Ok(r)
+    }
+
+    /// The clock offset stored in the header.
+    pub fn clock(&self) -> Clock {
+        self.clock
+    }
+
+    fn next_line(&mut self) -> anyhow::Result<bool> {
+        self.line.clear();
+        self.line_no += 1;
+        let n = self
+            .input
+            .read_until(b'\n', &mut self.line)
+            .with_context(|| format!("reading capture line {}", self.line_no))?;
+        Ok(n > 0)
+    }
+
+    fn parse(&self) -> anyhow::Result<RawLine<'_>> {
+        serde_json::from_slice(&self.line).with_context(|| {
+            format!(
+                "capture line {} is not a valid llmprobe event",
+                self.line_no
+            )
+        })
+    }
+
+    /// The next event, `None` at the end of the capture.
+    pub fn next_event(&mut self) -> anyhow::Result<Option<ProbeEvent>> {
+        loop {
+            if !self.next_line()? {
+                return Ok(None);
+            }
+            if self.line.trim_ascii().is_empty() {
+                continue;
+            }
+            let line_no = self.line_no;
+            let parsed = self.parse()?;
+            match parsed
+                .event()
+                .with_context(|| format!("capture line {line_no}"))?
+            {
+                Some(ev) => return Ok(Some(ev)),
+                None => bail!("capture line {line_no}: a second header line"),
+            }
+        }
+    }
+}
+
+impl<R: BufRead> Iterator for CaptureReader<R> {
+    type Item = anyhow::Result<ProbeEvent>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        self.next_event().transpose()
+    }
+}
+
+/// Reads a whole capture: its clock and its events in order.
+pub fn read_capture(input: impl BufRead) -> anyhow::Result<(Clock, Vec<ProbeEvent>)> {
+    let reader = CaptureReader::new(input)?;
+    let clock = reader.clock();
+    let events = reader.collect::<anyhow::Result<Vec<_>>>()?;
     Ok((clock, events))
 }
 
