@@ -1,48 +1,40 @@
-//! Wires the stages into tasks and channels:
-//!
-//! ```text
-//! ring buffer ─► reader (decode, mask secrets, name processes) ─► tracker (conntrack → http1 →
-//! sse → llm) ─► sink (JSONL)        discovery (attach uprobes to new TLS libraries) ◄─ exec/mmap
-//! ```
-//!
-//! Every channel is bounded; a full channel is a counted drop, never a stall of the kernel reader.
+//! The composition root: builds the stages of [`crate::pipeline`], joins them with bounded
+//! channels, starts the threads beside them (discovery, kernel statistics, GPU sampling, the
+//! `/metrics` server), and stops them in order on SIGINT or SIGTERM. No stage logic lives here.
 
-use std::collections::BTreeSet;
-use std::io::BufReader;
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::mpsc::{Receiver, RecvTimeoutError};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::Context;
-use aya::maps::{HashMap as BpfHashMap, MapData};
-use llmprobe_common::ConnKey;
 use log::{info, warn};
 use prometheus_client::registry::Registry;
 use tokio::io::Interest;
 use tokio::io::unix::AsyncFd;
-use tokio::sync::mpsc;
 
-use crate::clock::{Clock, monotonic_now_ns};
-use crate::conntrack::{ConnTracker, TrackerConfig, TrackerOutput};
+use crate::clock::Clock;
+use crate::conntrack::{ConnTracker, TrackerConfig};
 use crate::export::jsonl::{JsonlTarget, JsonlWriter};
 use crate::export::metrics_http;
 use crate::export::otlp::{OtlpConfig, OtlpExporter};
-use crate::export::prometheus::{CardinalityLimits, GenAiMetrics, GpuServerLabels};
-use crate::gpu::correlate::{GpuHistory, InFlightSnapshot, ProcRelation, server_gpus};
-use crate::gpu::efficiency::{CallUse, ServerKey};
+use crate::export::prometheus::{CardinalityLimits, GenAiMetrics};
+use crate::gpu::join::GpuJoin;
 use crate::gpu::{GpuMetrics, GpuMode, SETTLE_GRACE, SamplerConfig};
 use crate::llm::LlmCall;
-use crate::probes::EventPreparer;
-use crate::probes::capture::CaptureReader;
-use crate::probes::discovery::{ScanDecision, ScanLimiter};
-use crate::probes::events::{ProbeEvent, decode};
+use crate::pipeline::enrich::EnrichInput;
+use crate::pipeline::fanout::CallSink;
+use crate::pipeline::prepare::Prepare;
+use crate::pipeline::queue::{QUEUE_BATCHES, event_queue};
+use crate::pipeline::track::TrackStage;
+use crate::pipeline::{discovery, enrich, fanout, source};
 use crate::probes::loader::{LoadOptions, ProbeHandles, Probes, ScanReport};
-use crate::probes::recorder::{ConnClass, RecordOptions, Recorder};
+use crate::probes::recorder::{RecordOptions, Recorder};
 use crate::telemetry::SelfMetrics;
-use std::sync::{Mutex, PoisonError};
+
+pub use crate::pipeline::queue::QUEUE_BYTE_BUDGET;
+pub use crate::pipeline::replay::{replay, replay_events};
+pub use crate::pipeline::track::track;
 
 /// Options of `llmprobe run` / `llmprobe record`.
 #[derive(Debug, Clone)]
@@ -73,53 +65,8 @@ pub struct RunOptions {
     pub queue_budget: usize,
 }
 
-const BATCH_CHANNEL: usize = 4096;
+/// Records batches waiting for the enrich stage and for the fan-out.
 const RECORD_CHANNEL: usize = 4096;
-const MAX_BATCH: usize = 1024;
-/// Bytes of probe events the reader may queue for the tracker (see [`event_cost`]).
-/// Default of [`RunOptions::queue_budget`]: a quarter of the default `--memory-limit`.
-pub const QUEUE_BYTE_BUDGET: usize = 64 << 20;
-/// What an event costs in the queue besides its payload: the enum, its process name and
-/// container id (bounded by the reader's preparation), allocator slack.
-const EVENT_OVERHEAD: usize = 256;
-
-/// An event's share of [`QUEUE_BYTE_BUDGET`].
-fn event_cost(ev: &ProbeEvent) -> usize {
-    EVENT_OVERHEAD
-        + match ev {
-            ProbeEvent::Data(d) => d.data.len(),
-            _ => 0,
-        }
-}
-
-/// Fits a batch into what is left of the queue's byte budget (`queued` of `budget` in use).
-/// Over it, data events lose their payload first and stay as zero-length markers with their
-/// offset and call length, so the tracker counts the missing bytes as a capture gap and
-/// resynchronises as it does for bytes the kernel lost; when even the markers do not fit, the
-/// whole batch goes. Returns the batch's cost (0 when it was dropped) and the events whose
-/// payload or whole self was dropped.
-fn fit_batch(batch: &mut Vec<ProbeEvent>, queued: usize, budget: usize) -> (usize, u64) {
-    let cost: usize = batch.iter().map(event_cost).sum();
-    if queued + cost <= budget {
-        return (cost, 0);
-    }
-    let mut dropped = 0;
-    for ev in batch.iter_mut() {
-        if let ProbeEvent::Data(d) = ev
-            && !d.data.is_empty()
-        {
-            d.data = bytes::Bytes::new();
-            dropped += 1;
-        }
-    }
-    let cost = batch.len() * EVENT_OVERHEAD;
-    if queued + cost <= budget {
-        return (cost, dropped);
-    }
-    let all = batch.len() as u64;
-    batch.clear();
-    (0, all)
-}
 
 /// Runs the agent until SIGINT or SIGTERM.
 pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
@@ -134,37 +81,31 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
     let gpu_metrics = Arc::new(GpuMetrics::new(&mut registry));
     let registry = Arc::new(registry);
     let listener = metrics_http::bind(opts.metrics_addr).await?;
-    // Ten minutes of GPU rounds for joining calls with what their server's GPUs did.
-    let gpu_history = Arc::new(Mutex::new(GpuHistory::new(
-        (600.0 / opts.gpu_interval.as_secs_f64().max(0.05)) as usize,
-    )));
     // One clock offset for the live records, the capture and the GPU rounds, so a replay
     // reproduces the records exactly and a wall-clock step shifts nothing against anything.
     let clock = Clock::system();
-    let gpu_on = crate::gpu::start(
-        opts.gpu,
-        SamplerConfig {
-            interval: opts.gpu_interval,
-            settle_grace: SETTLE_GRACE,
-            clock,
-        },
-        opts.nvml_lib.as_deref(),
-        gpu_metrics,
-        gpu_history.clone(),
-    );
-    let mut sink = match &opts.jsonl {
-        Some(t) => Some(JsonlWriter::open_rotating(t, opts.jsonl_max_bytes)?),
-        None => None,
-    };
-    let otlp = opts.otlp.clone().map(|cfg| {
+
+    // Sinks, in the order they see each batch.
+    let mut sinks: Vec<Box<dyn CallSink>> = vec![Box::new(PrometheusSink(genai.clone()))];
+    if let Some(cfg) = opts.otlp.clone() {
         info!(
             "exporting spans over OTLP to {} ({:?})",
             crate::secrets::redact_url(&cfg.endpoint),
             cfg.protocol
         );
-        OtlpExporter::spawn(cfg, metrics.clone())
-    });
-    let mut capture = match &opts.record {
+        sinks.push(Box::new(OtlpSink(
+            Some(OtlpExporter::spawn(cfg, metrics.clone())),
+            tokio::runtime::Handle::current(),
+        )));
+    }
+    if let Some(t) = &opts.jsonl {
+        sinks.push(Box::new(JsonlSink {
+            writer: JsonlWriter::open_rotating(t, opts.jsonl_max_bytes)?,
+            metrics: metrics.clone(),
+            warned: None,
+        }));
+    }
+    let recorder = match &opts.record {
         Some(r) => Some(Recorder::create(r, clock, metrics.clone())?),
         None => None,
     };
@@ -174,7 +115,7 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
     })?;
     let mut report = ScanReport::default();
     probes.initial_scan(&mut report);
-    publish_scan(&report, &probes, &metrics);
+    discovery::publish_scan(&report, &probes, &metrics);
     if probes.tls_file_count() == 0 {
         warn!(
             "no OpenSSL library found yet: TLS traffic is invisible until a process maps one (plaintext HTTP is traced)"
@@ -184,240 +125,92 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
     let ProbeHandles { ring, muted, lost } = handles;
     let mut kernel_stats = probes.kernel_stats(lost, seeds.len() as u64)?;
 
-    // Batches with their cost; `queued` is the cost of the batches not yet handled.
-    let (batch_tx, mut batch_rx) = mpsc::channel::<(usize, Vec<ProbeEvent>)>(BATCH_CHANNEL);
-    let queued = Arc::new(AtomicUsize::new(0));
-    let (rec_tx, mut rec_rx) = mpsc::channel::<Vec<LlmCall>>(RECORD_CHANNEL);
-    let (scan_tx, scan_rx) = std::sync::mpsc::sync_channel::<u32>(SCAN_CHANNEL);
+    // The stages' channels, downstream first.
+    let (fanout_tx, fanout_rx) = std::sync::mpsc::sync_channel::<Vec<LlmCall>>(RECORD_CHANNEL);
+    let (enrich_tx, enrich_rx) = std::sync::mpsc::sync_channel::<EnrichInput>(RECORD_CHANNEL);
+    let (queue_tx, queue_rx) = event_queue(opts.queue_budget, QUEUE_BATCHES);
+    let (scan_tx, scan_rx) = std::sync::mpsc::sync_channel::<u32>(discovery::SCAN_CHANNEL);
 
     if !seeds.is_empty() {
         info!(
             "tracing {} TCP sockets that were open before start",
             seeds.len()
         );
-        let cost = seeds.iter().map(event_cost).sum();
-        queued.fetch_add(cost, Ordering::AcqRel);
-        let _ = batch_tx.send((cost, seeds)).await;
+        if let Ok(dropped @ 1..) = queue_tx.offer(seeds) {
+            metrics.drop_by("tracker_queue_full", dropped);
+        }
     }
 
-    // Reader: drain the ring buffer whenever it is readable.
-    let reader_metrics = metrics.clone();
-    let reader_queued = queued.clone();
-    let queue_budget = opts.queue_budget;
+    let spawn = |name: &str, f: Box<dyn FnOnce() + Send>| {
+        std::thread::Builder::new()
+            .name(name.to_owned())
+            .spawn(f)
+            .with_context(|| format!("cannot start the {name} thread"))
+    };
+
+    // Fan-out and enrich.
+    let fanout = spawn("fanout", Box::new(move || fanout::run(fanout_rx, sinks)))?;
+    let sampler_cfg = SamplerConfig {
+        interval: opts.gpu_interval,
+        settle_grace: SETTLE_GRACE,
+        clock,
+    };
+    let gpu = crate::gpu::start(
+        opts.gpu,
+        sampler_cfg,
+        opts.nvml_lib.as_deref(),
+        &gpu_metrics,
+        enrich_tx.clone(),
+    )
+    .then(|| GpuJoin::new(&sampler_cfg, gpu_metrics));
+    let snapshots = gpu.is_some();
+    let enrich_metrics = metrics.clone();
+    spawn(
+        "enrich",
+        Box::new(move || enrich::run(enrich_rx, gpu, fanout_tx, enrich_metrics)),
+    )?;
+
+    // Track (prepare + tracker + recorder).
+    let stage = TrackStage {
+        prepare: Prepare::new(true, metrics.clone()),
+        tracker: ConnTracker::new(opts.tracker, clock, metrics.clone()),
+        recorder,
+        muted,
+        genai: genai.clone(),
+        snapshots,
+        clock,
+        metrics: metrics.clone(),
+    };
+    let (open_tx, open_rx) = tokio::sync::oneshot::channel();
+    spawn(
+        "tracker",
+        Box::new(move || {
+            let _ = open_tx.send(stage.run(queue_rx, enrich_tx));
+        }),
+    )?;
+
+    // Source.
     // SAFETY: the ring buffer owns its fd and keeps it open for as long as the AsyncFd owns it.
-    let mut ring = unsafe { AsyncFd::register_with_interest(ring, Interest::READABLE) }
+    let ring = unsafe { AsyncFd::register_with_interest(ring, Interest::READABLE) }
         .map_err(|e| anyhow::anyhow!("cannot poll the ring buffer: {e:?}"))?;
-    let reader = tokio::spawn(async move {
-        let mut prep = EventPreparer::new(true);
-        let mut scrub_seen = crate::probes::scrub::ScrubStats::default();
-        loop {
-            let Ok(mut guard) = ring.readable_mut().await else {
-                break;
-            };
-            // Drain in batches. The reader never waits for the tracker: past the queue's byte
-            // budget (or its count of batches) events are dropped, counted in
-            // llmprobe_dropped_total{reason="tracker_queue_full"}, so the ring keeps draining.
-            loop {
-                let rb = guard.get_inner_mut();
-                let mut batch = Vec::new();
-                while batch.len() < MAX_BATCH {
-                    let Some(item) = rb.next() else { break };
-                    match decode(&item) {
-                        Ok(mut ev) => {
-                            prep.prepare(&mut ev);
-                            if let ProbeEvent::ExecMap { meta } = &ev
-                                && let Err(std::sync::mpsc::TrySendError::Full(_)) =
-                                    scan_tx.try_send(meta.pid)
-                            {
-                                reader_metrics.drop_for("discovery_request_dropped");
-                            }
-                            batch.push(ev);
-                        }
-                        Err(e) => {
-                            reader_metrics.events_malformed.inc();
-                            log::debug!("undecodable probe event: {e:?}");
-                        }
-                    }
-                }
-                let drained = batch.len() < MAX_BATCH;
-                let stats = prep.scrub_stats();
-                reader_metrics
-                    .secrets_masked
-                    .inc_by(stats.masked_values - scrub_seen.masked_values);
-                // Pieces masked to the line end because the masker's state was lost.
-                for (reason, now, seen) in [
-                    (
-                        "scrub_state_lost",
-                        stats.lost_states,
-                        scrub_seen.lost_states,
-                    ),
-                    (
-                        "scrub_state_evicted",
-                        stats.evicted_states,
-                        scrub_seen.evicted_states,
-                    ),
-                ] {
-                    if now > seen {
-                        reader_metrics.drop_by(reason, now - seen);
-                    }
-                }
-                scrub_seen = stats;
-                if !batch.is_empty() {
-                    let in_queue = reader_queued.load(Ordering::Acquire);
-                    let (cost, mut dropped) = fit_batch(&mut batch, in_queue, queue_budget);
-                    if !batch.is_empty() {
-                        reader_queued.fetch_add(cost, Ordering::AcqRel);
-                        match batch_tx.try_send((cost, batch)) {
-                            Ok(()) => {}
-                            Err(mpsc::error::TrySendError::Full((cost, batch))) => {
-                                reader_queued.fetch_sub(cost, Ordering::AcqRel);
-                                dropped += batch.len() as u64;
-                            }
-                            Err(mpsc::error::TrySendError::Closed(_)) => return,
-                        }
-                    }
-                    if dropped > 0 {
-                        reader_metrics.drop_by("tracker_queue_full", dropped);
-                    }
-                }
-                if drained {
-                    break;
-                }
-                // A ring that never empties must not keep this worker from the other tasks.
-                tokio::task::yield_now().await;
-            }
-            guard.clear_ready();
-        }
-    });
+    let reader = tokio::spawn(source::run(ring, queue_tx, scan_tx, metrics.clone()));
 
-    // Tracker: the pipeline proper.
-    let tracker_metrics = metrics.clone();
-    let tracker_cfg = opts.tracker;
-    let tracker_genai = genai.clone();
-    let tracker_gpu = gpu_on.then(|| gpu_history.clone());
-    let tracker_queued = queued.clone();
-    let tracker = tokio::spawn(async move {
-        let mut tracker = ConnTracker::new(tracker_cfg, clock, tracker_metrics.clone());
-        let mut muted = muted;
-        // In-flight figures every 500 ms, with or without events.
-        let mut in_flight_tick = tokio::time::interval(Duration::from_millis(500));
-        // Record batches handed to the sink (the GPU accounting waits for the sink to catch up).
-        let mut sent_batches: u64 = 0;
-        loop {
-            let (cost, batch) = tokio::select! {
-                b = batch_rx.recv() => match b {
-                    Some(b) => b,
-                    None => break,
-                },
-                _ = in_flight_tick.tick() => {
-                    tracker_genai.set_in_flight(tracker.llm_in_flight() as i64);
-                    if let Some(h) = tracker_gpu.as_ref() {
-                        let snapshot = InFlightSnapshot {
-                            sent_batches,
-                            since: tracker.server_in_flight_since(),
-                            taken_at: clock.unix_ns(monotonic_now_ns()),
-                        };
-                        h.lock()
-                            .unwrap_or_else(PoisonError::into_inner)
-                            .add_snapshot(snapshot);
-                    }
-                    continue;
-                }
-            };
-            let mut out = TrackerOutput::default();
-            for ev in batch {
-                track(&mut tracker, capture.as_mut(), ev, &mut out);
-            }
-            tracker_queued.fetch_sub(cost, Ordering::AcqRel);
-            if let Some(c) = capture.as_mut() {
-                c.flush();
-            }
-            apply_mutes(&mut muted, &out.mutes);
-            if !out.calls.is_empty() {
-                if rec_tx.try_send(out.calls).is_ok() {
-                    sent_batches += 1;
-                } else {
-                    tracker_metrics.drop_for("sink_backpressure");
-                }
-            }
-        }
-        if let Some(mut c) = capture {
-            c.flush();
-        }
-        tracker.connections()
-    });
-
-    // Sink.
-    let sink_genai = genai.clone();
-    let sink_metrics = metrics.clone();
-    let sink_task = tokio::spawn(async move {
-        let mut jsonl_warned = None;
-        while let Some(mut calls) = rec_rx.recv().await {
-            for c in calls.iter_mut() {
-                let labels = sink_genai.observe(c);
-                if gpu_on && c.role == "server" {
-                    annotate_gpu(c, labels, &gpu_history);
-                }
-            }
-            if gpu_on {
-                gpu_history
-                    .lock()
-                    .unwrap_or_else(PoisonError::into_inner)
-                    .consumed_batches += 1;
-            }
-            for c in &calls {
-                if let Some(o) = otlp.as_ref() {
-                    o.send(c);
-                }
-            }
-            if let Some(w) = sink.as_mut() {
-                let mut failed = None;
-                for c in &calls {
-                    if let Err(e) = w.write(c) {
-                        sink_metrics.drop_for("jsonl_write_failed");
-                        failed = Some(e);
-                    }
-                }
-                if let Err(e) = w.flush() {
-                    sink_metrics.drop_for("jsonl_write_failed");
-                    failed = Some(e);
-                }
-                // A full disk fails every record: say so once a minute, count every one.
-                if let Some(e) = failed
-                    && jsonl_warned
-                        .is_none_or(|t: std::time::Instant| t.elapsed() >= Duration::from_secs(60))
-                {
-                    warn!(
-                        "JSONL write failed (counted in llmprobe_dropped_total{{reason=\"jsonl_write_failed\"}}): {e:#}"
-                    );
-                    jsonl_warned = Some(std::time::Instant::now());
-                }
-            }
-        }
-        if let Some(o) = otlp {
-            o.shutdown().await;
-        }
-    });
-
-    // Discovery: attach to TLS libraries as processes exec or map them. Its own OS thread: it
-    // reads /proc and files with blocking calls; it ends when the reader drops `scan_tx`.
     let disc_metrics = metrics.clone();
-    let discovery = std::thread::Builder::new()
-        .name("discovery".to_owned())
-        .spawn(move || discovery_loop(probes, scan_rx, disc_metrics))
-        .context("cannot start the discovery thread")?;
-
-    // Kernel-side losses and refusals, on a thread of their own (map walks block).
+    let discovery = spawn(
+        "discovery",
+        Box::new(move || discovery::run(probes, scan_rx, disc_metrics)),
+    )?;
+    // Kernel-side losses and refusals (map walks block).
     let lost_metrics = metrics.clone();
-    std::thread::Builder::new()
-        .name("kernel-stats".into())
-        .spawn(move || {
+    spawn(
+        "kernel-stats",
+        Box::new(move || {
             loop {
                 std::thread::sleep(Duration::from_secs(1));
                 kernel_stats.poll(&lost_metrics);
             }
-        })
-        .context("cannot start the kernel statistics thread")?;
+        }),
+    )?;
     let server = tokio::spawn(metrics_http::serve(
         listener,
         registry,
@@ -433,161 +226,86 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
 
     wait_for_signal().await;
     info!("stopping: detaching probes and flushing records");
+    // Stopping the source closes the event queue and the scan requests: the tracker ends (and
+    // with it enrich, then the fan-out, which closes every sink), discovery detaches and ends.
     reader.abort();
     server.abort();
     let _ = reader.await;
-    if let Ok(open) = tracker.await
+    if let Ok(open) = open_rx.await
         && open > 0
     {
         info!("{open} connection(s) were still open; their unfinished calls are not recorded");
     }
-    let _ = sink_task.await;
-    // The reader is gone, so the scan channel is closed: discovery detaches and ends.
     let _ = tokio::time::timeout(
-        Duration::from_secs(5),
-        tokio::task::spawn_blocking(move || discovery.join()),
+        Duration::from_secs(10),
+        tokio::task::spawn_blocking(move || {
+            let _ = fanout.join();
+            let _ = discovery.join();
+        }),
     )
     .await;
     Ok(())
 }
 
-/// One event through the tracker and, when recording, the recorder, which learns from the
-/// tracker whether the event's connection carries LLM calls.
-pub(crate) fn track<W: std::io::Write>(
-    tracker: &mut ConnTracker,
-    capture: Option<&mut Recorder<W>>,
-    ev: ProbeEvent,
-    out: &mut TrackerOutput,
-) {
-    let Some(c) = capture else {
-        tracker.handle(ev, out);
-        return;
-    };
-    let copy = ev.clone();
-    let mutes = out.mutes.len();
-    tracker.handle(ev, out);
-    c.not_llm(&out.mutes[mutes..]);
-    c.observe(copy, |pid, id| {
-        if tracker.is_llm(pid, id) {
-            ConnClass::Llm
-        } else {
-            ConnClass::Unknown
-        }
-    });
-}
+/// The Prometheus GenAI metrics as a sink.
+struct PrometheusSink(Arc<GenAiMetrics>);
 
-/// Server-role calls on a GPU node get what the server's GPUs did during the call, and count
-/// in their server's energy and throughput.
-fn annotate_gpu(call: &mut LlmCall, labels: GpuServerLabels, history: &Mutex<GpuHistory>) {
-    let Some(gpus) = server_gpus(
-        history,
-        &ProcRelation,
-        call.pid,
-        call.container_id.as_deref(),
-    ) else {
-        return;
-    };
-    let mut h = history.lock().unwrap_or_else(PoisonError::into_inner);
-    let d = &call.detail;
-    if let Some(w) = h.window(&gpus, d.start_unix_ns, d.end_unix_ns) {
-        call.gpu_util_mean = w.util_mean;
-        call.gpu_mem_used_bytes = w.mem_used_bytes;
-        call.gpu_power_mean_w = w.power_mean_w;
-    }
-    h.efficiency.on_call(CallUse {
-        server: ServerKey { pid: call.pid },
-        server_labels: labels.server,
-        model: labels.model,
-        gpus,
-        start_ns: d.start_unix_ns,
-        first_output_ns: d.first_chunk_unix_ns,
-        end_ns: d.end_unix_ns,
-        output_tokens: call.output_tokens.unwrap_or(0),
-    });
-}
-
-fn apply_mutes(muted: &mut BpfHashMap<MapData, ConnKey, u8>, mutes: &[(u32, u64)]) {
-    for (pid, id) in mutes {
-        let key = ConnKey {
-            tgid: *pid,
-            _pad: 0,
-            conn_id: *id,
-        };
-        if let Err(e) = muted.insert(key, 1, 0) {
-            log::debug!("could not mute connection {pid}/{id:#x}: {e}");
+impl CallSink for PrometheusSink {
+    fn write(&mut self, calls: &[LlmCall]) {
+        for c in calls {
+            self.0.observe(c);
         }
     }
 }
 
-/// Scan requests queued for discovery; beyond it requests are dropped and counted
-/// (`discovery_request_dropped`): the periodic full scan still covers their processes.
-const SCAN_CHANNEL: usize = 4096;
-/// How long after an exec/mmap event discovery waits for the loader to finish mapping.
-const MAP_SETTLE: Duration = Duration::from_millis(20);
-/// At most [`SCANS_PER_INTERVAL`] scans per process per interval; requests beyond are
-/// coalesced into one scan at the end of the interval.
-const SCAN_INTERVAL_PER_PID: Duration = Duration::from_secs(1);
-/// Scans a process may have in one interval (a starting process maps its libraries in turn).
-const SCANS_PER_INTERVAL: u32 = 4;
-/// Processes the rate limiter remembers at once.
-const MAX_LIMITED_PIDS: usize = 65_536;
-/// Full scans of every traced process (and release of files no one maps any more).
-const FULL_RESCAN: Duration = Duration::from_secs(30);
+/// OTLP spans as a sink.
+struct OtlpSink(Option<OtlpExporter>, tokio::runtime::Handle);
 
-/// Turns a scan's outcome into self-metrics.
-fn publish_scan(report: &ScanReport, probes: &Probes, metrics: &SelfMetrics) {
-    for r in &report.refused {
-        metrics.drop_for(r.reason());
+impl CallSink for OtlpSink {
+    fn write(&mut self, calls: &[LlmCall]) {
+        if let Some(o) = self.0.as_ref() {
+            calls.iter().for_each(|c| o.send(c));
+        }
     }
-    for _ in 0..report.cap_reached {
-        metrics.drop_for("discovery_cap_reached");
+
+    fn close(&mut self) {
+        if let Some(o) = self.0.take() {
+            self.1.block_on(o.shutdown());
+        }
     }
-    metrics.tls_libraries.set(probes.tls_file_count() as i64);
 }
 
-/// The discovery stage: scans processes that exec or map executable files (rate-limited per
-/// process, coalesced), and every process every [`FULL_RESCAN`], releasing the probes of files
-/// no one maps any more. Runs on its own OS thread; returns when the request channel closes.
-fn discovery_loop(mut probes: Probes, rx: Receiver<u32>, metrics: Arc<SelfMetrics>) {
-    let mut limiter = ScanLimiter::new(SCAN_INTERVAL_PER_PID, SCANS_PER_INTERVAL, MAX_LIMITED_PIDS);
-    let mut next_full = Instant::now() + FULL_RESCAN;
-    loop {
-        let wake = limiter.next_due().map_or(next_full, |d| d.min(next_full));
-        let mut pids = BTreeSet::new();
-        match rx.recv_timeout(wake.saturating_duration_since(Instant::now())) {
-            Ok(first) => {
-                // Let the loader finish mapping, then take the requests queued meanwhile
-                // (at most one channel's worth, so a flood cannot keep this loop here).
-                std::thread::sleep(MAP_SETTLE);
-                let now = Instant::now();
-                for pid in std::iter::once(first).chain(rx.try_iter().take(SCAN_CHANNEL)) {
-                    match limiter.request(pid, now) {
-                        ScanDecision::Now => {
-                            pids.insert(pid);
-                        }
-                        ScanDecision::Later(_) | ScanDecision::Merged => {
-                            metrics.drop_for("discovery_scan_rate_limited");
-                        }
-                        ScanDecision::Dropped => metrics.drop_for("discovery_request_dropped"),
-                    }
-                }
+/// JSON lines as a sink.
+struct JsonlSink {
+    writer: JsonlWriter,
+    metrics: Arc<SelfMetrics>,
+    warned: Option<std::time::Instant>,
+}
+
+impl CallSink for JsonlSink {
+    fn write(&mut self, calls: &[LlmCall]) {
+        let mut failed = None;
+        for c in calls {
+            if let Err(e) = self.writer.write(c) {
+                self.metrics.drop_for("jsonl_write_failed");
+                failed = Some(e);
             }
-            Err(RecvTimeoutError::Timeout) => {}
-            Err(RecvTimeoutError::Disconnected) => break,
         }
-        let now = Instant::now();
-        pids.extend(limiter.due(now));
-        let mut report = ScanReport::default();
-        if !pids.is_empty() {
-            let pids: Vec<u32> = pids.into_iter().collect();
-            probes.scan_pids(&pids, &mut report);
+        if let Err(e) = self.writer.flush() {
+            self.metrics.drop_for("jsonl_write_failed");
+            failed = Some(e);
         }
-        if now >= next_full {
-            probes.full_rescan(&mut report);
-            limiter.prune(now);
-            next_full = Instant::now() + FULL_RESCAN;
+        // A full disk fails every record: say so once a minute, count every one.
+        if let Some(e) = failed
+            && self
+                .warned
+                .is_none_or(|t| t.elapsed() >= Duration::from_secs(60))
+        {
+            warn!(
+                "JSONL write failed (counted in llmprobe_dropped_total{{reason=\"jsonl_write_failed\"}}): {e:#}"
+            );
+            self.warned = Some(std::time::Instant::now());
         }
-        publish_scan(&report, &probes, &metrics);
     }
 }
 
@@ -606,74 +324,11 @@ async fn wait_for_signal() {
     }
 }
 
-/// Runs captured events through the same pipeline offline. Returns the records in order.
-pub fn replay_events(
-    clock: Clock,
-    events: impl IntoIterator<Item = ProbeEvent>,
-    cfg: TrackerConfig,
-    metrics: Arc<SelfMetrics>,
-) -> Vec<LlmCall> {
-    let mut calls = Vec::new();
-    replay_into(clock, events.into_iter().map(Ok), cfg, metrics, |c| {
-        calls.extend(c.drain(..));
-        Ok(())
-    })
-    .map(|()| calls)
-    .unwrap_or_else(|e: anyhow::Error| unreachable!("no event fails: {e}"))
-}
-
-/// The replay loop: each event prepared and tracked as a live run does, records handed to `sink`
-/// as they are produced (it drains them), so a replay holds one event and the open calls, not
-/// the capture.
-fn replay_into(
-    clock: Clock,
-    events: impl Iterator<Item = anyhow::Result<ProbeEvent>>,
-    cfg: TrackerConfig,
-    metrics: Arc<SelfMetrics>,
-    mut sink: impl FnMut(&mut Vec<LlmCall>) -> anyhow::Result<()>,
-) -> anyhow::Result<()> {
-    let mut tracker = ConnTracker::new(cfg, clock, metrics);
-    let mut prep = EventPreparer::new(false);
-    let mut out = TrackerOutput::default();
-    for ev in events {
-        let mut ev = ev?;
-        prep.prepare(&mut ev);
-        tracker.handle(ev, &mut out);
-        out.mutes.clear();
-        if !out.calls.is_empty() {
-            sink(&mut out.calls)?;
-        }
-    }
-    Ok(())
-}
-
-/// `llmprobe replay`: reads a capture and writes its records, streaming both.
-pub fn replay(path: &Path, jsonl: &JsonlTarget) -> anyhow::Result<usize> {
-    let file = std::fs::File::open(path)
-        .with_context(|| format!("cannot open capture {}", path.display()))?;
-    let reader = CaptureReader::new(BufReader::with_capacity(1 << 16, file))?;
-    let mut w = JsonlWriter::open(jsonl)?;
-    let mut n = 0;
-    replay_into(
-        reader.clock(),
-        reader,
-        TrackerConfig::default(),
-        Arc::new(SelfMetrics::unregistered()),
-        |calls| {
-            for c in calls.drain(..) {
-                w.write(&c)?;
-                n += 1;
-            }
-            Ok(())
-        },
-    )?;
-    w.flush()?;
-    Ok(n)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::pipeline::queue::{EVENT_OVERHEAD, fit_batch};
+    use crate::probes::events::ProbeEvent;
     use crate::probes::events::{DataChunk, Direction, EventMeta};
 
     fn meta() -> EventMeta {

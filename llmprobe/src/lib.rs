@@ -10,6 +10,7 @@ pub mod conntrack;
 pub mod export;
 pub mod gpu;
 pub mod llm;
+pub mod pipeline;
 pub mod probes;
 pub mod protocol;
 pub mod secrets;

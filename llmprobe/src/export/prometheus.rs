@@ -602,6 +602,19 @@ impl GenAiMetrics {
 
     /// Resolves a call's label values: cut and escaped.
     fn resolve(&self, call: &LlmCall) -> CallLabels {
+        resolve_labels(call)
+    }
+}
+
+/// The labels of the GPU series of a server-role call's server (bounded like every other label):
+/// a pure function of the call, so the GPU join can compute them before the sinks see the call.
+pub fn gpu_server_labels(call: &LlmCall) -> GpuServerLabels {
+    resolve_labels(call).gpu_server(call.pid)
+}
+
+/// A call's label values.
+fn resolve_labels(call: &LlmCall) -> CallLabels {
+    {
         let error_type = match (&call.error_type, call.aborted) {
             (Some(e), _) => Some(e.as_str()),
             (None, true) => Some("aborted"),

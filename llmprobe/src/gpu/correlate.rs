@@ -4,7 +4,6 @@
 //! during one call's own time window.
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::{Mutex, PoisonError};
 
 use super::GpuSample;
 use super::efficiency::Efficiency;
@@ -16,32 +15,26 @@ pub struct GpuHistory {
     max_rounds: usize,
     /// Energy and throughput per server and model.
     pub efficiency: Efficiency,
-    /// The tracker's recent in-flight snapshots, oldest first.
-    snapshots: VecDeque<InFlightSnapshot>,
+    /// The tracker's newest in-flight snapshot. The tracker sends it down the same channel as
+    /// its records, so every record sent before it has been accounted when it arrives.
+    snapshot: Option<InFlightSnapshot>,
     /// Server pid -> its GPUs, for the newest round.
     gpus_cache: HashMap<u32, Vec<u32>>,
     /// The sampling interval (how far a call may be from the round describing it).
     max_gap_ns: i64,
-    /// Record batches the sink has accounted.
-    pub consumed_batches: u64,
     /// Servers with calls in flight found on no GPU: pid -> when (Unix ns) they were looked up.
     no_gpu: HashMap<u32, i64>,
 }
 
-/// What the tracker saw at one moment: servers with calls in flight and how many record batches
-/// it had handed to the sink by then.
+/// What the tracker saw at one moment: servers with calls in flight.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct InFlightSnapshot {
-    /// Record batches sent to the sink before the snapshot.
-    pub sent_batches: u64,
     /// Server pid -> start (Unix ns) of its oldest call in flight.
     pub since: HashMap<u32, i64>,
     /// When it was taken (Unix ns, the pipeline's clock).
     pub taken_at: i64,
 }
 
-/// Snapshots kept while the sink catches up.
-const MAX_SNAPSHOTS: usize = 64;
 /// How long a server found on no GPU is not looked up again.
 const NO_GPU_RECHECK_NS: i64 = 30_000_000_000;
 
@@ -103,10 +96,9 @@ impl GpuHistory {
             rounds: VecDeque::new(),
             max_rounds: max_rounds.max(1),
             efficiency: Efficiency::new(max_rounds),
-            snapshots: VecDeque::new(),
+            snapshot: None,
             gpus_cache: HashMap::new(),
             max_gap_ns: i64::MAX,
-            consumed_batches: 0,
             no_gpu: HashMap::new(),
         }
     }
@@ -160,34 +152,25 @@ impl GpuHistory {
 
     /// True once the tracker has sent a snapshot.
     pub fn has_snapshots(&self) -> bool {
-        !self.snapshots.is_empty()
+        self.snapshot.is_some()
     }
 
-    /// A new snapshot from the tracker.
+    /// A new snapshot from the tracker (every record sent before it is already accounted).
     pub fn add_snapshot(&mut self, snapshot: InFlightSnapshot) {
-        if self.snapshots.len() >= MAX_SNAPSHOTS {
-            self.snapshots.pop_front();
-        }
-        self.snapshots.push_back(snapshot);
+        self.snapshot = Some(snapshot);
     }
 
     /// Servers in flight as of the newest snapshot.
     pub fn in_flight_since(&self) -> HashMap<u32, i64> {
-        self.snapshots
-            .back()
+        self.snapshot
+            .as_ref()
             .map(|s| s.since.clone())
             .unwrap_or_default()
     }
 
-    /// The newest snapshot whose records the sink has all handled (older ones are dropped);
-    /// None while the sink is behind every snapshot kept.
-    pub fn settled_snapshot(&mut self) -> Option<InFlightSnapshot> {
-        let i = self
-            .snapshots
-            .iter()
-            .rposition(|s| s.sent_batches <= self.consumed_batches)?;
-        self.snapshots.drain(..i);
-        self.snapshots.front().cloned()
+    /// The newest snapshot.
+    pub fn settled_snapshot(&self) -> Option<InFlightSnapshot> {
+        self.snapshot.clone()
     }
 
     /// Servers with calls in flight (newest snapshot) that the accounting does not know yet, not
@@ -195,7 +178,7 @@ impl GpuHistory {
     pub fn servers_to_look_up(&mut self, now: i64) -> Vec<u32> {
         self.no_gpu
             .retain(|_, t| now.saturating_sub(*t) < NO_GPU_RECHECK_NS);
-        let Some(last) = self.snapshots.back() else {
+        let Some(last) = self.snapshot.as_ref() else {
             return Vec::new();
         };
         last.since
@@ -279,27 +262,21 @@ impl GpuHistory {
 }
 
 /// The GPUs `server_pid` uses in the newest round (None before the first round): remembered
-/// until the next round, and looked for through `rel` without holding the lock (the tracker,
-/// the sink and the sampler all take it).
+/// until the next round.
 pub fn server_gpus(
-    history: &Mutex<GpuHistory>,
+    history: &mut GpuHistory,
     rel: &dyn ProcessRelation,
     server_pid: u32,
     container: Option<&str>,
 ) -> Option<Vec<u32>> {
-    let lock = || history.lock().unwrap_or_else(PoisonError::into_inner);
-    let procs = {
-        let h = lock();
-        if h.is_empty() {
-            return None;
-        }
-        if let Some(g) = h.cached_gpus(server_pid) {
-            return Some(g);
-        }
-        h.gpu_processes()
-    };
-    let gpus = related_gpus(rel, &procs, server_pid, container);
-    lock().cache_gpus(server_pid, &gpus);
+    if history.is_empty() {
+        return None;
+    }
+    if let Some(g) = history.cached_gpus(server_pid) {
+        return Some(g);
+    }
+    let gpus = related_gpus(rel, &history.gpu_processes(), server_pid, container);
+    history.cache_gpus(server_pid, &gpus);
     Some(gpus)
 }
 
@@ -368,20 +345,22 @@ mod tests {
         {
             h.push(1_000 * (i as i64 + 1), round(u0, u1));
         }
-        let h = Mutex::new(h);
         let counting = Counting(Tree, Cell::new(0));
-        let gpus = server_gpus(&h, &counting, 100, None).expect("rounds");
+        let gpus = server_gpus(&mut h, &counting, 100, None).expect("rounds");
         assert_eq!(gpus, vec![0]);
         let asked = counting.1.get();
-        assert_eq!(server_gpus(&h, &counting, 100, None), Some(gpus.clone()));
+        assert_eq!(
+            server_gpus(&mut h, &counting, 100, None),
+            Some(gpus.clone())
+        );
         assert_eq!(
             counting.1.get(),
             asked,
             "remembered for the round: /proc not read again"
         );
-        assert_eq!(server_gpus(&h, &Tree, 200, None), Some(vec![1]));
-        assert_eq!(server_gpus(&h, &Tree, 999, None), Some(vec![]));
-        let mut h = h.into_inner().expect("lock");
+        assert_eq!(server_gpus(&mut h, &Tree, 200, None), Some(vec![1]));
+        assert_eq!(server_gpus(&mut h, &Tree, 999, None), Some(vec![]));
+
         // Rounds at 2000 and 3000 fall in [1500, 3500].
         let w = h.window(&gpus, 1_500, 3_500).expect("window");
         assert!((w.util_mean.expect("util") - 70.0).abs() < 1e-9, "{w:?}");
@@ -403,49 +382,26 @@ mod tests {
         moved[1].processes[0].pid = 101;
         moved[0].processes.clear();
         h.push(5_000, moved);
-        let h = Mutex::new(h);
-        assert_eq!(server_gpus(&h, &Tree, 100, None), Some(vec![1]));
+        assert_eq!(server_gpus(&mut h, &Tree, 100, None), Some(vec![1]));
         assert_eq!(
-            server_gpus(&Mutex::new(GpuHistory::new(4)), &Tree, 100, None),
+            server_gpus(&mut GpuHistory::new(4), &Tree, 100, None),
             None,
             "nothing sampled yet"
         );
     }
 
     #[test]
-    fn a_snapshot_counts_once_the_sink_has_its_records() {
+    fn the_newest_snapshot_counts() {
         let mut h = GpuHistory::new(10);
         assert!(!h.has_snapshots());
-        let snap = |sent: u64, at: i64| InFlightSnapshot {
-            sent_batches: sent,
+        let snap = |at: i64| InFlightSnapshot {
             since: HashMap::from([(7, at)]),
             taken_at: at,
         };
-        h.add_snapshot(snap(0, 100));
-        h.add_snapshot(snap(2, 200));
-        h.add_snapshot(snap(5, 300));
-        // The sink handled 3 batches: the snapshot of 2 is the newest it has caught up with.
-        h.consumed_batches = 3;
-        assert_eq!(h.settled_snapshot(), Some(snap(2, 200)));
-        // The newest tells who is in flight now.
+        h.add_snapshot(snap(100));
+        h.add_snapshot(snap(300));
+        assert_eq!(h.settled_snapshot(), Some(snap(300)));
         assert_eq!(h.in_flight_since(), HashMap::from([(7, 300)]));
-        h.consumed_batches = 5;
-        assert_eq!(h.settled_snapshot(), Some(snap(5, 300)));
-        h.add_snapshot(snap(9, 400));
-        assert_eq!(
-            h.settled_snapshot(),
-            Some(snap(5, 300)),
-            "kept while the sink is behind"
-        );
-        for i in 0..100 {
-            h.add_snapshot(snap(100 + i, 500 + i as i64));
-        }
-        assert!(h.snapshots.len() <= MAX_SNAPSHOTS);
-        assert_eq!(
-            h.settled_snapshot(),
-            None,
-            "the sink is behind every snapshot kept"
-        );
     }
 
     #[test]
@@ -453,7 +409,6 @@ mod tests {
         let mut h = GpuHistory::new(10);
         h.push(0, round(1, 1));
         h.add_snapshot(InFlightSnapshot {
-            sent_batches: 0,
             since: HashMap::from([(7, 0), (8, 0)]),
             taken_at: 0,
         });

@@ -1,10 +1,13 @@
 //! Beside the pipeline: GPU sampling through NVML. A [`GpuSource`] gives one sample per GPU per
-//! interval; the sampler exports it as `llmprobe_gpu_*` metrics. NVML is loaded at run time
+//! interval; the sampler ([`run_sampler`], on its own thread) sends each round to the GPU join
+//! ([`join::GpuJoin`], which the enrich stage owns), and the join exports it as
+//! `llmprobe_gpu_*` metrics and joins it with server-role calls. NVML is loaded at run time
 //! (nvml-wrapper's dynamic loading): without a driver or GPU, llmprobe says so once, sets
 //! `llmprobe_gpu_available 0`, and everything else runs unchanged.
 
 pub mod correlate;
 pub mod efficiency;
+pub mod join;
 pub mod nvml;
 
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -12,9 +15,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use crate::clock::{Clock, monotonic_now_ns};
-use correlate::{InFlightSnapshot, ProcRelation, server_gpus};
 
-use correlate::GpuHistory;
 use efficiency::ServerFigures;
 
 use prometheus_client::metrics::counter::Counter;
@@ -102,7 +103,7 @@ pub struct GpuMetrics {
     token_energy: Family<Labels, Counter<f64, AtomicU64>>,
     charged_tokens: Family<Labels, Counter<f64, AtomicU64>>,
     server_util: Family<Labels, Gauge<f64, AtomicU64>>,
-    tokens_unaccounted: Counter<f64, AtomicU64>,
+    pub(crate) tokens_unaccounted: Counter<f64, AtomicU64>,
     /// The GPUs' label sets exported by the last round.
     exported: Mutex<Vec<Labels>>,
 }
@@ -314,7 +315,7 @@ impl GpuMetrics {
     }
 
     /// Forgets every per-GPU series (sampling failed: the last values would read as current).
-    fn clear_all(&self) {
+    pub(crate) fn clear_all(&self) {
         let exported =
             std::mem::take(&mut *self.exported.lock().unwrap_or_else(PoisonError::into_inner));
         for l in &exported {
@@ -324,7 +325,7 @@ impl GpuMetrics {
     }
 
     /// Forgets per-process series (before a new round).
-    fn clear_processes(&self) {
+    pub(crate) fn clear_processes(&self) {
         self.proc_mem.clear();
         self.proc_sm.clear();
     }
@@ -378,39 +379,40 @@ pub struct SamplerConfig {
     pub clock: Clock,
 }
 
-/// Samples `source` every interval until `stop` is set. Runs on its own thread: NVML calls
-/// block, and the join reads /proc.
-pub fn run_sampler(
+/// One sampling round as the sampler hands it to the GPU join: when (Unix ns, the pipeline's
+/// clock) and what every GPU said, or why sampling failed.
+pub type Round = (i64, Result<Vec<GpuSample>, String>);
+
+/// Samples `source` every interval until `stop` is set or the join is gone, and sends each
+/// round to the join ([`join::GpuJoin`], in the enrich stage), which owns the history and the
+/// metrics. Runs on its own thread: NVML calls block. A round the join has no room for is
+/// dropped (the next one comes an interval later).
+pub fn run_sampler<T: From<Round>>(
     mut source: Box<dyn GpuSource>,
-    metrics: Arc<GpuMetrics>,
-    history: Arc<Mutex<GpuHistory>>,
+    rounds: std::sync::mpsc::SyncSender<T>,
     cfg: SamplerConfig,
     stop: Arc<AtomicBool>,
 ) {
-    let grace_ns = i64::try_from(cfg.settle_grace.as_nanos()).unwrap_or(i64::MAX);
     let mut next = Instant::now();
     let mut failing = false;
     while !stop.load(Ordering::Relaxed) {
-        match source.sample() {
-            Ok(samples) => {
-                if failing {
-                    log::info!("GPU sampling works again");
-                    failing = false;
-                }
-                metrics.clear_processes();
-                metrics.record(&samples);
-                metrics.available.set(1);
-                let now = cfg.clock.unix_ns(monotonic_now_ns());
-                sampler_round(&history, &metrics, now, samples, grace_ns);
+        let sampled = source.sample();
+        match &sampled {
+            Ok(_) if failing => {
+                log::info!("GPU sampling works again");
+                failing = false;
             }
-            Err(e) => {
-                if !failing {
-                    log::warn!("GPU sampling failed: {e}");
-                    failing = true;
-                }
-                metrics.available.set(0);
-                metrics.clear_all();
+            Err(e) if !failing => {
+                log::warn!("GPU sampling failed: {e}");
+                failing = true;
             }
+            _ => {}
+        }
+        let now = cfg.clock.unix_ns(monotonic_now_ns());
+        if let Err(std::sync::mpsc::TrySendError::Disconnected(_)) =
+            rounds.try_send(T::from((now, sampled)))
+        {
+            return;
         }
         next += cfg.interval;
         let now = Instant::now();
@@ -421,72 +423,14 @@ pub fn run_sampler(
     }
 }
 
-/// One round: keep it, find the GPUs of servers newly in flight, publish settled windows.
-fn sampler_round(
-    history: &Mutex<GpuHistory>,
-    metrics: &GpuMetrics,
-    now: i64,
-    samples: Vec<GpuSample>,
-    grace_ns: i64,
-) {
-    let lock = || history.lock().unwrap_or_else(PoisonError::into_inner);
-    let look_up = {
-        let mut h = lock();
-        h.push(now, samples);
-        h.servers_to_look_up(now)
-    };
-    let found: Vec<(u32, Vec<u32>)> = look_up
-        .into_iter()
-        .map(|pid| {
-            let container = crate::probes::container_of(pid);
-            let gpus = server_gpus(history, &ProcRelation, pid, container.as_deref());
-            (pid, gpus.unwrap_or_default())
-        })
-        .collect();
-    let mut h = lock();
-    let in_flight = h.in_flight_since();
-    for (pid, gpus) in found {
-        if gpus.is_empty() {
-            h.note_no_gpu(pid, now);
-            continue;
-        }
-        if let Some(&since) = in_flight.get(&pid) {
-            h.efficiency.on_server_in_flight(pid, gpus, since);
-        }
-    }
-    // A snapshot counts once the sink has accounted every record sent before it; windows after
-    // it wait for a later one.
-    let snapshot = if h.has_snapshots() {
-        match h.settled_snapshot() {
-            Some(s) => s,
-            None => return,
-        }
-    } else {
-        InFlightSnapshot {
-            taken_at: now,
-            ..Default::default()
-        }
-    };
-    let h = &mut *h;
-    let figures = h.efficiency.publish(
-        now.min(snapshot.taken_at).saturating_sub(grace_ns),
-        &snapshot.since,
-    );
-    metrics.record_efficiency(&figures);
-    let lost = h.efficiency.tokens_unaccounted - metrics.tokens_unaccounted.get();
-    if lost > 0.0 && lost.is_finite() {
-        metrics.tokens_unaccounted.inc_by(lost);
-    }
-}
-
-/// Starts GPU sampling as `mode` says: returns false (and sets `llmprobe_gpu_available 0`)
-/// when there is no usable NVML.
-pub fn start(
+/// Starts GPU sampling as `mode` says, its rounds sent to `rounds`: returns false (and
+/// `llmprobe_gpu_available 0`) when there is no usable NVML.
+pub fn start<T: From<Round> + Send + 'static>(
     mode: GpuMode,
     cfg: SamplerConfig,
     nvml_lib: Option<&std::path::Path>,
-    metrics: Arc<GpuMetrics>,
-    history: Arc<Mutex<GpuHistory>>,
+    metrics: &GpuMetrics,
+    rounds: std::sync::mpsc::SyncSender<T>,
 ) -> bool {
     metrics.available.set(0);
     if mode == GpuMode::Off {
@@ -501,15 +445,13 @@ pub fn start(
                 source.describe()
             );
             metrics.available.set(1);
-            if let Ok(mut h) = history.lock() {
-                h.set_interval(cfg.interval);
-            }
             let stop = Arc::new(AtomicBool::new(false));
             let spawned = std::thread::Builder::new()
                 .name("gpu-sampler".into())
-                .spawn(move || run_sampler(Box::new(source), metrics, history, cfg, stop));
+                .spawn(move || run_sampler(Box::new(source), rounds, cfg, stop));
             if let Err(e) = spawned {
                 log::warn!("no GPU metrics: cannot start the sampler thread: {e}");
+                metrics.available.set(0);
                 return false;
             }
             true
@@ -530,27 +472,40 @@ mod tests {
     use prometheus_client::encoding::text::encode;
     use std::collections::HashMap;
 
-    type Hook = Box<dyn FnMut(usize) + Send>;
-
-    /// A scripted device: each call returns the next round, after running `hook` with the
-    /// number of rounds the sampler has fully handled; at the end it stops the sampler.
+    /// A scripted device: each call returns the next round; at the end it stops the sampler.
     struct Fake {
         rounds: Vec<Result<Vec<GpuSample>, String>>,
-        calls: usize,
-        hook: Hook,
         stop: Arc<AtomicBool>,
     }
 
     impl GpuSource for Fake {
         fn sample(&mut self) -> Result<Vec<GpuSample>, String> {
-            (self.hook)(self.calls);
-            self.calls += 1;
             if self.rounds.is_empty() {
                 self.stop.store(true, Ordering::Relaxed);
                 return Err("no more rounds".into());
             }
             self.rounds.remove(0)
         }
+    }
+
+    #[test]
+    fn the_sampler_sends_every_round_then_stops() {
+        let stop = Arc::new(AtomicBool::new(false));
+        let fake = Fake {
+            rounds: vec![Ok(vec![gpu(1, 1.0, &[])]), Err("gone".into())],
+            stop: stop.clone(),
+        };
+        let (tx, rx) = std::sync::mpsc::sync_channel::<Round>(8);
+        run_sampler(Box::new(fake), tx, cfg(SETTLE_GRACE), stop);
+        let got: Vec<_> = rx.try_iter().map(|(_, r)| r).collect();
+        assert_eq!(
+            got,
+            vec![
+                Ok(vec![gpu(1, 1.0, &[])]),
+                Err("gone".to_owned()),
+                Err("no more rounds".to_owned())
+            ]
+        );
     }
 
     fn gpu(sm: u32, power: f64, pids: &[u32]) -> GpuSample {
@@ -592,27 +547,23 @@ mod tests {
         }
     }
 
-    /// Runs the sampler over `rounds` to the end; `hook(n, registry text, history)` runs before
-    /// round n + 1 is sampled (rounds 1..=n fully handled).
+    /// Feeds `rounds` to a join, 1 ms apart; `hook(n, registry text, join)` runs before round
+    /// n + 1 (rounds 1..=n handled) and once after the last.
     fn drive(
         rounds: Vec<Result<Vec<GpuSample>, String>>,
         grace: Duration,
-        mut hook: impl FnMut(usize, String, &Mutex<GpuHistory>) + Send + 'static,
-    ) -> (String, Arc<Mutex<GpuHistory>>) {
+        mut hook: impl FnMut(usize, String, &mut join::GpuJoin),
+    ) -> (String, join::GpuJoin) {
         let mut reg = Registry::default();
         let m = Arc::new(GpuMetrics::new(&mut reg));
-        let reg = Arc::new(reg);
-        let history = Arc::new(Mutex::new(GpuHistory::new(600)));
-        let stop = Arc::new(AtomicBool::new(false));
-        let (r, h) = (reg.clone(), history.clone());
-        let fake = Fake {
-            rounds,
-            calls: 0,
-            hook: Box::new(move |n| hook(n, text(&r), &h)),
-            stop: stop.clone(),
-        };
-        run_sampler(Box::new(fake), m, history.clone(), cfg(grace), stop);
-        (text(&reg), history)
+        let mut join = join::GpuJoin::new(&cfg(grace), m);
+        let n = rounds.len();
+        for (i, r) in rounds.into_iter().enumerate() {
+            hook(i, text(&reg), &mut join);
+            join.on_round((1_000_000_000_000 + i as i64 * 1_000_000, r));
+        }
+        hook(n, text(&reg), &mut join);
+        (text(&reg), join)
     }
 
     const LABELS: &str = r#"{gpu="0",gpu_uuid="GPU-1234",gpu_name="Fake H100"}"#;
@@ -630,7 +581,7 @@ mod tests {
             Ok(vec![partial]),
             Err("gone".into()),
         ];
-        let (end, history) = drive(rounds, SETTLE_GRACE, move |n, t, _| match n {
+        let (end, mut join) = drive(rounds, SETTLE_GRACE, move |n, t, _| match n {
             1 => {
                 assert!(t.contains("llmprobe_gpu_available 1"), "{t}");
                 assert!(t.contains("GPU-5678"), "{t}");
@@ -668,14 +619,14 @@ mod tests {
         });
         assert!(end.contains("llmprobe_gpu_available 0"));
         assert!(
-            !history.lock().map(|h| h.is_empty()).unwrap_or(true),
+            !join.history_mut().is_empty(),
             "rounds are kept for the join"
         );
     }
 
     /// 20 rounds of a 250 W device with pid 42 on it; before round 6, pid 42 answered a call
     /// covering rounds 1-5 with 500 output tokens.
-    fn efficiency_run(grace: Duration, hold_sink: bool) -> String {
+    fn efficiency_run(grace: Duration, snapshot_before: bool) -> String {
         let mut energy = 0.0;
         let rounds = (0..20)
             .map(|_| {
@@ -685,19 +636,18 @@ mod tests {
                 Ok(vec![s])
             })
             .collect();
-        let (text, _) = drive(rounds, grace, move |n, _, h| {
+        let (text, _) = drive(rounds, grace, move |n, _, join| {
             if n != 5 {
                 return;
             }
-            let mut h = h.lock().expect("lock");
+            let h = join.history_mut();
             let (first, last) = h.span().expect("rounds");
-            if hold_sink {
-                // The tracker sent a record batch the sink has not handled yet.
-                let sent_batches = h.consumed_batches + 1;
-                h.add_snapshot(InFlightSnapshot {
-                    sent_batches,
+            if snapshot_before {
+                // The tracker's newest word is from before the call's windows: records of calls
+                // holding them may still be on their way.
+                h.add_snapshot(correlate::InFlightSnapshot {
                     since: HashMap::new(),
-                    taken_at: i64::MAX,
+                    taken_at: first,
                 });
             }
             h.efficiency.on_call(CallUse {
@@ -745,12 +695,12 @@ mod tests {
     }
 
     #[test]
-    fn windows_wait_for_the_grace_period_and_the_sink() {
-        for (grace, hold_sink) in [(Duration::from_secs(3600), false), (Duration::ZERO, true)] {
-            let t = efficiency_run(grace, hold_sink);
+    fn windows_wait_for_the_grace_period_and_the_trackers_snapshot() {
+        for (grace, early) in [(Duration::from_secs(3600), false), (Duration::ZERO, true)] {
+            let t = efficiency_run(grace, early);
             assert!(
                 !t.contains("llmprobe_gpu_energy_joules_per_output_token{"),
-                "grace {grace:?}, sink behind {hold_sink}: {t}"
+                "grace {grace:?}, snapshot before the windows {early}: {t}"
             );
         }
     }
@@ -759,8 +709,8 @@ mod tests {
     fn off_means_unavailable() {
         let mut reg = Registry::default();
         let m = Arc::new(GpuMetrics::new(&mut reg));
-        let history = Arc::new(Mutex::new(GpuHistory::new(8)));
-        assert!(!start(GpuMode::Off, cfg(SETTLE_GRACE), None, m, history));
+        let (tx, _rx) = std::sync::mpsc::sync_channel::<Round>(1);
+        assert!(!start(GpuMode::Off, cfg(SETTLE_GRACE), None, &m, tx));
         assert!(text(&reg).contains("llmprobe_gpu_available 0"));
     }
 }

@@ -477,7 +477,7 @@ mod tests {
                 Recorder::new(&mut buf, clock, max, all, metrics.clone()).expect("recorder");
             let mut out = TrackerOutput::default();
             for ev in events {
-                crate::app::track(&mut tracker, Some(&mut rec), ev, &mut out);
+                crate::pipeline::track::track(&mut tracker, Some(&mut rec), ev, &mut out);
             }
             rec.flush();
         }
@@ -516,13 +516,13 @@ mod tests {
         assert!(back.iter().all(|e| e.meta().conn_id == 11), "{back:#?}");
         assert_eq!(back.len(), 4, "{back:#?}");
         assert!(matches!(back[0], ProbeEvent::ConnOpen { .. }));
-        let direct = crate::app::replay_events(
+        let direct = crate::pipeline::replay::replay_events(
             Clock { offset_ns: 5 },
             events,
             TrackerConfig::default(),
             Arc::new(SelfMetrics::unregistered()),
         );
-        let replayed = crate::app::replay_events(
+        let replayed = crate::pipeline::replay::replay_events(
             clock,
             back,
             TrackerConfig::default(),

@@ -1,0 +1,67 @@
+//! The source stage: drains the kernel's ring buffer whenever it is readable, decodes each
+//! record, and offers batches to the event queue. It never waits for a later stage: past the
+//! queue's budget events are dropped and counted (`tracker_queue_full`), so the ring keeps
+//! draining. Exec/mmap hints become scan requests for discovery (dropped and counted when
+//! discovery is behind: its periodic full scan still covers those processes).
+
+use std::sync::Arc;
+use std::sync::mpsc::{SyncSender, TrySendError};
+
+use aya::maps::{MapData, RingBuf};
+use tokio::io::unix::AsyncFd;
+
+use super::queue::QueueTx;
+use crate::probes::events::{ProbeEvent, decode};
+use crate::telemetry::SelfMetrics;
+
+/// Records taken from the ring per batch.
+const MAX_BATCH: usize = 1024;
+
+/// Runs until the queue's other end is gone or the ring cannot be polled.
+pub async fn run(
+    mut ring: AsyncFd<RingBuf<MapData>>,
+    queue: QueueTx,
+    scans: SyncSender<u32>,
+    metrics: Arc<SelfMetrics>,
+) {
+    loop {
+        let Ok(mut guard) = ring.readable_mut().await else {
+            return;
+        };
+        loop {
+            let rb = guard.get_inner_mut();
+            let mut batch = Vec::new();
+            while batch.len() < MAX_BATCH {
+                let Some(item) = rb.next() else { break };
+                match decode(&item) {
+                    Ok(ev) => {
+                        if let ProbeEvent::ExecMap { meta } = &ev
+                            && let Err(TrySendError::Full(_)) = scans.try_send(meta.pid)
+                        {
+                            metrics.drop_for("discovery_request_dropped");
+                        }
+                        batch.push(ev);
+                    }
+                    Err(e) => {
+                        metrics.events_malformed.inc();
+                        log::debug!("undecodable probe event: {e:?}");
+                    }
+                }
+            }
+            let drained = batch.len() < MAX_BATCH;
+            if !batch.is_empty() {
+                match queue.offer(batch) {
+                    Ok(0) => {}
+                    Ok(dropped) => metrics.drop_by("tracker_queue_full", dropped),
+                    Err(_) => return,
+                }
+            }
+            if drained {
+                break;
+            }
+            // A ring that never empties must not keep this worker from the other tasks.
+            tokio::task::yield_now().await;
+        }
+        guard.clear_ready();
+    }
+}
