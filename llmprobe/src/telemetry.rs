@@ -1,5 +1,11 @@
 //! llmprobe's own metrics: every event, loss, drop and parse failure is counted here and exported
-//! on `/metrics` (names start with `llmprobe_`). Shared by every stage; cheap atomic updates.
+//! on `/metrics` (names start with `llmprobe_`). Shared by every stage.
+//!
+//! Drop reasons and parse-error protocols are enums ([`Drop`], [`Protocol`]): an increment is one
+//! atomic add on a counter resolved the first time its label is used (no label vector, no lock
+//! after that). A series appears on `/metrics` once it has been counted.
+
+use std::sync::OnceLock;
 
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -8,6 +14,66 @@ use prometheus_client::registry::Registry;
 
 /// Label set with one label.
 pub type OneLabel = Vec<(String, String)>;
+
+/// An enum whose variants are the values of one label.
+pub trait LabelValue: Copy {
+    /// Every value, in declaration order (the index of a value is its position here).
+    const ALL: &'static [Self];
+    /// The label value.
+    fn as_str(self) -> &'static str;
+    /// Its position in [`LabelValue::ALL`].
+    fn index(self) -> usize;
+}
+
+macro_rules! label_values {
+    ($(#[$m:meta])* $name:ident { $($(#[$vm:meta])* $v:ident => $s:literal,)* }) => {
+        $(#[$m])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+        pub enum $name {
+            $($(#[$vm])* $v,)*
+        }
+
+        impl LabelValue for $name {
+            const ALL: &'static [Self] = &[$($name::$v,)*];
+            fn as_str(self) -> &'static str {
+                match self {
+                    $($name::$v => $s,)*
+                }
+            }
+            fn index(self) -> usize {
+                self as usize
+            }
+        }
+    };
+}
+
+/// One counter family with one label whose values are `E`'s: counters resolved once.
+pub struct LabeledCounters<E: LabelValue> {
+    family: Family<OneLabel, Counter>,
+    label: &'static str,
+    cells: Box<[OnceLock<Counter>]>,
+    _values: std::marker::PhantomData<E>,
+}
+
+impl<E: LabelValue> LabeledCounters<E> {
+    fn new(label: &'static str) -> Self {
+        LabeledCounters {
+            family: Family::default(),
+            label,
+            cells: E::ALL.iter().map(|_| OnceLock::new()).collect(),
+            _values: std::marker::PhantomData,
+        }
+    }
+
+    /// The counter of `v` (created in the family on first use).
+    pub fn get(&self, v: E) -> &Counter {
+        self.cells[v.index()].get_or_init(|| {
+            self.family
+                .get_or_create(&vec![(self.label.to_owned(), v.as_str().to_owned())])
+                .clone()
+        })
+    }
+}
 
 /// The self-metrics.
 pub struct SelfMetrics {
