@@ -27,10 +27,13 @@ use tokio::sync::mpsc;
 
 use crate::clock::{Clock, monotonic_now_ns};
 use crate::conntrack::{ConnTracker, TrackerConfig, TrackerOutput};
-use crate::export::jsonl::{JsonlTarget, JsonlWriter};
+use crate::export::CallSink;
+use crate::export::jsonl::{JsonlSink, JsonlTarget, JsonlWriter};
 use crate::export::metrics_http;
 use crate::export::otlp::{OtlpConfig, OtlpExporter};
-use crate::export::prometheus::{CardinalityLimits, GenAiMetrics, GpuServerLabels};
+use crate::export::prometheus::{
+    CardinalityLimits, GenAiMetrics, GpuServerLabels, gpu_server_labels,
+};
 use crate::gpu::correlate::{GpuHistory, InFlightSnapshot, ProcRelation, server_gpus};
 use crate::gpu::efficiency::{CallUse, ServerKey};
 use crate::gpu::{GpuMetrics, GpuMode, SETTLE_GRACE, SamplerConfig};
@@ -152,18 +155,20 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
         gpu_metrics,
         gpu_history.clone(),
     );
-    let mut sink = match &opts.jsonl {
-        Some(t) => Some(JsonlWriter::open_rotating(t, opts.jsonl_max_bytes)?),
-        None => None,
-    };
-    let otlp = opts.otlp.clone().map(|cfg| {
+    // The record sinks, fed in this order.
+    let mut sinks: Vec<Box<dyn CallSink>> = vec![Box::new(genai.clone())];
+    if let Some(cfg) = opts.otlp.clone() {
         info!(
             "exporting spans over OTLP to {} ({:?})",
             crate::secrets::redact_url(&cfg.endpoint),
             cfg.protocol
         );
-        OtlpExporter::spawn(cfg, metrics.clone())
-    });
+        sinks.push(Box::new(OtlpExporter::spawn(cfg, metrics.clone())));
+    }
+    if let Some(t) = &opts.jsonl {
+        let w = JsonlWriter::open_rotating(t, opts.jsonl_max_bytes)?;
+        sinks.push(Box::new(JsonlSink::new(w, metrics.clone())));
+    }
     let mut capture = match &opts.record {
         Some(r) => Some(Recorder::create(r, clock, metrics.clone())?),
         None => None,
@@ -347,16 +352,12 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
         tracker.connections()
     });
 
-    // Sink.
-    let sink_genai = genai.clone();
-    let sink_metrics = metrics.clone();
+    // Sink: GPU enrichment, then every sink in turn.
     let sink_task = tokio::spawn(async move {
-        let mut jsonl_warned = None;
         while let Some(mut calls) = rec_rx.recv().await {
             for c in calls.iter_mut() {
-                let labels = sink_genai.observe(c);
                 if gpu_on && c.role == "server" {
-                    annotate_gpu(c, labels, &gpu_history);
+                    annotate_gpu(c, gpu_server_labels(c), &gpu_history);
                 }
             }
             if gpu_on {
@@ -365,38 +366,17 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
                     .unwrap_or_else(PoisonError::into_inner)
                     .consumed_batches += 1;
             }
-            for c in &calls {
-                if let Some(o) = otlp.as_ref() {
-                    o.send(c);
-                }
-            }
-            if let Some(w) = sink.as_mut() {
-                let mut failed = None;
-                for c in &calls {
-                    if let Err(e) = w.write(c) {
-                        sink_metrics.drop_for("jsonl_write_failed");
-                        failed = Some(e);
-                    }
-                }
-                if let Err(e) = w.flush() {
-                    sink_metrics.drop_for("jsonl_write_failed");
-                    failed = Some(e);
-                }
-                // A full disk fails every record: say so once a minute, count every one.
-                if let Some(e) = failed
-                    && jsonl_warned
-                        .is_none_or(|t: std::time::Instant| t.elapsed() >= Duration::from_secs(60))
-                {
-                    warn!(
-                        "JSONL write failed (counted in llmprobe_dropped_total{{reason=\"jsonl_write_failed\"}}): {e:#}"
-                    );
-                    jsonl_warned = Some(std::time::Instant::now());
-                }
+            for s in sinks.iter_mut() {
+                s.emit(&calls);
             }
         }
-        if let Some(o) = otlp {
-            o.shutdown().await;
-        }
+        // Closing waits for the OTLP task to flush: not on a runtime thread.
+        let _ = tokio::task::spawn_blocking(move || {
+            for s in sinks.iter_mut() {
+                s.close();
+            }
+        })
+        .await;
     });
 
     // Discovery: attach to TLS libraries as processes exec or map them. Its own OS thread: it
