@@ -409,7 +409,9 @@ mod tests {
     }
 
     /// Against the Python receiver (tests/assets/otlp_receiver.py):
-    /// `LLMPROBE_OTLP_TEST_ENDPOINT=http://127.0.0.1:PORT cargo test ... -- --ignored`.
+    /// `LLMPROBE_OTLP_TEST_ENDPOINT=http://127.0.0.1:PORT cargo test ... -- --ignored`
+    /// (`https://` with `SSL_CERT_FILE` naming the receiver's certificate for TLS). Three
+    /// batches: the receiver should see one connection.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     #[ignore = "needs a running OTLP receiver (LLMPROBE_OTLP_TEST_ENDPOINT)"]
     async fn exports_to_an_external_receiver() {
@@ -422,8 +424,12 @@ mod tests {
         let mut cfg =
             OtlpConfig::from_env_and_flags(Some(&endpoint), protocol.as_deref()).expect("cfg");
         cfg.headers.push(("x-tenant".into(), "t1".into()));
+        cfg.flush_interval = Duration::from_millis(50);
         let exp = OtlpExporter::spawn(cfg, metrics.clone());
-        exp.send(&call());
+        for _ in 0..2 {
+            exp.send(&call());
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        }
         let mut c2 = call();
         c2.role = "server";
         c2.trace_id = None;
