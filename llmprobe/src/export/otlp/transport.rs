@@ -41,10 +41,10 @@ use crate::secrets::{log_safe, redact_url};
 
 /// An HTTP connection unused this long is closed rather than reused: collectors close idle
 /// connections after a while (often a minute or more), and a request must not race that.
-pub(super) const IDLE_CLOSE: Duration = Duration::from_secs(30);
+const IDLE_CLOSE: Duration = Duration::from_secs(30);
 /// Most bytes of a collector's answer read (the body is not used; reading it frees the
 /// connection for the next batch). A longer answer costs the connection, nothing else.
-pub(super) const MAX_ANSWER_BYTES: usize = 64 << 10;
+const MAX_ANSWER_BYTES: usize = 64 << 10;
 
 /// How batches travel.
 pub(super) enum Transport {
@@ -156,7 +156,7 @@ pub(super) struct HttpTransport {
     headers: HeaderMap,
     /// The open connection and when it last finished an export.
     conn: Option<(SendRequest<Full<Bytes>>, Instant)>,
-    /// Connections opened so far (for tests and debug logs).
+    /// Connections opened so far (for debug logs).
     opened: u64,
 }
 
