@@ -500,7 +500,8 @@ fn inference_server_on_an_asgi_stack_is_seen_as_server() {
 
 #[test]
 fn metrics_after_replaying_captures_match_the_golden_exposition() {
-    use llmprobe::export::prometheus::{CardinalityLimits, GenAiMetrics, encode_text};
+    use llmprobe::export::metrics_http::exposition::encode_text;
+    use llmprobe::export::prometheus::{CardinalityLimits, GenAiMetrics};
     use prometheus_client::registry::Registry;
 
     // A client+server stream with usage, a reasoning stream, and a 429: names, labels,

@@ -15,7 +15,8 @@ use tokio::io::unix::AsyncFd;
 
 use crate::clock::Clock;
 use crate::conntrack::{ConnTracker, TrackerConfig};
-use crate::export::jsonl::{JsonlTarget, JsonlWriter};
+use crate::export::CallSink;
+use crate::export::jsonl::{JsonlSink, JsonlTarget, JsonlWriter};
 use crate::export::metrics_http;
 use crate::export::otlp::{OtlpConfig, OtlpExporter};
 use crate::export::prometheus::{CardinalityLimits, GenAiMetrics};
@@ -23,7 +24,6 @@ use crate::gpu::join::GpuJoin;
 use crate::gpu::{GpuMetrics, GpuMode, SETTLE_GRACE, SamplerConfig};
 use crate::llm::LlmCall;
 use crate::pipeline::enrich::EnrichInput;
-use crate::pipeline::fanout::CallSink;
 use crate::pipeline::prepare::Prepare;
 use crate::pipeline::queue::{QUEUE_BATCHES, event_queue};
 use crate::pipeline::track::TrackStage;
@@ -86,24 +86,18 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
     let clock = Clock::system();
 
     // Sinks, in the order they see each batch.
-    let mut sinks: Vec<Box<dyn CallSink>> = vec![Box::new(PrometheusSink(genai.clone()))];
+    let mut sinks: Vec<Box<dyn CallSink>> = vec![Box::new(genai.clone())];
     if let Some(cfg) = opts.otlp.clone() {
         info!(
             "exporting spans over OTLP to {} ({:?})",
             crate::secrets::redact_url(&cfg.endpoint),
             cfg.protocol
         );
-        sinks.push(Box::new(OtlpSink(
-            Some(OtlpExporter::spawn(cfg, metrics.clone())),
-            tokio::runtime::Handle::current(),
-        )));
+        sinks.push(Box::new(OtlpExporter::spawn(cfg, metrics.clone())));
     }
     if let Some(t) = &opts.jsonl {
-        sinks.push(Box::new(JsonlSink {
-            writer: JsonlWriter::open_rotating(t, opts.jsonl_max_bytes)?,
-            metrics: metrics.clone(),
-            warned: None,
-        }));
+        let w = JsonlWriter::open_rotating(t, opts.jsonl_max_bytes)?;
+        sinks.push(Box::new(JsonlSink::new(w, metrics.clone())));
     }
     let recorder = match &opts.record {
         Some(r) => Some(Recorder::create(r, clock, metrics.clone())?),
@@ -245,68 +239,6 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
     )
     .await;
     Ok(())
-}
-
-/// The Prometheus GenAI metrics as a sink.
-struct PrometheusSink(Arc<GenAiMetrics>);
-
-impl CallSink for PrometheusSink {
-    fn write(&mut self, calls: &[LlmCall]) {
-        for c in calls {
-            self.0.observe(c);
-        }
-    }
-}
-
-/// OTLP spans as a sink.
-struct OtlpSink(Option<OtlpExporter>, tokio::runtime::Handle);
-
-impl CallSink for OtlpSink {
-    fn write(&mut self, calls: &[LlmCall]) {
-        if let Some(o) = self.0.as_ref() {
-            calls.iter().for_each(|c| o.send(c));
-        }
-    }
-
-    fn close(&mut self) {
-        if let Some(o) = self.0.take() {
-            self.1.block_on(o.shutdown());
-        }
-    }
-}
-
-/// JSON lines as a sink.
-struct JsonlSink {
-    writer: JsonlWriter,
-    metrics: Arc<SelfMetrics>,
-    warned: Option<std::time::Instant>,
-}
-
-impl CallSink for JsonlSink {
-    fn write(&mut self, calls: &[LlmCall]) {
-        let mut failed = None;
-        for c in calls {
-            if let Err(e) = self.writer.write(c) {
-                self.metrics.drop_for("jsonl_write_failed");
-                failed = Some(e);
-            }
-        }
-        if let Err(e) = self.writer.flush() {
-            self.metrics.drop_for("jsonl_write_failed");
-            failed = Some(e);
-        }
-        // A full disk fails every record: say so once a minute, count every one.
-        if let Some(e) = failed
-            && self
-                .warned
-                .is_none_or(|t| t.elapsed() >= Duration::from_secs(60))
-        {
-            warn!(
-                "JSONL write failed (counted in llmprobe_dropped_total{{reason=\"jsonl_write_failed\"}}): {e:#}"
-            );
-            self.warned = Some(std::time::Instant::now());
-        }
-    }
 }
 
 async fn wait_for_signal() {

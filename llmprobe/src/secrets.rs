@@ -174,19 +174,7 @@ pub fn is_secret_header_bytes(name: &[u8]) -> bool {
 pub fn is_secret_param(raw_name: &[u8]) -> bool {
     let mut buf = [0u8; MAX_NAME];
     let mut n = 0;
-    let mut i = 0;
-    while i < raw_name.len() {
-        let mut b = raw_name[i];
-        if b == b'%'
-            && let (Some(h), Some(l)) = (
-                raw_name.get(i + 1).and_then(|c| hex(*c)),
-                raw_name.get(i + 2).and_then(|c| hex(*c)),
-            )
-        {
-            b = h * 16 + l;
-            i += 2;
-        }
-        i += 1;
+    for b in percent_decoded(raw_name) {
         if n == MAX_NAME {
             return true;
         }
@@ -245,6 +233,37 @@ pub fn is_secret_json_key(raw_key: &[u8]) -> bool {
 
 fn hex(c: u8) -> Option<u8> {
     (c as char).to_digit(16).and_then(|d| u8::try_from(d).ok())
+}
+
+/// The bytes of `raw` with its `%XX` escapes decoded: the one percent-decoding rule of the agent
+/// (parameter names here, Gemini model paths, OTLP header settings). An escape that is not `%`
+/// and two hex digits is kept as it is. Allocates nothing.
+pub fn percent_decoded(raw: &[u8]) -> impl Iterator<Item = u8> + '_ {
+    let mut i = 0;
+    std::iter::from_fn(move || {
+        let b = *raw.get(i)?;
+        if b == b'%'
+            && let (Some(h), Some(l)) = (
+                raw.get(i + 1).and_then(|c| hex(*c)),
+                raw.get(i + 2).and_then(|c| hex(*c)),
+            )
+        {
+            i += 3;
+            return Some(h * 16 + l);
+        }
+        i += 1;
+        Some(b)
+    })
+}
+
+/// `s` with its `%XX` escapes decoded ([`percent_decoded`]); bytes that do not form UTF-8 after
+/// decoding become U+FFFD.
+pub fn percent_decode(s: &str) -> String {
+    let bytes: Vec<u8> = percent_decoded(s.as_bytes()).collect();
+    match String::from_utf8(bytes) {
+        Ok(s) => s,
+        Err(e) => String::from_utf8_lossy(e.as_bytes()).into_owned(),
+    }
 }
 
 /// What replaces a secret parameter value in a recorded path.
@@ -454,6 +473,18 @@ mod tests {
             assert!(!is_secret_param(name.as_bytes()), "{name} should be kept");
         }
         assert!(is_secret_param("a".repeat(MAX_NAME + 1).as_bytes()));
+    }
+
+    #[test]
+    fn percent_decoding_keeps_invalid_escapes() {
+        assert_eq!(percent_decode("s%20ecret%2Fx"), "s ecret/x");
+        assert_eq!(percent_decode("models%2fgemini"), "models/gemini");
+        assert_eq!(percent_decode("a%zz%4"), "a%zz%4");
+        assert_eq!(percent_decode("%"), "%");
+        assert_eq!(percent_decode("%ff"), "\u{fffd}");
+        assert_eq!(percent_decode("%C3%A9"), "\u{e9}");
+        let decoded: Vec<u8> = percent_decoded(b"%41%%42%4").collect();
+        assert_eq!(decoded, b"A%B%4");
     }
 
     #[test]

@@ -16,7 +16,7 @@ use prometheus_client::registry::Registry;
 pub type OneLabel = Vec<(String, String)>;
 
 /// An enum whose variants are the values of one label.
-pub trait LabelValue: Copy {
+pub trait LabelValue: Copy + 'static {
     /// Every value, in declaration order (the index of a value is its position here).
     const ALL: &'static [Self];
     /// The label value.

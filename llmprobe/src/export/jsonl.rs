@@ -1,13 +1,27 @@
 //! JSON lines: one object per LLM call, appended to a file or written to stdout. A file can be
 //! rotated by size: past `max_bytes` it is renamed to `PATH.1` (replacing the previous one) and a
 //! new file is started, so disk use stays under about twice the limit.
+//!
+//! [`JsonlWriter`] writes and reports errors (`llmprobe replay` stops at the first);
+//! [`JsonlSink`] is the agent's sink around it: a failed record is counted
+//! (`jsonl_write_failed`), warned about at most once a minute, and the next one is tried.
 
 use std::io::Write;
 use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use anyhow::Context;
+use log::warn;
 
+use super::CallSink;
 use crate::llm::LlmCall;
+use crate::telemetry::SelfMetrics;
+
+/// Drop reason: a record could not be written or flushed.
+pub const DROP_WRITE_FAILED: &str = "jsonl_write_failed";
+/// Write failures are logged at most this often (a full disk fails every record).
+const WARN_EVERY: Duration = Duration::from_secs(60);
 
 /// Where records go.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -103,6 +117,69 @@ impl JsonlWriter {
     }
 }
 
+/// The JSONL writer as a [`CallSink`]: each batch is written and flushed; every record that
+/// fails is counted in `llmprobe_dropped_total{reason="jsonl_write_failed"}`, with a warning
+/// at most once a minute.
+pub struct JsonlSink {
+    /// None once closed.
+    writer: Option<JsonlWriter>,
+    metrics: Arc<SelfMetrics>,
+    warned: Option<Instant>,
+}
+
+impl JsonlSink {
+    /// A sink writing through `writer`, counting its failures in `metrics`.
+    pub fn new(writer: JsonlWriter, metrics: Arc<SelfMetrics>) -> Self {
+        JsonlSink {
+            writer: Some(writer),
+            metrics,
+            warned: None,
+        }
+    }
+}
+
+impl CallSink for JsonlSink {
+    fn name(&self) -> &'static str {
+        "jsonl"
+    }
+
+    fn emit(&mut self, calls: &[LlmCall]) {
+        let Some(w) = self.writer.as_mut() else {
+            if !calls.is_empty() {
+                self.metrics.drop_by(DROP_WRITE_FAILED, calls.len() as u64);
+            }
+            return;
+        };
+        let mut failed = None;
+        for c in calls {
+            if let Err(e) = w.write(c) {
+                self.metrics.drop_for(DROP_WRITE_FAILED);
+                failed = Some(e);
+            }
+        }
+        if let Err(e) = w.flush() {
+            self.metrics.drop_for(DROP_WRITE_FAILED);
+            failed = Some(e);
+        }
+        if let Some(e) = failed
+            && self.warned.is_none_or(|t| t.elapsed() >= WARN_EVERY)
+        {
+            warn!(
+                "JSONL write failed (counted in llmprobe_dropped_total{{reason=\"{DROP_WRITE_FAILED}\"}}): {e:#}"
+            );
+            self.warned = Some(Instant::now());
+        }
+    }
+
+    fn close(&mut self) {
+        if let Some(mut w) = self.writer.take()
+            && let Err(e) = w.flush()
+        {
+            warn!("JSONL output could not be flushed at exit: {e:#}");
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -172,6 +249,40 @@ mod tests {
         assert_eq!(old.lines().count(), 3);
         assert_eq!(cur.lines().count(), 2);
         assert!(cur.len() as u64 <= one * 3);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn the_sink_counts_failures_and_keeps_going() {
+        let metrics = Arc::new(SelfMetrics::unregistered());
+        // Writes to /dev/full are buffered, then the flush fails (ENOSPC): one drop per batch.
+        let w = JsonlWriter::open(&JsonlTarget::File("/dev/full".into())).expect("open");
+        let mut sink = JsonlSink::new(w, metrics.clone());
+        sink.emit(&[call(1), call(2)]);
+        sink.emit(&[call(3)]);
+        assert_eq!(metrics.dropped_count(DROP_WRITE_FAILED), 2);
+        sink.close();
+        sink.emit(&[call(4), call(5)]);
+        assert_eq!(metrics.dropped_count(DROP_WRITE_FAILED), 4);
+
+        let dir = std::env::temp_dir().join(format!("llmprobe-jsonl-sink-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("dir");
+        let path = dir.join("calls.jsonl");
+        let metrics = Arc::new(SelfMetrics::unregistered());
+        let w = JsonlWriter::open(&JsonlTarget::File(path.clone())).expect("open");
+        let mut sink = JsonlSink::new(w, metrics.clone());
+        sink.emit(&[call(1), call(2)]);
+        // Each batch is flushed: readable before close.
+        assert_eq!(
+            std::fs::read_to_string(&path)
+                .expect("read")
+                .lines()
+                .count(),
+            2
+        );
+        sink.close();
+        assert_eq!(metrics.dropped_count(DROP_WRITE_FAILED), 0);
         let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -22,9 +22,10 @@
 //! were folded forever, and the product of the labels' limits still multiplied. The total LRU
 //! bound replaces it.)
 //!
-//! The registry is encoded by prometheus-client as OpenMetrics; [`encode_text`] turns that into
-//! the classic Prometheus text format (0.0.4), and [`wants_openmetrics`] picks between the two
-//! from a scraper's `Accept` header.
+//! As a [`CallSink`], `Arc<GenAiMetrics>` observes every call of each batch. The labels of a
+//! server's GPU efficiency series come from [`gpu_server_labels`], a function of the call, for
+//! the GPU enrichment that runs before the sinks. Encoding the registry for `/metrics` is
+//! [`super::metrics_http::exposition`]'s concern.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -35,13 +36,8 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::{Registry, Unit};
 
+use super::CallSink;
 use crate::llm::{LlmCall, cap_field};
-
-/// Content type of [`encode_text`]'s output.
-pub const TEXT_CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
-/// Content type of the OpenMetrics encoding (`prometheus_client::encoding::text::encode`).
-pub const OPENMETRICS_CONTENT_TYPE: &str =
-    "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
 /// `gen_ai.client.token.usage` boundaries (tokens).
 const TOKEN_BUCKETS: [f64; 14] = [
@@ -281,21 +277,6 @@ impl CallLabels {
         l
     }
 
-    /// The GPU efficiency series' labels.
-    fn gpu_server(&self, pid: u32) -> GpuServerLabels {
-        let mut server = vec![("pid".to_owned(), pid.to_string())];
-        push(&mut server, "process_executable_name", &self.process);
-        push(&mut server, "container_id", &self.container);
-        GpuServerLabels {
-            server,
-            model: self
-                .request_model
-                .clone()
-                .or_else(|| self.response_model.clone())
-                .unwrap_or_default(),
-        }
-    }
-
     /// `llmprobe_tokens_total` labels.
     fn tokens(&self, token_type: &str) -> Labels {
         let mut l = self.own();
@@ -312,6 +293,31 @@ pub struct GpuServerLabels {
     pub server: Labels,
     /// Model label value.
     pub model: String,
+}
+
+/// The labels of the GPU efficiency series of the server that answered `call`, bounded and
+/// escaped like every call label: `pid`, `process_executable_name`, `container_id`, and the
+/// model (request model, else response model; empty when neither is known). A function of the
+/// call alone, so the GPU enrichment computes it before the sinks see the call.
+pub fn gpu_server_labels(call: &LlmCall) -> GpuServerLabels {
+    let value = |v: Option<&str>| v.and_then(label_value);
+    let mut server = vec![("pid".to_owned(), call.pid.to_string())];
+    push(
+        &mut server,
+        "process_executable_name",
+        &label_value(&call.comm),
+    );
+    push(
+        &mut server,
+        "container_id",
+        &value(call.container_id.as_deref()),
+    );
+    GpuServerLabels {
+        server,
+        model: value(call.request_model.as_deref())
+            .or_else(|| value(call.response_model.as_deref()))
+            .unwrap_or_default(),
+    }
 }
 
 /// Observes a duration in seconds; values that are not finite or negative are not observed.
@@ -448,9 +454,8 @@ impl GenAiMetrics {
         self.in_flight.set(n);
     }
 
-    /// Records one finished call. Returns the labels of its server's GPU series (bounded like
-    /// every other label).
-    pub fn observe(&self, call: &LlmCall) -> GpuServerLabels {
+    /// Records one finished call.
+    pub fn observe(&self, call: &LlmCall) {
         let labels = self.resolve(call);
         let gen_ai = labels.gen_ai();
         if call.role == "server" {
@@ -547,7 +552,6 @@ impl GenAiMetrics {
                 t,
             );
         }
-        labels.gpu_server(call.pid)
     }
 
     /// Marks a series used before it is created or updated: evicts the least recently used
@@ -602,19 +606,6 @@ impl GenAiMetrics {
 
     /// Resolves a call's label values: cut and escaped.
     fn resolve(&self, call: &LlmCall) -> CallLabels {
-        resolve_labels(call)
-    }
-}
-
-/// The labels of the GPU series of a server-role call's server (bounded like every other label):
-/// a pure function of the call, so the GPU join can compute them before the sinks see the call.
-pub fn gpu_server_labels(call: &LlmCall) -> GpuServerLabels {
-    resolve_labels(call).gpu_server(call.pid)
-}
-
-/// A call's label values.
-fn resolve_labels(call: &LlmCall) -> CallLabels {
-    {
         let error_type = match (&call.error_type, call.aborted) {
             (Some(e), _) => Some(e.as_str()),
             (None, true) => Some("aborted"),
@@ -636,143 +627,25 @@ fn resolve_labels(call: &LlmCall) -> CallLabels {
     }
 }
 
-/// The registry in the classic Prometheus text format (version 0.0.4), made from its OpenMetrics
-/// encoding: `# EOF` and `# UNIT` lines dropped, counter families named `..._total` like their
-/// samples, `info` families as gauges, other non-classic types as `untyped`, exemplars dropped.
-pub fn encode_text(registry: &Registry) -> String {
-    let mut om = String::new();
-    if let Err(e) = prometheus_client::encoding::text::encode(&mut om, registry) {
-        // Cannot happen when writing to a String; what was encoded is still served.
-        log::debug!("metrics encoding stopped early: {e}");
+impl CallSink for Arc<GenAiMetrics> {
+    fn name(&self) -> &'static str {
+        "metrics"
     }
-    openmetrics_to_text(&om)
-}
 
-/// The registry encoded once, as OpenMetrics when `openmetrics`, else the classic text format;
-/// with its content type.
-pub fn encode_for(registry: &Registry, openmetrics: bool) -> (&'static str, String) {
-    if openmetrics {
-        let mut om = String::new();
-        if let Err(e) = prometheus_client::encoding::text::encode(&mut om, registry) {
-            // Cannot happen when writing to a String; what was encoded is still served.
-            log::debug!("metrics encoding stopped early: {e}");
+    fn emit(&mut self, calls: &[LlmCall]) {
+        for c in calls {
+            self.observe(c);
         }
-        (OPENMETRICS_CONTENT_TYPE, om)
-    } else {
-        (TEXT_CONTENT_TYPE, encode_text(registry))
     }
-}
 
-/// Converts an OpenMetrics text exposition to the classic Prometheus text format.
-fn openmetrics_to_text(om: &str) -> String {
-    let mut out = String::with_capacity(om.len());
-    // A HELP line waits for its TYPE line, which decides the family name.
-    let mut pending_help: Option<(&str, &str)> = None;
-    let flush = |out: &mut String, help: Option<(&str, &str)>| {
-        if let Some((name, text)) = help {
-            out.push_str("# HELP ");
-            out.push_str(name);
-            out.push(' ');
-            out.push_str(text);
-            out.push('\n');
-        }
-    };
-    for line in om.lines() {
-        if let Some(rest) = line.strip_prefix("# HELP ") {
-            flush(&mut out, pending_help.take());
-            pending_help = Some(rest.split_once(' ').unwrap_or((rest, "")));
-        } else if let Some(rest) = line.strip_prefix("# TYPE ") {
-            let (name, om_type) = rest.split_once(' ').unwrap_or((rest, ""));
-            let (suffix, text_type) = match om_type {
-                "counter" => ("_total", "counter"),
-                "gauge" | "histogram" | "summary" => ("", om_type),
-                "info" => ("_info", "gauge"),
-                _ => ("", "untyped"),
-            };
-            match pending_help.take() {
-                Some((help_name, text)) if help_name == name => {
-                    flush(&mut out, Some((&format!("{name}{suffix}"), text)));
-                }
-                other => flush(&mut out, other),
-            }
-            out.push_str("# TYPE ");
-            out.push_str(name);
-            out.push_str(suffix);
-            out.push(' ');
-            out.push_str(text_type);
-            out.push('\n');
-        } else if line.starts_with("# UNIT ") || line == "# EOF" || line.is_empty() {
-            continue;
-        } else {
-            flush(&mut out, pending_help.take());
-            out.push_str(without_exemplar(line));
-            out.push('\n');
-        }
-    }
-    flush(&mut out, pending_help.take());
-    out
-}
-
-/// A sample line without its OpenMetrics exemplar (` # {...} value`), which the classic format
-/// does not have. Label values are skipped quote- and escape-aware.
-fn without_exemplar(line: &str) -> &str {
-    let bytes = line.as_bytes();
-    let mut i = 0;
-    while i < bytes.len() && bytes[i] != b'{' && bytes[i] != b' ' {
-        i += 1;
-    }
-    if i < bytes.len() && bytes[i] == b'{' {
-        let (mut quoted, mut escaped) = (false, false);
-        i += 1;
-        while i < bytes.len() {
-            let b = bytes[i];
-            i += 1;
-            match (quoted, escaped, b) {
-                (true, true, _) => escaped = false,
-                (true, false, b'\\') => escaped = true,
-                (true, false, b'"') => quoted = false,
-                (false, _, b'"') => quoted = true,
-                (false, _, b'}') => break,
-                _ => {}
-            }
-        }
-    }
-    match line.get(i..).and_then(|rest| rest.find(" # ")) {
-        Some(cut) => &line[..i + cut],
-        None => line,
-    }
-}
-
-/// True when a scraper's `Accept` header asks for OpenMetrics (`application/openmetrics-text`
-/// with a non-zero quality no lower than `text/plain`'s); otherwise the classic text format.
-pub fn wants_openmetrics(accept: &str) -> bool {
-    let mut openmetrics_q: Option<f32> = None;
-    let mut text_q: f32 = 0.0;
-    for range in accept.split(',') {
-        let mut parts = range.split(';');
-        let media = parts.next().unwrap_or("").trim().to_ascii_lowercase();
-        let mut q: f32 = 1.0;
-        for param in parts {
-            if let Some((k, v)) = param.split_once('=')
-                && k.trim().eq_ignore_ascii_case("q")
-            {
-                q = v.trim().parse::<f32>().map_or(1.0, |q| q.clamp(0.0, 1.0));
-            }
-        }
-        match media.as_str() {
-            "application/openmetrics-text" => {
-                openmetrics_q = Some(openmetrics_q.map_or(q, |best| best.max(q)));
-            }
-            "text/plain" => text_q = text_q.max(q),
-            _ => {}
-        }
-    }
-    openmetrics_q.is_some_and(|q| q > 0.0 && q >= text_q)
+    /// The metrics stay in the registry for `/metrics`; nothing to flush.
+    fn close(&mut self) {}
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::export::metrics_http::exposition::encode_text;
     use crate::llm::CallDetail;
     use crate::telemetry::SelfMetrics;
     use std::collections::HashSet;
@@ -1566,38 +1439,55 @@ mod tests {
     }
 
     #[test]
-    fn conversion_handles_info_and_exemplars() {
-        let om = "# HELP build Build.\n# TYPE build info\nbuild_info{v=\"1 # {x}\"} 1\n\
-                  # HELP req Requests.\n# TYPE req counter\n\
-                  req_total{a=\"b\\\"}\"} 5 # {trace_id=\"abc\"} 1.0\n# EOF\n";
+    fn gpu_server_labels_are_the_calls_bounded_labels() {
+        let l = |k: &str, v: &str| (k.to_owned(), v.to_owned());
+        let mut c = aborted_in_container();
+        c.role = "server";
+        c.pid = 42;
+        c.comm = "py\"thon".to_owned();
         assert_eq!(
-            openmetrics_to_text(om),
-            "# HELP build_info Build.\n# TYPE build_info gauge\nbuild_info{v=\"1 # {x}\"} 1\n\
-             # HELP req_total Requests.\n# TYPE req_total counter\nreq_total{a=\"b\\\"}\"} 5\n"
+            gpu_server_labels(&c),
+            GpuServerLabels {
+                server: vec![
+                    l("pid", "42"),
+                    l("process_executable_name", "py\\\"thon"),
+                    l("container_id", "0123456789ab"),
+                ],
+                model: "claude-sonnet-4".to_owned(),
+            }
         );
-        assert_eq!(without_exemplar("up 1 # {a=\"b\"} 1"), "up 1");
-        assert_eq!(without_exemplar("up"), "up");
+        // No container, no request model: the response model; neither: empty.
+        let mut c = server_call();
+        c.request_model = Some(String::new());
+        c.response_model = Some("x".repeat(300));
+        let labels = gpu_server_labels(&c);
+        assert_eq!(labels.server.len(), 2);
+        assert_eq!(labels.model.len(), MAX_LABEL_VALUE_BYTES);
+        c.request_model = None;
+        c.response_model = None;
+        assert_eq!(gpu_server_labels(&c).model, "");
     }
 
     #[test]
-    fn accept_negotiation() {
-        assert!(!wants_openmetrics(""));
-        assert!(!wants_openmetrics("*/*"));
-        assert!(!wants_openmetrics("text/plain;version=0.0.4"));
-        assert!(wants_openmetrics("application/openmetrics-text"));
-        assert!(wants_openmetrics(
-            "Application/OpenMetrics-Text; version=1.0.0; charset=utf-8"
+    fn the_metrics_sink_observes_every_call() {
+        let mut registry = Registry::default();
+        let mut sink = Arc::new(GenAiMetrics::new(
+            &mut registry,
+            CardinalityLimits::default(),
         ));
-        // Prometheus 2.x and 3.x defaults.
-        assert!(wants_openmetrics(
-            "application/openmetrics-text;version=1.0.0,application/openmetrics-text;version=0.0.1;q=0.75,text/plain;version=0.0.4;q=0.5,*/*;q=0.1"
-        ));
-        assert!(wants_openmetrics(
-            "application/openmetrics-text;version=1.0.0;q=0.5,application/openmetrics-text;version=0.0.1;q=0.4,text/plain;version=1.0.0;escaping=allow-utf-8;q=0.3,text/plain;version=0.0.4;q=0.2,*/*;q=0.1"
-        ));
-        assert!(!wants_openmetrics(
-            "text/plain;version=0.0.4,application/openmetrics-text;q=0.5"
-        ));
-        assert!(!wants_openmetrics("application/openmetrics-text;q=0"));
+        sink.emit(&[client_stream(), server_call()]);
+        sink.close();
+        sink.set_in_flight(3);
+        let (_, direct) = encoded(
+            &[client_stream(), server_call()],
+            CardinalityLimits::default(),
+        );
+        // Samples of a family come out in hash order.
+        let sorted = |t: &str| {
+            let mut lines: Vec<String> = t.lines().map(str::to_owned).collect();
+            lines.sort_unstable();
+            lines
+        };
+        assert_eq!(sorted(&encode_text(&registry)), sorted(&direct));
     }
 }

@@ -10,6 +10,7 @@ use super::json::{chars, nonempty_str, string_at as s, u64_at};
 use super::{Observed, OutputKind, ProviderDialect, Usage};
 use crate::protocol::http1::RequestHead;
 use crate::protocol::sse::SseEvent;
+use crate::secrets::percent_decode;
 
 /// Longest model name kept from a path.
 const MAX_MODEL_LEN: usize = 256;
@@ -45,27 +46,6 @@ pub fn detect(head: &RequestHead) -> Option<Box<dyn ProviderDialect>> {
         .filter(|m| !m.is_empty() && m.len() <= MAX_MODEL_LEN)
         .map(str::to_owned);
     Some(Box::new(Gemini { model, stream }))
-}
-
-/// Decodes `%XX` escapes (invalid escapes are kept as they are; invalid UTF-8 is replaced).
-fn percent_decode(s: &str) -> String {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        let hex = |c: u8| (c as char).to_digit(16);
-        if b[i] == b'%'
-            && let (Some(&h), Some(&l)) = (b.get(i + 1), b.get(i + 2))
-            && let (Some(h), Some(l)) = (hex(h), hex(l))
-        {
-            out.push((h * 16 + l) as u8);
-            i += 3;
-        } else {
-            out.push(b[i]);
-            i += 1;
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// Characters of text in a `Content` object's `parts`.

@@ -1,5 +1,6 @@
 //! A small HTTP endpoint serving the metric registry at `/metrics` in the Prometheus text format
-//! (or OpenMetrics, when the scraper's `Accept` asks for it).
+//! (or OpenMetrics, when the scraper's `Accept` asks for it; the formats and the negotiation
+//! are in [`exposition`]).
 //!
 //! Any local process can connect, so the server is bounded whatever clients do
 //! ([`ServeLimits`]): at most `max_connections` are served at once (more are closed at once); a
@@ -12,6 +13,8 @@
 //! once (a new one stops the oldest, so slow readers cannot each pin an encoding); a failing
 //! `accept` (e.g. out of file descriptors) backs off instead of spinning. Every refusal is
 //! counted in `llmprobe_dropped_total{reason="metrics_..."}`.
+
+pub mod exposition;
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
@@ -51,7 +54,7 @@ async fn encoding(
         return (ctype, text.clone());
     }
     let began = Instant::now();
-    let (ctype, text) = super::prometheus::encode_for(registry, openmetrics);
+    let (ctype, text) = exposition::encode_for(registry, openmetrics);
     let text = Arc::new(text);
     *slot = Some((began, ctype, text.clone()));
     (ctype, text)
@@ -250,7 +253,7 @@ async fn answer<S: AsyncRead + AsyncWrite + Unpin>(
                 .then(|| v.trim().to_owned())
         })
         .unwrap_or_default();
-    let openmetrics = super::prometheus::wants_openmetrics(&accept);
+    let openmetrics = exposition::wants_openmetrics(&accept);
     let head_only = method == "HEAD";
     let cut = shared.start_answering();
     tokio::select! {
