@@ -40,11 +40,11 @@ enum Line {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         b64: Option<String>,
     },
+    /// Older captures also carry `role_hint` (connect/accept/seeded); it is ignored.
     ConnOpen {
         #[serde(flatten)]
         meta: EventMeta,
         peer: Option<String>,
-        role_hint: u8,
     },
     ConnClose {
         #[serde(flatten)]
@@ -132,14 +132,9 @@ pub fn encode_line(ev: &ProbeEvent, buf: &mut Vec<u8>) -> anyhow::Result<()> {
                 b64,
             }
         }
-        ProbeEvent::ConnOpen {
-            meta,
-            peer,
-            role_hint,
-        } => Line::ConnOpen {
+        ProbeEvent::ConnOpen { meta, peer } => Line::ConnOpen {
             meta,
             peer: peer.map(|p| p.to_string()),
-            role_hint,
         },
         ProbeEvent::ConnClose { meta } => Line::ConnClose { meta },
         ProbeEvent::SslFd { meta } => Line::SslFd { meta },
@@ -207,14 +202,9 @@ pub fn read_capture(input: impl BufRead) -> anyhow::Result<(Clock, Vec<ProbeEven
                     data,
                 })
             }
-            Line::ConnOpen {
-                meta,
-                peer,
-                role_hint,
-            } => ProbeEvent::ConnOpen {
+            Line::ConnOpen { meta, peer } => ProbeEvent::ConnOpen {
                 meta,
                 peer: peer.and_then(|p| p.parse::<SocketAddr>().ok()),
-                role_hint,
             },
             Line::ConnClose { meta } => ProbeEvent::ConnClose { meta },
             Line::SslFd { meta } => ProbeEvent::SslFd { meta },
@@ -250,7 +240,6 @@ mod tests {
             ProbeEvent::ConnOpen {
                 meta: meta(),
                 peer: Some("127.0.0.1:8080".parse().expect("addr")),
-                role_hint: 1,
             },
             ProbeEvent::Data(DataChunk {
                 meta: meta(),
