@@ -13,19 +13,20 @@ pub const MAX_IOV: u32 = 8;
 /// Length of a task's comm.
 pub const COMM_LEN: usize = 16;
 
-/// [`EventHeader::kind`]: a [`DataEvent`] with payload bytes.
+/// [`EventHeader::kind`] of a data record ([`DataEventOf`]): payload bytes of one call.
 pub const EVENT_DATA: u32 = 1;
-/// A [`ConnEvent`]: a socket was connected or accepted (`fd`, `conn_id` = generation).
+/// A [`ConnOpenEvent`]: a socket was connected or accepted (`fd`, `conn_id` = generation).
 pub const EVENT_CONN_OPEN: u32 = 2;
-/// A [`ConnEvent`]: a tracked socket was closed (`fd`, `conn_id` = generation).
+/// A [`ControlEvent`]: a tracked socket was closed (`fd`, `conn_id` = generation).
 pub const EVENT_CONN_CLOSE: u32 = 3;
-/// A [`ConnEvent`]: an SSL object (`conn_id`) was seen doing I/O on socket `fd`.
+/// A [`ControlEvent`]: an SSL object (`conn_id`) was seen doing I/O on socket `fd`.
 pub const EVENT_SSL_FD: u32 = 4;
-/// A [`ConnEvent`]: `SSL_free` on `conn_id`; the TLS connection is over.
+/// A [`ControlEvent`]: `SSL_free` on `conn_id`; the TLS connection is over.
 pub const EVENT_SSL_FREE: u32 = 5;
-/// A [`ConnEvent`]: the process exec'd or mapped an executable file; its maps may hold a new TLS library.
+/// A [`ControlEvent`]: the process exec'd (`fd` = -1) or mapped an executable file (`fd`); its
+/// maps may hold a new TLS library.
 pub const EVENT_EXEC_MAP: u32 = 6;
-/// A [`ConnEvent`]: the thread-group leader exited.
+/// A [`ControlEvent`]: the thread-group leader exited.
 pub const EVENT_PROC_EXIT: u32 = 7;
 
 /// [`DataEvent::direction`]: bytes the observed process wrote/sent.
@@ -41,15 +42,6 @@ pub const SRC_TLS: u8 = 1;
 /// [`DataEvent::flags`]: records of this connection were lost (ring buffer full) before this one,
 /// so whatever userspace knew about the stream's position (e.g. inside a header line) is stale.
 pub const DATA_FLAG_LOST_BEFORE: u8 = 1;
-
-/// [`ConnEvent::role_hint`] values.
-pub const ROLE_HINT_UNKNOWN: u8 = 0;
-/// The socket came from `connect`.
-pub const ROLE_HINT_CONNECT: u8 = 1;
-/// The socket came from `accept`/`accept4`.
-pub const ROLE_HINT_ACCEPT: u8 = 2;
-/// The socket existed before the agent started (seeded from /proc).
-pub const ROLE_HINT_SEEDED: u8 = 3;
 
 /// [`SockInfo::flags`]: the socket carries TLS records; its syscall payload is never emitted.
 pub const SOCK_FLAG_TLS: u32 = 1;
@@ -69,24 +61,19 @@ pub struct EventHeader {
     pub tgid: u32,
     /// Thread id.
     pub tid: u32,
-    /// Socket file descriptor, or -1 when unknown (e.g. TLS over a memory BIO).
+    /// Socket file descriptor, or -1 when unknown. TLS data records always carry -1: userspace
+    /// knows each `SSL*`'s socket from the [`EVENT_SSL_FD`] events.
     pub fd: i32,
     /// Connection id: the `SSL*` pointer for TLS, the socket generation for plaintext.
     pub conn_id: u64,
     /// `bpf_ktime_get_ns()` (CLOCK_MONOTONIC) when the bytes moved: entry of a write, return of a read.
     pub ts_ns: u64,
-    /// The thread's comm (NUL-padded).
-    pub comm: [u8; COMM_LEN],
 }
 
-/// Payload captured from a socket syscall or an SSL call, reserved straight in the ring buffer
-/// (no per-CPU scratch buffer, which a preempted program could share with another). A record
-/// carries at most `N` payload bytes; the kernel picks the smallest of [`DATA_CLASS_SMALL`],
-/// [`DATA_CLASS_MEDIUM`] and [`MAX_DATA`] that fits, so a small write takes a small slot.
-/// `len` says how many of the `N` bytes are valid.
+/// The fixed part of a data record: what one call's bytes are and where they sit in the call.
 #[repr(C)]
-#[derive(Clone, Copy)]
-pub struct DataEventOf<const N: usize> {
+#[derive(Clone, Copy, Debug)]
+pub struct DataHeader {
     /// Common header (`kind` = [`EVENT_DATA`]).
     pub hdr: EventHeader,
     /// [`DIR_EGRESS`] or [`DIR_INGRESS`].
@@ -97,12 +84,25 @@ pub struct DataEventOf<const N: usize> {
     pub flags: u8,
     /// Reserved, zero.
     pub _pad: u8,
-    /// Bytes valid in `data`.
+    /// Bytes valid in the payload.
     pub len: u32,
-    /// Offset of `data` within the call's whole transfer.
+    /// Offset of the payload within the call's whole transfer.
     pub offset: u32,
     /// Bytes the call transferred in all (may exceed what was emitted: the rest is a gap).
     pub total_len: u32,
+}
+
+/// Payload captured from a socket syscall or an SSL call, reserved straight in the ring buffer
+/// (no per-CPU scratch buffer, which a preempted program could share with another). A record
+/// carries at most `N` payload bytes; the kernel picks the smallest of [`DATA_CLASS_SMALL`],
+/// [`DATA_CLASS_MEDIUM`] and [`MAX_DATA`] that fits, so a small write takes a small slot.
+/// `head.len` says how many of the `N` bytes are valid. A data record carries no comm: userspace
+/// names processes from /proc and from the control events, which do carry it.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct DataEventOf<const N: usize> {
+    /// What the payload is.
+    pub head: DataHeader,
     /// Payload.
     pub data: [u8; N],
 }
@@ -114,23 +114,39 @@ pub const DATA_CLASS_SMALL: usize = 512;
 /// Payload bytes of the middle data record class.
 pub const DATA_CLASS_MEDIUM: usize = 4096;
 
-/// Size of a [`DataEvent`] without its payload.
-pub const DATA_HEADER_SIZE: usize = core::mem::size_of::<DataEvent>() - MAX_DATA;
+/// Size of a data record without its payload.
+pub const DATA_HEADER_SIZE: usize = core::mem::size_of::<DataHeader>();
 
-/// Connection lifecycle and discovery events.
+/// A control record: connection close, SSL->fd link, `SSL_free`, exec/mmap hint, process exit
+/// (`EVENT_CONN_CLOSE`, `EVENT_SSL_FD`, `EVENT_SSL_FREE`, `EVENT_EXEC_MAP`, `EVENT_PROC_EXIT`):
+/// the header says it all. Also the prefix of a [`ConnOpenEvent`].
 #[repr(C)]
 #[derive(Clone, Copy, Debug)]
-pub struct ConnEvent {
+pub struct ControlEvent {
     /// Common header.
     pub hdr: EventHeader,
-    /// Peer address family: `AF_INET` (2), `AF_INET6` (10), or 0 when unknown.
+    /// The thread's comm (NUL-padded); userspace's fallback name for a process whose /proc
+    /// entry is already gone.
+    pub comm: [u8; COMM_LEN],
+}
+
+/// [`ConnOpenEvent::family`] of an IPv4 peer (`AF_INET`).
+pub const AF_INET: u16 = 2;
+/// [`ConnOpenEvent::family`] of an IPv6 peer (`AF_INET6`).
+pub const AF_INET6: u16 = 10;
+
+/// A socket was connected or accepted ([`EVENT_CONN_OPEN`]), with its peer.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct ConnOpenEvent {
+    /// Header and comm.
+    pub ctl: ControlEvent,
+    /// Peer address family: [`AF_INET`], [`AF_INET6`], or 0 when unknown.
     pub family: u16,
     /// Peer port, host byte order.
     pub port: u16,
-    /// One of the `ROLE_HINT_*` constants.
-    pub role_hint: u8,
     /// Reserved, zero.
-    pub _pad: [u8; 3],
+    pub _pad: u32,
     /// Peer address (first 4 bytes for IPv4), network byte order.
     pub addr: [u8; 16],
 }
@@ -157,7 +173,7 @@ pub struct SockInfo {
     pub _pad: u32,
 }
 
-/// Key of the `MUTED` and `SSL_FDS` maps: one connection of a process.
+/// Key of the `MUTED` and `LOSSY` maps: one connection of a process, TLS or plaintext.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct ConnKey {
@@ -167,6 +183,18 @@ pub struct ConnKey {
     pub _pad: u32,
     /// `SSL*` pointer or socket generation.
     pub conn_id: u64,
+}
+
+/// Key of the `SSL_FDS` map (value: the socket fd last seen under the SSL object).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct SslKey {
+    /// Process id.
+    pub tgid: u32,
+    /// Reserved, zero.
+    pub _pad: u32,
+    /// The `SSL*` pointer.
+    pub ssl: u64,
 }
 
 /// A per-process rate window (`CTRL_RATE`, `DATA_RATE` maps, keyed by tgid).
@@ -225,18 +253,63 @@ pub struct Config {
     pub flags: u32,
 }
 
-const _: () = assert!(core::mem::size_of::<EventHeader>() == 48);
-const _: () = assert!(DATA_HEADER_SIZE == 64);
+const _: () = assert!(core::mem::size_of::<EventHeader>() == 32);
+const _: () = assert!(DATA_HEADER_SIZE == 48);
+const _: () = assert!(core::mem::offset_of!(DataEventOf<MAX_DATA>, data) == DATA_HEADER_SIZE);
 const _: () =
-    assert!(core::mem::size_of::<DataEventOf<DATA_CLASS_SMALL>>() == 64 + DATA_CLASS_SMALL);
+    assert!(core::mem::size_of::<DataEventOf<DATA_CLASS_SMALL>>() == 48 + DATA_CLASS_SMALL);
 const _: () =
-    assert!(core::mem::size_of::<DataEventOf<DATA_CLASS_MEDIUM>>() == 64 + DATA_CLASS_MEDIUM);
+    assert!(core::mem::size_of::<DataEventOf<DATA_CLASS_MEDIUM>>() == 48 + DATA_CLASS_MEDIUM);
+const _: () = assert!(core::mem::size_of::<DataEvent>() == 48 + MAX_DATA);
+const _: () = assert!(core::mem::size_of::<ControlEvent>() == 48);
+const _: () = assert!(core::mem::size_of::<ConnOpenEvent>() == 72);
 const _: () = assert!(core::mem::size_of::<RateWindow>() == 16);
-const _: () = assert!(core::mem::size_of::<ConnEvent>() == 72);
 const _: () = assert!(core::mem::size_of::<SockKey>() == 8);
 const _: () = assert!(core::mem::size_of::<SockInfo>() == 16);
 const _: () = assert!(core::mem::size_of::<ConnKey>() == 16);
+const _: () = assert!(core::mem::size_of::<SslKey>() == 16);
 const _: () = assert!(core::mem::size_of::<Config>() == 8);
+
+/// A ring-buffer record type that can be read back from the bytes the kernel wrote: every bit
+/// pattern is a valid value (integers and byte arrays only, padding explicit).
+///
+/// # Safety
+/// Implement only for `#[repr(C)]` types made of integers and arrays of integers, with no
+/// implicit padding (checked by the size asserts above).
+pub unsafe trait Record: Copy {
+    /// Reads the record at the start of `raw`: `None` when `raw` is shorter than `Self`. Bytes
+    /// past the record (a data record's payload) are left to the caller. Never panics, whatever
+    /// the bytes and their alignment.
+    fn read_from(raw: &[u8]) -> Option<Self> {
+        if raw.len() < core::mem::size_of::<Self>() {
+            return None;
+        }
+        // SAFETY: `raw` holds at least `size_of::<Self>()` bytes; `read_unaligned` needs no
+        // alignment; every bit pattern is a valid `Self` (the trait's contract).
+        Some(unsafe { core::ptr::read_unaligned(raw.as_ptr().cast::<Self>()) })
+    }
+
+    /// The record's bytes, as the kernel writes them (tests and fuzz seeds build records so).
+    fn as_bytes(&self) -> &[u8] {
+        // SAFETY: `Self` has no implicit padding (the trait's contract), so all
+        // `size_of::<Self>()` bytes behind `self` are initialised and live as long as `self`.
+        unsafe {
+            core::slice::from_raw_parts(
+                (self as *const Self).cast::<u8>(),
+                core::mem::size_of::<Self>(),
+            )
+        }
+    }
+}
+
+// SAFETY: integers only, no implicit padding (size asserted).
+unsafe impl Record for EventHeader {}
+// SAFETY: integers and an explicit pad byte, no implicit padding (size asserted).
+unsafe impl Record for DataHeader {}
+// SAFETY: a header and a byte array, no implicit padding (size asserted).
+unsafe impl Record for ControlEvent {}
+// SAFETY: integers, byte arrays and an explicit pad, no implicit padding (size asserted).
+unsafe impl Record for ConnOpenEvent {}
 
 /// Socket generations get the low bit set; `SSL*` pointers are at least 8-byte aligned, so the
 /// two id spaces never collide.
@@ -252,7 +325,40 @@ mod user {
     // SAFETY: as above.
     unsafe impl aya::Pod for ConnKey {}
     // SAFETY: as above.
+    unsafe impl aya::Pod for SslKey {}
+    // SAFETY: as above.
     unsafe impl aya::Pod for Config {}
     // SAFETY: as above.
     unsafe impl aya::Pod for RateWindow {}
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn records_read_from_short_and_unaligned_bytes() {
+        let mut raw = [0u8; 1 + DATA_HEADER_SIZE + 3];
+        // kind at the unaligned offset 1.
+        raw[1..5].copy_from_slice(&EVENT_DATA.to_ne_bytes());
+        raw[1 + 36..1 + 40].copy_from_slice(&3u32.to_ne_bytes());
+        let h = DataHeader::read_from(&raw[1..]).expect("long enough");
+        assert_eq!((h.hdr.kind, h.len), (EVENT_DATA, 3));
+        for n in 0..DATA_HEADER_SIZE {
+            assert!(DataHeader::read_from(&raw[1..1 + n]).is_none(), "{n} bytes");
+        }
+        assert!(ControlEvent::read_from(&raw[..47]).is_none());
+        assert!(ControlEvent::read_from(&raw[..48]).is_some());
+        assert!(ConnOpenEvent::read_from(&raw).is_none());
+        let h = DataHeader::read_from(&raw[1..]).expect("long enough");
+        assert_eq!(h.as_bytes(), &raw[1..1 + DATA_HEADER_SIZE]);
+    }
+
+    #[test]
+    fn field_offsets() {
+        assert_eq!(core::mem::offset_of!(DataHeader, len), 36);
+        assert_eq!(core::mem::offset_of!(ControlEvent, comm), 32);
+        assert_eq!(core::mem::offset_of!(ConnOpenEvent, family), 48);
+        assert_eq!(core::mem::offset_of!(ConnOpenEvent, addr), 56);
+    }
 }

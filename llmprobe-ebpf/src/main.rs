@@ -2,6 +2,12 @@
 //! syscalls. They copy payload bytes into one ring buffer, track which fds are sockets, and learn
 //! which socket an `SSL*` talks over. No kernel struct is read: only syscall arguments, uprobe
 //! arguments and user memory. Every failed ring-buffer write is counted in `LOST`.
+//!
+//! Records (types in `llmprobe-common`): data records carry only what userspace cannot learn
+//! otherwise (no comm; a TLS record's `fd` is -1, its socket is reported once per change as an
+//! `EVENT_SSL_FD` control record); control records (open, close, SSL->fd, `SSL_free`, exec/mmap,
+//! exit) carry the thread's comm. Tracepoint arguments are read at the named `TP_*` offsets of
+//! the kernel's format files.
 #![no_std]
 #![no_main]
 #![allow(clippy::missing_safety_doc)]
@@ -47,9 +53,9 @@ static SOCKS: LruHashMap<SockKey, SockInfo> = LruHashMap::with_max_entries(65536
 /// Connections userspace asked us to stop capturing.
 #[map]
 static MUTED: LruHashMap<ConnKey, u8> = LruHashMap::with_max_entries(65536, 0);
-/// TLS connections whose socket fd has been reported.
+/// The socket fd last reported (`EVENT_SSL_FD`) for each SSL object, so a link is reported once.
 #[map]
-static SSL_FDS: LruHashMap<ConnKey, i32> = LruHashMap::with_max_entries(65536, 0);
+static SSL_FDS: LruHashMap<SslKey, i32> = LruHashMap::with_max_entries(65536, 0);
 #[map]
 static PENDING_SYS: LruHashMap<u64, SysArgs> = LruHashMap::with_max_entries(16384, 0);
 #[map]
@@ -69,8 +75,31 @@ const OP_READ_EX: u32 = 2;
 const OP_WRITE: u32 = 3;
 const OP_WRITE_EX: u32 = 4;
 
-const AF_INET: u16 = 2;
-const AF_INET6: u16 = 10;
+// Argument offsets in the syscall tracepoints' records, as the kernel's format files list them
+// (/sys/kernel/tracing/events/syscalls/<name>/format). Every syscall argument is an 8-byte field
+// after the 8-byte common header and the 4-byte `__syscall_nr` (padded to 16).
+/// sys_enter_{read,write,readv,writev,recvfrom,sendto,recvmsg,sendmsg,connect,accept,accept4,close}:
+/// `fd`, the first argument.
+const TP_ENTER_FD: usize = 16;
+/// sys_enter_{read,write}: `buf`; sys_enter_{recvfrom,sendto}: `ubuf`/`buff`;
+/// sys_enter_{readv,writev}: `vec` (the iovec array); sys_enter_{recvmsg,sendmsg}: `msg`
+/// (a `struct user_msghdr *`); sys_enter_connect: `uservaddr`; sys_enter_accept(4):
+/// `upeer_sockaddr`. The second argument.
+const TP_ENTER_BUF: usize = 24;
+/// sys_enter_{read,write}: `count`; sys_enter_{recvfrom,sendto}: `size`/`len`;
+/// sys_enter_{readv,writev}: `vlen`. The third argument (for recvmsg/sendmsg it is `flags`,
+/// unused: their iovec count comes from the msghdr).
+const TP_ENTER_LEN: usize = 32;
+/// sys_enter_mmap: `prot`, the third argument.
+const TP_MMAP_PROT: usize = 32;
+/// sys_enter_mmap: `fd`, the fifth argument.
+const TP_MMAP_FD: usize = 48;
+/// sys_exit_*: `ret`, the return value.
+const TP_EXIT_RET: usize = 16;
+/// `struct user_msghdr` (user ABI, x86_64/aarch64): `msg_iov` and `msg_iovlen`.
+const MSGHDR_IOV: u64 = 16;
+const MSGHDR_IOVLEN: u64 = 24;
+
 const EINPROGRESS: i64 = -115;
 const PROT_EXEC: u64 = 4;
 /// `bpf_ringbuf_query` flag: bytes written and not yet consumed.
@@ -122,7 +151,6 @@ struct EmitMeta {
     ts: u64,
     total: u32,
     _pad2: u32,
-    comm: [u8; COMM_LEN],
 }
 
 #[inline(always)]
@@ -235,39 +263,46 @@ fn start_call(meta: &mut EmitMeta, bytes: u32) -> bool {
     true
 }
 
+/// The header and comm of a control record about the current thread.
 #[inline(always)]
-fn header(kind: u32, tgid: u32, tid: u32, fd: i32, conn_id: u64, ts: u64) -> EventHeader {
-    EventHeader {
-        kind,
-        tgid,
-        tid,
-        fd,
-        conn_id,
-        ts_ns: ts,
+fn control(kind: u32, fd: i32, conn_id: u64) -> ControlEvent {
+    let pid_tgid = bpf_get_current_pid_tgid();
+    ControlEvent {
+        hdr: EventHeader {
+            kind,
+            tgid: (pid_tgid >> 32) as u32,
+            tid: pid_tgid as u32,
+            fd,
+            conn_id,
+            // SAFETY: reading the monotonic clock has no preconditions.
+            ts_ns: unsafe { bpf_ktime_get_ns() },
+        },
         comm: bpf_get_current_comm().unwrap_or([0u8; COMM_LEN]),
     }
 }
 
+/// Sends a [`ControlEvent`] (close, SSL->fd link, `SSL_free`, exec/mmap hint, exit).
 #[inline(always)]
-fn emit_conn(kind: u32, fd: i32, conn_id: u64, family: u16, port: u16, role: u8, addr: [u8; 16]) {
-    let pid_tgid = bpf_get_current_pid_tgid();
-    let ev = ConnEvent {
-        // SAFETY: reading the monotonic clock has no preconditions.
-        hdr: header(
-            kind,
-            (pid_tgid >> 32) as u32,
-            pid_tgid as u32,
-            fd,
-            conn_id,
-            unsafe { bpf_ktime_get_ns() },
-        ),
+fn emit_control(kind: u32, fd: i32, conn_id: u64) {
+    if EVENTS
+        .output::<ControlEvent>(&control(kind, fd, conn_id), 0)
+        .is_err()
+    {
+        count_lost();
+    }
+}
+
+/// Sends a [`ConnOpenEvent`] for a new socket and its peer.
+#[inline(always)]
+fn emit_conn_open(fd: i32, generation: u64, family: u16, port: u16, addr: [u8; 16]) {
+    let ev = ConnOpenEvent {
+        ctl: control(EVENT_CONN_OPEN, fd, generation),
         family,
         port,
-        role_hint: role,
-        _pad: [0; 3],
+        _pad: 0,
         addr,
     };
-    if EVENTS.output::<ConnEvent>(&ev, 0).is_err() {
+    if EVENTS.output::<ConnOpenEvent>(&ev, 0).is_err() {
         count_lost();
     }
 }
@@ -288,31 +323,34 @@ fn emit_class<const N: usize>(meta: &EmitMeta, src: u64, n: u32, offset: u32) {
     let n = unsafe { core::ptr::read_volatile(&n) } as u64;
     let n = if n > N as u64 { N as u64 } else { n };
     let ev = entry.as_mut_ptr();
-    // SAFETY: `ev` points at the reserved record, `64 + N` bytes, ours until submit; the copy is
-    // bounded by N, the size of `data`.
+    // The payload is copied first and the header written whole after it (one store sequence,
+    // `len` known): measured smaller than header, copy, then `len`.
+    // SAFETY: `ev` points at the reserved record, `DATA_HEADER_SIZE + N` bytes, ours until
+    // submit; the copy is bounded by N, the size of `data`.
     unsafe {
-        (*ev).hdr = EventHeader {
-            kind: EVENT_DATA,
-            tgid: meta.tgid,
-            tid: meta.tid,
-            fd: meta.fd,
-            conn_id: meta.conn_id,
-            ts_ns: meta.ts,
-            comm: meta.comm,
-        };
-        (*ev).direction = meta.direction;
-        (*ev).source = meta.source;
-        (*ev).flags = meta.flags;
-        (*ev)._pad = 0;
-        (*ev).offset = offset;
-        (*ev).total_len = meta.total;
         let dst = (*ev).data.as_mut_ptr();
         let ok = raw_probe_read_user(
             dst as *mut core::ffi::c_void,
             n as u32,
             src as *const core::ffi::c_void,
         ) == 0;
-        (*ev).len = if ok { n as u32 } else { 0 };
+        (*ev).head = DataHeader {
+            hdr: EventHeader {
+                kind: EVENT_DATA,
+                tgid: meta.tgid,
+                tid: meta.tid,
+                fd: meta.fd,
+                conn_id: meta.conn_id,
+                ts_ns: meta.ts,
+            },
+            direction: meta.direction,
+            source: meta.source,
+            flags: meta.flags,
+            _pad: 0,
+            len: if ok { n as u32 } else { 0 },
+            offset,
+            total_len: meta.total,
+        };
     }
     entry.submit(0);
 }
@@ -402,6 +440,7 @@ fn looks_like_tls(src: u64) -> bool {
     (b[0] >= 0x14 && b[0] <= 0x17) && b[1] == 0x03 && b[2] <= 0x04
 }
 
+/// Key of `MUTED` and `LOSSY`: one connection (`SSL*` or socket generation) of a process.
 #[inline(always)]
 fn mute_key(tgid: u32, conn_id: u64) -> ConnKey {
     ConnKey {
@@ -409,6 +448,12 @@ fn mute_key(tgid: u32, conn_id: u64) -> ConnKey {
         _pad: 0,
         conn_id,
     }
+}
+
+/// Key of `SSL_FDS`: one SSL object of a process.
+#[inline(always)]
+fn ssl_key(tgid: u32, ssl: u64) -> SslKey {
+    SslKey { tgid, _pad: 0, ssl }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -422,12 +467,12 @@ fn enter_io(ctx: &TracePointContext, kind: u32) -> u32 {
     if !should_trace(tgid) {
         return 0;
     }
-    // SAFETY: offsets from the syscalls:sys_enter_* tracepoint format (fd at 16, buf at 24, len at 32).
+    // SAFETY: offsets from the syscalls:sys_enter_* tracepoint formats (see `TP_ENTER_*`).
     let (fd, buf, len) = unsafe {
         (
-            ctx.read_at::<u64>(16).unwrap_or(u64::MAX) as i32,
-            ctx.read_at::<u64>(24).unwrap_or(0),
-            ctx.read_at::<u64>(32).unwrap_or(0),
+            ctx.read_at::<u64>(TP_ENTER_FD).unwrap_or(u64::MAX) as i32,
+            ctx.read_at::<u64>(TP_ENTER_BUF).unwrap_or(0),
+            ctx.read_at::<u64>(TP_ENTER_LEN).unwrap_or(0),
         )
     };
     let key = SockKey { tgid, fd };
@@ -440,15 +485,15 @@ fn enter_io(ctx: &TracePointContext, kind: u32) -> u32 {
     // SAFETY: value only read.
     if let Some(ssl) = unsafe { PENDING_SSL.get(&pid_tgid) } {
         sock.flags |= SOCK_FLAG_TLS | SOCK_FLAG_SEEN_DATA;
-        let ck = mute_key(tgid, ssl.ssl);
+        let sk = ssl_key(tgid, ssl.ssl);
         // SAFETY: value only read.
-        let prev = unsafe { SSL_FDS.get(&ck) }.copied();
+        let prev = unsafe { SSL_FDS.get(&sk) }.copied();
         if prev != Some(fd) {
             if prev.is_none() {
                 count(counter::SSL_FDS_INSERTED);
             }
-            inserted(SSL_FDS.insert(&ck, &fd, 0));
-            emit_conn(EVENT_SSL_FD, fd, ssl.ssl, 0, 0, ROLE_HINT_UNKNOWN, [0; 16]);
+            inserted(SSL_FDS.insert(&sk, &fd, 0));
+            emit_control(EVENT_SSL_FD, fd, ssl.ssl);
         }
         return 0;
     }
@@ -479,8 +524,8 @@ fn take_pending(ctx: &TracePointContext) -> Option<(u64, SysArgs, i64)> {
     // SAFETY: value copied out before removal.
     let args = (unsafe { PENDING_SYS.get(&pid_tgid) }).copied()?;
     let _ = PENDING_SYS.remove(&pid_tgid);
-    // SAFETY: sys_exit_* tracepoints carry the return value at offset 16.
-    let ret = unsafe { ctx.read_at::<i64>(16) }.unwrap_or(-1);
+    // SAFETY: sys_exit_* tracepoints carry the return value at `TP_EXIT_RET`.
+    let ret = unsafe { ctx.read_at::<i64>(TP_EXIT_RET) }.unwrap_or(-1);
     Some((pid_tgid, args, ret))
 }
 
@@ -492,9 +537,9 @@ fn exit_sock(ctx: &TracePointContext) -> u32 {
     let tgid = (pid_tgid >> 32) as u32;
     match args.kind {
         K_CONNECT if ret == 0 || ret == EINPROGRESS => {
-            register_socket(tgid, args.fd, args.buf, ROLE_HINT_CONNECT, false)
+            register_socket(tgid, args.fd, args.buf, false)
         }
-        K_ACCEPT if ret >= 0 => register_socket(tgid, ret as i32, args.buf, ROLE_HINT_ACCEPT, true),
+        K_ACCEPT if ret >= 0 => register_socket(tgid, ret as i32, args.buf, true),
         _ => {}
     }
     0
@@ -520,11 +565,10 @@ fn exit_io(ctx: &TracePointContext, vectored: bool) -> u32 {
     };
     let (mut iov, mut iovcnt) = (args.buf, args.len);
     if args.kind == K_RECVMSG || args.kind == K_SENDMSG {
-        // struct user_msghdr: msg_iov at 16, msg_iovlen at 24 (user ABI, stable).
         // SAFETY: user memory read through the helper.
         unsafe {
-            iov = bpf_probe_read_user((args.buf + 16) as *const u64).unwrap_or(0);
-            iovcnt = bpf_probe_read_user((args.buf + 24) as *const u64).unwrap_or(0);
+            iov = bpf_probe_read_user((args.buf + MSGHDR_IOV) as *const u64).unwrap_or(0);
+            iovcnt = bpf_probe_read_user((args.buf + MSGHDR_IOVLEN) as *const u64).unwrap_or(0);
         }
     }
     let first = if vectored {
@@ -571,7 +615,6 @@ fn exit_io(ctx: &TracePointContext, vectored: bool) -> u32 {
         },
         total,
         _pad2: 0,
-        comm: bpf_get_current_comm().unwrap_or([0u8; COMM_LEN]),
     };
     if vectored {
         emit_iov(&mut meta, iov, iovcnt, total);
@@ -583,7 +626,7 @@ fn exit_io(ctx: &TracePointContext, vectored: bool) -> u32 {
 
 /// Records a new socket fd and reports it with its peer address read from `sockaddr`.
 #[inline(always)]
-fn register_socket(tgid: u32, fd: i32, sockaddr: u64, role: u8, accept: bool) {
+fn register_socket(tgid: u32, fd: i32, sockaddr: u64, accept: bool) {
     let mut family: u16 = 0;
     let mut port: u16 = 0;
     let mut addr = [0u8; 16];
@@ -632,7 +675,7 @@ fn register_socket(tgid: u32, fd: i32, sockaddr: u64, role: u8, accept: bool) {
         count(counter::SOCKS_INSERTED);
     }
     inserted(SOCKS.insert(&key, &info, 0));
-    emit_conn(EVENT_CONN_OPEN, fd, generation, family, port, role, addr);
+    emit_conn_open(fd, generation, family, port, addr);
 }
 
 macro_rules! io_enter {
@@ -673,7 +716,7 @@ pub fn sys_enter_connect(ctx: TracePointContext) -> u32 {
     save_sock_args(&ctx, K_CONNECT)
 }
 
-/// accept and accept4 share the argument layout (fd 16, upeer_sockaddr 24).
+/// accept and accept4 share the argument layout (`fd`, `upeer_sockaddr`).
 #[tracepoint(category = "syscalls", name = "sys_enter_accept")]
 pub fn sys_enter_accept(ctx: TracePointContext) -> u32 {
     save_sock_args(&ctx, K_ACCEPT)
@@ -685,11 +728,11 @@ fn save_sock_args(ctx: &TracePointContext, kind: u32) -> u32 {
     if !should_trace((pid_tgid >> 32) as u32) {
         return 0;
     }
-    // SAFETY: syscalls:sys_enter_connect/accept(4): fd at 16, sockaddr pointer at 24.
+    // SAFETY: syscalls:sys_enter_connect/accept(4): `fd`, then the sockaddr pointer.
     let (fd, addr) = unsafe {
         (
-            ctx.read_at::<u64>(16).unwrap_or(u64::MAX) as i32,
-            ctx.read_at::<u64>(24).unwrap_or(0),
+            ctx.read_at::<u64>(TP_ENTER_FD).unwrap_or(u64::MAX) as i32,
+            ctx.read_at::<u64>(TP_ENTER_BUF).unwrap_or(0),
         )
     };
     let args = SysArgs {
@@ -709,8 +752,8 @@ fn save_sock_args(ctx: &TracePointContext, kind: u32) -> u32 {
 pub fn sys_enter_close(ctx: TracePointContext) -> u32 {
     let pid_tgid = bpf_get_current_pid_tgid();
     let tgid = (pid_tgid >> 32) as u32;
-    // SAFETY: syscalls:sys_enter_close: fd at 16.
-    let fd = unsafe { ctx.read_at::<u64>(16) }.unwrap_or(u64::MAX) as i32;
+    // SAFETY: syscalls:sys_enter_close: `fd`.
+    let fd = unsafe { ctx.read_at::<u64>(TP_ENTER_FD) }.unwrap_or(u64::MAX) as i32;
     let key = SockKey { tgid, fd };
     // SAFETY: value copied out before removal.
     let Some(info) = (unsafe { SOCKS.get(&key) }).copied() else {
@@ -725,15 +768,7 @@ pub fn sys_enter_close(ctx: TracePointContext) -> u32 {
     }
     let _ = MUTED.remove(&mute_key(tgid, info.generation));
     // For a TLS socket userspace also ends the SSL connections it saw on this fd.
-    emit_conn(
-        EVENT_CONN_CLOSE,
-        fd,
-        info.generation,
-        0,
-        0,
-        ROLE_HINT_UNKNOWN,
-        [0; 16],
-    );
+    emit_control(EVENT_CONN_CLOSE, fd, info.generation);
     0
 }
 
@@ -743,15 +778,15 @@ pub fn sys_enter_mmap(ctx: TracePointContext) -> u32 {
     if !should_trace((pid_tgid >> 32) as u32) {
         return 0;
     }
-    // SAFETY: syscalls:sys_enter_mmap: prot at 32, fd at 48.
+    // SAFETY: syscalls:sys_enter_mmap: `prot` and `fd` (see `TP_MMAP_*`).
     let (prot, fd) = unsafe {
         (
-            ctx.read_at::<u64>(32).unwrap_or(0),
-            ctx.read_at::<u64>(48).unwrap_or(u64::MAX) as i32,
+            ctx.read_at::<u64>(TP_MMAP_PROT).unwrap_or(0),
+            ctx.read_at::<u64>(TP_MMAP_FD).unwrap_or(u64::MAX) as i32,
         )
     };
     if prot & PROT_EXEC != 0 && fd >= 0 && ctrl_allowed((pid_tgid >> 32) as u32) {
-        emit_conn(EVENT_EXEC_MAP, fd, 0, 0, 0, ROLE_HINT_UNKNOWN, [0; 16]);
+        emit_control(EVENT_EXEC_MAP, fd, 0);
     }
     0
 }
@@ -762,7 +797,7 @@ pub fn sched_process_exec(_ctx: TracePointContext) -> u32 {
     if !should_trace((pid_tgid >> 32) as u32) || !ctrl_allowed((pid_tgid >> 32) as u32) {
         return 0;
     }
-    emit_conn(EVENT_EXEC_MAP, -1, 0, 0, 0, ROLE_HINT_UNKNOWN, [0; 16]);
+    emit_control(EVENT_EXEC_MAP, -1, 0);
     0
 }
 
@@ -779,7 +814,7 @@ pub fn sched_process_exit(_ctx: TracePointContext) -> u32 {
     if !should_trace(tgid) {
         return 0;
     }
-    emit_conn(EVENT_PROC_EXIT, -1, 0, 0, 0, ROLE_HINT_UNKNOWN, [0; 16]);
+    emit_control(EVENT_PROC_EXIT, -1, 0);
     0
 }
 
@@ -863,13 +898,12 @@ pub fn ssl_ret(ctx: RetProbeContext) -> u32 {
     if unsafe { MUTED.get(&ck) }.is_some() {
         return 0;
     }
-    // SAFETY: value only read.
-    let fd = unsafe { SSL_FDS.get(&ck) }.copied().unwrap_or(-1);
     let write = args.op == OP_WRITE || args.op == OP_WRITE_EX;
     let mut meta = EmitMeta {
         tgid,
         tid: pid_tgid as u32,
-        fd,
+        // Userspace knows the SSL object's socket from its `EVENT_SSL_FD` events.
+        fd: -1,
         direction: if write { DIR_EGRESS } else { DIR_INGRESS },
         source: SRC_TLS,
         flags: 0,
@@ -887,7 +921,6 @@ pub fn ssl_ret(ctx: RetProbeContext) -> u32 {
             n as u32
         },
         _pad2: 0,
-        comm: bpf_get_current_comm().unwrap_or([0u8; COMM_LEN]),
     };
     let total = meta.total;
     emit_buf(&mut meta, args.buf, total);
@@ -905,13 +938,13 @@ pub fn ssl_free(ctx: ProbeContext) -> u32 {
     if ssl == 0 {
         return 0;
     }
-    let ck = mute_key(tgid, ssl);
-    if SSL_FDS.remove(&ck).is_ok() {
+    if SSL_FDS.remove(&ssl_key(tgid, ssl)).is_ok() {
         count(counter::SSL_FDS_REMOVED);
     }
+    let ck = mute_key(tgid, ssl);
     let _ = MUTED.remove(&ck);
     let _ = LOSSY.remove(&ck);
-    emit_conn(EVENT_SSL_FREE, -1, ssl, 0, 0, ROLE_HINT_UNKNOWN, [0; 16]);
+    emit_control(EVENT_SSL_FREE, -1, ssl);
     0
 }
 

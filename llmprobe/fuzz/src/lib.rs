@@ -444,7 +444,6 @@ pub mod script {
                     out.push(ProbeEvent::ConnOpen {
                         meta: m,
                         peer,
-                        role_hint: 0,
                     });
                 }
                 Op::Close { conn } => {

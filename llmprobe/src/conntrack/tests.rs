@@ -171,7 +171,6 @@ fn open(fd: i32, generation: u64, ts: u64, peer: &str) -> ProbeEvent {
     ProbeEvent::ConnOpen {
         meta: meta(PID, fd, generation, ts),
         peer: Some(addr(peer)),
-        role_hint: 0,
     }
 }
 
@@ -1156,7 +1155,6 @@ fn invented_ssl_objects_and_sockets_stay_bounded() {
         h.feed(ProbeEvent::ConnOpen {
             meta: meta(PID + 1, (i % 1_000_000) as i32, 2 * i + 1, T0 + i),
             peer: None,
-            role_hint: 1,
         });
     }
     assert!(
@@ -1437,7 +1435,6 @@ fn random_event(rng: &mut XorShift, corpus: &[Vec<u8>], ts: u64) -> ProbeEvent {
         11 | 12 => ProbeEvent::ConnOpen {
             meta: meta(pid, fd, generation, ts),
             peer,
-            role_hint: rng.next() as u8,
         },
         13 | 14 => ProbeEvent::ConnClose {
             meta: meta(pid, fd, generation, ts),

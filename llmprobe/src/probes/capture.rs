@@ -41,11 +41,11 @@ enum Line {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         b64: Option<String>,
     },
+    /// Older captures also carry `role_hint` (connect/accept/seeded); it is ignored.
     ConnOpen {
         #[serde(flatten)]
         meta: EventMeta,
         peer: Option<String>,
-        role_hint: u8,
     },
     ConnClose {
         #[serde(flatten)]
@@ -133,14 +133,9 @@ pub fn encode_line(ev: &ProbeEvent, buf: &mut Vec<u8>) -> anyhow::Result<()> {
                 b64,
             }
         }
-        ProbeEvent::ConnOpen {
-            meta,
-            peer,
-            role_hint,
-        } => Line::ConnOpen {
+        ProbeEvent::ConnOpen { meta, peer } => Line::ConnOpen {
             meta,
             peer: peer.map(|p| p.to_string()),
-            role_hint,
         },
         ProbeEvent::ConnClose { meta } => Line::ConnClose { meta },
         ProbeEvent::SslFd { meta } => Line::SslFd { meta },
@@ -195,7 +190,6 @@ struct RawLine<'a> {
     b64: Option<Cow<'a, str>>,
     #[serde(borrow)]
     peer: Option<Cow<'a, str>>,
-    role_hint: Option<u8>,
 }
 
 fn need<T>(v: Option<T>, field: &str) -> anyhow::Result<T> {
@@ -245,7 +239,6 @@ impl RawLine<'_> {
                     .peer
                     .as_deref()
                     .and_then(|p| p.parse::<SocketAddr>().ok()),
-                role_hint: need(self.role_hint, "role_hint")?,
             },
             Kind::ConnClose => ProbeEvent::ConnClose { meta: self.meta()? },
             Kind::SslFd => ProbeEvent::SslFd { meta: self.meta()? },
@@ -382,7 +375,6 @@ mod tests {
             ProbeEvent::ConnOpen {
                 meta: meta(),
                 peer: Some("127.0.0.1:8080".parse().expect("addr")),
-                role_hint: 1,
             },
             ProbeEvent::Data(DataChunk {
                 meta: meta(),

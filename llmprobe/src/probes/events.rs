@@ -1,10 +1,16 @@
 //! Probe events as the rest of the agent sees them: decoded from the ring buffer's `#[repr(C)]`
 //! records (see `llmprobe-common`), and serialisable for `record`/`replay`.
+//!
+//! Decoding reads each record through its `llmprobe_common::Record` type (an unaligned copy
+//! after a length check), never at hand-written offsets: a short or unknown record is a
+//! `DecodeError`, counted by the reader, never a panic. Data records carry no comm (the
+//! `EventPreparer` names the process) and TLS data records no fd (it fills in the socket last
+//! reported by `SslFd`).
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
 use bytes::Bytes;
-use llmprobe_common as abi;
+use llmprobe_common::{self as abi, Record as _};
 use serde::{Deserialize, Serialize};
 
 /// Which way bytes moved, from the observed process's point of view.
@@ -79,8 +85,6 @@ pub enum ProbeEvent {
         meta: EventMeta,
         /// Peer address, when known.
         peer: Option<SocketAddr>,
-        /// `ROLE_HINT_*`.
-        role_hint: u8,
     },
     /// A tracked socket was closed.
     ConnClose {
@@ -133,108 +137,85 @@ pub enum DecodeError {
     UnknownKind(u32),
 }
 
-fn read_u32(b: &[u8], off: usize) -> Option<u32> {
-    b.get(off..off + 4)
-        .and_then(|s| s.try_into().ok())
-        .map(u32::from_ne_bytes)
-}
-fn read_u64(b: &[u8], off: usize) -> Option<u64> {
-    b.get(off..off + 8)
-        .and_then(|s| s.try_into().ok())
-        .map(u64::from_ne_bytes)
-}
-fn read_u16(b: &[u8], off: usize) -> Option<u16> {
-    b.get(off..off + 2)
-        .and_then(|s| s.try_into().ok())
-        .map(u16::from_ne_bytes)
-}
-
 /// Turns a comm byte array into a string (up to the first NUL).
 pub fn comm_string(raw: &[u8]) -> String {
     let end = raw.iter().position(|&c| c == 0).unwrap_or(raw.len());
     String::from_utf8_lossy(&raw[..end]).into_owned()
 }
 
-// Field offsets inside `EventHeader` / `DataEvent` / `ConnEvent` (checked by the size asserts in
-// llmprobe-common and by the tests below).
-const H_KIND: usize = 0;
-const H_TGID: usize = 4;
-const H_TID: usize = 8;
-const H_FD: usize = 12;
-const H_CONN: usize = 16;
-const H_TS: usize = 24;
-const H_COMM: usize = 32;
-const HDR: usize = std::mem::size_of::<abi::EventHeader>();
-
-/// Decodes one ring-buffer record.
-pub fn decode(raw: &[u8]) -> Result<ProbeEvent, DecodeError> {
-    let kind = read_u32(raw, H_KIND).ok_or(DecodeError::Truncated)?;
-    if raw.len() < HDR {
-        return Err(DecodeError::Truncated);
-    }
-    let meta = EventMeta {
-        pid: read_u32(raw, H_TGID).ok_or(DecodeError::Truncated)?,
-        tid: read_u32(raw, H_TID).ok_or(DecodeError::Truncated)?,
-        fd: read_u32(raw, H_FD).ok_or(DecodeError::Truncated)? as i32,
-        conn_id: read_u64(raw, H_CONN).ok_or(DecodeError::Truncated)?,
-        ts_ns: read_u64(raw, H_TS).ok_or(DecodeError::Truncated)?,
-        comm: comm_string(&raw[H_COMM..H_COMM + abi::COMM_LEN]),
+fn meta_of(h: &abi::EventHeader, comm: String) -> EventMeta {
+    EventMeta {
+        pid: h.tgid,
+        tid: h.tid,
+        fd: h.fd,
+        conn_id: h.conn_id,
+        ts_ns: h.ts_ns,
+        comm,
         container: None,
+    }
+}
+
+/// The peer of a [`abi::ConnOpenEvent`], when its family is IP.
+fn peer_of(ev: &abi::ConnOpenEvent) -> Option<SocketAddr> {
+    let ip = match ev.family {
+        abi::AF_INET => IpAddr::V4(Ipv4Addr::new(
+            ev.addr[0], ev.addr[1], ev.addr[2], ev.addr[3],
+        )),
+        abi::AF_INET6 => IpAddr::V6(Ipv6Addr::from(ev.addr)),
+        _ => return None,
     };
-    match kind {
+    Some(SocketAddr::new(ip, ev.port))
+}
+
+/// Decodes one ring-buffer record through the `#[repr(C)]` types of `llmprobe-common`. A record
+/// shorter than its kind's type (or than the payload length it states) is `Truncated`; bytes
+/// past the record are ignored (the ring rounds records up to 8 bytes).
+pub fn decode(raw: &[u8]) -> Result<ProbeEvent, DecodeError> {
+    let hdr = abi::EventHeader::read_from(raw).ok_or(DecodeError::Truncated)?;
+    match hdr.kind {
         abi::EVENT_DATA => {
-            let direction = *raw.get(HDR).ok_or(DecodeError::Truncated)?;
-            let source = *raw.get(HDR + 1).ok_or(DecodeError::Truncated)?;
-            let flags = *raw.get(HDR + 2).ok_or(DecodeError::Truncated)?;
-            let len = read_u32(raw, HDR + 4).ok_or(DecodeError::Truncated)? as usize;
-            let offset = read_u32(raw, HDR + 8).ok_or(DecodeError::Truncated)?;
-            let total_len = read_u32(raw, HDR + 12).ok_or(DecodeError::Truncated)?;
-            let start = abi::DATA_HEADER_SIZE;
+            let head = abi::DataHeader::read_from(raw).ok_or(DecodeError::Truncated)?;
+            let len = (head.len as usize).min(abi::MAX_DATA);
             let data = raw
-                .get(start..start + len.min(abi::MAX_DATA))
+                .get(abi::DATA_HEADER_SIZE..abi::DATA_HEADER_SIZE + len)
                 .ok_or(DecodeError::Truncated)?;
             Ok(ProbeEvent::Data(DataChunk {
-                meta,
-                direction: if direction == abi::DIR_EGRESS {
+                // Data records carry no comm: `EventPreparer` names the process.
+                meta: meta_of(&head.hdr, String::new()),
+                direction: if head.direction == abi::DIR_EGRESS {
                     Direction::Egress
                 } else {
                     Direction::Ingress
                 },
-                tls: source == abi::SRC_TLS,
-                offset,
-                total_len,
-                lost_before: flags & abi::DATA_FLAG_LOST_BEFORE != 0,
+                tls: head.source == abi::SRC_TLS,
+                offset: head.offset,
+                total_len: head.total_len,
+                lost_before: head.flags & abi::DATA_FLAG_LOST_BEFORE != 0,
                 data: Bytes::copy_from_slice(data),
             }))
         }
         abi::EVENT_CONN_OPEN => {
-            let family = read_u16(raw, HDR).ok_or(DecodeError::Truncated)?;
-            let port = read_u16(raw, HDR + 2).ok_or(DecodeError::Truncated)?;
-            let role_hint = *raw.get(HDR + 4).ok_or(DecodeError::Truncated)?;
-            let addr = raw.get(HDR + 8..HDR + 24).ok_or(DecodeError::Truncated)?;
-            let peer = match family {
-                2 => Some(SocketAddr::new(
-                    IpAddr::V4(Ipv4Addr::new(addr[0], addr[1], addr[2], addr[3])),
-                    port,
-                )),
-                10 => {
-                    let mut a = [0u8; 16];
-                    a.copy_from_slice(addr);
-                    Some(SocketAddr::new(IpAddr::V6(Ipv6Addr::from(a)), port))
-                }
-                _ => None,
-            };
+            let ev = abi::ConnOpenEvent::read_from(raw).ok_or(DecodeError::Truncated)?;
             Ok(ProbeEvent::ConnOpen {
-                meta,
-                peer,
-                role_hint,
+                meta: meta_of(&ev.ctl.hdr, comm_string(&ev.ctl.comm)),
+                peer: peer_of(&ev),
             })
         }
-        abi::EVENT_CONN_CLOSE => Ok(ProbeEvent::ConnClose { meta }),
-        abi::EVENT_SSL_FD => Ok(ProbeEvent::SslFd { meta }),
-        abi::EVENT_SSL_FREE => Ok(ProbeEvent::SslFree { meta }),
-        abi::EVENT_EXEC_MAP => Ok(ProbeEvent::ExecMap { meta }),
-        abi::EVENT_PROC_EXIT => Ok(ProbeEvent::ProcExit { meta }),
+        kind @ (abi::EVENT_CONN_CLOSE
+        | abi::EVENT_SSL_FD
+        | abi::EVENT_SSL_FREE
+        | abi::EVENT_EXEC_MAP
+        | abi::EVENT_PROC_EXIT) => {
+            let ev = abi::ControlEvent::read_from(raw).ok_or(DecodeError::Truncated)?;
+            let meta = meta_of(&ev.hdr, comm_string(&ev.comm));
+            Ok(match kind {
+                abi::EVENT_CONN_CLOSE => ProbeEvent::ConnClose { meta },
+                abi::EVENT_SSL_FD => ProbeEvent::SslFd { meta },
+                abi::EVENT_SSL_FREE => ProbeEvent::SslFree { meta },
+                abi::EVENT_EXEC_MAP => ProbeEvent::ExecMap { meta },
+                _ => ProbeEvent::ProcExit { meta },
+            })
+        }
         k => Err(DecodeError::UnknownKind(k)),
     }
 }
@@ -243,39 +224,42 @@ pub fn decode(raw: &[u8]) -> Result<ProbeEvent, DecodeError> {
 mod tests {
     use super::*;
 
-    #[test]
-    fn offsets_match_the_abi() {
-        assert_eq!(std::mem::offset_of!(abi::EventHeader, tgid), H_TGID);
-        assert_eq!(std::mem::offset_of!(abi::EventHeader, tid), H_TID);
-        assert_eq!(std::mem::offset_of!(abi::EventHeader, fd), H_FD);
-        assert_eq!(std::mem::offset_of!(abi::EventHeader, conn_id), H_CONN);
-        assert_eq!(std::mem::offset_of!(abi::EventHeader, ts_ns), H_TS);
-        assert_eq!(std::mem::offset_of!(abi::EventHeader, comm), H_COMM);
-        assert_eq!(std::mem::offset_of!(abi::DataEvent, flags), HDR + 2);
-        assert_eq!(std::mem::offset_of!(abi::DataEvent, len), HDR + 4);
-        assert_eq!(std::mem::offset_of!(abi::DataEvent, offset), HDR + 8);
-        assert_eq!(std::mem::offset_of!(abi::DataEvent, total_len), HDR + 12);
-        assert_eq!(
-            std::mem::offset_of!(abi::DataEvent, data),
-            abi::DATA_HEADER_SIZE
-        );
-        assert_eq!(std::mem::offset_of!(abi::ConnEvent, port), HDR + 2);
-        assert_eq!(std::mem::offset_of!(abi::ConnEvent, role_hint), HDR + 4);
-        assert_eq!(std::mem::offset_of!(abi::ConnEvent, addr), HDR + 8);
+    fn header(kind: u32) -> abi::EventHeader {
+        abi::EventHeader {
+            kind,
+            tgid: 42,
+            tid: 43,
+            fd: -1,
+            conn_id: 0x1000,
+            ts_ns: 7,
+        }
     }
 
     fn data_record(payload: &[u8]) -> Vec<u8> {
-        let mut raw = vec![0u8; abi::DATA_HEADER_SIZE];
-        raw[H_KIND..4].copy_from_slice(&abi::EVENT_DATA.to_ne_bytes());
-        raw[H_TGID..H_TGID + 4].copy_from_slice(&42u32.to_ne_bytes());
-        raw[H_FD..H_FD + 4].copy_from_slice(&(-1i32).to_ne_bytes());
-        raw[H_TS..H_TS + 8].copy_from_slice(&7u64.to_ne_bytes());
-        raw[H_COMM..H_COMM + 6].copy_from_slice(b"python");
-        raw[HDR + 1] = abi::SRC_TLS;
-        raw[HDR + 4..HDR + 8].copy_from_slice(&(payload.len() as u32).to_ne_bytes());
-        raw[HDR + 12..HDR + 16].copy_from_slice(&(payload.len() as u32).to_ne_bytes());
+        let head = abi::DataHeader {
+            hdr: header(abi::EVENT_DATA),
+            direction: abi::DIR_EGRESS,
+            source: abi::SRC_TLS,
+            flags: 0,
+            _pad: 0,
+            len: payload.len() as u32,
+            offset: 0,
+            total_len: payload.len() as u32,
+        };
+        let mut raw = head.as_bytes().to_vec();
         raw.extend_from_slice(payload);
         raw
+    }
+
+    fn control_record(kind: u32) -> Vec<u8> {
+        let mut comm = [0u8; abi::COMM_LEN];
+        comm[..6].copy_from_slice(b"python");
+        abi::ControlEvent {
+            hdr: header(kind),
+            comm,
+        }
+        .as_bytes()
+        .to_vec()
     }
 
     #[test]
@@ -284,9 +268,10 @@ mod tests {
         let ProbeEvent::Data(d) = ev else {
             panic!("not data")
         };
-        assert_eq!(d.meta.pid, 42);
+        assert_eq!((d.meta.pid, d.meta.tid), (42, 43));
+        assert_eq!((d.meta.conn_id, d.meta.ts_ns), (0x1000, 7));
         assert_eq!(d.meta.fd, -1);
-        assert_eq!(d.meta.comm, "python");
+        assert_eq!(d.meta.comm, "");
         assert!(d.tls);
         assert_eq!(d.direction, Direction::Egress);
         assert_eq!(&d.data[..], b"GET / HTTP/1.1\r\n");
@@ -296,17 +281,68 @@ mod tests {
     #[test]
     fn decodes_the_lost_before_flag() {
         let mut raw = data_record(b"x");
-        raw[HDR + 2] = abi::DATA_FLAG_LOST_BEFORE;
+        raw[std::mem::offset_of!(abi::DataHeader, flags)] = abi::DATA_FLAG_LOST_BEFORE;
         let Ok(ProbeEvent::Data(d)) = decode(&raw) else {
             panic!("not data")
         };
         assert!(d.lost_before);
         // Unknown flag bits are not the lost flag.
-        raw[HDR + 2] = 0x80;
+        raw[std::mem::offset_of!(abi::DataHeader, flags)] = 0x80;
         let Ok(ProbeEvent::Data(d)) = decode(&raw) else {
             panic!("not data")
         };
         assert!(!d.lost_before);
+    }
+
+    #[test]
+    fn decodes_control_records() {
+        for (kind, name) in [
+            (abi::EVENT_CONN_CLOSE, "ConnClose"),
+            (abi::EVENT_SSL_FD, "SslFd"),
+            (abi::EVENT_SSL_FREE, "SslFree"),
+            (abi::EVENT_EXEC_MAP, "ExecMap"),
+            (abi::EVENT_PROC_EXIT, "ProcExit"),
+        ] {
+            let ev = decode(&control_record(kind)).expect("decodes");
+            assert!(format!("{ev:?}").starts_with(name), "{ev:?}");
+            let m = ev.meta();
+            assert_eq!(
+                (m.pid, m.tid, m.fd, m.conn_id, m.ts_ns),
+                (42, 43, -1, 0x1000, 7)
+            );
+            assert_eq!(m.comm, "python");
+        }
+    }
+
+    #[test]
+    fn decodes_conn_open_peers() {
+        let mut ev = abi::ConnOpenEvent {
+            ctl: abi::ControlEvent {
+                hdr: header(abi::EVENT_CONN_OPEN),
+                comm: *b"curl\0\0\0\0\0\0\0\0\0\0\0\0",
+            },
+            family: abi::AF_INET,
+            port: 8080,
+            _pad: 0,
+            addr: [0; 16],
+        };
+        ev.addr[..4].copy_from_slice(&[127, 0, 0, 1]);
+        let Ok(ProbeEvent::ConnOpen { meta, peer }) = decode(ev.as_bytes()) else {
+            panic!("not an open")
+        };
+        assert_eq!(meta.comm, "curl");
+        assert_eq!(peer, Some("127.0.0.1:8080".parse().expect("addr")));
+        ev.family = abi::AF_INET6;
+        ev.addr = Ipv6Addr::LOCALHOST.octets();
+        let Ok(ProbeEvent::ConnOpen { peer, .. }) = decode(ev.as_bytes()) else {
+            panic!("not an open")
+        };
+        assert_eq!(peer, Some("[::1]:8080".parse().expect("addr")));
+        ev.family = 1;
+        let Ok(ProbeEvent::ConnOpen { peer, .. }) = decode(ev.as_bytes()) else {
+            panic!("not an open")
+        };
+        assert_eq!(peer, None);
     }
 
     #[test]
@@ -318,5 +354,27 @@ mod tests {
         let mut raw = data_record(b"");
         raw[0] = 99;
         assert_eq!(decode(&raw), Err(DecodeError::UnknownKind(99)));
+        // Every prefix of every kind is refused as truncated, never a panic.
+        let mut open = control_record(abi::EVENT_CONN_OPEN);
+        open.resize(size_of::<abi::ConnOpenEvent>(), 0);
+        for full in [
+            data_record(b"xyz"),
+            control_record(abi::EVENT_SSL_FD),
+            open.clone(),
+        ] {
+            for n in 0..full.len() {
+                assert_eq!(decode(&full[..n]), Err(DecodeError::Truncated), "{n} bytes");
+            }
+            assert!(decode(&full).is_ok());
+        }
+        // A record at an odd address decodes the same.
+        let mut odd = vec![0u8];
+        odd.extend_from_slice(&open);
+        assert_eq!(decode(&odd[1..]), decode(&open));
+        // A stated length beyond the record is truncated, not read past it.
+        let mut raw = data_record(b"ab");
+        raw[std::mem::offset_of!(abi::DataHeader, len)..][..4]
+            .copy_from_slice(&u32::MAX.to_ne_bytes());
+        assert_eq!(decode(&raw), Err(DecodeError::Truncated));
     }
 }

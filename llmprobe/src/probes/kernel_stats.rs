@@ -6,7 +6,7 @@
 use std::time::{Duration, Instant};
 
 use aya::maps::{HashMap, MapData, PerCpuArray};
-use llmprobe_common::{ConnKey, SockInfo, SockKey, counter};
+use llmprobe_common::{SockInfo, SockKey, SslKey, counter};
 use log::warn;
 
 use crate::telemetry::SelfMetrics;
@@ -33,7 +33,7 @@ pub struct KernelStats {
     lost: PerCpuArray<MapData, u64>,
     counters: PerCpuArray<MapData, u64>,
     socks: HashMap<MapData, SockKey, SockInfo>,
-    ssl_fds: HashMap<MapData, ConnKey, i32>,
+    ssl_fds: HashMap<MapData, SslKey, i32>,
     /// Sockets userspace put in `SOCKS` itself (seeded at start).
     seeded: u64,
     lost_seen: u64,
@@ -48,7 +48,7 @@ impl KernelStats {
         lost: PerCpuArray<MapData, u64>,
         counters: PerCpuArray<MapData, u64>,
         socks: HashMap<MapData, SockKey, SockInfo>,
-        ssl_fds: HashMap<MapData, ConnKey, i32>,
+        ssl_fds: HashMap<MapData, SslKey, i32>,
         seeded: u64,
     ) -> Self {
         KernelStats {

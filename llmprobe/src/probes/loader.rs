@@ -589,7 +589,6 @@ impl Probes {
                         container: None,
                     },
                     peer: Some(*peer),
-                    role_hint: abi::ROLE_HINT_SEEDED,
                 });
             }
         }

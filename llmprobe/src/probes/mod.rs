@@ -16,16 +16,25 @@ use std::collections::HashMap;
 use events::ProbeEvent;
 
 /// Prepares raw events for the pipeline: masks secrets and replaces the thread name with the
-/// process name (the thread-group leader's comm), so live runs and replays agree.
+/// process name (the thread-group leader's comm), so live runs and replays agree. Live, it also
+/// fills in what the kernel leaves out of data records to keep its per-event work small: the
+/// process name (data records carry no comm) and a TLS record's socket fd (from `SslFd`).
 pub struct EventPreparer {
     scrubber: scrub::SecretScrubber,
     names: HashMap<u32, (String, Option<String>)>,
     /// Read process names from /proc (live); off in replay, where captures already hold them.
     resolve_names: bool,
+    /// Live: the socket fd last reported for each SSL object, by pid (dropped whole at exit).
+    ssl_fds: HashMap<u32, HashMap<u64, i32>>,
+    /// Entries in `ssl_fds`, at most [`MAX_SSL_FDS`].
+    ssl_fd_count: usize,
 }
 
 /// Most process names cached.
 const MAX_NAMES: usize = 65_536;
+/// Most SSL->fd links remembered (the kernel's `SSL_FDS` map holds as many); at the bound the
+/// table starts over, like the name cache.
+const MAX_SSL_FDS: usize = 65_536;
 
 impl EventPreparer {
     /// For live capture (`resolve_names` = true) or replay (false).
@@ -34,6 +43,8 @@ impl EventPreparer {
             scrubber: scrub::SecretScrubber::new(),
             names: HashMap::new(),
             resolve_names,
+            ssl_fds: HashMap::new(),
+            ssl_fd_count: 0,
         }
     }
 
@@ -51,9 +62,13 @@ impl EventPreparer {
         if let Some(n) = self.names.get(&pid) {
             return n.clone();
         }
-        let name = std::fs::read_to_string(format!("/proc/{pid}/comm"))
-            .map(|s| s.trim_end().to_owned())
-            .unwrap_or_else(|_| thread_comm.to_owned());
+        let name = match std::fs::read_to_string(format!("/proc/{pid}/comm")) {
+            Ok(s) => s.trim_end().to_owned(),
+            // The process is gone: a data record has no thread name to fall back on, so nothing
+            // is cached and the process's next control record (which carries one) names it.
+            Err(_) if thread_comm.is_empty() => return (String::new(), None),
+            Err(_) => thread_comm.to_owned(),
+        };
         let container = container_of(pid);
         if self.names.len() >= MAX_NAMES {
             self.names.clear();
@@ -62,9 +77,57 @@ impl EventPreparer {
         (name, container)
     }
 
+    /// Remembers (SslFd) or forgets (SslFree, ProcExit) an SSL object's socket, and gives a TLS
+    /// data record (sent without its fd) the socket last reported for its SSL object.
+    fn track_ssl_fd(&mut self, ev: &mut ProbeEvent) {
+        match ev {
+            ProbeEvent::SslFd { meta } => {
+                let known = self
+                    .ssl_fds
+                    .get(&meta.pid)
+                    .is_some_and(|m| m.contains_key(&meta.conn_id));
+                if !known {
+                    if self.ssl_fd_count >= MAX_SSL_FDS {
+                        self.ssl_fds.clear();
+                        self.ssl_fd_count = 0;
+                    }
+                    self.ssl_fd_count += 1;
+                }
+                let fds = self.ssl_fds.entry(meta.pid).or_default();
+                fds.insert(meta.conn_id, meta.fd);
+            }
+            ProbeEvent::SslFree { meta } => {
+                if let Some(fds) = self.ssl_fds.get_mut(&meta.pid)
+                    && fds.remove(&meta.conn_id).is_some()
+                {
+                    self.ssl_fd_count -= 1;
+                    if fds.is_empty() {
+                        self.ssl_fds.remove(&meta.pid);
+                    }
+                }
+            }
+            ProbeEvent::ProcExit { meta } => {
+                if let Some(fds) = self.ssl_fds.remove(&meta.pid) {
+                    self.ssl_fd_count -= fds.len();
+                }
+            }
+            ProbeEvent::Data(d) if d.tls && d.meta.fd < 0 => {
+                if let Some(fd) = self
+                    .ssl_fds
+                    .get(&d.meta.pid)
+                    .and_then(|m| m.get(&d.meta.conn_id))
+                {
+                    d.meta.fd = *fd;
+                }
+            }
+            _ => {}
+        }
+    }
+
     /// Prepares one event in place.
     pub fn prepare(&mut self, ev: &mut ProbeEvent) {
         if self.resolve_names {
+            self.track_ssl_fd(ev);
             let (pid, comm) = (ev.meta().pid, ev.meta().comm.clone());
             match ev {
                 // A new program image may have a new name; an exited pid may be reused.
@@ -139,7 +202,100 @@ pub fn container_id(cgroup: &str) -> Option<String> {
 
 #[cfg(test)]
 mod tests {
+    use super::EventPreparer;
     use super::container_id;
+    use super::events::{DataChunk, Direction, EventMeta, ProbeEvent};
+
+    /// A pid no process has (above the kernel's `pid_max` limit of 2^22).
+    const GONE: u32 = 4_000_000_000;
+
+    fn meta(conn_id: u64, fd: i32, comm: &str) -> EventMeta {
+        EventMeta {
+            pid: GONE,
+            tid: GONE,
+            fd,
+            conn_id,
+            ts_ns: 1,
+            comm: comm.to_owned(),
+            container: None,
+        }
+    }
+
+    fn tls_data(conn_id: u64) -> ProbeEvent {
+        ProbeEvent::Data(DataChunk {
+            meta: meta(conn_id, -1, ""),
+            direction: Direction::Egress,
+            tls: true,
+            offset: 0,
+            total_len: 1,
+            lost_before: false,
+            data: bytes::Bytes::from_static(b"x"),
+        })
+    }
+
+    #[test]
+    fn live_events_get_the_ssl_socket_and_a_name_from_control_records() {
+        let mut prep = EventPreparer::new(true);
+        // A data record of a process that is gone, before any control record: no name, and
+        // none cached.
+        let mut ev = tls_data(0x1000);
+        prep.prepare(&mut ev);
+        assert_eq!((ev.meta().comm.as_str(), ev.meta().fd), ("", -1));
+        let mut ev = ProbeEvent::SslFd {
+            meta: meta(0x1000, 7, "python"),
+        };
+        prep.prepare(&mut ev);
+        assert_eq!(ev.meta().comm, "python");
+        let mut ev = tls_data(0x1000);
+        prep.prepare(&mut ev);
+        assert_eq!((ev.meta().comm.as_str(), ev.meta().fd), ("python", 7));
+        // Another SSL object of the process has no socket yet.
+        let mut ev = tls_data(0x2000);
+        prep.prepare(&mut ev);
+        assert_eq!(ev.meta().fd, -1);
+        let mut ev = ProbeEvent::SslFree {
+            meta: meta(0x1000, -1, "python"),
+        };
+        prep.prepare(&mut ev);
+        assert_eq!(prep.ssl_fd_count, 0);
+        let mut ev = tls_data(0x1000);
+        prep.prepare(&mut ev);
+        assert_eq!(ev.meta().fd, -1);
+        // Replay keeps what the capture says.
+        let mut prep = EventPreparer::new(false);
+        let mut ev = ProbeEvent::SslFd {
+            meta: meta(0x1000, 7, "python"),
+        };
+        prep.prepare(&mut ev);
+        let mut ev = tls_data(0x1000);
+        prep.prepare(&mut ev);
+        assert_eq!(ev.meta().fd, -1);
+    }
+
+    #[test]
+    fn ssl_links_are_dropped_at_exit_and_bounded() {
+        let mut prep = EventPreparer::new(true);
+        for id in 0..3u64 {
+            prep.prepare(&mut ProbeEvent::SslFd {
+                meta: meta(id * 8, 3, "p"),
+            });
+        }
+        // A new fd for a known SSL object is not a new entry.
+        prep.prepare(&mut ProbeEvent::SslFd {
+            meta: meta(0, 4, "p"),
+        });
+        assert_eq!(prep.ssl_fd_count, 3);
+        prep.prepare(&mut ProbeEvent::ProcExit {
+            meta: meta(0, -1, "p"),
+        });
+        assert_eq!((prep.ssl_fd_count, prep.ssl_fds.len()), (0, 0));
+        for id in 0..=super::MAX_SSL_FDS as u64 {
+            prep.track_ssl_fd(&mut ProbeEvent::SslFd {
+                meta: meta(id * 8, 3, "p"),
+            });
+        }
+        assert_eq!(prep.ssl_fd_count, 1);
+    }
 
     #[test]
     fn container_ids_from_cgroup_paths() {

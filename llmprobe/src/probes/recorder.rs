@@ -459,7 +459,6 @@ mod tests {
         ProbeEvent::ConnOpen {
             meta: meta(fd, conn_id, 1),
             peer: Some("127.0.0.1:8000".parse().expect("addr")),
-            role_hint: 1,
         }
     }
 

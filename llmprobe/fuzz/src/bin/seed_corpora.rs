@@ -285,41 +285,55 @@ fn tracker_script(events: &[ProbeEvent]) -> Vec<u8> {
 }
 
 fn ring_records() -> Vec<(&'static str, Vec<u8>)> {
-    use llmprobe_common as abi;
-    let hdr = std::mem::size_of::<abi::EventHeader>();
-    let header = |kind: u32| {
-        let mut raw = vec![0u8; hdr];
-        raw[0..4].copy_from_slice(&kind.to_ne_bytes());
-        raw[4..8].copy_from_slice(&4242u32.to_ne_bytes());
-        raw[8..12].copy_from_slice(&4243u32.to_ne_bytes());
-        raw[12..16].copy_from_slice(&5i32.to_ne_bytes());
-        raw[16..24].copy_from_slice(&0x7f00_1234u64.to_ne_bytes());
-        raw[24..32].copy_from_slice(&1_000_000u64.to_ne_bytes());
-        raw[32..38].copy_from_slice(b"python");
-        raw
+    use llmprobe_common::{self as abi, Record as _};
+    let hdr = |kind| abi::EventHeader {
+        kind,
+        tgid: 4242,
+        tid: 4243,
+        fd: 5,
+        conn_id: 0x7f00_1234,
+        ts_ns: 1_000_000,
+    };
+    let mut comm = [0u8; abi::COMM_LEN];
+    comm[..6].copy_from_slice(b"python");
+    let control = |kind| abi::ControlEvent {
+        hdr: hdr(kind),
+        comm,
     };
     let payload = b"POST /v1/chat/completions HTTP/1.1\r\nHost: api.openai.com\r\n\r\n";
-    let mut data = header(abi::EVENT_DATA);
-    data.resize(abi::DATA_HEADER_SIZE, 0);
-    data[hdr] = abi::DIR_EGRESS;
-    data[hdr + 1] = abi::SRC_TLS;
-    data[hdr + 4..hdr + 8].copy_from_slice(&(payload.len() as u32).to_ne_bytes());
-    data[hdr + 12..hdr + 16].copy_from_slice(&(payload.len() as u32).to_ne_bytes());
+    let head = abi::DataHeader {
+        hdr: hdr(abi::EVENT_DATA),
+        direction: abi::DIR_EGRESS,
+        source: abi::SRC_TLS,
+        flags: 0,
+        _pad: 0,
+        len: payload.len() as u32,
+        offset: 0,
+        total_len: payload.len() as u32,
+    };
+    let mut data = head.as_bytes().to_vec();
     data.extend_from_slice(payload);
-    let mut open = header(abi::EVENT_CONN_OPEN);
-    open.resize(hdr + 24, 0);
-    open[hdr..hdr + 2].copy_from_slice(&2u16.to_ne_bytes());
-    open[hdr + 2..hdr + 4].copy_from_slice(&443u16.to_ne_bytes());
-    open[hdr + 8..hdr + 12].copy_from_slice(&[10, 0, 0, 1]);
-    let mut open6 = open.clone();
-    open6[hdr..hdr + 2].copy_from_slice(&10u16.to_ne_bytes());
+    let mut addr = [0u8; 16];
+    addr[..4].copy_from_slice(&[10, 0, 0, 1]);
+    let open = |family| {
+        abi::ConnOpenEvent {
+            ctl: control(abi::EVENT_CONN_OPEN),
+            family,
+            port: 443,
+            _pad: 0,
+            addr,
+        }
+        .as_bytes()
+        .to_vec()
+    };
+    let ctl = |kind| control(kind).as_bytes().to_vec();
     vec![
         ("data", data),
-        ("open4", open),
-        ("open6", open6),
-        ("close", header(abi::EVENT_CONN_CLOSE)),
-        ("sslfd", header(abi::EVENT_SSL_FD)),
-        ("exit", header(abi::EVENT_PROC_EXIT)),
+        ("open4", open(2)),
+        ("open6", open(10)),
+        ("close", ctl(abi::EVENT_CONN_CLOSE)),
+        ("sslfd", ctl(abi::EVENT_SSL_FD)),
+        ("exit", ctl(abi::EVENT_PROC_EXIT)),
     ]
 }
 
