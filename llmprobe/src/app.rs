@@ -26,7 +26,7 @@ use tokio::io::unix::AsyncFd;
 use tokio::sync::mpsc;
 
 use crate::clock::{Clock, monotonic_now_ns};
-use crate::conntrack::{ConnTracker, TrackerConfig, TrackerOutput};
+use crate::conntrack::{TrackerConfig, TrackerOutput};
 use crate::export::jsonl::{JsonlTarget, JsonlWriter};
 use crate::export::metrics_http;
 use crate::export::otlp::{OtlpConfig, OtlpExporter};
@@ -35,6 +35,7 @@ use crate::gpu::correlate::{GpuHistory, InFlightSnapshot, ProcRelation, server_g
 use crate::gpu::efficiency::{CallUse, ServerKey};
 use crate::gpu::{GpuMetrics, GpuMode, SETTLE_GRACE, SamplerConfig};
 use crate::llm::LlmCall;
+use crate::llm::tracking::{self, LlmTracker};
 use crate::probes::EventPreparer;
 use crate::probes::capture::read_capture;
 use crate::probes::discovery::{ScanDecision, ScanLimiter};
@@ -297,7 +298,7 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
     let tracker_gpu = gpu_on.then(|| gpu_history.clone());
     let tracker_queued = queued.clone();
     let tracker = tokio::spawn(async move {
-        let mut tracker = ConnTracker::new(tracker_cfg, clock, tracker_metrics.clone());
+        let mut tracker = tracking::tracker(tracker_cfg, clock, tracker_metrics.clone());
         let mut muted = muted;
         // In-flight figures every 500 ms, with or without events.
         let mut in_flight_tick = tokio::time::interval(Duration::from_millis(500));
@@ -454,10 +455,10 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
 /// One event through the tracker and, when recording, the recorder, which learns from the
 /// tracker whether the event's connection carries LLM calls.
 pub(crate) fn track<W: std::io::Write>(
-    tracker: &mut ConnTracker,
+    tracker: &mut LlmTracker,
     capture: Option<&mut Recorder<W>>,
     ev: ProbeEvent,
-    out: &mut TrackerOutput,
+    out: &mut TrackerOutput<LlmCall>,
 ) {
     let Some(c) = capture else {
         tracker.handle(ev, out);
@@ -613,7 +614,7 @@ pub fn replay_events(
     cfg: TrackerConfig,
     metrics: Arc<SelfMetrics>,
 ) -> Vec<LlmCall> {
-    let mut tracker = ConnTracker::new(cfg, clock, metrics);
+    let mut tracker = tracking::tracker(cfg, clock, metrics);
     let mut prep = EventPreparer::new(false);
     let mut out = TrackerOutput::default();
     for mut ev in events {

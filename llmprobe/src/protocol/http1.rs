@@ -699,6 +699,25 @@ fn response_start(b: &[u8]) -> Start {
     }
 }
 
+/// Whether `data` can be the start of an HTTP/1.x response: its first bytes (up to seven)
+/// agree with `HTTP/1.`. Decided from the first byte on, so it tells which side of a connection
+/// answers from the first bytes seen. The one copy of the check: the parser's start check, the
+/// tracker's request direction and the masker's [`is_status_line`] all come down to it.
+pub fn looks_like_response(data: &[u8]) -> bool {
+    !matches!(response_start(data), Start::Bad)
+}
+
+/// Whether `line` (its line end removed) is a whole HTTP/1.x status line: `HTTP/1.d`, a space,
+/// three digits, then nothing or a space and a reason.
+pub fn is_status_line(line: &[u8]) -> bool {
+    matches!(response_start(line), Start::Ok)
+        && line.len() >= 12
+        && line[7].is_ascii_digit()
+        && line[8] == b' '
+        && line[9..12].iter().all(u8::is_ascii_digit)
+        && line.get(12).is_none_or(|&c| c == b' ')
+}
+
 /// Finds the first empty line (`\n\n` or `\n\r\n`) in `prev ++ new`, where `prev` is the tail
 /// (up to 2 bytes) of the already buffered head. Returns how many bytes of `new` end it.
 fn find_head_end(prev: &[u8], new: &[u8]) -> Option<usize> {
