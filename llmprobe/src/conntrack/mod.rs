@@ -7,9 +7,9 @@
 //! are not worth following.
 //!
 //! One owner per concern:
-//! - [`identity`]: sockets by (pid, fd), `SSL*` ↔ fd links, their bounds;
-//! - [`coverage`]: which bytes of each call arrived, so missing ones become counted gaps;
-//! - [`session`]: the HTTP/1.1 session (request direction, parsers, requests paired with
+//! - `identity.rs`: sockets by (pid, fd), `SSL*` ↔ fd links, their bounds;
+//! - `coverage.rs`: which bytes of each call arrived, so missing ones become counted gaps;
+//! - `session.rs`: the HTTP/1.1 session (request direction, parsers, requests paired with
 //!   responses in order);
 //! - [`policy`]: the contract with the layer above (classification, exchanges, records);
 //! - this file: the connection table, its fair shares (per-process cap, eviction of the biggest

@@ -1832,4 +1832,33 @@ HTTP/1.1 404 Not Found\r\ncontent-type: text/plain\r\n\r\nuntil close";
         q.expect_response(true);
         assert!(q.no_body.is_empty());
     }
+
+    #[test]
+    fn a_response_is_told_from_its_first_byte_and_a_status_line_whole() {
+        let line: &[u8] = b"HTTP/1.1 200 OK";
+        for n in 0..=line.len() {
+            assert!(looks_like_response(&line[..n]), "{n} bytes");
+        }
+        for not in [
+            &b"POST / HTTP/1.1"[..],
+            b"HTTP/2 200",
+            b"\x16\x03\x01",
+            b"PRI * HTTP/2.0",
+        ] {
+            assert!(!looks_like_response(not), "{not:?}");
+        }
+        for ok in [&b"HTTP/1.1 200 OK"[..], b"HTTP/1.0 404", b"HTTP/1.1 599 "] {
+            assert!(is_status_line(ok), "{ok:?}");
+        }
+        for bad in [
+            &b"HTTP/1.1 200OK"[..],
+            b"HTTP/1.1 20",
+            b"HTTP/1.x 200 OK",
+            b"HTTP/1.1  200 OK",
+            b"HTTP/2 200 OK",
+            b"GET / HTTP/1.1",
+        ] {
+            assert!(!is_status_line(bad), "{bad:?}");
+        }
+    }
 }
