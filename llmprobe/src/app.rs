@@ -14,7 +14,7 @@ use tokio::io::Interest;
 use tokio::io::unix::AsyncFd;
 
 use crate::clock::Clock;
-use crate::conntrack::{ConnTracker, TrackerConfig};
+use crate::conntrack::TrackerConfig;
 use crate::export::CallSink;
 use crate::export::jsonl::{JsonlSink, JsonlTarget, JsonlWriter};
 use crate::export::metrics_http;
@@ -23,6 +23,7 @@ use crate::export::prometheus::{CardinalityLimits, GenAiMetrics};
 use crate::gpu::join::GpuJoin;
 use crate::gpu::{GpuMetrics, GpuMode, SETTLE_GRACE, SamplerConfig};
 use crate::llm::LlmCall;
+use crate::llm::tracking;
 use crate::pipeline::enrich::EnrichInput;
 use crate::pipeline::prepare::Prepare;
 use crate::pipeline::queue::{QUEUE_BATCHES, event_queue};
@@ -167,7 +168,7 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
     // Track (prepare + tracker + recorder).
     let stage = TrackStage {
         prepare: Prepare::new(true, metrics.clone()),
-        tracker: ConnTracker::new(opts.tracker, clock, metrics.clone()),
+        tracker: tracking::tracker(opts.tracker, clock, metrics.clone()),
         recorder,
         muted,
         genai: genai.clone(),

@@ -14,6 +14,7 @@ use libfuzzer_sys::fuzz_target;
 use llmprobe::clock::Clock;
 use llmprobe::conntrack::{ConnTracker, TrackerConfig, TrackerOutput};
 use llmprobe::llm::exchange::ExchangeLimits;
+use llmprobe::llm::tracking::LlmPolicy;
 use llmprobe::probes::EventPreparer;
 use llmprobe::telemetry::SelfMetrics;
 use llmprobe_fuzz::{check_call, script};
@@ -22,29 +23,32 @@ fuzz_target!(|raw: &[u8]| {
     let Some((&mode, rest)) = raw.split_first() else {
         return;
     };
-    let cfg = if mode & 1 != 0 {
-        TrackerConfig {
-            max_connections: 6,
-            max_connections_per_process: 3,
-            memory_budget: 4096,
-            max_pending_exchanges: 3,
-            idle_timeout_ns: 2_000_000_000,
-            mute_after_non_llm: 2,
-            exchange: ExchangeLimits {
+    let (cfg, limits) = if mode & 1 != 0 {
+        (
+            TrackerConfig {
+                max_connections: 6,
+                max_connections_per_process: 3,
+                memory_budget: 4096,
+                max_pending_exchanges: 3,
+                idle_timeout_ns: 2_000_000_000,
+                mute_after_non_llm: 2,
+            },
+            ExchangeLimits {
                 max_request_body: 128,
                 max_response_body: 512,
                 max_output_events: 16,
                 max_decoded_stream: 4096,
             },
-        }
+        )
     } else {
-        TrackerConfig::default()
+        (TrackerConfig::default(), ExchangeLimits::default())
     };
     let ops = script::parse(rest);
     let events = script::events(&ops);
     let metrics = Arc::new(SelfMetrics::unregistered());
     let mut tracker = ConnTracker::new(
         cfg,
+        LlmPolicy::new(limits),
         Clock {
             offset_ns: 1_700_000_000_000_000_000,
         },

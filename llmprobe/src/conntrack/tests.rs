@@ -1,14 +1,17 @@
 //! Unit tests for the connection tracker: probe events in, LLM call records and mute requests out.
 //!
-//! Every test drives a fresh [`ConnTracker`] with hand-built events whose timestamps are chosen so
-//! that the timings in the records can be checked exactly.
+//! Every test drives a fresh [`ConnTracker`] with the LLM policy (`llm::tracking`) and hand-built
+//! events whose timestamps are chosen so that the timings in the records can be checked exactly.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 
 use bytes::Bytes;
 
+use super::identity::{LINKS_PER_CONNECTION, MAX_SSL_PER_FD};
 use super::*;
+use crate::llm::LlmCall;
+use crate::llm::tracking::{self, LlmTracker};
 use crate::probes::events::EventMeta;
 
 const PID: u32 = 4242;
@@ -22,9 +25,9 @@ const EPS: f64 = 1e-9;
 // ---------------------------------------------------------------------------------------------
 
 struct Harness {
-    tracker: ConnTracker,
+    tracker: LlmTracker,
     metrics: Arc<SelfMetrics>,
-    out: TrackerOutput,
+    out: TrackerOutput<LlmCall>,
     max_connections: usize,
 }
 
@@ -36,7 +39,7 @@ impl Harness {
     fn with_config(cfg: TrackerConfig) -> Self {
         let metrics = Arc::new(SelfMetrics::unregistered());
         Harness {
-            tracker: ConnTracker::new(cfg, Clock { offset_ns: 0 }, metrics.clone()),
+            tracker: tracking::tracker(cfg, Clock { offset_ns: 0 }, metrics.clone()),
             metrics,
             out: TrackerOutput::default(),
             max_connections: cfg.max_connections,
@@ -1158,21 +1161,14 @@ fn invented_ssl_objects_and_sockets_stay_bounded() {
         });
     }
     assert!(
-        h.tracker.ssl_fd.len() <= MAX_SSL_PER_FD,
+        h.tracker.ids.ssl_links() <= MAX_SSL_PER_FD,
         "{}",
-        h.tracker.ssl_fd.len()
+        h.tracker.ids.ssl_links()
     );
-    assert!(
-        h.tracker
-            .tls_by_fd
-            .values()
-            .all(|v| v.len() <= MAX_SSL_PER_FD)
-    );
-    assert!(h.tracker.socket_count <= 8 * LINKS_PER_CONNECTION);
-    assert_eq!(
-        h.tracker.socket_count,
-        h.tracker.sockets.values().map(HashMap::len).sum::<usize>()
-    );
+    assert!(h.tracker.ids.most_links_on_one_fd() <= MAX_SSL_PER_FD);
+    let (socket_count, sockets_held) = h.tracker.ids.socket_counts();
+    assert!(socket_count <= 8 * LINKS_PER_CONNECTION);
+    assert_eq!(socket_count, sockets_held);
     assert!(h.dropped("ssl_links_per_fd") > 0);
     assert!(h.dropped("socket_table_full") > 0);
 }

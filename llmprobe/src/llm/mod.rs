@@ -13,6 +13,7 @@ pub mod openai_responses;
 #[cfg(test)]
 mod test_support;
 pub mod tokens;
+pub mod tracking;
 
 use std::borrow::Cow;
 

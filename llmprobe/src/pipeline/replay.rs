@@ -10,9 +10,10 @@ use anyhow::Context;
 
 use super::prepare::Prepare;
 use crate::clock::Clock;
-use crate::conntrack::{ConnTracker, TrackerConfig, TrackerOutput};
+use crate::conntrack::{TrackerConfig, TrackerOutput};
 use crate::export::jsonl::{JsonlTarget, JsonlWriter};
 use crate::llm::LlmCall;
+use crate::llm::tracking;
 use crate::probes::capture::CaptureReader;
 use crate::probes::events::ProbeEvent;
 use crate::telemetry::SelfMetrics;
@@ -43,7 +44,7 @@ fn replay_into(
     metrics: Arc<SelfMetrics>,
     sink: &mut dyn FnMut(&mut Vec<LlmCall>) -> anyhow::Result<()>,
 ) -> anyhow::Result<()> {
-    let mut tracker = ConnTracker::new(cfg, clock, metrics.clone());
+    let mut tracker = tracking::tracker(cfg, clock, metrics.clone());
     let mut prepare = Prepare::new(false, metrics);
     let mut out = TrackerOutput::default();
     for ev in events {

@@ -14,9 +14,11 @@ use super::enrich::EnrichInput;
 use super::prepare::Prepare;
 use super::queue::QueueRx;
 use crate::clock::{Clock, monotonic_now_ns};
-use crate::conntrack::{ConnTracker, TrackerOutput};
+use crate::conntrack::TrackerOutput;
 use crate::export::prometheus::GenAiMetrics;
 use crate::gpu::correlate::InFlightSnapshot;
+use crate::llm::LlmCall;
+use crate::llm::tracking::LlmTracker;
 use crate::probes::events::ProbeEvent;
 use crate::probes::recorder::{ConnClass, Recorder};
 use crate::telemetry::SelfMetrics;
@@ -29,7 +31,7 @@ pub struct TrackStage<W: std::io::Write> {
     /// Masking and process names.
     pub prepare: Prepare,
     /// The tracker.
-    pub tracker: ConnTracker,
+    pub tracker: LlmTracker,
     /// The recorder, when recording.
     pub recorder: Option<Recorder<W>>,
     /// The kernel's mute map.
@@ -105,10 +107,10 @@ impl<W: std::io::Write> TrackStage<W> {
 /// One event through the tracker and, when recording, the recorder, which learns from the
 /// tracker whether the event's connection carries LLM calls.
 pub fn track<W: std::io::Write>(
-    tracker: &mut ConnTracker,
+    tracker: &mut LlmTracker,
     capture: Option<&mut Recorder<W>>,
     ev: ProbeEvent,
-    out: &mut TrackerOutput,
+    out: &mut TrackerOutput<LlmCall>,
 ) {
     let Some(c) = capture else {
         tracker.handle(ev, out);

@@ -425,7 +425,7 @@ mod tests {
     use bytes::Bytes;
 
     use super::*;
-    use crate::conntrack::{ConnTracker, TrackerConfig, TrackerOutput};
+    use crate::conntrack::{TrackerConfig, TrackerOutput};
     use crate::probes::capture::read_capture;
     use crate::probes::events::{DataChunk, Direction, EventMeta};
 
@@ -469,7 +469,8 @@ mod tests {
     fn record(events: Vec<ProbeEvent>, max: u64, all: bool) -> (Vec<u8>, Arc<SelfMetrics>) {
         let metrics = Arc::new(SelfMetrics::unregistered());
         let clock = Clock { offset_ns: 5 };
-        let mut tracker = ConnTracker::new(TrackerConfig::default(), clock, metrics.clone());
+        let mut tracker =
+            crate::llm::tracking::tracker(TrackerConfig::default(), clock, metrics.clone());
         let mut buf = Vec::new();
         {
             let mut rec =

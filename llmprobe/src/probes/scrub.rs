@@ -36,6 +36,7 @@ use bytes::{Bytes, BytesMut};
 use memchr::{memchr, memchr2};
 
 use super::events::{DataChunk, Direction};
+use crate::protocol::http1;
 use crate::secrets::{self, MASK, MAX_NAME};
 
 /// Most streams with state open across a piece boundary that are remembered exactly.
@@ -360,14 +361,10 @@ fn starts_message(data: &[u8]) -> bool {
         return false;
     };
     let line = data[..nl].strip_suffix(b"\r").unwrap_or(&data[..nl]);
-    let version = |v: &[u8]| v.len() == 8 && v.starts_with(b"HTTP/1.") && v[7].is_ascii_digit();
-    if line.starts_with(b"HTTP/1.") {
-        return line.len() >= 12
-            && version(&line[..8])
-            && line[8] == b' '
-            && line[9..12].iter().all(u8::is_ascii_digit)
-            && line.get(12).is_none_or(|&c| c == b' ');
+    if http1::is_status_line(line) {
+        return true;
     }
+    let version = |v: &[u8]| v.len() == 8 && v.starts_with(b"HTTP/1.") && v[7].is_ascii_digit();
     let mut parts = line.split(|&c| c == b' ');
     match (parts.next(), parts.next(), parts.next(), parts.next()) {
         (Some(method), Some(target), Some(v), None) => {

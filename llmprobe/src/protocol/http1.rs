@@ -699,6 +699,25 @@ fn response_start(b: &[u8]) -> Start {
     }
 }
 
+/// Whether `data` can be the start of an HTTP/1.x response: its first bytes (up to seven)
+/// agree with `HTTP/1.`. Decided from the first byte on, so it tells which side of a connection
+/// answers from the first bytes seen. The one copy of the check: the parser's start check, the
+/// tracker's request direction and the masker's [`is_status_line`] all come down to it.
+pub fn looks_like_response(data: &[u8]) -> bool {
+    !matches!(response_start(data), Start::Bad)
+}
+
+/// Whether `line` (its line end removed) is a whole HTTP/1.x status line: `HTTP/1.d`, a space,
+/// three digits, then nothing or a space and a reason.
+pub fn is_status_line(line: &[u8]) -> bool {
+    matches!(response_start(line), Start::Ok)
+        && line.len() >= 12
+        && line[7].is_ascii_digit()
+        && line[8] == b' '
+        && line[9..12].iter().all(u8::is_ascii_digit)
+        && line.get(12).is_none_or(|&c| c == b' ')
+}
+
 /// Finds the first empty line (`\n\n` or `\n\r\n`) in `prev ++ new`, where `prev` is the tail
 /// (up to 2 bytes) of the already buffered head. Returns how many bytes of `new` end it.
 fn find_head_end(prev: &[u8], new: &[u8]) -> Option<usize> {
@@ -1812,5 +1831,34 @@ HTTP/1.1 404 Not Found\r\ncontent-type: text/plain\r\n\r\nuntil close";
         let mut q = Http1Parser::new(MessageKind::Request);
         q.expect_response(true);
         assert!(q.no_body.is_empty());
+    }
+
+    #[test]
+    fn a_response_is_told_from_its_first_byte_and_a_status_line_whole() {
+        let line: &[u8] = b"HTTP/1.1 200 OK";
+        for n in 0..=line.len() {
+            assert!(looks_like_response(&line[..n]), "{n} bytes");
+        }
+        for not in [
+            &b"POST / HTTP/1.1"[..],
+            b"HTTP/2 200",
+            b"\x16\x03\x01",
+            b"PRI * HTTP/2.0",
+        ] {
+            assert!(!looks_like_response(not), "{not:?}");
+        }
+        for ok in [&b"HTTP/1.1 200 OK"[..], b"HTTP/1.0 404", b"HTTP/1.1 599 "] {
+            assert!(is_status_line(ok), "{ok:?}");
+        }
+        for bad in [
+            &b"HTTP/1.1 200OK"[..],
+            b"HTTP/1.1 20",
+            b"HTTP/1.x 200 OK",
+            b"HTTP/1.1  200 OK",
+            b"HTTP/2 200 OK",
+            b"GET / HTTP/1.1",
+        ] {
+            assert!(!is_status_line(bad), "{bad:?}");
+        }
     }
 }

@@ -1,0 +1,134 @@
+//! The contract between the tracker (stage 2) and what it tracks for (stage 4, the LLM call
+//! model): the tracker frames and pairs HTTP/1.x messages; an [`ExchangePolicy`] decides which
+//! requests are worth following, and its [`TrackedExchange`]s turn the messages of one request and
+//! its response into one record. The tracker knows nothing of LLMs: `crate::llm::tracking`
+//! implements this contract, so the tracker never imports the layer above it.
+//!
+//! The policy's answers also drive the mute feedback: a connection whose requests keep matching
+//! nothing ([`Opened::Ignore`], or a candidate refused at its request's end) and none that matched
+//! is muted after [`super::TrackerConfig::mute_after_non_llm`] of them.
+//!
+//! The tracker is generic over the policy (monomorphised): no dynamic dispatch per event.
+
+use std::net::SocketAddr;
+
+use crate::clock::Clock;
+use crate::protocol::http1::{RequestHead, ResponseHead};
+use crate::telemetry::SelfMetrics;
+
+/// Which end of its connection the traced process is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// It sends the requests.
+    Client,
+    /// It receives them.
+    Server,
+}
+
+impl Role {
+    /// `client` or `server`, as records spell it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Client => "client",
+            Role::Server => "server",
+        }
+    }
+}
+
+/// What a record needs to know about its connection and process.
+#[derive(Debug, Clone)]
+pub struct ConnInfo {
+    /// Process id.
+    pub pid: u32,
+    /// Process name.
+    pub comm: String,
+    /// Captured through the TLS library.
+    pub tls: bool,
+    /// Socket peer, when the socket is known.
+    pub peer: Option<SocketAddr>,
+    /// Container id of the process, when it runs in one.
+    pub container: Option<String>,
+}
+
+/// How an exchange stopped being followed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ending {
+    /// Its response ended: the exchange is whole.
+    Complete,
+    /// Its connection ended (closed, freed, its process exited, or tracking stopped) at `at`
+    /// (monotonic ns) before the response did.
+    Closed {
+        /// When the connection ended.
+        at: u64,
+    },
+    /// Its connection carried no bytes for too long; `at` is its last byte.
+    Idle {
+        /// The connection's last byte.
+        at: u64,
+    },
+    /// The tracker stopped following its connection at `at`: the bytes could not be parsed any
+    /// more, or a bound (connection table, memory budget) cut it.
+    CutShort {
+        /// When the connection was cut.
+        at: u64,
+    },
+}
+
+/// The policy's answer to a request head.
+pub enum Opened<X> {
+    /// Followed, and the connection is wanted (it will not be muted for requests that match
+    /// nothing).
+    Match(X),
+    /// Followed on probation: the request body decides at the request's end
+    /// ([`TrackedExchange::on_request_end`]).
+    Candidate(X),
+    /// Not followed: one more request that matched nothing.
+    Ignore,
+}
+
+/// Decides which requests the tracker follows.
+pub trait ExchangePolicy {
+    /// What one followed request and its response become.
+    type Record;
+    /// One followed request and its response.
+    type Exchange: TrackedExchange<Record = Self::Record>;
+
+    /// A request head whose first byte arrived at `start_ts` (monotonic ns).
+    fn open(&self, head: &RequestHead, start_ts: u64) -> Opened<Self::Exchange>;
+}
+
+/// One followed request and its response, fed in order as the parsers frame them. Times are
+/// monotonic ns of the bytes that carried the event.
+pub trait TrackedExchange {
+    /// What the exchange becomes.
+    type Record;
+
+    /// Request body bytes (after de-chunking).
+    fn on_request_body(&mut self, data: &[u8], ts: u64);
+    /// Request body bytes were not captured.
+    fn on_request_gap(&mut self);
+    /// The request is complete. False: the exchange is no longer followed (a candidate whose
+    /// body matched nothing), and counts as a request that matched nothing.
+    fn on_request_end(&mut self, ts: u64) -> bool;
+    /// The final response head.
+    fn on_response_head(&mut self, head: &ResponseHead, ts: u64);
+    /// Response body bytes (after de-chunking).
+    fn on_response_body(&mut self, data: &[u8], ts: u64);
+    /// The response is complete.
+    fn on_response_end(&mut self, ts: u64);
+    /// The first request byte's time.
+    fn start_ts(&self) -> u64;
+    /// A response head has arrived: the request reached its server.
+    fn responded(&self) -> bool;
+    /// Heap bytes held, for the tracker's memory budget.
+    fn heap_bytes(&self) -> usize;
+    /// The record. Problems found inside the exchange may be counted in `metrics`.
+    fn finish(
+        self,
+        conn: &ConnInfo,
+        role: Role,
+        clock: &Clock,
+        ending: Ending,
+        metrics: &SelfMetrics,
+    ) -> Self::Record;
+}

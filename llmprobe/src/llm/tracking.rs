@@ -1,0 +1,154 @@
+//! The LLM layer's side of the tracker's contract ([`crate::conntrack::policy`]): which requests
+//! are LLM calls ([`super::detect`] by path and headers, [`super::detect_candidate`] for JSON
+//! POSTs whose body decides), what the tracker's mute feedback counts as a request that matched
+//! nothing, and how an [`LlmExchange`] becomes an [`LlmCall`].
+//!
+//! The tracker is generic over [`LlmPolicy`]; [`tracker`] builds the one the agent runs.
+
+use std::sync::Arc;
+
+use crate::clock::Clock;
+use crate::conntrack::policy::{ConnInfo, Ending, ExchangePolicy, Opened, Role, TrackedExchange};
+use crate::conntrack::{ConnTracker, TrackerConfig};
+use crate::protocol::http1::{RequestHead, ResponseHead};
+use crate::telemetry::SelfMetrics;
+
+use super::LlmCall;
+use super::exchange::{ExchangeContext, ExchangeLimits, LlmExchange};
+
+/// Follows the requests that a provider dialect recognises.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct LlmPolicy {
+    limits: ExchangeLimits,
+}
+
+impl LlmPolicy {
+    /// A policy whose exchanges keep to `limits`.
+    pub fn new(limits: ExchangeLimits) -> Self {
+        LlmPolicy { limits }
+    }
+}
+
+/// The tracker that makes LLM call records.
+pub type LlmTracker = ConnTracker<LlmPolicy>;
+
+/// The agent's tracker: LLM calls, default exchange limits.
+pub fn tracker(cfg: TrackerConfig, clock: Clock, metrics: Arc<SelfMetrics>) -> LlmTracker {
+    ConnTracker::new(cfg, LlmPolicy::default(), clock, metrics)
+}
+
+impl ExchangePolicy for LlmPolicy {
+    type Record = LlmCall;
+    type Exchange = LlmExchange;
+
+    fn open(&self, head: &RequestHead, start_ts: u64) -> Opened<LlmExchange> {
+        if let Some(d) = super::detect(head) {
+            return Opened::Match(LlmExchange::new(head, d, start_ts, self.limits));
+        }
+        // Unknown path: the request body decides.
+        match super::detect_candidate(head) {
+            Some(d) => {
+                let mut ex = LlmExchange::new(head, d, start_ts, self.limits);
+                ex.set_candidate();
+                Opened::Candidate(ex)
+            }
+            None => Opened::Ignore,
+        }
+    }
+}
+
+impl TrackedExchange for LlmExchange {
+    type Record = LlmCall;
+
+    fn on_request_body(&mut self, data: &[u8], ts: u64) {
+        LlmExchange::on_request_body(self, data, ts);
+    }
+
+    fn on_request_gap(&mut self) {
+        LlmExchange::on_request_gap(self);
+    }
+
+    fn on_request_end(&mut self, ts: u64) -> bool {
+        LlmExchange::on_request_end(self, ts);
+        !self.is_rejected()
+    }
+
+    fn on_response_head(&mut self, head: &ResponseHead, ts: u64) {
+        LlmExchange::on_response_head(self, head, ts);
+    }
+
+    fn on_response_body(&mut self, data: &[u8], ts: u64) {
+        LlmExchange::on_response_body(self, data, ts);
+    }
+
+    fn on_response_end(&mut self, ts: u64) {
+        LlmExchange::on_response_end(self, ts);
+    }
+
+    fn start_ts(&self) -> u64 {
+        LlmExchange::start_ts(self)
+    }
+
+    fn responded(&self) -> bool {
+        LlmExchange::responded(self)
+    }
+
+    fn heap_bytes(&self) -> usize {
+        LlmExchange::heap_bytes(self)
+    }
+
+    /// A whole exchange counts the problems found inside it; one cut off carries why in its
+    /// `error_type` (`idle_timeout`, `capture_incomplete`) or is marked aborted (closed).
+    fn finish(
+        mut self,
+        conn: &ConnInfo,
+        role: Role,
+        clock: &Clock,
+        ending: Ending,
+        metrics: &SelfMetrics,
+    ) -> LlmCall {
+        let ctx = ExchangeContext {
+            role: role.as_str(),
+            pid: conn.pid,
+            comm: conn.comm.clone(),
+            tls: conn.tls,
+            peer: conn.peer,
+            container: conn.container.clone(),
+        };
+        match ending {
+            Ending::Complete => {
+                count_issues(&self, metrics);
+                LlmExchange::finish(self, &ctx, clock, false, None)
+            }
+            Ending::Closed { at } => LlmExchange::finish(self, &ctx, clock, true, Some(at)),
+            Ending::Idle { at } => {
+                self.set_error("idle_timeout");
+                LlmExchange::finish(self, &ctx, clock, false, Some(at))
+            }
+            Ending::CutShort { at } => {
+                self.set_error("capture_incomplete");
+                LlmExchange::finish(self, &ctx, clock, false, Some(at))
+            }
+        }
+    }
+}
+
+/// Problems inside a whole exchange, as self-metrics.
+fn count_issues(ex: &LlmExchange, metrics: &SelfMetrics) {
+    let issues = ex.issues;
+    for _ in 0..issues.bad_stream_events {
+        metrics.parse_error("json");
+    }
+    for _ in 0..issues.oversized_events {
+        metrics.parse_error("sse");
+    }
+    for _ in 0..issues.oversized_lines {
+        metrics.parse_error("ndjson");
+    }
+    for _ in 0..issues.truncated_bodies {
+        metrics.drop_for("body_over_limit");
+    }
+    for _ in 0..issues.undecodable_bodies {
+        metrics.drop_for("undecodable_body");
+    }
+}
