@@ -31,7 +31,7 @@ use crate::pipeline::track::TrackStage;
 use crate::pipeline::{discovery, enrich, fanout, source};
 use crate::probes::loader::{LoadOptions, ProbeHandles, Probes, ScanReport};
 use crate::probes::recorder::{RecordOptions, Recorder};
-use crate::telemetry::SelfMetrics;
+use crate::telemetry::{DropReason, SelfMetrics};
 
 pub use crate::pipeline::queue::QUEUE_BYTE_BUDGET;
 pub use crate::pipeline::replay::{replay, replay_events};
@@ -132,7 +132,7 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
             seeds.len()
         );
         if let Ok(dropped @ 1..) = queue_tx.offer(seeds) {
-            metrics.drop_by("tracker_queue_full", dropped);
+            metrics.drop_by(DropReason::TrackerQueueFull, dropped);
         }
     }
 
@@ -331,7 +331,7 @@ mod tests {
             TrackerConfig::default(),
             metrics.clone(),
         );
-        assert_eq!(metrics.dropped_count("capture_gap"), 1);
+        assert_eq!(metrics.dropped_count(DropReason::CaptureGap), 1);
     }
 
     #[test]

@@ -1,7 +1,7 @@
 //! llmprobe's own metrics: every event, loss, drop and parse failure is counted here and exported
 //! on `/metrics` (names start with `llmprobe_`). Shared by every stage.
 //!
-//! Drop reasons and parse-error protocols are enums ([`Drop`], [`Protocol`]): an increment is one
+//! Drop reasons and parse-error protocols are enums ([`DropReason`], [`Protocol`]): an increment is one
 //! atomic add on a counter resolved the first time its label is used (no label vector, no lock
 //! after that). A series appears on `/metrics` once it has been counted.
 
@@ -33,6 +33,12 @@ macro_rules! label_values {
             $($(#[$vm])* $v,)*
         }
 
+        impl std::fmt::Display for $name {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+
         impl LabelValue for $name {
             const ALL: &'static [Self] = &[$($name::$v,)*];
             fn as_str(self) -> &'static str {
@@ -45,6 +51,72 @@ macro_rules! label_values {
             }
         }
     };
+}
+
+label_values! {
+    /// Why something was dropped, refused or cut: the `reason` label of `llmprobe_dropped_total`.
+    DropReason {
+        BodyOverLimit => "body_over_limit",
+        CaptureGap => "capture_gap",
+        CaptureHttp2 => "capture_http2",
+        CaptureSizeLimit => "capture_size_limit",
+        CaptureTableFull => "capture_table_full",
+        CaptureUnclassified => "capture_unclassified",
+        ConnectionEvicted => "connection_evicted",
+        ConnectionLimitPerProcess => "connection_limit_per_process",
+        DiscoveryCapReached => "discovery_cap_reached",
+        DiscoveryIdentityMismatch => "discovery_identity_mismatch",
+        DiscoveryNotElf => "discovery_not_elf",
+        DiscoveryNotRegular => "discovery_not_regular",
+        DiscoveryOpenFailed => "discovery_open_failed",
+        DiscoveryOpenat2Unsupported => "discovery_openat2_unsupported",
+        DiscoveryOutsideRoot => "discovery_outside_root",
+        DiscoveryReadFailed => "discovery_read_failed",
+        DiscoveryRequestDropped => "discovery_request_dropped",
+        DiscoveryScanRateLimited => "discovery_scan_rate_limited",
+        DiscoveryShortRead => "discovery_short_read",
+        DiscoveryTooLarge => "discovery_too_large",
+        DiscoveryTooManySymbols => "discovery_too_many_symbols",
+        EvictedUnansweredRequest => "evicted_unanswered_request",
+        IdleConnection => "idle_connection",
+        JsonlWriteFailed => "jsonl_write_failed",
+        KernelDiscoveryHintRateLimited => "kernel_discovery_hint_rate_limited",
+        KernelFairShare => "kernel_fair_share",
+        KernelMapInsertFailed => "kernel_map_insert_failed",
+        KernelSocketLimitPerProcess => "kernel_socket_limit_per_process",
+        KernelSocketTableEvicted => "kernel_socket_table_evicted",
+        KernelSslLinkTableEvicted => "kernel_ssl_link_table_evicted",
+        MemoryBudget => "memory_budget",
+        MetricsAcceptError => "metrics_accept_error",
+        MetricsBadRequest => "metrics_bad_request",
+        MetricsConnectionLimit => "metrics_connection_limit",
+        MetricsRequestTimeout => "metrics_request_timeout",
+        MetricsScrapeCut => "metrics_scrape_cut",
+        NotHttp => "not_http",
+        NotLlm => "not_llm",
+        OtlpExportFailed => "otlp_export_failed",
+        OtlpQueueFull => "otlp_queue_full",
+        PendingExchangeLimit => "pending_exchange_limit",
+        ResponseWithoutRequest => "response_without_request",
+        ScrubStateEvicted => "scrub_state_evicted",
+        ScrubStateLost => "scrub_state_lost",
+        SinkBackpressure => "sink_backpressure",
+        SocketTableFull => "socket_table_full",
+        SslLinkTableFull => "ssl_link_table_full",
+        SslLinksPerFd => "ssl_links_per_fd",
+        TrackerQueueFull => "tracker_queue_full",
+        UndecodableBody => "undecodable_body",
+    }
+}
+
+label_values! {
+    /// Which parser failed: the `protocol` label of `llmprobe_parse_errors_total`.
+    Protocol {
+        Http1 => "http1",
+        Sse => "sse",
+        Ndjson => "ndjson",
+        Json => "json",
+    }
 }
 
 /// One counter family with one label whose values are `E`'s: counters resolved once.
@@ -85,10 +157,10 @@ pub struct SelfMetrics {
     pub events_malformed: Counter,
     /// Connections currently tracked.
     pub connections_tracked: Gauge,
-    /// Parse errors by protocol (`http1`, `sse`, `json`).
-    pub parse_errors: Family<OneLabel, Counter>,
-    /// Things dropped by reason (`not_http`, `not_llm`, `connection_limit`...).
-    pub dropped: Family<OneLabel, Counter>,
+    /// Parse errors by protocol.
+    pub parse_errors: LabeledCounters<Protocol>,
+    /// Things dropped, refused or cut, by reason.
+    pub dropped: LabeledCounters<DropReason>,
     /// LLM call records produced.
     pub calls: Counter,
     /// Secret header values masked.
@@ -111,8 +183,8 @@ impl SelfMetrics {
             events_lost: Counter::default(),
             events_malformed: Counter::default(),
             connections_tracked: Gauge::default(),
-            parse_errors: Family::default(),
-            dropped: Family::default(),
+            parse_errors: LabeledCounters::new("protocol"),
+            dropped: LabeledCounters::new("reason"),
             calls: Counter::default(),
             secrets_masked: Counter::default(),
             tls_libraries: Gauge::default(),
@@ -139,12 +211,12 @@ impl SelfMetrics {
         registry.register(
             "llmprobe_parse_errors",
             "Parse errors by protocol",
-            m.parse_errors.clone(),
+            m.parse_errors.family.clone(),
         );
         registry.register(
             "llmprobe_dropped",
             "Connections, exchanges or bytes dropped, by reason",
-            m.dropped.clone(),
+            m.dropped.family.clone(),
         );
         registry.register(
             "llmprobe_llm_calls",
@@ -191,37 +263,70 @@ impl SelfMetrics {
     }
 
     /// Counts a parse error.
-    pub fn parse_error(&self, protocol: &str) {
-        self.parse_errors
-            .get_or_create(&vec![("protocol".to_owned(), protocol.to_owned())])
-            .inc();
+    pub fn parse_error(&self, protocol: Protocol) {
+        self.parse_errors.get(protocol).inc();
     }
 
     /// Counts a drop.
-    pub fn drop_for(&self, reason: &str) {
-        self.dropped
-            .get_or_create(&vec![("reason".to_owned(), reason.to_owned())])
-            .inc();
+    pub fn drop_for(&self, reason: DropReason) {
+        self.dropped.get(reason).inc();
     }
 
     /// Counts `n` drops at once.
-    pub fn drop_by(&self, reason: &str, n: u64) {
-        self.dropped
-            .get_or_create(&vec![("reason".to_owned(), reason.to_owned())])
-            .inc_by(n);
+    pub fn drop_by(&self, reason: DropReason, n: u64) {
+        if n > 0 {
+            self.dropped.get(reason).inc_by(n);
+        }
     }
 
     /// Current value of a drop counter.
-    pub fn dropped_count(&self, reason: &str) -> u64 {
-        self.dropped
-            .get_or_create(&vec![("reason".to_owned(), reason.to_owned())])
-            .get()
+    pub fn dropped_count(&self, reason: DropReason) -> u64 {
+        self.dropped.get(reason).get()
     }
 
     /// Current value of a parse error counter.
-    pub fn parse_error_count(&self, protocol: &str) -> u64 {
-        self.parse_errors
-            .get_or_create(&vec![("protocol".to_owned(), protocol.to_owned())])
-            .get()
+    pub fn parse_error_count(&self, protocol: Protocol) -> u64 {
+        self.parse_errors.get(protocol).get()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_counter_is_resolved_once_and_shows_once_used() {
+        let mut reg = Registry::default();
+        let m = SelfMetrics::new(&mut reg);
+        let text = |reg: &Registry| {
+            let mut s = String::new();
+            prometheus_client::encoding::text::encode(&mut s, reg).expect("encode");
+            s
+        };
+        assert!(!text(&reg).contains("reason=\"not_llm\""));
+        m.drop_for(DropReason::NotLlm);
+        m.drop_by(DropReason::NotLlm, 2);
+        m.drop_by(DropReason::NotHttp, 0);
+        m.parse_error(Protocol::Sse);
+        assert_eq!(m.dropped_count(DropReason::NotLlm), 3);
+        let t = text(&reg);
+        assert!(
+            t.contains("llmprobe_dropped_total{reason=\"not_llm\"} 3"),
+            "{t}"
+        );
+        assert!(!t.contains("not_http"), "a zero add creates no series: {t}");
+        assert!(
+            t.contains("llmprobe_parse_errors_total{protocol=\"sse\"} 1"),
+            "{t}"
+        );
+    }
+
+    #[test]
+    fn label_values_are_distinct() {
+        let mut seen = std::collections::HashSet::new();
+        for (i, d) in DropReason::ALL.iter().enumerate() {
+            assert_eq!(d.index(), i);
+            assert!(seen.insert(d.as_str()), "{}", d.as_str());
+        }
     }
 }

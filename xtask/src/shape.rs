@@ -144,9 +144,8 @@ fn shape_of(path: &Path, shown: String) -> anyhow::Result<Shape> {
             continue;
         }
         let end = item_end(&src, &mask, i);
-        for l in line_of(&src, at)..=line_of(&src, end.saturating_sub(1)) {
-            test_lines[l] = true;
-        }
+        let (first, last) = (line_of(&src, at), line_of(&src, end.saturating_sub(1)));
+        test_lines[first..=last].fill(true);
         i = end;
     }
     let lines = (0..total).filter(|&l| !test_lines[l]).count();
@@ -237,15 +236,15 @@ mod tests {
     #[test]
     fn test_items_and_strings_do_not_count() {
         let dir = std::env::temp_dir().join(format!("xtask-shape-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::create_dir_all(&dir).expect("temp dir");
         let f = dir.join("a.rs");
         std::fs::write(
             &f,
             "fn short() {}\n\nfn long() {\n    let s = \"}\";\n    let c = '}';\n    // }\n    let r = r#\"}\"#;\n}\n\n#[cfg(test)]\nmod tests {\n    fn in_tests() {\n        let x = 1;\n    }\n}\n",
         )
-        .unwrap();
-        let s = shape_of(&f, "a.rs".into()).unwrap();
-        std::fs::remove_dir_all(&dir).unwrap();
+        .expect("write");
+        let s = shape_of(&f, "a.rs".into()).expect("shape");
+        std::fs::remove_dir_all(&dir).expect("cleanup");
         assert_eq!(s.lines, 9);
         assert_eq!(s.longest, Some(("long".to_owned(), 6)));
     }

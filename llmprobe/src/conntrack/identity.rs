@@ -13,7 +13,7 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use crate::telemetry::SelfMetrics;
+use crate::telemetry::{DropReason, SelfMetrics};
 
 /// Sockets and SSL→fd links remembered, per tracked connection allowed.
 pub(super) const LINKS_PER_CONNECTION: usize = 4;
@@ -79,7 +79,7 @@ impl Identities {
         let mine = self.sockets.get(&pid).map_or(0, HashMap::len);
         let replaces = self.sockets.get(&pid).is_some_and(|m| m.contains_key(&fd));
         if !replaces && (mine >= self.per_process || self.socket_count >= self.total) {
-            self.metrics.drop_for("socket_table_full");
+            self.metrics.drop_for(DropReason::SocketTableFull);
             let victim = if mine >= self.per_process {
                 Some(pid)
             } else {
@@ -138,7 +138,7 @@ impl Identities {
             }
             None => {
                 if self.ssl_fd.len() >= self.total {
-                    self.metrics.drop_for("ssl_link_table_full");
+                    self.metrics.drop_for(DropReason::SslLinkTableFull);
                     return;
                 }
             }
@@ -149,7 +149,7 @@ impl Identities {
         if list.len() > MAX_SSL_PER_FD {
             let oldest = list.remove(0);
             self.ssl_fd.remove(&(pid, oldest));
-            self.metrics.drop_for("ssl_links_per_fd");
+            self.metrics.drop_for(DropReason::SslLinksPerFd);
         }
     }
 

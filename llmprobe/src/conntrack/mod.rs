@@ -32,7 +32,7 @@ use log::debug;
 use crate::clock::Clock;
 use crate::probes::events::{DataChunk, Direction, ProbeEvent};
 use crate::protocol::http1::{HttpError, HttpEvent};
-use crate::telemetry::SelfMetrics;
+use crate::telemetry::{DropReason, Protocol, SelfMetrics};
 
 use coverage::Coverage;
 use identity::Identities;
@@ -127,7 +127,7 @@ enum Verdict {
     /// Still followed.
     Keep,
     /// Not worth following: muted, for this reason (a drop reason).
-    Mute(&'static str),
+    Mute(DropReason),
     /// Its bytes stopped parsing: cut, its open calls recorded as incomplete.
     Failed(HttpError),
 }
@@ -209,7 +209,7 @@ impl<X: TrackedExchange> Connection<X> {
         let other_missing = self.coverage.take_missing(other);
         let mut result = Ok(());
         if other_missing > 0 {
-            sh.metrics.drop_for("capture_gap");
+            sh.metrics.drop_for(DropReason::CaptureGap);
             result = self.session.feed_gap(other, other_missing, events);
             sh.dispatch(&mut self.session, other, events, ts, &mut done);
         }
@@ -218,7 +218,7 @@ impl<X: TrackedExchange> Connection<X> {
             .account(dir, d.offset, d.data.len() as u32, d.total_len);
         if result.is_ok() {
             if gap > 0 {
-                sh.metrics.drop_for("capture_gap");
+                sh.metrics.drop_for(DropReason::CaptureGap);
                 result = self.session.feed_gap(dir, gap, events);
             }
             if result.is_ok() {
@@ -232,12 +232,12 @@ impl<X: TrackedExchange> Connection<X> {
             Ok(()) => {
                 let mute_after = sh.cfg.mute_after_non_llm;
                 if nothing_followed && mute_after > 0 && s.unmatched_streak() >= mute_after {
-                    Verdict::Mute("not_llm")
+                    Verdict::Mute(DropReason::NotLlm)
                 } else {
                     Verdict::Keep
                 }
             }
-            Err(HttpError::NotHttp) if nothing_followed => Verdict::Mute("not_http"),
+            Err(HttpError::NotHttp) if nothing_followed => Verdict::Mute(DropReason::NotHttp),
             Err(e) => Verdict::Failed(e),
         }
     }
@@ -268,7 +268,7 @@ impl<X: TrackedExchange> Connection<X> {
             for dir in [req_dir, req_dir.opposite()] {
                 let missing = self.coverage.take_missing(dir);
                 if missing > 0 {
-                    sh.metrics.drop_for("capture_gap");
+                    sh.metrics.drop_for(DropReason::CaptureGap);
                     if self.session.feed_gap(dir, missing, events).is_ok() {
                         sh.dispatch(&mut self.session, dir, events, end_ts, &mut done);
                     }
@@ -295,7 +295,7 @@ impl<X: TrackedExchange> Connection<X> {
             // connection, says nothing about a call: no record (a flood of half-sent
             // requests must not become a flood of records).
             if reason == EndReason::Evicted && !ex.responded() {
-                sh.metrics.drop_for("evicted_unanswered_request");
+                sh.metrics.drop_for(DropReason::EvictedUnansweredRequest);
                 continue;
             }
             sh.emit(out, ex, &self.info, role, ending);
@@ -481,7 +481,7 @@ impl<P: ExchangePolicy> ConnTracker<P> {
     fn make_room(&mut self, pid: u32, ts: u64, out: &mut TrackerOutput<P::Record>) {
         let mine = self.conns.get(&pid).map_or(0, HashMap::len);
         let (victim_pid, reason) = if mine >= self.sh.cfg.max_connections_per_process.max(1) {
-            (pid, "connection_limit_per_process")
+            (pid, DropReason::ConnectionLimitPerProcess)
         } else if self.conn_count >= self.sh.cfg.max_connections.max(1) {
             let Some(biggest) = self
                 .conns
@@ -491,7 +491,7 @@ impl<P: ExchangePolicy> ConnTracker<P> {
             else {
                 return;
             };
-            (biggest, "connection_evicted")
+            (biggest, DropReason::ConnectionEvicted)
         } else {
             return;
         };
@@ -521,7 +521,7 @@ impl<P: ExchangePolicy> ConnTracker<P> {
             })
             .collect();
         for (pid, id) in idle {
-            self.sh.metrics.drop_for("idle_connection");
+            self.sh.metrics.drop_for(DropReason::IdleConnection);
             self.end_conn(pid, id, now, EndReason::Idle, out);
         }
     }
@@ -551,7 +551,7 @@ impl<P: ExchangePolicy> ConnTracker<P> {
         }
     }
 
-    fn mute(&mut self, pid: u32, id: u64, reason: &str, out: &mut TrackerOutput<P::Record>) {
+    fn mute(&mut self, pid: u32, id: u64, reason: DropReason, out: &mut TrackerOutput<P::Record>) {
         self.sh.metrics.drop_for(reason);
         self.sh.metrics.connections_muted.inc();
         out.mutes.push((pid, id));
@@ -576,7 +576,7 @@ impl<P: ExchangePolicy> ConnTracker<P> {
             Verdict::Keep => {}
             Verdict::Mute(reason) => self.mute(pid, id, reason, out),
             Verdict::Failed(e) => {
-                self.sh.metrics.parse_error("http1");
+                self.sh.metrics.parse_error(Protocol::Http1);
                 debug!(
                     "pid {pid} conn {id:#x}: HTTP/1.1 parse error {e:?}; dropping the connection"
                 );
@@ -630,7 +630,7 @@ impl<P: ExchangePolicy> ConnTracker<P> {
             else {
                 break;
             };
-            self.sh.metrics.drop_for("memory_budget");
+            self.sh.metrics.drop_for(DropReason::MemoryBudget);
             self.end_conn(pid, id, ts, EndReason::Evicted, out);
             out.mutes.push((pid, id));
             self.sh.metrics.connections_muted.inc();

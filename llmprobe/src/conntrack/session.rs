@@ -14,7 +14,7 @@ use std::collections::VecDeque;
 
 use crate::probes::events::Direction;
 use crate::protocol::http1::{self, Http1Parser, HttpError, HttpEvent, MessageKind};
-use crate::telemetry::SelfMetrics;
+use crate::telemetry::{DropReason, SelfMetrics};
 
 use super::policy::{ExchangePolicy, Opened, Role, TrackedExchange};
 
@@ -176,7 +176,7 @@ impl<X: TrackedExchange> HttpSession<X> {
                     }
                 };
                 if self.pending.len() >= max_pending {
-                    metrics.drop_for("pending_exchange_limit");
+                    metrics.drop_for(DropReason::PendingExchangeLimit);
                     self.pending.pop_front();
                 }
                 self.pending.push_back(exchange);
@@ -226,7 +226,7 @@ impl<X: TrackedExchange> HttpSession<X> {
                             ex.on_response_head(&h, ts);
                         }
                     }
-                    None => metrics.drop_for("response_without_request"),
+                    None => metrics.drop_for(DropReason::ResponseWithoutRequest),
                 }
             }
             HttpEvent::Body(b) => {

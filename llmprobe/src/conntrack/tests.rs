@@ -13,6 +13,7 @@ use super::*;
 use crate::llm::LlmCall;
 use crate::llm::tracking::{self, LlmTracker};
 use crate::probes::events::EventMeta;
+use crate::telemetry::{DropReason, Protocol};
 
 const PID: u32 = 4242;
 const MS: u64 = 1_000_000;
@@ -87,7 +88,7 @@ impl Harness {
         calls.pop().expect("one call")
     }
 
-    fn dropped(&self, reason: &str) -> u64 {
+    fn dropped(&self, reason: DropReason) -> u64 {
         self.metrics.dropped_count(reason)
     }
 }
@@ -432,7 +433,7 @@ fn server_role_when_first_bytes_seen_are_a_response() {
         h.calls().is_empty(),
         "a response without a request is no record"
     );
-    assert_eq!(h.dropped("response_without_request"), 1);
+    assert_eq!(h.dropped(DropReason::ResponseWithoutRequest), 1);
     h.feed(s.recv(T0 + 10 * MS, &chat_request("h", "m", false)));
     h.feed(s.send(T0 + 20 * MS, &json_response(200, "OK", &completion_body(1))));
     let c = h.only_call();
@@ -573,11 +574,15 @@ fn any_split_point_gives_the_same_record() {
             );
             assert_eq!(calls[0], reference, "cut at {cut} (pieces: {as_pieces})");
             assert_eq!(
-                h.dropped("capture_gap"),
+                h.dropped(DropReason::CaptureGap),
                 0,
                 "cut at {cut} (pieces: {as_pieces})"
             );
-            assert_eq!(h.metrics.parse_error_count("http1"), 0, "cut at {cut}");
+            assert_eq!(
+                h.metrics.parse_error_count(Protocol::Http1),
+                0,
+                "cut at {cut}"
+            );
             assert!(h.out.mutes.is_empty(), "cut at {cut}");
         }
     }
@@ -806,7 +811,7 @@ fn idle_connection_is_forgotten_with_its_call() {
     let c = h.only_call();
     assert_eq!(c.error_type.as_deref(), Some("idle_timeout"));
     assert!(!c.aborted);
-    assert_eq!(h.dropped("idle_connection"), 1);
+    assert_eq!(h.dropped(DropReason::IdleConnection), 1);
     assert_eq!(
         h.tracker.connections(),
         1,
@@ -826,9 +831,9 @@ fn tls_bytes_on_a_plaintext_socket_are_muted_as_not_http() {
     h.feed(s.send(T0, TLS_CLIENT_HELLO));
     assert!(h.calls().is_empty());
     assert_eq!(h.out.mutes, vec![(PID, 0x7007)]);
-    assert_eq!(h.dropped("not_http"), 1);
+    assert_eq!(h.dropped(DropReason::NotHttp), 1);
     assert_eq!(h.metrics.connections_muted.get(), 1);
-    assert_eq!(h.metrics.parse_error_count("http1"), 0);
+    assert_eq!(h.metrics.parse_error_count(Protocol::Http1), 0);
     assert_eq!(h.tracker.connections(), 0);
 }
 
@@ -842,8 +847,8 @@ fn binary_junk_either_way_is_muted_as_not_http() {
         h.feed(s.data(T0 + MS, dir.opposite(), &junk));
         assert!(h.calls().is_empty());
         assert_eq!(h.out.mutes.first(), Some(&(PID, 0x7008)), "{dir:?}");
-        assert!(h.dropped("not_http") >= 1);
-        assert_eq!(h.metrics.parse_error_count("http1"), 0);
+        assert!(h.dropped(DropReason::NotHttp) >= 1);
+        assert_eq!(h.metrics.parse_error_count(Protocol::Http1), 0);
     }
 }
 
@@ -853,7 +858,7 @@ fn http2_preface_is_muted_as_not_http() {
     let s = Sock::plain(7, 0x7009);
     h.feed(s.send(T0, b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"));
     assert_eq!(h.out.mutes, vec![(PID, 0x7009)]);
-    assert_eq!(h.dropped("not_http"), 1);
+    assert_eq!(h.dropped(DropReason::NotHttp), 1);
     assert!(h.calls().is_empty());
 }
 
@@ -879,7 +884,7 @@ fn non_llm_http_is_muted_after_three_exchanges() {
     );
     h.feed(s.recv(T0 + 210 * MS, HEALTH_RESP));
     assert_eq!(h.out.mutes, vec![(PID, 0x8008)]);
-    assert_eq!(h.dropped("not_llm"), 1);
+    assert_eq!(h.dropped(DropReason::NotLlm), 1);
     assert_eq!(h.metrics.connections_muted.get(), 1);
     assert!(h.calls().is_empty());
     assert_eq!(h.tracker.connections(), 0);
@@ -896,7 +901,7 @@ fn non_llm_http_after_an_llm_call_is_not_muted() {
         h.feed(s.recv(T0 + i * 100 * MS + 10 * MS, HEALTH_RESP));
     }
     assert!(h.out.mutes.is_empty());
-    assert_eq!(h.dropped("not_llm"), 0);
+    assert_eq!(h.dropped(DropReason::NotLlm), 0);
     assert_eq!(h.calls().len(), 1);
     assert_eq!(h.tracker.connections(), 1);
 }
@@ -917,7 +922,7 @@ fn gap_inside_request_body_still_records() {
     let b = body_start + 15;
     h.feed(s.piece(T0, Direction::Egress, 0, total, &req[..a]));
     h.feed(s.piece(T0, Direction::Egress, b as u32, total, &req[b..]));
-    assert_eq!(h.dropped("capture_gap"), 1);
+    assert_eq!(h.dropped(DropReason::CaptureGap), 1);
     h.feed(s.recv(
         T0 + 100 * MS,
         &json_response(200, "OK", &completion_body(1)),
@@ -933,7 +938,7 @@ fn gap_inside_request_body_still_records() {
     assert_eq!(c.end_time, time(T0 + 100 * MS));
     assert!(!c.aborted);
     assert_eq!(c.error_type, None);
-    assert_eq!(h.metrics.parse_error_count("http1"), 0);
+    assert_eq!(h.metrics.parse_error_count(Protocol::Http1), 0);
     assert!(h.out.mutes.is_empty());
 }
 
@@ -945,12 +950,16 @@ fn truncated_syscall_tail_is_a_gap_found_by_the_next_call() {
     let total = req.len() as u32;
     // The kernel sent only the first part of the syscall; the last 7 body bytes never come.
     h.feed(s.piece(T0, Direction::Egress, 0, total, &req[..req.len() - 7]));
-    assert_eq!(h.dropped("capture_gap"), 0, "not known to be missing yet");
+    assert_eq!(
+        h.dropped(DropReason::CaptureGap),
+        0,
+        "not known to be missing yet"
+    );
     h.feed(s.recv(
         T0 + 100 * MS,
         &json_response(200, "OK", &completion_body(1)),
     ));
-    assert_eq!(h.dropped("capture_gap"), 1);
+    assert_eq!(h.dropped(DropReason::CaptureGap), 1);
     let c = h.only_call();
     assert_eq!(c.http_status, Some(200));
     assert_eq!(c.response_model.as_deref(), Some("m1-resp"));
@@ -979,11 +988,11 @@ fn gap_in_response_body_keeps_the_stream_going() {
     for (ts, bytes) in stream_response(true).into_iter().skip(3) {
         h.feed(s.recv(ts, &bytes));
     }
-    assert_eq!(h.dropped("capture_gap"), 1);
+    assert_eq!(h.dropped(DropReason::CaptureGap), 1);
     let c = h.only_call();
     assert!(!c.aborted);
     assert_eq!(c.http_status, Some(200));
-    assert_eq!(h.metrics.parse_error_count("http1"), 0);
+    assert_eq!(h.metrics.parse_error_count(Protocol::Http1), 0);
 }
 
 #[test]
@@ -1004,10 +1013,10 @@ fn garbage_instead_of_the_next_response_is_a_parse_failure() {
     assert_eq!(c.http_status, None);
     assert!(!c.aborted);
     assert_eq!(c.end_time, time(T0 + 300 * MS));
-    assert_eq!(h.metrics.parse_error_count("http1"), 1);
+    assert_eq!(h.metrics.parse_error_count(Protocol::Http1), 1);
     assert_eq!(h.out.mutes, vec![(PID, 0xa00a)]);
     assert_eq!(h.metrics.connections_muted.get(), 1);
-    assert_eq!(h.dropped("not_http"), 0);
+    assert_eq!(h.dropped(DropReason::NotHttp), 0);
     assert_eq!(h.tracker.connections(), 0);
 }
 
@@ -1025,7 +1034,7 @@ fn garbage_in_chunk_framing_mid_stream_is_a_parse_failure() {
     assert_eq!(c.chunks, Some(1));
     assert!(!c.aborted);
     assert_eq!(c.end_time, time(T0 + 350 * MS));
-    assert_eq!(h.metrics.parse_error_count("http1"), 1);
+    assert_eq!(h.metrics.parse_error_count(Protocol::Http1), 1);
     assert_eq!(h.out.mutes, vec![(PID, 0xa00b)]);
     assert_eq!(h.tracker.connections(), 0);
 }
@@ -1042,8 +1051,8 @@ fn garbage_request_after_an_llm_call_is_a_parse_failure_not_not_http() {
     assert_eq!(h.calls().len(), 1);
     h.feed(s.send(T0 + 200 * MS, TLS_CLIENT_HELLO));
     assert!(h.calls().is_empty(), "nothing was in flight");
-    assert_eq!(h.metrics.parse_error_count("http1"), 1);
-    assert_eq!(h.dropped("not_http"), 0);
+    assert_eq!(h.metrics.parse_error_count(Protocol::Http1), 1);
+    assert_eq!(h.dropped(DropReason::NotHttp), 0);
     assert_eq!(h.out.mutes, vec![(PID, 0xa00c)]);
     assert_eq!(h.tracker.connections(), 0);
 }
@@ -1063,21 +1072,21 @@ fn a_new_connection_past_the_limit_evicts_the_least_recently_active() {
     h.feed(Sock::plain(3, 1).send(T0, head));
     h.feed(Sock::plain(4, 2).send(T0 + MS, head));
     assert_eq!(h.tracker.connections(), 2);
-    assert_eq!(h.dropped("connection_evicted"), 0);
+    assert_eq!(h.dropped(DropReason::ConnectionEvicted), 0);
     // Connection 1 is the least recently active: it makes room, and is muted in the kernel.
     h.feed(Sock::plain(5, 3).send(T0 + 2 * MS, head));
     assert_eq!(h.tracker.connections(), 2);
-    assert_eq!(h.dropped("connection_evicted"), 1);
+    assert_eq!(h.dropped(DropReason::ConnectionEvicted), 1);
     assert_eq!(h.out.mutes, vec![(PID, 1)]);
     // Existing connections keep working at the limit.
     h.feed(Sock::plain(5, 3).send(T0 + 3 * MS, b"Host: h\r\n\r\n"));
-    assert_eq!(h.dropped("connection_evicted"), 1);
+    assert_eq!(h.dropped(DropReason::ConnectionEvicted), 1);
     // A close makes room without an eviction.
     h.feed(close(4, 2, T0 + 4 * MS));
     assert_eq!(h.tracker.connections(), 1);
     h.feed(Sock::plain(6, 4).send(T0 + 5 * MS, head));
     assert_eq!(h.tracker.connections(), 2);
-    assert_eq!(h.dropped("connection_evicted"), 1);
+    assert_eq!(h.dropped(DropReason::ConnectionEvicted), 1);
     assert!(h.calls().is_empty());
 }
 
@@ -1126,8 +1135,8 @@ fn one_process_cannot_take_the_table_from_the_others() {
         }
     }
     assert!(h.tracker.connections() <= 64);
-    assert!(h.dropped("connection_limit_per_process") >= 10_000 - 16);
-    assert!(h.dropped("connection_evicted") > 0);
+    assert!(h.dropped(DropReason::ConnectionLimitPerProcess) >= 10_000 - 16);
+    assert!(h.dropped(DropReason::ConnectionEvicted) > 0);
     // The well-behaved call is still tracked and completes.
     h.feed(good.send(T0 + 100 * MS, b"Content-Length: 2\r\n\r\n{}"));
     h.feed(good.recv(
@@ -1140,7 +1149,7 @@ fn one_process_cannot_take_the_table_from_the_others() {
     assert_eq!(calls.len(), 1, "{calls:#?}");
     assert_eq!(calls[0].pid, VICTIM);
     assert_eq!(calls[0].error_type, None);
-    assert!(h.dropped("evicted_unanswered_request") >= 10_000 - 16);
+    assert!(h.dropped(DropReason::EvictedUnansweredRequest) >= 10_000 - 16);
 }
 
 #[test]
@@ -1169,8 +1178,8 @@ fn invented_ssl_objects_and_sockets_stay_bounded() {
     let (socket_count, sockets_held) = h.tracker.ids.socket_counts();
     assert!(socket_count <= 8 * LINKS_PER_CONNECTION);
     assert_eq!(socket_count, sockets_held);
-    assert!(h.dropped("ssl_links_per_fd") > 0);
-    assert!(h.dropped("socket_table_full") > 0);
+    assert!(h.dropped(DropReason::SslLinksPerFd) > 0);
+    assert!(h.dropped(DropReason::SocketTableFull) > 0);
 }
 
 #[test]
@@ -1204,13 +1213,13 @@ fn the_memory_budget_cuts_the_largest_holders_and_spares_small_calls() {
                 h.tracker.memory_bytes()
             );
             // A cut goes down to seven eighths of the budget, not just under it.
-            if h.dropped("memory_budget") > cuts {
-                cuts = h.dropped("memory_budget");
+            if h.dropped(DropReason::MemoryBudget) > cuts {
+                cuts = h.dropped(DropReason::MemoryBudget);
                 assert!(h.tracker.memory_bytes() <= budget / 8 * 7);
             }
         }
     }
-    assert!(h.dropped("memory_budget") > 0);
+    assert!(h.dropped(DropReason::MemoryBudget) > 0);
     // The accounting matches what the connections hold.
     let held: usize = h
         .tracker
@@ -1588,7 +1597,7 @@ fn lost_first_piece_of_a_call_is_a_counted_gap() {
         &json_response(200, "OK", &completion_body(1)),
     ));
     assert_eq!(
-        h.dropped("capture_gap"),
+        h.dropped(DropReason::CaptureGap),
         1,
         "the {k} lost bytes are a counted gap"
     );
@@ -1603,7 +1612,7 @@ fn lost_first_piece_of_a_call_is_a_counted_gap() {
     let c = h.only_call();
     assert_eq!(c.request_model.as_deref(), Some("second"));
     assert_eq!(c.error_type, None);
-    assert_eq!(h.metrics.parse_error_count("http1"), 0);
+    assert_eq!(h.metrics.parse_error_count(Protocol::Http1), 0);
     assert!(h.out.mutes.is_empty());
 }
 
@@ -1625,7 +1634,7 @@ fn missing_tail_at_close_is_a_counted_gap_not_an_abort() {
     h.feed(close(s.fd, s.id, T0 + 200 * MS));
     let c = h.only_call();
     assert_eq!(
-        h.dropped("capture_gap"),
+        h.dropped(DropReason::CaptureGap),
         1,
         "the lost tail is a counted gap"
     );

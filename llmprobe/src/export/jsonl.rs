@@ -16,10 +16,10 @@ use log::warn;
 
 use super::CallSink;
 use crate::llm::LlmCall;
-use crate::telemetry::SelfMetrics;
+use crate::telemetry::{DropReason, SelfMetrics};
 
 /// Drop reason: a record could not be written or flushed.
-pub const DROP_WRITE_FAILED: &str = "jsonl_write_failed";
+pub const DROP_WRITE_FAILED: DropReason = DropReason::JsonlWriteFailed;
 /// Write failures are logged at most this often (a full disk fails every record).
 const WARN_EVERY: Duration = Duration::from_secs(60);
 

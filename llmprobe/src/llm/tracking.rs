@@ -11,7 +11,7 @@ use crate::clock::Clock;
 use crate::conntrack::policy::{ConnInfo, Ending, ExchangePolicy, Opened, Role, TrackedExchange};
 use crate::conntrack::{ConnTracker, TrackerConfig};
 use crate::protocol::http1::{RequestHead, ResponseHead};
-use crate::telemetry::SelfMetrics;
+use crate::telemetry::{DropReason, Protocol, SelfMetrics};
 
 use super::LlmCall;
 use super::exchange::{ExchangeContext, ExchangeLimits, LlmExchange};
@@ -137,18 +137,18 @@ impl TrackedExchange for LlmExchange {
 fn count_issues(ex: &LlmExchange, metrics: &SelfMetrics) {
     let issues = ex.issues;
     for _ in 0..issues.bad_stream_events {
-        metrics.parse_error("json");
+        metrics.parse_error(Protocol::Json);
     }
     for _ in 0..issues.oversized_events {
-        metrics.parse_error("sse");
+        metrics.parse_error(Protocol::Sse);
     }
     for _ in 0..issues.oversized_lines {
-        metrics.parse_error("ndjson");
+        metrics.parse_error(Protocol::Ndjson);
     }
     for _ in 0..issues.truncated_bodies {
-        metrics.drop_for("body_over_limit");
+        metrics.drop_for(DropReason::BodyOverLimit);
     }
     for _ in 0..issues.undecodable_bodies {
-        metrics.drop_for("undecodable_body");
+        metrics.drop_for(DropReason::UndecodableBody);
     }
 }

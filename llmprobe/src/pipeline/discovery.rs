@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use crate::probes::discovery::{ScanDecision, ScanLimiter};
 use crate::probes::loader::{Probes, ScanReport};
-use crate::telemetry::SelfMetrics;
+use crate::telemetry::{DropReason, SelfMetrics};
 
 /// Scan requests queued for discovery; beyond it requests are dropped and counted
 /// (`discovery_request_dropped`): the periodic full scan still covers their processes.
@@ -32,9 +32,7 @@ pub fn publish_scan(report: &ScanReport, probes: &Probes, metrics: &SelfMetrics)
     for r in &report.refused {
         metrics.drop_for(r.reason());
     }
-    for _ in 0..report.cap_reached {
-        metrics.drop_for("discovery_cap_reached");
-    }
+    metrics.drop_by(DropReason::DiscoveryCapReached, report.cap_reached);
     metrics.tls_libraries.set(probes.tls_file_count() as i64);
 }
 
@@ -59,9 +57,11 @@ pub fn run(mut probes: Probes, rx: Receiver<u32>, metrics: Arc<SelfMetrics>) {
                             pids.insert(pid);
                         }
                         ScanDecision::Later(_) | ScanDecision::Merged => {
-                            metrics.drop_for("discovery_scan_rate_limited");
+                            metrics.drop_for(DropReason::DiscoveryScanRateLimited);
                         }
-                        ScanDecision::Dropped => metrics.drop_for("discovery_request_dropped"),
+                        ScanDecision::Dropped => {
+                            metrics.drop_for(DropReason::DiscoveryRequestDropped)
+                        }
                     }
                 }
             }

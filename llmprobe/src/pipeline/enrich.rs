@@ -10,7 +10,7 @@ use crate::gpu::Round;
 use crate::gpu::correlate::InFlightSnapshot;
 use crate::gpu::join::GpuJoin;
 use crate::llm::LlmCall;
-use crate::telemetry::SelfMetrics;
+use crate::telemetry::{DropReason, SelfMetrics};
 
 /// What arrives at the enrich stage.
 pub enum EnrichInput {
@@ -46,7 +46,7 @@ pub fn run(
                 }
                 match out.try_send(calls) {
                     Ok(()) => {}
-                    Err(TrySendError::Full(_)) => metrics.drop_for("sink_backpressure"),
+                    Err(TrySendError::Full(_)) => metrics.drop_for(DropReason::SinkBackpressure),
                     Err(TrySendError::Disconnected(_)) => return,
                 }
             }

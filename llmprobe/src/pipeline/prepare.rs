@@ -7,7 +7,7 @@ use std::sync::Arc;
 use crate::probes::EventPreparer;
 use crate::probes::events::ProbeEvent;
 use crate::probes::scrub::ScrubStats;
-use crate::telemetry::SelfMetrics;
+use crate::telemetry::{DropReason, SelfMetrics};
 
 /// See the module docs.
 pub struct Prepare {
@@ -41,12 +41,14 @@ impl Prepare {
             .inc_by(now.masked_values - seen.masked_values);
         // Pieces masked to the line end because the masker's state was lost.
         if now.lost_states > seen.lost_states {
-            self.metrics
-                .drop_by("scrub_state_lost", now.lost_states - seen.lost_states);
+            self.metrics.drop_by(
+                DropReason::ScrubStateLost,
+                now.lost_states - seen.lost_states,
+            );
         }
         if now.evicted_states > seen.evicted_states {
             self.metrics.drop_by(
-                "scrub_state_evicted",
+                DropReason::ScrubStateEvicted,
                 now.evicted_states - seen.evicted_states,
             );
         }

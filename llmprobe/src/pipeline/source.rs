@@ -12,7 +12,7 @@ use tokio::io::unix::AsyncFd;
 
 use super::queue::QueueTx;
 use crate::probes::events::{ProbeEvent, decode};
-use crate::telemetry::SelfMetrics;
+use crate::telemetry::{DropReason, SelfMetrics};
 
 /// Records taken from the ring per batch.
 const MAX_BATCH: usize = 1024;
@@ -38,7 +38,7 @@ pub async fn run(
                         if let ProbeEvent::ExecMap { meta } = &ev
                             && let Err(TrySendError::Full(_)) = scans.try_send(meta.pid)
                         {
-                            metrics.drop_for("discovery_request_dropped");
+                            metrics.drop_for(DropReason::DiscoveryRequestDropped);
                         }
                         batch.push(ev);
                     }
@@ -52,7 +52,7 @@ pub async fn run(
             if !batch.is_empty() {
                 match queue.offer(batch) {
                     Ok(0) => {}
-                    Ok(dropped) => metrics.drop_by("tracker_queue_full", dropped),
+                    Ok(dropped) => metrics.drop_by(DropReason::TrackerQueueFull, dropped),
                     Err(_) => return,
                 }
             }

@@ -21,7 +21,7 @@ use crate::llm::LlmCall;
 use crate::llm::tracking::LlmTracker;
 use crate::probes::events::ProbeEvent;
 use crate::probes::recorder::{ConnClass, Recorder};
-use crate::telemetry::SelfMetrics;
+use crate::telemetry::{DropReason, SelfMetrics};
 
 /// How often the in-flight figures are taken, with or without events.
 const IN_FLIGHT_EVERY: Duration = Duration::from_millis(500);
@@ -69,7 +69,7 @@ impl<W: std::io::Write> TrackStage<W> {
                         match out.try_send(EnrichInput::Calls(o.calls)) {
                             Ok(()) => {}
                             Err(TrySendError::Full(_)) => {
-                                self.metrics.drop_for("sink_backpressure")
+                                self.metrics.drop_for(DropReason::SinkBackpressure)
                             }
                             Err(TrySendError::Disconnected(_)) => break,
                         }

@@ -27,6 +27,7 @@
 //!
 //! [`inspect_elf_bytes`] is the pure ELF layer over a byte slice, for tests and fuzzing.
 
+use crate::telemetry::DropReason;
 use std::collections::HashSet;
 use std::ffi::{CString, OsStr};
 use std::fs::File;
@@ -99,18 +100,18 @@ pub enum Refusal {
 
 impl Refusal {
     /// The `reason` label this refusal is counted under.
-    pub fn reason(self) -> &'static str {
+    pub fn reason(self) -> DropReason {
         match self {
-            Refusal::NotRegular => "discovery_not_regular",
-            Refusal::TooLarge => "discovery_too_large",
-            Refusal::ShortRead => "discovery_short_read",
-            Refusal::NotElf => "discovery_not_elf",
-            Refusal::TooManySymbols => "discovery_too_many_symbols",
-            Refusal::OutsideRoot => "discovery_outside_root",
-            Refusal::IdentityMismatch => "discovery_identity_mismatch",
-            Refusal::Openat2Unsupported => "discovery_openat2_unsupported",
-            Refusal::OpenFailed => "discovery_open_failed",
-            Refusal::ReadFailed => "discovery_read_failed",
+            Refusal::NotRegular => DropReason::DiscoveryNotRegular,
+            Refusal::TooLarge => DropReason::DiscoveryTooLarge,
+            Refusal::ShortRead => DropReason::DiscoveryShortRead,
+            Refusal::NotElf => DropReason::DiscoveryNotElf,
+            Refusal::TooManySymbols => DropReason::DiscoveryTooManySymbols,
+            Refusal::OutsideRoot => DropReason::DiscoveryOutsideRoot,
+            Refusal::IdentityMismatch => DropReason::DiscoveryIdentityMismatch,
+            Refusal::Openat2Unsupported => DropReason::DiscoveryOpenat2Unsupported,
+            Refusal::OpenFailed => DropReason::DiscoveryOpenFailed,
+            Refusal::ReadFailed => DropReason::DiscoveryReadFailed,
         }
     }
 }

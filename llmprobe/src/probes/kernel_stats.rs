@@ -9,20 +9,23 @@ use aya::maps::{HashMap, MapData, PerCpuArray};
 use llmprobe_common::{SockInfo, SockKey, SslKey, counter};
 use log::warn;
 
-use crate::telemetry::SelfMetrics;
+use crate::telemetry::{DropReason, SelfMetrics};
 
 /// Drop reasons of the kernel counters, by index.
-const REASONS: [(u32, &str); 4] = [
-    (counter::FAIR_SHARE, "kernel_fair_share"),
+const REASONS: [(u32, DropReason); 4] = [
+    (counter::FAIR_SHARE, DropReason::KernelFairShare),
     (
         counter::CTRL_RATE_LIMITED,
-        "kernel_discovery_hint_rate_limited",
+        DropReason::KernelDiscoveryHintRateLimited,
     ),
     (
         counter::SOCKS_PER_PROCESS,
-        "kernel_socket_limit_per_process",
+        DropReason::KernelSocketLimitPerProcess,
     ),
-    (counter::MAP_INSERT_FAILED, "kernel_map_insert_failed"),
+    (
+        counter::MAP_INSERT_FAILED,
+        DropReason::KernelMapInsertFailed,
+    ),
 ];
 
 /// How often the LRU maps are counted (a walk of up to 65 536 keys).
@@ -101,13 +104,13 @@ impl KernelStats {
                 self.total(counter::SOCKS_INSERTED) + self.seeded,
                 self.total(counter::SOCKS_REMOVED),
                 socks,
-                "kernel_socket_table_evicted",
+                DropReason::KernelSocketTableEvicted,
             ),
             (
                 self.total(counter::SSL_FDS_INSERTED),
                 self.total(counter::SSL_FDS_REMOVED),
                 ssl_fds,
-                "kernel_ssl_link_table_evicted",
+                DropReason::KernelSslLinkTableEvicted,
             ),
         ];
         for (i, (inserted, removed, present, reason)) in estimates.into_iter().enumerate() {

@@ -27,7 +27,7 @@ use log::warn;
 use super::capture::{CaptureWriter, encode_line};
 use super::events::ProbeEvent;
 use crate::clock::Clock;
-use crate::telemetry::SelfMetrics;
+use crate::telemetry::{DropReason, SelfMetrics};
 
 /// Default size cap of a capture file.
 pub const DEFAULT_MAX_BYTES: u64 = 256 * 1024 * 1024;
@@ -202,7 +202,7 @@ impl<W: Write> Recorder<W> {
                     Some(s) => s,
                     None => {
                         if self.conns.len() >= MAX_TRACKED {
-                            self.metrics.drop_for("capture_table_full");
+                            self.metrics.drop_for(DropReason::CaptureTableFull);
                             return;
                         }
                         self.conns.entry(key).or_insert(ConnState::Pending {
@@ -224,7 +224,7 @@ impl<W: Write> Recorder<W> {
                         events.push(ev);
                         let h2 = is_h2_start(&first_bytes(events));
                         if h2 == Some(true) {
-                            self.metrics.drop_for("capture_http2");
+                            self.metrics.drop_for(DropReason::CaptureHttp2);
                             self.drop_pending(key);
                             return;
                         }
@@ -236,7 +236,7 @@ impl<W: Write> Recorder<W> {
                         if keep {
                             self.keep(key);
                         } else if over {
-                            self.metrics.drop_for("capture_unclassified");
+                            self.metrics.drop_for(DropReason::CaptureUnclassified);
                             self.drop_pending(key);
                         }
                     }
@@ -370,7 +370,7 @@ impl<W: Write> Recorder<W> {
                 "capture reached --max-bytes ({} bytes): recording stops; the agent goes on",
                 self.max_bytes
             );
-            self.metrics.drop_for("capture_size_limit");
+            self.metrics.drop_for(DropReason::CaptureSizeLimit);
             self.flush();
             self.out = None;
             return;
@@ -560,7 +560,7 @@ mod tests {
             let (buf, metrics) = record(evs, DEFAULT_MAX_BYTES, true);
             let (_, back) = read_capture(&buf[..]).expect("capture");
             assert!(back.is_empty(), "cut {cut}: {back:#?}");
-            assert_eq!(metrics.dropped_count("capture_http2"), 1);
+            assert_eq!(metrics.dropped_count(DropReason::CaptureHttp2), 1);
         }
     }
 
@@ -573,7 +573,7 @@ mod tests {
         assert!((buf.len() as u64) <= max && buf.len() as u64 > header_only);
         assert!(buf.ends_with(b"\n"));
         read_capture(&buf[..]).expect("what was written is a valid capture");
-        assert_eq!(metrics.dropped_count("capture_size_limit"), 1);
+        assert_eq!(metrics.dropped_count(DropReason::CaptureSizeLimit), 1);
     }
 
     #[test]
@@ -588,7 +588,7 @@ mod tests {
         let (buf, metrics) = record(evs, DEFAULT_MAX_BYTES, false);
         let (_, back) = read_capture(&buf[..]).expect("capture");
         assert!(back.is_empty());
-        assert_eq!(metrics.dropped_count("capture_unclassified"), 1);
+        assert_eq!(metrics.dropped_count(DropReason::CaptureUnclassified), 1);
     }
 
     #[test]

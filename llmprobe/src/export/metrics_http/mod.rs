@@ -29,7 +29,7 @@ use tokio::net::TcpListener;
 use tokio::sync::Notify;
 use tokio::task::AbortHandle;
 
-use crate::telemetry::SelfMetrics;
+use crate::telemetry::{DropReason, SelfMetrics};
 
 /// Scrapes answered (encoded and written) at once; a new one past it stops the oldest, so slow
 /// readers cannot each hold an encoding of their own.
@@ -113,7 +113,7 @@ pub async fn serve(
             }
             Err(e) => {
                 // EMFILE, ENFILE, ENOBUFS...: retrying at once would spin; wait, longer each time.
-                metrics.drop_for("metrics_accept_error");
+                metrics.drop_for(DropReason::MetricsAcceptError);
                 backoff = (backoff * 2).clamp(Duration::from_millis(10), Duration::from_secs(1));
                 warn!("/metrics accept failed ({e}); retrying in {backoff:?}");
                 tokio::time::sleep(backoff).await;
@@ -124,7 +124,7 @@ pub async fn serve(
         while live.len() >= limits.max_connections.max(1) {
             if let Some(oldest) = live.pop_front() {
                 oldest.abort();
-                metrics.drop_for("metrics_connection_limit");
+                metrics.drop_for(DropReason::MetricsConnectionLimit);
             }
         }
         let shared = shared.clone();
@@ -133,10 +133,10 @@ pub async fn serve(
             let mut sock = sock;
             match tokio::time::timeout(limits.request_timeout, answer(&mut sock, &shared)).await {
                 Ok(Ok(Outcome::Served)) => {}
-                Ok(Ok(Outcome::Refused)) => metrics.drop_for("metrics_bad_request"),
-                Ok(Ok(Outcome::Cut)) => metrics.drop_for("metrics_scrape_cut"),
+                Ok(Ok(Outcome::Refused)) => metrics.drop_for(DropReason::MetricsBadRequest),
+                Ok(Ok(Outcome::Cut)) => metrics.drop_for(DropReason::MetricsScrapeCut),
                 Ok(Err(e)) => debug!("/metrics connection from {peer} failed: {e}"),
-                Err(_) => metrics.drop_for("metrics_request_timeout"),
+                Err(_) => metrics.drop_for(DropReason::MetricsRequestTimeout),
             }
         });
         live.push_back(task.abort_handle());
@@ -416,10 +416,10 @@ mod tests {
         }
         // The oldest was stopped to make room for the newest; a scrape that reads still works
         // (stopping the next oldest).
-        assert_eq!(srv.metrics.dropped_count("metrics_scrape_cut"), 1);
+        assert_eq!(srv.metrics.dropped_count(DropReason::MetricsScrapeCut), 1);
         let text = scrape(srv.addr).await;
         assert!(text.contains("probe_marker_total 7"), "{}", text.len());
-        assert_eq!(srv.metrics.dropped_count("metrics_scrape_cut"), 2);
+        assert_eq!(srv.metrics.dropped_count(DropReason::MetricsScrapeCut), 2);
         drop(readers_that_never_read);
     }
 
@@ -444,7 +444,7 @@ mod tests {
         // A client that closes without a head.
         drop(TcpStream::connect(srv.addr).await.expect("connect"));
         tokio::time::sleep(Duration::from_millis(100)).await;
-        assert_eq!(srv.metrics.dropped_count("metrics_bad_request"), 5);
+        assert_eq!(srv.metrics.dropped_count(DropReason::MetricsBadRequest), 5);
         assert!(scrape(srv.addr).await.contains("probe_marker_total 7"));
     }
 
@@ -470,7 +470,10 @@ mod tests {
         };
         assert!(closed, "the trickling client was never cut off");
         assert!(started.elapsed() < Duration::from_secs(2));
-        assert_eq!(srv.metrics.dropped_count("metrics_request_timeout"), 1);
+        assert_eq!(
+            srv.metrics.dropped_count(DropReason::MetricsRequestTimeout),
+            1
+        );
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -509,7 +512,9 @@ mod tests {
             served >= 15,
             "only {served} of 20 scrapes served during the flood"
         );
-        let evicted = srv.metrics.dropped_count("metrics_connection_limit");
+        let evicted = srv
+            .metrics
+            .dropped_count(DropReason::MetricsConnectionLimit);
         assert!(evicted >= 1000 - 16, "only {evicted} evicted");
         drop(idle);
     }

@@ -37,12 +37,12 @@ use self::worker::{Shared, Worker, count_drops};
 use super::CallSink;
 use crate::llm::LlmCall;
 use crate::secrets::redact_url;
-use crate::telemetry::SelfMetrics;
+use crate::telemetry::{DropReason, SelfMetrics};
 
 /// Drop reason: the span queue was full.
-pub const DROP_QUEUE_FULL: &str = "otlp_queue_full";
+pub const DROP_QUEUE_FULL: DropReason = DropReason::OtlpQueueFull;
 /// Drop reason: the export of the span's batch failed (or shutdown ran out of time).
-pub const DROP_EXPORT_FAILED: &str = "otlp_export_failed";
+pub const DROP_EXPORT_FAILED: DropReason = DropReason::OtlpExportFailed;
 
 /// How much longer than the export timeout a shutdown waits for the task.
 const SHUTDOWN_GRACE: Duration = Duration::from_millis(250);

@@ -18,7 +18,7 @@ use super::config::OtlpConfig;
 use super::span::request_template;
 use super::transport::Transport;
 use crate::secrets::{log_safe, redact_url};
-use crate::telemetry::SelfMetrics;
+use crate::telemetry::{DropReason, SelfMetrics};
 
 /// Failures are logged at most this often.
 const LOG_EVERY: Duration = Duration::from_secs(60);
@@ -32,13 +32,8 @@ pub(super) struct Shared {
 }
 
 /// Counts `n` spans as dropped for `reason`.
-pub(super) fn count_drops(metrics: &SelfMetrics, reason: &str, n: u64) {
-    if n > 0 {
-        metrics
-            .dropped
-            .get_or_create(&vec![("reason".to_owned(), reason.to_owned())])
-            .inc_by(n);
-    }
+pub(super) fn count_drops(metrics: &SelfMetrics, reason: DropReason, n: u64) {
+    metrics.drop_by(reason, n);
 }
 
 /// The export task.
