@@ -1,7 +1,8 @@
 //! llmprobe: an eBPF agent that sees what LLM traffic really does, with no change to the apps it
 //! observes. Data flows one way, in the order of these modules:
-//! [`probes`] → [`conntrack`] → [`protocol`] → [`llm`] → [`export`], with [`gpu`] beside it,
-//! wired by [`app`]. [`secrets`] is the one secret policy every stage asks.
+//! [`probes`] → [`conntrack`] → [`protocol`] → [`llm`] → [`export`], with [`gpu`] beside it;
+//! [`pipeline`] runs them as stages over bounded channels and [`app`] composes the stages.
+//! [`secrets`] is the one secret policy every stage asks.
 //! See ARCHITECTURE.md.
 
 pub mod app;

@@ -1,7 +1,8 @@
 //! Stage 1: the kernel side as userspace sees it. Loads and attaches the eBPF programs
 //! ([`loader`]), finds TLS libraries ([`discovery`]), decodes ring-buffer records into
-//! [`events::ProbeEvent`]s, masks secrets ([`scrub`], by the rules of [`crate::secrets`]) and names each event's process,
-//! then hands batches to the connection tracker. [`capture`] stores the same events for replay.
+//! [`events::ProbeEvent`]s, and prepares them ([`EventPreparer`]: masks secrets with [`scrub`], by
+//! the rules of [`crate::secrets`], and names each event's process) for the connection tracker;
+//! [`crate::pipeline`] runs these pieces as stages. [`capture`] stores the same events for replay.
 
 pub mod capture;
 pub mod discovery;
