@@ -5,10 +5,9 @@
 
 use serde_json::Value;
 
-use super::json::{chars, nonempty_str, string_at as s, u64_at};
+use super::json::{self, Body, Event, chars, nonempty_str, string_at as s, u64_at};
 use super::{Observed, OutputKind, ProviderDialect, Usage};
 use crate::protocol::http1::RequestHead;
-use crate::protocol::sse::SseEvent;
 
 /// The dialect. Keeps the input-token components, since Anthropic reports them separately and
 /// may report them again (cumulatively) in a later event.
@@ -61,11 +60,7 @@ fn content_chars(c: &Value) -> u64 {
 
 /// The `error.type` of an `{"type":"error","error":{...}}` object.
 fn error_of(v: &Value) -> Option<String> {
-    let e = v.get("error")?;
-    if e.is_null() {
-        return None;
-    }
-    Some(nonempty_str(e.get("type")).unwrap_or("error").to_owned())
+    json::error_named_by(v, "type")
 }
 
 impl Anthropic {
@@ -177,8 +172,8 @@ impl ProviderDialect for Anthropic {
         "chat"
     }
 
-    fn on_request_body(&mut self, body: &[u8], out: &mut Observed) {
-        let Some(v) = super::json::request_body(body, out) else {
+    fn on_request_body(&mut self, body: &Body<'_>, out: &mut Observed) {
+        let Some(v) = json::request_body(body, out) else {
             return;
         };
         let mut n = v.get("system").map(content_chars).unwrap_or(0);
@@ -190,13 +185,12 @@ impl ProviderDialect for Anthropic {
         out.prompt_chars = n;
     }
 
-    fn on_stream_event(&mut self, ev: &SseEvent, out: &mut Observed) -> OutputKind {
-        let data = ev.data.trim();
-        if data.is_empty() {
+    fn on_stream_event(&mut self, ev: &Event<'_>, out: &mut Observed) -> OutputKind {
+        if ev.text.is_empty() {
             return OutputKind::None;
         }
-        let Ok(v) = serde_json::from_str::<Value>(data) else {
-            if ev.event.as_deref() == Some("error") && out.error.is_none() {
+        let Some(v) = ev.json() else {
+            if ev.name == Some("error") && out.error.is_none() {
                 out.error = Some("error".to_owned());
             }
             return OutputKind::None;
@@ -204,7 +198,7 @@ impl ProviderDialect for Anthropic {
         let ty = v
             .get("type")
             .and_then(Value::as_str)
-            .or(ev.event.as_deref())
+            .or(ev.name)
             .unwrap_or("");
         match ty {
             "message_start" => {
@@ -235,7 +229,7 @@ impl ProviderDialect for Anthropic {
                 OutputKind::None
             }
             "error" => {
-                out.error = Some(error_of(&v).unwrap_or_else(|| "error".to_owned()));
+                out.error = Some(error_of(v).unwrap_or_else(|| "error".to_owned()));
                 OutputKind::None
             }
             // ping, content_block_stop, and event types added later.
@@ -243,17 +237,14 @@ impl ProviderDialect for Anthropic {
         }
     }
 
-    fn on_response_body(&mut self, body: &[u8], out: &mut Observed) {
-        let Ok(v) = serde_json::from_slice::<Value>(body) else {
+    fn on_response_body(&mut self, body: &Body<'_>, out: &mut Observed) {
+        let Some(v) = body.json().filter(|v| v.is_object()) else {
             return;
         };
-        if !v.is_object() {
-            return;
-        }
         if v.get("type").and_then(Value::as_str) == Some("error") {
-            out.error = Some(error_of(&v).unwrap_or_else(|| "error".to_owned()));
+            out.error = Some(error_of(v).unwrap_or_else(|| "error".to_owned()));
         } else {
-            self.read_message(&v, out);
+            self.read_message(v, out);
             if let Some(blocks) = v.get("content").and_then(Value::as_array) {
                 for b in blocks {
                     Self::read_block(b, out);
@@ -267,7 +258,9 @@ impl ProviderDialect for Anthropic {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::llm::test_support::Feed;
     use crate::llm::test_support::{head, typed_event as ev};
+    use crate::protocol::StreamEvent;
 
     #[test]
     fn detects_by_path() {
@@ -307,7 +300,7 @@ mod tests {
     fn reads_request() {
         let mut d = Anthropic::default();
         let mut o = Observed::default();
-        d.on_request_body(
+        d.feed_request(
             br#"{"model":"claude-sonnet-4-5","max_tokens":1024,"system":"be brief","messages":[{"role":"user","content":"hello"},{"role":"assistant","content":[{"type":"text","text":"abc"},{"type":"tool_use","id":"t1","name":"f","input":{}}]},{"role":"user","content":[{"type":"tool_result","tool_use_id":"t1","content":[{"type":"text","text":"42"}]},{"type":"image","source":{"type":"base64","data":"AAAA"}}]}],"stream":true}"#,
             &mut o,
         );
@@ -316,7 +309,7 @@ mod tests {
         assert_eq!(o.prompt_chars, 8 + 5 + 3 + 2);
 
         let mut o = Observed::default();
-        d.on_request_body(
+        d.feed_request(
             br#"{"model":"m","system":[{"type":"text","text":"sys","cache_control":{"type":"ephemeral"}}],"messages":[{"role":"user","content":"h\u00e9"}]}"#,
             &mut o,
         );
@@ -328,7 +321,7 @@ mod tests {
     fn reads_the_model_of_a_request_cut_by_a_gap() {
         let mut d = Anthropic::default();
         let mut o = Observed::default();
-        d.on_request_body(b"{\"model\":\"claude-x\",\"max_tokens\":64,\"stream\":true,\"messages\":[{\"role\":\"user\",\"content\":\"w0 w1\0w998 w999\"}]}", &mut o);
+        d.feed_request(b"{\"model\":\"claude-x\",\"max_tokens\":64,\"stream\":true,\"messages\":[{\"role\":\"user\",\"content\":\"w0 w1\0w998 w999\"}]}", &mut o);
         assert_eq!(o.request_model.as_deref(), Some("claude-x"));
         assert_eq!(o.stream, Some(true));
         assert_eq!(o.prompt_chars, 0);
@@ -387,11 +380,11 @@ mod tests {
             ),
         ];
         for (event, data, want) in frames {
-            assert_eq!(d.on_stream_event(&ev(event, data), &mut o), want, "{data}");
+            assert_eq!(d.feed_event(&ev(event, data), &mut o), want, "{data}");
             assert!(!o.terminal);
         }
         assert_eq!(
-            d.on_stream_event(&ev("message_stop", r#"{"type":"message_stop"}"#), &mut o),
+            d.feed_event(&ev("message_stop", r#"{"type":"message_stop"}"#), &mut o),
             OutputKind::None
         );
         assert!(o.terminal);
@@ -416,7 +409,7 @@ mod tests {
         let mut d = Anthropic::default();
         let mut o = Observed::default();
         assert_eq!(
-            d.on_stream_event(
+            d.feed_event(
                 &ev(
                     "content_block_delta",
                     r#"{"index":0,"delta":{"type":"text_delta","text":"Hi"}}"#
@@ -425,7 +418,7 @@ mod tests {
             ),
             OutputKind::Answer
         );
-        d.on_stream_event(&ev("message_stop", "{}"), &mut o);
+        d.feed_event(&ev("message_stop", "{}"), &mut o);
         assert!(o.terminal);
         assert_eq!(o.output_chars, 2);
     }
@@ -457,12 +450,12 @@ mod tests {
             ),
         ];
         for (data, want) in frames {
-            let e = SseEvent {
+            let e = StreamEvent {
                 event: None,
                 data: data.into(),
                 id: None,
             };
-            assert_eq!(d.on_stream_event(&e, &mut o), want, "{data}");
+            assert_eq!(d.feed_event(&e, &mut o), want, "{data}");
         }
         assert_eq!(o.output_chars, 17 + 4);
         assert_eq!(o.finish_reason.as_deref(), Some("tool_use"));
@@ -473,18 +466,18 @@ mod tests {
     fn usage_counts_cached_prompt_tokens_and_replaces_cumulative_reports() {
         let mut d = Anthropic::default();
         let mut o = Observed::default();
-        d.on_stream_event(
+        d.feed_event(
             &ev("message_start", r#"{"type":"message_start","message":{"id":"msg_2","model":"claude-x","usage":{"input_tokens":10,"cache_creation_input_tokens":5,"cache_read_input_tokens":100,"output_tokens":1}}}"#),
             &mut o,
         );
         assert_eq!(o.usage.input_tokens, Some(115));
         assert_eq!(o.usage.cached_input_tokens, Some(100));
         assert_eq!(o.usage.output_tokens, Some(1));
-        d.on_stream_event(
+        d.feed_event(
             &ev("message_delta", r#"{"type":"message_delta","delta":{"stop_reason":"max_tokens"},"usage":{"output_tokens":7}}"#),
             &mut o,
         );
-        d.on_stream_event(
+        d.feed_event(
             &ev("message_delta", r#"{"type":"message_delta","delta":{},"usage":{"input_tokens":12,"output_tokens":9}}"#),
             &mut o,
         );
@@ -505,7 +498,7 @@ mod tests {
         let mut d = Anthropic::default();
         let mut o = Observed::default();
         assert_eq!(
-            d.on_stream_event(
+            d.feed_event(
                 &ev(
                     "error",
                     r#"{"type":"error","error":{"type":"overloaded_error","message":"Overloaded"}}"#
@@ -518,7 +511,7 @@ mod tests {
         assert!(!o.terminal);
 
         let mut o = Observed::default();
-        d.on_stream_event(&ev("error", "upstream went away"), &mut o);
+        d.feed_event(&ev("error", "upstream went away"), &mut o);
         assert_eq!(o.error.as_deref(), Some("error"));
     }
 
@@ -526,7 +519,7 @@ mod tests {
     fn reads_whole_responses() {
         let mut d = Anthropic::default();
         let mut o = Observed::default();
-        d.on_response_body(
+        d.feed_response(
             br#"{"id":"msg_01","type":"message","role":"assistant","model":"claude-sonnet-4-5-20250929","content":[{"type":"thinking","thinking":"hmm","signature":"sig"},{"type":"text","text":"Hi there"},{"type":"tool_use","id":"toolu_1","name":"f","input":{"a":1}}],"stop_reason":"tool_use","stop_sequence":null,"usage":{"input_tokens":20,"cache_creation_input_tokens":0,"cache_read_input_tokens":4,"output_tokens":30}}"#,
             &mut o,
         );
@@ -551,7 +544,7 @@ mod tests {
 
         let mut d = Anthropic::default();
         let mut o = Observed::default();
-        d.on_response_body(
+        d.feed_response(
             br#"{"type":"error","error":{"type":"rate_limit_error","message":"slow down"},"request_id":"req_1"}"#,
             &mut o,
         );
@@ -564,9 +557,9 @@ mod tests {
     fn survives_garbage() {
         let mut d = Anthropic::default();
         let mut o = Observed::default();
-        d.on_request_body(b"{not json", &mut o);
-        d.on_response_body(b"\x00\xff", &mut o);
-        d.on_response_body(b"[1,2]", &mut o);
+        d.feed_request(b"{not json", &mut o);
+        d.feed_response(b"\x00\xff", &mut o);
+        d.feed_response(b"[1,2]", &mut o);
         for (event, data) in [
             ("message_start", r#"{"type":"message_start","message":[1]}"#),
             (
@@ -595,7 +588,7 @@ mod tests {
             ("x", "42"),
         ] {
             assert_eq!(
-                d.on_stream_event(&ev(event, data), &mut o),
+                d.feed_event(&ev(event, data), &mut o),
                 OutputKind::None,
                 "{data}"
             );

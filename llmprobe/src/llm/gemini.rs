@@ -6,10 +6,9 @@
 
 use serde_json::Value;
 
-use super::json::{chars, nonempty_str, string_at as s, u64_at};
+use super::json::{self, Body, Event, nonempty_str, string_at as s, u64_at};
 use super::{Observed, OutputKind, ProviderDialect, Usage};
 use crate::protocol::http1::RequestHead;
-use crate::protocol::sse::SseEvent;
 
 /// Longest model name kept from a path.
 const MAX_MODEL_LEN: usize = 256;
@@ -70,17 +69,7 @@ fn percent_decode(s: &str) -> String {
 
 /// Characters of text in a `Content` object's `parts`.
 fn parts_chars(content: &Value) -> u64 {
-    content
-        .get("parts")
-        .and_then(Value::as_array)
-        .map(|parts| {
-            parts
-                .iter()
-                .filter_map(|p| p.get("text").and_then(Value::as_str))
-                .map(chars)
-                .sum()
-        })
-        .unwrap_or(0)
+    json::parts_text_chars(content.get("parts"))
 }
 
 /// Reads a `usageMetadata` object (cumulative: reported fields replace earlier ones). Output
@@ -111,11 +100,7 @@ pub fn read_usage(usage: &Value, out: &mut Usage) {
 
 /// The `status` of an `{"error":{"code","message","status"}}` object.
 fn error_of(v: &Value) -> Option<String> {
-    let e = v.get("error")?;
-    if e.is_null() {
-        return None;
-    }
-    Some(nonempty_str(e.get("status")).unwrap_or("error").to_owned())
+    json::error_named_by(v, "status")
 }
 
 /// Reads one `GenerateContentResponse`; returns the most output-like kind it carried.
@@ -225,10 +210,10 @@ impl ProviderDialect for Gemini {
         "generate_content"
     }
 
-    fn on_request_body(&mut self, body: &[u8], out: &mut Observed) {
+    fn on_request_body(&mut self, body: &Body<'_>, out: &mut Observed) {
         out.request_model = self.model.clone();
         out.stream = Some(self.stream);
-        let Ok(v) = serde_json::from_slice::<Value>(body) else {
+        let Some(v) = body.json() else {
             // A body cut by a capture gap: the path already said everything we keep.
             return;
         };
@@ -247,15 +232,11 @@ impl ProviderDialect for Gemini {
         out.prompt_chars = n;
     }
 
-    fn on_stream_event(&mut self, ev: &SseEvent, out: &mut Observed) -> OutputKind {
-        let data = ev.data.trim();
-        if data.is_empty() {
-            return OutputKind::None;
-        }
-        let Ok(v) = serde_json::from_str::<Value>(data) else {
+    fn on_stream_event(&mut self, ev: &Event<'_>, out: &mut Observed) -> OutputKind {
+        let Some(v) = ev.json() else {
             return OutputKind::None;
         };
-        match &v {
+        match v {
             // Not expected with `alt=sse`, but harmless: a batch of responses in one event.
             Value::Array(items) => items.iter().fold(OutputKind::None, |kind, item| {
                 match (kind, read_response(item, out)) {
@@ -266,20 +247,20 @@ impl ProviderDialect for Gemini {
                     _ => OutputKind::None,
                 }
             }),
-            _ => read_response(&v, out),
+            _ => read_response(v, out),
         }
     }
 
-    fn on_response_body(&mut self, body: &[u8], out: &mut Observed) {
-        if read_array(body, out) {
+    fn on_response_body(&mut self, body: &Body<'_>, out: &mut Observed) {
+        if read_array(body.raw(), out) {
             out.terminal = true;
             return;
         }
-        let Ok(v) = serde_json::from_slice::<Value>(body) else {
+        let Some(v) = body.json() else {
             return;
         };
         if v.is_object() {
-            read_response(&v, out);
+            read_response(v, out);
             out.terminal = true;
         }
     }
@@ -288,6 +269,7 @@ impl ProviderDialect for Gemini {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::llm::test_support::Feed;
     use crate::llm::test_support::{data_event as ev, head};
 
     fn dialect(path: &str) -> Box<dyn ProviderDialect> {
@@ -296,7 +278,7 @@ mod tests {
 
     fn request(path: &str, body: &[u8]) -> Observed {
         let mut o = Observed::default();
-        dialect(path).on_request_body(body, &mut o);
+        dialect(path).feed_request(body, &mut o);
         o
     }
 
@@ -410,11 +392,11 @@ mod tests {
             ),
         ];
         for (data, want) in frames {
-            assert_eq!(d.on_stream_event(&ev(data), &mut o), want, "{data}");
+            assert_eq!(d.feed_event(&ev(data), &mut o), want, "{data}");
             assert!(!o.terminal);
         }
         assert_eq!(
-            d.on_stream_event(
+            d.feed_event(
                 &ev(r#"{"candidates":[{"content":{"role":"model","parts":[{"text":" world"}]},"finishReason":"STOP","index":0}],"usageMetadata":{"promptTokenCount":15,"candidatesTokenCount":6,"totalTokenCount":21,"thoughtsTokenCount":3,"cachedContentTokenCount":4},"modelVersion":"gemini-2.5-flash-001","responseId":"resp-1"}"#),
                 &mut o
             ),
@@ -442,7 +424,7 @@ mod tests {
         let mut d = dialect("/v1beta/models/gemini-2.5-flash:streamGenerateContent?alt=sse");
         let mut o = Observed::default();
         assert_eq!(
-            d.on_stream_event(
+            d.feed_event(
                 &ev(r#"{"candidates":[{"content":{"role":"model","parts":[{"functionCall":{"name":"get_weather","args":{"city":"Paris"}}}]},"finishReason":"STOP","index":0}],"usageMetadata":{"promptTokenCount":30,"candidatesTokenCount":5,"totalTokenCount":35}}"#),
                 &mut o
             ),
@@ -460,7 +442,7 @@ mod tests {
         let mut d = dialect("/v1beta/models/g:streamGenerateContent?alt=sse");
         let mut o = Observed::default();
         assert_eq!(
-            d.on_stream_event(
+            d.feed_event(
                 &ev(r#"{"usageMetadata":{"promptTokenCount":7,"totalTokenCount":7}}"#),
                 &mut o
             ),
@@ -480,18 +462,18 @@ mod tests {
     fn reads_errors() {
         let mut d = dialect("/v1beta/models/g:streamGenerateContent?alt=sse");
         let mut o = Observed::default();
-        d.on_stream_event(
+        d.feed_event(
             &ev(r#"{"error":{"code":429,"message":"Resource has been exhausted","status":"RESOURCE_EXHAUSTED"}}"#),
             &mut o,
         );
         assert_eq!(o.error.as_deref(), Some("RESOURCE_EXHAUSTED"));
 
         let mut o = Observed::default();
-        d.on_stream_event(&ev(r#"{"error":{"code":500}}"#), &mut o);
+        d.feed_event(&ev(r#"{"error":{"code":500}}"#), &mut o);
         assert_eq!(o.error.as_deref(), Some("error"));
 
         let mut o = Observed::default();
-        d.on_response_body(
+        d.feed_response(
             br#"[{"error":{"code":400,"message":"bad","status":"INVALID_ARGUMENT"}}]"#,
             &mut o,
         );
@@ -499,7 +481,7 @@ mod tests {
 
         // A blocked prompt: no candidates, a block reason.
         let mut o = Observed::default();
-        d.on_stream_event(
+        d.feed_event(
             &ev(r#"{"promptFeedback":{"blockReason":"SAFETY"},"usageMetadata":{"promptTokenCount":9}}"#),
             &mut o,
         );
@@ -511,7 +493,7 @@ mod tests {
     fn reads_whole_responses() {
         let mut d = dialect("/v1beta/models/gemini-2.5-pro:generateContent");
         let mut o = Observed::default();
-        d.on_response_body(
+        d.feed_response(
             br#"{"candidates":[{"content":{"parts":[{"text":"plan","thought":true},{"text":"Hi there"}],"role":"model"},"finishReason":"MAX_TOKENS","index":0}],"usageMetadata":{"promptTokenCount":10,"candidatesTokenCount":3,"totalTokenCount":63,"thoughtsTokenCount":50},"modelVersion":"gemini-2.5-pro","responseId":"r-9"}"#,
             &mut o,
         );
@@ -536,7 +518,7 @@ mod tests {
         let body = b"[{\"candidates\": [{\"content\": {\"parts\": [{\"text\": \"Hel\"}],\"role\": \"model\"},\"index\": 0}],\"modelVersion\": \"gemini-2.5-flash\",\"responseId\": \"a1\"}\r\n,\r\n{\"candidates\": [{\"content\": {\"parts\": [{\"text\": \"lo\"}],\"role\": \"model\"},\"finishReason\": \"STOP\",\"index\": 0}],\"usageMetadata\": {\"promptTokenCount\": 4,\"candidatesTokenCount\": 2,\"totalTokenCount\": 6}}\r\n]";
         let mut d = dialect("/v1beta/models/gemini-2.5-flash:streamGenerateContent");
         let mut o = Observed::default();
-        d.on_response_body(body, &mut o);
+        d.feed_response(body, &mut o);
         assert!(o.terminal);
         assert_eq!(o.output_chars, 5);
         assert_eq!(o.finish_reason.as_deref(), Some("STOP"));
@@ -546,14 +528,14 @@ mod tests {
 
         // Cut after the first element: that element still counts; no terminal.
         let mut o = Observed::default();
-        d.on_response_body(&body[..body.len() - 60], &mut o);
+        d.feed_response(&body[..body.len() - 60], &mut o);
         assert_eq!(o.output_chars, 3);
         assert_eq!(o.response_model.as_deref(), Some("gemini-2.5-flash"));
         assert!(!o.terminal);
         assert_eq!(o.finish_reason, None);
 
         let mut o = Observed::default();
-        d.on_response_body(b"  [ ]  ", &mut o);
+        d.feed_response(b"  [ ]  ", &mut o);
         assert!(o.terminal);
         assert_eq!(o.output_chars, 0);
     }
@@ -562,11 +544,11 @@ mod tests {
     fn survives_garbage() {
         let mut d = dialect("/v1beta/models/g:streamGenerateContent");
         let mut o = Observed::default();
-        d.on_response_body(b"\x00\xff", &mut o);
-        d.on_response_body(b"[1, \"x\", null, [", &mut o);
-        d.on_response_body(b"[,,,", &mut o);
-        d.on_response_body(b"{\"candidates\":", &mut o);
-        d.on_response_body(b"42", &mut o);
+        d.feed_response(b"\x00\xff", &mut o);
+        d.feed_response(b"[1, \"x\", null, [", &mut o);
+        d.feed_response(b"[,,,", &mut o);
+        d.feed_response(b"{\"candidates\":", &mut o);
+        d.feed_response(b"42", &mut o);
         for data in [
             "not json",
             "[]",
@@ -578,17 +560,13 @@ mod tests {
             r#"{"error":null}"#,
             "",
         ] {
-            assert_eq!(
-                d.on_stream_event(&ev(data), &mut o),
-                OutputKind::None,
-                "{data}"
-            );
+            assert_eq!(d.feed_event(&ev(data), &mut o), OutputKind::None, "{data}");
         }
         assert_eq!(o, Observed::default());
 
         let mut o = Observed::default();
-        d.on_request_body(b"{not json", &mut o);
-        d.on_request_body(br#"{"contents":"x","systemInstruction":[1]}"#, &mut o);
+        d.feed_request(b"{not json", &mut o);
+        d.feed_request(br#"{"contents":"x","systemInstruction":[1]}"#, &mut o);
         assert_eq!(o.prompt_chars, 0);
         assert_eq!(o.request_model.as_deref(), Some("g"));
         assert_eq!(percent_decode("a%zz%4"), "a%zz%4");

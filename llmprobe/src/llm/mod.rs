@@ -1,12 +1,21 @@
 //! Stage 4: the LLM call model. An HTTP exchange that a provider dialect recognises becomes one
 //! [`LlmCall`] record: provider, model, tokens, timings, status, errors. Dialects sit behind the
-//! [`ProviderDialect`] trait, one file each; [`exchange::LlmExchange`] drives them from HTTP events.
+//! [`ProviderDialect`] trait, one file each, listed once in [`detect`];
+//! [`exchange::LlmExchange`] drives them from HTTP events.
+//!
+//! Every byte is parsed once: the exchange frames a streamed body into
+//! [`crate::protocol::StreamEvent`]s and hands the dialect each one as a [`json::Event`] whose
+//! data is parsed at most once (the same parse tells the exchange about bad JSON); request and
+//! whole response bodies come as [`json::Body`], parsed at most once for the candidate check, the
+//! dialect and the prompt sample together. The readers the dialects share (usage and error
+//! objects, content text, prompt-text keys) live in [`json`]. Tokens are estimated (see
+//! [`tokens`]) only for the counts the API did not report.
 
 pub mod anthropic;
 pub mod dashscope;
 pub mod exchange;
 pub mod gemini;
-mod json;
+pub mod json;
 pub mod ollama;
 pub mod openai;
 pub mod openai_responses;
@@ -19,7 +28,7 @@ use std::borrow::Cow;
 use serde::Serialize;
 
 use crate::protocol::http1::RequestHead;
-use crate::protocol::sse::SseEvent;
+use json::{Body, Event};
 
 /// One LLM call, as written to JSONL. Field names are a documented contract (README).
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -253,7 +262,10 @@ impl Observed {
     }
 }
 
-/// One API dialect: recognises its requests and reads its bodies and stream events.
+/// One API dialect: reads its request body, stream events and whole response bodies, each
+/// handed over already framed, with its JSON parsed at most once (see [`json`]). A dialect never
+/// parses bytes the exchange has parsed; it only reads values, with the shared readers of
+/// [`json`] where they fit.
 pub trait ProviderDialect: Send {
     /// `gen_ai.provider.name` when the host says nothing more specific.
     fn provider(&self) -> &'static str;
@@ -262,11 +274,11 @@ pub trait ProviderDialect: Send {
     /// `gen_ai.operation.name`.
     fn operation(&self) -> &'static str;
     /// Reads the (whole or capped) request body.
-    fn on_request_body(&mut self, body: &[u8], out: &mut Observed);
+    fn on_request_body(&mut self, body: &Body<'_>, out: &mut Observed);
     /// Reads one stream event; returns what it carried.
-    fn on_stream_event(&mut self, ev: &SseEvent, out: &mut Observed) -> OutputKind;
+    fn on_stream_event(&mut self, ev: &Event<'_>, out: &mut Observed) -> OutputKind;
     /// Reads a whole non-streamed response body.
-    fn on_response_body(&mut self, body: &[u8], out: &mut Observed);
+    fn on_response_body(&mut self, body: &Body<'_>, out: &mut Observed);
 }
 
 /// Picks the dialect for a request head, or None for non-LLM HTTP.
@@ -301,15 +313,21 @@ pub fn detect_candidate(head: &RequestHead) -> Option<Box<dyn ProviderDialect>> 
 /// True when a request body is an OpenAI-style chat or completion request: a `model` string with
 /// a `messages` array or a `prompt`. Works on bodies cut by a capture gap.
 pub fn body_looks_like_llm(body: &[u8]) -> bool {
-    match serde_json::from_slice::<serde_json::Value>(body) {
-        Ok(v) => {
+    parsed_body_looks_like_llm(&Body::new(body))
+}
+
+/// [`body_looks_like_llm`] on a body parsed (at most) once.
+pub(crate) fn parsed_body_looks_like_llm(body: &Body<'_>) -> bool {
+    match body.json() {
+        Some(v) => {
             v.get("model").is_some_and(serde_json::Value::is_string)
                 && (v.get("messages").is_some_and(serde_json::Value::is_array)
                     || v.get("prompt").is_some())
         }
-        Err(_) => {
-            scan_json_string(body, "model").is_some()
-                && (scan_key(body, "messages").is_some() || scan_key(body, "prompt").is_some())
+        None => {
+            let raw = body.raw();
+            scan_json_string(raw, "model").is_some()
+                && (scan_key(raw, "messages").is_some() || scan_key(raw, "prompt").is_some())
         }
     }
 }

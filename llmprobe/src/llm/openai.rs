@@ -4,10 +4,9 @@
 
 use serde_json::Value;
 
-use super::json::{nonempty_str, string_at as s, u64_at as u};
+use super::json::{self, Body, Event, UsageKeys, nonempty_str, string_at as s};
 use super::{Observed, OutputKind, ProviderDialect, Usage};
 use crate::protocol::http1::RequestHead;
-use crate::protocol::sse::SseEvent;
 
 /// Which OpenAI API.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -50,25 +49,20 @@ pub fn detect(head: &RequestHead) -> Option<Box<dyn ProviderDialect>> {
     Some(Box::new(OpenAi { api }))
 }
 
+/// Where an OpenAI `usage` object keeps its counts (with DeepSeek's cache field).
+pub(crate) const USAGE: UsageKeys = UsageKeys {
+    input: &["prompt_tokens"],
+    output: &["completion_tokens"],
+    reasoning: &["completion_tokens_details", "reasoning_tokens"],
+    cached: &[
+        &["prompt_tokens_details", "cached_tokens"],
+        &["prompt_cache_hit_tokens"],
+    ],
+};
+
 /// Reads an OpenAI `usage` object (with DeepSeek's cache fields) into `out`.
 pub fn read_usage(usage: &Value, out: &mut Usage) {
-    if !usage.is_object() {
-        return;
-    }
-    if let Some(n) = u(usage, &["prompt_tokens"]) {
-        out.input_tokens = Some(n);
-    }
-    if let Some(n) = u(usage, &["completion_tokens"]) {
-        out.output_tokens = Some(n);
-    }
-    if let Some(n) = u(usage, &["completion_tokens_details", "reasoning_tokens"]) {
-        out.reasoning_tokens = Some(n);
-    }
-    if let Some(n) = u(usage, &["prompt_tokens_details", "cached_tokens"])
-        .or_else(|| u(usage, &["prompt_cache_hit_tokens"]))
-    {
-        out.cached_input_tokens = Some(n);
-    }
+    json::read_usage(usage, &USAGE, out);
 }
 
 /// Characters of text in a message `content` (a string or an array of parts).
@@ -87,11 +81,9 @@ fn content_chars(c: &Value) -> u64 {
     }
 }
 
+/// The `error.type` (else `error.code`) of a response object that carries an error.
 fn error_of(v: &Value) -> Option<String> {
-    let e = v.get("error")?;
-    if e.is_null() {
-        return None;
-    }
+    let e = json::error_object(v)?;
     Some(
         e.get("type")
             .or_else(|| e.get("code"))
@@ -188,8 +180,8 @@ impl ProviderDialect for OpenAi {
         }
     }
 
-    fn on_request_body(&mut self, body: &[u8], out: &mut Observed) {
-        let Some(v) = super::json::request_body(body, out) else {
+    fn on_request_body(&mut self, body: &Body<'_>, out: &mut Observed) {
+        let Some(v) = json::request_body(body, out) else {
             return;
         };
         let mut chars = 0;
@@ -208,31 +200,27 @@ impl ProviderDialect for OpenAi {
         out.prompt_chars = chars;
     }
 
-    fn on_stream_event(&mut self, ev: &SseEvent, out: &mut Observed) -> OutputKind {
-        let data = ev.data.trim();
-        if data == "[DONE]" {
+    fn on_stream_event(&mut self, ev: &Event<'_>, out: &mut Observed) -> OutputKind {
+        if ev.text == "[DONE]" {
             out.terminal = true;
             return OutputKind::None;
         }
-        if data.is_empty() {
-            return OutputKind::None;
-        }
-        let Ok(v) = serde_json::from_str::<Value>(data) else {
+        let Some(v) = ev.json() else {
             return OutputKind::None;
         };
-        self.read_common(&v, out);
-        if ev.event.as_deref() == Some("error") && out.error.is_none() {
+        self.read_common(v, out);
+        if ev.name == Some("error") && out.error.is_none() {
             out.error = Some("error".to_owned());
         }
-        self.read_choices(&v, out)
+        self.read_choices(v, out)
     }
 
-    fn on_response_body(&mut self, body: &[u8], out: &mut Observed) {
-        let Ok(v) = serde_json::from_slice::<Value>(body) else {
+    fn on_response_body(&mut self, body: &Body<'_>, out: &mut Observed) {
+        let Some(v) = body.json() else {
             return;
         };
-        self.read_common(&v, out);
-        self.read_choices(&v, out);
+        self.read_common(v, out);
+        self.read_choices(v, out);
         out.terminal = true;
     }
 }
@@ -240,7 +228,9 @@ impl ProviderDialect for OpenAi {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::llm::test_support::Feed;
     use crate::llm::test_support::head;
+    use crate::protocol::StreamEvent;
 
     #[test]
     fn detects_by_path() {
@@ -270,7 +260,7 @@ mod tests {
             api: OpenAiApi::ChatCompletions,
         };
         let mut o = Observed::default();
-        d.on_request_body(
+        d.feed_request(
             br#"{"messages":[{"role":"user","content":"hello"},{"role":"user","content":[{"type":"text","text":"abc"}]}],"model":"gpt-4o","stream":true}"#,
             &mut o,
         );
@@ -285,21 +275,21 @@ mod tests {
             api: OpenAiApi::ChatCompletions,
         };
         let mut o = Observed::default();
-        let ev = |data: &str| SseEvent {
+        let ev = |data: &str| StreamEvent {
             event: None,
             data: data.into(),
             id: None,
         };
         assert_eq!(
-            d.on_stream_event(&ev(r#"{"id":"c1","model":"m-1","choices":[{"index":0,"delta":{"role":"assistant","content":""},"finish_reason":null}]}"#), &mut o),
+            d.feed_event(&ev(r#"{"id":"c1","model":"m-1","choices":[{"index":0,"delta":{"role":"assistant","content":""},"finish_reason":null}]}"#), &mut o),
             OutputKind::None
         );
         assert_eq!(
-            d.on_stream_event(&ev(r#"{"id":"c1","model":"m-1","choices":[{"index":0,"delta":{"reasoning_content":"hmm"}}]}"#), &mut o),
+            d.feed_event(&ev(r#"{"id":"c1","model":"m-1","choices":[{"index":0,"delta":{"reasoning_content":"hmm"}}]}"#), &mut o),
             OutputKind::Reasoning
         );
         assert_eq!(
-            d.on_stream_event(
+            d.feed_event(
                 &ev(
                     r#"{"id":"c1","model":"m-1","choices":[{"index":0,"delta":{"content":"Hi"}}]}"#
                 ),
@@ -308,18 +298,18 @@ mod tests {
             OutputKind::Answer
         );
         assert_eq!(
-            d.on_stream_event(&ev(r#"{"choices":[{"index":0,"delta":{"tool_calls":[{"index":0,"function":{"arguments":"{}"}}]}}]}"#), &mut o),
+            d.feed_event(&ev(r#"{"choices":[{"index":0,"delta":{"tool_calls":[{"index":0,"function":{"arguments":"{}"}}]}}]}"#), &mut o),
             OutputKind::Answer
         );
-        d.on_stream_event(
+        d.feed_event(
             &ev(r#"{"choices":[{"index":0,"delta":{},"finish_reason":"stop"}]}"#),
             &mut o,
         );
-        d.on_stream_event(
+        d.feed_event(
             &ev(r#"{"choices":[],"usage":{"prompt_tokens":8,"completion_tokens":9,"prompt_tokens_details":{"cached_tokens":2},"completion_tokens_details":{"reasoning_tokens":3}}}"#),
             &mut o,
         );
-        assert_eq!(d.on_stream_event(&ev("[DONE]"), &mut o), OutputKind::None);
+        assert_eq!(d.feed_event(&ev("[DONE]"), &mut o), OutputKind::None);
         assert!(o.terminal);
         assert_eq!(o.finish_reason.as_deref(), Some("stop"));
         assert_eq!(o.response_model.as_deref(), Some("m-1"));
@@ -341,7 +331,7 @@ mod tests {
             api: OpenAiApi::ChatCompletions,
         };
         let mut o = Observed::default();
-        d.on_request_body(b"{\"model\":\"test-model\",\"stream\":true,\"messages\":[{\"role\":\"user\",\"content\":\"w0 w1\0w998 w999\"}]}", &mut o);
+        d.feed_request(b"{\"model\":\"test-model\",\"stream\":true,\"messages\":[{\"role\":\"user\",\"content\":\"w0 w1\0w998 w999\"}]}", &mut o);
         assert_eq!(o.request_model.as_deref(), Some("test-model"));
         assert_eq!(o.stream, Some(true));
     }
@@ -352,14 +342,14 @@ mod tests {
             api: OpenAiApi::ChatCompletions,
         };
         let mut o = Observed::default();
-        d.on_request_body(b"{not json", &mut o);
-        d.on_response_body(b"\x00\xff", &mut o);
-        let ev = SseEvent {
+        d.feed_request(b"{not json", &mut o);
+        d.feed_response(b"\x00\xff", &mut o);
+        let ev = StreamEvent {
             event: None,
             data: r#"{"choices":"nope","usage":[1]}"#.into(),
             id: None,
         };
-        assert_eq!(d.on_stream_event(&ev, &mut o), OutputKind::None);
+        assert_eq!(d.feed_event(&ev, &mut o), OutputKind::None);
         assert_eq!(
             o,
             Observed {
