@@ -5,7 +5,8 @@
 
 use serde_json::Value;
 
-use super::json::{self, Body, Event, chars, nonempty_str, string_at as s, u64_at};
+use super::json::{self, Body, Event, chars};
+use super::typed::{List, Scalar, as_str, as_u64, items, json_object, nonempty};
 use super::{Observed, OutputKind, ProviderDialect, Usage};
 use crate::protocol::http1::RequestHead;
 
@@ -58,9 +59,78 @@ fn content_chars(c: &Value) -> u64 {
     }
 }
 
-/// The `error.type` of an `{"type":"error","error":{...}}` object.
-fn error_of(v: &Value) -> Option<String> {
-    json::error_named_by(v, "type")
+json_object! {
+    /// A stream event's data, or a whole response (a `message` or an `error`).
+    struct Object<'a> {
+        "type" => ty: Scalar<'a>,
+        "message" => message: Message<'a>,
+        "content_block" => content_block: Block<'a>,
+        "delta" => delta: Delta<'a>,
+        "usage" => usage: UsageView<'a>,
+        "error" => error: ErrorView<'a>,
+        "model" => model: Scalar<'a>,
+        "id" => id: Scalar<'a>,
+        "stop_reason" => stop_reason: Scalar<'a>,
+        "content" => content: List<Block<'a>>,
+    }
+}
+
+json_object! {
+    /// The `message` of `message_start`.
+    struct Message<'a> {
+        "model" => model: Scalar<'a>,
+        "id" => id: Scalar<'a>,
+        "stop_reason" => stop_reason: Scalar<'a>,
+        "usage" => usage: UsageView<'a>,
+    }
+}
+
+json_object! {
+    /// A content block (or the start of one).
+    struct Block<'a> {
+        "type" => ty: Scalar<'a>,
+        "text" => text: Scalar<'a>,
+        "thinking" => thinking: Scalar<'a>,
+        "input" => input: Value,
+    }
+}
+
+json_object! {
+    /// The `delta` of `content_block_delta` or `message_delta`.
+    struct Delta<'a> {
+        "type" => ty: Scalar<'a>,
+        "text" => text: Scalar<'a>,
+        "thinking" => thinking: Scalar<'a>,
+        "partial_json" => partial_json: Scalar<'a>,
+        "stop_reason" => stop_reason: Scalar<'a>,
+    }
+}
+
+json_object! {
+    /// A `usage` object.
+    struct UsageView<'a> {
+        "input_tokens" => input_tokens: Scalar<'a>,
+        "cache_read_input_tokens" => cache_read: Scalar<'a>,
+        "cache_creation_input_tokens" => cache_creation: Scalar<'a>,
+        "output_tokens" => output_tokens: Scalar<'a>,
+    }
+}
+
+json_object! {
+    /// An `error` object.
+    struct ErrorView<'a> {
+        "type" => ty: Scalar<'a>,
+    }
+}
+
+/// The `error.type` of an `{"type":"error","error":{...}}` object, else `error`.
+fn error_of(v: &Object<'_>) -> String {
+    v.error
+        .as_ref()
+        .filter(|e| !e.is_null)
+        .and_then(|e| nonempty(&e.ty))
+        .unwrap_or("error")
+        .to_owned()
 }
 
 impl Anthropic {
@@ -68,21 +138,21 @@ impl Anthropic {
     /// becomes the whole prompt: Anthropic's own `input_tokens` excludes cache reads and cache
     /// writes, which are added so that `cached_input_tokens` is a part of it, as with the other
     /// dialects. `output_tokens` already includes thinking.
-    fn read_usage(&mut self, usage: &Value, out: &mut Usage) {
-        if !usage.is_object() {
+    fn read_usage(&mut self, usage: &UsageView<'_>, out: &mut Usage) {
+        if !usage.is_object {
             return;
         }
-        if let Some(n) = u64_at(usage, &["input_tokens"]) {
+        if let Some(n) = as_u64(&usage.input_tokens) {
             self.input = Some(n);
         }
-        if let Some(n) = u64_at(usage, &["cache_read_input_tokens"]) {
+        if let Some(n) = as_u64(&usage.cache_read) {
             self.cache_read = Some(n);
             out.cached_input_tokens = Some(n);
         }
-        if let Some(n) = u64_at(usage, &["cache_creation_input_tokens"]) {
+        if let Some(n) = as_u64(&usage.cache_creation) {
             self.cache_creation = Some(n);
         }
-        if let Some(n) = u64_at(usage, &["output_tokens"]) {
+        if let Some(n) = as_u64(&usage.output_tokens) {
             out.output_tokens = Some(n);
         }
         if let Some(input) = self.input {
@@ -94,34 +164,38 @@ impl Anthropic {
         }
     }
 
-    /// Reads the id, model and usage of a `message` object (a whole response, or the one inside
-    /// `message_start`).
-    fn read_message(&mut self, m: &Value, out: &mut Observed) {
-        if let Some(model) = s(m, "model") {
-            out.response_model = Some(model);
+    /// Reads the id, model, stop reason and usage of a `message` object (a whole response, or
+    /// the one inside `message_start`).
+    fn read_message(
+        &mut self,
+        (model, id, stop_reason, usage): MessageFields<'_, '_>,
+        out: &mut Observed,
+    ) {
+        if let Some(model) = nonempty(model) {
+            out.response_model = Some(model.to_owned());
         }
-        if let Some(id) = s(m, "id") {
-            out.response_id.get_or_insert(id);
+        if let Some(id) = nonempty(id) {
+            out.response_id.get_or_insert_with(|| id.to_owned());
         }
-        if let Some(fr) = s(m, "stop_reason") {
-            out.finish_reason = Some(fr);
+        if let Some(fr) = nonempty(stop_reason) {
+            out.finish_reason = Some(fr.to_owned());
         }
-        if let Some(usage) = m.get("usage") {
+        if let Some(usage) = usage {
             self.read_usage(usage, &mut out.usage);
         }
     }
 
     /// Counts the output text of one content block (or block start); returns what it carried.
-    fn read_block(b: &Value, out: &mut Observed) -> OutputKind {
-        match b.get("type").and_then(Value::as_str) {
-            Some("text") => match nonempty_str(b.get("text")) {
+    fn read_block(b: &Block<'_>, out: &mut Observed) -> OutputKind {
+        match as_str(&b.ty) {
+            Some("text") => match nonempty(&b.text) {
                 Some(t) => {
                     out.note_output(t);
                     OutputKind::Answer
                 }
                 None => OutputKind::None,
             },
-            Some("thinking") => match nonempty_str(b.get("thinking")) {
+            Some("thinking") => match nonempty(&b.thinking) {
                 Some(t) => {
                     out.note_output(t);
                     OutputKind::Reasoning
@@ -129,7 +203,7 @@ impl Anthropic {
                 None => OutputKind::None,
             },
             // A whole response's tool call: its arguments, as the stream would have sent them.
-            Some("tool_use") => match b.get("input") {
+            Some("tool_use") => match &b.input {
                 Some(input) if input.as_object().is_some_and(|o| !o.is_empty()) => {
                     out.note_output(&input.to_string());
                     OutputKind::Answer
@@ -141,15 +215,15 @@ impl Anthropic {
     }
 
     /// Reads a `content_block_delta`'s `delta`.
-    fn read_delta(d: &Value, out: &mut Observed) -> OutputKind {
-        let (key, kind) = match d.get("type").and_then(Value::as_str) {
-            Some("text_delta") => ("text", OutputKind::Answer),
-            Some("thinking_delta") => ("thinking", OutputKind::Reasoning),
-            Some("input_json_delta") => ("partial_json", OutputKind::Answer),
+    fn read_delta(d: &Delta<'_>, out: &mut Observed) -> OutputKind {
+        let (text, kind) = match as_str(&d.ty) {
+            Some("text_delta") => (&d.text, OutputKind::Answer),
+            Some("thinking_delta") => (&d.thinking, OutputKind::Reasoning),
+            Some("input_json_delta") => (&d.partial_json, OutputKind::Answer),
             // signature_delta, citations_delta and anything newer carry no output text.
             _ => return OutputKind::None,
         };
-        match nonempty_str(d.get(key)) {
+        match nonempty(text) {
             Some(t) => {
                 out.note_output(t);
                 kind
@@ -158,6 +232,14 @@ impl Anthropic {
         }
     }
 }
+
+/// A message's model, id, stop reason and usage.
+type MessageFields<'s, 'a> = (
+    &'s Option<Scalar<'a>>,
+    &'s Option<Scalar<'a>>,
+    &'s Option<Scalar<'a>>,
+    &'s Option<UsageView<'a>>,
+);
 
 impl ProviderDialect for Anthropic {
     fn provider(&self) -> &'static str {
@@ -189,37 +271,35 @@ impl ProviderDialect for Anthropic {
         if ev.text.is_empty() {
             return OutputKind::None;
         }
-        let Some(v) = ev.json() else {
+        let Some(v) = ev.parse::<Object<'_>>() else {
             if ev.name == Some("error") && out.error.is_none() {
                 out.error = Some("error".to_owned());
             }
             return OutputKind::None;
         };
-        let ty = v
-            .get("type")
-            .and_then(Value::as_str)
-            .or(ev.name)
-            .unwrap_or("");
+        let ty = as_str(&v.ty).or(ev.name).unwrap_or("");
         match ty {
             "message_start" => {
-                if let Some(m) = v.get("message") {
-                    self.read_message(m, out);
+                if let Some(m) = &v.message {
+                    self.read_message((&m.model, &m.id, &m.stop_reason, &m.usage), out);
                 }
                 OutputKind::None
             }
             "content_block_start" => v
-                .get("content_block")
+                .content_block
+                .as_ref()
                 .map(|b| Self::read_block(b, out))
                 .unwrap_or(OutputKind::None),
             "content_block_delta" => v
-                .get("delta")
+                .delta
+                .as_ref()
                 .map(|d| Self::read_delta(d, out))
                 .unwrap_or(OutputKind::None),
             "message_delta" => {
-                if let Some(fr) = v.get("delta").and_then(|d| s(d, "stop_reason")) {
-                    out.finish_reason = Some(fr);
+                if let Some(fr) = v.delta.as_ref().and_then(|d| nonempty(&d.stop_reason)) {
+                    out.finish_reason = Some(fr.to_owned());
                 }
-                if let Some(usage) = v.get("usage") {
+                if let Some(usage) = &v.usage {
                     self.read_usage(usage, &mut out.usage);
                 }
                 OutputKind::None
@@ -229,7 +309,7 @@ impl ProviderDialect for Anthropic {
                 OutputKind::None
             }
             "error" => {
-                out.error = Some(error_of(v).unwrap_or_else(|| "error".to_owned()));
+                out.error = Some(error_of(&v));
                 OutputKind::None
             }
             // ping, content_block_stop, and event types added later.
@@ -238,17 +318,15 @@ impl ProviderDialect for Anthropic {
     }
 
     fn on_response_body(&mut self, body: &Body<'_>, out: &mut Observed) {
-        let Some(v) = body.json().filter(|v| v.is_object()) else {
+        let Some(v) = body.parse::<Object<'_>>().filter(|v| v.is_object) else {
             return;
         };
-        if v.get("type").and_then(Value::as_str) == Some("error") {
-            out.error = Some(error_of(v).unwrap_or_else(|| "error".to_owned()));
+        if as_str(&v.ty) == Some("error") {
+            out.error = Some(error_of(&v));
         } else {
-            self.read_message(v, out);
-            if let Some(blocks) = v.get("content").and_then(Value::as_array) {
-                for b in blocks {
-                    Self::read_block(b, out);
-                }
+            self.read_message((&v.model, &v.id, &v.stop_reason, &v.usage), out);
+            for b in items(&v.content) {
+                Self::read_block(b, out);
             }
         }
         out.terminal = true;

@@ -6,7 +6,8 @@
 
 use serde_json::Value;
 
-use super::json::{self, Body, Event, nonempty_str, string_at as s, u64_at};
+use super::json::{self, Body, Event};
+use super::typed::{List, Scalar, as_bool, as_u64, items, json_object, nonempty};
 use super::{Observed, OutputKind, ProviderDialect, Usage};
 use crate::protocol::http1::RequestHead;
 
@@ -72,17 +73,84 @@ fn parts_chars(content: &Value) -> u64 {
     json::parts_text_chars(content.get("parts"))
 }
 
+json_object! {
+    /// A `GenerateContentResponse`.
+    struct Response<'a> {
+        "error" => error: ErrorView<'a>,
+        "modelVersion" => model_version: Scalar<'a>,
+        "responseId" => response_id: Scalar<'a>,
+        "usageMetadata" => usage: UsageView<'a>,
+        "candidates" => candidates: List<Candidate<'a>>,
+        "promptFeedback" => prompt_feedback: PromptFeedback<'a>,
+    }
+}
+
+json_object! {
+    /// An `error` object.
+    struct ErrorView<'a> {
+        "status" => status: Scalar<'a>,
+    }
+}
+
+json_object! {
+    /// A `usageMetadata` object.
+    struct UsageView<'a> {
+        "promptTokenCount" => prompt: Scalar<'a>,
+        "candidatesTokenCount" => candidates: Scalar<'a>,
+        "thoughtsTokenCount" => thoughts: Scalar<'a>,
+        "cachedContentTokenCount" => cached: Scalar<'a>,
+    }
+}
+
+json_object! {
+    /// One of `candidates`.
+    struct Candidate<'a> {
+        "finishReason" => finish_reason: Scalar<'a>,
+        "content" => content: Content<'a>,
+    }
+}
+
+json_object! {
+    /// A candidate's `content`.
+    struct Content<'a> {
+        "parts" => parts: List<Part<'a>>,
+    }
+}
+
+json_object! {
+    /// One of a content's `parts`.
+    struct Part<'a> {
+        "text" => text: Scalar<'a>,
+        "thought" => thought: Scalar<'a>,
+        "functionCall" => function_call: FunctionCall<'a>,
+    }
+}
+
+json_object! {
+    /// A part's `functionCall`: its `args` are counted as the JSON text they make.
+    struct FunctionCall<'a> {
+        "args" => args: Value,
+    }
+}
+
+json_object! {
+    /// `promptFeedback`.
+    struct PromptFeedback<'a> {
+        "blockReason" => block_reason: Scalar<'a>,
+    }
+}
+
 /// Reads a `usageMetadata` object (cumulative: reported fields replace earlier ones). Output
 /// tokens are candidates plus thoughts, so that they include reasoning as with the other dialects.
-pub fn read_usage(usage: &Value, out: &mut Usage) {
-    if !usage.is_object() {
+fn read_usage(usage: &UsageView<'_>, out: &mut Usage) {
+    if !usage.is_object {
         return;
     }
-    if let Some(n) = u64_at(usage, &["promptTokenCount"]) {
+    if let Some(n) = as_u64(&usage.prompt) {
         out.input_tokens = Some(n);
     }
-    let candidates = u64_at(usage, &["candidatesTokenCount"]);
-    let thoughts = u64_at(usage, &["thoughtsTokenCount"]);
+    let candidates = as_u64(&usage.candidates);
+    let thoughts = as_u64(&usage.thoughts);
     if candidates.is_some() || thoughts.is_some() {
         out.output_tokens = Some(
             candidates
@@ -93,70 +161,63 @@ pub fn read_usage(usage: &Value, out: &mut Usage) {
     if let Some(n) = thoughts {
         out.reasoning_tokens = Some(n);
     }
-    if let Some(n) = u64_at(usage, &["cachedContentTokenCount"]) {
+    if let Some(n) = as_u64(&usage.cached) {
         out.cached_input_tokens = Some(n);
     }
 }
 
-/// The `status` of an `{"error":{"code","message","status"}}` object.
-fn error_of(v: &Value) -> Option<String> {
-    json::error_named_by(v, "status")
-}
-
 /// Reads one `GenerateContentResponse`; returns the most output-like kind it carried.
-fn read_response(v: &Value, out: &mut Observed) -> OutputKind {
-    if !v.is_object() {
+fn read_response(v: &Response<'_>, out: &mut Observed) -> OutputKind {
+    if !v.is_object {
         return OutputKind::None;
     }
-    if let Some(e) = error_of(v) {
-        out.error = Some(e);
+    // The `status` of an `{"error":{"code","message","status"}}` object.
+    if let Some(e) = v.error.as_ref().filter(|e| !e.is_null) {
+        out.error = Some(nonempty(&e.status).unwrap_or("error").to_owned());
     }
-    if let Some(m) = s(v, "modelVersion") {
-        out.response_model = Some(m);
+    if let Some(m) = nonempty(&v.model_version) {
+        out.response_model = Some(m.to_owned());
     }
-    if let Some(id) = s(v, "responseId") {
-        out.response_id.get_or_insert(id);
+    if let Some(id) = nonempty(&v.response_id) {
+        out.response_id.get_or_insert_with(|| id.to_owned());
     }
-    if let Some(usage) = v.get("usageMetadata") {
+    if let Some(usage) = &v.usage {
         read_usage(usage, &mut out.usage);
     }
     let mut reasoning = false;
     let mut answer = false;
-    if let Some(cands) = v.get("candidates").and_then(Value::as_array) {
-        for c in cands {
-            if let Some(fr) =
-                nonempty_str(c.get("finishReason")).filter(|fr| *fr != "FINISH_REASON_UNSPECIFIED")
-            {
-                out.finish_reason = Some(fr.to_owned());
-                out.terminal = true;
-            }
-            let Some(parts) = c.pointer("/content/parts").and_then(Value::as_array) else {
-                continue;
-            };
-            for p in parts {
-                if let Some(t) = nonempty_str(p.get("text")) {
-                    out.note_output(t);
-                    if p.get("thought").and_then(Value::as_bool) == Some(true) {
-                        reasoning = true;
-                    } else {
-                        answer = true;
-                    }
-                }
-                if let Some(call) = p.get("functionCall").filter(|c| c.is_object()) {
-                    if let Some(args) = call.get("args").filter(|a| !a.is_null()) {
-                        out.note_output(&args.to_string());
-                    }
+    for c in items(&v.candidates) {
+        if let Some(fr) = nonempty(&c.finish_reason).filter(|fr| *fr != "FINISH_REASON_UNSPECIFIED")
+        {
+            out.finish_reason = Some(fr.to_owned());
+            out.terminal = true;
+        }
+        let Some(parts) = c.content.as_ref().and_then(|c| c.parts.as_ref()) else {
+            continue;
+        };
+        for p in parts.items() {
+            if let Some(t) = nonempty(&p.text) {
+                out.note_output(t);
+                if as_bool(&p.thought) == Some(true) {
+                    reasoning = true;
+                } else {
                     answer = true;
                 }
+            }
+            if let Some(call) = p.function_call.as_ref().filter(|c| c.is_object) {
+                if let Some(args) = call.args.as_ref().filter(|a| !a.is_null()) {
+                    out.note_output(&args.to_string());
+                }
+                answer = true;
             }
         }
     }
     // A prompt blocked before generation: no candidates, the block reason says why.
     if out.finish_reason.is_none()
         && let Some(br) = v
-            .pointer("/promptFeedback/blockReason")
-            .and_then(Value::as_str)
-        && !br.is_empty()
+            .prompt_feedback
+            .as_ref()
+            .and_then(|f| nonempty(&f.block_reason))
     {
         out.finish_reason = Some(br.to_owned());
         out.terminal = true;
@@ -186,7 +247,7 @@ fn read_array(body: &[u8], out: &mut Observed) -> bool {
             Some(b']') => return true,
             Some(_) => {}
         }
-        let mut it = serde_json::Deserializer::from_slice(&body[pos..]).into_iter::<Value>();
+        let mut it = serde_json::Deserializer::from_slice(&body[pos..]).into_iter::<Response<'_>>();
         match it.next() {
             Some(Ok(v)) => {
                 read_response(&v, out);
@@ -233,12 +294,12 @@ impl ProviderDialect for Gemini {
     }
 
     fn on_stream_event(&mut self, ev: &Event<'_>, out: &mut Observed) -> OutputKind {
-        let Some(v) = ev.json() else {
-            return OutputKind::None;
-        };
-        match v {
-            // Not expected with `alt=sse`, but harmless: a batch of responses in one event.
-            Value::Array(items) => items.iter().fold(OutputKind::None, |kind, item| {
+        // Not expected with `alt=sse`, but harmless: a batch of responses in one event.
+        if ev.text.starts_with('[') {
+            let Some(batch) = ev.parse::<List<Response<'_>>>() else {
+                return OutputKind::None;
+            };
+            return batch.items().iter().fold(OutputKind::None, |kind, item| {
                 match (kind, read_response(item, out)) {
                     (OutputKind::Answer, _) | (_, OutputKind::Answer) => OutputKind::Answer,
                     (OutputKind::Reasoning, _) | (_, OutputKind::Reasoning) => {
@@ -246,8 +307,11 @@ impl ProviderDialect for Gemini {
                     }
                     _ => OutputKind::None,
                 }
-            }),
-            _ => read_response(v, out),
+            });
+        }
+        match ev.parse::<Response<'_>>() {
+            Some(v) => read_response(&v, out),
+            None => OutputKind::None,
         }
     }
 
@@ -256,11 +320,11 @@ impl ProviderDialect for Gemini {
             out.terminal = true;
             return;
         }
-        let Some(v) = body.json() else {
+        let Some(v) = body.parse::<Response<'_>>() else {
             return;
         };
-        if v.is_object() {
-            read_response(v, out);
+        if v.is_object {
+            read_response(&v, out);
             out.terminal = true;
         }
     }

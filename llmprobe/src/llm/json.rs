@@ -9,7 +9,7 @@
 //! * Readers of `serde_json::Value` (missing or mistyped fields are `None`, never a panic), the
 //!   shared `usage` and `error` readers, content-text counters and the prompt-text walk.
 
-use std::cell::OnceCell;
+use std::cell::{Cell, OnceCell};
 
 use serde_json::Value;
 
@@ -42,6 +42,11 @@ impl<'a> Body<'a> {
             .get_or_init(|| serde_json::from_slice(self.raw).ok())
             .as_ref()
     }
+
+    /// The body read as a typed view (see [`super::typed`]), or None if it does not parse.
+    pub fn parse<T: serde::Deserialize<'a>>(&self) -> Option<T> {
+        serde_json::from_slice(self.raw).ok()
+    }
 }
 
 /// One stream event, with its data's JSON parsed at most once.
@@ -51,6 +56,8 @@ pub struct Event<'a> {
     /// The data, trimmed of surrounding whitespace.
     pub text: &'a str,
     json: OnceCell<Option<Value>>,
+    /// Whether the data parsed, once a typed view was read.
+    parsed: Cell<Option<bool>>,
 }
 
 impl<'a> Event<'a> {
@@ -60,7 +67,19 @@ impl<'a> Event<'a> {
             name: ev.event.as_deref(),
             text: ev.data.trim(),
             json: OnceCell::new(),
+            parsed: Cell::new(None),
         }
+    }
+
+    /// The data read as a typed view (see [`super::typed`]: it accepts exactly the JSON a
+    /// `Value` does), or None if it is empty or does not parse.
+    pub fn parse<T: serde::Deserialize<'a>>(&self) -> Option<T> {
+        if self.text.is_empty() {
+            return None;
+        }
+        let r = serde_json::from_str(self.text).ok();
+        self.parsed.set(Some(r.is_some()));
+        r
     }
 
     /// The data's JSON, or None if it is empty or does not parse.
@@ -78,7 +97,13 @@ impl<'a> Event<'a> {
 
     /// The data is neither empty, nor OpenAI's `[DONE]`, nor JSON: a bad stream event.
     pub fn is_bad_json(&self) -> bool {
-        !self.text.is_empty() && self.text != "[DONE]" && self.json().is_none()
+        if self.text.is_empty() || self.text == "[DONE]" {
+            return false;
+        }
+        match self.parsed.get() {
+            Some(ok) => !ok,
+            None => self.json().is_none(),
+        }
     }
 }
 

@@ -22,6 +22,7 @@ pub mod openai_responses;
 #[cfg(test)]
 mod test_support;
 pub mod tokens;
+pub mod typed;
 
 use std::borrow::Cow;
 
@@ -250,6 +251,8 @@ pub struct Observed {
     pub error: Option<String>,
     /// The start of the output text (bounded), for token estimates; never exported.
     pub output_sample: String,
+    /// Characters in `output_sample`.
+    pub output_sample_chars: usize,
     /// The start of the prompt text (bounded), for token estimates; never exported.
     pub prompt_sample: String,
 }
@@ -257,8 +260,14 @@ pub struct Observed {
 impl Observed {
     /// Output text arrived: counts its characters and keeps the start as a sample.
     pub fn note_output(&mut self, text: &str) {
-        self.output_chars += text.chars().count() as u64;
-        tokens::add_to_sample(&mut self.output_sample, text);
+        let n = text.chars().count();
+        self.output_chars += n as u64;
+        tokens::add_counted(
+            &mut self.output_sample,
+            &mut self.output_sample_chars,
+            text,
+            n,
+        );
     }
 }
 

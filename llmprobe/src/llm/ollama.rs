@@ -5,7 +5,8 @@
 
 use serde_json::Value;
 
-use super::json::{Body, Event, chars, nonempty_str, string_at as s};
+use super::json::{Body, Event, chars, string_at as s};
+use super::typed::{List, Scalar, as_bool, as_u64, is_set, items, json_object, nonempty};
 use super::{Observed, OutputKind, ProviderDialect};
 use crate::protocol::http1::RequestHead;
 
@@ -50,38 +51,74 @@ fn text_chars(v: Option<&Value>) -> u64 {
     }
 }
 
+json_object! {
+    /// One response object: a stream line or a whole body.
+    struct Object<'a> {
+        "model" => model: Scalar<'a>,
+        "error" => error: Scalar<'a>,
+        "message" => message: Message<'a>,
+        "thinking" => thinking: Scalar<'a>,
+        "response" => response: Scalar<'a>,
+        "prompt_eval_count" => prompt_eval_count: Scalar<'a>,
+        "eval_count" => eval_count: Scalar<'a>,
+        "done" => done: Scalar<'a>,
+        "done_reason" => done_reason: Scalar<'a>,
+    }
+}
+
+json_object! {
+    /// `/api/chat`'s `message`.
+    struct Message<'a> {
+        "thinking" => thinking: Scalar<'a>,
+        "content" => content: Scalar<'a>,
+        "tool_calls" => tool_calls: List<ToolCall<'a>>,
+    }
+}
+
+json_object! {
+    /// One of a message's `tool_calls`.
+    struct ToolCall<'a> {
+        "function" => function: Function<'a>,
+    }
+}
+
+json_object! {
+    /// A tool call's `function`: Ollama sends the arguments as a JSON object, not as a string.
+    struct Function<'a> {
+        "arguments" => arguments: Value,
+    }
+}
+
 impl Ollama {
     /// Reads one response object (a stream line or a whole body); returns what it carried.
-    fn read_object(&self, v: &Value, out: &mut Observed) -> OutputKind {
-        if !v.is_object() {
+    fn read_object(&self, v: &Object<'_>, out: &mut Observed) -> OutputKind {
+        if !v.is_object {
             return OutputKind::None;
         }
-        if let Some(m) = s(v, "model") {
-            out.response_model = Some(m);
+        if let Some(m) = nonempty(&v.model) {
+            out.response_model = Some(m.to_owned());
         }
-        if super::json::error_object(v).is_some() {
+        if is_set(&v.error) {
             out.error = Some("error".to_owned());
         }
         // `/api/chat` nests the text in `message`, `/api/generate` keeps it at the top level.
-        let (thinking, answer) = match v.get("message") {
-            Some(m) => (m.get("thinking"), m.get("content")),
-            None => (v.get("thinking"), v.get("response")),
+        let (thinking, answer) = match &v.message {
+            Some(m) => (&m.thinking, &m.content),
+            None => (&v.thinking, &v.response),
         };
         let mut kind = OutputKind::None;
-        if let Some(t) = nonempty_str(thinking) {
+        if let Some(t) = nonempty(thinking) {
             out.note_output(t);
             kind = OutputKind::Reasoning;
         }
-        if let Some(t) = nonempty_str(answer) {
+        if let Some(t) = nonempty(answer) {
             out.note_output(t);
             kind = OutputKind::Answer;
         }
-        if let Some(calls) = v.pointer("/message/tool_calls").and_then(Value::as_array)
-            && !calls.is_empty()
-        {
+        let calls = v.message.as_ref().map_or(&[][..], |m| items(&m.tool_calls));
+        if !calls.is_empty() {
             for call in calls {
-                // Ollama sends the arguments as a JSON object, not as a string.
-                match call.pointer("/function/arguments") {
+                match call.function.as_ref().and_then(|f| f.arguments.as_ref()) {
                     Some(Value::String(a)) => out.note_output(a),
                     Some(a @ Value::Object(_)) => out.note_output(&a.to_string()),
                     _ => {}
@@ -89,16 +126,16 @@ impl Ollama {
             }
             kind = OutputKind::Answer;
         }
-        if let Some(n) = v.get("prompt_eval_count").and_then(Value::as_u64) {
+        if let Some(n) = as_u64(&v.prompt_eval_count) {
             out.usage.input_tokens = Some(n);
         }
-        if let Some(n) = v.get("eval_count").and_then(Value::as_u64) {
+        if let Some(n) = as_u64(&v.eval_count) {
             out.usage.output_tokens = Some(n);
         }
-        if v.get("done").and_then(Value::as_bool) == Some(true) {
+        if as_bool(&v.done) == Some(true) {
             out.terminal = true;
-            if let Some(r) = s(v, "done_reason") {
-                out.finish_reason = Some(r);
+            if let Some(r) = nonempty(&v.done_reason) {
+                out.finish_reason = Some(r.to_owned());
             }
         }
         kind
@@ -155,23 +192,23 @@ impl ProviderDialect for Ollama {
     }
 
     fn on_stream_event(&mut self, ev: &Event<'_>, out: &mut Observed) -> OutputKind {
-        let Some(v) = ev.json() else {
+        let Some(v) = ev.parse::<Object<'_>>() else {
             return OutputKind::None;
         };
-        self.read_object(v, out)
+        self.read_object(&v, out)
     }
 
     fn on_response_body(&mut self, body: &Body<'_>, out: &mut Observed) {
-        if let Some(v) = body.json() {
-            self.read_object(v, out);
+        if let Some(v) = body.parse::<Object<'_>>() {
+            self.read_object(&v, out);
             out.terminal = true;
             return;
         }
         // A streamed NDJSON body that reached us whole: read it line by line.
         let mut any = false;
         for line in body.raw().split(|&b| b == b'\n') {
-            if let Ok(v) = serde_json::from_slice::<Value>(line)
-                && v.is_object()
+            if let Ok(v) = serde_json::from_slice::<Object<'_>>(line)
+                && v.is_object
             {
                 self.read_object(&v, out);
                 any = true;

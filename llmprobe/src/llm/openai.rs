@@ -4,7 +4,8 @@
 
 use serde_json::Value;
 
-use super::json::{self, Body, Event, UsageKeys, nonempty_str, string_at as s};
+use super::json::{self, Body, Event};
+use super::typed::{List, Scalar, Skip, as_str, as_u64, items, json_object, nonempty};
 use super::{Observed, OutputKind, ProviderDialect, Usage};
 use crate::protocol::http1::RequestHead;
 
@@ -49,20 +50,105 @@ pub fn detect(head: &RequestHead) -> Option<Box<dyn ProviderDialect>> {
     Some(Box::new(OpenAi { api }))
 }
 
-/// Where an OpenAI `usage` object keeps its counts (with DeepSeek's cache field).
-pub(crate) const USAGE: UsageKeys = UsageKeys {
-    input: &["prompt_tokens"],
-    output: &["completion_tokens"],
-    reasoning: &["completion_tokens_details", "reasoning_tokens"],
-    cached: &[
-        &["prompt_tokens_details", "cached_tokens"],
-        &["prompt_cache_hit_tokens"],
-    ],
-};
+json_object! {
+    /// An OpenAI `usage` object (with DeepSeek's cache field).
+    struct UsageView<'a> {
+        "prompt_tokens" => prompt_tokens: Scalar<'a>,
+        "completion_tokens" => completion_tokens: Scalar<'a>,
+        "completion_tokens_details" => completion_details: Details<'a>,
+        "prompt_tokens_details" => prompt_details: Details<'a>,
+        "prompt_cache_hit_tokens" => prompt_cache_hit_tokens: Scalar<'a>,
+    }
+}
+
+json_object! {
+    /// `completion_tokens_details` / `prompt_tokens_details`.
+    struct Details<'a> {
+        "reasoning_tokens" => reasoning_tokens: Scalar<'a>,
+        "cached_tokens" => cached_tokens: Scalar<'a>,
+    }
+}
+
+json_object! {
+    /// A chunk of a stream or a whole response.
+    struct Chunk<'a> {
+        "model" => model: Scalar<'a>,
+        "id" => id: Scalar<'a>,
+        "usage" => usage: UsageView<'a>,
+        "error" => error: ErrorView<'a>,
+        "choices" => choices: List<Choice<'a>>,
+    }
+}
+
+json_object! {
+    /// An `error` object.
+    struct ErrorView<'a> {
+        "type" => ty: Scalar<'a>,
+        "code" => code: Scalar<'a>,
+    }
+}
+
+json_object! {
+    /// One of `choices`.
+    struct Choice<'a> {
+        "finish_reason" => finish_reason: Scalar<'a>,
+        "delta" => delta: Message<'a>,
+        "message" => message: Message<'a>,
+        "text" => text: Scalar<'a>,
+    }
+}
+
+json_object! {
+    /// A choice's `delta` (streamed) or `message` (whole).
+    struct Message<'a> {
+        "reasoning_content" => reasoning_content: Scalar<'a>,
+        "reasoning" => reasoning: Scalar<'a>,
+        "reasoning_details" => reasoning_details: List<Skip>,
+        "content" => content: Scalar<'a>,
+        "tool_calls" => tool_calls: List<ToolCall<'a>>,
+    }
+}
+
+json_object! {
+    /// One of a message's `tool_calls`.
+    struct ToolCall<'a> {
+        "function" => function: Function<'a>,
+    }
+}
+
+json_object! {
+    /// A tool call's `function`.
+    struct Function<'a> {
+        "arguments" => arguments: Scalar<'a>,
+    }
+}
 
 /// Reads an OpenAI `usage` object (with DeepSeek's cache fields) into `out`.
-pub fn read_usage(usage: &Value, out: &mut Usage) {
-    json::read_usage(usage, &USAGE, out);
+fn read_usage(usage: &UsageView<'_>, out: &mut Usage) {
+    if !usage.is_object {
+        return;
+    }
+    if let Some(n) = as_u64(&usage.prompt_tokens) {
+        out.input_tokens = Some(n);
+    }
+    if let Some(n) = as_u64(&usage.completion_tokens) {
+        out.output_tokens = Some(n);
+    }
+    if let Some(n) = usage
+        .completion_details
+        .as_ref()
+        .and_then(|d| as_u64(&d.reasoning_tokens))
+    {
+        out.reasoning_tokens = Some(n);
+    }
+    if let Some(n) = usage
+        .prompt_details
+        .as_ref()
+        .and_then(|d| as_u64(&d.cached_tokens))
+        .or_else(|| as_u64(&usage.prompt_cache_hit_tokens))
+    {
+        out.cached_input_tokens = Some(n);
+    }
 }
 
 /// Characters of text in a message `content` (a string or an array of parts).
@@ -81,61 +167,52 @@ fn content_chars(c: &Value) -> u64 {
     }
 }
 
-/// The `error.type` (else `error.code`) of a response object that carries an error.
-fn error_of(v: &Value) -> Option<String> {
-    let e = json::error_object(v)?;
-    Some(
-        e.get("type")
-            .or_else(|| e.get("code"))
-            .and_then(Value::as_str)
-            .unwrap_or("error")
-            .to_owned(),
-    )
+/// The `error.type` (else `error.code`, when there is no `type` at all) of a response object
+/// that carries a non-null `error`; `error` when neither is a string.
+fn error_of(chunk: &Chunk<'_>) -> Option<String> {
+    let e = chunk.error.as_ref().filter(|e| !e.is_null)?;
+    let name = if e.ty.is_some() {
+        as_str(&e.ty)
+    } else {
+        as_str(&e.code)
+    };
+    Some(name.unwrap_or("error").to_owned())
 }
 
 impl OpenAi {
     /// Reads the choices of a chunk or a whole response; returns the most output-like kind seen.
-    fn read_choices(&self, v: &Value, out: &mut Observed) -> OutputKind {
+    fn read_choices(&self, v: &Chunk<'_>, out: &mut Observed) -> OutputKind {
         let mut kind = OutputKind::None;
-        let Some(choices) = v.get("choices").and_then(Value::as_array) else {
-            return kind;
-        };
-        for c in choices {
-            if let Some(fr) = nonempty_str(c.get("finish_reason")) {
+        for c in items(&v.choices) {
+            if let Some(fr) = nonempty(&c.finish_reason) {
                 out.finish_reason = Some(fr.to_owned());
             }
             // Streamed chunks carry `delta`, whole responses `message`, legacy completions `text`.
-            let msg = c.get("delta").or_else(|| c.get("message"));
-            if let Some(m) = msg {
-                for key in ["reasoning_content", "reasoning"] {
-                    if let Some(t) = nonempty_str(m.get(key)) {
+            if let Some(m) = c.delta.as_ref().or(c.message.as_ref()) {
+                for r in [&m.reasoning_content, &m.reasoning] {
+                    if let Some(t) = nonempty(r) {
                         out.note_output(t);
                         kind = OutputKind::Reasoning;
                     }
                 }
-                if m.get("reasoning_details")
-                    .and_then(Value::as_array)
-                    .is_some_and(|a| !a.is_empty())
-                {
+                if !items(&m.reasoning_details).is_empty() {
                     kind = OutputKind::Reasoning;
                 }
-                if let Some(t) = nonempty_str(m.get("content")) {
+                if let Some(t) = nonempty(&m.content) {
                     out.note_output(t);
                     kind = OutputKind::Answer;
                 }
-                if let Some(calls) = m.get("tool_calls").and_then(Value::as_array)
-                    && !calls.is_empty()
-                {
+                let calls = items(&m.tool_calls);
+                if !calls.is_empty() {
                     for call in calls {
-                        if let Some(a) = call.pointer("/function/arguments").and_then(Value::as_str)
-                        {
+                        if let Some(a) = call.function.as_ref().and_then(|f| as_str(&f.arguments)) {
                             out.note_output(a);
                         }
                     }
                     kind = OutputKind::Answer;
                 }
             }
-            if let Some(t) = nonempty_str(c.get("text")) {
+            if let Some(t) = nonempty(&c.text) {
                 out.note_output(t);
                 kind = OutputKind::Answer;
             }
@@ -143,14 +220,14 @@ impl OpenAi {
         kind
     }
 
-    fn read_common(&self, v: &Value, out: &mut Observed) {
-        if let Some(m) = s(v, "model") {
-            out.response_model = Some(m);
+    fn read_common(&self, v: &Chunk<'_>, out: &mut Observed) {
+        if let Some(m) = nonempty(&v.model) {
+            out.response_model = Some(m.to_owned());
         }
-        if let Some(id) = s(v, "id") {
-            out.response_id.get_or_insert(id);
+        if let Some(id) = nonempty(&v.id) {
+            out.response_id.get_or_insert_with(|| id.to_owned());
         }
-        if let Some(usage) = v.get("usage") {
+        if let Some(usage) = &v.usage {
             read_usage(usage, &mut out.usage);
         }
         if let Some(e) = error_of(v) {
@@ -205,22 +282,22 @@ impl ProviderDialect for OpenAi {
             out.terminal = true;
             return OutputKind::None;
         }
-        let Some(v) = ev.json() else {
+        let Some(v) = ev.parse::<Chunk<'_>>() else {
             return OutputKind::None;
         };
-        self.read_common(v, out);
+        self.read_common(&v, out);
         if ev.name == Some("error") && out.error.is_none() {
             out.error = Some("error".to_owned());
         }
-        self.read_choices(v, out)
+        self.read_choices(&v, out)
     }
 
     fn on_response_body(&mut self, body: &Body<'_>, out: &mut Observed) {
-        let Some(v) = body.json() else {
+        let Some(v) = body.parse::<Chunk<'_>>() else {
             return;
         };
-        self.read_common(v, out);
-        self.read_choices(v, out);
+        self.read_common(&v, out);
+        self.read_choices(&v, out);
         out.terminal = true;
     }
 }
