@@ -6,7 +6,9 @@
 use serde_json::Value;
 
 use super::json::{self, Body, Event, chars};
-use super::typed::{List, Scalar, as_str, as_u64, items, json_object, nonempty};
+use super::typed::{
+    ErrorView, List, Scalar, as_str, as_u64, error_named_by, items, json_object, nonempty,
+};
 use super::{Observed, OutputKind, ProviderDialect, Usage};
 use crate::protocol::http1::RequestHead;
 
@@ -116,21 +118,9 @@ json_object! {
     }
 }
 
-json_object! {
-    /// An `error` object.
-    struct ErrorView<'a> {
-        "type" => ty: Scalar<'a>,
-    }
-}
-
 /// The `error.type` of an `{"type":"error","error":{...}}` object, else `error`.
 fn error_of(v: &Object<'_>) -> String {
-    v.error
-        .as_ref()
-        .filter(|e| !e.is_null)
-        .and_then(|e| nonempty(&e.ty))
-        .unwrap_or("error")
-        .to_owned()
+    error_named_by(&v.error, |e| &e.ty).unwrap_or_else(|| "error".to_owned())
 }
 
 impl Anthropic {

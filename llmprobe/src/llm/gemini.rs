@@ -7,7 +7,9 @@
 use serde_json::Value;
 
 use super::json::{self, Body, Event};
-use super::typed::{List, Scalar, as_bool, as_u64, items, json_object, nonempty};
+use super::typed::{
+    ErrorView, List, Scalar, as_bool, as_u64, error_named_by, items, json_object, nonempty,
+};
 use super::{Observed, OutputKind, ProviderDialect, Usage};
 use crate::protocol::http1::RequestHead;
 
@@ -82,13 +84,6 @@ json_object! {
         "usageMetadata" => usage: UsageView<'a>,
         "candidates" => candidates: List<Candidate<'a>>,
         "promptFeedback" => prompt_feedback: PromptFeedback<'a>,
-    }
-}
-
-json_object! {
-    /// An `error` object.
-    struct ErrorView<'a> {
-        "status" => status: Scalar<'a>,
     }
 }
 
@@ -172,8 +167,8 @@ fn read_response(v: &Response<'_>, out: &mut Observed) -> OutputKind {
         return OutputKind::None;
     }
     // The `status` of an `{"error":{"code","message","status"}}` object.
-    if let Some(e) = v.error.as_ref().filter(|e| !e.is_null) {
-        out.error = Some(nonempty(&e.status).unwrap_or("error").to_owned());
+    if let Some(e) = error_named_by(&v.error, |e| &e.status) {
+        out.error = Some(e);
     }
     if let Some(m) = nonempty(&v.model_version) {
         out.response_model = Some(m.to_owned());

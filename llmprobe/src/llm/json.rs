@@ -7,7 +7,8 @@
 //!   trimmed data, and the data's JSON, parsed on first ask and kept; the exchange counts an event
 //!   whose data is not JSON from the same parse.
 //! * Readers of `serde_json::Value` (missing or mistyped fields are `None`, never a panic), the
-//!   shared `usage` and `error` readers, content-text counters and the prompt-text walk.
+//!   shared `usage` reader, content-text counters and the prompt-text walk. The typed views of
+//!   the hot paths, with the shared `error` object, are in [`super::typed`].
 
 use std::cell::{Cell, OnceCell};
 
@@ -177,18 +178,6 @@ pub(crate) fn read_usage(usage: &Value, keys: &UsageKeys, out: &mut Usage) {
     }
 }
 
-/// The `error` member of a response object or event, unless absent or null.
-pub(crate) fn error_object(v: &Value) -> Option<&Value> {
-    v.get("error").filter(|e| !e.is_null())
-}
-
-/// The error type of a response object that carries a non-null `error`: its non-empty string
-/// field `key`, else `error`.
-pub(crate) fn error_named_by(v: &Value, key: &str) -> Option<String> {
-    let e = error_object(v)?;
-    Some(nonempty_str(e.get(key)).unwrap_or("error").to_owned())
-}
-
 /// Characters of the string `text` members of an array's elements (parts of a message content);
 /// not an array: 0.
 pub(crate) fn parts_text_chars(parts: Option<&Value>) -> u64 {
@@ -293,17 +282,6 @@ mod tests {
         );
         read_usage(&serde_json::json!([1]), &KEYS, &mut u);
         assert_eq!(u.output_tokens, Some(5));
-        let e = |v: Value| error_named_by(&v, "type");
-        assert_eq!(e(serde_json::json!({"error": null})), None);
-        assert_eq!(e(serde_json::json!({})), None);
-        assert_eq!(
-            e(serde_json::json!({"error": "x"})).as_deref(),
-            Some("error")
-        );
-        assert_eq!(
-            e(serde_json::json!({"error": {"type": "overloaded"}})).as_deref(),
-            Some("overloaded")
-        );
         assert_eq!(
             parts_text_chars(Some(&serde_json::json!([{"text": "ab"}, {"x": 1}, "cd"]))),
             2

@@ -5,7 +5,7 @@
 use serde_json::Value;
 
 use super::json::{self, Body, Event};
-use super::typed::{List, Scalar, Skip, as_str, as_u64, items, json_object, nonempty};
+use super::typed::{ErrorView, List, Scalar, Skip, as_str, as_u64, items, json_object, nonempty};
 use super::{Observed, OutputKind, ProviderDialect, Usage};
 use crate::protocol::http1::RequestHead;
 
@@ -77,14 +77,6 @@ json_object! {
         "usage" => usage: UsageView<'a>,
         "error" => error: ErrorView<'a>,
         "choices" => choices: List<Choice<'a>>,
-    }
-}
-
-json_object! {
-    /// An `error` object.
-    struct ErrorView<'a> {
-        "type" => ty: Scalar<'a>,
-        "code" => code: Scalar<'a>,
     }
 }
 

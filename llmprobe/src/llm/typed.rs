@@ -339,6 +339,26 @@ macro_rules! json_object {
 }
 pub(crate) use json_object;
 
+json_object! {
+    /// An `error` member, as the providers spell it: OpenAI `type`/`code`, Anthropic `type`,
+    /// Gemini `status`.
+    pub struct ErrorView<'a> {
+        "type" => ty: Scalar<'a>,
+        "code" => code: Scalar<'a>,
+        "status" => status: Scalar<'a>,
+    }
+}
+
+/// The error named by an `error` member that is present and not null: the non-empty string
+/// `field` picks from it, else `error`. None when there is no such member.
+pub fn error_named_by<'a>(
+    error: &Option<ErrorView<'a>>,
+    field: impl for<'s> Fn(&'s ErrorView<'a>) -> &'s Option<Scalar<'a>>,
+) -> Option<String> {
+    let e = error.as_ref().filter(|e| !e.is_null)?;
+    Some(nonempty(field(e)).unwrap_or("error").to_owned())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -349,6 +369,12 @@ mod tests {
             "n" => n: Scalar<'a>,
             "list" => list: List<Scalar<'a>>,
             "obj" => obj: Probe2<'a>,
+        }
+    }
+
+    json_object! {
+        struct Probe3<'a> {
+            "error" => error: ErrorView<'a>,
         }
     }
 
@@ -395,6 +421,19 @@ mod tests {
             );
             assert!(serde_json::from_str::<Probe<'_>>(bad).is_err(), "{bad}");
         }
+        // The shared error reader: absent or null is no error; a name, else `error`.
+        let err = |s: &str| {
+            let o: Probe3<'_> = serde_json::from_str(s).expect("parses");
+            error_named_by(&o.error, |e| &e.ty)
+        };
+        assert_eq!(err("{}"), None);
+        assert_eq!(err(r#"{"error":null}"#), None);
+        assert_eq!(err(r#"{"error":"x"}"#).as_deref(), Some("error"));
+        assert_eq!(err(r#"{"error":{"type":""}}"#).as_deref(), Some("error"));
+        assert_eq!(
+            err(r#"{"error":{"type":"overloaded"}}"#).as_deref(),
+            Some("overloaded")
+        );
         let deep = format!("{{\"z\":{}{}}}", "[".repeat(200), "]".repeat(200));
         assert!(serde_json::from_str::<serde_json::Value>(&deep).is_err());
         assert!(serde_json::from_str::<Probe<'_>>(&deep).is_err());
