@@ -426,4 +426,57 @@ mod tests {
             }
         );
     }
+
+    /// Read as `Value::get` reads: a present `delta` wins over `message` even when it is null, a
+    /// repeated key keeps its last value, mistyped fields and elements are skipped, escaped
+    /// strings and keys are read, and an `error` that is not an object still marks an error.
+    #[test]
+    fn reads_fields_as_value_get_does() {
+        let mut d = OpenAi {
+            api: OpenAiApi::ChatCompletions,
+        };
+        let mut o = Observed::default();
+        let ev = |data: &str| StreamEvent {
+            event: None,
+            data: data.into(),
+            id: None,
+        };
+        assert_eq!(
+            d.feed_event(
+                &ev(r#"{"choices":[{"delta":null,"message":{"content":"x"}}]}"#),
+                &mut o
+            ),
+            OutputKind::None
+        );
+        assert_eq!(
+            d.feed_event(
+                &ev(r#"{"choices":[7,{"message":{"content":["x"]},"text":"y\u00e9"}],"model":1,"model":"m\n","\u0069d":"i"}"#),
+                &mut o
+            ),
+            OutputKind::Answer
+        );
+        assert_eq!(o.output_chars, 2);
+        assert_eq!(o.response_model.as_deref(), Some("m\n"));
+        assert_eq!(o.response_id.as_deref(), Some("i"));
+        assert_eq!(o.error, None);
+        d.feed_event(&ev(r#"{"error":"boom","usage":{"prompt_tokens":-1,"completion_tokens":2.0,"prompt_cache_hit_tokens":4}}"#), &mut o);
+        assert_eq!(o.error.as_deref(), Some("error"));
+        assert_eq!(
+            o.usage,
+            Usage {
+                cached_input_tokens: Some(4),
+                ..Usage::default()
+            }
+        );
+        let mut o = Observed::default();
+        d.feed_event(&ev(r#"{"error":{"type":null,"code":"c"}}"#), &mut o);
+        assert_eq!(
+            o.error.as_deref(),
+            Some("error"),
+            "a present type hides the code"
+        );
+        let mut o = Observed::default();
+        d.feed_event(&ev(r#"{"error":{"code":"c"}}"#), &mut o);
+        assert_eq!(o.error.as_deref(), Some("c"));
+    }
 }

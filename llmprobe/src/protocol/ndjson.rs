@@ -40,7 +40,7 @@ impl NdjsonDecoder {
         let mut result = Ok(());
         let mut rest = data;
         while !rest.is_empty() {
-            match rest.iter().position(|&b| b == b'\n') {
+            match memchr::memchr(b'\n', rest) {
                 Some(nl) => {
                     if !self.skipping {
                         if self.buf.len() + nl > self.max {

@@ -168,7 +168,7 @@ impl SseDecoder {
             }
         }
         while !data.is_empty() {
-            let Some(i) = data.iter().position(|&b| b == b'\r' || b == b'\n') else {
+            let Some(i) = memchr::memchr2(b'\r', b'\n', data) else {
                 // Partial line: buffer it (or just note it when discarding).
                 if self.skipping {
                     self.skip_line_nonempty = true;
@@ -237,7 +237,7 @@ impl SseDecoder {
             self.comments += 1;
             return;
         }
-        let (field, value) = match line.iter().position(|&b| b == b':') {
+        let (field, value) = match memchr::memchr(b':', line) {
             Some(c) => {
                 let value = &line[c + 1..];
                 (&line[..c], value.strip_prefix(b" ").unwrap_or(value))
