@@ -806,4 +806,74 @@ mod tests {
         );
         assert_eq!(server_of(None, &ctx), (Some("10.0.0.1".into()), Some(8443)));
     }
+
+    /// Runs a stream through an exchange in one piece and in every two pieces; returns the
+    /// bad-JSON count (the same for every split) and the record.
+    fn stream_issues(path: &str, ctype: &str, body: &str) -> (u64, LlmCall) {
+        use crate::protocol::http1::ResponseHead;
+        let head = RequestHead {
+            method: "POST".into(),
+            path: path.into(),
+            headers: vec![],
+        };
+        let run = |pieces: &[&[u8]]| {
+            let dialect = crate::llm::detect(&head).expect("an LLM path");
+            let mut ex = LlmExchange::new(&head, dialect, 1_000, ExchangeLimits::default());
+            ex.on_request_body(br#"{"model":"m","stream":true,"messages":[]}"#, 1_000);
+            ex.on_request_end(1_000);
+            let resp = ResponseHead {
+                status: 200,
+                headers: vec![("content-type".into(), ctype.into())],
+            };
+            ex.on_response_head(&resp, 2_000);
+            for p in pieces {
+                ex.on_response_body(p, 2_000);
+            }
+            ex.on_response_end(3_000);
+            let bad = ex.issues.bad_stream_events;
+            let ctx = ExchangeContext {
+                role: "client",
+                pid: 1,
+                comm: "t".into(),
+                tls: false,
+                peer: None,
+                container: None,
+            };
+            (bad, ex.finish(&ctx, &Clock { offset_ns: 0 }, false, None))
+        };
+        let whole = run(&[body.as_bytes()]);
+        for i in 0..=body.len() {
+            let (a, b) = body.as_bytes().split_at(i);
+            assert_eq!(run(&[a, b]), whole, "split at {i}");
+        }
+        whole
+    }
+
+    /// A stream event whose data is not JSON counts once, unless it is empty, `[DONE]`, after
+    /// the stream's end, or an error event the dialect read.
+    #[test]
+    fn bad_json_stream_events_count_once() {
+        let (bad, call) = stream_issues(
+            "/v1/chat/completions",
+            "text/event-stream",
+            "data: {\"choices\":[{\"delta\":{\"content\":\"a\"}}]}\n\ndata: {bad\n\n\
+             data:\n\ndata: {\"choices\":[]}\n\ndata: [DONE]\n\ndata: {after\n\n",
+        );
+        assert_eq!(bad, 1);
+        assert_eq!(call.chunks, Some(1));
+        let (bad, call) = stream_issues(
+            "/v1/messages",
+            "text/event-stream",
+            "event: ping\ndata: {\"type\":\"ping\"}\n\nevent: error\ndata: oops\n\n",
+        );
+        assert_eq!(bad, 0);
+        assert_eq!(call.error_type.as_deref(), Some("stream_error"));
+        let (bad, call) = stream_issues(
+            "/api/chat",
+            "application/x-ndjson",
+            "{\"message\":{\"content\":\"a\"}}\nnot json\n\n{\"done\":true,\"eval_count\":3}\n",
+        );
+        assert_eq!(bad, 1);
+        assert_eq!((call.chunks, call.output_tokens), (Some(1), Some(3)));
+    }
 }
