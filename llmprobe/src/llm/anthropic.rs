@@ -7,7 +7,8 @@ use serde_json::Value;
 
 use super::json::{self, Body, Event, chars};
 use super::typed::{
-    ErrorView, List, Scalar, as_str, as_u64, error_named_by, items, json_object, nonempty,
+    ErrorView, List, Scalar, UsageView, as_str, as_u64, error_named_by, items, json_object,
+    nonempty,
 };
 use super::{Observed, OutputKind, ProviderDialect, Usage};
 use crate::protocol::http1::RequestHead;
@@ -105,16 +106,6 @@ json_object! {
         "thinking" => thinking: Scalar<'a>,
         "partial_json" => partial_json: Scalar<'a>,
         "stop_reason" => stop_reason: Scalar<'a>,
-    }
-}
-
-json_object! {
-    /// A `usage` object.
-    struct UsageView<'a> {
-        "input_tokens" => input_tokens: Scalar<'a>,
-        "cache_read_input_tokens" => cache_read: Scalar<'a>,
-        "cache_creation_input_tokens" => cache_creation: Scalar<'a>,
-        "output_tokens" => output_tokens: Scalar<'a>,
     }
 }
 

@@ -5,8 +5,12 @@
 
 use serde_json::Value;
 
-use super::json::{self, Body, Event, UsageKeys, string_at as s};
-use super::{Observed, OutputKind, ProviderDialect};
+use super::json::{Body, Event, string_at as s};
+use super::typed::{
+    ContentText, Details, List, Scalar, UsageView, as_str, as_u64, is_array, items, json_object,
+    nonempty,
+};
+use super::{Observed, OutputKind, ProviderDialect, Usage};
 use crate::protocol::http1::RequestHead;
 
 /// Choices whose text growth is followed one by one; later ones count as deltas.
@@ -95,16 +99,80 @@ pub fn detect(head: &RequestHead) -> Option<Box<dyn ProviderDialect>> {
     }))
 }
 
-/// Where a DashScope `usage` object keeps its counts (cumulative: each report replaces the last).
-const USAGE: UsageKeys = UsageKeys {
-    input: &["input_tokens"],
-    output: &["output_tokens"],
-    reasoning: &["output_tokens_details", "reasoning_tokens"],
-    cached: &[
-        &["prompt_tokens_details", "cached_tokens"],
-        &["input_tokens_details", "cached_tokens"],
-    ],
-};
+json_object! {
+    /// One response object: a stream event or a whole body.
+    struct Object<'a> {
+        "request_id" => request_id: Scalar<'a>,
+        "model" => model: Scalar<'a>,
+        "usage" => usage: UsageView<'a>,
+        "code" => code: Scalar<'a>,
+        "output" => output: Output<'a>,
+    }
+}
+
+json_object! {
+    /// `output`: the `choices` form or the older `text` form.
+    struct Output<'a> {
+        "finish_reason" => finish_reason: Scalar<'a>,
+        "text" => text: Scalar<'a>,
+        "choices" => choices: List<Choice<'a>>,
+    }
+}
+
+json_object! {
+    /// One of `output.choices`.
+    struct Choice<'a> {
+        "finish_reason" => finish_reason: Scalar<'a>,
+        "message" => message: Message<'a>,
+    }
+}
+
+json_object! {
+    /// A choice's `message`.
+    struct Message<'a> {
+        "reasoning_content" => reasoning_content: Scalar<'a>,
+        "content" => content: ContentText<'a>,
+        "tool_calls" => tool_calls: List<ToolCall<'a>>,
+    }
+}
+
+json_object! {
+    /// One of a message's `tool_calls`.
+    struct ToolCall<'a> {
+        "function" => function: Function<'a>,
+    }
+}
+
+json_object! {
+    /// A tool call's `function`.
+    struct Function<'a> {
+        "arguments" => arguments: Scalar<'a>,
+    }
+}
+
+/// Reads a DashScope `usage` object into `out`.
+fn read_usage(usage: &UsageView<'_>, out: &mut Usage) {
+    if !usage.is_object {
+        return;
+    }
+    if let Some(n) = as_u64(&usage.input_tokens) {
+        out.input_tokens = Some(n);
+    }
+    if let Some(n) = as_u64(&usage.output_tokens) {
+        out.output_tokens = Some(n);
+    }
+    if let Some(n) = usage
+        .output_details
+        .as_ref()
+        .and_then(|d| as_u64(&d.reasoning_tokens))
+    {
+        out.reasoning_tokens = Some(n);
+    }
+    let cached = |d: &Option<Details<'_>>| d.as_ref().and_then(|d| as_u64(&d.cached_tokens));
+    if let Some(n) = cached(&usage.prompt_details).or_else(|| cached(&usage.input_details)) {
+        out.cached_input_tokens = Some(n);
+    }
+}
 
 /// Text of a message `content`: a string, or (multimodal) an array of parts with `text`.
 fn text_of(c: Option<&Value>) -> String {
@@ -124,9 +192,8 @@ fn content_chars(c: Option<&Value>) -> u64 {
 }
 
 /// A finish reason, `"null"` (DashScope's "not yet") counting as none.
-fn finish_reason(v: Option<&Value>) -> Option<&str> {
-    v.and_then(Value::as_str)
-        .filter(|s| !s.is_empty() && *s != "null")
+fn finish_reason(v: Option<&str>) -> Option<&str> {
+    v.filter(|s| !s.is_empty() && *s != "null")
 }
 
 impl DashScope {
@@ -142,10 +209,15 @@ impl DashScope {
 
     /// Reads `output` (the `choices` form or the older `text` form); returns the most
     /// output-like kind that carried new text.
-    fn read_output(&mut self, output: &Value, incremental: bool, out: &mut Observed) -> OutputKind {
+    fn read_output(
+        &mut self,
+        output: &Output<'_>,
+        incremental: bool,
+        out: &mut Observed,
+    ) -> OutputKind {
         let mut kind = OutputKind::None;
-        let mut finish = finish_reason(output.get("finish_reason")).map(str::to_owned);
-        if let Some(text) = output.get("text").and_then(Value::as_str) {
+        let mut finish = finish_reason(as_str(&output.finish_reason)).map(str::to_owned);
+        if let Some(text) = as_str(&output.text) {
             let mut fresh = ChoiceSeen::default();
             let seen = self.choice_seen(0).unwrap_or(&mut fresh);
             let n = seen.answer.advance(text, incremental);
@@ -154,25 +226,19 @@ impl DashScope {
                 kind = OutputKind::Answer;
             }
         }
-        if let Some(choices) = output.get("choices").and_then(Value::as_array) {
-            for (i, c) in choices.iter().enumerate() {
-                if let Some(fr) = finish_reason(c.get("finish_reason")) {
+        if is_array(&output.choices) {
+            for (i, c) in items(&output.choices).iter().enumerate() {
+                if let Some(fr) = finish_reason(as_str(&c.finish_reason)) {
                     finish = Some(fr.to_owned());
                 }
-                let Some(m) = c.get("message") else {
+                let Some(m) = &c.message else {
                     continue;
                 };
-                let reasoning = m
-                    .get("reasoning_content")
-                    .and_then(Value::as_str)
-                    .unwrap_or("");
-                let answer = text_of(m.get("content"));
-                let args: String = m
-                    .get("tool_calls")
-                    .and_then(Value::as_array)
-                    .into_iter()
-                    .flatten()
-                    .filter_map(|call| call.pointer("/function/arguments").and_then(Value::as_str))
+                let reasoning = as_str(&m.reasoning_content).unwrap_or("");
+                let answer = m.content.as_ref().map_or("", |c| &c.0);
+                let args: String = items(&m.tool_calls)
+                    .iter()
+                    .filter_map(|call| call.function.as_ref().and_then(|f| as_str(&f.arguments)))
                     .collect();
                 let mut fresh = ChoiceSeen::default();
                 // Choices past the tracked ones are read as deltas.
@@ -181,7 +247,7 @@ impl DashScope {
                     None => (&mut fresh, true),
                 };
                 let r = seen.reasoning.advance(reasoning, incremental);
-                let a = seen.answer.advance(&answer, incremental);
+                let a = seen.answer.advance(answer, incremental);
                 let t = seen.tool_args.advance(&args, incremental);
                 out.output_chars += r + a + t;
                 if a + t > 0 {
@@ -199,24 +265,24 @@ impl DashScope {
     }
 
     /// Reads one response object (a stream event or a whole body).
-    fn read_object(&mut self, v: &Value, incremental: bool, out: &mut Observed) -> OutputKind {
-        if !v.is_object() {
+    fn read_object(&mut self, v: &Object<'_>, incremental: bool, out: &mut Observed) -> OutputKind {
+        if !v.is_object {
             return OutputKind::None;
         }
-        if let Some(id) = s(v, "request_id") {
-            out.response_id.get_or_insert(id);
+        if let Some(id) = nonempty(&v.request_id) {
+            out.response_id.get_or_insert_with(|| id.to_owned());
         }
-        if let Some(m) = s(v, "model") {
-            out.response_model = Some(m);
+        if let Some(m) = nonempty(&v.model) {
+            out.response_model = Some(m.to_owned());
         }
-        if let Some(usage) = v.get("usage") {
-            json::read_usage(usage, &USAGE, &mut out.usage);
+        if let Some(usage) = &v.usage {
+            read_usage(usage, &mut out.usage);
         }
-        if let Some(code) = s(v, "code") {
-            out.error = Some(code);
+        if let Some(code) = nonempty(&v.code) {
+            out.error = Some(code.to_owned());
         }
-        match v.get("output") {
-            Some(output) if output.is_object() => self.read_output(output, incremental, out),
+        match &v.output {
+            Some(output) if output.is_object => self.read_output(output, incremental, out),
             _ => OutputKind::None,
         }
     }
@@ -281,24 +347,24 @@ impl ProviderDialect for DashScope {
         if ev.text.is_empty() {
             return OutputKind::None;
         }
-        let parsed = ev.json();
+        let parsed = ev.parse::<Object<'_>>();
         if ev.name == Some("error") {
-            let code = parsed.and_then(|v| s(v, "code"));
-            out.error = Some(code.unwrap_or_else(|| "error".to_owned()));
+            let code = parsed.as_ref().and_then(|v| nonempty(&v.code));
+            out.error = Some(code.unwrap_or("error").to_owned());
         }
         let Some(v) = parsed else {
             return OutputKind::None;
         };
         let incremental = self.incremental;
-        self.read_object(v, incremental, out)
+        self.read_object(&v, incremental, out)
     }
 
     fn on_response_body(&mut self, body: &Body<'_>, out: &mut Observed) {
-        let Some(v) = body.json() else {
+        let Some(v) = body.parse::<Object<'_>>() else {
             return;
         };
         // One body: its text is read whole, once.
-        self.read_object(v, true, out);
+        self.read_object(&v, true, out);
         out.terminal = true;
     }
 }

@@ -8,7 +8,8 @@ use serde_json::Value;
 
 use super::json::{self, Body, Event};
 use super::typed::{
-    ErrorView, List, Scalar, as_bool, as_u64, error_named_by, items, json_object, nonempty,
+    ErrorView, List, Scalar, UsageView, as_bool, as_u64, error_named_by, items, json_object,
+    nonempty,
 };
 use super::{Observed, OutputKind, ProviderDialect, Usage};
 use crate::protocol::http1::RequestHead;
@@ -84,16 +85,6 @@ json_object! {
         "usageMetadata" => usage: UsageView<'a>,
         "candidates" => candidates: List<Candidate<'a>>,
         "promptFeedback" => prompt_feedback: PromptFeedback<'a>,
-    }
-}
-
-json_object! {
-    /// A `usageMetadata` object.
-    struct UsageView<'a> {
-        "promptTokenCount" => prompt: Scalar<'a>,
-        "candidatesTokenCount" => candidates: Scalar<'a>,
-        "thoughtsTokenCount" => thoughts: Scalar<'a>,
-        "cachedContentTokenCount" => cached: Scalar<'a>,
     }
 }
 

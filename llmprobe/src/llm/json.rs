@@ -6,15 +6,16 @@
 //! * [`Event`]: one framed stream event (SSE, NDJSON line, JSON-array element): its name, its
 //!   trimmed data, and the data's JSON, parsed on first ask and kept; the exchange counts an event
 //!   whose data is not JSON from the same parse.
-//! * Readers of `serde_json::Value` (missing or mistyped fields are `None`, never a panic), the
-//!   shared `usage` reader, content-text counters and the prompt-text walk. The typed views of
-//!   the hot paths, with the shared `error` object, are in [`super::typed`].
+//! * Readers of request bodies as `serde_json::Value` (missing or mistyped fields are `None`,
+//!   never a panic): model and stream flag, content-text counters, and the prompt-text walk over
+//!   [`PROMPT_TEXT_KEYS`]. The typed views that read responses and stream events, with the
+//!   shared `usage`, `error` and content-text views, are in [`super::typed`].
 
 use std::cell::{Cell, OnceCell};
 
 use serde_json::Value;
 
-use super::{Observed, Usage, tokens};
+use super::{Observed, tokens};
 use crate::protocol::StreamEvent;
 
 /// A request body or a whole response body, with its JSON parsed at most once.
@@ -108,15 +109,6 @@ impl<'a> Event<'a> {
     }
 }
 
-/// The unsigned integer at a path of object keys.
-pub(crate) fn u64_at(v: &Value, path: &[&str]) -> Option<u64> {
-    let mut cur = v;
-    for p in path {
-        cur = cur.get(p)?;
-    }
-    cur.as_u64()
-}
-
 /// A non-empty string, if the value is one.
 pub(crate) fn nonempty_str(v: Option<&Value>) -> Option<&str> {
     v.and_then(Value::as_str).filter(|s| !s.is_empty())
@@ -144,38 +136,6 @@ pub(crate) fn request_body<'b>(body: &'b Body<'_>, out: &mut Observed) -> Option
     out.request_model = string_at(v, "model");
     out.stream = Some(v.get("stream").and_then(Value::as_bool).unwrap_or(false));
     Some(v)
-}
-
-/// Where the fields of a `usage` object sit (paths of object keys): the readers of the dialects
-/// whose usage is plain counts. Each reported field replaces the earlier one.
-pub(crate) struct UsageKeys {
-    /// Prompt tokens.
-    pub input: &'static [&'static str],
-    /// Output tokens (including reasoning).
-    pub output: &'static [&'static str],
-    /// Reasoning tokens.
-    pub reasoning: &'static [&'static str],
-    /// Cached prompt tokens: the first path present wins.
-    pub cached: &'static [&'static [&'static str]],
-}
-
-/// Reads a `usage` object laid out as `keys` says into `out` (not an object: nothing).
-pub(crate) fn read_usage(usage: &Value, keys: &UsageKeys, out: &mut Usage) {
-    if !usage.is_object() {
-        return;
-    }
-    if let Some(n) = u64_at(usage, keys.input) {
-        out.input_tokens = Some(n);
-    }
-    if let Some(n) = u64_at(usage, keys.output) {
-        out.output_tokens = Some(n);
-    }
-    if let Some(n) = u64_at(usage, keys.reasoning) {
-        out.reasoning_tokens = Some(n);
-    }
-    if let Some(n) = keys.cached.iter().find_map(|path| u64_at(usage, path)) {
-        out.cached_input_tokens = Some(n);
-    }
 }
 
 /// Characters of the string `text` members of an array's elements (parts of a message content);
@@ -246,42 +206,13 @@ mod tests {
     #[test]
     fn readers() {
         let v: Value = serde_json::json!({"a": {"b": 3}, "s": "héllo", "e": "", "n": -1});
-        assert_eq!(u64_at(&v, &["a", "b"]), Some(3));
-        assert_eq!(u64_at(&v, &["a", "x"]), None);
-        assert_eq!(u64_at(&v, &["n"]), None);
         assert_eq!(string_at(&v, "s").as_deref(), Some("héllo"));
         assert_eq!(string_at(&v, "e"), None);
         assert_eq!(chars("héllo"), 5);
     }
 
     #[test]
-    fn shared_usage_and_error_readers() {
-        const KEYS: UsageKeys = UsageKeys {
-            input: &["in"],
-            output: &["out"],
-            reasoning: &["d", "r"],
-            cached: &[&["c1"], &["d", "c2"]],
-        };
-        let mut u = Usage {
-            input_tokens: Some(1),
-            ..Usage::default()
-        };
-        read_usage(
-            &serde_json::json!({"out": 5, "d": {"r": 2, "c2": 3}}),
-            &KEYS,
-            &mut u,
-        );
-        assert_eq!(
-            u,
-            Usage {
-                input_tokens: Some(1),
-                output_tokens: Some(5),
-                reasoning_tokens: Some(2),
-                cached_input_tokens: Some(3),
-            }
-        );
-        read_usage(&serde_json::json!([1]), &KEYS, &mut u);
-        assert_eq!(u.output_tokens, Some(5));
+    fn content_text() {
         assert_eq!(
             parts_text_chars(Some(&serde_json::json!([{"text": "ab"}, {"x": 1}, "cd"]))),
             2

@@ -5,7 +5,9 @@
 use serde_json::Value;
 
 use super::json::{self, Body, Event};
-use super::typed::{ErrorView, List, Scalar, Skip, as_str, as_u64, items, json_object, nonempty};
+use super::typed::{
+    ErrorView, List, Scalar, Skip, UsageView, as_str, as_u64, items, json_object, nonempty,
+};
 use super::{Observed, OutputKind, ProviderDialect, Usage};
 use crate::protocol::http1::RequestHead;
 
@@ -48,25 +50,6 @@ pub fn detect(head: &RequestHead) -> Option<Box<dyn ProviderDialect>> {
         return None;
     };
     Some(Box::new(OpenAi { api }))
-}
-
-json_object! {
-    /// An OpenAI `usage` object (with DeepSeek's cache field).
-    struct UsageView<'a> {
-        "prompt_tokens" => prompt_tokens: Scalar<'a>,
-        "completion_tokens" => completion_tokens: Scalar<'a>,
-        "completion_tokens_details" => completion_details: Details<'a>,
-        "prompt_tokens_details" => prompt_details: Details<'a>,
-        "prompt_cache_hit_tokens" => prompt_cache_hit_tokens: Scalar<'a>,
-    }
-}
-
-json_object! {
-    /// `completion_tokens_details` / `prompt_tokens_details`.
-    struct Details<'a> {
-        "reasoning_tokens" => reasoning_tokens: Scalar<'a>,
-        "cached_tokens" => cached_tokens: Scalar<'a>,
-    }
 }
 
 json_object! {

@@ -4,7 +4,10 @@
 
 use serde_json::Value;
 
-use super::json::{self, Body, Event, UsageKeys, chars, string_at as s};
+use super::json::{self, Body, Event, chars};
+use super::typed::{
+    ErrorView, List, Scalar, UsageView, as_str, as_u64, items, json_object, nonempty,
+};
 use super::{Observed, OutputKind, ProviderDialect, Usage};
 use crate::protocol::http1::RequestHead;
 
@@ -24,17 +27,81 @@ pub fn detect(head: &RequestHead) -> Option<Box<dyn ProviderDialect>> {
     }
 }
 
-/// Where a Responses API `usage` object keeps its counts.
-const USAGE: UsageKeys = UsageKeys {
-    input: &["input_tokens"],
-    output: &["output_tokens"],
-    reasoning: &["output_tokens_details", "reasoning_tokens"],
-    cached: &[&["input_tokens_details", "cached_tokens"]],
-};
+json_object! {
+    /// A stream event's data.
+    struct StreamData<'a> {
+        "type" => ty: Scalar<'a>,
+        "code" => code: Scalar<'a>,
+        "delta" => delta: Scalar<'a>,
+        "response" => response: Response<'a>,
+        "error" => error: ErrorView<'a>,
+    }
+}
+
+json_object! {
+    /// A Response object: inside lifecycle events, or a whole body (which may also be an
+    /// `{"error":{...}}` object).
+    struct Response<'a> {
+        "object" => object: Scalar<'a>,
+        "model" => model: Scalar<'a>,
+        "id" => id: Scalar<'a>,
+        "usage" => usage: UsageView<'a>,
+        "error" => error: ErrorView<'a>,
+        "status" => status: Scalar<'a>,
+        "incomplete_details" => incomplete_details: IncompleteDetails<'a>,
+        "output" => output: List<OutputItem<'a>>,
+    }
+}
+
+json_object! {
+    /// `incomplete_details`.
+    struct IncompleteDetails<'a> {
+        "reason" => reason: Scalar<'a>,
+    }
+}
+
+json_object! {
+    /// One of a Response's `output` items.
+    struct OutputItem<'a> {
+        "content" => content: List<Part<'a>>,
+        "summary" => summary: List<Part<'a>>,
+        "arguments" => arguments: Scalar<'a>,
+    }
+}
+
+json_object! {
+    /// One part of an output item's `content` or `summary`.
+    struct Part<'a> {
+        "text" => text: Scalar<'a>,
+        "refusal" => refusal: Scalar<'a>,
+    }
+}
 
 /// Reads a Responses API `usage` object into `out`.
-pub fn read_usage(usage: &Value, out: &mut Usage) {
-    json::read_usage(usage, &USAGE, out);
+fn read_usage(usage: &UsageView<'_>, out: &mut Usage) {
+    if !usage.is_object {
+        return;
+    }
+    if let Some(n) = as_u64(&usage.input_tokens) {
+        out.input_tokens = Some(n);
+    }
+    if let Some(n) = as_u64(&usage.output_tokens) {
+        out.output_tokens = Some(n);
+    }
+    if let Some(n) = usage
+        .output_details
+        .as_ref()
+        .and_then(|d| as_u64(&d.reasoning_tokens))
+    {
+        out.reasoning_tokens = Some(n);
+    }
+    if let Some(n) = usage
+        .input_details
+        .as_ref()
+        .and_then(|d| as_u64(&d.cached_tokens))
+    {
+        out.cached_input_tokens = Some(n);
+    }
 }
 
 /// Characters of prompt text in `input`: a string, or items whose `content` is a string or a list
@@ -61,37 +128,35 @@ fn input_chars(v: &Value) -> u64 {
 }
 
 /// The error code of an `error` object or event: `code`, else `type`.
-fn error_code(e: &Value) -> Option<String> {
-    s(e, "code").or_else(|| s(e, "type"))
+fn error_code(code: &Option<Scalar<'_>>, ty: &Option<Scalar<'_>>) -> Option<String> {
+    nonempty(code).or_else(|| nonempty(ty)).map(str::to_owned)
 }
 
 impl OpenAiResponses {
     /// Reads a Response object (from a lifecycle event or a whole body): model, id, usage, and,
     /// once it has ended, its status and error.
-    fn read_response(&self, r: &Value, out: &mut Observed) {
-        if !r.is_object() {
+    fn read_response(&self, r: &Response<'_>, out: &mut Observed) {
+        if !r.is_object {
             return;
         }
-        if let Some(m) = s(r, "model") {
-            out.response_model = Some(m);
+        if let Some(m) = nonempty(&r.model) {
+            out.response_model = Some(m.to_owned());
         }
-        if let Some(id) = s(r, "id") {
-            out.response_id.get_or_insert(id);
+        if let Some(id) = nonempty(&r.id) {
+            out.response_id.get_or_insert_with(|| id.to_owned());
         }
-        if let Some(usage) = r.get("usage") {
+        if let Some(usage) = &r.usage {
             read_usage(usage, &mut out.usage);
         }
-        if let Some(e) = r.get("error")
-            && e.is_object()
-        {
-            out.error = Some(error_code(e).unwrap_or_else(|| "failed".to_owned()));
+        if let Some(e) = r.error.as_ref().filter(|e| e.is_object) {
+            out.error = Some(error_code(&e.code, &e.ty).unwrap_or_else(|| "failed".to_owned()));
         }
-        match r.get("status").and_then(Value::as_str) {
+        match as_str(&r.status) {
             Some("incomplete") => {
                 out.finish_reason = Some(
-                    r.pointer("/incomplete_details/reason")
-                        .and_then(Value::as_str)
-                        .filter(|s| !s.is_empty())
+                    r.incomplete_details
+                        .as_ref()
+                        .and_then(|d| nonempty(&d.reason))
                         .unwrap_or("incomplete")
                         .to_owned(),
                 );
@@ -105,26 +170,16 @@ impl OpenAiResponses {
 
     /// Counts the output text of a whole Response: message text and refusals, reasoning
     /// summaries and text, tool-call arguments.
-    fn read_output(&self, r: &Value, out: &mut Observed) {
-        let Some(items) = r.get("output").and_then(Value::as_array) else {
-            return;
-        };
-        for item in items {
-            for key in ["content", "summary"] {
-                for part in item
-                    .get(key)
-                    .and_then(Value::as_array)
-                    .into_iter()
-                    .flatten()
-                {
-                    for field in ["text", "refusal"] {
-                        if let Some(t) = part.get(field).and_then(Value::as_str) {
-                            out.note_output(t);
-                        }
+    fn read_output(&self, r: &Response<'_>, out: &mut Observed) {
+        for item in items(&r.output) {
+            for part in items(&item.content).iter().chain(items(&item.summary)) {
+                for t in [&part.text, &part.refusal] {
+                    if let Some(t) = as_str(t) {
+                        out.note_output(t);
                     }
                 }
             }
-            if let Some(a) = item.get("arguments").and_then(Value::as_str) {
+            if let Some(a) = as_str(&item.arguments) {
                 out.note_output(a);
             }
         }
@@ -160,30 +215,26 @@ impl ProviderDialect for OpenAiResponses {
         if ev.text.is_empty() {
             return OutputKind::None;
         }
-        let v = ev.json().filter(|v| v.is_object());
+        let v = ev.parse::<StreamData<'_>>().filter(|v| v.is_object);
         // The data's own `type` names the event; the SSE `event:` line is the fallback.
         let ty = v
-            .and_then(|v| v.get("type"))
-            .and_then(Value::as_str)
+            .as_ref()
+            .and_then(|v| as_str(&v.ty))
             .or(ev.name)
             .unwrap_or("");
         if ty == "error" {
-            let code = v.and_then(|v| {
-                error_code(v)
+            let code = v.as_ref().and_then(|v| {
+                error_code(&v.code, &v.ty)
                     .filter(|c| c != "error")
-                    .or_else(|| v.get("error").and_then(error_code))
+                    .or_else(|| v.error.as_ref().and_then(|e| error_code(&e.code, &e.ty)))
             });
             out.error = Some(code.unwrap_or_else(|| "error".to_owned()));
             return OutputKind::None;
         }
-        let Some(v) = v else {
+        let Some(v) = v.as_ref() else {
             return OutputKind::None;
         };
-        let delta = || {
-            v.get("delta")
-                .and_then(Value::as_str)
-                .filter(|d| !d.is_empty())
-        };
+        let delta = || nonempty(&v.delta);
         match ty {
             "response.output_text.delta"
             | "response.refusal.delta"
@@ -203,13 +254,13 @@ impl ProviderDialect for OpenAiResponses {
                 OutputKind::Reasoning
             }
             "response.created" | "response.in_progress" | "response.queued" => {
-                if let Some(r) = v.get("response") {
+                if let Some(r) = &v.response {
                     self.read_response(r, out);
                 }
                 OutputKind::None
             }
             "response.completed" | "response.incomplete" | "response.failed" => {
-                if let Some(r) = v.get("response") {
+                if let Some(r) = &v.response {
                     self.read_response(r, out);
                 }
                 if out.finish_reason.is_none() {
@@ -233,21 +284,19 @@ impl ProviderDialect for OpenAiResponses {
     }
 
     fn on_response_body(&mut self, body: &Body<'_>, out: &mut Observed) {
-        let Some(v) = body.json() else {
+        let Some(v) = body.parse::<Response<'_>>() else {
             return;
         };
-        if v.get("object").and_then(Value::as_str) == Some("response") || v.get("output").is_some()
-        {
-            self.read_response(v, out);
-            self.read_output(v, out);
-        } else if let Some(e) = v.get("error")
-            && e.is_object()
-        {
+        if as_str(&v.object) == Some("response") || v.output.is_some() {
+            self.read_response(&v, out);
+            self.read_output(&v, out);
+        } else if let Some(e) = v.error.as_ref().filter(|e| e.is_object) {
             // An API error body: `{"error":{"message","type","param","code"}}`.
             out.error = Some(
-                s(e, "type")
-                    .or_else(|| s(e, "code"))
-                    .unwrap_or_else(|| "error".to_owned()),
+                nonempty(&e.ty)
+                    .or_else(|| nonempty(&e.code))
+                    .unwrap_or("error")
+                    .to_owned(),
             );
         }
         out.terminal = true;

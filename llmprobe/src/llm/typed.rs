@@ -349,6 +349,101 @@ json_object! {
     }
 }
 
+json_object! {
+    /// A `usage` object, as the providers spell its counts: one view for every dialect, each of
+    /// which reads (and adds up) its own fields. OpenAI chat: `prompt_tokens`,
+    /// `completion_tokens`, the two `*_details`, DeepSeek's `prompt_cache_hit_tokens`; Responses
+    /// API, DashScope and Anthropic: `input_tokens`, `output_tokens`, their `*_details`,
+    /// Anthropic's cache counts; Gemini's `usageMetadata`: `promptTokenCount` and friends.
+    pub struct UsageView<'a> {
+        "prompt_tokens" => prompt_tokens: Scalar<'a>,
+        "completion_tokens" => completion_tokens: Scalar<'a>,
+        "completion_tokens_details" => completion_details: Details<'a>,
+        "prompt_tokens_details" => prompt_details: Details<'a>,
+        "prompt_cache_hit_tokens" => prompt_cache_hit_tokens: Scalar<'a>,
+        "input_tokens" => input_tokens: Scalar<'a>,
+        "output_tokens" => output_tokens: Scalar<'a>,
+        "output_tokens_details" => output_details: Details<'a>,
+        "input_tokens_details" => input_details: Details<'a>,
+        "cache_read_input_tokens" => cache_read: Scalar<'a>,
+        "cache_creation_input_tokens" => cache_creation: Scalar<'a>,
+        "promptTokenCount" => prompt: Scalar<'a>,
+        "candidatesTokenCount" => candidates: Scalar<'a>,
+        "thoughtsTokenCount" => thoughts: Scalar<'a>,
+        "cachedContentTokenCount" => cached: Scalar<'a>,
+    }
+}
+
+json_object! {
+    /// The `*_tokens_details` of a `usage` object.
+    pub struct Details<'a> {
+        "reasoning_tokens" => reasoning_tokens: Scalar<'a>,
+        "cached_tokens" => cached_tokens: Scalar<'a>,
+    }
+}
+
+json_object! {
+    /// One part of a multimodal message `content`.
+    pub struct TextPart<'a> {
+        "text" => text: Scalar<'a>,
+    }
+}
+
+/// A message `content` read as its text: a string, or the `text` strings of an array's parts,
+/// joined; anything else is no text.
+#[derive(Debug, Default)]
+pub struct ContentText<'a>(pub Cow<'a, str>);
+
+impl<'de> Deserialize<'de> for ContentText<'de> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = ContentText<'de>;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("any JSON value")
+            }
+            fn visit_bool<E>(self, _: bool) -> Result<Self::Value, E> {
+                Ok(ContentText::default())
+            }
+            fn visit_i64<E>(self, _: i64) -> Result<Self::Value, E> {
+                Ok(ContentText::default())
+            }
+            fn visit_u64<E>(self, _: u64) -> Result<Self::Value, E> {
+                Ok(ContentText::default())
+            }
+            fn visit_f64<E>(self, _: f64) -> Result<Self::Value, E> {
+                Ok(ContentText::default())
+            }
+            fn visit_unit<E>(self) -> Result<Self::Value, E> {
+                Ok(ContentText::default())
+            }
+            fn visit_borrowed_str<E>(self, s: &'de str) -> Result<Self::Value, E> {
+                Ok(ContentText(Cow::Borrowed(s)))
+            }
+            fn visit_str<E>(self, s: &str) -> Result<Self::Value, E> {
+                Ok(ContentText(Cow::Owned(s.to_owned())))
+            }
+            fn visit_string<E>(self, s: String) -> Result<Self::Value, E> {
+                Ok(ContentText(Cow::Owned(s)))
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+                let mut text = String::new();
+                while let Some(part) = seq.next_element::<TextPart<'de>>()? {
+                    if let Some(t) = as_str(&part.text) {
+                        text.push_str(t);
+                    }
+                }
+                Ok(ContentText(Cow::Owned(text)))
+            }
+            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Self::Value, A::Error> {
+                drain_map(map)?;
+                Ok(ContentText::default())
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
 /// The error named by an `error` member that is present and not null: the non-empty string
 /// `field` picks from it, else `error`. None when there is no such member.
 pub fn error_named_by<'a>(
