@@ -1,14 +1,17 @@
-//! What the exchange hands a dialect, parsed once, and the readers the dialects share.
+//! What the exchange hands a dialect, parsed at most once, and the request readers the dialects
+//! share.
 //!
-//! * [`Body`]: a request body or a whole response body: its bytes and their JSON, parsed on first
-//!   ask and kept (the exchange, the candidate check, the dialect and the prompt sample share one
-//!   parse).
-//! * [`Event`]: one framed stream event (SSE, NDJSON line, JSON-array element): its name, its
-//!   trimmed data, and the data's JSON, parsed on first ask and kept; the exchange counts an event
-//!   whose data is not JSON from the same parse.
+//! * [`Body`]: a request body or a whole response body. A request body's `Value`
+//!   ([`Body::json`]) is parsed on first ask and kept: the candidate check, the dialect and the
+//!   prompt sample share it. A response body is read once through a typed view
+//!   ([`Body::parse`], see [`super::typed`]).
+//! * [`Event`]: one framed stream event (SSE event, NDJSON line, JSON-array element): its name,
+//!   its trimmed data, and one parse of the data, through the dialect's typed view
+//!   ([`Event::parse`]); the exchange's bad-JSON count ([`Event::is_bad_json`]) reuses the
+//!   outcome of that parse (and parses only the data of an event the dialect did not parse).
 //! * Readers of request bodies as `serde_json::Value` (missing or mistyped fields are `None`,
 //!   never a panic): model and stream flag, content-text counters, and the prompt-text walk over
-//!   [`PROMPT_TEXT_KEYS`]. The typed views that read responses and stream events, with the
+//!   `PROMPT_TEXT_KEYS`. The typed views that read responses and stream events, with the
 //!   shared `usage`, `error` and content-text views, are in [`super::typed`].
 
 use std::cell::{Cell, OnceCell};
@@ -73,8 +76,9 @@ impl<'a> Event<'a> {
         }
     }
 
-    /// The data read as a typed view (see [`super::typed`]: it accepts exactly the JSON a
-    /// `Value` does), or None if it is empty or does not parse.
+    /// The data read as a typed view, or None if it is empty or does not parse. `T` is a view
+    /// built from [`super::typed`], which accepts exactly the JSON a `Value` does, so that the
+    /// outcome also tells [`Event::is_bad_json`]. Each call parses: a dialect calls it once.
     pub fn parse<T: serde::Deserialize<'a>>(&self) -> Option<T> {
         if self.text.is_empty() {
             return None;

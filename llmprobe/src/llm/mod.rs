@@ -4,12 +4,15 @@
 //! [`exchange::LlmExchange`] drives them from HTTP events.
 //!
 //! Every byte is parsed once: the exchange frames a streamed body into
-//! [`crate::protocol::StreamEvent`]s and hands the dialect each one as a [`json::Event`] whose
-//! data is parsed at most once (the same parse tells the exchange about bad JSON); request and
-//! whole response bodies come as [`json::Body`], parsed at most once for the candidate check, the
-//! dialect and the prompt sample together. The readers the dialects share (usage and error
-//! objects, content text, prompt-text keys) live in [`json`]. Tokens are estimated (see
-//! [`tokens`]) only for the counts the API did not report.
+//! [`crate::protocol::StreamEvent`]s and hands the dialect each one as a [`json::Event`]; request
+//! and whole response bodies come as [`json::Body`]. A dialect reads an event or a response body
+//! through the lenient typed views of [`typed`] (strings borrowed from the data, no `Value`
+//! tree), and the exchange learns from that same parse whether the data was JSON (the bad-event
+//! count). A request body is parsed once into a `Value`, shared by the candidate check, the
+//! dialect and the prompt sample. The readers the dialects share sit in one place: [`typed`] (the
+//! `usage`, `error` and content-text views), [`json`] (request readers, content-text counters,
+//! the prompt-text keys). Tokens are estimated (see [`tokens`]) only for the counts the API did
+//! not report.
 
 pub mod anthropic;
 pub mod dashscope;
@@ -272,9 +275,11 @@ impl Observed {
 }
 
 /// One API dialect: reads its request body, stream events and whole response bodies, each
-/// handed over already framed, with its JSON parsed at most once (see [`json`]). A dialect never
-/// parses bytes the exchange has parsed; it only reads values, with the shared readers of
-/// [`json`] where they fit.
+/// handed over already framed and parsed at most once (see [`json`]): a dialect asks the event or
+/// body for its typed view ([`json::Event::parse`], [`json::Body::parse`]) or its `Value`
+/// ([`json::Body::json`]) and never parses the same bytes twice (a whole body that is not one
+/// JSON value may still be read piece by piece: Gemini's cut array, Ollama's NDJSON delivered
+/// whole). Shared views and readers: [`typed`], [`json`].
 pub trait ProviderDialect: Send {
     /// `gen_ai.provider.name` when the host says nothing more specific.
     fn provider(&self) -> &'static str;

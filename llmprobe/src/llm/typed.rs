@@ -12,7 +12,7 @@
 //! * a repeated key keeps its last value, as `Value`'s map does;
 //! * presence is kept apart from type (`delta: null` is present), as `Value::get` does.
 //!
-//! Objects are declared with [`json_object!`]; scalars are [`Scalar`]; arrays are [`List`].
+//! Objects are declared with `json_object!`; scalars are [`Scalar`]; arrays are [`List`].
 
 use std::borrow::Cow;
 use std::fmt;
