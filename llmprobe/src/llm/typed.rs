@@ -1,6 +1,9 @@
-//! Lenient typed JSON views for the hot paths of the dialects: a stream event or response body
-//! deserialized straight into small structs that borrow its strings, instead of a
-//! `serde_json::Value` tree (no map per object, no allocation per unescaped string).
+//! Lenient typed JSON views through which the dialects read stream events and response bodies:
+//! the data deserialized straight into small structs that borrow its strings, instead of a
+//! `serde_json::Value` tree (no map per object, no allocation per unescaped string). The views
+//! the dialects share live here too: [`UsageView`] (every provider's `usage` counts),
+//! [`ErrorView`] with [`error_named_by`], and [`ContentText`] (a string or an array of text
+//! parts).
 //!
 //! Exactly as lenient and exactly as strict as `Value`, so that a dialect reads the same things
 //! either way and a bad event is bad either way:
