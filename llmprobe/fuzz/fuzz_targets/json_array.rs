@@ -6,10 +6,11 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
+use llmprobe::protocol::StreamEvent;
 use llmprobe::protocol::json_array::{DEFAULT_MAX_ELEMENT_BYTES, JsonArraySplitter};
 use llmprobe_fuzz::{Input, Rng, cut};
 
-fn run(max: usize, pieces: &[&[u8]]) -> (Vec<String>, bool, bool) {
+fn run(max: usize, pieces: &[&[u8]]) -> (Vec<StreamEvent>, bool, bool) {
     let mut s = JsonArraySplitter::with_max_element_bytes(max);
     let mut out = Vec::new();
     let mut oversized = false;
@@ -28,7 +29,9 @@ fuzz_target!(|raw: &[u8]| {
         DEFAULT_MAX_ELEMENT_BYTES
     };
     let whole = run(max, &[input.data]);
-    for el in &whole.0 {
+    for ev in &whole.0 {
+        assert!(ev.event.is_none() && ev.id.is_none());
+        let el = &ev.data;
         // Elements are kept under the cap (lossy UTF-8 may triple an invalid byte).
         assert!(el.len() <= 3 * max, "element of {} bytes", el.len());
         assert!(el.starts_with('{') || el.starts_with('['), "{el:?}");

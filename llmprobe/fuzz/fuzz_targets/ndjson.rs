@@ -3,10 +3,11 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
+use llmprobe::protocol::StreamEvent;
 use llmprobe::protocol::ndjson::{DEFAULT_MAX_LINE_BYTES, NdjsonDecoder};
 use llmprobe_fuzz::{Input, Rng, cut};
 
-fn run(max: usize, pieces: &[&[u8]]) -> (Vec<String>, bool) {
+fn run(max: usize, pieces: &[&[u8]]) -> (Vec<StreamEvent>, bool) {
     let mut d = NdjsonDecoder::with_max_line_bytes(max);
     let mut out = Vec::new();
     let mut too_long = false;
@@ -31,7 +32,9 @@ fuzz_target!(|raw: &[u8]| {
         DEFAULT_MAX_LINE_BYTES
     };
     let whole = run(max, &[input.data]);
-    for line in &whole.0 {
+    for ev in &whole.0 {
+        assert!(ev.event.is_none() && ev.id.is_none());
+        let line = &ev.data;
         assert!(!line.contains('\n'));
         assert!(line.bytes().any(|b| !b.is_ascii_whitespace()), "{line:?}");
         assert!(line.len() <= 3 * max, "line of {} bytes", line.len());

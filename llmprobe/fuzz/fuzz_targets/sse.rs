@@ -3,10 +3,11 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use llmprobe::protocol::sse::{DEFAULT_MAX_EVENT_BYTES, SseDecoder, SseEvent};
+use llmprobe::protocol::StreamEvent;
+use llmprobe::protocol::sse::{DEFAULT_MAX_EVENT_BYTES, SseDecoder};
 use llmprobe_fuzz::{Input, Rng, cut};
 
-fn run(max: usize, pieces: &[&[u8]]) -> (Vec<SseEvent>, bool, u64) {
+fn run(max: usize, pieces: &[&[u8]]) -> (Vec<StreamEvent>, bool, u64) {
     let mut d = SseDecoder::with_max_event_bytes(max);
     let mut out = Vec::new();
     let mut too_large = false;

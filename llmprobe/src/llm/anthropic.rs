@@ -5,10 +5,13 @@
 
 use serde_json::Value;
 
-use super::json::{chars, nonempty_str, string_at as s, u64_at};
+use super::json::{self, Body, Event, chars};
+use super::typed::{
+    ErrorView, List, Scalar, UsageView, as_str, as_u64, error_named_by, items, json_object,
+    nonempty,
+};
 use super::{Observed, OutputKind, ProviderDialect, Usage};
 use crate::protocol::http1::RequestHead;
-use crate::protocol::sse::SseEvent;
 
 /// The dialect. Keeps the input-token components, since Anthropic reports them separately and
 /// may report them again (cumulatively) in a later event.
@@ -59,13 +62,56 @@ fn content_chars(c: &Value) -> u64 {
     }
 }
 
-/// The `error.type` of an `{"type":"error","error":{...}}` object.
-fn error_of(v: &Value) -> Option<String> {
-    let e = v.get("error")?;
-    if e.is_null() {
-        return None;
+json_object! {
+    /// A stream event's data, or a whole response (a `message` or an `error`).
+    struct Object<'a> {
+        "type" => ty: Scalar<'a>,
+        "message" => message: Message<'a>,
+        "content_block" => content_block: Block<'a>,
+        "delta" => delta: Delta<'a>,
+        "usage" => usage: UsageView<'a>,
+        "error" => error: ErrorView<'a>,
+        "model" => model: Scalar<'a>,
+        "id" => id: Scalar<'a>,
+        "stop_reason" => stop_reason: Scalar<'a>,
+        "content" => content: List<Block<'a>>,
     }
-    Some(nonempty_str(e.get("type")).unwrap_or("error").to_owned())
+}
+
+json_object! {
+    /// The `message` of `message_start`.
+    struct Message<'a> {
+        "model" => model: Scalar<'a>,
+        "id" => id: Scalar<'a>,
+        "stop_reason" => stop_reason: Scalar<'a>,
+        "usage" => usage: UsageView<'a>,
+    }
+}
+
+json_object! {
+    /// A content block (or the start of one).
+    struct Block<'a> {
+        "type" => ty: Scalar<'a>,
+        "text" => text: Scalar<'a>,
+        "thinking" => thinking: Scalar<'a>,
+        "input" => input: Value,
+    }
+}
+
+json_object! {
+    /// The `delta` of `content_block_delta` or `message_delta`.
+    struct Delta<'a> {
+        "type" => ty: Scalar<'a>,
+        "text" => text: Scalar<'a>,
+        "thinking" => thinking: Scalar<'a>,
+        "partial_json" => partial_json: Scalar<'a>,
+        "stop_reason" => stop_reason: Scalar<'a>,
+    }
+}
+
+/// The `error.type` of an `{"type":"error","error":{...}}` object, else `error`.
+fn error_of(v: &Object<'_>) -> String {
+    error_named_by(&v.error, |e| &e.ty).unwrap_or_else(|| "error".to_owned())
 }
 
 impl Anthropic {
@@ -73,21 +119,21 @@ impl Anthropic {
     /// becomes the whole prompt: Anthropic's own `input_tokens` excludes cache reads and cache
     /// writes, which are added so that `cached_input_tokens` is a part of it, as with the other
     /// dialects. `output_tokens` already includes thinking.
-    fn read_usage(&mut self, usage: &Value, out: &mut Usage) {
-        if !usage.is_object() {
+    fn read_usage(&mut self, usage: &UsageView<'_>, out: &mut Usage) {
+        if !usage.is_object {
             return;
         }
-        if let Some(n) = u64_at(usage, &["input_tokens"]) {
+        if let Some(n) = as_u64(&usage.input_tokens) {
             self.input = Some(n);
         }
-        if let Some(n) = u64_at(usage, &["cache_read_input_tokens"]) {
+        if let Some(n) = as_u64(&usage.cache_read) {
             self.cache_read = Some(n);
             out.cached_input_tokens = Some(n);
         }
-        if let Some(n) = u64_at(usage, &["cache_creation_input_tokens"]) {
+        if let Some(n) = as_u64(&usage.cache_creation) {
             self.cache_creation = Some(n);
         }
-        if let Some(n) = u64_at(usage, &["output_tokens"]) {
+        if let Some(n) = as_u64(&usage.output_tokens) {
             out.output_tokens = Some(n);
         }
         if let Some(input) = self.input {
@@ -99,34 +145,38 @@ impl Anthropic {
         }
     }
 
-    /// Reads the id, model and usage of a `message` object (a whole response, or the one inside
-    /// `message_start`).
-    fn read_message(&mut self, m: &Value, out: &mut Observed) {
-        if let Some(model) = s(m, "model") {
-            out.response_model = Some(model);
+    /// Reads the id, model, stop reason and usage of a `message` object (a whole response, or
+    /// the one inside `message_start`).
+    fn read_message(
+        &mut self,
+        (model, id, stop_reason, usage): MessageFields<'_, '_>,
+        out: &mut Observed,
+    ) {
+        if let Some(model) = nonempty(model) {
+            out.response_model = Some(model.to_owned());
         }
-        if let Some(id) = s(m, "id") {
-            out.response_id.get_or_insert(id);
+        if let Some(id) = nonempty(id) {
+            out.response_id.get_or_insert_with(|| id.to_owned());
         }
-        if let Some(fr) = s(m, "stop_reason") {
-            out.finish_reason = Some(fr);
+        if let Some(fr) = nonempty(stop_reason) {
+            out.finish_reason = Some(fr.to_owned());
         }
-        if let Some(usage) = m.get("usage") {
+        if let Some(usage) = usage {
             self.read_usage(usage, &mut out.usage);
         }
     }
 
     /// Counts the output text of one content block (or block start); returns what it carried.
-    fn read_block(b: &Value, out: &mut Observed) -> OutputKind {
-        match b.get("type").and_then(Value::as_str) {
-            Some("text") => match nonempty_str(b.get("text")) {
+    fn read_block(b: &Block<'_>, out: &mut Observed) -> OutputKind {
+        match as_str(&b.ty) {
+            Some("text") => match nonempty(&b.text) {
                 Some(t) => {
                     out.note_output(t);
                     OutputKind::Answer
                 }
                 None => OutputKind::None,
             },
-            Some("thinking") => match nonempty_str(b.get("thinking")) {
+            Some("thinking") => match nonempty(&b.thinking) {
                 Some(t) => {
                     out.note_output(t);
                     OutputKind::Reasoning
@@ -134,7 +184,7 @@ impl Anthropic {
                 None => OutputKind::None,
             },
             // A whole response's tool call: its arguments, as the stream would have sent them.
-            Some("tool_use") => match b.get("input") {
+            Some("tool_use") => match &b.input {
                 Some(input) if input.as_object().is_some_and(|o| !o.is_empty()) => {
                     out.note_output(&input.to_string());
                     OutputKind::Answer
@@ -146,15 +196,15 @@ impl Anthropic {
     }
 
     /// Reads a `content_block_delta`'s `delta`.
-    fn read_delta(d: &Value, out: &mut Observed) -> OutputKind {
-        let (key, kind) = match d.get("type").and_then(Value::as_str) {
-            Some("text_delta") => ("text", OutputKind::Answer),
-            Some("thinking_delta") => ("thinking", OutputKind::Reasoning),
-            Some("input_json_delta") => ("partial_json", OutputKind::Answer),
+    fn read_delta(d: &Delta<'_>, out: &mut Observed) -> OutputKind {
+        let (text, kind) = match as_str(&d.ty) {
+            Some("text_delta") => (&d.text, OutputKind::Answer),
+            Some("thinking_delta") => (&d.thinking, OutputKind::Reasoning),
+            Some("input_json_delta") => (&d.partial_json, OutputKind::Answer),
             // signature_delta, citations_delta and anything newer carry no output text.
             _ => return OutputKind::None,
         };
-        match nonempty_str(d.get(key)) {
+        match nonempty(text) {
             Some(t) => {
                 out.note_output(t);
                 kind
@@ -163,6 +213,14 @@ impl Anthropic {
         }
     }
 }
+
+/// A message's model, id, stop reason and usage.
+type MessageFields<'s, 'a> = (
+    &'s Option<Scalar<'a>>,
+    &'s Option<Scalar<'a>>,
+    &'s Option<Scalar<'a>>,
+    &'s Option<UsageView<'a>>,
+);
 
 impl ProviderDialect for Anthropic {
     fn provider(&self) -> &'static str {
@@ -177,8 +235,8 @@ impl ProviderDialect for Anthropic {
         "chat"
     }
 
-    fn on_request_body(&mut self, body: &[u8], out: &mut Observed) {
-        let Some(v) = super::json::request_body(body, out) else {
+    fn on_request_body(&mut self, body: &Body<'_>, out: &mut Observed) {
+        let Some(v) = json::request_body(body, out) else {
             return;
         };
         let mut n = v.get("system").map(content_chars).unwrap_or(0);
@@ -190,42 +248,39 @@ impl ProviderDialect for Anthropic {
         out.prompt_chars = n;
     }
 
-    fn on_stream_event(&mut self, ev: &SseEvent, out: &mut Observed) -> OutputKind {
-        let data = ev.data.trim();
-        if data.is_empty() {
+    fn on_stream_event(&mut self, ev: &Event<'_>, out: &mut Observed) -> OutputKind {
+        if ev.text.is_empty() {
             return OutputKind::None;
         }
-        let Ok(v) = serde_json::from_str::<Value>(data) else {
-            if ev.event.as_deref() == Some("error") && out.error.is_none() {
+        let Some(v) = ev.parse::<Object<'_>>() else {
+            if ev.name == Some("error") && out.error.is_none() {
                 out.error = Some("error".to_owned());
             }
             return OutputKind::None;
         };
-        let ty = v
-            .get("type")
-            .and_then(Value::as_str)
-            .or(ev.event.as_deref())
-            .unwrap_or("");
+        let ty = as_str(&v.ty).or(ev.name).unwrap_or("");
         match ty {
             "message_start" => {
-                if let Some(m) = v.get("message") {
-                    self.read_message(m, out);
+                if let Some(m) = &v.message {
+                    self.read_message((&m.model, &m.id, &m.stop_reason, &m.usage), out);
                 }
                 OutputKind::None
             }
             "content_block_start" => v
-                .get("content_block")
+                .content_block
+                .as_ref()
                 .map(|b| Self::read_block(b, out))
                 .unwrap_or(OutputKind::None),
             "content_block_delta" => v
-                .get("delta")
+                .delta
+                .as_ref()
                 .map(|d| Self::read_delta(d, out))
                 .unwrap_or(OutputKind::None),
             "message_delta" => {
-                if let Some(fr) = v.get("delta").and_then(|d| s(d, "stop_reason")) {
-                    out.finish_reason = Some(fr);
+                if let Some(fr) = v.delta.as_ref().and_then(|d| nonempty(&d.stop_reason)) {
+                    out.finish_reason = Some(fr.to_owned());
                 }
-                if let Some(usage) = v.get("usage") {
+                if let Some(usage) = &v.usage {
                     self.read_usage(usage, &mut out.usage);
                 }
                 OutputKind::None
@@ -235,7 +290,7 @@ impl ProviderDialect for Anthropic {
                 OutputKind::None
             }
             "error" => {
-                out.error = Some(error_of(&v).unwrap_or_else(|| "error".to_owned()));
+                out.error = Some(error_of(&v));
                 OutputKind::None
             }
             // ping, content_block_stop, and event types added later.
@@ -243,21 +298,16 @@ impl ProviderDialect for Anthropic {
         }
     }
 
-    fn on_response_body(&mut self, body: &[u8], out: &mut Observed) {
-        let Ok(v) = serde_json::from_slice::<Value>(body) else {
+    fn on_response_body(&mut self, body: &Body<'_>, out: &mut Observed) {
+        let Some(v) = body.parse::<Object<'_>>().filter(|v| v.is_object) else {
             return;
         };
-        if !v.is_object() {
-            return;
-        }
-        if v.get("type").and_then(Value::as_str) == Some("error") {
-            out.error = Some(error_of(&v).unwrap_or_else(|| "error".to_owned()));
+        if as_str(&v.ty) == Some("error") {
+            out.error = Some(error_of(&v));
         } else {
-            self.read_message(&v, out);
-            if let Some(blocks) = v.get("content").and_then(Value::as_array) {
-                for b in blocks {
-                    Self::read_block(b, out);
-                }
+            self.read_message((&v.model, &v.id, &v.stop_reason, &v.usage), out);
+            for b in items(&v.content) {
+                Self::read_block(b, out);
             }
         }
         out.terminal = true;
@@ -267,7 +317,9 @@ impl ProviderDialect for Anthropic {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::llm::test_support::Feed;
     use crate::llm::test_support::{head, typed_event as ev};
+    use crate::protocol::StreamEvent;
 
     #[test]
     fn detects_by_path() {
@@ -307,7 +359,7 @@ mod tests {
     fn reads_request() {
         let mut d = Anthropic::default();
         let mut o = Observed::default();
-        d.on_request_body(
+        d.feed_request(
             br#"{"model":"claude-sonnet-4-5","max_tokens":1024,"system":"be brief","messages":[{"role":"user","content":"hello"},{"role":"assistant","content":[{"type":"text","text":"abc"},{"type":"tool_use","id":"t1","name":"f","input":{}}]},{"role":"user","content":[{"type":"tool_result","tool_use_id":"t1","content":[{"type":"text","text":"42"}]},{"type":"image","source":{"type":"base64","data":"AAAA"}}]}],"stream":true}"#,
             &mut o,
         );
@@ -316,7 +368,7 @@ mod tests {
         assert_eq!(o.prompt_chars, 8 + 5 + 3 + 2);
 
         let mut o = Observed::default();
-        d.on_request_body(
+        d.feed_request(
             br#"{"model":"m","system":[{"type":"text","text":"sys","cache_control":{"type":"ephemeral"}}],"messages":[{"role":"user","content":"h\u00e9"}]}"#,
             &mut o,
         );
@@ -328,7 +380,7 @@ mod tests {
     fn reads_the_model_of_a_request_cut_by_a_gap() {
         let mut d = Anthropic::default();
         let mut o = Observed::default();
-        d.on_request_body(b"{\"model\":\"claude-x\",\"max_tokens\":64,\"stream\":true,\"messages\":[{\"role\":\"user\",\"content\":\"w0 w1\0w998 w999\"}]}", &mut o);
+        d.feed_request(b"{\"model\":\"claude-x\",\"max_tokens\":64,\"stream\":true,\"messages\":[{\"role\":\"user\",\"content\":\"w0 w1\0w998 w999\"}]}", &mut o);
         assert_eq!(o.request_model.as_deref(), Some("claude-x"));
         assert_eq!(o.stream, Some(true));
         assert_eq!(o.prompt_chars, 0);
@@ -387,11 +439,11 @@ mod tests {
             ),
         ];
         for (event, data, want) in frames {
-            assert_eq!(d.on_stream_event(&ev(event, data), &mut o), want, "{data}");
+            assert_eq!(d.feed_event(&ev(event, data), &mut o), want, "{data}");
             assert!(!o.terminal);
         }
         assert_eq!(
-            d.on_stream_event(&ev("message_stop", r#"{"type":"message_stop"}"#), &mut o),
+            d.feed_event(&ev("message_stop", r#"{"type":"message_stop"}"#), &mut o),
             OutputKind::None
         );
         assert!(o.terminal);
@@ -416,7 +468,7 @@ mod tests {
         let mut d = Anthropic::default();
         let mut o = Observed::default();
         assert_eq!(
-            d.on_stream_event(
+            d.feed_event(
                 &ev(
                     "content_block_delta",
                     r#"{"index":0,"delta":{"type":"text_delta","text":"Hi"}}"#
@@ -425,7 +477,7 @@ mod tests {
             ),
             OutputKind::Answer
         );
-        d.on_stream_event(&ev("message_stop", "{}"), &mut o);
+        d.feed_event(&ev("message_stop", "{}"), &mut o);
         assert!(o.terminal);
         assert_eq!(o.output_chars, 2);
     }
@@ -457,12 +509,12 @@ mod tests {
             ),
         ];
         for (data, want) in frames {
-            let e = SseEvent {
+            let e = StreamEvent {
                 event: None,
                 data: data.into(),
                 id: None,
             };
-            assert_eq!(d.on_stream_event(&e, &mut o), want, "{data}");
+            assert_eq!(d.feed_event(&e, &mut o), want, "{data}");
         }
         assert_eq!(o.output_chars, 17 + 4);
         assert_eq!(o.finish_reason.as_deref(), Some("tool_use"));
@@ -473,18 +525,18 @@ mod tests {
     fn usage_counts_cached_prompt_tokens_and_replaces_cumulative_reports() {
         let mut d = Anthropic::default();
         let mut o = Observed::default();
-        d.on_stream_event(
+        d.feed_event(
             &ev("message_start", r#"{"type":"message_start","message":{"id":"msg_2","model":"claude-x","usage":{"input_tokens":10,"cache_creation_input_tokens":5,"cache_read_input_tokens":100,"output_tokens":1}}}"#),
             &mut o,
         );
         assert_eq!(o.usage.input_tokens, Some(115));
         assert_eq!(o.usage.cached_input_tokens, Some(100));
         assert_eq!(o.usage.output_tokens, Some(1));
-        d.on_stream_event(
+        d.feed_event(
             &ev("message_delta", r#"{"type":"message_delta","delta":{"stop_reason":"max_tokens"},"usage":{"output_tokens":7}}"#),
             &mut o,
         );
-        d.on_stream_event(
+        d.feed_event(
             &ev("message_delta", r#"{"type":"message_delta","delta":{},"usage":{"input_tokens":12,"output_tokens":9}}"#),
             &mut o,
         );
@@ -505,7 +557,7 @@ mod tests {
         let mut d = Anthropic::default();
         let mut o = Observed::default();
         assert_eq!(
-            d.on_stream_event(
+            d.feed_event(
                 &ev(
                     "error",
                     r#"{"type":"error","error":{"type":"overloaded_error","message":"Overloaded"}}"#
@@ -518,7 +570,7 @@ mod tests {
         assert!(!o.terminal);
 
         let mut o = Observed::default();
-        d.on_stream_event(&ev("error", "upstream went away"), &mut o);
+        d.feed_event(&ev("error", "upstream went away"), &mut o);
         assert_eq!(o.error.as_deref(), Some("error"));
     }
 
@@ -526,7 +578,7 @@ mod tests {
     fn reads_whole_responses() {
         let mut d = Anthropic::default();
         let mut o = Observed::default();
-        d.on_response_body(
+        d.feed_response(
             br#"{"id":"msg_01","type":"message","role":"assistant","model":"claude-sonnet-4-5-20250929","content":[{"type":"thinking","thinking":"hmm","signature":"sig"},{"type":"text","text":"Hi there"},{"type":"tool_use","id":"toolu_1","name":"f","input":{"a":1}}],"stop_reason":"tool_use","stop_sequence":null,"usage":{"input_tokens":20,"cache_creation_input_tokens":0,"cache_read_input_tokens":4,"output_tokens":30}}"#,
             &mut o,
         );
@@ -551,7 +603,7 @@ mod tests {
 
         let mut d = Anthropic::default();
         let mut o = Observed::default();
-        d.on_response_body(
+        d.feed_response(
             br#"{"type":"error","error":{"type":"rate_limit_error","message":"slow down"},"request_id":"req_1"}"#,
             &mut o,
         );
@@ -564,9 +616,9 @@ mod tests {
     fn survives_garbage() {
         let mut d = Anthropic::default();
         let mut o = Observed::default();
-        d.on_request_body(b"{not json", &mut o);
-        d.on_response_body(b"\x00\xff", &mut o);
-        d.on_response_body(b"[1,2]", &mut o);
+        d.feed_request(b"{not json", &mut o);
+        d.feed_response(b"\x00\xff", &mut o);
+        d.feed_response(b"[1,2]", &mut o);
         for (event, data) in [
             ("message_start", r#"{"type":"message_start","message":[1]}"#),
             (
@@ -595,7 +647,7 @@ mod tests {
             ("x", "42"),
         ] {
             assert_eq!(
-                d.on_stream_event(&ev(event, data), &mut o),
+                d.feed_event(&ev(event, data), &mut o),
                 OutputKind::None,
                 "{data}"
             );

@@ -5,10 +5,13 @@
 
 use serde_json::Value;
 
-use super::json::{string_at as s, u64_at as u};
+use super::json::{Body, Event, string_at as s};
+use super::typed::{
+    ContentText, Details, List, Scalar, UsageView, as_str, as_u64, is_array, items, json_object,
+    nonempty,
+};
 use super::{Observed, OutputKind, ProviderDialect, Usage};
 use crate::protocol::http1::RequestHead;
-use crate::protocol::sse::SseEvent;
 
 /// Choices whose text growth is followed one by one; later ones count as deltas.
 const MAX_TRACKED_CHOICES: usize = 8;
@@ -96,23 +99,77 @@ pub fn detect(head: &RequestHead) -> Option<Box<dyn ProviderDialect>> {
     }))
 }
 
-/// Reads a DashScope `usage` object (cumulative: each report replaces the last) into `out`.
-fn read_usage(usage: &Value, out: &mut Usage) {
-    if !usage.is_object() {
+json_object! {
+    /// One response object: a stream event or a whole body.
+    struct Object<'a> {
+        "request_id" => request_id: Scalar<'a>,
+        "model" => model: Scalar<'a>,
+        "usage" => usage: UsageView<'a>,
+        "code" => code: Scalar<'a>,
+        "output" => output: Output<'a>,
+    }
+}
+
+json_object! {
+    /// `output`: the `choices` form or the older `text` form.
+    struct Output<'a> {
+        "finish_reason" => finish_reason: Scalar<'a>,
+        "text" => text: Scalar<'a>,
+        "choices" => choices: List<Choice<'a>>,
+    }
+}
+
+json_object! {
+    /// One of `output.choices`.
+    struct Choice<'a> {
+        "finish_reason" => finish_reason: Scalar<'a>,
+        "message" => message: Message<'a>,
+    }
+}
+
+json_object! {
+    /// A choice's `message`.
+    struct Message<'a> {
+        "reasoning_content" => reasoning_content: Scalar<'a>,
+        "content" => content: ContentText<'a>,
+        "tool_calls" => tool_calls: List<ToolCall<'a>>,
+    }
+}
+
+json_object! {
+    /// One of a message's `tool_calls`.
+    struct ToolCall<'a> {
+        "function" => function: Function<'a>,
+    }
+}
+
+json_object! {
+    /// A tool call's `function`.
+    struct Function<'a> {
+        "arguments" => arguments: Scalar<'a>,
+    }
+}
+
+/// Reads a DashScope `usage` object into `out`.
+fn read_usage(usage: &UsageView<'_>, out: &mut Usage) {
+    if !usage.is_object {
         return;
     }
-    if let Some(n) = u(usage, &["input_tokens"]) {
+    if let Some(n) = as_u64(&usage.input_tokens) {
         out.input_tokens = Some(n);
     }
-    if let Some(n) = u(usage, &["output_tokens"]) {
+    if let Some(n) = as_u64(&usage.output_tokens) {
         out.output_tokens = Some(n);
     }
-    if let Some(n) = u(usage, &["output_tokens_details", "reasoning_tokens"]) {
+    if let Some(n) = usage
+        .output_details
+        .as_ref()
+        .and_then(|d| as_u64(&d.reasoning_tokens))
+    {
         out.reasoning_tokens = Some(n);
     }
-    if let Some(n) = u(usage, &["prompt_tokens_details", "cached_tokens"])
-        .or_else(|| u(usage, &["input_tokens_details", "cached_tokens"]))
-    {
+    let cached = |d: &Option<Details<'_>>| d.as_ref().and_then(|d| as_u64(&d.cached_tokens));
+    if let Some(n) = cached(&usage.prompt_details).or_else(|| cached(&usage.input_details)) {
         out.cached_input_tokens = Some(n);
     }
 }
@@ -135,9 +192,8 @@ fn content_chars(c: Option<&Value>) -> u64 {
 }
 
 /// A finish reason, `"null"` (DashScope's "not yet") counting as none.
-fn finish_reason(v: Option<&Value>) -> Option<&str> {
-    v.and_then(Value::as_str)
-        .filter(|s| !s.is_empty() && *s != "null")
+fn finish_reason(v: Option<&str>) -> Option<&str> {
+    v.filter(|s| !s.is_empty() && *s != "null")
 }
 
 impl DashScope {
@@ -153,10 +209,15 @@ impl DashScope {
 
     /// Reads `output` (the `choices` form or the older `text` form); returns the most
     /// output-like kind that carried new text.
-    fn read_output(&mut self, output: &Value, incremental: bool, out: &mut Observed) -> OutputKind {
+    fn read_output(
+        &mut self,
+        output: &Output<'_>,
+        incremental: bool,
+        out: &mut Observed,
+    ) -> OutputKind {
         let mut kind = OutputKind::None;
-        let mut finish = finish_reason(output.get("finish_reason")).map(str::to_owned);
-        if let Some(text) = output.get("text").and_then(Value::as_str) {
+        let mut finish = finish_reason(as_str(&output.finish_reason)).map(str::to_owned);
+        if let Some(text) = as_str(&output.text) {
             let mut fresh = ChoiceSeen::default();
             let seen = self.choice_seen(0).unwrap_or(&mut fresh);
             let n = seen.answer.advance(text, incremental);
@@ -165,25 +226,19 @@ impl DashScope {
                 kind = OutputKind::Answer;
             }
         }
-        if let Some(choices) = output.get("choices").and_then(Value::as_array) {
-            for (i, c) in choices.iter().enumerate() {
-                if let Some(fr) = finish_reason(c.get("finish_reason")) {
+        if is_array(&output.choices) {
+            for (i, c) in items(&output.choices).iter().enumerate() {
+                if let Some(fr) = finish_reason(as_str(&c.finish_reason)) {
                     finish = Some(fr.to_owned());
                 }
-                let Some(m) = c.get("message") else {
+                let Some(m) = &c.message else {
                     continue;
                 };
-                let reasoning = m
-                    .get("reasoning_content")
-                    .and_then(Value::as_str)
-                    .unwrap_or("");
-                let answer = text_of(m.get("content"));
-                let args: String = m
-                    .get("tool_calls")
-                    .and_then(Value::as_array)
-                    .into_iter()
-                    .flatten()
-                    .filter_map(|call| call.pointer("/function/arguments").and_then(Value::as_str))
+                let reasoning = as_str(&m.reasoning_content).unwrap_or("");
+                let answer = m.content.as_ref().map_or("", |c| &c.0);
+                let args: String = items(&m.tool_calls)
+                    .iter()
+                    .filter_map(|call| call.function.as_ref().and_then(|f| as_str(&f.arguments)))
                     .collect();
                 let mut fresh = ChoiceSeen::default();
                 // Choices past the tracked ones are read as deltas.
@@ -192,7 +247,7 @@ impl DashScope {
                     None => (&mut fresh, true),
                 };
                 let r = seen.reasoning.advance(reasoning, incremental);
-                let a = seen.answer.advance(&answer, incremental);
+                let a = seen.answer.advance(answer, incremental);
                 let t = seen.tool_args.advance(&args, incremental);
                 out.output_chars += r + a + t;
                 if a + t > 0 {
@@ -210,24 +265,24 @@ impl DashScope {
     }
 
     /// Reads one response object (a stream event or a whole body).
-    fn read_object(&mut self, v: &Value, incremental: bool, out: &mut Observed) -> OutputKind {
-        if !v.is_object() {
+    fn read_object(&mut self, v: &Object<'_>, incremental: bool, out: &mut Observed) -> OutputKind {
+        if !v.is_object {
             return OutputKind::None;
         }
-        if let Some(id) = s(v, "request_id") {
-            out.response_id.get_or_insert(id);
+        if let Some(id) = nonempty(&v.request_id) {
+            out.response_id.get_or_insert_with(|| id.to_owned());
         }
-        if let Some(m) = s(v, "model") {
-            out.response_model = Some(m);
+        if let Some(m) = nonempty(&v.model) {
+            out.response_model = Some(m.to_owned());
         }
-        if let Some(usage) = v.get("usage") {
+        if let Some(usage) = &v.usage {
             read_usage(usage, &mut out.usage);
         }
-        if let Some(code) = s(v, "code") {
-            out.error = Some(code);
+        if let Some(code) = nonempty(&v.code) {
+            out.error = Some(code.to_owned());
         }
-        match v.get("output") {
-            Some(output) if output.is_object() => self.read_output(output, incremental, out),
+        match &v.output {
+            Some(output) if output.is_object => self.read_output(output, incremental, out),
             _ => OutputKind::None,
         }
     }
@@ -246,8 +301,9 @@ impl ProviderDialect for DashScope {
         if self.chat { "chat" } else { "text_completion" }
     }
 
-    fn on_request_body(&mut self, body: &[u8], out: &mut Observed) {
-        let Ok(v) = serde_json::from_slice::<Value>(body) else {
+    fn on_request_body(&mut self, body: &Body<'_>, out: &mut Observed) {
+        let Some(v) = body.json() else {
+            let body = body.raw();
             // A body cut by a capture gap: the model and flags usually sit before the gap.
             out.request_model = super::scan_json_string(body, "model");
             self.incremental = super::scan_json_bool(body, "incremental_output") == Some(true);
@@ -259,7 +315,7 @@ impl ProviderDialect for DashScope {
             self.chat = contains(body, b"\"messages\"") || !contains(body, b"\"prompt\"");
             return;
         };
-        out.request_model = s(&v, "model");
+        out.request_model = s(v, "model");
         let params = v.get("parameters");
         let flag = |key: &str| {
             params
@@ -287,25 +343,24 @@ impl ProviderDialect for DashScope {
         out.prompt_chars = n;
     }
 
-    fn on_stream_event(&mut self, ev: &SseEvent, out: &mut Observed) -> OutputKind {
-        let data = ev.data.trim();
-        if data.is_empty() {
+    fn on_stream_event(&mut self, ev: &Event<'_>, out: &mut Observed) -> OutputKind {
+        if ev.text.is_empty() {
             return OutputKind::None;
         }
-        let parsed = serde_json::from_str::<Value>(data);
-        if ev.event.as_deref() == Some("error") {
-            let code = parsed.as_ref().ok().and_then(|v| s(v, "code"));
-            out.error = Some(code.unwrap_or_else(|| "error".to_owned()));
+        let parsed = ev.parse::<Object<'_>>();
+        if ev.name == Some("error") {
+            let code = parsed.as_ref().and_then(|v| nonempty(&v.code));
+            out.error = Some(code.unwrap_or("error").to_owned());
         }
-        let Ok(v) = parsed else {
+        let Some(v) = parsed else {
             return OutputKind::None;
         };
         let incremental = self.incremental;
         self.read_object(&v, incremental, out)
     }
 
-    fn on_response_body(&mut self, body: &[u8], out: &mut Observed) {
-        let Ok(v) = serde_json::from_slice::<Value>(body) else {
+    fn on_response_body(&mut self, body: &Body<'_>, out: &mut Observed) {
+        let Some(v) = body.parse::<Object<'_>>() else {
             return;
         };
         // One body: its text is read whole, once.
@@ -321,6 +376,9 @@ fn contains(hay: &[u8], needle: &[u8]) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::llm::Usage;
+    use crate::llm::test_support::Feed;
+    use crate::protocol::StreamEvent;
 
     const PATH: &str = "/api/v1/services/aigc/text-generation/generation";
 
@@ -340,8 +398,8 @@ mod tests {
         detect(&head("POST", PATH, sse)).expect("detected")
     }
 
-    fn ev(data: &str) -> SseEvent {
-        SseEvent {
+    fn ev(data: &str) -> StreamEvent {
+        StreamEvent {
             event: Some("result".into()),
             data: data.into(),
             id: Some("1".into()),
@@ -395,7 +453,7 @@ mod tests {
     fn reads_requests() {
         let mut d = dialect(true);
         let mut o = Observed::default();
-        d.on_request_body(
+        d.feed_request(
             br#"{"model":"qwen-plus","input":{"messages":[{"role":"system","content":"You are helpful."},{"role":"user","content":"Who are you?"}]},"parameters":{"result_format":"message","incremental_output":true}}"#,
             &mut o,
         );
@@ -407,7 +465,7 @@ mod tests {
         // No SSE header, no incremental output: not streamed; a prompt makes it a completion.
         let mut d = dialect(false);
         let mut o = Observed::default();
-        d.on_request_body(
+        d.feed_request(
             br#"{"model":"qwen-turbo","input":{"prompt":"hello"}}"#,
             &mut o,
         );
@@ -418,7 +476,7 @@ mod tests {
         // Incremental output alone says stream; multimodal parts count their text only.
         let mut d = dialect(false);
         let mut o = Observed::default();
-        d.on_request_body(
+        d.feed_request(
             br#"{"model":"qwen-vl-plus","input":{"messages":[{"role":"user","content":[{"image":"https://x/y.png"},{"text":"describe"}]}]},"parameters":{"incremental_output":true}}"#,
             &mut o,
         );
@@ -431,7 +489,7 @@ mod tests {
     fn reads_a_request_cut_by_a_gap() {
         let mut d = dialect(false);
         let mut o = Observed::default();
-        d.on_request_body(
+        d.feed_request(
             b"{\"model\":\"qwen-max\",\"input\":{\"messages\":[{\"role\":\"user\",\"content\":\"w0\0w9\"}]},\"parameters\":{\"incremental_output\":true}}",
             &mut o,
         );
@@ -441,7 +499,7 @@ mod tests {
 
         let mut d = dialect(true);
         let mut o = Observed::default();
-        d.on_request_body(
+        d.feed_request(
             b"{\"model\":\"qwen-max\",\"input\":{\"prompt\":\"w0\0w9\"}}",
             &mut o,
         );
@@ -453,7 +511,7 @@ mod tests {
     fn reads_an_incremental_stream_reasoning_then_answer() {
         let mut d = dialect(true);
         let mut o = Observed::default();
-        d.on_request_body(
+        d.feed_request(
             br#"{"model":"qwen-plus","input":{"messages":[{"role":"user","content":"hi"}]},"parameters":{"result_format":"message","incremental_output":true,"enable_thinking":true}}"#,
             &mut o,
         );
@@ -480,7 +538,7 @@ mod tests {
             ),
         ];
         for (i, (data, kind)) in frames.iter().enumerate() {
-            assert_eq!(d.on_stream_event(&ev(data), &mut o), *kind, "frame {i}");
+            assert_eq!(d.feed_event(&ev(data), &mut o), *kind, "frame {i}");
             assert_eq!(o.terminal, i == frames.len() - 1, "frame {i}");
             if i < frames.len() - 1 {
                 assert_eq!(o.finish_reason, None, "\"null\" is not a finish reason");
@@ -505,7 +563,7 @@ mod tests {
     fn non_incremental_text_counts_growth_only() {
         let mut d = dialect(true);
         let mut o = Observed::default();
-        d.on_request_body(
+        d.feed_request(
             br#"{"model":"qwen-plus","input":{"messages":[{"role":"user","content":"hi"}]},"parameters":{"result_format":"message"}}"#,
             &mut o,
         );
@@ -525,7 +583,7 @@ mod tests {
         ];
         for (content, fr, n, kind, total) in steps {
             assert_eq!(
-                d.on_stream_event(&ev(&frame(content, fr, n)), &mut o),
+                d.feed_event(&ev(&frame(content, fr, n)), &mut o),
                 kind,
                 "{content}"
             );
@@ -540,26 +598,26 @@ mod tests {
     fn non_incremental_reasoning_and_the_text_form() {
         let mut d = dialect(true);
         let mut o = Observed::default();
-        d.on_request_body(br#"{"model":"qwen-turbo","input":{"prompt":"hi"}}"#, &mut o);
+        d.feed_request(br#"{"model":"qwen-turbo","input":{"prompt":"hi"}}"#, &mut o);
         let msg = |r: &str, c: &str| {
             format!(
                 r#"{{"output":{{"choices":[{{"message":{{"content":"{c}","reasoning_content":"{r}","role":"assistant"}},"finish_reason":"null"}}]}},"request_id":"r"}}"#
             )
         };
         assert_eq!(
-            d.on_stream_event(&ev(&msg("ab", "")), &mut o),
+            d.feed_event(&ev(&msg("ab", "")), &mut o),
             OutputKind::Reasoning
         );
         assert_eq!(
-            d.on_stream_event(&ev(&msg("abcd", "")), &mut o),
+            d.feed_event(&ev(&msg("abcd", "")), &mut o),
             OutputKind::Reasoning
         );
         assert_eq!(
-            d.on_stream_event(&ev(&msg("abcd", "x")), &mut o),
+            d.feed_event(&ev(&msg("abcd", "x")), &mut o),
             OutputKind::Answer
         );
         assert_eq!(
-            d.on_stream_event(&ev(&msg("abcd", "x")), &mut o),
+            d.feed_event(&ev(&msg("abcd", "x")), &mut o),
             OutputKind::None
         );
         assert_eq!(o.output_chars, 5);
@@ -567,7 +625,7 @@ mod tests {
         // The older `output.text` form.
         let mut d = dialect(true);
         let mut o = Observed::default();
-        d.on_request_body(br#"{"model":"qwen-turbo","input":{"prompt":"hi"}}"#, &mut o);
+        d.feed_request(br#"{"model":"qwen-turbo","input":{"prompt":"hi"}}"#, &mut o);
         let text = |t: &str, fr: &str| {
             format!(
                 r#"{{"output":{{"finish_reason":"{fr}","text":"{t}"}},"usage":{{"total_tokens":9,"output_tokens":{},"input_tokens":5}},"request_id":"r2"}}"#,
@@ -575,15 +633,15 @@ mod tests {
             )
         };
         assert_eq!(
-            d.on_stream_event(&ev(&text("I am", "null")), &mut o),
+            d.feed_event(&ev(&text("I am", "null")), &mut o),
             OutputKind::Answer
         );
         assert_eq!(
-            d.on_stream_event(&ev(&text("I am Qwen", "null")), &mut o),
+            d.feed_event(&ev(&text("I am Qwen", "null")), &mut o),
             OutputKind::Answer
         );
         assert_eq!(
-            d.on_stream_event(&ev(&text("I am Qwen", "stop")), &mut o),
+            d.feed_event(&ev(&text("I am Qwen", "stop")), &mut o),
             OutputKind::None
         );
         assert_eq!(o.output_chars, 9);
@@ -598,14 +656,14 @@ mod tests {
         // The server streams deltas although the request did not ask for them.
         let mut d = dialect(true);
         let mut o = Observed::default();
-        d.on_request_body(br#"{"model":"qwq-plus","input":{"messages":[]}}"#, &mut o);
+        d.feed_request(br#"{"model":"qwq-plus","input":{"messages":[]}}"#, &mut o);
         let msg = |c: &str| {
             format!(
                 r#"{{"output":{{"choices":[{{"message":{{"content":"{c}"}},"finish_reason":"null"}}]}}}}"#
             )
         };
         for c in ["The", " cat", " sat"] {
-            assert_eq!(d.on_stream_event(&ev(&msg(c)), &mut o), OutputKind::Answer);
+            assert_eq!(d.feed_event(&ev(&msg(c)), &mut o), OutputKind::Answer);
         }
         assert_eq!(o.output_chars, 11);
     }
@@ -614,15 +672,15 @@ mod tests {
     fn tool_call_arguments_are_answer_output() {
         let mut d = dialect(true);
         let mut o = Observed::default();
-        d.on_request_body(
+        d.feed_request(
             br#"{"model":"qwen-plus","input":{"messages":[]},"parameters":{"incremental_output":true}}"#,
             &mut o,
         );
         assert_eq!(
-            d.on_stream_event(&ev(r#"{"output":{"choices":[{"message":{"content":"","role":"assistant","tool_calls":[{"index":0,"id":"call_1","type":"function","function":{"name":"get_weather","arguments":"{\"city\":"}}]},"finish_reason":"null"}]},"request_id":"r"}"#), &mut o),
+            d.feed_event(&ev(r#"{"output":{"choices":[{"message":{"content":"","role":"assistant","tool_calls":[{"index":0,"id":"call_1","type":"function","function":{"name":"get_weather","arguments":"{\"city\":"}}]},"finish_reason":"null"}]},"request_id":"r"}"#), &mut o),
             OutputKind::Answer
         );
-        d.on_stream_event(&ev(r#"{"output":{"choices":[{"message":{"content":"","role":"assistant"},"finish_reason":"tool_calls"}]},"request_id":"r"}"#), &mut o);
+        d.feed_event(&ev(r#"{"output":{"choices":[{"message":{"content":"","role":"assistant"},"finish_reason":"tool_calls"}]},"request_id":"r"}"#), &mut o);
         assert_eq!(o.output_chars, 8);
         assert_eq!(o.finish_reason.as_deref(), Some("tool_calls"));
         assert!(o.terminal);
@@ -632,26 +690,26 @@ mod tests {
     fn reads_errors() {
         let mut d = dialect(true);
         let mut o = Observed::default();
-        let err = SseEvent {
+        let err = StreamEvent {
             event: Some("error".into()),
             data: r#"{"code":"InvalidParameter","message":"Range of input length should be [1, 30720]","request_id":"e1"}"#.into(),
             id: Some("1".into()),
         };
-        assert_eq!(d.on_stream_event(&err, &mut o), OutputKind::None);
+        assert_eq!(d.feed_event(&err, &mut o), OutputKind::None);
         assert_eq!(o.error.as_deref(), Some("InvalidParameter"));
         assert_eq!(o.response_id.as_deref(), Some("e1"));
 
         let mut o = Observed::default();
-        let bare = SseEvent {
+        let bare = StreamEvent {
             event: Some("error".into()),
             data: "oops".into(),
             id: None,
         };
-        d.on_stream_event(&bare, &mut o);
+        d.feed_event(&bare, &mut o);
         assert_eq!(o.error.as_deref(), Some("error"));
 
         let mut o = Observed::default();
-        d.on_response_body(
+        d.feed_response(
             br#"{"code":"InvalidApiKey","message":"Invalid API-key provided.","request_id":"e2"}"#,
             &mut o,
         );
@@ -662,11 +720,11 @@ mod tests {
     fn reads_non_stream_bodies() {
         let mut d = dialect(false);
         let mut o = Observed::default();
-        d.on_request_body(
+        d.feed_request(
             br#"{"model":"qwen-plus","input":{"messages":[{"role":"user","content":"hi"}]},"parameters":{"result_format":"message"}}"#,
             &mut o,
         );
-        d.on_response_body(
+        d.feed_response(
             br#"{"output":{"choices":[{"finish_reason":"stop","message":{"role":"assistant","content":"I am Qwen.","reasoning_content":"ok"}}]},"usage":{"total_tokens":30,"output_tokens":5,"input_tokens":25},"request_id":"5f1a"}"#,
             &mut o,
         );
@@ -680,7 +738,7 @@ mod tests {
 
         // Multimodal: content is an array of parts.
         let mut o = Observed::default();
-        d.on_response_body(
+        d.feed_response(
             br#"{"output":{"choices":[{"finish_reason":"stop","message":{"role":"assistant","content":[{"text":"A cat."}]}}]},"usage":{"output_tokens":3,"input_tokens":1200,"input_tokens_details":{"text_tokens":20,"image_tokens":1180}},"request_id":"m1"}"#,
             &mut o,
         );
@@ -692,10 +750,10 @@ mod tests {
     fn survives_garbage() {
         let mut d = dialect(false);
         let mut o = Observed::default();
-        d.on_request_body(b"\xff", &mut o);
+        d.feed_request(b"\xff", &mut o);
         assert_eq!(o.stream, Some(false));
         let mut o = Observed::default();
-        d.on_response_body(b"\x00\xff", &mut o);
+        d.feed_response(b"\x00\xff", &mut o);
         for data in [
             "{not json",
             "[1]",
@@ -703,18 +761,14 @@ mod tests {
             r#"{"output":{"choices":"x","text":5,"finish_reason":"null"}}"#,
             r#"{"output":{"choices":[5,{"message":"m"},{"message":{"content":7,"reasoning_content":[1],"tool_calls":{"a":1}}}]}}"#,
         ] {
-            assert_eq!(
-                d.on_stream_event(&ev(data), &mut o),
-                OutputKind::None,
-                "{data}"
-            );
+            assert_eq!(d.feed_event(&ev(data), &mut o), OutputKind::None, "{data}");
         }
         // Many choices: tracking stays bounded.
         let many = format!(
             r#"{{"output":{{"choices":[{}]}}}}"#,
             vec![r#"{"message":{"content":""}}"#; 100].join(",")
         );
-        assert_eq!(d.on_stream_event(&ev(&many), &mut o), OutputKind::None);
+        assert_eq!(d.feed_event(&ev(&many), &mut o), OutputKind::None);
         assert_eq!(o, Observed::default());
     }
 }

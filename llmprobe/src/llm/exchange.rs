@@ -1,16 +1,22 @@
 //! One HTTP exchange recognised as an LLM call: collects the request body, decodes the response
 //! (a token stream or a whole body) through its dialect, times every output-bearing event, and
 //! turns it all into an [`LlmCall`] when the exchange ends or is cut off.
+//!
+//! Each piece is parsed once: the request body when it is complete (one [`Body`] for the
+//! candidate check, the dialect and the prompt sample), each framed stream event as it arrives
+//! (one [`Event`] for the dialect and the bad-JSON count), a whole response body at its end.
 
 use std::net::SocketAddr;
 
 use crate::clock::Clock;
+use crate::protocol::StreamEvent;
 use crate::protocol::encoding::BodyDecoder;
 use crate::protocol::http1::{RequestHead, ResponseHead};
 use crate::protocol::json_array::JsonArraySplitter;
 use crate::protocol::ndjson::NdjsonDecoder;
-use crate::protocol::sse::{SseDecoder, SseEvent};
+use crate::protocol::sse::SseDecoder;
 
+use super::json::{Body, Event};
 use super::{LlmCall, Observed, OutputKind, ProviderDialect, Usage, provider_for_host};
 
 /// Size caps for one exchange.
@@ -73,12 +79,12 @@ pub struct ExchangeIssues {
 enum StreamDecoder {
     /// `text/event-stream`.
     Sse(SseDecoder),
-    /// `application/x-ndjson` and friends: one JSON object per line (delivered as an event's data).
+    /// `application/x-ndjson` and friends: one JSON object per line.
     Ndjson(NdjsonDecoder),
 }
 
 impl StreamDecoder {
-    fn feed(&mut self, data: &[u8], events: &mut Vec<SseEvent>, issues: &mut ExchangeIssues) {
+    fn feed(&mut self, data: &[u8], events: &mut Vec<StreamEvent>, issues: &mut ExchangeIssues) {
         match self {
             StreamDecoder::Sse(sse) => {
                 if sse.feed(data, events).is_err() {
@@ -86,31 +92,17 @@ impl StreamDecoder {
                 }
             }
             StreamDecoder::Ndjson(nd) => {
-                let mut lines = Vec::new();
-                if nd.feed(data, &mut lines).is_err() {
+                if nd.feed(data, events).is_err() {
                     issues.oversized_lines += 1;
                 }
-                events.extend(lines.into_iter().map(|data| SseEvent {
-                    event: None,
-                    data,
-                    id: None,
-                }));
             }
         }
     }
 
-    fn finish(&mut self, events: &mut Vec<SseEvent>) {
+    fn finish(&mut self, events: &mut Vec<StreamEvent>) {
         match self {
             StreamDecoder::Sse(sse) => sse.finish(events),
-            StreamDecoder::Ndjson(nd) => {
-                let mut lines = Vec::new();
-                nd.finish(&mut lines);
-                events.extend(lines.into_iter().map(|data| SseEvent {
-                    event: None,
-                    data,
-                    id: None,
-                }));
-            }
+            StreamDecoder::Ndjson(nd) => nd.finish(events),
         }
     }
 }
@@ -270,12 +262,13 @@ impl LlmExchange {
             return;
         }
         self.req_parsed = true;
-        let body = std::mem::take(&mut self.req_body);
-        if self.candidate && !super::body_looks_like_llm(&body) {
+        let raw = std::mem::take(&mut self.req_body);
+        let body = Body::new(&raw);
+        if self.candidate && !super::parsed_body_looks_like_llm(&body) {
             self.rejected = true;
         }
         self.dialect.on_request_body(&body, &mut self.obs);
-        self.obs.prompt_sample = prompt_sample(&body);
+        self.obs.prompt_sample = super::json::prompt_sample(&body);
     }
 
     /// Starts as a candidate recognised by nothing but a JSON POST: the request body decides.
@@ -385,15 +378,8 @@ impl LlmExchange {
                 if split.take_oversized() {
                     self.issues.oversized_events += 1;
                 }
-                for data in elements {
-                    self.on_stream_event(
-                        &SseEvent {
-                            event: None,
-                            data,
-                            id: None,
-                        },
-                        ts,
-                    );
+                for ev in &elements {
+                    self.on_stream_event(ev, ts);
                 }
             }
         }
@@ -406,18 +392,19 @@ impl LlmExchange {
             .is_some_and(JsonArraySplitter::is_array)
     }
 
-    fn on_stream_event(&mut self, ev: &SseEvent, ts: u64) {
+    fn on_stream_event(&mut self, ev: &StreamEvent, ts: u64) {
         let before_err = self.obs.error.is_some();
-        let kind = self.dialect.on_stream_event(ev, &mut self.obs);
-        if kind == OutputKind::None && !self.obs.terminal && !before_err && self.obs.error.is_none()
+        let ev = Event::new(ev);
+        let kind = self.dialect.on_stream_event(&ev, &mut self.obs);
+        // Data that is not JSON (nor empty, nor `[DONE]`) counts once, unless the dialect made
+        // sense of it (an error event, the end of the stream): the dialect's own parse tells.
+        if kind == OutputKind::None
+            && !self.obs.terminal
+            && !before_err
+            && self.obs.error.is_none()
+            && ev.is_bad_json()
         {
-            let data = ev.data.trim();
-            if !data.is_empty()
-                && data != "[DONE]"
-                && serde_json::from_str::<serde_json::Value>(data).is_err()
-            {
-                self.issues.bad_stream_events += 1;
-            }
+            self.issues.bad_stream_events += 1;
         }
         match kind {
             OutputKind::None => {}
@@ -456,7 +443,8 @@ impl LlmExchange {
         } else {
             let body = std::mem::take(&mut self.resp_body);
             if !body.is_empty() {
-                self.dialect.on_response_body(&body, &mut self.obs);
+                self.dialect
+                    .on_response_body(&Body::new(&body), &mut self.obs);
             }
         }
     }
@@ -507,26 +495,32 @@ impl LlmExchange {
             reasoning_tokens,
             cached_input_tokens,
         } = self.obs.usage.clone();
-        // Estimates: the tokenizer on the text seen (see llm::tokens), else one token per
-        // output-bearing stream event, or characters / 4.
+        // Estimates, only for what the API did not report: the tokenizer on the text seen (see
+        // llm::tokens), else one token per output-bearing stream event, or characters / 4.
         let obs = &self.obs;
-        let estimated_out =
+        let estimate_out = || {
             super::tokens::estimate(&obs.output_sample, obs.output_chars).or(if stream {
                 Some(self.chunks)
             } else {
                 (obs.output_chars > 0).then(|| obs.output_chars.div_ceil(4))
-            });
-        let estimated_in = super::tokens::estimate(&obs.prompt_sample, obs.prompt_chars)
-            .or((obs.prompt_chars > 0).then(|| obs.prompt_chars.div_ceil(4)));
+            })
+        };
+        let estimated_in = match input_tokens {
+            Some(_) => None,
+            None => super::tokens::estimate(&obs.prompt_sample, obs.prompt_chars)
+                .or((obs.prompt_chars > 0).then(|| obs.prompt_chars.div_ceil(4))),
+        };
         // A stream cut before its final usage (abort, truncation) may report less output than it
         // delivered (Anthropic's message_start says 1): then the delivered events count.
         let reported_out =
             output_tokens.filter(|o| !(stream && !self.obs.terminal && self.chunks > *o));
-        let (output_tokens, token_source) = match (reported_out, estimated_out) {
-            (Some(o), _) => (Some(o), Some("usage")),
-            (None, Some(e)) => (Some(e), Some("estimated")),
-            (None, None) if input_tokens.is_some() => (None, Some("usage")),
-            (None, None) => (None, estimated_in.map(|_| "estimated")),
+        let (output_tokens, token_source) = match reported_out {
+            Some(o) => (Some(o), Some("usage")),
+            None => match estimate_out() {
+                Some(e) => (Some(e), Some("estimated")),
+                None if input_tokens.is_some() => (None, Some("usage")),
+                None => (None, estimated_in.map(|_| "estimated")),
+            },
         };
         let input_tokens = input_tokens.or(estimated_in);
         let ttft = self
@@ -621,48 +615,6 @@ impl LlmExchange {
         // Models, ids, paths... are the traffic's own words: bounded before anyone keeps them.
         call.cap_fields();
         call
-    }
-}
-
-/// Keys whose string values are prompt text in the request bodies of the dialects.
-const PROMPT_TEXT_KEYS: &[&str] = &[
-    "content",
-    "text",
-    "prompt",
-    "input",
-    "system",
-    "instructions",
-];
-
-/// The start of a request's prompt text, for token estimates (bodies up to 1 MiB).
-fn prompt_sample(body: &[u8]) -> String {
-    let mut out = String::new();
-    if body.len() > 1 << 20 {
-        return out;
-    }
-    if let Ok(v) = serde_json::from_slice::<serde_json::Value>(body) {
-        collect_prompt_text(&v, false, &mut out);
-    }
-    out
-}
-
-fn collect_prompt_text(v: &serde_json::Value, is_text: bool, out: &mut String) {
-    if out.len() >= 4 * super::tokens::SAMPLE_CHARS {
-        return;
-    }
-    match v {
-        serde_json::Value::String(s) if is_text => super::tokens::add_to_sample(out, s),
-        serde_json::Value::Array(items) => {
-            for item in items {
-                collect_prompt_text(item, is_text, out);
-            }
-        }
-        serde_json::Value::Object(map) => {
-            for (k, x) in map {
-                collect_prompt_text(x, PROMPT_TEXT_KEYS.contains(&k.as_str()), out);
-            }
-        }
-        _ => {}
     }
 }
 
@@ -853,5 +805,75 @@ mod tests {
             (Some("::1".into()), Some(9))
         );
         assert_eq!(server_of(None, &ctx), (Some("10.0.0.1".into()), Some(8443)));
+    }
+
+    /// Runs a stream through an exchange in one piece and in every two pieces; returns the
+    /// bad-JSON count (the same for every split) and the record.
+    fn stream_issues(path: &str, ctype: &str, body: &str) -> (u64, LlmCall) {
+        use crate::protocol::http1::ResponseHead;
+        let head = RequestHead {
+            method: "POST".into(),
+            path: path.into(),
+            headers: vec![],
+        };
+        let run = |pieces: &[&[u8]]| {
+            let dialect = crate::llm::detect(&head).expect("an LLM path");
+            let mut ex = LlmExchange::new(&head, dialect, 1_000, ExchangeLimits::default());
+            ex.on_request_body(br#"{"model":"m","stream":true,"messages":[]}"#, 1_000);
+            ex.on_request_end(1_000);
+            let resp = ResponseHead {
+                status: 200,
+                headers: vec![("content-type".into(), ctype.into())],
+            };
+            ex.on_response_head(&resp, 2_000);
+            for p in pieces {
+                ex.on_response_body(p, 2_000);
+            }
+            ex.on_response_end(3_000);
+            let bad = ex.issues.bad_stream_events;
+            let ctx = ExchangeContext {
+                role: "client",
+                pid: 1,
+                comm: "t".into(),
+                tls: false,
+                peer: None,
+                container: None,
+            };
+            (bad, ex.finish(&ctx, &Clock { offset_ns: 0 }, false, None))
+        };
+        let whole = run(&[body.as_bytes()]);
+        for i in 0..=body.len() {
+            let (a, b) = body.as_bytes().split_at(i);
+            assert_eq!(run(&[a, b]), whole, "split at {i}");
+        }
+        whole
+    }
+
+    /// A stream event whose data is not JSON counts once, unless it is empty, `[DONE]`, after
+    /// the stream's end, or an error event the dialect read.
+    #[test]
+    fn bad_json_stream_events_count_once() {
+        let (bad, call) = stream_issues(
+            "/v1/chat/completions",
+            "text/event-stream",
+            "data: {\"choices\":[{\"delta\":{\"content\":\"a\"}}]}\n\ndata: {bad\n\n\
+             data:\n\ndata: {\"choices\":[]}\n\ndata: [DONE]\n\ndata: {after\n\n",
+        );
+        assert_eq!(bad, 1);
+        assert_eq!(call.chunks, Some(1));
+        let (bad, call) = stream_issues(
+            "/v1/messages",
+            "text/event-stream",
+            "event: ping\ndata: {\"type\":\"ping\"}\n\nevent: error\ndata: oops\n\n",
+        );
+        assert_eq!(bad, 0);
+        assert_eq!(call.error_type.as_deref(), Some("stream_error"));
+        let (bad, call) = stream_issues(
+            "/api/chat",
+            "application/x-ndjson",
+            "{\"message\":{\"content\":\"a\"}}\nnot json\n\n{\"done\":true,\"eval_count\":3}\n",
+        );
+        assert_eq!(bad, 1);
+        assert_eq!((call.chunks, call.output_tokens), (Some(1), Some(3)));
     }
 }

@@ -6,10 +6,13 @@
 
 use serde_json::Value;
 
-use super::json::{chars, nonempty_str, string_at as s, u64_at};
+use super::json::{self, Body, Event};
+use super::typed::{
+    ErrorView, List, Scalar, UsageView, as_bool, as_u64, error_named_by, items, json_object,
+    nonempty,
+};
 use super::{Observed, OutputKind, ProviderDialect, Usage};
 use crate::protocol::http1::RequestHead;
-use crate::protocol::sse::SseEvent;
 use crate::secrets::percent_decode;
 
 /// Longest model name kept from a path.
@@ -50,30 +53,70 @@ pub fn detect(head: &RequestHead) -> Option<Box<dyn ProviderDialect>> {
 
 /// Characters of text in a `Content` object's `parts`.
 fn parts_chars(content: &Value) -> u64 {
-    content
-        .get("parts")
-        .and_then(Value::as_array)
-        .map(|parts| {
-            parts
-                .iter()
-                .filter_map(|p| p.get("text").and_then(Value::as_str))
-                .map(chars)
-                .sum()
-        })
-        .unwrap_or(0)
+    json::parts_text_chars(content.get("parts"))
+}
+
+json_object! {
+    /// A `GenerateContentResponse`.
+    struct Response<'a> {
+        "error" => error: ErrorView<'a>,
+        "modelVersion" => model_version: Scalar<'a>,
+        "responseId" => response_id: Scalar<'a>,
+        "usageMetadata" => usage: UsageView<'a>,
+        "candidates" => candidates: List<Candidate<'a>>,
+        "promptFeedback" => prompt_feedback: PromptFeedback<'a>,
+    }
+}
+
+json_object! {
+    /// One of `candidates`.
+    struct Candidate<'a> {
+        "finishReason" => finish_reason: Scalar<'a>,
+        "content" => content: Content<'a>,
+    }
+}
+
+json_object! {
+    /// A candidate's `content`.
+    struct Content<'a> {
+        "parts" => parts: List<Part<'a>>,
+    }
+}
+
+json_object! {
+    /// One of a content's `parts`.
+    struct Part<'a> {
+        "text" => text: Scalar<'a>,
+        "thought" => thought: Scalar<'a>,
+        "functionCall" => function_call: FunctionCall<'a>,
+    }
+}
+
+json_object! {
+    /// A part's `functionCall`: its `args` are counted as the JSON text they make.
+    struct FunctionCall<'a> {
+        "args" => args: Value,
+    }
+}
+
+json_object! {
+    /// `promptFeedback`.
+    struct PromptFeedback<'a> {
+        "blockReason" => block_reason: Scalar<'a>,
+    }
 }
 
 /// Reads a `usageMetadata` object (cumulative: reported fields replace earlier ones). Output
 /// tokens are candidates plus thoughts, so that they include reasoning as with the other dialects.
-pub fn read_usage(usage: &Value, out: &mut Usage) {
-    if !usage.is_object() {
+fn read_usage(usage: &UsageView<'_>, out: &mut Usage) {
+    if !usage.is_object {
         return;
     }
-    if let Some(n) = u64_at(usage, &["promptTokenCount"]) {
+    if let Some(n) = as_u64(&usage.prompt) {
         out.input_tokens = Some(n);
     }
-    let candidates = u64_at(usage, &["candidatesTokenCount"]);
-    let thoughts = u64_at(usage, &["thoughtsTokenCount"]);
+    let candidates = as_u64(&usage.candidates);
+    let thoughts = as_u64(&usage.thoughts);
     if candidates.is_some() || thoughts.is_some() {
         out.output_tokens = Some(
             candidates
@@ -84,74 +127,63 @@ pub fn read_usage(usage: &Value, out: &mut Usage) {
     if let Some(n) = thoughts {
         out.reasoning_tokens = Some(n);
     }
-    if let Some(n) = u64_at(usage, &["cachedContentTokenCount"]) {
+    if let Some(n) = as_u64(&usage.cached) {
         out.cached_input_tokens = Some(n);
     }
 }
 
-/// The `status` of an `{"error":{"code","message","status"}}` object.
-fn error_of(v: &Value) -> Option<String> {
-    let e = v.get("error")?;
-    if e.is_null() {
-        return None;
-    }
-    Some(nonempty_str(e.get("status")).unwrap_or("error").to_owned())
-}
-
 /// Reads one `GenerateContentResponse`; returns the most output-like kind it carried.
-fn read_response(v: &Value, out: &mut Observed) -> OutputKind {
-    if !v.is_object() {
+fn read_response(v: &Response<'_>, out: &mut Observed) -> OutputKind {
+    if !v.is_object {
         return OutputKind::None;
     }
-    if let Some(e) = error_of(v) {
+    // The `status` of an `{"error":{"code","message","status"}}` object.
+    if let Some(e) = error_named_by(&v.error, |e| &e.status) {
         out.error = Some(e);
     }
-    if let Some(m) = s(v, "modelVersion") {
-        out.response_model = Some(m);
+    if let Some(m) = nonempty(&v.model_version) {
+        out.response_model = Some(m.to_owned());
     }
-    if let Some(id) = s(v, "responseId") {
-        out.response_id.get_or_insert(id);
+    if let Some(id) = nonempty(&v.response_id) {
+        out.response_id.get_or_insert_with(|| id.to_owned());
     }
-    if let Some(usage) = v.get("usageMetadata") {
+    if let Some(usage) = &v.usage {
         read_usage(usage, &mut out.usage);
     }
     let mut reasoning = false;
     let mut answer = false;
-    if let Some(cands) = v.get("candidates").and_then(Value::as_array) {
-        for c in cands {
-            if let Some(fr) =
-                nonempty_str(c.get("finishReason")).filter(|fr| *fr != "FINISH_REASON_UNSPECIFIED")
-            {
-                out.finish_reason = Some(fr.to_owned());
-                out.terminal = true;
-            }
-            let Some(parts) = c.pointer("/content/parts").and_then(Value::as_array) else {
-                continue;
-            };
-            for p in parts {
-                if let Some(t) = nonempty_str(p.get("text")) {
-                    out.note_output(t);
-                    if p.get("thought").and_then(Value::as_bool) == Some(true) {
-                        reasoning = true;
-                    } else {
-                        answer = true;
-                    }
-                }
-                if let Some(call) = p.get("functionCall").filter(|c| c.is_object()) {
-                    if let Some(args) = call.get("args").filter(|a| !a.is_null()) {
-                        out.note_output(&args.to_string());
-                    }
+    for c in items(&v.candidates) {
+        if let Some(fr) = nonempty(&c.finish_reason).filter(|fr| *fr != "FINISH_REASON_UNSPECIFIED")
+        {
+            out.finish_reason = Some(fr.to_owned());
+            out.terminal = true;
+        }
+        let Some(parts) = c.content.as_ref().and_then(|c| c.parts.as_ref()) else {
+            continue;
+        };
+        for p in parts.items() {
+            if let Some(t) = nonempty(&p.text) {
+                out.note_output(t);
+                if as_bool(&p.thought) == Some(true) {
+                    reasoning = true;
+                } else {
                     answer = true;
                 }
+            }
+            if let Some(call) = p.function_call.as_ref().filter(|c| c.is_object) {
+                if let Some(args) = call.args.as_ref().filter(|a| !a.is_null()) {
+                    out.note_output(&args.to_string());
+                }
+                answer = true;
             }
         }
     }
     // A prompt blocked before generation: no candidates, the block reason says why.
     if out.finish_reason.is_none()
         && let Some(br) = v
-            .pointer("/promptFeedback/blockReason")
-            .and_then(Value::as_str)
-        && !br.is_empty()
+            .prompt_feedback
+            .as_ref()
+            .and_then(|f| nonempty(&f.block_reason))
     {
         out.finish_reason = Some(br.to_owned());
         out.terminal = true;
@@ -181,7 +213,7 @@ fn read_array(body: &[u8], out: &mut Observed) -> bool {
             Some(b']') => return true,
             Some(_) => {}
         }
-        let mut it = serde_json::Deserializer::from_slice(&body[pos..]).into_iter::<Value>();
+        let mut it = serde_json::Deserializer::from_slice(&body[pos..]).into_iter::<Response<'_>>();
         match it.next() {
             Some(Ok(v)) => {
                 read_response(&v, out);
@@ -205,10 +237,10 @@ impl ProviderDialect for Gemini {
         "generate_content"
     }
 
-    fn on_request_body(&mut self, body: &[u8], out: &mut Observed) {
+    fn on_request_body(&mut self, body: &Body<'_>, out: &mut Observed) {
         out.request_model = self.model.clone();
         out.stream = Some(self.stream);
-        let Ok(v) = serde_json::from_slice::<Value>(body) else {
+        let Some(v) = body.json() else {
             // A body cut by a capture gap: the path already said everything we keep.
             return;
         };
@@ -227,17 +259,13 @@ impl ProviderDialect for Gemini {
         out.prompt_chars = n;
     }
 
-    fn on_stream_event(&mut self, ev: &SseEvent, out: &mut Observed) -> OutputKind {
-        let data = ev.data.trim();
-        if data.is_empty() {
-            return OutputKind::None;
-        }
-        let Ok(v) = serde_json::from_str::<Value>(data) else {
-            return OutputKind::None;
-        };
-        match &v {
-            // Not expected with `alt=sse`, but harmless: a batch of responses in one event.
-            Value::Array(items) => items.iter().fold(OutputKind::None, |kind, item| {
+    fn on_stream_event(&mut self, ev: &Event<'_>, out: &mut Observed) -> OutputKind {
+        // Not expected with `alt=sse`, but harmless: a batch of responses in one event.
+        if ev.text.starts_with('[') {
+            let Some(batch) = ev.parse::<List<Response<'_>>>() else {
+                return OutputKind::None;
+            };
+            return batch.items().iter().fold(OutputKind::None, |kind, item| {
                 match (kind, read_response(item, out)) {
                     (OutputKind::Answer, _) | (_, OutputKind::Answer) => OutputKind::Answer,
                     (OutputKind::Reasoning, _) | (_, OutputKind::Reasoning) => {
@@ -245,20 +273,23 @@ impl ProviderDialect for Gemini {
                     }
                     _ => OutputKind::None,
                 }
-            }),
-            _ => read_response(&v, out),
+            });
+        }
+        match ev.parse::<Response<'_>>() {
+            Some(v) => read_response(&v, out),
+            None => OutputKind::None,
         }
     }
 
-    fn on_response_body(&mut self, body: &[u8], out: &mut Observed) {
-        if read_array(body, out) {
+    fn on_response_body(&mut self, body: &Body<'_>, out: &mut Observed) {
+        if read_array(body.raw(), out) {
             out.terminal = true;
             return;
         }
-        let Ok(v) = serde_json::from_slice::<Value>(body) else {
+        let Some(v) = body.parse::<Response<'_>>() else {
             return;
         };
-        if v.is_object() {
+        if v.is_object {
             read_response(&v, out);
             out.terminal = true;
         }
@@ -268,6 +299,7 @@ impl ProviderDialect for Gemini {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::llm::test_support::Feed;
     use crate::llm::test_support::{data_event as ev, head};
 
     fn dialect(path: &str) -> Box<dyn ProviderDialect> {
@@ -276,7 +308,7 @@ mod tests {
 
     fn request(path: &str, body: &[u8]) -> Observed {
         let mut o = Observed::default();
-        dialect(path).on_request_body(body, &mut o);
+        dialect(path).feed_request(body, &mut o);
         o
     }
 
@@ -390,11 +422,11 @@ mod tests {
             ),
         ];
         for (data, want) in frames {
-            assert_eq!(d.on_stream_event(&ev(data), &mut o), want, "{data}");
+            assert_eq!(d.feed_event(&ev(data), &mut o), want, "{data}");
             assert!(!o.terminal);
         }
         assert_eq!(
-            d.on_stream_event(
+            d.feed_event(
                 &ev(r#"{"candidates":[{"content":{"role":"model","parts":[{"text":" world"}]},"finishReason":"STOP","index":0}],"usageMetadata":{"promptTokenCount":15,"candidatesTokenCount":6,"totalTokenCount":21,"thoughtsTokenCount":3,"cachedContentTokenCount":4},"modelVersion":"gemini-2.5-flash-001","responseId":"resp-1"}"#),
                 &mut o
             ),
@@ -422,7 +454,7 @@ mod tests {
         let mut d = dialect("/v1beta/models/gemini-2.5-flash:streamGenerateContent?alt=sse");
         let mut o = Observed::default();
         assert_eq!(
-            d.on_stream_event(
+            d.feed_event(
                 &ev(r#"{"candidates":[{"content":{"role":"model","parts":[{"functionCall":{"name":"get_weather","args":{"city":"Paris"}}}]},"finishReason":"STOP","index":0}],"usageMetadata":{"promptTokenCount":30,"candidatesTokenCount":5,"totalTokenCount":35}}"#),
                 &mut o
             ),
@@ -440,7 +472,7 @@ mod tests {
         let mut d = dialect("/v1beta/models/g:streamGenerateContent?alt=sse");
         let mut o = Observed::default();
         assert_eq!(
-            d.on_stream_event(
+            d.feed_event(
                 &ev(r#"{"usageMetadata":{"promptTokenCount":7,"totalTokenCount":7}}"#),
                 &mut o
             ),
@@ -460,18 +492,18 @@ mod tests {
     fn reads_errors() {
         let mut d = dialect("/v1beta/models/g:streamGenerateContent?alt=sse");
         let mut o = Observed::default();
-        d.on_stream_event(
+        d.feed_event(
             &ev(r#"{"error":{"code":429,"message":"Resource has been exhausted","status":"RESOURCE_EXHAUSTED"}}"#),
             &mut o,
         );
         assert_eq!(o.error.as_deref(), Some("RESOURCE_EXHAUSTED"));
 
         let mut o = Observed::default();
-        d.on_stream_event(&ev(r#"{"error":{"code":500}}"#), &mut o);
+        d.feed_event(&ev(r#"{"error":{"code":500}}"#), &mut o);
         assert_eq!(o.error.as_deref(), Some("error"));
 
         let mut o = Observed::default();
-        d.on_response_body(
+        d.feed_response(
             br#"[{"error":{"code":400,"message":"bad","status":"INVALID_ARGUMENT"}}]"#,
             &mut o,
         );
@@ -479,7 +511,7 @@ mod tests {
 
         // A blocked prompt: no candidates, a block reason.
         let mut o = Observed::default();
-        d.on_stream_event(
+        d.feed_event(
             &ev(r#"{"promptFeedback":{"blockReason":"SAFETY"},"usageMetadata":{"promptTokenCount":9}}"#),
             &mut o,
         );
@@ -491,7 +523,7 @@ mod tests {
     fn reads_whole_responses() {
         let mut d = dialect("/v1beta/models/gemini-2.5-pro:generateContent");
         let mut o = Observed::default();
-        d.on_response_body(
+        d.feed_response(
             br#"{"candidates":[{"content":{"parts":[{"text":"plan","thought":true},{"text":"Hi there"}],"role":"model"},"finishReason":"MAX_TOKENS","index":0}],"usageMetadata":{"promptTokenCount":10,"candidatesTokenCount":3,"totalTokenCount":63,"thoughtsTokenCount":50},"modelVersion":"gemini-2.5-pro","responseId":"r-9"}"#,
             &mut o,
         );
@@ -516,7 +548,7 @@ mod tests {
         let body = b"[{\"candidates\": [{\"content\": {\"parts\": [{\"text\": \"Hel\"}],\"role\": \"model\"},\"index\": 0}],\"modelVersion\": \"gemini-2.5-flash\",\"responseId\": \"a1\"}\r\n,\r\n{\"candidates\": [{\"content\": {\"parts\": [{\"text\": \"lo\"}],\"role\": \"model\"},\"finishReason\": \"STOP\",\"index\": 0}],\"usageMetadata\": {\"promptTokenCount\": 4,\"candidatesTokenCount\": 2,\"totalTokenCount\": 6}}\r\n]";
         let mut d = dialect("/v1beta/models/gemini-2.5-flash:streamGenerateContent");
         let mut o = Observed::default();
-        d.on_response_body(body, &mut o);
+        d.feed_response(body, &mut o);
         assert!(o.terminal);
         assert_eq!(o.output_chars, 5);
         assert_eq!(o.finish_reason.as_deref(), Some("STOP"));
@@ -526,14 +558,14 @@ mod tests {
 
         // Cut after the first element: that element still counts; no terminal.
         let mut o = Observed::default();
-        d.on_response_body(&body[..body.len() - 60], &mut o);
+        d.feed_response(&body[..body.len() - 60], &mut o);
         assert_eq!(o.output_chars, 3);
         assert_eq!(o.response_model.as_deref(), Some("gemini-2.5-flash"));
         assert!(!o.terminal);
         assert_eq!(o.finish_reason, None);
 
         let mut o = Observed::default();
-        d.on_response_body(b"  [ ]  ", &mut o);
+        d.feed_response(b"  [ ]  ", &mut o);
         assert!(o.terminal);
         assert_eq!(o.output_chars, 0);
     }
@@ -542,11 +574,11 @@ mod tests {
     fn survives_garbage() {
         let mut d = dialect("/v1beta/models/g:streamGenerateContent");
         let mut o = Observed::default();
-        d.on_response_body(b"\x00\xff", &mut o);
-        d.on_response_body(b"[1, \"x\", null, [", &mut o);
-        d.on_response_body(b"[,,,", &mut o);
-        d.on_response_body(b"{\"candidates\":", &mut o);
-        d.on_response_body(b"42", &mut o);
+        d.feed_response(b"\x00\xff", &mut o);
+        d.feed_response(b"[1, \"x\", null, [", &mut o);
+        d.feed_response(b"[,,,", &mut o);
+        d.feed_response(b"{\"candidates\":", &mut o);
+        d.feed_response(b"42", &mut o);
         for data in [
             "not json",
             "[]",
@@ -558,17 +590,13 @@ mod tests {
             r#"{"error":null}"#,
             "",
         ] {
-            assert_eq!(
-                d.on_stream_event(&ev(data), &mut o),
-                OutputKind::None,
-                "{data}"
-            );
+            assert_eq!(d.feed_event(&ev(data), &mut o), OutputKind::None, "{data}");
         }
         assert_eq!(o, Observed::default());
 
         let mut o = Observed::default();
-        d.on_request_body(b"{not json", &mut o);
-        d.on_request_body(br#"{"contents":"x","systemInstruction":[1]}"#, &mut o);
+        d.feed_request(b"{not json", &mut o);
+        d.feed_request(br#"{"contents":"x","systemInstruction":[1]}"#, &mut o);
         assert_eq!(o.prompt_chars, 0);
         assert_eq!(o.request_model.as_deref(), Some("g"));
         assert_eq!(percent_decode("a%zz%4"), "a%zz%4");

@@ -1,15 +1,116 @@
-//! Small readers of `serde_json::Value` shared by the dialects: missing or mistyped fields are
-//! `None`, never a panic.
+//! What the exchange hands a dialect, parsed at most once, and the request readers the dialects
+//! share.
+//!
+//! * [`Body`]: a request body or a whole response body. A request body's `Value`
+//!   ([`Body::json`]) is parsed on first ask and kept: the candidate check, the dialect and the
+//!   prompt sample share it. A response body is read once through a typed view
+//!   ([`Body::parse`], see [`super::typed`]).
+//! * [`Event`]: one framed stream event (SSE event, NDJSON line, JSON-array element): its name,
+//!   its trimmed data, and one parse of the data, through the dialect's typed view
+//!   ([`Event::parse`]); the exchange's bad-JSON count ([`Event::is_bad_json`]) reuses the
+//!   outcome of that parse (and parses only the data of an event the dialect did not parse).
+//! * Readers of request bodies as `serde_json::Value` (missing or mistyped fields are `None`,
+//!   never a panic): model and stream flag, content-text counters, and the prompt-text walk over
+//!   `PROMPT_TEXT_KEYS`. The typed views that read responses and stream events, with the
+//!   shared `usage`, `error` and content-text views, are in [`super::typed`].
+
+use std::cell::{Cell, OnceCell};
 
 use serde_json::Value;
 
-/// The unsigned integer at a path of object keys.
-pub(crate) fn u64_at(v: &Value, path: &[&str]) -> Option<u64> {
-    let mut cur = v;
-    for p in path {
-        cur = cur.get(p)?;
+use super::{Observed, tokens};
+use crate::protocol::StreamEvent;
+
+/// A request body or a whole response body, with its JSON parsed at most once.
+pub struct Body<'a> {
+    raw: &'a [u8],
+    json: OnceCell<Option<Value>>,
+}
+
+impl<'a> Body<'a> {
+    /// A body to parse when first asked.
+    pub fn new(raw: &'a [u8]) -> Self {
+        Body {
+            raw,
+            json: OnceCell::new(),
+        }
     }
-    cur.as_u64()
+
+    /// The bytes (possibly cut by a cap or a capture gap).
+    pub fn raw(&self) -> &'a [u8] {
+        self.raw
+    }
+
+    /// The body's JSON, or None if it does not parse (cut, not JSON).
+    pub fn json(&self) -> Option<&Value> {
+        self.json
+            .get_or_init(|| serde_json::from_slice(self.raw).ok())
+            .as_ref()
+    }
+
+    /// The body read as a typed view (see [`super::typed`]), or None if it does not parse.
+    pub fn parse<T: serde::Deserialize<'a>>(&self) -> Option<T> {
+        serde_json::from_slice(self.raw).ok()
+    }
+}
+
+/// One stream event, with its data's JSON parsed at most once.
+pub struct Event<'a> {
+    /// The SSE `event:` name, if any.
+    pub name: Option<&'a str>,
+    /// The data, trimmed of surrounding whitespace.
+    pub text: &'a str,
+    json: OnceCell<Option<Value>>,
+    /// Whether the data parsed, once a typed view was read.
+    parsed: Cell<Option<bool>>,
+}
+
+impl<'a> Event<'a> {
+    /// The event to hand to a dialect.
+    pub fn new(ev: &'a StreamEvent) -> Self {
+        Event {
+            name: ev.event.as_deref(),
+            text: ev.data.trim(),
+            json: OnceCell::new(),
+            parsed: Cell::new(None),
+        }
+    }
+
+    /// The data read as a typed view, or None if it is empty or does not parse. `T` is a view
+    /// built from [`super::typed`], which accepts exactly the JSON a `Value` does, so that the
+    /// outcome also tells [`Event::is_bad_json`]. Each call parses: a dialect calls it once.
+    pub fn parse<T: serde::Deserialize<'a>>(&self) -> Option<T> {
+        if self.text.is_empty() {
+            return None;
+        }
+        let r = serde_json::from_str(self.text).ok();
+        self.parsed.set(Some(r.is_some()));
+        r
+    }
+
+    /// The data's JSON, or None if it is empty or does not parse.
+    pub fn json(&self) -> Option<&Value> {
+        self.json
+            .get_or_init(|| {
+                if self.text.is_empty() {
+                    None
+                } else {
+                    serde_json::from_str(self.text).ok()
+                }
+            })
+            .as_ref()
+    }
+
+    /// The data is neither empty, nor OpenAI's `[DONE]`, nor JSON: a bad stream event.
+    pub fn is_bad_json(&self) -> bool {
+        if self.text.is_empty() || self.text == "[DONE]" {
+            return false;
+        }
+        match self.parsed.get() {
+            Some(ok) => !ok,
+            None => self.json().is_none(),
+        }
+    }
 }
 
 /// A non-empty string, if the value is one.
@@ -22,23 +123,84 @@ pub(crate) fn string_at(v: &Value, key: &str) -> Option<String> {
     nonempty_str(v.get(key)).map(str::to_owned)
 }
 
-/// Parses a request body and notes its `model` and `stream` flag (absent: not streamed). A body
-/// that does not parse (cut by a capture gap) still gives both by scan, and yields None.
-pub(crate) fn request_body(body: &[u8], out: &mut super::Observed) -> Option<Value> {
-    let Ok(v) = serde_json::from_slice::<Value>(body) else {
+/// Characters (not bytes) of a string.
+pub(crate) fn chars(s: &str) -> u64 {
+    s.chars().count() as u64
+}
+
+/// Notes a request's `model` and `stream` flag (absent: not streamed) and returns its JSON. A
+/// body that does not parse (cut by a capture gap) still gives both by scan, and yields None.
+pub(crate) fn request_body<'b>(body: &'b Body<'_>, out: &mut Observed) -> Option<&'b Value> {
+    let Some(v) = body.json() else {
         // The model and stream flag usually sit before the gap.
-        out.request_model = super::scan_json_string(body, "model");
-        out.stream = super::scan_json_bool(body, "stream");
+        out.request_model = super::scan_json_string(body.raw(), "model");
+        out.stream = super::scan_json_bool(body.raw(), "stream");
         return None;
     };
-    out.request_model = string_at(&v, "model");
+    out.request_model = string_at(v, "model");
     out.stream = Some(v.get("stream").and_then(Value::as_bool).unwrap_or(false));
     Some(v)
 }
 
-/// Characters (not bytes) of a string.
-pub(crate) fn chars(s: &str) -> u64 {
-    s.chars().count() as u64
+/// Characters of the string `text` members of an array's elements (parts of a message content);
+/// not an array: 0.
+pub(crate) fn parts_text_chars(parts: Option<&Value>) -> u64 {
+    parts
+        .and_then(Value::as_array)
+        .map(|parts| {
+            parts
+                .iter()
+                .filter_map(|p| p.get("text").and_then(Value::as_str))
+                .map(chars)
+                .sum()
+        })
+        .unwrap_or(0)
+}
+
+/// Keys whose string values are prompt text in the request bodies of the dialects.
+pub(crate) const PROMPT_TEXT_KEYS: &[&str] = &[
+    "content",
+    "text",
+    "prompt",
+    "input",
+    "system",
+    "instructions",
+];
+
+/// Largest request body whose prompt text is sampled for token estimates.
+pub(crate) const MAX_PROMPT_SAMPLE_BODY: usize = 1 << 20;
+
+/// The start of a request's prompt text, for token estimates: the strings under
+/// [`PROMPT_TEXT_KEYS`], in order (bodies up to [`MAX_PROMPT_SAMPLE_BODY`]).
+pub(crate) fn prompt_sample(body: &Body<'_>) -> String {
+    let mut out = String::new();
+    if body.raw().len() > MAX_PROMPT_SAMPLE_BODY {
+        return out;
+    }
+    if let Some(v) = body.json() {
+        collect_prompt_text(v, false, &mut out);
+    }
+    out
+}
+
+fn collect_prompt_text(v: &Value, is_text: bool, out: &mut String) {
+    if out.len() >= 4 * tokens::SAMPLE_CHARS {
+        return;
+    }
+    match v {
+        Value::String(s) if is_text => tokens::add_to_sample(out, s),
+        Value::Array(items) => {
+            for item in items {
+                collect_prompt_text(item, is_text, out);
+            }
+        }
+        Value::Object(map) => {
+            for (k, x) in map {
+                collect_prompt_text(x, PROMPT_TEXT_KEYS.contains(&k.as_str()), out);
+            }
+        }
+        _ => {}
+    }
 }
 
 #[cfg(test)]
@@ -48,11 +210,42 @@ mod tests {
     #[test]
     fn readers() {
         let v: Value = serde_json::json!({"a": {"b": 3}, "s": "héllo", "e": "", "n": -1});
-        assert_eq!(u64_at(&v, &["a", "b"]), Some(3));
-        assert_eq!(u64_at(&v, &["a", "x"]), None);
-        assert_eq!(u64_at(&v, &["n"]), None);
         assert_eq!(string_at(&v, "s").as_deref(), Some("héllo"));
         assert_eq!(string_at(&v, "e"), None);
         assert_eq!(chars("héllo"), 5);
+    }
+
+    #[test]
+    fn content_text() {
+        assert_eq!(
+            parts_text_chars(Some(&serde_json::json!([{"text": "ab"}, {"x": 1}, "cd"]))),
+            2
+        );
+    }
+
+    #[test]
+    fn events_and_bodies_parse_once_and_tell_bad_json() {
+        let ev = |d: &str| StreamEvent::data(d.into());
+        for (data, bad) in [
+            ("", false),
+            ("  \n", false),
+            ("[DONE]", false),
+            (" {\"a\":1} ", false),
+            ("{\"a\":", true),
+            ("oops", true),
+        ] {
+            let e = ev(data);
+            assert_eq!(Event::new(&e).is_bad_json(), bad, "{data:?}");
+        }
+        let e = ev(" {\"a\":1}\n");
+        let e = Event::new(&e);
+        assert_eq!(e.text, "{\"a\":1}");
+        assert!(std::ptr::eq(
+            e.json().expect("json"),
+            e.json().expect("json")
+        ));
+        let b = Body::new(br#"{"model":"m","messages":[{"content":"hi"}],"x":{"text":"yo"}}"#);
+        assert_eq!(prompt_sample(&b), "hiyo");
+        assert!(Body::new(b"{cut").json().is_none());
     }
 }

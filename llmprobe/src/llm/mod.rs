@@ -1,12 +1,24 @@
 //! Stage 4: the LLM call model. An HTTP exchange that a provider dialect recognises becomes one
 //! [`LlmCall`] record: provider, model, tokens, timings, status, errors. Dialects sit behind the
-//! [`ProviderDialect`] trait, one file each; [`exchange::LlmExchange`] drives them from HTTP events.
+//! [`ProviderDialect`] trait, one file each, listed once in [`detect`];
+//! [`exchange::LlmExchange`] drives them from HTTP events.
+//!
+//! Every byte is parsed once: the exchange frames a streamed body into
+//! [`crate::protocol::StreamEvent`]s and hands the dialect each one as a [`json::Event`]; request
+//! and whole response bodies come as [`json::Body`]. A dialect reads an event or a response body
+//! through the lenient typed views of [`typed`] (strings borrowed from the data, no `Value`
+//! tree), and the exchange learns from that same parse whether the data was JSON (the bad-event
+//! count). A request body is parsed once into a `Value`, shared by the candidate check, the
+//! dialect and the prompt sample. The readers the dialects share sit in one place: [`typed`] (the
+//! `usage`, `error` and content-text views), [`json`] (request readers, content-text counters,
+//! the prompt-text keys). Tokens are estimated (see [`tokens`]) only for the counts the API did
+//! not report.
 
 pub mod anthropic;
 pub mod dashscope;
 pub mod exchange;
 pub mod gemini;
-mod json;
+pub mod json;
 pub mod ollama;
 pub mod openai;
 pub mod openai_responses;
@@ -14,13 +26,14 @@ pub mod openai_responses;
 mod test_support;
 pub mod tokens;
 pub mod tracking;
+pub mod typed;
 
 use std::borrow::Cow;
 
 use serde::Serialize;
 
 use crate::protocol::http1::RequestHead;
-use crate::protocol::sse::SseEvent;
+use json::{Body, Event};
 
 /// One LLM call, as written to JSONL. Field names are a documented contract (README).
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -242,6 +255,8 @@ pub struct Observed {
     pub error: Option<String>,
     /// The start of the output text (bounded), for token estimates; never exported.
     pub output_sample: String,
+    /// Characters in `output_sample`.
+    pub output_sample_chars: usize,
     /// The start of the prompt text (bounded), for token estimates; never exported.
     pub prompt_sample: String,
 }
@@ -249,12 +264,23 @@ pub struct Observed {
 impl Observed {
     /// Output text arrived: counts its characters and keeps the start as a sample.
     pub fn note_output(&mut self, text: &str) {
-        self.output_chars += text.chars().count() as u64;
-        tokens::add_to_sample(&mut self.output_sample, text);
+        let n = text.chars().count();
+        self.output_chars += n as u64;
+        tokens::add_counted(
+            &mut self.output_sample,
+            &mut self.output_sample_chars,
+            text,
+            n,
+        );
     }
 }
 
-/// One API dialect: recognises its requests and reads its bodies and stream events.
+/// One API dialect: reads its request body, stream events and whole response bodies, each
+/// handed over already framed and parsed at most once (see [`json`]): a dialect asks the event or
+/// body for its typed view ([`json::Event::parse`], [`json::Body::parse`]) or its `Value`
+/// ([`json::Body::json`]) and never parses the same bytes twice (a whole body that is not one
+/// JSON value may still be read piece by piece: Gemini's cut array, Ollama's NDJSON delivered
+/// whole). Shared views and readers: [`typed`], [`json`].
 pub trait ProviderDialect: Send {
     /// `gen_ai.provider.name` when the host says nothing more specific.
     fn provider(&self) -> &'static str;
@@ -263,11 +289,11 @@ pub trait ProviderDialect: Send {
     /// `gen_ai.operation.name`.
     fn operation(&self) -> &'static str;
     /// Reads the (whole or capped) request body.
-    fn on_request_body(&mut self, body: &[u8], out: &mut Observed);
+    fn on_request_body(&mut self, body: &Body<'_>, out: &mut Observed);
     /// Reads one stream event; returns what it carried.
-    fn on_stream_event(&mut self, ev: &SseEvent, out: &mut Observed) -> OutputKind;
+    fn on_stream_event(&mut self, ev: &Event<'_>, out: &mut Observed) -> OutputKind;
     /// Reads a whole non-streamed response body.
-    fn on_response_body(&mut self, body: &[u8], out: &mut Observed);
+    fn on_response_body(&mut self, body: &Body<'_>, out: &mut Observed);
 }
 
 /// Picks the dialect for a request head, or None for non-LLM HTTP.
@@ -302,15 +328,21 @@ pub fn detect_candidate(head: &RequestHead) -> Option<Box<dyn ProviderDialect>> 
 /// True when a request body is an OpenAI-style chat or completion request: a `model` string with
 /// a `messages` array or a `prompt`. Works on bodies cut by a capture gap.
 pub fn body_looks_like_llm(body: &[u8]) -> bool {
-    match serde_json::from_slice::<serde_json::Value>(body) {
-        Ok(v) => {
+    parsed_body_looks_like_llm(&Body::new(body))
+}
+
+/// [`body_looks_like_llm`] on a body parsed (at most) once.
+pub(crate) fn parsed_body_looks_like_llm(body: &Body<'_>) -> bool {
+    match body.json() {
+        Some(v) => {
             v.get("model").is_some_and(serde_json::Value::is_string)
                 && (v.get("messages").is_some_and(serde_json::Value::is_array)
                     || v.get("prompt").is_some())
         }
-        Err(_) => {
-            scan_json_string(body, "model").is_some()
-                && (scan_key(body, "messages").is_some() || scan_key(body, "prompt").is_some())
+        None => {
+            let raw = body.raw();
+            scan_json_string(raw, "model").is_some()
+                && (scan_key(raw, "messages").is_some() || scan_key(raw, "prompt").is_some())
         }
     }
 }

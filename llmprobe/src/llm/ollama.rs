@@ -5,10 +5,10 @@
 
 use serde_json::Value;
 
-use super::json::{chars, nonempty_str, string_at as s};
+use super::json::{Body, Event, chars, string_at as s};
+use super::typed::{List, Scalar, as_bool, as_u64, is_set, items, json_object, nonempty};
 use super::{Observed, OutputKind, ProviderDialect};
 use crate::protocol::http1::RequestHead;
-use crate::protocol::sse::SseEvent;
 
 /// Which Ollama API.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -51,40 +51,74 @@ fn text_chars(v: Option<&Value>) -> u64 {
     }
 }
 
+json_object! {
+    /// One response object: a stream line or a whole body.
+    struct Object<'a> {
+        "model" => model: Scalar<'a>,
+        "error" => error: Scalar<'a>,
+        "message" => message: Message<'a>,
+        "thinking" => thinking: Scalar<'a>,
+        "response" => response: Scalar<'a>,
+        "prompt_eval_count" => prompt_eval_count: Scalar<'a>,
+        "eval_count" => eval_count: Scalar<'a>,
+        "done" => done: Scalar<'a>,
+        "done_reason" => done_reason: Scalar<'a>,
+    }
+}
+
+json_object! {
+    /// `/api/chat`'s `message`.
+    struct Message<'a> {
+        "thinking" => thinking: Scalar<'a>,
+        "content" => content: Scalar<'a>,
+        "tool_calls" => tool_calls: List<ToolCall<'a>>,
+    }
+}
+
+json_object! {
+    /// One of a message's `tool_calls`.
+    struct ToolCall<'a> {
+        "function" => function: Function<'a>,
+    }
+}
+
+json_object! {
+    /// A tool call's `function`: Ollama sends the arguments as a JSON object, not as a string.
+    struct Function<'a> {
+        "arguments" => arguments: Value,
+    }
+}
+
 impl Ollama {
     /// Reads one response object (a stream line or a whole body); returns what it carried.
-    fn read_object(&self, v: &Value, out: &mut Observed) -> OutputKind {
-        if !v.is_object() {
+    fn read_object(&self, v: &Object<'_>, out: &mut Observed) -> OutputKind {
+        if !v.is_object {
             return OutputKind::None;
         }
-        if let Some(m) = s(v, "model") {
-            out.response_model = Some(m);
+        if let Some(m) = nonempty(&v.model) {
+            out.response_model = Some(m.to_owned());
         }
-        if let Some(e) = v.get("error")
-            && !e.is_null()
-        {
+        if is_set(&v.error) {
             out.error = Some("error".to_owned());
         }
         // `/api/chat` nests the text in `message`, `/api/generate` keeps it at the top level.
-        let (thinking, answer) = match v.get("message") {
-            Some(m) => (m.get("thinking"), m.get("content")),
-            None => (v.get("thinking"), v.get("response")),
+        let (thinking, answer) = match &v.message {
+            Some(m) => (&m.thinking, &m.content),
+            None => (&v.thinking, &v.response),
         };
         let mut kind = OutputKind::None;
-        if let Some(t) = nonempty_str(thinking) {
+        if let Some(t) = nonempty(thinking) {
             out.note_output(t);
             kind = OutputKind::Reasoning;
         }
-        if let Some(t) = nonempty_str(answer) {
+        if let Some(t) = nonempty(answer) {
             out.note_output(t);
             kind = OutputKind::Answer;
         }
-        if let Some(calls) = v.pointer("/message/tool_calls").and_then(Value::as_array)
-            && !calls.is_empty()
-        {
+        let calls = v.message.as_ref().map_or(&[][..], |m| items(&m.tool_calls));
+        if !calls.is_empty() {
             for call in calls {
-                // Ollama sends the arguments as a JSON object, not as a string.
-                match call.pointer("/function/arguments") {
+                match call.function.as_ref().and_then(|f| f.arguments.as_ref()) {
                     Some(Value::String(a)) => out.note_output(a),
                     Some(a @ Value::Object(_)) => out.note_output(&a.to_string()),
                     _ => {}
@@ -92,16 +126,16 @@ impl Ollama {
             }
             kind = OutputKind::Answer;
         }
-        if let Some(n) = v.get("prompt_eval_count").and_then(Value::as_u64) {
+        if let Some(n) = as_u64(&v.prompt_eval_count) {
             out.usage.input_tokens = Some(n);
         }
-        if let Some(n) = v.get("eval_count").and_then(Value::as_u64) {
+        if let Some(n) = as_u64(&v.eval_count) {
             out.usage.output_tokens = Some(n);
         }
-        if v.get("done").and_then(Value::as_bool) == Some(true) {
+        if as_bool(&v.done) == Some(true) {
             out.terminal = true;
-            if let Some(r) = s(v, "done_reason") {
-                out.finish_reason = Some(r);
+            if let Some(r) = nonempty(&v.done_reason) {
+                out.finish_reason = Some(r.to_owned());
             }
         }
         kind
@@ -129,9 +163,10 @@ impl ProviderDialect for Ollama {
         }
     }
 
-    fn on_request_body(&mut self, body: &[u8], out: &mut Observed) {
+    fn on_request_body(&mut self, body: &Body<'_>, out: &mut Observed) {
         let streams_by_default = self.api != OllamaApi::Embed;
-        let Ok(v) = serde_json::from_slice::<Value>(body) else {
+        let Some(v) = body.json() else {
+            let body = body.raw();
             // A body cut by a capture gap: the model and stream flag are usually still there.
             out.request_model = super::scan_json_string(body, "model");
             out.stream = Some(if streams_by_default {
@@ -141,7 +176,7 @@ impl ProviderDialect for Ollama {
             });
             return;
         };
-        out.request_model = s(&v, "model");
+        out.request_model = s(v, "model");
         out.stream =
             Some(streams_by_default && v.get("stream").and_then(Value::as_bool).unwrap_or(true));
         let mut n = 0;
@@ -156,28 +191,24 @@ impl ProviderDialect for Ollama {
         out.prompt_chars = n;
     }
 
-    fn on_stream_event(&mut self, ev: &SseEvent, out: &mut Observed) -> OutputKind {
-        let data = ev.data.trim();
-        if data.is_empty() {
-            return OutputKind::None;
-        }
-        let Ok(v) = serde_json::from_str::<Value>(data) else {
+    fn on_stream_event(&mut self, ev: &Event<'_>, out: &mut Observed) -> OutputKind {
+        let Some(v) = ev.parse::<Object<'_>>() else {
             return OutputKind::None;
         };
         self.read_object(&v, out)
     }
 
-    fn on_response_body(&mut self, body: &[u8], out: &mut Observed) {
-        if let Ok(v) = serde_json::from_slice::<Value>(body) {
+    fn on_response_body(&mut self, body: &Body<'_>, out: &mut Observed) {
+        if let Some(v) = body.parse::<Object<'_>>() {
             self.read_object(&v, out);
             out.terminal = true;
             return;
         }
         // A streamed NDJSON body that reached us whole: read it line by line.
         let mut any = false;
-        for line in body.split(|&b| b == b'\n') {
-            if let Ok(v) = serde_json::from_slice::<Value>(line)
-                && v.is_object()
+        for line in body.raw().split(|&b| b == b'\n') {
+            if let Ok(v) = serde_json::from_slice::<Object<'_>>(line)
+                && v.is_object
             {
                 self.read_object(&v, out);
                 any = true;
@@ -193,6 +224,7 @@ impl ProviderDialect for Ollama {
 mod tests {
     use super::*;
     use crate::llm::Usage;
+    use crate::llm::test_support::Feed;
     use crate::llm::test_support::{data_event as ev, head};
 
     #[test]
@@ -226,7 +258,7 @@ mod tests {
             api: OllamaApi::Chat,
         };
         let mut o = Observed::default();
-        d.on_request_body(
+        d.feed_request(
             br#"{"model":"qwen3:0.6b","messages":[{"role":"system","content":"be brief"},{"role":"user","content":"why is the sky blue?"}],"think":true}"#,
             &mut o,
         );
@@ -235,7 +267,7 @@ mod tests {
         assert_eq!(o.prompt_chars, 8 + 20);
 
         let mut o = Observed::default();
-        d.on_request_body(br#"{"model":"m","messages":[],"stream":false}"#, &mut o);
+        d.feed_request(br#"{"model":"m","messages":[],"stream":false}"#, &mut o);
         assert_eq!(o.stream, Some(false));
     }
 
@@ -245,7 +277,7 @@ mod tests {
             api: OllamaApi::Generate,
         };
         let mut o = Observed::default();
-        d.on_request_body(
+        d.feed_request(
             br#"{"model":"llama3.2","prompt":"hello","system":"you are terse","stream":true}"#,
             &mut o,
         );
@@ -257,7 +289,7 @@ mod tests {
             api: OllamaApi::Embed,
         };
         let mut o = Observed::default();
-        d.on_request_body(br#"{"model":"all-minilm","input":["abc","de"]}"#, &mut o);
+        d.feed_request(br#"{"model":"all-minilm","input":["abc","de"]}"#, &mut o);
         assert_eq!(o.request_model.as_deref(), Some("all-minilm"));
         assert_eq!(o.stream, Some(false));
         assert_eq!(o.prompt_chars, 5);
@@ -269,7 +301,7 @@ mod tests {
             api: OllamaApi::Chat,
         };
         let mut o = Observed::default();
-        d.on_request_body(
+        d.feed_request(
             b"{\"model\":\"llama3.2\",\"messages\":[{\"role\":\"user\",\"content\":\"w0 w1\0w998\"}]}",
             &mut o,
         );
@@ -277,7 +309,7 @@ mod tests {
         assert_eq!(o.stream, Some(true));
 
         let mut o = Observed::default();
-        d.on_request_body(
+        d.feed_request(
             b"{\"model\":\"m\",\"stream\":false,\"messages\":[{\"content\":\"a\0b\"}]}",
             &mut o,
         );
@@ -313,7 +345,7 @@ mod tests {
             ),
         ];
         for (i, (line, kind)) in lines.iter().enumerate() {
-            assert_eq!(d.on_stream_event(&ev(line), &mut o), *kind, "line {i}");
+            assert_eq!(d.feed_event(&ev(line), &mut o), *kind, "line {i}");
             assert_eq!(o.terminal, i == lines.len() - 1);
         }
         assert_eq!(o.response_model.as_deref(), Some("qwen3:0.6b"));
@@ -339,21 +371,21 @@ mod tests {
         let mut o = Observed::default();
         let line = |s: &str| ev(s);
         assert_eq!(
-            d.on_stream_event(&line(r#"{"model":"llama3.2","created_at":"t","response":"","thinking":"hm","done":false}"#), &mut o),
+            d.feed_event(&line(r#"{"model":"llama3.2","created_at":"t","response":"","thinking":"hm","done":false}"#), &mut o),
             OutputKind::Reasoning
         );
         // Both in one line: the answer wins.
         assert_eq!(
-            d.on_stream_event(&line(r#"{"model":"llama3.2","created_at":"t","response":"The","thinking":"ok","done":false}"#), &mut o),
+            d.feed_event(&line(r#"{"model":"llama3.2","created_at":"t","response":"The","thinking":"ok","done":false}"#), &mut o),
             OutputKind::Answer
         );
         assert_eq!(
-            d.on_stream_event(&line("{\"model\":\"llama3.2\",\"created_at\":\"t\",\"response\":\" sky\",\"done\":false}\r"), &mut o),
+            d.feed_event(&line("{\"model\":\"llama3.2\",\"created_at\":\"t\",\"response\":\" sky\",\"done\":false}\r"), &mut o),
             OutputKind::Answer
         );
-        assert_eq!(d.on_stream_event(&line("  "), &mut o), OutputKind::None);
+        assert_eq!(d.feed_event(&line("  "), &mut o), OutputKind::None);
         assert_eq!(
-            d.on_stream_event(&line(r#"{"model":"llama3.2","created_at":"t","response":"","done":true,"done_reason":"length","context":[1,2,3],"prompt_eval_count":5,"eval_count":3}"#), &mut o),
+            d.feed_event(&line(r#"{"model":"llama3.2","created_at":"t","response":"","done":true,"done_reason":"length","context":[1,2,3],"prompt_eval_count":5,"eval_count":3}"#), &mut o),
             OutputKind::None
         );
         assert!(o.terminal);
@@ -370,7 +402,7 @@ mod tests {
         };
         let mut o = Observed::default();
         assert_eq!(
-            d.on_stream_event(&ev(r#"{"model":"m","message":{"role":"assistant","content":"","tool_calls":[{"function":{"name":"get_weather","arguments":{"city":"Oslo"}}}]},"done":false}"#), &mut o),
+            d.feed_event(&ev(r#"{"model":"m","message":{"role":"assistant","content":"","tool_calls":[{"function":{"name":"get_weather","arguments":{"city":"Oslo"}}}]},"done":false}"#), &mut o),
             OutputKind::Answer
         );
         assert_eq!(o.output_chars, r#"{"city":"Oslo"}"#.len() as u64);
@@ -382,19 +414,19 @@ mod tests {
             api: OllamaApi::Chat,
         };
         let mut o = Observed::default();
-        d.on_stream_event(
+        d.feed_event(
             &ev(r#"{"model":"m","message":{"role":"assistant","content":"a"},"done":false}"#),
             &mut o,
         );
         assert_eq!(
-            d.on_stream_event(&ev(r#"{"error":"an error was encountered while running the model: unexpected EOF"}"#), &mut o),
+            d.feed_event(&ev(r#"{"error":"an error was encountered while running the model: unexpected EOF"}"#), &mut o),
             OutputKind::None
         );
         assert_eq!(o.error.as_deref(), Some("error"));
         assert!(!o.terminal);
 
         let mut o = Observed::default();
-        d.on_response_body(
+        d.feed_response(
             br#"{"error":"model \"nope\" not found, try pulling it first"}"#,
             &mut o,
         );
@@ -407,7 +439,7 @@ mod tests {
             api: OllamaApi::Chat,
         };
         let mut o = Observed::default();
-        d.on_response_body(
+        d.feed_response(
             br#"{"model":"llama3.2","created_at":"2023-12-12T14:13:43.416799Z","message":{"role":"assistant","content":"Hello! How are you today?"},"done_reason":"stop","done":true,"total_duration":5191566416,"load_duration":2154458,"prompt_eval_count":26,"prompt_eval_duration":383809000,"eval_count":298,"eval_duration":4799921000}"#,
             &mut o,
         );
@@ -422,7 +454,7 @@ mod tests {
             api: OllamaApi::Embed,
         };
         let mut o = Observed::default();
-        d.on_response_body(
+        d.feed_response(
             br#"{"model":"all-minilm","embeddings":[[0.010071029,-0.0017594862,0.05007221]],"total_duration":14143917,"load_duration":1019500,"prompt_eval_count":8}"#,
             &mut o,
         );
@@ -439,7 +471,7 @@ mod tests {
             api: OllamaApi::Generate,
         };
         let mut o = Observed::default();
-        d.on_response_body(
+        d.feed_response(
             b"{\"model\":\"m\",\"response\":\"Hi\",\"done\":false}\n{\"model\":\"m\",\"response\":\" there\",\"done\":false}\n{\"model\":\"m\",\"response\":\"\",\"done\":true,\"done_reason\":\"stop\",\"prompt_eval_count\":4,\"eval_count\":2}\n",
             &mut o,
         );
@@ -455,10 +487,10 @@ mod tests {
             api: OllamaApi::Chat,
         };
         let mut o = Observed::default();
-        d.on_request_body(b"\xff\xfe", &mut o);
+        d.feed_request(b"\xff\xfe", &mut o);
         assert_eq!(o.stream, Some(true));
         let mut o = Observed::default();
-        d.on_response_body(b"\x00\xff\nnot json\n[1,2]", &mut o);
+        d.feed_response(b"\x00\xff\nnot json\n[1,2]", &mut o);
         for data in [
             "{not json",
             "[1,2,3]",
@@ -466,11 +498,7 @@ mod tests {
             r#"{"message":"nope","thinking":5,"response":[1],"done":"yes","eval_count":-1,"prompt_eval_count":1.5,"model":7}"#,
             r#"{"message":{"content":{"a":1},"tool_calls":"x"},"done_reason":"stop"}"#,
         ] {
-            assert_eq!(
-                d.on_stream_event(&ev(data), &mut o),
-                OutputKind::None,
-                "{data}"
-            );
+            assert_eq!(d.feed_event(&ev(data), &mut o), OutputKind::None, "{data}");
         }
         assert_eq!(o, Observed::default());
     }

@@ -4,10 +4,12 @@
 
 use serde_json::Value;
 
-use super::json::{nonempty_str, string_at as s, u64_at as u};
+use super::json::{self, Body, Event};
+use super::typed::{
+    ErrorView, List, Scalar, Skip, UsageView, as_str, as_u64, items, json_object, nonempty,
+};
 use super::{Observed, OutputKind, ProviderDialect, Usage};
 use crate::protocol::http1::RequestHead;
-use crate::protocol::sse::SseEvent;
 
 /// Which OpenAI API.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -50,22 +52,75 @@ pub fn detect(head: &RequestHead) -> Option<Box<dyn ProviderDialect>> {
     Some(Box::new(OpenAi { api }))
 }
 
+json_object! {
+    /// A chunk of a stream or a whole response.
+    struct Chunk<'a> {
+        "model" => model: Scalar<'a>,
+        "id" => id: Scalar<'a>,
+        "usage" => usage: UsageView<'a>,
+        "error" => error: ErrorView<'a>,
+        "choices" => choices: List<Choice<'a>>,
+    }
+}
+
+json_object! {
+    /// One of `choices`.
+    struct Choice<'a> {
+        "finish_reason" => finish_reason: Scalar<'a>,
+        "delta" => delta: Message<'a>,
+        "message" => message: Message<'a>,
+        "text" => text: Scalar<'a>,
+    }
+}
+
+json_object! {
+    /// A choice's `delta` (streamed) or `message` (whole).
+    struct Message<'a> {
+        "reasoning_content" => reasoning_content: Scalar<'a>,
+        "reasoning" => reasoning: Scalar<'a>,
+        "reasoning_details" => reasoning_details: List<Skip>,
+        "content" => content: Scalar<'a>,
+        "tool_calls" => tool_calls: List<ToolCall<'a>>,
+    }
+}
+
+json_object! {
+    /// One of a message's `tool_calls`.
+    struct ToolCall<'a> {
+        "function" => function: Function<'a>,
+    }
+}
+
+json_object! {
+    /// A tool call's `function`.
+    struct Function<'a> {
+        "arguments" => arguments: Scalar<'a>,
+    }
+}
+
 /// Reads an OpenAI `usage` object (with DeepSeek's cache fields) into `out`.
-pub fn read_usage(usage: &Value, out: &mut Usage) {
-    if !usage.is_object() {
+fn read_usage(usage: &UsageView<'_>, out: &mut Usage) {
+    if !usage.is_object {
         return;
     }
-    if let Some(n) = u(usage, &["prompt_tokens"]) {
+    if let Some(n) = as_u64(&usage.prompt_tokens) {
         out.input_tokens = Some(n);
     }
-    if let Some(n) = u(usage, &["completion_tokens"]) {
+    if let Some(n) = as_u64(&usage.completion_tokens) {
         out.output_tokens = Some(n);
     }
-    if let Some(n) = u(usage, &["completion_tokens_details", "reasoning_tokens"]) {
+    if let Some(n) = usage
+        .completion_details
+        .as_ref()
+        .and_then(|d| as_u64(&d.reasoning_tokens))
+    {
         out.reasoning_tokens = Some(n);
     }
-    if let Some(n) = u(usage, &["prompt_tokens_details", "cached_tokens"])
-        .or_else(|| u(usage, &["prompt_cache_hit_tokens"]))
+    if let Some(n) = usage
+        .prompt_details
+        .as_ref()
+        .and_then(|d| as_u64(&d.cached_tokens))
+        .or_else(|| as_u64(&usage.prompt_cache_hit_tokens))
     {
         out.cached_input_tokens = Some(n);
     }
@@ -87,63 +142,52 @@ fn content_chars(c: &Value) -> u64 {
     }
 }
 
-fn error_of(v: &Value) -> Option<String> {
-    let e = v.get("error")?;
-    if e.is_null() {
-        return None;
-    }
-    Some(
-        e.get("type")
-            .or_else(|| e.get("code"))
-            .and_then(Value::as_str)
-            .unwrap_or("error")
-            .to_owned(),
-    )
+/// The `error.type` (else `error.code`, when there is no `type` at all) of a response object
+/// that carries a non-null `error`; `error` when neither is a string.
+fn error_of(chunk: &Chunk<'_>) -> Option<String> {
+    let e = chunk.error.as_ref().filter(|e| !e.is_null)?;
+    let name = if e.ty.is_some() {
+        as_str(&e.ty)
+    } else {
+        as_str(&e.code)
+    };
+    Some(name.unwrap_or("error").to_owned())
 }
 
 impl OpenAi {
     /// Reads the choices of a chunk or a whole response; returns the most output-like kind seen.
-    fn read_choices(&self, v: &Value, out: &mut Observed) -> OutputKind {
+    fn read_choices(&self, v: &Chunk<'_>, out: &mut Observed) -> OutputKind {
         let mut kind = OutputKind::None;
-        let Some(choices) = v.get("choices").and_then(Value::as_array) else {
-            return kind;
-        };
-        for c in choices {
-            if let Some(fr) = nonempty_str(c.get("finish_reason")) {
+        for c in items(&v.choices) {
+            if let Some(fr) = nonempty(&c.finish_reason) {
                 out.finish_reason = Some(fr.to_owned());
             }
             // Streamed chunks carry `delta`, whole responses `message`, legacy completions `text`.
-            let msg = c.get("delta").or_else(|| c.get("message"));
-            if let Some(m) = msg {
-                for key in ["reasoning_content", "reasoning"] {
-                    if let Some(t) = nonempty_str(m.get(key)) {
+            if let Some(m) = c.delta.as_ref().or(c.message.as_ref()) {
+                for r in [&m.reasoning_content, &m.reasoning] {
+                    if let Some(t) = nonempty(r) {
                         out.note_output(t);
                         kind = OutputKind::Reasoning;
                     }
                 }
-                if m.get("reasoning_details")
-                    .and_then(Value::as_array)
-                    .is_some_and(|a| !a.is_empty())
-                {
+                if !items(&m.reasoning_details).is_empty() {
                     kind = OutputKind::Reasoning;
                 }
-                if let Some(t) = nonempty_str(m.get("content")) {
+                if let Some(t) = nonempty(&m.content) {
                     out.note_output(t);
                     kind = OutputKind::Answer;
                 }
-                if let Some(calls) = m.get("tool_calls").and_then(Value::as_array)
-                    && !calls.is_empty()
-                {
+                let calls = items(&m.tool_calls);
+                if !calls.is_empty() {
                     for call in calls {
-                        if let Some(a) = call.pointer("/function/arguments").and_then(Value::as_str)
-                        {
+                        if let Some(a) = call.function.as_ref().and_then(|f| as_str(&f.arguments)) {
                             out.note_output(a);
                         }
                     }
                     kind = OutputKind::Answer;
                 }
             }
-            if let Some(t) = nonempty_str(c.get("text")) {
+            if let Some(t) = nonempty(&c.text) {
                 out.note_output(t);
                 kind = OutputKind::Answer;
             }
@@ -151,14 +195,14 @@ impl OpenAi {
         kind
     }
 
-    fn read_common(&self, v: &Value, out: &mut Observed) {
-        if let Some(m) = s(v, "model") {
-            out.response_model = Some(m);
+    fn read_common(&self, v: &Chunk<'_>, out: &mut Observed) {
+        if let Some(m) = nonempty(&v.model) {
+            out.response_model = Some(m.to_owned());
         }
-        if let Some(id) = s(v, "id") {
-            out.response_id.get_or_insert(id);
+        if let Some(id) = nonempty(&v.id) {
+            out.response_id.get_or_insert_with(|| id.to_owned());
         }
-        if let Some(usage) = v.get("usage") {
+        if let Some(usage) = &v.usage {
             read_usage(usage, &mut out.usage);
         }
         if let Some(e) = error_of(v) {
@@ -188,8 +232,8 @@ impl ProviderDialect for OpenAi {
         }
     }
 
-    fn on_request_body(&mut self, body: &[u8], out: &mut Observed) {
-        let Some(v) = super::json::request_body(body, out) else {
+    fn on_request_body(&mut self, body: &Body<'_>, out: &mut Observed) {
+        let Some(v) = json::request_body(body, out) else {
             return;
         };
         let mut chars = 0;
@@ -208,27 +252,23 @@ impl ProviderDialect for OpenAi {
         out.prompt_chars = chars;
     }
 
-    fn on_stream_event(&mut self, ev: &SseEvent, out: &mut Observed) -> OutputKind {
-        let data = ev.data.trim();
-        if data == "[DONE]" {
+    fn on_stream_event(&mut self, ev: &Event<'_>, out: &mut Observed) -> OutputKind {
+        if ev.text == "[DONE]" {
             out.terminal = true;
             return OutputKind::None;
         }
-        if data.is_empty() {
-            return OutputKind::None;
-        }
-        let Ok(v) = serde_json::from_str::<Value>(data) else {
+        let Some(v) = ev.parse::<Chunk<'_>>() else {
             return OutputKind::None;
         };
         self.read_common(&v, out);
-        if ev.event.as_deref() == Some("error") && out.error.is_none() {
+        if ev.name == Some("error") && out.error.is_none() {
             out.error = Some("error".to_owned());
         }
         self.read_choices(&v, out)
     }
 
-    fn on_response_body(&mut self, body: &[u8], out: &mut Observed) {
-        let Ok(v) = serde_json::from_slice::<Value>(body) else {
+    fn on_response_body(&mut self, body: &Body<'_>, out: &mut Observed) {
+        let Some(v) = body.parse::<Chunk<'_>>() else {
             return;
         };
         self.read_common(&v, out);
@@ -240,7 +280,9 @@ impl ProviderDialect for OpenAi {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::llm::test_support::Feed;
     use crate::llm::test_support::head;
+    use crate::protocol::StreamEvent;
 
     #[test]
     fn detects_by_path() {
@@ -270,7 +312,7 @@ mod tests {
             api: OpenAiApi::ChatCompletions,
         };
         let mut o = Observed::default();
-        d.on_request_body(
+        d.feed_request(
             br#"{"messages":[{"role":"user","content":"hello"},{"role":"user","content":[{"type":"text","text":"abc"}]}],"model":"gpt-4o","stream":true}"#,
             &mut o,
         );
@@ -285,21 +327,21 @@ mod tests {
             api: OpenAiApi::ChatCompletions,
         };
         let mut o = Observed::default();
-        let ev = |data: &str| SseEvent {
+        let ev = |data: &str| StreamEvent {
             event: None,
             data: data.into(),
             id: None,
         };
         assert_eq!(
-            d.on_stream_event(&ev(r#"{"id":"c1","model":"m-1","choices":[{"index":0,"delta":{"role":"assistant","content":""},"finish_reason":null}]}"#), &mut o),
+            d.feed_event(&ev(r#"{"id":"c1","model":"m-1","choices":[{"index":0,"delta":{"role":"assistant","content":""},"finish_reason":null}]}"#), &mut o),
             OutputKind::None
         );
         assert_eq!(
-            d.on_stream_event(&ev(r#"{"id":"c1","model":"m-1","choices":[{"index":0,"delta":{"reasoning_content":"hmm"}}]}"#), &mut o),
+            d.feed_event(&ev(r#"{"id":"c1","model":"m-1","choices":[{"index":0,"delta":{"reasoning_content":"hmm"}}]}"#), &mut o),
             OutputKind::Reasoning
         );
         assert_eq!(
-            d.on_stream_event(
+            d.feed_event(
                 &ev(
                     r#"{"id":"c1","model":"m-1","choices":[{"index":0,"delta":{"content":"Hi"}}]}"#
                 ),
@@ -308,18 +350,18 @@ mod tests {
             OutputKind::Answer
         );
         assert_eq!(
-            d.on_stream_event(&ev(r#"{"choices":[{"index":0,"delta":{"tool_calls":[{"index":0,"function":{"arguments":"{}"}}]}}]}"#), &mut o),
+            d.feed_event(&ev(r#"{"choices":[{"index":0,"delta":{"tool_calls":[{"index":0,"function":{"arguments":"{}"}}]}}]}"#), &mut o),
             OutputKind::Answer
         );
-        d.on_stream_event(
+        d.feed_event(
             &ev(r#"{"choices":[{"index":0,"delta":{},"finish_reason":"stop"}]}"#),
             &mut o,
         );
-        d.on_stream_event(
+        d.feed_event(
             &ev(r#"{"choices":[],"usage":{"prompt_tokens":8,"completion_tokens":9,"prompt_tokens_details":{"cached_tokens":2},"completion_tokens_details":{"reasoning_tokens":3}}}"#),
             &mut o,
         );
-        assert_eq!(d.on_stream_event(&ev("[DONE]"), &mut o), OutputKind::None);
+        assert_eq!(d.feed_event(&ev("[DONE]"), &mut o), OutputKind::None);
         assert!(o.terminal);
         assert_eq!(o.finish_reason.as_deref(), Some("stop"));
         assert_eq!(o.response_model.as_deref(), Some("m-1"));
@@ -341,7 +383,7 @@ mod tests {
             api: OpenAiApi::ChatCompletions,
         };
         let mut o = Observed::default();
-        d.on_request_body(b"{\"model\":\"test-model\",\"stream\":true,\"messages\":[{\"role\":\"user\",\"content\":\"w0 w1\0w998 w999\"}]}", &mut o);
+        d.feed_request(b"{\"model\":\"test-model\",\"stream\":true,\"messages\":[{\"role\":\"user\",\"content\":\"w0 w1\0w998 w999\"}]}", &mut o);
         assert_eq!(o.request_model.as_deref(), Some("test-model"));
         assert_eq!(o.stream, Some(true));
     }
@@ -352,19 +394,72 @@ mod tests {
             api: OpenAiApi::ChatCompletions,
         };
         let mut o = Observed::default();
-        d.on_request_body(b"{not json", &mut o);
-        d.on_response_body(b"\x00\xff", &mut o);
-        let ev = SseEvent {
+        d.feed_request(b"{not json", &mut o);
+        d.feed_response(b"\x00\xff", &mut o);
+        let ev = StreamEvent {
             event: None,
             data: r#"{"choices":"nope","usage":[1]}"#.into(),
             id: None,
         };
-        assert_eq!(d.on_stream_event(&ev, &mut o), OutputKind::None);
+        assert_eq!(d.feed_event(&ev, &mut o), OutputKind::None);
         assert_eq!(
             o,
             Observed {
                 ..Default::default()
             }
         );
+    }
+
+    /// Read as `Value::get` reads: a present `delta` wins over `message` even when it is null, a
+    /// repeated key keeps its last value, mistyped fields and elements are skipped, escaped
+    /// strings and keys are read, and an `error` that is not an object still marks an error.
+    #[test]
+    fn reads_fields_as_value_get_does() {
+        let mut d = OpenAi {
+            api: OpenAiApi::ChatCompletions,
+        };
+        let mut o = Observed::default();
+        let ev = |data: &str| StreamEvent {
+            event: None,
+            data: data.into(),
+            id: None,
+        };
+        assert_eq!(
+            d.feed_event(
+                &ev(r#"{"choices":[{"delta":null,"message":{"content":"x"}}]}"#),
+                &mut o
+            ),
+            OutputKind::None
+        );
+        assert_eq!(
+            d.feed_event(
+                &ev(r#"{"choices":[7,{"message":{"content":["x"]},"text":"y\u00e9"}],"model":1,"model":"m\n","\u0069d":"i"}"#),
+                &mut o
+            ),
+            OutputKind::Answer
+        );
+        assert_eq!(o.output_chars, 2);
+        assert_eq!(o.response_model.as_deref(), Some("m\n"));
+        assert_eq!(o.response_id.as_deref(), Some("i"));
+        assert_eq!(o.error, None);
+        d.feed_event(&ev(r#"{"error":"boom","usage":{"prompt_tokens":-1,"completion_tokens":2.0,"prompt_cache_hit_tokens":4}}"#), &mut o);
+        assert_eq!(o.error.as_deref(), Some("error"));
+        assert_eq!(
+            o.usage,
+            Usage {
+                cached_input_tokens: Some(4),
+                ..Usage::default()
+            }
+        );
+        let mut o = Observed::default();
+        d.feed_event(&ev(r#"{"error":{"type":null,"code":"c"}}"#), &mut o);
+        assert_eq!(
+            o.error.as_deref(),
+            Some("error"),
+            "a present type hides the code"
+        );
+        let mut o = Observed::default();
+        d.feed_event(&ev(r#"{"error":{"code":"c"}}"#), &mut o);
+        assert_eq!(o.error.as_deref(), Some("c"));
     }
 }

@@ -4,10 +4,12 @@
 
 use serde_json::Value;
 
-use super::json::{chars, string_at as s, u64_at as u};
+use super::json::{self, Body, Event, chars};
+use super::typed::{
+    ErrorView, List, Scalar, UsageView, as_str, as_u64, items, json_object, nonempty,
+};
 use super::{Observed, OutputKind, ProviderDialect, Usage};
 use crate::protocol::http1::RequestHead;
-use crate::protocol::sse::SseEvent;
 
 /// The dialect.
 pub struct OpenAiResponses;
@@ -25,21 +27,79 @@ pub fn detect(head: &RequestHead) -> Option<Box<dyn ProviderDialect>> {
     }
 }
 
+json_object! {
+    /// A stream event's data.
+    struct StreamData<'a> {
+        "type" => ty: Scalar<'a>,
+        "code" => code: Scalar<'a>,
+        "delta" => delta: Scalar<'a>,
+        "response" => response: Response<'a>,
+        "error" => error: ErrorView<'a>,
+    }
+}
+
+json_object! {
+    /// A Response object: inside lifecycle events, or a whole body (which may also be an
+    /// `{"error":{...}}` object).
+    struct Response<'a> {
+        "object" => object: Scalar<'a>,
+        "model" => model: Scalar<'a>,
+        "id" => id: Scalar<'a>,
+        "usage" => usage: UsageView<'a>,
+        "error" => error: ErrorView<'a>,
+        "status" => status: Scalar<'a>,
+        "incomplete_details" => incomplete_details: IncompleteDetails<'a>,
+        "output" => output: List<OutputItem<'a>>,
+    }
+}
+
+json_object! {
+    /// `incomplete_details`.
+    struct IncompleteDetails<'a> {
+        "reason" => reason: Scalar<'a>,
+    }
+}
+
+json_object! {
+    /// One of a Response's `output` items.
+    struct OutputItem<'a> {
+        "content" => content: List<Part<'a>>,
+        "summary" => summary: List<Part<'a>>,
+        "arguments" => arguments: Scalar<'a>,
+    }
+}
+
+json_object! {
+    /// One part of an output item's `content` or `summary`.
+    struct Part<'a> {
+        "text" => text: Scalar<'a>,
+        "refusal" => refusal: Scalar<'a>,
+    }
+}
+
 /// Reads a Responses API `usage` object into `out`.
-pub fn read_usage(usage: &Value, out: &mut Usage) {
-    if !usage.is_object() {
+fn read_usage(usage: &UsageView<'_>, out: &mut Usage) {
+    if !usage.is_object {
         return;
     }
-    if let Some(n) = u(usage, &["input_tokens"]) {
+    if let Some(n) = as_u64(&usage.input_tokens) {
         out.input_tokens = Some(n);
     }
-    if let Some(n) = u(usage, &["output_tokens"]) {
+    if let Some(n) = as_u64(&usage.output_tokens) {
         out.output_tokens = Some(n);
     }
-    if let Some(n) = u(usage, &["output_tokens_details", "reasoning_tokens"]) {
+    if let Some(n) = usage
+        .output_details
+        .as_ref()
+        .and_then(|d| as_u64(&d.reasoning_tokens))
+    {
         out.reasoning_tokens = Some(n);
     }
-    if let Some(n) = u(usage, &["input_tokens_details", "cached_tokens"]) {
+    if let Some(n) = usage
+        .input_details
+        .as_ref()
+        .and_then(|d| as_u64(&d.cached_tokens))
+    {
         out.cached_input_tokens = Some(n);
     }
 }
@@ -56,12 +116,7 @@ fn input_chars(v: &Value) -> u64 {
                 Value::Object(_) => {
                     let content = match item.get("content") {
                         Some(Value::String(s)) => chars(s),
-                        Some(Value::Array(parts)) => parts
-                            .iter()
-                            .filter_map(|p| p.get("text").and_then(Value::as_str))
-                            .map(chars)
-                            .sum(),
-                        _ => 0,
+                        parts => json::parts_text_chars(parts),
                     };
                     content + item.get("output").and_then(Value::as_str).map_or(0, chars)
                 }
@@ -73,37 +128,35 @@ fn input_chars(v: &Value) -> u64 {
 }
 
 /// The error code of an `error` object or event: `code`, else `type`.
-fn error_code(e: &Value) -> Option<String> {
-    s(e, "code").or_else(|| s(e, "type"))
+fn error_code(code: &Option<Scalar<'_>>, ty: &Option<Scalar<'_>>) -> Option<String> {
+    nonempty(code).or_else(|| nonempty(ty)).map(str::to_owned)
 }
 
 impl OpenAiResponses {
     /// Reads a Response object (from a lifecycle event or a whole body): model, id, usage, and,
     /// once it has ended, its status and error.
-    fn read_response(&self, r: &Value, out: &mut Observed) {
-        if !r.is_object() {
+    fn read_response(&self, r: &Response<'_>, out: &mut Observed) {
+        if !r.is_object {
             return;
         }
-        if let Some(m) = s(r, "model") {
-            out.response_model = Some(m);
+        if let Some(m) = nonempty(&r.model) {
+            out.response_model = Some(m.to_owned());
         }
-        if let Some(id) = s(r, "id") {
-            out.response_id.get_or_insert(id);
+        if let Some(id) = nonempty(&r.id) {
+            out.response_id.get_or_insert_with(|| id.to_owned());
         }
-        if let Some(usage) = r.get("usage") {
+        if let Some(usage) = &r.usage {
             read_usage(usage, &mut out.usage);
         }
-        if let Some(e) = r.get("error")
-            && e.is_object()
-        {
-            out.error = Some(error_code(e).unwrap_or_else(|| "failed".to_owned()));
+        if let Some(e) = r.error.as_ref().filter(|e| e.is_object) {
+            out.error = Some(error_code(&e.code, &e.ty).unwrap_or_else(|| "failed".to_owned()));
         }
-        match r.get("status").and_then(Value::as_str) {
+        match as_str(&r.status) {
             Some("incomplete") => {
                 out.finish_reason = Some(
-                    r.pointer("/incomplete_details/reason")
-                        .and_then(Value::as_str)
-                        .filter(|s| !s.is_empty())
+                    r.incomplete_details
+                        .as_ref()
+                        .and_then(|d| nonempty(&d.reason))
                         .unwrap_or("incomplete")
                         .to_owned(),
                 );
@@ -117,26 +170,16 @@ impl OpenAiResponses {
 
     /// Counts the output text of a whole Response: message text and refusals, reasoning
     /// summaries and text, tool-call arguments.
-    fn read_output(&self, r: &Value, out: &mut Observed) {
-        let Some(items) = r.get("output").and_then(Value::as_array) else {
-            return;
-        };
-        for item in items {
-            for key in ["content", "summary"] {
-                for part in item
-                    .get(key)
-                    .and_then(Value::as_array)
-                    .into_iter()
-                    .flatten()
-                {
-                    for field in ["text", "refusal"] {
-                        if let Some(t) = part.get(field).and_then(Value::as_str) {
-                            out.note_output(t);
-                        }
+    fn read_output(&self, r: &Response<'_>, out: &mut Observed) {
+        for item in items(&r.output) {
+            for part in items(&item.content).iter().chain(items(&item.summary)) {
+                for t in [&part.text, &part.refusal] {
+                    if let Some(t) = as_str(t) {
+                        out.note_output(t);
                     }
                 }
             }
-            if let Some(a) = item.get("arguments").and_then(Value::as_str) {
+            if let Some(a) = as_str(&item.arguments) {
                 out.note_output(a);
             }
         }
@@ -156,8 +199,8 @@ impl ProviderDialect for OpenAiResponses {
         "chat"
     }
 
-    fn on_request_body(&mut self, body: &[u8], out: &mut Observed) {
-        let Some(v) = super::json::request_body(body, out) else {
+    fn on_request_body(&mut self, body: &Body<'_>, out: &mut Observed) {
+        let Some(v) = json::request_body(body, out) else {
             return;
         };
         let mut n = v.get("input").map_or(0, input_chars);
@@ -168,36 +211,30 @@ impl ProviderDialect for OpenAiResponses {
         out.prompt_chars = n;
     }
 
-    fn on_stream_event(&mut self, ev: &SseEvent, out: &mut Observed) -> OutputKind {
-        let data = ev.data.trim();
-        if data.is_empty() {
+    fn on_stream_event(&mut self, ev: &Event<'_>, out: &mut Observed) -> OutputKind {
+        if ev.text.is_empty() {
             return OutputKind::None;
         }
-        let parsed = serde_json::from_str::<Value>(data);
-        let v = parsed.as_ref().ok().filter(|v| v.is_object());
+        let v = ev.parse::<StreamData<'_>>().filter(|v| v.is_object);
         // The data's own `type` names the event; the SSE `event:` line is the fallback.
         let ty = v
-            .and_then(|v| v.get("type"))
-            .and_then(Value::as_str)
-            .or(ev.event.as_deref())
+            .as_ref()
+            .and_then(|v| as_str(&v.ty))
+            .or(ev.name)
             .unwrap_or("");
         if ty == "error" {
-            let code = v.and_then(|v| {
-                error_code(v)
+            let code = v.as_ref().and_then(|v| {
+                error_code(&v.code, &v.ty)
                     .filter(|c| c != "error")
-                    .or_else(|| v.get("error").and_then(error_code))
+                    .or_else(|| v.error.as_ref().and_then(|e| error_code(&e.code, &e.ty)))
             });
             out.error = Some(code.unwrap_or_else(|| "error".to_owned()));
             return OutputKind::None;
         }
-        let Some(v) = v else {
+        let Some(v) = v.as_ref() else {
             return OutputKind::None;
         };
-        let delta = || {
-            v.get("delta")
-                .and_then(Value::as_str)
-                .filter(|d| !d.is_empty())
-        };
+        let delta = || nonempty(&v.delta);
         match ty {
             "response.output_text.delta"
             | "response.refusal.delta"
@@ -217,13 +254,13 @@ impl ProviderDialect for OpenAiResponses {
                 OutputKind::Reasoning
             }
             "response.created" | "response.in_progress" | "response.queued" => {
-                if let Some(r) = v.get("response") {
+                if let Some(r) = &v.response {
                     self.read_response(r, out);
                 }
                 OutputKind::None
             }
             "response.completed" | "response.incomplete" | "response.failed" => {
-                if let Some(r) = v.get("response") {
+                if let Some(r) = &v.response {
                     self.read_response(r, out);
                 }
                 if out.finish_reason.is_none() {
@@ -246,22 +283,20 @@ impl ProviderDialect for OpenAiResponses {
         }
     }
 
-    fn on_response_body(&mut self, body: &[u8], out: &mut Observed) {
-        let Ok(v) = serde_json::from_slice::<Value>(body) else {
+    fn on_response_body(&mut self, body: &Body<'_>, out: &mut Observed) {
+        let Some(v) = body.parse::<Response<'_>>() else {
             return;
         };
-        if v.get("object").and_then(Value::as_str) == Some("response") || v.get("output").is_some()
-        {
+        if as_str(&v.object) == Some("response") || v.output.is_some() {
             self.read_response(&v, out);
             self.read_output(&v, out);
-        } else if let Some(e) = v.get("error")
-            && e.is_object()
-        {
+        } else if let Some(e) = v.error.as_ref().filter(|e| e.is_object) {
             // An API error body: `{"error":{"message","type","param","code"}}`.
             out.error = Some(
-                s(e, "type")
-                    .or_else(|| s(e, "code"))
-                    .unwrap_or_else(|| "error".to_owned()),
+                nonempty(&e.ty)
+                    .or_else(|| nonempty(&e.code))
+                    .unwrap_or("error")
+                    .to_owned(),
             );
         }
         out.terminal = true;
@@ -271,7 +306,9 @@ impl ProviderDialect for OpenAiResponses {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::llm::test_support::Feed;
     use crate::llm::test_support::{head, typed_event as ev};
+    use crate::protocol::StreamEvent;
 
     #[test]
     fn detects_by_path() {
@@ -301,7 +338,7 @@ mod tests {
     fn reads_requests() {
         let mut d = OpenAiResponses;
         let mut o = Observed::default();
-        d.on_request_body(
+        d.feed_request(
             br#"{"model":"gpt-5","instructions":"Be terse.","input":"Tell me a joke","stream":true,"reasoning":{"effort":"low","summary":"auto"}}"#,
             &mut o,
         );
@@ -310,7 +347,7 @@ mod tests {
         assert_eq!(o.prompt_chars, 9 + 14);
 
         let mut o = Observed::default();
-        d.on_request_body(
+        d.feed_request(
             br#"{"model":"gpt-4.1","input":[{"role":"user","content":"hi"},{"type":"message","role":"user","content":[{"type":"input_text","text":"abc"},{"type":"input_image","image_url":"data:..."}]},{"type":"function_call_output","call_id":"c1","output":"42"}]}"#,
             &mut o,
         );
@@ -322,7 +359,7 @@ mod tests {
     fn reads_the_model_of_a_request_cut_by_a_gap() {
         let mut d = OpenAiResponses;
         let mut o = Observed::default();
-        d.on_request_body(
+        d.feed_request(
             b"{\"model\":\"gpt-5\",\"stream\":true,\"input\":[{\"role\":\"user\",\"content\":\"w0\0w9\"}]}",
             &mut o,
         );
@@ -397,11 +434,7 @@ mod tests {
             ),
         ];
         for (i, (event, data, kind)) in frames.iter().enumerate() {
-            assert_eq!(
-                d.on_stream_event(&ev(event, data), &mut o),
-                *kind,
-                "frame {i}"
-            );
+            assert_eq!(d.feed_event(&ev(event, data), &mut o), *kind, "frame {i}");
             assert_eq!(o.terminal, i == frames.len() - 1, "frame {i}");
         }
         assert_eq!(o.response_model.as_deref(), Some("o4-mini-2025-04-16"));
@@ -428,20 +461,20 @@ mod tests {
         let mut d = OpenAiResponses;
         let mut o = Observed::default();
         assert_eq!(
-            d.on_stream_event(&ev("response.reasoning_text.delta", r#"{"type":"response.reasoning_text.delta","item_id":"rs","output_index":0,"content_index":0,"delta":"hmm"}"#), &mut o),
+            d.feed_event(&ev("response.reasoning_text.delta", r#"{"type":"response.reasoning_text.delta","item_id":"rs","output_index":0,"content_index":0,"delta":"hmm"}"#), &mut o),
             OutputKind::Reasoning
         );
         assert_eq!(
-            d.on_stream_event(&ev("response.function_call_arguments.delta", r#"{"type":"response.function_call_arguments.delta","item_id":"fc_1","output_index":1,"delta":"{\"a\":"}"#), &mut o),
+            d.feed_event(&ev("response.function_call_arguments.delta", r#"{"type":"response.function_call_arguments.delta","item_id":"fc_1","output_index":1,"delta":"{\"a\":"}"#), &mut o),
             OutputKind::Answer
         );
         assert_eq!(
-            d.on_stream_event(&ev("response.refusal.delta", r#"{"type":"response.refusal.delta","item_id":"m","output_index":2,"content_index":0,"delta":"No"}"#), &mut o),
+            d.feed_event(&ev("response.refusal.delta", r#"{"type":"response.refusal.delta","item_id":"m","output_index":2,"content_index":0,"delta":"No"}"#), &mut o),
             OutputKind::Answer
         );
         // An empty delta carries nothing.
         assert_eq!(
-            d.on_stream_event(
+            d.feed_event(
                 &ev(
                     "response.output_text.delta",
                     r#"{"type":"response.output_text.delta","delta":""}"#
@@ -451,12 +484,12 @@ mod tests {
             OutputKind::None
         );
         // Without an `event:` line the data's type still names the event.
-        let untyped = SseEvent {
+        let untyped = StreamEvent {
             event: None,
             data: r#"{"type":"response.output_text.delta","delta":"ok"}"#.into(),
             id: None,
         };
-        assert_eq!(d.on_stream_event(&untyped, &mut o), OutputKind::Answer);
+        assert_eq!(d.feed_event(&untyped, &mut o), OutputKind::Answer);
         assert_eq!(o.output_chars, 3 + 5 + 2 + 2);
     }
 
@@ -464,20 +497,20 @@ mod tests {
     fn incomplete_and_failed_responses() {
         let mut d = OpenAiResponses;
         let mut o = Observed::default();
-        d.on_stream_event(&ev("response.incomplete", r#"{"type":"response.incomplete","response":{"id":"resp_1","status":"incomplete","incomplete_details":{"reason":"max_output_tokens"},"model":"gpt-5","usage":{"input_tokens":10,"output_tokens":16,"output_tokens_details":{"reasoning_tokens":16}}}}"#), &mut o);
+        d.feed_event(&ev("response.incomplete", r#"{"type":"response.incomplete","response":{"id":"resp_1","status":"incomplete","incomplete_details":{"reason":"max_output_tokens"},"model":"gpt-5","usage":{"input_tokens":10,"output_tokens":16,"output_tokens_details":{"reasoning_tokens":16}}}}"#), &mut o);
         assert!(o.terminal);
         assert_eq!(o.finish_reason.as_deref(), Some("max_output_tokens"));
         assert_eq!(o.usage.output_tokens, Some(16));
         assert_eq!(o.error, None);
 
         let mut o = Observed::default();
-        d.on_stream_event(&ev("response.failed", r#"{"type":"response.failed","response":{"id":"resp_2","status":"failed","error":{"code":"server_error","message":"The model failed to generate a response."},"model":"gpt-5","usage":null}}"#), &mut o);
+        d.feed_event(&ev("response.failed", r#"{"type":"response.failed","response":{"id":"resp_2","status":"failed","error":{"code":"server_error","message":"The model failed to generate a response."},"model":"gpt-5","usage":null}}"#), &mut o);
         assert!(o.terminal);
         assert_eq!(o.error.as_deref(), Some("server_error"));
         assert_eq!(o.finish_reason.as_deref(), Some("failed"));
 
         let mut o = Observed::default();
-        d.on_stream_event(
+        d.feed_event(
             &ev(
                 "response.failed",
                 r#"{"type":"response.failed","response":{"status":"failed"}}"#,
@@ -491,16 +524,16 @@ mod tests {
     fn error_events() {
         let mut d = OpenAiResponses;
         let mut o = Observed::default();
-        d.on_stream_event(&ev("error", r#"{"type":"error","code":"rate_limit_exceeded","message":"Slow down","param":null,"sequence_number":3}"#), &mut o);
+        d.feed_event(&ev("error", r#"{"type":"error","code":"rate_limit_exceeded","message":"Slow down","param":null,"sequence_number":3}"#), &mut o);
         assert_eq!(o.error.as_deref(), Some("rate_limit_exceeded"));
         assert!(!o.terminal);
 
         let mut o = Observed::default();
-        d.on_stream_event(&ev("error", r#"{"type":"error","error":{"type":"invalid_request_error","code":null,"message":"bad"}}"#), &mut o);
+        d.feed_event(&ev("error", r#"{"type":"error","error":{"type":"invalid_request_error","code":null,"message":"bad"}}"#), &mut o);
         assert_eq!(o.error.as_deref(), Some("invalid_request_error"));
 
         let mut o = Observed::default();
-        d.on_stream_event(&ev("error", "not json"), &mut o);
+        d.feed_event(&ev("error", "not json"), &mut o);
         assert_eq!(o.error.as_deref(), Some("error"));
     }
 
@@ -508,7 +541,7 @@ mod tests {
     fn reads_non_stream_bodies() {
         let mut d = OpenAiResponses;
         let mut o = Observed::default();
-        d.on_response_body(
+        d.feed_response(
             br#"{"id":"resp_9","object":"response","created_at":1741476542,"status":"completed","error":null,"incomplete_details":null,"model":"gpt-5-2025-08-07","output":[{"type":"reasoning","id":"rs_1","summary":[{"type":"summary_text","text":"Plan"}]},{"type":"function_call","id":"fc_1","call_id":"c1","name":"f","arguments":"{}"},{"type":"message","id":"msg_1","status":"completed","role":"assistant","content":[{"type":"output_text","text":"In a peaceful grove.","annotations":[]}]}],"usage":{"input_tokens":36,"input_tokens_details":{"cached_tokens":0},"output_tokens":87,"output_tokens_details":{"reasoning_tokens":64},"total_tokens":123}}"#,
             &mut o,
         );
@@ -529,7 +562,7 @@ mod tests {
         assert_eq!(o.error, None);
 
         let mut o = Observed::default();
-        d.on_response_body(
+        d.feed_response(
             br#"{"error":{"message":"Invalid model","type":"invalid_request_error","param":"model","code":"model_not_found"}}"#,
             &mut o,
         );
@@ -540,8 +573,8 @@ mod tests {
     fn survives_garbage() {
         let mut d = OpenAiResponses;
         let mut o = Observed::default();
-        d.on_request_body(b"{not json", &mut o);
-        d.on_response_body(b"\x00\xff", &mut o);
+        d.feed_request(b"{not json", &mut o);
+        d.feed_response(b"\x00\xff", &mut o);
         for (event, data) in [
             ("response.output_text.delta", "{not json"),
             (
@@ -556,7 +589,7 @@ mod tests {
             ),
         ] {
             assert_eq!(
-                d.on_stream_event(&ev(event, data), &mut o),
+                d.feed_event(&ev(event, data), &mut o),
                 OutputKind::None,
                 "{data}"
             );

@@ -1,7 +1,10 @@
-//! Builders shared by the dialects' unit tests.
+//! Builders shared by the dialects' unit tests, and [`Feed`]: a dialect fed raw bytes and
+//! events, as the exchange would hand them over.
 
+use super::json::{Body, Event};
+use super::{Observed, OutputKind, ProviderDialect};
+use crate::protocol::StreamEvent;
 use crate::protocol::http1::RequestHead;
-use crate::protocol::sse::SseEvent;
 
 /// A request head without headers.
 pub(crate) fn head(method: &str, path: &str) -> RequestHead {
@@ -13,19 +16,39 @@ pub(crate) fn head(method: &str, path: &str) -> RequestHead {
 }
 
 /// An untyped stream event (`data:` only, or one NDJSON line).
-pub(crate) fn data_event(data: &str) -> SseEvent {
-    SseEvent {
-        event: None,
+pub(crate) fn data_event(data: &str) -> StreamEvent {
+    StreamEvent::data(data.into())
+}
+
+/// A typed stream event (`event:` + `data:`).
+pub(crate) fn typed_event(event: &str, data: &str) -> StreamEvent {
+    StreamEvent {
+        event: Some(event.into()),
         data: data.into(),
         id: None,
     }
 }
 
-/// A typed stream event (`event:` + `data:`).
-pub(crate) fn typed_event(event: &str, data: &str) -> SseEvent {
-    SseEvent {
-        event: Some(event.into()),
-        data: data.into(),
-        id: None,
+/// Feeds a dialect raw request and response bytes and framed events.
+pub(crate) trait Feed {
+    /// A request body.
+    fn feed_request(&mut self, body: &[u8], out: &mut Observed);
+    /// One stream event.
+    fn feed_event(&mut self, ev: &StreamEvent, out: &mut Observed) -> OutputKind;
+    /// A whole response body.
+    fn feed_response(&mut self, body: &[u8], out: &mut Observed);
+}
+
+impl<D: ProviderDialect + ?Sized> Feed for D {
+    fn feed_request(&mut self, body: &[u8], out: &mut Observed) {
+        self.on_request_body(&Body::new(body), out);
+    }
+
+    fn feed_event(&mut self, ev: &StreamEvent, out: &mut Observed) -> OutputKind {
+        self.on_stream_event(&Event::new(ev), out)
+    }
+
+    fn feed_response(&mut self, body: &[u8], out: &mut Observed) {
+        self.on_response_body(&Body::new(body), out);
     }
 }

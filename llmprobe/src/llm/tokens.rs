@@ -51,11 +51,24 @@ pub fn estimate(sample: &str, total_chars: u64) -> Option<u64> {
 
 /// Appends `text` to a sample, up to [`SAMPLE_CHARS`] characters in all.
 pub fn add_to_sample(sample: &mut String, text: &str) {
-    let have = sample.chars().count();
-    if have >= SAMPLE_CHARS {
+    let mut have = sample.chars().count();
+    add_counted(sample, &mut have, text, text.chars().count());
+}
+
+/// [`add_to_sample`] for a sample of `have` characters (kept up to date) and a text of
+/// `text_chars` characters, both already counted: nothing is counted again.
+pub fn add_counted(sample: &mut String, have: &mut usize, text: &str, text_chars: usize) {
+    if *have >= SAMPLE_CHARS {
         return;
     }
-    sample.extend(text.chars().take(SAMPLE_CHARS - have));
+    let room = SAMPLE_CHARS - *have;
+    if text_chars <= room {
+        sample.push_str(text);
+        *have += text_chars;
+    } else {
+        sample.extend(text.chars().take(room));
+        *have = SAMPLE_CHARS;
+    }
 }
 
 #[cfg(test)]
@@ -78,5 +91,17 @@ mod tests {
             add_to_sample(&mut s, "abcdefgh");
         }
         assert_eq!(s.chars().count(), SAMPLE_CHARS);
+        // Counted: the same sample, multi-byte characters cut at the limit.
+        let (mut c, mut have) = (String::new(), 0);
+        for _ in 0..3000 {
+            add_counted(&mut c, &mut have, "aé€😀abcd", 8);
+        }
+        assert_eq!(have, SAMPLE_CHARS);
+        assert_eq!(c.chars().count(), SAMPLE_CHARS);
+        let mut s = String::new();
+        for _ in 0..3000 {
+            add_to_sample(&mut s, "aé€😀abcd");
+        }
+        assert_eq!(c, s);
     }
 }

@@ -1,7 +1,10 @@
 //! A streamed JSON array (`[{...},{...}]` sent piece by piece, as Gemini's
 //! `streamGenerateContent` does without `alt=sse`): yields each top-level element as soon as its
-//! closing brace arrives. Strings and escapes are tracked so braces inside text do not count.
-//! Elements are bounded; a body that is not an array is reported as such.
+//! closing brace arrives, as one [`StreamEvent`] (data only). Strings and escapes are tracked so
+//! braces inside text do not count. Elements are bounded; a body that is not an array is reported
+//! as such.
+
+use super::StreamEvent;
 
 /// Default longest element kept.
 pub const DEFAULT_MAX_ELEMENT_BYTES: usize = 1024 * 1024;
@@ -69,7 +72,7 @@ impl JsonArraySplitter {
     }
 
     /// Feeds body bytes; complete top-level object/array elements are appended to `out`.
-    pub fn feed(&mut self, data: &[u8], out: &mut Vec<String>) {
+    pub fn feed(&mut self, data: &[u8], out: &mut Vec<StreamEvent>) {
         for &b in data {
             match self.shape {
                 Shape::NotArray => return,
@@ -118,7 +121,9 @@ impl JsonArraySplitter {
             }
             if inside && self.depth == 1 && !self.in_string {
                 if !self.truncated {
-                    out.push(String::from_utf8_lossy(&self.element).into_owned());
+                    out.push(StreamEvent::data(
+                        String::from_utf8_lossy(&self.element).into_owned(),
+                    ));
                 }
                 self.element.clear();
                 self.truncated = false;
@@ -141,10 +146,10 @@ mod tests {
         assert!(s.is_array());
         assert_eq!(whole.len(), 2);
         assert_eq!(
-            whole[0],
+            whole[0].data,
             "{\"candidates\":[{\"content\":{\"parts\":[{\"text\":\"a}]{\\\"\"}]}}]}"
         );
-        assert!(serde_json::from_str::<serde_json::Value>(&whole[1]).is_ok());
+        assert!(serde_json::from_str::<serde_json::Value>(&whole[1].data).is_ok());
         for cut in 0..BODY.len() {
             let mut got = Vec::new();
             let mut s = JsonArraySplitter::default();
@@ -163,7 +168,7 @@ mod tests {
         assert!(out.is_empty());
         let mut s = JsonArraySplitter::with_max_element_bytes(4);
         s.feed(b"[{\"abcdef\":1},{}]", &mut out);
-        assert_eq!(out, vec!["{}".to_owned()]);
+        assert_eq!(out, vec![StreamEvent::data("{}".into())]);
         assert!(s.take_oversized());
     }
 
@@ -174,12 +179,12 @@ mod tests {
         let mut s = JsonArraySplitter::with_max_element_bytes(4);
         let mut out = Vec::new();
         s.feed(b"[{12}]", &mut out);
-        assert_eq!(out, vec!["{12}".to_owned()]);
+        assert_eq!(out, vec![StreamEvent::data("{12}".into())]);
         assert!(!s.take_oversized());
         out.clear();
         let mut s = JsonArraySplitter::with_max_element_bytes(4);
         s.feed(b"[{123},{}]", &mut out);
-        assert_eq!(out, vec!["{}".to_owned()]);
+        assert_eq!(out, vec![StreamEvent::data("{}".into())]);
         assert!(s.take_oversized());
     }
 }

@@ -1,14 +1,48 @@
-//! Pure, incremental protocol parsers used to rebuild LLM traffic from captured byte fragments.
+//! Stage 2 and 3 of the pipeline: pure, incremental protocol parsers that rebuild LLM traffic
+//! from captured byte fragments. Nothing here knows about providers or records.
 //!
-//! * [`http1`]: HTTP/1.x request/response framing (heads, Content-Length / chunked / close-delimited
-//!   bodies, keep-alive, pipelining, capture gaps).
-//! * [`sse`]: Server-Sent Events (`text/event-stream`) decoding of response bodies.
+//! * [`http1`]: HTTP/1.x request/response framing (heads, Content-Length / chunked /
+//!   close-delimited bodies, keep-alive, pipelining, capture gaps).
+//! * [`encoding`]: `Content-Encoding` decoding of response bodies (gzip, deflate, br, zstd), with
+//!   a cap on decoded bytes.
+//! * Stream framing of a response body into [`StreamEvent`]s, whatever the wire form:
+//!   * [`sse`]: Server-Sent Events (`text/event-stream`);
+//!   * [`ndjson`]: newline-delimited JSON (`application/x-ndjson`, Ollama's streams), one event
+//!     per non-blank line;
+//!   * [`json_array`]: a JSON array streamed element by element (Gemini without `alt=sse`), one
+//!     event per top-level element.
 //!
-//! Both parsers accept input split at arbitrary byte boundaries, never panic on input data and keep
-//! their memory bounded.
+//! Every parser accepts input split at arbitrary byte boundaries (every-split tests), never panics
+//! on input data, and keeps its memory bounded (an event, line or element over its cap is dropped
+//! up to its end and reported once). The framers only cut: the event data is parsed once, by the
+//! LLM stage (`llm::exchange`), and handed to the dialect.
 
 pub mod encoding;
 pub mod http1;
 pub mod json_array;
 pub mod ndjson;
 pub mod sse;
+
+/// One event of a streamed response body, as framed by [`sse`], [`ndjson`] or [`json_array`].
+/// The NDJSON and JSON-array framings give only `data` (one line, one element).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct StreamEvent {
+    /// The SSE `event:` field, if a non-empty one was given.
+    pub event: Option<String>,
+    /// SSE: all `data:` lines joined with `'\n'`; NDJSON: the line (without its line end);
+    /// JSON array: the element's text. Invalid UTF-8 is replaced (lossy).
+    pub data: String,
+    /// The SSE `id:` field of this event, if given (ids containing NUL are ignored, as in WHATWG).
+    pub id: Option<String>,
+}
+
+impl StreamEvent {
+    /// An event with data only (an NDJSON line, a JSON-array element).
+    pub fn data(data: String) -> Self {
+        StreamEvent {
+            event: None,
+            data,
+            id: None,
+        }
+    }
+}

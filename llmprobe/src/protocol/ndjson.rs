@@ -1,6 +1,8 @@
 //! Newline-delimited JSON (`application/x-ndjson`, Ollama's streams): splits a body into lines
-//! as bytes arrive, whatever the split points. Lines are bounded; an over-long line is dropped
-//! (reported once) up to its newline.
+//! as bytes arrive, whatever the split points, each non-blank line one [`StreamEvent`] (data
+//! only). Lines are bounded; an over-long line is dropped (reported once) up to its newline.
+
+use super::StreamEvent;
 
 /// Default longest line kept.
 pub const DEFAULT_MAX_LINE_BYTES: usize = 1024 * 1024;
@@ -32,13 +34,13 @@ impl NdjsonDecoder {
         }
     }
 
-    /// Feeds body bytes; complete non-empty lines (without `\r\n`/`\n`, lossy UTF-8) are appended
-    /// to `out`. Every line before an error is still delivered.
-    pub fn feed(&mut self, data: &[u8], out: &mut Vec<String>) -> Result<(), LineTooLong> {
+    /// Feeds body bytes; complete non-blank lines (without `\r\n`/`\n`, lossy UTF-8) are appended
+    /// to `out` as events. Every line before an error is still delivered.
+    pub fn feed(&mut self, data: &[u8], out: &mut Vec<StreamEvent>) -> Result<(), LineTooLong> {
         let mut result = Ok(());
         let mut rest = data;
         while !rest.is_empty() {
-            match rest.iter().position(|&b| b == b'\n') {
+            match memchr::memchr(b'\n', rest) {
                 Some(nl) => {
                     if !self.skipping {
                         if self.buf.len() + nl > self.max {
@@ -70,7 +72,7 @@ impl NdjsonDecoder {
     }
 
     /// End of body: a last line without a newline is delivered.
-    pub fn finish(&mut self, out: &mut Vec<String>) {
+    pub fn finish(&mut self, out: &mut Vec<StreamEvent>) {
         if !self.skipping {
             push_line(&self.buf, out);
         }
@@ -84,10 +86,12 @@ impl NdjsonDecoder {
     }
 }
 
-fn push_line(line: &[u8], out: &mut Vec<String>) {
+fn push_line(line: &[u8], out: &mut Vec<StreamEvent>) {
     let line = line.strip_suffix(b"\r").unwrap_or(line);
     if line.iter().any(|b| !b.is_ascii_whitespace()) {
-        out.push(String::from_utf8_lossy(line).into_owned());
+        out.push(StreamEvent::data(
+            String::from_utf8_lossy(line).into_owned(),
+        ));
     }
 }
 
@@ -106,7 +110,7 @@ mod tests {
         assert_eq!(whole.len(), 3);
         assert_eq!(
             whole[0],
-            "{\"message\":{\"content\":\"你好\"},\"done\":false}"
+            StreamEvent::data("{\"message\":{\"content\":\"你好\"},\"done\":false}".into())
         );
         for cut in 0..BODY.len() {
             let mut got = Vec::new();
@@ -124,7 +128,7 @@ mod tests {
         let mut out = Vec::new();
         assert_eq!(d.feed(b"0123456789", &mut out), Err(LineTooLong));
         assert_eq!(d.feed(b"abc\n{\"a\":1}\n", &mut out), Ok(()));
-        assert_eq!(out, vec!["{\"a\":1}".to_owned()]);
+        assert_eq!(out, vec![StreamEvent::data("{\"a\":1}".into())]);
         assert!(d.buffered_bytes() == 0);
     }
 }

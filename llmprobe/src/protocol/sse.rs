@@ -7,22 +7,13 @@
 //!
 //! Differences from a browser `EventSource`, chosen for observing LLM streams:
 //! * an event with an `event:` name but no `data:` is still dispatched;
-//! * [`SseEvent::id`] is the `id:` of that event only (the "last event ID" is not carried over);
+//! * [`StreamEvent::id`] is the `id:` of that event only (the "last event ID" is not carried over);
 //! * [`SseDecoder::finish`] dispatches a pending event that lacks the final blank line.
 
 /// Default upper bound for one event (pending line plus accumulated fields), in bytes.
 pub const DEFAULT_MAX_EVENT_BYTES: usize = 1024 * 1024;
 
-/// One dispatched server-sent event.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub struct SseEvent {
-    /// The `event:` field, if a non-empty one was given.
-    pub event: Option<String>,
-    /// All `data:` lines joined with `'\n'`.
-    pub data: String,
-    /// The `id:` field of this event, if given (ids containing NUL are ignored, as in WHATWG).
-    pub id: Option<String>,
-}
+pub use super::StreamEvent;
 
 /// Errors from [`SseDecoder::feed`].
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -100,7 +91,7 @@ impl SseDecoder {
     /// On `Err(EventTooLarge)` the whole input was still processed: the oversized event is
     /// discarded (up to its blank line), other complete events are appended to `out`, and the
     /// decoder keeps working.
-    pub fn feed(&mut self, data: &[u8], out: &mut Vec<SseEvent>) -> Result<(), SseError> {
+    pub fn feed(&mut self, data: &[u8], out: &mut Vec<StreamEvent>) -> Result<(), SseError> {
         let mut data = data;
         let mut too_large = false;
         if !self.started {
@@ -135,7 +126,7 @@ impl SseDecoder {
     ///
     /// An unterminated last line is processed as a complete line first. The decoder is then reset
     /// for a new stream (the comment counter is kept).
-    pub fn finish(&mut self, out: &mut Vec<SseEvent>) {
+    pub fn finish(&mut self, out: &mut Vec<StreamEvent>) {
         if !self.started && self.bom_matched > 0 {
             self.line.extend_from_slice(&BOM[..self.bom_matched]);
         }
@@ -168,7 +159,7 @@ impl SseDecoder {
     }
 
     /// Processes stream bytes; returns true if an event was discarded for being too large.
-    fn process(&mut self, mut data: &[u8], out: &mut Vec<SseEvent>) -> bool {
+    fn process(&mut self, mut data: &[u8], out: &mut Vec<StreamEvent>) -> bool {
         let mut too_large = false;
         if self.after_cr && !data.is_empty() {
             self.after_cr = false;
@@ -177,7 +168,7 @@ impl SseDecoder {
             }
         }
         while !data.is_empty() {
-            let Some(i) = data.iter().position(|&b| b == b'\r' || b == b'\n') else {
+            let Some(i) = memchr::memchr2(b'\r', b'\n', data) else {
                 // Partial line: buffer it (or just note it when discarding).
                 if self.skipping {
                     self.skip_line_nonempty = true;
@@ -237,7 +228,7 @@ impl SseDecoder {
         self.skip_line_nonempty = mid_line;
     }
 
-    fn process_line(&mut self, line: &[u8], out: &mut Vec<SseEvent>) {
+    fn process_line(&mut self, line: &[u8], out: &mut Vec<StreamEvent>) {
         if line.is_empty() {
             self.dispatch(out);
             return;
@@ -246,7 +237,7 @@ impl SseDecoder {
             self.comments += 1;
             return;
         }
-        let (field, value) = match line.iter().position(|&b| b == b':') {
+        let (field, value) = match memchr::memchr(b':', line) {
             Some(c) => {
                 let value = &line[c + 1..];
                 (&line[..c], value.strip_prefix(b" ").unwrap_or(value))
@@ -274,7 +265,7 @@ impl SseDecoder {
         }
     }
 
-    fn dispatch(&mut self, out: &mut Vec<SseEvent>) {
+    fn dispatch(&mut self, out: &mut Vec<StreamEvent>) {
         let mut data = std::mem::take(&mut self.data);
         let event = self.event.take();
         let id = self.id.take();
@@ -284,7 +275,7 @@ impl SseDecoder {
         if data.ends_with('\n') {
             data.pop();
         }
-        out.push(SseEvent { event, data, id });
+        out.push(StreamEvent { event, data, id });
     }
 }
 
@@ -292,20 +283,20 @@ impl SseDecoder {
 mod tests {
     use super::*;
 
-    fn ev(event: Option<&str>, data: &str, id: Option<&str>) -> SseEvent {
-        SseEvent {
+    fn ev(event: Option<&str>, data: &str, id: Option<&str>) -> StreamEvent {
+        StreamEvent {
             event: event.map(str::to_owned),
             data: data.to_owned(),
             id: id.map(str::to_owned),
         }
     }
 
-    fn data(d: &str) -> SseEvent {
+    fn data(d: &str) -> StreamEvent {
         ev(None, d, None)
     }
 
     /// Feeds all pieces then finishes; panics on error.
-    fn decode(pieces: &[&[u8]]) -> (Vec<SseEvent>, u64) {
+    fn decode(pieces: &[&[u8]]) -> (Vec<StreamEvent>, u64) {
         let mut d = SseDecoder::new();
         let mut out = Vec::new();
         for p in pieces {
@@ -430,7 +421,7 @@ data: a:b:c\n\n";
 
     const MULTI: &str = "event: message_start\r\ndata: {\"t\":\"你好 👋\"}\r\n\r\n: ping\n\ndata:第一行\ndata: второй 🎉\nid: 7\n\ndata: é\rdata: ü\r\rdata: [DONE]\n\n";
 
-    fn multi_expected() -> Vec<SseEvent> {
+    fn multi_expected() -> Vec<StreamEvent> {
         vec![
             ev(Some("message_start"), "{\"t\":\"你好 👋\"}", None),
             ev(None, "第一行\nвторой 🎉", Some("7")),
