@@ -61,16 +61,42 @@ fn replay_into(
     Ok(())
 }
 
-/// `llmprobe replay`: reads a capture and writes its records, streaming both.
+/// Events the capture reader hands the tracker at once.
+const READ_BATCH: usize = 512;
+/// Batches read ahead of the tracker (bounds the replay's memory).
+const READ_AHEAD: usize = 8;
+
+/// `llmprobe replay`: reads a capture and writes its records, streaming both. Like a live run,
+/// the source (here: reading and decoding capture lines, a third of a replay's work) runs on a
+/// thread of its own, ahead of prepare and track by at most [`READ_AHEAD`] batches.
 pub fn replay(path: &Path, jsonl: &JsonlTarget) -> anyhow::Result<usize> {
     let file = std::fs::File::open(path)
         .with_context(|| format!("cannot open capture {}", path.display()))?;
-    let reader = CaptureReader::new(BufReader::with_capacity(1 << 16, file))?;
+    let mut reader = CaptureReader::new(BufReader::with_capacity(1 << 16, file))?;
+    let clock = reader.clock();
     let mut w = JsonlWriter::open(jsonl)?;
+    let (tx, rx) = std::sync::mpsc::sync_channel::<anyhow::Result<Vec<ProbeEvent>>>(READ_AHEAD);
+    let source = std::thread::Builder::new()
+        .name("capture-reader".to_owned())
+        .spawn(move || {
+            loop {
+                let batch: anyhow::Result<Vec<ProbeEvent>> =
+                    reader.by_ref().take(READ_BATCH).collect();
+                let last = matches!(&batch, Ok(b) if b.len() < READ_BATCH) || batch.is_err();
+                if tx.send(batch).is_err() || last {
+                    return;
+                }
+            }
+        })
+        .context("cannot start the capture reader thread")?;
+    let events = rx.into_iter().flat_map(|batch| match batch {
+        Ok(events) => events.into_iter().map(Ok).collect::<Vec<_>>(),
+        Err(e) => vec![Err(e)],
+    });
     let mut n = 0;
-    replay_into(
-        reader.clock(),
-        reader,
+    let result = replay_into(
+        clock,
+        events,
         TrackerConfig::default(),
         Arc::new(SelfMetrics::unregistered()),
         &mut |calls| {
@@ -80,7 +106,36 @@ pub fn replay(path: &Path, jsonl: &JsonlTarget) -> anyhow::Result<usize> {
             }
             Ok(())
         },
-    )?;
+    );
+    let _ = source.join();
+    result?;
     w.flush()?;
     Ok(n)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_bad_line_after_many_good_ones_fails_the_replay_with_its_number() {
+        let dir = std::env::temp_dir().join(format!("llmprobe-replay-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let capture = dir.join("bad.capture.jsonl");
+        let mut text =
+            String::from("{\"ev\":\"header\",\"llmprobe_capture\":1,\"clock_offset_ns\":0}\n");
+        // More lines than one read-ahead batch, so the error comes from a later batch.
+        for i in 0..(READ_BATCH + 10) {
+            text.push_str(&format!(
+                "{{\"ev\":\"conn_close\",\"pid\":1,\"tid\":1,\"fd\":3,\"conn_id\":{i},\"ts_ns\":{i},\"comm\":\"x\"}}\n"
+            ));
+        }
+        text.push_str("{\"ev\":\"data\"\n");
+        std::fs::write(&capture, text).expect("write");
+        let out = dir.join("out.jsonl");
+        let err = replay(&capture, &JsonlTarget::File(out.clone())).expect_err("bad line");
+        let _ = std::fs::remove_dir_all(&dir);
+        let msg = format!("{err:#}");
+        assert!(msg.contains(&format!("line {}", READ_BATCH + 12)), "{msg}");
+    }
 }
