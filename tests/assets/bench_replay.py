@@ -230,6 +230,7 @@ def main():
             outputs[b] = out
 
     base = None
+    failed = False
     print(f"{'binary':<40} {'wall s':>8} {'events/s':>12} {'cpu s':>8} {'peak RSS MiB':>13} {'records':>8} {'ratio':>7}")
     contents = {}
     for b in args.agent:
@@ -245,15 +246,19 @@ def main():
         with open(outputs[b], "rb") as f:
             contents[b] = f.read()
         if records != args.connections:
-            print(f"  warning: {records} records for {args.connections} calls")
+            print(f"  error: {records} records for {args.connections} calls")
+            failed = True
     first = contents[args.agent[0]]
     for b in args.agent[1:]:
         if contents[b] != first:
-            print(f"  records of {b} differ from the baseline's")
+            print(f"  error: records of {b} differ from the baseline's")
+            failed = True
     if not args.keep:
         for name in os.listdir(tmp):
             os.unlink(os.path.join(tmp, name))
         os.rmdir(tmp)
+    if failed:
+        sys.exit(1)
 
 
 if __name__ == "__main__":

@@ -315,6 +315,16 @@ fn test(args: &[String]) -> anyhow::Result<()> {
             .env("LLMPROBE_BIN", agent_binary())
             .env("LLMPROBE_TEST_PYTHON", &python),
         "cargo test",
+    )?;
+    step("replay benchmark, short run (the full one: see BENCHMARKS.md)");
+    run_cmd(
+        Command::new(&python)
+            .current_dir(root())
+            .arg("tests/assets/bench_replay.py")
+            .arg("--agent")
+            .arg(agent_binary())
+            .args(["--connections", "200", "--chunks", "50", "--runs", "1"]),
+        "bench_replay.py",
     )
 }
 
