@@ -29,6 +29,7 @@ use crate::pipeline::prepare::Prepare;
 use crate::pipeline::queue::{QUEUE_BATCHES, event_queue};
 use crate::pipeline::track::TrackStage;
 use crate::pipeline::{discovery, enrich, fanout, source};
+use crate::probes::events::ProbeEvent;
 use crate::probes::loader::{LoadOptions, ProbeHandles, Probes, ScanReport};
 use crate::probes::recorder::{RecordOptions, Recorder};
 use crate::telemetry::{DropReason, SelfMetrics};
@@ -86,37 +87,13 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
     // reproduces the records exactly and a wall-clock step shifts nothing against anything.
     let clock = Clock::system();
 
-    // Sinks, in the order they see each batch.
-    let mut sinks: Vec<Box<dyn CallSink>> = vec![Box::new(genai.clone())];
-    if let Some(cfg) = opts.otlp.clone() {
-        info!(
-            "exporting spans over OTLP to {} ({:?})",
-            crate::secrets::redact_url(&cfg.endpoint),
-            cfg.protocol
-        );
-        sinks.push(Box::new(OtlpExporter::spawn(cfg, metrics.clone())));
-    }
-    if let Some(t) = &opts.jsonl {
-        let w = JsonlWriter::open_rotating(t, opts.jsonl_max_bytes)?;
-        sinks.push(Box::new(JsonlSink::new(w, metrics.clone())));
-    }
+    let sinks = sinks(&opts, &genai, &metrics)?;
     let recorder = match &opts.record {
         Some(r) => Some(Recorder::create(r, clock, metrics.clone())?),
         None => None,
     };
 
-    let (mut probes, handles) = Probes::load(&LoadOptions {
-        pids: opts.pids.clone(),
-    })?;
-    let mut report = ScanReport::default();
-    probes.initial_scan(&mut report);
-    discovery::publish_scan(&report, &probes, &metrics);
-    if probes.tls_file_count() == 0 {
-        warn!(
-            "no OpenSSL library found yet: TLS traffic is invisible until a process maps one (plaintext HTTP is traced)"
-        );
-    }
-    let seeds = probes.seed_sockets()?;
+    let (mut probes, handles, seeds) = load_probes(&opts, &metrics)?;
     let ProbeHandles { ring, muted, lost } = handles;
     let mut kernel_stats = probes.kernel_stats(lost, seeds.len() as u64)?;
 
@@ -126,25 +103,12 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
     let (queue_tx, queue_rx) = event_queue(opts.queue_budget, QUEUE_BATCHES);
     let (scan_tx, scan_rx) = std::sync::mpsc::sync_channel::<u32>(discovery::SCAN_CHANNEL);
 
-    if !seeds.is_empty() {
-        info!(
-            "tracing {} TCP sockets that were open before start",
-            seeds.len()
-        );
-        if let Ok(dropped @ 1..) = queue_tx.offer(seeds) {
-            metrics.drop_by(DropReason::TrackerQueueFull, dropped);
-        }
+    if let Ok(dropped @ 1..) = queue_tx.offer(seeds) {
+        metrics.drop_by(DropReason::TrackerQueueFull, dropped);
     }
 
-    let spawn = |name: &str, f: Box<dyn FnOnce() + Send>| {
-        std::thread::Builder::new()
-            .name(name.to_owned())
-            .spawn(f)
-            .with_context(|| format!("cannot start the {name} thread"))
-    };
-
     // Fan-out and enrich.
-    let fanout = spawn("fanout", Box::new(move || fanout::run(fanout_rx, sinks)))?;
+    let fanout = spawn("fanout", move || fanout::run(fanout_rx, sinks))?;
     let sampler_cfg = SamplerConfig {
         interval: opts.gpu_interval,
         settle_grace: SETTLE_GRACE,
@@ -160,10 +124,9 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
     .then(|| GpuJoin::new(&sampler_cfg, gpu_metrics));
     let snapshots = gpu.is_some();
     let enrich_metrics = metrics.clone();
-    spawn(
-        "enrich",
-        Box::new(move || enrich::run(enrich_rx, gpu, fanout_tx, enrich_metrics)),
-    )?;
+    spawn("enrich", move || {
+        enrich::run(enrich_rx, gpu, fanout_tx, enrich_metrics)
+    })?;
 
     // Track (prepare + tracker + recorder).
     let stage = TrackStage {
@@ -177,12 +140,9 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
         metrics: metrics.clone(),
     };
     let (open_tx, open_rx) = tokio::sync::oneshot::channel();
-    spawn(
-        "tracker",
-        Box::new(move || {
-            let _ = open_tx.send(stage.run(queue_rx, enrich_tx));
-        }),
-    )?;
+    spawn("tracker", move || {
+        let _ = open_tx.send(stage.run(queue_rx, enrich_tx));
+    })?;
 
     // Source.
     // SAFETY: the ring buffer owns its fd and keeps it open for as long as the AsyncFd owns it.
@@ -191,21 +151,17 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
     let reader = tokio::spawn(source::run(ring, queue_tx, scan_tx, metrics.clone()));
 
     let disc_metrics = metrics.clone();
-    let discovery = spawn(
-        "discovery",
-        Box::new(move || discovery::run(probes, scan_rx, disc_metrics)),
-    )?;
+    let discovery = spawn("discovery", move || {
+        discovery::run(probes, scan_rx, disc_metrics)
+    })?;
     // Kernel-side losses and refusals (map walks block).
     let lost_metrics = metrics.clone();
-    spawn(
-        "kernel-stats",
-        Box::new(move || {
-            loop {
-                std::thread::sleep(Duration::from_secs(1));
-                kernel_stats.poll(&lost_metrics);
-            }
-        }),
-    )?;
+    spawn("kernel-stats", move || {
+        loop {
+            std::thread::sleep(Duration::from_secs(1));
+            kernel_stats.poll(&lost_metrics);
+        }
+    })?;
     let server = tokio::spawn(metrics_http::serve(
         listener,
         registry,
@@ -240,6 +196,66 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
     )
     .await;
     Ok(())
+}
+
+/// The record sinks, in the order they see each batch: metrics, OTLP, JSON lines.
+fn sinks(
+    opts: &RunOptions,
+    genai: &Arc<GenAiMetrics>,
+    metrics: &Arc<SelfMetrics>,
+) -> anyhow::Result<Vec<Box<dyn CallSink>>> {
+    let mut sinks: Vec<Box<dyn CallSink>> = vec![Box::new(genai.clone())];
+    if let Some(cfg) = opts.otlp.clone() {
+        info!(
+            "exporting spans over OTLP to {} ({:?})",
+            crate::secrets::redact_url(&cfg.endpoint),
+            cfg.protocol
+        );
+        sinks.push(Box::new(OtlpExporter::spawn(cfg, metrics.clone())));
+    }
+    if let Some(t) = &opts.jsonl {
+        let w = JsonlWriter::open_rotating(t, opts.jsonl_max_bytes)?;
+        sinks.push(Box::new(JsonlSink::new(w, metrics.clone())));
+    }
+    Ok(sinks)
+}
+
+/// Loads and attaches the probes, scans for TLS libraries and seeds the sockets open before
+/// start.
+fn load_probes(
+    opts: &RunOptions,
+    metrics: &SelfMetrics,
+) -> anyhow::Result<(Probes, ProbeHandles, Vec<ProbeEvent>)> {
+    let (mut probes, handles) = Probes::load(&LoadOptions {
+        pids: opts.pids.clone(),
+    })?;
+    let mut report = ScanReport::default();
+    probes.initial_scan(&mut report);
+    discovery::publish_scan(&report, &probes, metrics);
+    if probes.tls_file_count() == 0 {
+        warn!(
+            "no OpenSSL library found yet: TLS traffic is invisible until a process maps one (plaintext HTTP is traced)"
+        );
+    }
+    let seeds = probes.seed_sockets()?;
+    if !seeds.is_empty() {
+        info!(
+            "tracing {} TCP sockets that were open before start",
+            seeds.len()
+        );
+    }
+    Ok((probes, handles, seeds))
+}
+
+/// Starts a named OS thread.
+fn spawn(
+    name: &str,
+    f: impl FnOnce() + Send + 'static,
+) -> anyhow::Result<std::thread::JoinHandle<()>> {
+    std::thread::Builder::new()
+        .name(name.to_owned())
+        .spawn(f)
+        .with_context(|| format!("cannot start the {name} thread"))
 }
 
 async fn wait_for_signal() {
