@@ -238,6 +238,11 @@ pub const FAIR_SHARE_BYTES: u64 = 2 * 1024 * 1024;
 pub const FAIR_WINDOW_NS: u64 = 100_000_000;
 /// Size of the ring buffer.
 pub const RING_BYTES: u32 = 16 * 1024 * 1024;
+/// Bytes waiting in the ring past which the kernel wakes the reader at once; below it the reader
+/// drains every `RING_DRAIN_EVERY_MS` (records are stamped in the kernel: the wait changes no time).
+pub const RING_WAKE_BYTES: u32 = 256 * 1024;
+/// How often the reader drains the ring when the kernel has not woken it.
+pub const RING_DRAIN_EVERY_MS: u64 = 20;
 /// Exec/mmap discovery hints one process may send per second.
 pub const CTRL_EVENTS_PER_SECOND: u64 = 32;
 /// Sockets of one process tracked in the kernel at once.

@@ -104,6 +104,17 @@ const EINPROGRESS: i64 = -115;
 const PROT_EXEC: u64 = 4;
 /// `bpf_ringbuf_query` flag: bytes written and not yet consumed.
 const BPF_RB_AVAIL_DATA: u64 = 0;
+/// `bpf_ringbuf_submit`/`output` flag: do not wake the reader.
+const BPF_RB_NO_WAKEUP: u64 = 1;
+
+/// Submit flags: the reader is woken only once `RING_WAKE_BYTES` wait in the ring; below that it
+/// drains on its own clock (`RING_DRAIN_EVERY` in userspace). One wakeup per record cost a context
+/// switch per record in the reader and the tracker; coalesced, a busy ring still wakes it at once.
+/// (`BPF_RB_FORCE_WAKEUP` is 2: 1 + the comparison, without a branch for the verifier.)
+#[inline(always)]
+fn wake_flags() -> u64 {
+    BPF_RB_NO_WAKEUP + u64::from(EVENTS.query(BPF_RB_AVAIL_DATA) >= RING_WAKE_BYTES as u64)
+}
 
 /// Arguments of a syscall in flight on one thread, saved at enter for use at exit.
 #[repr(C)]
@@ -281,11 +292,18 @@ fn control(kind: u32, fd: i32, conn_id: u64) -> ControlEvent {
     }
 }
 
-/// Sends a [`ControlEvent`] (close, SSL->fd link, `SSL_free`, exec/mmap hint, exit).
+/// Sends a [`ControlEvent`] (close, SSL->fd link, `SSL_free`, exec/mmap hint, exit). An exec/mmap
+/// hint wakes the reader at once (rate-limited per process): discovery should attach before the
+/// new program's first TLS call.
 #[inline(always)]
 fn emit_control(kind: u32, fd: i32, conn_id: u64) {
+    let flags = if kind == EVENT_EXEC_MAP {
+        0
+    } else {
+        wake_flags()
+    };
     if EVENTS
-        .output::<ControlEvent>(&control(kind, fd, conn_id), 0)
+        .output::<ControlEvent>(&control(kind, fd, conn_id), flags)
         .is_err()
     {
         count_lost();
@@ -302,7 +320,7 @@ fn emit_conn_open(fd: i32, generation: u64, family: u16, port: u16, addr: [u8; 1
         _pad: 0,
         addr,
     };
-    if EVENTS.output::<ConnOpenEvent>(&ev, 0).is_err() {
+    if EVENTS.output::<ConnOpenEvent>(&ev, wake_flags()).is_err() {
         count_lost();
     }
 }
@@ -352,7 +370,7 @@ fn emit_class<const N: usize>(meta: &EmitMeta, src: u64, n: u32, offset: u32) {
             total_len: meta.total,
         };
     }
-    entry.submit(0);
+    entry.submit(wake_flags());
 }
 
 /// Sends `len` bytes at user address `src` as data events of at most MAX_DATA bytes each. A
