@@ -1,10 +1,5 @@
 //! The `llmprobe` command.
 
-/// mimalloc: per-thread heaps (the stages free on one thread what another allocated) and less
-/// time in malloc and free per event than glibc's allocator; see BENCHMARKS.md.
-#[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 use std::net::SocketAddr;
 use std::path::PathBuf;
 

@@ -1,8 +1,9 @@
 //! Token estimates for calls whose API reported no usage: an offline BPE tokenizer that ships its
 //! vocabulary (OpenAI's `o200k_base`, through `tiktoken-rs`) counts a bounded sample of the text,
-//! extrapolated to the whole by characters. The vocabulary is loaded on first use only (about
-//! 0.3 s and 45 MiB), so agents whose calls all report usage never pay for it;
-//! `--token-estimator chars` turns it off (characters / 4).
+//! extrapolated to the whole by characters. The vocabulary (about 0.3 s of CPU and 45 MiB) is
+//! loaded on a thread of its own once the first LLM call is seen ([`prewarm`]), so the tracker
+//! never stalls on it and agents that see no LLM traffic never pay for it; an estimate made
+//! before it is ready waits for it. `--token-estimator chars` turns it off (characters / 4).
 
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -13,11 +14,30 @@ use tiktoken_rs::CoreBPE;
 pub const SAMPLE_CHARS: usize = 16 * 1024;
 
 static DISABLED: AtomicBool = AtomicBool::new(false);
+static PREWARMED: AtomicBool = AtomicBool::new(false);
 static BPE: OnceLock<Option<CoreBPE>> = OnceLock::new();
 
 /// Turns the tokenizer off (estimates fall back to characters / 4).
 pub fn disable_tokenizer() {
     DISABLED.store(true, Ordering::Relaxed);
+}
+
+/// Starts loading the vocabulary in the background, once (nothing when the tokenizer is off).
+pub fn prewarm() {
+    if DISABLED.load(Ordering::Relaxed)
+        || BPE.get().is_some()
+        || PREWARMED.swap(true, Ordering::Relaxed)
+    {
+        return;
+    }
+    let spawned = std::thread::Builder::new()
+        .name("tokenizer-load".to_owned())
+        .spawn(|| {
+            bpe();
+        });
+    if let Err(e) = spawned {
+        log::debug!("tokenizer loads on first use instead: no thread ({e})");
+    }
 }
 
 fn bpe() -> Option<&'static CoreBPE> {

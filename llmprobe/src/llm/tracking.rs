@@ -43,6 +43,9 @@ impl ExchangePolicy for LlmPolicy {
 
     fn open(&self, head: &RequestHead, start_ts: u64) -> Opened<LlmExchange> {
         if let Some(d) = super::detect(head) {
+            // The first LLM call: the token estimator's vocabulary starts loading beside the
+            // pipeline, ready by the time a call without usage ends.
+            super::tokens::prewarm();
             return Opened::Match(LlmExchange::new(head, d, start_ts, self.limits));
         }
         // Unknown path: the request body decides.

@@ -62,9 +62,9 @@ fn replay_into(
 }
 
 /// Events the capture reader hands the tracker at once.
-const READ_BATCH: usize = 512;
+const READ_BATCH: usize = 1024;
 /// Batches read ahead of the tracker (bounds the replay's memory).
-const READ_AHEAD: usize = 8;
+const READ_AHEAD: usize = 2;
 
 /// `llmprobe replay`: reads a capture and writes its records, streaming both. Like a live run,
 /// the source (here: reading and decoding capture lines, a third of a replay's work) runs on a
@@ -75,24 +75,34 @@ pub fn replay(path: &Path, jsonl: &JsonlTarget) -> anyhow::Result<usize> {
     let mut reader = CaptureReader::new(BufReader::with_capacity(1 << 16, file))?;
     let clock = reader.clock();
     let mut w = JsonlWriter::open(jsonl)?;
-    let (tx, rx) = std::sync::mpsc::sync_channel::<anyhow::Result<Vec<ProbeEvent>>>(READ_AHEAD);
+    // Each message: a batch of events, then the error that ended the capture, if one did.
+    type Batch = (Vec<ProbeEvent>, Option<anyhow::Error>);
+    let (tx, rx) = std::sync::mpsc::sync_channel::<Batch>(READ_AHEAD);
     let source = std::thread::Builder::new()
         .name("capture-reader".to_owned())
         .spawn(move || {
             loop {
-                let batch: anyhow::Result<Vec<ProbeEvent>> =
-                    reader.by_ref().take(READ_BATCH).collect();
-                let last = matches!(&batch, Ok(b) if b.len() < READ_BATCH) || batch.is_err();
-                if tx.send(batch).is_err() || last {
+                let mut events = Vec::with_capacity(READ_BATCH);
+                let mut error = None;
+                for ev in reader.by_ref().take(READ_BATCH) {
+                    match ev {
+                        Ok(ev) => events.push(ev),
+                        Err(e) => {
+                            error = Some(e);
+                            break;
+                        }
+                    }
+                }
+                let last = error.is_some() || events.len() < READ_BATCH;
+                if tx.send((events, error)).is_err() || last {
                     return;
                 }
             }
         })
         .context("cannot start the capture reader thread")?;
-    let events = rx.into_iter().flat_map(|batch| match batch {
-        Ok(events) => events.into_iter().map(Ok).collect::<Vec<_>>(),
-        Err(e) => vec![Err(e)],
-    });
+    let events = rx
+        .into_iter()
+        .flat_map(|(events, error)| events.into_iter().map(Ok).chain(error.map(Err)));
     let mut n = 0;
     let result = replay_into(
         clock,

@@ -12,7 +12,6 @@ use std::time::Duration;
 use aya::maps::{MapData, RingBuf};
 use llmprobe_common::RING_DRAIN_EVERY_MS;
 use tokio::io::unix::AsyncFd;
-use tokio::time::MissedTickBehavior;
 
 use super::queue::QueueTx;
 use crate::probes::events::{ProbeEvent, decode};
@@ -22,8 +21,9 @@ use crate::telemetry::{DropReason, SelfMetrics};
 const MAX_BATCH: usize = 1024;
 
 /// Runs until the queue's other end is gone or the ring cannot be polled. The kernel wakes this
-/// stage only once [`RING_WAKE_BYTES`](llmprobe_common::RING_WAKE_BYTES) wait in the ring; otherwise it drains every
-/// [`RING_DRAIN_EVERY_MS`], so a trickle of records costs one wakeup per tick, not one per record
+/// stage only once [`RING_WAKE_BYTES`](llmprobe_common::RING_WAKE_BYTES) wait in the ring (or
+/// for an exec/mmap hint); otherwise it drains on its own clock, every [`RING_DRAIN_EVERY_MS`]
+/// while records come, so a trickle of records costs one wakeup per tick, not one per record
 /// here and in the tracker.
 pub async fn run(
     mut ring: AsyncFd<RingBuf<MapData>>,
@@ -31,33 +31,41 @@ pub async fn run(
     scans: SyncSender<u32>,
     metrics: Arc<SelfMetrics>,
 ) {
-    let mut tick = tokio::time::interval(Duration::from_millis(RING_DRAIN_EVERY_MS));
-    tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    // Drained on the clock at most every RING_DRAIN_EVERY_MS; each drain that finds nothing
+    // doubles the wait, up to IDLE_DRAIN_EVERY, so an idle node costs a few wakeups a second.
+    let busy = Duration::from_millis(RING_DRAIN_EVERY_MS);
+    let mut every = busy;
     loop {
-        let open = tokio::select! {
+        let found = tokio::select! {
             r = ring.readable_mut() => match r {
                 Ok(mut guard) => {
-                    let open = drain(guard.get_inner_mut(), &queue, &scans, &metrics).await;
+                    let found = drain(guard.get_inner_mut(), &queue, &scans, &metrics).await;
                     guard.clear_ready();
-                    open
+                    found.map(|_| 1)
                 }
-                Err(_) => false,
+                Err(_) => None,
             },
-            _ = tick.tick() => drain(ring.get_mut(), &queue, &scans, &metrics).await,
+            _ = tokio::time::sleep(every) => drain(ring.get_mut(), &queue, &scans, &metrics).await,
         };
-        if !open {
-            return;
+        match found {
+            None => return,
+            Some(0) => every = (every * 2).min(IDLE_DRAIN_EVERY),
+            Some(_) => every = busy,
         }
     }
 }
 
-/// Drains the ring into the event queue; false once the queue is closed.
+/// The longest wait between drains on the clock (an idle ring).
+const IDLE_DRAIN_EVERY: Duration = Duration::from_millis(320);
+
+/// Drains the ring into the event queue: the records taken, None once the queue is closed.
 async fn drain(
     rb: &mut RingBuf<MapData>,
     queue: &QueueTx,
     scans: &SyncSender<u32>,
     metrics: &SelfMetrics,
-) -> bool {
+) -> Option<usize> {
+    let mut taken = 0;
     loop {
         let mut batch = Vec::new();
         while batch.len() < MAX_BATCH {
@@ -78,15 +86,16 @@ async fn drain(
             }
         }
         let drained = batch.len() < MAX_BATCH;
+        taken += batch.len();
         if !batch.is_empty() {
             match queue.offer(batch) {
                 Ok(0) => {}
                 Ok(dropped) => metrics.drop_by(DropReason::TrackerQueueFull, dropped),
-                Err(_) => return false,
+                Err(_) => return None,
             }
         }
         if drained {
-            return true;
+            return Some(taken);
         }
         // A ring that never empties must not keep this worker from the other tasks.
         tokio::task::yield_now().await;
