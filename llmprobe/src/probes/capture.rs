@@ -9,7 +9,7 @@ use std::net::SocketAddr;
 
 use anyhow::{Context, bail};
 use base64::Engine as _;
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use serde::{Deserialize, Serialize};
 
 use super::events::{DataChunk, Direction, EventMeta, ProbeEvent};
@@ -210,12 +210,20 @@ impl RawLine<'_> {
     }
 
     /// The event this line holds (None for the header).
-    fn event(mut self) -> anyhow::Result<Option<ProbeEvent>> {
+    /// The event this line holds (None for the header). Text payloads are copied into `slab`
+    /// and handed out as slices of it: one allocation per [`SLAB_BYTES`], not one per event.
+    fn event(mut self, slab: &mut BytesMut) -> anyhow::Result<Option<ProbeEvent>> {
         let ev = match self.ev {
             Kind::Header => return Ok(None),
             Kind::Data => {
                 let data = match (self.text.take(), self.b64.take()) {
-                    (Some(t), _) => Bytes::from(t.into_owned().into_bytes()),
+                    (Some(t), _) => {
+                        if slab.capacity() < t.len() {
+                            slab.reserve(t.len().max(SLAB_BYTES));
+                        }
+                        slab.extend_from_slice(t.as_bytes());
+                        slab.split().freeze()
+                    }
                     (None, Some(b)) => Bytes::from(
                         base64::engine::general_purpose::STANDARD
                             .decode(b.as_bytes())
@@ -255,6 +263,7 @@ impl RawLine<'_> {
 pub struct CaptureReader<R: BufRead> {
     input: R,
     line: Vec<u8>,
+    slab: BytesMut,
     line_no: usize,
     clock: Clock,
 }
@@ -265,6 +274,7 @@ impl<R: BufRead> CaptureReader<R> {
         let mut r = CaptureReader {
             input,
             line: Vec::new(),
+            slab: BytesMut::new(),
             line_no: 0,
             clock: Clock { offset_ns: 0 },
         };
@@ -273,7 +283,7 @@ impl<R: BufRead> CaptureReader<R> {
                 bail!("capture has no header line: is this an llmprobe capture?");
             }
             if !r.line.trim_ascii().is_empty() {
-                break r.parse()?;
+                break parse(&r.line, r.line_no)?;
             }
         };
         let (Kind::Header, Some(version), Some(offset_ns)) =
@@ -306,15 +316,6 @@ impl<R: BufRead> CaptureReader<R> {
         Ok(n > 0)
     }
 
-    fn parse(&self) -> anyhow::Result<RawLine<'_>> {
-        serde_json::from_slice(&self.line).with_context(|| {
-            format!(
-                "capture line {} is not a valid llmprobe event",
-                self.line_no
-            )
-        })
-    }
-
     /// The next event, `None` at the end of the capture.
     pub fn next_event(&mut self) -> anyhow::Result<Option<ProbeEvent>> {
         loop {
@@ -325,9 +326,9 @@ impl<R: BufRead> CaptureReader<R> {
                 continue;
             }
             let line_no = self.line_no;
-            let parsed = self.parse()?;
+            let parsed = parse(&self.line, line_no)?;
             match parsed
-                .event()
+                .event(&mut self.slab)
                 .with_context(|| format!("capture line {line_no}"))?
             {
                 Some(ev) => return Ok(Some(ev)),
@@ -336,6 +337,14 @@ impl<R: BufRead> CaptureReader<R> {
         }
     }
 }
+
+fn parse(line: &[u8], line_no: usize) -> anyhow::Result<RawLine<'_>> {
+    serde_json::from_slice(line)
+        .with_context(|| format!("capture line {line_no} is not a valid llmprobe event"))
+}
+
+/// Bytes of payload the capture reader allocates at once (see [`RawLine::event`]).
+const SLAB_BYTES: usize = 64 << 10;
 
 impl<R: BufRead> Iterator for CaptureReader<R> {
     type Item = anyhow::Result<ProbeEvent>;
