@@ -309,10 +309,16 @@ impl<R: BufRead> CaptureReader<R> {
     fn next_line(&mut self) -> anyhow::Result<bool> {
         self.line.clear();
         self.line_no += 1;
-        let n = self
-            .input
+        let n = std::io::Read::take(&mut self.input, MAX_LINE_BYTES as u64 + 1)
             .read_until(b'\n', &mut self.line)
             .with_context(|| format!("reading capture line {}", self.line_no))?;
+        if n > MAX_LINE_BYTES {
+            bail!(
+                "capture line {} is longer than {} MiB: not a line llmprobe writes",
+                self.line_no,
+                MAX_LINE_BYTES >> 20
+            );
+        }
         Ok(n > 0)
     }
 
@@ -342,6 +348,10 @@ fn parse(line: &[u8], line_no: usize) -> anyhow::Result<RawLine<'_>> {
     serde_json::from_slice(line)
         .with_context(|| format!("capture line {line_no} is not a valid llmprobe event"))
 }
+
+/// The longest capture line read (a record's payload is at most 16 KiB, six bytes per byte
+/// escaped): a file with a longer line is refused rather than read into memory whole.
+const MAX_LINE_BYTES: usize = 16 << 20;
 
 /// Bytes of payload the capture reader allocates at once (see [`RawLine::event`]).
 const SLAB_BYTES: usize = 64 << 10;
@@ -417,6 +427,18 @@ mod tests {
         let (c2, back) = read_capture(&buf[..]).expect("read");
         assert_eq!(c2, clock);
         assert_eq!(back, evs);
+    }
+
+    #[test]
+    fn a_line_longer_than_any_record_is_refused() {
+        let mut text =
+            b"{\"ev\":\"header\",\"llmprobe_capture\":1,\"clock_offset_ns\":0}\n".to_vec();
+        text.extend(std::iter::repeat_n(b'x', MAX_LINE_BYTES + 10));
+        let err = read_capture(&text[..]).expect_err("too long");
+        assert!(
+            format!("{err:#}").contains("line 2 is longer than 16 MiB"),
+            "{err:#}"
+        );
     }
 
     #[test]
