@@ -293,8 +293,9 @@ fn control(kind: u32, fd: i32, conn_id: u64) -> ControlEvent {
 }
 
 /// Sends a [`ControlEvent`] (close, SSL->fd link, `SSL_free`, exec/mmap hint, exit). An exec/mmap
-/// hint wakes the reader at once (rate-limited per process): discovery should attach before the
-/// new program's first TLS call.
+/// hint is sent with the kernel's adaptive wakeup (rate-limited per process): it wakes a reader
+/// that has caught up, so discovery can attach before the new program's first TLS call; when
+/// records are already waiting, the reader's own drain clock (20 ms while records come) reads it.
 #[inline(always)]
 fn emit_control(kind: u32, fd: i32, conn_id: u64) {
     let flags = if kind == EVENT_EXEC_MAP {
