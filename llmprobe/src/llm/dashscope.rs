@@ -7,8 +7,8 @@ use serde_json::Value;
 
 use super::json::{Body, Event, string_at as s};
 use super::typed::{
-    ContentText, Details, List, Scalar, UsageView, as_str, as_u64, is_array, items, json_object,
-    nonempty,
+    ContentText, Details, List, Scalar, ToolCall, UsageView, as_str, as_u64, is_array, items,
+    json_object, nonempty,
 };
 use super::{Observed, OutputKind, ProviderDialect, Usage};
 use crate::protocol::http1::RequestHead;
@@ -133,20 +133,6 @@ json_object! {
         "reasoning_content" => reasoning_content: Scalar<'a>,
         "content" => content: ContentText<'a>,
         "tool_calls" => tool_calls: List<ToolCall<'a>>,
-    }
-}
-
-json_object! {
-    /// One of a message's `tool_calls`.
-    struct ToolCall<'a> {
-        "function" => function: Function<'a>,
-    }
-}
-
-json_object! {
-    /// A tool call's `function`.
-    struct Function<'a> {
-        "arguments" => arguments: Scalar<'a>,
     }
 }
 

@@ -6,7 +6,8 @@ use serde_json::Value;
 
 use super::json::{self, Body, Event};
 use super::typed::{
-    ErrorView, List, Scalar, Skip, UsageView, as_str, as_u64, items, json_object, nonempty,
+    ErrorView, List, Scalar, Skip, ToolCall, UsageView, as_str, as_u64, items, json_object,
+    nonempty,
 };
 use super::{Observed, OutputKind, ProviderDialect, Usage};
 use crate::protocol::http1::RequestHead;
@@ -81,20 +82,6 @@ json_object! {
         "reasoning_details" => reasoning_details: List<Skip>,
         "content" => content: Scalar<'a>,
         "tool_calls" => tool_calls: List<ToolCall<'a>>,
-    }
-}
-
-json_object! {
-    /// One of a message's `tool_calls`.
-    struct ToolCall<'a> {
-        "function" => function: Function<'a>,
-    }
-}
-
-json_object! {
-    /// A tool call's `function`.
-    struct Function<'a> {
-        "arguments" => arguments: Scalar<'a>,
     }
 }
 

@@ -386,6 +386,20 @@ json_object! {
 }
 
 json_object! {
+    /// One of a message's `tool_calls` (OpenAI chat, DashScope): only its arguments are read.
+    pub struct ToolCall<'a> {
+        "function" => function: ToolFunction<'a>,
+    }
+}
+
+json_object! {
+    /// A tool call's `function`, its `arguments` a JSON string.
+    pub struct ToolFunction<'a> {
+        "arguments" => arguments: Scalar<'a>,
+    }
+}
+
+json_object! {
     /// One part of a multimodal message `content`.
     pub struct TextPart<'a> {
         "text" => text: Scalar<'a>,
