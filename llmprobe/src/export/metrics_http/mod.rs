@@ -211,37 +211,39 @@ async fn answer<S: AsyncRead + AsyncWrite + Unpin>(
     let mut words = head.split_whitespace();
     let (method, target) = (words.next().unwrap_or(""), words.next().unwrap_or(""));
     let path_ok = target == "/metrics" || target.starts_with("/metrics?");
+    // A refused request counts as refused whether or not the answer reaches it: a client that
+    // sends garbage and closes at once (so that the answer's write fails) is still refused.
     if !complete {
-        reply(
+        let _ = reply(
             sock,
             "431 Request Header Fields Too Large",
             "text/plain",
             "request head too large\n",
             false,
         )
-        .await?;
+        .await;
         return Ok(Outcome::Refused);
     }
     if method != "GET" && method != "HEAD" {
-        reply(
+        let _ = reply(
             sock,
             "405 Method Not Allowed\r\nAllow: GET, HEAD",
             "text/plain",
             "only GET and HEAD\n",
             false,
         )
-        .await?;
+        .await;
         return Ok(Outcome::Refused);
     }
     if !path_ok {
-        reply(
+        let _ = reply(
             sock,
             "404 Not Found",
             "text/plain",
             "llmprobe serves /metrics\n",
             false,
         )
-        .await?;
+        .await;
         return Ok(Outcome::Refused);
     }
     let accept = head
@@ -421,6 +423,27 @@ mod tests {
         assert!(text.contains("probe_marker_total 7"), "{}", text.len());
         assert_eq!(srv.metrics.dropped_count(DropReason::MetricsScrapeCut), 2);
         drop(readers_that_never_read);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn garbage_from_a_client_already_gone_is_still_counted() {
+        // Each client sends an oversized head and closes at once: the answer's write then meets
+        // a reset, which must not turn a refused request into an uncounted I/O error.
+        let srv = start(limits(64, 2000)).await;
+        for _ in 0..20 {
+            let mut s = TcpStream::connect(srv.addr).await.expect("connect");
+            let mut garbage = b"\x00\xffPOST /metrics HTTP/1.1\r\n".to_vec();
+            garbage.resize(20_000, b'A');
+            s.write_all(&garbage).await.expect("send");
+            drop(s);
+        }
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while srv.metrics.dropped_count(DropReason::MetricsBadRequest) < 20
+            && Instant::now() < deadline
+        {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert_eq!(srv.metrics.dropped_count(DropReason::MetricsBadRequest), 20);
     }
 
     #[tokio::test]
