@@ -28,6 +28,10 @@ pub const EVENT_SSL_FREE: u32 = 5;
 pub const EVENT_EXEC_MAP: u32 = 6;
 /// A [`ControlEvent`]: the thread-group leader exited.
 pub const EVENT_PROC_EXIT: u32 = 7;
+/// A [`TlsHelloEvent`] (`--scope auto` only): the first bytes of a socket's first TLS handshake
+/// record (a client's first write, a server's first read), once per socket, so userspace can read
+/// the ClientHello's server name and decide whether to probe the process.
+pub const EVENT_TLS_HELLO: u32 = 8;
 
 /// [`DataEvent::direction`]: bytes the observed process wrote/sent.
 pub const DIR_EGRESS: u8 = 0;
@@ -48,8 +52,26 @@ pub const SOCK_FLAG_TLS: u32 = 1;
 /// [`SockInfo::flags`]: the first payload has been looked at.
 pub const SOCK_FLAG_SEEN_DATA: u32 = 2;
 
-/// [`Config::flags`]: only processes in the `PIDS` map are traced.
-pub const CONFIG_FILTER_PIDS: u32 = 1;
+/// [`Config::flags`]: only processes listed in the `SCOPE` map are traced (an include selector).
+pub const CONFIG_SCOPE_ALLOW: u32 = 1;
+/// [`Config::flags`]: processes listed in the `SCOPE` map are not traced (exclude selectors only).
+pub const CONFIG_SCOPE_DENY: u32 = 2;
+/// [`Config::flags`]: the selection is inherited (by name, cgroup or container): a forked child
+/// of a listed process is listed too (`sched_process_fork`), every exec sends a discovery hint
+/// (the new program may enter or leave the selection), and a fork that yields a traced process
+/// sends one for the child (it needs its own uprobes).
+pub const CONFIG_SCOPE_INHERIT: u32 = 4;
+/// [`Config::flags`]: send an [`EVENT_TLS_HELLO`] for each traced socket's first TLS handshake
+/// record (`--scope auto`).
+pub const CONFIG_TLS_HELLO: u32 = 8;
+/// Entries of the `SCOPE` map (tgids, and thread ids of listed processes' new threads until they
+/// exit); userspace bounds what it adds well below this.
+pub const SCOPE_MAP_ENTRIES: u32 = 16384;
+/// Bytes of a TLS handshake record sent in an [`EVENT_TLS_HELLO`] (a ClientHello's server name
+/// comes early: it fits unless the client sends a very long session ticket or cipher list).
+pub const TLS_HELLO_BYTES: usize = 512;
+/// TLS hello records one process may send per second, and fork hints one process may cause.
+pub const HELLO_EVENTS_PER_SECOND: u64 = 32;
 
 /// Common prefix of every ring-buffer record.
 #[repr(C)]
@@ -261,6 +283,25 @@ pub struct Config {
     pub self_tgid: u32,
     /// `CONFIG_*` bits.
     pub flags: u32,
+    /// Offset of `child_pid` in the `sched:sched_process_fork` record (read from its format file:
+    /// it moved between kernel versions); 0 when unknown (no fork inheritance).
+    pub fork_child_pid_off: u32,
+    /// Reserved, zero.
+    pub _pad: u32,
+}
+
+/// The first bytes of a socket's first TLS handshake record ([`EVENT_TLS_HELLO`]).
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct TlsHelloEvent {
+    /// Common header (`fd`, `conn_id` = the socket's generation).
+    pub hdr: EventHeader,
+    /// Bytes valid in `data`.
+    pub len: u32,
+    /// [`DIR_EGRESS`] (the process wrote it: a client) or [`DIR_INGRESS`] (a server read it).
+    pub direction: u32,
+    /// The record's first bytes.
+    pub data: [u8; TLS_HELLO_BYTES],
 }
 
 const _: () = assert!(core::mem::size_of::<EventHeader>() == 32);
@@ -278,7 +319,8 @@ const _: () = assert!(core::mem::size_of::<SockKey>() == 8);
 const _: () = assert!(core::mem::size_of::<SockInfo>() == 16);
 const _: () = assert!(core::mem::size_of::<ConnKey>() == 16);
 const _: () = assert!(core::mem::size_of::<SslKey>() == 16);
-const _: () = assert!(core::mem::size_of::<Config>() == 8);
+const _: () = assert!(core::mem::size_of::<Config>() == 16);
+const _: () = assert!(core::mem::size_of::<TlsHelloEvent>() == 40 + TLS_HELLO_BYTES);
 
 /// A ring-buffer record type that can be read back from the bytes the kernel wrote: every bit
 /// pattern is a valid value (integers and byte arrays only, padding explicit).
@@ -320,6 +362,8 @@ unsafe impl Record for DataHeader {}
 unsafe impl Record for ControlEvent {}
 // SAFETY: integers, byte arrays and an explicit pad, no implicit padding (size asserted).
 unsafe impl Record for ConnOpenEvent {}
+// SAFETY: a header, integers and a byte array, no implicit padding (size asserted).
+unsafe impl Record for TlsHelloEvent {}
 
 /// Socket generations get the low bit set; `SSL*` pointers are at least 8-byte aligned, so the
 /// two id spaces never collide.

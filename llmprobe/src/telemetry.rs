@@ -98,6 +98,9 @@ label_values! {
         OtlpQueueFull => "otlp_queue_full",
         PendingExchangeLimit => "pending_exchange_limit",
         ResponseWithoutRequest => "response_without_request",
+        /// A process in scope not probed: the per-process uprobe caps (processes, links,
+        /// admitted processes) were reached.
+        ScopeCapReached => "scope_cap_reached",
         ScrubStateEvicted => "scrub_state_evicted",
         ScrubStateLost => "scrub_state_lost",
         SinkBackpressure => "sink_backpressure",

@@ -2,6 +2,11 @@
 //! (rate-limited per process, coalesced) and every process every [`FULL_RESCAN`], attaching
 //! uprobes to TLS libraries and releasing those of files no one maps any more. It reads /proc and
 //! foreign files with blocking calls, never on the async runtime.
+//!
+//! With per-process placement (a selector or `--scope auto`) it also releases the links of
+//! processes that exit, and under `--scope auto` admits processes at once, ahead of any pending
+//! scan: a TLS hello naming an LLM API host, or the tracker's word that the process made an LLM
+//! call.
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -27,19 +32,33 @@ const MAX_LIMITED_PIDS: usize = 65_536;
 /// Full scans of every traced process (and release of files no one maps any more).
 const FULL_RESCAN: Duration = Duration::from_secs(30);
 
+/// What discovery is asked to do.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Request {
+    /// The process exec'd, mapped an executable file or was forked: scan it.
+    Scan(u32),
+    /// The process exited (per-process placement only).
+    Exit(u32),
+    /// A TLS hello of the process named this server (`--scope auto`).
+    Hello(u32, String),
+    /// The tracker saw the process make an LLM call (`--scope auto`).
+    Admit(u32),
+}
+
 /// Turns a scan's outcome into self-metrics.
 pub fn publish_scan(report: &ScanReport, probes: &Probes, metrics: &SelfMetrics) {
     for r in &report.refused {
         metrics.drop_for(r.reason());
     }
     metrics.drop_by(DropReason::DiscoveryCapReached, report.cap_reached);
+    metrics.drop_by(DropReason::ScopeCapReached, report.scope_refused);
     metrics.tls_libraries.set(probes.tls_file_count() as i64);
 }
 
 /// The discovery stage: scans processes that exec or map executable files (rate-limited per
 /// process, coalesced), and every process every [`FULL_RESCAN`], releasing the probes of files
 /// no one maps any more. Runs on its own OS thread; returns when the request channel closes.
-pub fn run(mut probes: Probes, rx: Receiver<u32>, metrics: Arc<SelfMetrics>) {
+pub fn run(mut probes: Probes, rx: Receiver<Request>, metrics: Arc<SelfMetrics>) {
     let mut limiter = ScanLimiter::new(SCAN_INTERVAL_PER_PID, SCANS_PER_INTERVAL, MAX_LIMITED_PIDS);
     let mut next_full = Instant::now() + FULL_RESCAN;
     loop {
@@ -47,11 +66,27 @@ pub fn run(mut probes: Probes, rx: Receiver<u32>, metrics: Arc<SelfMetrics>) {
         let mut pids = BTreeSet::new();
         match rx.recv_timeout(wake.saturating_duration_since(Instant::now())) {
             Ok(first) => {
-                // Let the loader finish mapping, then take the requests queued meanwhile
-                // (at most one channel's worth, so a flood cannot keep this loop here).
-                std::thread::sleep(MAP_SETTLE);
+                // Admissions first and at once (the process's first SSL call is one handshake
+                // round trip away); then let the loader finish mapping, and take the requests
+                // queued meanwhile (at most one channel's worth, so a flood cannot keep this
+                // loop here).
+                let mut report = ScanReport::default();
+                let mut scans = Vec::new();
+                let mut settle = false;
+                for req in std::iter::once(first).chain(rx.try_iter().take(SCAN_CHANNEL)) {
+                    immediate(&mut probes, req, &mut scans, &mut settle, &mut report);
+                }
+                publish_scan(&report, &probes, &metrics);
+                if settle {
+                    std::thread::sleep(MAP_SETTLE);
+                    for req in rx.try_iter().take(SCAN_CHANNEL) {
+                        let mut report = ScanReport::default();
+                        immediate(&mut probes, req, &mut scans, &mut settle, &mut report);
+                        publish_scan(&report, &probes, &metrics);
+                    }
+                }
                 let now = Instant::now();
-                for pid in std::iter::once(first).chain(rx.try_iter().take(SCAN_CHANNEL)) {
+                for pid in scans {
                     match limiter.request(pid, now) {
                         ScanDecision::Now => {
                             pids.insert(pid);
@@ -81,5 +116,31 @@ pub fn run(mut probes: Probes, rx: Receiver<u32>, metrics: Arc<SelfMetrics>) {
             next_full = Instant::now() + FULL_RESCAN;
         }
         publish_scan(&report, &probes, &metrics);
+    }
+}
+
+/// Handles an exit or an admission at once; a scan request is queued in `scans` (and the
+/// caller waits [`MAP_SETTLE`] before it).
+fn immediate(
+    probes: &mut Probes,
+    req: Request,
+    scans: &mut Vec<u32>,
+    settle: &mut bool,
+    report: &mut ScanReport,
+) {
+    match req {
+        Request::Scan(pid) => {
+            scans.push(pid);
+            *settle = true;
+        }
+        Request::Exit(pid) => probes.process_exited(pid),
+        Request::Hello(pid, host) => {
+            if !probes.is_admitted(pid) && probes.is_llm_host(&host) {
+                probes.admit(pid, &format!("TLS to {host}"), report);
+            }
+        }
+        Request::Admit(pid) => {
+            probes.admit(pid, "made an LLM call", report);
+        }
     }
 }

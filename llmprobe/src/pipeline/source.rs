@@ -2,7 +2,9 @@
 //! record, and offers batches to the event queue. It never waits for a later stage: past the
 //! queue's budget events are dropped and counted (`tracker_queue_full`), so the ring keeps
 //! draining. Exec/mmap hints become scan requests for discovery (dropped and counted when
-//! discovery is behind: its periodic full scan still covers those processes).
+//! discovery is behind: its periodic full scan still covers those processes). Under
+//! per-process placement exits go to discovery too; under `--scope auto` a TLS hello record
+//! becomes the server name it carries (read here, `probes::sni`) for discovery, never an event.
 
 use std::sync::Arc;
 use std::sync::mpsc::{SyncSender, TrySendError};
@@ -10,12 +12,23 @@ use std::sync::mpsc::{SyncSender, TrySendError};
 use std::time::Duration;
 
 use aya::maps::{MapData, RingBuf};
-use llmprobe_common::RING_DRAIN_EVERY_MS;
+use llmprobe_common::{self as abi, RING_DRAIN_EVERY_MS, Record as _};
 use tokio::io::unix::AsyncFd;
 
+use super::discovery::Request;
 use super::queue::QueueTx;
 use crate::probes::events::{ProbeEvent, decode};
+use crate::probes::sni::{Hello, client_hello};
 use crate::telemetry::{DropReason, SelfMetrics};
+
+/// What the source forwards to discovery.
+#[derive(Debug, Clone)]
+pub struct DiscoveryLink {
+    /// Discovery's request channel.
+    pub tx: SyncSender<Request>,
+    /// Forward process exits (per-process placement).
+    pub exits: bool,
+}
 
 /// Records taken from the ring per batch.
 const MAX_BATCH: usize = 1024;
@@ -28,7 +41,7 @@ const MAX_BATCH: usize = 1024;
 pub async fn run(
     mut ring: AsyncFd<RingBuf<MapData>>,
     queue: QueueTx,
-    scans: SyncSender<u32>,
+    scans: DiscoveryLink,
     metrics: Arc<SelfMetrics>,
 ) {
     // Drained on the clock at most every RING_DRAIN_EVERY_MS; each drain that finds nothing
@@ -62,7 +75,7 @@ const IDLE_DRAIN_EVERY: Duration = Duration::from_millis(320);
 async fn drain(
     rb: &mut RingBuf<MapData>,
     queue: &QueueTx,
-    scans: &SyncSender<u32>,
+    scans: &DiscoveryLink,
     metrics: &SelfMetrics,
 ) -> Option<usize> {
     let mut taken = 0;
@@ -70,10 +83,23 @@ async fn drain(
         let mut batch = Vec::new();
         while batch.len() < MAX_BATCH {
             let Some(item) = rb.next() else { break };
+            if let Some(h) = abi::EventHeader::read_from(&item)
+                && h.kind == abi::EVENT_TLS_HELLO
+            {
+                hello(&item, scans, metrics);
+                continue;
+            }
             match decode(&item) {
                 Ok(ev) => {
-                    if let ProbeEvent::ExecMap { meta } = &ev
-                        && let Err(TrySendError::Full(_)) = scans.try_send(meta.pid)
+                    let req = match &ev {
+                        ProbeEvent::ExecMap { meta } => Some(Request::Scan(meta.pid)),
+                        ProbeEvent::ProcExit { meta } if scans.exits => {
+                            Some(Request::Exit(meta.pid))
+                        }
+                        _ => None,
+                    };
+                    if let Some(req) = req
+                        && let Err(TrySendError::Full(_)) = scans.tx.try_send(req)
                     {
                         metrics.drop_for(DropReason::DiscoveryRequestDropped);
                     }
@@ -99,5 +125,19 @@ async fn drain(
         }
         // A ring that never empties must not keep this worker from the other tasks.
         tokio::task::yield_now().await;
+    }
+}
+
+/// A TLS hello record: its server name goes to discovery (`--scope auto`).
+fn hello(raw: &[u8], scans: &DiscoveryLink, metrics: &SelfMetrics) {
+    let Some(ev) = abi::TlsHelloEvent::read_from(raw) else {
+        metrics.events_malformed.inc();
+        return;
+    };
+    let len = (ev.len as usize).min(ev.data.len());
+    if let Hello::Sni(host) = client_hello(&ev.data[..len])
+        && let Err(TrySendError::Full(_)) = scans.tx.try_send(Request::Hello(ev.hdr.tgid, host))
+    {
+        metrics.drop_for(DropReason::DiscoveryRequestDropped);
     }
 }

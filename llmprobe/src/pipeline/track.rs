@@ -2,6 +2,8 @@
 //! named) and run through the connection tracker (and the recorder, when recording); the
 //! tracker's mute decisions go to the kernel's `MUTED` map (the pipeline's one feedback path);
 //! finished records and, every 500 ms, the servers with calls in flight go down to enrich.
+//! Under `--scope auto` the process of each record is also named to discovery once (the admit
+//! feedback: a process that made an LLM call gets its uprobes).
 
 use std::sync::Arc;
 use std::sync::mpsc::{RecvTimeoutError, SyncSender, TrySendError};
@@ -10,6 +12,7 @@ use std::time::{Duration, Instant};
 use aya::maps::{HashMap as BpfHashMap, MapData};
 use llmprobe_common::ConnKey;
 
+use super::discovery::Request;
 use super::enrich::EnrichInput;
 use super::prepare::Prepare;
 use super::queue::QueueRx;
@@ -44,13 +47,20 @@ pub struct TrackStage<W: std::io::Write> {
     pub clock: Clock,
     /// Self-metrics.
     pub metrics: Arc<SelfMetrics>,
+    /// `--scope auto`: discovery, told of each process that made an LLM call.
+    pub admit: Option<SyncSender<Request>>,
 }
+
+/// Processes already named to discovery, remembered up to this many (then forgotten at once:
+/// discovery ignores a process it already admitted).
+const ADMIT_REMEMBERED: usize = 4096;
 
 impl<W: std::io::Write> TrackStage<W> {
     /// Runs until the event queue closes; then ends the enrich stage and returns the number
     /// of connections still open.
     pub fn run(mut self, queue: QueueRx, out: SyncSender<EnrichInput>) -> usize {
         let mut next_tick = Instant::now() + IN_FLIGHT_EVERY;
+        let mut named = std::collections::HashSet::new();
         loop {
             match queue.recv_timeout(next_tick.saturating_duration_since(Instant::now())) {
                 Ok((cost, events)) => {
@@ -65,6 +75,16 @@ impl<W: std::io::Write> TrackStage<W> {
                         r.flush();
                     }
                     apply_mutes(&mut self.muted, &o.mutes);
+                    if let Some(admit) = &self.admit {
+                        for c in &o.calls {
+                            if named.len() >= ADMIT_REMEMBERED {
+                                named.clear();
+                            }
+                            if named.insert(c.pid) {
+                                let _ = admit.try_send(Request::Admit(c.pid));
+                            }
+                        }
+                    }
                     if !o.calls.is_empty() {
                         match out.try_send(EnrichInput::Calls(o.calls)) {
                             Ok(()) => {}

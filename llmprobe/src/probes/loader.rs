@@ -6,7 +6,9 @@ use std::collections::{HashMap as StdHashMap, HashSet};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::num::NonZeroU32;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::sync::mpsc::{SyncSender, TrySendError, sync_channel};
+use std::time::Instant;
 
 use anyhow::{Context, anyhow, bail};
 use aya::maps::{Array, HashMap, MapData, PerCpuArray, RingBuf};
@@ -18,6 +20,9 @@ use log::{debug, info, warn};
 
 use super::discovery::{self, ElfLimits, Refusal, SSL_SYMBOLS, TlsLibrary};
 use super::events::{EventMeta, ProbeEvent};
+use super::scope::{
+    self, KernelMode, MAX_SCOPED_LINKS, MAX_SCOPED_PROCESSES, ScopeRefusal, ScopeSpec, ScopedProcs,
+};
 
 /// The compiled kernel programs, embedded at build time.
 static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/llmprobe"));
@@ -49,8 +54,8 @@ const SSL_PROGRAMS: [&str; 5] = [
 /// What to trace.
 #[derive(Debug, Clone, Default)]
 pub struct LoadOptions {
-    /// Only these processes (empty: all).
-    pub pids: Vec<u32>,
+    /// Which processes are traced, and how uprobes are placed.
+    pub scope: ScopeSpec,
     /// Ring buffer bytes (a power of two, `RING_BYTES_MIN..=RING_BYTES_MAX`).
     pub ring_bytes: u32,
 }
@@ -77,13 +82,31 @@ const MAX_NEGATIVE_FILES: usize = 65_536;
 /// The loaded programs and where they are attached.
 pub struct Probes {
     ebpf: Ebpf,
-    pids: Vec<u32>,
+    scope: ScopeSpec,
+    /// The kernel's `SCOPE` map (when a selector lists processes for the kernel).
+    kernel_scope: Option<HashMap<MapData, u32, u8>>,
+    /// Processes carrying their own uprobes (per-process placement).
+    procs: ScopedProcs<Link>,
+    /// The per-process caps were logged.
+    scope_cap_logged: bool,
     /// Files attached (with their uprobe links) or known to need none.
-    files: FileTable<Vec<(&'static str, UProbeLinkId)>>,
+    files: FileTable<FileEntry>,
     /// The attached-files cap was logged (reset once below it again).
     cap_logged: bool,
     /// Hands detached links to the thread that closes them.
     reaper: Option<SyncSender<Vec<UProbeLink>>>,
+}
+
+/// One uprobe link: its program and id.
+type Link = (&'static str, UProbeLinkId);
+
+/// A file with OpenSSL: the links of its uprobes for all processes (per-file placement), or the
+/// verified open file and its offsets, kept so that a process is probed with perf_event_open
+/// calls alone (per-process placement).
+#[derive(Debug)]
+pub struct FileEntry {
+    links: Vec<Link>,
+    lib: Option<Arc<(discovery::OpenedFile, TlsLibrary)>>,
 }
 
 /// Starts the thread that closes detached uprobe links (a slow kernel operation).
@@ -131,6 +154,21 @@ pub fn preflight() -> anyhow::Result<()> {
             "could not raise RLIMIT_MEMLOCK: {}",
             std::io::Error::last_os_error()
         );
+    }
+    // Every uprobe link is a perf event fd: per-process placement holds up to MAX_SCOPED_LINKS.
+    let mut nofile = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: valid rlimit structs.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut nofile) == 0 {
+            let want = (MAX_SCOPED_LINKS as u64 + 8192).min(nofile.rlim_max);
+            if nofile.rlim_cur < want {
+                nofile.rlim_cur = want;
+                let _ = libc::setrlimit(libc::RLIMIT_NOFILE, &nofile);
+            }
+        }
     }
     Ok(())
 }
@@ -192,34 +230,52 @@ impl Probes {
         {
             let mut cfg: Array<_, Config> =
                 Array::try_from(ebpf.map_mut("CONFIG").context("CONFIG map missing")?)?;
-            let flags = if opts.pids.is_empty() {
-                0
-            } else {
-                abi::CONFIG_FILTER_PIDS
+            let spec = &opts.scope;
+            let mut flags = match spec.kernel_mode() {
+                KernelMode::All => 0,
+                KernelMode::Allow => abi::CONFIG_SCOPE_ALLOW,
+                KernelMode::Deny => abi::CONFIG_SCOPE_DENY,
             };
+            let fork_off = if spec.kernel_mode() != KernelMode::All && !spec.pids_only() {
+                flags |= abi::CONFIG_SCOPE_INHERIT;
+                scope::fork_child_pid_offset().unwrap_or_else(|| {
+                    warn!("cannot read sched_process_fork's format: forked processes join the scope at the next rescan");
+                    0
+                })
+            } else {
+                0
+            };
+            if spec.auto {
+                flags |= abi::CONFIG_TLS_HELLO;
+            }
             cfg.set(
                 0,
                 Config {
                     self_tgid: std::process::id(),
                     flags,
+                    fork_child_pid_off: fork_off,
+                    _pad: 0,
                 },
                 0,
             )?;
         }
-        if !opts.pids.is_empty() {
-            let mut pids: HashMap<_, u32, u8> =
-                HashMap::try_from(ebpf.map_mut("PIDS").context("PIDS map missing")?)?;
-            for pid in &opts.pids {
-                pids.insert(pid, 1, 0)?;
-            }
-        }
+        let kernel_scope = if opts.scope.kernel_mode() == KernelMode::All {
+            None
+        } else {
+            Some(HashMap::try_from(
+                ebpf.take_map("SCOPE").context("SCOPE map missing")?,
+            )?)
+        };
         let ring = RingBuf::try_from(ebpf.take_map("EVENTS").context("EVENTS map missing")?)?;
         let muted = HashMap::try_from(ebpf.take_map("MUTED").context("MUTED map missing")?)?;
         let lost = PerCpuArray::try_from(ebpf.take_map("LOST").context("LOST map missing")?)?;
 
         let mut probes = Probes {
             ebpf,
-            pids: opts.pids.clone(),
+            scope: opts.scope.clone(),
+            kernel_scope,
+            procs: ScopedProcs::new(MAX_SCOPED_PROCESSES, MAX_SCOPED_LINKS),
+            scope_cap_logged: false,
             files: FileTable::new(MAX_NEGATIVE_FILES),
             cap_logged: false,
             reaper: spawn_reaper(),
@@ -259,6 +315,7 @@ impl Probes {
         attach(self, "sys_enter_mmap", "syscalls", "sys_enter_mmap")?;
         attach(self, "sched_process_exec", "sched", "sched_process_exec")?;
         attach(self, "sched_process_exit", "sched", "sched_process_exit")?;
+        attach(self, "sched_process_fork", "sched", "sched_process_fork")?;
         Ok(())
     }
 
@@ -277,18 +334,6 @@ impl Probes {
                 .with_context(|| format!("the kernel verifier rejected {prog}"))?;
         }
         Ok(())
-    }
-
-    fn scopes(&self) -> Vec<UProbeScope> {
-        if self.pids.is_empty() {
-            vec![UProbeScope::AllProcesses]
-        } else {
-            self.pids
-                .iter()
-                .filter_map(|p| NonZeroU32::new(*p))
-                .map(UProbeScope::OneProcess)
-                .collect()
-        }
     }
 
     /// Files with OpenSSL uprobes attached now.
@@ -372,32 +417,45 @@ impl Probes {
             file_id: f.file_id,
             offsets,
         };
-        let mut links = Vec::new();
-        for scope in self.scopes() {
-            match self.attach_tls_library(&f, &lib, scope) {
-                Ok(mut l) => {
-                    info!(
-                        "attached {} OpenSSL uprobes to {:?} (device {:#x}, inode {}, {scope:?})",
-                        l.len(),
-                        lib.path,
-                        lib.file_id.0,
-                        lib.file_id.1
-                    );
-                    links.append(&mut l);
-                }
-                Err(e) => warn!(
+        if self.scope.per_process() {
+            // Probed per process, when a process in scope maps it.
+            debug!("OpenSSL found in {:?}; probed per process", lib.path);
+            let id = f.file_id;
+            let path = lib.path.clone();
+            let entry = FileEntry {
+                links: Vec::new(),
+                lib: Some(Arc::new((f, lib))),
+            };
+            self.files.insert_attached(id, path, entry, pinned);
+            return;
+        }
+        let links = match self.attach_tls_library(&f, &lib, UProbeScope::AllProcesses) {
+            Ok(l) => {
+                info!(
+                    "attached {} OpenSSL uprobes to {:?} (device {:#x}, inode {}, all processes)",
+                    l.len(),
+                    lib.path,
+                    lib.file_id.0,
+                    lib.file_id.1
+                );
+                l
+            }
+            Err(e) => {
+                warn!(
                     "could not probe OpenSSL in {:?}: {e:#}; TLS traffic of processes using it will not be seen",
                     lib.path
-                ),
+                );
+                Vec::new()
             }
-        }
+        };
         if links.is_empty() {
             self.files.remember_negative(f.file_id);
             return;
         }
         report.attached += 1;
+        let entry = FileEntry { links, lib: None };
         self.files
-            .insert_attached(f.file_id, lib.path, links, pinned);
+            .insert_attached(f.file_id, lib.path, entry, pinned);
     }
 
     /// Attaches the uprobes through `/proc/self/fd/<fd>` of the verified open file: the kernel
@@ -459,10 +517,10 @@ impl Probes {
 
     /// The processes to scan for TLS libraries.
     pub fn scan_targets(&self) -> Vec<u32> {
-        if self.pids.is_empty() {
-            discovery::all_pids()
+        if self.scope.pids_only() {
+            self.scope.pids.clone()
         } else {
-            self.pids.clone()
+            discovery::all_pids()
         }
     }
 
@@ -475,6 +533,10 @@ impl Probes {
         if pid == std::process::id() {
             return;
         }
+        if self.scope.per_process() {
+            self.scan_scoped(pid, mapped, report);
+            return;
+        }
         let maps = discovery::executable_mappings(pid);
         for m in &maps {
             self.consider_file(pid, m, report);
@@ -482,6 +544,159 @@ impl Probes {
         if let Some(set) = mapped {
             set.extend(maps.iter().map(|m| m.file_id));
         }
+    }
+
+    /// Per-process placement: decides whether `pid` is in scope (and tells the kernel), then
+    /// attaches uprobes for it alone to each TLS library it maps, or releases those it had.
+    fn scan_scoped(
+        &mut self,
+        pid: u32,
+        mapped: Option<&mut HashSet<(u64, u64)>>,
+        report: &mut ScanReport,
+    ) {
+        let Some(info) = scope::read_proc(pid) else {
+            // Gone (or a thread): its links go; the kernel dropped its entry at exit.
+            self.release_process(pid);
+            return;
+        };
+        let selected = self.scope.selects(&info);
+        self.set_listed(pid, self.scope.listed(selected));
+        if !selected {
+            self.release_process(pid);
+            return;
+        }
+        let wants = !self.scope.auto || self.procs.is_admitted(pid);
+        if !wants && !self.procs.is_empty() {
+            // Not (or no longer) admitted: nothing to hold.
+            self.release_process(pid);
+        }
+        let maps = discovery::executable_mappings(pid);
+        for m in &maps {
+            // Under --scope auto the libraries of selected processes are inspected ahead, so
+            // that admission is perf_event_open calls only.
+            self.consider_file(pid, m, report);
+            if wants {
+                self.attach_process(pid, info.start, m.file_id, report);
+            }
+        }
+        if let Some(set) = mapped {
+            set.extend(maps.iter().map(|m| m.file_id));
+        }
+    }
+
+    /// Lists or unlists `pid` in the kernel's `SCOPE` map.
+    fn set_listed(&mut self, pid: u32, listed: bool) {
+        let Some(map) = self.kernel_scope.as_mut() else {
+            return;
+        };
+        if listed {
+            if let Err(e) = map.insert(pid, 1, 0) {
+                debug!("could not list pid {pid} in SCOPE: {e}");
+            }
+        } else {
+            let _ = map.remove(&pid);
+        }
+    }
+
+    /// Attaches the uprobes of file `id` (already known to hold OpenSSL) for `pid` alone.
+    fn attach_process(&mut self, pid: u32, start: u64, id: (u64, u64), report: &mut ScanReport) {
+        if self.procs.has(pid, start, id) {
+            return;
+        }
+        let Some(lib) = self.files.get(id).and_then(|e| e.lib.clone()) else {
+            return;
+        };
+        let Some(nz) = NonZeroU32::new(pid) else {
+            return;
+        };
+        let want = 2 * SSL_PROGRAMS.len();
+        match self.procs.reserve(pid, start, want) {
+            Ok(stale) => self.detach_links(stale),
+            Err(r) => {
+                report.scope_refused += 1;
+                if !self.scope_cap_logged {
+                    self.scope_cap_logged = true;
+                    let what = match r {
+                        ScopeRefusal::Processes => {
+                            format!("{MAX_SCOPED_PROCESSES} processes already carry uprobes")
+                        }
+                        _ => format!("{MAX_SCOPED_LINKS} uprobe links are attached"),
+                    };
+                    warn!(
+                        "{what}: pid {pid} and further processes in scope are not probed until some exit (counted in llmprobe_dropped_total{{reason=\"scope_cap_reached\"}})"
+                    );
+                }
+                return;
+            }
+        }
+        match self.attach_tls_library(&lib.0, &lib.1, UProbeScope::OneProcess(nz)) {
+            Ok(links) => {
+                debug!(
+                    "attached {} OpenSSL uprobes to {:?} for pid {pid}",
+                    links.len(),
+                    lib.1.path
+                );
+                report.process_links += links.len();
+                self.procs.insert(pid, start, id, links);
+            }
+            Err(e) => debug!("could not probe {:?} for pid {pid}: {e:#}", lib.1.path),
+        }
+    }
+
+    /// Releases every per-process link of `pid` (it exited or left the scope).
+    pub fn release_process(&mut self, pid: u32) {
+        let links = self.procs.release(pid);
+        if !links.is_empty() {
+            debug!("released the uprobes of pid {pid}");
+            self.detach_links(links);
+        }
+    }
+
+    /// A process exited: its links go and it is no longer admitted.
+    pub fn process_exited(&mut self, pid: u32) {
+        self.release_process(pid);
+        self.procs.forget(pid);
+    }
+
+    /// Processes carrying their own uprobes.
+    pub fn scoped_process_count(&self) -> usize {
+        self.procs.len()
+    }
+
+    /// `--scope auto`: admits `pid` (`why` says what gave it away) and probes it at once.
+    /// Returns the time the attach took, None when nothing was done.
+    pub fn admit(&mut self, pid: u32, why: &str, report: &mut ScanReport) -> Option<u128> {
+        if !self.scope.auto {
+            return None;
+        }
+        match self.procs.admit(pid) {
+            Ok(true) => {}
+            Ok(false) => return None,
+            Err(_) => {
+                report.scope_refused += 1;
+                return None;
+            }
+        }
+        let t0 = Instant::now();
+        let before = report.process_links;
+        self.scan_pid(pid, None, report);
+        let us = t0.elapsed().as_micros();
+        info!(
+            "admitted pid {pid} ({why}): {} OpenSSL uprobes attached in {us} us",
+            report.process_links - before
+        );
+        report.admitted += 1;
+        Some(us)
+    }
+
+    /// `--scope auto`: whether the server name of a TLS hello is an LLM API's.
+    pub fn is_llm_host(&self, host: &str) -> bool {
+        self.scope.auto && self.scope.hosts.matches(host)
+    }
+
+    /// Whether a process is already admitted (`--scope auto`).
+    pub fn is_admitted(&self, pid: u32) -> bool {
+        self.procs.is_admitted(pid)
     }
 
     /// Scans processes' executable mappings for OpenSSL and attaches to what is new.
@@ -496,19 +711,49 @@ impl Probes {
     /// libraries stay).
     pub fn full_rescan(&mut self, report: &mut ScanReport) {
         let mut mapped = HashSet::new();
-        for pid in self.scan_targets() {
-            self.scan_pid(pid, Some(&mut mapped), report);
+        let targets = self.scan_targets();
+        for pid in &targets {
+            self.scan_pid(*pid, Some(&mut mapped), report);
         }
-        for (id, path, links) in self.files.end_full_scan(&mapped) {
+        if self.scope.per_process() {
+            // Processes whose exit was missed (a dropped request) release their links here.
+            let alive: HashSet<u32> = targets.iter().copied().collect();
+            for pid in self.procs.pids() {
+                if !alive.contains(&pid) {
+                    self.process_exited(pid);
+                }
+            }
+            self.procs
+                .retain_admitted(|p| Path::new(&format!("/proc/{p}")).exists());
+            self.prune_kernel_scope();
+        }
+        for (id, path, entry) in self.files.end_full_scan(&mapped) {
             info!(
                 "released the OpenSSL uprobes of {path:?} (device {:#x}, inode {}): no traced process maps it any more",
                 id.0, id.1
             );
-            self.detach_links(links);
+            let per_process = self.procs.release_file(id);
+            self.detach_links(per_process);
+            self.detach_links(entry.links);
             report.released += 1;
         }
         if self.files.attached_len() < MAX_ATTACHED_FILES {
             self.cap_logged = false;
+        }
+    }
+
+    /// Drops `SCOPE` entries of processes and threads that are gone (a missed exit).
+    fn prune_kernel_scope(&mut self) {
+        let Some(map) = self.kernel_scope.as_mut() else {
+            return;
+        };
+        let gone: Vec<u32> = map
+            .keys()
+            .filter_map(|k| k.ok())
+            .filter(|k| !Path::new(&format!("/proc/{k}")).exists())
+            .collect();
+        for k in gone {
+            let _ = map.remove(&k);
         }
     }
 
@@ -517,6 +762,7 @@ impl Probes {
         for path in discovery::ldconfig_ssl_libraries() {
             self.consider_host_file(&path, report);
         }
+
         let pids = self.scan_targets();
         self.scan_pids(&pids, report);
     }
@@ -524,18 +770,21 @@ impl Probes {
     /// Registers the TCP sockets that existed before the agent started, so their plaintext is
     /// traced; returns the matching ConnOpen events for the pipeline.
     pub fn seed_sockets(&mut self) -> anyhow::Result<Vec<ProbeEvent>> {
+        let pids = self.scan_targets();
+        let spec = self.scope.clone();
         let mut socks: HashMap<_, SockKey, SockInfo> =
             HashMap::try_from(self.ebpf.map_mut("SOCKS").context("SOCKS map missing")?)?;
         let now = crate::clock::monotonic_now_ns();
         let mut events = Vec::new();
-        let pids = if self.pids.is_empty() {
-            discovery::all_pids()
-        } else {
-            self.pids.clone()
-        };
+
         let mut tables: StdHashMap<u64, StdHashMap<u64, SocketAddr>> = StdHashMap::new();
         for pid in pids {
             if pid == std::process::id() {
+                continue;
+            }
+            if spec.kernel_mode() != KernelMode::All
+                && !scope::read_proc(pid).is_some_and(|p| spec.selects(&p))
+            {
                 continue;
             }
             let Ok(fds) = std::fs::read_dir(format!("/proc/{pid}/fd")) else {
@@ -625,6 +874,12 @@ pub struct ScanReport {
     pub refused: Vec<Refusal>,
     /// Candidates skipped because [`MAX_ATTACHED_FILES`] files are attached.
     pub cap_reached: u64,
+    /// Processes in scope not probed: the per-process caps (`scope_cap_reached`).
+    pub scope_refused: u64,
+    /// Per-process uprobe links attached.
+    pub process_links: usize,
+    /// Processes admitted by `--scope auto`.
+    pub admitted: usize,
 }
 
 /// The files discovery knows: those with probes attached (with their links, released once
@@ -659,6 +914,11 @@ impl<L> FileTable<L> {
     /// Attached, or known not to need probes.
     pub fn is_known(&self, id: (u64, u64)) -> bool {
         self.attached.contains_key(&id) || self.negative.contains(&id)
+    }
+
+    /// The entry of an attached file.
+    pub fn get(&self, id: (u64, u64)) -> Option<&L> {
+        self.attached.get(&id).map(|t| &t.links)
     }
 
     /// Files with probes attached.
