@@ -78,8 +78,16 @@ pub fn run(mut probes: Probes, rx: Receiver<Request>, metrics: Arc<SelfMetrics>)
                 }
                 publish_scan(&report, &probes, &metrics);
                 if settle {
-                    std::thread::sleep(MAP_SETTLE);
-                    for req in rx.try_iter().take(SCAN_CHANNEL) {
+                    // Admissions and exits that come while the loader settles are handled
+                    // as they come.
+                    let until = Instant::now() + MAP_SETTLE;
+                    let mut taken = 0;
+                    while taken < SCAN_CHANNEL {
+                        let left = until.saturating_duration_since(Instant::now());
+                        let Ok(req) = rx.recv_timeout(left) else {
+                            break;
+                        };
+                        taken += 1;
                         let mut report = ScanReport::default();
                         immediate(&mut probes, req, &mut scans, &mut settle, &mut report);
                         publish_scan(&report, &probes, &metrics);

@@ -32,8 +32,23 @@ pub const MAX_SCOPED_PROCESSES: usize = 1024;
 pub const MAX_SCOPED_LINKS: usize = 16_384;
 /// Most processes remembered as admitted by `--scope auto`.
 pub const MAX_ADMITTED: usize = 4096;
-/// Where cgroup v2 is mounted.
+/// Where cgroup v2 is usually mounted (a hybrid host mounts it at `/sys/fs/cgroup/unified`:
+/// see [`cgroup2_root`]).
 pub const CGROUP_ROOT: &str = "/sys/fs/cgroup";
+
+/// The cgroup v2 mount point, from `/proc/self/mounts` (`/sys/fs/cgroup` when none is listed).
+pub fn cgroup2_root() -> PathBuf {
+    std::fs::read_to_string("/proc/self/mounts")
+        .ok()
+        .and_then(|t| {
+            t.lines().find_map(|l| {
+                let mut f = l.split_whitespace();
+                let (_dev, dir, kind) = (f.next()?, f.next()?, f.next()?);
+                (kind == "cgroup2").then(|| PathBuf::from(dir.replace("\\040", " ")))
+            })
+        })
+        .unwrap_or_else(|| PathBuf::from(CGROUP_ROOT))
+}
 /// The kernel keeps this many bytes of a process name.
 const COMM_MAX: usize = 15;
 
@@ -97,10 +112,11 @@ impl ScopeSpec {
         for c in a.comms.iter().chain(&a.exclude_comms) {
             check_comm(c)?;
         }
+        let root = cgroup2_root();
         let cgroups = a
             .cgroups
             .iter()
-            .map(|c| cgroup_selector(Path::new(CGROUP_ROOT), c))
+            .map(|c| cgroup_selector(&root, c))
             .collect::<anyhow::Result<Vec<_>>>()?;
         let container_ids = a
             .container_ids
@@ -206,6 +222,12 @@ fn check_comm(c: &str) -> anyhow::Result<()> {
 /// cgroup v2 hierarchy.
 pub fn cgroup_selector(root: &Path, raw: &str) -> anyhow::Result<String> {
     let p = Path::new(raw);
+    // `/sys/fs/cgroup/x` on a host whose cgroup v2 lives at `/sys/fs/cgroup/unified` means `x`.
+    let p = if p.is_absolute() && !p.starts_with(root) {
+        p.strip_prefix(CGROUP_ROOT).unwrap_or(p)
+    } else {
+        p
+    };
     let rel = if p.is_absolute() {
         p.strip_prefix(root).map_err(|_| {
             anyhow::anyhow!(
@@ -523,11 +545,6 @@ impl<L> ScopedProcs<L> {
     pub fn retain_admitted(&mut self, alive: impl Fn(u32) -> bool) {
         self.admitted.retain(|p| alive(*p));
     }
-}
-
-/// A path under the cgroup root for a selector (tests, and the error text).
-pub fn cgroup_dir(sel: &str) -> PathBuf {
-    Path::new(CGROUP_ROOT).join(sel.trim_start_matches('/'))
 }
 
 #[cfg(test)]

@@ -21,6 +21,7 @@ ap.add_argument("--mode", choices=["http", "echo"], default="http")
 ap.add_argument("--bytes", type=int, default=64)
 ap.add_argument("--start-gate", help="wait until this file exists before connecting")
 ap.add_argument("--sleep-before", type=float, default=0.0)
+ap.add_argument("--hold", type=float, default=0.0, help="stay alive this long after the calls")
 a = ap.parse_args()
 
 ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
@@ -58,4 +59,6 @@ else:
                 sys.exit("echo server closed")
             got += len(d)
     s.close()
-print(json.dumps({"pid": os.getpid(), "calls": a.calls, "seconds": time.perf_counter() - t0}))
+print(json.dumps({"pid": os.getpid(), "calls": a.calls, "seconds": time.perf_counter() - t0}),
+      flush=True)
+time.sleep(a.hold)
