@@ -51,6 +51,9 @@ const SSL_PROGRAMS: [&str; 5] = [
     "ssl_free",
 ];
 
+/// The order in which a file's uprobes are attached (indices of `SSL_PROGRAMS`).
+const ATTACH_ORDER: [usize; 5] = [3, 2, 1, 0, 4];
+
 /// What to trace.
 #[derive(Debug, Clone, Default)]
 pub struct LoadOptions {
@@ -471,7 +474,10 @@ impl Probes {
         let target = f.self_fd_path();
         let mut links = Vec::new();
         let mut result = Ok(());
-        'all: for (i, prog) in SSL_PROGRAMS.iter().enumerate() {
+        // Writes first: under `--scope auto` a process is probed while its handshake is in
+        // flight, and its request is written before its answer is read.
+        'all: for i in ATTACH_ORDER {
+            let prog = &SSL_PROGRAMS[i];
             let Some(off) = lib.offsets[i] else { continue };
             // Reads and writes also get the return probe that emits their bytes.
             let progs: &[&'static str] = if i < 4 { &[prog, "ssl_ret"] } else { &[prog] };
@@ -629,7 +635,10 @@ impl Probes {
                 return;
             }
         }
-        match self.attach_tls_library(&lib.0, &lib.1, UProbeScope::OneProcess(nz)) {
+        let t0 = Instant::now();
+        let attached = self.attach_tls_library(&lib.0, &lib.1, UProbeScope::OneProcess(nz));
+        report.attach_us += t0.elapsed().as_micros();
+        match attached {
             Ok(links) => {
                 debug!(
                     "attached {} OpenSSL uprobes to {:?} for pid {pid}",
@@ -639,7 +648,7 @@ impl Probes {
                 report.process_links += links.len();
                 self.procs.insert(pid, start, id, links);
             }
-            Err(e) => debug!("could not probe {:?} for pid {pid}: {e:#}", lib.1.path),
+            Err(e) => info!("could not probe {:?} for pid {pid}: {e:#}", lib.1.path),
         }
     }
 
@@ -666,7 +675,7 @@ impl Probes {
     /// `--scope auto`: admits `pid` (`why` says what gave it away) and probes it at once.
     /// Returns the time the attach took, None when nothing was done.
     pub fn admit(&mut self, pid: u32, why: &str, report: &mut ScanReport) -> Option<u128> {
-        if !self.scope.auto {
+        if !self.scope.auto || !Path::new(&format!("/proc/{pid}")).exists() {
             return None;
         }
         match self.procs.admit(pid) {
@@ -678,12 +687,13 @@ impl Probes {
             }
         }
         let t0 = Instant::now();
-        let before = report.process_links;
+        let (before, attach_before) = (report.process_links, report.attach_us);
         self.scan_pid(pid, None, report);
         let us = t0.elapsed().as_micros();
         info!(
-            "admitted pid {pid} ({why}): {} OpenSSL uprobes attached in {us} us",
-            report.process_links - before
+            "admitted pid {pid} ({why}): {} OpenSSL uprobes attached in {us} us ({} us in perf_event_open)",
+            report.process_links - before,
+            report.attach_us - attach_before
         );
         report.admitted += 1;
         Some(us)
@@ -880,6 +890,8 @@ pub struct ScanReport {
     pub process_links: usize,
     /// Processes admitted by `--scope auto`.
     pub admitted: usize,
+    /// Microseconds spent in perf_event_open calls for per-process links.
+    pub attach_us: u128,
 }
 
 /// The files discovery knows: those with probes attached (with their links, released once

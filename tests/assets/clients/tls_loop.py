@@ -21,6 +21,7 @@ ap.add_argument("--mode", choices=["http", "echo"], default="http")
 ap.add_argument("--bytes", type=int, default=64)
 ap.add_argument("--start-gate", help="wait until this file exists before connecting")
 ap.add_argument("--sleep-before", type=float, default=0.0)
+ap.add_argument("--gap", type=float, default=0.0, help="seconds between calls")
 ap.add_argument("--hold", type=float, default=0.0, help="stay alive this long after the calls")
 a = ap.parse_args()
 
@@ -41,7 +42,9 @@ if a.mode == "http":
     conn = Conn(a.host, a.port)
     body = json.dumps({"model": "scope-test", "stream": True,
                        "messages": [{"role": "user", "content": "hi"}]})
-    for _ in range(a.calls):
+    for i in range(a.calls):
+        if i:
+            time.sleep(a.gap)
         conn.request("POST", "/v1/chat/completions", body,
                      {"content-type": "application/json", "authorization": "Bearer sk-scope"})
         r = conn.getresponse()
