@@ -438,7 +438,7 @@ fn attack_many_in_scope_processes_stays_bounded() {
     );
     let mut flood = as_nobody(&bin);
     flood
-        .args(["1100", &libssl])
+        .args(["300", &libssl])
         .stdout(Stdio::piped())
         .stderr(Stdio::null());
     let mut flood = Proc {

@@ -6,8 +6,9 @@ use std::collections::{HashMap as StdHashMap, HashSet};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::num::NonZeroU32;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc::{SyncSender, TrySendError, sync_channel};
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use anyhow::{Context, anyhow, bail};
@@ -97,7 +98,7 @@ pub struct Probes {
     /// The attached-files cap was logged (reset once below it again).
     cap_logged: bool,
     /// Hands detached links to the thread that closes them.
-    reaper: Option<SyncSender<Vec<UProbeLink>>>,
+    reaper: Option<Reaper>,
 }
 
 /// One uprobe link: its program and id.
@@ -112,23 +113,48 @@ pub struct FileEntry {
     lib: Option<Arc<(discovery::OpenedFile, TlsLibrary)>>,
 }
 
-/// Starts the thread that closes detached uprobe links (a slow kernel operation).
-fn spawn_reaper() -> Option<SyncSender<Vec<UProbeLink>>> {
-    let (tx, rx) = sync_channel::<Vec<UProbeLink>>(64);
-    let spawned = std::thread::Builder::new()
-        .name("uprobe-reaper".to_owned())
-        .spawn(move || {
-            for links in rx {
-                drop(links);
-            }
-        });
-    match spawned {
-        Ok(_) => Some(tx),
-        Err(e) => {
-            warn!("cannot start the uprobe reaper thread ({e}); probes are detached inline");
-            None
+/// Threads closing detached uprobe links: each close waits for kernel grace periods, and
+/// closes on several threads share them (per-process placement releases 9 links per process).
+const REAPER_THREADS: usize = 4;
+
+/// The reaper: its queue and the links waiting in it (bounded by the attach side: past
+/// [`MAX_SCOPED_LINKS`] links waiting, no per-process link is attached).
+#[derive(Clone)]
+struct Reaper {
+    tx: SyncSender<Vec<UProbeLink>>,
+    pending: Arc<AtomicUsize>,
+}
+
+/// Starts the threads that close detached uprobe links (a slow kernel operation).
+fn spawn_reaper() -> Option<Reaper> {
+    // One batch per released process or file: the channel holds every batch the caps allow.
+    let (tx, rx) = sync_channel::<Vec<UProbeLink>>(MAX_SCOPED_PROCESSES + MAX_ATTACHED_FILES);
+    let rx = Arc::new(Mutex::new(rx));
+    let pending = Arc::new(AtomicUsize::new(0));
+    let mut started = 0;
+    for i in 0..REAPER_THREADS {
+        let (rx, pending) = (rx.clone(), pending.clone());
+        let spawned = std::thread::Builder::new()
+            .name(format!("uprobe-reaper-{i}"))
+            .spawn(move || {
+                loop {
+                    let next = rx.lock().map(|r| r.recv());
+                    let Ok(Ok(links)) = next else { break };
+                    let n = links.len();
+                    drop(links);
+                    pending.fetch_sub(n, Ordering::Relaxed);
+                }
+            });
+        match spawned {
+            Ok(_) => started += 1,
+            Err(e) => warn!("cannot start a uprobe reaper thread ({e})"),
         }
     }
+    if started == 0 {
+        warn!("no uprobe reaper thread: probes are detached inline");
+        return None;
+    }
+    Some(Reaper { tx, pending })
 }
 
 /// Checks the things that most often stop an eBPF agent, with what to do about each.
@@ -158,7 +184,8 @@ pub fn preflight() -> anyhow::Result<()> {
             std::io::Error::last_os_error()
         );
     }
-    // Every uprobe link is a perf event fd: per-process placement holds up to MAX_SCOPED_LINKS.
+    // Every uprobe link is a perf event fd: per-process placement holds up to MAX_SCOPED_LINKS,
+    // and as many again may be closing on the reaper.
     let mut nofile = libc::rlimit {
         rlim_cur: 0,
         rlim_max: 0,
@@ -166,7 +193,7 @@ pub fn preflight() -> anyhow::Result<()> {
     // SAFETY: valid rlimit structs.
     unsafe {
         if libc::getrlimit(libc::RLIMIT_NOFILE, &mut nofile) == 0 {
-            let want = (MAX_SCOPED_LINKS as u64 + 8192).min(nofile.rlim_max);
+            let want = (2 * MAX_SCOPED_LINKS as u64 + 8192).min(nofile.rlim_max);
             if nofile.rlim_cur < want {
                 nofile.rlim_cur = want;
                 let _ = libc::setrlimit(libc::RLIMIT_NOFILE, &nofile);
@@ -513,10 +540,17 @@ impl Probes {
                 Err(e) => debug!("detaching {prog} failed: {e:#}"),
             }
         }
-        if let Some(Err(TrySendError::Full(owned) | TrySendError::Disconnected(owned))) =
-            self.reaper.as_ref().map(|r| r.try_send(owned))
+        let n = owned.len();
+        let Some(reaper) = self.reaper.as_ref() else {
+            drop(owned);
+            return;
+        };
+        reaper.pending.fetch_add(n, Ordering::Relaxed);
+        if let Err(TrySendError::Full(owned) | TrySendError::Disconnected(owned)) =
+            reaper.tx.try_send(owned)
         {
             // The reaper is behind (or gone): close them here.
+            reaper.pending.fetch_sub(n, Ordering::Relaxed);
             drop(owned);
         }
     }
@@ -616,7 +650,17 @@ impl Probes {
             return;
         };
         let want = 2 * SSL_PROGRAMS.len();
-        match self.procs.reserve(pid, start, want) {
+        let closing = self
+            .reaper
+            .as_ref()
+            .map_or(0, |r| r.pending.load(Ordering::Relaxed));
+        let reserved = if closing > MAX_SCOPED_LINKS {
+            // Links still closing count too: churn cannot pile up perf event fds.
+            Err(ScopeRefusal::Links)
+        } else {
+            self.procs.reserve(pid, start, want)
+        };
+        match reserved {
             Ok(stale) => self.detach_links(stale),
             Err(r) => {
                 report.scope_refused += 1;

@@ -27,9 +27,9 @@ use anyhow::{Context, bail};
 use super::sni::LlmHosts;
 
 /// Most processes carrying their own uprobes at once.
-pub const MAX_SCOPED_PROCESSES: usize = 1024;
+pub const MAX_SCOPED_PROCESSES: usize = 256;
 /// Most per-process uprobe links at once (each is a perf event fd in the agent).
-pub const MAX_SCOPED_LINKS: usize = 16_384;
+pub const MAX_SCOPED_LINKS: usize = 4096;
 /// Most processes remembered as admitted by `--scope auto`.
 pub const MAX_ADMITTED: usize = 4096;
 /// Where cgroup v2 is usually mounted (a hybrid host mounts it at `/sys/fs/cgroup/unified`:
@@ -176,14 +176,14 @@ impl ScopeSpec {
 
     /// Whether a process is selected (before `--scope auto`'s admission).
     pub fn selects(&self, p: &ProcInfo) -> bool {
-        if self.exclude_comms.iter().any(|c| *c == p.comm) {
+        if self.exclude_comms.contains(&p.comm) {
             return false;
         }
         if !self.has_includes() {
             return true;
         }
         self.pids.contains(&p.pid)
-            || self.comms.iter().any(|c| *c == p.comm)
+            || self.comms.contains(&p.comm)
             || self.cgroups.iter().any(|c| cgroup_within(&p.cgroup, c))
             || self
                 .container_ids
