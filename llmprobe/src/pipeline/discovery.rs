@@ -125,6 +125,7 @@ pub fn run(mut probes: Probes, rx: Receiver<Request>, metrics: Arc<SelfMetrics>)
         }
         publish_scan(&report, &probes, &metrics);
     }
+    probes.release_all_processes();
 }
 
 /// Handles an exit or an admission at once; a scan request is queued in `scans` (and the

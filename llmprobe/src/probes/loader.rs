@@ -113,6 +113,9 @@ pub struct FileEntry {
     lib: Option<Arc<(discovery::OpenedFile, TlsLibrary)>>,
 }
 
+/// Threads closing the per-process links at shutdown.
+const SHUTDOWN_CLOSERS: usize = 32;
+
 /// Threads closing detached uprobe links: each close waits for kernel grace periods, and
 /// closes on several threads share them (per-process placement releases 9 links per process).
 const REAPER_THREADS: usize = 4;
@@ -703,6 +706,47 @@ impl Probes {
             debug!("released the uprobes of pid {pid}");
             self.detach_links(links);
         }
+    }
+
+    /// At shutdown: closes every per-process link on [`SHUTDOWN_CLOSERS`] threads at once
+    /// (each close waits for kernel grace periods; closed one after another, as process exit
+    /// would, thousands of them take minutes).
+    pub fn release_all_processes(&mut self) {
+        let mut links = Vec::new();
+        for pid in self.procs.pids() {
+            links.extend(self.procs.release(pid));
+        }
+        let mut owned = Vec::with_capacity(links.len());
+        for (prog, id) in links {
+            if let Ok(link) = self.uprobe(prog).and_then(|u| Ok(u.take_link(id)?)) {
+                owned.push(link);
+            }
+        }
+        if owned.is_empty() {
+            return;
+        }
+        let n = owned.len();
+        let t0 = Instant::now();
+        let per = n.div_ceil(SHUTDOWN_CLOSERS);
+        let mut threads = Vec::new();
+        while !owned.is_empty() {
+            let chunk: Vec<UProbeLink> = owned.drain(..per.min(owned.len())).collect();
+            match std::thread::Builder::new()
+                .name("uprobe-close".to_owned())
+                .spawn(move || drop(chunk))
+            {
+                Ok(t) => threads.push(t),
+                Err(_) => break,
+            }
+        }
+        drop(owned);
+        for t in threads {
+            let _ = t.join();
+        }
+        info!(
+            "closed {n} per-process uprobe links in {} ms",
+            t0.elapsed().as_millis()
+        );
     }
 
     /// A process exited: its links go and it is no longer admitted.

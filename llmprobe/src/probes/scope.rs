@@ -26,10 +26,13 @@ use anyhow::{Context, bail};
 
 use super::sni::LlmHosts;
 
-/// Most processes carrying their own uprobes at once.
-pub const MAX_SCOPED_PROCESSES: usize = 256;
+/// Most processes carrying their own uprobes at once. Small on purpose: each process holds 9
+/// perf-event uprobe links per TLS library, and the kernel closes uprobe links one at a time,
+/// each after grace periods (measured here: minutes for thousands of links, during which the
+/// agent's exit and every other uprobe attach wait), so the cap bounds teardown too.
+pub const MAX_SCOPED_PROCESSES: usize = 64;
 /// Most per-process uprobe links at once (each is a perf event fd in the agent).
-pub const MAX_SCOPED_LINKS: usize = 4096;
+pub const MAX_SCOPED_LINKS: usize = 1024;
 /// Most processes remembered as admitted by `--scope auto`.
 pub const MAX_ADMITTED: usize = 4096;
 /// Where cgroup v2 is usually mounted (a hybrid host mounts it at `/sys/fs/cgroup/unified`:
