@@ -368,6 +368,16 @@ mod tests {
     }
 
     #[test]
+    fn a_real_openssl_hello_names_its_host_within_512_bytes() {
+        // Written by Python's ssl module (OpenSSL 3.0) for server_hostname="api.anthropic.com".
+        let real = include_bytes!("sni_fixtures/openssl3-api.anthropic.com.bin");
+        let want = Hello::Sni("api.anthropic.com".into());
+        assert_eq!(client_hello(real), want);
+        assert_eq!(client_hello(&real[..512]), want);
+        assert_eq!(client_hello(&real[..100]), Hello::Truncated);
+    }
+
+    #[test]
     fn any_bytes_give_an_answer() {
         let whole = hello(&[sni_ext(b"a.test"), (51, vec![9; 40])]);
         let mut seed = 0x9e37_79b9_7f4a_7c15u64;
