@@ -430,7 +430,6 @@ fn attack_many_in_scope_processes_stays_bounded() {
         .expect("ldconfig");
     let libssl = String::from_utf8_lossy(&libssl.stdout).trim().to_owned();
     assert!(libssl.starts_with('/'), "libssl.so.3 not found");
-    let server = TestServer::start(true, 0, 0, 3);
     let mut agent = Agent::start(
         &dir,
         false,
