@@ -231,10 +231,18 @@ fn state_per_stream(path: &Path) -> (f64, usize) {
 fn main() {
     let mut capture = None;
     let mut runs = 5usize;
+    let mut profile = 0usize;
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         match a.as_str() {
             "--runs" => runs = args.next().and_then(|n| n.parse().ok()).expect("--runs N"),
+            // For a profiler: read once, then run prepare+track this many times, nothing else.
+            "--profile" => {
+                profile = args
+                    .next()
+                    .and_then(|n| n.parse().ok())
+                    .expect("--profile N")
+            }
             // cargo bench passes --bench to harness-less targets.
             "--bench" => {}
             _ if a.starts_with('-') => panic!("unknown option {a}"),
@@ -247,6 +255,16 @@ fn main() {
     // run; here before the clock starts.
     let _ = llmprobe::llm::tokens::estimate("warm up", 7);
 
+    if profile > 0 {
+        let (clock, events) = read(&path);
+        for _ in 0..profile {
+            let copy = events.clone();
+            let t0 = Instant::now();
+            Pipeline::new(clock).feed(copy.into_iter());
+            eprintln!("prepare+track {:.3} s", t0.elapsed().as_secs_f64());
+        }
+        return;
+    }
     let mut results = Vec::new();
     let mut events = 0;
     for i in 0..runs {

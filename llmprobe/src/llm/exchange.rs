@@ -9,7 +9,7 @@
 use std::net::SocketAddr;
 
 use crate::clock::Clock;
-use crate::protocol::StreamEvent;
+use crate::protocol::EventRef;
 use crate::protocol::encoding::BodyDecoder;
 use crate::protocol::http1::{RequestHead, ResponseHead};
 use crate::protocol::json_array::JsonArraySplitter;
@@ -84,25 +84,26 @@ enum StreamDecoder {
 }
 
 impl StreamDecoder {
-    fn feed(&mut self, data: &[u8], events: &mut Vec<StreamEvent>, issues: &mut ExchangeIssues) {
+    /// Frames `data`, handing each event to `f`; counts an oversized event or line in `issues`.
+    fn feed(&mut self, data: &[u8], issues: &mut ExchangeIssues, f: &mut impl FnMut(EventRef<'_>)) {
         match self {
             StreamDecoder::Sse(sse) => {
-                if sse.feed(data, events).is_err() {
+                if sse.feed_with(data, f).is_err() {
                     issues.oversized_events += 1;
                 }
             }
             StreamDecoder::Ndjson(nd) => {
-                if nd.feed(data, events).is_err() {
+                if nd.feed_with(data, f).is_err() {
                     issues.oversized_lines += 1;
                 }
             }
         }
     }
 
-    fn finish(&mut self, events: &mut Vec<StreamEvent>) {
+    fn finish(&mut self, f: &mut impl FnMut(EventRef<'_>)) {
         match self {
-            StreamDecoder::Sse(sse) => sse.finish(events),
-            StreamDecoder::Ndjson(nd) => nd.finish(events),
+            StreamDecoder::Sse(sse) => sse.finish_with(f),
+            StreamDecoder::Ndjson(nd) => nd.finish_with(f),
         }
     }
 }
@@ -359,12 +360,14 @@ impl LlmExchange {
     }
 
     fn on_plain_body(&mut self, data: &[u8], ts: u64) {
-        if let Some(dec) = self.sse.as_mut() {
-            let mut events = Vec::new();
-            dec.feed(data, &mut events, &mut self.issues);
-            for ev in &events {
-                self.on_stream_event(ev, ts);
-            }
+        // The framer lends each event from its buffers: it is out of `self` while the events
+        // go to the dialect.
+        if let Some(mut dec) = self.sse.take() {
+            let mut issues = ExchangeIssues::default();
+            dec.feed(data, &mut issues, &mut |ev| self.on_stream_event(ev, ts));
+            self.issues.oversized_events += issues.oversized_events;
+            self.issues.oversized_lines += issues.oversized_lines;
+            self.sse = Some(dec);
         } else {
             keep_capped(
                 &mut self.resp_body,
@@ -379,7 +382,7 @@ impl LlmExchange {
                     self.issues.oversized_events += 1;
                 }
                 for ev in &elements {
-                    self.on_stream_event(ev, ts);
+                    self.on_stream_event(ev.into(), ts);
                 }
             }
         }
@@ -392,7 +395,7 @@ impl LlmExchange {
             .is_some_and(JsonArraySplitter::is_array)
     }
 
-    fn on_stream_event(&mut self, ev: &StreamEvent, ts: u64) {
+    fn on_stream_event(&mut self, ev: EventRef<'_>, ts: u64) {
         let before_err = self.obs.error.is_some();
         let ev = Event::new(ev);
         let kind = self.dialect.on_stream_event(&ev, &mut self.obs);
@@ -431,11 +434,7 @@ impl LlmExchange {
         self.last_ts = ts;
         self.resp_done = true;
         if let Some(mut dec) = self.sse.take() {
-            let mut events = Vec::new();
-            dec.finish(&mut events);
-            for ev in &events {
-                self.on_stream_event(ev, ts);
-            }
+            dec.finish(&mut |ev| self.on_stream_event(ev, ts));
             self.sse = Some(dec);
         } else if self.is_json_array_stream() {
             // Its elements went through on_stream_event already.
