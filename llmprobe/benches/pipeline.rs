@@ -18,7 +18,8 @@
 //! with its state at its largest), measures the heap, drops prepare and track, and measures it
 //! again: the difference over the open streams is the pipeline's bytes per open stream.
 //!
-//! The figures are medians over the runs; the last line is `BENCH_JSON {...}` for scripts. The
+//! Times are CPU time of the one thread (on a shared machine, wall time also counts time other
+//! processes held the core; it is printed too). The figures are medians over the runs; the last line is `BENCH_JSON {...}` for scripts. The
 //! records' digest (FNV-1a over their JSON lines) lets two builds be compared quickly; the
 //! byte-for-byte check between binaries is `bench_replay.py`'s.
 
@@ -84,6 +85,18 @@ unsafe impl GlobalAlloc for Counting {
 
 #[global_allocator]
 static GLOBAL: Counting = Counting;
+
+/// CPU time of this thread, in seconds: on a shared machine, wall time also counts the time
+/// other processes held the core.
+fn thread_cpu_s() -> f64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes the timespec it is given, which lives for the call.
+    unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
+    ts.tv_sec as f64 + ts.tv_nsec as f64 * 1e-9
+}
 
 fn allocs() -> u64 {
     ALLOCS.load(Ordering::Relaxed)
@@ -174,7 +187,9 @@ fn median(mut v: Vec<f64>) -> f64 {
 
 struct Run {
     read_s: f64,
+    read_cpu_s: f64,
     track_s: f64,
+    track_cpu_s: f64,
     track_allocs: u64,
     read_allocs: u64,
     records: usize,
@@ -183,23 +198,27 @@ struct Run {
 
 fn run(path: &Path) -> (Run, usize) {
     let a0 = allocs();
-    let t0 = Instant::now();
+    let (t0, c0) = (Instant::now(), thread_cpu_s());
     let (clock, events) = read(path);
     let read_s = t0.elapsed().as_secs_f64();
+    let read_cpu_s = thread_cpu_s() - c0;
     let read_allocs = allocs() - a0;
     let n = events.len();
     let mut p = Pipeline::new(clock);
     let a0 = allocs();
-    let t0 = Instant::now();
+    let (t0, c0) = (Instant::now(), thread_cpu_s());
     p.feed(events.into_iter());
     let track_s = t0.elapsed().as_secs_f64();
+    let track_cpu_s = thread_cpu_s() - c0;
     let track_allocs = allocs() - a0;
     let records = p.calls.len();
     let digest = digest(&p.calls);
     (
         Run {
             read_s,
+            read_cpu_s,
             track_s,
+            track_cpu_s,
             track_allocs,
             read_allocs,
             records,
@@ -271,10 +290,11 @@ fn main() {
         let (r, n) = run(&path);
         events = n;
         eprintln!(
-            "run {i}: read {:.3} s, prepare+track {:.3} s ({:.0} events/s), {:.3} allocations/event, {} records, digest {:016x}",
+            "run {i}: read {:.3} s, prepare+track {:.3} s, CPU {:.3} s ({:.0} events/s), {:.3} allocations/event, {} records, digest {:016x}",
             r.read_s,
             r.track_s,
-            n as f64 / r.track_s,
+            r.track_cpu_s,
+            n as f64 / r.track_cpu_s,
             r.track_allocs as f64 / n as f64,
             r.records,
             r.digest
@@ -292,22 +312,27 @@ fn main() {
             .all(|r| r.digest == first.digest && r.records == first.records),
         "runs disagree on the records"
     );
-    let track_s = median(results.iter().map(|r| r.track_s).collect());
-    let read_s = median(results.iter().map(|r| r.read_s).collect());
+    // The figures are CPU time of the one thread (wall time is printed beside them).
+    let track_s = median(results.iter().map(|r| r.track_cpu_s).collect());
+    let read_s = median(results.iter().map(|r| r.read_cpu_s).collect());
+    let track_wall_s = median(results.iter().map(|r| r.track_s).collect());
+    let read_wall_s = median(results.iter().map(|r| r.read_s).collect());
     let n = events as f64;
     let allocs_per_event = median(results.iter().map(|r| r.track_allocs as f64 / n).collect());
     let read_allocs_per_event = median(results.iter().map(|r| r.read_allocs as f64 / n).collect());
     println!("events:                    {events}");
     println!(
-        "reader:                    {:.0} events/s ({:.0} ns/event, {:.2} allocations/event)",
+        "reader:                    {:.0} events/s ({:.0} ns/event of CPU, {:.2} allocations/event; wall {:.0} events/s)",
         n / read_s,
         read_s * 1e9 / n,
-        read_allocs_per_event
+        read_allocs_per_event,
+        n / read_wall_s
     );
     println!(
-        "prepare+track, one core:   {:.0} events/s ({:.0} ns/event)",
+        "prepare+track, one core:   {:.0} events/s ({:.0} ns/event of CPU; wall {:.0} events/s)",
         n / track_s,
-        track_s * 1e9 / n
+        track_s * 1e9 / n,
+        n / track_wall_s
     );
     println!("allocations per event:     {allocs_per_event:.3}");
     println!("bytes per open stream:     {bytes_per_stream:.0} ({streams} streams open)");
@@ -318,12 +343,15 @@ fn main() {
     println!(
         "BENCH_JSON {{\"bench\":\"pipeline\",\"events\":{events},\"runs\":{runs},\
          \"pipeline_events_per_s\":{:.0},\"pipeline_ns_per_event\":{:.1},\
+         \"pipeline_wall_events_per_s\":{:.0},\"reader_wall_events_per_s\":{:.0},\
          \"allocs_per_event\":{allocs_per_event:.4},\"reader_events_per_s\":{:.0},\
          \"reader_ns_per_event\":{:.1},\"reader_allocs_per_event\":{read_allocs_per_event:.4},\
          \"bytes_per_open_stream\":{bytes_per_stream:.0},\"open_streams\":{streams},\
          \"records\":{},\"records_digest\":\"{:016x}\"}}",
         n / track_s,
         track_s * 1e9 / n,
+        n / track_wall_s,
+        n / read_wall_s,
         n / read_s,
         read_s * 1e9 / n,
         first.records,

@@ -124,7 +124,8 @@ pub struct LlmExchange {
     req_parsed: bool,
     status: Option<u16>,
     header_request_id: Option<String>,
-    sse: Option<StreamDecoder>,
+    /// Boxed: it is moved out and back for every piece of the body (see `on_plain_body`).
+    sse: Option<Box<StreamDecoder>>,
     /// A streaming request answered with `application/json`: maybe a streamed JSON array.
     json_array: Option<JsonArraySplitter>,
     retry_after: Option<String>,
@@ -162,7 +163,7 @@ impl LlmExchange {
     /// Heap bytes this exchange holds (bodies kept for parsing, stream buffers, per-chunk gaps,
     /// text samples), for the tracker's memory budget.
     pub fn heap_bytes(&self) -> usize {
-        let stream = match &self.sse {
+        let stream = match self.sse.as_deref() {
             Some(StreamDecoder::Sse(d)) => d.buffered_bytes(),
             Some(StreamDecoder::Ndjson(d)) => d.buffered_bytes(),
             None => 0,
@@ -314,12 +315,14 @@ impl LlmExchange {
             .unwrap_or("")
             .to_ascii_lowercase();
         self.sse = match ctype.split(';').next().unwrap_or("").trim() {
-            "text/event-stream" => Some(StreamDecoder::Sse(SseDecoder::new())),
+            "text/event-stream" => Some(Box::new(StreamDecoder::Sse(SseDecoder::new()))),
             "application/x-ndjson"
             | "application/ndjson"
             | "application/jsonl"
             | "application/jsonlines"
-            | "application/x-jsonlines" => Some(StreamDecoder::Ndjson(NdjsonDecoder::new())),
+            | "application/x-jsonlines" => {
+                Some(Box::new(StreamDecoder::Ndjson(NdjsonDecoder::new())))
+            }
             _ => None,
         };
         if self.sse.is_none()
