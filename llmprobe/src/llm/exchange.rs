@@ -142,7 +142,7 @@ pub struct LlmExchange {
     last_output_ts: Option<u64>,
     first_reasoning_ts: Option<u64>,
     first_answer_ts: Option<u64>,
-    gaps: Vec<u64>,
+    gaps: Gaps,
     chunks: u64,
     forced_error: Option<&'static str>,
     /// Problems seen, for self-metrics.
@@ -170,7 +170,7 @@ impl LlmExchange {
         };
         self.req_body.capacity()
             + self.resp_body.capacity()
-            + self.gaps.capacity() * std::mem::size_of::<u64>()
+            + self.gaps.heap_bytes()
             + stream
             + self
                 .json_array
@@ -223,7 +223,7 @@ impl LlmExchange {
             last_output_ts: None,
             first_reasoning_ts: None,
             first_answer_ts: None,
-            gaps: Vec::new(),
+            gaps: Gaps::Narrow(Vec::new()),
             chunks: 0,
             forced_error: None,
             issues: ExchangeIssues::default(),
@@ -543,18 +543,19 @@ impl LlmExchange {
             (Some(r), Some(a)) => Some(secs(a.saturating_sub(r))),
             _ => None,
         };
+        let mut gaps = std::mem::replace(&mut self.gaps, Gaps::Narrow(Vec::new())).into_wide();
         let detail = super::CallDetail {
             start_unix_ns: clock.unix_ns(self.start_ts),
             end_unix_ns: clock.unix_ns(end),
             first_chunk_unix_ns: self.first_output_ts.map(|t| clock.unix_ns(t)),
             gaps_s: if stream {
-                self.gaps.iter().map(|g| secs(*g)).collect()
+                gaps.iter().map(|g| secs(*g)).collect()
             } else {
                 Vec::new()
             },
             parent_span_id: self.parent_span_id.take(),
         };
-        let (p50, p95, max) = gap_stats(&mut self.gaps);
+        let (p50, p95, max) = gap_stats(&mut gaps);
         let error_type = match self.status {
             Some(s) if s >= 400 => Some(s.to_string()),
             _ if self.forced_error.is_some() => self.forced_error.map(str::to_owned),
@@ -627,6 +628,52 @@ fn keep_capped(buf: &mut Vec<u8>, data: &[u8], cap: usize, issues: &mut Exchange
         issues.truncated_bodies += 1;
     }
     buf.extend_from_slice(&data[..data.len().min(room)]);
+}
+
+/// The gaps between a call's output events (ns), kept for its TBT figures: four bytes each while
+/// every gap fits in a `u32` (4.29 s), eight from the first that does not. A call streaming
+/// for long holds one per event, so this halves the largest part of an open stream's state.
+enum Gaps {
+    Narrow(Vec<u32>),
+    Wide(Vec<u64>),
+}
+
+impl Gaps {
+    fn len(&self) -> usize {
+        match self {
+            Gaps::Narrow(v) => v.len(),
+            Gaps::Wide(v) => v.len(),
+        }
+    }
+
+    fn push(&mut self, gap: u64) {
+        match self {
+            Gaps::Narrow(v) => match u32::try_from(gap) {
+                Ok(g) => v.push(g),
+                Err(_) => {
+                    let mut wide: Vec<u64> = v.iter().map(|&g| u64::from(g)).collect();
+                    wide.push(gap);
+                    *self = Gaps::Wide(wide);
+                }
+            },
+            Gaps::Wide(v) => v.push(gap),
+        }
+    }
+
+    fn heap_bytes(&self) -> usize {
+        match self {
+            Gaps::Narrow(v) => v.capacity() * std::mem::size_of::<u32>(),
+            Gaps::Wide(v) => v.capacity() * std::mem::size_of::<u64>(),
+        }
+    }
+
+    /// The gaps, in order, as `u64`.
+    fn into_wide(self) -> Vec<u64> {
+        match self {
+            Gaps::Narrow(v) => v.into_iter().map(u64::from).collect(),
+            Gaps::Wide(v) => v,
+        }
+    }
 }
 
 /// (p50, p95, max) of the gaps, nearest-rank.
@@ -877,5 +924,23 @@ mod tests {
         );
         assert_eq!(bad, 1);
         assert_eq!((call.chunks, call.output_tokens), (Some(1), Some(3)));
+    }
+
+    #[test]
+    fn gaps_widen_past_four_seconds_and_keep_their_order() {
+        let mut g = Gaps::Narrow(Vec::new());
+        for x in [5u64, u64::from(u32::MAX), 7] {
+            g.push(x);
+        }
+        assert!(matches!(g, Gaps::Narrow(_)));
+        assert!(g.heap_bytes() >= 3 * 4);
+        g.push(u64::from(u32::MAX) + 1);
+        g.push(9);
+        assert!(matches!(g, Gaps::Wide(_)));
+        assert_eq!(g.len(), 5);
+        assert_eq!(
+            g.into_wide(),
+            vec![5, u64::from(u32::MAX), 7, u64::from(u32::MAX) + 1, 9]
+        );
     }
 }
