@@ -80,6 +80,7 @@ impl<'a> Event<'a> {
     /// The data read as a typed view, or None if it is empty or does not parse. `T` is a view
     /// built from [`super::typed`], which accepts exactly the JSON a `Value` does, so that the
     /// outcome also tells [`Event::is_bad_json`]. Each call parses: a dialect calls it once.
+    #[inline(always)]
     pub fn parse<T: serde::Deserialize<'a>>(&self) -> Option<T> {
         if self.text.is_empty() {
             return None;
