@@ -11,6 +11,7 @@ import os
 import re
 import resource
 import signal
+import socket
 import ssl
 import subprocess
 import sys
@@ -88,6 +89,12 @@ def cpu_seconds(pid):
     return (int(parts[11]) + int(parts[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
 def agent_flags(binary):
     """The `run` options this binary knows (a baseline may predate some)."""
     out = subprocess.run([binary, "run", "--help"], capture_output=True, text=True).stdout
@@ -100,8 +107,10 @@ class Agent:
 
     def __init__(self, binary, *args, jsonl="none", ready_timeout=60):
         self.binary = binary
+        # A free port picked here: the ready line names the configured address, not the bound one.
+        port = free_port()
         self.proc = subprocess.Popen([binary, "run", "--jsonl", jsonl, "--metrics-addr",
-                                      "127.0.0.1:0", *args], stderr=subprocess.PIPE, text=True)
+                                      f"127.0.0.1:{port}", *args], stderr=subprocess.PIPE, text=True)
         self.log = []
         self.metrics_url = None
         ready = threading.Event()
