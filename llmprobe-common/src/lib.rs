@@ -236,8 +236,13 @@ pub mod counter {
 pub const FAIR_SHARE_BYTES: u64 = 2 * 1024 * 1024;
 /// Window of the per-process fair share and of the discovery-hint rate limit.
 pub const FAIR_WINDOW_NS: u64 = 100_000_000;
-/// Size of the ring buffer.
+/// Default size of the ring buffer (`--ring-buffer-size`).
 pub const RING_BYTES: u32 = 16 * 1024 * 1024;
+/// Smallest ring buffer userspace accepts: four times `RING_WAKE_BYTES`, so a wakeup comes
+/// well before the ring fills.
+pub const RING_BYTES_MIN: u32 = 1024 * 1024;
+/// Largest ring buffer userspace accepts.
+pub const RING_BYTES_MAX: u32 = 1024 * 1024 * 1024;
 /// Bytes waiting in the ring past which the kernel wakes the reader at once; below it the reader
 /// drains every `RING_DRAIN_EVERY_MS` (records are stamped in the kernel: the wait changes no time).
 pub const RING_WAKE_BYTES: u32 = 256 * 1024;

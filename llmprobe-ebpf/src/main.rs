@@ -104,6 +104,8 @@ const EINPROGRESS: i64 = -115;
 const PROT_EXEC: u64 = 4;
 /// `bpf_ringbuf_query` flag: bytes written and not yet consumed.
 const BPF_RB_AVAIL_DATA: u64 = 0;
+/// `bpf_ringbuf_query`: the ring's size (set by userspace at load, `--ring-buffer-size`).
+const BPF_RB_RING_SIZE: u64 = 1;
 /// `bpf_ringbuf_submit`/`output` flag: do not wake the reader.
 const BPF_RB_NO_WAKEUP: u64 = 1;
 
@@ -261,7 +263,9 @@ fn start_call(meta: &mut EmitMeta, bytes: u32) -> bool {
         bytes
     };
     let before = charge(&DATA_RATE, meta.tgid, emitted as u64, FAIR_WINDOW_NS);
-    if before > FAIR_SHARE_BYTES && EVENTS.query(BPF_RB_AVAIL_DATA) > (RING_BYTES / 2) as u64 {
+    if before > FAIR_SHARE_BYTES
+        && EVENTS.query(BPF_RB_AVAIL_DATA) > EVENTS.query(BPF_RB_RING_SIZE) / 2
+    {
         count(counter::FAIR_SHARE);
         let _ = LOSSY.insert(&key, &1, 0);
         return false;

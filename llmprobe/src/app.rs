@@ -47,6 +47,8 @@ pub struct RunOptions {
     pub metrics_addr: SocketAddr,
     /// Only these processes (empty: all).
     pub pids: Vec<u32>,
+    /// Ring buffer bytes between the kernel and the source stage.
+    pub ring_bytes: u32,
     /// Also write probe events to a capture file.
     pub record: Option<RecordOptions>,
     /// Tracker limits.
@@ -228,6 +230,7 @@ fn load_probes(
 ) -> anyhow::Result<(Probes, ProbeHandles, Vec<ProbeEvent>)> {
     let (mut probes, handles) = Probes::load(&LoadOptions {
         pids: opts.pids.clone(),
+        ring_bytes: opts.ring_bytes,
     })?;
     let mut report = ScanReport::default();
     probes.initial_scan(&mut report);

@@ -31,6 +31,12 @@ struct AgentArgs {
     /// Trace only this process (repeatable). Default: every process.
     #[arg(long = "pid", value_name = "PID")]
     pids: Vec<u32>,
+    /// Size of the ring buffer that carries captured bytes from the kernel: a power of two from
+    /// 1M to 1G (suffixes K, M, G are binary). Larger rides out longer bursts before
+    /// llmprobe_events_lost_total counts lost records; it is locked kernel memory, and pages the
+    /// agent has read count in its resident size.
+    #[arg(long, default_value = "16M", value_name = "BYTES", value_parser = parse_ring_size)]
+    ring_buffer_size: u32,
     /// Most connections tracked at once; past it the process holding the most loses its least
     /// recently active one.
     #[arg(long, default_value_t = 16_384)]
@@ -139,6 +145,44 @@ enum Command {
 }
 
 /// A sampling interval: finite, 0.05 s to 1 h.
+fn parse_ring_size(s: &str) -> Result<u32, String> {
+    let t = s.trim();
+    let (digits, unit) = match t.char_indices().find(|(_, c)| !c.is_ascii_digit()) {
+        Some((i, _)) => t.split_at(i),
+        None => (t, ""),
+    };
+    let shift = match unit
+        .to_ascii_uppercase()
+        .trim_end_matches("IB")
+        .trim_end_matches('B')
+    {
+        "" => 0,
+        "K" => 10,
+        "M" => 20,
+        "G" => 30,
+        _ => {
+            return Err(format!(
+                "{s}: use bytes, or a number with K, M or G (e.g. 64M)"
+            ));
+        }
+    };
+    let n: u64 = digits
+        .parse::<u64>()
+        .ok()
+        .and_then(|n| n.checked_mul(1 << shift))
+        .ok_or_else(|| format!("{s}: not a size (e.g. 64M)"))?;
+    let (min, max) = (
+        u64::from(llmprobe_common::RING_BYTES_MIN),
+        u64::from(llmprobe_common::RING_BYTES_MAX),
+    );
+    if !n.is_power_of_two() || !(min..=max).contains(&n) {
+        return Err(format!(
+            "{s}: the ring buffer must be a power of two from 1M to 1G (the kernel requires a power-of-two number of pages)"
+        ));
+    }
+    Ok(n as u32)
+}
+
 fn parse_interval(s: &str) -> Result<f64, String> {
     let v: f64 = s.parse().map_err(|e| format!("{e}"))?;
     if v.is_finite() && (0.05..=3600.0).contains(&v) {
@@ -161,6 +205,7 @@ fn options(a: AgentArgs, record: Option<RecordOptions>) -> RunOptions {
         jsonl: (a.jsonl != "none").then(|| JsonlTarget::parse(&a.jsonl)),
         metrics_addr: a.metrics_addr,
         pids: a.pids,
+        ring_bytes: a.ring_buffer_size,
         record,
         gpu: if a.gpu == GpuArg::Off {
             llmprobe::gpu::GpuMode::Off
@@ -228,4 +273,30 @@ fn run_agent(opts: RunOptions) -> anyhow::Result<()> {
         .enable_all()
         .build()?;
     rt.block_on(app::run(opts))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_ring_size;
+
+    #[test]
+    fn ring_sizes_are_powers_of_two_between_the_bounds() {
+        assert_eq!(parse_ring_size("16M"), Ok(16 << 20));
+        assert_eq!(parse_ring_size("1048576"), Ok(1 << 20));
+        assert_eq!(parse_ring_size("64MiB"), Ok(64 << 20));
+        assert_eq!(parse_ring_size("1g"), Ok(1 << 30));
+        assert_eq!(parse_ring_size("2048k"), Ok(2 << 20));
+        for bad in [
+            "",
+            "M",
+            "3M",
+            "512K",
+            "2G",
+            "16X",
+            "-1M",
+            "99999999999999999999G",
+        ] {
+            assert!(parse_ring_size(bad).is_err(), "{bad:?} accepted");
+        }
+    }
 }

@@ -51,6 +51,8 @@ const SSL_PROGRAMS: [&str; 5] = [
 pub struct LoadOptions {
     /// Only these processes (empty: all).
     pub pids: Vec<u32>,
+    /// Ring buffer bytes (a power of two, `RING_BYTES_MIN..=RING_BYTES_MAX`).
+    pub ring_bytes: u32,
 }
 
 /// Maps the pipeline owns.
@@ -183,7 +185,10 @@ impl Probes {
             );
         }
         preflight()?;
-        let mut ebpf = EbpfLoader::new().load(EBPF_OBJECT).map_err(load_error)?;
+        let mut ebpf = EbpfLoader::new()
+            .map_max_entries("EVENTS", opts.ring_bytes)
+            .load(EBPF_OBJECT)
+            .map_err(load_error)?;
         {
             let mut cfg: Array<_, Config> =
                 Array::try_from(ebpf.map_mut("CONFIG").context("CONFIG map missing")?)?;

@@ -11,6 +11,7 @@ pub mod kernel_stats;
 pub mod loader;
 pub mod recorder;
 pub mod scrub;
+pub mod sni;
 
 use std::collections::HashMap;
 

@@ -402,6 +402,11 @@ fn main() {
         .filter(|p| p.to_string_lossy().ends_with(".capture.jsonl"))
         .collect();
     names.sort();
+    corpus.put(
+        "sni",
+        "openssl3",
+        include_bytes!("../../../src/probes/sni_fixtures/openssl3-api.anthropic.com.bin"),
+    );
     let mut masker_variant = 0u8;
     for path in &names {
         let stem = path
