@@ -3,7 +3,7 @@
 
 Usage (as root):
     bench_loss.py [--agent PATH]... [--streams 200] [--rates 250,500,1000,2000,4000]
-                  [--seconds 8] [--ring-sizes 262144,1048576,4194304] [--modes plain,tls]
+                  [--seconds 8] [--ring-sizes 1M,4M,64M] [--modes plain,tls]
 
 `--streams` concurrent connections (one selector loop) each make one streamed chat completion
 against a single-threaded generator in a process of its own, which sends each stream R chunks a
@@ -18,7 +18,7 @@ rate (streams x R, server writes only) is not what happens: the figure is the AC
 events the agent received plus lost over the load's wall time (client-side reads are events too).
 
 Then, at the highest rate, the sweep is repeated with `--ring-buffer-size` at each of
-`--ring-sizes` (bytes) for the agents that know the flag.
+`--ring-sizes` for the agents that know the flag (the default is 16M).
 
 Prints a table and one `BENCH_JSON` line per agent: the achieved rate at the 100k-events/s step
 (200 x 500), its loss, the highest achieved rate with zero loss, the lowest with loss (onset),
@@ -186,40 +186,40 @@ def main():
     ap.add_argument("--streams", type=int, default=200)
     ap.add_argument("--rates", default="250,500,1000,2000,4000", help="chunks/s per stream")
     ap.add_argument("--seconds", type=float, default=8)
-    ap.add_argument("--ring-sizes", default="262144,1048576,4194304,16777216")
+    ap.add_argument("--ring-sizes", default="1M,4M,64M",
+                    help="--ring-buffer-size values tried at the top rate (the default is 16M)")
     ap.add_argument("--modes", default="plain,tls")
-    ap.add_argument("--quick", action="store_true", help="rates 500,2000; 3 s; plain and TLS; two ring sizes")
+    ap.add_argument("--quick", action="store_true", help="rates 500,2000; 3 s; plain and TLS; ring 1M")
     a = ap.parse_args()
     if a.quick:
-        a.rates, a.seconds, a.ring_sizes = "500,2000", 3, "262144,4194304"
+        a.rates, a.seconds, a.ring_sizes = "500,2000", 3, "1M"
     bc.need_root("bench_loss.py")
     bc.raise_fd_limit()
     agents = a.agent or [bc.DEFAULT_AGENT]
     rates = [int(x) for x in a.rates.split(",") if x]
-    sizes = [int(x) for x in a.ring_sizes.split(",") if x]
+    sizes = [x for x in a.ring_sizes.split(",") if x]
     modes = [m for m in a.modes.split(",") if m]
     tmp = tempfile.mkdtemp(prefix="llmprobe-bench-loss-")
     cert, key = bc.certs(tmp)
     results = {b: [] for b in agents}  # (mode, rate, ring, result)
-    if True:
-        for mode in modes:
-            mcert = cert if mode == "tls" else None
-            load(mcert, 10, 100, 0.2)  # warm-up
-            steps = [(r, None) for r in rates] + [(max(rates), s) for s in sizes]
-            for rate, ring in steps:
-                for binary in agents:
-                    args = list(a.agent_arg)
-                    if ring is not None:
-                        if "--ring-buffer-size" not in bc.agent_flags(binary):
-                            continue
-                        args += ["--ring-buffer-size", str(ring)]
-                    res = measure(binary, args, mcert, a.streams, rate, a.seconds)
-                    results[binary].append((mode, rate, ring, res))
-                    print(f"{mode:5} {a.streams} x {rate}/s (nominal {a.streams * rate:>7}/s) "
-                          f"ring {ring or 'default':>8}  {os.path.basename(os.path.dirname(binary)) or binary}: "
-                          f"achieved {res['achieved']:>9,.0f} events/s, lost {res['lost']:.0f}, "
-                          f"dropped {res['dropped']:.0f} {res['reasons'] or ''}, "
-                          f"agent CPU {res['cpu_us_per_event']:.2f} us/event", flush=True)
+    for mode in modes:
+        mcert = cert if mode == "tls" else None
+        load(mcert, 10, 100, 0.2)  # warm-up
+        steps = [(r, None) for r in rates] + [(max(rates), s) for s in sizes]
+        for rate, ring in steps:
+            for binary in agents:
+                args = list(a.agent_arg)
+                if ring is not None:
+                    if "--ring-buffer-size" not in bc.agent_flags(binary):
+                        continue
+                    args += ["--ring-buffer-size", ring]
+                res = measure(binary, args, mcert, a.streams, rate, a.seconds)
+                results[binary].append((mode, rate, ring, res))
+                print(f"{mode:5} {a.streams} x {rate}/s (nominal {a.streams * rate:>7}/s) "
+                      f"ring {ring or 'default':>8}  {os.path.basename(os.path.dirname(binary)) or binary}: "
+                      f"achieved {res['achieved']:>9,.0f} events/s, lost {res['lost']:.0f}, "
+                      f"dropped {res['dropped']:.0f} {res['reasons'] or ''}, "
+                      f"agent CPU {res['cpu_us_per_event']:.2f} us/event", flush=True)
     for binary in agents:
         fig = {"bench": "loss", "agent": binary, "streams": a.streams}
         for mode in modes:
@@ -241,9 +241,9 @@ def main():
             fig[f"{mode}.lost_fraction_at_top_rate"] = round(top["lost"] / max(1.0, top["events"] + top["lost"]), 6)
             for rate, ring, r in rows:
                 if ring is not None:
-                    fig[f"{mode}.ring_{ring // 1024}k.lost_fraction_at_top_rate"] = \
+                    fig[f"{mode}.ring_{ring}.lost_fraction_at_top_rate"] = \
                         round(r["lost"] / max(1.0, r["events"] + r["lost"]), 6)
-                    fig[f"{mode}.ring_{ring // 1024}k.achieved_events_per_s"] = round(r["achieved"])
+                    fig[f"{mode}.ring_{ring}.achieved_events_per_s"] = round(r["achieved"])
         bc.bench_json(fig)
 
 
