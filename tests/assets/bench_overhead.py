@@ -62,7 +62,10 @@ def main():
                     help="llmprobe binary to measure (repeatable; default target/release/llmprobe)")
     ap.add_argument("--gpu-pids-file", help="write the servers' pids here (FAKE_NVML_PIDS_FILE of fake_nvml.c), "
                     "so that a stand-in NVML makes them inference servers on a GPU")
+    ap.add_argument("--quick", action="store_true", help="100 requests, 1 pair")
     a = ap.parse_args()
+    if a.quick:
+        a.requests, a.pairs = 100, 1
     tmp = tempfile.mkdtemp(prefix="llmprobe-bench-")
     subprocess.run(["bash", os.path.join(ASSETS, "gen_cert.sh"), tmp], check=True, capture_output=True)
     ca, key = os.path.join(tmp, "cert.pem"), os.path.join(tmp, "key.pem")
@@ -78,6 +81,7 @@ def main():
         with open(a.gpu_pids_file, "w") as f:
             f.write("".join(f"{p.pid}\n" for p, _ in servers.values()))
     agents = a.agent or [os.path.join(ROOT, "target", "release", "llmprobe")]
+    figures = {b: {"bench": "overhead", "agent": b} for b in agents}
     try:
         for kind in ("tls", "plain"):
             port = servers[kind][1]
@@ -113,9 +117,17 @@ def main():
                       f"agent CPU {st['cpu'] / calls * 1000:.3f} s per 1000 calls "
                       f"(x{st['cpu'] / calls / base_cpu:.2f} of the first agent); agent peak RSS {st['rss'] / 1024:.1f} MiB; "
                       f"records {st['records']} for {calls} calls (client + server side: expect {2 * calls})")
+                figures[binary].update({
+                    f"{kind}.wall_ratio_with_without": round(statistics.median(r), 4),
+                    f"{kind}.agent_cpu_s_per_1000_calls": round(st["cpu"] / calls * 1000, 4),
+                    f"{kind}.agent_peak_rss_mib": round(st["rss"] / 1024, 1),
+                    f"{kind}.records_per_call": round(st["records"] / calls, 3)})
     finally:
         for p, _ in servers.values():
             p.kill()
+    # For `cargo xtask bench` (see xtask/src/bench.rs): one line per binary.
+    for f in figures.values():
+        print("BENCH_JSON " + json.dumps(f), flush=True)
 
 
 if __name__ == "__main__":
