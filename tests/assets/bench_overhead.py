@@ -20,6 +20,8 @@ import argparse, http.client, json, os, signal, ssl, statistics, subprocess, sys
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 ASSETS = os.path.join(ROOT, "tests", "assets")
+sys.path.insert(0, ASSETS)
+import bench_common as bc  # noqa: E402
 
 
 def workload(port, tls, ca, n):
@@ -37,20 +39,6 @@ def workload(port, tls, ca, n):
         r.read()
     conn.close()
     return time.perf_counter() - t0
-
-
-def cpu_seconds(pid):
-    with open(f"/proc/{pid}/stat") as f:
-        parts = f.read().rsplit(")", 1)[1].split()
-    return (int(parts[11]) + int(parts[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def peak_rss_kib(pid):
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1])
-    return 0
 
 
 def main():
@@ -98,11 +86,11 @@ def main():
                     for line in agent.stderr:
                         if "ready:" in line:
                             break
-                    c0 = cpu_seconds(agent.pid)
+                    c0 = bc.cpu_seconds(agent.pid)
                     on = workload(port, kind == "tls", ca, a.requests)
                     time.sleep(0.5)
-                    st["cpu"] += cpu_seconds(agent.pid) - c0
-                    st["rss"] = max(st["rss"], peak_rss_kib(agent.pid))
+                    st["cpu"] += bc.cpu_seconds(agent.pid) - c0
+                    st["rss"] = max(st["rss"], bc.proc_status(agent.pid).get("VmHWM", 0))
                     agent.send_signal(signal.SIGINT)
                     agent.wait()
                     st["records"] += sum(1 for _ in open(out))
