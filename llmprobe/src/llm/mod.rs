@@ -447,7 +447,7 @@ pub fn provider_for_host(host: Option<&str>, dialect_default: &'static str) -> S
         ("open.bigmodel.cn", "zhipu"),
     ];
     for (suffix, name) in known {
-        if host == *suffix || host.ends_with(&format!(".{suffix}")) {
+        if crate::probes::sni::is_host_or_subdomain(&host, suffix) {
             return (*name).to_owned();
         }
     }
