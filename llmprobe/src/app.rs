@@ -86,6 +86,8 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
     let gpu_metrics = Arc::new(GpuMetrics::new(&mut registry));
     let registry = Arc::new(registry);
     let listener = metrics_http::bind(opts.metrics_addr).await?;
+    // The address really bound (`--metrics-addr 127.0.0.1:0` picks a free port).
+    let metrics_addr = listener.local_addr().unwrap_or(opts.metrics_addr);
     // One clock offset for the live records, the capture and the GPU rounds, so a replay
     // reproduces the records exactly and a wall-clock step shifts nothing against anything.
     let clock = Clock::system();
@@ -181,7 +183,7 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
     info!(
         "ready: tracepoints attached, OpenSSL probed in {} file(s), metrics on http://{}/metrics",
         metrics.tls_libraries.get(),
-        opts.metrics_addr
+        metrics_addr
     );
 
     wait_for_signal().await;

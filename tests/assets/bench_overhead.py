@@ -20,6 +20,8 @@ import argparse, http.client, json, os, signal, ssl, statistics, subprocess, sys
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 ASSETS = os.path.join(ROOT, "tests", "assets")
+sys.path.insert(0, ASSETS)
+import bench_common as bc  # noqa: E402
 
 
 def workload(port, tls, ca, n):
@@ -39,20 +41,6 @@ def workload(port, tls, ca, n):
     return time.perf_counter() - t0
 
 
-def cpu_seconds(pid):
-    with open(f"/proc/{pid}/stat") as f:
-        parts = f.read().rsplit(")", 1)[1].split()
-    return (int(parts[11]) + int(parts[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def peak_rss_kib(pid):
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1])
-    return 0
-
-
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--requests", type=int, default=300)
@@ -62,7 +50,10 @@ def main():
                     help="llmprobe binary to measure (repeatable; default target/release/llmprobe)")
     ap.add_argument("--gpu-pids-file", help="write the servers' pids here (FAKE_NVML_PIDS_FILE of fake_nvml.c), "
                     "so that a stand-in NVML makes them inference servers on a GPU")
+    ap.add_argument("--quick", action="store_true", help="100 requests, 1 pair")
     a = ap.parse_args()
+    if a.quick:
+        a.requests, a.pairs = 100, 1
     tmp = tempfile.mkdtemp(prefix="llmprobe-bench-")
     subprocess.run(["bash", os.path.join(ASSETS, "gen_cert.sh"), tmp], check=True, capture_output=True)
     ca, key = os.path.join(tmp, "cert.pem"), os.path.join(tmp, "key.pem")
@@ -78,6 +69,7 @@ def main():
         with open(a.gpu_pids_file, "w") as f:
             f.write("".join(f"{p.pid}\n" for p, _ in servers.values()))
     agents = a.agent or [os.path.join(ROOT, "target", "release", "llmprobe")]
+    figures = {b: {"bench": "overhead", "agent": b} for b in agents}
     try:
         for kind in ("tls", "plain"):
             port = servers[kind][1]
@@ -94,11 +86,11 @@ def main():
                     for line in agent.stderr:
                         if "ready:" in line:
                             break
-                    c0 = cpu_seconds(agent.pid)
+                    c0 = bc.cpu_seconds(agent.pid)
                     on = workload(port, kind == "tls", ca, a.requests)
                     time.sleep(0.5)
-                    st["cpu"] += cpu_seconds(agent.pid) - c0
-                    st["rss"] = max(st["rss"], peak_rss_kib(agent.pid))
+                    st["cpu"] += bc.cpu_seconds(agent.pid) - c0
+                    st["rss"] = max(st["rss"], bc.proc_status(agent.pid).get("VmHWM", 0))
                     agent.send_signal(signal.SIGINT)
                     agent.wait()
                     st["records"] += sum(1 for _ in open(out))
@@ -113,9 +105,17 @@ def main():
                       f"agent CPU {st['cpu'] / calls * 1000:.3f} s per 1000 calls "
                       f"(x{st['cpu'] / calls / base_cpu:.2f} of the first agent); agent peak RSS {st['rss'] / 1024:.1f} MiB; "
                       f"records {st['records']} for {calls} calls (client + server side: expect {2 * calls})")
+                figures[binary].update({
+                    f"{kind}.wall_ratio_with_without": round(statistics.median(r), 4),
+                    f"{kind}.agent_cpu_s_per_1000_calls": round(st["cpu"] / calls * 1000, 4),
+                    f"{kind}.agent_peak_rss_mib": round(st["rss"] / 1024, 1),
+                    f"{kind}.records_per_call": round(st["records"] / calls, 3)})
     finally:
         for p, _ in servers.values():
             p.kill()
+    # For `cargo xtask bench` (see xtask/src/bench.rs): one line per binary.
+    for f in figures.values():
+        print("BENCH_JSON " + json.dumps(f), flush=True)
 
 
 if __name__ == "__main__":

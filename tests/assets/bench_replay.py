@@ -212,7 +212,10 @@ def main():
     ap.add_argument("--chunks", type=int, default=300)
     ap.add_argument("--runs", type=int, default=5)
     ap.add_argument("--keep", help="write the capture here and keep it")
+    ap.add_argument("--quick", action="store_true", help="200 connections x 50 chunks, 1 run")
     args = ap.parse_args()
+    if args.quick:
+        args.connections, args.chunks, args.runs = 200, 50, 1
 
     tmp = tempfile.mkdtemp(prefix="llmprobe-bench-")
     capture = args.keep or os.path.join(tmp, "synthetic.capture.jsonl")
@@ -233,6 +236,7 @@ def main():
     failed = False
     print(f"{'binary':<40} {'wall s':>8} {'events/s':>12} {'cpu s':>8} {'peak RSS MiB':>13} {'records':>8} {'ratio':>7}")
     contents = {}
+    bench_json = []
     for b in args.agent:
         rs = results[b]
         wall = statistics.median(r[0] for r in rs)
@@ -243,6 +247,9 @@ def main():
         if base is None:
             base = eps
         print(f"{b[-40:]:<40} {wall:>8.2f} {eps:>12.0f} {cpu:>8.2f} {rss / 2**20:>13.1f} {records:>8} {eps / base:>6.2f}x")
+        bench_json.append({"bench": "replay", "agent": b, "events": events, "wall_s": round(wall, 3),
+                           "events_per_s": round(eps), "cpu_s": round(cpu, 3),
+                           "peak_rss_mib": round(rss / 2**20, 1), "records": records})
         with open(outputs[b], "rb") as f:
             contents[b] = f.read()
         if records != args.connections:
@@ -253,6 +260,10 @@ def main():
         if contents[b] != first:
             print(f"  error: records of {b} differ from the baseline's")
             failed = True
+    # For `cargo xtask bench` (see xtask/src/bench.rs): one line per binary.
+    for j in bench_json:
+        j["records_identical_to_first"] = int(contents[j["agent"]] == first)
+        print("BENCH_JSON " + json.dumps(j), flush=True)
     if not args.keep:
         for name in os.listdir(tmp):
             os.unlink(os.path.join(tmp, name))

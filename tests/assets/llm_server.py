@@ -52,6 +52,14 @@ Per-request overrides (request headers):
                                                   cleanly with no terminal event
   x-test-finish: length                           finish reason "length" (or equivalent)
   x-test-encoding: gzip|deflate|zstd              compress the response body
+  x-test-burst: K                                 send chunks in groups of K back to back,
+                                                  the gap only between groups (high event
+                                                  rates with few timer wakeups; benchmarks)
+  x-test-chunk-bytes: B                           OpenAI chat: each content chunk's text is
+                                                  B bytes (a repeated one-token word) instead
+                                                  of one token; a non-stream body is written
+                                                  in 1 MiB pieces, never held whole (large
+                                                  responses for memory benchmarks)
 
 Token accounting (deterministic, every dialect):
   prompt tokens    = 3 + number of whitespace-separated words of all prompt text
@@ -188,6 +196,8 @@ class _Plan:
         self.ttft = max(0, h._int_header("x-test-ttft-ms", cfg.ttft_ms)) / 1000.0
         self.gap = max(0, h._int_header("x-test-gap-ms", cfg.gap_ms)) / 1000.0
         self.n = max(0, h._int_header("x-test-chunks", cfg.chunks))
+        self.burst = max(1, h._int_header("x-test-burst", 1))
+        self.chunk_bytes = max(0, h._int_header("x-test-chunk-bytes", 0))
         self.r = max(0, h._int_header("x-test-reasoning-chunks", 0))
         self.reasoning_field = (h.headers.get("x-test-reasoning-field") or "").strip() \
             or "reasoning_content"
@@ -204,6 +214,13 @@ class _Plan:
             self.cut, self.cut_after = "truncate", min(trunc, self.n)
         self.t0 = time.monotonic()
         self.t_first = None
+
+    def piece(self, i):
+        """Text of content chunk i: one token, or chunk_bytes bytes of repeated words."""
+        if not self.chunk_bytes:
+            return TOK[i % len(TOK)]
+        word = TOK[i % len(TOK)]
+        return (word * (self.chunk_bytes // len(word) + 1))[:self.chunk_bytes]
 
     def content(self, upto=None):
         return "".join(TOK[i % len(TOK)] for i in range(self.n if upto is None else upto))
@@ -234,7 +251,10 @@ class _Plan:
         if not items:
             self._wait(self.ttft, ping)
         for k, it in enumerate(items):
-            self._wait(self.ttft if k == 0 else self.gap, ping)
+            if k == 0:
+                self._wait(self.ttft, ping)
+            elif k % self.burst == 0:
+                self._wait(self.gap, ping)
             if self.t_first is None:
                 self.t_first = time.monotonic()
             yield it
@@ -563,6 +583,13 @@ class Handler(BaseHTTPRequestHandler):
             tool_name = (tools[0].get("function") or {}).get("name") or tool_name
         call_id = f"call_{rid}"
 
+        if not req.get("stream") and plan.chunk_bytes and not (plan.tool or plan.r):
+            time.sleep(plan.ttft)
+            return self._send_large_chat(plan, {
+                "id": cid, "object": "chat.completion", "created": created, "model": model,
+                "choices": [{"index": 0, "message": {"role": "assistant", "content": "@@"},
+                             "finish_reason": finish}],
+                "usage": usage}, hdrs)
         if not req.get("stream"):
             if plan.tool:
                 message = {"role": "assistant", "content": None,
@@ -611,8 +638,8 @@ class Handler(BaseHTTPRequestHandler):
                 delta = {"role": "assistant", "content": None} if first else {}
                 delta["tool_calls"] = [tc]
             else:
-                delta = {"role": "assistant", "content": TOK[i % len(TOK)]} if first \
-                    else {"content": TOK[i % len(TOK)]}
+                delta = {"role": "assistant", "content": plan.piece(i)} if first \
+                    else {"content": plan.piece(i)}
             first = False
             st.send(event([{"index": 0, "delta": delta, "finish_reason": None}]))
         st.send(event([{"index": 0, "delta": {}, "finish_reason": finish}]))
@@ -620,6 +647,30 @@ class Handler(BaseHTTPRequestHandler):
             st.send(event([], usage))
         st.send(b"data: [DONE]\n\n")
         st.end()
+
+    def _send_large_chat(self, plan, obj, hdrs):
+        """A non-stream body whose content is chunks x chunk_bytes bytes, written in 1 MiB pieces
+        with its Content-Length, so a 1 GB answer never sits in this process's memory."""
+        head, tail = _dumps(obj).split(b'"@@"', 1)
+        head += b'"'
+        tail = b'"' + tail
+        size = plan.n * plan.chunk_bytes
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(head) + size + len(tail)))
+        for k, v in hdrs.items():
+            self.send_header(k, v)
+        self.end_headers()
+        self.wfile.write(head)
+        block = "".join(plan.piece(i) for i in range(10)).encode()
+        block = (block * ((1 << 20) // len(block) + 1))[:1 << 20]
+        left = size
+        while left > 0:
+            part = block[:left]
+            self.wfile.write(part)
+            left -= len(part)
+        self.wfile.write(tail)
+        self.wfile.flush()
 
     # ---- OpenAI legacy completions --------------------------------------
 

@@ -15,6 +15,11 @@
 //!                              setup + build + tests/assets/gpu_check.py on a node with an NVIDIA
 //!                              GPU (needs root, python3 with PyTorch and CUDA)
 //! cargo xtask shape [DIR...]   per Rust file: lines that are not tests, longest function
+//! cargo xtask bench [--baseline REV] [--quick] [--only NAME]... [--out FILE]
+//!                              build this tree's agent and a baseline's (default: the
+//!                              merge-base with main, else HEAD~1), run every benchmark
+//!                              (tests/assets/bench_*.py, the pipeline cargo bench) on both
+//!                              and write BENCHMARKS.md (live ones need root; see bench.rs)
 //! ```
 
 use std::path::{Path, PathBuf};
@@ -22,6 +27,7 @@ use std::process::{Command, Stdio};
 
 use anyhow::{Context, bail};
 
+mod bench;
 mod shape;
 
 const LLVM_MAJOR: &str = "22";
@@ -69,9 +75,10 @@ fn main() {
         "fuzz" => FuzzArgs::parse(&rest).and_then(|a| fuzz(&a)),
         "gpu-check" => setup().and_then(|_| build()).and_then(|_| gpu_check(&rest)),
         "shape" => shape::shape(&root(), &rest),
+        "bench" => bench::BenchArgs::parse(&rest).and_then(|a| bench::bench(&a)),
         _ => {
             eprintln!(
-                "usage: cargo xtask <setup|build|run|test|gpu-check|shape> [-- ARGS]\n       cargo xtask fuzz [--secs N] [--target NAME]"
+                "usage: cargo xtask <setup|build|run|test|gpu-check|shape> [-- ARGS]\n       cargo xtask fuzz [--secs N] [--target NAME]\n       cargo xtask bench [--baseline REV] [--quick] [--only NAME]... [--out FILE]"
             );
             std::process::exit(if cmd == "help" { 0 } else { 2 });
         }

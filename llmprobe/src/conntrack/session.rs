@@ -103,7 +103,7 @@ impl<X: TrackedExchange> HttpSession<X> {
     pub(super) fn feed(
         &mut self,
         dir: Direction,
-        data: &[u8],
+        data: &bytes::Bytes,
         ts: u64,
         events: &mut Vec<HttpEvent>,
     ) -> Result<(), HttpError> {
@@ -111,9 +111,9 @@ impl<X: TrackedExchange> HttpSession<X> {
             if self.req.is_idle() {
                 self.req_msg_start = Some(ts);
             }
-            self.req.feed(data, events)
+            self.req.feed_bytes(data, events)
         } else {
-            self.resp.feed(data, events)
+            self.resp.feed_bytes(data, events)
         }
     }
 

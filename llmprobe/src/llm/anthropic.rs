@@ -153,13 +153,13 @@ impl Anthropic {
         out: &mut Observed,
     ) {
         if let Some(model) = nonempty(model) {
-            out.response_model = Some(model.to_owned());
+            super::set_text(&mut out.response_model, model);
         }
         if let Some(id) = nonempty(id) {
             out.response_id.get_or_insert_with(|| id.to_owned());
         }
         if let Some(fr) = nonempty(stop_reason) {
-            out.finish_reason = Some(fr.to_owned());
+            super::set_text(&mut out.finish_reason, fr);
         }
         if let Some(usage) = usage {
             self.read_usage(usage, &mut out.usage);
@@ -278,7 +278,7 @@ impl ProviderDialect for Anthropic {
                 .unwrap_or(OutputKind::None),
             "message_delta" => {
                 if let Some(fr) = v.delta.as_ref().and_then(|d| nonempty(&d.stop_reason)) {
-                    out.finish_reason = Some(fr.to_owned());
+                    super::set_text(&mut out.finish_reason, fr);
                 }
                 if let Some(usage) = &v.usage {
                     self.read_usage(usage, &mut out.usage);

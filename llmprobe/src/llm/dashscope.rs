@@ -259,7 +259,7 @@ impl DashScope {
             out.response_id.get_or_insert_with(|| id.to_owned());
         }
         if let Some(m) = nonempty(&v.model) {
-            out.response_model = Some(m.to_owned());
+            super::set_text(&mut out.response_model, m);
         }
         if let Some(usage) = &v.usage {
             read_usage(usage, &mut out.usage);

@@ -9,7 +9,7 @@
 use std::net::SocketAddr;
 
 use crate::clock::Clock;
-use crate::protocol::StreamEvent;
+use crate::protocol::EventRef;
 use crate::protocol::encoding::BodyDecoder;
 use crate::protocol::http1::{RequestHead, ResponseHead};
 use crate::protocol::json_array::JsonArraySplitter;
@@ -84,25 +84,26 @@ enum StreamDecoder {
 }
 
 impl StreamDecoder {
-    fn feed(&mut self, data: &[u8], events: &mut Vec<StreamEvent>, issues: &mut ExchangeIssues) {
+    /// Frames `data`, handing each event to `f`; counts an oversized event or line in `issues`.
+    fn feed(&mut self, data: &[u8], issues: &mut ExchangeIssues, f: &mut impl FnMut(EventRef<'_>)) {
         match self {
             StreamDecoder::Sse(sse) => {
-                if sse.feed(data, events).is_err() {
+                if sse.feed_with(data, f).is_err() {
                     issues.oversized_events += 1;
                 }
             }
             StreamDecoder::Ndjson(nd) => {
-                if nd.feed(data, events).is_err() {
+                if nd.feed_with(data, f).is_err() {
                     issues.oversized_lines += 1;
                 }
             }
         }
     }
 
-    fn finish(&mut self, events: &mut Vec<StreamEvent>) {
+    fn finish(&mut self, f: &mut impl FnMut(EventRef<'_>)) {
         match self {
-            StreamDecoder::Sse(sse) => sse.finish(events),
-            StreamDecoder::Ndjson(nd) => nd.finish(events),
+            StreamDecoder::Sse(sse) => sse.finish_with(f),
+            StreamDecoder::Ndjson(nd) => nd.finish_with(f),
         }
     }
 }
@@ -123,7 +124,8 @@ pub struct LlmExchange {
     req_parsed: bool,
     status: Option<u16>,
     header_request_id: Option<String>,
-    sse: Option<StreamDecoder>,
+    /// Boxed: it is moved out and back for every piece of the body (see `on_plain_body`).
+    sse: Option<Box<StreamDecoder>>,
     /// A streaming request answered with `application/json`: maybe a streamed JSON array.
     json_array: Option<JsonArraySplitter>,
     retry_after: Option<String>,
@@ -140,7 +142,7 @@ pub struct LlmExchange {
     last_output_ts: Option<u64>,
     first_reasoning_ts: Option<u64>,
     first_answer_ts: Option<u64>,
-    gaps: Vec<u64>,
+    gaps: Gaps,
     chunks: u64,
     forced_error: Option<&'static str>,
     /// Problems seen, for self-metrics.
@@ -161,14 +163,14 @@ impl LlmExchange {
     /// Heap bytes this exchange holds (bodies kept for parsing, stream buffers, per-chunk gaps,
     /// text samples), for the tracker's memory budget.
     pub fn heap_bytes(&self) -> usize {
-        let stream = match &self.sse {
+        let stream = match self.sse.as_deref() {
             Some(StreamDecoder::Sse(d)) => d.buffered_bytes(),
             Some(StreamDecoder::Ndjson(d)) => d.buffered_bytes(),
             None => 0,
         };
         self.req_body.capacity()
             + self.resp_body.capacity()
-            + self.gaps.capacity() * std::mem::size_of::<u64>()
+            + self.gaps.heap_bytes()
             + stream
             + self
                 .json_array
@@ -221,7 +223,7 @@ impl LlmExchange {
             last_output_ts: None,
             first_reasoning_ts: None,
             first_answer_ts: None,
-            gaps: Vec::new(),
+            gaps: Gaps::Narrow(Vec::new()),
             chunks: 0,
             forced_error: None,
             issues: ExchangeIssues::default(),
@@ -313,12 +315,14 @@ impl LlmExchange {
             .unwrap_or("")
             .to_ascii_lowercase();
         self.sse = match ctype.split(';').next().unwrap_or("").trim() {
-            "text/event-stream" => Some(StreamDecoder::Sse(SseDecoder::new())),
+            "text/event-stream" => Some(Box::new(StreamDecoder::Sse(SseDecoder::new()))),
             "application/x-ndjson"
             | "application/ndjson"
             | "application/jsonl"
             | "application/jsonlines"
-            | "application/x-jsonlines" => Some(StreamDecoder::Ndjson(NdjsonDecoder::new())),
+            | "application/x-jsonlines" => {
+                Some(Box::new(StreamDecoder::Ndjson(NdjsonDecoder::new())))
+            }
             _ => None,
         };
         if self.sse.is_none()
@@ -359,12 +363,14 @@ impl LlmExchange {
     }
 
     fn on_plain_body(&mut self, data: &[u8], ts: u64) {
-        if let Some(dec) = self.sse.as_mut() {
-            let mut events = Vec::new();
-            dec.feed(data, &mut events, &mut self.issues);
-            for ev in &events {
-                self.on_stream_event(ev, ts);
-            }
+        // The framer lends each event from its buffers: it is out of `self` while the events
+        // go to the dialect.
+        if let Some(mut dec) = self.sse.take() {
+            let mut issues = ExchangeIssues::default();
+            dec.feed(data, &mut issues, &mut |ev| self.on_stream_event(ev, ts));
+            self.issues.oversized_events += issues.oversized_events;
+            self.issues.oversized_lines += issues.oversized_lines;
+            self.sse = Some(dec);
         } else {
             keep_capped(
                 &mut self.resp_body,
@@ -379,7 +385,7 @@ impl LlmExchange {
                     self.issues.oversized_events += 1;
                 }
                 for ev in &elements {
-                    self.on_stream_event(ev, ts);
+                    self.on_stream_event(ev.into(), ts);
                 }
             }
         }
@@ -392,7 +398,7 @@ impl LlmExchange {
             .is_some_and(JsonArraySplitter::is_array)
     }
 
-    fn on_stream_event(&mut self, ev: &StreamEvent, ts: u64) {
+    fn on_stream_event(&mut self, ev: EventRef<'_>, ts: u64) {
         let before_err = self.obs.error.is_some();
         let ev = Event::new(ev);
         let kind = self.dialect.on_stream_event(&ev, &mut self.obs);
@@ -431,11 +437,7 @@ impl LlmExchange {
         self.last_ts = ts;
         self.resp_done = true;
         if let Some(mut dec) = self.sse.take() {
-            let mut events = Vec::new();
-            dec.finish(&mut events);
-            for ev in &events {
-                self.on_stream_event(ev, ts);
-            }
+            dec.finish(&mut |ev| self.on_stream_event(ev, ts));
             self.sse = Some(dec);
         } else if self.is_json_array_stream() {
             // Its elements went through on_stream_event already.
@@ -541,18 +543,19 @@ impl LlmExchange {
             (Some(r), Some(a)) => Some(secs(a.saturating_sub(r))),
             _ => None,
         };
+        let mut gaps = std::mem::replace(&mut self.gaps, Gaps::Narrow(Vec::new())).into_wide();
         let detail = super::CallDetail {
             start_unix_ns: clock.unix_ns(self.start_ts),
             end_unix_ns: clock.unix_ns(end),
             first_chunk_unix_ns: self.first_output_ts.map(|t| clock.unix_ns(t)),
             gaps_s: if stream {
-                self.gaps.iter().map(|g| secs(*g)).collect()
+                gaps.iter().map(|g| secs(*g)).collect()
             } else {
                 Vec::new()
             },
             parent_span_id: self.parent_span_id.take(),
         };
-        let (p50, p95, max) = gap_stats(&mut self.gaps);
+        let (p50, p95, max) = gap_stats(&mut gaps);
         let error_type = match self.status {
             Some(s) if s >= 400 => Some(s.to_string()),
             _ if self.forced_error.is_some() => self.forced_error.map(str::to_owned),
@@ -625,6 +628,52 @@ fn keep_capped(buf: &mut Vec<u8>, data: &[u8], cap: usize, issues: &mut Exchange
         issues.truncated_bodies += 1;
     }
     buf.extend_from_slice(&data[..data.len().min(room)]);
+}
+
+/// The gaps between a call's output events (ns), kept for its TBT figures: four bytes each while
+/// every gap fits in a `u32` (4.29 s), eight from the first that does not. A call streaming
+/// for long holds one per event, so this halves the largest part of an open stream's state.
+enum Gaps {
+    Narrow(Vec<u32>),
+    Wide(Vec<u64>),
+}
+
+impl Gaps {
+    fn len(&self) -> usize {
+        match self {
+            Gaps::Narrow(v) => v.len(),
+            Gaps::Wide(v) => v.len(),
+        }
+    }
+
+    fn push(&mut self, gap: u64) {
+        match self {
+            Gaps::Narrow(v) => match u32::try_from(gap) {
+                Ok(g) => v.push(g),
+                Err(_) => {
+                    let mut wide: Vec<u64> = v.iter().map(|&g| u64::from(g)).collect();
+                    wide.push(gap);
+                    *self = Gaps::Wide(wide);
+                }
+            },
+            Gaps::Wide(v) => v.push(gap),
+        }
+    }
+
+    fn heap_bytes(&self) -> usize {
+        match self {
+            Gaps::Narrow(v) => v.capacity() * std::mem::size_of::<u32>(),
+            Gaps::Wide(v) => v.capacity() * std::mem::size_of::<u64>(),
+        }
+    }
+
+    /// The gaps, in order, as `u64`.
+    fn into_wide(self) -> Vec<u64> {
+        match self {
+            Gaps::Narrow(v) => v.into_iter().map(u64::from).collect(),
+            Gaps::Wide(v) => v,
+        }
+    }
 }
 
 /// (p50, p95, max) of the gaps, nearest-rank.
@@ -875,5 +924,23 @@ mod tests {
         );
         assert_eq!(bad, 1);
         assert_eq!((call.chunks, call.output_tokens), (Some(1), Some(3)));
+    }
+
+    #[test]
+    fn gaps_widen_past_four_seconds_and_keep_their_order() {
+        let mut g = Gaps::Narrow(Vec::new());
+        for x in [5u64, u64::from(u32::MAX), 7] {
+            g.push(x);
+        }
+        assert!(matches!(g, Gaps::Narrow(_)));
+        assert!(g.heap_bytes() >= 3 * 4);
+        g.push(u64::from(u32::MAX) + 1);
+        g.push(9);
+        assert!(matches!(g, Gaps::Wide(_)));
+        assert_eq!(g.len(), 5);
+        assert_eq!(
+            g.into_wide(),
+            vec![5, u64::from(u32::MAX), 7, u64::from(u32::MAX) + 1, 9]
+        );
     }
 }

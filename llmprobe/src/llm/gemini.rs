@@ -142,7 +142,7 @@ fn read_response(v: &Response<'_>, out: &mut Observed) -> OutputKind {
         out.error = Some(e);
     }
     if let Some(m) = nonempty(&v.model_version) {
-        out.response_model = Some(m.to_owned());
+        super::set_text(&mut out.response_model, m);
     }
     if let Some(id) = nonempty(&v.response_id) {
         out.response_id.get_or_insert_with(|| id.to_owned());
@@ -155,7 +155,7 @@ fn read_response(v: &Response<'_>, out: &mut Observed) -> OutputKind {
     for c in items(&v.candidates) {
         if let Some(fr) = nonempty(&c.finish_reason).filter(|fr| *fr != "FINISH_REASON_UNSPECIFIED")
         {
-            out.finish_reason = Some(fr.to_owned());
+            super::set_text(&mut out.finish_reason, fr);
             out.terminal = true;
         }
         let Some(parts) = c.content.as_ref().and_then(|c| c.parts.as_ref()) else {
@@ -185,7 +185,7 @@ fn read_response(v: &Response<'_>, out: &mut Observed) -> OutputKind {
             .as_ref()
             .and_then(|f| nonempty(&f.block_reason))
     {
-        out.finish_reason = Some(br.to_owned());
+        super::set_text(&mut out.finish_reason, br);
         out.terminal = true;
     }
     if answer {

@@ -19,7 +19,7 @@ use std::cell::{Cell, OnceCell};
 use serde_json::Value;
 
 use super::{Observed, tokens};
-use crate::protocol::StreamEvent;
+use crate::protocol::EventRef;
 
 /// A request body or a whole response body, with its JSON parsed at most once.
 pub struct Body<'a> {
@@ -67,9 +67,10 @@ pub struct Event<'a> {
 
 impl<'a> Event<'a> {
     /// The event to hand to a dialect.
-    pub fn new(ev: &'a StreamEvent) -> Self {
+    pub fn new(ev: impl Into<EventRef<'a>>) -> Self {
+        let ev = ev.into();
         Event {
-            name: ev.event.as_deref(),
+            name: ev.event,
             text: ev.data.trim(),
             json: OnceCell::new(),
             parsed: Cell::new(None),
@@ -79,6 +80,7 @@ impl<'a> Event<'a> {
     /// The data read as a typed view, or None if it is empty or does not parse. `T` is a view
     /// built from [`super::typed`], which accepts exactly the JSON a `Value` does, so that the
     /// outcome also tells [`Event::is_bad_json`]. Each call parses: a dialect calls it once.
+    #[inline(always)]
     pub fn parse<T: serde::Deserialize<'a>>(&self) -> Option<T> {
         if self.text.is_empty() {
             return None;
@@ -225,7 +227,7 @@ mod tests {
 
     #[test]
     fn events_and_bodies_parse_once_and_tell_bad_json() {
-        let ev = |d: &str| StreamEvent::data(d.into());
+        let ev = |d: &str| crate::protocol::StreamEvent::data(d.into());
         for (data, bad) in [
             ("", false),
             ("  \n", false),

@@ -230,6 +230,14 @@ pub enum OutputKind {
     Answer,
 }
 
+/// Sets a text field that most stream events repeat (the model, a finish reason): the string
+/// is replaced only when the text changes, so repeating it allocates nothing.
+pub(crate) fn set_text(slot: &mut Option<String>, text: &str) {
+    if slot.as_deref() != Some(text) {
+        *slot = Some(text.to_owned());
+    }
+}
+
 /// What a dialect learned from one request body, stream event or response body.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Observed {
@@ -439,7 +447,7 @@ pub fn provider_for_host(host: Option<&str>, dialect_default: &'static str) -> S
         ("open.bigmodel.cn", "zhipu"),
     ];
     for (suffix, name) in known {
-        if host == *suffix || host.ends_with(&format!(".{suffix}")) {
+        if crate::probes::sni::is_host_or_subdomain(&host, suffix) {
             return (*name).to_owned();
         }
     }

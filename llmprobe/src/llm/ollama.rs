@@ -96,7 +96,7 @@ impl Ollama {
             return OutputKind::None;
         }
         if let Some(m) = nonempty(&v.model) {
-            out.response_model = Some(m.to_owned());
+            super::set_text(&mut out.response_model, m);
         }
         if is_set(&v.error) {
             out.error = Some("error".to_owned());
@@ -135,7 +135,7 @@ impl Ollama {
         if as_bool(&v.done) == Some(true) {
             out.terminal = true;
             if let Some(r) = nonempty(&v.done_reason) {
-                out.finish_reason = Some(r.to_owned());
+                super::set_text(&mut out.finish_reason, r);
             }
         }
         kind

@@ -147,7 +147,7 @@ impl OpenAi {
         let mut kind = OutputKind::None;
         for c in items(&v.choices) {
             if let Some(fr) = nonempty(&c.finish_reason) {
-                out.finish_reason = Some(fr.to_owned());
+                super::set_text(&mut out.finish_reason, fr);
             }
             // Streamed chunks carry `delta`, whole responses `message`, legacy completions `text`.
             if let Some(m) = c.delta.as_ref().or(c.message.as_ref()) {
@@ -184,7 +184,7 @@ impl OpenAi {
 
     fn read_common(&self, v: &Chunk<'_>, out: &mut Observed) {
         if let Some(m) = nonempty(&v.model) {
-            out.response_model = Some(m.to_owned());
+            super::set_text(&mut out.response_model, m);
         }
         if let Some(id) = nonempty(&v.id) {
             out.response_id.get_or_insert_with(|| id.to_owned());

@@ -140,7 +140,7 @@ impl OpenAiResponses {
             return;
         }
         if let Some(m) = nonempty(&r.model) {
-            out.response_model = Some(m.to_owned());
+            super::set_text(&mut out.response_model, m);
         }
         if let Some(id) = nonempty(&r.id) {
             out.response_id.get_or_insert_with(|| id.to_owned());
@@ -162,7 +162,7 @@ impl OpenAiResponses {
                 );
             }
             Some(st @ ("completed" | "failed" | "cancelled")) => {
-                out.finish_reason = Some(st.to_owned());
+                super::set_text(&mut out.finish_reason, st);
             }
             _ => {}
         }

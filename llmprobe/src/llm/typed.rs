@@ -198,13 +198,27 @@ pub fn is_set(v: &Option<Scalar<'_>>) -> bool {
 }
 
 /// A JSON value read for its array of `T`: the elements when it is an array, else nothing.
+/// An array of one element (most arrays of a stream event: `choices`, `candidates`, `parts`)
+/// is held inline, without an allocation.
 #[derive(Debug)]
-pub struct List<T>(pub Option<Vec<T>>);
+pub struct List<T>(Option<Items<T>>);
+
+/// The elements of an array.
+#[derive(Debug)]
+enum Items<T> {
+    None,
+    One(T),
+    Many(Vec<T>),
+}
 
 impl<T> List<T> {
     /// The elements (none when the value is not an array).
     pub fn items(&self) -> &[T] {
-        self.0.as_deref().unwrap_or(&[])
+        match &self.0 {
+            None | Some(Items::None) => &[],
+            Some(Items::One(x)) => std::slice::from_ref(x),
+            Some(Items::Many(v)) => v,
+        }
     }
 }
 
@@ -245,11 +259,17 @@ impl<'de, T: Deserialize<'de>> Deserialize<'de> for List<T> {
                 Ok(List(None))
             }
             fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<List<T>, A::Error> {
-                let mut out = Vec::new();
+                let Some(first) = seq.next_element::<T>()? else {
+                    return Ok(List(Some(Items::None)));
+                };
+                let Some(second) = seq.next_element::<T>()? else {
+                    return Ok(List(Some(Items::One(first))));
+                };
+                let mut out = vec![first, second];
                 while let Some(x) = seq.next_element::<T>()? {
                     out.push(x);
                 }
-                Ok(List(Some(out)))
+                Ok(List(Some(Items::Many(out))))
             }
             fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<List<T>, A::Error> {
                 drain_map(map)?;

@@ -11,6 +11,7 @@ use anyhow::{Context, bail};
 use base64::Engine as _;
 use bytes::{Bytes, BytesMut};
 use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
 
 use super::events::{DataChunk, Direction, EventMeta, ProbeEvent};
 use crate::clock::Clock;
@@ -184,12 +185,75 @@ struct RawLine<'a> {
     offset: Option<u32>,
     total_len: Option<u32>,
     lost_before: Option<bool>,
+    /// Kept raw (with its quotes and escapes) and unescaped straight into the payload slab:
+    /// serde would unescape it into a scratch buffer of its own, grown anew for every line.
     #[serde(borrow)]
-    text: Option<Cow<'a, str>>,
+    text: Option<&'a RawValue>,
     #[serde(borrow)]
     b64: Option<Cow<'a, str>>,
     #[serde(borrow)]
     peer: Option<Cow<'a, str>>,
+}
+
+/// Appends the text of a JSON string literal (`raw`, quotes included, as the parser validated
+/// it: well-formed escapes, no control characters, UTF-8) to `out`, unescaped. The result is
+/// serde_json's own: every escape decoded, a surrogate pair joined, a lone surrogate refused.
+fn unescape_into(raw: &str, out: &mut BytesMut) -> anyhow::Result<()> {
+    let inner = raw
+        .as_bytes()
+        .strip_prefix(b"\"")
+        .and_then(|s| s.strip_suffix(b"\""))
+        .context("`text` is not a string")?;
+    let hex4 = |at: usize| -> anyhow::Result<u32> {
+        let digits = inner.get(at..at + 4).context("short \\u escape")?;
+        digits.iter().try_fold(0u32, |n, &d| {
+            let v = (d as char).to_digit(16).context("bad \\u escape")?;
+            Ok(n * 16 + v)
+        })
+    };
+    let mut i = 0;
+    while let Some(p) = memchr::memchr(b'\\', &inner[i..]) {
+        out.extend_from_slice(&inner[i..i + p]);
+        i += p + 1;
+        let e = *inner.get(i).context("bad escape")?;
+        i += 1;
+        let c = match e {
+            b'"' => b'"',
+            b'\\' => b'\\',
+            b'/' => b'/',
+            b'b' => b'\x08',
+            b'f' => b'\x0c',
+            b'n' => b'\n',
+            b'r' => b'\r',
+            b't' => b'\t',
+            b'u' => {
+                let n = hex4(i)?;
+                i += 4;
+                let code = match n {
+                    0xD800..=0xDBFF => {
+                        if inner.get(i..i + 2) != Some(b"\\u") {
+                            bail!("lone surrogate in a \\u escape");
+                        }
+                        let low = hex4(i + 2)?;
+                        if !(0xDC00..=0xDFFF).contains(&low) {
+                            bail!("lone surrogate in a \\u escape");
+                        }
+                        i += 6;
+                        0x1_0000 + ((n - 0xD800) << 10) + (low - 0xDC00)
+                    }
+                    0xDC00..=0xDFFF => bail!("lone surrogate in a \\u escape"),
+                    n => n,
+                };
+                let ch = char::from_u32(code).context("bad \\u escape")?;
+                out.extend_from_slice(ch.encode_utf8(&mut [0; 4]).as_bytes());
+                continue;
+            }
+            _ => bail!("bad escape"),
+        };
+        out.extend_from_slice(&[c]);
+    }
+    out.extend_from_slice(&inner[i..]);
+    Ok(())
 }
 
 fn need<T>(v: Option<T>, field: &str) -> anyhow::Result<T> {
@@ -218,10 +282,12 @@ impl RawLine<'_> {
             Kind::Data => {
                 let data = match (self.text.take(), self.b64.take()) {
                     (Some(t), _) => {
-                        if slab.capacity() < t.len() {
-                            slab.reserve(t.len().max(SLAB_BYTES));
+                        // The text is no longer than its JSON form.
+                        let raw = t.get();
+                        if slab.capacity() < raw.len() {
+                            slab.reserve(raw.len().max(SLAB_BYTES));
                         }
-                        slab.extend_from_slice(t.as_bytes());
+                        unescape_into(raw, slab)?;
                         slab.split().freeze()
                     }
                     (None, Some(b)) => Bytes::from(
@@ -439,6 +505,43 @@ mod tests {
             format!("{err:#}").contains("line 2 is longer than 16 MiB"),
             "{err:#}"
         );
+    }
+
+    #[test]
+    fn text_is_unescaped_as_serde_json_does() {
+        let mut cases: Vec<String> = [
+            r#""""#,
+            r#""plain""#,
+            r#""a\"b\\c\/d\be\ff\ng\rh\ti""#,
+            r#""\u0041\u00e9\u20ac\ud83d\ude00 end""#,
+            r#""\uD83D\uDE00\u0000""#,
+            r#""\ud83d""#,
+            r#""\ud83dx""#,
+            r#""\ud83d\u0041""#,
+            r#""\ude00""#,
+            r#""\ud83d\n""#,
+            r#""\x""#,
+            r#""\u12""#,
+            r#""tail\\""#,
+            "\"日本語 \\\" ok\"",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        // Every character class serde_json escapes, through its own encoder.
+        let all: String = (0u32..0x300)
+            .chain([0x2028, 0xfffd, 0x1f600])
+            .filter_map(char::from_u32)
+            .collect();
+        cases.push(serde_json::to_string(&all).expect("encode"));
+        for raw in &cases {
+            let want = serde_json::from_str::<String>(raw).ok();
+            let mut out = BytesMut::new();
+            let got = unescape_into(raw, &mut out)
+                .ok()
+                .map(|()| String::from_utf8(out.to_vec()).expect("utf-8"));
+            assert_eq!(got, want, "{raw}");
+        }
     }
 
     #[test]

@@ -213,6 +213,12 @@ pub const KNOWN_LLM_HOSTS: &[&str] = &[
     "router.huggingface.co",
 ];
 
+/// True when `host` is `domain` or one of its subdomains (`a.domain`, not `adomain`).
+pub fn is_host_or_subdomain(host: &str, domain: &str) -> bool {
+    host.strip_suffix(domain)
+        .is_some_and(|p| p.is_empty() || p.ends_with('.'))
+}
+
 /// Which server names admit a process in `--scope auto`: the known LLM API hosts, the user's
 /// own (`--llm-host`), and the Vertex AI and Bedrock regional endpoints, whose names carry a
 /// region (`us-central1-aiplatform.googleapis.com`, `bedrock-runtime.us-east-1.amazonaws.com`).
@@ -248,12 +254,7 @@ impl LlmHosts {
     /// True when `host` (lower case, as [`client_hello`] returns it) is an LLM API's.
     pub fn matches(&self, host: &str) -> bool {
         let host = host.strip_suffix('.').unwrap_or(host);
-        if self.suffixes.iter().any(|s| {
-            host == s
-                || host
-                    .strip_suffix(s.as_str())
-                    .is_some_and(|p| p.ends_with('.'))
-        }) {
+        if self.suffixes.iter().any(|s| is_host_or_subdomain(host, s)) {
             return true;
         }
         // Regional endpoints: `<region>-aiplatform.googleapis.com`,

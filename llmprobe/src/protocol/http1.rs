@@ -180,20 +180,45 @@ enum HeadOutcome {
 }
 
 /// Collects events for one feed call, coalescing adjacent body bytes into one `Body` event.
+/// Collects the body bytes between two other events into one `Body` event: a slice of the
+/// input itself when they are one run of it (the common case: one chunk, or part of a
+/// Content-Length body, per piece), else a copy.
 struct Sink<'a> {
     out: &'a mut Vec<HttpEvent>,
+    /// The input, when the caller has it as `Bytes` (see [`Http1Parser::feed_bytes`]).
+    src: Option<&'a Bytes>,
+    /// The body so far, as a slice of `src`.
+    whole: Option<Bytes>,
     body: Vec<u8>,
 }
 
 impl<'a> Sink<'a> {
-    fn new(out: &'a mut Vec<HttpEvent>) -> Self {
+    fn new(out: &'a mut Vec<HttpEvent>, src: Option<&'a Bytes>) -> Self {
         Sink {
             out,
+            src,
+            whole: None,
             body: Vec::new(),
         }
     }
 
     fn body(&mut self, data: &[u8]) {
+        if data.is_empty() {
+            return;
+        }
+        if self.body.is_empty()
+            && self.whole.is_none()
+            && let Some(src) = self.src
+        {
+            let (start, at) = (src.as_ptr() as usize, data.as_ptr() as usize);
+            if at >= start && at + data.len() <= start + src.len() {
+                self.whole = Some(src.slice_ref(data));
+                return;
+            }
+        }
+        if let Some(w) = self.whole.take() {
+            self.body.extend_from_slice(&w);
+        }
         self.body.extend_from_slice(data);
     }
 
@@ -203,7 +228,9 @@ impl<'a> Sink<'a> {
     }
 
     fn flush(&mut self) {
-        if !self.body.is_empty() {
+        if let Some(w) = self.whole.take() {
+            self.out.push(HttpEvent::Body(w));
+        } else if !self.body.is_empty() {
             let body = std::mem::take(&mut self.body);
             self.out.push(HttpEvent::Body(Bytes::from(body)));
         }
@@ -253,7 +280,22 @@ impl Http1Parser {
     ///
     /// Events appended before an error was detected (in the same call) are valid.
     pub fn feed(&mut self, data: &[u8], out: &mut Vec<HttpEvent>) -> Result<(), HttpError> {
-        let mut sink = Sink::new(out);
+        self.feed_from(data, None, out)
+    }
+
+    /// [`Http1Parser::feed`] for input held as `Bytes`: body events are slices of it (no copy)
+    /// wherever the body bytes between two events are one run of the input.
+    pub fn feed_bytes(&mut self, data: &Bytes, out: &mut Vec<HttpEvent>) -> Result<(), HttpError> {
+        self.feed_from(data, Some(data), out)
+    }
+
+    fn feed_from(
+        &mut self,
+        data: &[u8],
+        src: Option<&Bytes>,
+        out: &mut Vec<HttpEvent>,
+    ) -> Result<(), HttpError> {
+        let mut sink = Sink::new(out, src);
         let res = self.feed_inner(data, &mut sink);
         sink.flush();
         if let Err(e) = &res {

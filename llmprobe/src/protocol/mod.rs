@@ -46,3 +46,45 @@ impl StreamEvent {
         }
     }
 }
+
+/// A [`StreamEvent`] borrowed from its framer's buffers, as the framers' `feed_with` hand it
+/// out: valid until the framer is fed again, so framing a stream allocates nothing per event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct EventRef<'a> {
+    /// See [`StreamEvent::event`].
+    pub event: Option<&'a str>,
+    /// See [`StreamEvent::data`].
+    pub data: &'a str,
+    /// See [`StreamEvent::id`].
+    pub id: Option<&'a str>,
+}
+
+impl EventRef<'_> {
+    /// An owned copy.
+    pub fn to_event(self) -> StreamEvent {
+        StreamEvent {
+            event: self.event.map(str::to_owned),
+            data: self.data.to_owned(),
+            id: self.id.map(str::to_owned),
+        }
+    }
+}
+
+impl<'a> From<&'a StreamEvent> for EventRef<'a> {
+    fn from(ev: &'a StreamEvent) -> Self {
+        EventRef {
+            event: ev.event.as_deref(),
+            data: &ev.data,
+            id: ev.id.as_deref(),
+        }
+    }
+}
+
+/// `bytes` as text, invalid UTF-8 replaced (as `String::from_utf8_lossy`), borrowed when valid:
+/// the validation alone is much cheaper than the lossy walk.
+pub(crate) fn lossy(bytes: &[u8]) -> std::borrow::Cow<'_, str> {
+    match std::str::from_utf8(bytes) {
+        Ok(s) => std::borrow::Cow::Borrowed(s),
+        Err(_) => String::from_utf8_lossy(bytes),
+    }
+}

@@ -2,7 +2,7 @@
 //! as bytes arrive, whatever the split points, each non-blank line one [`StreamEvent`] (data
 //! only). Lines are bounded; an over-long line is dropped (reported once) up to its newline.
 
-use super::StreamEvent;
+use super::{EventRef, StreamEvent};
 
 /// Default longest line kept.
 pub const DEFAULT_MAX_LINE_BYTES: usize = 1024 * 1024;
@@ -37,6 +37,16 @@ impl NdjsonDecoder {
     /// Feeds body bytes; complete non-blank lines (without `\r\n`/`\n`, lossy UTF-8) are appended
     /// to `out` as events. Every line before an error is still delivered.
     pub fn feed(&mut self, data: &[u8], out: &mut Vec<StreamEvent>) -> Result<(), LineTooLong> {
+        self.feed_with(data, &mut |ev| out.push(ev.to_event()))
+    }
+
+    /// [`NdjsonDecoder::feed`], each line handed to `f` borrowed (from the input when it lies
+    /// whole in it, else from the decoder's buffer): nothing is allocated per line.
+    pub fn feed_with(
+        &mut self,
+        data: &[u8],
+        f: &mut impl FnMut(EventRef<'_>),
+    ) -> Result<(), LineTooLong> {
         let mut result = Ok(());
         let mut rest = data;
         while !rest.is_empty() {
@@ -45,19 +55,21 @@ impl NdjsonDecoder {
                     if !self.skipping {
                         if self.buf.len() + nl > self.max {
                             result = Err(LineTooLong);
+                        } else if self.buf.is_empty() {
+                            push_line(&rest[..nl], f);
                         } else {
                             self.buf.extend_from_slice(&rest[..nl]);
-                            push_line(&self.buf, out);
+                            push_line(&self.buf, f);
                         }
                     }
-                    self.buf.clear();
+                    self.clear();
                     self.skipping = false;
                     rest = &rest[nl + 1..];
                 }
                 None => {
                     if !self.skipping {
                         if self.buf.len() + rest.len() > self.max {
-                            self.buf.clear();
+                            self.clear();
                             self.skipping = true;
                             result = Err(LineTooLong);
                         } else {
@@ -73,11 +85,25 @@ impl NdjsonDecoder {
 
     /// End of body: a last line without a newline is delivered.
     pub fn finish(&mut self, out: &mut Vec<StreamEvent>) {
+        self.finish_with(&mut |ev| out.push(ev.to_event()));
+    }
+
+    /// [`NdjsonDecoder::finish`], the last line handed to `f`.
+    pub fn finish_with(&mut self, f: &mut impl FnMut(EventRef<'_>)) {
         if !self.skipping {
-            push_line(&self.buf, out);
+            push_line(&self.buf, f);
         }
-        self.buf.clear();
+        self.clear();
         self.skipping = false;
+    }
+
+    /// Empties the line buffer, letting go of one that grew for a long line.
+    fn clear(&mut self) {
+        if self.buf.capacity() > KEEP_CAPACITY {
+            self.buf = Vec::new();
+        } else {
+            self.buf.clear();
+        }
     }
 
     /// Bytes held for an incomplete line.
@@ -86,12 +112,17 @@ impl NdjsonDecoder {
     }
 }
 
-fn push_line(line: &[u8], out: &mut Vec<StreamEvent>) {
+/// Buffers that grew past this for one long line are let go after it.
+const KEEP_CAPACITY: usize = 16 * 1024;
+
+fn push_line(line: &[u8], f: &mut impl FnMut(EventRef<'_>)) {
     let line = line.strip_suffix(b"\r").unwrap_or(line);
     if line.iter().any(|b| !b.is_ascii_whitespace()) {
-        out.push(StreamEvent::data(
-            String::from_utf8_lossy(line).into_owned(),
-        ));
+        f(EventRef {
+            event: None,
+            data: &super::lossy(line),
+            id: None,
+        });
     }
 }
 

@@ -13,7 +13,11 @@
 /// Default upper bound for one event (pending line plus accumulated fields), in bytes.
 pub const DEFAULT_MAX_EVENT_BYTES: usize = 1024 * 1024;
 
-pub use super::StreamEvent;
+pub use super::{EventRef, StreamEvent};
+
+/// Buffers that grew past this for one large event are let go after it, so that an idle stream
+/// does not keep its largest event's memory.
+const KEEP_CAPACITY: usize = 16 * 1024;
 
 /// Errors from [`SseDecoder::feed`].
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -46,10 +50,14 @@ pub struct SseDecoder {
     started: bool,
     /// How many BOM bytes were matched at stream start so far.
     bom_matched: usize,
-    /// Data buffer in WHATWG form: each data line followed by `\n`.
+    /// Data buffer in WHATWG form: each data line followed by `\n`. Reused from event to event.
     data: String,
-    event: Option<String>,
-    id: Option<String>,
+    /// The `event:` name (when `has_event`); the buffer is reused.
+    event: String,
+    has_event: bool,
+    /// The `id:` (when `has_id`); the buffer is reused.
+    id: String,
+    has_id: bool,
     /// Discarding an oversized event until its blank line.
     skipping: bool,
     /// While skipping: the current line already has content.
@@ -78,8 +86,10 @@ impl SseDecoder {
             started: false,
             bom_matched: 0,
             data: String::new(),
-            event: None,
-            id: None,
+            event: String::new(),
+            has_event: false,
+            id: String::new(),
+            has_id: false,
             skipping: false,
             skip_line_nonempty: false,
             comments: 0,
@@ -92,6 +102,16 @@ impl SseDecoder {
     /// discarded (up to its blank line), other complete events are appended to `out`, and the
     /// decoder keeps working.
     pub fn feed(&mut self, data: &[u8], out: &mut Vec<StreamEvent>) -> Result<(), SseError> {
+        self.feed_with(data, &mut |ev| out.push(ev.to_event()))
+    }
+
+    /// [`SseDecoder::feed`], each complete event handed to `f` borrowed from the decoder's
+    /// buffers (nothing is allocated per event).
+    pub fn feed_with(
+        &mut self,
+        data: &[u8],
+        f: &mut impl FnMut(EventRef<'_>),
+    ) -> Result<(), SseError> {
         let mut data = data;
         let mut too_large = false;
         if !self.started {
@@ -109,12 +129,12 @@ impl SseDecoder {
                 // Not a BOM: the matched prefix is ordinary content.
                 self.started = true;
                 let prefix = &BOM[..self.bom_matched];
-                too_large |= self.process(prefix, out);
+                too_large |= self.process(prefix, f);
             } else {
                 return Ok(());
             }
         }
-        too_large |= self.process(data, out);
+        too_large |= self.process(data, f);
         if too_large {
             Err(SseError::EventTooLarge)
         } else {
@@ -127,15 +147,20 @@ impl SseDecoder {
     /// An unterminated last line is processed as a complete line first. The decoder is then reset
     /// for a new stream (the comment counter is kept).
     pub fn finish(&mut self, out: &mut Vec<StreamEvent>) {
+        self.finish_with(&mut |ev| out.push(ev.to_event()));
+    }
+
+    /// [`SseDecoder::finish`], the last event handed to `f` (see [`SseDecoder::feed_with`]).
+    pub fn finish_with(&mut self, f: &mut impl FnMut(EventRef<'_>)) {
         if !self.started && self.bom_matched > 0 {
             self.line.extend_from_slice(&BOM[..self.bom_matched]);
         }
         if !self.skipping {
             if !self.line.is_empty() {
                 let line = std::mem::take(&mut self.line);
-                self.process_line(&line, out);
+                self.process_line(&line, f);
             }
-            self.dispatch(out);
+            self.dispatch(f);
         }
         let comments = self.comments;
         *self = Self::with_max_event_bytes(self.max_event_bytes);
@@ -154,12 +179,12 @@ impl SseDecoder {
 
     fn fields_bytes(&self) -> usize {
         self.data.len()
-            + self.event.as_ref().map_or(0, String::len)
-            + self.id.as_ref().map_or(0, String::len)
+            + if self.has_event { self.event.len() } else { 0 }
+            + if self.has_id { self.id.len() } else { 0 }
     }
 
     /// Processes stream bytes; returns true if an event was discarded for being too large.
-    fn process(&mut self, mut data: &[u8], out: &mut Vec<StreamEvent>) -> bool {
+    fn process(&mut self, mut data: &[u8], f: &mut impl FnMut(EventRef<'_>)) -> bool {
         let mut too_large = false;
         if self.after_cr && !data.is_empty() {
             self.after_cr = false;
@@ -201,13 +226,15 @@ impl SseDecoder {
                 self.overflow(false);
                 too_large = true;
             } else if self.line.is_empty() {
-                self.process_line(content, out);
+                self.process_line(content, f);
             } else {
                 let mut line = std::mem::take(&mut self.line);
                 line.extend_from_slice(content);
-                self.process_line(&line, out);
-                line.clear();
-                self.line = line;
+                self.process_line(&line, f);
+                if line.capacity() <= KEEP_CAPACITY {
+                    line.clear();
+                    self.line = line;
+                }
             }
             if !self.skipping && self.fields_bytes() > self.max_event_bytes {
                 self.overflow(false);
@@ -222,15 +249,17 @@ impl SseDecoder {
     fn overflow(&mut self, mid_line: bool) {
         self.line = Vec::new();
         self.data = String::new();
-        self.event = None;
-        self.id = None;
+        self.event = String::new();
+        self.has_event = false;
+        self.id = String::new();
+        self.has_id = false;
         self.skipping = true;
         self.skip_line_nonempty = mid_line;
     }
 
-    fn process_line(&mut self, line: &[u8], out: &mut Vec<StreamEvent>) {
+    fn process_line(&mut self, line: &[u8], f: &mut impl FnMut(EventRef<'_>)) {
         if line.is_empty() {
-            self.dispatch(out);
+            self.dispatch(f);
             return;
         }
         if line.first() == Some(&b':') {
@@ -246,36 +275,45 @@ impl SseDecoder {
         };
         match field {
             b"data" => {
-                self.data.push_str(&String::from_utf8_lossy(value));
+                self.data.push_str(&super::lossy(value));
                 self.data.push('\n');
             }
             b"event" => {
-                self.event = if value.is_empty() {
-                    None
-                } else {
-                    Some(String::from_utf8_lossy(value).into_owned())
-                };
+                self.event.clear();
+                self.has_event = !value.is_empty();
+                if self.has_event {
+                    self.event.push_str(&super::lossy(value));
+                }
             }
             // Ids containing NUL are ignored (WHATWG).
             b"id" if !value.contains(&0) => {
-                self.id = Some(String::from_utf8_lossy(value).into_owned());
+                self.id.clear();
+                self.id.push_str(&super::lossy(value));
+                self.has_id = true;
             }
             // `retry` and unknown fields are ignored.
             _ => {}
         }
     }
 
-    fn dispatch(&mut self, out: &mut Vec<StreamEvent>) {
-        let mut data = std::mem::take(&mut self.data);
-        let event = self.event.take();
-        let id = self.id.take();
-        if data.is_empty() && event.is_none() {
+    fn dispatch(&mut self, f: &mut impl FnMut(EventRef<'_>)) {
+        let (has_event, has_id) = (self.has_event, self.has_id);
+        self.has_event = false;
+        self.has_id = false;
+        if self.data.is_empty() && !has_event {
             return;
         }
-        if data.ends_with('\n') {
-            data.pop();
+        let data = self.data.strip_suffix('\n').unwrap_or(&self.data);
+        f(EventRef {
+            event: has_event.then_some(self.event.as_str()),
+            data,
+            id: has_id.then_some(self.id.as_str()),
+        });
+        if self.data.capacity() > KEEP_CAPACITY {
+            self.data = String::new();
+        } else {
+            self.data.clear();
         }
-        out.push(StreamEvent { event, data, id });
     }
 }
 

@@ -593,3 +593,26 @@ fn scrub_throughput() {
         new / old
     );
 }
+
+#[test]
+fn the_word_scanner_finds_what_memchr2_finds() {
+    let mut rng = Rng(7);
+    for len in 0..300 {
+        let input: Vec<u8> = (0..len)
+            .map(|_| match rng.below(if len > 150 { 200 } else { 12 }) {
+                0 => b'"',
+                1 => b'\n',
+                2 => 0,
+                3 => 0x80 | b'"',
+                4 => 0xa2,
+                _ => b'a' + rng.below(26) as u8,
+            })
+            .collect();
+        let mut s = Specials::new(&input);
+        // Positions asked in increasing order, as json_fast asks them, and out of order.
+        for pos in (0..=len).chain((0..=len).rev()) {
+            let want = memchr2(b'"', b'\n', &input[pos..]).map(|p| pos + p);
+            assert_eq!(s.next(pos), want, "{input:?} from {pos}");
+        }
+    }
+}
