@@ -14,7 +14,8 @@
 
 use aya_ebpf::{
     helpers::{
-        bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_ktime_get_ns, bpf_probe_read_user,
+        bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_get_current_uid_gid, bpf_ktime_get_ns,
+        bpf_probe_read_user,
         generated::bpf_probe_read_user as raw_probe_read_user,
     },
     macros::{map, tracepoint, uprobe, uretprobe},
@@ -54,6 +55,9 @@ static SCOPE: HashMap<u32, u8> = HashMap::with_max_entries(SCOPE_MAP_ENTRIES, 0)
 /// Per-process window of TLS hello records sent (`--scope auto`).
 #[map]
 static HELLO_RATE: LruHashMap<u32, RateWindow> = LruHashMap::with_max_entries(16384, 0);
+/// Per-user window of TLS hello records sent, and the node's under key [`NODE_KEY`].
+#[map]
+static HELLO_UID_RATE: LruHashMap<u32, RateWindow> = LruHashMap::with_max_entries(4096, 0);
 /// Per-process window of fork hints caused.
 #[map]
 static FORK_RATE: LruHashMap<u32, RateWindow> = LruHashMap::with_max_entries(16384, 0);
@@ -474,23 +478,34 @@ fn emit_iov_in<const N: usize>(meta: &EmitMeta, iov: u64, iovcnt: u64, total: u3
 
 /// TLS record type of a handshake record (a ClientHello's).
 const TLS_HANDSHAKE: u8 = 0x16;
+/// The node's entry in `HELLO_UID_RATE` (`(uid_t)-1` is no user's id).
+const NODE_KEY: u32 = u32::MAX;
+/// `task_newtask`'s `clone_flags`: the new task is a thread of its parent's process.
+const CLONE_THREAD: u64 = 0x10000;
 /// `bpf_ringbuf_submit` flag: wake the reader now.
 const BPF_RB_FORCE_WAKEUP: u64 = 2;
 
-/// Sends the first bytes of a socket's first TLS record when it is a handshake record
-/// (`--scope auto`), rate-limited per process, waking the reader at once: userspace reads the
+/// Sends the first bytes of a socket's first TLS record when it is a handshake record written
+/// by the process (a ClientHello; `--scope auto`), waking the reader at once: userspace reads the
 /// server name and may attach the process's uprobes before its first `SSL_write`, one handshake
-/// round trip later.
+/// round trip later. Bounded per process, per user and per node (refusals counted), so no user
+/// can flood the ring or the reader, nor use up the hellos of others.
 #[inline(always)]
-fn emit_hello(pid_tgid: u64, fd: i32, generation: u64, direction: u8, src: u64, n: u64) {
+fn emit_hello(pid_tgid: u64, fd: i32, generation: u64, src: u64, n: u64) {
     // SAFETY: user memory read through the helper.
     let Ok(kind) = (unsafe { bpf_probe_read_user(src as *const u8) }) else {
         return;
     };
+    if kind != TLS_HANDSHAKE {
+        return;
+    }
     let tgid = (pid_tgid >> 32) as u32;
-    if kind != TLS_HANDSHAKE
-        || charge(&HELLO_RATE, tgid, 1, 1_000_000_000) >= HELLO_EVENTS_PER_SECOND
+    let uid = bpf_get_current_uid_gid() as u32;
+    if charge(&HELLO_RATE, tgid, 1, 1_000_000_000) >= HELLO_EVENTS_PER_SECOND
+        || charge(&HELLO_UID_RATE, uid, 1, 1_000_000_000) >= HELLO_EVENTS_PER_UID_SECOND
+        || charge(&HELLO_UID_RATE, NODE_KEY, 1, 1_000_000_000) >= HELLO_EVENTS_PER_NODE_SECOND
     {
+        count(counter::HELLO_RATE_LIMITED);
         return;
     }
     let Some(mut entry) = EVENTS.reserve::<TlsHelloEvent>(0) else {
@@ -523,7 +538,7 @@ fn emit_hello(pid_tgid: u64, fd: i32, generation: u64, direction: u8, src: u64, 
             ts_ns: bpf_ktime_get_ns(),
         };
         (*ev).len = if ok { n as u32 } else { 0 };
-        (*ev).direction = direction as u32;
+        (*ev).direction = DIR_EGRESS as u32;
     }
     entry.submit(BPF_RB_FORCE_WAKEUP);
 }
@@ -689,13 +704,13 @@ fn exit_io(ctx: &TracePointContext, vectored: bool) -> u32 {
             sock.flags |= SOCK_FLAG_SEEN_DATA;
             if looks_like_tls(first) {
                 sock.flags |= SOCK_FLAG_TLS;
-                if config_flags() & CONFIG_TLS_HELLO != 0 {
+                if direction == DIR_EGRESS && config_flags() & CONFIG_TLS_HELLO != 0 {
                     let n = if first_len > total as u64 {
                         total as u64
                     } else {
                         first_len
                     };
-                    emit_hello(pid_tgid, args.fd, args.generation, direction, first, n);
+                    emit_hello(pid_tgid, args.fd, args.generation, first, n);
                 }
                 return 0;
             }
@@ -912,24 +927,30 @@ pub fn sched_process_exec(_ctx: TracePointContext) -> u32 {
     0
 }
 
-/// A fork (or a new thread) of a listed process lists the child (`CONFIG_SCOPE_INHERIT`): same
-/// name, same cgroup, so the same verdict until it execs or userspace looks again. When the
-/// child is traced, a discovery hint names it (it needs its own uprobes; a thread's hint is
-/// recognised and ignored by userspace), rate-limited per parent.
-#[tracepoint(category = "sched", name = "sched_process_fork")]
-pub fn sched_process_fork(ctx: TracePointContext) -> u32 {
+/// A new process forked by a listed process is listed too (`CONFIG_SCOPE_INHERIT`): same name,
+/// same cgroup, so the same verdict until it execs or userspace looks again. A new thread is
+/// skipped (`CLONE_THREAD`: it shares its process's entry), so thread churn neither fills
+/// `SCOPE` nor sends hints. When the child is traced, a discovery hint names it (it needs its own
+/// uprobes), rate-limited per parent. Runs in the parent, as `copy_process` ends.
+#[tracepoint(category = "task", name = "task_newtask")]
+pub fn task_newtask(ctx: TracePointContext) -> u32 {
     let Some(cfg) = CONFIG.get(0) else {
         return 0;
     };
-    let (flags, off) = (cfg.flags, cfg.fork_child_pid_off);
-    if flags & CONFIG_SCOPE_INHERIT == 0 || off == 0 || off > 64 {
+    let (flags, pid_off, flags_off) = (cfg.flags, cfg.newtask_pid_off, cfg.newtask_flags_off);
+    if flags & CONFIG_SCOPE_INHERIT == 0 || pid_off == 0 || pid_off > 64 || flags_off > 64 {
+        return 0;
+    }
+    // SAFETY: the offsets were read from this tracepoint's format file.
+    let (Ok(child), Ok(clone_flags)) = (unsafe { ctx.read_at::<u32>(pid_off as usize) }, unsafe {
+        ctx.read_at::<u64>(flags_off as usize)
+    }) else {
+        return 0;
+    };
+    if clone_flags & CLONE_THREAD != 0 {
         return 0;
     }
     let parent = (bpf_get_current_pid_tgid() >> 32) as u32;
-    // SAFETY: the offset of `child_pid` was read from this tracepoint's format file.
-    let Ok(child) = (unsafe { ctx.read_at::<u32>(off as usize) }) else {
-        return 0;
-    };
     // SAFETY: value only read.
     let listed = unsafe { SCOPE.get(&parent) }.is_some();
     if listed {
@@ -951,10 +972,6 @@ pub fn sched_process_fork(ctx: TracePointContext) -> u32 {
 pub fn sched_process_exit(_ctx: TracePointContext) -> u32 {
     let pid_tgid = bpf_get_current_pid_tgid();
     let tgid = (pid_tgid >> 32) as u32;
-    if config_flags() & CONFIG_SCOPE_INHERIT != 0 {
-        // A thread's entry (inherited when it was created) or the process's own.
-        let _ = SCOPE.remove(&(pid_tgid as u32));
-    }
     if tgid != pid_tgid as u32 {
         return 0;
     }

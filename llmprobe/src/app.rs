@@ -108,6 +108,9 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
     let (queue_tx, queue_rx) = event_queue(opts.queue_budget, QUEUE_BATCHES);
     let (scan_tx, scan_rx) =
         std::sync::mpsc::sync_channel::<discovery::Request>(discovery::SCAN_CHANNEL);
+    let (admit_tx, admit_rx) =
+        std::sync::mpsc::sync_channel::<discovery::Admission>(discovery::ADMIT_CHANNEL);
+    let admit_filter = || discovery::AdmitFilter::new(admit_tx.clone(), scan_tx.clone());
 
     if let Ok(dropped @ 1..) = queue_tx.offer(seeds) {
         metrics.drop_by(DropReason::TrackerQueueFull, dropped);
@@ -144,7 +147,7 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
         snapshots,
         clock,
         metrics: metrics.clone(),
-        admit: opts.scope.auto.then(|| scan_tx.clone()),
+        admit: opts.scope.auto.then(admit_filter),
     };
     let (open_tx, open_rx) = tokio::sync::oneshot::channel();
     spawn("tracker", move || {
@@ -156,14 +159,20 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
     let ring = unsafe { AsyncFd::register_with_interest(ring, Interest::READABLE) }
         .map_err(|e| anyhow::anyhow!("cannot poll the ring buffer: {e:?}"))?;
     let link = source::DiscoveryLink {
-        tx: scan_tx,
+        tx: scan_tx.clone(),
         exits: opts.scope.per_process(),
+        auto: opts
+            .scope
+            .auto
+            .then(|| (opts.scope.hosts.clone(), admit_filter())),
     };
+    drop(admit_tx);
+    drop(scan_tx);
     let reader = tokio::spawn(source::run(ring, queue_tx, link, metrics.clone()));
 
     let disc_metrics = metrics.clone();
     let discovery = spawn("discovery", move || {
-        discovery::run(probes, scan_rx, disc_metrics)
+        discovery::run(probes, scan_rx, admit_rx, disc_metrics)
     })?;
     // Kernel-side losses and refusals (map walks block).
     let lost_metrics = metrics.clone();

@@ -15,19 +15,21 @@ use aya::maps::{MapData, RingBuf};
 use llmprobe_common::{self as abi, RING_DRAIN_EVERY_MS, Record as _};
 use tokio::io::unix::AsyncFd;
 
-use super::discovery::Request;
+use super::discovery::{AdmitFilter, AdmitWhy, Request};
 use super::queue::QueueTx;
 use crate::probes::events::{ProbeEvent, decode};
-use crate::probes::sni::{Hello, client_hello};
+use crate::probes::sni::{Hello, LlmHosts, client_hello};
 use crate::telemetry::{DropReason, SelfMetrics};
 
 /// What the source forwards to discovery.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct DiscoveryLink {
     /// Discovery's request channel.
     pub tx: SyncSender<Request>,
     /// Forward process exits (per-process placement).
     pub exits: bool,
+    /// `--scope auto`: the hosts that admit a process, and the admission channel.
+    pub auto: Option<(LlmHosts, AdmitFilter)>,
 }
 
 /// Records taken from the ring per batch.
@@ -41,7 +43,7 @@ const MAX_BATCH: usize = 1024;
 pub async fn run(
     mut ring: AsyncFd<RingBuf<MapData>>,
     queue: QueueTx,
-    scans: DiscoveryLink,
+    mut scans: DiscoveryLink,
     metrics: Arc<SelfMetrics>,
 ) {
     // Drained on the clock at most every RING_DRAIN_EVERY_MS; each drain that finds nothing
@@ -52,13 +54,13 @@ pub async fn run(
         let found = tokio::select! {
             r = ring.readable_mut() => match r {
                 Ok(mut guard) => {
-                    let found = drain(guard.get_inner_mut(), &queue, &scans, &metrics).await;
+                    let found = drain(guard.get_inner_mut(), &queue, &mut scans, &metrics).await;
                     guard.clear_ready();
                     found.map(|_| 1)
                 }
                 Err(_) => None,
             },
-            _ = tokio::time::sleep(every) => drain(ring.get_mut(), &queue, &scans, &metrics).await,
+            _ = tokio::time::sleep(every) => drain(ring.get_mut(), &queue, &mut scans, &metrics).await,
         };
         match found {
             None => return,
@@ -75,7 +77,7 @@ const IDLE_DRAIN_EVERY: Duration = Duration::from_millis(320);
 async fn drain(
     rb: &mut RingBuf<MapData>,
     queue: &QueueTx,
-    scans: &DiscoveryLink,
+    scans: &mut DiscoveryLink,
     metrics: &SelfMetrics,
 ) -> Option<usize> {
     let mut taken = 0;
@@ -86,7 +88,7 @@ async fn drain(
             if let Some(h) = abi::EventHeader::read_from(&item)
                 && h.kind == abi::EVENT_TLS_HELLO
             {
-                hello(&item, scans, metrics);
+                hello(&item, &mut scans.auto, metrics);
                 continue;
             }
             match decode(&item) {
@@ -128,16 +130,26 @@ async fn drain(
     }
 }
 
-/// A TLS hello record: its server name goes to discovery (`--scope auto`).
-fn hello(raw: &[u8], scans: &DiscoveryLink, metrics: &SelfMetrics) {
+/// A TLS hello record (`--scope auto`): when its server name is an LLM API host's, the process
+/// is named to discovery for admission (at most once per `ADMIT_REPEAT`). Other hellos end here:
+/// only matches reach discovery, so hellos cannot crowd its channels.
+fn hello(raw: &[u8], auto: &mut Option<(LlmHosts, AdmitFilter)>, metrics: &SelfMetrics) {
     let Some(ev) = abi::TlsHelloEvent::read_from(raw) else {
         metrics.events_malformed.inc();
         return;
     };
+    let Some((hosts, filter)) = auto.as_mut() else {
+        return;
+    };
     let len = (ev.len as usize).min(ev.data.len());
-    if let Hello::Sni(host) = client_hello(&ev.data[..len])
-        && let Err(TrySendError::Full(_)) = scans.tx.try_send(Request::Hello(ev.hdr.tgid, host))
-    {
-        metrics.drop_for(DropReason::DiscoveryRequestDropped);
+    match client_hello(&ev.data[..len]) {
+        Hello::Sni(host) if hosts.matches(&host) => {
+            let pid = ev.hdr.tgid;
+            if !filter.offer(pid, AdmitWhy::Host(host), std::time::Instant::now()) {
+                metrics.drop_for(DropReason::DiscoveryRequestDropped);
+            }
+        }
+        Hello::Truncated => metrics.drop_for(DropReason::TlsHelloTruncated),
+        _ => {}
     }
 }

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use aya::maps::{HashMap as BpfHashMap, MapData};
 use llmprobe_common::ConnKey;
 
-use super::discovery::Request;
+use super::discovery::{AdmitFilter, AdmitWhy};
 use super::enrich::EnrichInput;
 use super::prepare::Prepare;
 use super::queue::QueueRx;
@@ -48,19 +48,14 @@ pub struct TrackStage<W: std::io::Write> {
     /// Self-metrics.
     pub metrics: Arc<SelfMetrics>,
     /// `--scope auto`: discovery, told of each process that made an LLM call.
-    pub admit: Option<SyncSender<Request>>,
+    pub admit: Option<AdmitFilter>,
 }
-
-/// Processes already named to discovery, remembered up to this many (then forgotten at once:
-/// discovery ignores a process it already admitted).
-const ADMIT_REMEMBERED: usize = 4096;
 
 impl<W: std::io::Write> TrackStage<W> {
     /// Runs until the event queue closes; then ends the enrich stage and returns the number
     /// of connections still open.
     pub fn run(mut self, queue: QueueRx, out: SyncSender<EnrichInput>) -> usize {
         let mut next_tick = Instant::now() + IN_FLIGHT_EVERY;
-        let mut named = std::collections::HashSet::new();
         loop {
             match queue.recv_timeout(next_tick.saturating_duration_since(Instant::now())) {
                 Ok((cost, events)) => {
@@ -75,13 +70,11 @@ impl<W: std::io::Write> TrackStage<W> {
                         r.flush();
                     }
                     apply_mutes(&mut self.muted, &o.mutes);
-                    if let Some(admit) = &self.admit {
+                    if let Some(admit) = self.admit.as_mut() {
+                        let now = Instant::now();
                         for c in &o.calls {
-                            if named.len() >= ADMIT_REMEMBERED {
-                                named.clear();
-                            }
-                            if named.insert(c.pid) {
-                                let _ = admit.try_send(Request::Admit(c.pid));
+                            if !admit.offer(c.pid, AdmitWhy::Call, now) {
+                                self.metrics.drop_for(DropReason::DiscoveryRequestDropped);
                             }
                         }
                     }

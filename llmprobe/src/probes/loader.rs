@@ -269,15 +269,16 @@ impl Probes {
                 KernelMode::Allow => abi::CONFIG_SCOPE_ALLOW,
                 KernelMode::Deny => abi::CONFIG_SCOPE_DENY,
             };
-            let fork_off = if spec.kernel_mode() != KernelMode::All && !spec.pids_only() {
-                flags |= abi::CONFIG_SCOPE_INHERIT;
-                scope::fork_child_pid_offset().unwrap_or_else(|| {
-                    warn!("cannot read sched_process_fork's format: forked processes join the scope at the next rescan");
-                    0
-                })
-            } else {
-                0
-            };
+            let (pid_off, flags_off) =
+                if spec.kernel_mode() != KernelMode::All && !spec.pids_only() {
+                    flags |= abi::CONFIG_SCOPE_INHERIT;
+                    scope::newtask_offsets().unwrap_or_else(|| {
+                        warn!("cannot read task_newtask's format: forked processes join the scope at the next rescan");
+                        (0, 0)
+                    })
+                } else {
+                    (0, 0)
+                };
             if spec.auto {
                 flags |= abi::CONFIG_TLS_HELLO;
             }
@@ -286,8 +287,8 @@ impl Probes {
                 Config {
                     self_tgid: std::process::id(),
                     flags,
-                    fork_child_pid_off: fork_off,
-                    _pad: 0,
+                    newtask_pid_off: pid_off,
+                    newtask_flags_off: flags_off,
                 },
                 0,
             )?;
@@ -348,7 +349,7 @@ impl Probes {
         attach(self, "sys_enter_mmap", "syscalls", "sys_enter_mmap")?;
         attach(self, "sched_process_exec", "sched", "sched_process_exec")?;
         attach(self, "sched_process_exit", "sched", "sched_process_exit")?;
-        attach(self, "sched_process_fork", "sched", "sched_process_fork")?;
+        attach(self, "task_newtask", "task", "task_newtask")?;
         Ok(())
     }
 
@@ -603,12 +604,12 @@ impl Probes {
             return;
         };
         let selected = self.scope.selects(&info);
-        self.set_listed(pid, self.scope.listed(selected));
+        self.set_listed(pid, self.scope.listed(selected), report);
         if !selected {
             self.release_process(pid);
             return;
         }
-        let wants = !self.scope.auto || self.procs.is_admitted(pid);
+        let wants = !self.scope.auto || self.procs.is_admitted(pid, info.start);
         if !wants && !self.procs.is_empty() {
             // Not (or no longer) admitted: nothing to hold.
             self.release_process(pid);
@@ -619,7 +620,7 @@ impl Probes {
             // that admission is perf_event_open calls only.
             self.consider_file(pid, m, report);
             if wants {
-                self.attach_process(pid, info.start, m.file_id, report);
+                self.attach_process(&info, m.file_id, report);
             }
         }
         if let Some(set) = mapped {
@@ -627,13 +628,15 @@ impl Probes {
         }
     }
 
-    /// Lists or unlists `pid` in the kernel's `SCOPE` map.
-    fn set_listed(&mut self, pid: u32, listed: bool) {
+    /// Lists or unlists `pid` in the kernel's `SCOPE` map (bounded by the map's size: a
+    /// refused insert is counted as `scope_cap_reached`).
+    fn set_listed(&mut self, pid: u32, listed: bool, report: &mut ScanReport) {
         let Some(map) = self.kernel_scope.as_mut() else {
             return;
         };
         if listed {
             if let Err(e) = map.insert(pid, 1, 0) {
+                report.scope_refused += 1;
                 debug!("could not list pid {pid} in SCOPE: {e}");
             }
         } else {
@@ -642,7 +645,8 @@ impl Probes {
     }
 
     /// Attaches the uprobes of file `id` (already known to hold OpenSSL) for `pid` alone.
-    fn attach_process(&mut self, pid: u32, start: u64, id: (u64, u64), report: &mut ScanReport) {
+    fn attach_process(&mut self, info: &scope::ProcInfo, id: (u64, u64), report: &mut ScanReport) {
+        let (pid, start, uid) = (info.pid, info.start, info.uid);
         if self.procs.has(pid, start, id) {
             return;
         }
@@ -657,12 +661,23 @@ impl Probes {
             .reaper
             .as_ref()
             .map_or(0, |r| r.pending.load(Ordering::Relaxed));
-        let reserved = if closing > MAX_SCOPED_LINKS {
+        let mut reserved = if closing > MAX_SCOPED_LINKS {
             // Links still closing count too: churn cannot pile up perf event fds.
             Err(ScopeRefusal::Links)
         } else {
-            self.procs.reserve(pid, start, want)
+            self.procs.reserve(pid, start, uid, want)
         };
+        if reserved == Err(ScopeRefusal::Processes)
+            && self.scope.auto
+            && let Some(idle) = self.procs.idle_admitted(Instant::now())
+        {
+            // An admitted process that made no LLM call for a while gives its place up (it is
+            // admitted again by its next LLM hello or call).
+            info!("pid {idle} made no LLM call lately: its uprobes go to pid {pid}");
+            self.release_process(idle);
+            self.procs.forget(idle);
+            reserved = self.procs.reserve(pid, start, uid, want);
+        }
         match reserved {
             Ok(stale) => self.detach_links(stale),
             Err(r) => {
@@ -673,7 +688,13 @@ impl Probes {
                         ScopeRefusal::Processes => {
                             format!("{MAX_SCOPED_PROCESSES} processes already carry uprobes")
                         }
-                        _ => format!("{MAX_SCOPED_LINKS} uprobe links are attached"),
+                        ScopeRefusal::UserShare => format!(
+                            "user {uid} already holds {} of the {MAX_SCOPED_PROCESSES} places for processes with uprobes",
+                            self.procs.user_share()
+                        ),
+                        ScopeRefusal::Links => {
+                            format!("{MAX_SCOPED_LINKS} uprobe links are attached")
+                        }
                     };
                     warn!(
                         "{what}: pid {pid} and further processes in scope are not probed until some exit (counted in llmprobe_dropped_total{{reason=\"scope_cap_reached\"}})"
@@ -693,7 +714,7 @@ impl Probes {
                     lib.1.path
                 );
                 report.process_links += links.len();
-                self.procs.insert(pid, start, id, links);
+                self.procs.insert(pid, start, uid, id, links);
             }
             Err(e) => info!("could not probe {:?} for pid {pid}: {e:#}", lib.1.path),
         }
@@ -760,19 +781,29 @@ impl Probes {
         self.procs.len()
     }
 
-    /// `--scope auto`: admits `pid` (`why` says what gave it away) and probes it at once.
-    /// Returns the time the attach took, None when nothing was done.
-    pub fn admit(&mut self, pid: u32, why: &str, report: &mut ScanReport) -> Option<u128> {
-        if !self.scope.auto || !Path::new(&format!("/proc/{pid}")).exists() {
+    /// `--scope auto`: admits `pid` (`why` says what gave it away) and probes it at once; a
+    /// process already admitted is marked active (`call`: it made an LLM call). Returns the time
+    /// the attach took, None when nothing was attached.
+    pub fn admit(
+        &mut self,
+        pid: u32,
+        why: &str,
+        call: bool,
+        report: &mut ScanReport,
+    ) -> Option<u128> {
+        if !self.scope.auto || pid == std::process::id() {
             return None;
         }
-        match self.procs.admit(pid) {
-            Ok(true) => {}
-            Ok(false) => return None,
-            Err(_) => {
+        let info = scope::read_proc(pid)?;
+        if !self.scope.selects(&info) {
+            return None;
+        }
+        let was = self.procs.is_admitted(pid, info.start);
+        if !self.procs.admit(pid, info.start, call, Instant::now()) {
+            if !was {
                 report.scope_refused += 1;
-                return None;
             }
+            return None;
         }
         let t0 = Instant::now();
         let (before, attach_before) = (report.process_links, report.attach_us);
@@ -785,16 +816,6 @@ impl Probes {
         );
         report.admitted += 1;
         Some(us)
-    }
-
-    /// `--scope auto`: whether the server name of a TLS hello is an LLM API's.
-    pub fn is_llm_host(&self, host: &str) -> bool {
-        self.scope.auto && self.scope.hosts.matches(host)
-    }
-
-    /// Whether a process is already admitted (`--scope auto`).
-    pub fn is_admitted(&self, pid: u32) -> bool {
-        self.procs.is_admitted(pid)
     }
 
     /// Scans processes' executable mappings for OpenSSL and attaches to what is new.

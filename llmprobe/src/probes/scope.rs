@@ -19,8 +19,9 @@
 //!   per-process uprobes, at most [`MAX_ADMITTED`] processes are remembered as admitted; every
 //!   refusal is counted (`scope_cap_reached`).
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 
@@ -307,37 +308,54 @@ pub struct ProcInfo {
     pub cgroup: String,
     /// Start time in clock ticks since boot (`/proc/PID/stat` field 22): a reused pid differs.
     pub start: u64,
+    /// Real user id (`/proc/PID/status`): per-process uprobes are shared out between users.
+    pub uid: u32,
 }
 
-/// Reads a process's name, cgroup and start time; None when it is gone or `pid` names a thread
-/// that is not its process's leader.
+/// Reads a process's name, cgroup, start time and user; None when it is gone or `pid` names a
+/// thread that is not its process's leader. Each file read is bounded ([`PROC_READ_MAX`]).
 pub fn read_proc(pid: u32) -> Option<ProcInfo> {
-    let stat = std::fs::read(format!("/proc/{pid}/stat")).ok()?;
+    let stat = read_bounded(&format!("/proc/{pid}/stat"))?;
     let (comm, start) = parse_stat(&stat)?;
-    if !is_leader(pid) {
+    let status = read_bounded(&format!("/proc/{pid}/status"))?;
+    let (tgid, uid) = parse_status(&String::from_utf8_lossy(&status))?;
+    if tgid != pid {
         return None;
     }
-    let cgroup = std::fs::read_to_string(format!("/proc/{pid}/cgroup"))
-        .ok()
-        .map(|t| cgroup_v2_path(&t).to_owned())
+    let cgroup = read_bounded(&format!("/proc/{pid}/cgroup"))
+        .map(|t| cgroup_v2_path(&String::from_utf8_lossy(&t)).to_owned())
         .unwrap_or_default();
     Some(ProcInfo {
         pid,
         comm,
         cgroup,
         start,
+        uid,
     })
 }
 
-/// `/proc/PID/status` says `Tgid: PID` (a thread id also opens as `/proc/TID`).
-fn is_leader(pid: u32) -> bool {
-    let Ok(s) = std::fs::read_to_string(format!("/proc/{pid}/status")) else {
-        return false;
+/// Bytes read from one /proc file at most (they are small; a longer one is cut).
+const PROC_READ_MAX: u64 = 16 * 1024;
+
+fn read_bounded(path: &str) -> Option<Vec<u8>> {
+    use std::io::Read;
+    let mut out = Vec::new();
+    std::fs::File::open(path)
+        .ok()?
+        .take(PROC_READ_MAX)
+        .read_to_end(&mut out)
+        .ok()?;
+    Some(out)
+}
+
+/// `Tgid:` and the real `Uid:` of a `/proc/PID/status`.
+pub fn parse_status(text: &str) -> Option<(u32, u32)> {
+    let field = |name: &str| {
+        text.lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|v| v.split_whitespace().next()?.parse::<u32>().ok())
     };
-    s.lines()
-        .find_map(|l| l.strip_prefix("Tgid:"))
-        .and_then(|v| v.trim().parse::<u32>().ok())
-        == Some(pid)
+    Some((field("Tgid:")?, field("Uid:")?))
 }
 
 /// The comm (between the first `(` and the last `)`) and the start time of a `/proc/PID/stat`.
@@ -362,22 +380,24 @@ pub fn cgroup_v2_path(text: &str) -> &str {
         .trim()
 }
 
-/// The offset of `child_pid` in `sched:sched_process_fork` records, from its format file
-/// (it moved when the comm fields became `__data_loc`); None when it cannot be read.
-pub fn fork_child_pid_offset() -> Option<u32> {
+/// The offsets of `pid` and `clone_flags` in `task:task_newtask` records, from its format
+/// file; None when it cannot be read.
+pub fn newtask_offsets() -> Option<(u32, u32)> {
     for dir in ["/sys/kernel/tracing", "/sys/kernel/debug/tracing"] {
-        let Ok(text) =
-            std::fs::read_to_string(format!("{dir}/events/sched/sched_process_fork/format"))
+        let Ok(text) = std::fs::read_to_string(format!("{dir}/events/task/task_newtask/format"))
         else {
             continue;
         };
-        return parse_field_offset(&text, "child_pid");
+        return Some((
+            parse_field_offset(&text, "pid", 4)?,
+            parse_field_offset(&text, "clone_flags", 8)?,
+        ));
     }
     None
 }
 
-/// `field:pid_t child_pid;\toffset:20;\tsize:4;` → 20 (a 4-byte field).
-pub fn parse_field_offset(format: &str, name: &str) -> Option<u32> {
+/// `field:pid_t pid;\toffset:8;\tsize:4;` → 8, for a field of `size` bytes.
+pub fn parse_field_offset(format: &str, name: &str, size: u32) -> Option<u32> {
     format.lines().find_map(|l| {
         let l = l.trim();
         let decl = l.strip_prefix("field:")?.split(';').next()?;
@@ -392,7 +412,7 @@ pub fn parse_field_offset(format: &str, name: &str) -> Option<u32> {
             .trim()
             .parse()
             .ok()?;
-        let size: u32 = l
+        let got: u32 = l
             .split("size:")
             .nth(1)?
             .split(';')
@@ -400,24 +420,44 @@ pub fn parse_field_offset(format: &str, name: &str) -> Option<u32> {
             .trim()
             .parse()
             .ok()?;
-        (size == 4).then_some(off)
+        (got == size).then_some(off)
     })
 }
 
-/// Processes carrying their own uprobes: for each, its start time and its links per file.
+/// An admitted process that made no LLM call for this long may lose its uprobes to a process
+/// waiting for a place (`--scope auto`).
+pub const ADMISSION_IDLE: Duration = Duration::from_secs(60);
+
+/// Processes carrying their own uprobes, and the processes `--scope auto` admitted.
+///
+/// Shared out so that no one user can take every place: one user id holds at most
+/// [`ScopedProcs::user_share`] of the processes with uprobes. Under `--scope auto`, when the
+/// table is full, an admitted process idle for [`ADMISSION_IDLE`] (no LLM call seen) gives its
+/// place to a newcomer. Processes are keyed by pid and start time, so a reused pid is a new
+/// process.
 #[derive(Debug)]
 pub struct ScopedProcs<L> {
     procs: HashMap<u32, Scoped<L>>,
     links: usize,
     max_procs: usize,
     max_links: usize,
-    admitted: HashSet<u32>,
+    admitted: HashMap<u32, Admission>,
+    max_admitted: usize,
 }
 
 #[derive(Debug)]
 struct Scoped<L> {
     start: u64,
+    uid: u32,
     files: HashMap<(u64, u64), Vec<L>>,
+}
+
+/// Why and when a process was admitted (`--scope auto`).
+#[derive(Debug, Clone, Copy)]
+struct Admission {
+    start: u64,
+    /// Admission, or the latest LLM call seen.
+    active: Instant,
 }
 
 /// Why a process or a link was refused.
@@ -427,20 +467,26 @@ pub enum ScopeRefusal {
     Processes,
     /// [`MAX_SCOPED_LINKS`] links are attached.
     Links,
-    /// [`MAX_ADMITTED`] processes are already admitted.
-    Admitted,
+    /// The process's user already holds its share of the places.
+    UserShare,
 }
 
 impl<L> ScopedProcs<L> {
-    /// An empty table with these caps.
+    /// An empty table with these caps (admissions: [`MAX_ADMITTED`]).
     pub fn new(max_procs: usize, max_links: usize) -> ScopedProcs<L> {
         ScopedProcs {
             procs: HashMap::new(),
             links: 0,
             max_procs,
             max_links,
-            admitted: HashSet::new(),
+            admitted: HashMap::new(),
+            max_admitted: MAX_ADMITTED,
         }
+    }
+
+    /// Places one user id may hold: half of them.
+    pub fn user_share(&self) -> usize {
+        (self.max_procs / 2).max(1)
     }
 
     /// Processes carrying uprobes.
@@ -470,15 +516,27 @@ impl<L> ScopedProcs<L> {
             .is_some_and(|p| p.start == start && p.files.contains_key(&id))
     }
 
-    /// Makes room for `pid`: an entry of an earlier process with the same pid is returned for
-    /// release; refused past the process cap, or when `want` more links would pass the link cap.
-    pub fn reserve(&mut self, pid: u32, start: u64, want: usize) -> Result<Vec<L>, ScopeRefusal> {
+    /// Makes room for `pid` of user `uid`: an entry of an earlier process with the same pid is
+    /// returned for release; refused past the process cap or the user's share, or when `want`
+    /// more links would pass the link cap.
+    pub fn reserve(
+        &mut self,
+        pid: u32,
+        start: u64,
+        uid: u32,
+        want: usize,
+    ) -> Result<Vec<L>, ScopeRefusal> {
         let stale = match self.procs.get(&pid) {
             Some(p) if p.start != start => self.release(pid),
             _ => Vec::new(),
         };
-        if !self.procs.contains_key(&pid) && self.procs.len() >= self.max_procs {
-            return Err(ScopeRefusal::Processes);
+        if !self.procs.contains_key(&pid) {
+            if self.procs.len() >= self.max_procs {
+                return Err(ScopeRefusal::Processes);
+            }
+            if self.procs.values().filter(|p| p.uid == uid).count() >= self.user_share() {
+                return Err(ScopeRefusal::UserShare);
+            }
         }
         if self.links + want > self.max_links {
             return Err(ScopeRefusal::Links);
@@ -487,10 +545,11 @@ impl<L> ScopedProcs<L> {
     }
 
     /// Records the links of `pid` on file `id` (after [`ScopedProcs::reserve`]).
-    pub fn insert(&mut self, pid: u32, start: u64, id: (u64, u64), links: Vec<L>) {
+    pub fn insert(&mut self, pid: u32, start: u64, uid: u32, id: (u64, u64), links: Vec<L>) {
         self.links += links.len();
         let p = self.procs.entry(pid).or_insert_with(|| Scoped {
             start,
+            uid,
             files: HashMap::new(),
         });
         if let Some(old) = p.files.insert(id, links) {
@@ -521,32 +580,62 @@ impl<L> ScopedProcs<L> {
         out
     }
 
-    /// Whether `pid` was admitted by `--scope auto`.
-    pub fn is_admitted(&self, pid: u32) -> bool {
-        self.admitted.contains(&pid)
+    /// Whether `pid` started at `start` was admitted by `--scope auto`.
+    pub fn is_admitted(&self, pid: u32, start: u64) -> bool {
+        self.admitted.get(&pid).is_some_and(|a| a.start == start)
     }
 
-    /// Admits `pid`: Ok(true) when new, Ok(false) when it already was; refused past
-    /// [`MAX_ADMITTED`].
-    pub fn admit(&mut self, pid: u32) -> Result<bool, ScopeRefusal> {
-        if self.admitted.contains(&pid) {
-            return Ok(false);
+    /// Admits `pid` started at `start`: true when it is new. An admitted process is marked
+    /// active again when `call` (it made an LLM call; a hello alone does not keep a place). When
+    /// the admissions are full, one whose process carries no uprobes is forgotten to make room
+    /// (the oldest), else the admission is refused (false).
+    pub fn admit(&mut self, pid: u32, start: u64, call: bool, now: Instant) -> bool {
+        if let Some(a) = self.admitted.get_mut(&pid)
+            && a.start == start
+        {
+            if call {
+                a.active = now;
+            }
+            return false;
         }
-        if self.admitted.len() >= MAX_ADMITTED {
-            return Err(ScopeRefusal::Admitted);
+        if self.admitted.len() >= self.max_admitted && !self.admitted.contains_key(&pid) {
+            let victim = self
+                .admitted
+                .iter()
+                .filter(|(p, _)| !self.procs.contains_key(p))
+                .min_by_key(|(_, a)| a.active)
+                .map(|(p, _)| *p);
+            match victim {
+                Some(v) => {
+                    self.admitted.remove(&v);
+                }
+                None => return false,
+            }
         }
-        self.admitted.insert(pid);
-        Ok(true)
+        self.admitted.insert(pid, Admission { start, active: now });
+        true
     }
 
-    /// Forgets an admitted process (it exited).
+    /// An admitted process carrying uprobes, idle (no LLM call) for [`ADMISSION_IDLE`] at
+    /// `now`: the one idle longest, whose place may go to a newcomer.
+    pub fn idle_admitted(&self, now: Instant) -> Option<u32> {
+        self.admitted
+            .iter()
+            .filter(|(p, a)| {
+                self.procs.contains_key(p) && now.saturating_duration_since(a.active) >= ADMISSION_IDLE
+            })
+            .min_by_key(|(_, a)| a.active)
+            .map(|(p, _)| *p)
+    }
+
+    /// Forgets an admitted process (it exited, or gave its place up).
     pub fn forget(&mut self, pid: u32) {
         self.admitted.remove(&pid);
     }
 
     /// Forgets admitted processes for which `alive` is false.
     pub fn retain_admitted(&mut self, alive: impl Fn(u32) -> bool) {
-        self.admitted.retain(|p| alive(*p));
+        self.admitted.retain(|p, _| alive(*p));
     }
 }
 
@@ -560,6 +649,7 @@ mod tests {
             comm: comm.to_owned(),
             cgroup: cgroup.to_owned(),
             start: 1,
+            uid: 0,
         }
     }
 
@@ -675,10 +765,16 @@ mod tests {
             "/app.slice/a"
         );
         assert_eq!(cgroup_v2_path("1:cpu:/x\n"), "");
-        let fmt = "\tfield:__data_loc char[] parent_comm;\toffset:8;\tsize:4;\tsigned:0;\n\tfield:pid_t parent_pid;\toffset:12;\tsize:4;\tsigned:1;\n\tfield:__data_loc char[] child_comm;\toffset:16;\tsize:4;\tsigned:0;\n\tfield:pid_t child_pid;\toffset:20;\tsize:4;\tsigned:1;\n";
-        assert_eq!(parse_field_offset(fmt, "child_pid"), Some(20));
-        assert_eq!(parse_field_offset(fmt, "parent_pid"), Some(12));
-        assert_eq!(parse_field_offset(fmt, "nope"), None);
+        let fmt = "\tfield:int common_pid;\toffset:4;\tsize:4;\tsigned:1;\n\n\tfield:pid_t pid;\toffset:8;\tsize:4;\tsigned:1;\n\tfield:char comm[16];\toffset:12;\tsize:16;\tsigned:0;\n\tfield:u64 clone_flags;\toffset:32;\tsize:8;\tsigned:0;\n";
+        assert_eq!(parse_field_offset(fmt, "pid", 4), Some(8));
+        assert_eq!(parse_field_offset(fmt, "clone_flags", 8), Some(32));
+        assert_eq!(parse_field_offset(fmt, "clone_flags", 4), None);
+        assert_eq!(parse_field_offset(fmt, "nope", 4), None);
+        assert_eq!(
+            parse_status("Name:\tx\nTgid:\t42\nPid:\t43\nUid:\t1000\t1000\t1000\t1000\n"),
+            Some((42, 1000))
+        );
+        assert_eq!(parse_status("Tgid:\t42\n"), None);
         // This process is its own leader; its start time is readable.
         let me = read_proc(std::process::id()).expect("self");
         assert!(me.start > 0 && !me.comm.is_empty());
@@ -686,29 +782,63 @@ mod tests {
 
     #[test]
     fn scoped_processes_are_bounded_and_released() {
-        let mut t: ScopedProcs<u32> = ScopedProcs::new(2, 5);
-        assert_eq!(t.reserve(1, 10, 2), Ok(vec![]));
-        t.insert(1, 10, (0, 1), vec![1, 2]);
+        let mut t: ScopedProcs<u32> = ScopedProcs::new(4, 9);
+        assert_eq!(t.reserve(1, 10, 0, 2), Ok(vec![]));
+        t.insert(1, 10, 0, (0, 1), vec![1, 2]);
         assert!(t.has(1, 10, (0, 1)) && !t.has(1, 11, (0, 1)));
-        assert_eq!(t.reserve(2, 10, 2), Ok(vec![]));
-        t.insert(2, 10, (0, 1), vec![3, 4]);
-        assert_eq!(t.reserve(3, 10, 1), Err(ScopeRefusal::Processes));
-        assert_eq!(t.reserve(2, 10, 2), Err(ScopeRefusal::Links));
-        assert_eq!(t.link_count(), 4);
+        assert_eq!(t.reserve(2, 10, 0, 2), Ok(vec![]));
+        t.insert(2, 10, 0, (0, 1), vec![3, 4]);
+        // User 0 holds its share (half of 4): another of its processes waits, user 1's does not.
+        assert_eq!(t.reserve(3, 10, 0, 1), Err(ScopeRefusal::UserShare));
+        assert_eq!(t.reserve(3, 10, 1, 1), Ok(vec![]));
+        t.insert(3, 10, 1, (0, 1), vec![5]);
+        assert_eq!(t.reserve(4, 10, 2, 1), Ok(vec![]));
+        t.insert(4, 10, 2, (0, 1), vec![6]);
+        assert_eq!(t.reserve(5, 10, 3, 1), Err(ScopeRefusal::Processes));
+        assert_eq!(t.reserve(2, 10, 0, 4), Err(ScopeRefusal::Links));
+        assert_eq!(t.link_count(), 6);
         // Pid 1 reused by a new process: the old links come back for release.
-        assert_eq!(t.reserve(1, 11, 1), Ok(vec![1, 2]));
-        t.insert(1, 11, (0, 2), vec![5]);
-        assert_eq!(t.link_count(), 3);
+        assert_eq!(t.reserve(1, 11, 0, 1), Ok(vec![1, 2]));
+        t.insert(1, 11, 0, (0, 2), vec![7]);
+        assert_eq!(t.link_count(), 5);
         let mut gone = t.release_file((0, 1));
         gone.sort();
-        assert_eq!(gone, vec![3, 4]);
+        assert_eq!(gone, vec![3, 4, 5, 6]);
         assert_eq!((t.len(), t.link_count()), (1, 1));
-        assert_eq!(t.release(1), vec![5]);
+        assert_eq!(t.release(1), vec![7]);
         assert!(t.is_empty() && t.link_count() == 0);
-        assert_eq!(t.admit(5), Ok(true));
-        assert_eq!(t.admit(5), Ok(false));
-        assert!(t.is_admitted(5));
-        t.forget(5);
-        assert!(!t.is_admitted(5));
+    }
+
+    #[test]
+    fn admissions_follow_start_times_and_idle_ones_give_way() {
+        let mut t: ScopedProcs<u32> = ScopedProcs::new(4, 100);
+        t.max_admitted = 2;
+        let t0 = Instant::now();
+        assert!(t.admit(5, 1, false, t0));
+        assert!(!t.admit(5, 1, false, t0));
+        assert!(t.is_admitted(5, 1) && !t.is_admitted(5, 2));
+        // A reused pid is a new admission.
+        assert!(t.admit(5, 2, false, t0));
+        assert!(t.is_admitted(5, 2) && !t.is_admitted(5, 1));
+        t.insert(5, 2, 0, (0, 1), vec![1]);
+        // Full: the admission without uprobes (6) goes first; one with uprobes stays.
+        assert!(t.admit(6, 1, false, t0));
+        assert!(t.admit(7, 1, false, t0 + Duration::from_secs(1)));
+        assert!(!t.is_admitted(6, 1) && t.is_admitted(5, 2) && t.is_admitted(7, 1));
+        t.insert(7, 1, 0, (0, 1), vec![2]);
+        assert!(!t.admit(8, 1, false, t0), "both admitted carry uprobes: refused");
+        // Idle for ADMISSION_IDLE: the one idle longest may give its place up.
+        assert_eq!(t.idle_admitted(t0 + Duration::from_secs(30)), None);
+        let later = t0 + ADMISSION_IDLE + Duration::from_secs(1);
+        assert_eq!(t.idle_admitted(later), Some(5));
+        // A hello does not keep its place; a call marks it active again.
+        assert!(!t.admit(5, 2, false, later));
+        assert_eq!(t.idle_admitted(later), Some(5));
+        assert!(!t.admit(5, 2, true, later));
+        assert_eq!(t.idle_admitted(later), Some(7));
+        t.forget(7);
+        assert!(!t.is_admitted(7, 1));
+        t.retain_admitted(|p| p != 5);
+        assert!(!t.is_admitted(5, 2));
     }
 }
