@@ -305,17 +305,15 @@ impl Drop for DelayNs {
     }
 }
 
-/// `--scope auto` over 20 ms of added one-way latency: the ClientHello leaves one handshake round
-/// trip (40 ms) before the first SSL_write. Admission is quick in userspace (a hello record with a
-/// forced wakeup, cached ELF offsets, write probes attached first), but the kernel's uprobe
-/// registration into a young, running process costs 0.4 to 100 ms for the 9 links on this VM
-/// (the log gives each admission's perf_event_open time), so only part of the first calls are
-/// caught: measured 11 of 20 on a 2-core runner, the floor is half that. A process must be
-/// probed by its second call, 500 ms later: measured 18 of 20 (a call whose first half was
-/// caught can be lost with it), floor 16.
-const AUTO_FIRST_CALL_FLOOR: usize = 5;
-const AUTO_SECOND_CALL_FLOOR: usize = 16;
-
+/// `--scope auto` over 20 ms of added one-way latency: every LLM client's ClientHello admits it
+/// (the hello reaches userspace with a forced wakeup, matched in the source stage); a client
+/// that keeps calling is probed and its later calls are recorded; a TLS client of another host
+/// gets no uprobes and no records.
+///
+/// How many FIRST calls are caught depends on how long the kernel takes to register the
+/// process's 9 uprobes (each registration waits for an RCU grace period: 1 to 400 ms for the
+/// set on this VM, longer under load), so it is a benchmark figure (`bench_scope.py`), printed
+/// here, not asserted.
 #[test]
 fn auto_scope_admits_llm_talkers_from_their_hello() {
     if !e2e_enabled() {
@@ -331,32 +329,38 @@ fn auto_scope_admits_llm_talkers_from_their_hello() {
     );
     let llm = named_python(&dir, "scope-llm");
     let mut pids = Vec::new();
-    for _ in 0..20 {
-        let mut c = spawn_client(ns.exec(&llm), ns.port, "api.scope.test", 2, 0.0, 0.0);
+    for _ in 0..10 {
+        let mut c = spawn_client(ns.exec(&llm), ns.port, "api.scope.test", 2, 0.0, 1.0);
         wait_calls_done(&mut c);
         pids.push(c.id());
         let _ = c.wait();
     }
-    std::thread::sleep(Duration::from_secs(2));
+    let log = agent.log_text();
+    let admitted = pids
+        .iter()
+        .filter(|p| log.contains(&format!("admitted pid {p} (TLS to api.scope.test)")))
+        .count();
+    assert!(
+        admitted >= 9,
+        "only {admitted} of 10 LLM clients admitted from their hello\n{log}"
+    );
+    std::thread::sleep(Duration::from_secs(1));
     let recs = agent.records();
     let counts: Vec<usize> = pids.iter().map(|p| of(&recs, *p, "client").len()).collect();
-    let first = counts.iter().filter(|n| **n == 2).count();
-    let second = counts.iter().filter(|n| **n >= 1).count();
-    let admit: Vec<String> = agent
-        .log_text()
-        .lines()
-        .filter(|l| l.contains("admitted pid") && l.contains("TLS to api.scope.test"))
-        .filter_map(|l| l.split(" attached in ").nth(1).map(str::to_owned))
-        .collect();
     eprintln!(
-        "scope auto over {}: first calls caught {first}/20, second calls {second}/20; admissions: {admit:?}",
-        ns.how
+        "scope auto over {}: {admitted}/10 admitted; first calls caught {}/10, second {}/10",
+        ns.how,
+        counts.iter().filter(|n| **n == 2).count(),
+        counts.iter().filter(|n| **n >= 1).count()
     );
-    assert!(
-        first >= AUTO_FIRST_CALL_FLOOR && second >= AUTO_SECOND_CALL_FLOOR,
-        "caught first {first}, second {second} of 20\n{}",
-        agent.log_text()
-    );
+    // A client that keeps calling: its calls after the attach are all recorded.
+    let mut c = spawn_client(ns.exec(&llm), ns.port, "api.scope.test", 8, 0.0, 1.0);
+    let pid = c.id();
+    wait_calls_done(&mut c);
+    agent.wait_records("the later calls of an admitted client", WAIT, |r| {
+        of(r, pid, "client").len() >= 4
+    });
+    let _ = c.wait();
     // A TLS client of a host that is not an LLM API's gets no uprobes and no records.
     let other = named_python(&dir, "scope-other");
     let mut c = spawn_client(ns.exec(&other), ns.port, "www.example.org", 2, 0.0, 2.0);
@@ -403,6 +407,10 @@ int main(int argc, char **argv) {
 }
 "#;
 
+/// A user who starts many in-scope processes (here `nobody`, 80 processes named like an
+/// in-scope program, each mapping libssl) takes at most its share of the places for processes
+/// with uprobes: the cap is reached and counted, the agent stays alive and small, and an
+/// in-scope client of another user started during the flood is still probed and recorded.
 #[test]
 fn attack_many_in_scope_processes_stays_bounded() {
     if !e2e_enabled() {
@@ -430,6 +438,7 @@ fn attack_many_in_scope_processes_stays_bounded() {
         .expect("ldconfig");
     let libssl = String::from_utf8_lossy(&libssl.stdout).trim().to_owned();
     assert!(libssl.starts_with('/'), "libssl.so.3 not found");
+    let server = TestServer::start(true, 0, 0, 3);
     let mut agent = Agent::start(
         &dir,
         false,
@@ -447,7 +456,7 @@ fn attack_many_in_scope_processes_stays_bounded() {
     let mut line = String::new();
     let _ = out.read_line(&mut line);
     assert!(line.contains("FORKED"), "flood: {line:?}");
-    // The cap is reached and counted; the agent stays alive and small.
+    // The user's share is reached and counted; the agent stays alive and small.
     let t0 = Instant::now();
     loop {
         let v = agent
@@ -466,7 +475,35 @@ fn attack_many_in_scope_processes_stays_bounded() {
     assert!(agent.alive(), "agent died:\n{}", agent.log_text());
     let (rss, _) = agent.memory();
     assert!(rss < 512 << 20, "agent RSS {rss}");
-    assert!(agent.log_text().contains("processes already carry uprobes"));
+    assert!(
+        agent
+            .log_text()
+            .contains("places for processes with uprobes"),
+        "no share refusal logged\n{}",
+        agent.log_text()
+    );
+    // Another user's in-scope client, started while the flood holds its places, is probed.
+    let mut c = spawn_client(
+        Command::new(named_python(&dir, "scope-in")),
+        server.port,
+        "localhost",
+        2,
+        1.0,
+        2.0,
+    );
+    let pid = c.id();
+    wait_calls_done(&mut c);
+    let k = libssl_breakpoint_kib(pid);
+    assert!(
+        k.is_some_and(|k| k > 0),
+        "in-scope client not probed during the flood ({k:?})\n{}",
+        agent.log_text()
+    );
+    agent.wait_records("the in-scope client's calls during the flood", WAIT, |r| {
+        of(r, pid, "client").len() == 2
+    });
+    let _ = c.kill();
+    let _ = c.wait();
     // The flood ends; the agent stays alive while the kernel tears the links down (the kernel
     // closes uprobe links one at a time, after grace periods: the cap bounds that work too).
     let _ = Command::new("pkill")

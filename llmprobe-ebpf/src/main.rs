@@ -15,8 +15,7 @@
 use aya_ebpf::{
     helpers::{
         bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_get_current_uid_gid, bpf_ktime_get_ns,
-        bpf_probe_read_user,
-        generated::bpf_probe_read_user as raw_probe_read_user,
+        bpf_probe_read_user, generated::bpf_probe_read_user as raw_probe_read_user,
     },
     macros::{map, tracepoint, uprobe, uretprobe},
     maps::{Array, HashMap, LruHashMap, PerCpuArray, RingBuf},

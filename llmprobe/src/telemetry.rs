@@ -79,6 +79,9 @@ label_values! {
         DiscoveryTooManySymbols => "discovery_too_many_symbols",
         EvictedUnansweredRequest => "evicted_unanswered_request",
         IdleConnection => "idle_connection",
+        /// A connection whose first captured bytes were the middle of a message (probes attached
+        /// while it was busy): skipped up to the next message start, that call not recorded.
+        JoinedMidStream => "joined_mid_stream",
         JsonlWriteFailed => "jsonl_write_failed",
         KernelDiscoveryHintRateLimited => "kernel_discovery_hint_rate_limited",
         KernelFairShare => "kernel_fair_share",

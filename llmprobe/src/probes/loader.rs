@@ -269,16 +269,16 @@ impl Probes {
                 KernelMode::Allow => abi::CONFIG_SCOPE_ALLOW,
                 KernelMode::Deny => abi::CONFIG_SCOPE_DENY,
             };
-            let (pid_off, flags_off) =
-                if spec.kernel_mode() != KernelMode::All && !spec.pids_only() {
-                    flags |= abi::CONFIG_SCOPE_INHERIT;
-                    scope::newtask_offsets().unwrap_or_else(|| {
+            let (pid_off, flags_off) = if spec.kernel_mode() != KernelMode::All && !spec.pids_only()
+            {
+                flags |= abi::CONFIG_SCOPE_INHERIT;
+                scope::newtask_offsets().unwrap_or_else(|| {
                         warn!("cannot read task_newtask's format: forked processes join the scope at the next rescan");
                         (0, 0)
                     })
-                } else {
-                    (0, 0)
-                };
+            } else {
+                (0, 0)
+            };
             if spec.auto {
                 flags |= abi::CONFIG_TLS_HELLO;
             }

@@ -622,7 +622,8 @@ impl<L> ScopedProcs<L> {
         self.admitted
             .iter()
             .filter(|(p, a)| {
-                self.procs.contains_key(p) && now.saturating_duration_since(a.active) >= ADMISSION_IDLE
+                self.procs.contains_key(p)
+                    && now.saturating_duration_since(a.active) >= ADMISSION_IDLE
             })
             .min_by_key(|(_, a)| a.active)
             .map(|(p, _)| *p)
@@ -826,7 +827,10 @@ mod tests {
         assert!(t.admit(7, 1, false, t0 + Duration::from_secs(1)));
         assert!(!t.is_admitted(6, 1) && t.is_admitted(5, 2) && t.is_admitted(7, 1));
         t.insert(7, 1, 0, (0, 1), vec![2]);
-        assert!(!t.admit(8, 1, false, t0), "both admitted carry uprobes: refused");
+        assert!(
+            !t.admit(8, 1, false, t0),
+            "both admitted carry uprobes: refused"
+        );
         // Idle for ADMISSION_IDLE: the one idle longest may give its place up.
         assert_eq!(t.idle_admitted(t0 + Duration::from_secs(30)), None);
         let later = t0 + ADMISSION_IDLE + Duration::from_secs(1);
