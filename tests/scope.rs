@@ -226,7 +226,10 @@ struct DelayNs {
 impl DelayNs {
     fn new(delay_ms: u32) -> DelayNs {
         let name = format!("llmprobe-scope-{}", std::process::id());
-        let _ = Command::new("ip").args(["netns", "del", &name]).status();
+        let _ = Command::new("ip")
+            .args(["netns", "del", &name])
+            .stderr(Stdio::null())
+            .status();
         let ok = |c: &mut Command| c.status().is_ok_and(|s| s.success());
         assert!(
             ok(Command::new("ip").args(["netns", "add", &name])),
