@@ -96,6 +96,10 @@ pub fn add_counted(sample: &mut String, have: &mut usize, text: &str, text_chars
         sample.extend(text.chars().take(room));
         *have = SAMPLE_CHARS;
     }
+    if *have == SAMPLE_CHARS {
+        // Complete: it is held as it is until the call ends, without the growth slack.
+        sample.shrink_to_fit();
+    }
 }
 
 #[cfg(test)]
@@ -125,6 +129,8 @@ mod tests {
         }
         assert_eq!(have, SAMPLE_CHARS);
         assert_eq!(c.chars().count(), SAMPLE_CHARS);
+        // A complete sample is held without growth slack.
+        assert_eq!(c.capacity(), c.len());
         let mut s = String::new();
         for _ in 0..3000 {
             add_to_sample(&mut s, "aé€😀abcd");
