@@ -125,6 +125,32 @@ def drain(socks, seconds):
     sel.close()
 
 
+def open_connections(port):
+    """TCP connections to or from `port` on this machine that are not listening or in TIME_WAIT."""
+    n = 0
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            with open(table) as f:
+                next(f)
+                for line in f:
+                    parts = line.split()
+                    ports = {int(parts[1].rsplit(":", 1)[1], 16), int(parts[2].rsplit(":", 1)[1], 16)}
+                    if port in ports and parts[3] not in ("0A", "06"):
+                        n += 1
+        except OSError:
+            pass
+    return n
+
+
+def settle_connections(port, limit=60):
+    """Waits until the server has closed every stream of a step: the next agent must not start
+    in the middle of a thousand closes (a burst it would capture as part of its idle or peak)."""
+    end = time.perf_counter() + limit
+    while open_connections(port) and time.perf_counter() < end:
+        time.sleep(0.2)
+    time.sleep(1)
+
+
 def concurrent_step(binary, args, port, cert, streams, hold):
     agent = bc.Agent(binary, *args)
     try:
@@ -142,6 +168,7 @@ def concurrent_step(binary, args, port, cert, streams, hold):
             s.close()
     finally:
         agent.stop()
+    settle_connections(port)
     return {"idle_mib": idle / 1024, "steady_mib": statistics.median(r for _, r, _ in samples) / 1024,
             "peak_mib": st.get("VmHWM", 0) / 1024, "tracked": tracked, "ring_mib": ring / 1024,
             "idle_anon_mib": idle_anon / 1024,
