@@ -98,7 +98,7 @@ enum GpuArg {
 /// Token estimation when usage is absent.
 #[derive(clap::ValueEnum, Clone, Copy, PartialEq, Eq)]
 enum TokenEstimator {
-    /// An offline BPE tokenizer (o200k_base) on the text seen; loaded on first use (~45 MiB).
+    /// An offline BPE tokenizer (o200k_base) on the text seen; loaded on first use (~7 MiB).
     Tokenizer,
     /// Stream events, or characters / 4: no vocabulary in memory.
     Chars,
