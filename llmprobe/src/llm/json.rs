@@ -182,6 +182,8 @@ pub(crate) fn prompt_sample(body: &Body<'_>) -> String {
     if let Some(v) = body.json() {
         collect_prompt_text(v, false, &mut out);
     }
+    // Held as it is until the call ends: without the growth slack.
+    out.shrink_to_fit();
     out
 }
 

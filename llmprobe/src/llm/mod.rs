@@ -15,6 +15,7 @@
 //! not report.
 
 pub mod anthropic;
+pub mod bpe;
 pub mod dashscope;
 pub mod exchange;
 pub mod gemini;
