@@ -28,6 +28,11 @@ pub const EVENT_SSL_FREE: u32 = 5;
 pub const EVENT_EXEC_MAP: u32 = 6;
 /// A [`ControlEvent`]: the thread-group leader exited.
 pub const EVENT_PROC_EXIT: u32 = 7;
+/// A [`TlsHelloEvent`] (`--scope auto` only): the first bytes of a socket's first TLS handshake
+/// record written by the process (a client's ClientHello), once per socket, so userspace can
+/// read the server name and decide whether to probe the process. A server's reads send none: a
+/// client naming an LLM host must not get the server it talks to probed.
+pub const EVENT_TLS_HELLO: u32 = 8;
 
 /// [`DataEvent::direction`]: bytes the observed process wrote/sent.
 pub const DIR_EGRESS: u8 = 0;
@@ -48,8 +53,32 @@ pub const SOCK_FLAG_TLS: u32 = 1;
 /// [`SockInfo::flags`]: the first payload has been looked at.
 pub const SOCK_FLAG_SEEN_DATA: u32 = 2;
 
-/// [`Config::flags`]: only processes in the `PIDS` map are traced.
-pub const CONFIG_FILTER_PIDS: u32 = 1;
+/// [`Config::flags`]: only processes listed in the `SCOPE` map are traced (an include selector).
+pub const CONFIG_SCOPE_ALLOW: u32 = 1;
+/// [`Config::flags`]: processes listed in the `SCOPE` map are not traced (exclude selectors only).
+pub const CONFIG_SCOPE_DENY: u32 = 2;
+/// [`Config::flags`]: the selection is inherited (by name, cgroup or container): a forked child
+/// process of a listed process is listed too (`task_newtask`; new threads are not: they share
+/// their process's entry), every exec sends a discovery hint (the new program may enter or leave
+/// the selection), and a fork that yields a traced process sends one for the child (it needs its
+/// own uprobes).
+pub const CONFIG_SCOPE_INHERIT: u32 = 4;
+/// [`Config::flags`]: send an [`EVENT_TLS_HELLO`] for each traced socket's first TLS handshake
+/// record (`--scope auto`).
+pub const CONFIG_TLS_HELLO: u32 = 8;
+/// Entries of the `SCOPE` map (tgids); a failed insert is counted (`MAP_INSERT_FAILED`).
+pub const SCOPE_MAP_ENTRIES: u32 = 16384;
+/// Bytes of a TLS handshake record sent in an [`EVENT_TLS_HELLO`] (a ClientHello's server name
+/// comes early: it fits unless the client sends a very long session ticket or cipher list).
+pub const TLS_HELLO_BYTES: usize = 512;
+/// TLS hello records one process may send per second, and fork hints one process may cause.
+pub const HELLO_EVENTS_PER_SECOND: u64 = 32;
+/// TLS hello records the processes of one user id may send per second (a user cannot crowd out
+/// the others' hellos: past this its hellos are dropped and counted, `HELLO_RATE_LIMITED`).
+pub const HELLO_EVENTS_PER_UID_SECOND: u64 = 64;
+/// TLS hello records all processes together may send per second; each wakes the reader at once
+/// (a hello's process is probed before its first `SSL_write`), and past this none is sent.
+pub const HELLO_EVENTS_PER_NODE_SECOND: u64 = 1024;
 
 /// Common prefix of every ring-buffer record.
 #[repr(C)]
@@ -227,8 +256,11 @@ pub mod counter {
     pub const SSL_FDS_INSERTED: u32 = 6;
     /// Entries removed from `SSL_FDS` by `SSL_free`.
     pub const SSL_FDS_REMOVED: u32 = 7;
+    /// A TLS hello record not sent (`--scope auto`): its process, its user or the node had
+    /// sent their share in the current second.
+    pub const HELLO_RATE_LIMITED: u32 = 8;
     /// Number of counters.
-    pub const COUNT: u32 = 8;
+    pub const COUNT: u32 = 9;
 }
 
 /// Ring-buffer bytes (`SIZE_RING`) a process may fill per `FAIR_WINDOW_NS` while the ring is
@@ -261,6 +293,25 @@ pub struct Config {
     pub self_tgid: u32,
     /// `CONFIG_*` bits.
     pub flags: u32,
+    /// Offset of `pid` in the `task:task_newtask` record (read from its format file); 0 when
+    /// unknown (no fork inheritance).
+    pub newtask_pid_off: u32,
+    /// Offset of `clone_flags` (8 bytes) in the `task:task_newtask` record; 0 when unknown.
+    pub newtask_flags_off: u32,
+}
+
+/// The first bytes of a socket's first TLS handshake record ([`EVENT_TLS_HELLO`]).
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct TlsHelloEvent {
+    /// Common header (`fd`, `conn_id` = the socket's generation).
+    pub hdr: EventHeader,
+    /// Bytes valid in `data`.
+    pub len: u32,
+    /// [`DIR_EGRESS`]: only a client's hello (the process wrote it) is sent.
+    pub direction: u32,
+    /// The record's first bytes.
+    pub data: [u8; TLS_HELLO_BYTES],
 }
 
 const _: () = assert!(core::mem::size_of::<EventHeader>() == 32);
@@ -278,7 +329,8 @@ const _: () = assert!(core::mem::size_of::<SockKey>() == 8);
 const _: () = assert!(core::mem::size_of::<SockInfo>() == 16);
 const _: () = assert!(core::mem::size_of::<ConnKey>() == 16);
 const _: () = assert!(core::mem::size_of::<SslKey>() == 16);
-const _: () = assert!(core::mem::size_of::<Config>() == 8);
+const _: () = assert!(core::mem::size_of::<Config>() == 16);
+const _: () = assert!(core::mem::size_of::<TlsHelloEvent>() == 40 + TLS_HELLO_BYTES);
 
 /// A ring-buffer record type that can be read back from the bytes the kernel wrote: every bit
 /// pattern is a valid value (integers and byte arrays only, padding explicit).
@@ -320,6 +372,8 @@ unsafe impl Record for DataHeader {}
 unsafe impl Record for ControlEvent {}
 // SAFETY: integers, byte arrays and an explicit pad, no implicit padding (size asserted).
 unsafe impl Record for ConnOpenEvent {}
+// SAFETY: a header, integers and a byte array, no implicit padding (size asserted).
+unsafe impl Record for TlsHelloEvent {}
 
 /// Socket generations get the low bit set; `SSL*` pointers are at least 8-byte aligned, so the
 /// two id spaces never collide.

@@ -14,8 +14,8 @@
 
 use aya_ebpf::{
     helpers::{
-        bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_ktime_get_ns, bpf_probe_read_user,
-        generated::bpf_probe_read_user as raw_probe_read_user,
+        bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_get_current_uid_gid, bpf_ktime_get_ns,
+        bpf_probe_read_user, generated::bpf_probe_read_user as raw_probe_read_user,
     },
     macros::{map, tracepoint, uprobe, uretprobe},
     maps::{Array, HashMap, LruHashMap, PerCpuArray, RingBuf},
@@ -46,8 +46,20 @@ static CTRL_RATE: LruHashMap<u32, RateWindow> = LruHashMap::with_max_entries(163
 static SOCK_COUNT: LruHashMap<u32, u32> = LruHashMap::with_max_entries(16384, 0);
 #[map]
 static CONFIG: Array<Config> = Array::with_max_entries(1, 0);
+/// The scope: tgids traced (`CONFIG_SCOPE_ALLOW`) or not traced (`CONFIG_SCOPE_DENY`), kept by
+/// userspace from the selectors; a forked child inherits its parent's entry
+/// (`CONFIG_SCOPE_INHERIT`) until userspace has looked at it; an exit removes the entry.
 #[map]
-static PIDS: HashMap<u32, u8> = HashMap::with_max_entries(4096, 0);
+static SCOPE: HashMap<u32, u8> = HashMap::with_max_entries(SCOPE_MAP_ENTRIES, 0);
+/// Per-process window of TLS hello records sent (`--scope auto`).
+#[map]
+static HELLO_RATE: LruHashMap<u32, RateWindow> = LruHashMap::with_max_entries(16384, 0);
+/// Per-user window of TLS hello records sent, and the node's under key [`NODE_KEY`].
+#[map]
+static HELLO_UID_RATE: LruHashMap<u32, RateWindow> = LruHashMap::with_max_entries(4096, 0);
+/// Per-process window of fork hints caused.
+#[map]
+static FORK_RATE: LruHashMap<u32, RateWindow> = LruHashMap::with_max_entries(16384, 0);
 #[map]
 static SOCKS: LruHashMap<SockKey, SockInfo> = LruHashMap::with_max_entries(65536, 0);
 /// Connections userspace asked us to stop capturing.
@@ -166,6 +178,8 @@ struct EmitMeta {
     _pad2: u32,
 }
 
+/// Whether the process is in scope: every program checks it first, so an out-of-scope process
+/// costs one array and one hash lookup per syscall.
 #[inline(always)]
 fn should_trace(tgid: u32) -> bool {
     match CONFIG.get(0) {
@@ -173,14 +187,22 @@ fn should_trace(tgid: u32) -> bool {
             if cfg.self_tgid == tgid {
                 return false;
             }
-            if cfg.flags & CONFIG_FILTER_PIDS != 0 {
-                // SAFETY: the value is a plain u8 and is only read.
-                return unsafe { PIDS.get(&tgid) }.is_some();
+            let mode = cfg.flags & (CONFIG_SCOPE_ALLOW | CONFIG_SCOPE_DENY);
+            if mode == 0 {
+                return true;
             }
-            true
+            // SAFETY: the value is a plain u8 and is only read.
+            let listed = unsafe { SCOPE.get(&tgid) }.is_some();
+            listed == (mode & CONFIG_SCOPE_ALLOW != 0)
         }
         None => true,
     }
+}
+
+/// The `CONFIG_*` bits (0 before userspace has configured the programs).
+#[inline(always)]
+fn config_flags() -> u32 {
+    CONFIG.get(0).map_or(0, |c| c.flags)
 }
 
 #[inline(always)]
@@ -453,6 +475,73 @@ fn emit_iov_in<const N: usize>(meta: &EmitMeta, iov: u64, iovcnt: u64, total: u3
     }
 }
 
+/// TLS record type of a handshake record (a ClientHello's).
+const TLS_HANDSHAKE: u8 = 0x16;
+/// The node's entry in `HELLO_UID_RATE` (`(uid_t)-1` is no user's id).
+const NODE_KEY: u32 = u32::MAX;
+/// `task_newtask`'s `clone_flags`: the new task is a thread of its parent's process.
+const CLONE_THREAD: u64 = 0x10000;
+/// `bpf_ringbuf_submit` flag: wake the reader now.
+const BPF_RB_FORCE_WAKEUP: u64 = 2;
+
+/// Sends the first bytes of a socket's first TLS record when it is a handshake record written
+/// by the process (a ClientHello; `--scope auto`), waking the reader at once: userspace reads the
+/// server name and may attach the process's uprobes before its first `SSL_write`, one handshake
+/// round trip later. Bounded per process, per user and per node (refusals counted), so no user
+/// can flood the ring or the reader, nor use up the hellos of others.
+#[inline(always)]
+fn emit_hello(pid_tgid: u64, fd: i32, generation: u64, src: u64, n: u64) {
+    // SAFETY: user memory read through the helper.
+    let Ok(kind) = (unsafe { bpf_probe_read_user(src as *const u8) }) else {
+        return;
+    };
+    if kind != TLS_HANDSHAKE {
+        return;
+    }
+    let tgid = (pid_tgid >> 32) as u32;
+    let uid = bpf_get_current_uid_gid() as u32;
+    if charge(&HELLO_RATE, tgid, 1, 1_000_000_000) >= HELLO_EVENTS_PER_SECOND
+        || charge(&HELLO_UID_RATE, uid, 1, 1_000_000_000) >= HELLO_EVENTS_PER_UID_SECOND
+        || charge(&HELLO_UID_RATE, NODE_KEY, 1, 1_000_000_000) >= HELLO_EVENTS_PER_NODE_SECOND
+    {
+        count(counter::HELLO_RATE_LIMITED);
+        return;
+    }
+    let Some(mut entry) = EVENTS.reserve::<TlsHelloEvent>(0) else {
+        count_lost();
+        return;
+    };
+    // As in `emit_class`: a volatile read keeps the clamp the verifier needs.
+    // SAFETY: reading a local.
+    let n = unsafe { core::ptr::read_volatile(&n) };
+    let n = if n > TLS_HELLO_BYTES as u64 {
+        TLS_HELLO_BYTES as u64
+    } else {
+        n
+    };
+    let ev = entry.as_mut_ptr();
+    // SAFETY: `ev` points at the reserved record, ours until submit; the copy is bounded by
+    // TLS_HELLO_BYTES, the size of `data`.
+    unsafe {
+        let ok = raw_probe_read_user(
+            (*ev).data.as_mut_ptr() as *mut core::ffi::c_void,
+            n as u32,
+            src as *const core::ffi::c_void,
+        ) == 0;
+        (*ev).hdr = EventHeader {
+            kind: EVENT_TLS_HELLO,
+            tgid,
+            tid: pid_tgid as u32,
+            fd,
+            conn_id: generation,
+            ts_ns: bpf_ktime_get_ns(),
+        };
+        (*ev).len = if ok { n as u32 } else { 0 };
+        (*ev).direction = DIR_EGRESS as u32;
+    }
+    entry.submit(BPF_RB_FORCE_WAKEUP);
+}
+
 /// True when the bytes look like the start of a TLS record (handshake, alert, CCS, app data).
 #[inline(always)]
 fn looks_like_tls(src: u64) -> bool {
@@ -594,13 +683,13 @@ fn exit_io(ctx: &TracePointContext, vectored: bool) -> u32 {
             iovcnt = bpf_probe_read_user((args.buf + MSGHDR_IOVLEN) as *const u64).unwrap_or(0);
         }
     }
-    let first = if vectored {
+    let (first, first_len) = if vectored {
         // SAFETY: user memory read through the helper.
         unsafe { bpf_probe_read_user(iov as *const IoVec) }
-            .map(|v| v.base)
-            .unwrap_or(0)
+            .map(|v| (v.base, v.len))
+            .unwrap_or((0, 0))
     } else {
-        args.buf
+        (args.buf, total as u64)
     };
     // The first payload on a socket tells whether it carries TLS records.
     let key = SockKey { tgid, fd: args.fd };
@@ -614,6 +703,14 @@ fn exit_io(ctx: &TracePointContext, vectored: bool) -> u32 {
             sock.flags |= SOCK_FLAG_SEEN_DATA;
             if looks_like_tls(first) {
                 sock.flags |= SOCK_FLAG_TLS;
+                if direction == DIR_EGRESS && config_flags() & CONFIG_TLS_HELLO != 0 {
+                    let n = if first_len > total as u64 {
+                        total as u64
+                    } else {
+                        first_len
+                    };
+                    emit_hello(pid_tgid, args.fd, args.generation, first, n);
+                }
                 return 0;
             }
         }
@@ -814,13 +911,59 @@ pub fn sys_enter_mmap(ctx: TracePointContext) -> u32 {
     0
 }
 
+/// An exec sends a discovery hint: from a traced process (its new program may map a TLS
+/// library), and from every process when the selection is by name or cgroup (the new program
+/// may enter or leave the scope).
 #[tracepoint(category = "sched", name = "sched_process_exec")]
 pub fn sched_process_exec(_ctx: TracePointContext) -> u32 {
     let pid_tgid = bpf_get_current_pid_tgid();
-    if !should_trace((pid_tgid >> 32) as u32) || !ctrl_allowed((pid_tgid >> 32) as u32) {
+    let tgid = (pid_tgid >> 32) as u32;
+    let inherit = config_flags() & CONFIG_SCOPE_INHERIT != 0;
+    if !(inherit || should_trace(tgid)) || !ctrl_allowed(tgid) {
         return 0;
     }
     emit_control(EVENT_EXEC_MAP, -1, 0);
+    0
+}
+
+/// A new process forked by a listed process is listed too (`CONFIG_SCOPE_INHERIT`): same name,
+/// same cgroup, so the same verdict until it execs or userspace looks again. A new thread is
+/// skipped (`CLONE_THREAD`: it shares its process's entry), so thread churn neither fills
+/// `SCOPE` nor sends hints. When the child is traced, a discovery hint names it (it needs its own
+/// uprobes), rate-limited per parent. Runs in the parent, as `copy_process` ends.
+#[tracepoint(category = "task", name = "task_newtask")]
+pub fn task_newtask(ctx: TracePointContext) -> u32 {
+    let Some(cfg) = CONFIG.get(0) else {
+        return 0;
+    };
+    let (flags, pid_off, flags_off) = (cfg.flags, cfg.newtask_pid_off, cfg.newtask_flags_off);
+    if flags & CONFIG_SCOPE_INHERIT == 0 || pid_off == 0 || pid_off > 64 || flags_off > 64 {
+        return 0;
+    }
+    // SAFETY: the offsets were read from this tracepoint's format file.
+    let (Ok(child), Ok(clone_flags)) = (unsafe { ctx.read_at::<u32>(pid_off as usize) }, unsafe {
+        ctx.read_at::<u64>(flags_off as usize)
+    }) else {
+        return 0;
+    };
+    if clone_flags & CLONE_THREAD != 0 {
+        return 0;
+    }
+    let parent = (bpf_get_current_pid_tgid() >> 32) as u32;
+    // SAFETY: value only read.
+    let listed = unsafe { SCOPE.get(&parent) }.is_some();
+    if listed {
+        inserted(SCOPE.insert(&child, &1, 0));
+    }
+    let traced = listed == (flags & CONFIG_SCOPE_ALLOW != 0);
+    if traced && charge(&FORK_RATE, parent, 1, 1_000_000_000) < HELLO_EVENTS_PER_SECOND {
+        let mut ev = control(EVENT_EXEC_MAP, -1, 0);
+        ev.hdr.tgid = child;
+        ev.hdr.tid = child;
+        if EVENTS.output::<ControlEvent>(&ev, 0).is_err() {
+            count_lost();
+        }
+    }
     0
 }
 
@@ -831,10 +974,14 @@ pub fn sched_process_exit(_ctx: TracePointContext) -> u32 {
     if tgid != pid_tgid as u32 {
         return 0;
     }
+    let traced = should_trace(tgid);
+    let _ = SCOPE.remove(&tgid);
+    let _ = HELLO_RATE.remove(&tgid);
+    let _ = FORK_RATE.remove(&tgid);
     let _ = SOCK_COUNT.remove(&tgid);
     let _ = DATA_RATE.remove(&tgid);
     let _ = CTRL_RATE.remove(&tgid);
-    if !should_trace(tgid) {
+    if !traced {
         return 0;
     }
     emit_control(EVENT_PROC_EXIT, -1, 0);

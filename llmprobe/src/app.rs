@@ -32,6 +32,7 @@ use crate::pipeline::{discovery, enrich, fanout, source};
 use crate::probes::events::ProbeEvent;
 use crate::probes::loader::{LoadOptions, ProbeHandles, Probes, ScanReport};
 use crate::probes::recorder::{RecordOptions, Recorder};
+use crate::probes::scope::ScopeSpec;
 use crate::telemetry::{DropReason, SelfMetrics};
 
 pub use crate::pipeline::queue::QUEUE_BYTE_BUDGET;
@@ -45,8 +46,8 @@ pub struct RunOptions {
     pub jsonl: Option<JsonlTarget>,
     /// `/metrics` listen address.
     pub metrics_addr: SocketAddr,
-    /// Only these processes (empty: all).
-    pub pids: Vec<u32>,
+    /// Which processes are traced, and how uprobes are placed.
+    pub scope: ScopeSpec,
     /// Ring buffer bytes between the kernel and the source stage.
     pub ring_bytes: u32,
     /// Also write probe events to a capture file.
@@ -105,7 +106,11 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
     let (fanout_tx, fanout_rx) = std::sync::mpsc::sync_channel::<Vec<LlmCall>>(RECORD_CHANNEL);
     let (enrich_tx, enrich_rx) = std::sync::mpsc::sync_channel::<EnrichInput>(RECORD_CHANNEL);
     let (queue_tx, queue_rx) = event_queue(opts.queue_budget, QUEUE_BATCHES);
-    let (scan_tx, scan_rx) = std::sync::mpsc::sync_channel::<u32>(discovery::SCAN_CHANNEL);
+    let (scan_tx, scan_rx) =
+        std::sync::mpsc::sync_channel::<discovery::Request>(discovery::SCAN_CHANNEL);
+    let (admit_tx, admit_rx) =
+        std::sync::mpsc::sync_channel::<discovery::Admission>(discovery::ADMIT_CHANNEL);
+    let admit_filter = || discovery::AdmitFilter::new(admit_tx.clone(), scan_tx.clone());
 
     if let Ok(dropped @ 1..) = queue_tx.offer(seeds) {
         metrics.drop_by(DropReason::TrackerQueueFull, dropped);
@@ -142,6 +147,7 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
         snapshots,
         clock,
         metrics: metrics.clone(),
+        admit: opts.scope.auto.then(admit_filter),
     };
     let (open_tx, open_rx) = tokio::sync::oneshot::channel();
     spawn("tracker", move || {
@@ -152,11 +158,21 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
     // SAFETY: the ring buffer owns its fd and keeps it open for as long as the AsyncFd owns it.
     let ring = unsafe { AsyncFd::register_with_interest(ring, Interest::READABLE) }
         .map_err(|e| anyhow::anyhow!("cannot poll the ring buffer: {e:?}"))?;
-    let reader = tokio::spawn(source::run(ring, queue_tx, scan_tx, metrics.clone()));
+    let link = source::DiscoveryLink {
+        tx: scan_tx.clone(),
+        exits: opts.scope.per_process(),
+        auto: opts
+            .scope
+            .auto
+            .then(|| (opts.scope.hosts.clone(), admit_filter())),
+    };
+    drop(admit_tx);
+    drop(scan_tx);
+    let reader = tokio::spawn(source::run(ring, queue_tx, link, metrics.clone()));
 
     let disc_metrics = metrics.clone();
     let discovery = spawn("discovery", move || {
-        discovery::run(probes, scan_rx, disc_metrics)
+        discovery::run(probes, scan_rx, admit_rx, disc_metrics)
     })?;
     // Kernel-side losses and refusals (map walks block).
     let lost_metrics = metrics.clone();
@@ -231,7 +247,7 @@ fn load_probes(
     metrics: &SelfMetrics,
 ) -> anyhow::Result<(Probes, ProbeHandles, Vec<ProbeEvent>)> {
     let (mut probes, handles) = Probes::load(&LoadOptions {
-        pids: opts.pids.clone(),
+        scope: opts.scope.clone(),
         ring_bytes: opts.ring_bytes,
     })?;
     let mut report = ScanReport::default();

@@ -28,9 +28,37 @@ struct AgentArgs {
     /// Where to serve Prometheus /metrics. Loopback by default: binding elsewhere is your choice.
     #[arg(long, default_value = "127.0.0.1:9464", value_name = "ADDR")]
     metrics_addr: SocketAddr,
-    /// Trace only this process (repeatable). Default: every process.
+    /// Trace this process (repeatable). With any of --pid, --comm, --cgroup, --container-id a
+    /// process is traced when it matches one of them and no --exclude-comm; OpenSSL uprobes are
+    /// then placed per process, so processes out of scope never trap. Default: every process.
     #[arg(long = "pid", value_name = "PID")]
     pids: Vec<u32>,
+    /// Trace processes with this exact name (repeatable; /proc/PID/comm, at most 15 bytes).
+    /// The name is chosen by the process itself (exec, prctl PR_SET_NAME): a process can opt
+    /// itself in or out, which only affects its own traffic.
+    #[arg(long = "comm", value_name = "NAME")]
+    comms: Vec<String>,
+    /// Do not trace processes with this exact name (repeatable; wins over every include).
+    #[arg(long = "exclude-comm", value_name = "NAME")]
+    exclude_comms: Vec<String>,
+    /// Trace processes in this cgroup v2 or below it (repeatable): a path under /sys/fs/cgroup,
+    /// or relative to it (e.g. system.slice/foo.service).
+    #[arg(long = "cgroup", value_name = "PATH")]
+    cgroups: Vec<String>,
+    /// Trace processes of this container (repeatable): 12 to 64 hex digits of its id, as found
+    /// in /proc/PID/cgroup (docker-<id>.scope, cri-containerd-<id>.scope, /docker/<id>).
+    #[arg(long = "container-id", value_name = "ID")]
+    container_ids: Vec<String>,
+    /// `all`: OpenSSL uprobes on every selected process. `auto`: only on processes found
+    /// talking to LLMs: a TLS ClientHello naming a known LLM API host or an --llm-host, or an
+    /// LLM call already seen (e.g. plaintext HTTP). A process's calls before it is found are
+    /// missed when they are TLS.
+    #[arg(long, value_enum, default_value = "all")]
+    scope: ScopeMode,
+    /// With --scope auto: a server name that marks LLM traffic (repeatable): `host` or
+    /// `*.domain` (the domain and its subdomains), added to the built-in list of LLM API hosts.
+    #[arg(long = "llm-host", value_name = "HOST")]
+    llm_hosts: Vec<String>,
     /// Size of the ring buffer that carries captured bytes from the kernel: a power of two from
     /// 1M to 1G (suffixes K, M, G are binary). Larger rides out longer bursts before
     /// llmprobe_events_lost_total counts lost records; it is locked kernel memory, and pages the
@@ -192,7 +220,23 @@ fn parse_interval(s: &str) -> Result<f64, String> {
     }
 }
 
-fn options(a: AgentArgs, record: Option<RecordOptions>) -> RunOptions {
+/// `--scope`.
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum ScopeMode {
+    All,
+    Auto,
+}
+
+fn options(a: AgentArgs, record: Option<RecordOptions>) -> anyhow::Result<RunOptions> {
+    let scope = llmprobe::probes::scope::ScopeSpec::new(llmprobe::probes::scope::ScopeArgs {
+        pids: a.pids.clone(),
+        comms: a.comms.clone(),
+        exclude_comms: a.exclude_comms.clone(),
+        cgroups: a.cgroups.clone(),
+        container_ids: a.container_ids.clone(),
+        auto: a.scope == ScopeMode::Auto,
+        llm_hosts: a.llm_hosts.clone(),
+    })?;
     a.token_estimator.apply();
     if a.max_label_values.is_some() {
         log::warn!(
@@ -200,11 +244,11 @@ fn options(a: AgentArgs, record: Option<RecordOptions>) -> RunOptions {
         );
     }
     llmprobe::protocol::encoding::set_memory_budget((a.memory_limit / 4) as u64);
-    RunOptions {
+    Ok(RunOptions {
         queue_budget: a.memory_limit / 4,
         jsonl: (a.jsonl != "none").then(|| JsonlTarget::parse(&a.jsonl)),
         metrics_addr: a.metrics_addr,
-        pids: a.pids,
+        scope,
         ring_bytes: a.ring_buffer_size,
         record,
         gpu: if a.gpu == GpuArg::Off {
@@ -227,7 +271,7 @@ fn options(a: AgentArgs, record: Option<RecordOptions>) -> RunOptions {
             mute_after_non_llm: a.mute_after_non_llm,
             ..TrackerConfig::default()
         },
-    }
+    })
 }
 
 /// Blocks this large or larger are mapped on their own and unmapped when freed.
@@ -253,20 +297,21 @@ fn main() {
         .init();
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Run(a) => run_agent(options(a, None)),
+        Command::Run(a) => options(a, None).and_then(run_agent),
         Command::Record {
             out,
             max_bytes,
             all_traffic,
             agent,
-        } => run_agent(options(
+        } => options(
             agent,
             Some(RecordOptions {
                 path: out,
                 max_bytes,
                 all_traffic,
             }),
-        )),
+        )
+        .and_then(run_agent),
         Command::Replay {
             file,
             jsonl,

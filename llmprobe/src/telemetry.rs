@@ -79,9 +79,15 @@ label_values! {
         DiscoveryTooManySymbols => "discovery_too_many_symbols",
         EvictedUnansweredRequest => "evicted_unanswered_request",
         IdleConnection => "idle_connection",
+        /// A connection whose first captured bytes were the middle of a message (probes attached
+        /// while it was busy): skipped up to the next message start, that call not recorded.
+        JoinedMidStream => "joined_mid_stream",
         JsonlWriteFailed => "jsonl_write_failed",
         KernelDiscoveryHintRateLimited => "kernel_discovery_hint_rate_limited",
         KernelFairShare => "kernel_fair_share",
+        /// A TLS hello not sent by the kernel (`--scope auto`): its process, user or the node
+        /// had sent their share this second.
+        KernelHelloRateLimited => "kernel_tls_hello_rate_limited",
         KernelMapInsertFailed => "kernel_map_insert_failed",
         KernelSocketLimitPerProcess => "kernel_socket_limit_per_process",
         KernelSocketTableEvicted => "kernel_socket_table_evicted",
@@ -98,12 +104,18 @@ label_values! {
         OtlpQueueFull => "otlp_queue_full",
         PendingExchangeLimit => "pending_exchange_limit",
         ResponseWithoutRequest => "response_without_request",
+        /// A process in scope not probed: the per-process uprobe caps (processes, links, its
+        /// user's share, admissions, the kernel's `SCOPE` map) were reached.
+        ScopeCapReached => "scope_cap_reached",
         ScrubStateEvicted => "scrub_state_evicted",
         ScrubStateLost => "scrub_state_lost",
         SinkBackpressure => "sink_backpressure",
         SocketTableFull => "socket_table_full",
         SslLinkTableFull => "ssl_link_table_full",
         SslLinksPerFd => "ssl_links_per_fd",
+        /// A TLS hello whose server name lies past the bytes the kernel sends (`--scope
+        /// auto` cannot tell whether the process talks to an LLM API from it).
+        TlsHelloTruncated => "tls_hello_truncated",
         TrackerQueueFull => "tracker_queue_full",
         UndecodableBody => "undecodable_body",
     }

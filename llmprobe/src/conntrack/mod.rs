@@ -31,7 +31,7 @@ use log::debug;
 
 use crate::clock::Clock;
 use crate::probes::events::{DataChunk, Direction, ProbeEvent};
-use crate::protocol::http1::{HttpError, HttpEvent};
+use crate::protocol::http1::{self, HttpError, HttpEvent};
 use crate::telemetry::{DropReason, Protocol, SelfMetrics};
 
 use coverage::Coverage;
@@ -107,7 +107,16 @@ struct Connection<X> {
     session: HttpSession<X>,
     /// Heap bytes held, as last accounted in the tracker's total.
     mem: usize,
+    /// Bytes skipped before the first HTTP message start (the stream was joined mid-message).
+    skipped: u32,
 }
+
+/// Bytes of a connection skipped at most while waiting for the first message start, when its
+/// first bytes are the middle of a message ([`http1::looks_like_message_middle`]): uprobes
+/// attached to a process while its connection was busy (`--scope auto` admits a process during
+/// its first call; a process can enter the scope at any time). Past it the bytes are parsed
+/// as they come (and a connection that is not HTTP is muted).
+const MID_STREAM_SKIP: u32 = 1 << 20;
 
 /// Why a connection stops being tracked.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -194,6 +203,22 @@ impl<X: TrackedExchange> Connection<X> {
         let ts = d.meta.ts_ns;
         self.last_ts = self.last_ts.max(ts);
         let dir = d.direction;
+        if self.session.request_dir().is_none()
+            && http1::looks_like_message_middle(&d.data)
+            && let Some(n) = self.skipped.checked_add(d.data.len() as u32)
+            && n <= MID_STREAM_SKIP
+        {
+            // The rest of a message whose start was not seen: skipped (its call is not
+            // recorded), counted once per connection.
+            if self.skipped == 0 {
+                sh.metrics.drop_for(DropReason::JoinedMidStream);
+            }
+            self.skipped = n.max(1);
+            let _ = self
+                .coverage
+                .account(dir, d.offset, d.data.len() as u32, d.total_len);
+            return Verdict::Keep;
+        }
         let Some(req_dir) = self.session.orient(dir, &d.data) else {
             return Verdict::Keep;
         };
@@ -608,6 +633,7 @@ impl<P: ExchangePolicy> ConnTracker<P> {
             coverage: Coverage::default(),
             session: HttpSession::new(),
             mem: 0,
+            skipped: 0,
         }
     }
 

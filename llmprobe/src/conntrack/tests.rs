@@ -296,6 +296,11 @@ const TLS_CLIENT_HELLO: &[u8] =
 /// Plays the reference streaming exchange as a client on fd 7: open, request at T0, stream.
 fn play_client_stream(h: &mut Harness, s: Sock, with_usage: bool) {
     h.feed(open(s.fd, s.id, T0 - 10 * MS, "10.0.0.5:8000"));
+    play_client_stream_on(h, s, with_usage);
+}
+
+/// The reference exchange on a connection already open: request at T0, stream.
+fn play_client_stream_on(h: &mut Harness, s: Sock, with_usage: bool) {
     h.feed(s.send(T0, &chat_request("llm.internal:8000", "gpt-4o", true)));
     for (ts, bytes) in stream_response(with_usage) {
         h.feed(s.recv(ts, &bytes));
@@ -849,6 +854,52 @@ fn binary_junk_either_way_is_muted_as_not_http() {
         assert_eq!(h.out.mutes.first(), Some(&(PID, 0x7008)), "{dir:?}");
         assert!(h.dropped(DropReason::NotHttp) >= 1);
         assert_eq!(h.metrics.parse_error_count(Protocol::Http1), 0);
+    }
+}
+
+/// Probes attached while a keep-alive client was mid-stream (`--scope auto` admits a process
+/// during its first call): the rest of that response is skipped, not taken for a request, and
+/// the next call on the connection is recorded whole.
+#[test]
+fn a_stream_joined_mid_message_is_skipped_to_the_next_call() {
+    for tail in [
+        sse(&delta("lo")),
+        b"\r\n".to_vec(),
+        b"data: {\"x\":1}\n\n".to_vec(),
+        completion_body(1).into_bytes(),
+    ] {
+        let mut h = Harness::new();
+        let s = Sock::plain(7, 0x700a);
+        h.feed(open(s.fd, s.id, T0 - 20 * MS, "10.0.0.5:8000"));
+        h.feed(s.recv(T0 - 10 * MS, &tail));
+        h.feed(s.recv(T0 - 5 * MS, &sse("[DONE]")));
+        h.feed(s.recv(T0 - 4 * MS, LAST_CHUNK));
+        play_client_stream_on(&mut h, s, true);
+        assert!(
+            h.out.mutes.is_empty(),
+            "{:?}",
+            String::from_utf8_lossy(&tail)
+        );
+        assert_eq!(h.dropped(DropReason::JoinedMidStream), 1);
+        assert_eq!(h.dropped(DropReason::NotHttp), 0);
+        h.feed(close(s.fd, s.id, T0 + 1000 * MS));
+        let calls = h.calls();
+        assert_eq!(calls.len(), 1, "{:?}", String::from_utf8_lossy(&tail));
+        assert_eq!(calls[0].role, "client");
+        assert_eq!(calls[0].output_tokens, Some(5));
+    }
+    // Not the middle of a message: muted at once, as before.
+    for junk in [
+        &b"220 smtp.example ESMTP\r\n"[..],
+        b"*3\r\n$3\r\nSET\r\n",
+        b"\x00\x01",
+    ] {
+        let mut h = Harness::new();
+        let s = Sock::plain(7, 0x700b);
+        h.feed(s.recv(T0, junk));
+        h.feed(s.send(T0 + MS, junk));
+        assert_eq!(h.dropped(DropReason::JoinedMidStream), 0);
+        assert_eq!(h.out.mutes.first(), Some(&(PID, 0x700b)));
     }
 }
 

@@ -2,7 +2,9 @@
 //! record, and offers batches to the event queue. It never waits for a later stage: past the
 //! queue's budget events are dropped and counted (`tracker_queue_full`), so the ring keeps
 //! draining. Exec/mmap hints become scan requests for discovery (dropped and counted when
-//! discovery is behind: its periodic full scan still covers those processes).
+//! discovery is behind: its periodic full scan still covers those processes). Under
+//! per-process placement exits go to discovery too; under `--scope auto` a TLS hello record
+//! becomes the server name it carries (read here, `probes::sni`) for discovery, never an event.
 
 use std::sync::Arc;
 use std::sync::mpsc::{SyncSender, TrySendError};
@@ -10,12 +12,25 @@ use std::sync::mpsc::{SyncSender, TrySendError};
 use std::time::Duration;
 
 use aya::maps::{MapData, RingBuf};
-use llmprobe_common::RING_DRAIN_EVERY_MS;
+use llmprobe_common::{self as abi, RING_DRAIN_EVERY_MS, Record as _};
 use tokio::io::unix::AsyncFd;
 
+use super::discovery::{AdmitFilter, AdmitWhy, Request};
 use super::queue::QueueTx;
 use crate::probes::events::{ProbeEvent, decode};
+use crate::probes::sni::{Hello, LlmHosts, client_hello};
 use crate::telemetry::{DropReason, SelfMetrics};
+
+/// What the source forwards to discovery.
+#[derive(Debug)]
+pub struct DiscoveryLink {
+    /// Discovery's request channel.
+    pub tx: SyncSender<Request>,
+    /// Forward process exits (per-process placement).
+    pub exits: bool,
+    /// `--scope auto`: the hosts that admit a process, and the admission channel.
+    pub auto: Option<(LlmHosts, AdmitFilter)>,
+}
 
 /// Records taken from the ring per batch.
 const MAX_BATCH: usize = 1024;
@@ -28,7 +43,7 @@ const MAX_BATCH: usize = 1024;
 pub async fn run(
     mut ring: AsyncFd<RingBuf<MapData>>,
     queue: QueueTx,
-    scans: SyncSender<u32>,
+    mut scans: DiscoveryLink,
     metrics: Arc<SelfMetrics>,
 ) {
     // Drained on the clock at most every RING_DRAIN_EVERY_MS; each drain that finds nothing
@@ -39,13 +54,13 @@ pub async fn run(
         let found = tokio::select! {
             r = ring.readable_mut() => match r {
                 Ok(mut guard) => {
-                    let found = drain(guard.get_inner_mut(), &queue, &scans, &metrics).await;
+                    let found = drain(guard.get_inner_mut(), &queue, &mut scans, &metrics).await;
                     guard.clear_ready();
                     found.map(|_| 1)
                 }
                 Err(_) => None,
             },
-            _ = tokio::time::sleep(every) => drain(ring.get_mut(), &queue, &scans, &metrics).await,
+            _ = tokio::time::sleep(every) => drain(ring.get_mut(), &queue, &mut scans, &metrics).await,
         };
         match found {
             None => return,
@@ -62,7 +77,7 @@ const IDLE_DRAIN_EVERY: Duration = Duration::from_millis(320);
 async fn drain(
     rb: &mut RingBuf<MapData>,
     queue: &QueueTx,
-    scans: &SyncSender<u32>,
+    scans: &mut DiscoveryLink,
     metrics: &SelfMetrics,
 ) -> Option<usize> {
     let mut taken = 0;
@@ -70,10 +85,23 @@ async fn drain(
         let mut batch = Vec::new();
         while batch.len() < MAX_BATCH {
             let Some(item) = rb.next() else { break };
+            if let Some(h) = abi::EventHeader::read_from(&item)
+                && h.kind == abi::EVENT_TLS_HELLO
+            {
+                hello(&item, &mut scans.auto, metrics);
+                continue;
+            }
             match decode(&item) {
                 Ok(ev) => {
-                    if let ProbeEvent::ExecMap { meta } = &ev
-                        && let Err(TrySendError::Full(_)) = scans.try_send(meta.pid)
+                    let req = match &ev {
+                        ProbeEvent::ExecMap { meta } => Some(Request::Scan(meta.pid)),
+                        ProbeEvent::ProcExit { meta } if scans.exits => {
+                            Some(Request::Exit(meta.pid))
+                        }
+                        _ => None,
+                    };
+                    if let Some(req) = req
+                        && let Err(TrySendError::Full(_)) = scans.tx.try_send(req)
                     {
                         metrics.drop_for(DropReason::DiscoveryRequestDropped);
                     }
@@ -99,5 +127,29 @@ async fn drain(
         }
         // A ring that never empties must not keep this worker from the other tasks.
         tokio::task::yield_now().await;
+    }
+}
+
+/// A TLS hello record (`--scope auto`): when its server name is an LLM API host's, the process
+/// is named to discovery for admission (at most once per `ADMIT_REPEAT`). Other hellos end here:
+/// only matches reach discovery, so hellos cannot crowd its channels.
+fn hello(raw: &[u8], auto: &mut Option<(LlmHosts, AdmitFilter)>, metrics: &SelfMetrics) {
+    let Some(ev) = abi::TlsHelloEvent::read_from(raw) else {
+        metrics.events_malformed.inc();
+        return;
+    };
+    let Some((hosts, filter)) = auto.as_mut() else {
+        return;
+    };
+    let len = (ev.len as usize).min(ev.data.len());
+    match client_hello(&ev.data[..len]) {
+        Hello::Sni(host) if hosts.matches(&host) => {
+            let pid = ev.hdr.tgid;
+            if !filter.offer(pid, AdmitWhy::Host(host), std::time::Instant::now()) {
+                metrics.drop_for(DropReason::DiscoveryRequestDropped);
+            }
+        }
+        Hello::Truncated => metrics.drop_for(DropReason::TlsHelloTruncated),
+        _ => {}
     }
 }

@@ -2,6 +2,8 @@
 //! named) and run through the connection tracker (and the recorder, when recording); the
 //! tracker's mute decisions go to the kernel's `MUTED` map (the pipeline's one feedback path);
 //! finished records and, every 500 ms, the servers with calls in flight go down to enrich.
+//! Under `--scope auto` the process of each record is also named to discovery once (the admit
+//! feedback: a process that made an LLM call gets its uprobes).
 
 use std::sync::Arc;
 use std::sync::mpsc::{RecvTimeoutError, SyncSender, TrySendError};
@@ -10,6 +12,7 @@ use std::time::{Duration, Instant};
 use aya::maps::{HashMap as BpfHashMap, MapData};
 use llmprobe_common::ConnKey;
 
+use super::discovery::{AdmitFilter, AdmitWhy};
 use super::enrich::EnrichInput;
 use super::prepare::Prepare;
 use super::queue::QueueRx;
@@ -44,6 +47,8 @@ pub struct TrackStage<W: std::io::Write> {
     pub clock: Clock,
     /// Self-metrics.
     pub metrics: Arc<SelfMetrics>,
+    /// `--scope auto`: discovery, told of each process that made an LLM call.
+    pub admit: Option<AdmitFilter>,
 }
 
 impl<W: std::io::Write> TrackStage<W> {
@@ -65,6 +70,14 @@ impl<W: std::io::Write> TrackStage<W> {
                         r.flush();
                     }
                     apply_mutes(&mut self.muted, &o.mutes);
+                    if let Some(admit) = self.admit.as_mut() {
+                        let now = Instant::now();
+                        for c in &o.calls {
+                            if !admit.offer(c.pid, AdmitWhy::Call, now) {
+                                self.metrics.drop_for(DropReason::DiscoveryRequestDropped);
+                            }
+                        }
+                    }
                     if !o.calls.is_empty() {
                         match out.try_send(EnrichInput::Calls(o.calls)) {
                             Ok(()) => {}

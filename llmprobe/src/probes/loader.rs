@@ -6,7 +6,10 @@ use std::collections::{HashMap as StdHashMap, HashSet};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::num::NonZeroU32;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc::{SyncSender, TrySendError, sync_channel};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
 
 use anyhow::{Context, anyhow, bail};
 use aya::maps::{Array, HashMap, MapData, PerCpuArray, RingBuf};
@@ -18,6 +21,9 @@ use log::{debug, info, warn};
 
 use super::discovery::{self, ElfLimits, Refusal, SSL_SYMBOLS, TlsLibrary};
 use super::events::{EventMeta, ProbeEvent};
+use super::scope::{
+    self, KernelMode, MAX_SCOPED_LINKS, MAX_SCOPED_PROCESSES, ScopeRefusal, ScopeSpec, ScopedProcs,
+};
 
 /// The compiled kernel programs, embedded at build time.
 static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/llmprobe"));
@@ -46,11 +52,14 @@ const SSL_PROGRAMS: [&str; 5] = [
     "ssl_free",
 ];
 
+/// The order in which a file's uprobes are attached (indices of `SSL_PROGRAMS`).
+const ATTACH_ORDER: [usize; 5] = [3, 2, 1, 0, 4];
+
 /// What to trace.
 #[derive(Debug, Clone, Default)]
 pub struct LoadOptions {
-    /// Only these processes (empty: all).
-    pub pids: Vec<u32>,
+    /// Which processes are traced, and how uprobes are placed.
+    pub scope: ScopeSpec,
     /// Ring buffer bytes (a power of two, `RING_BYTES_MIN..=RING_BYTES_MAX`).
     pub ring_bytes: u32,
 }
@@ -77,32 +86,78 @@ const MAX_NEGATIVE_FILES: usize = 65_536;
 /// The loaded programs and where they are attached.
 pub struct Probes {
     ebpf: Ebpf,
-    pids: Vec<u32>,
+    scope: ScopeSpec,
+    /// The kernel's `SCOPE` map (when a selector lists processes for the kernel).
+    kernel_scope: Option<HashMap<MapData, u32, u8>>,
+    /// Processes carrying their own uprobes (per-process placement).
+    procs: ScopedProcs<Link>,
+    /// The per-process caps were logged.
+    scope_cap_logged: bool,
     /// Files attached (with their uprobe links) or known to need none.
-    files: FileTable<Vec<(&'static str, UProbeLinkId)>>,
+    files: FileTable<FileEntry>,
     /// The attached-files cap was logged (reset once below it again).
     cap_logged: bool,
     /// Hands detached links to the thread that closes them.
-    reaper: Option<SyncSender<Vec<UProbeLink>>>,
+    reaper: Option<Reaper>,
 }
 
-/// Starts the thread that closes detached uprobe links (a slow kernel operation).
-fn spawn_reaper() -> Option<SyncSender<Vec<UProbeLink>>> {
-    let (tx, rx) = sync_channel::<Vec<UProbeLink>>(64);
-    let spawned = std::thread::Builder::new()
-        .name("uprobe-reaper".to_owned())
-        .spawn(move || {
-            for links in rx {
-                drop(links);
-            }
-        });
-    match spawned {
-        Ok(_) => Some(tx),
-        Err(e) => {
-            warn!("cannot start the uprobe reaper thread ({e}); probes are detached inline");
-            None
+/// One uprobe link: its program and id.
+type Link = (&'static str, UProbeLinkId);
+
+/// A file with OpenSSL: the links of its uprobes for all processes (per-file placement), or the
+/// verified open file and its offsets, kept so that a process is probed with perf_event_open
+/// calls alone (per-process placement).
+#[derive(Debug)]
+pub struct FileEntry {
+    links: Vec<Link>,
+    lib: Option<Arc<(discovery::OpenedFile, TlsLibrary)>>,
+}
+
+/// Threads closing the per-process links at shutdown.
+const SHUTDOWN_CLOSERS: usize = 32;
+
+/// Threads closing detached uprobe links: each close waits for kernel grace periods, and
+/// closes on several threads share them (per-process placement releases 9 links per process).
+const REAPER_THREADS: usize = 4;
+
+/// The reaper: its queue and the links waiting in it (bounded by the attach side: past
+/// [`MAX_SCOPED_LINKS`] links waiting, no per-process link is attached).
+#[derive(Clone)]
+struct Reaper {
+    tx: SyncSender<Vec<UProbeLink>>,
+    pending: Arc<AtomicUsize>,
+}
+
+/// Starts the threads that close detached uprobe links (a slow kernel operation).
+fn spawn_reaper() -> Option<Reaper> {
+    // One batch per released process or file: the channel holds every batch the caps allow.
+    let (tx, rx) = sync_channel::<Vec<UProbeLink>>(MAX_SCOPED_PROCESSES + MAX_ATTACHED_FILES);
+    let rx = Arc::new(Mutex::new(rx));
+    let pending = Arc::new(AtomicUsize::new(0));
+    let mut started = 0;
+    for i in 0..REAPER_THREADS {
+        let (rx, pending) = (rx.clone(), pending.clone());
+        let spawned = std::thread::Builder::new()
+            .name(format!("uprobe-reaper-{i}"))
+            .spawn(move || {
+                loop {
+                    let next = rx.lock().map(|r| r.recv());
+                    let Ok(Ok(links)) = next else { break };
+                    let n = links.len();
+                    drop(links);
+                    pending.fetch_sub(n, Ordering::Relaxed);
+                }
+            });
+        match spawned {
+            Ok(_) => started += 1,
+            Err(e) => warn!("cannot start a uprobe reaper thread ({e})"),
         }
     }
+    if started == 0 {
+        warn!("no uprobe reaper thread: probes are detached inline");
+        return None;
+    }
+    Some(Reaper { tx, pending })
 }
 
 /// Checks the things that most often stop an eBPF agent, with what to do about each.
@@ -131,6 +186,22 @@ pub fn preflight() -> anyhow::Result<()> {
             "could not raise RLIMIT_MEMLOCK: {}",
             std::io::Error::last_os_error()
         );
+    }
+    // Every uprobe link is a perf event fd: per-process placement holds up to MAX_SCOPED_LINKS,
+    // and as many again may be closing on the reaper.
+    let mut nofile = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: valid rlimit structs.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut nofile) == 0 {
+            let want = (2 * MAX_SCOPED_LINKS as u64 + 8192).min(nofile.rlim_max);
+            if nofile.rlim_cur < want {
+                nofile.rlim_cur = want;
+                let _ = libc::setrlimit(libc::RLIMIT_NOFILE, &nofile);
+            }
+        }
     }
     Ok(())
 }
@@ -192,34 +263,53 @@ impl Probes {
         {
             let mut cfg: Array<_, Config> =
                 Array::try_from(ebpf.map_mut("CONFIG").context("CONFIG map missing")?)?;
-            let flags = if opts.pids.is_empty() {
-                0
-            } else {
-                abi::CONFIG_FILTER_PIDS
+            let spec = &opts.scope;
+            let mut flags = match spec.kernel_mode() {
+                KernelMode::All => 0,
+                KernelMode::Allow => abi::CONFIG_SCOPE_ALLOW,
+                KernelMode::Deny => abi::CONFIG_SCOPE_DENY,
             };
+            let (pid_off, flags_off) = if spec.kernel_mode() != KernelMode::All && !spec.pids_only()
+            {
+                flags |= abi::CONFIG_SCOPE_INHERIT;
+                scope::newtask_offsets().unwrap_or_else(|| {
+                        warn!("cannot read task_newtask's format: forked processes join the scope at the next rescan");
+                        (0, 0)
+                    })
+            } else {
+                (0, 0)
+            };
+            if spec.auto {
+                flags |= abi::CONFIG_TLS_HELLO;
+            }
             cfg.set(
                 0,
                 Config {
                     self_tgid: std::process::id(),
                     flags,
+                    newtask_pid_off: pid_off,
+                    newtask_flags_off: flags_off,
                 },
                 0,
             )?;
         }
-        if !opts.pids.is_empty() {
-            let mut pids: HashMap<_, u32, u8> =
-                HashMap::try_from(ebpf.map_mut("PIDS").context("PIDS map missing")?)?;
-            for pid in &opts.pids {
-                pids.insert(pid, 1, 0)?;
-            }
-        }
+        let kernel_scope = if opts.scope.kernel_mode() == KernelMode::All {
+            None
+        } else {
+            Some(HashMap::try_from(
+                ebpf.take_map("SCOPE").context("SCOPE map missing")?,
+            )?)
+        };
         let ring = RingBuf::try_from(ebpf.take_map("EVENTS").context("EVENTS map missing")?)?;
         let muted = HashMap::try_from(ebpf.take_map("MUTED").context("MUTED map missing")?)?;
         let lost = PerCpuArray::try_from(ebpf.take_map("LOST").context("LOST map missing")?)?;
 
         let mut probes = Probes {
             ebpf,
-            pids: opts.pids.clone(),
+            scope: opts.scope.clone(),
+            kernel_scope,
+            procs: ScopedProcs::new(MAX_SCOPED_PROCESSES, MAX_SCOPED_LINKS),
+            scope_cap_logged: false,
             files: FileTable::new(MAX_NEGATIVE_FILES),
             cap_logged: false,
             reaper: spawn_reaper(),
@@ -259,6 +349,7 @@ impl Probes {
         attach(self, "sys_enter_mmap", "syscalls", "sys_enter_mmap")?;
         attach(self, "sched_process_exec", "sched", "sched_process_exec")?;
         attach(self, "sched_process_exit", "sched", "sched_process_exit")?;
+        attach(self, "task_newtask", "task", "task_newtask")?;
         Ok(())
     }
 
@@ -277,18 +368,6 @@ impl Probes {
                 .with_context(|| format!("the kernel verifier rejected {prog}"))?;
         }
         Ok(())
-    }
-
-    fn scopes(&self) -> Vec<UProbeScope> {
-        if self.pids.is_empty() {
-            vec![UProbeScope::AllProcesses]
-        } else {
-            self.pids
-                .iter()
-                .filter_map(|p| NonZeroU32::new(*p))
-                .map(UProbeScope::OneProcess)
-                .collect()
-        }
     }
 
     /// Files with OpenSSL uprobes attached now.
@@ -372,32 +451,45 @@ impl Probes {
             file_id: f.file_id,
             offsets,
         };
-        let mut links = Vec::new();
-        for scope in self.scopes() {
-            match self.attach_tls_library(&f, &lib, scope) {
-                Ok(mut l) => {
-                    info!(
-                        "attached {} OpenSSL uprobes to {:?} (device {:#x}, inode {}, {scope:?})",
-                        l.len(),
-                        lib.path,
-                        lib.file_id.0,
-                        lib.file_id.1
-                    );
-                    links.append(&mut l);
-                }
-                Err(e) => warn!(
+        if self.scope.per_process() {
+            // Probed per process, when a process in scope maps it.
+            debug!("OpenSSL found in {:?}; probed per process", lib.path);
+            let id = f.file_id;
+            let path = lib.path.clone();
+            let entry = FileEntry {
+                links: Vec::new(),
+                lib: Some(Arc::new((f, lib))),
+            };
+            self.files.insert_attached(id, path, entry, pinned);
+            return;
+        }
+        let links = match self.attach_tls_library(&f, &lib, UProbeScope::AllProcesses) {
+            Ok(l) => {
+                info!(
+                    "attached {} OpenSSL uprobes to {:?} (device {:#x}, inode {}, all processes)",
+                    l.len(),
+                    lib.path,
+                    lib.file_id.0,
+                    lib.file_id.1
+                );
+                l
+            }
+            Err(e) => {
+                warn!(
                     "could not probe OpenSSL in {:?}: {e:#}; TLS traffic of processes using it will not be seen",
                     lib.path
-                ),
+                );
+                Vec::new()
             }
-        }
+        };
         if links.is_empty() {
             self.files.remember_negative(f.file_id);
             return;
         }
         report.attached += 1;
+        let entry = FileEntry { links, lib: None };
         self.files
-            .insert_attached(f.file_id, lib.path, links, pinned);
+            .insert_attached(f.file_id, lib.path, entry, pinned);
     }
 
     /// Attaches the uprobes through `/proc/self/fd/<fd>` of the verified open file: the kernel
@@ -413,7 +505,10 @@ impl Probes {
         let target = f.self_fd_path();
         let mut links = Vec::new();
         let mut result = Ok(());
-        'all: for (i, prog) in SSL_PROGRAMS.iter().enumerate() {
+        // Writes first: under `--scope auto` a process is probed while its handshake is in
+        // flight, and its request is written before its answer is read.
+        'all: for i in ATTACH_ORDER {
+            let prog = &SSL_PROGRAMS[i];
             let Some(off) = lib.offsets[i] else { continue };
             // Reads and writes also get the return probe that emits their bytes.
             let progs: &[&'static str] = if i < 4 { &[prog, "ssl_ret"] } else { &[prog] };
@@ -449,20 +544,27 @@ impl Probes {
                 Err(e) => debug!("detaching {prog} failed: {e:#}"),
             }
         }
-        if let Some(Err(TrySendError::Full(owned) | TrySendError::Disconnected(owned))) =
-            self.reaper.as_ref().map(|r| r.try_send(owned))
+        let n = owned.len();
+        let Some(reaper) = self.reaper.as_ref() else {
+            drop(owned);
+            return;
+        };
+        reaper.pending.fetch_add(n, Ordering::Relaxed);
+        if let Err(TrySendError::Full(owned) | TrySendError::Disconnected(owned)) =
+            reaper.tx.try_send(owned)
         {
             // The reaper is behind (or gone): close them here.
+            reaper.pending.fetch_sub(n, Ordering::Relaxed);
             drop(owned);
         }
     }
 
     /// The processes to scan for TLS libraries.
     pub fn scan_targets(&self) -> Vec<u32> {
-        if self.pids.is_empty() {
-            discovery::all_pids()
+        if self.scope.pids_only() {
+            self.scope.pids.clone()
         } else {
-            self.pids.clone()
+            discovery::all_pids()
         }
     }
 
@@ -475,6 +577,10 @@ impl Probes {
         if pid == std::process::id() {
             return;
         }
+        if self.scope.per_process() {
+            self.scan_scoped(pid, mapped, report);
+            return;
+        }
         let maps = discovery::executable_mappings(pid);
         for m in &maps {
             self.consider_file(pid, m, report);
@@ -482,6 +588,234 @@ impl Probes {
         if let Some(set) = mapped {
             set.extend(maps.iter().map(|m| m.file_id));
         }
+    }
+
+    /// Per-process placement: decides whether `pid` is in scope (and tells the kernel), then
+    /// attaches uprobes for it alone to each TLS library it maps, or releases those it had.
+    fn scan_scoped(
+        &mut self,
+        pid: u32,
+        mapped: Option<&mut HashSet<(u64, u64)>>,
+        report: &mut ScanReport,
+    ) {
+        let Some(info) = scope::read_proc(pid) else {
+            // Gone (or a thread): its links go; the kernel dropped its entry at exit.
+            self.release_process(pid);
+            return;
+        };
+        let selected = self.scope.selects(&info);
+        self.set_listed(pid, self.scope.listed(selected), report);
+        if !selected {
+            self.release_process(pid);
+            return;
+        }
+        let wants = !self.scope.auto || self.procs.is_admitted(pid, info.start);
+        if !wants && !self.procs.is_empty() {
+            // Not (or no longer) admitted: nothing to hold.
+            self.release_process(pid);
+        }
+        let maps = discovery::executable_mappings(pid);
+        for m in &maps {
+            // Under --scope auto the libraries of selected processes are inspected ahead, so
+            // that admission is perf_event_open calls only.
+            self.consider_file(pid, m, report);
+            if wants {
+                self.attach_process(&info, m.file_id, report);
+            }
+        }
+        if let Some(set) = mapped {
+            set.extend(maps.iter().map(|m| m.file_id));
+        }
+    }
+
+    /// Lists or unlists `pid` in the kernel's `SCOPE` map (bounded by the map's size: a
+    /// refused insert is counted as `scope_cap_reached`).
+    fn set_listed(&mut self, pid: u32, listed: bool, report: &mut ScanReport) {
+        let Some(map) = self.kernel_scope.as_mut() else {
+            return;
+        };
+        if listed {
+            if let Err(e) = map.insert(pid, 1, 0) {
+                report.scope_refused += 1;
+                debug!("could not list pid {pid} in SCOPE: {e}");
+            }
+        } else {
+            let _ = map.remove(&pid);
+        }
+    }
+
+    /// Attaches the uprobes of file `id` (already known to hold OpenSSL) for `pid` alone.
+    fn attach_process(&mut self, info: &scope::ProcInfo, id: (u64, u64), report: &mut ScanReport) {
+        let (pid, start, uid) = (info.pid, info.start, info.uid);
+        if self.procs.has(pid, start, id) {
+            return;
+        }
+        let Some(lib) = self.files.get(id).and_then(|e| e.lib.clone()) else {
+            return;
+        };
+        let Some(nz) = NonZeroU32::new(pid) else {
+            return;
+        };
+        let want = 2 * SSL_PROGRAMS.len();
+        let closing = self
+            .reaper
+            .as_ref()
+            .map_or(0, |r| r.pending.load(Ordering::Relaxed));
+        let mut reserved = if closing > MAX_SCOPED_LINKS {
+            // Links still closing count too: churn cannot pile up perf event fds.
+            Err(ScopeRefusal::Links)
+        } else {
+            self.procs.reserve(pid, start, uid, want)
+        };
+        if reserved == Err(ScopeRefusal::Processes)
+            && self.scope.auto
+            && let Some(idle) = self.procs.idle_admitted(Instant::now())
+        {
+            // An admitted process that made no LLM call for a while gives its place up (it is
+            // admitted again by its next LLM hello or call).
+            info!("pid {idle} made no LLM call lately: its uprobes go to pid {pid}");
+            self.release_process(idle);
+            self.procs.forget(idle);
+            reserved = self.procs.reserve(pid, start, uid, want);
+        }
+        match reserved {
+            Ok(stale) => self.detach_links(stale),
+            Err(r) => {
+                report.scope_refused += 1;
+                if !self.scope_cap_logged {
+                    self.scope_cap_logged = true;
+                    let what = match r {
+                        ScopeRefusal::Processes => {
+                            format!("{MAX_SCOPED_PROCESSES} processes already carry uprobes")
+                        }
+                        ScopeRefusal::UserShare => format!(
+                            "user {uid} already holds {} of the {MAX_SCOPED_PROCESSES} places for processes with uprobes",
+                            self.procs.user_share()
+                        ),
+                        ScopeRefusal::Links => {
+                            format!("{MAX_SCOPED_LINKS} uprobe links are attached")
+                        }
+                    };
+                    warn!(
+                        "{what}: pid {pid} and further processes in scope are not probed until some exit (counted in llmprobe_dropped_total{{reason=\"scope_cap_reached\"}})"
+                    );
+                }
+                return;
+            }
+        }
+        let t0 = Instant::now();
+        let attached = self.attach_tls_library(&lib.0, &lib.1, UProbeScope::OneProcess(nz));
+        report.attach_us += t0.elapsed().as_micros();
+        match attached {
+            Ok(links) => {
+                debug!(
+                    "attached {} OpenSSL uprobes to {:?} for pid {pid}",
+                    links.len(),
+                    lib.1.path
+                );
+                report.process_links += links.len();
+                self.procs.insert(pid, start, uid, id, links);
+            }
+            Err(e) => info!("could not probe {:?} for pid {pid}: {e:#}", lib.1.path),
+        }
+    }
+
+    /// Releases every per-process link of `pid` (it exited or left the scope).
+    pub fn release_process(&mut self, pid: u32) {
+        let links = self.procs.release(pid);
+        if !links.is_empty() {
+            debug!("released the uprobes of pid {pid}");
+            self.detach_links(links);
+        }
+    }
+
+    /// At shutdown: closes every per-process link on [`SHUTDOWN_CLOSERS`] threads at once
+    /// (each close waits for kernel grace periods; closed one after another, as process exit
+    /// would, thousands of them take minutes).
+    pub fn release_all_processes(&mut self) {
+        let mut links = Vec::new();
+        for pid in self.procs.pids() {
+            links.extend(self.procs.release(pid));
+        }
+        let mut owned = Vec::with_capacity(links.len());
+        for (prog, id) in links {
+            if let Ok(link) = self.uprobe(prog).and_then(|u| Ok(u.take_link(id)?)) {
+                owned.push(link);
+            }
+        }
+        if owned.is_empty() {
+            return;
+        }
+        let n = owned.len();
+        let t0 = Instant::now();
+        let per = n.div_ceil(SHUTDOWN_CLOSERS);
+        let mut threads = Vec::new();
+        while !owned.is_empty() {
+            let chunk: Vec<UProbeLink> = owned.drain(..per.min(owned.len())).collect();
+            match std::thread::Builder::new()
+                .name("uprobe-close".to_owned())
+                .spawn(move || drop(chunk))
+            {
+                Ok(t) => threads.push(t),
+                Err(_) => break,
+            }
+        }
+        drop(owned);
+        for t in threads {
+            let _ = t.join();
+        }
+        info!(
+            "closed {n} per-process uprobe links in {} ms",
+            t0.elapsed().as_millis()
+        );
+    }
+
+    /// A process exited: its links go and it is no longer admitted.
+    pub fn process_exited(&mut self, pid: u32) {
+        self.release_process(pid);
+        self.procs.forget(pid);
+    }
+
+    /// Processes carrying their own uprobes.
+    pub fn scoped_process_count(&self) -> usize {
+        self.procs.len()
+    }
+
+    /// `--scope auto`: admits `pid` (`why` says what gave it away) and probes it at once; a
+    /// process already admitted is marked active (`call`: it made an LLM call). Returns the time
+    /// the attach took, None when nothing was attached.
+    pub fn admit(
+        &mut self,
+        pid: u32,
+        why: &str,
+        call: bool,
+        report: &mut ScanReport,
+    ) -> Option<u128> {
+        if !self.scope.auto || pid == std::process::id() {
+            return None;
+        }
+        let info = scope::read_proc(pid)?;
+        if !self.scope.selects(&info) {
+            return None;
+        }
+        let was = self.procs.is_admitted(pid, info.start);
+        if !self.procs.admit(pid, info.start, call, Instant::now()) {
+            if !was {
+                report.scope_refused += 1;
+            }
+            return None;
+        }
+        let t0 = Instant::now();
+        let (before, attach_before) = (report.process_links, report.attach_us);
+        self.scan_pid(pid, None, report);
+        let us = t0.elapsed().as_micros();
+        info!(
+            "admitted pid {pid} ({why}): {} OpenSSL uprobes attached in {us} us ({} us in perf_event_open)",
+            report.process_links - before,
+            report.attach_us - attach_before
+        );
+        report.admitted += 1;
+        Some(us)
     }
 
     /// Scans processes' executable mappings for OpenSSL and attaches to what is new.
@@ -496,19 +830,49 @@ impl Probes {
     /// libraries stay).
     pub fn full_rescan(&mut self, report: &mut ScanReport) {
         let mut mapped = HashSet::new();
-        for pid in self.scan_targets() {
-            self.scan_pid(pid, Some(&mut mapped), report);
+        let targets = self.scan_targets();
+        for pid in &targets {
+            self.scan_pid(*pid, Some(&mut mapped), report);
         }
-        for (id, path, links) in self.files.end_full_scan(&mapped) {
+        if self.scope.per_process() {
+            // Processes whose exit was missed (a dropped request) release their links here.
+            let alive: HashSet<u32> = targets.iter().copied().collect();
+            for pid in self.procs.pids() {
+                if !alive.contains(&pid) {
+                    self.process_exited(pid);
+                }
+            }
+            self.procs
+                .retain_admitted(|p| Path::new(&format!("/proc/{p}")).exists());
+            self.prune_kernel_scope();
+        }
+        for (id, path, entry) in self.files.end_full_scan(&mapped) {
             info!(
                 "released the OpenSSL uprobes of {path:?} (device {:#x}, inode {}): no traced process maps it any more",
                 id.0, id.1
             );
-            self.detach_links(links);
+            let per_process = self.procs.release_file(id);
+            self.detach_links(per_process);
+            self.detach_links(entry.links);
             report.released += 1;
         }
         if self.files.attached_len() < MAX_ATTACHED_FILES {
             self.cap_logged = false;
+        }
+    }
+
+    /// Drops `SCOPE` entries of processes and threads that are gone (a missed exit).
+    fn prune_kernel_scope(&mut self) {
+        let Some(map) = self.kernel_scope.as_mut() else {
+            return;
+        };
+        let gone: Vec<u32> = map
+            .keys()
+            .filter_map(|k| k.ok())
+            .filter(|k| !Path::new(&format!("/proc/{k}")).exists())
+            .collect();
+        for k in gone {
+            let _ = map.remove(&k);
         }
     }
 
@@ -517,6 +881,7 @@ impl Probes {
         for path in discovery::ldconfig_ssl_libraries() {
             self.consider_host_file(&path, report);
         }
+
         let pids = self.scan_targets();
         self.scan_pids(&pids, report);
     }
@@ -524,18 +889,21 @@ impl Probes {
     /// Registers the TCP sockets that existed before the agent started, so their plaintext is
     /// traced; returns the matching ConnOpen events for the pipeline.
     pub fn seed_sockets(&mut self) -> anyhow::Result<Vec<ProbeEvent>> {
+        let pids = self.scan_targets();
+        let spec = self.scope.clone();
         let mut socks: HashMap<_, SockKey, SockInfo> =
             HashMap::try_from(self.ebpf.map_mut("SOCKS").context("SOCKS map missing")?)?;
         let now = crate::clock::monotonic_now_ns();
         let mut events = Vec::new();
-        let pids = if self.pids.is_empty() {
-            discovery::all_pids()
-        } else {
-            self.pids.clone()
-        };
+
         let mut tables: StdHashMap<u64, StdHashMap<u64, SocketAddr>> = StdHashMap::new();
         for pid in pids {
             if pid == std::process::id() {
+                continue;
+            }
+            if spec.kernel_mode() != KernelMode::All
+                && !scope::read_proc(pid).is_some_and(|p| spec.selects(&p))
+            {
                 continue;
             }
             let Ok(fds) = std::fs::read_dir(format!("/proc/{pid}/fd")) else {
@@ -625,6 +993,14 @@ pub struct ScanReport {
     pub refused: Vec<Refusal>,
     /// Candidates skipped because [`MAX_ATTACHED_FILES`] files are attached.
     pub cap_reached: u64,
+    /// Processes in scope not probed: the per-process caps (`scope_cap_reached`).
+    pub scope_refused: u64,
+    /// Per-process uprobe links attached.
+    pub process_links: usize,
+    /// Processes admitted by `--scope auto`.
+    pub admitted: usize,
+    /// Microseconds spent in perf_event_open calls for per-process links.
+    pub attach_us: u128,
 }
 
 /// The files discovery knows: those with probes attached (with their links, released once
@@ -659,6 +1035,11 @@ impl<L> FileTable<L> {
     /// Attached, or known not to need probes.
     pub fn is_known(&self, id: (u64, u64)) -> bool {
         self.attached.contains_key(&id) || self.negative.contains(&id)
+    }
+
+    /// The entry of an attached file.
+    pub fn get(&self, id: (u64, u64)) -> Option<&L> {
+        self.attached.get(&id).map(|t| &t.links)
     }
 
     /// Files with probes attached.

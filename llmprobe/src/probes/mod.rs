@@ -10,6 +10,7 @@ pub mod events;
 pub mod kernel_stats;
 pub mod loader;
 pub mod recorder;
+pub mod scope;
 pub mod scrub;
 pub mod sni;
 

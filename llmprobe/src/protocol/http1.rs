@@ -741,6 +741,38 @@ fn response_start(b: &[u8]) -> Start {
     }
 }
 
+/// Whether `data`, the first bytes seen of a connection, look like the middle of an HTTP/1.x
+/// message a stream was joined in (probes attached while the connection was busy): a chunk-size
+/// line (`1a2f\r\n`, `\r\n` between chunks), an SSE line (`data:`, `event:`, `id:`, `retry:`,
+/// `:`), or JSON (`{`, `[`). Never true of a request or status line, nor of binary data; a
+/// text protocol that merely resembles these is muted once its skip budget is spent.
+pub fn looks_like_message_middle(data: &[u8]) -> bool {
+    let head = &data[..data.len().min(64)];
+    match head.first() {
+        None => false,
+        Some(b'{' | b'[' | b':') => true,
+        Some(b'\r') => head.get(1) == Some(&b'\n'),
+        Some(_) => {
+            const SSE: [&[u8]; 4] = [b"data:", b"event:", b"id:", b"retry:"];
+            if SSE.iter().any(|p| head.starts_with(p)) {
+                return true;
+            }
+            // A chunk-size line: 1 to 8 hex digits, an optional extension, CRLF.
+            let digits = head.iter().take_while(|c| c.is_ascii_hexdigit()).count();
+            if digits == 0 || digits > 8 {
+                return false;
+            }
+            let rest = &head[digits..];
+            rest.starts_with(b"\r\n")
+                || (rest.first() == Some(&b';')
+                    && rest.iter().position(|&c| c == b'\r').is_some_and(|i| {
+                        rest.get(i + 1) == Some(&b'\n')
+                            && rest[..i].iter().all(|c| c.is_ascii_graphic() || *c == b' ')
+                    }))
+        }
+    }
+}
+
 /// Whether `data` can be the start of an HTTP/1.x response: its first bytes (up to seven)
 /// agree with `HTTP/1.`. Decided from the first byte on, so it tells which side of a connection
 /// answers from the first bytes seen. The one copy of the check: the parser's start check, the
