@@ -484,10 +484,10 @@ impl<'de> Deserialize<'de> for ContentText<'de> {
 /// The error named by an `error` member that is present and not null: the non-empty string
 /// `field` picks from it, else `error`. None when there is no such member.
 pub fn error_named_by<'a>(
-    error: &Option<ErrorView<'a>>,
+    error: &Option<Box<ErrorView<'a>>>,
     field: impl for<'s> Fn(&'s ErrorView<'a>) -> &'s Option<Scalar<'a>>,
 ) -> Option<String> {
-    let e = error.as_ref().filter(|e| !e.is_null)?;
+    let e = error.as_deref().filter(|e| !e.is_null)?;
     Some(nonempty(field(e)).unwrap_or("error").to_owned())
 }
 
@@ -506,7 +506,7 @@ mod tests {
 
     json_object! {
         struct Probe3<'a> {
-            "error" => error: ErrorView<'a>,
+            "error" => error: Box<ErrorView<'a>>,
         }
     }
 
