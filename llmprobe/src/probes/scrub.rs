@@ -658,12 +658,38 @@ fn scrub_json(input: &[u8], mut st: Json, out: &mut Masker<'_>, masked: &mut u64
 
 /// Whether a JSON string (its raw bytes between quotes) followed by `:` is a credential key:
 /// one longer than [`MAX_NAME`] is (fails closed); one holding JSON punctuation is not.
+///
+/// One pass over the key finds both JSON punctuation and backslashes: a key without escapes
+/// goes straight to the word rule, which is what [`secrets::is_secret_json_key`] applies to it.
 fn secret_key(seg: &[u8]) -> bool {
     if seg.len() > MAX_NAME {
         return true;
     }
-    !has_json_punct(seg) && secrets::is_secret_json_key(seg)
+    let class = seg.iter().fold(0, |c, &b| c | KEY_CLASS[usize::from(b)]);
+    if class & KEY_PUNCT != 0 {
+        return false;
+    }
+    if class & KEY_ESCAPE != 0 {
+        return secrets::is_secret_json_key(seg);
+    }
+    secrets::has_secret_word(seg)
 }
+
+/// [`KEY_CLASS`]: JSON punctuation (see [`has_json_punct`]).
+const KEY_PUNCT: u8 = 1;
+/// [`KEY_CLASS`]: a backslash (the key has escapes to decode).
+const KEY_ESCAPE: u8 = 2;
+/// The class of each byte for [`secret_key`].
+static KEY_CLASS: [u8; 256] = {
+    let mut t = [0u8; 256];
+    t[b'{' as usize] = KEY_PUNCT;
+    t[b'}' as usize] = KEY_PUNCT;
+    t[b'[' as usize] = KEY_PUNCT;
+    t[b']' as usize] = KEY_PUNCT;
+    t[b',' as usize] = KEY_PUNCT;
+    t[b'\\' as usize] = KEY_ESCAPE;
+    t
+};
 
 /// Whether `s` holds a byte no credential key name contains (JSON punctuation).
 fn has_json_punct(s: &[u8]) -> bool {
@@ -697,8 +723,13 @@ fn json_fast(input: &[u8], start: usize) -> (usize, Json) {
         }
         let q = q - 1;
         // ...reached as a closing quote: the special byte before it is a quote (or the string
-        // began at `start`); after a line feed, that quote opened a string instead.
-        let seg_start = match memchr::memrchr2(b'"', b'\n', &input[start..q]) {
+        // began at `start`); after a line feed, that quote opened a string instead. A plain
+        // loop back over one key beats a `memrchr2` call; each byte is looked at for one colon
+        // at most (a colon's key ends at the quote just before it).
+        let seg_start = match input[start..q]
+            .iter()
+            .rposition(|&b| b == b'"' || b == b'\n')
+        {
             None => start,
             Some(p) if input[start + p] == b'"' => start + p + 1,
             Some(_) => continue,
