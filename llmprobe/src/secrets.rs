@@ -107,7 +107,7 @@ pub const COUNTER_HEADER_PREFIXES: &[&str] =
 /// Whether a name contains one of [`SECRET_NAME_WORDS`], in any case. Runs on every header name
 /// and every JSON key followed by `:`, so it looks at each 3-byte window once (`b | 0x20` is a
 /// lower-case letter only for an ASCII letter) and compares whole words only on a hit.
-fn has_secret_word(name: &[u8]) -> bool {
+pub fn has_secret_word(name: &[u8]) -> bool {
     let word_at = |i: usize, w: &[u8]| {
         name.len() - i >= w.len()
             && name[i..i + w.len()]

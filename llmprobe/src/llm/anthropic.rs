@@ -7,8 +7,7 @@ use serde_json::Value;
 
 use super::json::{self, Body, Event, chars};
 use super::typed::{
-    ErrorView, List, Scalar, UsageView, as_str, as_u64, error_named_by, items, json_object,
-    nonempty,
+    ErrorView, List, Scalar, UsageView, as_str, as_u64, error_named_by, json_object, nonempty,
 };
 use super::{Observed, OutputKind, ProviderDialect, Usage};
 use crate::protocol::http1::RequestHead;
@@ -66,15 +65,15 @@ json_object! {
     /// A stream event's data, or a whole response (a `message` or an `error`).
     struct Object<'a> {
         "type" => ty: Scalar<'a>,
-        "message" => message: Message<'a>,
-        "content_block" => content_block: Block<'a>,
+        "message" => message: Box<Message<'a>>,
+        "content_block" => content_block: Box<Block<'a>>,
         "delta" => delta: Delta<'a>,
-        "usage" => usage: UsageView<'a>,
-        "error" => error: ErrorView<'a>,
+        "usage" => usage: Box<UsageView<'a>>,
+        "error" => error: Box<ErrorView<'a>>,
         "model" => model: Scalar<'a>,
         "id" => id: Scalar<'a>,
         "stop_reason" => stop_reason: Scalar<'a>,
-        "content" => content: List<Block<'a>>,
+        "content" => content: Box<List<Block<'a>>>,
     }
 }
 
@@ -84,7 +83,7 @@ json_object! {
         "model" => model: Scalar<'a>,
         "id" => id: Scalar<'a>,
         "stop_reason" => stop_reason: Scalar<'a>,
-        "usage" => usage: UsageView<'a>,
+        "usage" => usage: Box<UsageView<'a>>,
     }
 }
 
@@ -219,7 +218,7 @@ type MessageFields<'s, 'a> = (
     &'s Option<Scalar<'a>>,
     &'s Option<Scalar<'a>>,
     &'s Option<Scalar<'a>>,
-    &'s Option<UsageView<'a>>,
+    &'s Option<Box<UsageView<'a>>>,
 );
 
 impl ProviderDialect for Anthropic {
@@ -306,7 +305,7 @@ impl ProviderDialect for Anthropic {
             out.error = Some(error_of(&v));
         } else {
             self.read_message((&v.model, &v.id, &v.stop_reason, &v.usage), out);
-            for b in items(&v.content) {
+            for b in v.content.as_deref().map_or(&[][..], List::items) {
                 Self::read_block(b, out);
             }
         }

@@ -104,7 +104,7 @@ json_object! {
     struct Object<'a> {
         "request_id" => request_id: Scalar<'a>,
         "model" => model: Scalar<'a>,
-        "usage" => usage: UsageView<'a>,
+        "usage" => usage: Box<UsageView<'a>>,
         "code" => code: Scalar<'a>,
         "output" => output: Output<'a>,
     }

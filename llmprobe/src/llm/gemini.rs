@@ -59,10 +59,10 @@ fn parts_chars(content: &Value) -> u64 {
 json_object! {
     /// A `GenerateContentResponse`.
     struct Response<'a> {
-        "error" => error: ErrorView<'a>,
+        "error" => error: Box<ErrorView<'a>>,
         "modelVersion" => model_version: Scalar<'a>,
         "responseId" => response_id: Scalar<'a>,
-        "usageMetadata" => usage: UsageView<'a>,
+        "usageMetadata" => usage: Box<UsageView<'a>>,
         "candidates" => candidates: List<Candidate<'a>>,
         "promptFeedback" => prompt_feedback: PromptFeedback<'a>,
     }
@@ -88,7 +88,7 @@ json_object! {
     struct Part<'a> {
         "text" => text: Scalar<'a>,
         "thought" => thought: Scalar<'a>,
-        "functionCall" => function_call: FunctionCall<'a>,
+        "functionCall" => function_call: Box<FunctionCall<'a>>,
     }
 }
 

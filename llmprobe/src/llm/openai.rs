@@ -58,8 +58,8 @@ json_object! {
     struct Chunk<'a> {
         "model" => model: Scalar<'a>,
         "id" => id: Scalar<'a>,
-        "usage" => usage: UsageView<'a>,
-        "error" => error: ErrorView<'a>,
+        "usage" => usage: Box<UsageView<'a>>,
+        "error" => error: Box<ErrorView<'a>>,
         "choices" => choices: List<Choice<'a>>,
     }
 }
@@ -69,7 +69,7 @@ json_object! {
     struct Choice<'a> {
         "finish_reason" => finish_reason: Scalar<'a>,
         "delta" => delta: Message<'a>,
-        "message" => message: Message<'a>,
+        "message" => message: Box<Message<'a>>,
         "text" => text: Scalar<'a>,
     }
 }
@@ -150,7 +150,7 @@ impl OpenAi {
                 super::set_text(&mut out.finish_reason, fr);
             }
             // Streamed chunks carry `delta`, whole responses `message`, legacy completions `text`.
-            if let Some(m) = c.delta.as_ref().or(c.message.as_ref()) {
+            if let Some(m) = c.delta.as_ref().or(c.message.as_deref()) {
                 for r in [&m.reasoning_content, &m.reasoning] {
                     if let Some(t) = nonempty(r) {
                         out.note_output(t);

@@ -33,8 +33,8 @@ json_object! {
         "type" => ty: Scalar<'a>,
         "code" => code: Scalar<'a>,
         "delta" => delta: Scalar<'a>,
-        "response" => response: Response<'a>,
-        "error" => error: ErrorView<'a>,
+        "response" => response: Box<Response<'a>>,
+        "error" => error: Box<ErrorView<'a>>,
     }
 }
 
@@ -45,8 +45,8 @@ json_object! {
         "object" => object: Scalar<'a>,
         "model" => model: Scalar<'a>,
         "id" => id: Scalar<'a>,
-        "usage" => usage: UsageView<'a>,
-        "error" => error: ErrorView<'a>,
+        "usage" => usage: Box<UsageView<'a>>,
+        "error" => error: Box<ErrorView<'a>>,
         "status" => status: Scalar<'a>,
         "incomplete_details" => incomplete_details: IncompleteDetails<'a>,
         "output" => output: List<OutputItem<'a>>,

@@ -16,12 +16,55 @@
 //! * presence is kept apart from type (`delta: null` is present), as `Value::get` does.
 //!
 //! Objects are declared with `json_object!`; scalars are [`Scalar`]; arrays are [`List`].
+//! Objects and arrays are filled in place ([`Field`]): a nested view is written into its slot in
+//! the view above it, not returned through every layer of the parser; parts a stream event
+//! rarely carries (`usage`, `error`, whole-response messages) are boxed, so the views stay small.
 
 use std::borrow::Cow;
 use std::fmt;
 use std::marker::PhantomData;
 
 use serde::de::{Deserialize, Deserializer, MapAccess, SeqAccess, Visitor};
+
+/// A field of a view, read straight into its slot in the view (`Option<Self>`, Some after a
+/// successful read). The views nest (a chunk holds a list of choices, a choice a delta), and
+/// returning each level by value moved it through every layer of the parser; objects and lists
+/// are filled in place instead, and only scalars and boxed parts are returned by value.
+pub trait Field<'de>: Sized {
+    /// Reads one JSON value into `slot`.
+    fn read<D: Deserializer<'de>>(d: D, slot: &mut Option<Self>) -> Result<(), D::Error>;
+}
+
+/// The seed that reads a [`Field`] into its slot.
+pub struct Slot<'s, T>(pub &'s mut Option<T>);
+
+impl<'de, T: Field<'de>> serde::de::DeserializeSeed<'de> for Slot<'_, T> {
+    type Value = ();
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        T::read(d, self.0)
+    }
+}
+
+/// [`Field`] for types read by value (scalars, `Value`, boxed parts).
+macro_rules! by_value {
+    ($($ty:ty),*) => {$(
+        impl<'de> Field<'de> for $ty {
+            fn read<D: Deserializer<'de>>(d: D, slot: &mut Option<Self>) -> Result<(), D::Error> {
+                *slot = Some(Deserialize::deserialize(d)?);
+                Ok(())
+            }
+        }
+    )*};
+}
+
+by_value!(Skip, Scalar<'de>, ContentText<'de>, serde_json::Value);
+
+impl<'de, T: Deserialize<'de>> Field<'de> for Box<T> {
+    fn read<D: Deserializer<'de>>(d: D, slot: &mut Option<Self>) -> Result<(), D::Error> {
+        *slot = Some(Deserialize::deserialize(d)?);
+        Ok(())
+    }
+}
 
 /// Any JSON value, visited and dropped.
 pub struct Skip;
@@ -280,6 +323,71 @@ impl<'de, T: Deserialize<'de>> Deserialize<'de> for List<T> {
     }
 }
 
+impl<'de, T: Field<'de>> Field<'de> for List<T> {
+    fn read<D: Deserializer<'de>>(d: D, slot: &mut Option<Self>) -> Result<(), D::Error> {
+        struct V<'s, T>(&'s mut Option<List<T>>);
+        impl<'de, T: Field<'de>> Visitor<'de> for V<'_, T> {
+            type Value = ();
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("any JSON value")
+            }
+            fn visit_bool<E>(self, _: bool) -> Result<(), E> {
+                *self.0 = Some(List(None));
+                Ok(())
+            }
+            fn visit_i64<E>(self, _: i64) -> Result<(), E> {
+                *self.0 = Some(List(None));
+                Ok(())
+            }
+            fn visit_u64<E>(self, _: u64) -> Result<(), E> {
+                *self.0 = Some(List(None));
+                Ok(())
+            }
+            fn visit_f64<E>(self, _: f64) -> Result<(), E> {
+                *self.0 = Some(List(None));
+                Ok(())
+            }
+            fn visit_str<E>(self, _: &str) -> Result<(), E> {
+                *self.0 = Some(List(None));
+                Ok(())
+            }
+            fn visit_unit<E>(self) -> Result<(), E> {
+                *self.0 = Some(List(None));
+                Ok(())
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+                let mut first = None;
+                let items = if seq.next_element_seed(Slot(&mut first))?.is_none() {
+                    Items::None
+                } else {
+                    let mut second = None;
+                    if seq.next_element_seed(Slot(&mut second))?.is_none() {
+                        first.map_or(Items::None, Items::One)
+                    } else {
+                        let mut out: Vec<T> = first.into_iter().chain(second).collect();
+                        loop {
+                            let mut next = None;
+                            if seq.next_element_seed(Slot(&mut next))?.is_none() {
+                                break;
+                            }
+                            out.extend(next);
+                        }
+                        Items::Many(out)
+                    }
+                };
+                *self.0 = Some(List(Some(items)));
+                Ok(())
+            }
+            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<(), A::Error> {
+                drain_map(map)?;
+                *self.0 = Some(List(None));
+                Ok(())
+            }
+        }
+        d.deserialize_any(V(slot))
+    }
+}
+
 /// Declares a lenient view of a JSON object: `"key" => field: Type` for each key read (each
 /// field an `Option<Type>`: absent or present), every other key visited by [`Skip`]. A value
 /// that is not an object reads as the default (all absent) with `is_object` false (and `is_null`
@@ -300,62 +408,83 @@ macro_rules! json_object {
             _borrows: std::marker::PhantomData<&$lt ()>,
         }
 
-        impl<'de> serde::Deserialize<'de> for $name<'de> {
-            fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-                struct V;
-                impl<'de> serde::de::Visitor<'de> for V {
-                    type Value = $name<'de>;
+        impl<'de> $crate::llm::typed::Field<'de> for $name<'de> {
+            fn read<D: serde::Deserializer<'de>>(
+                d: D,
+                slot: &mut Option<Self>,
+            ) -> Result<(), D::Error> {
+                struct V<'s, 'de>(&'s mut Option<$name<'de>>);
+                impl<'de> serde::de::Visitor<'de> for V<'_, 'de> {
+                    type Value = ();
                     fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
                         f.write_str("any JSON value")
                     }
-                    fn visit_bool<E>(self, _: bool) -> Result<Self::Value, E> {
-                        Ok(Default::default())
+                    fn visit_bool<E>(self, _: bool) -> Result<(), E> {
+                        *self.0 = Some(Default::default());
+                        Ok(())
                     }
-                    fn visit_i64<E>(self, _: i64) -> Result<Self::Value, E> {
-                        Ok(Default::default())
+                    fn visit_i64<E>(self, _: i64) -> Result<(), E> {
+                        *self.0 = Some(Default::default());
+                        Ok(())
                     }
-                    fn visit_u64<E>(self, _: u64) -> Result<Self::Value, E> {
-                        Ok(Default::default())
+                    fn visit_u64<E>(self, _: u64) -> Result<(), E> {
+                        *self.0 = Some(Default::default());
+                        Ok(())
                     }
-                    fn visit_f64<E>(self, _: f64) -> Result<Self::Value, E> {
-                        Ok(Default::default())
+                    fn visit_f64<E>(self, _: f64) -> Result<(), E> {
+                        *self.0 = Some(Default::default());
+                        Ok(())
                     }
-                    fn visit_str<E>(self, _: &str) -> Result<Self::Value, E> {
-                        Ok(Default::default())
+                    fn visit_str<E>(self, _: &str) -> Result<(), E> {
+                        *self.0 = Some(Default::default());
+                        Ok(())
                     }
-                    fn visit_unit<E>(self) -> Result<Self::Value, E> {
-                        Ok($name {
+                    fn visit_unit<E>(self) -> Result<(), E> {
+                        *self.0 = Some($name {
                             is_null: true,
                             ..Default::default()
-                        })
+                        });
+                        Ok(())
                     }
                     fn visit_seq<A: serde::de::SeqAccess<'de>>(
                         self,
                         seq: A,
-                    ) -> Result<Self::Value, A::Error> {
+                    ) -> Result<(), A::Error> {
                         $crate::llm::typed::drain_seq(seq)?;
-                        Ok(Default::default())
+                        *self.0 = Some(Default::default());
+                        Ok(())
                     }
                     fn visit_map<A: serde::de::MapAccess<'de>>(
                         self,
                         mut map: A,
-                    ) -> Result<Self::Value, A::Error> {
-                        let mut out = $name {
+                    ) -> Result<(), A::Error> {
+                        // Filled in place; a repeated key starts its field afresh.
+                        let out = self.0.insert($name {
                             is_object: true,
                             ..Default::default()
-                        };
+                        });
                         while let Some(key) = map.next_key::<$crate::llm::typed::Key<'de>>()? {
                             match &*key.0 {
-                                $($key => out.$field = Some(map.next_value()?),)*
+                                $($key => map.next_value_seed(
+                                    $crate::llm::typed::Slot(&mut out.$field),
+                                )?,)*
                                 _ => {
                                     map.next_value::<$crate::llm::typed::Skip>()?;
                                 }
                             }
                         }
-                        Ok(out)
+                        Ok(())
                     }
                 }
-                d.deserialize_any(V)
+                d.deserialize_any(V(slot))
+            }
+        }
+
+        impl<'de> serde::Deserialize<'de> for $name<'de> {
+            fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                let mut slot = None;
+                <Self as $crate::llm::typed::Field<'de>>::read(d, &mut slot)?;
+                Ok(slot.unwrap_or_default())
             }
         }
     };
@@ -484,10 +613,10 @@ impl<'de> Deserialize<'de> for ContentText<'de> {
 /// The error named by an `error` member that is present and not null: the non-empty string
 /// `field` picks from it, else `error`. None when there is no such member.
 pub fn error_named_by<'a>(
-    error: &Option<ErrorView<'a>>,
+    error: &Option<Box<ErrorView<'a>>>,
     field: impl for<'s> Fn(&'s ErrorView<'a>) -> &'s Option<Scalar<'a>>,
 ) -> Option<String> {
-    let e = error.as_ref().filter(|e| !e.is_null)?;
+    let e = error.as_deref().filter(|e| !e.is_null)?;
     Some(nonempty(field(e)).unwrap_or("error").to_owned())
 }
 
@@ -506,7 +635,7 @@ mod tests {
 
     json_object! {
         struct Probe3<'a> {
-            "error" => error: ErrorView<'a>,
+            "error" => error: Box<ErrorView<'a>>,
         }
     }
 
@@ -534,6 +663,14 @@ mod tests {
         assert_eq!(as_u64(&p.n), None);
         assert!(!is_array(&p.list) && p.list.is_some());
         assert!(p.obj.as_ref().is_some_and(|o| !o.is_object));
+        // Objects and lists are filled in place: a repeated key starts its field afresh.
+        let p: Probe<'_> =
+            serde_json::from_str(r#"{"obj":{"x":true},"list":[1,2,3],"obj":{},"list":[4]}"#)
+                .expect("parses");
+        assert_eq!(p.obj.as_ref().map(|o| o.x.is_none()), Some(true));
+        assert_eq!(items(&p.list), &[Scalar::U64(4)]);
+        let p: Probe<'_> = serde_json::from_str(r#"{"obj":{"x":1},"obj":null}"#).expect("parses");
+        assert!(p.obj.as_ref().is_some_and(|o| o.is_null && o.x.is_none()));
         let p: Probe<'_> = serde_json::from_str("[1,2]").expect("parses");
         assert!(!p.is_object);
         // Escaped strings are read (owned); escaped keys match.

@@ -658,12 +658,38 @@ fn scrub_json(input: &[u8], mut st: Json, out: &mut Masker<'_>, masked: &mut u64
 
 /// Whether a JSON string (its raw bytes between quotes) followed by `:` is a credential key:
 /// one longer than [`MAX_NAME`] is (fails closed); one holding JSON punctuation is not.
+///
+/// One pass over the key finds both JSON punctuation and backslashes: a key without escapes
+/// goes straight to the word rule, which is what [`secrets::is_secret_json_key`] applies to it.
 fn secret_key(seg: &[u8]) -> bool {
     if seg.len() > MAX_NAME {
         return true;
     }
-    !has_json_punct(seg) && secrets::is_secret_json_key(seg)
+    let class = seg.iter().fold(0, |c, &b| c | KEY_CLASS[usize::from(b)]);
+    if class & KEY_PUNCT != 0 {
+        return false;
+    }
+    if class & KEY_ESCAPE != 0 {
+        return secrets::is_secret_json_key(seg);
+    }
+    secrets::has_secret_word(seg)
 }
+
+/// [`KEY_CLASS`]: JSON punctuation (see [`has_json_punct`]).
+const KEY_PUNCT: u8 = 1;
+/// [`KEY_CLASS`]: a backslash (the key has escapes to decode).
+const KEY_ESCAPE: u8 = 2;
+/// The class of each byte for [`secret_key`].
+static KEY_CLASS: [u8; 256] = {
+    let mut t = [0u8; 256];
+    t[b'{' as usize] = KEY_PUNCT;
+    t[b'}' as usize] = KEY_PUNCT;
+    t[b'[' as usize] = KEY_PUNCT;
+    t[b']' as usize] = KEY_PUNCT;
+    t[b',' as usize] = KEY_PUNCT;
+    t[b'\\' as usize] = KEY_ESCAPE;
+    t
+};
 
 /// Whether `s` holds a byte no credential key name contains (JSON punctuation).
 fn has_json_punct(s: &[u8]) -> bool {
@@ -672,10 +698,92 @@ fn has_json_punct(s: &[u8]) -> bool {
 }
 
 /// The JSON machine's common path, from the start of a string at `start` (just after a quote)
+/// while the whole string lies in `input`. Returns where it stopped and the state there: at the
+/// piece end, or at a secret key's `:` (the caller then masks the value).
+///
+/// It gives exactly what walking the quotes one by one gives (every quote ends the string
+/// before it and opens the next; a line feed inside a string drops it, and the next quote
+/// opens one; a string is checked as a key only when whitespace and `:` follow its closing
+/// quote), but it is driven by the colons, which are fewer than the quotes (a JSON object has
+/// about three quotes per colon): for each `:` it looks back over whitespace for a closing
+/// quote, and back from there for the quote that opened that string. Then only the piece's
+/// last quote decides the state it ends in. The walk by quotes is kept in the tests as the
+/// reference this is checked against.
+fn json_fast(input: &[u8], start: usize) -> (usize, Json) {
+    let n = input.len();
+    for c in memchr::memchr_iter(b':', &input[start..]) {
+        let c = start + c;
+        // The last byte before the colon that is not whitespace must be a quote...
+        let mut q = c;
+        while q > start && is_json_ws(input[q - 1]) {
+            q -= 1;
+        }
+        if q == start || input[q - 1] != b'"' {
+            continue;
+        }
+        let q = q - 1;
+        // ...reached as a closing quote: the special byte before it is a quote (or the string
+        // began at `start`); after a line feed, that quote opened a string instead. A plain
+        // loop back over one key beats a `memrchr2` call; each byte is looked at for one colon
+        // at most (a colon's key ends at the quote just before it).
+        let seg_start = match input[start..q]
+            .iter()
+            .rposition(|&b| b == b'"' || b == b'\n')
+        {
+            None => start,
+            Some(p) if input[start + p] == b'"' => start + p + 1,
+            Some(_) => continue,
+        };
+        if secret_key(&input[seg_start..q]) {
+            return (c + 1, Json::AfterColon);
+        }
+    }
+    // No secret key: the state at the end follows from the last quote.
+    let tail_state = |from: usize| {
+        let tail = &input[from..];
+        if memchr(b'\n', tail).is_some() {
+            // A key holds no raw line break, and no quote follows it.
+            return Json::Out;
+        }
+        // A string holding JSON punctuation is no key: nothing to carry over.
+        if tail.len() <= MAX_NAME && has_json_punct(tail) {
+            return Json::Out;
+        }
+        let mut name = NameBuf::new();
+        name.extend(tail);
+        Json::Seg(name)
+    };
+    let Some(last) = memchr::memrchr(b'"', &input[start..]).map(|p| start + p) else {
+        return (n, tail_state(start));
+    };
+    let seg_start = match memchr::memrchr2(b'"', b'\n', &input[start..last]) {
+        None => Some(start),
+        Some(p) if input[start + p] == b'"' => Some(start + p + 1),
+        // After a line feed, the last quote opened a string.
+        Some(_) => None,
+    };
+    if let Some(seg_start) = seg_start
+        && input[last + 1..].iter().all(|&b| is_json_ws(b))
+    {
+        // Whitespace up to the end after a closing quote: a `:` may follow in the next piece.
+        let mut name = NameBuf::new();
+        name.extend(&input[seg_start..last]);
+        return (n, Json::AfterQuote(name));
+    }
+    (n, tail_state(last + 1))
+}
+
+/// JSON whitespace.
+fn is_json_ws(b: u8) -> bool {
+    matches!(b, b' ' | b'\t' | b'\r' | b'\n')
+}
+
+#[cfg(test)]
+/// The JSON machine's common path as it was before [`json_fast`], kept as its reference: from the start of a string at `start` (just after a quote)
 /// while the whole string lies in `input`: finds each closing quote with `memchr`, looks past
 /// whitespace for `:` and checks the rule only then. Returns where it stopped and the state
 /// there: at the piece end, or at a secret key's `:` (the caller then masks the value).
-fn json_fast(input: &[u8], start: usize) -> (usize, Json) {
+fn json_fast_by_quotes(input: &[u8], start: usize) -> (usize, Json) {
     let n = input.len();
     let mut specials = Specials::new(input);
     let mut seg_start = start;
@@ -722,10 +830,11 @@ fn json_fast(input: &[u8], start: usize) -> (usize, Json) {
     }
 }
 
-/// Finds the quotes and line feeds of a piece for [`json_fast`], eight bytes at a time (SWAR):
+/// Finds the quotes and line feeds of a piece for [`json_fast_by_quotes`], eight bytes at a time (SWAR):
 /// the JSON machine's common path stops at every quote of a JSON body, and strings there are
 /// short, so one `memchr2` call per string costs more than the bytes it skips. A long run
 /// without either byte (a long text value) is left to `memchr2`.
+#[cfg(test)]
 struct Specials<'a> {
     input: &'a [u8],
     /// Start of the word in `mask` (a multiple of 8; `usize::MAX` before the first).
@@ -735,16 +844,19 @@ struct Specials<'a> {
 }
 
 /// Words scanned eight bytes at a time before a search is handed to `memchr2`.
+#[cfg(test)]
 const SWAR_WORDS: usize = 8;
 
 /// Bit 7 set in exactly the bytes of `w` equal to `b` (no false positives: no carry crosses
 /// bytes, as `(x & 0x7f) + 0x7f` is at most 0xfe).
+#[cfg(test)]
 fn bytes_equal(w: u64, b: u8) -> u64 {
     const LOW7: u64 = 0x7f7f_7f7f_7f7f_7f7f;
     let x = w ^ (u64::from(b) * 0x0101_0101_0101_0101);
     !(((x & LOW7) + LOW7) | x | LOW7)
 }
 
+#[cfg(test)]
 impl<'a> Specials<'a> {
     fn new(input: &'a [u8]) -> Self {
         Specials {
