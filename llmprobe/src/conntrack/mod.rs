@@ -116,7 +116,7 @@ struct Connection<X> {
 /// attached to a process while its connection was busy (`--scope auto` admits a process during
 /// its first call; a process can enter the scope at any time). Past it the bytes are parsed
 /// as they come (and a connection that is not HTTP is muted).
-const MID_STREAM_SKIP: u32 = 1 << 20;
+const MID_STREAM_SKIP: u32 = 64 << 10;
 
 /// Why a connection stops being tracked.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
