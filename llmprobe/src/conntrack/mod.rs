@@ -203,23 +203,33 @@ impl<X: TrackedExchange> Connection<X> {
         let ts = d.meta.ts_ns;
         self.last_ts = self.last_ts.max(ts);
         let dir = d.direction;
+        // The bytes to parse, and the gap before them (None: not yet accounted).
+        let mut data = &d.data;
+        let tail;
+        let mut accounted = None;
         if self.session.request_dir().is_none()
             && http1::looks_like_message_middle(&d.data)
             && let Some(n) = self.skipped.checked_add(d.data.len() as u32)
             && n <= MID_STREAM_SKIP
         {
             // The rest of a message whose start was not seen: skipped (its call is not
-            // recorded), counted once per connection.
+            // recorded), counted once per connection, up to the next message start.
             if self.skipped == 0 {
                 sh.metrics.drop_for(DropReason::JoinedMidStream);
             }
             self.skipped = n.max(1);
+            // A gap before skipped bytes hides nothing of the next message.
             let _ = self
                 .coverage
                 .account(dir, d.offset, d.data.len() as u32, d.total_len);
-            return Verdict::Keep;
+            let Some(start) = http1::message_start_within(&d.data) else {
+                return Verdict::Keep;
+            };
+            tail = d.data.slice(start..);
+            data = &tail;
+            accounted = Some(0);
         }
-        let Some(req_dir) = self.session.orient(dir, &d.data) else {
+        let Some(req_dir) = self.session.orient(dir, data) else {
             return Verdict::Keep;
         };
         let is_req = req_dir == dir;
@@ -238,16 +248,17 @@ impl<X: TrackedExchange> Connection<X> {
             result = self.session.feed_gap(other, other_missing, events);
             sh.dispatch(&mut self.session, other, events, ts, &mut done);
         }
-        let gap = self
-            .coverage
-            .account(dir, d.offset, d.data.len() as u32, d.total_len);
+        let gap = accounted.unwrap_or_else(|| {
+            self.coverage
+                .account(dir, d.offset, d.data.len() as u32, d.total_len)
+        });
         if result.is_ok() {
             if gap > 0 {
                 sh.metrics.drop_for(DropReason::CaptureGap);
                 result = self.session.feed_gap(dir, gap, events);
             }
             if result.is_ok() {
-                result = self.session.feed(dir, &d.data, ts, events);
+                result = self.session.feed(dir, data, ts, events);
             }
         }
         sh.dispatch(&mut self.session, dir, events, ts, &mut done);

@@ -903,6 +903,29 @@ fn a_stream_joined_mid_message_is_skipped_to_the_next_call() {
     }
 }
 
+/// The end of a message and the start of the next in one chunk (a chunked request body's last
+/// chunk, then a pipelined request): the skip ends at the request line, and that call is
+/// recorded whole.
+#[test]
+fn a_skip_ends_at_a_message_start_inside_the_chunk() {
+    let mut h = Harness::new();
+    let s = Sock::plain(7, 0x700c);
+    h.feed(open(s.fd, s.id, T0 - 20 * MS, "10.0.0.5:8000"));
+    let mut first = b"0\r\n\r\n".to_vec();
+    first.extend_from_slice(&chat_request("llm.internal:8000", "gpt-4o", true));
+    h.feed(s.send(T0, &first));
+    for (ts, bytes) in stream_response(true) {
+        h.feed(s.recv(ts, &bytes));
+    }
+    assert!(h.out.mutes.is_empty());
+    assert_eq!(h.dropped(DropReason::JoinedMidStream), 1);
+    h.feed(close(s.fd, s.id, T0 + 1000 * MS));
+    let c = h.only_call();
+    assert_eq!(c.role, "client");
+    assert_eq!(c.request_model.as_deref(), Some("gpt-4o"));
+    assert_eq!(c.output_tokens, Some(5));
+}
+
 #[test]
 fn http2_preface_is_muted_as_not_http() {
     let mut h = Harness::new();

@@ -45,6 +45,45 @@ impl<'de, T: Field<'de>> serde::de::DeserializeSeed<'de> for Slot<'_, T> {
     }
 }
 
+/// The `visit_bool`/`visit_i64`/`visit_u64`/`visit_f64` methods of a lenient visitor, for the
+/// scalars it reads as `$v`: returned (`ret Type => v`), or stored in the visitor's slot
+/// (`slot => v`, the visitor being a tuple struct over `&mut Option<_>`).
+macro_rules! scalars_as {
+    (ret $ret:ty => $v:expr) => {
+        fn visit_bool<E>(self, _: bool) -> Result<$ret, E> {
+            Ok($v)
+        }
+        fn visit_i64<E>(self, _: i64) -> Result<$ret, E> {
+            Ok($v)
+        }
+        fn visit_u64<E>(self, _: u64) -> Result<$ret, E> {
+            Ok($v)
+        }
+        fn visit_f64<E>(self, _: f64) -> Result<$ret, E> {
+            Ok($v)
+        }
+    };
+    (slot => $v:expr) => {
+        fn visit_bool<E>(self, _: bool) -> Result<(), E> {
+            *self.0 = Some($v);
+            Ok(())
+        }
+        fn visit_i64<E>(self, _: i64) -> Result<(), E> {
+            *self.0 = Some($v);
+            Ok(())
+        }
+        fn visit_u64<E>(self, _: u64) -> Result<(), E> {
+            *self.0 = Some($v);
+            Ok(())
+        }
+        fn visit_f64<E>(self, _: f64) -> Result<(), E> {
+            *self.0 = Some($v);
+            Ok(())
+        }
+    };
+}
+pub(crate) use scalars_as;
+
 /// [`Field`] for types read by value (scalars, `Value`, boxed parts).
 macro_rules! by_value {
     ($($ty:ty),*) => {$(
@@ -77,18 +116,7 @@ impl<'de> Deserialize<'de> for Skip {
             fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
                 f.write_str("any JSON value")
             }
-            fn visit_bool<E>(self, _: bool) -> Result<Skip, E> {
-                Ok(Skip)
-            }
-            fn visit_i64<E>(self, _: i64) -> Result<Skip, E> {
-                Ok(Skip)
-            }
-            fn visit_u64<E>(self, _: u64) -> Result<Skip, E> {
-                Ok(Skip)
-            }
-            fn visit_f64<E>(self, _: f64) -> Result<Skip, E> {
-                Ok(Skip)
-            }
+            scalars_as!(ret Skip => Skip);
             fn visit_str<E>(self, _: &str) -> Result<Skip, E> {
                 Ok(Skip)
             }
@@ -283,18 +311,7 @@ impl<'de, T: Deserialize<'de>> Deserialize<'de> for List<T> {
             fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
                 f.write_str("any JSON value")
             }
-            fn visit_bool<E>(self, _: bool) -> Result<List<T>, E> {
-                Ok(List(None))
-            }
-            fn visit_i64<E>(self, _: i64) -> Result<List<T>, E> {
-                Ok(List(None))
-            }
-            fn visit_u64<E>(self, _: u64) -> Result<List<T>, E> {
-                Ok(List(None))
-            }
-            fn visit_f64<E>(self, _: f64) -> Result<List<T>, E> {
-                Ok(List(None))
-            }
+            scalars_as!(ret List<T> => List(None));
             fn visit_str<E>(self, _: &str) -> Result<List<T>, E> {
                 Ok(List(None))
             }
@@ -331,22 +348,7 @@ impl<'de, T: Field<'de>> Field<'de> for List<T> {
             fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
                 f.write_str("any JSON value")
             }
-            fn visit_bool<E>(self, _: bool) -> Result<(), E> {
-                *self.0 = Some(List(None));
-                Ok(())
-            }
-            fn visit_i64<E>(self, _: i64) -> Result<(), E> {
-                *self.0 = Some(List(None));
-                Ok(())
-            }
-            fn visit_u64<E>(self, _: u64) -> Result<(), E> {
-                *self.0 = Some(List(None));
-                Ok(())
-            }
-            fn visit_f64<E>(self, _: f64) -> Result<(), E> {
-                *self.0 = Some(List(None));
-                Ok(())
-            }
+            scalars_as!(slot => List(None));
             fn visit_str<E>(self, _: &str) -> Result<(), E> {
                 *self.0 = Some(List(None));
                 Ok(())
@@ -419,22 +421,7 @@ macro_rules! json_object {
                     fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
                         f.write_str("any JSON value")
                     }
-                    fn visit_bool<E>(self, _: bool) -> Result<(), E> {
-                        *self.0 = Some(Default::default());
-                        Ok(())
-                    }
-                    fn visit_i64<E>(self, _: i64) -> Result<(), E> {
-                        *self.0 = Some(Default::default());
-                        Ok(())
-                    }
-                    fn visit_u64<E>(self, _: u64) -> Result<(), E> {
-                        *self.0 = Some(Default::default());
-                        Ok(())
-                    }
-                    fn visit_f64<E>(self, _: f64) -> Result<(), E> {
-                        *self.0 = Some(Default::default());
-                        Ok(())
-                    }
+                    $crate::llm::typed::scalars_as!(slot => Default::default());
                     fn visit_str<E>(self, _: &str) -> Result<(), E> {
                         *self.0 = Some(Default::default());
                         Ok(())
@@ -568,18 +555,7 @@ impl<'de> Deserialize<'de> for ContentText<'de> {
             fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
                 f.write_str("any JSON value")
             }
-            fn visit_bool<E>(self, _: bool) -> Result<Self::Value, E> {
-                Ok(ContentText::default())
-            }
-            fn visit_i64<E>(self, _: i64) -> Result<Self::Value, E> {
-                Ok(ContentText::default())
-            }
-            fn visit_u64<E>(self, _: u64) -> Result<Self::Value, E> {
-                Ok(ContentText::default())
-            }
-            fn visit_f64<E>(self, _: f64) -> Result<Self::Value, E> {
-                Ok(ContentText::default())
-            }
+            scalars_as!(ret Self::Value => ContentText::default());
             fn visit_unit<E>(self) -> Result<Self::Value, E> {
                 Ok(ContentText::default())
             }

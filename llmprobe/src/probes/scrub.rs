@@ -232,7 +232,7 @@ impl SecretScrubber {
             // secret value (header values, query values and JSON strings hold no line break),
             // so it starts afresh: a call cut by the kernel's per-call cap (a long prompt) must
             // not blind the next request on the connection.
-            if chunk.offset == 0 && starts_message(&chunk.data) {
+            if chunk.offset == 0 && http1::starts_with_message_line(&chunk.data) {
                 st.line = FRESH.line;
             } else {
                 st.line = Line::Mask;
@@ -346,36 +346,6 @@ impl Masker<'_> {
                 *b = MASK;
             }
         }
-    }
-}
-
-/// Request methods [`starts_message`] accepts.
-const METHODS: &[&[u8]] = &[
-    b"GET", b"POST", b"PUT", b"PATCH", b"DELETE", b"HEAD", b"OPTIONS", b"CONNECT", b"TRACE",
-];
-
-/// Whether `data` opens with a whole HTTP/1.x request line (`METHOD SP target SP HTTP/1.d`) or
-/// status line (`HTTP/1.d SP ddd`), ended by a line break.
-fn starts_message(data: &[u8]) -> bool {
-    let Some(nl) = memchr(b'\n', &data[..data.len().min(8192)]) else {
-        return false;
-    };
-    let line = data[..nl].strip_suffix(b"\r").unwrap_or(&data[..nl]);
-    if http1::is_status_line(line) {
-        return true;
-    }
-    let version = |v: &[u8]| v.len() == 8 && v.starts_with(b"HTTP/1.") && v[7].is_ascii_digit();
-    let mut parts = line.split(|&c| c == b' ');
-    match (parts.next(), parts.next(), parts.next(), parts.next()) {
-        (Some(method), Some(target), Some(v), None) => {
-            // Known methods only: the rest of a secret glued to the next request line
-            // (`<tail>POST /x HTTP/1.1`) must not pass for one.
-            METHODS.contains(&method)
-                && !target.is_empty()
-                && target.iter().all(|&c| c.is_ascii_graphic())
-                && version(v)
-        }
-        _ => false,
     }
 }
 

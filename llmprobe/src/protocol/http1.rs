@@ -773,6 +773,48 @@ pub fn looks_like_message_middle(data: &[u8]) -> bool {
     }
 }
 
+/// Request methods [`starts_with_message_line`] accepts.
+const METHODS: &[&[u8]] = &[
+    b"GET", b"POST", b"PUT", b"PATCH", b"DELETE", b"HEAD", b"OPTIONS", b"CONNECT", b"TRACE",
+];
+
+/// Whether `data` opens with a whole HTTP/1.x request line (`METHOD SP target SP HTTP/1.d`) or
+/// status line (`HTTP/1.d SP ddd`), ended by a line break (looked for in the first 8 KiB).
+/// Known methods only: the rest of a secret glued to the next request line
+/// (`<tail>POST /x HTTP/1.1`) must not pass for one.
+pub fn starts_with_message_line(data: &[u8]) -> bool {
+    let Some(nl) = memchr::memchr(b'\n', &data[..data.len().min(8192)]) else {
+        return false;
+    };
+    let line = data[..nl].strip_suffix(b"\r").unwrap_or(&data[..nl]);
+    if is_status_line(line) {
+        return true;
+    }
+    let version = |v: &[u8]| v.len() == 8 && v.starts_with(b"HTTP/1.") && v[7].is_ascii_digit();
+    let mut parts = line.split(|&c| c == b' ');
+    match (parts.next(), parts.next(), parts.next(), parts.next()) {
+        (Some(method), Some(target), Some(v), None) => {
+            METHODS.contains(&method)
+                && !target.is_empty()
+                && target.iter().all(|&c| c.is_ascii_graphic())
+                && version(v)
+        }
+        _ => false,
+    }
+}
+
+/// Where the next HTTP/1.x message starts in `data`, bytes that began in the middle of a
+/// message ([`looks_like_message_middle`]): the first whole request or status line
+/// ([`starts_with_message_line`]) right after a line feed (a chunked body's last chunk, an SSE
+/// event's end). The tail of one message and the start of the next can share a chunk
+/// (pipelined requests, a coalesced write): the skip ends there instead of losing the next
+/// call. A message after a body delimited by its length, with no line break, is not found.
+pub fn message_start_within(data: &[u8]) -> Option<usize> {
+    memchr::memchr_iter(b'\n', data)
+        .map(|i| i + 1)
+        .find(|&s| starts_with_message_line(&data[s..]))
+}
+
 /// Whether `data` can be the start of an HTTP/1.x response: its first bytes (up to seven)
 /// agree with `HTTP/1.`. Decided from the first byte on, so it tells which side of a connection
 /// answers from the first bytes seen. The one copy of the check: the parser's start check, the
@@ -1001,6 +1043,25 @@ fn parse_head<'b>(
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn a_message_start_is_found_after_a_line_feed_only() {
+        let req = b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\n\r\n";
+        let resp = b"HTTP/1.1 200 OK\r\n\r\n";
+        let mut a = b"0\r\n\r\n".to_vec();
+        a.extend_from_slice(req);
+        assert_eq!(message_start_within(&a), Some(5));
+        let mut b = b"data: [DONE]\n\n".to_vec();
+        b.extend_from_slice(resp);
+        assert_eq!(message_start_within(&b), Some(14));
+        // No line feed before it, an unknown method, or a line not yet whole: not found.
+        let mut c = b"{\"a\":1}".to_vec();
+        c.extend_from_slice(req);
+        assert_eq!(message_start_within(&c), None);
+        assert_eq!(message_start_within(b"x\nFETCH / HTTP/1.1\r\n"), None);
+        assert_eq!(message_start_within(b"x\nPOST /v1/chat HTTP/1."), None);
+        assert_eq!(message_start_within(b""), None);
+    }
     use super::*;
 
     /// Feeds `pieces` in order; returns all events and the first error (feeding stops there).
