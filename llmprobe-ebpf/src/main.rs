@@ -1099,7 +1099,10 @@ pub fn task_newtask(ctx: TracePointContext) -> u32 {
 /// exec from a non-leader thread makes the leader exit first the same way (`de_thread`), then
 /// sends its exec hint, so userspace lists the process again when it is still selected. The
 /// tgid cannot be reused before the last thread is gone and the leader reaped, so an early
-/// removal never hits another process's entries.
+/// removal never hits another process's entries. Recent kernels (6.18 has it, older ones do not)
+/// give this tracepoint a `group_dead` field, true in the last thread's exit: removing on it
+/// (offset read from the format file, as for `task_newtask`) would keep the entries until the
+/// whole process is gone.
 #[tracepoint(category = "sched", name = "sched_process_exit")]
 pub fn sched_process_exit(_ctx: TracePointContext) -> u32 {
     let pid_tgid = bpf_get_current_pid_tgid();
