@@ -523,3 +523,182 @@ fn attack_many_in_scope_processes_stays_bounded() {
     let stopped = agent.stop();
     eprintln!("agent stop: {stopped} after {:?}", t0.elapsed());
 }
+
+// ---- kernel-side scope attacks ----
+
+/// Leads its own process group (killed as one), sleeps (so the agent lists it by name), then
+/// forks `groups` children that each fork `per` children of their own, all of which stay alive: every fork is of a listed process, so the
+/// kernel is asked to inherit each child into `SCOPE` and to send a hint for it.
+const FORKER_C: &str = r#"
+#include <stdio.h>
+#include <stdlib.h>
+#include <unistd.h>
+int main(int argc, char **argv) {
+    int groups = atoi(argv[1]), per = atoi(argv[2]);
+    setpgid(0, 0);
+    sleep(3);
+    for (int g = 0; g < groups; g++) {
+        pid_t p = fork();
+        if (p == 0) {
+            for (int i = 0; i < per; i++) {
+                pid_t q = fork();
+                if (q == 0) { sleep(60); _exit(0); }
+                if (q < 0) break;
+            }
+            sleep(60);
+            _exit(0);
+        }
+        if (p < 0) break;
+    }
+    printf("FORKED\n");
+    fflush(stdout);
+    sleep(60);
+    return 0;
+}
+"#;
+
+/// Sleeps (so the agent lists it by name), then forks a child that runs `tls_loop.py` with the
+/// remaining arguments (without exec: the child is listed by inheritance) and waits for it.
+const ROOT_FORK_PY: &str = r#"
+import os, runpy, ssl, sys, time
+time.sleep(float(sys.argv[1]))
+pid = os.fork()
+if pid == 0:
+    sys.argv = sys.argv[2:]
+    try:
+        runpy.run_path(sys.argv[0], run_name="__main__")
+    finally:
+        sys.stdout.flush()
+        os._exit(0)
+os.waitpid(pid, 0)
+"#;
+
+/// Live inherited `SCOPE` entries one user may hold (`SCOPE_INHERITED_PER_UID`).
+const INHERITED_PER_UID: u32 = 1024;
+
+/// A user whose process is in scope (`nobody`, a program named like an in-scope one) forks
+/// more children than its share of inherited `SCOPE` entries, from 40 parents at once: the
+/// kernel refuses the children past the share and counts them, and the fork hints past the
+/// user's rate (more than any single parent's limit could refuse) are counted too; a root
+/// in-scope process forking during the flood still has its child inherited, probed and recorded.
+#[test]
+fn attack_fork_flood_keeps_inheritance_for_others() {
+    if !e2e_enabled() {
+        return;
+    }
+    let _g = serial();
+    let dir = scratch_for_nobody("scope-forks");
+    let src = dir.join("forker.c");
+    std::fs::write(&src, FORKER_C).expect("write forker.c");
+    let bin = dir.join("scope-forker");
+    let st = Command::new("cc")
+        .arg("-O1")
+        .arg("-o")
+        .arg(&bin)
+        .arg(&src)
+        .status()
+        .expect("cc");
+    assert!(st.success(), "cc forker.c");
+    std::fs::set_permissions(&bin, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    let script = dir.join("root_fork.py");
+    std::fs::write(&script, ROOT_FORK_PY).expect("write root_fork.py");
+    let server = TestServer::start(true, 0, 0, 3);
+    let mut agent = Agent::start(
+        &dir,
+        false,
+        &["--comm", "scope-forker", "--comm", "scope-root"],
+    );
+    let (groups, per) = (40u32, 30u32);
+    assert!(groups * (per + 1) > INHERITED_PER_UID + 100);
+    let mut flood = as_nobody(&bin);
+    flood
+        .args([groups.to_string(), per.to_string()])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null());
+    let mut flood = Proc {
+        child: flood.spawn().expect("forker"),
+    };
+    let mut out = BufReader::new(flood.child.stdout.take().expect("piped"));
+    let mut line = String::new();
+    let _ = out.read_line(&mut line);
+    assert!(line.contains("FORKED"), "forker: {line:?}");
+    // The user's share is reached and counted, and so is its fork-hint rate.
+    let refused = |agent: &Agent, reason: &str| {
+        agent
+            .metric("llmprobe_dropped_total", &[&format!("reason=\"{reason}\"")])
+            .unwrap_or(0.0)
+    };
+    let t0 = Instant::now();
+    let (quota, hints) = loop {
+        let q = refused(&agent, "kernel_scope_inherit_quota");
+        let h = refused(&agent, "kernel_fork_hint_rate_limited");
+        // One parent's limit (32/s) refuses at most `groups - 32` hints of the first parent
+        // (each group forks `per` < 32): more refusals come from the user's rate.
+        if q > 0.0 && h > f64::from(groups) {
+            break (q, h);
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(30),
+            "refusals not counted: inherit quota {q}, fork hints {h}\n{}",
+            agent.log_text()
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    };
+    eprintln!("refused: {quota} inherited entries, {hints} fork hints");
+    assert!(agent.alive(), "agent died:\n{}", agent.log_text());
+    // A root in-scope process forks during the flood: its child is inherited and recorded.
+    let mut root = Command::new(named_python(&dir, "scope-root"));
+    root.arg(&script)
+        .arg("3")
+        .arg(tls_loop())
+        .args(["--port", &server.port.to_string(), "--sni", "localhost"])
+        .args(["--calls", "2", "--sleep-before", "1.0", "--hold", "2.0"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null());
+    let mut root = Proc {
+        child: root.spawn().expect("root parent"),
+    };
+    let mut out = BufReader::new(root.child.stdout.take().expect("piped"));
+    let mut line = String::new();
+    let _ = out.read_line(&mut line);
+    let v: serde_json::Value = serde_json::from_str(line.trim())
+        .unwrap_or_else(|e| panic!("root child failed: {line:?} ({e})"));
+    let pid = v["pid"].as_u64().expect("pid") as u32;
+    assert_ne!(pid, root.child.id(), "the calls ran in the forked child");
+    agent.wait_records("the root child's calls during the fork flood", WAIT, |r| {
+        of(r, pid, "client").len() == 2
+    });
+    drop(root);
+    let kill_group = |flood: Proc| {
+        let _ = Command::new("kill")
+            .args(["-KILL", "--", &format!("-{}", flood.child.id())])
+            .status();
+        drop(flood);
+    };
+    kill_group(flood);
+    // Exits return the charges: once the flood is gone, the same user forks again within its
+    // share without a refusal.
+    std::thread::sleep(Duration::from_secs(2));
+    let again = (INHERITED_PER_UID / 2) / (per + 1);
+    let mut flood = as_nobody(&bin);
+    flood
+        .args([again.to_string(), per.to_string()])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null());
+    let mut flood = Proc {
+        child: flood.spawn().expect("forker"),
+    };
+    let mut out = BufReader::new(flood.child.stdout.take().expect("piped"));
+    let mut line = String::new();
+    let _ = out.read_line(&mut line);
+    assert!(line.contains("FORKED"), "forker: {line:?}");
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(
+        refused(&agent, "kernel_scope_inherit_quota"),
+        quota,
+        "children refused after the earlier ones exited: charges not returned"
+    );
+    kill_group(flood);
+    assert!(agent.alive(), "agent died:\n{}", agent.log_text());
+    assert!(agent.stop());
+}

@@ -79,6 +79,25 @@ pub const HELLO_EVENTS_PER_UID_SECOND: u64 = 64;
 /// TLS hello records all processes together may send per second; each wakes the reader at once
 /// (a hello's process is probed before its first `SSL_write`), and past this none is sent.
 pub const HELLO_EVENTS_PER_NODE_SECOND: u64 = 1024;
+/// Fork hints (a traced process's new child named to userspace) the processes of one user id
+/// may cause per second: `HELLO_EVENTS_PER_SECOND` per parent alone would let a user multiply
+/// hints by its number of parents. Past this they are dropped and counted
+/// (`FORK_HINT_RATE_LIMITED`); the child is then found by the next rescan.
+pub const FORK_HINTS_PER_UID_SECOND: u64 = 64;
+/// Fork hints all processes together may cause per second.
+pub const FORK_HINTS_PER_NODE_SECOND: u64 = 1024;
+/// `SCOPE` entries the kernel may hold at once for children inherited (`CONFIG_SCOPE_INHERIT`)
+/// from the listed processes of one user id (the forking parent's uid): a sixteenth of the map.
+/// An in-scope user forking thousands of children takes at most this many places; past it a
+/// child is not inherited (counted, `SCOPE_INHERIT_QUOTA`) and waits for userspace's verdict.
+/// A quarter would let four users fill the map; a sixteenth still leaves 1024 live inherited
+/// children per user (a pre-fork server or a shell needs far fewer), and with
+/// `SCOPE_INHERITED_PER_NODE` no number of users takes more than half the map.
+pub const SCOPE_INHERITED_PER_UID: i64 = SCOPE_MAP_ENTRIES as i64 / 16;
+/// `SCOPE` entries the kernel may hold at once for inherited children of all users together:
+/// half the map, so the other half always stays for the processes userspace lists itself (a
+/// user with many ids, e.g. a subordinate uid range, cannot fill the map by forking).
+pub const SCOPE_INHERITED_PER_NODE: i64 = SCOPE_MAP_ENTRIES as i64 / 2;
 
 /// Common prefix of every ring-buffer record.
 #[repr(C)]
@@ -259,8 +278,15 @@ pub mod counter {
     /// A TLS hello record not sent (`--scope auto`): its process, its user or the node had
     /// sent their share in the current second.
     pub const HELLO_RATE_LIMITED: u32 = 8;
+    /// A forked child of a listed process not listed by the kernel: its user
+    /// (`SCOPE_INHERITED_PER_UID`) or the node (`SCOPE_INHERITED_PER_NODE`) already holds its
+    /// share of inherited `SCOPE` entries.
+    pub const SCOPE_INHERIT_QUOTA: u32 = 9;
+    /// A fork hint not sent: its parent process, its user or the node had sent their share in
+    /// the current second.
+    pub const FORK_HINT_RATE_LIMITED: u32 = 10;
     /// Number of counters.
-    pub const COUNT: u32 = 9;
+    pub const COUNT: u32 = 11;
 }
 
 /// Ring-buffer bytes (`SIZE_RING`) a process may fill per `FAIR_WINDOW_NS` while the ring is
@@ -331,6 +357,12 @@ const _: () = assert!(core::mem::size_of::<ConnKey>() == 16);
 const _: () = assert!(core::mem::size_of::<SslKey>() == 16);
 const _: () = assert!(core::mem::size_of::<Config>() == 16);
 const _: () = assert!(core::mem::size_of::<TlsHelloEvent>() == 40 + TLS_HELLO_BYTES);
+// Inherited entries never take the whole `SCOPE` map, and one user never the node's share.
+const _: () = assert!(
+    0 < SCOPE_INHERITED_PER_UID
+        && SCOPE_INHERITED_PER_UID <= SCOPE_INHERITED_PER_NODE
+        && SCOPE_INHERITED_PER_NODE < SCOPE_MAP_ENTRIES as i64
+);
 
 /// A ring-buffer record type that can be read back from the bytes the kernel wrote: every bit
 /// pattern is a valid value (integers and byte arrays only, padding explicit).

@@ -10,6 +10,10 @@
 //! the kernel's format files.
 #![no_std]
 #![no_main]
+// `atomic_xadd`: the BPF target has no compare-and-swap, so `core`'s atomic types offer no
+// `fetch_add`; the intrinsic compiles to the BPF atomic add.
+#![allow(internal_features)]
+#![feature(core_intrinsics)]
 #![allow(clippy::missing_safety_doc)]
 
 use aya_ebpf::{
@@ -48,9 +52,25 @@ static SOCK_COUNT: LruHashMap<u32, u32> = LruHashMap::with_max_entries(16384, 0)
 static CONFIG: Array<Config> = Array::with_max_entries(1, 0);
 /// The scope: tgids traced (`CONFIG_SCOPE_ALLOW`) or not traced (`CONFIG_SCOPE_DENY`), kept by
 /// userspace from the selectors; a forked child inherits its parent's entry
-/// (`CONFIG_SCOPE_INHERIT`) until userspace has looked at it; an exit removes the entry.
+/// (`CONFIG_SCOPE_INHERIT`) until userspace has looked at it, within its user's and the node's
+/// share (`INHERITED`); an exit removes the entry.
 #[map]
 static SCOPE: HashMap<u32, u8> = HashMap::with_max_entries(SCOPE_MAP_ENTRIES, 0);
+/// Children the kernel listed in `SCOPE` by inheritance (tgid -> the forking parent's uid, the
+/// user charged), until the child exits. Kept apart from `SCOPE`, whose entries userspace
+/// overwrites and removes: a charge is returned exactly once, by the exit that removes it here,
+/// whatever userspace did with the `SCOPE` entry meanwhile (so userspace's own entries are never
+/// charged, and a charge never leaks). At most `SCOPE_INHERITED_PER_NODE` are charged at once.
+#[map]
+static INHERITED: HashMap<u32, u32> = HashMap::with_max_entries(SCOPE_MAP_ENTRIES, 0);
+/// Live inherited entries per user (uid -> count, changed atomically). An LRU: a user with
+/// many ids can only evict counts (which resets them, never blocks a user), and the node's
+/// count in `INHERITED_NODE` bounds them all.
+#[map]
+static INHERITED_UID: LruHashMap<u32, i64> = LruHashMap::with_max_entries(4096, 0);
+/// Live inherited entries of all users (index 0, changed atomically).
+#[map]
+static INHERITED_NODE: Array<i64> = Array::with_max_entries(1, 0);
 /// Per-process window of TLS hello records sent (`--scope auto`).
 #[map]
 static HELLO_RATE: LruHashMap<u32, RateWindow> = LruHashMap::with_max_entries(16384, 0);
@@ -60,6 +80,9 @@ static HELLO_UID_RATE: LruHashMap<u32, RateWindow> = LruHashMap::with_max_entrie
 /// Per-process window of fork hints caused.
 #[map]
 static FORK_RATE: LruHashMap<u32, RateWindow> = LruHashMap::with_max_entries(16384, 0);
+/// Per-user window of fork hints caused, and the node's under key [`NODE_KEY`].
+#[map]
+static FORK_UID_RATE: LruHashMap<u32, RateWindow> = LruHashMap::with_max_entries(4096, 0);
 #[map]
 static SOCKS: LruHashMap<SockKey, SockInfo> = LruHashMap::with_max_entries(65536, 0);
 /// Connections userspace asked us to stop capturing.
@@ -926,11 +949,95 @@ pub fn sched_process_exec(_ctx: TracePointContext) -> u32 {
     0
 }
 
+/// `bpf_map_update_elem` flag: only create, never overwrite.
+const BPF_NOEXIST: u64 = 1;
+
+/// Adds `delta` to a counter in a map value, atomically (the result unused, it is the BPF
+/// `lock add` without fetch: no update lost between CPUs, on every kernel with BPF).
+#[inline(always)]
+fn add_count(p: *mut i64, delta: i64) {
+    use core::intrinsics::{AtomicOrdering, atomic_xadd};
+    // SAFETY: `p` is a map value pointer, valid and 8-byte aligned for this program run.
+    unsafe { atomic_xadd::<i64, i64, { AtomicOrdering::Relaxed }>(p, delta) };
+}
+
+/// Charges the inherited `SCOPE` entry of `child` to `uid` (the forking parent's): false when
+/// the user or the node already holds its share (`SCOPE_INHERITED_PER_UID`/`_PER_NODE`; the
+/// check and the add are not one step, so concurrent forks on several CPUs may pass the share
+/// by at most one each). A child already charged (a stale entry from an exit this program
+/// missed) keeps that charge.
+#[inline(always)]
+fn charge_inherited(child: u32, uid: u32) -> bool {
+    // SAFETY: value only read.
+    if unsafe { INHERITED.get(&child) }.is_some() {
+        return true;
+    }
+    let Some(node) = INHERITED_NODE.get_ptr_mut(0) else {
+        return false;
+    };
+    let user = match INHERITED_UID.get_ptr_mut(&uid) {
+        Some(p) => p,
+        None => {
+            inserted(INHERITED_UID.insert(&uid, &0, 0));
+            match INHERITED_UID.get_ptr_mut(&uid) {
+                Some(p) => p,
+                None => return false,
+            }
+        }
+    };
+    // SAFETY: map value pointers, valid for this program run; a racing add only makes the
+    // value read stale by the adds in flight.
+    let (n, u) = unsafe {
+        (
+            core::ptr::read_volatile(node),
+            core::ptr::read_volatile(user),
+        )
+    };
+    if n >= SCOPE_INHERITED_PER_NODE || u >= SCOPE_INHERITED_PER_UID {
+        return false;
+    }
+    if INHERITED.insert(&child, &uid, BPF_NOEXIST).is_err() {
+        // Full, or another CPU charged the same child first: either way nothing to add here.
+        // SAFETY: value only read.
+        return unsafe { INHERITED.get(&child) }.is_some();
+    }
+    add_count(user, 1);
+    add_count(node, 1);
+    true
+}
+
+/// Returns the charge of an inherited entry (its process exited, or the `SCOPE` insert failed):
+/// exactly once, by whoever removes `tgid` from `INHERITED`. A user's count evicted meanwhile
+/// (LRU) is not recreated; one recreated since may go below zero, which only lends that user
+/// places the node's count still bounds.
+#[inline(always)]
+fn uncharge_inherited(tgid: u32) {
+    // SAFETY: value copied out before the removal.
+    let Some(uid) = (unsafe { INHERITED.get(&tgid) }).copied() else {
+        return;
+    };
+    if INHERITED.remove(&tgid).is_err() {
+        return;
+    }
+    if let Some(u) = INHERITED_UID.get_ptr_mut(&uid) {
+        add_count(u, -1);
+    }
+    if let Some(n) = INHERITED_NODE.get_ptr_mut(0) {
+        add_count(n, -1);
+    }
+}
+
 /// A new process forked by a listed process is listed too (`CONFIG_SCOPE_INHERIT`): same name,
 /// same cgroup, so the same verdict until it execs or userspace looks again. A new thread is
 /// skipped (`CLONE_THREAD`: it shares its process's entry), so thread churn neither fills
-/// `SCOPE` nor sends hints. When the child is traced, a discovery hint names it (it needs its own
-/// uprobes), rate-limited per parent. Runs in the parent, as `copy_process` ends.
+/// `SCOPE` nor sends hints. The entry is charged to the parent's user: past its share
+/// (`SCOPE_INHERITED_PER_UID`, and `SCOPE_INHERITED_PER_NODE` for all users) the child is not
+/// listed (counted, `SCOPE_INHERIT_QUOTA`), so a user forking thousands of children cannot fill
+/// `SCOPE` and keep the children of other users' listed processes out. When the child is
+/// traced, a discovery hint names it (it needs its own uprobes), rate-limited per parent, per
+/// user and per node (refusals counted, `FORK_HINT_RATE_LIMITED`; a child without a hint is
+/// found by the next rescan). Runs in the parent, as `copy_process` ends (the fork can no
+/// longer fail, so the child will exit and `sched_process_exit` will return the charge).
 #[tracepoint(category = "task", name = "task_newtask")]
 pub fn task_newtask(ctx: TracePointContext) -> u32 {
     let Some(cfg) = CONFIG.get(0) else {
@@ -950,23 +1057,52 @@ pub fn task_newtask(ctx: TracePointContext) -> u32 {
         return 0;
     }
     let parent = (bpf_get_current_pid_tgid() >> 32) as u32;
+    let uid = bpf_get_current_uid_gid() as u32;
     // SAFETY: value only read.
     let listed = unsafe { SCOPE.get(&parent) }.is_some();
     if listed {
-        inserted(SCOPE.insert(&child, &1, 0));
+        if !charge_inherited(child, uid) {
+            count(counter::SCOPE_INHERIT_QUOTA);
+        } else if SCOPE.insert(&child, &1, 0).is_err() {
+            count(counter::MAP_INSERT_FAILED);
+            uncharge_inherited(child);
+        }
     }
     let traced = listed == (flags & CONFIG_SCOPE_ALLOW != 0);
-    if traced && charge(&FORK_RATE, parent, 1, 1_000_000_000) < HELLO_EVENTS_PER_SECOND {
-        let mut ev = control(EVENT_EXEC_MAP, -1, 0);
-        ev.hdr.tgid = child;
-        ev.hdr.tid = child;
-        if EVENTS.output::<ControlEvent>(&ev, 0).is_err() {
-            count_lost();
-        }
+    if !traced {
+        return 0;
+    }
+    if charge(&FORK_RATE, parent, 1, 1_000_000_000) >= HELLO_EVENTS_PER_SECOND
+        || charge(&FORK_UID_RATE, uid, 1, 1_000_000_000) >= FORK_HINTS_PER_UID_SECOND
+        || charge(&FORK_UID_RATE, NODE_KEY, 1, 1_000_000_000) >= FORK_HINTS_PER_NODE_SECOND
+    {
+        count(counter::FORK_HINT_RATE_LIMITED);
+        return 0;
+    }
+    let mut ev = control(EVENT_EXEC_MAP, -1, 0);
+    ev.hdr.tgid = child;
+    ev.hdr.tid = child;
+    if EVENTS.output::<ControlEvent>(&ev, 0).is_err() {
+        count_lost();
     }
     0
 }
 
+/// A process's kernel state goes when its thread-group leader exits (`tid == tgid`; the exits
+/// of other threads are skipped). Precisely: the tracepoint fires in `do_exit` of each thread,
+/// so when the leader exits before the other threads (`pthread_exit` in `main`), the entries go
+/// then, while the other threads still run under the same tgid: the `SCOPE` entry (in allow mode
+/// the rest of the process is no longer traced, in deny mode an excluded one becomes traced,
+/// until userspace looks again), the inherited charge (returned early: the entry it paid for is
+/// gone too, so `SCOPE` holds no more than the charges), the rate windows (reset once: the
+/// remaining threads never have `tid == tgid`), and userspace is told the process exited. An
+/// exec from a non-leader thread makes the leader exit first the same way (`de_thread`), then
+/// sends its exec hint, so userspace lists the process again when it is still selected. The
+/// tgid cannot be reused before the last thread is gone and the leader reaped, so an early
+/// removal never hits another process's entries. Recent kernels (6.18 has it, older ones do not)
+/// give this tracepoint a `group_dead` field, true in the last thread's exit: removing on it
+/// (offset read from the format file, as for `task_newtask`) would keep the entries until the
+/// whole process is gone.
 #[tracepoint(category = "sched", name = "sched_process_exit")]
 pub fn sched_process_exit(_ctx: TracePointContext) -> u32 {
     let pid_tgid = bpf_get_current_pid_tgid();
@@ -976,6 +1112,7 @@ pub fn sched_process_exit(_ctx: TracePointContext) -> u32 {
     }
     let traced = should_trace(tgid);
     let _ = SCOPE.remove(&tgid);
+    uncharge_inherited(tgid);
     let _ = HELLO_RATE.remove(&tgid);
     let _ = FORK_RATE.remove(&tgid);
     let _ = SOCK_COUNT.remove(&tgid);

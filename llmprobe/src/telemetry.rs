@@ -85,10 +85,16 @@ label_values! {
         JsonlWriteFailed => "jsonl_write_failed",
         KernelDiscoveryHintRateLimited => "kernel_discovery_hint_rate_limited",
         KernelFairShare => "kernel_fair_share",
+        /// A fork hint (a traced process's new child) not sent by the kernel: its parent
+        /// process, user or the node had sent their share this second.
+        KernelForkHintRateLimited => "kernel_fork_hint_rate_limited",
         /// A TLS hello not sent by the kernel (`--scope auto`): its process, user or the node
         /// had sent their share this second.
         KernelHelloRateLimited => "kernel_tls_hello_rate_limited",
         KernelMapInsertFailed => "kernel_map_insert_failed",
+        /// A forked child of a listed process not listed by the kernel: its user or the node
+        /// already held its share of inherited `SCOPE` entries (it waits for userspace).
+        KernelScopeInheritQuota => "kernel_scope_inherit_quota",
         KernelSocketLimitPerProcess => "kernel_socket_limit_per_process",
         KernelSocketTableEvicted => "kernel_socket_table_evicted",
         KernelSslLinkTableEvicted => "kernel_ssl_link_table_evicted",

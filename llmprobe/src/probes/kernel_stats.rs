@@ -1,6 +1,8 @@
 //! What the kernel side refused or lost, turned into self-metrics: ring-buffer records it could
 //! not write (`llmprobe_events_lost_total`), and the `COUNTERS` map (fair-share drops, rate-limited
-//! discovery hints, sockets over a process's share, failed map inserts, rate-limited TLS hellos), plus an estimate of the
+//! discovery hints, sockets over a process's share, failed map inserts, rate-limited TLS hellos,
+//! forked children over their user's share of inherited scope entries, rate-limited fork
+//! hints), plus an estimate of the
 //! entries the LRU maps evicted (inserted − removed − present, read every few seconds).
 
 use std::time::{Duration, Instant};
@@ -12,7 +14,7 @@ use log::warn;
 use crate::telemetry::{DropReason, SelfMetrics};
 
 /// Drop reasons of the kernel counters, by index.
-const REASONS: [(u32, DropReason); 5] = [
+const REASONS: [(u32, DropReason); 7] = [
     (counter::FAIR_SHARE, DropReason::KernelFairShare),
     (
         counter::CTRL_RATE_LIMITED,
@@ -29,6 +31,14 @@ const REASONS: [(u32, DropReason); 5] = [
     (
         counter::HELLO_RATE_LIMITED,
         DropReason::KernelHelloRateLimited,
+    ),
+    (
+        counter::SCOPE_INHERIT_QUOTA,
+        DropReason::KernelScopeInheritQuota,
+    ),
+    (
+        counter::FORK_HINT_RATE_LIMITED,
+        DropReason::KernelForkHintRateLimited,
     ),
 ];
 
