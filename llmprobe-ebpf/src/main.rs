@@ -74,15 +74,22 @@ static INHERITED_NODE: Array<i64> = Array::with_max_entries(1, 0);
 /// Per-process window of TLS hello records sent (`--scope auto`).
 #[map]
 static HELLO_RATE: LruHashMap<u32, RateWindow> = LruHashMap::with_max_entries(16384, 0);
-/// Per-user window of TLS hello records sent, and the node's under key [`NODE_KEY`].
+/// Per-user window of TLS hello records sent.
 #[map]
 static HELLO_UID_RATE: LruHashMap<u32, RateWindow> = LruHashMap::with_max_entries(4096, 0);
 /// Per-process window of fork hints caused.
 #[map]
 static FORK_RATE: LruHashMap<u32, RateWindow> = LruHashMap::with_max_entries(16384, 0);
-/// Per-user window of fork hints caused, and the node's under key [`NODE_KEY`].
+/// Per-user window of fork hints caused.
 #[map]
 static FORK_UID_RATE: LruHashMap<u32, RateWindow> = LruHashMap::with_max_entries(4096, 0);
+/// The node's windows: TLS hellos ([`NODE_HELLO`]) and fork hints ([`NODE_FORK`]).
+#[map]
+static NODE_RATE: Array<RateWindow> = Array::with_max_entries(2, 0);
+/// `NODE_RATE` index of the node's TLS hello window.
+const NODE_HELLO: u32 = 0;
+/// `NODE_RATE` index of the node's fork hint window.
+const NODE_FORK: u32 = 1;
 #[map]
 static SOCKS: LruHashMap<SockKey, SockInfo> = LruHashMap::with_max_entries(65536, 0);
 /// Connections userspace asked us to stop capturing.
@@ -260,20 +267,8 @@ fn charge(map: &LruHashMap<u32, RateWindow>, tgid: u32, used: u64, window_ns: u6
     // SAFETY: no preconditions.
     let now = unsafe { bpf_ktime_get_ns() };
     match map.get_ptr_mut(&tgid) {
-        Some(w) => {
-            // SAFETY: map value pointer valid for this program run; concurrent updates from
-            // other CPUs may lose an increment, which only makes the window more lenient.
-            let w = unsafe { &mut *w };
-            if now.wrapping_sub(w.start_ns) > window_ns {
-                w.start_ns = now;
-                w.used = used;
-                0
-            } else {
-                let before = w.used;
-                w.used = before.saturating_add(used);
-                before
-            }
-        }
+        // SAFETY: map value pointer valid for this program run.
+        Some(w) => charge_window(unsafe { &mut *w }, now, used, window_ns),
         None => {
             let w = RateWindow {
                 start_ns: now,
@@ -282,6 +277,34 @@ fn charge(map: &LruHashMap<u32, RateWindow>, tgid: u32, used: u64, window_ns: u6
             inserted(map.insert(&tgid, &w, 0));
             0
         }
+    }
+}
+
+/// Charges one to the node's window `idx` in `NODE_RATE` (an array: nothing evicts it, however
+/// many users churn the per-user maps); returns the amount used before it.
+#[inline(always)]
+fn charge_node(idx: u32) -> u64 {
+    // SAFETY: no preconditions.
+    let now = unsafe { bpf_ktime_get_ns() };
+    match NODE_RATE.get_ptr_mut(idx) {
+        // SAFETY: map value pointer valid for this program run.
+        Some(w) => charge_window(unsafe { &mut *w }, now, 1, 1_000_000_000),
+        None => u64::MAX,
+    }
+}
+
+/// The window logic of [`charge`]: concurrent updates from other CPUs may lose an increment,
+/// which only makes the window more lenient.
+#[inline(always)]
+fn charge_window(w: &mut RateWindow, now: u64, used: u64, window_ns: u64) -> u64 {
+    if now.wrapping_sub(w.start_ns) > window_ns {
+        w.start_ns = now;
+        w.used = used;
+        0
+    } else {
+        let before = w.used;
+        w.used = before.saturating_add(used);
+        before
     }
 }
 
@@ -500,8 +523,6 @@ fn emit_iov_in<const N: usize>(meta: &EmitMeta, iov: u64, iovcnt: u64, total: u3
 
 /// TLS record type of a handshake record (a ClientHello's).
 const TLS_HANDSHAKE: u8 = 0x16;
-/// The node's entry in `HELLO_UID_RATE` (`(uid_t)-1` is no user's id).
-const NODE_KEY: u32 = u32::MAX;
 /// `task_newtask`'s `clone_flags`: the new task is a thread of its parent's process.
 const CLONE_THREAD: u64 = 0x10000;
 /// `bpf_ringbuf_submit` flag: wake the reader now.
@@ -525,7 +546,7 @@ fn emit_hello(pid_tgid: u64, fd: i32, generation: u64, src: u64, n: u64) {
     let uid = bpf_get_current_uid_gid() as u32;
     if charge(&HELLO_RATE, tgid, 1, 1_000_000_000) >= HELLO_EVENTS_PER_SECOND
         || charge(&HELLO_UID_RATE, uid, 1, 1_000_000_000) >= HELLO_EVENTS_PER_UID_SECOND
-        || charge(&HELLO_UID_RATE, NODE_KEY, 1, 1_000_000_000) >= HELLO_EVENTS_PER_NODE_SECOND
+        || charge_node(NODE_HELLO) >= HELLO_EVENTS_PER_NODE_SECOND
     {
         count(counter::HELLO_RATE_LIMITED);
         return;
@@ -978,7 +999,10 @@ fn charge_inherited(child: u32, uid: u32) -> bool {
     let user = match INHERITED_UID.get_ptr_mut(&uid) {
         Some(p) => p,
         None => {
-            inserted(INHERITED_UID.insert(&uid, &0, 0));
+            // NOEXIST: a count another CPU just created is kept, never replaced (a replaced
+            // LRU element is recycled at once, and an add through its pointer would land in
+            // another user's count).
+            let _ = INHERITED_UID.insert(&uid, &0, BPF_NOEXIST);
             match INHERITED_UID.get_ptr_mut(&uid) {
                 Some(p) => p,
                 None => return false,
@@ -1034,7 +1058,8 @@ fn uncharge_inherited(tgid: u32) {
 /// (`SCOPE_INHERITED_PER_UID`, and `SCOPE_INHERITED_PER_NODE` for all users) the child is not
 /// listed (counted, `SCOPE_INHERIT_QUOTA`), so a user forking thousands of children cannot fill
 /// `SCOPE` and keep the children of other users' listed processes out. When the child is
-/// traced, a discovery hint names it (it needs its own uprobes), rate-limited per parent, per
+/// traced (it needs its own uprobes), or was refused its parent's listing (userspace decides
+/// for it: in deny mode it is traced meanwhile), a discovery hint names it, rate-limited per parent, per
 /// user and per node (refusals counted, `FORK_HINT_RATE_LIMITED`; a child without a hint is
 /// found by the next rescan). Runs in the parent, as `copy_process` ends (the fork can no
 /// longer fail, so the child will exit and `sched_process_exit` will return the charge).
@@ -1060,21 +1085,27 @@ pub fn task_newtask(ctx: TracePointContext) -> u32 {
     let uid = bpf_get_current_uid_gid() as u32;
     // SAFETY: value only read.
     let listed = unsafe { SCOPE.get(&parent) }.is_some();
+    let mut child_listed = listed;
     if listed {
         if !charge_inherited(child, uid) {
             count(counter::SCOPE_INHERIT_QUOTA);
+            child_listed = false;
         } else if SCOPE.insert(&child, &1, 0).is_err() {
             count(counter::MAP_INSERT_FAILED);
             uncharge_inherited(child);
+            child_listed = false;
         }
     }
-    let traced = listed == (flags & CONFIG_SCOPE_ALLOW != 0);
-    if !traced {
+    // A hint when the child is traced (it needs its own uprobes), and when it was refused the
+    // parent's listing: userspace decides for it (in deny mode the child of an excluded process
+    // is traced until then).
+    let traced = child_listed == (flags & CONFIG_SCOPE_ALLOW != 0);
+    if !traced && child_listed == listed {
         return 0;
     }
     if charge(&FORK_RATE, parent, 1, 1_000_000_000) >= HELLO_EVENTS_PER_SECOND
         || charge(&FORK_UID_RATE, uid, 1, 1_000_000_000) >= FORK_HINTS_PER_UID_SECOND
-        || charge(&FORK_UID_RATE, NODE_KEY, 1, 1_000_000_000) >= FORK_HINTS_PER_NODE_SECOND
+        || charge_node(NODE_FORK) >= FORK_HINTS_PER_NODE_SECOND
     {
         count(counter::FORK_HINT_RATE_LIMITED);
         return 0;
