@@ -22,7 +22,7 @@ use log::{debug, info, warn};
 use super::discovery::{self, ElfLimits, Refusal, SSL_SYMBOLS, TlsLibrary};
 use super::events::{EventMeta, ProbeEvent};
 use super::scope::{
-    self, KernelMode, LOG_EVERY, LogLimiter, MAX_FILES_PER_PROCESS, MAX_SCOPED_LINKS,
+    self, KernelMode, LOG_BURST, LOG_EVERY, LogLimiter, MAX_FILES_PER_PROCESS, MAX_SCOPED_LINKS,
     MAX_SCOPED_PROCESSES, ScopeRefusal, ScopeSpec, ScopedProcs, suppressed_note,
 };
 
@@ -92,7 +92,7 @@ pub struct Probes {
     kernel_scope: Option<HashMap<MapData, u32, u8>>,
     /// Processes carrying their own uprobes (per-process placement).
     procs: ScopedProcs<Link>,
-    /// Log lines other users can cause, one per kind per [`LOG_EVERY`].
+    /// Log lines other users can cause, [`LOG_BURST`] per kind per [`LOG_EVERY`] at most.
     logs: LogLimiter,
     /// Files attached (with their uprobe links) or known to need none.
     files: FileTable<FileEntry>,
@@ -310,7 +310,7 @@ impl Probes {
             scope: opts.scope.clone(),
             kernel_scope,
             procs: ScopedProcs::new(MAX_SCOPED_PROCESSES, MAX_SCOPED_LINKS),
-            logs: LogLimiter::new(LOG_EVERY),
+            logs: LogLimiter::new(LOG_EVERY, LOG_BURST),
             files: FileTable::new(MAX_NEGATIVE_FILES),
             cap_logged: false,
             reaper: spawn_reaper(),
@@ -709,14 +709,14 @@ impl Probes {
                             self.procs.user_link_share()
                         ),
                         ScopeRefusal::Files => format!(
-                            "pid {pid} already has {MAX_FILES_PER_PROCESS} TLS libraries probed"
+                            "{MAX_FILES_PER_PROCESS} TLS libraries are probed in this process already"
                         ),
                         ScopeRefusal::Links => {
                             format!("{MAX_SCOPED_LINKS} uprobe links are attached")
                         }
                     };
                     warn!(
-                        "{what}: {:?} of pid {pid} is not probed until some exit (counted in llmprobe_dropped_total{{reason=\"{}\"}}){}",
+                        "{what}: {:?} is not probed for pid {pid} until places free up (counted in llmprobe_dropped_total{{reason=\"{}\"}}){}",
                         lib.1.path,
                         r.reason(),
                         suppressed_note(n)

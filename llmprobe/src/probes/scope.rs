@@ -25,9 +25,10 @@
 //!   process loses its uprobes to a request that is then refused.
 //! - A process is its pid and start time: a reused pid neither inherits nor releases the state
 //!   of the process that had it before (exits are checked against the live process).
-//! - Log lines an unprivileged user can cause (admissions, refusals, failed attaches) pass a
-//!   [`LogLimiter`]: one line per kind per [`LOG_EVERY`], saying how many were suppressed; the
-//!   counters stay exact.
+//! - Log lines an unprivileged user can cause (admissions, refusals, evictions, failed
+//!   attaches, files attached or released) pass a [`LogLimiter`]: at most [`LOG_BURST`] lines
+//!   per kind per [`LOG_EVERY`], the next one saying how many were suppressed; the counters
+//!   stay exact.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -51,8 +52,11 @@ pub const MAX_ADMITTED: usize = 4096;
 /// (each costs 5 to 9 links) cannot take the links of every other process. Real programs map
 /// one or two (a system libssl and a bundled one).
 pub const MAX_FILES_PER_PROCESS: usize = 4;
-/// At most one log line of each kind per this long (the rest are counted in the next line).
+/// Log lines of one kind are limited per this long (the rest are counted in the next line).
 pub const LOG_EVERY: Duration = Duration::from_secs(10);
+/// Log lines of one kind per [`LOG_EVERY`] at most: one a second on average, so a quiet node
+/// still logs each admission while a flood of them costs a few lines a second.
+pub const LOG_BURST: u32 = 10;
 /// Where cgroup v2 is usually mounted (a hybrid host mounts it at `/sys/fs/cgroup/unified`:
 /// see [`cgroup2_root`]).
 pub const CGROUP_ROOT: &str = "/sys/fs/cgroup";
@@ -797,41 +801,51 @@ impl<L> ScopedProcs<L> {
     }
 }
 
-/// Lets one log line of each kind through per period and counts the rest, so a process that
-/// causes a line at will (an admission, a refusal, a failed attach) cannot flood the agent's
-/// log. Kinds are static names: the table is as small as the code's list of them.
+/// Lets a few log lines of each kind through per period and counts the rest, so a process
+/// that causes a line at will (an admission, a refusal, a failed attach) cannot flood the
+/// agent's log. Kinds are static names: the table is as small as the code's list of them.
 #[derive(Debug)]
 pub struct LogLimiter {
     every: Duration,
-    kinds: HashMap<&'static str, (Instant, u64)>,
+    burst: u32,
+    kinds: HashMap<&'static str, LogWindow>,
+}
+
+#[derive(Debug)]
+struct LogWindow {
+    start: Instant,
+    logged: u32,
+    suppressed: u64,
 }
 
 impl LogLimiter {
-    /// One line per kind per `every`.
-    pub fn new(every: Duration) -> LogLimiter {
+    /// At most `burst` lines per kind per `every`.
+    pub fn new(every: Duration, burst: u32) -> LogLimiter {
         LogLimiter {
             every,
+            burst: burst.max(1),
             kinds: HashMap::new(),
         }
     }
 
-    /// Whether a line of `kind` may be logged at `now`: Some(lines suppressed since the last
-    /// one logged), or None (this one is suppressed and counted).
+    /// Whether a line of `kind` may be logged at `now`: Some(lines suppressed before it, to
+    /// be said in it), or None (this one is suppressed and counted).
     pub fn allow(&mut self, kind: &'static str, now: Instant) -> Option<u64> {
-        match self.kinds.get_mut(kind) {
-            Some((last, suppressed)) if now.saturating_duration_since(*last) < self.every => {
-                *suppressed += 1;
-                None
-            }
-            Some((last, suppressed)) => {
-                *last = now;
-                Some(std::mem::take(suppressed))
-            }
-            None => {
-                self.kinds.insert(kind, (now, 0));
-                Some(0)
-            }
+        let w = self.kinds.entry(kind).or_insert(LogWindow {
+            start: now,
+            logged: 0,
+            suppressed: 0,
+        });
+        if now.saturating_duration_since(w.start) >= self.every {
+            w.start = now;
+            w.logged = 0;
         }
+        if w.logged >= self.burst {
+            w.suppressed += 1;
+            return None;
+        }
+        w.logged += 1;
+        Some(std::mem::take(&mut w.suppressed))
     }
 }
 
@@ -840,10 +854,7 @@ pub fn suppressed_note(n: u64) -> String {
     if n == 0 {
         String::new()
     } else {
-        format!(
-            " ({n} more like this in the last {} s not logged)",
-            LOG_EVERY.as_secs()
-        )
+        format!(" ({n} more lines like this were not logged before this one)")
     }
 }
 
@@ -1158,9 +1169,9 @@ mod tests {
 
     #[test]
     fn log_lines_are_limited_per_kind_and_count_the_rest() {
-        let mut l = LogLimiter::new(LOG_EVERY);
         let t0 = Instant::now();
         let at = |s| t0 + Duration::from_secs(s);
+        let mut l = LogLimiter::new(LOG_EVERY, 1);
         assert_eq!(l.allow("admitted", at(0)), Some(0));
         assert_eq!(l.allow("admitted", at(1)), None);
         assert_eq!(l.allow("scope_links", at(1)), Some(0));
@@ -1170,6 +1181,17 @@ mod tests {
         assert_eq!(l.allow("admitted", at(10)), Some(9));
         assert_eq!(l.allow("admitted", at(11)), None);
         assert_eq!(l.allow("admitted", at(25)), Some(1));
+        // A burst of LOG_BURST lines, then one per window's worth: 1000 admissions in 10 s
+        // log 10 lines, the next window's first says 990 were not logged.
+        let mut l = LogLimiter::new(LOG_EVERY, LOG_BURST);
+        let logged = (0..1000)
+            .filter(|i| {
+                l.allow("admitted", t0 + Duration::from_millis(i * 9))
+                    .is_some()
+            })
+            .count();
+        assert_eq!(logged, LOG_BURST as usize);
+        assert_eq!(l.allow("admitted", at(10)), Some(990));
         assert_eq!(suppressed_note(0), "");
         assert!(suppressed_note(9).contains("9 more"));
     }
