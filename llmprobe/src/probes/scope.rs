@@ -393,17 +393,22 @@ pub fn parse_stat(stat: &[u8]) -> Option<(String, u64)> {
     Some((comm, start))
 }
 
-/// The start time of a `/proc/PID/stat` whose process is alive: None for a zombie (`Z`) or a
+/// The start time of a `/proc/PID/stat` whose process is alive: None for one exiting
+/// (`PF_EXITING` in its flags: set before the kernel reports the exit), a zombie (`Z`) or a
 /// dead one (`X`, `x`), whose pid may be reused as soon as it is reaped.
 pub fn parse_stat_live(stat: &[u8]) -> Option<u64> {
     let (_, start) = parse_stat(stat)?;
     let close = stat.iter().rposition(|&b| b == b')')?;
-    let state = stat
-        .get(close + 1..)?
-        .iter()
-        .find(|b| !b.is_ascii_whitespace())?;
-    (!matches!(state, b'Z' | b'X' | b'x')).then_some(start)
+    let rest = std::str::from_utf8(stat.get(close + 1..)?).ok()?;
+    let mut f = rest.split_whitespace();
+    let state = f.next()?;
+    // Field 9 (flags) is the 7th after the comm.
+    let flags: u64 = f.nth(5)?.parse().ok()?;
+    (!matches!(state, "Z" | "X" | "x") && flags & PF_EXITING == 0).then_some(start)
 }
+
+/// The kernel's task flag for a task in `do_exit` (`include/linux/sched.h`).
+const PF_EXITING: u64 = 0x4;
 
 /// The start time of live process `pid` (see [`parse_stat_live`]); None when it is gone.
 pub fn live_start(pid: u32) -> Option<u64> {
@@ -1156,13 +1161,21 @@ mod tests {
         assert_eq!(t.exited(6, None), vec![3]);
         assert!(!t.tracks(6) && t.link_count() == 0);
         // Zombies and dead processes have no live start time.
-        let stat = |state: &str| {
-            format!("42 (py) {state} 1 42 42 0 -1 4194560 100 0 0 0 1 2 0 0 20 0 1 0 987654 1 2")
+        let stat = |state: &str, flags: u64| {
+            format!("42 (p) y) {state} 1 42 42 0 -1 {flags} 100 0 0 0 1 2 0 0 20 0 1 0 987654 1 2")
         };
-        assert_eq!(parse_stat_live(stat("S").as_bytes()), Some(987_654));
-        assert_eq!(parse_stat_live(stat("R").as_bytes()), Some(987_654));
-        assert_eq!(parse_stat_live(stat("Z").as_bytes()), None);
-        assert_eq!(parse_stat_live(stat("X").as_bytes()), None);
+        assert_eq!(
+            parse_stat_live(stat("S", 0x400100).as_bytes()),
+            Some(987_654)
+        );
+        assert_eq!(
+            parse_stat_live(stat("R", 0x400100).as_bytes()),
+            Some(987_654)
+        );
+        // Exiting (the exit event is sent from do_exit, before the task is a zombie).
+        assert_eq!(parse_stat_live(stat("R", 0x400104).as_bytes()), None);
+        assert_eq!(parse_stat_live(stat("Z", 0x400100).as_bytes()), None);
+        assert_eq!(parse_stat_live(stat("X", 0).as_bytes()), None);
         assert_eq!(parse_stat_live(b"42 (x"), None);
         assert!(live_start(std::process::id()).is_some());
     }
