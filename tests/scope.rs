@@ -702,3 +702,140 @@ fn attack_fork_flood_keeps_inheritance_for_others() {
     assert!(agent.alive(), "agent died:\n{}", agent.log_text());
     assert!(agent.stop());
 }
+
+// ---- userspace scope attacks ----
+
+/// Maps each file given, executable, then waits (the attacker of the test below).
+const MAP_COPIES_PY: &str = r#"
+import mmap, sys, time
+maps = []
+for p in sys.argv[1:]:
+    with open(p, "rb") as f:
+        maps.append(mmap.mmap(f.fileno(), 0, flags=mmap.MAP_PRIVATE, prot=mmap.PROT_READ | mmap.PROT_EXEC))
+print("MAPPED", flush=True)
+time.sleep(120)
+"#;
+
+/// KiB of breakpoint-written pages in each executable mapping of `pid` whose path starts with
+/// `prefix`, one entry per mapping.
+fn breakpoint_kib_under(pid: u32, prefix: &str) -> Vec<u64> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/smaps")).unwrap_or_default();
+    let mut out = Vec::new();
+    let mut inside = false;
+    for l in text.lines() {
+        let first = l.split_whitespace().next().unwrap_or("");
+        if first.contains('-') && first.chars().all(|c| c.is_ascii_hexdigit() || c == '-') {
+            inside = l.contains("r-xp")
+                && l.split_whitespace()
+                    .last()
+                    .is_some_and(|p| p.starts_with(prefix));
+            if inside {
+                out.push(0);
+            }
+        } else if inside && let Some(v) = l.strip_prefix("Anonymous:") {
+            let kib: u64 = v.trim().trim_end_matches("kB").trim().parse().unwrap_or(0);
+            if let Some(last) = out.last_mut() {
+                *last += kib;
+            }
+        }
+    }
+    out
+}
+
+/// An in-scope process of `nobody` mapping 40 distinct copies of libssl (each would cost 9
+/// links: 3 such processes would take every link) gets 4 of them probed: the refusals are
+/// all counted under `scope_process_files`, logged 10 times per 10 s at most, and the kernel
+/// shows breakpoints in exactly 4 of its copies.
+#[test]
+fn attack_many_libssl_copies_in_one_process_get_four_files_probed() {
+    if !e2e_enabled() {
+        return;
+    }
+    let _g = serial();
+    let dir = scratch_for_nobody("scope-copies");
+    let libssl = Command::new("sh")
+        .arg("-c")
+        .arg("ldconfig -p | awk '/libssl.so.3 /{print $NF; exit}'")
+        .output()
+        .expect("ldconfig");
+    let libssl = String::from_utf8_lossy(&libssl.stdout).trim().to_owned();
+    assert!(libssl.starts_with('/'), "libssl.so.3 not found");
+    let copies: Vec<PathBuf> = (0..40)
+        .map(|i| {
+            let p = dir.join(format!("copy{i:02}-libssl.so.3"));
+            std::fs::copy(&libssl, &p).expect("copy libssl");
+            std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+            p
+        })
+        .collect();
+    let script = dir.join("map_copies.py");
+    std::fs::write(&script, MAP_COPIES_PY).expect("write script");
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o644)).expect("chmod");
+    let started = Instant::now();
+    let mut agent = Agent::start(&dir, false, &["--comm", "scope-copies"]);
+    let mut cmd = as_nobody(named_python(&dir, "scope-copies"));
+    cmd.arg(&script)
+        .args(&copies)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null());
+    let mut attacker = Proc {
+        child: cmd.spawn().expect("attacker"),
+    };
+    let pid = attacker.child.id();
+    let mut out = BufReader::new(attacker.child.stdout.take().expect("piped"));
+    let mut line = String::new();
+    let _ = out.read_line(&mut line);
+    assert!(line.contains("MAPPED"), "attacker: {line:?}");
+    let t0 = Instant::now();
+    let prefix = dir.join("copy").to_string_lossy().into_owned();
+    loop {
+        let refused = agent
+            .metric(
+                "llmprobe_dropped_total",
+                &["reason=\"scope_process_files\""],
+            )
+            .unwrap_or(0.0);
+        let kib = breakpoint_kib_under(pid, &prefix);
+        let probed = kib.iter().filter(|k| **k > 0).count();
+        if refused >= 36.0 && probed == 4 {
+            assert_eq!(kib.len(), 40, "the attacker's copies: {kib:?}");
+            break;
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(60),
+            "refused {refused}, copies with breakpoints {probed} of {kib:?}\n{}",
+            agent.log_text()
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    // Still 4 after further scans (a rescan refuses the others again, never adds them).
+    std::thread::sleep(Duration::from_secs(3));
+    let probed = breakpoint_kib_under(pid, &prefix)
+        .iter()
+        .filter(|k| **k > 0)
+        .count();
+    assert_eq!(probed, 4);
+    // 10 refusal lines per 10 s at most, while the count holds every refusal.
+    let log = agent.log_text();
+    let lines = log
+        .matches("TLS libraries are probed in this process")
+        .count() as u64;
+    let refused = agent
+        .metric(
+            "llmprobe_dropped_total",
+            &["reason=\"scope_process_files\""],
+        )
+        .unwrap_or(0.0);
+    assert!(
+        lines >= 1 && lines <= 10 * (1 + started.elapsed().as_secs() / 10),
+        "{lines} refusal lines in {:?} ({refused} refusals):\n{log}",
+        started.elapsed()
+    );
+    eprintln!(
+        "40 copies of libssl in one process: 4 probed, {refused} refusals counted, {lines} lines logged in {:?}",
+        started.elapsed()
+    );
+    assert!(agent.alive(), "agent died:\n{log}");
+    drop(attacker);
+    agent.stop();
+}

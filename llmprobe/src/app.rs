@@ -111,6 +111,7 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
     let (admit_tx, admit_rx) =
         std::sync::mpsc::sync_channel::<discovery::Admission>(discovery::ADMIT_CHANNEL);
     let admit_filter = || discovery::AdmitFilter::new(admit_tx.clone(), scan_tx.clone());
+    let (exit_link, urgent) = discovery::urgent_channels(scan_tx.clone(), admit_rx);
 
     if let Ok(dropped @ 1..) = queue_tx.offer(seeds) {
         metrics.drop_by(DropReason::TrackerQueueFull, dropped);
@@ -147,7 +148,10 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
         snapshots,
         clock,
         metrics: metrics.clone(),
-        admit: opts.scope.auto.then(admit_filter),
+        admit: opts
+            .scope
+            .auto
+            .then(|| (opts.scope.hosts.clone(), admit_filter())),
     };
     let (open_tx, open_rx) = tokio::sync::oneshot::channel();
     spawn("tracker", move || {
@@ -160,7 +164,7 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
         .map_err(|e| anyhow::anyhow!("cannot poll the ring buffer: {e:?}"))?;
     let link = source::DiscoveryLink {
         tx: scan_tx.clone(),
-        exits: opts.scope.per_process(),
+        exits: opts.scope.per_process().then_some(exit_link),
         auto: opts
             .scope
             .auto
@@ -172,7 +176,7 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
 
     let disc_metrics = metrics.clone();
     let discovery = spawn("discovery", move || {
-        discovery::run(probes, scan_rx, admit_rx, disc_metrics)
+        discovery::run(probes, scan_rx, urgent, disc_metrics)
     })?;
     // Kernel-side losses and refusals (map walks block).
     let lost_metrics = metrics.clone();

@@ -113,6 +113,12 @@ label_values! {
         /// A process in scope not probed: the per-process uprobe caps (processes, links, its
         /// user's share, admissions, the kernel's `SCOPE` map) were reached.
         ScopeCapReached => "scope_cap_reached",
+        /// A TLS library not probed in a process that already has `MAX_FILES_PER_PROCESS`
+        /// files probed (many copies of libssl mapped to take the per-process links).
+        ScopeProcessFiles => "scope_process_files",
+        /// A process not probed (or a file of it): its user already holds half the
+        /// per-process uprobe links.
+        ScopeUserLinks => "scope_user_links",
         ScrubStateEvicted => "scrub_state_evicted",
         ScrubStateLost => "scrub_state_lost",
         SinkBackpressure => "sink_backpressure",

@@ -7,14 +7,23 @@
 //! processes that exit, and under `--scope auto` admits processes at once, ahead of any pending
 //! scan: a TLS hello naming an LLM API host, or the tracker's word that the process made an LLM
 //! call.
+//!
+//! Invariants: exits and admissions have their own channels, read before every scan request,
+//! so a flood of scan hints can neither delay nor drop them (exits first: they free places).
+//! An exit is checked against the process that has the pid when it is handled (start time), so
+//! a reused pid is never released by its predecessor's exit. Only an LLM call captured through
+//! the TLS probes to an LLM API host keeps an admission active: a hello, or a call a process
+//! makes in plaintext to any server, admits it but does not keep its place.
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
-use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, TrySendError};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, TrySendError, sync_channel};
 use std::time::{Duration, Instant};
 
 use crate::probes::discovery::{ScanDecision, ScanLimiter};
 use crate::probes::loader::{Probes, ScanReport};
+use crate::probes::sni::LlmHosts;
 use crate::telemetry::{DropReason, SelfMetrics};
 
 /// Scan requests queued for discovery; beyond it requests are dropped and counted
@@ -37,9 +46,7 @@ const FULL_RESCAN: Duration = Duration::from_secs(30);
 pub enum Request {
     /// The process exec'd, mapped an executable file or was forked: scan it.
     Scan(u32),
-    /// The process exited (per-process placement only).
-    Exit(u32),
-    /// An [`Admission`] waits on its own channel.
+    /// An [`Admission`] or an exit waits on its own channel.
     Wake,
 }
 
@@ -58,9 +65,25 @@ pub struct Admission {
 pub enum AdmitWhy {
     /// Its TLS hello named this LLM API host (matched by the source stage).
     Host(String),
-    /// The tracker saw it make an LLM call.
-    Call,
+    /// The tracker saw it make an LLM call; `refresh` when it went through the TLS probes to
+    /// an LLM API host ([`call_refreshes`]): only such a call keeps an admission active.
+    Call {
+        /// Keeps the admission active.
+        refresh: bool,
+    },
 }
+
+/// Whether a call keeps its process's admission active: captured through the TLS probes (only
+/// an admitted, probed process has those) and addressed to an LLM API host. A plaintext call
+/// costs an attacker nothing to fake (any local server, any path), so it admits but never
+/// keeps a place.
+pub fn call_refreshes(tls: bool, server: Option<&str>, hosts: &LlmHosts) -> bool {
+    tls && server.is_some_and(|h| hosts.matches(h))
+}
+
+/// Exits waiting for discovery at most (past it they are dropped and counted
+/// `discovery_request_dropped`; the periodic full scan releases what they would have).
+pub const EXIT_CHANNEL: usize = 4096;
 
 /// Admissions waiting for discovery at most.
 pub const ADMIT_CHANNEL: usize = 256;
@@ -74,11 +97,15 @@ pub const ADMIT_REPEAT: Duration = Duration::from_secs(10);
 const ADMIT_REMEMBERED: usize = 4096;
 
 /// Sends an admission for a process at most once per [`ADMIT_REPEAT`], and wakes discovery.
+/// A process's entry ends with it ([`AdmitFilter::exited`]: the pid's next holder is a new
+/// process, named at once), and an offer that keeps an admission active passes even when one
+/// that does not was sent within the period (a faked plaintext call cannot hold real ones back).
 #[derive(Debug)]
 pub struct AdmitFilter {
     tx: SyncSender<Admission>,
     wake: SyncSender<Request>,
-    sent: HashMap<u32, Instant>,
+    /// When each pid was last named, and whether that offer kept its admission active.
+    sent: HashMap<u32, (Instant, bool)>,
 }
 
 impl AdmitFilter {
@@ -91,14 +118,14 @@ impl AdmitFilter {
         }
     }
 
-    /// Names `pid` to discovery unless it was named less than [`ADMIT_REPEAT`] ago; false when
-    /// the admission channel was full (the caller counts it).
+    /// Names `pid` to discovery unless it was named less than [`ADMIT_REPEAT`] ago (by an
+    /// offer at least as strong); false when the admission channel was full (the caller counts
+    /// it).
     pub fn offer(&mut self, pid: u32, why: AdmitWhy, now: Instant) -> bool {
-        if self
-            .sent
-            .get(&pid)
-            .is_some_and(|t| now.saturating_duration_since(*t) < ADMIT_REPEAT)
-        {
+        let refresh = matches!(why, AdmitWhy::Call { refresh: true });
+        if self.sent.get(&pid).is_some_and(|(t, r)| {
+            now.saturating_duration_since(*t) < ADMIT_REPEAT && (*r || !refresh)
+        }) {
             return true;
         }
         if self.sent.len() >= ADMIT_REMEMBERED {
@@ -106,7 +133,7 @@ impl AdmitFilter {
         }
         match self.tx.try_send(Admission { pid, why }) {
             Ok(()) => {
-                self.sent.insert(pid, now);
+                self.sent.insert(pid, (now, refresh));
                 let _ = self.wake.try_send(Request::Wake);
                 true
             }
@@ -114,6 +141,59 @@ impl AdmitFilter {
             Err(TrySendError::Disconnected(_)) => true,
         }
     }
+
+    /// Process `pid` exited: a process given its pid later is named without waiting.
+    pub fn exited(&mut self, pid: u32) {
+        self.sent.remove(&pid);
+    }
+}
+
+/// Sends process exits to discovery on their own channel. Discovery is woken once per batch
+/// of exits, not once per exit, so an exit flood takes one slot of the scan channel at most.
+#[derive(Debug, Clone)]
+pub struct ExitLink {
+    tx: SyncSender<u32>,
+    wake: SyncSender<Request>,
+    woken: Arc<AtomicBool>,
+}
+
+impl ExitLink {
+    /// Names an exited process to discovery; false when the exit channel was full (the caller
+    /// counts it).
+    pub fn send(&self, pid: u32) -> bool {
+        match self.tx.try_send(pid) {
+            Ok(()) => {
+                if !self.woken.swap(true, Ordering::SeqCst) {
+                    let _ = self.wake.try_send(Request::Wake);
+                }
+                true
+            }
+            Err(TrySendError::Full(_)) => false,
+            Err(TrySendError::Disconnected(_)) => true,
+        }
+    }
+}
+
+/// The exit channel (waking discovery through `wake`) and discovery's side of it and of the
+/// admission channel.
+pub fn urgent_channels(
+    wake: SyncSender<Request>,
+    admissions: Receiver<Admission>,
+) -> (ExitLink, Urgent) {
+    let (tx, exits) = sync_channel(EXIT_CHANNEL);
+    let woken = Arc::new(AtomicBool::new(false));
+    (
+        ExitLink {
+            tx,
+            wake,
+            woken: woken.clone(),
+        },
+        Urgent {
+            exits,
+            woken,
+            admissions,
+        },
+    )
 }
 
 /// Turns a scan's outcome into self-metrics.
@@ -123,18 +203,16 @@ pub fn publish_scan(report: &ScanReport, probes: &Probes, metrics: &SelfMetrics)
     }
     metrics.drop_by(DropReason::DiscoveryCapReached, report.cap_reached);
     metrics.drop_by(DropReason::ScopeCapReached, report.scope_refused);
+    metrics.drop_by(DropReason::ScopeProcessFiles, report.process_files_refused);
+    metrics.drop_by(DropReason::ScopeUserLinks, report.user_links_refused);
     metrics.tls_libraries.set(probes.tls_file_count() as i64);
 }
 
 /// The discovery stage: scans processes that exec or map executable files (rate-limited per
 /// process, coalesced), and every process every [`FULL_RESCAN`], releasing the probes of files
-/// no one maps any more. Runs on its own OS thread; returns when the request channel closes.
-pub fn run(
-    mut probes: Probes,
-    rx: Receiver<Request>,
-    admissions: Receiver<Admission>,
-    metrics: Arc<SelfMetrics>,
-) {
+/// no one maps any more. Exits and admissions are handled first, at once, from their own
+/// channels. Runs on its own OS thread; returns when the request channel closes.
+pub fn run(mut probes: Probes, rx: Receiver<Request>, urgent: Urgent, metrics: Arc<SelfMetrics>) {
     let mut limiter = ScanLimiter::new(SCAN_INTERVAL_PER_PID, SCANS_PER_INTERVAL, MAX_LIMITED_PIDS);
     let mut next_full = Instant::now() + FULL_RESCAN;
     loop {
@@ -150,10 +228,10 @@ pub fn run(
                 let mut scans = Vec::new();
                 let mut settle = false;
                 for req in std::iter::once(first).chain(rx.try_iter().take(SCAN_CHANNEL)) {
-                    admit_waiting(&mut probes, &admissions, &mut report);
-                    immediate(&mut probes, req, &mut scans, &mut settle);
+                    urgent.handle(&mut probes, &mut report);
+                    immediate(req, &mut scans, &mut settle);
                 }
-                admit_waiting(&mut probes, &admissions, &mut report);
+                urgent.handle(&mut probes, &mut report);
                 publish_scan(&report, &probes, &metrics);
                 if settle {
                     // Admissions and exits that come while the loader settles are handled
@@ -167,8 +245,8 @@ pub fn run(
                         };
                         taken += 1;
                         let mut report = ScanReport::default();
-                        admit_waiting(&mut probes, &admissions, &mut report);
-                        immediate(&mut probes, req, &mut scans, &mut settle);
+                        urgent.handle(&mut probes, &mut report);
+                        immediate(req, &mut scans, &mut settle);
                         publish_scan(&report, &probes, &metrics);
                     }
                 }
@@ -193,7 +271,7 @@ pub fn run(
         let now = Instant::now();
         pids.extend(limiter.due(now));
         let mut report = ScanReport::default();
-        admit_waiting(&mut probes, &admissions, &mut report);
+        urgent.handle(&mut probes, &mut report);
         if !pids.is_empty() {
             let pids: Vec<u32> = pids.into_iter().collect();
             probes.scan_pids(&pids, &mut report);
@@ -208,25 +286,120 @@ pub fn run(
     probes.release_all_processes();
 }
 
-/// Handles an exit at once; a scan request is queued in `scans` (and the caller waits
-/// [`MAP_SETTLE`] before it).
-fn immediate(probes: &mut Probes, req: Request, scans: &mut Vec<u32>, settle: &mut bool) {
+/// Queues a scan request in `scans` (the caller waits [`MAP_SETTLE`] before it).
+fn immediate(req: Request, scans: &mut Vec<u32>, settle: &mut bool) {
     match req {
         Request::Scan(pid) => {
             scans.push(pid);
             *settle = true;
         }
-        Request::Exit(pid) => probes.process_exited(pid),
         Request::Wake => {}
     }
 }
 
-/// Admits the processes waiting on the admission channel (`--scope auto`).
-fn admit_waiting(probes: &mut Probes, rx: &Receiver<Admission>, report: &mut ScanReport) {
-    for a in rx.try_iter().take(ADMIT_CHANNEL) {
-        match a.why {
-            AdmitWhy::Host(host) => probes.admit(a.pid, &format!("TLS to {host}"), false, report),
-            AdmitWhy::Call => probes.admit(a.pid, "made an LLM call", true, report),
-        };
+/// The channels discovery reads before any scan request: exits (per-process placement) and
+/// admissions (`--scope auto`).
+pub struct Urgent {
+    exits: Receiver<u32>,
+    /// Set while a wake for exits is on its way.
+    woken: Arc<AtomicBool>,
+    admissions: Receiver<Admission>,
+}
+
+impl Urgent {
+    /// The exits waiting (one channel's worth at most); the next exit wakes discovery again.
+    fn exits_waiting(&self) -> Vec<u32> {
+        self.woken.store(false, Ordering::SeqCst);
+        self.exits.try_iter().take(EXIT_CHANNEL).collect()
+    }
+
+    /// Handles the exits waiting (they free places), then the admissions; at most one
+    /// channel's worth of each per call, so neither can keep discovery here.
+    fn handle(&self, probes: &mut Probes, report: &mut ScanReport) {
+        for pid in self.exits_waiting() {
+            probes.process_exited(pid);
+        }
+        for a in self.admissions.try_iter().take(ADMIT_CHANNEL) {
+            match a.why {
+                AdmitWhy::Host(host) => {
+                    probes.admit(a.pid, &format!("TLS to {host}"), false, report)
+                }
+                AdmitWhy::Call { refresh } => {
+                    probes.admit(a.pid, "made an LLM call", refresh, report)
+                }
+            };
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_tls_calls_to_llm_hosts_keep_an_admission() {
+        let hosts = LlmHosts::new::<&str>(&[]).expect("hosts");
+        assert!(call_refreshes(true, Some("api.openai.com"), &hosts));
+        // Plaintext (fakeable by any process against any server), another host, no host.
+        assert!(!call_refreshes(false, Some("api.openai.com"), &hosts));
+        assert!(!call_refreshes(true, Some("example.com"), &hosts));
+        assert!(!call_refreshes(true, None, &hosts));
+    }
+
+    #[test]
+    fn admit_filter_lets_refreshes_through_and_forgets_exited_pids() {
+        let (tx, rx) = sync_channel(16);
+        let (wake, _wake_rx) = sync_channel(16);
+        let mut f = AdmitFilter::new(tx, wake);
+        let t0 = Instant::now();
+        let plain = AdmitWhy::Call { refresh: false };
+        let tls = AdmitWhy::Call { refresh: true };
+        assert!(f.offer(7, plain.clone(), t0));
+        // A second plaintext call within ADMIT_REPEAT is held back...
+        assert!(f.offer(7, plain.clone(), t0 + Duration::from_secs(1)));
+        // ...but not a call that keeps the admission active; a second one is.
+        assert!(f.offer(7, tls.clone(), t0 + Duration::from_secs(2)));
+        assert!(f.offer(7, tls.clone(), t0 + Duration::from_secs(3)));
+        assert!(f.offer(7, plain.clone(), t0 + Duration::from_secs(4)));
+        let sent: Vec<AdmitWhy> = rx.try_iter().map(|a| a.why).collect();
+        assert_eq!(sent, vec![plain.clone(), tls.clone()]);
+        // Pid 7 exits: the next process given pid 7 is named at once.
+        f.exited(7);
+        assert!(f.offer(
+            7,
+            AdmitWhy::Host("api.openai.com".into()),
+            t0 + Duration::from_secs(5)
+        ));
+        assert_eq!(rx.try_iter().count(), 1);
+        // After ADMIT_REPEAT the same offer passes again.
+        assert!(f.offer(7, plain.clone(), t0 + Duration::from_secs(16)));
+        assert_eq!(rx.try_iter().count(), 1);
+    }
+
+    #[test]
+    fn exits_have_their_own_channel_and_wake_discovery_once_per_batch() {
+        let (wake, wake_rx) = sync_channel(SCAN_CHANNEL);
+        let (_admit_tx, admit_rx) = sync_channel(1);
+        let (link, urgent) = urgent_channels(wake.clone(), admit_rx);
+        // The scan channel is full of scan requests: exits still get through.
+        for pid in 0..SCAN_CHANNEL as u32 - 1 {
+            wake.try_send(Request::Scan(pid)).expect("room");
+        }
+        for pid in [10, 11, 12] {
+            assert!(link.send(pid));
+        }
+        // One wake for the three (the last slot), then the scan channel is full.
+        let wakes = wake_rx.try_iter().filter(|r| *r == Request::Wake).count();
+        assert_eq!(wakes, 1);
+        assert_eq!(urgent.exits_waiting(), vec![10, 11, 12]);
+        assert!(link.send(13));
+        assert_eq!(wake_rx.try_iter().collect::<Vec<_>>(), vec![Request::Wake]);
+        assert_eq!(urgent.exits_waiting(), vec![13]);
+        // Past EXIT_CHANNEL exits waiting, the next is refused (counted by the caller).
+        for pid in 0..EXIT_CHANNEL as u32 {
+            assert!(link.send(pid));
+        }
+        assert!(!link.send(1));
+        assert_eq!(urgent.exits_waiting().len(), EXIT_CHANNEL);
     }
 }

@@ -15,7 +15,7 @@ use aya::maps::{MapData, RingBuf};
 use llmprobe_common::{self as abi, RING_DRAIN_EVERY_MS, Record as _};
 use tokio::io::unix::AsyncFd;
 
-use super::discovery::{AdmitFilter, AdmitWhy, Request};
+use super::discovery::{AdmitFilter, AdmitWhy, ExitLink, Request};
 use super::queue::QueueTx;
 use crate::probes::events::{ProbeEvent, decode};
 use crate::probes::sni::{Hello, LlmHosts, client_hello};
@@ -26,8 +26,9 @@ use crate::telemetry::{DropReason, SelfMetrics};
 pub struct DiscoveryLink {
     /// Discovery's request channel.
     pub tx: SyncSender<Request>,
-    /// Forward process exits (per-process placement).
-    pub exits: bool,
+    /// Where process exits go (per-process placement), apart from scan requests so that a
+    /// flood of those cannot drop them.
+    pub exits: Option<ExitLink>,
     /// `--scope auto`: the hosts that admit a process, and the admission channel.
     pub auto: Option<(LlmHosts, AdmitFilter)>,
 }
@@ -95,8 +96,16 @@ async fn drain(
                 Ok(ev) => {
                     let req = match &ev {
                         ProbeEvent::ExecMap { meta } => Some(Request::Scan(meta.pid)),
-                        ProbeEvent::ProcExit { meta } if scans.exits => {
-                            Some(Request::Exit(meta.pid))
+                        ProbeEvent::ProcExit { meta } => {
+                            if let Some((_, filter)) = scans.auto.as_mut() {
+                                filter.exited(meta.pid);
+                            }
+                            if let Some(exits) = &scans.exits
+                                && !exits.send(meta.pid)
+                            {
+                                metrics.drop_for(DropReason::DiscoveryRequestDropped);
+                            }
+                            None
                         }
                         _ => None,
                     };

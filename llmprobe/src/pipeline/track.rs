@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use aya::maps::{HashMap as BpfHashMap, MapData};
 use llmprobe_common::ConnKey;
 
-use super::discovery::{AdmitFilter, AdmitWhy};
+use super::discovery::{AdmitFilter, AdmitWhy, call_refreshes};
 use super::enrich::EnrichInput;
 use super::prepare::Prepare;
 use super::queue::QueueRx;
@@ -24,6 +24,7 @@ use crate::llm::LlmCall;
 use crate::llm::tracking::LlmTracker;
 use crate::probes::events::ProbeEvent;
 use crate::probes::recorder::{ConnClass, Recorder};
+use crate::probes::sni::LlmHosts;
 use crate::telemetry::{DropReason, SelfMetrics};
 
 /// How often the in-flight figures are taken, with or without events.
@@ -47,8 +48,9 @@ pub struct TrackStage<W: std::io::Write> {
     pub clock: Clock,
     /// Self-metrics.
     pub metrics: Arc<SelfMetrics>,
-    /// `--scope auto`: discovery, told of each process that made an LLM call.
-    pub admit: Option<AdmitFilter>,
+    /// `--scope auto`: discovery, told of each process that made an LLM call (the hosts tell
+    /// which calls keep an admission active).
+    pub admit: Option<(LlmHosts, AdmitFilter)>,
 }
 
 impl<W: std::io::Write> TrackStage<W> {
@@ -61,6 +63,11 @@ impl<W: std::io::Write> TrackStage<W> {
                 Ok((cost, events)) => {
                     let mut o = TrackerOutput::default();
                     for mut ev in events {
+                        if let (Some((_, admit)), ProbeEvent::ProcExit { meta }) =
+                            (self.admit.as_mut(), &ev)
+                        {
+                            admit.exited(meta.pid);
+                        }
                         self.prepare.event(&mut ev);
                         track(&mut self.tracker, self.recorder.as_mut(), ev, &mut o);
                     }
@@ -70,10 +77,11 @@ impl<W: std::io::Write> TrackStage<W> {
                         r.flush();
                     }
                     apply_mutes(&mut self.muted, &o.mutes);
-                    if let Some(admit) = self.admit.as_mut() {
+                    if let Some((hosts, admit)) = self.admit.as_mut() {
                         let now = Instant::now();
                         for c in &o.calls {
-                            if !admit.offer(c.pid, AdmitWhy::Call, now) {
+                            let refresh = call_refreshes(c.tls, c.server_address.as_deref(), hosts);
+                            if !admit.offer(c.pid, AdmitWhy::Call { refresh }, now) {
                                 self.metrics.drop_for(DropReason::DiscoveryRequestDropped);
                             }
                         }

@@ -22,7 +22,8 @@ use log::{debug, info, warn};
 use super::discovery::{self, ElfLimits, Refusal, SSL_SYMBOLS, TlsLibrary};
 use super::events::{EventMeta, ProbeEvent};
 use super::scope::{
-    self, KernelMode, MAX_SCOPED_LINKS, MAX_SCOPED_PROCESSES, ScopeRefusal, ScopeSpec, ScopedProcs,
+    self, KernelMode, LOG_BURST, LOG_EVERY, LogLimiter, MAX_FILES_PER_PROCESS, MAX_SCOPED_LINKS,
+    MAX_SCOPED_PROCESSES, ScopeRefusal, ScopeSpec, ScopedProcs, suppressed_note,
 };
 
 /// The compiled kernel programs, embedded at build time.
@@ -91,8 +92,8 @@ pub struct Probes {
     kernel_scope: Option<HashMap<MapData, u32, u8>>,
     /// Processes carrying their own uprobes (per-process placement).
     procs: ScopedProcs<Link>,
-    /// The per-process caps were logged.
-    scope_cap_logged: bool,
+    /// Log lines other users can cause, [`LOG_BURST`] per kind per [`LOG_EVERY`] at most.
+    logs: LogLimiter,
     /// Files attached (with their uprobe links) or known to need none.
     files: FileTable<FileEntry>,
     /// The attached-files cap was logged (reset once below it again).
@@ -309,7 +310,7 @@ impl Probes {
             scope: opts.scope.clone(),
             kernel_scope,
             procs: ScopedProcs::new(MAX_SCOPED_PROCESSES, MAX_SCOPED_LINKS),
-            scope_cap_logged: false,
+            logs: LogLimiter::new(LOG_EVERY, LOG_BURST),
             files: FileTable::new(MAX_NEGATIVE_FILES),
             cap_logged: false,
             reaper: spawn_reaper(),
@@ -465,20 +466,26 @@ impl Probes {
         }
         let links = match self.attach_tls_library(&f, &lib, UProbeScope::AllProcesses) {
             Ok(l) => {
-                info!(
-                    "attached {} OpenSSL uprobes to {:?} (device {:#x}, inode {}, all processes)",
-                    l.len(),
-                    lib.path,
-                    lib.file_id.0,
-                    lib.file_id.1
-                );
+                if let Some(n) = self.logs.allow("file_attached", Instant::now()) {
+                    info!(
+                        "attached {} OpenSSL uprobes to {:?} (device {:#x}, inode {}, all processes){}",
+                        l.len(),
+                        lib.path,
+                        lib.file_id.0,
+                        lib.file_id.1,
+                        suppressed_note(n)
+                    );
+                }
                 l
             }
             Err(e) => {
-                warn!(
-                    "could not probe OpenSSL in {:?}: {e:#}; TLS traffic of processes using it will not be seen",
-                    lib.path
-                );
+                if let Some(n) = self.logs.allow("file_attach_failed", Instant::now()) {
+                    warn!(
+                        "could not probe OpenSSL in {:?}: {e:#}; TLS traffic of processes using it will not be seen{}",
+                        lib.path,
+                        suppressed_note(n)
+                    );
+                }
                 Vec::new()
             }
         };
@@ -661,29 +668,33 @@ impl Probes {
             .reaper
             .as_ref()
             .map_or(0, |r| r.pending.load(Ordering::Relaxed));
-        let mut reserved = if closing > MAX_SCOPED_LINKS {
+        let now = Instant::now();
+        let reserved = if closing > MAX_SCOPED_LINKS {
             // Links still closing count too: churn cannot pile up perf event fds.
             Err(ScopeRefusal::Links)
         } else {
-            self.procs.reserve(pid, start, uid, want)
+            // Under --scope auto an admitted process that made no LLM call for a while gives
+            // its place up, once this one passed every share (it is admitted again by its next
+            // LLM hello or call).
+            self.procs
+                .reserve(pid, start, uid, want, self.scope.auto.then_some(now))
         };
-        if reserved == Err(ScopeRefusal::Processes)
-            && self.scope.auto
-            && let Some(idle) = self.procs.idle_admitted(Instant::now())
-        {
-            // An admitted process that made no LLM call for a while gives its place up (it is
-            // admitted again by its next LLM hello or call).
-            info!("pid {idle} made no LLM call lately: its uprobes go to pid {pid}");
-            self.release_process(idle);
-            self.procs.forget(idle);
-            reserved = self.procs.reserve(pid, start, uid, want);
-        }
         match reserved {
-            Ok(stale) => self.detach_links(stale),
+            Ok(r) => {
+                self.detach_links(r.stale);
+                if let Some((idle, links)) = r.evicted {
+                    if let Some(n) = self.logs.allow("scope_evicted", now) {
+                        info!(
+                            "pid {idle} made no LLM call lately: its uprobes go to pid {pid}{}",
+                            suppressed_note(n)
+                        );
+                    }
+                    self.detach_links(links);
+                }
+            }
             Err(r) => {
-                report.scope_refused += 1;
-                if !self.scope_cap_logged {
-                    self.scope_cap_logged = true;
+                report.count_scope_refusal(r);
+                if let Some(n) = self.logs.allow(r.label(), now) {
                     let what = match r {
                         ScopeRefusal::Processes => {
                             format!("{MAX_SCOPED_PROCESSES} processes already carry uprobes")
@@ -692,12 +703,23 @@ impl Probes {
                             "user {uid} already holds {} of the {MAX_SCOPED_PROCESSES} places for processes with uprobes",
                             self.procs.user_share()
                         ),
+                        ScopeRefusal::UserLinks => format!(
+                            "user {uid} already holds {} of its {} uprobe links",
+                            self.procs.user_links(uid),
+                            self.procs.user_link_share()
+                        ),
+                        ScopeRefusal::Files => format!(
+                            "{MAX_FILES_PER_PROCESS} TLS libraries are probed in this process already"
+                        ),
                         ScopeRefusal::Links => {
                             format!("{MAX_SCOPED_LINKS} uprobe links are attached")
                         }
                     };
                     warn!(
-                        "{what}: pid {pid} and further processes in scope are not probed until some exit (counted in llmprobe_dropped_total{{reason=\"scope_cap_reached\"}})"
+                        "{what}: {:?} is not probed for pid {pid} until places free up (counted in llmprobe_dropped_total{{reason=\"{}\"}}){}",
+                        lib.1.path,
+                        r.reason(),
+                        suppressed_note(n)
                     );
                 }
                 return;
@@ -716,7 +738,15 @@ impl Probes {
                 report.process_links += links.len();
                 self.procs.insert(pid, start, uid, id, links);
             }
-            Err(e) => info!("could not probe {:?} for pid {pid}: {e:#}", lib.1.path),
+            Err(e) => {
+                if let Some(n) = self.logs.allow("process_attach_failed", Instant::now()) {
+                    info!(
+                        "could not probe {:?} for pid {pid}: {e:#}{}",
+                        lib.1.path,
+                        suppressed_note(n)
+                    );
+                }
+            }
         }
     }
 
@@ -770,10 +800,18 @@ impl Probes {
         );
     }
 
-    /// A process exited: its links go and it is no longer admitted.
+    /// A process with pid `pid` exited: its links go and it is no longer admitted. Checked
+    /// against the process that has the pid now (its start time), so an exit handled after
+    /// the pid was reused leaves the new process alone.
     pub fn process_exited(&mut self, pid: u32) {
-        self.release_process(pid);
-        self.procs.forget(pid);
+        if !self.procs.tracks(pid) {
+            return;
+        }
+        let links = self.procs.exited(pid, scope::live_start(pid));
+        if !links.is_empty() {
+            debug!("released the uprobes of pid {pid}");
+            self.detach_links(links);
+        }
     }
 
     /// Processes carrying their own uprobes.
@@ -809,11 +847,14 @@ impl Probes {
         let (before, attach_before) = (report.process_links, report.attach_us);
         self.scan_pid(pid, None, report);
         let us = t0.elapsed().as_micros();
-        info!(
-            "admitted pid {pid} ({why}): {} OpenSSL uprobes attached in {us} us ({} us in perf_event_open)",
-            report.process_links - before,
-            report.attach_us - attach_before
-        );
+        if let Some(n) = self.logs.allow("admitted", Instant::now()) {
+            info!(
+                "admitted pid {pid} ({why}): {} OpenSSL uprobes attached in {us} us ({} us in perf_event_open){}",
+                report.process_links - before,
+                report.attach_us - attach_before,
+                suppressed_note(n)
+            );
+        }
         report.admitted += 1;
         Some(us)
     }
@@ -847,10 +888,14 @@ impl Probes {
             self.prune_kernel_scope();
         }
         for (id, path, entry) in self.files.end_full_scan(&mapped) {
-            info!(
-                "released the OpenSSL uprobes of {path:?} (device {:#x}, inode {}): no traced process maps it any more",
-                id.0, id.1
-            );
+            if let Some(n) = self.logs.allow("file_released", Instant::now()) {
+                info!(
+                    "released the OpenSSL uprobes of {path:?} (device {:#x}, inode {}): no traced process maps it any more{}",
+                    id.0,
+                    id.1,
+                    suppressed_note(n)
+                );
+            }
             let per_process = self.procs.release_file(id);
             self.detach_links(per_process);
             self.detach_links(entry.links);
@@ -995,12 +1040,29 @@ pub struct ScanReport {
     pub cap_reached: u64,
     /// Processes in scope not probed: the per-process caps (`scope_cap_reached`).
     pub scope_refused: u64,
+    /// TLS libraries not probed in a process past its file cap (`scope_process_files`).
+    pub process_files_refused: u64,
+    /// Processes or files not probed past their user's share of links (`scope_user_links`).
+    pub user_links_refused: u64,
     /// Per-process uprobe links attached.
     pub process_links: usize,
     /// Processes admitted by `--scope auto`.
     pub admitted: usize,
     /// Microseconds spent in perf_event_open calls for per-process links.
     pub attach_us: u128,
+}
+
+impl ScanReport {
+    /// Counts a per-process refusal under its reason.
+    pub fn count_scope_refusal(&mut self, r: ScopeRefusal) {
+        match r {
+            ScopeRefusal::Files => self.process_files_refused += 1,
+            ScopeRefusal::UserLinks => self.user_links_refused += 1,
+            ScopeRefusal::Processes | ScopeRefusal::Links | ScopeRefusal::UserShare => {
+                self.scope_refused += 1
+            }
+        }
+    }
 }
 
 /// The files discovery knows: those with probes attached (with their links, released once

@@ -18,6 +18,17 @@
 //! - Bounded: at most [`MAX_SCOPED_PROCESSES`] processes and [`MAX_SCOPED_LINKS`] links carry
 //!   per-process uprobes, at most [`MAX_ADMITTED`] processes are remembered as admitted; every
 //!   refusal is counted (`scope_cap_reached`).
+//! - Shared out between users and processes: one user id holds at most half the places and
+//!   half the links (`scope_user_links`), one process at most [`MAX_FILES_PER_PROCESS`] probed
+//!   files (`scope_process_files`: a process mapping many copies of libssl cannot take every
+//!   link). Every share is checked before an idle admission is evicted for a newcomer, so no
+//!   process loses its uprobes to a request that is then refused.
+//! - A process is its pid and start time: a reused pid neither inherits nor releases the state
+//!   of the process that had it before (exits are checked against the live process).
+//! - Log lines an unprivileged user can cause (admissions, refusals, evictions, failed
+//!   attaches, files attached or released) pass a [`LogLimiter`]: at most [`LOG_BURST`] lines
+//!   per kind per [`LOG_EVERY`], the next one saying how many were suppressed; the counters
+//!   stay exact.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -26,6 +37,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 
 use super::sni::LlmHosts;
+use crate::telemetry::DropReason;
 
 /// Most processes carrying their own uprobes at once. Small on purpose: each process holds 9
 /// perf-event uprobe links per TLS library, and the kernel closes uprobe links one at a time,
@@ -36,6 +48,15 @@ pub const MAX_SCOPED_PROCESSES: usize = 64;
 pub const MAX_SCOPED_LINKS: usize = 1024;
 /// Most processes remembered as admitted by `--scope auto`.
 pub const MAX_ADMITTED: usize = 4096;
+/// Most TLS library files probed in one process: a process mapping many copies of libssl
+/// (each costs 5 to 9 links) cannot take the links of every other process. Real programs map
+/// one or two (a system libssl and a bundled one).
+pub const MAX_FILES_PER_PROCESS: usize = 4;
+/// Log lines of one kind are limited per this long (the rest are counted in the next line).
+pub const LOG_EVERY: Duration = Duration::from_secs(10);
+/// Log lines of one kind per [`LOG_EVERY`] at most: one a second on average, so a quiet node
+/// still logs each admission while a flood of them costs a few lines a second.
+pub const LOG_BURST: u32 = 10;
 /// Where cgroup v2 is usually mounted (a hybrid host mounts it at `/sys/fs/cgroup/unified`:
 /// see [`cgroup2_root`]).
 pub const CGROUP_ROOT: &str = "/sys/fs/cgroup";
@@ -372,6 +393,28 @@ pub fn parse_stat(stat: &[u8]) -> Option<(String, u64)> {
     Some((comm, start))
 }
 
+/// The start time of a `/proc/PID/stat` whose process is alive: None for one exiting
+/// (`PF_EXITING` in its flags: set before the kernel reports the exit), a zombie (`Z`) or a
+/// dead one (`X`, `x`), whose pid may be reused as soon as it is reaped.
+pub fn parse_stat_live(stat: &[u8]) -> Option<u64> {
+    let (_, start) = parse_stat(stat)?;
+    let close = stat.iter().rposition(|&b| b == b')')?;
+    let rest = std::str::from_utf8(stat.get(close + 1..)?).ok()?;
+    let mut f = rest.split_whitespace();
+    let state = f.next()?;
+    // Field 9 (flags) is the 7th after the comm.
+    let flags: u64 = f.nth(5)?.parse().ok()?;
+    (!matches!(state, "Z" | "X" | "x") && flags & PF_EXITING == 0).then_some(start)
+}
+
+/// The kernel's task flag for a task in `do_exit` (`include/linux/sched.h`).
+const PF_EXITING: u64 = 0x4;
+
+/// The start time of live process `pid` (see [`parse_stat_live`]); None when it is gone.
+pub fn live_start(pid: u32) -> Option<u64> {
+    parse_stat_live(&read_bounded(&format!("/proc/{pid}/stat"))?)
+}
+
 /// The cgroup v2 line's path (`0::/x/y`), or "" when there is none.
 pub fn cgroup_v2_path(text: &str) -> &str {
     text.lines()
@@ -431,16 +474,19 @@ pub const ADMISSION_IDLE: Duration = Duration::from_secs(60);
 /// Processes carrying their own uprobes, and the processes `--scope auto` admitted.
 ///
 /// Shared out so that no one user can take every place: one user id holds at most
-/// [`ScopedProcs::user_share`] of the processes with uprobes. Under `--scope auto`, when the
-/// table is full, an admitted process idle for [`ADMISSION_IDLE`] (no LLM call seen) gives its
-/// place to a newcomer. Processes are keyed by pid and start time, so a reused pid is a new
-/// process.
+/// [`ScopedProcs::user_share`] of the processes with uprobes and
+/// [`ScopedProcs::user_link_share`] of the links, one process at most
+/// [`MAX_FILES_PER_PROCESS`] probed files. Under `--scope auto`, when the table is full, an
+/// admitted process idle for [`ADMISSION_IDLE`] (no TLS LLM call seen) gives its place to a
+/// newcomer, and only once the newcomer passes every other check. Processes are keyed by pid
+/// and start time, so a reused pid is a new process.
 #[derive(Debug)]
 pub struct ScopedProcs<L> {
     procs: HashMap<u32, Scoped<L>>,
     links: usize,
     max_procs: usize,
     max_links: usize,
+    max_files: usize,
     admitted: HashMap<u32, Admission>,
     max_admitted: usize,
 }
@@ -452,11 +498,17 @@ struct Scoped<L> {
     files: HashMap<(u64, u64), Vec<L>>,
 }
 
+impl<L> Scoped<L> {
+    fn links(&self) -> usize {
+        self.files.values().map(Vec::len).sum()
+    }
+}
+
 /// Why and when a process was admitted (`--scope auto`).
 #[derive(Debug, Clone, Copy)]
 struct Admission {
     start: u64,
-    /// Admission, or the latest LLM call seen.
+    /// Admission, or the latest LLM call over TLS to an LLM API host seen.
     active: Instant,
 }
 
@@ -469,16 +521,56 @@ pub enum ScopeRefusal {
     Links,
     /// The process's user already holds its share of the places.
     UserShare,
+    /// The process's user already holds its share of the links.
+    UserLinks,
+    /// The process already has [`MAX_FILES_PER_PROCESS`] files probed.
+    Files,
+}
+
+impl ScopeRefusal {
+    /// The counter it goes to (`llmprobe_dropped_total{reason}`).
+    pub fn reason(self) -> DropReason {
+        match self {
+            ScopeRefusal::Processes | ScopeRefusal::Links | ScopeRefusal::UserShare => {
+                DropReason::ScopeCapReached
+            }
+            ScopeRefusal::UserLinks => DropReason::ScopeUserLinks,
+            ScopeRefusal::Files => DropReason::ScopeProcessFiles,
+        }
+    }
+
+    /// A stable name, the key of its log line.
+    pub fn label(self) -> &'static str {
+        match self {
+            ScopeRefusal::Processes => "scope_processes",
+            ScopeRefusal::Links => "scope_links",
+            ScopeRefusal::UserShare => "scope_user_share",
+            ScopeRefusal::UserLinks => "scope_user_links",
+            ScopeRefusal::Files => "scope_process_files",
+        }
+    }
+}
+
+/// What [`ScopedProcs::reserve`] freed for the caller to detach.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Reserved<L> {
+    /// The links of an earlier process with the same pid (it is gone).
+    pub stale: Vec<L>,
+    /// An idle admitted process that gave its place up, with its links (its admission is
+    /// forgotten: its next LLM hello or call admits it again).
+    pub evicted: Option<(u32, Vec<L>)>,
 }
 
 impl<L> ScopedProcs<L> {
-    /// An empty table with these caps (admissions: [`MAX_ADMITTED`]).
+    /// An empty table with these caps (admissions: [`MAX_ADMITTED`], files per process:
+    /// [`MAX_FILES_PER_PROCESS`]).
     pub fn new(max_procs: usize, max_links: usize) -> ScopedProcs<L> {
         ScopedProcs {
             procs: HashMap::new(),
             links: 0,
             max_procs,
             max_links,
+            max_files: MAX_FILES_PER_PROCESS,
             admitted: HashMap::new(),
             max_admitted: MAX_ADMITTED,
         }
@@ -487,6 +579,11 @@ impl<L> ScopedProcs<L> {
     /// Places one user id may hold: half of them.
     pub fn user_share(&self) -> usize {
         (self.max_procs / 2).max(1)
+    }
+
+    /// Links one user id may hold: half of them.
+    pub fn user_link_share(&self) -> usize {
+        (self.max_links / 2).max(1)
     }
 
     /// Processes carrying uprobes.
@@ -504,9 +601,23 @@ impl<L> ScopedProcs<L> {
         self.links
     }
 
+    /// Links held by the processes of user `uid`.
+    pub fn user_links(&self, uid: u32) -> usize {
+        self.procs
+            .values()
+            .filter(|p| p.uid == uid)
+            .map(Scoped::links)
+            .sum()
+    }
+
     /// The processes carrying uprobes.
     pub fn pids(&self) -> Vec<u32> {
         self.procs.keys().copied().collect()
+    }
+
+    /// Whether `pid` carries uprobes or is admitted (an exit of it matters).
+    pub fn tracks(&self, pid: u32) -> bool {
+        self.procs.contains_key(&pid) || self.admitted.contains_key(&pid)
     }
 
     /// Whether `pid` (started at `start`) already has links on file `id`.
@@ -516,32 +627,62 @@ impl<L> ScopedProcs<L> {
             .is_some_and(|p| p.start == start && p.files.contains_key(&id))
     }
 
-    /// Makes room for `pid` of user `uid`: an entry of an earlier process with the same pid is
-    /// returned for release; refused past the process cap or the user's share, or when `want`
-    /// more links would pass the link cap.
+    /// Makes room for `want` links of `pid` (user `uid`) on a file it has no links on yet. An
+    /// entry of an earlier process with the same pid is returned for release. Refused past the
+    /// process's file cap, its user's share of places or links, then the process or link caps;
+    /// with `evict_idle` (`--scope auto`, the time now) an idle admitted process
+    /// ([`ScopedProcs::idle_admitted`]) gives its place and links up when that is what is
+    /// missing, and only when that is enough: nothing is evicted for a refused request.
     pub fn reserve(
         &mut self,
         pid: u32,
         start: u64,
         uid: u32,
         want: usize,
-    ) -> Result<Vec<L>, ScopeRefusal> {
+        evict_idle: Option<Instant>,
+    ) -> Result<Reserved<L>, ScopeRefusal> {
         let stale = match self.procs.get(&pid) {
             Some(p) if p.start != start => self.release(pid),
             _ => Vec::new(),
         };
-        if !self.procs.contains_key(&pid) {
-            if self.procs.len() >= self.max_procs {
-                return Err(ScopeRefusal::Processes);
+        let mut out = Reserved {
+            stale,
+            evicted: None,
+        };
+        let known = self.procs.get(&pid);
+        match known {
+            None => {
+                if self.procs.values().filter(|p| p.uid == uid).count() >= self.user_share() {
+                    return Err(ScopeRefusal::UserShare);
+                }
             }
-            if self.procs.values().filter(|p| p.uid == uid).count() >= self.user_share() {
-                return Err(ScopeRefusal::UserShare);
-            }
+            Some(p) if p.files.len() >= self.max_files => return Err(ScopeRefusal::Files),
+            Some(_) => {}
         }
-        if self.links + want > self.max_links {
+        if self.user_links(uid) + want > self.user_link_share() {
+            return Err(ScopeRefusal::UserLinks);
+        }
+        let procs_full = known.is_none() && self.procs.len() >= self.max_procs;
+        let links_full = self.links + want > self.max_links;
+        if !procs_full && !links_full {
+            return Ok(out);
+        }
+        let missing = if procs_full {
+            ScopeRefusal::Processes
+        } else {
+            ScopeRefusal::Links
+        };
+        let Some(victim) = evict_idle.and_then(|now| self.idle_admitted_except(now, pid)) else {
+            return Err(missing);
+        };
+        let freed = self.procs.get(&victim).map_or(0, Scoped::links);
+        if self.links - freed + want > self.max_links {
             return Err(ScopeRefusal::Links);
         }
-        Ok(stale)
+        let links = self.release(victim);
+        self.forget(victim);
+        out.evicted = Some((victim, links));
+        Ok(out)
     }
 
     /// Records the links of `pid` on file `id` (after [`ScopedProcs::reserve`]).
@@ -567,6 +708,25 @@ impl<L> ScopedProcs<L> {
         out
     }
 
+    /// A process with pid `pid` exited; `live` is the start time of the live process that has
+    /// the pid now (None: none). Whatever belongs to another process than the live one (the
+    /// one that exited, or an earlier one) is released and forgotten; the live process keeps
+    /// its links and admission (the exit was an earlier holder's of its pid).
+    pub fn exited(&mut self, pid: u32, live: Option<u64>) -> Vec<L> {
+        let out = match self.procs.get(&pid) {
+            Some(p) if Some(p.start) != live => self.release(pid),
+            _ => Vec::new(),
+        };
+        if self
+            .admitted
+            .get(&pid)
+            .is_some_and(|a| Some(a.start) != live)
+        {
+            self.admitted.remove(&pid);
+        }
+        out
+    }
+
     /// Removes every process's links on file `id` (its probes are released).
     pub fn release_file(&mut self, id: (u64, u64)) -> Vec<L> {
         let mut out = Vec::new();
@@ -586,8 +746,9 @@ impl<L> ScopedProcs<L> {
     }
 
     /// Admits `pid` started at `start`: true when it is new. An admitted process is marked
-    /// active again when `call` (it made an LLM call; a hello alone does not keep a place). When
-    /// the admissions are full, one whose process carries no uprobes is forgotten to make room
+    /// active again when `call` (it made an LLM call over TLS to an LLM API host: a hello, or
+    /// a call the process could fake in plaintext, does not keep a place). When the
+    /// admissions are full, one whose process carries no uprobes is forgotten to make room
     /// (the oldest), else the admission is refused (false).
     pub fn admit(&mut self, pid: u32, start: u64, call: bool, now: Instant) -> bool {
         if let Some(a) = self.admitted.get_mut(&pid)
@@ -616,13 +777,18 @@ impl<L> ScopedProcs<L> {
         true
     }
 
-    /// An admitted process carrying uprobes, idle (no LLM call) for [`ADMISSION_IDLE`] at
+    /// An admitted process carrying uprobes, idle (no TLS LLM call) for [`ADMISSION_IDLE`] at
     /// `now`: the one idle longest, whose place may go to a newcomer.
     pub fn idle_admitted(&self, now: Instant) -> Option<u32> {
+        self.idle_admitted_except(now, 0)
+    }
+
+    fn idle_admitted_except(&self, now: Instant, except: u32) -> Option<u32> {
         self.admitted
             .iter()
             .filter(|(p, a)| {
-                self.procs.contains_key(p)
+                **p != except
+                    && self.procs.get(p).is_some_and(|s| s.start == a.start)
                     && now.saturating_duration_since(a.active) >= ADMISSION_IDLE
             })
             .min_by_key(|(_, a)| a.active)
@@ -637,6 +803,63 @@ impl<L> ScopedProcs<L> {
     /// Forgets admitted processes for which `alive` is false.
     pub fn retain_admitted(&mut self, alive: impl Fn(u32) -> bool) {
         self.admitted.retain(|p, _| alive(*p));
+    }
+}
+
+/// Lets a few log lines of each kind through per period and counts the rest, so a process
+/// that causes a line at will (an admission, a refusal, a failed attach) cannot flood the
+/// agent's log. Kinds are static names: the table is as small as the code's list of them.
+#[derive(Debug)]
+pub struct LogLimiter {
+    every: Duration,
+    burst: u32,
+    kinds: HashMap<&'static str, LogWindow>,
+}
+
+#[derive(Debug)]
+struct LogWindow {
+    start: Instant,
+    logged: u32,
+    suppressed: u64,
+}
+
+impl LogLimiter {
+    /// At most `burst` lines per kind per `every`.
+    pub fn new(every: Duration, burst: u32) -> LogLimiter {
+        LogLimiter {
+            every,
+            burst: burst.max(1),
+            kinds: HashMap::new(),
+        }
+    }
+
+    /// Whether a line of `kind` may be logged at `now`: Some(lines suppressed before it, to
+    /// be said in it), or None (this one is suppressed and counted).
+    pub fn allow(&mut self, kind: &'static str, now: Instant) -> Option<u64> {
+        let w = self.kinds.entry(kind).or_insert(LogWindow {
+            start: now,
+            logged: 0,
+            suppressed: 0,
+        });
+        if now.saturating_duration_since(w.start) >= self.every {
+            w.start = now;
+            w.logged = 0;
+        }
+        if w.logged >= self.burst {
+            w.suppressed += 1;
+            return None;
+        }
+        w.logged += 1;
+        Some(std::mem::take(&mut w.suppressed))
+    }
+}
+
+/// The tail of a rate-limited log line: how many like it were suppressed.
+pub fn suppressed_note(n: u64) -> String {
+    if n == 0 {
+        String::new()
+    } else {
+        format!(" ({n} more lines like this were not logged before this one)")
     }
 }
 
@@ -781,33 +1004,209 @@ mod tests {
         assert!(me.start > 0 && !me.comm.is_empty());
     }
 
+    /// Reserves without eviction; the stale links only.
+    fn res(
+        t: &mut ScopedProcs<u32>,
+        pid: u32,
+        start: u64,
+        uid: u32,
+        want: usize,
+    ) -> Result<Vec<u32>, ScopeRefusal> {
+        t.reserve(pid, start, uid, want, None).map(|r| {
+            assert_eq!(r.evicted, None);
+            r.stale
+        })
+    }
+
     #[test]
     fn scoped_processes_are_bounded_and_released() {
-        let mut t: ScopedProcs<u32> = ScopedProcs::new(4, 9);
-        assert_eq!(t.reserve(1, 10, 0, 2), Ok(vec![]));
+        let mut t: ScopedProcs<u32> = ScopedProcs::new(4, 18);
+        assert_eq!(res(&mut t, 1, 10, 0, 2), Ok(vec![]));
         t.insert(1, 10, 0, (0, 1), vec![1, 2]);
         assert!(t.has(1, 10, (0, 1)) && !t.has(1, 11, (0, 1)));
-        assert_eq!(t.reserve(2, 10, 0, 2), Ok(vec![]));
+        assert_eq!(res(&mut t, 2, 10, 0, 2), Ok(vec![]));
         t.insert(2, 10, 0, (0, 1), vec![3, 4]);
         // User 0 holds its share (half of 4): another of its processes waits, user 1's does not.
-        assert_eq!(t.reserve(3, 10, 0, 1), Err(ScopeRefusal::UserShare));
-        assert_eq!(t.reserve(3, 10, 1, 1), Ok(vec![]));
+        assert_eq!(res(&mut t, 3, 10, 0, 1), Err(ScopeRefusal::UserShare));
+        assert_eq!(res(&mut t, 3, 10, 1, 1), Ok(vec![]));
         t.insert(3, 10, 1, (0, 1), vec![5]);
-        assert_eq!(t.reserve(4, 10, 2, 1), Ok(vec![]));
+        assert_eq!(res(&mut t, 4, 10, 2, 1), Ok(vec![]));
         t.insert(4, 10, 2, (0, 1), vec![6]);
-        assert_eq!(t.reserve(5, 10, 3, 1), Err(ScopeRefusal::Processes));
-        assert_eq!(t.reserve(2, 10, 0, 4), Err(ScopeRefusal::Links));
-        assert_eq!(t.link_count(), 6);
+        assert_eq!(res(&mut t, 5, 10, 3, 1), Err(ScopeRefusal::Processes));
+        assert_eq!(res(&mut t, 3, 10, 1, 9), Err(ScopeRefusal::UserLinks));
+        assert_eq!(res(&mut t, 3, 10, 1, 8), Ok(vec![]));
+        t.insert(3, 10, 1, (0, 2), vec![7, 8, 9, 10, 11, 12, 13, 14]);
+        assert_eq!(res(&mut t, 4, 10, 2, 8), Err(ScopeRefusal::Links));
+        assert_eq!(t.link_count(), 14);
         // Pid 1 reused by a new process: the old links come back for release.
-        assert_eq!(t.reserve(1, 11, 0, 1), Ok(vec![1, 2]));
-        t.insert(1, 11, 0, (0, 2), vec![7]);
-        assert_eq!(t.link_count(), 5);
+        assert_eq!(res(&mut t, 1, 11, 0, 1), Ok(vec![1, 2]));
+        t.insert(1, 11, 0, (0, 2), vec![15]);
+        assert_eq!(t.link_count(), 13);
         let mut gone = t.release_file((0, 1));
         gone.sort();
         assert_eq!(gone, vec![3, 4, 5, 6]);
-        assert_eq!((t.len(), t.link_count()), (1, 1));
-        assert_eq!(t.release(1), vec![7]);
+        assert_eq!((t.len(), t.link_count()), (2, 9));
+        assert_eq!(t.release(1), vec![15]);
+        assert_eq!(t.release(3).len(), 8);
         assert!(t.is_empty() && t.link_count() == 0);
+    }
+
+    #[test]
+    fn one_process_cannot_take_every_link_with_copies_of_libssl() {
+        // 1024 links, 64 places: a process mapping 200 copies of libssl (9 links each).
+        let mut t: ScopedProcs<u32> = ScopedProcs::new(64, 1024);
+        let (attacker, other) = (65_534, 1000);
+        let mut taken = 0;
+        for f in 0..200u64 {
+            match t.reserve(7, 1, attacker, 9, None) {
+                Ok(_) => {
+                    t.insert(7, 1, attacker, (9, f), vec![0; 9]);
+                    taken += 1;
+                }
+                Err(r) => assert_eq!(r, ScopeRefusal::Files),
+            }
+        }
+        assert_eq!(taken, MAX_FILES_PER_PROCESS);
+        assert_eq!(t.link_count(), 36);
+        assert_eq!(ScopeRefusal::Files.reason(), DropReason::ScopeProcessFiles);
+        // Its user's other processes stop at half the links (512): 14 processes of 4 files
+        // (504 links), then no further 9-link file.
+        for pid in 8..40 {
+            for f in 0..MAX_FILES_PER_PROCESS as u64 {
+                if t.reserve(pid, 1, attacker, 9, None).is_ok() {
+                    t.insert(pid, 1, attacker, (9, f), vec![0; 9]);
+                }
+            }
+        }
+        assert_eq!(t.user_links(attacker), 504);
+        assert_eq!(
+            t.reserve(99, 1, attacker, 9, None),
+            Err(ScopeRefusal::UserLinks)
+        );
+        assert_eq!(ScopeRefusal::UserLinks.reason(), DropReason::ScopeUserLinks);
+        // Another user still gets its files probed.
+        assert_eq!(res(&mut t, 100, 1, other, 9), Ok(vec![]));
+        t.insert(100, 1, other, (1, 1), vec![0; 9]);
+        assert_eq!(t.user_links(other), 9);
+    }
+
+    #[test]
+    fn shares_are_checked_before_an_idle_process_is_evicted() {
+        let t0 = Instant::now();
+        let later = t0 + ADMISSION_IDLE + Duration::from_secs(5);
+        // Two places: pid 1 (user 1) and pid 2 (user 2), both admitted, pid 1 idle longest.
+        let mut t: ScopedProcs<u32> = ScopedProcs::new(2, 100);
+        for (pid, uid, at) in [(1, 1, t0), (2, 2, t0 + Duration::from_secs(1))] {
+            assert!(t.admit(pid, 1, false, at));
+            t.insert(pid, 1, uid, (0, 1), vec![pid; 9]);
+        }
+        // User 1 already holds its share (1 of 2): refused, and nobody loses its uprobes.
+        assert_eq!(
+            t.reserve(3, 1, 1, 9, Some(later)),
+            Err(ScopeRefusal::UserShare)
+        );
+        assert!(t.has(1, 1, (0, 1)) && t.has(2, 1, (0, 1)) && t.is_admitted(1, 1));
+        // Not idle long enough yet: refused, nothing evicted.
+        assert_eq!(
+            t.reserve(3, 1, 3, 9, Some(t0 + Duration::from_secs(30))),
+            Err(ScopeRefusal::Processes)
+        );
+        // Without eviction (no --scope auto): refused.
+        assert_eq!(t.reserve(3, 1, 3, 9, None), Err(ScopeRefusal::Processes));
+        // User 3, idle ones: the one idle longest (pid 1) gives its place and links up.
+        let r = t.reserve(3, 1, 3, 9, Some(later)).expect("room");
+        assert_eq!(r.evicted, Some((1, vec![1; 9])));
+        assert!(!t.is_admitted(1, 1) && !t.has(1, 1, (0, 1)) && t.link_count() == 9);
+
+        // Links: evicting the idle process would not free enough, so it keeps them.
+        let mut t: ScopedProcs<u32> = ScopedProcs::new(8, 20);
+        assert!(t.admit(1, 1, false, t0));
+        t.insert(1, 1, 1, (0, 1), vec![1; 2]);
+        assert!(t.admit(2, 1, false, later));
+        t.insert(2, 1, 2, (0, 1), vec![2; 10]);
+        t.insert(4, 1, 4, (0, 1), vec![4; 6]);
+        assert_eq!(t.reserve(3, 1, 3, 9, Some(later)), Err(ScopeRefusal::Links));
+        assert!(t.has(1, 1, (0, 1)) && t.is_admitted(1, 1) && t.link_count() == 18);
+        // Enough: evicted.
+        let r = t.reserve(3, 1, 3, 4, Some(later)).expect("room");
+        assert_eq!(r.evicted, Some((1, vec![1; 2])));
+        // A process is never evicted for itself.
+        let mut t: ScopedProcs<u32> = ScopedProcs::new(1, 100);
+        assert!(t.admit(1, 1, false, t0));
+        t.insert(1, 1, 1, (0, 1), vec![1; 2]);
+        assert_eq!(
+            t.reserve(1, 1, 1, 2, Some(later)).map(|r| r.evicted),
+            Ok(None)
+        );
+    }
+
+    #[test]
+    fn exits_release_only_the_process_that_exited() {
+        let mut t: ScopedProcs<u32> = ScopedProcs::new(8, 100);
+        let t0 = Instant::now();
+        // Pid 5 (start 10) exited and the pid went to a process started at 11 before the exit
+        // was handled: pid 5's links and admission go.
+        assert!(t.admit(5, 10, false, t0));
+        t.insert(5, 10, 0, (0, 1), vec![1, 2]);
+        assert!(t.tracks(5) && !t.tracks(6));
+        assert_eq!(t.exited(5, Some(11)), vec![1, 2]);
+        assert!(!t.tracks(5));
+        // Pid 6 now belongs to the process started at 20, probed and admitted; an exit of its
+        // pid's earlier holder arrives late: the live process keeps everything.
+        assert!(t.admit(6, 20, false, t0));
+        t.insert(6, 20, 0, (0, 1), vec![3]);
+        assert_eq!(t.exited(6, Some(20)), Vec::<u32>::new());
+        assert!(t.is_admitted(6, 20) && t.has(6, 20, (0, 1)));
+        // Its own exit (gone, or a zombie): released.
+        assert_eq!(t.exited(6, None), vec![3]);
+        assert!(!t.tracks(6) && t.link_count() == 0);
+        // Zombies and dead processes have no live start time.
+        let stat = |state: &str, flags: u64| {
+            format!("42 (p) y) {state} 1 42 42 0 -1 {flags} 100 0 0 0 1 2 0 0 20 0 1 0 987654 1 2")
+        };
+        assert_eq!(
+            parse_stat_live(stat("S", 0x400100).as_bytes()),
+            Some(987_654)
+        );
+        assert_eq!(
+            parse_stat_live(stat("R", 0x400100).as_bytes()),
+            Some(987_654)
+        );
+        // Exiting (the exit event is sent from do_exit, before the task is a zombie).
+        assert_eq!(parse_stat_live(stat("R", 0x400104).as_bytes()), None);
+        assert_eq!(parse_stat_live(stat("Z", 0x400100).as_bytes()), None);
+        assert_eq!(parse_stat_live(stat("X", 0).as_bytes()), None);
+        assert_eq!(parse_stat_live(b"42 (x"), None);
+        assert!(live_start(std::process::id()).is_some());
+    }
+
+    #[test]
+    fn log_lines_are_limited_per_kind_and_count_the_rest() {
+        let t0 = Instant::now();
+        let at = |s| t0 + Duration::from_secs(s);
+        let mut l = LogLimiter::new(LOG_EVERY, 1);
+        assert_eq!(l.allow("admitted", at(0)), Some(0));
+        assert_eq!(l.allow("admitted", at(1)), None);
+        assert_eq!(l.allow("scope_links", at(1)), Some(0));
+        for s in 2..10 {
+            assert_eq!(l.allow("admitted", at(s)), None);
+        }
+        assert_eq!(l.allow("admitted", at(10)), Some(9));
+        assert_eq!(l.allow("admitted", at(11)), None);
+        assert_eq!(l.allow("admitted", at(25)), Some(1));
+        // A burst of LOG_BURST lines, then one per window's worth: 1000 admissions in 10 s
+        // log 10 lines, the next window's first says 990 were not logged.
+        let mut l = LogLimiter::new(LOG_EVERY, LOG_BURST);
+        let logged = (0..1000)
+            .filter(|i| {
+                l.allow("admitted", t0 + Duration::from_millis(i * 9))
+                    .is_some()
+            })
+            .count();
+        assert_eq!(logged, LOG_BURST as usize);
+        assert_eq!(l.allow("admitted", at(10)), Some(990));
+        assert_eq!(suppressed_note(0), "");
+        assert!(suppressed_note(9).contains("9 more"));
     }
 
     #[test]
