@@ -90,6 +90,8 @@ pub struct Probes {
     scope: ScopeSpec,
     /// The kernel's `SCOPE` map (when a selector lists processes for the kernel).
     kernel_scope: Option<HashMap<MapData, u32, u8>>,
+    /// The entries of `SCOPE` written here, counted per user.
+    listed: scope::ListedShare,
     /// Processes carrying their own uprobes (per-process placement).
     procs: ScopedProcs<Link>,
     /// Log lines other users can cause, [`LOG_BURST`] per kind per [`LOG_EVERY`] at most.
@@ -309,6 +311,7 @@ impl Probes {
             ebpf,
             scope: opts.scope.clone(),
             kernel_scope,
+            listed: scope::ListedShare::new(scope::MAX_LISTED_PER_USER, scope::MAX_LISTED),
             procs: ScopedProcs::new(MAX_SCOPED_PROCESSES, MAX_SCOPED_LINKS),
             logs: LogLimiter::new(LOG_EVERY, LOG_BURST),
             files: FileTable::new(MAX_NEGATIVE_FILES),
@@ -611,7 +614,7 @@ impl Probes {
             return;
         };
         let selected = self.scope.selects(&info);
-        self.set_listed(pid, self.scope.listed(selected), report);
+        self.set_listed(pid, info.uid, self.scope.listed(selected), report);
         if !selected {
             self.release_process(pid);
             return;
@@ -635,18 +638,26 @@ impl Probes {
         }
     }
 
-    /// Lists or unlists `pid` in the kernel's `SCOPE` map (bounded by the map's size: a
-    /// refused insert is counted as `scope_cap_reached`).
-    fn set_listed(&mut self, pid: u32, listed: bool, report: &mut ScanReport) {
+    /// Lists or unlists `pid` (of user `uid`) in the kernel's `SCOPE` map: at most
+    /// [`scope::MAX_LISTED_PER_USER`] per user and [`scope::MAX_LISTED`] in all (the rest of the
+    /// map is the kernel's inherited entries); a refusal, or a refused insert, is counted as
+    /// `scope_cap_reached`, and the process is left as the kernel has it.
+    fn set_listed(&mut self, pid: u32, uid: u32, listed: bool, report: &mut ScanReport) {
         let Some(map) = self.kernel_scope.as_mut() else {
             return;
         };
         if listed {
+            if !self.listed.take(pid, uid) {
+                report.scope_refused += 1;
+                return;
+            }
             if let Err(e) = map.insert(pid, 1, 0) {
+                self.listed.release(pid);
                 report.scope_refused += 1;
                 debug!("could not list pid {pid} in SCOPE: {e}");
             }
         } else {
+            self.listed.release(pid);
             let _ = map.remove(&pid);
         }
     }
@@ -804,6 +815,10 @@ impl Probes {
     /// against the process that has the pid now (its start time), so an exit handled after
     /// the pid was reused leaves the new process alone.
     pub fn process_exited(&mut self, pid: u32) {
+        if scope::live_start(pid).is_none() {
+            // The kernel removed its `SCOPE` entry at exit (a live pid is a new process).
+            self.listed.release(pid);
+        }
         if !self.procs.tracks(pid) {
             return;
         }
@@ -918,6 +933,12 @@ impl Probes {
             .collect();
         for k in gone {
             let _ = map.remove(&k);
+        }
+        // Processes counted whose exit was not seen (deny mode sends none for a listed one).
+        for k in self.listed.pids() {
+            if !Path::new(&format!("/proc/{k}")).exists() {
+                self.listed.release(k);
+            }
         }
     }
 

@@ -863,8 +863,108 @@ pub fn suppressed_note(n: u64) -> String {
     }
 }
 
+/// `SCOPE` entries userspace may write: the map's room left by the kernel's inherited entries
+/// (which it bounds at `SCOPE_INHERITED_PER_NODE`), so the two together never fill it.
+pub const MAX_LISTED: usize = (llmprobe_common::SCOPE_MAP_ENTRIES as i64
+    - llmprobe_common::SCOPE_INHERITED_PER_NODE) as usize;
+/// `SCOPE` entries userspace writes for the processes of one user id: a quarter of
+/// [`MAX_LISTED`] (any user can name its processes to match `--comm`).
+pub const MAX_LISTED_PER_USER: usize = MAX_LISTED / 4;
+
+/// The processes userspace listed in the kernel's `SCOPE` map, counted per user, so that one
+/// user's matching processes cannot fill the map and keep the processes of others out (in
+/// deny mode, out of the map means traced). A refused process is left as the kernel has it.
+#[derive(Debug)]
+pub struct ListedShare {
+    by_pid: HashMap<u32, u32>,
+    by_uid: HashMap<u32, usize>,
+    per_uid: usize,
+    cap: usize,
+}
+
+impl ListedShare {
+    pub fn new(per_uid: usize, cap: usize) -> ListedShare {
+        ListedShare {
+            by_pid: HashMap::new(),
+            by_uid: HashMap::new(),
+            per_uid,
+            cap,
+        }
+    }
+
+    /// Whether `pid` (of `uid`) may be listed; when it may, it is counted (once, whatever the
+    /// number of calls; a pid now of another user moves to that user's count).
+    pub fn take(&mut self, pid: u32, uid: u32) -> bool {
+        if self.by_pid.get(&pid) == Some(&uid) {
+            return true;
+        }
+        self.release(pid);
+        let held = self.by_uid.get(&uid).copied().unwrap_or(0);
+        if held >= self.per_uid || self.by_pid.len() >= self.cap {
+            return false;
+        }
+        self.by_pid.insert(pid, uid);
+        *self.by_uid.entry(uid).or_default() += 1;
+        true
+    }
+
+    /// `pid` is no longer listed (unlisted, or its process is gone).
+    pub fn release(&mut self, pid: u32) {
+        if let Some(uid) = self.by_pid.remove(&pid)
+            && let Some(n) = self.by_uid.get_mut(&uid)
+        {
+            *n -= 1;
+            if *n == 0 {
+                self.by_uid.remove(&uid);
+            }
+        }
+    }
+
+    /// The pids counted.
+    pub fn pids(&self) -> Vec<u32> {
+        self.by_pid.keys().copied().collect()
+    }
+
+    pub fn len(&self) -> usize {
+        self.by_pid.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.by_pid.is_empty()
+    }
+}
+
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn listed_share_bounds_each_user_and_the_whole() {
+        let mut l = ListedShare::new(2, 3);
+        assert!(l.take(1, 100) && l.take(2, 100));
+        assert!(l.take(1, 100), "a pid already counted stays counted, once");
+        assert!(!l.take(3, 100), "the user's share is spent");
+        assert!(l.take(4, 200));
+        assert!(!l.take(5, 300), "the whole is spent");
+        assert_eq!(l.len(), 3);
+        l.release(2);
+        l.release(2);
+        assert!(l.take(3, 100), "a released place is the user's again");
+        // A pid that changed user moves to that user's count.
+        assert!(!l.take(4, 100));
+        assert_eq!(l.len(), 2);
+        assert!(l.take(5, 300));
+        assert!(!l.take(6, 200), "full again");
+        for p in l.pids() {
+            l.release(p);
+        }
+        assert!(l.is_empty() && l.by_uid.is_empty());
+        const {
+            assert!(
+                MAX_LISTED + llmprobe_common::SCOPE_INHERITED_PER_NODE as usize
+                    <= llmprobe_common::SCOPE_MAP_ENTRIES as usize
+            )
+        };
+    }
     use super::*;
 
     fn proc(pid: u32, comm: &str, cgroup: &str) -> ProcInfo {
