@@ -815,14 +815,20 @@ impl Probes {
     /// against the process that has the pid now (its start time), so an exit handled after
     /// the pid was reused leaves the new process alone.
     pub fn process_exited(&mut self, pid: u32) {
-        if scope::live_start(pid).is_none() {
-            // The kernel removed its `SCOPE` entry at exit (a live pid is a new process).
-            self.listed.release(pid);
-        }
-        if !self.procs.tracks(pid) {
+        let tracked = self.procs.tracks(pid);
+        if !tracked && !self.listed.contains(pid) {
             return;
         }
-        let links = self.procs.exited(pid, scope::live_start(pid));
+        // One read of the pid's live holder serves both (a live pid is a new process).
+        let live = scope::live_start(pid);
+        if live.is_none() {
+            // The kernel removed its `SCOPE` entry at exit.
+            self.listed.release(pid);
+        }
+        if !tracked {
+            return;
+        }
+        let links = self.procs.exited(pid, live);
         if !links.is_empty() {
             debug!("released the uprobes of pid {pid}");
             self.detach_links(links);

@@ -920,6 +920,11 @@ impl ListedShare {
         }
     }
 
+    /// Whether `pid` is counted.
+    pub fn contains(&self, pid: u32) -> bool {
+        self.by_pid.contains_key(&pid)
+    }
+
     /// The pids counted.
     pub fn pids(&self) -> Vec<u32> {
         self.by_pid.keys().copied().collect()
@@ -946,6 +951,7 @@ mod tests {
         assert!(l.take(4, 200));
         assert!(!l.take(5, 300), "the whole is spent");
         assert_eq!(l.len(), 3);
+        assert!(l.contains(2) && !l.contains(3));
         l.release(2);
         l.release(2);
         assert!(l.take(3, 100), "a released place is the user's again");
