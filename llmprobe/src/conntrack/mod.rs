@@ -203,10 +203,10 @@ impl<X: TrackedExchange> Connection<X> {
         let ts = d.meta.ts_ns;
         self.last_ts = self.last_ts.max(ts);
         let dir = d.direction;
-        // The bytes to parse, and the gap before them (None: not yet accounted).
+        // The bytes to parse, and whether the chunk's coverage was already accounted.
         let mut data = &d.data;
         let tail;
-        let mut accounted = None;
+        let mut accounted = false;
         if self.session.request_dir().is_none()
             && http1::looks_like_message_middle(&d.data)
             && let Some(n) = self.skipped.checked_add(d.data.len() as u32)
@@ -227,7 +227,7 @@ impl<X: TrackedExchange> Connection<X> {
             };
             tail = d.data.slice(start..);
             data = &tail;
-            accounted = Some(0);
+            accounted = true;
         }
         let Some(req_dir) = self.session.orient(dir, data) else {
             return Verdict::Keep;
@@ -248,10 +248,12 @@ impl<X: TrackedExchange> Connection<X> {
             result = self.session.feed_gap(other, other_missing, events);
             sh.dispatch(&mut self.session, other, events, ts, &mut done);
         }
-        let gap = accounted.unwrap_or_else(|| {
+        let gap = if accounted {
+            0
+        } else {
             self.coverage
                 .account(dir, d.offset, d.data.len() as u32, d.total_len)
-        });
+        };
         if result.is_ok() {
             if gap > 0 {
                 sh.metrics.drop_for(DropReason::CaptureGap);
