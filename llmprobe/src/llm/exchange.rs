@@ -145,6 +145,10 @@ pub struct LlmExchange {
     gaps: Gaps,
     chunks: u64,
     forced_error: Option<&'static str>,
+    /// Time of the request's last byte, once it ended.
+    req_end_ts: Option<u64>,
+    /// Timings the server reported in its response head, seconds.
+    header_timings: ServerTimings,
     /// Problems seen, for self-metrics.
     pub issues: ExchangeIssues,
 }
@@ -226,6 +230,8 @@ impl LlmExchange {
             gaps: Gaps::Narrow(Vec::new()),
             chunks: 0,
             forced_error: None,
+            req_end_ts: None,
+            header_timings: ServerTimings::default(),
             issues: ExchangeIssues::default(),
         }
     }
@@ -255,6 +261,7 @@ impl LlmExchange {
     /// The request is complete.
     pub fn on_request_end(&mut self, ts: u64) {
         self.last_ts = ts;
+        self.req_end_ts.get_or_insert(ts);
         self.req_body_complete = true;
         self.parse_request();
     }
@@ -310,6 +317,7 @@ impl LlmExchange {
             }
         }
         self.retry_after = head.header("retry-after").map(str::to_owned);
+        self.header_timings = ServerTimings::from_head(head);
         let ctype = head
             .header("content-type")
             .unwrap_or("")
@@ -613,12 +621,72 @@ impl LlmExchange {
             gpu_util_mean: None,
             gpu_mem_used_bytes: None,
             gpu_power_mean_w: None,
+            conversation_id: None,
+            conversation_source: None,
+            turn: None,
+            regeneration: None,
+            cost: None,
+            cost_currency: None,
+            reported_cost: None,
+            reported_cost_currency: None,
+            reported_latency_s: None,
+            api_key_id: None,
+            reasoning_token_source: None,
+            connect_s: None,
+            tls_handshake_s: None,
+            request_upload_s: self
+                .req_end_ts
+                .map(|e| secs(e.saturating_sub(self.start_ts))),
+            server_queue_s: self.obs.server.queue_s.or(self.header_timings.queue_s),
+            server_prefill_s: self.obs.server.prefill_s.or(self.header_timings.prefill_s),
+            server_processing_s: self
+                .obs
+                .server
+                .processing_s
+                .or(self.header_timings.processing_s),
+            gateway_overhead_s: None,
+            upstream_request_id: None,
+            gateway_request_id: None,
             detail,
         };
         // Models, ids, paths... are the traffic's own words: bounded before anyone keeps them.
         call.cap_fields();
         call
     }
+}
+
+/// Timings a server reports about one call, seconds. A dialect fills [`Observed::server`] from a
+/// body (Ollama's durations); [`ServerTimings::from_head`] reads response headers. The body wins.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct ServerTimings {
+    /// Time queued (TGI `x-queue-time`) or spent loading the model (Ollama `load_duration`).
+    pub queue_s: Option<f64>,
+    /// Time spent reading the prompt (Ollama `prompt_eval_duration`).
+    pub prefill_s: Option<f64>,
+    /// The whole request (OpenAI `openai-processing-ms`, TGI `x-total-time`, Ollama
+    /// `total_duration`).
+    pub processing_s: Option<f64>,
+}
+
+impl ServerTimings {
+    /// Reads the timing headers of a response head: OpenAI's `openai-processing-ms`, TGI's
+    /// `x-queue-time` and `x-total-time` (milliseconds). A value that is not a finite,
+    /// non-negative number under a day is ignored.
+    pub fn from_head(head: &ResponseHead) -> Self {
+        let ms = |name: &str| head.header(name).and_then(millis_to_s);
+        ServerTimings {
+            queue_s: ms("x-queue-time"),
+            prefill_s: None,
+            processing_s: ms("openai-processing-ms").or_else(|| ms("x-total-time")),
+        }
+    }
+}
+
+/// A duration in milliseconds, as a header carries it, in seconds; None unless it is a finite,
+/// non-negative number below one day.
+pub fn millis_to_s(v: &str) -> Option<f64> {
+    let ms: f64 = v.trim().parse().ok()?;
+    (ms.is_finite() && (0.0..86_400_000.0).contains(&ms)).then(|| ms / 1e3)
 }
 
 /// Appends up to `cap` bytes in all; the first overflow is counted once.
@@ -739,6 +807,53 @@ mod tests {
         let mut one = vec![7];
         assert_eq!(gap_stats(&mut one), (Some(7), Some(7), Some(7)));
         assert_eq!(gap_stats(&mut []), (None, None, None));
+    }
+
+    #[test]
+    fn server_timing_headers_in_milliseconds() {
+        use crate::protocol::http1::ResponseHead;
+        assert_eq!(millis_to_s("250"), Some(0.25));
+        assert_eq!(millis_to_s(" 12.5 "), Some(0.0125));
+        for bad in ["-1", "NaN", "inf", "1e12", "", "12ms"] {
+            assert_eq!(millis_to_s(bad), None, "{bad}");
+        }
+        let head = RequestHead {
+            method: "POST".into(),
+            path: "/v1/chat/completions".into(),
+            headers: vec![],
+        };
+        let mut ex = LlmExchange::new(
+            &head,
+            crate::llm::openai::chat_dialect(),
+            1_000,
+            ExchangeLimits::default(),
+        );
+        ex.on_request_body(br#"{"model":"m","messages":[]}"#, 1_000);
+        ex.on_request_end(50_001_000);
+        let resp = ResponseHead {
+            status: 200,
+            headers: vec![
+                ("content-type".into(), "application/json".into()),
+                ("openai-processing-ms".into(), "120".into()),
+                ("x-queue-time".into(), "7".into()),
+            ],
+        };
+        ex.on_response_head(&resp, 60_000_000);
+        ex.on_response_body(br#"{"id":"x","choices":[]}"#, 60_000_000);
+        ex.on_response_end(70_000_000);
+        let ctx = ExchangeContext {
+            role: "client",
+            pid: 1,
+            comm: "c".into(),
+            tls: false,
+            peer: None,
+            container: None,
+        };
+        let call = ex.finish(&ctx, &Clock { offset_ns: 0 }, false, None);
+        assert_eq!(call.request_upload_s, Some(0.05));
+        assert_eq!(call.server_processing_s, Some(0.12));
+        assert_eq!(call.server_queue_s, Some(0.007));
+        assert_eq!(call.server_prefill_s, None);
     }
 
     #[test]

@@ -121,6 +121,49 @@ pub struct LlmCall {
     pub gpu_mem_used_bytes: Option<u64>,
     /// Server role on a GPU node: mean power of the server's GPUs during the call, watts.
     pub gpu_power_mean_w: Option<f64>,
+    /// Conversation this call belongs to: a short keyed hash (hex) of an explicit id the traffic
+    /// carried, or of the call that started a conversation reconstructed from message history.
+    pub conversation_id: Option<String>,
+    /// Where `conversation_id` came from, e.g. `dify.conversation_id`, `header.x-session-id`,
+    /// `openai.previous_response_id`, `history` (reconstructed).
+    pub conversation_source: Option<&'static str>,
+    /// 1-based turn of the call within its conversation.
+    pub turn: Option<u32>,
+    /// The call sent a history already sent before (a regenerated answer).
+    pub regeneration: Option<bool>,
+    /// Cost from the price table (`--prices`), in `cost_currency`.
+    pub cost: Option<f64>,
+    /// Currency of `cost`.
+    pub cost_currency: Option<String>,
+    /// Price the response reported for itself (Dify `metadata.usage.total_price`).
+    pub reported_cost: Option<f64>,
+    /// Currency of `reported_cost`.
+    pub reported_cost_currency: Option<String>,
+    /// Latency the server reported for itself (Dify `metadata.usage.latency`), seconds.
+    pub reported_latency_s: Option<f64>,
+    /// API-key fingerprint: a short keyed hash of the request's credential (the credential
+    /// itself never leaves the masker).
+    pub api_key_id: Option<String>,
+    /// `usage` (reported) or `estimated` (from the thinking text) for `reasoning_tokens`.
+    pub reasoning_token_source: Option<&'static str>,
+    /// Fresh connection: connect() to the connection's first byte out, seconds.
+    pub connect_s: Option<f64>,
+    /// Fresh TLS connection: first handshake byte out to the first request byte, seconds.
+    pub tls_handshake_s: Option<f64>,
+    /// First to last request byte, seconds.
+    pub request_upload_s: Option<f64>,
+    /// Time the server reports the request queued, seconds.
+    pub server_queue_s: Option<f64>,
+    /// Time the server reports for reading the prompt (prefill), seconds.
+    pub server_prefill_s: Option<f64>,
+    /// Time the server reports for the whole request (e.g. `openai-processing-ms`), seconds.
+    pub server_processing_s: Option<f64>,
+    /// Gateway (server role) call that made an upstream call: its TTFT minus the upstream's.
+    pub gateway_overhead_s: Option<f64>,
+    /// Gateway record: the request id of the upstream call it made.
+    pub upstream_request_id: Option<String>,
+    /// Upstream record: the request id of the gateway call it served.
+    pub gateway_request_id: Option<String>,
     /// What exporters need beyond the record (not part of the JSON).
     #[serde(skip)]
     pub detail: CallDetail,
@@ -182,6 +225,12 @@ impl LlmCall {
             &mut self.retry_after,
             &mut self.request_id,
             &mut self.trace_id,
+            &mut self.conversation_id,
+            &mut self.cost_currency,
+            &mut self.reported_cost_currency,
+            &mut self.api_key_id,
+            &mut self.upstream_request_id,
+            &mut self.gateway_request_id,
             &mut self.detail.parent_span_id,
         ]
         .into_iter()
@@ -268,6 +317,8 @@ pub struct Observed {
     pub output_sample_chars: usize,
     /// The start of the prompt text (bounded), for token estimates; never exported.
     pub prompt_sample: String,
+    /// Timings the server reported in the body (Ollama's durations).
+    pub server: exchange::ServerTimings,
 }
 
 impl Observed {
