@@ -10,6 +10,7 @@ pub mod clock;
 pub mod conntrack;
 pub mod export;
 pub mod gpu;
+pub mod ids;
 pub mod llm;
 pub mod pipeline;
 pub mod probes;

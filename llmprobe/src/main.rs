@@ -112,6 +112,12 @@ struct AgentArgs {
     /// /usr/local/nvidia/lib64, /run/nvidia/driver, GKE's /home/kubernetes/bin/nvidia/lib64).
     #[arg(long, value_name = "PATH")]
     nvml_lib: Option<std::path::PathBuf>,
+    /// Secret (a file of 16 bytes or more, e.g. a Kubernetes Secret) keying the ids llmprobe
+    /// derives from traffic: `api_key_id` and conversation ids. The same file on every node
+    /// gives the same ids everywhere and across restarts; without it a random key is drawn at
+    /// start and ids hold only until the agent restarts.
+    #[arg(long, value_name = "PATH")]
+    id_key_file: Option<std::path::PathBuf>,
 }
 
 /// `--gpu`.
@@ -238,6 +244,17 @@ fn options(a: AgentArgs, record: Option<RecordOptions>) -> anyhow::Result<RunOpt
         llm_hosts: a.llm_hosts.clone(),
     })?;
     a.token_estimator.apply();
+    let id_key = match &a.id_key_file {
+        Some(path) => llmprobe::ids::IdKey::from_file(path)?,
+        None => {
+            log::info!(
+                "no --id-key-file: api_key_id and conversation ids are keyed by a random key \
+                 and change when the agent restarts"
+            );
+            llmprobe::ids::IdKey::random()?
+        }
+    };
+    llmprobe::ids::install(id_key);
     if a.max_label_values.is_some() {
         log::warn!(
             "--max-label-values is no longer used: metric series are bounded by --max-series (default 10000)"
