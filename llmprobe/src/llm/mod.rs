@@ -319,6 +319,17 @@ pub struct Observed {
     pub prompt_sample: String,
     /// Timings the server reported in the body (Ollama's durations).
     pub server: exchange::ServerTimings,
+    /// An explicit conversation id the request (or, for a new Dify conversation, the response)
+    /// carried: where it came from (e.g. `dify.conversation_id`) and the value. Only its keyed
+    /// hash (`crate::ids`) leaves the exchange.
+    pub conversation: Option<(&'static str, String)>,
+    /// An explicit end-user id (OpenAI `user` / `safety_identifier`, Anthropic
+    /// `metadata.user_id`, Dify `user`). Only its keyed hash leaves the exchange.
+    pub end_user: Option<String>,
+    /// The price the response reported for itself (Dify `total_price`) and its currency.
+    pub reported_cost: Option<(f64, String)>,
+    /// The latency the server reported for itself (Dify `latency`), seconds.
+    pub reported_latency_s: Option<f64>,
 }
 
 impl Observed {
