@@ -244,6 +244,8 @@ struct Expect {
     input: Option<u64>,
     output: Option<u64>,
     reasoning: Option<u64>,
+    /// `reasoning` was estimated from the reasoning text (not reported).
+    reasoning_estimated: bool,
     source: &'static str,
     finish: Option<&'static str>,
     error: Option<&'static str>,
@@ -258,6 +260,7 @@ const fn e(name: &'static str, api: &'static str, stream: bool, output: Option<u
         input: Some(9),
         output,
         reasoning: None,
+        reasoning_estimated: false,
         source: "usage",
         finish: Some("stop"),
         error: None,
@@ -340,6 +343,8 @@ fn dialect_expectations() -> Vec<Expect> {
             )
         },
         Expect {
+            reasoning: Some(2),
+            reasoning_estimated: true,
             reasoning_timed: true,
             finish: Some("end_turn"),
             ..e(
@@ -399,6 +404,8 @@ fn dialect_expectations() -> Vec<Expect> {
             )
         },
         Expect {
+            reasoning: Some(2),
+            reasoning_estimated: true,
             reasoning_timed: true,
             ..e("ollama_chat_thinking", "ollama.chat", true, Some(6))
         },
@@ -440,6 +447,16 @@ fn every_dialect_and_error_shape_is_recorded_accurately() {
             assert_eq!(r["input_tokens"].as_u64(), x.input, "{ctx}");
             assert_eq!(r["output_tokens"].as_u64(), x.output, "{ctx}");
             assert_eq!(r["reasoning_tokens"].as_u64(), x.reasoning, "{ctx}");
+            let reasoning_source = match (x.reasoning, x.reasoning_estimated) {
+                (None, _) => None,
+                (Some(_), true) => Some("estimated"),
+                (Some(_), false) => Some("usage"),
+            };
+            assert_eq!(
+                r["reasoning_token_source"].as_str(),
+                reasoning_source,
+                "{ctx}"
+            );
             assert_eq!(r["token_source"], x.source, "{ctx}");
             assert_eq!(r["finish_reason"].as_str(), x.finish, "{ctx}");
             assert_eq!(r["error_type"].as_str(), x.error, "{ctx}");
