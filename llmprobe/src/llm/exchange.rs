@@ -550,6 +550,14 @@ impl LlmExchange {
             ),
             None => (None, None),
         };
+        // An explicit conversation id the traffic carried: only its keyed id leaves.
+        let (conversation_id, conversation_source) = match self.obs.conversation.take() {
+            Some((source, value)) => (
+                Some(crate::ids::key().id("conversation", value.as_bytes())),
+                Some(source),
+            ),
+            None => (None, None),
+        };
         let (reported_cost, reported_cost_currency) = match self.obs.reported_cost.take() {
             Some((c, cur)) => (Some(c), Some(cur).filter(|c| !c.is_empty())),
             None => (None, None),
@@ -651,8 +659,8 @@ impl LlmExchange {
             gpu_util_mean: None,
             gpu_mem_used_bytes: None,
             gpu_power_mean_w: None,
-            conversation_id: None,
-            conversation_source: None,
+            conversation_id,
+            conversation_source,
             turn: None,
             regeneration: None,
             cost: None,
@@ -1134,6 +1142,11 @@ mod tests {
         assert_eq!(call.reported_cost_currency.as_deref(), Some("USD"));
         assert_eq!(call.reported_latency_s, Some(0.42));
         assert_eq!(call.error_type, None);
+        assert_eq!(call.conversation_source, Some("dify.conversation_id"));
+        assert_eq!(
+            call.conversation_id,
+            Some(crate::ids::key().id("conversation", b"c"))
+        );
         assert_eq!(call.detail.workflow_nodes.len(), 1);
         let n = &call.detail.workflow_nodes[0];
         assert_eq!((n.start_ns, n.end_ns), (2_000, Some(2_000)));
