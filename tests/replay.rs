@@ -579,3 +579,51 @@ fn metrics_after_replaying_captures_match_the_golden_exposition() {
     assert!(text.contains("gen_ai_client_operation_duration_seconds_bucket{"));
     assert!(text.contains("le=\"81.92\""));
 }
+
+/// A Dify workflow run replayed: both sides carry its three nodes (start, llm, end) in order,
+/// inside the call, each as long as the server reported, with their statuses; nothing else of
+/// the node events is kept.
+#[test]
+fn dify_workflow_nodes_replay_into_the_call_detail() {
+    let (clock, events) = load("dify_plain_workflow_stream");
+    let calls: Vec<LlmCall> = replay_events(
+        clock,
+        events,
+        TrackerConfig::default(),
+        Arc::new(SelfMetrics::unregistered()),
+    );
+    assert_eq!(calls.len(), 2, "{calls:#?}");
+    for c in &calls {
+        let d = &c.detail;
+        let types: Vec<&str> = d
+            .workflow_nodes
+            .iter()
+            .map(|n| n.node_type.as_str())
+            .collect();
+        assert_eq!(types, ["start", "llm", "end"], "{}", c.role);
+        assert_eq!(d.workflow_nodes_dropped, 0);
+        for n in &d.workflow_nodes {
+            assert_eq!(n.status.as_deref(), Some("succeeded"), "{n:?}");
+            let end = n.end_ns.unwrap_or(i64::MAX);
+            assert!(
+                d.start_unix_ns <= n.start_ns && end <= d.end_unix_ns,
+                "{n:?}"
+            );
+            // Timed where the events were seen: as long as the server says, within the
+            // event spacing of a local stream.
+            let seen = (end - n.start_ns) as f64 / 1e9;
+            let reported = n.elapsed_s.unwrap_or(-1.0);
+            assert!(
+                (seen - reported).abs() < 0.02,
+                "{seen} vs {reported}: {n:?}"
+            );
+        }
+        // The llm node holds the answer's chunks: the call's first chunk falls inside it.
+        let llm = &d.workflow_nodes[1];
+        let first = d.first_chunk_unix_ns.unwrap_or(0);
+        assert!(
+            llm.start_ns <= first && first <= llm.end_ns.unwrap_or(0),
+            "{llm:?}"
+        );
+    }
+}
