@@ -244,6 +244,8 @@ struct Expect {
     input: Option<u64>,
     output: Option<u64>,
     reasoning: Option<u64>,
+    /// `reasoning` was estimated from the reasoning text (not reported).
+    reasoning_estimated: bool,
     source: &'static str,
     finish: Option<&'static str>,
     error: Option<&'static str>,
@@ -258,6 +260,7 @@ const fn e(name: &'static str, api: &'static str, stream: bool, output: Option<u
         input: Some(9),
         output,
         reasoning: None,
+        reasoning_estimated: false,
         source: "usage",
         finish: Some("stop"),
         error: None,
@@ -340,6 +343,8 @@ fn dialect_expectations() -> Vec<Expect> {
             )
         },
         Expect {
+            reasoning: Some(2),
+            reasoning_estimated: true,
             reasoning_timed: true,
             finish: Some("end_turn"),
             ..e(
@@ -399,6 +404,8 @@ fn dialect_expectations() -> Vec<Expect> {
             )
         },
         Expect {
+            reasoning: Some(2),
+            reasoning_estimated: true,
             reasoning_timed: true,
             ..e("ollama_chat_thinking", "ollama.chat", true, Some(6))
         },
@@ -440,6 +447,16 @@ fn every_dialect_and_error_shape_is_recorded_accurately() {
             assert_eq!(r["input_tokens"].as_u64(), x.input, "{ctx}");
             assert_eq!(r["output_tokens"].as_u64(), x.output, "{ctx}");
             assert_eq!(r["reasoning_tokens"].as_u64(), x.reasoning, "{ctx}");
+            let reasoning_source = match (x.reasoning, x.reasoning_estimated) {
+                (None, _) => None,
+                (Some(_), true) => Some("estimated"),
+                (Some(_), false) => Some("usage"),
+            };
+            assert_eq!(
+                r["reasoning_token_source"].as_str(),
+                reasoning_source,
+                "{ctx}"
+            );
             assert_eq!(r["token_source"], x.source, "{ctx}");
             assert_eq!(r["finish_reason"].as_str(), x.finish, "{ctx}");
             assert_eq!(r["error_type"].as_str(), x.error, "{ctx}");
@@ -561,4 +578,52 @@ fn metrics_after_replaying_captures_match_the_golden_exposition() {
     assert_eq!(text, want, "the /metrics exposition changed");
     assert!(text.contains("gen_ai_client_operation_duration_seconds_bucket{"));
     assert!(text.contains("le=\"81.92\""));
+}
+
+/// A Dify workflow run replayed: both sides carry its three nodes (start, llm, end) in order,
+/// inside the call, each as long as the server reported, with their statuses; nothing else of
+/// the node events is kept.
+#[test]
+fn dify_workflow_nodes_replay_into_the_call_detail() {
+    let (clock, events) = load("dify_plain_workflow_stream");
+    let calls: Vec<LlmCall> = replay_events(
+        clock,
+        events,
+        TrackerConfig::default(),
+        Arc::new(SelfMetrics::unregistered()),
+    );
+    assert_eq!(calls.len(), 2, "{calls:#?}");
+    for c in &calls {
+        let d = &c.detail;
+        let types: Vec<&str> = d
+            .workflow_nodes
+            .iter()
+            .map(|n| n.node_type.as_str())
+            .collect();
+        assert_eq!(types, ["start", "llm", "end"], "{}", c.role);
+        assert_eq!(d.workflow_nodes_dropped, 0);
+        for n in &d.workflow_nodes {
+            assert_eq!(n.status.as_deref(), Some("succeeded"), "{n:?}");
+            let end = n.end_ns.unwrap_or(i64::MAX);
+            assert!(
+                d.start_unix_ns <= n.start_ns && end <= d.end_unix_ns,
+                "{n:?}"
+            );
+            // Timed where the events were seen: as long as the server says, within the
+            // event spacing of a local stream.
+            let seen = (end - n.start_ns) as f64 / 1e9;
+            let reported = n.elapsed_s.unwrap_or(-1.0);
+            assert!(
+                (seen - reported).abs() < 0.02,
+                "{seen} vs {reported}: {n:?}"
+            );
+        }
+        // The llm node holds the answer's chunks: the call's first chunk falls inside it.
+        let llm = &d.workflow_nodes[1];
+        let first = d.first_chunk_unix_ns.unwrap_or(0);
+        assert!(
+            llm.start_ns <= first && first <= llm.end_ns.unwrap_or(0),
+            "{llm:?}"
+        );
+    }
 }

@@ -27,6 +27,17 @@ Endpoints
   POST /api/v1/services/aigc/text-generation/generation
                                                   DashScope native (SSE with
                                                   "X-DashScope-SSE: enable")
+  POST /v1/chat-messages, /v1/completion-messages,
+       /v1/workflows/run                          Dify service API ("response_mode"
+                                                  "streaming": SSE with an "event" member;
+                                                  "blocking": one JSON). Streams send
+                                                  "event: ping" first; message_end carries
+                                                  usage, total_price (prompt 0.001, completion
+                                                  0.002 USD per 1k tokens) and latency;
+                                                  workflows send node_started/node_finished
+                                                  for start, llm and end nodes and
+                                                  text_chunk events. inputs.x_test_stream_error_after
+                                                  = K: an "error" event after K chunks
   GET  /health                                    200 "ok" (text/plain)
   POST /v1/other                                  200 {"ok":true}
   GET  /_stats                                    200 {"connections":N,"requests":N,"completions":N}
@@ -460,6 +471,8 @@ class Handler(BaseHTTPRequestHandler):
             return "ollama"
         if path == _DASHSCOPE_PATH:
             return "dashscope"
+        if path in _DIFY_PATHS:
+            return "dify"
         return "openai"
 
     def _error(self, status, message, etype, code=None, dialect="openai"):
@@ -480,6 +493,11 @@ class Handler(BaseHTTPRequestHandler):
                                                       "status": gstat}}, extra=extra)
         if dialect == "ollama":
             return self._send_json(status, {"error": message}, extra=extra)
+        if dialect == "dify":
+            dcode = {400: "invalid_param", 404: "app_unavailable",
+                     429: "too_many_requests"}.get(status, "internal_server_error")
+            return self._send_json(status, {"code": dcode, "message": message,
+                                            "status": status}, extra=extra)
         if dialect == "dashscope":
             dcode = {400: "InvalidParameter", 401: "InvalidApiKey", 404: "ModelNotFound",
                      429: "Throttling.RateQuota"}.get(status, "InternalError")
@@ -537,6 +555,8 @@ class Handler(BaseHTTPRequestHandler):
                 route = lambda req: self._ollama(req, chat=False)  # noqa: E731
             elif dialect == "dashscope":
                 route = self._dashscope
+            elif dialect == "dify":
+                route = lambda req: self._dify(req, _DIFY_PATHS[path])  # noqa: E731
         if route is not None:
             return self._with_json(body, route, dialect)
         return self._error(404, f"Unknown request URL: {self.command} {path}",
@@ -1149,6 +1169,140 @@ class Handler(BaseHTTPRequestHandler):
         else:
             send(body(plan.content(), plan.reasoning(), finish, n_r, n_c))
         st.end()
+
+
+    # ---- Dify service API -----------------------------------------------
+
+    def _dify(self, req, app):
+        """`app`: "chat", "completion" or "workflow"."""
+        plan = _Plan(self)
+        rid = COUNTERS.next_id()
+        task_id = f"task-{rid}"
+        message_id = f"00000000-0000-4000-9000-{rid:012d}"
+        run_id = f"00000000-0000-4000-a000-{rid:012d}"
+        conv = str(req.get("conversation_id") or "") or f"00000000-0000-4000-b000-{rid:012d}"
+        inputs = req.get("inputs") if isinstance(req.get("inputs"), dict) else {}
+        p = _words(req.get("query") or "") + sum(_words(v) for v in inputs.values()) + 3
+        try:
+            err_after = int(inputs.get("x_test_stream_error_after"))
+            plan.cut, plan.cut_after = "error", max(0, min(err_after, plan.n))
+        except (TypeError, ValueError):
+            pass
+        created = int(time.time())
+
+        def usage(n):
+            pp, cp = p * 0.001 / 1000, n * 0.002 / 1000
+            return {"prompt_tokens": p, "prompt_unit_price": "0.001", "prompt_price_unit": "0.001",
+                    "prompt_price": f"{pp:.7f}", "completion_tokens": n,
+                    "completion_unit_price": "0.002", "completion_price_unit": "0.001",
+                    "completion_price": f"{cp:.7f}", "total_tokens": p + n,
+                    "total_price": f"{pp + cp:.7f}", "currency": "USD",
+                    "latency": round(time.monotonic() - plan.t0, 6)}
+
+        def with_conv(o):
+            if app == "chat":
+                o["conversation_id"] = conv
+            return o
+
+        if app == "workflow":
+            return self._dify_workflow(req, plan, task_id, run_id, created, p)
+        if req.get("response_mode") != "streaming":
+            time.sleep(plan.ttft)
+            return self._send_json(200, with_conv({
+                "event": "message", "task_id": task_id, "id": message_id,
+                "message_id": message_id, "mode": "chat" if app == "chat" else "completion",
+                "answer": plan.content(), "metadata": {"usage": usage(plan.n)},
+                "created_at": created}))
+
+        st = self._begin_stream("text/event-stream")
+        st.send(b"event: ping\n\n")
+
+        def ev(o):
+            st.send(b"data: " + _dumps(o) + b"\n\n")
+
+        n = 0
+        for kind, i in plan.slots():
+            if kind == "cut":
+                ev({"event": "error", "task_id": task_id, "message_id": message_id,
+                    "status": 500, "code": "completion_request_error",
+                    "message": "[test] model failed"})
+                return st.end()
+            if kind == "r":
+                ev(with_conv({"event": "agent_thought", "id": f"th-{rid}", "task_id": task_id,
+                              "message_id": message_id, "position": i + 1,
+                              "thought": THINK[i % len(THINK)], "observation": "", "tool": "",
+                              "tool_input": "", "created_at": created, "message_files": []}))
+                continue
+            n += 1
+            ev(with_conv({"event": "message", "task_id": task_id, "id": message_id,
+                          "message_id": message_id, "answer": TOK[i % len(TOK)],
+                          "created_at": created}))
+        ev(with_conv({"event": "message_end", "task_id": task_id, "id": message_id,
+                      "message_id": message_id,
+                      "metadata": {"usage": usage(n), "retriever_resources": []}}))
+        st.end()
+
+    def _dify_workflow(self, req, plan, task_id, run_id, created, p):
+        """A start -> llm -> end workflow: the llm node takes the plan's time."""
+        t_start = time.monotonic()
+
+        def data(status, elapsed):
+            return {"id": run_id, "workflow_id": "wf-test", "status": status,
+                    "outputs": {"answer": plan.content()}, "error": None,
+                    "elapsed_time": elapsed, "total_tokens": p + plan.n, "total_steps": 3,
+                    "created_at": created, "finished_at": int(time.time())}
+
+        if req.get("response_mode") != "streaming":
+            time.sleep(plan.ttft)
+            return self._send_json(200, {"workflow_run_id": run_id, "task_id": task_id,
+                                         "data": data("succeeded",
+                                                      round(time.monotonic() - t_start, 6))})
+        st = self._begin_stream("text/event-stream")
+        st.send(b"event: ping\n\n")
+
+        def ev(event, d):
+            st.send(b"data: " + _dumps({"event": event, "task_id": task_id,
+                                        "workflow_run_id": run_id, "data": d}) + b"\n\n")
+
+        ev("workflow_started", {"id": run_id, "workflow_id": "wf-test", "sequence_number": 1,
+                                "inputs": req.get("inputs") or {}, "created_at": created})
+
+        def node(idx, ntype, title, work):
+            nid = f"{run_id}-node-{idx}"
+            ev("node_started", {"id": nid, "node_id": f"n{idx}", "node_type": ntype,
+                                "title": title, "index": idx, "created_at": created})
+            t = time.monotonic()
+            status = "succeeded" if work() is not False else "failed"
+            ev("node_finished", {"id": nid, "node_id": f"n{idx}", "node_type": ntype,
+                                 "title": title, "index": idx, "status": status,
+                                 "elapsed_time": round(time.monotonic() - t, 6),
+                                 "execution_metadata": {"total_tokens": 0},
+                                 "created_at": created})
+            return status
+
+        def llm():
+            for kind, i in plan.slots():
+                if kind == "cut":
+                    return False
+                if kind == "c":
+                    ev("text_chunk", {"text": TOK[i % len(TOK)],
+                                      "from_variable_selector": ["n2", "text"]})
+            return True
+
+        node(1, "start", "Start (app text)", lambda: time.sleep(0.02))
+        status = node(2, "llm", "LLM (app text)", llm)
+        if status == "failed":
+            st.send(b"data: " + _dumps({"event": "error", "task_id": task_id,
+                                        "status": 500, "code": "workflow_failed",
+                                        "message": "[test] llm node failed"}) + b"\n\n")
+            return st.end()
+        node(3, "end", "End (app text)", lambda: time.sleep(0.01))
+        ev("workflow_finished", data("succeeded", round(time.monotonic() - t_start, 6)))
+        st.end()
+
+
+_DIFY_PATHS = {"/v1/chat-messages": "chat", "/v1/completion-messages": "completion",
+               "/v1/workflows/run": "workflow"}
 
 
 class _Out:

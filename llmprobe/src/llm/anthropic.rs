@@ -177,7 +177,7 @@ impl Anthropic {
             },
             Some("thinking") => match nonempty(&b.thinking) {
                 Some(t) => {
-                    out.note_output(t);
+                    out.note_reasoning(t);
                     OutputKind::Reasoning
                 }
                 None => OutputKind::None,
@@ -205,7 +205,11 @@ impl Anthropic {
         };
         match nonempty(text) {
             Some(t) => {
-                out.note_output(t);
+                if kind == OutputKind::Reasoning {
+                    out.note_reasoning(t);
+                } else {
+                    out.note_output(t);
+                }
                 kind
             }
             None => OutputKind::None,

@@ -236,6 +236,7 @@ impl DashScope {
                 let a = seen.answer.advance(answer, incremental);
                 let t = seen.tool_args.advance(&args, incremental);
                 out.output_chars += r + a + t;
+                out.reasoning_chars += r;
                 if a + t > 0 {
                     kind = OutputKind::Answer;
                 } else if r > 0 && kind == OutputKind::None {

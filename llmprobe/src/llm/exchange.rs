@@ -182,6 +182,8 @@ impl LlmExchange {
                 .map_or(0, JsonArraySplitter::buffered_bytes)
             + self.obs.output_sample.capacity()
             + self.obs.prompt_sample.capacity()
+            + self.obs.reasoning_sample.capacity()
+            + self.obs.workflow_nodes.heap_bytes()
     }
 
     /// Starts an exchange at its request head; `start_ts` is the first request byte's time.
@@ -277,7 +279,10 @@ impl LlmExchange {
             self.rejected = true;
         }
         self.dialect.on_request_body(&body, &mut self.obs);
-        self.obs.prompt_sample = super::json::prompt_sample(&body);
+        // A dialect whose prompt sits under keys of its own (Dify's `query`) samples it itself.
+        if self.obs.prompt_sample.is_empty() {
+            self.obs.prompt_sample = super::json::prompt_sample(&body);
+        }
     }
 
     /// Starts as a candidate recognised by nothing but a JSON POST: the request body decides.
@@ -409,6 +414,7 @@ impl LlmExchange {
     fn on_stream_event(&mut self, ev: EventRef<'_>, ts: u64) {
         let before_err = self.obs.error.is_some();
         let ev = Event::new(ev);
+        self.obs.event_ts = ts;
         let kind = self.dialect.on_stream_event(&ev, &mut self.obs);
         // Data that is not JSON (nor empty, nor `[DONE]`) counts once, unless the dialect made
         // sense of it (an error event, the end of the stream): the dialect's own parse tells.
@@ -533,6 +539,29 @@ impl LlmExchange {
             },
         };
         let input_tokens = input_tokens.or(estimated_in);
+        // Reasoning folded into the output count (Anthropic's thinking, reasoning text with no
+        // reported count): estimated from the reasoning text seen.
+        let (reasoning_tokens, reasoning_token_source) = match reasoning_tokens {
+            Some(r) => (Some(r), Some("usage")),
+            None if self.obs.reasoning_chars > 0 => (
+                super::tokens::estimate(&self.obs.reasoning_sample, self.obs.reasoning_chars)
+                    .or(Some(self.obs.reasoning_chars.div_ceil(4))),
+                Some("estimated"),
+            ),
+            None => (None, None),
+        };
+        // An explicit conversation id the traffic carried: only its keyed id leaves.
+        let (conversation_id, conversation_source) = match self.obs.conversation.take() {
+            Some((source, value)) => (
+                Some(crate::ids::key().id("conversation", value.as_bytes())),
+                Some(source),
+            ),
+            None => (None, None),
+        };
+        let (reported_cost, reported_cost_currency) = match self.obs.reported_cost.take() {
+            Some((c, cur)) => (Some(c), Some(cur).filter(|c| !c.is_empty())),
+            None => (None, None),
+        };
         let ttft = self
             .first_output_ts
             .map(|t| secs(t.saturating_sub(self.start_ts)));
@@ -562,6 +591,15 @@ impl LlmExchange {
                 Vec::new()
             },
             parent_span_id: self.parent_span_id.take(),
+            workflow_nodes: std::mem::take(&mut self.obs.workflow_nodes.nodes)
+                .into_iter()
+                .map(|(_, mut n)| {
+                    n.start_ns = clock.unix_ns(n.start_ns as u64);
+                    n.end_ns = n.end_ns.map(|e| clock.unix_ns(e as u64));
+                    n
+                })
+                .collect(),
+            workflow_nodes_dropped: self.obs.workflow_nodes.dropped,
         };
         let (p50, p95, max) = gap_stats(&mut gaps);
         let error_type = match self.status {
@@ -621,17 +659,17 @@ impl LlmExchange {
             gpu_util_mean: None,
             gpu_mem_used_bytes: None,
             gpu_power_mean_w: None,
-            conversation_id: None,
-            conversation_source: None,
+            conversation_id,
+            conversation_source,
             turn: None,
             regeneration: None,
             cost: None,
             cost_currency: None,
-            reported_cost: None,
-            reported_cost_currency: None,
-            reported_latency_s: None,
+            reported_cost,
+            reported_cost_currency,
+            reported_latency_s: self.obs.reported_latency_s,
             api_key_id: None,
-            reasoning_token_source: None,
+            reasoning_token_source,
             connect_s: None,
             tls_handshake_s: None,
             request_upload_s: self
@@ -1039,6 +1077,80 @@ mod tests {
         );
         assert_eq!(bad, 1);
         assert_eq!((call.chunks, call.output_tokens), (Some(1), Some(3)));
+    }
+
+    /// Thinking text folded into the output count: the reasoning tokens are estimated from it;
+    /// a reported count is marked as such.
+    #[test]
+    fn reasoning_tokens_estimated_from_thinking_text() {
+        let thinking = "Let me think about the sky. Rayleigh scattering favours short waves.";
+        let body = format!(
+            "event: message_start\ndata: {{\"type\":\"message_start\",\"message\":{{\"id\":\"msg_1\",\"model\":\"claude-x\",\"usage\":{{\"input_tokens\":9,\"output_tokens\":1}}}}}}\n\n\
+             event: content_block_delta\ndata: {{\"type\":\"content_block_delta\",\"index\":0,\"delta\":{{\"type\":\"thinking_delta\",\"thinking\":\"{thinking}\"}}}}\n\n\
+             event: content_block_delta\ndata: {{\"type\":\"content_block_delta\",\"index\":1,\"delta\":{{\"type\":\"text_delta\",\"text\":\"Blue.\"}}}}\n\n\
+             event: message_delta\ndata: {{\"type\":\"message_delta\",\"delta\":{{\"stop_reason\":\"end_turn\"}},\"usage\":{{\"output_tokens\":40}}}}\n\n\
+             event: message_stop\ndata: {{\"type\":\"message_stop\"}}\n\n"
+        );
+        let (_, call) = stream_issues("/v1/messages", "text/event-stream", &body);
+        let expected = crate::llm::tokens::estimate(thinking, thinking.chars().count() as u64)
+            .unwrap_or(thinking.chars().count().div_ceil(4) as u64);
+        assert_eq!(call.reasoning_tokens, Some(expected));
+        assert_eq!(call.reasoning_token_source, Some("estimated"));
+        assert_eq!(call.output_tokens, Some(40));
+        // Reported: kept, marked `usage`.
+        let (_, call) = stream_issues(
+            "/v1/chat/completions",
+            "text/event-stream",
+            "data: {\"choices\":[{\"delta\":{\"reasoning_content\":\"hmm\"}}]}\n\n\
+             data: {\"choices\":[{\"delta\":{\"content\":\"a\"},\"finish_reason\":\"stop\"}],\"usage\":{\"prompt_tokens\":3,\"completion_tokens\":9,\"completion_tokens_details\":{\"reasoning_tokens\":7}}}\n\ndata: [DONE]\n\n",
+        );
+        assert_eq!(call.reasoning_tokens, Some(7));
+        assert_eq!(call.reasoning_token_source, Some("usage"));
+        // No reasoning at all: null.
+        let (_, call) = stream_issues(
+            "/v1/chat/completions",
+            "text/event-stream",
+            "data: {\"choices\":[{\"delta\":{\"content\":\"a\"},\"finish_reason\":\"stop\"}]}\n\ndata: [DONE]\n\n",
+        );
+        assert_eq!(
+            (call.reasoning_tokens, call.reasoning_token_source),
+            (None, None)
+        );
+    }
+
+    /// A Dify chat stream through the exchange, in every split: TTFT from the message events,
+    /// Dify's usage, its reported price and latency beside the measured duration, and workflow
+    /// nodes with Unix times.
+    #[test]
+    fn dify_stream_through_the_exchange() {
+        let body = "data: {\"event\":\"message\",\"message_id\":\"m\",\"conversation_id\":\"c\",\"answer\":\"Hi\"}\n\n\
+                    event: ping\n\n\
+                    data: {\"event\":\"node_started\",\"data\":{\"id\":\"e1\",\"node_type\":\"llm\"}}\n\n\
+                    data: {\"event\":\"node_finished\",\"data\":{\"id\":\"e1\",\"node_type\":\"llm\",\"status\":\"succeeded\",\"elapsed_time\":0.1}}\n\n\
+                    data: {\"event\":\"message_end\",\"conversation_id\":\"c\",\"metadata\":{\"usage\":{\"prompt_tokens\":4,\"completion_tokens\":2,\"total_price\":\"0.0003\",\"currency\":\"USD\",\"latency\":0.42}}}\n\n";
+        let (bad, call) = stream_issues("/v1/chat-messages", "text/event-stream", body);
+        assert_eq!(bad, 0);
+        assert_eq!(
+            (call.provider.as_str(), call.api, call.operation),
+            ("dify", "dify.chat_messages", "invoke_agent")
+        );
+        assert_eq!((call.input_tokens, call.output_tokens), (Some(4), Some(2)));
+        assert_eq!(call.token_source, Some("usage"));
+        assert_eq!(call.chunks, Some(1));
+        assert!(call.ttft_s.is_some());
+        assert_eq!(call.reported_cost, Some(0.0003));
+        assert_eq!(call.reported_cost_currency.as_deref(), Some("USD"));
+        assert_eq!(call.reported_latency_s, Some(0.42));
+        assert_eq!(call.error_type, None);
+        assert_eq!(call.conversation_source, Some("dify.conversation_id"));
+        assert_eq!(
+            call.conversation_id,
+            Some(crate::ids::key().id("conversation", b"c"))
+        );
+        assert_eq!(call.detail.workflow_nodes.len(), 1);
+        let n = &call.detail.workflow_nodes[0];
+        assert_eq!((n.start_ns, n.end_ns), (2_000, Some(2_000)));
+        assert_eq!(n.status.as_deref(), Some("succeeded"));
     }
 
     #[test]

@@ -163,10 +163,11 @@ fn read_response(v: &Response<'_>, out: &mut Observed) -> OutputKind {
         };
         for p in parts.items() {
             if let Some(t) = nonempty(&p.text) {
-                out.note_output(t);
                 if as_bool(&p.thought) == Some(true) {
+                    out.note_reasoning(t);
                     reasoning = true;
                 } else {
+                    out.note_output(t);
                     answer = true;
                 }
             }

@@ -17,6 +17,7 @@
 pub mod anthropic;
 pub mod bpe;
 pub mod dashscope;
+pub mod dify;
 pub mod exchange;
 pub mod gemini;
 pub mod json;
@@ -254,6 +255,10 @@ pub struct CallDetail {
     pub gaps_s: Vec<f64>,
     /// Parent span id of a W3C `traceparent` request header (16 hex digits).
     pub parent_span_id: Option<String>,
+    /// Workflow nodes the server reported (Dify), with Unix-ns times: child spans of the call.
+    pub workflow_nodes: Vec<WorkflowNode>,
+    /// Workflow nodes past [`MAX_WORKFLOW_NODES`], not kept.
+    pub workflow_nodes_dropped: u64,
 }
 
 /// Usage and outcome a dialect extracts from responses.
@@ -330,6 +335,19 @@ pub struct Observed {
     pub reported_cost: Option<(f64, String)>,
     /// The latency the server reported for itself (Dify `latency`), seconds.
     pub reported_latency_s: Option<f64>,
+    /// Characters of reasoning (thinking) text, part of `output_chars` too: for an estimate of
+    /// the reasoning tokens when the API folds them into the output count.
+    pub reasoning_chars: u64,
+    /// The start of the reasoning text (bounded), for that estimate; never exported.
+    pub reasoning_sample: String,
+    /// Characters in `reasoning_sample`.
+    pub reasoning_sample_chars: usize,
+    /// Monotonic time (ns) of the stream event being read, set by the exchange before each
+    /// [`ProviderDialect::on_stream_event`] call (0 outside one): for dialects that time parts
+    /// of a call (Dify's workflow nodes).
+    pub event_ts: u64,
+    /// Workflow nodes a Dify workflow reported (bounded, see [`WorkflowNodes`]).
+    pub workflow_nodes: WorkflowNodes,
 }
 
 impl Observed {
@@ -343,6 +361,72 @@ impl Observed {
             text,
             n,
         );
+    }
+
+    /// Reasoning (thinking) text arrived: output, and counted and sampled apart as well for the
+    /// reasoning-token estimate.
+    pub fn note_reasoning(&mut self, text: &str) {
+        let n = text.chars().count();
+        self.output_chars += n as u64;
+        tokens::add_counted(
+            &mut self.output_sample,
+            &mut self.output_sample_chars,
+            text,
+            n,
+        );
+        self.reasoning_chars += n as u64;
+        tokens::add_counted(
+            &mut self.reasoning_sample,
+            &mut self.reasoning_sample_chars,
+            text,
+            n,
+        );
+    }
+}
+
+/// Most workflow nodes kept per call (later ones are counted, not kept).
+pub const MAX_WORKFLOW_NODES: usize = 64;
+
+/// One node of a workflow run (Dify `node_started` / `node_finished`): its type and status only
+/// (titles and inputs are the app's own text). Times are monotonic ns while the call is open,
+/// Unix ns in a finished record's [`CallDetail`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct WorkflowNode {
+    /// Node type, e.g. `llm`, `start`, `code` (capped to [`MAX_FIELD_BYTES`]).
+    pub node_type: String,
+    /// `succeeded`, `failed`, ... when the node finished.
+    pub status: Option<String>,
+    /// When it started.
+    pub start_ns: i64,
+    /// When it finished (None: no `node_finished` seen).
+    pub end_ns: Option<i64>,
+    /// The time the server reported for it (`elapsed_time`), seconds.
+    pub elapsed_s: Option<f64>,
+}
+
+/// The workflow nodes of one call, bounded by [`MAX_WORKFLOW_NODES`].
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct WorkflowNodes {
+    /// Nodes, in start order, with their ids while the call is open (matched by
+    /// `node_finished`); the ids are dropped from the record.
+    pub nodes: Vec<(String, WorkflowNode)>,
+    /// Nodes seen past the cap.
+    pub dropped: u64,
+}
+
+impl WorkflowNodes {
+    /// Heap bytes held.
+    pub fn heap_bytes(&self) -> usize {
+        self.nodes.capacity() * std::mem::size_of::<(String, WorkflowNode)>()
+            + self
+                .nodes
+                .iter()
+                .map(|(id, n)| {
+                    id.capacity()
+                        + n.node_type.capacity()
+                        + n.status.as_ref().map_or(0, String::capacity)
+                })
+                .sum::<usize>()
     }
 }
 
@@ -375,6 +459,7 @@ pub fn detect(head: &RequestHead) -> Option<Box<dyn ProviderDialect>> {
         .or_else(|| gemini::detect(head))
         .or_else(|| ollama::detect(head))
         .or_else(|| dashscope::detect(head))
+        .or_else(|| dify::detect(head))
         .or_else(|| openai_responses::detect(head))
         .or_else(|| openai::detect(head))
 }

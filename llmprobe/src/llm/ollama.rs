@@ -63,6 +63,9 @@ json_object! {
         "eval_count" => eval_count: Scalar<'a>,
         "done" => done: Scalar<'a>,
         "done_reason" => done_reason: Scalar<'a>,
+        "load_duration" => load_duration: Scalar<'a>,
+        "prompt_eval_duration" => prompt_eval_duration: Scalar<'a>,
+        "total_duration" => total_duration: Scalar<'a>,
     }
 }
 
@@ -89,6 +92,16 @@ json_object! {
     }
 }
 
+/// Longest server-reported duration kept: a day, in nanoseconds.
+const MAX_DURATION_NS: u64 = 86_400 * 1_000_000_000;
+
+/// A duration in nanoseconds (a non-negative integer under a day), in seconds.
+fn nanos_to_s(v: &Option<Scalar<'_>>) -> Option<f64> {
+    as_u64(v)
+        .filter(|&ns| ns < MAX_DURATION_NS)
+        .map(|ns| ns as f64 / 1e9)
+}
+
 impl Ollama {
     /// Reads one response object (a stream line or a whole body); returns what it carried.
     fn read_object(&self, v: &Object<'_>, out: &mut Observed) -> OutputKind {
@@ -108,7 +121,7 @@ impl Ollama {
         };
         let mut kind = OutputKind::None;
         if let Some(t) = nonempty(thinking) {
-            out.note_output(t);
+            out.note_reasoning(t);
             kind = OutputKind::Reasoning;
         }
         if let Some(t) = nonempty(answer) {
@@ -131,6 +144,17 @@ impl Ollama {
         }
         if let Some(n) = as_u64(&v.eval_count) {
             out.usage.output_tokens = Some(n);
+        }
+        // The final line's server timings (ns): model load before the prompt, prompt
+        // evaluation (prefill), the whole request.
+        if let Some(s) = nanos_to_s(&v.load_duration) {
+            out.server.queue_s = Some(s);
+        }
+        if let Some(s) = nanos_to_s(&v.prompt_eval_duration) {
+            out.server.prefill_s = Some(s);
+        }
+        if let Some(s) = nanos_to_s(&v.total_duration) {
+            out.server.processing_s = Some(s);
         }
         if as_bool(&v.done) == Some(true) {
             out.terminal = true;
@@ -250,6 +274,49 @@ mod tests {
         assert!(detect(&head("POST", "/proxy/api/chat")).is_none());
         assert!(detect(&head("POST", "/api/chatx")).is_none());
         assert!(detect(&head("POST", "/api/chat//")).is_none());
+    }
+
+    #[test]
+    fn reads_server_timings_of_the_final_line() {
+        let mut d = Ollama {
+            api: OllamaApi::Chat,
+        };
+        let mut o = Observed::default();
+        d.feed_event(
+            &ev(r#"{"model":"m","message":{"content":"hi"},"done":false}"#),
+            &mut o,
+        );
+        assert_eq!(o.server, crate::llm::exchange::ServerTimings::default());
+        d.feed_event(
+            &ev(r#"{"model":"m","message":{"content":""},"done":true,"done_reason":"stop","total_duration":2500000000,"load_duration":1250000,"prompt_eval_count":26,"prompt_eval_duration":130000000,"eval_count":3,"eval_duration":90000000}"#),
+            &mut o,
+        );
+        assert_eq!(o.server.queue_s, Some(0.00125));
+        assert_eq!(o.server.prefill_s, Some(0.13));
+        assert_eq!(o.server.processing_s, Some(2.5));
+        // Negative, fractional, absurd or mistyped values are ignored.
+        for bad in ["-1", "1.5", "1e30", "\"100\"", "null", "86400000000000"] {
+            let mut o = Observed::default();
+            let line = format!(
+                r#"{{"done":true,"total_duration":{bad},"load_duration":{bad},"prompt_eval_duration":{bad}}}"#
+            );
+            d.feed_event(&ev(&line), &mut o);
+            assert_eq!(
+                o.server,
+                crate::llm::exchange::ServerTimings::default(),
+                "{bad}"
+            );
+        }
+        // A whole (non-streamed) body.
+        let mut o = Observed::default();
+        d.feed_response(
+            br#"{"model":"m","message":{"content":"x"},"done":true,"total_duration":1000000000,"load_duration":0,"prompt_eval_duration":5}"#,
+            &mut o,
+        );
+        assert_eq!(
+            (o.server.queue_s, o.server.prefill_s, o.server.processing_s),
+            (Some(0.0), Some(5e-9), Some(1.0))
+        );
     }
 
     #[test]

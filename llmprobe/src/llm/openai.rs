@@ -153,7 +153,7 @@ impl OpenAi {
             if let Some(m) = c.delta.as_ref().or(c.message.as_deref()) {
                 for r in [&m.reasoning_content, &m.reasoning] {
                     if let Some(t) = nonempty(r) {
-                        out.note_output(t);
+                        out.note_reasoning(t);
                         kind = OutputKind::Reasoning;
                     }
                 }

@@ -250,7 +250,7 @@ impl ProviderDialect for OpenAiResponses {
                 let Some(d) = delta() else {
                     return OutputKind::None;
                 };
-                out.note_output(d);
+                out.note_reasoning(d);
                 OutputKind::Reasoning
             }
             "response.created" | "response.in_progress" | "response.queued" => {

@@ -31,7 +31,7 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
 pub use self::config::{OtlpConfig, OtlpProtocol};
-use self::span::{IdGen, call_to_span};
+use self::span::{IdGen, call_to_span, node_spans};
 use self::transport::Transport;
 use self::worker::{Shared, Worker, count_drops};
 use super::CallSink;
@@ -101,9 +101,24 @@ impl OtlpExporter {
         }
     }
 
-    /// Queues the call's span. Never blocks; a full queue is a counted drop (after shutdown
-    /// began, every call is: `otlp_export_failed`).
+    /// Queues the call's span, then one child span per workflow node it reported. Never
+    /// blocks; a full queue is a counted drop, span by span (after shutdown began, every call
+    /// is: `otlp_export_failed`).
     pub fn send(&self, call: &LlmCall) {
+        let span = call_to_span(call, &self.ids);
+        let children = if call.detail.workflow_nodes.is_empty() {
+            Vec::new()
+        } else {
+            node_spans(call, &span, &self.ids)
+        };
+        self.enqueue(span);
+        for child in children {
+            self.enqueue(child);
+        }
+    }
+
+    /// Queues one span, or counts it dropped.
+    fn enqueue(&self, span: Span) {
         let Some(tx) = self.tx.as_ref() else {
             self.metrics.drop_for(DROP_EXPORT_FAILED);
             return;
@@ -112,7 +127,6 @@ impl OtlpExporter {
             self.metrics.drop_for(DROP_QUEUE_FULL);
             return;
         }
-        let span = call_to_span(call, &self.ids);
         self.shared.pending.fetch_add(1, Ordering::Relaxed);
         match tx.try_send(span) {
             Ok(()) => {}

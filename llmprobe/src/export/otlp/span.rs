@@ -250,6 +250,22 @@ pub(super) fn call_to_span(call: &LlmCall, ids: &IdGen) -> Span {
         "llmprobe.gpu.power_mean_w",
         call.gpu_power_mean_w.map(Value::DoubleValue),
     );
+    // What the server reported about itself, beside llmprobe's own measurement.
+    push(
+        "llmprobe.reported_cost",
+        call.reported_cost.map(Value::DoubleValue),
+    );
+    push(
+        "llmprobe.reported_latency",
+        call.reported_latency_s.map(Value::DoubleValue),
+    );
+    push(
+        "llmprobe.workflow.nodes_dropped",
+        (d.workflow_nodes_dropped > 0).then(|| int(d.workflow_nodes_dropped)),
+    );
+    if let Some(c) = call.reported_cost_currency.as_deref() {
+        a.push(kv("llmprobe.reported_cost.currency", str_v(c)));
+    }
 
     let events = d
         .first_chunk_unix_ns
@@ -284,6 +300,58 @@ pub(super) fn call_to_span(call: &LlmCall, ids: &IdGen) -> Span {
         status: Some(status),
         ..Default::default()
     }
+}
+
+/// One child span per workflow node the call reported (Dify's `node_started` / `node_finished`):
+/// in the call's trace, parented by the call's span, named `workflow_node {node_type}`, kind
+/// internal (work the server did), with the node's type, status and the server's own elapsed
+/// time. A node with no end seen ends with the call.
+pub(super) fn node_spans(call: &LlmCall, parent: &Span, ids: &IdGen) -> Vec<Span> {
+    let d = &call.detail;
+    d.workflow_nodes
+        .iter()
+        .map(|n| {
+            let start = n.start_ns.max(0) as u64;
+            let end = n
+                .end_ns
+                .unwrap_or(d.end_unix_ns)
+                .max(0)
+                .max(n.start_ns.max(0)) as u64;
+            let mut attributes = vec![
+                kv("gen_ai.provider.name", str_v(&call.provider)),
+                kv("llmprobe.workflow.node_type", str_v(&n.node_type)),
+            ];
+            if let Some(s) = &n.status {
+                attributes.push(kv("llmprobe.workflow.node_status", str_v(s)));
+            }
+            if let Some(e) = n.elapsed_s {
+                attributes.push(kv("llmprobe.reported_latency", Value::DoubleValue(e)));
+            }
+            let failed = matches!(n.status.as_deref(), Some("failed" | "exception"));
+            Span {
+                trace_id: parent.trace_id.clone(),
+                span_id: ids.span_id(),
+                parent_span_id: parent.span_id.clone(),
+                // The parent is this process's own span: not remote.
+                flags: 0x101,
+                name: cap_field(&format!("workflow_node {}", n.node_type), MAX_FIELD_BYTES)
+                    .into_owned(),
+                kind: SpanKind::Internal as i32,
+                start_time_unix_nano: start,
+                end_time_unix_nano: end,
+                attributes,
+                status: Some(if failed {
+                    Status {
+                        code: StatusCode::Error as i32,
+                        message: "failed".to_owned(),
+                    }
+                } else {
+                    Status::default()
+                }),
+                ..Default::default()
+            }
+        })
+        .collect()
 }
 
 fn resource(service_name: &str) -> Resource {
@@ -397,6 +465,7 @@ pub(super) mod tests {
                 first_chunk_unix_ns: Some(T0 + 250_000_000),
                 gaps_s: vec![],
                 parent_span_id: Some("00f067aa0ba902b7".into()),
+                ..CallDetail::default()
             },
         }
     }
@@ -562,6 +631,69 @@ pub(super) mod tests {
         let other = call_to_span(&c, &ids);
         assert_ne!(other.trace_id, span.trace_id);
         assert_ne!(other.span_id, span.span_id);
+    }
+
+    #[test]
+    fn workflow_nodes_become_child_spans_and_reported_figures_attributes() {
+        use crate::llm::WorkflowNode;
+        let ids = IdGen::new();
+        let mut c = call();
+        c.provider = "dify".into();
+        c.reported_cost = Some(0.25);
+        c.reported_cost_currency = Some("USD".into());
+        c.reported_latency_s = Some(1.25);
+        c.detail.workflow_nodes = vec![
+            WorkflowNode {
+                node_type: "llm".into(),
+                status: Some("succeeded".into()),
+                start_ns: T0 + 100,
+                end_ns: Some(T0 + 900),
+                elapsed_s: Some(0.5),
+            },
+            WorkflowNode {
+                node_type: "code".into(),
+                status: Some("failed".into()),
+                start_ns: T0 + 1_000,
+                end_ns: None,
+                elapsed_s: None,
+            },
+        ];
+        c.detail.workflow_nodes_dropped = 3;
+        let span = call_to_span(&c, &ids);
+        let a = attrs(&span);
+        assert_eq!(a["llmprobe.reported_cost"], Value::DoubleValue(0.25));
+        assert_eq!(a["llmprobe.reported_cost.currency"], s("USD"));
+        assert_eq!(a["llmprobe.reported_latency"], Value::DoubleValue(1.25));
+        assert_eq!(a["llmprobe.workflow.nodes_dropped"], Value::IntValue(3));
+        let kids = node_spans(&c, &span, &ids);
+        assert_eq!(kids.len(), 2);
+        for k in &kids {
+            assert_eq!(k.trace_id, span.trace_id);
+            assert_eq!(k.parent_span_id, span.span_id);
+            assert_ne!(k.span_id, span.span_id);
+            assert_eq!(k.kind, SpanKind::Internal as i32);
+        }
+        assert_eq!(kids[0].name, "workflow_node llm");
+        assert_eq!(
+            (kids[0].start_time_unix_nano, kids[0].end_time_unix_nano),
+            ((T0 + 100) as u64, (T0 + 900) as u64)
+        );
+        let a0 = attrs(&kids[0]);
+        assert_eq!(a0["llmprobe.workflow.node_type"], s("llm"));
+        assert_eq!(a0["llmprobe.workflow.node_status"], s("succeeded"));
+        assert_eq!(a0["llmprobe.reported_latency"], Value::DoubleValue(0.5));
+        // No end seen: ends with the call; failed: an error status.
+        assert_eq!(kids[1].end_time_unix_nano, c.detail.end_unix_ns as u64);
+        assert_eq!(
+            kids[1].status.as_ref().map(|s| s.code),
+            Some(StatusCode::Error as i32)
+        );
+        // Without nodes or reported figures: nothing added.
+        let plain = call();
+        assert!(node_spans(&plain, &span, &ids).is_empty());
+        let a = attrs(&call_to_span(&plain, &ids));
+        assert!(!a.contains_key("llmprobe.reported_cost"), "{a:?}");
+        assert!(!a.contains_key("llmprobe.workflow.nodes_dropped"), "{a:?}");
     }
 
     #[test]
