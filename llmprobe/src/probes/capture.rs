@@ -47,6 +47,14 @@ enum Line {
         #[serde(flatten)]
         meta: EventMeta,
         peer: Option<String>,
+        /// `ProbeEvent::ConnOpen::connect_ns`; absent for accepted or seeded sockets and in
+        /// older captures.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        connect_ns: Option<u64>,
+    },
+    TlsStart {
+        #[serde(flatten)]
+        meta: EventMeta,
     },
     ConnClose {
         #[serde(flatten)]
@@ -134,10 +142,16 @@ pub fn encode_line(ev: &ProbeEvent, buf: &mut Vec<u8>) -> anyhow::Result<()> {
                 b64,
             }
         }
-        ProbeEvent::ConnOpen { meta, peer } => Line::ConnOpen {
+        ProbeEvent::ConnOpen {
+            meta,
+            peer,
+            connect_ns,
+        } => Line::ConnOpen {
             meta,
             peer: peer.map(|p| p.to_string()),
+            connect_ns,
         },
+        ProbeEvent::TlsStart { meta } => Line::TlsStart { meta },
         ProbeEvent::ConnClose { meta } => Line::ConnClose { meta },
         ProbeEvent::SslFd { meta } => Line::SslFd { meta },
         ProbeEvent::SslFree { meta } => Line::SslFree { meta },
@@ -156,6 +170,7 @@ enum Kind {
     Header,
     Data,
     ConnOpen,
+    TlsStart,
     ConnClose,
     SslFd,
     SslFree,
@@ -193,6 +208,7 @@ struct RawLine<'a> {
     b64: Option<Cow<'a, str>>,
     #[serde(borrow)]
     peer: Option<Cow<'a, str>>,
+    connect_ns: Option<u64>,
 }
 
 /// Appends the text of a JSON string literal (`raw`, quotes included, as the parser validated
@@ -313,7 +329,9 @@ impl RawLine<'_> {
                     .peer
                     .as_deref()
                     .and_then(|p| p.parse::<SocketAddr>().ok()),
+                connect_ns: self.connect_ns,
             },
+            Kind::TlsStart => ProbeEvent::TlsStart { meta: self.meta()? },
             Kind::ConnClose => ProbeEvent::ConnClose { meta: self.meta()? },
             Kind::SslFd => ProbeEvent::SslFd { meta: self.meta()? },
             Kind::SslFree => ProbeEvent::SslFree { meta: self.meta()? },
@@ -460,7 +478,14 @@ mod tests {
             ProbeEvent::ConnOpen {
                 meta: meta(),
                 peer: Some("127.0.0.1:8080".parse().expect("addr")),
+                connect_ns: Some(4),
             },
+            ProbeEvent::ConnOpen {
+                meta: meta(),
+                peer: None,
+                connect_ns: None,
+            },
+            ProbeEvent::TlsStart { meta: meta() },
             ProbeEvent::Data(DataChunk {
                 meta: meta(),
                 direction: Direction::Egress,
@@ -490,6 +515,8 @@ mod tests {
         let text = String::from_utf8_lossy(&buf);
         assert_eq!(text.matches("\"lost_before\":true").count(), 1, "{text}");
         assert!(!text.contains("\"lost_before\":false"), "{text}");
+        // An open without a connect time writes none (older readers see what they knew).
+        assert_eq!(text.matches("\"connect_ns\"").count(), 1, "{text}");
         let (c2, back) = read_capture(&buf[..]).expect("read");
         assert_eq!(c2, clock);
         assert_eq!(back, evs);
