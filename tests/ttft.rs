@@ -176,3 +176,64 @@ fn the_parts_account_for_the_sdk_ttft() {
     assert!(calls[0]["connect_s"].is_number(), "{}", calls[0]);
     assert!(agent.stop(), "agent did not exit cleanly on SIGTERM");
 }
+
+/// Memory-BIO TLS (asyncio here; node works the same way): the SSL object never does I/O on the
+/// socket, so nothing links the call to the socket whose connect and ClientHello the kernel saw.
+/// The fields stay null: never another connection's figures.
+#[test]
+fn memory_bio_tls_leaves_the_connection_times_null() {
+    if !e2e_enabled() {
+        return;
+    }
+    let _g = serial();
+    let dir = scratch("ttft-async");
+    let server = TestServer::start(true, 20, 5, 3);
+    let mut agent = Agent::start(&dir, false, &[]);
+    let url = format!("https://localhost:{}/v1", server.port);
+    let run = run_client(ttft_client(&["async", "--base-url", &url]));
+    assert!(num(&run.json, "chunks") >= 3.0, "{}", run.stdout);
+    let recs = agent.wait_records("1 client record", WAIT, |r| {
+        of(r, run.pid, "client").len() == 1
+    });
+    let r = &of(&recs, run.pid, "client")[0];
+    assert!(r["ttft_s"].is_number(), "the call itself is timed: {r}");
+    assert!(r["connect_s"].is_null(), "{r}");
+    assert!(r["tls_handshake_s"].is_null(), "{r}");
+    assert!(agent.stop(), "agent did not exit cleanly on SIGTERM");
+}
+
+/// A fresh plaintext connection: connect_s runs from connect() to the first request byte (the
+/// connection's first byte out) and agrees with the client's clock; no TLS handshake; the second
+/// call on the connection has neither.
+#[test]
+fn fresh_plaintext_connection_connect_time_matches_the_clients_own() {
+    if !e2e_enabled() {
+        return;
+    }
+    let _g = serial();
+    let dir = scratch("ttft-plain");
+    let server = TestServer::start(false, 0, 0, 3);
+    let mut agent = Agent::start(&dir, false, &[]);
+    let run = run_client(ttft_client(&["plain", "--port", &server.port.to_string()]));
+    let c = &run.json;
+    assert_eq!(c["status"], serde_json::json!([200, 200]), "{}", run.stdout);
+    let recs = agent.wait_records("2 client records", WAIT, |r| {
+        of(r, run.pid, "client").len() == 2
+    });
+    let mut calls = of(&recs, run.pid, "client");
+    calls.sort_by(|a, b| a["start_time"].as_str().cmp(&b["start_time"].as_str()));
+    let connect = num(&calls[0], "connect_s");
+    let want = num(c, "connect_s");
+    eprintln!(
+        "TTFT_E2E plain: llmprobe connect_s {connect:.6}; client connect_s {want:.6} (connect() alone {:.6})",
+        num(c, "connect_call_s")
+    );
+    assert!(
+        (connect - want).abs() <= agreement(want),
+        "connect_s {connect} vs the client's {want}: {}",
+        calls[0]
+    );
+    assert!(calls[0]["tls_handshake_s"].is_null(), "{}", calls[0]);
+    assert!(calls[1]["connect_s"].is_null(), "{}", calls[1]);
+    assert!(agent.stop(), "agent did not exit cleanly on SIGTERM");
+}

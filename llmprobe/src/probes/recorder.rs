@@ -552,6 +552,46 @@ mod tests {
     }
 
     #[test]
+    fn a_kept_tls_connection_carries_its_socket_tls_start_and_replays_its_times() {
+        let tls_start = |fd, generation, ts| ProbeEvent::TlsStart {
+            meta: meta(fd, generation, ts),
+        };
+        let events = vec![
+            open(8, 21),
+            open(9, 23),
+            tls_start(9, 23, 2),
+            tls_start(8, 21, 3),
+            ProbeEvent::SslFd {
+                meta: meta(8, 0x100, 4),
+            },
+            data(8, 0x100, 20, Direction::Egress, LLM_REQ),
+            data(8, 0x100, 30, Direction::Ingress, LLM_RESP),
+        ];
+        let (buf, _) = record(events.clone(), DEFAULT_MAX_BYTES, false);
+        let (clock, back) = read_capture(&buf[..]).expect("capture");
+        // The open, its TLS start, the link, the bytes: nothing of the other socket.
+        assert_eq!(back.len(), 5, "{back:#?}");
+        assert!(matches!(back[0], ProbeEvent::ConnOpen { .. }));
+        assert_eq!(back[1], tls_start(8, 21, 3));
+        let replay = |evs| {
+            crate::pipeline::replay::replay_events(
+                clock,
+                evs,
+                TrackerConfig::default(),
+                Arc::new(SelfMetrics::unregistered()),
+            )
+        };
+        let (direct, replayed) = (replay(events), replay(back));
+        assert_eq!(direct.len(), 1);
+        assert_eq!(direct[0].connect_s, Some(3e-9));
+        assert_eq!(direct[0].tls_handshake_s, Some(17e-9));
+        assert_eq!(
+            serde_json::to_string(&direct).expect("json"),
+            serde_json::to_string(&replayed).expect("json")
+        );
+    }
+
+    #[test]
     fn all_traffic_keeps_the_rest() {
         let (buf, _) = record(mixed(), DEFAULT_MAX_BYTES, true);
         let (_, back) = read_capture(&buf[..]).expect("capture");

@@ -16,6 +16,13 @@ prints what it measured as one JSON line, so llmprobe's figures can be checked a
         from just before `create(stream=True)` to the first chunk with content. A first call on
         another client runs before it, so lazy imports are not timed.
           sdk_ttft_s
+    ttft_client.py plain --port P --ca CERT
+        The same over plaintext HTTP (the CA is not used):
+          connect_s        connect() start to the first request write: what llmprobe's
+                           connect_s spans on a plaintext connection
+    ttft_client.py async --base-url URL --ca CERT
+        One streamed call through AsyncOpenAI (asyncio's memory-BIO TLS: the SSL object never
+        touches the socket). Prints the number of chunks.
 """
 import argparse
 import http.client
@@ -96,14 +103,59 @@ def sdk(args):
     print(json.dumps({"sdk_ttft_s": ttft}), flush=True)
 
 
+def plain(args):
+    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    t0 = now()
+    s.connect(("127.0.0.1", args.port))
+    t1 = now()
+    conn = http.client.HTTPConnection("127.0.0.1", args.port)
+    conn.sock = s
+    headers = {"Content-Type": "application/json", "Authorization": "Bearer sk-test"}
+    t2 = now()
+    conn.request("POST", "/v1/chat/completions", BODY, headers)
+    r = conn.getresponse()
+    r.read()
+    first_status = r.status
+    conn.request("POST", "/v1/chat/completions", BODY, headers)
+    r = conn.getresponse()
+    r.read()
+    conn.close()
+    print(json.dumps({
+        "connect_call_s": (t1 - t0) / 1e9,
+        "connect_s": (t2 - t0) / 1e9,
+        "status": [first_status, r.status],
+    }), flush=True)
+
+
+def async_call(args):
+    import asyncio
+    import httpx
+    from openai import AsyncOpenAI
+
+    async def run():
+        c = AsyncOpenAI(base_url=args.base_url, api_key="sk-test",
+                        http_client=httpx.AsyncClient(verify=args.ca), max_retries=0)
+        stream = await c.chat.completions.create(
+            model="gpt-4o-mini", stream=True,
+            messages=[{"role": "user", "content": "where did the time go?"}])
+        n = 0
+        async for _ in stream:
+            n += 1
+        await c.close()
+        return n
+
+    print(json.dumps({"chunks": asyncio.run(run())}), flush=True)
+
+
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("mode", choices=["raw", "sdk"])
+    ap.add_argument("mode", choices=["raw", "plain", "sdk", "async"])
     ap.add_argument("--port", type=int)
     ap.add_argument("--base-url")
     ap.add_argument("--ca", required=True)
     args = ap.parse_args()
-    raw(args) if args.mode == "raw" else sdk(args)
+    {"raw": raw, "plain": plain, "sdk": sdk, "async": async_call}[args.mode](args)
 
 
 if __name__ == "__main__":
