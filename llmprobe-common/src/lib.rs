@@ -33,10 +33,12 @@ pub const EVENT_PROC_EXIT: u32 = 7;
 /// read the server name and decide whether to probe the process. A server's reads send none: a
 /// client naming an LLM host must not get the server it talks to probed.
 pub const EVENT_TLS_HELLO: u32 = 8;
-/// A [`ControlEvent`]: the process wrote the first TLS record on a socket it connected (its
-/// ClientHello; `fd`, `conn_id` = the socket's generation, `ts_ns` = the write's entry). Sent once
-/// per socket, never with payload: with the connect's entry time ([`ConnOpenEvent::start_ns`])
-/// and the first request byte it splits a fresh connection's time into connect and TLS handshake.
+/// A [`ControlEvent`]: a tracked socket's first bytes were a TLS record the process wrote (a
+/// client's ClientHello; `fd`, `conn_id` = the socket's generation, `ts_ns` = the write's entry),
+/// or its first write happened inside an SSL call (the handshake ran inside the first
+/// `SSL_write`). Sent once per socket, never with payload, whatever the scope mode: with the
+/// connect's entry time ([`ConnOpenEvent::start_ns`]) and the first request byte it splits a
+/// fresh connection's time into connect and TLS handshake. A server's reads send none.
 pub const EVENT_TLS_START: u32 = 9;
 
 /// [`DataEvent::direction`]: bytes the observed process wrote/sent.

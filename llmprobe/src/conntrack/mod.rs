@@ -7,7 +7,8 @@
 //! are not worth following.
 //!
 //! One owner per concern:
-//! - `identity.rs`: sockets by (pid, fd), `SSL*` ↔ fd links, their bounds;
+//! - `identity.rs`: sockets by (pid, fd), `SSL*` ↔ fd links, their bounds; a connected socket's
+//!   opening times (connect entry, first TLS record), handed to its first connection once;
 //! - `coverage.rs`: which bytes of each call arrived, so missing ones become counted gaps;
 //! - `session.rs`: the HTTP/1.1 session (request direction, parsers, requests paired with
 //!   responses in order);

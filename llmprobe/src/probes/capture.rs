@@ -2,6 +2,10 @@
 //! line after a header line that stores the clock offset, so a replay reproduces the original
 //! wall-clock times. Payload is kept as text when it is valid UTF-8 (readable, editable fixtures)
 //! and as base64 otherwise. Secret header values are already masked before events get here.
+//!
+//! Fields added since version 1 are optional, so older captures replay unchanged: `connect_ns`
+//! on `conn_open` (absent: no connect time, the records' `connect_s` stays null) and the
+//! `tls_start` line (a socket's first TLS record written).
 
 use std::borrow::Cow;
 use std::io::{BufRead, Write};

@@ -89,8 +89,8 @@ pub enum ProbeEvent {
         /// None for an accepted or seeded socket, and in older captures.
         connect_ns: Option<u64>,
     },
-    /// The process wrote the first TLS record (its ClientHello) on a socket it connected
-    /// (`fd`, `conn_id` = generation, `ts_ns` = the write's start). Once per socket.
+    /// The process wrote the first TLS record (its ClientHello) on a tracked socket (`fd`,
+    /// `conn_id` = generation, `ts_ns` = the write's start). Once per socket.
     TlsStart {
         /// Common fields.
         meta: EventMeta,
