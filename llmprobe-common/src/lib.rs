@@ -33,6 +33,13 @@ pub const EVENT_PROC_EXIT: u32 = 7;
 /// read the server name and decide whether to probe the process. A server's reads send none: a
 /// client naming an LLM host must not get the server it talks to probed.
 pub const EVENT_TLS_HELLO: u32 = 8;
+/// A [`ControlEvent`]: a tracked socket's first bytes were a TLS record the process wrote (a
+/// client's ClientHello; `fd`, `conn_id` = the socket's generation, `ts_ns` = the write's entry),
+/// or its first write happened inside an SSL call (the handshake ran inside the first
+/// `SSL_write`). Sent once per socket, never with payload, whatever the scope mode: with the
+/// connect's entry time ([`ConnOpenEvent::start_ns`]) and the first request byte it splits a
+/// fresh connection's time into connect and TLS handshake. A server's reads send none.
+pub const EVENT_TLS_START: u32 = 9;
 
 /// [`DataEvent::direction`]: bytes the observed process wrote/sent.
 pub const DIR_EGRESS: u8 = 0;
@@ -165,8 +172,9 @@ pub const DATA_CLASS_MEDIUM: usize = 4096;
 /// Size of a data record without its payload.
 pub const DATA_HEADER_SIZE: usize = core::mem::size_of::<DataHeader>();
 
-/// A control record: connection close, SSL->fd link, `SSL_free`, exec/mmap hint, process exit
-/// (`EVENT_CONN_CLOSE`, `EVENT_SSL_FD`, `EVENT_SSL_FREE`, `EVENT_EXEC_MAP`, `EVENT_PROC_EXIT`):
+/// A control record: connection close, SSL->fd link, `SSL_free`, exec/mmap hint, process exit,
+/// first TLS record written (`EVENT_CONN_CLOSE`, `EVENT_SSL_FD`, `EVENT_SSL_FREE`,
+/// `EVENT_EXEC_MAP`, `EVENT_PROC_EXIT`, `EVENT_TLS_START`):
 /// the header says it all. Also the prefix of a [`ConnOpenEvent`].
 #[repr(C)]
 #[derive(Clone, Copy, Debug)]
@@ -183,7 +191,13 @@ pub const AF_INET: u16 = 2;
 /// [`ConnOpenEvent::family`] of an IPv6 peer (`AF_INET6`).
 pub const AF_INET6: u16 = 10;
 
-/// A socket was connected or accepted ([`EVENT_CONN_OPEN`]), with its peer.
+/// [`ConnOpenEvent::flags`]: the process connected the socket (`connect`).
+pub const OPEN_FLAG_CONNECT: u32 = 1;
+/// [`ConnOpenEvent::flags`]: the process accepted the socket (`accept`, `accept4`).
+pub const OPEN_FLAG_ACCEPT: u32 = 2;
+
+/// A socket was connected or accepted ([`EVENT_CONN_OPEN`]), with its peer. The header's
+/// `ts_ns` is the syscall's return; `start_ns` its entry.
 #[repr(C)]
 #[derive(Clone, Copy, Debug)]
 pub struct ConnOpenEvent {
@@ -193,10 +207,13 @@ pub struct ConnOpenEvent {
     pub family: u16,
     /// Peer port, host byte order.
     pub port: u16,
-    /// Reserved, zero.
-    pub _pad: u32,
+    /// `OPEN_FLAG_*`: which syscall opened the socket.
+    pub flags: u32,
     /// Peer address (first 4 bytes for IPv4), network byte order.
     pub addr: [u8; 16],
+    /// `bpf_ktime_get_ns()` at the syscall's entry (for a connect: when the client started
+    /// connecting; a non-blocking connect returns at once, so its return says nothing).
+    pub start_ns: u64,
 }
 
 /// Key of the `SOCKS` map: a socket file descriptor in a process.
@@ -349,7 +366,7 @@ const _: () =
     assert!(core::mem::size_of::<DataEventOf<DATA_CLASS_MEDIUM>>() == 48 + DATA_CLASS_MEDIUM);
 const _: () = assert!(core::mem::size_of::<DataEvent>() == 48 + MAX_DATA);
 const _: () = assert!(core::mem::size_of::<ControlEvent>() == 48);
-const _: () = assert!(core::mem::size_of::<ConnOpenEvent>() == 72);
+const _: () = assert!(core::mem::size_of::<ConnOpenEvent>() == 80);
 const _: () = assert!(core::mem::size_of::<RateWindow>() == 16);
 const _: () = assert!(core::mem::size_of::<SockKey>() == 8);
 const _: () = assert!(core::mem::size_of::<SockInfo>() == 16);
@@ -456,5 +473,6 @@ mod tests {
         assert_eq!(core::mem::offset_of!(ControlEvent, comm), 32);
         assert_eq!(core::mem::offset_of!(ConnOpenEvent, family), 48);
         assert_eq!(core::mem::offset_of!(ConnOpenEvent, addr), 56);
+        assert_eq!(core::mem::offset_of!(ConnOpenEvent, start_ns), 72);
     }
 }

@@ -6,7 +6,7 @@
 //! Records (types in `llmprobe-common`): data records carry only what userspace cannot learn
 //! otherwise (no comm; a TLS record's `fd` is -1, its socket is reported once per change as an
 //! `EVENT_SSL_FD` control record); control records (open, close, SSL->fd, `SSL_free`, exec/mmap,
-//! exit) carry the thread's comm. Tracepoint arguments are read at the named `TP_*` offsets of
+//! first TLS record written, exit) carry the thread's comm. Tracepoint arguments are read at the named `TP_*` offsets of
 //! the kernel's format files.
 #![no_std]
 #![no_main]
@@ -383,15 +383,28 @@ fn emit_control(kind: u32, fd: i32, conn_id: u64) {
     }
 }
 
-/// Sends a [`ConnOpenEvent`] for a new socket and its peer.
+/// Sends a [`ConnOpenEvent`] for a new socket and its peer; `start_ns` is the syscall's entry.
 #[inline(always)]
-fn emit_conn_open(fd: i32, generation: u64, family: u16, port: u16, addr: [u8; 16]) {
+fn emit_conn_open(
+    fd: i32,
+    generation: u64,
+    family: u16,
+    port: u16,
+    addr: [u8; 16],
+    accept: bool,
+    start_ns: u64,
+) {
     let ev = ConnOpenEvent {
         ctl: control(EVENT_CONN_OPEN, fd, generation),
         family,
         port,
-        _pad: 0,
+        flags: if accept {
+            OPEN_FLAG_ACCEPT
+        } else {
+            OPEN_FLAG_CONNECT
+        },
         addr,
+        start_ns,
     };
     if EVENTS.output::<ConnOpenEvent>(&ev, wake_flags()).is_err() {
         count_lost();
@@ -640,6 +653,11 @@ fn enter_io(ctx: &TracePointContext, kind: u32) -> u32 {
     // A syscall inside an SSL call on this thread moves ciphertext: learn the fd, emit nothing.
     // SAFETY: value only read.
     if let Some(ssl) = unsafe { PENDING_SSL.get(&pid_tgid) } {
+        // The socket's first bytes written inside an SSL call: the handshake ran inside the
+        // first `SSL_write` (or `SSL_read`); its first record is written now.
+        if sock.flags & SOCK_FLAG_SEEN_DATA == 0 && matches!(kind, K_WRITE | K_WRITEV | K_SENDMSG) {
+            emit_control(EVENT_TLS_START, fd, sock.generation);
+        }
         sock.flags |= SOCK_FLAG_TLS | SOCK_FLAG_SEEN_DATA;
         let sk = ssl_key(tgid, ssl.ssl);
         // SAFETY: value only read.
@@ -693,9 +711,9 @@ fn exit_sock(ctx: &TracePointContext) -> u32 {
     let tgid = (pid_tgid >> 32) as u32;
     match args.kind {
         K_CONNECT if ret == 0 || ret == EINPROGRESS => {
-            register_socket(tgid, args.fd, args.buf, false)
+            register_socket(tgid, args.fd, args.buf, false, args.ts)
         }
-        K_ACCEPT if ret >= 0 => register_socket(tgid, ret as i32, args.buf, true),
+        K_ACCEPT if ret >= 0 => register_socket(tgid, ret as i32, args.buf, true, args.ts),
         _ => {}
     }
     0
@@ -747,6 +765,14 @@ fn exit_io(ctx: &TracePointContext, vectored: bool) -> u32 {
             sock.flags |= SOCK_FLAG_SEEN_DATA;
             if looks_like_tls(first) {
                 sock.flags |= SOCK_FLAG_TLS;
+                if direction == DIR_EGRESS {
+                    // Once per socket: when its first TLS record (the ClientHello) was written.
+                    let mut ev = control(EVENT_TLS_START, args.fd, args.generation);
+                    ev.hdr.ts_ns = args.ts;
+                    if EVENTS.output::<ControlEvent>(&ev, wake_flags()).is_err() {
+                        count_lost();
+                    }
+                }
                 if direction == DIR_EGRESS && config_flags() & CONFIG_TLS_HELLO != 0 {
                     let n = if first_len > total as u64 {
                         total as u64
@@ -788,9 +814,10 @@ fn exit_io(ctx: &TracePointContext, vectored: bool) -> u32 {
     0
 }
 
-/// Records a new socket fd and reports it with its peer address read from `sockaddr`.
+/// Records a new socket fd and reports it with its peer address read from `sockaddr`;
+/// `start_ns` is the connect/accept's entry.
 #[inline(always)]
-fn register_socket(tgid: u32, fd: i32, sockaddr: u64, accept: bool) {
+fn register_socket(tgid: u32, fd: i32, sockaddr: u64, accept: bool, start_ns: u64) {
     let mut family: u16 = 0;
     let mut port: u16 = 0;
     let mut addr = [0u8; 16];
@@ -839,7 +866,7 @@ fn register_socket(tgid: u32, fd: i32, sockaddr: u64, accept: bool) {
         count(counter::SOCKS_INSERTED);
     }
     inserted(SOCKS.insert(&key, &info, 0));
-    emit_conn_open(fd, generation, family, port, addr);
+    emit_conn_open(fd, generation, family, port, addr, accept, start_ns);
 }
 
 macro_rules! io_enter {

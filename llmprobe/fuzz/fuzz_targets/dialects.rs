@@ -151,6 +151,7 @@ impl<'a> Case<'a> {
             tls: true,
             peer: Some(std::net::SocketAddr::from(([127, 0, 0, 1], 8080))),
             container: None,
+            fresh: None,
         };
         let call = ex.finish(
             &ctx,

@@ -444,6 +444,7 @@ pub mod script {
                     out.push(ProbeEvent::ConnOpen {
                         meta: m,
                         peer,
+                        connect_ns: Some(ts.saturating_sub(1_000)),
                     });
                 }
                 Op::Close { conn } => {

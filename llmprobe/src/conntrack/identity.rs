@@ -4,6 +4,10 @@
 //! (pid, socket generation); a TLS one is (pid, `SSL*`), and its socket, when known, gives it a
 //! peer and ends it when the socket closes.
 //!
+//! A socket the process connected also keeps how it began: the `connect()` entry and the first
+//! TLS record written (its ClientHello). The first connection made on it takes them, once
+//! ([`Identities::take_open_times`]); a new socket on the same fd starts anew.
+//!
 //! Invariants: both tables are bounded, per process and in all (`LINKS_PER_CONNECTION` entries
 //! per tracked connection allowed); a full table makes room by forgetting an entry of the process
 //! that asks (or of the biggest holder), counted, never by refusing growth silently; one fd holds
@@ -13,6 +17,7 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+use super::policy::ConnTimes;
 use crate::telemetry::{DropReason, SelfMetrics};
 
 /// Sockets and SSL→fd links remembered, per tracked connection allowed.
@@ -24,6 +29,12 @@ pub(super) const MAX_SSL_PER_FD: usize = 8;
 struct Socket {
     generation: u64,
     peer: Option<SocketAddr>,
+    /// The `connect()` entry, for a socket the process connected.
+    connect_ns: Option<u64>,
+    /// The first TLS record written on it.
+    tls_start_ns: Option<u64>,
+    /// A connection took the opening times.
+    times_taken: bool,
 }
 
 /// Sockets and SSL→fd links of every traced process.
@@ -69,7 +80,14 @@ impl Identities {
         generation: u64,
         peer: Option<SocketAddr>,
     ) -> Option<u64> {
-        let old = self.insert_socket(pid, fd, Socket { generation, peer })?;
+        let s = Socket {
+            generation,
+            peer,
+            connect_ns: None,
+            tls_start_ns: None,
+            times_taken: false,
+        };
+        let old = self.insert_socket(pid, fd, s)?;
         (old.generation != generation).then_some(old.generation)
     }
 
@@ -111,6 +129,50 @@ impl Identities {
                 self.sockets.remove(&pid);
             }
         }
+    }
+
+    /// The socket `generation` on `fd` is being connected since `connect_ns`.
+    pub(super) fn set_connect(&mut self, pid: u32, fd: i32, generation: u64, connect_ns: u64) {
+        if let Some(s) = self.socket_mut(pid, fd, generation) {
+            s.connect_ns = Some(connect_ns);
+        }
+    }
+
+    /// The socket `generation` on `fd` carried its first TLS record out at `ts` (kept once: the
+    /// kernel sends one per socket, a repeat changes nothing).
+    pub(super) fn set_tls_start(&mut self, pid: u32, fd: i32, generation: u64, ts: u64) {
+        if let Some(s) = self.socket_mut(pid, fd, generation) {
+            s.tls_start_ns.get_or_insert(ts);
+        }
+    }
+
+    fn socket_mut(&mut self, pid: u32, fd: i32, generation: u64) -> Option<&mut Socket> {
+        self.sockets
+            .get_mut(&pid)
+            .and_then(|m| m.get_mut(&fd))
+            .filter(|s| s.generation == generation)
+    }
+
+    /// The opening times of the socket on `fd` (of `generation`, when given), for the first
+    /// connection made on it: None for a socket the tracker did not see connected, and for
+    /// every later connection on the same socket (another `SSL*`, a connection tracked anew).
+    pub(super) fn take_open_times(
+        &mut self,
+        pid: u32,
+        fd: i32,
+        generation: Option<u64>,
+    ) -> Option<ConnTimes> {
+        let s = self.sockets.get_mut(&pid)?.get_mut(&fd)?;
+        if generation.is_some_and(|g| g != s.generation) || s.times_taken {
+            return None;
+        }
+        let connect_ns = s.connect_ns?;
+        s.times_taken = true;
+        Some(ConnTimes {
+            connect_ns,
+            tls_start_ns: s.tls_start_ns,
+            first_request_ns: None,
+        })
     }
 
     /// The peer of the socket on `fd`, when known.

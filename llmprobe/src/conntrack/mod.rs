@@ -7,7 +7,8 @@
 //! are not worth following.
 //!
 //! One owner per concern:
-//! - `identity.rs`: sockets by (pid, fd), `SSL*` ↔ fd links, their bounds;
+//! - `identity.rs`: sockets by (pid, fd), `SSL*` ↔ fd links, their bounds; a connected socket's
+//!   opening times (connect entry, first TLS record), handed to its first connection once;
 //! - `coverage.rs`: which bytes of each call arrived, so missing ones become counted gaps;
 //! - `session.rs`: the HTTP/1.1 session (request direction, parsers, requests paired with
 //!   responses in order);
@@ -36,7 +37,9 @@ use crate::telemetry::{DropReason, Protocol, SelfMetrics};
 
 use coverage::Coverage;
 use identity::Identities;
-pub use policy::{ConnInfo, Ending, ExchangePolicy, Opened, Role, TrackedExchange};
+pub use policy::{
+    ConnInfo, ConnTimes, Ending, ExchangePolicy, FreshConn, Opened, Role, TrackedExchange,
+};
 use session::HttpSession;
 
 /// Tracker limits and policy.
@@ -236,6 +239,15 @@ impl<X: TrackedExchange> Connection<X> {
         if is_req && self.session.is_upgraded() {
             return Verdict::Keep;
         }
+        // The first request byte out on a connection the process connected: where its opening
+        // times end (a connection joined mid-stream has no first request).
+        if is_req
+            && dir == Direction::Egress
+            && self.skipped == 0
+            && let Some(t) = self.info.opened.as_mut()
+        {
+            t.first_request_ns.get_or_insert(ts);
+        }
         let role = self.session.role();
         let info = &self.info;
         let mut done = |ex: X| sh.emit(out, ex, info, role, Ending::Complete);
@@ -433,8 +445,16 @@ impl<P: ExchangePolicy> ConnTracker<P> {
                 self.on_data(d, out);
                 self.enforce_memory_budget(ts, out);
             }
-            ProbeEvent::ConnOpen { meta, peer, .. } => {
-                if let Some(old) = self.ids.open_socket(meta.pid, meta.fd, meta.conn_id, peer) {
+            ProbeEvent::ConnOpen {
+                meta,
+                peer,
+                connect_ns,
+            } => {
+                let opened = self.ids.open_socket(meta.pid, meta.fd, meta.conn_id, peer);
+                if let Some(ns) = connect_ns {
+                    self.ids.set_connect(meta.pid, meta.fd, meta.conn_id, ns);
+                }
+                if let Some(old) = opened {
                     // The fd was reused without a close we saw.
                     self.end_conn(meta.pid, old, ts, EndReason::Closed, out);
                     self.end_tls_on_fd(meta.pid, meta.fd, ts, out);
@@ -461,6 +481,10 @@ impl<P: ExchangePolicy> ConnTracker<P> {
                 self.end_conn(meta.pid, meta.conn_id, ts, EndReason::Closed, out);
             }
             ProbeEvent::ProcExit { meta } => self.end_process(meta.pid, ts, out),
+            ProbeEvent::TlsStart { meta } => {
+                self.ids
+                    .set_tls_start(meta.pid, meta.fd, meta.conn_id, meta.ts_ns)
+            }
             ProbeEvent::ExecMap { .. } => {}
         }
         if ts > self.last_sweep_ts.saturating_add(1_000_000_000) {
@@ -626,13 +650,13 @@ impl<P: ExchangePolicy> ConnTracker<P> {
     }
 
     /// A connection first seen in `d`: its socket (the chunk's fd, or the one its `SSL*` is
-    /// linked to) gives its peer.
-    fn new_connection(&self, d: &DataChunk) -> Connection<P::Exchange> {
+    /// linked to) gives its peer and, to the socket's first connection only, its opening times.
+    fn new_connection(&mut self, d: &DataChunk) -> Connection<P::Exchange> {
         let pid = d.meta.pid;
-        let fd = if d.tls {
-            self.ids.fd_of_ssl(pid, d.meta.conn_id)
+        let (fd, generation) = if d.tls {
+            (self.ids.fd_of_ssl(pid, d.meta.conn_id), None)
         } else {
-            Some(d.meta.fd)
+            (Some(d.meta.fd), Some(d.meta.conn_id))
         };
         Connection {
             info: ConnInfo {
@@ -641,6 +665,7 @@ impl<P: ExchangePolicy> ConnTracker<P> {
                 tls: d.tls,
                 peer: fd.and_then(|fd| self.ids.peer_of(pid, fd)),
                 container: d.meta.container.clone(),
+                opened: fd.and_then(|fd| self.ids.take_open_times(pid, fd, generation)),
             },
             last_ts: d.meta.ts_ns,
             coverage: Coverage::default(),

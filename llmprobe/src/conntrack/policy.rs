@@ -48,6 +48,56 @@ pub struct ConnInfo {
     pub peer: Option<SocketAddr>,
     /// Container id of the process, when it runs in one.
     pub container: Option<String>,
+    /// How the connection began, when the tracker saw the process connect its socket.
+    pub opened: Option<ConnTimes>,
+}
+
+/// How a connection the process connected itself began (monotonic ns): what its first request's
+/// time to first token also waited for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ConnTimes {
+    /// The `connect()` call's entry.
+    pub connect_ns: u64,
+    /// The first TLS record written on the socket (the ClientHello), for a TLS connection.
+    pub tls_start_ns: Option<u64>,
+    /// The first request byte on the connection (set by the tracker as it arrives).
+    pub first_request_ns: Option<u64>,
+}
+
+/// A fresh connection's share of its first request's wait (durations, ns): the parts tile the
+/// time line from `connect()` to the first request byte, which is where the request's own times
+/// (upload, time to first token) start.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FreshConn {
+    /// From the `connect()` entry to the connection's first byte out: the ClientHello for TLS,
+    /// the first request byte for plaintext.
+    pub connect_ns: u64,
+    /// From the ClientHello to the first request byte; None for plaintext, and when the
+    /// handshake ran inside the first `SSL_write` (its bytes are stamped at the call's start,
+    /// before the handshake, so the split cannot be read).
+    pub tls_handshake_ns: Option<u64>,
+}
+
+impl ConnInfo {
+    /// The connection's opening times, for the exchange whose first request byte came at
+    /// `start_ts`: only the first request on a connection the process connected (and the
+    /// tracker saw connect) waited for them; every later one, and every request of an accepted
+    /// or pre-existing connection, gets None.
+    pub fn fresh_for(&self, start_ts: u64) -> Option<FreshConn> {
+        let t = self.opened?;
+        if t.first_request_ns != Some(start_ts) {
+            return None;
+        }
+        let first_out = if self.tls { t.tls_start_ns? } else { start_ts };
+        Some(FreshConn {
+            connect_ns: first_out.checked_sub(t.connect_ns)?,
+            tls_handshake_ns: if self.tls {
+                start_ts.checked_sub(first_out)
+            } else {
+                None
+            },
+        })
+    }
 }
 
 /// How an exchange stopped being followed.

@@ -175,6 +175,7 @@ fn open(fd: i32, generation: u64, ts: u64, peer: &str) -> ProbeEvent {
     ProbeEvent::ConnOpen {
         meta: meta(PID, fd, generation, ts),
         peer: Some(addr(peer)),
+        connect_ns: None,
     }
 }
 
@@ -1241,6 +1242,7 @@ fn invented_ssl_objects_and_sockets_stay_bounded() {
         h.feed(ProbeEvent::ConnOpen {
             meta: meta(PID + 1, (i % 1_000_000) as i32, 2 * i + 1, T0 + i),
             peer: None,
+            connect_ns: None,
         });
     }
     assert!(
@@ -1511,9 +1513,13 @@ fn random_event(rng: &mut XorShift, corpus: &[Vec<u8>], ts: u64) -> ProbeEvent {
                 data: Bytes::from(data),
             })
         }
-        11 | 12 => ProbeEvent::ConnOpen {
+        11 => ProbeEvent::ConnOpen {
             meta: meta(pid, fd, generation, ts),
             peer,
+            connect_ns: Some(ts.saturating_sub(1_000)),
+        },
+        12 => ProbeEvent::TlsStart {
+            meta: meta(pid, fd, generation, ts),
         },
         13 | 14 => ProbeEvent::ConnClose {
             meta: meta(pid, fd, generation, ts),
@@ -1713,4 +1719,235 @@ fn missing_tail_at_close_is_a_counted_gap_not_an_abort() {
         "the lost tail is a counted gap"
     );
     assert!(!c.aborted, "the process received the whole response");
+}
+
+// ---------------------------------------------------------------------------------------------
+// A fresh connection's share of TTFT: connect and TLS handshake times
+// ---------------------------------------------------------------------------------------------
+
+/// A socket the process connected: `connect()` entered at `start`, returned at `ts`.
+fn connect(fd: i32, generation: u64, start: u64, ts: u64, peer: &str) -> ProbeEvent {
+    ProbeEvent::ConnOpen {
+        meta: meta(PID, fd, generation, ts),
+        peer: Some(addr(peer)),
+        connect_ns: Some(start),
+    }
+}
+
+/// The first TLS record (ClientHello) written on socket `generation` at `ts`.
+fn tls_start(fd: i32, generation: u64, ts: u64) -> ProbeEvent {
+    ProbeEvent::TlsStart {
+        meta: meta(PID, fd, generation, ts),
+    }
+}
+
+/// One non-streamed chat call on `s` starting at `start`, answered 200 ms later.
+fn json_call(h: &mut Harness, s: Sock, start: u64, i: usize) {
+    h.feed(s.send(
+        start,
+        &chat_request("llm.internal:8000", &format!("m{i}"), false),
+    ));
+    h.feed(s.recv(
+        start + 200 * MS,
+        &json_response(200, "OK", &completion_body(i)),
+    ));
+}
+
+#[test]
+fn fresh_plaintext_connection_times_its_first_call_only() {
+    let mut h = Harness::new();
+    let s = Sock::plain(7, 0x5001);
+    // connect() entered 40 ms before the first request byte (returned 10 ms before it).
+    h.feed(connect(
+        7,
+        0x5001,
+        T0 - 40 * MS,
+        T0 - 10 * MS,
+        "10.0.0.5:8000",
+    ));
+    json_call(&mut h, s, T0, 1);
+    json_call(&mut h, s, T0 + 1000 * MS, 2);
+    let calls = h.calls();
+    assert_eq!(calls.len(), 2);
+    approx(calls[0].connect_s, 0.04);
+    assert_eq!(calls[0].tls_handshake_s, None, "plaintext has no handshake");
+    assert_eq!(
+        calls[1].connect_s, None,
+        "a reused connection waited for no connect"
+    );
+    assert_eq!(calls[1].tls_handshake_s, None);
+}
+
+#[test]
+fn fresh_tls_connection_splits_connect_and_handshake() {
+    let mut h = Harness::new();
+    let s = Sock::ssl(0x7000);
+    h.feed(connect(
+        9,
+        0x5003,
+        T0 - 100 * MS,
+        T0 - 99 * MS,
+        "10.0.0.5:443",
+    ));
+    h.feed(tls_start(9, 0x5003, T0 - 60 * MS));
+    // A repeat (the kernel sends one per socket) changes nothing.
+    h.feed(tls_start(9, 0x5003, T0 - 30 * MS));
+    h.feed(ssl_fd(9, 0x7000, T0 - MS));
+    json_call(&mut h, s, T0, 1);
+    json_call(&mut h, s, T0 + 1000 * MS, 2);
+    // Another SSL object on the same socket is not its first connection.
+    let other = Sock::ssl(0x7100);
+    h.feed(ssl_fd(9, 0x7100, T0 + 2000 * MS));
+    json_call(&mut h, other, T0 + 2001 * MS, 3);
+    let calls = h.calls();
+    assert_eq!(calls.len(), 3);
+    approx(calls[0].connect_s, 0.04);
+    approx(calls[0].tls_handshake_s, 0.06);
+    approx(calls[0].request_upload_s, 0.0);
+    assert_eq!((calls[1].connect_s, calls[1].tls_handshake_s), (None, None));
+    assert_eq!((calls[2].connect_s, calls[2].tls_handshake_s), (None, None));
+}
+
+#[test]
+fn a_first_request_that_is_not_followed_takes_the_fresh_times_along() {
+    let mut h = Harness::new();
+    let s = Sock::plain(7, 0x5005);
+    h.feed(connect(
+        7,
+        0x5005,
+        T0 - 40 * MS,
+        T0 - 39 * MS,
+        "10.0.0.5:8000",
+    ));
+    h.feed(s.send(T0, HEALTH_REQ));
+    h.feed(s.recv(T0 + MS, HEALTH_RESP));
+    json_call(&mut h, s, T0 + 10 * MS, 1);
+    let c = h.only_call();
+    assert_eq!(
+        c.connect_s, None,
+        "the health check waited for the connect, not the call"
+    );
+}
+
+#[test]
+fn a_reused_fd_is_a_new_connection_with_new_times() {
+    let mut h = Harness::new();
+    h.feed(connect(
+        7,
+        0x6001,
+        T0 - 40 * MS,
+        T0 - 39 * MS,
+        "10.0.0.5:8000",
+    ));
+    json_call(&mut h, Sock::plain(7, 0x6001), T0, 1);
+    h.feed(close(7, 0x6001, T0 + 300 * MS));
+    // Same fd, new socket: its own connect (20 ms before its first byte).
+    h.feed(connect(
+        7,
+        0x6003,
+        T0 + 980 * MS,
+        T0 + 990 * MS,
+        "10.0.0.5:8000",
+    ));
+    // A TLS start naming the old socket is ignored.
+    h.feed(tls_start(7, 0x6001, T0 + 995 * MS));
+    json_call(&mut h, Sock::plain(7, 0x6003), T0 + 1000 * MS, 2);
+    // And an fd reused without a close seen: new times again.
+    h.feed(connect(
+        7,
+        0x6005,
+        T0 + 1970 * MS,
+        T0 + 1971 * MS,
+        "10.0.0.5:8000",
+    ));
+    json_call(&mut h, Sock::plain(7, 0x6005), T0 + 2000 * MS, 3);
+    let calls = h.calls();
+    assert_eq!(calls.len(), 3);
+    approx(calls[0].connect_s, 0.04);
+    approx(calls[1].connect_s, 0.02);
+    approx(calls[2].connect_s, 0.03);
+    assert!(calls.iter().all(|c| c.tls_handshake_s.is_none()));
+}
+
+#[test]
+fn no_connect_times_without_a_connect_seen_or_for_a_server() {
+    let mut h = Harness::new();
+    // Opened before the agent (seeded) or accepted: no connect time.
+    h.feed(open(7, 0x7001, T0 - 10 * MS, "10.0.0.5:8000"));
+    json_call(&mut h, Sock::plain(7, 0x7001), T0, 1);
+    // A server on a socket it connected (the requests come in): no client-side connect share.
+    h.feed(connect(
+        8,
+        0x7003,
+        T0 - 50 * MS,
+        T0 - 49 * MS,
+        "10.0.0.6:9000",
+    ));
+    let s = Sock::plain(8, 0x7003);
+    h.feed(s.recv(T0, &chat_request("svc:8000", "m", false)));
+    h.feed(s.send(
+        T0 + 100 * MS,
+        &json_response(200, "OK", &completion_body(1)),
+    ));
+    // A TLS connection whose socket's first TLS record was never seen (the SSL object was
+    // linked, but the handshake was not on this socket as far as the kernel saw).
+    h.feed(connect(
+        9,
+        0x7005,
+        T0 - 50 * MS,
+        T0 - 49 * MS,
+        "10.0.0.5:443",
+    ));
+    h.feed(ssl_fd(9, 0x9000, T0 - MS));
+    json_call(&mut h, Sock::ssl(0x9000), T0, 2);
+    let calls = h.calls();
+    assert_eq!(calls.len(), 3);
+    for c in &calls {
+        assert_eq!((c.connect_s, c.tls_handshake_s), (None, None), "{c:#?}");
+    }
+}
+
+#[test]
+fn a_handshake_inside_the_first_ssl_write_gives_connect_only() {
+    let mut h = Harness::new();
+    h.feed(connect(
+        9,
+        0x5007,
+        T0 - 50 * MS,
+        T0 - 49 * MS,
+        "10.0.0.5:443",
+    ));
+    // The SSL_write was entered at T0 (its bytes are stamped so); the ClientHello went out
+    // inside it, 1 ms later, and the link with it.
+    h.feed(tls_start(9, 0x5007, T0 + MS));
+    h.feed(ssl_fd(9, 0xa000, T0 + MS));
+    json_call(&mut h, Sock::ssl(0xa000), T0, 1);
+    let c = h.only_call();
+    approx(c.connect_s, 0.051);
+    assert_eq!(c.tls_handshake_s, None);
+}
+
+#[test]
+fn opening_times_live_in_the_bounded_socket_table() {
+    let cfg = TrackerConfig {
+        max_connections: 16,
+        max_connections_per_process: 4,
+        ..TrackerConfig::default()
+    };
+    let mut h = Harness::with_config(cfg);
+    for i in 0..10_000u64 {
+        // TLS starts for sockets never opened keep nothing.
+        h.feed(tls_start((i % 5000) as i32, 2 * i + 1, T0 + i));
+        h.feed(connect(
+            (i % 5000) as i32,
+            2 * i + 1,
+            T0 + i,
+            T0 + i,
+            "10.0.0.5:443",
+        ));
+        h.feed(tls_start((i % 5000) as i32, 2 * i + 1, T0 + i));
+    }
+    let (counted, held) = h.tracker.ids.socket_counts();
+    assert_eq!(counted, held);
+    assert!(held <= 4 * LINKS_PER_CONNECTION, "{held} sockets held");
 }

@@ -58,6 +58,8 @@ pub struct ExchangeContext {
     pub peer: Option<SocketAddr>,
     /// Container id of the process, when it runs in one.
     pub container: Option<String>,
+    /// A fresh connection's connect and TLS handshake times, for its first request only.
+    pub fresh: Option<crate::conntrack::FreshConn>,
 }
 
 /// Counters of things that went wrong inside exchanges (for self-metrics).
@@ -670,8 +672,8 @@ impl LlmExchange {
             reported_latency_s: self.obs.reported_latency_s,
             api_key_id: None,
             reasoning_token_source,
-            connect_s: None,
-            tls_handshake_s: None,
+            connect_s: ctx.fresh.map(|f| secs(f.connect_ns)),
+            tls_handshake_s: ctx.fresh.and_then(|f| f.tls_handshake_ns).map(secs),
             request_upload_s: self
                 .req_end_ts
                 .map(|e| secs(e.saturating_sub(self.start_ts))),
@@ -886,6 +888,7 @@ mod tests {
             tls: false,
             peer: None,
             container: None,
+            fresh: None,
         };
         let call = ex.finish(&ctx, &Clock { offset_ns: 0 }, false, None);
         assert_eq!(call.request_upload_s, Some(0.05));
@@ -957,6 +960,7 @@ mod tests {
             tls: false,
             peer: None,
             container: Some(long("0")),
+            fresh: None,
         };
         let call = ex.finish(&ctx, &Clock { offset_ns: 0 }, false, None);
         let fields = [
@@ -993,6 +997,7 @@ mod tests {
             tls: true,
             peer: Some("10.0.0.1:8443".parse().expect("addr")),
             container: None,
+            fresh: None,
         };
         assert_eq!(
             server_of(Some("api.openai.com"), &ctx),
@@ -1040,6 +1045,7 @@ mod tests {
                 tls: false,
                 peer: None,
                 container: None,
+                fresh: None,
             };
             (bad, ex.finish(&ctx, &Clock { offset_ns: 0 }, false, None))
         };

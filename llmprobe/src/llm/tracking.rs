@@ -117,6 +117,7 @@ impl TrackedExchange for LlmExchange {
             tls: conn.tls,
             peer: conn.peer,
             container: conn.container.clone(),
+            fresh: conn.fresh_for(self.start_ts()),
         };
         match ending {
             Ending::Complete => {

@@ -2,6 +2,10 @@
 //! line after a header line that stores the clock offset, so a replay reproduces the original
 //! wall-clock times. Payload is kept as text when it is valid UTF-8 (readable, editable fixtures)
 //! and as base64 otherwise. Secret header values are already masked before events get here.
+//!
+//! Fields added since version 1 are optional, so older captures replay unchanged: `connect_ns`
+//! on `conn_open` (absent: no connect time, the records' `connect_s` stays null) and the
+//! `tls_start` line (a socket's first TLS record written).
 
 use std::borrow::Cow;
 use std::io::{BufRead, Write};
@@ -47,6 +51,14 @@ enum Line {
         #[serde(flatten)]
         meta: EventMeta,
         peer: Option<String>,
+        /// `ProbeEvent::ConnOpen::connect_ns`; absent for accepted or seeded sockets and in
+        /// older captures.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        connect_ns: Option<u64>,
+    },
+    TlsStart {
+        #[serde(flatten)]
+        meta: EventMeta,
     },
     ConnClose {
         #[serde(flatten)]
@@ -134,10 +146,16 @@ pub fn encode_line(ev: &ProbeEvent, buf: &mut Vec<u8>) -> anyhow::Result<()> {
                 b64,
             }
         }
-        ProbeEvent::ConnOpen { meta, peer } => Line::ConnOpen {
+        ProbeEvent::ConnOpen {
+            meta,
+            peer,
+            connect_ns,
+        } => Line::ConnOpen {
             meta,
             peer: peer.map(|p| p.to_string()),
+            connect_ns,
         },
+        ProbeEvent::TlsStart { meta } => Line::TlsStart { meta },
         ProbeEvent::ConnClose { meta } => Line::ConnClose { meta },
         ProbeEvent::SslFd { meta } => Line::SslFd { meta },
         ProbeEvent::SslFree { meta } => Line::SslFree { meta },
@@ -156,6 +174,7 @@ enum Kind {
     Header,
     Data,
     ConnOpen,
+    TlsStart,
     ConnClose,
     SslFd,
     SslFree,
@@ -193,6 +212,7 @@ struct RawLine<'a> {
     b64: Option<Cow<'a, str>>,
     #[serde(borrow)]
     peer: Option<Cow<'a, str>>,
+    connect_ns: Option<u64>,
 }
 
 /// Appends the text of a JSON string literal (`raw`, quotes included, as the parser validated
@@ -313,7 +333,9 @@ impl RawLine<'_> {
                     .peer
                     .as_deref()
                     .and_then(|p| p.parse::<SocketAddr>().ok()),
+                connect_ns: self.connect_ns,
             },
+            Kind::TlsStart => ProbeEvent::TlsStart { meta: self.meta()? },
             Kind::ConnClose => ProbeEvent::ConnClose { meta: self.meta()? },
             Kind::SslFd => ProbeEvent::SslFd { meta: self.meta()? },
             Kind::SslFree => ProbeEvent::SslFree { meta: self.meta()? },
@@ -460,7 +482,14 @@ mod tests {
             ProbeEvent::ConnOpen {
                 meta: meta(),
                 peer: Some("127.0.0.1:8080".parse().expect("addr")),
+                connect_ns: Some(4),
             },
+            ProbeEvent::ConnOpen {
+                meta: meta(),
+                peer: None,
+                connect_ns: None,
+            },
+            ProbeEvent::TlsStart { meta: meta() },
             ProbeEvent::Data(DataChunk {
                 meta: meta(),
                 direction: Direction::Egress,
@@ -490,6 +519,8 @@ mod tests {
         let text = String::from_utf8_lossy(&buf);
         assert_eq!(text.matches("\"lost_before\":true").count(), 1, "{text}");
         assert!(!text.contains("\"lost_before\":false"), "{text}");
+        // An open without a connect time writes none (older readers see what they knew).
+        assert_eq!(text.matches("\"connect_ns\"").count(), 1, "{text}");
         let (c2, back) = read_capture(&buf[..]).expect("read");
         assert_eq!(c2, clock);
         assert_eq!(back, evs);

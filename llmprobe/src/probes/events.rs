@@ -85,6 +85,15 @@ pub enum ProbeEvent {
         meta: EventMeta,
         /// Peer address, when known.
         peer: Option<SocketAddr>,
+        /// For a socket the process connected: when its `connect()` started (monotonic ns).
+        /// None for an accepted or seeded socket, and in older captures.
+        connect_ns: Option<u64>,
+    },
+    /// The process wrote the first TLS record (its ClientHello) on a tracked socket (`fd`,
+    /// `conn_id` = generation, `ts_ns` = the write's start). Once per socket.
+    TlsStart {
+        /// Common fields.
+        meta: EventMeta,
     },
     /// A tracked socket was closed.
     ConnClose {
@@ -120,6 +129,7 @@ impl ProbeEvent {
             ProbeEvent::Data(d) => &d.meta,
             ProbeEvent::ConnOpen { meta, .. }
             | ProbeEvent::ConnClose { meta }
+            | ProbeEvent::TlsStart { meta }
             | ProbeEvent::SslFd { meta }
             | ProbeEvent::SslFree { meta }
             | ProbeEvent::ExecMap { meta }
@@ -199,13 +209,15 @@ pub fn decode(raw: &[u8]) -> Result<ProbeEvent, DecodeError> {
             Ok(ProbeEvent::ConnOpen {
                 meta: meta_of(&ev.ctl.hdr, comm_string(&ev.ctl.comm)),
                 peer: peer_of(&ev),
+                connect_ns: (ev.flags & abi::OPEN_FLAG_CONNECT != 0).then_some(ev.start_ns),
             })
         }
         kind @ (abi::EVENT_CONN_CLOSE
         | abi::EVENT_SSL_FD
         | abi::EVENT_SSL_FREE
         | abi::EVENT_EXEC_MAP
-        | abi::EVENT_PROC_EXIT) => {
+        | abi::EVENT_PROC_EXIT
+        | abi::EVENT_TLS_START) => {
             let ev = abi::ControlEvent::read_from(raw).ok_or(DecodeError::Truncated)?;
             let meta = meta_of(&ev.hdr, comm_string(&ev.comm));
             Ok(match kind {
@@ -213,6 +225,7 @@ pub fn decode(raw: &[u8]) -> Result<ProbeEvent, DecodeError> {
                 abi::EVENT_SSL_FD => ProbeEvent::SslFd { meta },
                 abi::EVENT_SSL_FREE => ProbeEvent::SslFree { meta },
                 abi::EVENT_EXEC_MAP => ProbeEvent::ExecMap { meta },
+                abi::EVENT_TLS_START => ProbeEvent::TlsStart { meta },
                 _ => ProbeEvent::ProcExit { meta },
             })
         }
@@ -302,6 +315,7 @@ mod tests {
             (abi::EVENT_SSL_FREE, "SslFree"),
             (abi::EVENT_EXEC_MAP, "ExecMap"),
             (abi::EVENT_PROC_EXIT, "ProcExit"),
+            (abi::EVENT_TLS_START, "TlsStart"),
         ] {
             let ev = decode(&control_record(kind)).expect("decodes");
             assert!(format!("{ev:?}").starts_with(name), "{ev:?}");
@@ -323,14 +337,27 @@ mod tests {
             },
             family: abi::AF_INET,
             port: 8080,
-            _pad: 0,
+            flags: abi::OPEN_FLAG_CONNECT,
             addr: [0; 16],
+            start_ns: 5,
         };
         ev.addr[..4].copy_from_slice(&[127, 0, 0, 1]);
-        let Ok(ProbeEvent::ConnOpen { meta, peer }) = decode(ev.as_bytes()) else {
+        let Ok(ProbeEvent::ConnOpen {
+            meta,
+            peer,
+            connect_ns,
+        }) = decode(ev.as_bytes())
+        else {
             panic!("not an open")
         };
         assert_eq!(meta.comm, "curl");
+        // A connect's entry time comes with it; an accept's does not.
+        assert_eq!((meta.ts_ns, connect_ns), (7, Some(5)));
+        ev.flags = abi::OPEN_FLAG_ACCEPT;
+        let Ok(ProbeEvent::ConnOpen { connect_ns, .. }) = decode(ev.as_bytes()) else {
+            panic!("not an open")
+        };
+        assert_eq!(connect_ns, None);
         assert_eq!(peer, Some("127.0.0.1:8080".parse().expect("addr")));
         ev.family = abi::AF_INET6;
         ev.addr = Ipv6Addr::LOCALHOST.octets();

@@ -1034,6 +1034,8 @@ impl Probes {
                         container: None,
                     },
                     peer: Some(*peer),
+                    // Connected before the agent started: no connect time.
+                    connect_ns: None,
                 });
             }
         }

@@ -163,6 +163,7 @@ fn set_process(ev: &mut ProbeEvent, name: String, container: Option<String>) {
         ProbeEvent::Data(d) => &mut d.meta,
         ProbeEvent::ConnOpen { meta, .. }
         | ProbeEvent::ConnClose { meta }
+        | ProbeEvent::TlsStart { meta }
         | ProbeEvent::SslFd { meta }
         | ProbeEvent::SslFree { meta }
         | ProbeEvent::ExecMap { meta }

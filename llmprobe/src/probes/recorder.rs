@@ -115,6 +115,8 @@ pub struct Recorder<W: Write> {
     pending_bytes: usize,
     /// Latest connect/accept of each socket (pid, fd), written before its connection's bytes.
     opens: HashMap<(u32, i32), ProbeEvent>,
+    /// First TLS record written on each socket (pid, fd), written after its open.
+    tls_starts: HashMap<(u32, i32), ProbeEvent>,
     /// Latest SSL→fd link of each TLS connection.
     ssl_links: HashMap<(u32, u64), ProbeEvent>,
     /// Sockets whose events are written (their close is written too).
@@ -176,6 +178,7 @@ impl<W: Write> Recorder<W> {
             conns: HashMap::new(),
             pending_bytes: 0,
             opens: HashMap::new(),
+            tls_starts: HashMap::new(),
             ssl_links: HashMap::new(),
             kept_fds: HashSet::new(),
             kept_pids: HashSet::new(),
@@ -244,7 +247,14 @@ impl<W: Write> Recorder<W> {
             }
             ProbeEvent::ConnOpen { meta, .. } => {
                 if self.opens.len() < MAX_TRACKED || self.opens.contains_key(&(meta.pid, meta.fd)) {
+                    self.tls_starts.remove(&(meta.pid, meta.fd));
                     self.opens.insert((meta.pid, meta.fd), ev);
+                }
+            }
+            ProbeEvent::TlsStart { meta } => {
+                let key = (meta.pid, meta.fd);
+                if self.tls_starts.len() < MAX_TRACKED || self.tls_starts.contains_key(&key) {
+                    self.tls_starts.insert(key, ev);
                 }
             }
             ProbeEvent::SslFd { meta } => {
@@ -259,6 +269,7 @@ impl<W: Write> Recorder<W> {
             ProbeEvent::ConnClose { meta } => {
                 let (pid, fd) = (meta.pid, meta.fd);
                 self.opens.remove(&(pid, fd));
+                self.tls_starts.remove(&(pid, fd));
                 if self.kept_fds.remove(&(pid, fd)) {
                     self.write(&ev);
                 }
@@ -283,6 +294,7 @@ impl<W: Write> Recorder<W> {
                     self.forget(k);
                 }
                 self.opens.retain(|k, _| k.0 != pid);
+                self.tls_starts.retain(|k, _| k.0 != pid);
                 self.ssl_links.retain(|k, _| k.0 != pid);
                 self.kept_fds.retain(|k| k.0 != pid);
             }
@@ -346,6 +358,9 @@ impl<W: Write> Recorder<W> {
             && let Some(open) = self.opens.get(&(key.0, fd)).cloned()
         {
             self.write(&open);
+            if let Some(start) = self.tls_starts.remove(&(key.0, fd)) {
+                self.write(&start);
+            }
         }
         if let Some(link) = link {
             self.write(&link);
@@ -459,6 +474,7 @@ mod tests {
         ProbeEvent::ConnOpen {
             meta: meta(fd, conn_id, 1),
             peer: Some("127.0.0.1:8000".parse().expect("addr")),
+            connect_ns: Some(0),
         }
     }
 
@@ -529,6 +545,46 @@ mod tests {
             Arc::new(SelfMetrics::unregistered()),
         );
         assert_eq!(direct.len(), 1);
+        assert_eq!(
+            serde_json::to_string(&direct).expect("json"),
+            serde_json::to_string(&replayed).expect("json")
+        );
+    }
+
+    #[test]
+    fn a_kept_tls_connection_carries_its_socket_tls_start_and_replays_its_times() {
+        let tls_start = |fd, generation, ts| ProbeEvent::TlsStart {
+            meta: meta(fd, generation, ts),
+        };
+        let events = vec![
+            open(8, 21),
+            open(9, 23),
+            tls_start(9, 23, 2),
+            tls_start(8, 21, 3),
+            ProbeEvent::SslFd {
+                meta: meta(8, 0x100, 4),
+            },
+            data(8, 0x100, 20, Direction::Egress, LLM_REQ),
+            data(8, 0x100, 30, Direction::Ingress, LLM_RESP),
+        ];
+        let (buf, _) = record(events.clone(), DEFAULT_MAX_BYTES, false);
+        let (clock, back) = read_capture(&buf[..]).expect("capture");
+        // The open, its TLS start, the link, the bytes: nothing of the other socket.
+        assert_eq!(back.len(), 5, "{back:#?}");
+        assert!(matches!(back[0], ProbeEvent::ConnOpen { .. }));
+        assert_eq!(back[1], tls_start(8, 21, 3));
+        let replay = |evs| {
+            crate::pipeline::replay::replay_events(
+                clock,
+                evs,
+                TrackerConfig::default(),
+                Arc::new(SelfMetrics::unregistered()),
+            )
+        };
+        let (direct, replayed) = (replay(events), replay(back));
+        assert_eq!(direct.len(), 1);
+        assert_eq!(direct[0].connect_s, Some(3e-9));
+        assert_eq!(direct[0].tls_handshake_s, Some(17e-9));
         assert_eq!(
             serde_json::to_string(&direct).expect("json"),
             serde_json::to_string(&replayed).expect("json")

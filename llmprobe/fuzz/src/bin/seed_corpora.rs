@@ -275,7 +275,7 @@ fn tracker_script(events: &[ProbeEvent]) -> Vec<u8> {
             ProbeEvent::ProcExit { .. } => Op::Exit {
                 conn: conn(false, false, &mut fds, &mut ssls),
             },
-            ProbeEvent::ExecMap { .. } => continue,
+            ProbeEvent::ExecMap { .. } | ProbeEvent::TlsStart { .. } => continue,
         };
         ops.push((advance, op));
     }
@@ -320,8 +320,9 @@ fn ring_records() -> Vec<(&'static str, Vec<u8>)> {
             ctl: control(abi::EVENT_CONN_OPEN),
             family,
             port: 443,
-            _pad: 0,
+            flags: abi::OPEN_FLAG_CONNECT,
             addr,
+            start_ns: 1,
         }
         .as_bytes()
         .to_vec()
@@ -333,6 +334,7 @@ fn ring_records() -> Vec<(&'static str, Vec<u8>)> {
         ("open6", open(10)),
         ("close", ctl(abi::EVENT_CONN_CLOSE)),
         ("sslfd", ctl(abi::EVENT_SSL_FD)),
+        ("tlsstart", ctl(abi::EVENT_TLS_START)),
         ("exit", ctl(abi::EVENT_PROC_EXIT)),
     ]
 }
