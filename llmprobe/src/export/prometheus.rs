@@ -627,6 +627,95 @@ impl GenAiMetrics {
     }
 }
 
+/// Turns per conversation boundaries.
+const TURN_BUCKETS: [f64; 12] = [
+    1.0, 2.0, 3.0, 4.0, 6.0, 8.0, 12.0, 16.0, 24.0, 32.0, 64.0, 128.0,
+];
+
+fn turn_histogram() -> Histogram {
+    Histogram::new(TURN_BUCKETS)
+}
+
+/// The conversation metrics (see [`crate::llm::conversation`]), published by the enrich stage,
+/// which owns the matcher. One label, `gen_ai_provider_name`: its values are llmprobe's own
+/// provider names (a dialect's default or a known host's), a fixed set, so the series are
+/// bounded without the call families' LRU.
+#[derive(Debug)]
+pub struct ConversationMetrics {
+    turns: HistogramFamily,
+    tokens: HistogramFamily,
+    abandoned: Family<Labels, Counter>,
+    regenerations: Family<Labels, Counter>,
+    active: Gauge,
+}
+
+fn provider_labels(provider: &str) -> Labels {
+    label_value(provider)
+        .map(|v| vec![("gen_ai_provider_name".to_owned(), v)])
+        .unwrap_or_default()
+}
+
+impl ConversationMetrics {
+    /// Creates the metrics and registers them in `registry`.
+    pub fn new(registry: &mut Registry) -> Self {
+        let m = ConversationMetrics {
+            turns: histogram_family(turn_histogram),
+            tokens: histogram_family(token_histogram),
+            abandoned: Family::default(),
+            regenerations: Family::default(),
+            active: Gauge::default(),
+        };
+        registry.register(
+            "llmprobe_conversation_turns",
+            "Turns (calls, regenerations not counted) of each conversation that ended (idle for --conversation-idle)",
+            m.turns.clone(),
+        );
+        registry.register(
+            "llmprobe_conversation_tokens",
+            "Input plus output tokens of each conversation that ended",
+            m.tokens.clone(),
+        );
+        registry.register(
+            "llmprobe_conversations_abandoned",
+            "Conversations that ended after their last call aborted or failed",
+            m.abandoned.clone(),
+        );
+        registry.register(
+            "llmprobe_conversation_regenerations",
+            "Calls that sent a conversation history already sent (a regenerated answer)",
+            m.regenerations.clone(),
+        );
+        registry.register(
+            "llmprobe_conversations_active",
+            "Conversations followed (not yet idle for --conversation-idle)",
+            m.active.clone(),
+        );
+        m
+    }
+
+    /// A call was a regeneration.
+    pub fn regeneration(&self, provider: &str) {
+        self.regenerations
+            .get_or_create(&provider_labels(provider))
+            .inc();
+    }
+
+    /// A conversation ended.
+    pub fn ended(&self, e: &crate::llm::conversation::Ended) {
+        let l = provider_labels(&e.provider);
+        self.turns.get_or_create(&l).observe(f64::from(e.turns));
+        self.tokens.get_or_create(&l).observe(e.tokens as f64);
+        if e.abandoned {
+            self.abandoned.get_or_create(&l).inc();
+        }
+    }
+
+    /// Conversations followed now.
+    pub fn set_active(&self, n: usize) {
+        self.active.set(i64::try_from(n).unwrap_or(i64::MAX));
+    }
+}
+
 impl CallSink for Arc<GenAiMetrics> {
     fn name(&self) -> &'static str {
         "metrics"
@@ -720,6 +809,7 @@ mod tests {
                 first_chunk_unix_ns: Some(1_795_809_600_250_000_000),
                 gaps_s: vec![0.125, 0.25, 0.5],
                 parent_span_id: None,
+                ..Default::default()
             },
         }
     }

@@ -151,6 +151,8 @@ pub struct LlmExchange {
     header_timings: ServerTimings,
     /// Problems seen, for self-metrics.
     pub issues: ExchangeIssues,
+    /// Conversation ids and history hashes (see `llm::conversation`).
+    conv: super::conversation::ConversationKeys,
 }
 
 impl LlmExchange {
@@ -182,6 +184,7 @@ impl LlmExchange {
                 .map_or(0, JsonArraySplitter::buffered_bytes)
             + self.obs.output_sample.capacity()
             + self.obs.prompt_sample.capacity()
+            + self.conv.history.capacity() * std::mem::size_of::<(u32, u64)>()
     }
 
     /// Starts an exchange at its request head; `start_ts` is the first request byte's time.
@@ -233,6 +236,10 @@ impl LlmExchange {
             req_end_ts: None,
             header_timings: ServerTimings::default(),
             issues: ExchangeIssues::default(),
+            conv: super::conversation::ConversationKeys {
+                header: super::conversation::header_id(head),
+                ..Default::default()
+            },
         }
     }
 
@@ -278,6 +285,11 @@ impl LlmExchange {
         }
         self.dialect.on_request_body(&body, &mut self.obs);
         self.obs.prompt_sample = super::json::prompt_sample(&body);
+        if self.dialect.operation() != "embeddings"
+            && let Some(v) = body.json()
+        {
+            super::conversation::read_request(v, &mut self.conv);
+        }
     }
 
     /// Starts as a candidate recognised by nothing but a JSON POST: the request body decides.
@@ -562,6 +574,15 @@ impl LlmExchange {
                 Vec::new()
             },
             parent_span_id: self.parent_span_id.take(),
+            conversation: {
+                let mut keys = std::mem::take(&mut self.conv);
+                keys.resolve(
+                    self.obs.conversation.as_ref(),
+                    self.obs.end_user.as_deref(),
+                    self.obs.response_id.as_deref(),
+                );
+                keys
+            },
         };
         let (p50, p95, max) = gap_stats(&mut gaps);
         let error_type = match self.status {

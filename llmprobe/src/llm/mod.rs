@@ -16,6 +16,7 @@
 
 pub mod anthropic;
 pub mod bpe;
+pub mod conversation;
 pub mod dashscope;
 pub mod exchange;
 pub mod gemini;
@@ -254,6 +255,9 @@ pub struct CallDetail {
     pub gaps_s: Vec<f64>,
     /// Parent span id of a W3C `traceparent` request header (16 hex digits).
     pub parent_span_id: Option<String>,
+    /// What the request carried about its conversation (keyed hashes only), for the enrich
+    /// stage's matcher, which takes it.
+    pub conversation: conversation::ConversationKeys,
 }
 
 /// Usage and outcome a dialect extracts from responses.
