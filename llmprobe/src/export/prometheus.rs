@@ -637,9 +637,10 @@ fn turn_histogram() -> Histogram {
 }
 
 /// The conversation metrics (see [`crate::llm::conversation`]), published by the enrich stage,
-/// which owns the matcher. One label, `gen_ai_provider_name`: its values are llmprobe's own
-/// provider names (a dialect's default or a known host's), a fixed set, so the series are
-/// bounded without the call families' LRU.
+/// which owns the matcher. Two labels: `role` (`client` or `server`: a node that runs both
+/// ends of a conversation sees it twice) and `gen_ai_provider_name`, whose values are
+/// llmprobe's own provider names (a dialect's default or a known host's), a fixed set, so the
+/// series are bounded without the call families' LRU.
 #[derive(Debug)]
 pub struct ConversationMetrics {
     turns: HistogramFamily,
@@ -649,10 +650,12 @@ pub struct ConversationMetrics {
     active: Gauge,
 }
 
-fn provider_labels(provider: &str) -> Labels {
-    label_value(provider)
-        .map(|v| vec![("gen_ai_provider_name".to_owned(), v)])
-        .unwrap_or_default()
+fn conversation_labels(role: &str, provider: &str) -> Labels {
+    let mut l = vec![("role".to_owned(), role.to_owned())];
+    if let Some(v) = label_value(provider) {
+        l.push(("gen_ai_provider_name".to_owned(), v));
+    }
+    l
 }
 
 impl ConversationMetrics {
@@ -694,15 +697,15 @@ impl ConversationMetrics {
     }
 
     /// A call was a regeneration.
-    pub fn regeneration(&self, provider: &str) {
+    pub fn regeneration(&self, role: &str, provider: &str) {
         self.regenerations
-            .get_or_create(&provider_labels(provider))
+            .get_or_create(&conversation_labels(role, provider))
             .inc();
     }
 
     /// A conversation ended.
     pub fn ended(&self, e: &crate::llm::conversation::Ended) {
-        let l = provider_labels(&e.provider);
+        let l = conversation_labels(e.role, &e.provider);
         self.turns.get_or_create(&l).observe(f64::from(e.turns));
         self.tokens.get_or_create(&l).observe(e.tokens as f64);
         if e.abandoned {

@@ -285,6 +285,8 @@ impl MatcherConfig {
 /// A conversation that ended (idle), for the metrics.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Ended {
+    /// `client` or `server`: the role of its calls.
+    pub role: &'static str,
     /// Provider of its last call.
     pub provider: String,
     /// Turns (calls, regenerations not counted).
@@ -304,6 +306,7 @@ pub struct Matched {
 
 struct Conv {
     id: u64,
+    role: &'static str,
     pid: u32,
     provider: String,
     turns: u32,
@@ -393,14 +396,20 @@ impl Matcher {
             keys.end_user.unwrap_or(0),
         ]);
         let full = keys.history.last().map(|&(_, h)| mix(&[scope, h]));
+        // Both ends of a call on one node (a gateway's server-role call and the upstream call it
+        // makes with the same ids) are two conversations, each counted once per role.
+        let role = u64::from(call.role == "server");
+        let response = keys.response.map(|r| mix(&[r, role]));
         // Which conversation, its source, and whether it is new or a regeneration.
         let (key, source, regeneration, turn_hint) = if let Some((source, h)) = keys.explicit {
+            let key = mix(&[h, role]);
             let regen = self
                 .convs
-                .get(&h)
+                .get(&key)
                 .is_some_and(|c| c.last_history.is_some() && c.last_history == full);
-            (h, source, regen, None)
+            (key, source, regen, None)
         } else if let Some(r) = keys.previous_response {
+            let r = mix(&[r, role]);
             let key = self.responses.get(&r).copied().unwrap_or(r);
             (key, "openai.previous_response_id", false, None)
         } else if let Some(full) = full {
@@ -444,7 +453,9 @@ impl Matcher {
             self.convs.insert(
                 key,
                 Conv {
-                    id: key,
+                    // An explicit id is exported as itself; otherwise the key names it.
+                    id: keys.explicit.map_or(key, |(_, h)| h),
+                    role: call.role,
                     pid: call.pid,
                     provider: String::new(),
                     turns: 0,
@@ -496,7 +507,7 @@ impl Matcher {
             }
         }
         let mut dropped_responses = Vec::new();
-        if let Some(r) = keys.response {
+        if let Some(r) = response {
             conv.responses.push_back(r);
             if conv.responses.len() > RESPONSES_PER_CONVERSATION
                 && let Some(old) = conv.responses.pop_front()
@@ -576,6 +587,7 @@ impl Matcher {
             }
             match self.remove(k) {
                 Some(c) => ended.push(Ended {
+                    role: c.role,
                     provider: c.provider,
                     turns: c.turns,
                     tokens: c.tokens,
@@ -1055,6 +1067,7 @@ mod tests {
         assert_eq!(
             ended,
             vec![Ended {
+                role: "client",
                 provider: "openai".into(),
                 turns: 2,
                 tokens: 30,

@@ -67,7 +67,7 @@ impl Conversations {
             if let Some(m) = self.matcher.observe(c)
                 && m.regeneration
             {
-                self.metrics.regeneration(&c.provider);
+                self.metrics.regeneration(c.role, &c.provider);
             }
             latest = latest.max(Some(c.detail.end_unix_ns));
         }
