@@ -606,6 +606,17 @@ impl Matcher {
     }
 }
 
+/// A record to match, for tests of the stages that use the matcher.
+#[cfg(test)]
+pub(crate) mod tests_support {
+    use super::LlmCall;
+
+    /// A client call to `127.0.0.1:8000` with 10 input and 5 output tokens.
+    pub(crate) fn call() -> LlmCall {
+        super::tests::call(0, 0, Default::default())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -618,7 +629,7 @@ mod tests {
         k
     }
 
-    fn call(pid: u32, end_s: i64, keys: ConversationKeys) -> LlmCall {
+    pub(super) fn call(pid: u32, end_s: i64, keys: ConversationKeys) -> LlmCall {
         let mut c = LlmCall {
             start_time: "2026-01-01T00:00:00.000000Z".into(),
             end_time: "2026-01-01T00:00:01.000000Z".into(),
@@ -716,10 +727,10 @@ mod tests {
 
     fn fields(c: &LlmCall) -> (String, &'static str, u32, bool) {
         (
-            c.conversation_id.clone().unwrap(),
-            c.conversation_source.unwrap(),
-            c.turn.unwrap(),
-            c.regeneration.unwrap(),
+            c.conversation_id.clone().expect("present"),
+            c.conversation_source.expect("present"),
+            c.turn.expect("present"),
+            c.regeneration.expect("present"),
         )
     }
 
@@ -730,7 +741,7 @@ mod tests {
             r#"{ "messages" : [ { "content":"h\u0069", "role":"user", "name": null,
                  "cache_control": {"type": "ephemeral"} } ], "model": "x" }"#,
         )
-        .unwrap();
+        .expect("present");
         assert_eq!(a.history, keys_of(b).history);
         assert_ne!(a.history, chat(&[("user", "ho")]).history);
         assert_ne!(a.history, chat(&[("system", "hi")]).history);
@@ -762,7 +773,7 @@ mod tests {
             .collect();
         let k = keys_of(json!({"messages": msgs}));
         assert_eq!(k.history.len(), PREFIXES_KEPT);
-        assert_eq!(k.history.last().unwrap().0, 200);
+        assert_eq!(k.history.last().expect("present").0, 200);
         let msgs: Vec<Value> = (0..MAX_MESSAGES + 1)
             .map(|_| json!({"role": "user"}))
             .collect();
@@ -843,7 +854,7 @@ mod tests {
             ]),
         );
         for c in [&mut a1, &mut b1, &mut a2, &mut b2, &mut a3] {
-            m.observe(c).unwrap();
+            m.observe(c).expect("present");
         }
         let (ida, src, t1, r1) = fields(&a1);
         assert_eq!((src, t1, r1), ("history", 1, false));
@@ -1058,7 +1069,7 @@ mod tests {
         for c in [&mut a1, &mut a2, &mut b1, &mut b2, &mut c1] {
             m.observe(c);
         }
-        assert!(b2.regeneration.unwrap());
+        assert!(b2.regeneration.expect("present"));
         assert!(
             m.expire(11 * S).is_empty(),
             "a's last call ended at 2 s: idle until 12 s"
@@ -1095,6 +1106,32 @@ mod tests {
         );
         m.observe(&mut a3);
         assert_eq!(a3.turn, Some(1));
+    }
+
+    #[test]
+    fn both_ends_of_a_gateway_are_two_conversations_with_one_id() {
+        let mut m = matcher(1800);
+        let mut k = chat(&[("user", "a")]);
+        k.explicit = Some(("openai.metadata.conversation_id", conversation_hash("g")));
+        let mut k2 = k.clone();
+        k2.history = chat(&[("user", "a"), ("assistant", "x"), ("user", "b")]).history;
+        let mut server = call(1, 1, k.clone());
+        server.role = "server";
+        let mut client = call(1, 2, k);
+        let mut server2 = call(1, 3, k2.clone());
+        server2.role = "server";
+        let mut client2 = call(1, 4, k2);
+        for c in [&mut server, &mut client, &mut server2, &mut client2] {
+            m.observe(c);
+        }
+        assert_eq!(m.len(), 2);
+        assert_eq!(fields(&server).0, fields(&client).0);
+        assert_eq!((fields(&server2).2, fields(&client2).2), (2, 2));
+        let ended = m.expire(i64::MAX);
+        assert_eq!(
+            ended.iter().map(|e| (e.role, e.turns)).collect::<Vec<_>>(),
+            [("server", 2), ("client", 2)]
+        );
     }
 
     #[test]

@@ -129,3 +129,73 @@ pub fn run(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::llm::conversation::ConversationKeys;
+    use prometheus_client::registry::Registry;
+
+    fn call(pid: u32, end_s: i64, history: u64, aborted: bool) -> LlmCall {
+        let mut c: LlmCall = crate::llm::conversation::tests_support::call();
+        c.pid = pid;
+        c.aborted = aborted;
+        c.detail.end_unix_ns = end_s * 1_000_000_000;
+        c.detail.conversation = ConversationKeys {
+            history: vec![(1, history)],
+            ..Default::default()
+        };
+        c
+    }
+
+    #[test]
+    fn conversations_publish_their_metrics_and_count_evictions() {
+        let mut registry = Registry::default();
+        let metrics = Arc::new(ConversationMetrics::new(&mut registry));
+        let self_metrics = Arc::new(SelfMetrics::unregistered());
+        let mut conv = Conversations::new(
+            MatcherConfig {
+                idle_ns: 10_000_000_000,
+                max_total: 4,
+                max_per_process: 2,
+            },
+            metrics,
+            self_metrics.clone(),
+        );
+        // One conversation, regenerated, its last call aborted; three more of one process.
+        let mut calls = vec![call(1, 1, 7, false), call(1, 2, 7, true)];
+        calls.extend((0..3).map(|i| call(2, 3, 100 + i, false)));
+        conv.on_calls(&mut calls);
+        assert_eq!(calls[1].regeneration, Some(true));
+        assert_eq!(
+            self_metrics.dropped_count(DropReason::ConversationEvicted),
+            1
+        );
+        conv.on_tick(100_000_000_000);
+        let text = crate::export::metrics_http::exposition::encode_text(&registry);
+        let line = |name: &str| {
+            text.lines()
+                .find(|l| l.starts_with(name) && l.contains("role=\"client\""))
+                .and_then(|l| l.rsplit(' ').next())
+                .and_then(|v| v.parse::<f64>().ok())
+        };
+        assert_eq!(
+            line("llmprobe_conversations_abandoned_total"),
+            Some(1.0),
+            "{text}"
+        );
+        assert_eq!(
+            line("llmprobe_conversation_regenerations_total"),
+            Some(1.0),
+            "{text}"
+        );
+        // Three conversations ended (one of process 2 was evicted, not observed).
+        assert_eq!(
+            line("llmprobe_conversation_turns_count"),
+            Some(3.0),
+            "{text}"
+        );
+        assert_eq!(line("llmprobe_conversation_turns_sum"), Some(3.0), "{text}");
+        assert!(text.contains("llmprobe_conversations_active 0"), "{text}");
+    }
+}
