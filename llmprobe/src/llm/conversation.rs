@@ -183,53 +183,75 @@ fn history_hashes(obj: &serde_json::Map<String, Value>) -> Vec<(u32, u64)> {
         // No conversation without messages (embeddings, legacy completions).
         return Vec::new();
     }
-    let key = crate::ids::key();
-    let mut buf = Vec::with_capacity(256);
-    let mut cumulative = 0u64;
+    // One keyed hasher over the whole history; its state after message i is prefix i's hash.
+    let mut h = blake3::Hasher::new_keyed(history_key());
     let n = msgs.len();
     let mut out = Vec::with_capacity(n.min(PREFIXES_KEPT));
     for (i, (kind, m)) in msgs.into_iter().enumerate() {
-        buf.clear();
-        buf.extend_from_slice(kind.as_bytes());
-        buf.push(0);
-        canonical_strings(m, "", 0, &mut buf);
-        let mh = key.id_u64("conversation.message", &buf);
-        let mut pair = [0u8; 16];
-        pair[..8].copy_from_slice(&cumulative.to_le_bytes());
-        pair[8..].copy_from_slice(&mh.to_le_bytes());
-        cumulative = key.id_u64("conversation.history", &pair);
+        put(&mut h, 0, kind.as_bytes());
+        canonical_strings(m, "", 0, &mut h);
+        h.update(&[4]);
         if i + PREFIXES_KEPT >= n {
-            out.push(((i + 1) as u32, cumulative));
+            let d = h.finalize();
+            let v = u64::from_le_bytes(d.as_bytes()[..8].try_into().expect("8 bytes"));
+            out.push(((i + 1) as u32, v));
         }
     }
     out
 }
 
-/// Appends a message's string leaves with their keys, object keys sorted: the same message
-/// re-serialised (key order, whitespace, escapes, null or empty fields) gives the same bytes.
-fn canonical_strings(v: &Value, key: &str, depth: usize, out: &mut Vec<u8>) {
+/// The history hasher's key, derived once from the id key (the prefix hashes never leave the
+/// agent; keyed all the same, so nobody can precompute collisions).
+fn history_key() -> &'static [u8; 32] {
+    static KEY: std::sync::OnceLock<[u8; 32]> = std::sync::OnceLock::new();
+    KEY.get_or_init(|| {
+        let mut k = [0u8; 32];
+        for (i, part) in k.chunks_mut(8).enumerate() {
+            let v = crate::ids::key().id_u64("conversation.history.key", &[i as u8]);
+            part.copy_from_slice(&v.to_le_bytes());
+        }
+        k
+    })
+}
+
+/// A tagged, length-prefixed piece: no two different walks give the same bytes.
+fn put(h: &mut blake3::Hasher, tag: u8, bytes: &[u8]) {
+    h.update(&[tag]);
+    h.update(&(bytes.len() as u64).to_le_bytes());
+    h.update(bytes);
+}
+
+/// Hashes a message's string leaves with their keys, object keys in order: the same message
+/// re-serialised (key order, whitespace, escapes, null or empty fields) hashes the same.
+fn canonical_strings(v: &Value, key: &str, depth: usize, h: &mut blake3::Hasher) {
     if depth > MAX_DEPTH {
         return;
     }
     match v {
         Value::String(s) => {
-            out.extend_from_slice(key.as_bytes());
-            out.push(1);
-            out.extend_from_slice(s.as_bytes());
-            out.push(0);
+            put(h, 1, key.as_bytes());
+            put(h, 1, s.as_bytes());
         }
         Value::Array(a) => {
-            out.push(2);
+            h.update(&[2]);
             for x in a {
-                canonical_strings(x, key, depth + 1, out);
+                canonical_strings(x, key, depth + 1, h);
             }
-            out.push(3);
+            h.update(&[3]);
         }
         Value::Object(m) => {
-            let mut keys: Vec<&String> = m.keys().filter(|k| *k != "cache_control").collect();
-            keys.sort_unstable();
-            for k in keys {
-                canonical_strings(&m[k.as_str()], k, depth + 1, out);
+            // serde_json's map iterates in key order (no `preserve_order`); sorted here only
+            // if that ever changes.
+            if m.keys().is_sorted() {
+                for (k, x) in m.iter().filter(|(k, _)| *k != "cache_control") {
+                    canonical_strings(x, k, depth + 1, h);
+                }
+            } else {
+                let mut keys: Vec<&String> = m.keys().filter(|k| *k != "cache_control").collect();
+                keys.sort_unstable();
+                for k in keys {
+                    canonical_strings(&m[k.as_str()], k, depth + 1, h);
+                }
             }
         }
         _ => {}
@@ -1132,6 +1154,52 @@ mod tests {
             ended.iter().map(|e| (e.role, e.turns)).collect::<Vec<_>>(),
             [("server", 2), ("client", 2)]
         );
+    }
+
+    /// Cost of reading a request and matching its call, printed (`--ignored --nocapture`).
+    #[test]
+    #[ignore = "a measurement, not a check"]
+    fn cost_per_request() {
+        for n in [1usize, 10, 100] {
+            let msgs: Vec<Value> = (0..n)
+                .map(|i| {
+                    json!({"role": if i % 2 == 0 { "user" } else { "assistant" },
+                    "content": format!("message {i} ").repeat(40)})
+                })
+                .collect();
+            let body = json!({"model": "m", "messages": msgs, "user": "u"});
+            let runs = 2000;
+            let t = std::time::Instant::now();
+            for _ in 0..runs {
+                std::hint::black_box(keys_of(std::hint::black_box(body.clone())));
+            }
+            let read = t.elapsed().as_secs_f64() / f64::from(runs) * 1e6;
+            let t = std::time::Instant::now();
+            for _ in 0..runs {
+                std::hint::black_box(std::hint::black_box(&body).clone());
+            }
+            let clone = t.elapsed().as_secs_f64() / f64::from(runs) * 1e6;
+            let raw = serde_json::to_vec(&body).expect("json");
+            let t = std::time::Instant::now();
+            for _ in 0..runs {
+                std::hint::black_box(serde_json::from_slice::<Value>(&raw).expect("json"));
+            }
+            let parse = t.elapsed().as_secs_f64() / f64::from(runs) * 1e6;
+            let keys = keys_of(body.clone());
+            let mut m = matcher(1800);
+            let t = std::time::Instant::now();
+            for i in 0..runs {
+                let mut c = call(i as u32 % 64, i64::from(i), keys.clone());
+                m.observe(&mut c);
+            }
+            let matched = t.elapsed().as_secs_f64() / f64::from(runs) * 1e6;
+            println!(
+                "messages {n} ({} bytes): read {:.1} us, match {matched:.1} us; for scale: \
+                 parsing the body {parse:.1} us",
+                raw.len(),
+                read - clone
+            );
+        }
     }
 
     #[test]
