@@ -1202,6 +1202,65 @@ mod tests {
         }
     }
 
+    /// Through the exchange: the header and body are read once, the response id joins them, and
+    /// embeddings have no history.
+    #[test]
+    fn the_exchange_carries_the_keys_on_the_record() {
+        use crate::clock::Clock;
+        use crate::llm::exchange::{ExchangeContext, ExchangeLimits, LlmExchange};
+        use crate::protocol::http1::ResponseHead;
+        let run = |path: &str, headers: Vec<(String, String)>, body: &str| {
+            let head = RequestHead {
+                method: "POST".into(),
+                path: path.into(),
+                headers,
+            };
+            let dialect = crate::llm::detect(&head).expect("an LLM path");
+            let mut ex = LlmExchange::new(&head, dialect, 1_000, ExchangeLimits::default());
+            ex.on_request_body(body.as_bytes(), 1_000);
+            ex.on_request_end(1_000);
+            let resp = ResponseHead {
+                status: 200,
+                headers: vec![("content-type".into(), "application/json".into())],
+            };
+            ex.on_response_head(&resp, 2_000);
+            ex.on_response_body(br#"{"id":"resp_9","object":"response","output":[]}"#, 2_000);
+            ex.on_response_end(3_000);
+            let ctx = ExchangeContext {
+                role: "client",
+                pid: 1,
+                comm: "t".into(),
+                tls: false,
+                peer: None,
+                container: None,
+            };
+            ex.finish(&ctx, &Clock { offset_ns: 0 }, false, None)
+                .detail
+                .conversation
+        };
+        let k = run(
+            "/v1/responses",
+            vec![("x-conversation-id".into(), "h-1".into())],
+            r#"{"model":"m","input":[{"role":"user","content":"hi"}],"user":"u1"}"#,
+        );
+        assert_eq!(
+            k.explicit,
+            Some(("header.x-conversation-id", conversation_hash("h-1")))
+        );
+        assert_eq!(k.end_user, Some(end_user_hash("u1")));
+        assert_eq!(k.response, Some(response_hash("resp_9")));
+        assert_eq!(
+            k.history,
+            keys_of(json!({"input": [{"role": "user", "content": "hi"}]})).history
+        );
+        let k = run(
+            "/v1/embeddings",
+            vec![],
+            r#"{"model":"m","input":["a","b"]}"#,
+        );
+        assert!(k.history.is_empty());
+    }
+
     #[test]
     fn calls_without_ids_or_history_get_no_conversation() {
         let mut m = matcher(1800);
