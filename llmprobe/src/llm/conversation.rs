@@ -28,7 +28,10 @@
 //!   end user), a request whose history extends a history sent before continues that
 //!   conversation, and the same history sent again is a regeneration (same turn). A conversation
 //!   idle for `--conversation-idle` ends: its turns and tokens are observed, and it was
-//!   abandoned when its last call aborted or failed.
+//!   abandoned when its last call aborted or failed. A record's `conversation_source` says how
+//!   that call was matched (`history` for a call that continues an explicit conversation by its
+//!   history alone). Client-role and server-role calls are followed apart (a gateway forwards
+//!   the ids it receives): one id, two conversations, each observed under its `role`.
 //!
 //! Memory: at most [`MAX_CONVERSATIONS`] conversations, [`MAX_PER_PROCESS`] per process, each
 //! with at most [`HISTORIES_PER_CONVERSATION`] histories and [`RESPONSES_PER_CONVERSATION`]
