@@ -68,6 +68,8 @@ pub struct RunOptions {
     pub nvml_lib: Option<PathBuf>,
     /// Payload bytes the reader may queue for the tracker (its share of `--memory-limit`).
     pub queue_budget: usize,
+    /// `--conversation-idle`: a conversation this long without a call has ended.
+    pub conversation_idle: Duration,
 }
 
 /// Records batches waiting for the enrich stage and for the fan-out.
@@ -84,6 +86,13 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
         },
     ));
     let gpu_metrics = Arc::new(GpuMetrics::new(&mut registry));
+    let conversations = enrich::Conversations::new(
+        crate::llm::conversation::MatcherConfig::with_idle(opts.conversation_idle),
+        Arc::new(crate::export::prometheus::ConversationMetrics::new(
+            &mut registry,
+        )),
+        metrics.clone(),
+    );
     let registry = Arc::new(registry);
     let listener = metrics_http::bind(opts.metrics_addr).await?;
     // The address really bound (`--metrics-addr 127.0.0.1:0` picks a free port).
@@ -135,7 +144,7 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
     let snapshots = gpu.is_some();
     let enrich_metrics = metrics.clone();
     spawn("enrich", move || {
-        enrich::run(enrich_rx, gpu, fanout_tx, enrich_metrics)
+        enrich::run(enrich_rx, gpu, conversations, fanout_tx, enrich_metrics)
     })?;
 
     // Track (prepare + tracker + recorder).

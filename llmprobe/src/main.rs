@@ -118,6 +118,10 @@ struct AgentArgs {
     /// start and ids hold only until the agent restarts.
     #[arg(long, value_name = "PATH")]
     id_key_file: Option<std::path::PathBuf>,
+    /// A conversation with no call for this many seconds has ended: its turns and tokens are
+    /// observed, and it was abandoned if its last call aborted or failed.
+    #[arg(long, default_value_t = 1800.0, value_name = "SECONDS", value_parser = parse_idle)]
+    conversation_idle: f64,
 }
 
 /// `--gpu`.
@@ -226,6 +230,18 @@ fn parse_interval(s: &str) -> Result<f64, String> {
     }
 }
 
+/// `--conversation-idle`: from 50 ms (tests) to a week.
+fn parse_idle(s: &str) -> Result<f64, String> {
+    let v: f64 = s.parse().map_err(|e| format!("{e}"))?;
+    if v.is_finite() && (0.05..=604_800.0).contains(&v) {
+        Ok(v)
+    } else {
+        Err(format!(
+            "{s}: must be between 0.05 and 604800 seconds (a week)"
+        ))
+    }
+}
+
 /// `--scope`.
 #[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 enum ScopeMode {
@@ -277,6 +293,7 @@ fn options(a: AgentArgs, record: Option<RecordOptions>) -> anyhow::Result<RunOpt
         nvml_lib: a.nvml_lib.clone(),
         jsonl_max_bytes: a.jsonl_max_bytes,
         max_series: a.max_series,
+        conversation_idle: std::time::Duration::from_secs_f64(a.conversation_idle),
         otlp: llmprobe::export::otlp::OtlpConfig::from_env_and_flags(
             a.otlp_endpoint.as_deref(),
             a.otlp_protocol.as_deref(),

@@ -64,6 +64,9 @@ label_values! {
         CaptureUnclassified => "capture_unclassified",
         ConnectionEvicted => "connection_evicted",
         ConnectionLimitPerProcess => "connection_limit_per_process",
+        /// A conversation forgotten before it ended, to keep the matcher in its bounds (in all
+        /// or per process): it is not observed in the conversation metrics.
+        ConversationEvicted => "conversation_evicted",
         DiscoveryCapReached => "discovery_cap_reached",
         DiscoveryIdentityMismatch => "discovery_identity_mismatch",
         DiscoveryNotElf => "discovery_not_elf",

@@ -627,6 +627,98 @@ impl GenAiMetrics {
     }
 }
 
+/// Turns per conversation boundaries.
+const TURN_BUCKETS: [f64; 12] = [
+    1.0, 2.0, 3.0, 4.0, 6.0, 8.0, 12.0, 16.0, 24.0, 32.0, 64.0, 128.0,
+];
+
+fn turn_histogram() -> Histogram {
+    Histogram::new(TURN_BUCKETS)
+}
+
+/// The conversation metrics (see [`crate::llm::conversation`]), published by the enrich stage,
+/// which owns the matcher. Two labels: `role` (`client` or `server`: a node that runs both
+/// ends of a conversation sees it twice) and `gen_ai_provider_name`, whose values are
+/// llmprobe's own provider names (a dialect's default or a known host's), a fixed set, so the
+/// series are bounded without the call families' LRU.
+#[derive(Debug)]
+pub struct ConversationMetrics {
+    turns: HistogramFamily,
+    tokens: HistogramFamily,
+    abandoned: Family<Labels, Counter>,
+    regenerations: Family<Labels, Counter>,
+    active: Gauge,
+}
+
+fn conversation_labels(role: &str, provider: &str) -> Labels {
+    let mut l = vec![("role".to_owned(), role.to_owned())];
+    if let Some(v) = label_value(provider) {
+        l.push(("gen_ai_provider_name".to_owned(), v));
+    }
+    l
+}
+
+impl ConversationMetrics {
+    /// Creates the metrics and registers them in `registry`.
+    pub fn new(registry: &mut Registry) -> Self {
+        let m = ConversationMetrics {
+            turns: histogram_family(turn_histogram),
+            tokens: histogram_family(token_histogram),
+            abandoned: Family::default(),
+            regenerations: Family::default(),
+            active: Gauge::default(),
+        };
+        registry.register(
+            "llmprobe_conversation_turns",
+            "Turns (calls, regenerations not counted) of each conversation that ended (idle for --conversation-idle)",
+            m.turns.clone(),
+        );
+        registry.register(
+            "llmprobe_conversation_tokens",
+            "Input plus output tokens of each conversation that ended",
+            m.tokens.clone(),
+        );
+        registry.register(
+            "llmprobe_conversations_abandoned",
+            "Conversations that ended after their last call aborted or failed",
+            m.abandoned.clone(),
+        );
+        registry.register(
+            "llmprobe_conversation_regenerations",
+            "Calls that sent a conversation history already sent (a regenerated answer)",
+            m.regenerations.clone(),
+        );
+        registry.register(
+            "llmprobe_conversations_active",
+            "Conversations followed (not yet idle for --conversation-idle)",
+            m.active.clone(),
+        );
+        m
+    }
+
+    /// A call was a regeneration.
+    pub fn regeneration(&self, role: &str, provider: &str) {
+        self.regenerations
+            .get_or_create(&conversation_labels(role, provider))
+            .inc();
+    }
+
+    /// A conversation ended.
+    pub fn ended(&self, e: &crate::llm::conversation::Ended) {
+        let l = conversation_labels(e.role, &e.provider);
+        self.turns.get_or_create(&l).observe(f64::from(e.turns));
+        self.tokens.get_or_create(&l).observe(e.tokens as f64);
+        if e.abandoned {
+            self.abandoned.get_or_create(&l).inc();
+        }
+    }
+
+    /// Conversations followed now.
+    pub fn set_active(&self, n: usize) {
+        self.active.set(i64::try_from(n).unwrap_or(i64::MAX));
+    }
+}
+
 impl CallSink for Arc<GenAiMetrics> {
     fn name(&self) -> &'static str {
         "metrics"

@@ -153,6 +153,8 @@ pub struct LlmExchange {
     header_timings: ServerTimings,
     /// Problems seen, for self-metrics.
     pub issues: ExchangeIssues,
+    /// Conversation ids and history hashes (see `llm::conversation`).
+    conv: super::conversation::ConversationKeys,
 }
 
 impl LlmExchange {
@@ -186,6 +188,7 @@ impl LlmExchange {
             + self.obs.prompt_sample.capacity()
             + self.obs.reasoning_sample.capacity()
             + self.obs.workflow_nodes.heap_bytes()
+            + self.conv.history.capacity() * std::mem::size_of::<(u32, u64)>()
     }
 
     /// Starts an exchange at its request head; `start_ts` is the first request byte's time.
@@ -237,6 +240,10 @@ impl LlmExchange {
             req_end_ts: None,
             header_timings: ServerTimings::default(),
             issues: ExchangeIssues::default(),
+            conv: super::conversation::ConversationKeys {
+                header: super::conversation::header_id(head),
+                ..Default::default()
+            },
         }
     }
 
@@ -284,6 +291,11 @@ impl LlmExchange {
         // A dialect whose prompt sits under keys of its own (Dify's `query`) samples it itself.
         if self.obs.prompt_sample.is_empty() {
             self.obs.prompt_sample = super::json::prompt_sample(&body);
+        }
+        if self.dialect.operation() != "embeddings"
+            && let Some(v) = body.json()
+        {
+            super::conversation::read_request(v, &mut self.conv);
         }
     }
 
@@ -552,12 +564,17 @@ impl LlmExchange {
             ),
             None => (None, None),
         };
-        // An explicit conversation id the traffic carried: only its keyed id leaves.
-        let (conversation_id, conversation_source) = match self.obs.conversation.take() {
-            Some((source, value)) => (
-                Some(crate::ids::key().id("conversation", value.as_bytes())),
-                Some(source),
-            ),
+        // What the call says about its conversation, keyed hashes only. An explicit id is the
+        // record's conversation already (replays have it too); the enrich stage's matcher adds
+        // the turn, or finds the conversation from the history.
+        let mut conversation = std::mem::take(&mut self.conv);
+        conversation.resolve(
+            self.obs.conversation.as_ref(),
+            self.obs.end_user.as_deref(),
+            self.obs.response_id.as_deref(),
+        );
+        let (conversation_id, conversation_source) = match conversation.explicit {
+            Some((source, id)) => (Some(crate::ids::hex_id(id)), Some(source)),
             None => (None, None),
         };
         let (reported_cost, reported_cost_currency) = match self.obs.reported_cost.take() {
@@ -602,6 +619,7 @@ impl LlmExchange {
                 })
                 .collect(),
             workflow_nodes_dropped: self.obs.workflow_nodes.dropped,
+            conversation,
         };
         let (p50, p95, max) = gap_stats(&mut gaps);
         let error_type = match self.status {

@@ -16,6 +16,7 @@
 
 pub mod anthropic;
 pub mod bpe;
+pub mod conversation;
 pub mod dashscope;
 pub mod dify;
 pub mod exchange;
@@ -259,6 +260,9 @@ pub struct CallDetail {
     pub workflow_nodes: Vec<WorkflowNode>,
     /// Workflow nodes past [`MAX_WORKFLOW_NODES`], not kept.
     pub workflow_nodes_dropped: u64,
+    /// What the request carried about its conversation (keyed hashes only), for the enrich
+    /// stage's matcher, which takes it.
+    pub conversation: conversation::ConversationKeys,
 }
 
 /// Usage and outcome a dialect extracts from responses.

@@ -1,15 +1,18 @@
-//! The enrich stage, on its own OS thread: server-role calls get what their server's GPUs did
-//! (the [`GpuJoin`] owns the GPU history; sampler rounds and the tracker's in-flight snapshots
-//! arrive on this stage's one channel, in order with the records), then every batch goes to the
-//! fan-out. Without GPU sampling it only passes records on.
+//! The enrich stage, on its own OS thread: every call gets its conversation ([`Conversations`]:
+//! the matcher sees records in end order and the tracker's ticks, so idle conversations end
+//! without traffic), server-role calls get what their server's GPUs did (the [`GpuJoin`] owns
+//! the GPU history; sampler rounds and the tracker's in-flight snapshots arrive on this stage's
+//! one channel, in order with the records), then every batch goes to the fan-out.
 
 use std::sync::Arc;
 use std::sync::mpsc::{Receiver, SyncSender, TrySendError};
 
+use crate::export::prometheus::ConversationMetrics;
 use crate::gpu::Round;
 use crate::gpu::correlate::InFlightSnapshot;
 use crate::gpu::join::GpuJoin;
 use crate::llm::LlmCall;
+use crate::llm::conversation::{Matcher, MatcherConfig};
 use crate::telemetry::{DropReason, SelfMetrics};
 
 /// What arrives at the enrich stage.
@@ -20,6 +23,9 @@ pub enum EnrichInput {
     InFlight(InFlightSnapshot),
     /// A GPU sampling round, from the sampler.
     Round(Round),
+    /// The tracker's clock (Unix ns, the pipeline's clock), every 500 ms when no in-flight
+    /// snapshot is sent: idle conversations end.
+    Tick(i64),
     /// The tracker has stopped.
     End,
 }
@@ -30,17 +36,74 @@ impl From<Round> for EnrichInput {
     }
 }
 
+/// The conversation matcher and its metrics (see [`crate::llm::conversation`]).
+pub struct Conversations {
+    matcher: Matcher,
+    metrics: Arc<ConversationMetrics>,
+    self_metrics: Arc<SelfMetrics>,
+    /// Evictions already counted in the self-metrics.
+    evicted: u64,
+}
+
+impl Conversations {
+    /// A matcher bounded as `cfg` says.
+    pub fn new(
+        cfg: MatcherConfig,
+        metrics: Arc<ConversationMetrics>,
+        self_metrics: Arc<SelfMetrics>,
+    ) -> Self {
+        Conversations {
+            matcher: Matcher::new(cfg),
+            metrics,
+            self_metrics,
+            evicted: 0,
+        }
+    }
+
+    /// Gives each call of a batch (in end order) its conversation.
+    pub fn on_calls(&mut self, calls: &mut [LlmCall]) {
+        let mut latest = None;
+        for c in calls.iter_mut() {
+            if let Some(m) = self.matcher.observe(c)
+                && m.regeneration
+            {
+                self.metrics.regeneration(c.role, &c.provider);
+            }
+            latest = latest.max(Some(c.detail.end_unix_ns));
+        }
+        if let Some(now) = latest {
+            self.on_tick(now);
+        }
+    }
+
+    /// Ends the conversations idle at `now` and publishes what changed.
+    pub fn on_tick(&mut self, now: i64) {
+        for e in self.matcher.expire(now) {
+            self.metrics.ended(&e);
+        }
+        self.metrics.set_active(self.matcher.len());
+        let evicted = self.matcher.evicted;
+        if evicted > self.evicted {
+            self.self_metrics
+                .drop_by(DropReason::ConversationEvicted, evicted - self.evicted);
+            self.evicted = evicted;
+        }
+    }
+}
+
 /// Runs until the tracker says it has stopped (the sampler holds a sender too, so a closed
 /// channel alone never ends it); dropping `out` then ends the fan-out.
 pub fn run(
     input: Receiver<EnrichInput>,
     mut gpu: Option<GpuJoin>,
+    mut conversations: Conversations,
     out: SyncSender<Vec<LlmCall>>,
     metrics: Arc<SelfMetrics>,
 ) {
     while let Ok(msg) = input.recv() {
         match msg {
             EnrichInput::Calls(mut calls) => {
+                conversations.on_calls(&mut calls);
                 if let Some(j) = gpu.as_mut() {
                     calls.iter_mut().for_each(|c| j.annotate(c));
                 }
@@ -51,6 +114,7 @@ pub fn run(
                 }
             }
             EnrichInput::InFlight(s) => {
+                conversations.on_tick(s.taken_at);
                 if let Some(j) = gpu.as_mut() {
                     j.on_snapshot(s);
                 }
@@ -60,7 +124,78 @@ pub fn run(
                     j.on_round(r);
                 }
             }
+            EnrichInput::Tick(now) => conversations.on_tick(now),
             EnrichInput::End => return,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::llm::conversation::ConversationKeys;
+    use prometheus_client::registry::Registry;
+
+    fn call(pid: u32, end_s: i64, history: u64, aborted: bool) -> LlmCall {
+        let mut c: LlmCall = crate::llm::conversation::tests_support::call();
+        c.pid = pid;
+        c.aborted = aborted;
+        c.detail.end_unix_ns = end_s * 1_000_000_000;
+        c.detail.conversation = ConversationKeys {
+            history: vec![(1, history)],
+            ..Default::default()
+        };
+        c
+    }
+
+    #[test]
+    fn conversations_publish_their_metrics_and_count_evictions() {
+        let mut registry = Registry::default();
+        let metrics = Arc::new(ConversationMetrics::new(&mut registry));
+        let self_metrics = Arc::new(SelfMetrics::unregistered());
+        let mut conv = Conversations::new(
+            MatcherConfig {
+                idle_ns: 10_000_000_000,
+                max_total: 4,
+                max_per_process: 2,
+            },
+            metrics,
+            self_metrics.clone(),
+        );
+        // One conversation, regenerated, its last call aborted; three more of one process.
+        let mut calls = vec![call(1, 1, 7, false), call(1, 2, 7, true)];
+        calls.extend((0..3).map(|i| call(2, 3, 100 + i, false)));
+        conv.on_calls(&mut calls);
+        assert_eq!(calls[1].regeneration, Some(true));
+        assert_eq!(
+            self_metrics.dropped_count(DropReason::ConversationEvicted),
+            1
+        );
+        conv.on_tick(100_000_000_000);
+        let text = crate::export::metrics_http::exposition::encode_text(&registry);
+        let line = |name: &str| {
+            text.lines()
+                .find(|l| l.starts_with(name) && l.contains("role=\"client\""))
+                .and_then(|l| l.rsplit(' ').next())
+                .and_then(|v| v.parse::<f64>().ok())
+        };
+        assert_eq!(
+            line("llmprobe_conversations_abandoned_total"),
+            Some(1.0),
+            "{text}"
+        );
+        assert_eq!(
+            line("llmprobe_conversation_regenerations_total"),
+            Some(1.0),
+            "{text}"
+        );
+        // Three conversations ended (one of process 2 was evicted, not observed).
+        assert_eq!(
+            line("llmprobe_conversation_turns_count"),
+            Some(3.0),
+            "{text}"
+        );
+        assert_eq!(line("llmprobe_conversation_turns_sum"), Some(3.0), "{text}");
+        assert!(text.contains("llmprobe_conversations_active 0"), "{text}");
     }
 }

@@ -121,6 +121,9 @@ impl<W: std::io::Write> TrackStage<W> {
                 since: self.tracker.server_in_flight_since(),
                 taken_at: self.clock.unix_ns(monotonic_now_ns()),
             }));
+        } else {
+            // The conversation matcher's clock (a lost tick is made up by the next).
+            let _ = out.try_send(EnrichInput::Tick(self.clock.unix_ns(monotonic_now_ns())));
         }
     }
 }

@@ -193,6 +193,8 @@ pub(super) fn call_to_span(call: &LlmCall, ids: &IdGen) -> Span {
     s("gen_ai.request.model", call.request_model.as_deref());
     s("gen_ai.response.model", call.response_model.as_deref());
     s("gen_ai.response.id", call.request_id.as_deref());
+    s("gen_ai.conversation.id", call.conversation_id.as_deref());
+    s("llmprobe.conversation.source", call.conversation_source);
     s("server.address", call.server_address.as_deref());
     s("error.type", call.error_type.as_deref());
     s("http.request.method", Some(&call.http_method));
@@ -237,6 +239,10 @@ pub(super) fn call_to_span(call: &LlmCall, ids: &IdGen) -> Span {
     );
     push("llmprobe.tpot", call.tpot_s.map(Value::DoubleValue));
     push("llmprobe.aborted", Some(Value::BoolValue(call.aborted)));
+    push(
+        "llmprobe.conversation.turn",
+        call.turn.map(|t| int(u64::from(t))),
+    );
     push("process.pid", Some(int(u64::from(call.pid))));
     push(
         "llmprobe.gpu.utilization_mean",
@@ -694,6 +700,20 @@ pub(super) mod tests {
         let a = attrs(&call_to_span(&plain, &ids));
         assert!(!a.contains_key("llmprobe.reported_cost"), "{a:?}");
         assert!(!a.contains_key("llmprobe.workflow.nodes_dropped"), "{a:?}");
+    }
+
+    #[test]
+    fn conversation_attributes() {
+        let mut c = call();
+        let a = attrs(&call_to_span(&c, &IdGen::new()));
+        assert!(!a.contains_key("gen_ai.conversation.id"));
+        c.conversation_id = Some("0123456789abcdef".into());
+        c.conversation_source = Some("history");
+        c.turn = Some(3);
+        let a = attrs(&call_to_span(&c, &IdGen::new()));
+        assert_eq!(a["gen_ai.conversation.id"], s("0123456789abcdef"));
+        assert_eq!(a["llmprobe.conversation.source"], s("history"));
+        assert_eq!(a["llmprobe.conversation.turn"], Value::IntValue(3));
     }
 
     #[test]
