@@ -720,6 +720,7 @@ mod tests {
                 first_chunk_unix_ns: Some(1_795_809_600_250_000_000),
                 gaps_s: vec![0.125, 0.25, 0.5],
                 parent_span_id: None,
+                ..Default::default()
             },
         }
     }

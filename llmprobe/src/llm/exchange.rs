@@ -149,6 +149,8 @@ pub struct LlmExchange {
     req_end_ts: Option<u64>,
     /// Timings the server reported in its response head, seconds.
     header_timings: ServerTimings,
+    /// Its place in a gateway join (see `super::gateway`).
+    gateway: Option<super::gateway::Link>,
     /// Problems seen, for self-metrics.
     pub issues: ExchangeIssues,
 }
@@ -157,6 +159,11 @@ impl LlmExchange {
     /// The first request byte's time (monotonic ns).
     pub fn start_ts(&self) -> u64 {
         self.start_ts
+    }
+
+    /// Trace id of the request's `traceparent`, if it carried a valid one.
+    pub fn trace_id(&self) -> Option<&str> {
+        self.trace_id.as_deref()
     }
 
     /// A response head has arrived: the call reached its server.
@@ -232,6 +239,7 @@ impl LlmExchange {
             forced_error: None,
             req_end_ts: None,
             header_timings: ServerTimings::default(),
+            gateway: None,
             issues: ExchangeIssues::default(),
         }
     }
@@ -277,6 +285,9 @@ impl LlmExchange {
             self.rejected = true;
         }
         self.dialect.on_request_body(&body, &mut self.obs);
+        if let Some(link) = self.gateway.as_mut() {
+            link.on_request(body.json().and_then(super::gateway::messages_hash));
+        }
         self.obs.prompt_sample = super::json::prompt_sample(&body);
     }
 
@@ -300,7 +311,11 @@ impl LlmExchange {
             .header("x-request-id")
             .or_else(|| head.header("request-id"))
             .or_else(|| head.header("x-dashscope-request-id"))
+            .or_else(|| head.header("x-litellm-call-id"))
             .map(str::to_owned);
+        if let Some(link) = self.gateway.as_mut() {
+            link.on_response_id(self.header_request_id.as_deref());
+        }
         if let Some(enc) = head.header("content-encoding") {
             let cap = if head
                 .header("content-type")
@@ -429,6 +444,11 @@ impl LlmExchange {
                 {
                     self.gaps.push(ts.saturating_sub(prev));
                 }
+                if self.first_output_ts.is_none()
+                    && let Some(link) = self.gateway.as_mut()
+                {
+                    link.on_answer(ts.saturating_sub(self.start_ts));
+                }
                 self.first_output_ts.get_or_insert(ts);
                 self.last_output_ts = Some(ts);
                 if kind == OutputKind::Reasoning {
@@ -444,6 +464,11 @@ impl LlmExchange {
     pub fn on_response_end(&mut self, ts: u64) {
         self.last_ts = ts;
         self.resp_done = true;
+        if let Some(answer) = self.answer_ns()
+            && let Some(link) = self.gateway.as_mut()
+        {
+            link.on_answer(answer);
+        }
         if let Some(mut dec) = self.sse.take() {
             dec.finish(&mut |ev| self.on_stream_event(ev, ts));
             self.sse = Some(dec);
@@ -457,6 +482,29 @@ impl LlmExchange {
                     .on_response_body(&Body::new(&body), &mut self.obs);
             }
         }
+    }
+
+    /// Joins the exchange to a gateway call (server role) or to the gateway calls of its process
+    /// (client role): see `super::gateway`.
+    pub fn set_gateway_link(&mut self, link: super::gateway::Link) {
+        self.gateway = Some(link);
+    }
+
+    /// Time from the first request byte to the answer: the first output event of a stream, the
+    /// end of a whole successful response; None before it.
+    fn answer_ns(&self) -> Option<u64> {
+        let at = match self.first_output_ts {
+            Some(t) => Some(t),
+            None if self.sse.is_none()
+                && !self.is_json_array_stream()
+                && self.resp_done
+                && self.status.is_some_and(|s| s < 400) =>
+            {
+                Some(self.last_ts)
+            }
+            None => None,
+        };
+        at.map(|t| t.saturating_sub(self.start_ts))
     }
 
     /// Marks the call as ended by an llmprobe-side condition (e.g. `idle_timeout`).
@@ -493,6 +541,7 @@ impl LlmExchange {
             end_ts.unwrap_or(self.last_ts).max(self.last_ts)
         };
         let secs = |ns: u64| ns as f64 / 1e9;
+        let answer_ns = self.answer_ns();
         // Once a response head is seen, its content type decides; before that, the request.
         let stream = if self.status.is_some() {
             self.sse.is_some() || self.is_json_array_stream()
@@ -562,6 +611,7 @@ impl LlmExchange {
                 Vec::new()
             },
             parent_span_id: self.parent_span_id.take(),
+            ..Default::default()
         };
         let (p50, p95, max) = gap_stats(&mut gaps);
         let error_type = match self.status {
@@ -649,6 +699,9 @@ impl LlmExchange {
             gateway_request_id: None,
             detail,
         };
+        if let Some(link) = self.gateway.take() {
+            link.fill(&mut call, answer_ns);
+        }
         // Models, ids, paths... are the traffic's own words: bounded before anyone keeps them.
         call.cap_fields();
         call

@@ -147,8 +147,11 @@ pub(super) fn call_to_span(call: &LlmCall, ids: &IdGen) -> Span {
         SpanKind::Client
     };
 
-    // A valid traceparent makes this span a child of the app's span (a remote parent).
-    let trace = call.trace_id.as_deref().and_then(|t| parse_hex_id(t, 16));
+    // A valid traceparent makes this span a child of the app's span (a remote parent); a
+    // gateway's upstream call is a child of the gateway call, in the trace the tracker chose.
+    let own_trace = call.trace_id.as_deref().and_then(|t| parse_hex_id(t, 16));
+    let remote = own_trace.is_some();
+    let trace = own_trace.or_else(|| d.trace_id.as_deref().and_then(|t| parse_hex_id(t, 16)));
     let (trace_id, parent_span_id) = match trace {
         Some(t) => {
             let parent = d
@@ -161,7 +164,7 @@ pub(super) fn call_to_span(call: &LlmCall, ids: &IdGen) -> Span {
         None => (ids.trace_id(), Vec::new()),
     };
     // SpanFlags: bit 0x100 = "is_remote known", 0x200 = parent is remote; 0x01 = sampled.
-    let flags = if parent_span_id.is_empty() {
+    let flags = if parent_span_id.is_empty() || !remote {
         0x101
     } else {
         0x301
@@ -272,7 +275,11 @@ pub(super) fn call_to_span(call: &LlmCall, ids: &IdGen) -> Span {
 
     Span {
         trace_id,
-        span_id: ids.span_id(),
+        span_id: d
+            .span_id
+            .as_deref()
+            .and_then(|s| parse_hex_id(s, 8))
+            .unwrap_or_else(|| ids.span_id()),
         parent_span_id,
         flags,
         name,
@@ -397,6 +404,7 @@ pub(super) mod tests {
                 first_chunk_unix_ns: Some(T0 + 250_000_000),
                 gaps_s: vec![],
                 parent_span_id: Some("00f067aa0ba902b7".into()),
+                ..Default::default()
             },
         }
     }
