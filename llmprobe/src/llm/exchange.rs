@@ -307,11 +307,13 @@ impl LlmExchange {
         // A server may answer before the request body is complete (e.g. 413): parse what we have.
         self.parse_request();
         self.status = Some(head.status);
+        // A LiteLLM proxy names its call in `x-litellm-call-id` and passes its upstream's
+        // `request-id` on: its own id comes first.
         self.header_request_id = head
-            .header("x-request-id")
+            .header("x-litellm-call-id")
+            .or_else(|| head.header("x-request-id"))
             .or_else(|| head.header("request-id"))
             .or_else(|| head.header("x-dashscope-request-id"))
-            .or_else(|| head.header("x-litellm-call-id"))
             .map(str::to_owned);
         if let Some(link) = self.gateway.as_mut() {
             link.on_response_id(self.header_request_id.as_deref());
