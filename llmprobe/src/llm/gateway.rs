@@ -20,13 +20,22 @@
 //!   request's first byte to its answer minus the upstream's: TTFT minus TTFT for streams,
 //!   duration minus duration for whole responses. Null when either call gave no answer.
 //! * Ids: each registered gateway call draws a span id (and a trace id, used when its request
-//!   carried no `traceparent`) when it opens, so the upstream record, usually written first, can
-//!   name its parent span. They are keyed hashes under the agent's id key ([`crate::ids`]) of a
-//!   counter, the pid and the start time: a replay (fixed key) reproduces them. The upstream's `gateway_request_id` is the gateway's response request
-//!   id when the gateway answered (response head) before the upstream record was written (a
-//!   streamed gateway does); otherwise (a non-streamed gateway answers only after its upstream
-//!   ended) it is llmprobe's id for the gateway call, `llmprobe-<span id>`, which the gateway's
-//!   record then takes as its `request_id` if its response carried none.
+//!   carried no `traceparent`; else the upstream joins that trace) when it opens, so the
+//!   upstream record, usually written first, can name its parent span. They are keyed hashes
+//!   under the agent's id key ([`crate::ids`]) of a counter, the pid and the start time: a
+//!   replay (fixed key) reproduces them.
+//! * Request ids. The gateway's `upstream_request_id` is always the chosen upstream's
+//!   `request_id` (the gateway's record is written last): join records on it. The upstream's
+//!   `gateway_request_id` is the gateway's response request id when the gateway's response head
+//!   came before the upstream record was written (a streamed gateway that answers while its
+//!   upstream still streams); otherwise (a non-streamed gateway answers only after its upstream
+//!   ended; a streamed one may buffer) it is llmprobe's id for the gateway call,
+//!   `llmprobe-<span id>`: the gateway span's id, and the gateway record's `request_id` when its
+//!   response carried none (header or body). An upstream's own `traceparent` (a gateway that
+//!   propagates its trace) wins over the gateway span as its parent: it names a span inside the
+//!   gateway, in the same trace.
+//! * Upstream calls are matched within one process only: another process cannot join its calls
+//!   to someone else's gateway.
 //!
 //! Bounds: at most [`MAX_PER_PROCESS`] server exchanges in flight per process and
 //! [`MAX_REGISTERED`] in all; a server exchange past them is not registered (its upstream calls
@@ -525,7 +534,19 @@ mod tests {
     const STOP: &str = "data: {\"id\":\"chatcmpl-9\",\"choices\":[{\"index\":0,\"delta\":{},\"finish_reason\":\"stop\"}]}\n\ndata: [DONE]\n\n";
 
     fn json_response(id_header: &str) -> Vec<u8> {
-        let body = r#"{"id":"chatcmpl-7","object":"chat.completion","model":"m","choices":[{"index":0,"message":{"role":"assistant","content":"hi"},"finish_reason":"stop"}],"usage":{"prompt_tokens":3,"completion_tokens":1,"total_tokens":4}}"#;
+        json_response_with(id_header, r#""id":"chatcmpl-7","#)
+    }
+
+    /// `id_header` (`x-any: 1` when empty); `id_field` is the start of the body's JSON.
+    fn json_response_with(id_header: &str, id_field: &str) -> Vec<u8> {
+        let id_header = if id_header.is_empty() {
+            "x-any: 1"
+        } else {
+            id_header
+        };
+        let body = format!(
+            r#"{{{id_field}"object":"chat.completion","model":"m","choices":[{{"index":0,"message":{{"role":"assistant","content":"hi"}},"finish_reason":"stop"}}],"usage":{{"prompt_tokens":3,"completion_tokens":1,"total_tokens":4}}}}"#
+        );
         format!(
             "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\n{id_header}\r\n\r\n{body}",
             body.len()
@@ -616,6 +637,19 @@ mod tests {
         );
         assert_eq!(gw.request_id.as_deref(), Some("gw-2"));
         assert_eq!(up.detail.parent_span_id.as_deref(), Some(span.as_str()));
+
+        // A gateway whose id is in its body only keeps it.
+        g.inbound(PID, 5, T0 + 300 * MS, &request("again", false));
+        g.outbound(PID, 6, T0 + 310 * MS, &upstream_request("again", false));
+        g.inbound(PID, 6, T0 + 400 * MS, &json_response("x-request-id: up-3"));
+        g.outbound(PID, 5, T0 + 420 * MS, &json_response(""));
+        let calls = g.calls();
+        let (up, gw) = (&calls[0], &calls[1]);
+        assert_eq!(gw.request_id.as_deref(), Some("chatcmpl-7"));
+        assert_eq!(gw.upstream_request_id.as_deref(), Some("up-3"));
+        let span = gw.detail.span_id.clone().expect("span id");
+        assert_eq!(up.gateway_request_id, Some(format!("llmprobe-{span}")));
+        approx(gw.gateway_overhead_s, 0.030);
     }
 
     #[test]
@@ -805,7 +839,8 @@ mod tests {
         g.inbound(PID, 5, T0, &request_with("hello", false, &tp));
         g.outbound(PID, 6, T0 + 20 * MS, &upstream_request("hello", false));
         g.inbound(PID, 6, T0 + 220 * MS, &json_response("x-request-id: up-2"));
-        g.outbound(PID, 5, T0 + 250 * MS, &json_response(""));
+        // No id in the gateway's response, neither header nor body.
+        g.outbound(PID, 5, T0 + 250 * MS, &json_response_with("", ""));
         let calls = g.calls();
         let (up, gw) = (&calls[0], &calls[1]);
         assert_eq!(gw.trace_id.as_deref(), Some(trace));
@@ -815,13 +850,10 @@ mod tests {
         );
         assert_eq!(up.detail.trace_id.as_deref(), Some(trace));
         assert_eq!(up.detail.parent_span_id, gw.detail.span_id);
-        // No id in the gateway's response: llmprobe's, the same on both records.
+        // llmprobe's id for the gateway call, the same on both records.
+        let span = gw.detail.span_id.clone().expect("span id");
+        assert_eq!(gw.request_id, Some(format!("llmprobe-{span}")));
         assert_eq!(up.gateway_request_id, gw.request_id);
-        assert!(
-            gw.request_id
-                .as_deref()
-                .is_some_and(|r| r.starts_with("llmprobe-"))
-        );
     }
 
     #[test]
