@@ -586,4 +586,34 @@ pub(super) mod tests {
         assert_eq!(span.trace_id[0], 0x4b);
         assert!(span.parent_span_id.is_empty());
     }
+
+    #[test]
+    fn a_gateway_pair_shares_the_trace_the_tracker_chose() {
+        let ids = IdGen::new();
+        let mut gw = call();
+        gw.trace_id = None;
+        gw.detail.parent_span_id = None;
+        gw.detail.span_id = Some("1122334455667788".into());
+        gw.detail.trace_id = Some("aabbccddeeff00112233445566778899".into());
+        let g = call_to_span(&gw, &ids);
+        assert_eq!(
+            g.span_id,
+            parse_hex_id("1122334455667788", 8).unwrap_or_default()
+        );
+        assert_eq!(g.trace_id[0], 0xaa);
+        assert!(g.parent_span_id.is_empty());
+        let mut up = call();
+        up.trace_id = None;
+        up.detail.parent_span_id = gw.detail.span_id.clone();
+        up.detail.trace_id = gw.detail.trace_id.clone();
+        let u = call_to_span(&up, &ids);
+        assert_eq!(u.trace_id, g.trace_id);
+        assert_eq!(u.parent_span_id, g.span_id);
+        assert_ne!(u.span_id, g.span_id);
+        // A local parent, not a remote one.
+        assert_eq!(u.flags, 0x101);
+        // A record's own traceparent wins over the tracker's trace.
+        up.trace_id = Some("4bf92f3577b34da6a3ce929d0e0e4736".into());
+        assert_eq!(call_to_span(&up, &ids).trace_id[0], 0x4b);
+    }
 }
