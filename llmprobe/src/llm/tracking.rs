@@ -1,7 +1,9 @@
 //! The LLM layer's side of the tracker's contract ([`crate::conntrack::policy`]): which requests
 //! are LLM calls ([`super::detect`] by path and headers, [`super::detect_candidate`] for JSON
 //! POSTs whose body decides), what the tracker's mute feedback counts as a request that matched
-//! nothing, and how an [`LlmExchange`] becomes an [`LlmCall`].
+//! nothing, and how an [`LlmExchange`] becomes an [`LlmCall`]. Each exchange it opens is also
+//! placed in the gateway join ([`super::gateway`]): a server-role one registers, a client-role
+//! one of a process serving calls looks for the call it serves.
 //!
 //! The tracker is generic over [`LlmPolicy`]; [`tracker`] builds the one the agent runs.
 
