@@ -6,12 +6,16 @@
 //! * A server-role exchange registers in the [`GatewayIndex`] when it opens and leaves it when
 //!   its record is written or it is dropped (its [`Link`] is dropped with it).
 //! * A client-role exchange in a process with server exchanges in flight asks, when its request
-//!   is complete, which one it serves ([`GatewayIndex::pick`]): the one whose request carried the
-//!   same messages (a hash of the roles and content texts, [`messages_hash`]: a gateway rewrites
-//!   the JSON around them, rarely the messages), else the latest started one that has no upstream
-//!   yet, else the latest started. With one call in flight the answer is always right; with
-//!   concurrent calls whose messages the gateway changed (a prompt template, a guardrail), the
-//!   fallback can pair the wrong ones.
+//!   is complete, which one it serves ([`GatewayIndex::pick`]), in this order: the earliest
+//!   started one whose request carried the same messages (a hash of the roles and content texts,
+//!   [`messages_hash`]: a gateway rewrites the JSON around them, rarely the messages) and has no
+//!   upstream yet; the latest started one with the same messages (a retry); the earliest started
+//!   one with no upstream yet (a gateway forwards in arrival order); the latest started. With
+//!   one call in flight the answer is always right. Failure modes: concurrent calls whose
+//!   messages the gateway changed (a prompt template, a guardrail) and that it forwards out of
+//!   arrival order are paired crosswise; identical concurrent requests forwarded out of order
+//!   too (nothing on the wire tells them apart); a process that serves a call while making an
+//!   unrelated LLM call (a background job) has that call taken as the upstream.
 //! * Several upstream calls for one gateway call (retries, fallbacks, fan-out): each is a child of
 //!   the gateway call and carries its request id; the gateway's figures come from the upstream
 //!   whose answer came first (a failed attempt has none; then the first upstream joined).
@@ -191,16 +195,19 @@ impl GatewayIndex {
     fn pick(&mut self, pid: u32, messages: Option<u64>) -> Option<(u64, u32)> {
         let ids = self.per_pid.get(&pid)?;
         let entries = &self.entries;
-        let latest = |f: &dyn Fn(&Entry) -> bool| {
+        let candidates = |f: &dyn Fn(&Entry) -> bool| {
             ids.iter()
                 .filter_map(|id| entries.get(id).map(|e| (*id, e)))
                 .filter(|(_, e)| f(e))
-                .max_by_key(|(_, e)| e.start_ts)
-                .map(|(id, _)| id)
+                .map(|(id, e)| (e.start_ts, id))
+                .collect::<Vec<_>>()
         };
-        let id = messages
-            .and_then(|m| latest(&|e| e.messages == Some(m)))
-            .or_else(|| latest(&|e| e.upstreams == 0))
+        let earliest = |f: &dyn Fn(&Entry) -> bool| candidates(f).into_iter().min();
+        let latest = |f: &dyn Fn(&Entry) -> bool| candidates(f).into_iter().max();
+        let same = |e: &Entry| messages.is_some() && e.messages == messages;
+        let (_, id) = earliest(&|e| same(e) && e.upstreams == 0)
+            .or_else(|| latest(&same))
+            .or_else(|| earliest(&|e| e.upstreams == 0))
             .or_else(|| latest(&|_| true))?;
         let e = self.entries.get_mut(&id)?;
         e.upstreams += 1;
@@ -697,11 +704,11 @@ mod tests {
     }
 
     #[test]
-    fn without_a_matching_message_the_latest_call_without_upstream_is_picked() {
+    fn without_a_matching_message_the_earliest_call_without_upstream_is_picked() {
         let mut g = Gw::new();
         g.inbound(PID, 5, T0, &request("alpha", false));
         g.inbound(PID, 7, T0 + MS, &request("beta", false));
-        // A prompt template changed both: the latest-started (beta), then the other (alpha).
+        // A prompt template changed both: arrival order, alpha then beta.
         g.outbound(PID, 6, T0 + 5 * MS, &upstream_request("templated 1", false));
         g.outbound(PID, 8, T0 + 6 * MS, &upstream_request("templated 2", false));
         g.inbound(PID, 6, T0 + 100 * MS, &json_response("x-request-id: up-1"));
@@ -725,8 +732,45 @@ mod tests {
                 .find(|c| c.request_id.as_deref() == Some(id))
                 .and_then(|c| c.upstream_request_id.clone())
         };
-        assert_eq!(up_of("gw-beta").as_deref(), Some("up-1"));
-        assert_eq!(up_of("gw-alpha").as_deref(), Some("up-2"));
+        assert_eq!(up_of("gw-alpha").as_deref(), Some("up-1"));
+        assert_eq!(up_of("gw-beta").as_deref(), Some("up-2"));
+    }
+
+    #[test]
+    fn identical_concurrent_requests_pair_in_arrival_order() {
+        let mut g = Gw::new();
+        // A load test: the same prompt three times at once.
+        for (i, fd) in [5, 7, 9].into_iter().enumerate() {
+            g.inbound(PID, fd, T0 + i as u64 * MS, &request("same", false));
+        }
+        for (i, fd) in [6, 8, 10].into_iter().enumerate() {
+            g.outbound(
+                PID,
+                fd,
+                T0 + (10 + i as u64) * MS,
+                &upstream_request("same", false),
+            );
+        }
+        for (i, fd) in [6, 8, 10].into_iter().enumerate() {
+            let id = format!("x-request-id: up-{i}");
+            g.inbound(PID, fd, T0 + (100 + i as u64) * MS, &json_response(&id));
+        }
+        for (i, fd) in [5, 7, 9].into_iter().enumerate() {
+            let id = format!("x-litellm-call-id: gw-{i}");
+            g.outbound(PID, fd, T0 + (200 + i as u64) * MS, &json_response(&id));
+        }
+        let calls = g.calls();
+        for i in 0..3 {
+            let gw = calls
+                .iter()
+                .find(|c| c.request_id.as_deref() == Some(format!("gw-{i}").as_str()))
+                .expect("gateway record");
+            assert_eq!(
+                gw.upstream_request_id,
+                Some(format!("up-{i}")),
+                "{calls:#?}"
+            );
+        }
     }
 
     #[test]
