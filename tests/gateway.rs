@@ -292,6 +292,52 @@ fn litellm_gateway_and_its_upstream_call_are_joined() {
             assert!(got == gw_id || got == llmprobe_id, "{ctx}\n{gs}\n{us}");
         }
     }
+    // Three identical streams at once: each gateway call is joined to its own upstream call
+    // (which pairing is right cannot be told from the wire for identical requests; a one to
+    // one join is what must hold).
+    let mut cmd = Command::new(python());
+    cmd.arg(assets().join("clients").join("openai_client.py"))
+        .arg("--base-url")
+        .arg(format!("http://127.0.0.1:{}/v1", lite.port))
+        .args([
+            "--model",
+            "gw-model",
+            "--concurrent",
+            "3",
+            "--include-usage",
+        ]);
+    let run = run_client(cmd);
+    let recs = agent.wait_records("three concurrent gateway calls", WAIT, |r| {
+        of(r, lite.pid(), "server").len() == 5
+            && of(r, lite.pid(), "client").len() == 5
+            && of(r, run.pid, "client").len() == 3
+    });
+    let gws: Vec<Value> = of(&recs, lite.pid(), "server")[2..].to_vec();
+    let ups: Vec<Value> = of(&recs, lite.pid(), "client")[2..].to_vec();
+    let mut joined: Vec<&str> = gws.iter().map(|g| s(g, "upstream_request_id")).collect();
+    let mut up_ids: Vec<&str> = ups.iter().map(|u| s(u, "request_id")).collect();
+    joined.sort_unstable();
+    up_ids.sort_unstable();
+    assert_eq!(joined, up_ids, "one upstream each:\n{}", dump(&recs));
+    for g in &gws {
+        assert!(f(g, "gateway_overhead_s") >= 0.0, "{g}");
+        let gid = s(g, "request_id");
+        // The app's record of the same call carries the gateway's id.
+        assert!(
+            of(&recs, run.pid, "client")
+                .iter()
+                .any(|a| a["request_id"] == gid),
+            "{g}"
+        );
+    }
+    for u in &ups {
+        let gid = s(u, "gateway_request_id");
+        assert!(
+            gws.iter().any(|g| g["request_id"] == gid) || gid.starts_with("llmprobe-"),
+            "{u}"
+        );
+    }
+
     // Nothing was refused.
     let refused = agent
         .metric(
