@@ -81,6 +81,9 @@ label_values! {
         DiscoveryTooLarge => "discovery_too_large",
         DiscoveryTooManySymbols => "discovery_too_many_symbols",
         EvictedUnansweredRequest => "evicted_unanswered_request",
+        /// A server-role LLM call not registered for the gateway join (per-process or total
+        /// bound of `llm::gateway`): upstream calls it makes are not joined to it.
+        GatewayJoinRefused => "gateway_join_refused",
         IdleConnection => "idle_connection",
         /// A connection whose first captured bytes were the middle of a message (probes attached
         /// while it was busy): skipped up to the next message start, that call not recorded.

@@ -299,8 +299,50 @@ fn test_venv() -> anyhow::Result<PathBuf> {
     Ok(python)
 }
 
+/// The LiteLLM proxy of the gateway test (tests/gateway.rs), in a venv of its own (its pins
+/// conflict with the SDKs'): `tests/assets/requirements-litellm.txt`. Returns its `litellm`.
+fn litellm_venv() -> anyhow::Result<PathBuf> {
+    let venv = root().join("target").join("litellm-venv");
+    let python = venv.join("bin").join("python");
+    let litellm = venv.join("bin").join("litellm");
+    let requirements = root()
+        .join("tests")
+        .join("assets")
+        .join("requirements-litellm.txt");
+    let check = "import litellm.proxy.proxy_server; from importlib.metadata import version; print(version('litellm'))";
+    if litellm.exists()
+        && let Some(v) = output_ok(Command::new(&python).args(["-c", check]))
+    {
+        step(&format!("LiteLLM venv: litellm {} present", v.trim()));
+        return Ok(litellm);
+    }
+    if !python.exists() {
+        step("creating the LiteLLM venv");
+        run_cmd(
+            Command::new("python3").args(["-m", "venv"]).arg(&venv),
+            "python3 -m venv",
+        )?;
+    }
+    step("installing the LiteLLM proxy from PyPI (tests/assets/requirements-litellm.txt)");
+    run_cmd(
+        Command::new(&python)
+            .args([
+                "-m",
+                "pip",
+                "install",
+                "-q",
+                "--disable-pip-version-check",
+                "-r",
+            ])
+            .arg(&requirements),
+        "pip install -r tests/assets/requirements-litellm.txt",
+    )?;
+    Ok(litellm)
+}
+
 fn test(args: &[String]) -> anyhow::Result<()> {
     let python = test_venv()?;
+    let litellm = litellm_venv()?;
     for tool in ["curl", "node", "openssl"] {
         if !have(tool) {
             bail!("{tool} is required by the end-to-end tests and is not installed");
@@ -321,7 +363,8 @@ fn test(args: &[String]) -> anyhow::Result<()> {
             ])
             .args(args)
             .env("LLMPROBE_BIN", agent_binary())
-            .env("LLMPROBE_TEST_PYTHON", &python),
+            .env("LLMPROBE_TEST_PYTHON", &python)
+            .env("LLMPROBE_TEST_LITELLM", &litellm),
         "cargo test",
     )?;
     step("replay benchmark, short run (the full one: see BENCHMARKS.md)");

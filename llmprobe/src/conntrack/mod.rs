@@ -171,6 +171,7 @@ impl<P: ExchangePolicy> Shared<P> {
     fn dispatch(
         &self,
         session: &mut HttpSession<P::Exchange>,
+        pid: u32,
         dir: Direction,
         events: &mut Vec<HttpEvent>,
         ts: u64,
@@ -178,6 +179,7 @@ impl<P: ExchangePolicy> Shared<P> {
     ) {
         session.on_events(
             &self.policy,
+            pid,
             dir,
             events,
             ts,
@@ -249,6 +251,7 @@ impl<X: TrackedExchange> Connection<X> {
             t.first_request_ns.get_or_insert(ts);
         }
         let role = self.session.role();
+        let pid = self.info.pid;
         let info = &self.info;
         let mut done = |ex: X| sh.emit(out, ex, info, role, Ending::Complete);
         // Bytes the kernel could not send: the other direction's unfinished call, then this one's.
@@ -258,7 +261,7 @@ impl<X: TrackedExchange> Connection<X> {
         if other_missing > 0 {
             sh.metrics.drop_for(DropReason::CaptureGap);
             result = self.session.feed_gap(other, other_missing, events);
-            sh.dispatch(&mut self.session, other, events, ts, &mut done);
+            sh.dispatch(&mut self.session, pid, other, events, ts, &mut done);
         }
         let gap = if accounted {
             0
@@ -275,7 +278,7 @@ impl<X: TrackedExchange> Connection<X> {
                 result = self.session.feed(dir, data, ts, events);
             }
         }
-        sh.dispatch(&mut self.session, dir, events, ts, &mut done);
+        sh.dispatch(&mut self.session, pid, dir, events, ts, &mut done);
         let s = &self.session;
         let nothing_followed = !s.matched() && !s.has_pending();
         match result {
@@ -311,6 +314,7 @@ impl<X: TrackedExchange> Connection<X> {
         };
         let cut_short = matches!(reason, EndReason::ParseFailure | EndReason::Evicted);
         let role = self.session.role();
+        let pid = self.info.pid;
         if !cut_short && let Some(req_dir) = self.session.request_dir() {
             let info = &self.info;
             let mut done = |ex: X| sh.emit(out, ex, info, role, Ending::Complete);
@@ -320,7 +324,7 @@ impl<X: TrackedExchange> Connection<X> {
                 if missing > 0 {
                     sh.metrics.drop_for(DropReason::CaptureGap);
                     if self.session.feed_gap(dir, missing, events).is_ok() {
-                        sh.dispatch(&mut self.session, dir, events, end_ts, &mut done);
+                        sh.dispatch(&mut self.session, pid, dir, events, end_ts, &mut done);
                     }
                     events.clear();
                 }
@@ -329,6 +333,7 @@ impl<X: TrackedExchange> Connection<X> {
             self.session.finish_response(events);
             sh.dispatch(
                 &mut self.session,
+                pid,
                 req_dir.opposite(),
                 events,
                 end_ts,

@@ -143,8 +143,15 @@ pub trait ExchangePolicy {
     /// One followed request and its response.
     type Exchange: TrackedExchange<Record = Self::Record>;
 
-    /// A request head whose first byte arrived at `start_ts` (monotonic ns).
-    fn open(&self, head: &RequestHead, start_ts: u64) -> Opened<Self::Exchange>;
+    /// A request head whose first byte arrived at `start_ts` (monotonic ns), on a connection of
+    /// process `pid` whose end is `role`.
+    fn open(
+        &self,
+        head: &RequestHead,
+        start_ts: u64,
+        pid: u32,
+        role: Role,
+    ) -> Opened<Self::Exchange>;
 }
 
 /// One followed request and its response, fed in order as the parsers frame them. Times are

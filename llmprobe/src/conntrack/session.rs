@@ -128,6 +128,7 @@ impl<X: TrackedExchange> HttpSession<X> {
     pub(super) fn on_events<P, F>(
         &mut self,
         policy: &P,
+        pid: u32,
         dir: Direction,
         events: &mut Vec<HttpEvent>,
         ts: u64,
@@ -140,7 +141,7 @@ impl<X: TrackedExchange> HttpSession<X> {
     {
         if self.request_dir == Some(dir) {
             for ev in events.drain(..) {
-                self.on_request_event(policy, ev, ts, max_pending, metrics);
+                self.on_request_event(policy, pid, ev, ts, max_pending, metrics);
             }
         } else {
             for ev in events.drain(..) {
@@ -152,6 +153,7 @@ impl<X: TrackedExchange> HttpSession<X> {
     fn on_request_event<P: ExchangePolicy<Exchange = X>>(
         &mut self,
         policy: &P,
+        pid: u32,
         ev: HttpEvent,
         ts: u64,
         max_pending: usize,
@@ -162,7 +164,7 @@ impl<X: TrackedExchange> HttpSession<X> {
                 self.resp
                     .expect_response(h.method == "HEAD" || h.method == "CONNECT");
                 let start = self.req_msg_start.take().unwrap_or(ts);
-                let exchange = match policy.open(&h, start) {
+                let exchange = match policy.open(&h, start, pid, self.role()) {
                     Opened::Match(ex) => {
                         self.matched = true;
                         self.unmatched_streak = 0;

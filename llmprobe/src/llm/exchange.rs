@@ -151,6 +151,8 @@ pub struct LlmExchange {
     req_end_ts: Option<u64>,
     /// Timings the server reported in its response head, seconds.
     header_timings: ServerTimings,
+    /// Its place in a gateway join (see `super::gateway`).
+    gateway: Option<super::gateway::Link>,
     /// Problems seen, for self-metrics.
     pub issues: ExchangeIssues,
     /// Conversation ids and history hashes (see `llm::conversation`).
@@ -161,6 +163,11 @@ impl LlmExchange {
     /// The first request byte's time (monotonic ns).
     pub fn start_ts(&self) -> u64 {
         self.start_ts
+    }
+
+    /// Trace id of the request's `traceparent`, if it carried a valid one.
+    pub fn trace_id(&self) -> Option<&str> {
+        self.trace_id.as_deref()
     }
 
     /// A response head has arrived: the call reached its server.
@@ -239,6 +246,7 @@ impl LlmExchange {
             forced_error: None,
             req_end_ts: None,
             header_timings: ServerTimings::default(),
+            gateway: None,
             issues: ExchangeIssues::default(),
             conv: super::conversation::ConversationKeys {
                 header: super::conversation::header_id(head),
@@ -288,6 +296,9 @@ impl LlmExchange {
             self.rejected = true;
         }
         self.dialect.on_request_body(&body, &mut self.obs);
+        if let Some(link) = self.gateway.as_mut() {
+            link.on_request(body.json().and_then(super::gateway::messages_hash));
+        }
         // A dialect whose prompt sits under keys of its own (Dify's `query`) samples it itself.
         if self.obs.prompt_sample.is_empty() {
             self.obs.prompt_sample = super::json::prompt_sample(&body);
@@ -315,11 +326,17 @@ impl LlmExchange {
         // A server may answer before the request body is complete (e.g. 413): parse what we have.
         self.parse_request();
         self.status = Some(head.status);
+        // A LiteLLM proxy names its call in `x-litellm-call-id` and passes its upstream's
+        // `request-id` on: its own id comes first.
         self.header_request_id = head
-            .header("x-request-id")
+            .header("x-litellm-call-id")
+            .or_else(|| head.header("x-request-id"))
             .or_else(|| head.header("request-id"))
             .or_else(|| head.header("x-dashscope-request-id"))
             .map(str::to_owned);
+        if let Some(link) = self.gateway.as_mut() {
+            link.on_response_id(self.header_request_id.as_deref());
+        }
         if let Some(enc) = head.header("content-encoding") {
             let cap = if head
                 .header("content-type")
@@ -449,6 +466,11 @@ impl LlmExchange {
                 {
                     self.gaps.push(ts.saturating_sub(prev));
                 }
+                if self.first_output_ts.is_none()
+                    && let Some(link) = self.gateway.as_mut()
+                {
+                    link.on_answer(ts.saturating_sub(self.start_ts));
+                }
                 self.first_output_ts.get_or_insert(ts);
                 self.last_output_ts = Some(ts);
                 if kind == OutputKind::Reasoning {
@@ -464,6 +486,11 @@ impl LlmExchange {
     pub fn on_response_end(&mut self, ts: u64) {
         self.last_ts = ts;
         self.resp_done = true;
+        if let Some(answer) = self.answer_ns()
+            && let Some(link) = self.gateway.as_mut()
+        {
+            link.on_answer(answer);
+        }
         if let Some(mut dec) = self.sse.take() {
             dec.finish(&mut |ev| self.on_stream_event(ev, ts));
             self.sse = Some(dec);
@@ -477,6 +504,29 @@ impl LlmExchange {
                     .on_response_body(&Body::new(&body), &mut self.obs);
             }
         }
+    }
+
+    /// Joins the exchange to a gateway call (server role) or to the gateway calls of its process
+    /// (client role): see `super::gateway`.
+    pub fn set_gateway_link(&mut self, link: super::gateway::Link) {
+        self.gateway = Some(link);
+    }
+
+    /// Time from the first request byte to the answer: the first output event of a stream, the
+    /// end of a whole successful response; None before it.
+    fn answer_ns(&self) -> Option<u64> {
+        let at = match self.first_output_ts {
+            Some(t) => Some(t),
+            None if self.sse.is_none()
+                && !self.is_json_array_stream()
+                && self.resp_done
+                && self.status.is_some_and(|s| s < 400) =>
+            {
+                Some(self.last_ts)
+            }
+            None => None,
+        };
+        at.map(|t| t.saturating_sub(self.start_ts))
     }
 
     /// Marks the call as ended by an llmprobe-side condition (e.g. `idle_timeout`).
@@ -513,6 +563,7 @@ impl LlmExchange {
             end_ts.unwrap_or(self.last_ts).max(self.last_ts)
         };
         let secs = |ns: u64| ns as f64 / 1e9;
+        let answer_ns = self.answer_ns();
         // Once a response head is seen, its content type decides; before that, the request.
         let stream = if self.status.is_some() {
             self.sse.is_some() || self.is_json_array_stream()
@@ -620,6 +671,7 @@ impl LlmExchange {
                 .collect(),
             workflow_nodes_dropped: self.obs.workflow_nodes.dropped,
             conversation,
+            ..Default::default()
         };
         let (p50, p95, max) = gap_stats(&mut gaps);
         let error_type = match self.status {
@@ -707,6 +759,9 @@ impl LlmExchange {
             gateway_request_id: None,
             detail,
         };
+        if let Some(link) = self.gateway.take() {
+            link.fill(&mut call, answer_ns);
+        }
         // Models, ids, paths... are the traffic's own words: bounded before anyone keeps them.
         call.cap_fields();
         call

@@ -20,6 +20,7 @@ pub mod conversation;
 pub mod dashscope;
 pub mod dify;
 pub mod exchange;
+pub mod gateway;
 pub mod gemini;
 pub mod json;
 pub mod ollama;
@@ -254,7 +255,8 @@ pub struct CallDetail {
     pub first_chunk_unix_ns: Option<i64>,
     /// Gaps between consecutive output events, seconds, in arrival order (bounded).
     pub gaps_s: Vec<f64>,
-    /// Parent span id of a W3C `traceparent` request header (16 hex digits).
+    /// Parent span id of a W3C `traceparent` request header (16 hex digits), or of the gateway
+    /// call an upstream call served (`gateway`).
     pub parent_span_id: Option<String>,
     /// Workflow nodes the server reported (Dify), with Unix-ns times: child spans of the call.
     pub workflow_nodes: Vec<WorkflowNode>,
@@ -263,6 +265,12 @@ pub struct CallDetail {
     /// What the request carried about its conversation (keyed hashes only), for the enrich
     /// stage's matcher, which takes it.
     pub conversation: conversation::ConversationKeys,
+    /// The span's own id (16 hex digits) when the tracker fixed it: a gateway call whose
+    /// upstream calls name it as their parent. Else the exporter draws one.
+    pub span_id: Option<String>,
+    /// The span's trace (32 hex digits) when the record has no `trace_id` of its own: a gateway
+    /// call and its upstream calls share one.
+    pub trace_id: Option<String>,
 }
 
 /// Usage and outcome a dialect extracts from responses.

@@ -1,11 +1,13 @@
 //! The LLM layer's side of the tracker's contract ([`crate::conntrack::policy`]): which requests
 //! are LLM calls ([`super::detect`] by path and headers, [`super::detect_candidate`] for JSON
 //! POSTs whose body decides), what the tracker's mute feedback counts as a request that matched
-//! nothing, and how an [`LlmExchange`] becomes an [`LlmCall`].
+//! nothing, and how an [`LlmExchange`] becomes an [`LlmCall`]. Each exchange it opens is also
+//! placed in the gateway join ([`super::gateway`]): a server-role one registers, a client-role
+//! one of a process serving calls looks for the call it serves.
 //!
 //! The tracker is generic over [`LlmPolicy`]; [`tracker`] builds the one the agent runs.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use crate::clock::Clock;
 use crate::conntrack::policy::{ConnInfo, Ending, ExchangePolicy, Opened, Role, TrackedExchange};
@@ -15,17 +17,66 @@ use crate::telemetry::{DropReason, Protocol, SelfMetrics};
 
 use super::LlmCall;
 use super::exchange::{ExchangeContext, ExchangeLimits, LlmExchange};
+use super::gateway::{GatewayIndex, Link, SharedIndex};
 
-/// Follows the requests that a provider dialect recognises.
-#[derive(Debug, Clone, Copy, Default)]
+/// Follows the requests that a provider dialect recognises, and joins a gateway's calls (see
+/// [`super::gateway`]).
+#[derive(Clone, Default)]
 pub struct LlmPolicy {
     limits: ExchangeLimits,
+    gateways: SharedIndex,
+    /// Where refused gateway registrations are counted (none in fuzzing).
+    metrics: Option<Arc<SelfMetrics>>,
 }
 
 impl LlmPolicy {
     /// A policy whose exchanges keep to `limits`.
     pub fn new(limits: ExchangeLimits) -> Self {
-        LlmPolicy { limits }
+        LlmPolicy {
+            limits,
+            gateways: SharedIndex::default(),
+            metrics: None,
+        }
+    }
+
+    /// A policy whose gateway joins draw their span and trace ids from `seed` (tests, replays).
+    pub fn with_id_seed(limits: ExchangeLimits, seed: u64) -> Self {
+        LlmPolicy {
+            limits,
+            gateways: Arc::new(Mutex::new(GatewayIndex::with_seed(seed))),
+            metrics: None,
+        }
+    }
+
+    /// Counts refused gateway registrations in `metrics`.
+    pub fn counting(mut self, metrics: Arc<SelfMetrics>) -> Self {
+        self.metrics = Some(metrics);
+        self
+    }
+
+    /// The gateway index (tests).
+    pub fn gateways(&self) -> &SharedIndex {
+        &self.gateways
+    }
+
+    /// Joins a new exchange of `pid` to the gateway calls of its process (see
+    /// [`super::gateway`]).
+    fn link(&self, ex: &mut LlmExchange, pid: u32, role: Role) {
+        let link = match role {
+            Role::Server => {
+                let link = Link::gateway(&self.gateways, pid, ex.start_ts(), ex.trace_id());
+                if link.is_none()
+                    && let Some(m) = &self.metrics
+                {
+                    m.drop_for(DropReason::GatewayJoinRefused);
+                }
+                link
+            }
+            Role::Client => Link::upstream(&self.gateways, pid),
+        };
+        if let Some(link) = link {
+            ex.set_gateway_link(link);
+        }
     }
 }
 
@@ -34,25 +85,29 @@ pub type LlmTracker = ConnTracker<LlmPolicy>;
 
 /// The agent's tracker: LLM calls, default exchange limits.
 pub fn tracker(cfg: TrackerConfig, clock: Clock, metrics: Arc<SelfMetrics>) -> LlmTracker {
-    ConnTracker::new(cfg, LlmPolicy::default(), clock, metrics)
+    let policy = LlmPolicy::default().counting(metrics.clone());
+    ConnTracker::new(cfg, policy, clock, metrics)
 }
 
 impl ExchangePolicy for LlmPolicy {
     type Record = LlmCall;
     type Exchange = LlmExchange;
 
-    fn open(&self, head: &RequestHead, start_ts: u64) -> Opened<LlmExchange> {
+    fn open(&self, head: &RequestHead, start_ts: u64, pid: u32, role: Role) -> Opened<LlmExchange> {
         if let Some(d) = super::detect(head) {
             // The first LLM call: the token estimator's vocabulary starts loading beside the
             // pipeline, ready by the time a call without usage ends.
             super::tokens::prewarm();
-            return Opened::Match(LlmExchange::new(head, d, start_ts, self.limits));
+            let mut ex = LlmExchange::new(head, d, start_ts, self.limits);
+            self.link(&mut ex, pid, role);
+            return Opened::Match(ex);
         }
         // Unknown path: the request body decides.
         match super::detect_candidate(head) {
             Some(d) => {
                 let mut ex = LlmExchange::new(head, d, start_ts, self.limits);
                 ex.set_candidate();
+                self.link(&mut ex, pid, role);
                 Opened::Candidate(ex)
             }
             None => Opened::Ignore,

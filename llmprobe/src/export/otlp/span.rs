@@ -147,8 +147,11 @@ pub(super) fn call_to_span(call: &LlmCall, ids: &IdGen) -> Span {
         SpanKind::Client
     };
 
-    // A valid traceparent makes this span a child of the app's span (a remote parent).
-    let trace = call.trace_id.as_deref().and_then(|t| parse_hex_id(t, 16));
+    // A valid traceparent makes this span a child of the app's span (a remote parent); a
+    // gateway's upstream call is a child of the gateway call, in the trace the tracker chose.
+    let own_trace = call.trace_id.as_deref().and_then(|t| parse_hex_id(t, 16));
+    let remote = own_trace.is_some();
+    let trace = own_trace.or_else(|| d.trace_id.as_deref().and_then(|t| parse_hex_id(t, 16)));
     let (trace_id, parent_span_id) = match trace {
         Some(t) => {
             let parent = d
@@ -161,7 +164,7 @@ pub(super) fn call_to_span(call: &LlmCall, ids: &IdGen) -> Span {
         None => (ids.trace_id(), Vec::new()),
     };
     // SpanFlags: bit 0x100 = "is_remote known", 0x200 = parent is remote; 0x01 = sampled.
-    let flags = if parent_span_id.is_empty() {
+    let flags = if parent_span_id.is_empty() || !remote {
         0x101
     } else {
         0x301
@@ -294,7 +297,11 @@ pub(super) fn call_to_span(call: &LlmCall, ids: &IdGen) -> Span {
 
     Span {
         trace_id,
-        span_id: ids.span_id(),
+        span_id: d
+            .span_id
+            .as_deref()
+            .and_then(|s| parse_hex_id(s, 8))
+            .unwrap_or_else(|| ids.span_id()),
         parent_span_id,
         flags,
         name,
@@ -729,5 +736,35 @@ pub(super) mod tests {
         let span = call_to_span(&c, &ids);
         assert_eq!(span.trace_id[0], 0x4b);
         assert!(span.parent_span_id.is_empty());
+    }
+
+    #[test]
+    fn a_gateway_pair_shares_the_trace_the_tracker_chose() {
+        let ids = IdGen::new();
+        let mut gw = call();
+        gw.trace_id = None;
+        gw.detail.parent_span_id = None;
+        gw.detail.span_id = Some("1122334455667788".into());
+        gw.detail.trace_id = Some("aabbccddeeff00112233445566778899".into());
+        let g = call_to_span(&gw, &ids);
+        assert_eq!(
+            g.span_id,
+            parse_hex_id("1122334455667788", 8).unwrap_or_default()
+        );
+        assert_eq!(g.trace_id[0], 0xaa);
+        assert!(g.parent_span_id.is_empty());
+        let mut up = call();
+        up.trace_id = None;
+        up.detail.parent_span_id = gw.detail.span_id.clone();
+        up.detail.trace_id = gw.detail.trace_id.clone();
+        let u = call_to_span(&up, &ids);
+        assert_eq!(u.trace_id, g.trace_id);
+        assert_eq!(u.parent_span_id, g.span_id);
+        assert_ne!(u.span_id, g.span_id);
+        // A local parent, not a remote one.
+        assert_eq!(u.flags, 0x101);
+        // A record's own traceparent wins over the tracker's trace.
+        up.trace_id = Some("4bf92f3577b34da6a3ce929d0e0e4736".into());
+        assert_eq!(call_to_span(&up, &ids).trace_id[0], 0x4b);
     }
 }
