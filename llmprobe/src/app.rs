@@ -68,6 +68,8 @@ pub struct RunOptions {
     pub nvml_lib: Option<PathBuf>,
     /// Payload bytes the reader may queue for the tracker (its share of `--memory-limit`).
     pub queue_budget: usize,
+    /// The price table (built in, extended or replaced by `--prices`).
+    pub prices: Arc<crate::llm::pricing::PriceTable>,
 }
 
 /// Records batches waiting for the enrich stage and for the fan-out.
@@ -134,8 +136,9 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
     .then(|| GpuJoin::new(&sampler_cfg, gpu_metrics));
     let snapshots = gpu.is_some();
     let enrich_metrics = metrics.clone();
+    let pricer = crate::llm::pricing::Pricer::new(opts.prices.clone());
     spawn("enrich", move || {
-        enrich::run(enrich_rx, gpu, fanout_tx, enrich_metrics)
+        enrich::run(enrich_rx, gpu, pricer, fanout_tx, enrich_metrics)
     })?;
 
     // Track (prepare + tracker + recorder).

@@ -63,6 +63,8 @@ label_values! {
         CaptureTableFull => "capture_table_full",
         CaptureUnclassified => "capture_unclassified",
         ConnectionEvicted => "connection_evicted",
+        /// A call whose model has no price in the table (`--prices`): no `cost` on its record.
+        CostUnpricedModel => "cost_unpriced_model",
         ConnectionLimitPerProcess => "connection_limit_per_process",
         DiscoveryCapReached => "discovery_cap_reached",
         DiscoveryIdentityMismatch => "discovery_identity_mismatch",

@@ -1,7 +1,7 @@
 //! The enrich stage, on its own OS thread: server-role calls get what their server's GPUs did
 //! (the [`GpuJoin`] owns the GPU history; sampler rounds and the tracker's in-flight snapshots
 //! arrive on this stage's one channel, in order with the records), then every batch goes to the
-//! fan-out. Without GPU sampling it only passes records on.
+//! fan-out. Every record is priced first ([`Pricer`]: `cost` from the price table).
 
 use std::sync::Arc;
 use std::sync::mpsc::{Receiver, SyncSender, TrySendError};
@@ -10,6 +10,7 @@ use crate::gpu::Round;
 use crate::gpu::correlate::InFlightSnapshot;
 use crate::gpu::join::GpuJoin;
 use crate::llm::LlmCall;
+use crate::llm::pricing::Pricer;
 use crate::telemetry::{DropReason, SelfMetrics};
 
 /// What arrives at the enrich stage.
@@ -35,12 +36,14 @@ impl From<Round> for EnrichInput {
 pub fn run(
     input: Receiver<EnrichInput>,
     mut gpu: Option<GpuJoin>,
+    mut pricer: Pricer,
     out: SyncSender<Vec<LlmCall>>,
     metrics: Arc<SelfMetrics>,
 ) {
     while let Ok(msg) = input.recv() {
         match msg {
             EnrichInput::Calls(mut calls) => {
+                calls.iter_mut().for_each(|c| pricer.price(c, &metrics));
                 if let Some(j) = gpu.as_mut() {
                     calls.iter_mut().for_each(|c| j.annotate(c));
                 }
