@@ -329,6 +329,7 @@ mod tests {
             total_len: 1 << 20,
             lost_before: false,
             data: bytes::Bytes::from(vec![b'x'; len]),
+            api_key_id: None,
         })
     }
 
@@ -350,6 +351,7 @@ mod tests {
                 total_len: body.len() as u32,
                 lost_before: false,
                 data: bytes::Bytes::copy_from_slice(body),
+                api_key_id: None,
             })
         };
         let body = br#"{"model":"m","messages":[]}"#;

@@ -117,6 +117,8 @@ pub struct LlmExchange {
     host: Option<String>,
     trace_id: Option<String>,
     parent_span_id: Option<String>,
+    /// The request's API-key fingerprint (from the masker), written as `api_key_id`.
+    api_key_id: Option<u64>,
     start_ts: u64,
     last_ts: u64,
     req_body: Vec<u8>,
@@ -206,6 +208,7 @@ impl LlmExchange {
             path: crate::secrets::redact_query(&head.path),
             host,
             trace_id,
+            api_key_id: None,
             start_ts,
             last_ts: start_ts,
             req_body: Vec::new(),
@@ -234,6 +237,11 @@ impl LlmExchange {
             header_timings: ServerTimings::default(),
             issues: ExchangeIssues::default(),
         }
+    }
+
+    /// The request's API-key fingerprint (see `probes::scrub`).
+    pub fn on_api_key_id(&mut self, id: u64) {
+        self.api_key_id = Some(id);
     }
 
     /// Request body bytes.
@@ -630,7 +638,7 @@ impl LlmExchange {
             reported_cost: None,
             reported_cost_currency: None,
             reported_latency_s: None,
-            api_key_id: None,
+            api_key_id: self.api_key_id.map(crate::ids::hex_id),
             reasoning_token_source: None,
             connect_s: None,
             tls_handshake_s: None,

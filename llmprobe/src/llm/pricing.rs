@@ -39,7 +39,9 @@
 //! a record with `token_source: "estimated"` (an aborted stream, an API that reports no usage)
 //! carries a cost that is an estimate as well, which is still the best figure of what was spent.
 //! A call without any token count gets no cost; a call whose model has no price gets no cost and
-//! is counted (`cost_unpriced_model`).
+//! is counted (`cost_unpriced_model`). Only client-role calls are priced (what the process paid):
+//! a server-role call (the traced process answered it: a self-hosted server, a gateway) is not
+//! priced at a provider's list price, and a call seen from both ends is counted once.
 
 use std::collections::{HashMap, HashSet};
 use std::io::Read;
@@ -151,7 +153,8 @@ pub struct PriceTable {
 pub enum Priced {
     /// `cost` and `cost_currency` set.
     Cost,
-    /// The call names no model, or carries no token count: nothing to price.
+    /// The call names no model, or carries no token count, or is a server-role call: nothing
+    /// to price.
     NothingToPrice,
     /// The model has no price.
     UnpricedModel,
@@ -263,8 +266,14 @@ impl PriceTable {
             .find_map(|i| self.models.get(&name[..i]).filter(fits))
     }
 
-    /// Prices `call` in place: `cost` and `cost_currency`.
+    /// Prices `call` in place: `cost` and `cost_currency`. Only client-role calls: what the
+    /// process paid its provider. A server-role call (the process answered it: a self-hosted
+    /// server, or a gateway) is not priced at a provider's list price, and the same call seen
+    /// from both ends on one node is counted once.
     pub fn apply(&self, call: &mut LlmCall) -> Priced {
+        if call.role == "server" {
+            return Priced::NothingToPrice;
+        }
         let tokens = Tokens {
             input: call.input_tokens,
             cached_input: call.cached_input_tokens,
@@ -518,6 +527,7 @@ mod tests {
         "#,
         );
         let mut call = LlmCall {
+            role: "client",
             provider: "openai".into(),
             request_model: Some("m".into()),
             response_model: Some("m-2026-01-01".into()),
@@ -560,6 +570,15 @@ mod tests {
             ..call
         };
         assert_eq!(t.apply(&mut c5), Priced::NothingToPrice);
+        // A server-role call is not priced.
+        let mut c6 = LlmCall {
+            role: "server",
+            cost: None,
+            cost_currency: None,
+            ..c2
+        };
+        assert_eq!(t.apply(&mut c6), Priced::NothingToPrice);
+        assert_eq!(c6.cost, None);
     }
 
     #[test]
