@@ -140,10 +140,12 @@ impl Credential {
 }
 
 /// The masker's credential scratch: the value being read in the current piece, and the id of
-/// the first value that ended in it.
+/// the first value that ended in it. The buffer stays in place (an event that reads no
+/// credential pays one flag test).
 struct CredScratch {
-    /// The value being read; None: none, or its start was lost (masked, no id).
-    cur: Option<Credential>,
+    /// A value is being read into `buf`; false: none, or its start was lost (masked, no id).
+    active: bool,
+    buf: Credential,
     /// The first id made in this piece.
     done: Option<u64>,
     /// Ids made.
@@ -155,27 +157,31 @@ struct CredScratch {
 impl CredScratch {
     fn new() -> Self {
         CredScratch {
-            cur: None,
+            active: false,
+            buf: Credential::new(CredKind::Header),
             done: None,
             made: 0,
             prefix_only: 0,
         }
     }
 
+    #[cold]
     fn start(&mut self, kind: CredKind) {
         self.abandon();
-        self.cur = Some(Credential::new(kind));
+        self.buf.kind = kind;
+        self.active = true;
     }
 
     fn extend(&mut self, s: &[u8]) {
-        if let Some(c) = self.cur.as_mut() {
-            c.extend(s);
+        if self.active {
+            self.buf.extend(s);
         }
     }
 
+    #[cold]
     fn end(&mut self) {
-        if let Some(mut c) = self.cur.take()
-            && let Some(id) = c.finish(&mut self.prefix_only)
+        if std::mem::take(&mut self.active)
+            && let Some(id) = self.buf.finish(&mut self.prefix_only)
         {
             self.made += 1;
             self.done.get_or_insert(id);
@@ -184,9 +190,25 @@ impl CredScratch {
 
     /// Drops the value being read (zeroed): its state was lost.
     fn abandon(&mut self) {
-        if let Some(mut c) = self.cur.take() {
-            c.clear();
+        if std::mem::take(&mut self.active) {
+            self.buf.clear();
         }
+    }
+
+    /// Resumes a value split across pieces (its prefix so far).
+    #[cold]
+    fn resume(&mut self, saved: &Credential) {
+        self.buf.clear();
+        self.buf.clone_from(saved);
+        self.active = true;
+    }
+
+    /// The value goes on in the next piece: a copy of its prefix, and the scratch emptied.
+    #[cold]
+    fn suspend(&mut self) -> Box<Credential> {
+        let saved = Box::new(self.buf.clone());
+        self.abandon();
+        saved
     }
 }
 
@@ -410,9 +432,12 @@ impl SecretScrubber {
     pub fn scrub(&mut self, chunk: &mut DataChunk) {
         let key = (chunk.meta.pid, chunk.meta.conn_id, chunk.direction);
         let (mut st, evicted) = self.take(key);
-        if matches!(st.line, Line::CredMask | Line::CredParamMask) {
-            // A value split across pieces: its prefix so far, unless the table had no room.
-            self.cred.cur = self.split_creds.remove(&key).map(|b| *b);
+        if matches!(st.line, Line::CredMask | Line::CredParamMask)
+            && let Some(mut saved) = self.split_creds.remove(&key)
+        {
+            // A value split across pieces: its prefix so far (none when the table had no room).
+            self.cred.resume(&saved);
+            saved.clear();
         }
         let expected = st.call.map_or(0, |(off, _)| off);
         let hole = chunk.offset != expected || st.call.is_some_and(|(_, t)| t != chunk.total_len);
@@ -447,19 +472,20 @@ impl SecretScrubber {
             &mut self.stats.masked_values,
             &mut self.cred,
         );
-        chunk.api_key_id = self.cred.done.take();
-        if let Some(c) = self.cred.cur.take() {
+        if self.cred.active {
             // The value goes on in the next piece.
             if self.split_creds.len() < MAX_CREDENTIAL_STREAMS {
-                self.split_creds.insert(key, Box::new(c));
+                self.split_creds.insert(key, self.cred.suspend());
             } else {
-                self.cred.cur = Some(c);
                 self.cred.abandon();
                 self.stats.api_key_table_full += 1;
             }
         }
-        self.stats.api_keys = self.cred.made;
-        self.stats.api_key_prefix_only = self.cred.prefix_only;
+        if let Some(id) = self.cred.done.take() {
+            chunk.api_key_id = Some(id);
+            self.stats.api_keys = self.cred.made;
+            self.stats.api_key_prefix_only = self.cred.prefix_only;
+        }
         st.json = scrub_json(
             &chunk.data,
             st.json,
@@ -606,6 +632,7 @@ fn after_param(c: u8) -> Line {
 }
 
 /// The state after a secret header's `:`: an API-key header's value is read for its fingerprint.
+#[inline(never)]
 fn header_mask(kind: Option<CredKind>, cred: &mut CredScratch) -> Line {
     match kind {
         Some(k) => {
@@ -618,6 +645,7 @@ fn header_mask(kind: Option<CredKind>, cred: &mut CredScratch) -> Line {
 
 /// The state after a secret parameter's `=`: an API-key parameter's value is read for its
 /// fingerprint.
+#[inline(never)]
 fn param_mask(name: &NameBuf, cred: &mut CredScratch) -> Line {
     if name.cred_param() {
         cred.start(CredKind::Param);

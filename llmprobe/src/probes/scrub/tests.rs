@@ -723,7 +723,7 @@ fn api_key_fingerprint_at_every_split() {
             for w in key.as_bytes().windows(4) {
                 assert!(!all.windows(4).any(|x| x == w), "{text:?} {cuts:?}");
             }
-            assert!(s.split_creds.is_empty() && s.cred.cur.is_none());
+            assert!(s.split_creds.is_empty() && !s.cred.active);
             assert_eq!(s.stats.api_keys, 1);
         }
     }
@@ -790,7 +790,7 @@ fn a_lost_credential_state_gives_no_id() {
     s.scrub(&mut b);
     assert_eq!((a.api_key_id, b.api_key_id), (None, None));
     assert!(!String::from_utf8_lossy(&b.data).contains("Zq81"));
-    assert!(s.split_creds.is_empty() && s.cred.cur.is_none());
+    assert!(s.split_creds.is_empty() && !s.cred.active);
     // A hole in the offsets.
     let mut s = SecretScrubber::new();
     let out = fingerprint_pieces(&mut s, &msg[..mid], &[]);
