@@ -426,11 +426,11 @@ mod tests {
         };
         let p = price(2.0, Some(0.5), 8.0, Some(12.0));
         let want = (600.0 * 2.0 + 400.0 * 0.5 + 300.0 * 8.0 + 200.0 * 12.0) / 1e6;
-        assert!(close(cost(&p, t).unwrap(), want));
+        assert!(close(cost(&p, t).expect("test value"), want));
         // Absent cached and reasoning prices: charged as input and output.
         let p = price(2.0, None, 8.0, None);
         assert!(close(
-            cost(&p, t).unwrap(),
+            cost(&p, t).expect("test value"),
             (1000.0 * 2.0 + 500.0 * 8.0) / 1e6
         ));
         // Parts above their whole are clamped.
@@ -441,14 +441,14 @@ mod tests {
             reasoning: Some(9),
         };
         let p = price(1.0, Some(0.0), 1.0, Some(3.0));
-        assert!(close(cost(&p, t2).unwrap(), (5.0 * 3.0) / 1e6));
+        assert!(close(cost(&p, t2).expect("test value"), (5.0 * 3.0) / 1e6));
         // Only one side known: the other counts 0; none known: no cost.
         let only_in = Tokens {
             input: Some(1_000_000),
             ..Tokens::default()
         };
         assert!(close(
-            cost(&price(3.0, None, 9.0, None), only_in).unwrap(),
+            cost(&price(3.0, None, 9.0, None), only_in).expect("test value"),
             3.0
         ));
         assert_eq!(cost(&p, Tokens::default()), None);
@@ -459,11 +459,11 @@ mod tests {
             output: Some(u64::MAX),
             reasoning: Some(0),
         };
-        assert!(cost(&p, huge).unwrap().is_finite());
+        assert!(cost(&p, huge).expect("test value").is_finite());
     }
 
     fn table(text: &str) -> PriceTable {
-        PriceTable::parse(text, "test.toml").unwrap().0
+        PriceTable::parse(text, "test.toml").expect("test value").0
     }
 
     #[test]
@@ -503,7 +503,10 @@ mod tests {
         assert_eq!(input("openai/gpt-4o-mini"), Some(0.15));
         assert_eq!(input("models/gpt-4o"), Some(2.5));
         assert_eq!(input("qwen2.5:7b"), Some(1.0));
-        assert_eq!(t.lookup("qwen2.5", "x").unwrap().currency, "CNY");
+        assert_eq!(
+            t.lookup("qwen2.5", "x").expect("test value").currency,
+            "CNY"
+        );
         // Not at a boundary: no price.
         assert_eq!(input("gpt-4omni"), None);
         assert_eq!(input("gpt-4"), None);
@@ -537,7 +540,7 @@ mod tests {
             ..LlmCall::default()
         };
         assert_eq!(t.apply(&mut call), Priced::Cost);
-        assert!(close(call.cost.unwrap(), 1.0 + 0.1 + 2.0));
+        assert!(close(call.cost.expect("test value"), 1.0 + 0.1 + 2.0));
         assert_eq!(call.cost_currency.as_deref(), Some("EUR"));
         // The response model unpriced: the request model's price.
         let mut c2 = LlmCall {
@@ -623,7 +626,7 @@ mod tests {
 
     #[test]
     fn builtin_table_parses_and_prices_the_listed_providers() {
-        let (t, defaults) = PriceTable::parse(BUILTIN, "built-in").unwrap();
+        let (t, defaults) = PriceTable::parse(BUILTIN, "built-in").expect("test value");
         assert_eq!(defaults, None);
         assert!(t.len() > 40, "{}", t.len());
         for (model, provider) in [
@@ -651,35 +654,40 @@ mod tests {
     #[test]
     fn a_file_extends_or_replaces_the_builtin_table() {
         let dir = std::env::temp_dir().join(format!("llmprobe-prices-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::create_dir_all(&dir).expect("test value");
         let ext = dir.join("ext.toml");
         std::fs::write(
             &ext,
             "currency = \"EUR\"\n[models.\"gpt-4o\"]\ninput = 1\noutput = 2\n[models.mine]\ninput = 3\noutput = 4\n",
         )
-        .unwrap();
-        let t = PriceTable::load(Some(&ext)).unwrap();
-        assert_eq!(t.lookup("gpt-4o", "openai").unwrap().currency, "EUR");
-        assert_eq!(t.lookup("mine", "openai").unwrap().input, 3.0);
+        .expect("test value");
+        let t = PriceTable::load(Some(&ext)).expect("test value");
+        assert_eq!(
+            t.lookup("gpt-4o", "openai").expect("test value").currency,
+            "EUR"
+        );
+        assert_eq!(t.lookup("mine", "openai").expect("test value").input, 3.0);
         assert!(t.lookup("claude-haiku-4-5", "anthropic").is_some());
         let only = dir.join("only.toml");
         std::fs::write(
             &only,
             "defaults = false\ncurrency = \"EUR\"\n[models.mine]\ninput = 3\noutput = 4\n",
         )
-        .unwrap();
-        let t = PriceTable::load(Some(&only)).unwrap();
+        .expect("test value");
+        let t = PriceTable::load(Some(&only)).expect("test value");
         assert_eq!(t.len(), 1);
         assert!(t.lookup("gpt-4o", "openai").is_none());
         let e = format!(
             "{:#}",
-            PriceTable::load(Some(&dir.join("none"))).unwrap_err()
+            PriceTable::load(Some(&dir.join("none"))).expect_err("refused")
         );
         assert!(e.contains("--prices") && e.contains("none"), "{e}");
         assert!(PriceTable::load(Some(&dir)).is_err());
         let big = dir.join("big.toml");
-        std::fs::write(&big, vec![b'#'; MAX_FILE_BYTES as usize + 1]).unwrap();
-        assert!(format!("{:#}", PriceTable::load(Some(&big)).unwrap_err()).contains("larger"));
-        std::fs::remove_dir_all(&dir).unwrap();
+        std::fs::write(&big, vec![b'#'; MAX_FILE_BYTES as usize + 1]).expect("test value");
+        assert!(
+            format!("{:#}", PriceTable::load(Some(&big)).expect_err("refused")).contains("larger")
+        );
+        std::fs::remove_dir_all(&dir).expect("test value");
     }
 }
