@@ -6,6 +6,13 @@
 //! (the process answered it) feed `gen_ai_server_*`; the `llmprobe_*` call metrics take both,
 //! with a `role` label. Bucket boundaries are the conventions' own.
 //!
+//! Money: `llmprobe_cost_total` adds each record's `cost` (the price table, client-role calls
+//! only) and `llmprobe_reported_cost_total` its `reported_cost` (what the response said it cost,
+//! e.g. Dify's `total_price`), by `currency`, provider, request and response model, process,
+//! container, role and `api_key_id` (the masker's keyed fingerprint of the request's credential;
+//! also a label of `llmprobe_tokens_total`). They are call families like the others: under the
+//! one series cap, least recently used evicted.
+//!
 //! Label values come from traffic (models, servers, ports, processes, containers, error types),
 //! which any local process controls, so the series are bounded as a whole: at most
 //! [`CardinalityLimits::max_series`] series over all the call families together. A call that
