@@ -70,6 +70,8 @@ pub struct RunOptions {
     pub queue_budget: usize,
     /// `--conversation-idle`: a conversation this long without a call has ended.
     pub conversation_idle: Duration,
+    /// The price table (built in, extended or replaced by `--prices`).
+    pub prices: Arc<crate::llm::pricing::PriceTable>,
 }
 
 /// Records batches waiting for the enrich stage and for the fan-out.
@@ -143,8 +145,16 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
     .then(|| GpuJoin::new(&sampler_cfg, gpu_metrics));
     let snapshots = gpu.is_some();
     let enrich_metrics = metrics.clone();
+    let pricer = crate::llm::pricing::Pricer::new(opts.prices.clone());
     spawn("enrich", move || {
-        enrich::run(enrich_rx, gpu, conversations, fanout_tx, enrich_metrics)
+        enrich::run(
+            enrich_rx,
+            gpu,
+            conversations,
+            pricer,
+            fanout_tx,
+            enrich_metrics,
+        )
     })?;
 
     // Track (prepare + tracker + recorder).
@@ -335,6 +345,7 @@ mod tests {
             total_len: 1 << 20,
             lost_before: false,
             data: bytes::Bytes::from(vec![b'x'; len]),
+            api_key_id: None,
         })
     }
 
@@ -356,6 +367,7 @@ mod tests {
                 total_len: body.len() as u32,
                 lost_before: false,
                 data: bytes::Bytes::copy_from_slice(body),
+                api_key_id: None,
             })
         };
         let body = br#"{"model":"m","messages":[]}"#;

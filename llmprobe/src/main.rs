@@ -122,6 +122,11 @@ struct AgentArgs {
     /// observed, and it was abandoned if its last call aborted or failed.
     #[arg(long, default_value_t = 1800.0, value_name = "SECONDS", value_parser = parse_idle)]
     conversation_idle: f64,
+    /// Price table (TOML, per million tokens: input, cached_input, output, reasoning, currency
+    /// per model) extending the built-in dated one (`defaults = false` in the file replaces it).
+    /// Records get `cost`; /metrics `llmprobe_cost_total`.
+    #[arg(long, value_name = "FILE")]
+    prices: Option<std::path::PathBuf>,
 }
 
 /// `--gpu`.
@@ -277,7 +282,10 @@ fn options(a: AgentArgs, record: Option<RecordOptions>) -> anyhow::Result<RunOpt
         );
     }
     llmprobe::protocol::encoding::set_memory_budget((a.memory_limit / 4) as u64);
+    let prices = llmprobe::llm::pricing::PriceTable::load(a.prices.as_deref())?;
+    log::info!("price table: {} models", prices.len());
     Ok(RunOptions {
+        prices: std::sync::Arc::new(prices),
         queue_budget: a.memory_limit / 4,
         jsonl: (a.jsonl != "none").then(|| JsonlTarget::parse(&a.jsonl)),
         metrics_addr: a.metrics_addr,

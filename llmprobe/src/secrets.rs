@@ -185,6 +185,39 @@ pub fn is_secret_param(raw_name: &[u8]) -> bool {
     SECRET_PARAM_NAMES.iter().any(|p| p.as_bytes() == l) || has_secret_word(l)
 }
 
+/// Headers whose value is an API credential: besides being masked, the masker fingerprints it
+/// (`api_key_id`, see [`crate::probes::scrub`]). `authorization`'s scheme (`Bearer`, `Basic`) is
+/// not part of the credential, so one key sent as `Authorization: Bearer K` or `x-api-key: K`
+/// has one fingerprint.
+pub const API_KEY_HEADERS: &[&str] = &["authorization", "x-api-key", "api-key", "x-goog-api-key"];
+
+/// Query (or form) parameters whose value is an API credential (Gemini's `?key=`), matched after
+/// percent-decoding, any case.
+pub const API_KEY_PARAMS: &[&str] = &["key", "api_key", "api-key"];
+
+/// Whether the header called `name` (raw bytes, any case) carries an API credential
+/// ([`API_KEY_HEADERS`]). Such a header is always secret too.
+pub fn is_api_key_header(name: &[u8]) -> bool {
+    API_KEY_HEADERS
+        .iter()
+        .any(|h| h.as_bytes().eq_ignore_ascii_case(name))
+}
+
+/// Whether `name` is `authorization` (any case): its value starts with a scheme.
+pub fn is_authorization_header(name: &[u8]) -> bool {
+    name.eq_ignore_ascii_case(b"authorization")
+}
+
+/// Whether a query or form parameter called `raw_name` (as sent, percent-encoded) carries an API
+/// credential ([`API_KEY_PARAMS`]). Such a parameter is always secret too.
+pub fn is_api_key_param(raw_name: &[u8]) -> bool {
+    API_KEY_PARAMS.iter().any(|p| {
+        let mut want = p.bytes();
+        percent_decoded(raw_name).all(|b| want.next() == Some(b.to_ascii_lowercase()))
+            && want.next().is_none()
+    })
+}
+
 /// True if a JSON object key (raw bytes between its quotes, escapes not yet decoded) names a
 /// credential whose string value must be masked.
 pub fn is_secret_json_key(raw_key: &[u8]) -> bool {

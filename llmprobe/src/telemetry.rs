@@ -56,6 +56,11 @@ macro_rules! label_values {
 label_values! {
     /// Why something was dropped, refused or cut: the `reason` label of `llmprobe_dropped_total`.
     DropReason {
+        /// An API credential longer than the masker keeps: its fingerprint is of its prefix.
+        ApiKeyPrefixOnly => "api_key_prefix_only",
+        /// An API credential split across pieces found the masker's table of split values
+        /// full: masked, but no fingerprint.
+        ApiKeyTableFull => "api_key_table_full",
         BodyOverLimit => "body_over_limit",
         CaptureGap => "capture_gap",
         CaptureHttp2 => "capture_http2",
@@ -63,6 +68,8 @@ label_values! {
         CaptureTableFull => "capture_table_full",
         CaptureUnclassified => "capture_unclassified",
         ConnectionEvicted => "connection_evicted",
+        /// A call whose model has no price in the table (`--prices`): no `cost` on its record.
+        CostUnpricedModel => "cost_unpriced_model",
         ConnectionLimitPerProcess => "connection_limit_per_process",
         /// A conversation forgotten before it ended, to keep the matcher in its bounds (in all
         /// or per process): it is not observed in the conversation metrics.

@@ -394,6 +394,7 @@ pub mod script {
             // The kernel flags a connection's next record after a lost one.
             lost_before: conn & 0x80 != 0,
             data: Bytes::copy_from_slice(bytes),
+            api_key_id: None,
         })
     }
 

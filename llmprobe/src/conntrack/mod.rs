@@ -275,6 +275,9 @@ impl<X: TrackedExchange> Connection<X> {
                 result = self.session.feed_gap(dir, gap, events);
             }
             if result.is_ok() {
+                if is_req && let Some(id) = d.api_key_id {
+                    self.session.note_credential(id);
+                }
                 result = self.session.feed(dir, data, ts, events);
             }
         }

@@ -160,6 +160,9 @@ pub trait TrackedExchange {
     /// What the exchange becomes.
     type Record;
 
+    /// The request carried a credential: its keyed fingerprint (from the masker; the
+    /// credential itself never reaches the tracker). Called at most once, before the body.
+    fn on_credential(&mut self, _id: u64) {}
     /// Request body bytes (after de-chunking).
     fn on_request_body(&mut self, data: &[u8], ts: u64);
     /// Request body bytes were not captured.

@@ -33,6 +33,9 @@ pub(super) struct HttpSession<X> {
     matched: bool,
     /// Switched protocols: the request direction is no longer HTTP/1.x.
     upgraded: bool,
+    /// The first credential fingerprint the masker stamped on request bytes since the last
+    /// request head: it goes to the next request head's exchange.
+    credential: Option<u64>,
 }
 
 impl<X: TrackedExchange> HttpSession<X> {
@@ -46,7 +49,14 @@ impl<X: TrackedExchange> HttpSession<X> {
             unmatched_streak: 0,
             matched: false,
             upgraded: false,
+            credential: None,
         }
+    }
+
+    /// Request bytes carried a credential fingerprint (the masker's `api_key_id`): the next
+    /// request head's exchange gets the first one.
+    pub(super) fn note_credential(&mut self, id: u64) {
+        self.credential.get_or_insert(id);
     }
 
     /// The direction that sends requests, once decided.
@@ -164,7 +174,8 @@ impl<X: TrackedExchange> HttpSession<X> {
                 self.resp
                     .expect_response(h.method == "HEAD" || h.method == "CONNECT");
                 let start = self.req_msg_start.take().unwrap_or(ts);
-                let exchange = match policy.open(&h, start, pid, self.role()) {
+                let credential = self.credential.take();
+                let mut exchange = match policy.open(&h, start, pid, self.role()) {
                     Opened::Match(ex) => {
                         self.matched = true;
                         self.unmatched_streak = 0;
@@ -177,6 +188,9 @@ impl<X: TrackedExchange> HttpSession<X> {
                         None
                     }
                 };
+                if let (Some(ex), Some(id)) = (exchange.as_mut(), credential) {
+                    ex.on_credential(id);
+                }
                 if self.pending.len() >= max_pending {
                     metrics.drop_for(DropReason::PendingExchangeLimit);
                     self.pending.pop_front();

@@ -150,6 +150,7 @@ impl Sock {
             total_len,
             lost_before: false,
             data: Bytes::copy_from_slice(bytes),
+            api_key_id: None,
         })
     }
 
@@ -488,6 +489,47 @@ fn keep_alive_exchanges_are_recorded_in_order() {
     }
     assert!(h.out.mutes.is_empty());
     assert_eq!(h.tracker.connections(), 1);
+}
+
+/// The masker's credential fingerprint, stamped on a request chunk, goes to that request's
+/// record only: the next request on the connection, without a key, has none; a fingerprint on a
+/// response chunk is ignored; the first one before a head wins.
+#[test]
+fn credential_fingerprints_follow_their_request() {
+    let mut h = Harness::new();
+    let s = Sock::plain(7, 0x3005);
+    h.feed(open(s.fd, s.id, T0 - MS, "10.0.0.5:8000"));
+    let stamped = |ev: ProbeEvent, id: Option<u64>| match ev {
+        ProbeEvent::Data(mut d) => {
+            d.api_key_id = id;
+            ProbeEvent::Data(d)
+        }
+        other => other,
+    };
+    let req = chat_request("llm.internal:8000", "m1", false);
+    // The head in two pieces of one call: the fingerprint rides on the first, a second one on
+    // the next piece loses to it.
+    let (a, b) = req.split_at(20);
+    let t = T0 + 1000 * MS;
+    h.feed(stamped(
+        s.piece(t, Direction::Egress, 0, req.len() as u32, a),
+        Some(0xabc),
+    ));
+    h.feed(stamped(
+        s.piece(t, Direction::Egress, 20, req.len() as u32, b),
+        Some(0xdef),
+    ));
+    h.feed(stamped(
+        s.recv(t + 200 * MS, &json_response(200, "OK", &completion_body(1))),
+        Some(0x123),
+    ));
+    let t = T0 + 2000 * MS;
+    h.feed(s.send(t, &chat_request("llm.internal:8000", "m2", false)));
+    h.feed(s.recv(t + 200 * MS, &json_response(200, "OK", &completion_body(2))));
+    let calls = h.calls();
+    assert_eq!(calls.len(), 2);
+    assert_eq!(calls[0].api_key_id.as_deref(), Some("0000000000000abc"));
+    assert_eq!(calls[1].api_key_id, None);
 }
 
 #[test]
@@ -1511,6 +1553,7 @@ fn random_event(rng: &mut XorShift, corpus: &[Vec<u8>], ts: u64) -> ProbeEvent {
                 total_len,
                 lost_before: false,
                 data: Bytes::from(data),
+                api_key_id: None,
             })
         }
         11 => ProbeEvent::ConnOpen {

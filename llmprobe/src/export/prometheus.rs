@@ -6,6 +6,13 @@
 //! (the process answered it) feed `gen_ai_server_*`; the `llmprobe_*` call metrics take both,
 //! with a `role` label. Bucket boundaries are the conventions' own.
 //!
+//! Money: `llmprobe_cost_total` adds each record's `cost` (the price table, client-role calls
+//! only) and `llmprobe_reported_cost_total` its `reported_cost` (what the response said it cost,
+//! e.g. Dify's `total_price`), by `currency`, provider, request and response model, process,
+//! container, role and `api_key_id` (the masker's keyed fingerprint of the request's credential;
+//! also a label of `llmprobe_tokens_total`). They are call families like the others: under the
+//! one series cap, least recently used evicted.
+//!
 //! Label values come from traffic (models, servers, ports, processes, containers, error types),
 //! which any local process controls, so the series are bounded as a whole: at most
 //! [`CardinalityLimits::max_series`] series over all the call families together. A call that
@@ -28,6 +35,7 @@
 //! [`super::metrics_http::exposition`]'s concern.
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex, PoisonError};
 
 use prometheus_client::metrics::counter::Counter;
@@ -128,10 +136,12 @@ enum Fam {
     Tpot,
     TimeBetweenTokens,
     Reasoning,
+    Cost,
+    ReportedCost,
 }
 
 impl Fam {
-    const ALL: usize = 12;
+    const ALL: usize = 14;
 
     /// The family's name on `/metrics` (without suffixes).
     fn name(self) -> &'static str {
@@ -148,6 +158,8 @@ impl Fam {
             Fam::Tpot => "llmprobe_time_per_output_token",
             Fam::TimeBetweenTokens => "llmprobe_time_between_tokens",
             Fam::Reasoning => "llmprobe_reasoning_duration",
+            Fam::Cost => "llmprobe_cost",
+            Fam::ReportedCost => "llmprobe_reported_cost",
         }
     }
 }
@@ -235,6 +247,7 @@ struct CallLabels {
     error_type: Option<String>,
     process: Option<String>,
     container: Option<String>,
+    api_key_id: Option<String>,
 }
 
 fn push(labels: &mut Labels, name: &str, value: &Option<String>) {
@@ -280,8 +293,25 @@ impl CallLabels {
     /// `llmprobe_tokens_total` labels.
     fn tokens(&self, token_type: &str) -> Labels {
         let mut l = self.own();
+        push(&mut l, "api_key_id", &self.api_key_id);
         l.push(("type".to_owned(), token_type.to_owned()));
         l
+    }
+
+    /// `llmprobe_cost_total` and `llmprobe_reported_cost_total` labels: who spent it (process,
+    /// container, API key) on what (provider, model), in `currency`.
+    fn cost(&self, currency: &str) -> Option<Labels> {
+        let currency = label_value(currency)?;
+        let mut l = Vec::with_capacity(7);
+        push(&mut l, "gen_ai_provider_name", &self.provider);
+        push(&mut l, "gen_ai_request_model", &self.request_model);
+        push(&mut l, "gen_ai_response_model", &self.response_model);
+        push(&mut l, "process_executable_name", &self.process);
+        push(&mut l, "container_id", &self.container);
+        push(&mut l, "api_key_id", &self.api_key_id);
+        l.push(("role".to_owned(), self.role.clone()));
+        l.push(("currency".to_owned(), currency));
+        Some(l)
     }
 }
 
@@ -343,6 +373,8 @@ pub struct GenAiMetrics {
     tpot: HistogramFamily,
     time_between_tokens: HistogramFamily,
     reasoning: HistogramFamily,
+    cost: Family<Labels, Counter<f64, AtomicU64>>,
+    reported_cost: Family<Labels, Counter<f64, AtomicU64>>,
     evicted: Family<Labels, Counter>,
     series: Mutex<SeriesLru>,
 }
@@ -364,6 +396,8 @@ impl GenAiMetrics {
             tpot: histogram_family(token_time_histogram),
             time_between_tokens: histogram_family(token_time_histogram),
             reasoning: histogram_family(reasoning_histogram),
+            cost: Family::default(),
+            reported_cost: Family::default(),
             evicted: Family::default(),
             series: Mutex::new(SeriesLru::new(limits.max_series)),
         };
@@ -440,6 +474,16 @@ impl GenAiMetrics {
             "First reasoning event to first answer event",
             Unit::Seconds,
             m.reasoning.clone(),
+        );
+        registry.register(
+            "llmprobe_cost",
+            "What calls cost by the price table (--prices; the record's cost), in the currency label",
+            m.cost.clone(),
+        );
+        registry.register(
+            "llmprobe_reported_cost",
+            "What calls cost by the price their response reported (Dify total_price), in the currency label",
+            m.reported_cost.clone(),
         );
         registry.register(
             "llmprobe_series_evicted",
@@ -552,6 +596,22 @@ impl GenAiMetrics {
                 t,
             );
         }
+        for (fam, family, amount, currency) in [
+            (Fam::Cost, &self.cost, call.cost, &call.cost_currency),
+            (
+                Fam::ReportedCost,
+                &self.reported_cost,
+                call.reported_cost,
+                &call.reported_cost_currency,
+            ),
+        ] {
+            if let (Some(v), Some(l)) = (amount, currency.as_deref().and_then(|c| labels.cost(c)))
+                && v.is_finite()
+                && v >= 0.0
+            {
+                family.get_or_create(self.admit(fam, &l)).inc_by(v);
+            }
+        }
     }
 
     /// Marks a series used before it is created or updated: evicts the least recently used
@@ -592,6 +652,14 @@ impl GenAiMetrics {
                 self.aborted.remove(labels);
                 return;
             }
+            Fam::Cost => {
+                self.cost.remove(labels);
+                return;
+            }
+            Fam::ReportedCost => {
+                self.reported_cost.remove(labels);
+                return;
+            }
         };
         histograms.remove(labels);
     }
@@ -623,6 +691,7 @@ impl GenAiMetrics {
             error_type: value(error_type),
             process: label_value(&call.comm),
             container: value(call.container_id.as_deref()),
+            api_key_id: value(call.api_key_id.as_deref()),
         }
     }
 }
@@ -1307,6 +1376,72 @@ mod tests {
         has(&t, &format!("{r}_sum{{{ds}}} 3.0"));
         has(&t, &format!("{r}_count{{{ds}}} 1"));
         lacks(&t, &format!("{r}_count{{{gpt}}}"));
+    }
+
+    #[test]
+    fn cost_by_currency_model_process_container_and_key() {
+        let priced = |cost: f64, key: Option<&str>| LlmCall {
+            cost: Some(cost),
+            cost_currency: Some("USD".to_owned()),
+            api_key_id: key.map(str::to_owned),
+            container_id: Some("abc".to_owned()),
+            ..reasoning_call()
+        };
+        let dify = LlmCall {
+            reported_cost: Some(0.5),
+            reported_cost_currency: Some("CNY".to_owned()),
+            ..reasoning_call()
+        };
+        let unpriced = LlmCall {
+            cost: None,
+            ..reasoning_call()
+        };
+        let junk = LlmCall {
+            cost: Some(f64::NAN),
+            cost_currency: Some("USD".to_owned()),
+            ..reasoning_call()
+        };
+        let (_, t) = encoded(
+            &[
+                priced(0.25, Some("00000000000000aa")),
+                priced(0.5, Some("00000000000000aa")),
+                priced(1.0, Some("00000000000000bb")),
+                dify,
+                unpriced,
+                junk,
+            ],
+            CardinalityLimits::default(),
+        );
+        has(&t, "# TYPE llmprobe_cost_total counter");
+        has(&t, "# TYPE llmprobe_reported_cost_total counter");
+        let who = "gen_ai_provider_name=\"deepseek\",gen_ai_request_model=\"deepseek-reasoner\",\
+            gen_ai_response_model=\"deepseek-reasoner\",process_executable_name=\"python3\"";
+        has(
+            &t,
+            &format!(
+                "llmprobe_cost_total{{{who},container_id=\"abc\",api_key_id=\"00000000000000aa\",\
+                 role=\"client\",currency=\"USD\"}} 0.75"
+            ),
+        );
+        has(
+            &t,
+            &format!(
+                "llmprobe_cost_total{{{who},container_id=\"abc\",api_key_id=\"00000000000000bb\",\
+                 role=\"client\",currency=\"USD\"}} 1.0"
+            ),
+        );
+        has(
+            &t,
+            &format!("llmprobe_reported_cost_total{{{who},role=\"client\",currency=\"CNY\"}} 0.5"),
+        );
+        // The NaN cost made no series; the key labels the token counts too.
+        assert_eq!(t.matches("llmprobe_cost_total{").count(), 2, "{t}");
+        has(
+            &t,
+            "llmprobe_tokens_total{gen_ai_operation_name=\"chat\",gen_ai_provider_name=\"deepseek\",\
+             gen_ai_request_model=\"deepseek-reasoner\",process_executable_name=\"python3\",\
+             role=\"client\",api_key_id=\"00000000000000bb\",type=\"input\"} 12",
+        );
     }
 
     /// A call that makes exactly one series (client duration): no tokens, gaps or timings.

@@ -119,6 +119,8 @@ pub struct LlmExchange {
     host: Option<String>,
     trace_id: Option<String>,
     parent_span_id: Option<String>,
+    /// The request's API-key fingerprint (from the masker), written as `api_key_id`.
+    api_key_id: Option<u64>,
     start_ts: u64,
     last_ts: u64,
     req_body: Vec<u8>,
@@ -220,6 +222,7 @@ impl LlmExchange {
             path: crate::secrets::redact_query(&head.path),
             host,
             trace_id,
+            api_key_id: None,
             start_ts,
             last_ts: start_ts,
             req_body: Vec::new(),
@@ -253,6 +256,11 @@ impl LlmExchange {
                 ..Default::default()
             },
         }
+    }
+
+    /// The request's API-key fingerprint (see `probes::scrub`).
+    pub fn on_api_key_id(&mut self, id: u64) {
+        self.api_key_id = Some(id);
     }
 
     /// Request body bytes.
@@ -740,7 +748,7 @@ impl LlmExchange {
             reported_cost,
             reported_cost_currency,
             reported_latency_s: self.obs.reported_latency_s,
-            api_key_id: None,
+            api_key_id: self.api_key_id.map(crate::ids::hex_id),
             reasoning_token_source,
             connect_s: ctx.fresh.map(|f| secs(f.connect_ns)),
             tls_handshake_s: ctx.fresh.and_then(|f| f.tls_handshake_ns).map(secs),

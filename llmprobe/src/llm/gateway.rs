@@ -473,6 +473,7 @@ mod tests {
                 total_len: bytes.len() as u32,
                 lost_before: false,
                 data: Bytes::copy_from_slice(bytes),
+                api_key_id: None,
             });
             self.tracker.handle(ev, &mut self.out);
         }

@@ -26,6 +26,7 @@ pub mod json;
 pub mod ollama;
 pub mod openai;
 pub mod openai_responses;
+pub mod pricing;
 #[cfg(test)]
 mod test_support;
 pub mod tokens;
@@ -40,7 +41,7 @@ use crate::protocol::http1::RequestHead;
 use json::{Body, Event};
 
 /// One LLM call, as written to JSONL. Field names are a documented contract (README).
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct LlmCall {
     /// First request byte, RFC 3339 UTC.
     pub start_time: String,

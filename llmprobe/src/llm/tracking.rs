@@ -118,6 +118,10 @@ impl ExchangePolicy for LlmPolicy {
 impl TrackedExchange for LlmExchange {
     type Record = LlmCall;
 
+    fn on_credential(&mut self, id: u64) {
+        self.on_api_key_id(id);
+    }
+
     fn on_request_body(&mut self, data: &[u8], ts: u64) {
         LlmExchange::on_request_body(self, data, ts);
     }

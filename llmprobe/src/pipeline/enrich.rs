@@ -2,7 +2,8 @@
 //! the matcher sees records in end order and the tracker's ticks, so idle conversations end
 //! without traffic), server-role calls get what their server's GPUs did (the [`GpuJoin`] owns
 //! the GPU history; sampler rounds and the tracker's in-flight snapshots arrive on this stage's
-//! one channel, in order with the records), then every batch goes to the fan-out.
+//! one channel, in order with the records), then every batch goes to the fan-out. Client-role calls are priced
+//! ([`Pricer`]: `cost` from the price table).
 
 use std::sync::Arc;
 use std::sync::mpsc::{Receiver, SyncSender, TrySendError};
@@ -13,6 +14,7 @@ use crate::gpu::correlate::InFlightSnapshot;
 use crate::gpu::join::GpuJoin;
 use crate::llm::LlmCall;
 use crate::llm::conversation::{Matcher, MatcherConfig};
+use crate::llm::pricing::Pricer;
 use crate::telemetry::{DropReason, SelfMetrics};
 
 /// What arrives at the enrich stage.
@@ -97,12 +99,14 @@ pub fn run(
     input: Receiver<EnrichInput>,
     mut gpu: Option<GpuJoin>,
     mut conversations: Conversations,
+    mut pricer: Pricer,
     out: SyncSender<Vec<LlmCall>>,
     metrics: Arc<SelfMetrics>,
 ) {
     while let Ok(msg) = input.recv() {
         match msg {
             EnrichInput::Calls(mut calls) => {
+                calls.iter_mut().for_each(|c| pricer.price(c, &metrics));
                 conversations.on_calls(&mut calls);
                 if let Some(j) = gpu.as_mut() {
                     calls.iter_mut().for_each(|c| j.annotate(c));

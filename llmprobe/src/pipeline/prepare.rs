@@ -52,6 +52,18 @@ impl Prepare {
                 now.evicted_states - seen.evicted_states,
             );
         }
+        if now.api_key_prefix_only > seen.api_key_prefix_only {
+            self.metrics.drop_by(
+                DropReason::ApiKeyPrefixOnly,
+                now.api_key_prefix_only - seen.api_key_prefix_only,
+            );
+        }
+        if now.api_key_table_full > seen.api_key_table_full {
+            self.metrics.drop_by(
+                DropReason::ApiKeyTableFull,
+                now.api_key_table_full - seen.api_key_table_full,
+            );
+        }
         self.published = now;
     }
 }

@@ -1,5 +1,7 @@
 //! Offline replay: captured events through the same prepare and track stages as a live run, so
-//! a capture reproduces a live run's records exactly. Streams: one event and the open calls in
+//! a capture reproduces a live run's records exactly (priced by the built-in table, as a live
+//! run without `--prices`; API keys were masked when the capture was recorded, so replayed
+//! records carry no `api_key_id`). Streams: one event and the open calls in
 //! memory, not the capture.
 
 use std::io::BufReader;
@@ -13,6 +15,7 @@ use crate::clock::Clock;
 use crate::conntrack::{TrackerConfig, TrackerOutput};
 use crate::export::jsonl::{JsonlTarget, JsonlWriter};
 use crate::llm::LlmCall;
+use crate::llm::pricing::PriceTable;
 use crate::llm::tracking;
 use crate::probes::capture::CaptureReader;
 use crate::probes::events::ProbeEvent;
@@ -47,12 +50,17 @@ fn replay_into(
     let mut tracker = tracking::tracker(cfg, clock, metrics.clone());
     let mut prepare = Prepare::new(false, metrics);
     let mut out = TrackerOutput::default();
+    // Priced as a live run without --prices prices them (the enrich stage's step).
+    let prices = PriceTable::builtin();
     for ev in events {
         let mut ev = ev?;
         prepare.event(&mut ev);
         tracker.handle(ev, &mut out);
         out.mutes.clear();
         if !out.calls.is_empty() {
+            out.calls.iter_mut().for_each(|c| {
+                prices.apply(c);
+            });
             sink(&mut out.calls)?;
         }
     }

@@ -325,6 +325,7 @@ impl RawLine<'_> {
                     total_len: need(self.total_len, "total_len")?,
                     lost_before: self.lost_before.unwrap_or(false),
                     data,
+                    api_key_id: None,
                 })
             }
             Kind::ConnOpen => ProbeEvent::ConnOpen {
@@ -498,6 +499,7 @@ mod tests {
                 total_len: 4,
                 lost_before: false,
                 data: Bytes::from_static(b"GET "),
+                api_key_id: None,
             }),
             ProbeEvent::Data(DataChunk {
                 meta: meta(),
@@ -507,6 +509,7 @@ mod tests {
                 total_len: 3,
                 lost_before: true,
                 data: Bytes::from_static(&[0xff, 0x00, 0x80]),
+                api_key_id: None,
             }),
             ProbeEvent::ConnClose { meta: meta() },
         ];

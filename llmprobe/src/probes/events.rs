@@ -72,6 +72,10 @@ pub struct DataChunk {
     pub lost_before: bool,
     /// The bytes (secrets already masked, see `probes::scrub`).
     pub data: Bytes,
+    /// Set by the masker (`probes::scrub`): the keyed fingerprint of an API credential whose
+    /// value ended in this chunk (the credential itself never leaves the masker). None from the
+    /// kernel and from captures.
+    pub api_key_id: Option<u64>,
 }
 
 /// Everything the kernel side reports.
@@ -202,6 +206,7 @@ pub fn decode(raw: &[u8]) -> Result<ProbeEvent, DecodeError> {
                 total_len: head.total_len,
                 lost_before: head.flags & abi::DATA_FLAG_LOST_BEFORE != 0,
                 data: Bytes::copy_from_slice(data),
+                api_key_id: None,
             }))
         }
         abi::EVENT_CONN_OPEN => {

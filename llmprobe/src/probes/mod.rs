@@ -234,6 +234,7 @@ mod tests {
             total_len: 1,
             lost_before: false,
             data: bytes::Bytes::from_static(b"x"),
+            api_key_id: None,
         })
     }
 

@@ -467,6 +467,7 @@ mod tests {
             total_len: bytes.len() as u32,
             lost_before: false,
             data: Bytes::copy_from_slice(bytes),
+            api_key_id: None,
         })
     }
 

@@ -24,6 +24,18 @@
 //! exactly in a second bounded set and, when that is full, in a fixed-size hashed bitset whose
 //! false positives only mask more.
 //!
+//! **API-key fingerprints**: the value of an API-credential header or query parameter
+//! ([`secrets::is_api_key_header`], [`secrets::is_api_key_param`]) is also read while it is
+//! masked: its first [`MAX_CREDENTIAL`] bytes are kept in one scratch buffer (a value split
+//! across pieces keeps its prefix in a bounded per-stream table, [`MAX_CREDENTIAL_STREAMS`]),
+//! and at the value's end it becomes a keyed 64-bit id ([`crate::ids`], domain `api_key`; the
+//! `authorization` scheme stripped, a query value percent-decoded), stamped on the chunk in
+//! which the value ended ([`DataChunk::api_key_id`]; the first credential of a piece wins). The
+//! bytes are zeroed once hashed; only the id leaves the masker. A longer value is hashed on its
+//! prefix and counted; a value whose state was lost (eviction, a hole, `lost_before`, a full
+//! table) is masked as always and gets no id (never an id of a part); a value already masked
+//! (all `*`: a replayed capture) gets none.
+//!
 //! The common path (body bytes of an SSE or JSON stream) is a `memchr` scan for `\n` in the line
 //! machine and `"`/`\n` in the JSON machine; names are compared only when a line starts or a
 //! quoted string is followed by `:`.
@@ -45,6 +57,160 @@ const MAX_OPEN_STREAMS: usize = 65_536;
 const MAX_LOST_STREAMS: usize = 131_072;
 /// Bits of the hashed set of evicted streams (128 KiB, allocated on first use).
 const LOST_BITS: usize = 1 << 20;
+/// Bytes of an API credential kept for its fingerprint; a longer value is hashed on its prefix.
+pub const MAX_CREDENTIAL: usize = 512;
+/// Most streams whose credential value is split across pieces, held at once.
+pub const MAX_CREDENTIAL_STREAMS: usize = 4096;
+
+/// Where a credential value came from: what [`Credential::finish`] strips or decodes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum CredKind {
+    /// `Authorization: SCHEME VALUE`: the scheme is stripped.
+    Authorization,
+    /// Another API-key header: the value as sent.
+    Header,
+    /// A query or form parameter: percent-decoded.
+    Param,
+}
+
+/// The value of an API credential being read: its prefix, for its fingerprint.
+#[derive(Clone)]
+struct Credential {
+    /// Bytes seen (more than [`MAX_CREDENTIAL`]: only the prefix is kept).
+    len: usize,
+    kind: CredKind,
+    bytes: [u8; MAX_CREDENTIAL],
+}
+
+impl Credential {
+    fn new(kind: CredKind) -> Self {
+        Credential {
+            len: 0,
+            kind,
+            bytes: [0; MAX_CREDENTIAL],
+        }
+    }
+
+    fn extend(&mut self, s: &[u8]) {
+        let at = self.len.min(MAX_CREDENTIAL);
+        let room = (MAX_CREDENTIAL - at).min(s.len());
+        self.bytes[at..at + room].copy_from_slice(&s[..room]);
+        self.len = self.len.saturating_add(s.len());
+    }
+
+    /// Forgets the bytes (zeroed).
+    fn clear(&mut self) {
+        self.bytes[..self.len.min(MAX_CREDENTIAL)].fill(0);
+        self.len = 0;
+    }
+
+    /// The value's fingerprint, or None for an empty or already masked value; zeroes the bytes.
+    /// `prefix_only` counts a value longer than the prefix kept.
+    fn finish(&mut self, prefix_only: &mut u64) -> Option<u64> {
+        let kept = &self.bytes[..self.len.min(MAX_CREDENTIAL)];
+        let mut v = kept.trim_ascii();
+        if self.kind == CredKind::Authorization
+            && let Some(sp) = v.iter().position(|&b| b == b' ' || b == b'\t')
+        {
+            v = v[sp..].trim_ascii_start();
+        }
+        let id = if v.is_empty() || v.iter().all(|&b| b == MASK) {
+            None
+        } else {
+            if self.len > MAX_CREDENTIAL {
+                *prefix_only += 1;
+            }
+            Some(if self.kind == CredKind::Param && v.contains(&b'%') {
+                let mut buf = [0u8; MAX_CREDENTIAL];
+                let mut n = 0;
+                for b in secrets::percent_decoded(v) {
+                    buf[n] = b;
+                    n += 1;
+                }
+                let id = crate::ids::key().id_u64("api_key", &buf[..n]);
+                buf[..n].fill(0);
+                id
+            } else {
+                crate::ids::key().id_u64("api_key", v)
+            })
+        };
+        self.clear();
+        id
+    }
+}
+
+/// The masker's credential scratch: the value being read in the current piece, and the id of
+/// the first value that ended in it. The buffer stays in place (an event that reads no
+/// credential pays one flag test).
+struct CredScratch {
+    /// A value is being read into `buf`; false: none, or its start was lost (masked, no id).
+    active: bool,
+    buf: Credential,
+    /// The first id made in this piece.
+    done: Option<u64>,
+    /// Ids made.
+    made: u64,
+    /// Values longer than [`MAX_CREDENTIAL`], hashed on their prefix.
+    prefix_only: u64,
+}
+
+impl CredScratch {
+    fn new() -> Self {
+        CredScratch {
+            active: false,
+            buf: Credential::new(CredKind::Header),
+            done: None,
+            made: 0,
+            prefix_only: 0,
+        }
+    }
+
+    #[cold]
+    fn start(&mut self, kind: CredKind) {
+        self.abandon();
+        self.buf.kind = kind;
+        self.active = true;
+    }
+
+    fn extend(&mut self, s: &[u8]) {
+        if self.active {
+            self.buf.extend(s);
+        }
+    }
+
+    #[cold]
+    fn end(&mut self) {
+        if std::mem::take(&mut self.active)
+            && let Some(id) = self.buf.finish(&mut self.prefix_only)
+        {
+            self.made += 1;
+            self.done.get_or_insert(id);
+        }
+    }
+
+    /// Drops the value being read (zeroed): its state was lost.
+    fn abandon(&mut self) {
+        if std::mem::take(&mut self.active) {
+            self.buf.clear();
+        }
+    }
+
+    /// Resumes a value split across pieces (its prefix so far).
+    #[cold]
+    fn resume(&mut self, saved: &Credential) {
+        self.buf.clear();
+        self.buf.clone_from(saved);
+        self.active = true;
+    }
+
+    /// The value goes on in the next piece: a copy of its prefix, and the scratch emptied.
+    #[cold]
+    fn suspend(&mut self) -> Box<Credential> {
+        let saved = Box::new(self.buf.clone());
+        self.abandon();
+        saved
+    }
+}
 
 /// A name being read (header, parameter or JSON key), lower-casing left to the rules.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -100,6 +266,28 @@ impl NameBuf {
         self.overflowed() || secrets::is_secret_param(after_amp)
     }
 
+    /// The API-key header this name is, if it is one.
+    fn cred_header(&self) -> Option<CredKind> {
+        let s = self.as_slice();
+        if self.overflowed() || !secrets::is_api_key_header(s) {
+            None
+        } else if secrets::is_authorization_header(s) {
+            Some(CredKind::Authorization)
+        } else {
+            Some(CredKind::Header)
+        }
+    }
+
+    /// Whether this parameter name (the part after the last `&`) names an API key.
+    fn cred_param(&self) -> bool {
+        let s = self.as_slice();
+        let after_amp = s
+            .iter()
+            .rposition(|&b| b == b'&')
+            .map_or(s, |p| &s[p + 1..]);
+        !self.overflowed() && secrets::is_api_key_param(after_amp)
+    }
+
     /// Whether this JSON key is secret; an overflowed key is (fails closed).
     fn secret_json_key(&self) -> bool {
         self.overflowed() || secret_key(self.as_slice())
@@ -115,16 +303,23 @@ enum Line {
     /// Inside the first token of a line (a header name, a method, a form parameter name).
     Name(NameBuf),
     /// After the first token and whitespace: `:` makes it a header, anything else a request
-    /// target. `secret`: the token as a header name is secret.
-    NameWs { secret: bool },
+    /// target. `secret`: the token as a header name is secret; `cred`: it names an API key.
+    NameWs {
+        secret: bool,
+        cred: Option<CredKind>,
+    },
     /// Masking until the line ends (a secret header value, or lost state).
     Mask,
+    /// Masking until the line ends an API-key header value, read for its fingerprint.
+    CredMask,
     /// Inside a request target, before `?`.
     Target,
     /// Inside a query or form parameter name.
     Param(NameBuf),
     /// Inside a secret parameter value.
     ParamMask,
+    /// Inside an API-key parameter value, read for its fingerprint.
+    CredParamMask,
     /// Inside a parameter value that is not secret.
     ParamSkip,
     /// In a line with nothing more to mask unless a `?` starts a query.
@@ -188,6 +383,13 @@ pub struct ScrubStats {
     pub lost_states: u64,
     /// Stream states evicted because the table was full.
     pub evicted_states: u64,
+    /// API-key fingerprints made.
+    pub api_keys: u64,
+    /// API-key values longer than [`MAX_CREDENTIAL`], fingerprinted on their prefix.
+    pub api_key_prefix_only: u64,
+    /// API-key values split across pieces that found the table of split values full (masked,
+    /// no fingerprint).
+    pub api_key_table_full: u64,
 }
 
 /// Per-stream masking of secrets.
@@ -198,6 +400,9 @@ pub struct SecretScrubber {
     /// Evicted streams that did not fit in `lost`, hashed (allocated on first use).
     lost_bits: Vec<u64>,
     hasher: RandomState,
+    /// API-key values split across pieces: their prefix so far (bounded).
+    split_creds: HashMap<StreamKey, Box<Credential>>,
+    cred: CredScratch,
     /// Counts so far.
     pub stats: ScrubStats,
 }
@@ -216,14 +421,24 @@ impl SecretScrubber {
             lost: HashSet::new(),
             lost_bits: Vec::new(),
             hasher: RandomState::new(),
+            split_creds: HashMap::new(),
+            cred: CredScratch::new(),
             stats: ScrubStats::default(),
         }
     }
 
-    /// Masks secrets in `chunk.data` in place.
+    /// Masks secrets in `chunk.data` in place; sets `chunk.api_key_id` when an API credential
+    /// value ended in it.
     pub fn scrub(&mut self, chunk: &mut DataChunk) {
         let key = (chunk.meta.pid, chunk.meta.conn_id, chunk.direction);
         let (mut st, evicted) = self.take(key);
+        if matches!(st.line, Line::CredMask | Line::CredParamMask)
+            && let Some(mut saved) = self.split_creds.remove(&key)
+        {
+            // A value split across pieces: its prefix so far (none when the table had no room).
+            self.cred.resume(&saved);
+            saved.clear();
+        }
         let expected = st.call.map_or(0, |(off, _)| off);
         let hole = chunk.offset != expected || st.call.is_some_and(|(_, t)| t != chunk.total_len);
         if evicted || hole || chunk.lost_before {
@@ -238,6 +453,8 @@ impl SecretScrubber {
                 st.line = Line::Mask;
             }
             st.json = Json::Out;
+            // Never the fingerprint of a part of a value.
+            self.cred.abandon();
         }
         let end = u64::from(chunk.offset) + chunk.data.len() as u64;
         st.call = match u32::try_from(end) {
@@ -253,7 +470,22 @@ impl SecretScrubber {
             st.line,
             &mut out,
             &mut self.stats.masked_values,
+            &mut self.cred,
         );
+        if self.cred.active {
+            // The value goes on in the next piece.
+            if self.split_creds.len() < MAX_CREDENTIAL_STREAMS {
+                self.split_creds.insert(key, self.cred.suspend());
+            } else {
+                self.cred.abandon();
+                self.stats.api_key_table_full += 1;
+            }
+        }
+        if let Some(id) = self.cred.done.take() {
+            chunk.api_key_id = Some(id);
+            self.stats.api_keys = self.cred.made;
+            self.stats.api_key_prefix_only = self.cred.prefix_only;
+        }
         st.json = scrub_json(
             &chunk.data,
             st.json,
@@ -273,6 +505,16 @@ impl SecretScrubber {
         for dir in [Direction::Egress, Direction::Ingress] {
             self.open.remove(&(pid, conn_id, dir));
             self.lost.remove(&(pid, conn_id, dir));
+            if !self.split_creds.is_empty() {
+                self.drop_split_cred(&(pid, conn_id, dir));
+            }
+        }
+    }
+
+    /// Drops (zeroed) a stream's split credential value.
+    fn drop_split_cred(&mut self, key: &StreamKey) {
+        if let Some(mut c) = self.split_creds.remove(key) {
+            c.clear();
         }
     }
 
@@ -314,6 +556,9 @@ impl SecretScrubber {
     /// Drops a stream's state and remembers that it was lost (its next piece fails closed).
     fn evict(&mut self, key: StreamKey) {
         self.open.remove(&key);
+        if !self.split_creds.is_empty() {
+            self.drop_split_cred(&key);
+        }
         self.stats.evicted_states += 1;
         if self.lost.len() < MAX_LOST_STREAMS {
             self.lost.insert(key);
@@ -386,8 +631,38 @@ fn after_param(c: u8) -> Line {
     }
 }
 
+/// The state after a secret header's `:`: an API-key header's value is read for its fingerprint.
+#[inline(never)]
+fn header_mask(kind: Option<CredKind>, cred: &mut CredScratch) -> Line {
+    match kind {
+        Some(k) => {
+            cred.start(k);
+            Line::CredMask
+        }
+        None => Line::Mask,
+    }
+}
+
+/// The state after a secret parameter's `=`: an API-key parameter's value is read for its
+/// fingerprint.
+#[inline(never)]
+fn param_mask(name: &NameBuf, cred: &mut CredScratch) -> Line {
+    if name.cred_param() {
+        cred.start(CredKind::Param);
+        Line::CredParamMask
+    } else {
+        Line::ParamMask
+    }
+}
+
 /// Runs the line machine over `input`.
-fn scrub_lines(input: &[u8], mut st: Line, out: &mut Masker<'_>, masked: &mut u64) -> Line {
+fn scrub_lines(
+    input: &[u8],
+    mut st: Line,
+    out: &mut Masker<'_>,
+    masked: &mut u64,
+    cred: &mut CredScratch,
+) -> Line {
     let n = input.len();
     let mut i = 0;
     while i < n {
@@ -417,6 +692,20 @@ fn scrub_lines(input: &[u8], mut st: Line, out: &mut Masker<'_>, masked: &mut u6
                     return Line::Mask;
                 }
             },
+            Line::CredMask => match memchr(b'\n', &input[i..]) {
+                Some(p) => {
+                    cred.extend(&input[i..i + p]);
+                    cred.end();
+                    out.mask(i..i + p);
+                    i += p + 1;
+                    Line::Start { prev_secret: true }
+                }
+                None => {
+                    cred.extend(&input[i..n]);
+                    out.mask(i..n);
+                    return Line::CredMask;
+                }
+            },
             Line::Start { prev_secret } => {
                 let b = input[i];
                 i += 1;
@@ -443,14 +732,15 @@ fn scrub_lines(input: &[u8], mut st: Line, out: &mut Masker<'_>, masked: &mut u6
                 match input[stop] {
                     b':' if name.secret_header() => {
                         *masked += 1;
-                        Line::Mask
+                        header_mask(name.cred_header(), cred)
                     }
                     b' ' | b'\t' => Line::NameWs {
                         secret: name.secret_header(),
+                        cred: name.cred_header(),
                     },
                     b'=' if name.secret_param() => {
                         *masked += 1;
-                        Line::ParamMask
+                        param_mask(&name, cred)
                     }
                     b'=' => Line::ParamSkip,
                     b'?' => Line::Param(NameBuf::new()),
@@ -458,7 +748,7 @@ fn scrub_lines(input: &[u8], mut st: Line, out: &mut Masker<'_>, masked: &mut u6
                     _ => Line::Skip,
                 }
             }
-            Line::NameWs { secret } => match input[i] {
+            Line::NameWs { secret, cred: kind } => match input[i] {
                 b' ' | b'\t' => {
                     i += 1;
                     st
@@ -467,7 +757,7 @@ fn scrub_lines(input: &[u8], mut st: Line, out: &mut Masker<'_>, masked: &mut u6
                     i += 1;
                     if secret {
                         *masked += 1;
-                        Line::Mask
+                        header_mask(kind, cred)
                     } else {
                         Line::Skip
                     }
@@ -506,7 +796,7 @@ fn scrub_lines(input: &[u8], mut st: Line, out: &mut Masker<'_>, masked: &mut u6
                     match input[p] {
                         b'=' if name.secret_param() => {
                             *masked += 1;
-                            Line::ParamMask
+                            param_mask(&name, cred)
                         }
                         b'=' => Line::ParamSkip,
                         c => after_param(c),
@@ -519,6 +809,20 @@ fn scrub_lines(input: &[u8], mut st: Line, out: &mut Masker<'_>, masked: &mut u6
                     return Line::ParamMask;
                 }
                 Some(p) => {
+                    out.mask(i..p);
+                    i = p + 1;
+                    after_param(input[p])
+                }
+            },
+            Line::CredParamMask => match param_end(input, i, ParamPart::SecretValue) {
+                None => {
+                    cred.extend(&input[i..n]);
+                    out.mask(i..n);
+                    return Line::CredParamMask;
+                }
+                Some(p) => {
+                    cred.extend(&input[i..p]);
+                    cred.end();
                     out.mask(i..p);
                     i = p + 1;
                     after_param(input[p])
@@ -981,6 +1285,7 @@ pub fn scrub_stream(
             total_len: u32::try_from(calls[call_of[k]].1).map_err(|e| e.to_string())?,
             lost_before,
             data: Bytes::copy_from_slice(&stream[range.clone()]),
+            api_key_id: None,
         };
         scrubber.scrub(&mut chunk);
         if chunk.data.len() != p.len {

@@ -259,10 +259,20 @@ pub(super) fn call_to_span(call: &LlmCall, ids: &IdGen) -> Span {
         "llmprobe.gpu.power_mean_w",
         call.gpu_power_mean_w.map(Value::DoubleValue),
     );
-    // What the server reported about itself, beside llmprobe's own measurement.
+    // Cost (price table) and, beside it, what the server reported about itself (Dify's price
+    // and latency), each with its currency; who spent it: the API-key fingerprint.
+    push("llmprobe.cost", call.cost.map(Value::DoubleValue));
+    push(
+        "llmprobe.cost.currency",
+        call.cost_currency.as_deref().map(str_v),
+    );
     push(
         "llmprobe.reported_cost",
         call.reported_cost.map(Value::DoubleValue),
+    );
+    push(
+        "llmprobe.reported_cost.currency",
+        call.reported_cost_currency.as_deref().map(str_v),
     );
     push(
         "llmprobe.reported_latency",
@@ -272,9 +282,7 @@ pub(super) fn call_to_span(call: &LlmCall, ids: &IdGen) -> Span {
         "llmprobe.workflow.nodes_dropped",
         (d.workflow_nodes_dropped > 0).then(|| int(d.workflow_nodes_dropped)),
     );
-    if let Some(c) = call.reported_cost_currency.as_deref() {
-        a.push(kv("llmprobe.reported_cost.currency", str_v(c)));
-    }
+    push("llmprobe.api_key.id", call.api_key_id.as_deref().map(str_v));
 
     let events = d
         .first_chunk_unix_ns
@@ -559,6 +567,29 @@ pub(super) mod tests {
         assert_eq!(a["container.id"], s("abc123"));
         assert!(!a.contains_key("error.type"));
         assert_eq!(a.len(), 23);
+    }
+
+    #[test]
+    fn span_carries_cost_reported_cost_and_key_id() {
+        let ids = IdGen::new();
+        let mut c = call();
+        c.cost = Some(0.0125);
+        c.cost_currency = Some("USD".into());
+        c.reported_cost = Some(0.5);
+        c.reported_cost_currency = Some("CNY".into());
+        c.api_key_id = Some("0123456789abcdef".into());
+        let a = attrs(&call_to_span(&c, &ids));
+        assert_eq!(a["llmprobe.cost"], Value::DoubleValue(0.0125));
+        assert_eq!(a["llmprobe.cost.currency"], s("USD"));
+        assert_eq!(a["llmprobe.reported_cost"], Value::DoubleValue(0.5));
+        assert_eq!(a["llmprobe.reported_cost.currency"], s("CNY"));
+        assert_eq!(a["llmprobe.api_key.id"], s("0123456789abcdef"));
+        let a = attrs(&call_to_span(&call(), &ids));
+        assert!(
+            !a.keys()
+                .any(|k| k.contains("cost") || k.contains("api_key")),
+            "{a:?}"
+        );
     }
 
     #[test]

@@ -18,6 +18,7 @@ fn chunk_on(conn_id: u64, data: &[u8]) -> DataChunk {
         total_len: data.len() as u32,
         lost_before: false,
         data: Bytes::copy_from_slice(data),
+        api_key_id: None,
     }
 }
 
@@ -561,12 +562,13 @@ fn scrub_throughput() {
         let t = std::time::Instant::now();
         for _ in 0..rounds {
             let (mut l, mut m) = (FRESH.line, 0);
+            let mut cred = CredScratch::new();
             for c in &chunks {
                 let mut out = Masker {
                     input: &c.data,
                     out: None,
                 };
-                l = scrub_lines(&c.data, l, &mut out, &mut m);
+                l = scrub_lines(&c.data, l, &mut out, &mut m, &mut cred);
                 std::hint::black_box(&out.out);
             }
         }
@@ -660,4 +662,200 @@ fn json_fast_agrees_with_the_walk_by_quotes() {
             );
         }
     }
+}
+
+/// Feeds `msg` cut at `cuts` as pieces of one call; returns each piece's output and id.
+fn fingerprint_pieces(
+    s: &mut SecretScrubber,
+    msg: &[u8],
+    cuts: &[usize],
+) -> Vec<(Vec<u8>, Option<u64>)> {
+    let mut bounds = vec![0];
+    bounds.extend_from_slice(cuts);
+    bounds.push(msg.len());
+    bounds
+        .windows(2)
+        .map(|w| {
+            let mut c = chunk(&msg[w[0]..w[1]]);
+            c.offset = w[0] as u32;
+            c.total_len = msg.len() as u32;
+            s.scrub(&mut c);
+            assert_eq!(c.data.len(), w[1] - w[0]);
+            (c.data.to_vec(), c.api_key_id)
+        })
+        .collect()
+}
+
+fn api_key(v: &[u8]) -> u64 {
+    crate::ids::key().id_u64("api_key", v)
+}
+
+/// Every way of cutting each message into two and three pieces gives exactly one id, the key's,
+/// on the piece where the value ends, and no output holds the key.
+#[test]
+fn api_key_fingerprint_at_every_split() {
+    let key = "sk-proj-Zq81Xw0Lm3Tt";
+    let want = api_key(key.as_bytes());
+    let msgs: Vec<Vec<u8>> = vec![
+        format!("POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {key}\r\nContent-Length: 2\r\n\r\n{{}}").into_bytes(),
+        format!("POST /v1/messages HTTP/1.1\r\nx-api-key: {key}\r\nHost: x\r\n\r\n").into_bytes(),
+        format!("POST /openai/deployments/d/chat/completions HTTP/1.1\r\napi-key :  {key} \r\n\r\n").into_bytes(),
+        format!("POST /v1beta/models/g:generateContent HTTP/1.1\r\nX-Goog-Api-Key: {key}\r\n\r\n").into_bytes(),
+        format!("GET /v1beta/models/g:streamGenerateContent?alt=sse&key={key} HTTP/1.1\r\nHost: x\r\n\r\n").into_bytes(),
+        format!("GET /v1/x?%6Bey={} HTTP/1.1\r\n\r\n", key.replace('-', "%2D")).into_bytes(),
+    ];
+    for msg in &msgs {
+        let text = String::from_utf8_lossy(msg);
+        let n = msg.len();
+        let mut cut_sets: Vec<Vec<usize>> = vec![vec![]];
+        for a in 1..n {
+            cut_sets.push(vec![a]);
+            for b in (a + 1..n).step_by(3) {
+                cut_sets.push(vec![a, b]);
+            }
+        }
+        for cuts in cut_sets {
+            let mut s = SecretScrubber::new();
+            let out = fingerprint_pieces(&mut s, msg, &cuts);
+            let ids: Vec<u64> = out.iter().filter_map(|(_, id)| *id).collect();
+            assert_eq!(ids, vec![want], "{text:?} cut at {cuts:?}");
+            let all: Vec<u8> = out.iter().flat_map(|(d, _)| d.clone()).collect();
+            for w in key.as_bytes().windows(4) {
+                assert!(!all.windows(4).any(|x| x == w), "{text:?} {cuts:?}");
+            }
+            assert!(s.split_creds.is_empty() && !s.cred.active);
+            assert_eq!(s.stats.api_keys, 1);
+        }
+    }
+}
+
+#[test]
+fn two_keys_two_ids_one_key_one_id_whatever_the_header() {
+    let id = |msg: &str| {
+        let mut s = SecretScrubber::new();
+        let mut c = chunk(msg.as_bytes());
+        s.scrub(&mut c);
+        assert!(!String::from_utf8_lossy(&c.data).contains("sk-"));
+        c.api_key_id
+    };
+    let a = id("POST / HTTP/1.1\r\nAuthorization: Bearer sk-aaaa\r\n\r\n");
+    let b = id("POST / HTTP/1.1\r\nAuthorization: Bearer sk-bbbb\r\n\r\n");
+    assert!(a.is_some() && b.is_some() && a != b);
+    assert_eq!(a, id("POST / HTTP/1.1\r\nx-api-key: sk-aaaa\r\n\r\n"));
+    assert_eq!(
+        a,
+        id("POST / HTTP/1.1\r\nauthorization:bearer   sk-aaaa\r\n\r\n")
+    );
+    assert_eq!(a, id("GET /?key=sk-aaaa HTTP/1.1\r\n\r\n"));
+    assert_eq!(a, Some(api_key(b"sk-aaaa")));
+    // The first credential of a piece wins; other secret headers make none.
+    assert_eq!(
+        a,
+        id("POST / HTTP/1.1\r\nx-api-key: sk-aaaa\r\nAuthorization: Bearer sk-bbbb\r\n\r\n")
+    );
+    assert_eq!(
+        id("POST / HTTP/1.1\r\nCookie: sk-aaaa\r\nX-Auth-Token: sk-x\r\n\r\n"),
+        None
+    );
+    // Already masked (a replayed capture), or empty: no id.
+    assert_eq!(
+        id("POST / HTTP/1.1\r\nAuthorization:*************\r\n\r\n"),
+        None
+    );
+    assert_eq!(id("POST / HTTP/1.1\r\nx-api-key: \r\n\r\n"), None);
+    // Basic credentials: the encoded pair.
+    assert_eq!(
+        id("GET / HTTP/1.1\r\nAuthorization: Basic dTpw\r\n\r\n"),
+        Some(api_key(b"dTpw"))
+    );
+    // The same key in a JSON body is masked, not fingerprinted.
+    assert_eq!(id("{\"api_key\": \"sk-aaaa\"}\n"), None);
+}
+
+/// A value whose state is lost between its pieces is masked and gets no id: never the id of a
+/// part of a key.
+#[test]
+fn a_lost_credential_state_gives_no_id() {
+    let msg = b"POST / HTTP/1.1\r\nAuthorization: Bearer sk-proj-Zq81Xw0Lm3Tt\r\nHost: h\r\n\r\n";
+    let mid = 45;
+    // The kernel lost records before the second piece.
+    let mut s = SecretScrubber::new();
+    let mut a = chunk(&msg[..mid]);
+    a.total_len = msg.len() as u32;
+    s.scrub(&mut a);
+    let mut b = chunk(&msg[mid..]);
+    b.offset = mid as u32;
+    b.total_len = msg.len() as u32;
+    b.lost_before = true;
+    s.scrub(&mut b);
+    assert_eq!((a.api_key_id, b.api_key_id), (None, None));
+    assert!(!String::from_utf8_lossy(&b.data).contains("Zq81"));
+    assert!(s.split_creds.is_empty() && !s.cred.active);
+    // A hole in the offsets.
+    let mut s = SecretScrubber::new();
+    let out = fingerprint_pieces(&mut s, &msg[..mid], &[]);
+    let mut b = chunk(&msg[mid + 2..]);
+    b.offset = (mid + 2) as u32;
+    b.total_len = msg.len() as u32;
+    s.scrub(&mut b);
+    assert_eq!((out[0].1, b.api_key_id), (None, None));
+    assert!(s.split_creds.is_empty());
+    // The stream's state evicted between the pieces.
+    let mut s = SecretScrubber::new();
+    fingerprint_pieces(&mut s, &msg[..mid], &[]);
+    assert_eq!(s.split_creds.len(), 1);
+    s.evict((1, 9, Direction::Egress));
+    assert!(s.split_creds.is_empty());
+    let mut b = chunk(&msg[mid..]);
+    b.offset = mid as u32;
+    b.total_len = msg.len() as u32;
+    s.scrub(&mut b);
+    assert_eq!(b.api_key_id, None);
+    // The connection forgotten.
+    let mut s = SecretScrubber::new();
+    fingerprint_pieces(&mut s, &msg[..mid], &[]);
+    s.forget(1, 9);
+    assert!(s.split_creds.is_empty());
+    // The next request on the stream fingerprints again.
+    let mut c = chunk(b"POST / HTTP/1.1\r\nx-api-key: sk-next\r\n\r\n");
+    s.scrub(&mut c);
+    assert_eq!(c.api_key_id, Some(api_key(b"sk-next")));
+}
+
+#[test]
+fn a_long_credential_is_fingerprinted_on_its_prefix_and_counted() {
+    let long = "k".repeat(MAX_CREDENTIAL + 100);
+    let msg = format!("POST / HTTP/1.1\r\nx-api-key: {long}\r\n\r\n");
+    let mut s = SecretScrubber::new();
+    let out = fingerprint_pieces(&mut s, msg.as_bytes(), &[40, 300]);
+    let ids: Vec<u64> = out.iter().filter_map(|o| o.1).collect();
+    // The prefix kept is the value's first bytes as sent: the space after the colon, then 511.
+    assert_eq!(ids, vec![api_key(&long.as_bytes()[..MAX_CREDENTIAL - 1])]);
+    assert_eq!(s.stats.api_key_prefix_only, 1);
+}
+
+#[test]
+fn the_split_value_table_is_bounded_and_counts_refusals() {
+    let mut s = SecretScrubber::new();
+    let head = b"POST / HTTP/1.1\r\nx-api-key: sk-abc";
+    for conn in 0..=MAX_CREDENTIAL_STREAMS as u64 {
+        let mut c = chunk_on(conn, head);
+        c.total_len = 100;
+        s.scrub(&mut c);
+    }
+    assert_eq!(s.split_creds.len(), MAX_CREDENTIAL_STREAMS);
+    assert_eq!(s.stats.api_key_table_full, 1);
+    // The refused stream's value is still masked, and gets no id.
+    let mut c = chunk_on(MAX_CREDENTIAL_STREAMS as u64, b"def\r\n\r\n");
+    c.offset = head.len() as u32;
+    c.total_len = 100;
+    s.scrub(&mut c);
+    assert_eq!(&c.data[..3], b"***");
+    assert_eq!(c.api_key_id, None);
+    // A stream that kept its prefix gets its id.
+    let mut c = chunk_on(0, b"def\r\n\r\n");
+    c.offset = head.len() as u32;
+    c.total_len = 100;
+    s.scrub(&mut c);
+    assert_eq!(c.api_key_id, Some(api_key(b"sk-abcdef")));
 }
