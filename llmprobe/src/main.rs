@@ -184,6 +184,10 @@ enum Command {
         /// How tokens are estimated when an API reports no usage (use the live run's setting).
         #[arg(long, value_enum, default_value = "tokenizer")]
         token_estimator: TokenEstimator,
+        /// The live run's --id-key-file: conversation ids are then the live run's (without it,
+        /// a fixed key gives ids of their own).
+        #[arg(long, value_name = "PATH")]
+        id_key_file: Option<PathBuf>,
     },
 }
 
@@ -358,8 +362,20 @@ fn main() {
             file,
             jsonl,
             token_estimator,
+            id_key_file,
         } => {
             token_estimator.apply();
+            if let Some(path) = &id_key_file {
+                match llmprobe::ids::IdKey::from_file(path) {
+                    Ok(key) => {
+                        llmprobe::ids::install(key);
+                    }
+                    Err(e) => {
+                        log::error!("{e:#}");
+                        std::process::exit(1);
+                    }
+                }
+            }
             app::replay(&file, &JsonlTarget::parse(&jsonl)).map(|n| {
                 log::info!("replayed {}: {n} LLM call record(s)", file.display());
             })

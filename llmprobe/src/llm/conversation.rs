@@ -52,6 +52,9 @@ pub const MAX_MESSAGES: usize = 4096;
 pub const PREFIXES_KEPT: usize = 64;
 /// Conversations held in all.
 pub const MAX_CONVERSATIONS: usize = 8192;
+
+/// `--conversation-idle`'s default: a conversation with no call for 30 minutes has ended.
+pub const DEFAULT_IDLE: std::time::Duration = std::time::Duration::from_secs(1800);
 /// Conversations held per process.
 pub const MAX_PER_PROCESS: usize = 1024;
 /// Histories of one conversation indexed (its latest calls): regenerations and continuations

@@ -1,8 +1,10 @@
-//! Offline replay: captured events through the same prepare and track stages as a live run, so
-//! a capture reproduces a live run's records exactly (priced by the built-in table, as a live
-//! run without `--prices`; API keys were masked when the capture was recorded, so replayed
-//! records carry no `api_key_id`). Streams: one event and the open calls in
-//! memory, not the capture.
+//! Offline replay: captured events through the same prepare and track stages as a live run, and
+//! the enrich stage's record-level steps (the conversation matcher, the built-in price table, as
+//! a live run without `--prices`), so a capture reproduces a live run's records exactly. Ids
+//! derived from traffic (conversation ids) are keyed: a replay reproduces them under the live
+//! run's key (`replay --id-key-file`). API keys were masked when the capture was recorded, so
+//! replayed records carry no `api_key_id`. GPU figures are not replayed. Streams: one event
+//! and the open calls in memory, not the capture.
 
 use std::io::BufReader;
 use std::path::Path;
@@ -15,6 +17,7 @@ use crate::clock::Clock;
 use crate::conntrack::{TrackerConfig, TrackerOutput};
 use crate::export::jsonl::{JsonlTarget, JsonlWriter};
 use crate::llm::LlmCall;
+use crate::llm::conversation::{DEFAULT_IDLE, Matcher, MatcherConfig};
 use crate::llm::pricing::PriceTable;
 use crate::llm::tracking;
 use crate::probes::capture::CaptureReader;
@@ -52,6 +55,9 @@ fn replay_into(
     let mut out = TrackerOutput::default();
     // Priced as a live run without --prices prices them (the enrich stage's step).
     let prices = PriceTable::builtin();
+    // Conversations as the enrich stage finds them (no ticks: a conversation's end only feeds
+    // metrics, which a replay does not publish).
+    let mut conversations = Matcher::new(MatcherConfig::with_idle(DEFAULT_IDLE));
     for ev in events {
         let mut ev = ev?;
         prepare.event(&mut ev);
@@ -60,6 +66,7 @@ fn replay_into(
         if !out.calls.is_empty() {
             out.calls.iter_mut().for_each(|c| {
                 prices.apply(c);
+                conversations.observe(c);
             });
             sink(&mut out.calls)?;
         }
