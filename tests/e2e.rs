@@ -471,14 +471,8 @@ fn record_then_replay_gives_the_same_records_and_metrics_count_them() {
     assert!(agent.stop());
     let capture = agent.capture.clone().expect("capture path");
     let replayed = dir.join("replayed.jsonl");
-    let st = Command::new(agent_bin())
-        .arg("replay")
-        .arg(&capture)
-        .arg("--jsonl")
-        .arg(&replayed)
-        .status()
-        .expect("replay");
-    assert!(st.success());
+    let st = agent.replay(&replayed);
+    assert!(st.success(), "replay failed");
     // Compared as text lines: exact, every float digit included.
     let lines = |p: &std::path::Path| -> Vec<String> {
         std::fs::read_to_string(p)

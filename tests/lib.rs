@@ -235,9 +235,23 @@ pub struct Agent {
     pub metrics_addr: String,
     /// Capture file, when started with `record`.
     pub capture: Option<PathBuf>,
+    /// The `--id-key-file` the harness gave a recording agent.
+    pub id_key: Option<PathBuf>,
 }
 
 impl Agent {
+    /// `llmprobe replay` of this agent's capture into `out`, under the live run's id key: the
+    /// records a replay must reproduce.
+    pub fn replay(&self, out: &Path) -> std::process::ExitStatus {
+        let capture = self.capture.as_ref().expect("a recording agent");
+        let mut cmd = Command::new(agent_bin());
+        cmd.arg("replay").arg(capture).arg("--jsonl").arg(out);
+        if let Some(k) = &self.id_key {
+            cmd.arg("--id-key-file").arg(k);
+        }
+        cmd.status().expect("replay")
+    }
+
     /// Starts `llmprobe run` (or `record` when `capture` is set) and waits for `ready`.
     pub fn start(dir: &Path, capture: bool, extra: &[&str]) -> Agent {
         Self::start_with_env(dir, capture, extra, &[])
@@ -268,6 +282,14 @@ impl Agent {
         if !extra.contains(&"--jsonl") {
             cmd.arg("--jsonl").arg(&jsonl);
         }
+        // A recording agent keys its ids with a file of the test's, so that `replay` (see
+        // `Agent::replay`) gives the same conversation ids.
+        let id_key = (capture.is_some() && !extra.contains(&"--id-key-file")).then(|| {
+            let k = dir.join("id.key");
+            std::fs::write(&k, "llmprobe test id key, not a secret\n").expect("id key file");
+            cmd.arg("--id-key-file").arg(&k);
+            k
+        });
         cmd.args(["--metrics-addr", &metrics_addr]).args(extra);
         let logf = std::fs::File::create(&log).expect("agent log");
         cmd.stdout(Stdio::null())
@@ -281,6 +303,7 @@ impl Agent {
             log,
             metrics_addr,
             capture,
+            id_key,
         };
         let t0 = Instant::now();
         loop {

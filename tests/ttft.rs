@@ -106,15 +106,8 @@ fn fresh_tls_connection_times_match_the_clients_own() {
         }
     }
     assert!(agent.stop(), "agent did not exit cleanly on SIGTERM");
-    let capture = agent.capture.clone().expect("capture path");
     let replayed = dir.join("replayed.jsonl");
-    let st = Command::new(agent_bin())
-        .arg("replay")
-        .arg(&capture)
-        .arg("--jsonl")
-        .arg(&replayed)
-        .status()
-        .expect("replay");
+    let st = agent.replay(&replayed);
     assert!(st.success(), "replay failed");
     let mut again = of(&read_jsonl(&replayed), run.pid, "client");
     again.sort_by(|a, b| a["start_time"].as_str().cmp(&b["start_time"].as_str()));

@@ -138,10 +138,11 @@ enum Fam {
     Reasoning,
     Cost,
     ReportedCost,
+    TtftPart,
 }
 
 impl Fam {
-    const ALL: usize = 14;
+    const ALL: usize = 15;
 
     /// The family's name on `/metrics` (without suffixes).
     fn name(self) -> &'static str {
@@ -160,6 +161,7 @@ impl Fam {
             Fam::Reasoning => "llmprobe_reasoning_duration",
             Fam::Cost => "llmprobe_cost",
             Fam::ReportedCost => "llmprobe_reported_cost",
+            Fam::TtftPart => "llmprobe_ttft_part",
         }
     }
 }
@@ -375,6 +377,7 @@ pub struct GenAiMetrics {
     reasoning: HistogramFamily,
     cost: Family<Labels, Counter<f64, AtomicU64>>,
     reported_cost: Family<Labels, Counter<f64, AtomicU64>>,
+    ttft_part: HistogramFamily,
     evicted: Family<Labels, Counter>,
     series: Mutex<SeriesLru>,
 }
@@ -398,6 +401,7 @@ impl GenAiMetrics {
             reasoning: histogram_family(reasoning_histogram),
             cost: Family::default(),
             reported_cost: Family::default(),
+            ttft_part: histogram_family(duration_histogram),
             evicted: Family::default(),
             series: Mutex::new(SeriesLru::new(limits.max_series)),
         };
@@ -484,6 +488,12 @@ impl GenAiMetrics {
             "llmprobe_reported_cost",
             "What calls cost by the price their response reported (Dify total_price), in the currency label",
             m.reported_cost.clone(),
+        );
+        registry.register_with_unit(
+            "llmprobe_ttft_part",
+            "Where the time to first token went, by part: connect, tls_handshake (fresh connections), request_upload, server_queue, server_prefill, server_processing (server-reported), gateway_overhead",
+            Unit::Seconds,
+            m.ttft_part.clone(),
         );
         registry.register(
             "llmprobe_series_evicted",
@@ -596,6 +606,24 @@ impl GenAiMetrics {
                 t,
             );
         }
+        for (part, v) in [
+            ("connect", call.connect_s),
+            ("tls_handshake", call.tls_handshake_s),
+            ("request_upload", call.request_upload_s),
+            ("server_queue", call.server_queue_s),
+            ("server_prefill", call.server_prefill_s),
+            ("server_processing", call.server_processing_s),
+            ("gateway_overhead", call.gateway_overhead_s),
+        ] {
+            if let Some(v) = v.filter(|v| v.is_finite() && *v >= 0.0) {
+                let mut l = own.clone();
+                l.push(("part".to_owned(), part.to_owned()));
+                observe_seconds(
+                    &self.ttft_part.get_or_create(self.admit(Fam::TtftPart, &l)),
+                    v,
+                );
+            }
+        }
         for (fam, family, amount, currency) in [
             (Fam::Cost, &self.cost, call.cost, &call.cost_currency),
             (
@@ -644,6 +672,7 @@ impl GenAiMetrics {
             Fam::Tpot => &self.tpot,
             Fam::TimeBetweenTokens => &self.time_between_tokens,
             Fam::Reasoning => &self.reasoning,
+            Fam::TtftPart => &self.ttft_part,
             Fam::Tokens => {
                 self.tokens.remove(labels);
                 return;
@@ -1038,6 +1067,38 @@ mod tests {
     const SERVER: &str = "gen_ai_operation_name=\"chat\",gen_ai_provider_name=\"openai\",\
         gen_ai_request_model=\"llama-3.1-8b\",gen_ai_response_model=\"llama-3.1-8b\",\
         server_address=\"10.0.0.7\",server_port=\"8000\",process_executable_name=\"vllm\"";
+
+    #[test]
+    fn ttft_parts_are_one_family_by_part() {
+        let mut c = client_stream();
+        c.connect_s = Some(0.003);
+        c.tls_handshake_s = Some(0.042);
+        c.request_upload_s = Some(0.0);
+        c.server_processing_s = Some(0.12);
+        c.gateway_overhead_s = Some(-0.5);
+        let (_, t) = encoded(&[c, client_stream()], CardinalityLimits::default());
+        has(&t, "# TYPE llmprobe_ttft_part_seconds histogram");
+        let count = |part: &str| {
+            t.lines()
+                .find(|l| {
+                    l.starts_with("llmprobe_ttft_part_seconds_count{")
+                        && l.contains(&format!("part=\"{part}\""))
+                })
+                .map(|l| l.rsplit(' ').next().unwrap_or("").to_owned())
+        };
+        for part in [
+            "connect",
+            "tls_handshake",
+            "request_upload",
+            "server_processing",
+        ] {
+            assert_eq!(count(part).as_deref(), Some("1"), "{part}\n{t}");
+        }
+        // Parts the calls did not have, and a negative figure, are not observed.
+        for part in ["server_queue", "server_prefill", "gateway_overhead"] {
+            assert_eq!(count(part), None, "{part}");
+        }
+    }
 
     #[test]
     fn client_stream_families() {

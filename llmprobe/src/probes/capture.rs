@@ -41,6 +41,10 @@ enum Line {
         /// `DataChunk::lost_before`; absent (false) in older captures.
         #[serde(default, skip_serializing_if = "std::ops::Not::not")]
         lost_before: bool,
+        /// `DataChunk::api_key_id` (16 hex digits, the keyed fingerprint: the key itself was
+        /// masked), so a replay gives the live run's `api_key_id`; absent in older captures.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        key_id: Option<String>,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         text: Option<String>,
         #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -142,6 +146,7 @@ pub fn encode_line(ev: &ProbeEvent, buf: &mut Vec<u8>) -> anyhow::Result<()> {
                 offset: d.offset,
                 total_len: d.total_len,
                 lost_before: d.lost_before,
+                key_id: d.api_key_id.map(crate::ids::hex_id),
                 text,
                 b64,
             }
@@ -204,6 +209,8 @@ struct RawLine<'a> {
     offset: Option<u32>,
     total_len: Option<u32>,
     lost_before: Option<bool>,
+    #[serde(borrow)]
+    key_id: Option<Cow<'a, str>>,
     /// Kept raw (with its quotes and escapes) and unescaped straight into the payload slab:
     /// serde would unescape it into a scratch buffer of its own, grown anew for every line.
     #[serde(borrow)]
@@ -325,7 +332,15 @@ impl RawLine<'_> {
                     total_len: need(self.total_len, "total_len")?,
                     lost_before: self.lost_before.unwrap_or(false),
                     data,
-                    api_key_id: None,
+                    api_key_id: match self.key_id.as_deref() {
+                        None => None,
+                        Some(h) => Some(
+                            (h.len() == 16)
+                                .then(|| u64::from_str_radix(h, 16).ok())
+                                .flatten()
+                                .context("bad key_id: not 16 hex digits")?,
+                        ),
+                    },
                 })
             }
             Kind::ConnOpen => ProbeEvent::ConnOpen {
@@ -499,7 +514,7 @@ mod tests {
                 total_len: 4,
                 lost_before: false,
                 data: Bytes::from_static(b"GET "),
-                api_key_id: None,
+                api_key_id: Some(0x0123_4567_89ab_cdef),
             }),
             ProbeEvent::Data(DataChunk {
                 meta: meta(),
@@ -524,6 +539,11 @@ mod tests {
         assert!(!text.contains("\"lost_before\":false"), "{text}");
         // An open without a connect time writes none (older readers see what they knew).
         assert_eq!(text.matches("\"connect_ns\"").count(), 1, "{text}");
+        assert_eq!(
+            text.matches("\"key_id\":\"0123456789abcdef\"").count(),
+            1,
+            "{text}"
+        );
         let (c2, back) = read_capture(&buf[..]).expect("read");
         assert_eq!(c2, clock);
         assert_eq!(back, evs);

@@ -283,6 +283,26 @@ pub(super) fn call_to_span(call: &LlmCall, ids: &IdGen) -> Span {
         (d.workflow_nodes_dropped > 0).then(|| int(d.workflow_nodes_dropped)),
     );
     push("llmprobe.api_key.id", call.api_key_id.as_deref().map(str_v));
+    // Where the time to first token went (seconds), and the gateway join's ids.
+    for (key, v) in [
+        ("llmprobe.connect", call.connect_s),
+        ("llmprobe.tls_handshake", call.tls_handshake_s),
+        ("llmprobe.request_upload", call.request_upload_s),
+        ("llmprobe.server.queue", call.server_queue_s),
+        ("llmprobe.server.prefill", call.server_prefill_s),
+        ("llmprobe.server.processing", call.server_processing_s),
+        ("llmprobe.gateway_overhead", call.gateway_overhead_s),
+    ] {
+        push(key, v.map(Value::DoubleValue));
+    }
+    push(
+        "llmprobe.upstream_request_id",
+        call.upstream_request_id.as_deref().map(str_v),
+    );
+    push(
+        "llmprobe.gateway_request_id",
+        call.gateway_request_id.as_deref().map(str_v),
+    );
 
     let events = d
         .first_chunk_unix_ns
@@ -738,6 +758,23 @@ pub(super) mod tests {
         let a = attrs(&call_to_span(&plain, &ids));
         assert!(!a.contains_key("llmprobe.reported_cost"), "{a:?}");
         assert!(!a.contains_key("llmprobe.workflow.nodes_dropped"), "{a:?}");
+    }
+
+    #[test]
+    fn ttft_parts_and_gateway_ids_are_attributes() {
+        let mut c = call();
+        let a = attrs(&call_to_span(&c, &IdGen::new()));
+        assert!(!a.contains_key("llmprobe.connect"));
+        c.connect_s = Some(0.003);
+        c.tls_handshake_s = Some(0.042);
+        c.gateway_overhead_s = Some(0.05);
+        c.upstream_request_id = Some("req-2".into());
+        let a = attrs(&call_to_span(&c, &IdGen::new()));
+        assert_eq!(a["llmprobe.connect"], Value::DoubleValue(0.003));
+        assert_eq!(a["llmprobe.tls_handshake"], Value::DoubleValue(0.042));
+        assert_eq!(a["llmprobe.gateway_overhead"], Value::DoubleValue(0.05));
+        assert_eq!(a["llmprobe.upstream_request_id"], s("req-2"));
+        assert!(!a.contains_key("llmprobe.gateway_request_id"));
     }
 
     #[test]
