@@ -126,7 +126,9 @@ fn conversations_from_history_explicit_ids_regeneration_and_abandonment() {
     let metrics = loop {
         let m = agent.scrape();
         let count = metric(&m, "llmprobe_conversation_turns_count", &client);
-        if count == Some(6.0) || t0.elapsed() > WAIT {
+        // The server side's conversations (the test server's) end on their own ticks too.
+        let active = metric(&m, "llmprobe_conversations_active", &[]);
+        if (count == Some(6.0) && active == Some(0.0)) || t0.elapsed() > WAIT {
             break m;
         }
         std::thread::sleep(Duration::from_millis(250));
