@@ -152,23 +152,25 @@ mod tests {
     #[test]
     fn key_files_are_checked() {
         let dir = std::env::temp_dir().join(format!("llmprobe-idkey-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::create_dir_all(&dir).expect("test file");
         let short = dir.join("short");
-        std::fs::write(&short, "too short\n").unwrap();
-        let err = IdKey::from_file(&short).unwrap_err().to_string();
+        std::fs::write(&short, "too short\n").expect("test file");
+        let err = IdKey::from_file(&short)
+            .expect_err("a short key is refused")
+            .to_string();
         assert!(err.contains("at least 16"), "{err}");
         let good = dir.join("good");
-        std::fs::write(&good, "  a secret of more than sixteen bytes\n").unwrap();
-        let k = IdKey::from_file(&good).unwrap();
+        std::fs::write(&good, "  a secret of more than sixteen bytes\n").expect("test file");
+        let k = IdKey::from_file(&good).expect("test file");
         assert_eq!(
             k.id("d", b"v"),
             IdKey::from_material(b"a secret of more than sixteen bytes").id("d", b"v")
         );
         let big = dir.join("big");
-        std::fs::write(&big, vec![b'x'; 5000]).unwrap();
+        std::fs::write(&big, vec![b'x'; 5000]).expect("test file");
         assert!(IdKey::from_file(&big).is_err());
         assert!(IdKey::from_file(&dir).is_err());
         assert!(IdKey::from_file(&dir.join("missing")).is_err());
-        std::fs::remove_dir_all(&dir).unwrap();
+        std::fs::remove_dir_all(&dir).expect("test file");
     }
 }
