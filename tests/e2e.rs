@@ -526,8 +526,10 @@ fn check_dialect_stream(
     assert_between(r, "tpot_s", gap - 0.003, gap + 0.03);
     if reasoning_chunks > 0 {
         // The first answer chunk comes `reasoning_chunks` gaps after the first reasoning chunk.
+        // Stamps are taken when the bytes are read: a reasoning chunk read late (the reader
+        // descheduled on a busy machine) shortens the span by that delay, hence 10 ms below.
         let want = gap * reasoning_chunks as f64;
-        assert_between(r, "reasoning_s", want - 0.003, want + 0.05);
+        assert_between(r, "reasoning_s", want - 0.01, want + 0.05);
     } else {
         assert_eq!(r["reasoning_s"], Value::Null, "{r}");
     }

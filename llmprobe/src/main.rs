@@ -279,7 +279,10 @@ fn options(a: AgentArgs, record: Option<RecordOptions>) -> anyhow::Result<RunOpt
             llmprobe::ids::IdKey::random()?
         }
     };
-    llmprobe::ids::install(id_key);
+    anyhow::ensure!(
+        llmprobe::ids::install(id_key),
+        "the id key was in use before it was installed: ids would not be keyed by it"
+    );
     if a.max_label_values.is_some() {
         log::warn!(
             "--max-label-values is no longer used: metric series are bounded by --max-series (default 10000)"

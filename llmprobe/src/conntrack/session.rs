@@ -54,9 +54,14 @@ impl<X: TrackedExchange> HttpSession<X> {
     }
 
     /// Request bytes carried a credential fingerprint (the masker's `api_key_id`): the next
-    /// request head's exchange gets the first one.
+    /// request head's exchange gets the first one. Called before the bytes are fed: only bytes
+    /// that start or continue a request head count. A fingerprint from a body or trailers (a
+    /// `?key=` inside a prompt, a header-like line a client's body carries) is not the
+    /// request's credential, and must not stay behind for the next request on the connection.
     pub(super) fn note_credential(&mut self, id: u64) {
-        self.credential.get_or_insert(id);
+        if self.req.expects_head() {
+            self.credential.get_or_insert(id);
+        }
     }
 
     /// The direction that sends requests, once decided.

@@ -526,10 +526,27 @@ fn credential_fingerprints_follow_their_request() {
     let t = T0 + 2000 * MS;
     h.feed(s.send(t, &chat_request("llm.internal:8000", "m2", false)));
     h.feed(s.recv(t + 200 * MS, &json_response(200, "OK", &completion_body(2))));
+    // A fingerprint the masker found in a body (a `?key=` inside a prompt) is not the
+    // request's credential, and does not stay behind for the next request either.
+    let t = T0 + 3000 * MS;
+    let req = chat_request("llm.internal:8000", "m3", false);
+    let head_end = req.windows(4).position(|w| w == b"\r\n\r\n").expect("head") + 4;
+    let (head, body) = req.split_at(head_end);
+    h.feed(s.piece(t, Direction::Egress, 0, head.len() as u32, head));
+    h.feed(stamped(
+        s.piece(t, Direction::Egress, 0, body.len() as u32, body),
+        Some(0x999),
+    ));
+    h.feed(s.recv(t + 200 * MS, &json_response(200, "OK", &completion_body(3))));
+    let t = T0 + 4000 * MS;
+    h.feed(s.send(t, &chat_request("llm.internal:8000", "m4", false)));
+    h.feed(s.recv(t + 200 * MS, &json_response(200, "OK", &completion_body(4))));
     let calls = h.calls();
-    assert_eq!(calls.len(), 2);
+    assert_eq!(calls.len(), 4);
     assert_eq!(calls[0].api_key_id.as_deref(), Some("0000000000000abc"));
     assert_eq!(calls[1].api_key_id, None);
+    assert_eq!(calls[2].api_key_id, None);
+    assert_eq!(calls[3].api_key_id, None);
 }
 
 #[test]

@@ -427,17 +427,34 @@ impl Matcher {
         // Both ends of a call on one node (a gateway's server-role call and the upstream call it
         // makes with the same ids) are two conversations, each counted once per role.
         let role = u64::from(call.role == "server");
-        let response = keys.response.map(|r| mix(&[r, role]));
+        // Explicit ids and response ids are followed within one container (or the host) and
+        // server: several worker processes of one app continue each other's conversations, but
+        // a process elsewhere that sends a guessed id ("default", "1") or a response id it
+        // learned cannot join, and so cannot change, another app's conversation.
+        let shared = mix(&[
+            role,
+            crate::ids::key().id_u64(
+                "conversation.shared_scope",
+                format!(
+                    "{}\0{}:{}",
+                    call.container_id.as_deref().unwrap_or(""),
+                    call.server_address.as_deref().unwrap_or(""),
+                    call.server_port.unwrap_or(0)
+                )
+                .as_bytes(),
+            ),
+        ]);
+        let response = keys.response.map(|r| mix(&[r, shared]));
         // Which conversation, its source, and whether it is new or a regeneration.
         let (key, source, regeneration, turn_hint) = if let Some((source, h)) = keys.explicit {
-            let key = mix(&[h, role]);
+            let key = mix(&[h, shared]);
             let regen = self
                 .convs
                 .get(&key)
                 .is_some_and(|c| c.last_history.is_some() && c.last_history == full);
             (key, source, regen, None)
         } else if let Some(r) = keys.previous_response {
-            let r = mix(&[r, role]);
+            let r = mix(&[r, shared]);
             let key = self.responses.get(&r).copied().unwrap_or(r);
             (key, "openai.previous_response_id", false, None)
         } else if let Some(full) = full {
@@ -958,6 +975,33 @@ mod tests {
         );
         m.observe(&mut c5);
         assert_eq!(fields(&c5), (fields(&c1).0, "history", 3, false));
+    }
+
+    #[test]
+    fn explicit_ids_join_within_a_container_never_across() {
+        let mut m = matcher(1800);
+        let explicit = Some(("header.x-conversation-id", conversation_hash("default")));
+        let keys = |text: &str| {
+            let mut k = chat(&[("user", text)]);
+            k.explicit = explicit;
+            k
+        };
+        // Two worker processes of one app (same container) continue one conversation.
+        let mut a1 = call(1, 1, keys("a"));
+        a1.container_id = Some("app".into());
+        let mut a2 = call(2, 2, keys("b"));
+        a2.container_id = Some("app".into());
+        // Another container sending the same guessable id starts its own, and leaves the app's
+        // turns alone.
+        let mut x = call(3, 3, keys("c"));
+        x.container_id = Some("other".into());
+        let mut a3 = call(1, 4, keys("d"));
+        a3.container_id = Some("app".into());
+        for c in [&mut a1, &mut a2, &mut x, &mut a3] {
+            m.observe(c);
+        }
+        assert_eq!((a1.turn, a2.turn, a3.turn), (Some(1), Some(2), Some(3)));
+        assert_eq!(x.turn, Some(1));
     }
 
     #[test]

@@ -240,7 +240,14 @@ impl Dify {
             out.usage.output_tokens = Some(n);
         }
         if let Some(p) = num_in(&u.total_price, MAX_PRICE) {
-            out.reported_cost = Some((p, capped(&u.currency).unwrap_or_default()));
+            // The currency becomes a metric label: only a code (1 to 8 ASCII letters or
+            // digits) is kept, anything else leaves the price without a currency.
+            let currency = capped(&u.currency)
+                .filter(|c| {
+                    (1..=8).contains(&c.len()) && c.bytes().all(|b| b.is_ascii_alphanumeric())
+                })
+                .unwrap_or_default();
+            out.reported_cost = Some((p, currency));
         }
         if let Some(l) = num_in(&u.latency, MAX_LATENCY_S) {
             out.reported_latency_s = Some(l);
@@ -708,6 +715,15 @@ mod tests {
         d.feed_event(&ev(r#"{"event":"message_end","metadata":{"usage":{"total_price":0.5,"currency":"RMB","latency":2}}}"#), &mut o);
         assert_eq!(o.reported_cost, Some((0.5, "RMB".to_owned())));
         assert_eq!(o.reported_latency_s, Some(2.0));
+        // A currency that is not a code (it would become a metric label) is dropped.
+        for bad in ["US Dollar", "USD\\n", "ABCDEFGHI", "€"] {
+            let mut o = Observed::default();
+            let data = format!(
+                r#"{{"event":"message_end","metadata":{{"usage":{{"total_price":0.5,"currency":"{bad}"}}}}}}"#
+            );
+            d.feed_event(&ev(&data), &mut o);
+            assert_eq!(o.reported_cost, Some((0.5, String::new())), "{bad}");
+        }
         for bad in [
             r#""-1""#, r#""NaN""#, r#""inf""#, "1e300", r#""x""#, "null", "[1]", "{}", "true",
         ] {

@@ -6,11 +6,15 @@
 //! * A server-role exchange registers in the [`GatewayIndex`] when it opens and leaves it when
 //!   its record is written or it is dropped (its [`Link`] is dropped with it).
 //! * A client-role exchange in a process with server exchanges in flight asks, when its request
-//!   is complete, which one it serves ([`GatewayIndex::pick`]), in this order: the earliest
+//!   is complete, which one it serves ([`GatewayIndex::pick`]), among those whose own request is
+//!   complete (a request still arriving, e.g. a body a client trickles to stay first in line,
+//!   has not been forwarded yet and cannot take another call's upstream), in this order: the
+//!   earliest
 //!   started one whose request carried the same messages (a hash of the roles and content texts,
 //!   [`messages_hash`]: a gateway rewrites the JSON around them, rarely the messages) and has no
 //!   upstream yet; the latest started one with the same messages (a retry); the earliest started
-//!   one with no upstream yet (a gateway forwards in arrival order); the latest started. With
+//!   one with no upstream yet (a gateway forwards in arrival order); the only one, when just one
+//!   is in flight (a retry with changed messages); else none (no guess between several). With
 //!   one call in flight the answer is always right. Failure modes: concurrent calls whose
 //!   messages the gateway changed (a prompt template, a guardrail) and that it forwards out of
 //!   arrival order are paired crosswise; identical concurrent requests forwarded out of order
@@ -67,6 +71,9 @@ struct Entry {
     span_id: u64,
     trace_id: u128,
     messages: Option<u64>,
+    /// Its request is complete: only then can an upstream call be its (a request still being
+    /// sent, e.g. a body trickled by a client, has not been forwarded yet).
+    request_done: bool,
     /// The gateway's response request id, once its response head arrived.
     request_id: Option<String>,
     /// Upstream calls joined.
@@ -163,6 +170,7 @@ impl GatewayIndex {
                 span_id: id,
                 trace_id,
                 messages: None,
+                request_done: false,
                 request_id: None,
                 upstreams: 0,
                 upstream_answer_ns: None,
@@ -204,11 +212,16 @@ impl GatewayIndex {
         };
         let earliest = |f: &dyn Fn(&Entry) -> bool| candidates(f).into_iter().min();
         let latest = |f: &dyn Fn(&Entry) -> bool| candidates(f).into_iter().max();
-        let same = |e: &Entry| messages.is_some() && e.messages == messages;
+        let same = |e: &Entry| e.request_done && messages.is_some() && e.messages == messages;
+        let done = |e: &Entry| e.request_done;
+        let only_done = || {
+            let all = candidates(&done);
+            (all.len() == 1).then(|| all[0])
+        };
         let (_, id) = earliest(&|e| same(e) && e.upstreams == 0)
             .or_else(|| latest(&same))
-            .or_else(|| earliest(&|e| e.upstreams == 0))
-            .or_else(|| latest(&|_| true))?;
+            .or_else(|| earliest(&|e| done(e) && e.upstreams == 0))
+            .or_else(only_done)?;
         let e = self.entries.get_mut(&id)?;
         e.upstreams += 1;
         Some((id, e.upstreams))
@@ -272,6 +285,7 @@ impl Link {
             Side::Gateway { id } => {
                 if let Some(e) = ix.entries.get_mut(id) {
                     e.messages = messages;
+                    e.request_done = true;
                 }
             }
             Side::Upstream { pid, joined, .. } => {
@@ -735,6 +749,40 @@ mod tests {
         };
         assert_eq!(up_of("gw-alpha").as_deref(), Some("up-1"));
         assert_eq!(up_of("gw-beta").as_deref(), Some("up-2"));
+    }
+
+    #[test]
+    fn a_request_still_arriving_cannot_take_another_calls_upstream() {
+        let mut g = Gw::new();
+        // A client opens a call first and trickles its body: its request is not complete.
+        let stalled = request("stalled", false);
+        g.inbound(PID, 3, T0, &stalled[..stalled.len() - 5]);
+        // The victim's call arrives whole and is forwarded with a templated prompt.
+        g.inbound(PID, 5, T0 + MS, &request("victim", false));
+        g.outbound(PID, 6, T0 + 5 * MS, &upstream_request("templated", false));
+        g.inbound(PID, 6, T0 + 100 * MS, &json_response("x-request-id: up-1"));
+        g.outbound(
+            PID,
+            5,
+            T0 + 130 * MS,
+            &json_response("x-litellm-call-id: gw-victim"),
+        );
+        let calls = g.calls();
+        let victim = calls
+            .iter()
+            .find(|c| c.request_id.as_deref() == Some("gw-victim"))
+            .expect("the victim's record");
+        assert_eq!(victim.upstream_request_id.as_deref(), Some("up-1"));
+        let up = calls
+            .iter()
+            .find(|c| c.request_id.as_deref() == Some("up-1"))
+            .expect("the upstream record");
+        // The gateway answered after its upstream's record: llmprobe's id for the victim's call.
+        let victim_span = victim.detail.span_id.as_deref().expect("a fixed span id");
+        assert_eq!(
+            up.gateway_request_id,
+            Some(format!("llmprobe-{victim_span}"))
+        );
     }
 
     #[test]

@@ -474,12 +474,18 @@ impl SecretScrubber {
         );
         if self.cred.active {
             // The value goes on in the next piece.
-            if self.split_creds.len() < MAX_CREDENTIAL_STREAMS {
-                self.split_creds.insert(key, self.cred.suspend());
-            } else {
-                self.cred.abandon();
+            // A full table makes room: another stream's value (zeroed) goes, and that stream
+            // gets no id (fail closed, counted). Refusing instead would let streams that never
+            // finish their value (a process that wrote half a header and died: no close is
+            // seen for its fds) blind the fingerprint for good.
+            if self.split_creds.len() >= MAX_CREDENTIAL_STREAMS {
+                let victim = self.split_creds.keys().next().copied();
+                if let Some(v) = victim {
+                    self.drop_split_cred(&v);
+                }
                 self.stats.api_key_table_full += 1;
             }
+            self.split_creds.insert(key, self.cred.suspend());
         }
         if let Some(id) = self.cred.done.take() {
             chunk.api_key_id = Some(id);

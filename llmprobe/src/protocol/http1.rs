@@ -406,6 +406,12 @@ impl Http1Parser {
         }
     }
 
+    /// True while the next bytes belong to a message head (between messages, or inside a head
+    /// not yet complete): false inside a body or trailers, after an upgrade, once poisoned.
+    pub fn expects_head(&self) -> bool {
+        self.state == State::Head
+    }
+
     /// Bytes currently buffered inside the parser (for memory limits).
     pub fn buffered_bytes(&self) -> usize {
         self.buf.len() + self.line.len()

@@ -835,7 +835,7 @@ fn a_long_credential_is_fingerprinted_on_its_prefix_and_counted() {
 }
 
 #[test]
-fn the_split_value_table_is_bounded_and_counts_refusals() {
+fn the_split_value_table_is_bounded_and_makes_room() {
     let mut s = SecretScrubber::new();
     let head = b"POST / HTTP/1.1\r\nx-api-key: sk-abc";
     for conn in 0..=MAX_CREDENTIAL_STREAMS as u64 {
@@ -845,17 +845,21 @@ fn the_split_value_table_is_bounded_and_counts_refusals() {
     }
     assert_eq!(s.split_creds.len(), MAX_CREDENTIAL_STREAMS);
     assert_eq!(s.stats.api_key_table_full, 1);
-    // The refused stream's value is still masked, and gets no id.
-    let mut c = chunk_on(MAX_CREDENTIAL_STREAMS as u64, b"def\r\n\r\n");
-    c.offset = head.len() as u32;
-    c.total_len = 100;
-    s.scrub(&mut c);
-    assert_eq!(&c.data[..3], b"***");
-    assert_eq!(c.api_key_id, None);
-    // A stream that kept its prefix gets its id.
-    let mut c = chunk_on(0, b"def\r\n\r\n");
-    c.offset = head.len() as u32;
-    c.total_len = 100;
-    s.scrub(&mut c);
-    assert_eq!(c.api_key_id, Some(api_key(b"sk-abcdef")));
+    // The newest stream was kept; one older stream made room: its value is still masked and
+    // gets no id (never the id of part of a key); every other stream gets its id.
+    let mut without = Vec::new();
+    for conn in 0..=MAX_CREDENTIAL_STREAMS as u64 {
+        let mut c = chunk_on(conn, b"def\r\n\r\n");
+        c.offset = head.len() as u32;
+        c.total_len = 100;
+        s.scrub(&mut c);
+        assert_eq!(&c.data[..3], b"***");
+        match c.api_key_id {
+            Some(id) => assert_eq!(id, api_key(b"sk-abcdef")),
+            None => without.push(conn),
+        }
+    }
+    assert_eq!(without.len(), 1, "{without:?}");
+    assert_ne!(without[0], MAX_CREDENTIAL_STREAMS as u64);
+    assert!(s.split_creds.is_empty());
 }
