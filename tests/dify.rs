@@ -3,8 +3,7 @@
 //! official `dify-client` package from PyPI (tests/assets/clients/dify_app_client.py). Every
 //! figure is checked against what the client itself saw or measured.
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use llmprobe_tests::*;
@@ -170,37 +169,6 @@ fn dify_chat_and_completion_calls_over_plain_http() {
     }
     let _g = serial();
     chat_calls(false);
-}
-
-struct OtlpReceiver {
-    _proc: Proc,
-    port: u16,
-    out: PathBuf,
-}
-
-impl OtlpReceiver {
-    fn start(dir: &Path) -> OtlpReceiver {
-        let out = dir.join("spans.jsonl");
-        let mut cmd = Command::new(python());
-        cmd.arg(assets().join("otlp_receiver.py"))
-            .args(["--port", "0", "--out"])
-            .arg(&out)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null());
-        let mut p = Proc {
-            child: cmd.spawn().expect("start otlp_receiver.py"),
-        };
-        let port = listening_port(&mut p.child, "otlp_receiver.py");
-        OtlpReceiver {
-            _proc: p,
-            port,
-            out,
-        }
-    }
-
-    fn spans(&self) -> Vec<Value> {
-        read_jsonl(&self.out)
-    }
 }
 
 /// A workflow run: its record, and one child span per workflow node in the call's trace, timed

@@ -786,37 +786,6 @@ fn inference_server_on_fastapi_uvicorn_is_recorded_as_server() {
     assert_no_secret(&[&agent.jsonl, &agent.log]);
 }
 
-struct OtlpReceiver {
-    _proc: Proc,
-    port: u16,
-    out: std::path::PathBuf,
-}
-
-impl OtlpReceiver {
-    fn start(dir: &std::path::Path) -> OtlpReceiver {
-        let out = dir.join("spans.jsonl");
-        let mut cmd = Command::new(python());
-        cmd.arg(assets().join("otlp_receiver.py"))
-            .args(["--port", "0", "--out"])
-            .arg(&out)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null());
-        let mut p = Proc {
-            child: cmd.spawn().expect("start otlp_receiver.py"),
-        };
-        let port = listening_port(&mut p.child, "otlp_receiver.py");
-        OtlpReceiver {
-            _proc: p,
-            port,
-            out,
-        }
-    }
-
-    fn spans(&self) -> Vec<Value> {
-        read_jsonl(&self.out)
-    }
-}
-
 #[test]
 fn prometheus_metrics_and_otlp_spans_joined_to_the_app_trace() {
     if !e2e_enabled() {

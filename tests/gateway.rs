@@ -7,7 +7,7 @@
 //! Runs as root with the real probes, one test at a time (`serial`), like tests/e2e.rs.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use llmprobe_tests::*;
@@ -104,37 +104,6 @@ impl LiteLlm {
 
     fn pid(&self) -> u32 {
         self.proc.child.id()
-    }
-}
-
-struct OtlpReceiver {
-    _proc: Proc,
-    port: u16,
-    out: PathBuf,
-}
-
-impl OtlpReceiver {
-    fn start(dir: &Path) -> OtlpReceiver {
-        let out = dir.join("spans.jsonl");
-        let mut cmd = Command::new(python());
-        cmd.arg(assets().join("otlp_receiver.py"))
-            .args(["--port", "0", "--out"])
-            .arg(&out)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null());
-        let mut p = Proc {
-            child: cmd.spawn().expect("start otlp_receiver.py"),
-        };
-        let port = listening_port(&mut p.child, "otlp_receiver.py");
-        OtlpReceiver {
-            _proc: p,
-            port,
-            out,
-        }
-    }
-
-    fn spans(&self) -> Vec<Value> {
-        read_jsonl(&self.out)
     }
 }
 

@@ -574,3 +574,40 @@ pub fn assert_no_secret(files: &[&Path]) {
         );
     }
 }
+
+/// `assets/otlp_receiver.py` (the official OTLP protobuf schema) on a free port, writing every
+/// span it receives to `DIR/spans.jsonl`.
+pub struct OtlpReceiver {
+    _proc: Proc,
+    /// Its port on 127.0.0.1.
+    pub port: u16,
+    /// The spans file.
+    pub out: PathBuf,
+}
+
+impl OtlpReceiver {
+    /// Starts it, writing into `dir`.
+    pub fn start(dir: &Path) -> OtlpReceiver {
+        let out = dir.join("spans.jsonl");
+        let mut cmd = Command::new(python());
+        cmd.arg(assets().join("otlp_receiver.py"))
+            .args(["--port", "0", "--out"])
+            .arg(&out)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null());
+        let mut p = Proc {
+            child: cmd.spawn().expect("start otlp_receiver.py"),
+        };
+        let port = listening_port(&mut p.child, "otlp_receiver.py");
+        OtlpReceiver {
+            _proc: p,
+            port,
+            out,
+        }
+    }
+
+    /// The spans received so far.
+    pub fn spans(&self) -> Vec<Value> {
+        read_jsonl(&self.out)
+    }
+}
