@@ -227,27 +227,8 @@ mod tests {
             gpu_util_mean: None,
             gpu_mem_used_bytes: None,
             gpu_power_mean_w: None,
-            conversation_id: None,
-            conversation_source: None,
-            turn: None,
-            regeneration: None,
-            cost: None,
-            cost_currency: None,
-            reported_cost: None,
-            reported_cost_currency: None,
-            reported_latency_s: None,
-            api_key_id: None,
-            reasoning_token_source: None,
-            connect_s: None,
-            tls_handshake_s: None,
-            request_upload_s: None,
-            server_queue_s: None,
-            server_prefill_s: None,
-            server_processing_s: None,
-            gateway_overhead_s: None,
-            upstream_request_id: None,
-            gateway_request_id: None,
             detail: Default::default(),
+            ..Default::default()
         }
     }
 

@@ -480,26 +480,6 @@ pub(super) mod tests {
             gpu_util_mean: None,
             gpu_mem_used_bytes: None,
             gpu_power_mean_w: None,
-            conversation_id: None,
-            conversation_source: None,
-            turn: None,
-            regeneration: None,
-            cost: None,
-            cost_currency: None,
-            reported_cost: None,
-            reported_cost_currency: None,
-            reported_latency_s: None,
-            api_key_id: None,
-            reasoning_token_source: None,
-            connect_s: None,
-            tls_handshake_s: None,
-            request_upload_s: None,
-            server_queue_s: None,
-            server_prefill_s: None,
-            server_processing_s: None,
-            gateway_overhead_s: None,
-            upstream_request_id: None,
-            gateway_request_id: None,
             detail: CallDetail {
                 start_unix_ns: T0,
                 end_unix_ns: T0 + 1_500_000_000,
@@ -508,6 +488,7 @@ pub(super) mod tests {
                 parent_span_id: Some("00f067aa0ba902b7".into()),
                 ..CallDetail::default()
             },
+            ..Default::default()
         }
     }
 
