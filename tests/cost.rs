@@ -7,7 +7,7 @@
 //! Runs as root (`cargo xtask test`); see `llmprobe_tests::e2e_enabled`.
 
 use std::io::Read;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -70,33 +70,6 @@ fn run_with_key(mut cmd: Command, key: &str) -> (u32, Value) {
         .and_then(|l| serde_json::from_str(l).ok())
         .unwrap_or(Value::Null);
     (pid, json)
-}
-
-struct OtlpReceiver {
-    _proc: Proc,
-    port: u16,
-    out: PathBuf,
-}
-
-impl OtlpReceiver {
-    fn start(dir: &Path) -> OtlpReceiver {
-        let out = dir.join("spans.jsonl");
-        let mut cmd = Command::new(python());
-        cmd.arg(assets().join("otlp_receiver.py"))
-            .args(["--port", "0", "--out"])
-            .arg(&out)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null());
-        let mut p = Proc {
-            child: cmd.spawn().expect("start otlp_receiver.py"),
-        };
-        let port = listening_port(&mut p.child, "otlp_receiver.py");
-        OtlpReceiver {
-            _proc: p,
-            port,
-            out,
-        }
-    }
 }
 
 /// Sum of every `name{...}` sample whose labels contain all `needles`.
