@@ -258,22 +258,17 @@ fn run(args: &[String]) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The Python environment of the end-to-end tests: a venv with the real SDKs and servers from
-/// PyPI, at the versions in `tests/assets/requirements.txt`.
-fn test_venv() -> anyhow::Result<PathBuf> {
-    let venv = root().join("target").join("e2e-venv");
+/// A venv under `target/NAME` with `tests/assets/REQUIREMENTS` installed from PyPI, unless
+/// `check` (Python code printing the versions found) already runs in it. Returns its python.
+fn venv(name: &str, what: &str, requirements: &str, check: &str) -> anyhow::Result<PathBuf> {
+    let venv = root().join("target").join(name);
     let python = venv.join("bin").join("python");
-    let requirements = root().join("tests").join("assets").join("requirements.txt");
-    let check = "import openai, anthropic, httpx, fastapi, uvicorn, zstandard, opentelemetry.proto; print(openai.__version__, anthropic.__version__)";
     if let Some(v) = output_ok(Command::new(&python).args(["-c", check])) {
-        step(&format!(
-            "test venv: openai and anthropic {} present",
-            v.trim()
-        ));
+        step(&format!("{what}: {} present", v.trim()));
         return Ok(python);
     }
     if !python.exists() {
-        step("creating the test venv");
+        step(&format!("creating the venv of the {what}"));
         if !have("python3") {
             bail!("python3 is required by the end-to-end tests");
         }
@@ -282,7 +277,9 @@ fn test_venv() -> anyhow::Result<PathBuf> {
             "python3 -m venv",
         )?;
     }
-    step("installing the test clients' SDKs from PyPI (tests/assets/requirements.txt)");
+    step(&format!(
+        "installing the {what} from PyPI (tests/assets/{requirements})"
+    ));
     run_cmd(
         Command::new(&python)
             .args([
@@ -293,51 +290,33 @@ fn test_venv() -> anyhow::Result<PathBuf> {
                 "--disable-pip-version-check",
                 "-r",
             ])
-            .arg(&requirements),
-        "pip install -r tests/assets/requirements.txt",
+            .arg(root().join("tests").join("assets").join(requirements)),
+        &format!("pip install -r tests/assets/{requirements}"),
     )?;
     Ok(python)
+}
+
+/// The Python environment of the end-to-end tests: a venv with the real SDKs and servers from
+/// PyPI, at the versions in `tests/assets/requirements.txt`.
+fn test_venv() -> anyhow::Result<PathBuf> {
+    venv(
+        "e2e-venv",
+        "test clients' SDKs (openai, anthropic)",
+        "requirements.txt",
+        "import openai, anthropic, httpx, fastapi, uvicorn, zstandard, opentelemetry.proto, dify_client; print(openai.__version__, anthropic.__version__)",
+    )
 }
 
 /// The LiteLLM proxy of the gateway test (tests/gateway.rs), in a venv of its own (its pins
 /// conflict with the SDKs'): `tests/assets/requirements-litellm.txt`. Returns its `litellm`.
 fn litellm_venv() -> anyhow::Result<PathBuf> {
-    let venv = root().join("target").join("litellm-venv");
-    let python = venv.join("bin").join("python");
-    let litellm = venv.join("bin").join("litellm");
-    let requirements = root()
-        .join("tests")
-        .join("assets")
-        .join("requirements-litellm.txt");
-    let check = "import litellm.proxy.proxy_server; from importlib.metadata import version; print(version('litellm'))";
-    if litellm.exists()
-        && let Some(v) = output_ok(Command::new(&python).args(["-c", check]))
-    {
-        step(&format!("LiteLLM venv: litellm {} present", v.trim()));
-        return Ok(litellm);
-    }
-    if !python.exists() {
-        step("creating the LiteLLM venv");
-        run_cmd(
-            Command::new("python3").args(["-m", "venv"]).arg(&venv),
-            "python3 -m venv",
-        )?;
-    }
-    step("installing the LiteLLM proxy from PyPI (tests/assets/requirements-litellm.txt)");
-    run_cmd(
-        Command::new(&python)
-            .args([
-                "-m",
-                "pip",
-                "install",
-                "-q",
-                "--disable-pip-version-check",
-                "-r",
-            ])
-            .arg(&requirements),
-        "pip install -r tests/assets/requirements-litellm.txt",
+    let python = venv(
+        "litellm-venv",
+        "LiteLLM proxy",
+        "requirements-litellm.txt",
+        "import litellm.proxy.proxy_server; from importlib.metadata import version; print(version('litellm'))",
     )?;
-    Ok(litellm)
+    Ok(python.with_file_name("litellm"))
 }
 
 fn test(args: &[String]) -> anyhow::Result<()> {
