@@ -588,15 +588,25 @@ impl Matcher {
     fn make_room(&mut self, pid: u32) {
         let victim = match self.procs.get(&pid) {
             Some(p) if p.len() >= self.cfg.max_per_process => p.first_key_value().map(|(_, &k)| k),
-            _ if self.convs.len() >= self.cfg.max_total => {
-                self.lru.first_key_value().map(|(_, &k)| k)
-            }
+            _ if self.convs.len() >= self.cfg.max_total => self.biggest_holders_oldest(),
             _ => None,
         };
         if let Some(k) = victim {
             self.remove(k);
             self.evicted += 1;
         }
+    }
+
+    /// With the table full: the least recently used conversation of the process holding the
+    /// most (the oldest among equal holders). Processes that send endless distinct histories
+    /// (several of them, each under its own cap) then evict each other's, not the conversations
+    /// of a process holding few; with equal shares it is the least recently used overall.
+    fn biggest_holders_oldest(&self) -> Option<u64> {
+        self.procs
+            .values()
+            .filter_map(|p| p.first_key_value().map(|(&seq, &k)| (p.len(), seq, k)))
+            .max_by(|a, b| a.0.cmp(&b.0).then(b.1.cmp(&a.1)))
+            .map(|(_, _, k)| k)
     }
 
     fn remove(&mut self, key: u64) -> Option<Conv> {
@@ -1080,6 +1090,36 @@ mod tests {
         m.observe(&mut good2);
         assert_eq!(fields(&good2).0, fields(&good).0);
         assert_eq!(fields(&good2).2, 2);
+        // Several hostile processes, each under its own cap, fill the table together: they
+        // evict each other's conversations, not those of a process holding few.
+        let mut m2 = Matcher::new(MatcherConfig {
+            idle_ns: i64::MAX,
+            max_total: 64,
+            max_per_process: 16,
+        });
+        let mut quiet = call(2, 0, chat(&[("user", "quiet")]));
+        m2.observe(&mut quiet);
+        for i in 0..10_000 {
+            let mut c = call(
+                700 + (i % 8) as u32,
+                1 + i,
+                chat(&[("user", &i.to_string())]),
+            );
+            m2.observe(&mut c);
+            assert!(m2.len() <= 64);
+        }
+        let mut quiet2 = call(
+            2,
+            20_000,
+            chat(&[("user", "quiet"), ("assistant", "r"), ("user", "again")]),
+        );
+        m2.observe(&mut quiet2);
+        assert_eq!(fields(&quiet2).0, fields(&quiet).0);
+        assert_eq!(
+            fields(&quiet2).2,
+            2,
+            "the quiet process's conversation went on"
+        );
         // Many processes: the total bound holds, least recently used first.
         for p in 0..1000u32 {
             let mut c = call(10_000 + p, 40_000 + i64::from(p), chat(&[("user", "p")]));
