@@ -6,9 +6,8 @@
 //! two; an unpriced model is counted; the keys' text appears in no record, metric, span or log.
 //! Runs as root (`cargo xtask test`); see `llmprobe_tests::e2e_enabled`.
 
-use std::io::Read;
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use llmprobe_tests::*;
@@ -48,28 +47,9 @@ fn close(a: f64, b: f64) -> bool {
 }
 
 /// Runs an SDK client with `key` as its API key; returns its pid and final JSON line.
-fn run_with_key(mut cmd: Command, key: &str) -> (u32, Value) {
-    cmd.stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .env("OPENAI_API_KEY", key);
-    let mut child = cmd.spawn().expect("start client");
-    let pid = child.id();
-    let mut stdout = String::new();
-    if let Some(mut o) = child.stdout.take() {
-        let _ = o.read_to_string(&mut stdout);
-    }
-    let mut stderr = String::new();
-    if let Some(mut e) = child.stderr.take() {
-        let _ = e.read_to_string(&mut stderr);
-    }
-    let st = child.wait().expect("wait client");
-    assert!(st.success(), "client failed ({st}): {stdout}\n{stderr}");
-    let json = stdout
-        .lines()
-        .last()
-        .and_then(|l| serde_json::from_str(l).ok())
-        .unwrap_or(Value::Null);
-    (pid, json)
+fn run_with_key(cmd: Command, key: &str) -> (u32, Value) {
+    let run = run_client_with_key(cmd, key);
+    (run.pid, run.json)
 }
 
 /// Sum of every `name{...}` sample whose labels contain all `needles`.

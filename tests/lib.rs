@@ -506,10 +506,15 @@ pub struct ClientRun {
 }
 
 /// Runs a client to completion (panics on failure).
-pub fn run_client(mut cmd: Command) -> ClientRun {
+pub fn run_client(cmd: Command) -> ClientRun {
+    run_client_with_key(cmd, SECRET_KEY)
+}
+
+/// [`run_client`] with `key` as the client's `OPENAI_API_KEY`.
+pub fn run_client_with_key(mut cmd: Command, key: &str) -> ClientRun {
     cmd.stdout(Stdio::piped())
         .stderr(Stdio::piped())
-        .env("OPENAI_API_KEY", SECRET_KEY);
+        .env("OPENAI_API_KEY", key);
     let mut child = cmd.spawn().expect("start client");
     let pid = child.id();
     let mut stdout = String::new();

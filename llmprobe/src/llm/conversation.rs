@@ -689,13 +689,11 @@ mod tests {
             start_time: "2026-01-01T00:00:00.000000Z".into(),
             end_time: "2026-01-01T00:00:01.000000Z".into(),
             role: "client",
-            pid: 0,
+            pid,
             comm: "python".into(),
-            container_id: None,
             tls: true,
-            peer_addr: None,
-            server_address: None,
-            server_port: None,
+            server_address: Some("127.0.0.1".into()),
+            server_port: Some(8000),
             http_method: "POST".into(),
             http_path: "/v1/chat/completions".into(),
             http_status: Some(200),
@@ -703,41 +701,12 @@ mod tests {
             api: "openai.chat_completions",
             operation: "chat",
             request_model: Some("m".into()),
-            response_model: None,
             stream: Some(true),
-            input_tokens: None,
-            output_tokens: None,
-            reasoning_tokens: None,
-            cached_input_tokens: None,
-            token_source: None,
+            input_tokens: Some(10),
+            output_tokens: Some(5),
             duration_s: 1.0,
-            ttft_s: None,
-            tpot_s: None,
-            reasoning_s: None,
-            tbt_p50_s: None,
-            tbt_p95_s: None,
-            tbt_max_s: None,
-            chunks: None,
-            finish_reason: None,
-            error_type: None,
-            retry_after: None,
-            aborted: false,
-            request_id: None,
-            trace_id: None,
-            gpu_util_mean: None,
-            gpu_mem_used_bytes: None,
-            gpu_power_mean_w: None,
-            detail: Default::default(),
             ..Default::default()
         };
-        c.pid = pid;
-        c.server_address = Some("127.0.0.1".into());
-        c.server_port = Some(8000);
-        c.provider = "openai".into();
-        c.input_tokens = Some(10);
-        c.output_tokens = Some(5);
-        c.aborted = false;
-        c.error_type = None;
         c.detail.end_unix_ns = end_s * 1_000_000_000;
         c.detail.conversation = keys;
         c

@@ -128,8 +128,9 @@ pub struct LlmCall {
     /// Conversation this call belongs to: a short keyed hash (hex) of an explicit id the traffic
     /// carried, or of the call that started a conversation reconstructed from message history.
     pub conversation_id: Option<String>,
-    /// Where `conversation_id` came from, e.g. `dify.conversation_id`, `header.x-session-id`,
-    /// `openai.previous_response_id`, `history` (reconstructed).
+    /// How the call was matched to its conversation, e.g. `dify.conversation_id`,
+    /// `header.x-conversation-id`, `openai.previous_response_id`, `history` (by its messages,
+    /// also under an explicit id the call itself did not carry).
     pub conversation_source: Option<&'static str>,
     /// 1-based turn of the call within its conversation.
     pub turn: Option<u32>,
