@@ -237,6 +237,9 @@ pub struct Agent {
     pub capture: Option<PathBuf>,
     /// The `--id-key-file` the harness gave a recording agent.
     pub id_key: Option<PathBuf>,
+    /// The live view's API socket the harness gave the agent (`--api-socket`), unless the
+    /// test passed its own.
+    pub api_socket: Option<PathBuf>,
 }
 
 impl Agent {
@@ -290,6 +293,12 @@ impl Agent {
             cmd.arg("--id-key-file").arg(&k);
             k
         });
+        // Each agent's API socket in its own directory (the default path is one per node).
+        let api_socket = (!extra.contains(&"--api-socket")).then(|| {
+            let p = dir.join("api.sock");
+            cmd.arg("--api-socket").arg(&p);
+            p
+        });
         cmd.args(["--metrics-addr", &metrics_addr]).args(extra);
         let logf = std::fs::File::create(&log).expect("agent log");
         cmd.stdout(Stdio::null())
@@ -304,6 +313,7 @@ impl Agent {
             metrics_addr,
             capture,
             id_key,
+            api_socket,
         };
         let t0 = Instant::now();
         loop {
@@ -317,6 +327,25 @@ impl Agent {
             std::thread::sleep(Duration::from_millis(100));
         }
         agent
+    }
+
+    /// `GET path` on the agent's live-view API socket: (status code, JSON body).
+    pub fn api_get(&self, path: &str) -> (u16, Value) {
+        use std::io::{Read, Write};
+        let sock = self.api_socket.as_ref().expect("the harness's API socket");
+        let mut s = std::os::unix::net::UnixStream::connect(sock).expect("connect API socket");
+        s.set_read_timeout(Some(Duration::from_secs(10))).ok();
+        write!(s, "GET {path} HTTP/1.1\r\nHost: localhost\r\n\r\n").expect("write request");
+        let mut out = Vec::new();
+        s.read_to_end(&mut out).expect("read answer");
+        let text = String::from_utf8_lossy(&out);
+        let (head, body) = text.split_once("\r\n\r\n").expect("an HTTP answer");
+        let code = head
+            .split_whitespace()
+            .nth(1)
+            .and_then(|c| c.parse().ok())
+            .expect("a status code");
+        (code, serde_json::from_str(body).unwrap_or(Value::Null))
     }
 
     /// The agent's log so far.

@@ -22,6 +22,7 @@ use crate::export::otlp::{OtlpConfig, OtlpExporter};
 use crate::export::prometheus::{CardinalityLimits, GenAiMetrics};
 use crate::gpu::join::GpuJoin;
 use crate::gpu::{GpuMetrics, GpuMode, SETTLE_GRACE, SamplerConfig};
+use crate::live;
 use crate::llm::LlmCall;
 use crate::llm::tracking;
 use crate::pipeline::enrich::EnrichInput;
@@ -72,6 +73,10 @@ pub struct RunOptions {
     pub conversation_idle: Duration,
     /// The price table (built in, extended or replaced by `--prices`).
     pub prices: Arc<crate::llm::pricing::PriceTable>,
+    /// `--api-socket`: the live view's API on a local socket (`llmprobe top`); None: off.
+    pub api_socket: Option<PathBuf>,
+    /// `--ui-addr`: the trace page and the API over HTTP; None: off.
+    pub ui_addr: Option<SocketAddr>,
 }
 
 /// Records batches waiting for the enrich stage and for the fan-out.
@@ -103,7 +108,19 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
     // reproduces the records exactly and a wall-clock step shifts nothing against anything.
     let clock = Clock::system();
 
-    let sinks = sinks(&opts, &genai, &metrics)?;
+    let mut sinks = sinks(&opts, &genai, &metrics)?;
+    // The live view, and its listeners bound now so a taken address fails the start.
+    let mut live_listeners = Vec::new();
+    if let Some(path) = &opts.api_socket {
+        live_listeners.push(live::serve::bind_socket(path)?);
+    }
+    if let Some(addr) = opts.ui_addr {
+        live_listeners.push(live::serve::bind_tcp(addr).await?);
+    }
+    let live_view = (!live_listeners.is_empty()).then(live::LiveView::new);
+    if let Some(v) = &live_view {
+        sinks.push(Box::new(live::LiveSink(v.clone())));
+    }
     let recorder = match &opts.record {
         Some(r) => Some(Recorder::create(r, clock, metrics.clone())?),
         None => None,
@@ -171,6 +188,7 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
             .scope
             .auto
             .then(|| (opts.scope.hosts.clone(), admit_filter())),
+        live: live_view.clone(),
     };
     let (open_tx, open_rx) = tokio::sync::oneshot::channel();
     spawn("tracker", move || {
@@ -212,6 +230,27 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
         metrics_http::ServeLimits::default(),
     ));
 
+    let mut live_servers = Vec::new();
+    for l in live_listeners {
+        match &l {
+            live::serve::Listener::Tcp(t) => {
+                if let Ok(a) = t.local_addr() {
+                    info!("trace page on http://{a}/");
+                }
+            }
+            live::serve::Listener::Unix(..) => {}
+        }
+        if let Some(v) = &live_view {
+            live_servers.push(tokio::spawn(live::serve::serve(
+                l,
+                v.clone(),
+                clock,
+                metrics.clone(),
+                metrics_http::ServeLimits::default(),
+            )));
+        }
+    }
+
     info!(
         "ready: tracepoints attached, OpenSSL probed in {} file(s), metrics on http://{}/metrics",
         metrics.tls_libraries.get(),
@@ -224,7 +263,14 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
     // with it enrich, then the fan-out, which closes every sink), discovery detaches and ends.
     reader.abort();
     server.abort();
+    for s in &live_servers {
+        s.abort();
+    }
     let _ = reader.await;
+    for s in live_servers {
+        // The socket file goes with its server.
+        let _ = s.await;
+    }
     if let Ok(open) = open_rx.await
         && open > 0
     {

@@ -11,6 +11,7 @@ pub mod conntrack;
 pub mod export;
 pub mod gpu;
 pub mod ids;
+pub mod live;
 pub mod llm;
 pub mod pipeline;
 pub mod probes;

@@ -127,6 +127,16 @@ struct AgentArgs {
     /// Records get `cost`; /metrics `llmprobe_cost_total`.
     #[arg(long, value_name = "FILE")]
     prices: Option<std::path::PathBuf>,
+    /// Local socket serving the live view's API (calls in flight, recent calls, per-model
+    /// rollups) to `llmprobe top`; `none`: off. Its directory is created 0700 when missing; the
+    /// socket is 0600.
+    #[arg(long, default_value = llmprobe::live::serve::DEFAULT_SOCKET, value_name = "PATH|none")]
+    api_socket: String,
+    /// Serve the trace page (recent calls, per-call timelines) and the live view's API over
+    /// HTTP at this address, e.g. 127.0.0.1:9465. Off by default; an address other than
+    /// loopback shows process names and models to whoever can reach it.
+    #[arg(long, value_name = "ADDR")]
+    ui_addr: Option<SocketAddr>,
 }
 
 /// `--gpu`.
@@ -293,6 +303,8 @@ fn options(a: AgentArgs, record: Option<RecordOptions>) -> anyhow::Result<RunOpt
     log::info!("price table: {} models", prices.len());
     Ok(RunOptions {
         prices: std::sync::Arc::new(prices),
+        api_socket: (a.api_socket != "none").then(|| PathBuf::from(&a.api_socket)),
+        ui_addr: a.ui_addr,
         queue_budget: a.memory_limit / 4,
         jsonl: (a.jsonl != "none").then(|| JsonlTarget::parse(&a.jsonl)),
         metrics_addr: a.metrics_addr,

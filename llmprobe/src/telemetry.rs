@@ -111,6 +111,15 @@ label_values! {
         KernelSocketLimitPerProcess => "kernel_socket_limit_per_process",
         KernelSocketTableEvicted => "kernel_socket_table_evicted",
         KernelSslLinkTableEvicted => "kernel_ssl_link_table_evicted",
+        /// The live view's API or page server: `accept` failed (e.g. out of descriptors).
+        LiveAcceptError => "live_accept_error",
+        /// The live view's API or page server: a request it does not answer (method, head,
+        /// Host that names no loopback or address literal).
+        LiveBadRequest => "live_bad_request",
+        /// The live view's API or page server: a connection closed for a newer one.
+        LiveConnectionLimit => "live_connection_limit",
+        /// The live view's API or page server: a request not delivered and answered in time.
+        LiveRequestTimeout => "live_request_timeout",
         MemoryBudget => "memory_budget",
         MetricsAcceptError => "metrics_accept_error",
         MetricsBadRequest => "metrics_bad_request",

@@ -426,6 +426,25 @@ impl<P: ExchangePolicy> ConnTracker<P> {
             .sum()
     }
 
+    /// The followed exchanges in flight as the live view shows them, at most `max` (any
+    /// `max`, oldest first is the view's job), with the number in flight in all.
+    pub fn in_flight_calls(&self, max: usize) -> (Vec<crate::live::InFlightCall>, usize) {
+        let mut out = Vec::new();
+        let mut total = 0;
+        for c in self.conns.values().flat_map(|m| m.values()) {
+            let role = c.session.role();
+            for ex in c.session.exchanges() {
+                total += 1;
+                if out.len() < max
+                    && let Some(v) = ex.in_flight(&c.info, role, &self.sh.clock)
+                {
+                    out.push(v);
+                }
+            }
+        }
+        (out, total)
+    }
+
     /// Server processes with followed requests in flight, each with the start (Unix ns) of its
     /// oldest one: GPU accounting waits for these calls before it settles their windows.
     pub fn server_in_flight_since(&self) -> HashMap<u32, i64> {

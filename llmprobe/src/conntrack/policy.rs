@@ -182,6 +182,15 @@ pub trait TrackedExchange {
     fn responded(&self) -> bool;
     /// Heap bytes held, for the tracker's memory budget.
     fn heap_bytes(&self) -> usize;
+    /// What the live view shows of the exchange while it is in flight (None: nothing).
+    fn in_flight(
+        &self,
+        _conn: &ConnInfo,
+        _role: Role,
+        _clock: &Clock,
+    ) -> Option<crate::live::InFlightCall> {
+        None
+    }
     /// The record. Problems found inside the exchange may be counted in `metrics`.
     fn finish(
         self,

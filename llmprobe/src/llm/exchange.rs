@@ -554,6 +554,38 @@ impl LlmExchange {
 
     /// Writes the record. `aborted`: the connection ended before the response did; `end_ts` is
     /// then the time of that end.
+    /// The call as the live view shows it while it is in flight.
+    pub fn in_flight_view(
+        &self,
+        ctx: &ExchangeContext,
+        clock: &Clock,
+    ) -> crate::live::InFlightCall {
+        let (server_address, _) = server_of(self.host.as_deref(), ctx);
+        let server_address =
+            server_address.map(|h| super::cap_field(&h, super::MAX_FIELD_BYTES).into_owned());
+        // The usage the server reported so far, else characters / 4, at least one per chunk.
+        let estimate = (self.obs.output_chars / 4).max(self.chunks);
+        crate::live::InFlightCall {
+            pid: ctx.pid,
+            comm: ctx.comm.clone(),
+            container_id: ctx.container.clone(),
+            role: ctx.role,
+            provider: provider_for_host(server_address.as_deref(), self.dialect.provider()),
+            api: self.dialect.api(),
+            model: self
+                .obs
+                .request_model
+                .as_deref()
+                .map(|m| super::cap_field(m, super::MAX_FIELD_BYTES).into_owned()),
+            server_address,
+            stream: self.obs.stream,
+            start_unix_ns: clock.unix_ns(self.start_ts),
+            first_token_unix_ns: self.first_output_ts.map(|t| clock.unix_ns(t)),
+            chunks: self.chunks,
+            tokens: self.obs.usage.output_tokens.unwrap_or(estimate),
+        }
+    }
+
     pub fn finish(
         mut self,
         ctx: &ExchangeContext,

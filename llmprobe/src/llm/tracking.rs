@@ -115,6 +115,19 @@ impl ExchangePolicy for LlmPolicy {
     }
 }
 
+/// What an exchange knows of its connection.
+fn context(conn: &ConnInfo, role: Role, start_ts: u64) -> ExchangeContext {
+    ExchangeContext {
+        role: role.as_str(),
+        pid: conn.pid,
+        comm: conn.comm.clone(),
+        tls: conn.tls,
+        peer: conn.peer,
+        container: conn.container.clone(),
+        fresh: conn.fresh_for(start_ts),
+    }
+}
+
 impl TrackedExchange for LlmExchange {
     type Record = LlmCall;
 
@@ -161,6 +174,15 @@ impl TrackedExchange for LlmExchange {
 
     /// A whole exchange counts the problems found inside it; one cut off carries why in its
     /// `error_type` (`idle_timeout`, `capture_incomplete`) or is marked aborted (closed).
+    fn in_flight(
+        &self,
+        conn: &ConnInfo,
+        role: Role,
+        clock: &Clock,
+    ) -> Option<crate::live::InFlightCall> {
+        Some(self.in_flight_view(&context(conn, role, self.start_ts()), clock))
+    }
+
     fn finish(
         mut self,
         conn: &ConnInfo,
@@ -169,15 +191,7 @@ impl TrackedExchange for LlmExchange {
         ending: Ending,
         metrics: &SelfMetrics,
     ) -> LlmCall {
-        let ctx = ExchangeContext {
-            role: role.as_str(),
-            pid: conn.pid,
-            comm: conn.comm.clone(),
-            tls: conn.tls,
-            peer: conn.peer,
-            container: conn.container.clone(),
-            fresh: conn.fresh_for(self.start_ts()),
-        };
+        let ctx = context(conn, role, self.start_ts());
         match ending {
             Ending::Complete => {
                 count_issues(&self, metrics);

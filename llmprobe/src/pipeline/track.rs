@@ -51,6 +51,8 @@ pub struct TrackStage<W: std::io::Write> {
     /// `--scope auto`: discovery, told of each process that made an LLM call (the hosts tell
     /// which calls keep an admission active).
     pub admit: Option<(LlmHosts, AdmitFilter)>,
+    /// The live view (`llmprobe top`, the trace page): the calls in flight every 500 ms.
+    pub live: Option<Arc<crate::live::LiveView>>,
 }
 
 impl<W: std::io::Write> TrackStage<W> {
@@ -115,6 +117,10 @@ impl<W: std::io::Write> TrackStage<W> {
     fn in_flight(&self, out: &SyncSender<EnrichInput>) {
         self.genai
             .set_in_flight(self.tracker.llm_in_flight() as i64);
+        if let Some(live) = &self.live {
+            let (calls, total) = self.tracker.in_flight_calls(crate::live::MAX_IN_FLIGHT * 4);
+            live.publish_in_flight(calls, total, self.clock.unix_ns(monotonic_now_ns()));
+        }
         if self.snapshots {
             // A full channel loses this snapshot; the next comes in 500 ms.
             let _ = out.try_send(EnrichInput::InFlight(InFlightSnapshot {

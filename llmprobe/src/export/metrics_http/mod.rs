@@ -188,24 +188,10 @@ async fn answer<S: AsyncRead + AsyncWrite + Unpin>(
     sock: &mut S,
     shared: &Shared,
 ) -> std::io::Result<Outcome> {
-    let mut buf = vec![0u8; MAX_REQUEST_HEAD];
-    let mut used = 0;
-    // The body, if any, is ignored.
-    let complete = loop {
-        let n = sock.read(&mut buf[used..]).await?;
-        if n == 0 {
-            return Ok(Outcome::Refused);
-        }
-        // The end of the head may straddle reads: look again from 3 bytes back.
-        let from = used.saturating_sub(3);
-        used += n;
-        if buf[from..used].windows(4).any(|w| w == b"\r\n\r\n") {
-            break true;
-        }
-        if used == buf.len() {
-            break false;
-        }
+    let Some((buf, complete)) = read_head(sock).await? else {
+        return Ok(Outcome::Refused);
     };
+    let used = buf.len();
     let asked = Instant::now();
     let head = String::from_utf8_lossy(&buf[..used]);
     let mut words = head.split_whitespace();
@@ -262,27 +248,54 @@ async fn answer<S: AsyncRead + AsyncWrite + Unpin>(
         res = async {
             let (ctype, text) = encoding(&shared.registry, &shared.encodings, openmetrics, asked).await;
             // The body is the shared encoding: written from it, not copied.
-            reply(sock, "200 OK", ctype, &text, head_only).await
+            reply(sock, "200 OK", ctype, text.as_bytes(), head_only).await
         } => res.map(|()| Outcome::Served),
         () = cut.notified() => Ok(Outcome::Cut),
     }
 }
 
+/// Reads a request head (through its blank line, at most [`MAX_REQUEST_HEAD`] bytes; a body,
+/// if any, is ignored): the bytes read and whether the head ended. None: the peer closed first.
+pub(crate) async fn read_head<S: AsyncRead + Unpin>(
+    sock: &mut S,
+) -> std::io::Result<Option<(Vec<u8>, bool)>> {
+    let mut buf = vec![0u8; MAX_REQUEST_HEAD];
+    let mut used = 0;
+    let complete = loop {
+        let n = sock.read(&mut buf[used..]).await?;
+        if n == 0 {
+            return Ok(None);
+        }
+        // The end of the head may straddle reads: look again from 3 bytes back.
+        let from = used.saturating_sub(3);
+        used += n;
+        if buf[from..used].windows(4).any(|w| w == b"\r\n\r\n") {
+            break true;
+        }
+        if used == buf.len() {
+            break false;
+        }
+    };
+    buf.truncate(used);
+    Ok(Some((buf, complete)))
+}
+
 /// Writes a whole response and closes the sending side. `status` may carry extra header lines.
-async fn reply<S: AsyncWrite + Unpin>(
+pub(crate) async fn reply<S: AsyncWrite + Unpin>(
     sock: &mut S,
     status: &str,
     ctype: &str,
-    body: &str,
+    body: impl AsRef<[u8]>,
     head_only: bool,
 ) -> std::io::Result<()> {
+    let body = body.as_ref();
     let head = format!(
         "HTTP/1.1 {status}\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
         body.len()
     );
     sock.write_all(head.as_bytes()).await?;
     if !head_only {
-        sock.write_all(body.as_bytes()).await?;
+        sock.write_all(body).await?;
     }
     let _ = sock.shutdown().await;
     Ok(())
