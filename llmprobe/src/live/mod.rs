@@ -519,4 +519,38 @@ mod tests {
         assert_eq!(quantile(&[3.0, 1.0, 2.0], 0.95), Some(3.0));
         assert_eq!(quantile(&[f64::NAN], 0.5), None);
     }
+
+    /// The live view's cost per finished call, against the JSON line the same record becomes
+    /// (the JSONL sink's work), in one run: `cargo test --release -p llmprobe --lib
+    /// live_cost_per_call -- --ignored --nocapture`.
+    #[test]
+    #[ignore]
+    fn live_cost_per_call() {
+        let c = call("gpt-4o-mini-2024-07-18", 100, 0.3, vec![0.02; 300]);
+        let n = 20_000;
+        let time = |f: &mut dyn FnMut()| {
+            let t = std::time::Instant::now();
+            for _ in 0..n {
+                f();
+            }
+            t.elapsed().as_secs_f64() * 1e9 / n as f64
+        };
+        let mut line = Vec::new();
+        let mut best = (f64::MAX, f64::MAX);
+        for _ in 0..5 {
+            let v = LiveView::new();
+            let push = time(&mut || v.push(&c));
+            let json = time(&mut || {
+                line.clear();
+                serde_json::to_writer(&mut line, &c).expect("json");
+            });
+            best = (best.0.min(push), best.1.min(json));
+        }
+        println!(
+            "live view push: {:.0} ns per call (300 ticks); JSON line of the record: {:.0} ns; ratio {:.2}",
+            best.0,
+            best.1,
+            best.0 / best.1
+        );
+    }
 }
