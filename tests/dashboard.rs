@@ -31,6 +31,18 @@ const NO_DATA_IN_TEST: [(&str, &str); 1] = [(
      overflow none of them (the attack tests drive those bounds)",
 )];
 
+/// Panels whose every query must show a value above zero in the live test: the calls it makes
+/// fail, abort, cost money and run on the (stand-in) GPU.
+const POSITIVE_IN_TEST: [&str; 7] = [
+    "Calls per second",
+    "Error rate",
+    "Abort rate",
+    "Tokens per second",
+    "Cost per hour",
+    "GPU energy per output token",
+    "GPU utilization in flight vs idle",
+];
+
 /// What `$__rate_interval` becomes in the live queries (Grafana makes it at least four scrape
 /// intervals; the test scrapes every second and its calls lie within the last 20 s).
 const RATE_INTERVAL: &str = "30s";
@@ -592,6 +604,12 @@ fn every_metric_the_dashboard_and_rules_name_is_one_the_agent_exposes() {
         }
     }
     panel_ds(dash["panels"].as_array().expect("panels"));
+    for title in POSITIVE_IN_TEST {
+        assert!(
+            targets(&dash).iter().any(|t| t.title == title),
+            "{title:?} is no panel"
+        );
+    }
     for (title, _) in NO_DATA_IN_TEST {
         assert!(
             targets(&dash).iter().any(|t| t.title == title),
@@ -885,7 +903,13 @@ fn every_panel_has_data_from_a_real_prometheus_scraping_a_live_agent() {
             continue;
         }
         checked += 1;
-        if finite == 0 {
+        let positive = samples.iter().any(|s| s.1.is_finite() && s.1 > 0.0);
+        if POSITIVE_IN_TEST.contains(&t.title.as_str()) && !positive {
+            missing.push(format!(
+                "{:?} {}: no value above zero: {q}\n  {samples:?}",
+                t.title, t.ref_id
+            ));
+        } else if finite == 0 {
             missing.push(format!(
                 "{:?} {}: {} samples, none finite: {q}\n  {samples:?}",
                 t.title,
