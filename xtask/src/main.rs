@@ -319,9 +319,29 @@ fn litellm_venv() -> anyhow::Result<PathBuf> {
     Ok(python.with_file_name("litellm"))
 }
 
+/// Prometheus and promtool (Debian's `prometheus` package) for tests/dashboard.rs: the rules
+/// are checked and unit-tested by promtool, and a real Prometheus scrapes a live agent.
+fn prometheus_tools() -> anyhow::Result<()> {
+    if Path::new("/usr/bin/promtool").exists() && Path::new("/usr/bin/prometheus").exists() {
+        step("prometheus, promtool: present");
+        return Ok(());
+    }
+    step("installing Prometheus and promtool with apt-get (the dashboard and alert rule tests)");
+    let started = std::time::Instant::now();
+    // Without prometheus-node-exporter, which it recommends: the tests start their own
+    // Prometheus, nothing else is needed.
+    apt_install(&["--no-install-recommends", "prometheus"])?;
+    step(&format!(
+        "prometheus installed in {:.0} s",
+        started.elapsed().as_secs_f64()
+    ));
+    Ok(())
+}
+
 fn test(args: &[String]) -> anyhow::Result<()> {
     let python = test_venv()?;
     let litellm = litellm_venv()?;
+    prometheus_tools()?;
     for tool in ["curl", "node", "openssl"] {
         if !have(tool) {
             bail!("{tool} is required by the end-to-end tests and is not installed");
