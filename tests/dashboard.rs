@@ -437,6 +437,7 @@ fn registry_exposition() -> String {
     let _calls = GenAiMetrics::new(&mut registry, CardinalityLimits::default());
     let _gpu = llmprobe::gpu::GpuMetrics::new(&mut registry);
     let _conversations = ConversationMetrics::new(&mut registry);
+    let _process = llmprobe::telemetry::ProcessMetrics::new(&mut registry);
     llmprobe::export::metrics_http::exposition::encode_text(&registry)
 }
 

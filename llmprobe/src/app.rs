@@ -93,6 +93,8 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
         },
     ));
     let gpu_metrics = Arc::new(GpuMetrics::new(&mut registry));
+    let process_metrics = crate::telemetry::ProcessMetrics::new(&mut registry);
+    process_metrics.sample();
     let conversations = enrich::Conversations::new(
         crate::llm::conversation::MatcherConfig::with_idle(opts.conversation_idle),
         Arc::new(crate::export::prometheus::ConversationMetrics::new(
@@ -221,6 +223,7 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
         loop {
             std::thread::sleep(Duration::from_secs(1));
             kernel_stats.poll(&lost_metrics);
+            process_metrics.sample();
         }
     })?;
     let server = tokio::spawn(metrics_http::serve(

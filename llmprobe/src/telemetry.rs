@@ -336,9 +336,123 @@ impl SelfMetrics {
     }
 }
 
+/// The agent process's own resources under the names every Prometheus client library uses
+/// (`process_*`), read from `/proc/self` once a second by the live agent.
+pub struct ProcessMetrics {
+    resident: Gauge,
+    cpu: Counter<f64, std::sync::atomic::AtomicU64>,
+    open_fds: Gauge,
+    start_time: Gauge<f64, std::sync::atomic::AtomicU64>,
+    /// CPU seconds already counted.
+    cpu_seen: std::sync::Mutex<f64>,
+}
+
+impl ProcessMetrics {
+    /// Registers the metrics in `registry`.
+    pub fn new(registry: &mut Registry) -> Self {
+        let m = ProcessMetrics {
+            resident: Gauge::default(),
+            cpu: Counter::default(),
+            open_fds: Gauge::default(),
+            start_time: Gauge::default(),
+            cpu_seen: std::sync::Mutex::new(0.0),
+        };
+        registry.register(
+            "process_resident_memory_bytes",
+            "Resident memory size of the agent in bytes",
+            m.resident.clone(),
+        );
+        registry.register(
+            "process_cpu_seconds",
+            "User and system CPU time of the agent in seconds",
+            m.cpu.clone(),
+        );
+        registry.register(
+            "process_open_fds",
+            "File descriptors the agent holds open",
+            m.open_fds.clone(),
+        );
+        registry.register(
+            "process_start_time_seconds",
+            "Start time of the agent since the Unix epoch in seconds",
+            m.start_time.clone(),
+        );
+        m
+    }
+
+    /// Reads `/proc/self` (statm, stat, fd) into the metrics; a file that cannot be read leaves
+    /// its metric as it was.
+    pub fn sample(&self) {
+        // SAFETY: sysconf has no preconditions.
+        let (page, hz) = unsafe {
+            (
+                libc::sysconf(libc::_SC_PAGESIZE),
+                libc::sysconf(libc::_SC_CLK_TCK),
+            )
+        };
+        if let Some(rss) = std::fs::read_to_string("/proc/self/statm")
+            .ok()
+            .and_then(|t| t.split_whitespace().nth(1)?.parse::<i64>().ok())
+        {
+            self.resident.set(rss.saturating_mul(page.max(1)));
+        }
+        if let Some((cpu, start)) = std::fs::read_to_string("/proc/self/stat")
+            .ok()
+            .and_then(|t| stat_times(&t, hz.max(1) as f64))
+        {
+            let mut seen = self
+                .cpu_seen
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            if cpu > *seen {
+                self.cpu.inc_by(cpu - *seen);
+                *seen = cpu;
+            }
+            if let Some(boot) = boot_time() {
+                self.start_time.set(boot + start);
+            }
+        }
+        if let Ok(d) = std::fs::read_dir("/proc/self/fd") {
+            self.open_fds.set(d.count() as i64);
+        }
+    }
+}
+
+/// CPU seconds (utime + stime) and the start time after boot (seconds) from `/proc/PID/stat`
+/// (the fields after the process name, which may hold spaces and parentheses).
+fn stat_times(stat: &str, hz: f64) -> Option<(f64, f64)> {
+    let rest = &stat[stat.rfind(')')? + 1..];
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    // rest[0] is field 3 (state): utime is field 14, stime 15, starttime 22.
+    let utime: f64 = f.get(11)?.parse().ok()?;
+    let stime: f64 = f.get(12)?.parse().ok()?;
+    let start: f64 = f.get(19)?.parse().ok()?;
+    Some(((utime + stime) / hz, start / hz))
+}
+
+/// The boot time, seconds since the Unix epoch (`btime` in `/proc/stat`).
+fn boot_time() -> Option<f64> {
+    std::fs::read_to_string("/proc/stat")
+        .ok()?
+        .lines()
+        .find_map(|l| l.strip_prefix("btime ")?.trim().parse().ok())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn process_times_are_read_past_a_name_with_spaces_and_parentheses() {
+        let stat = "42 (a) b) (c) S 1 42 42 0 -1 4194560 100 0 0 0 250 50 0 0 20 0 1 0 1000 0 0";
+        assert_eq!(stat_times(stat, 100.0), Some((3.0, 10.0)));
+        assert_eq!(stat_times("42 (x", 100.0), None);
+        let m = ProcessMetrics::new(&mut Registry::default());
+        m.sample();
+        assert!(m.resident.get() > 0);
+        assert!(m.open_fds.get() > 0);
+        assert!(m.start_time.get() > 1.0e9);
+    }
 
     #[test]
     fn a_counter_is_resolved_once_and_shows_once_used() {
