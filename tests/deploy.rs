@@ -539,8 +539,9 @@ fn daemonset_args() -> Vec<String> {
 }
 
 /// The agent with only `caps` (lower case, setpriv's spelling) in its bounding set, uid 0: what a
-/// container with `drop: [ALL]` and those in `add` gets. `read_only_root`: the root filesystem is
-/// remounted read-only for it (readOnlyRootFilesystem, ProtectSystem=strict), `dir` stays writable.
+/// container with `drop: [ALL]` and those in `add` gets. `read_only_root`: the root filesystem and
+/// tracefs are remounted read-only for it (readOnlyRootFilesystem, ProtectSystem=strict, the
+/// DaemonSet's read-only tracefs mount); `dir` stays writable.
 fn agent_with(caps: &[&str], dir: &Path, read_only_root: bool) -> Agent {
     let bounding = format!(
         "-all{}",
@@ -553,7 +554,8 @@ fn agent_with(caps: &[&str], dir: &Path, read_only_root: bool) -> Agent {
         .chain(["--gpu", "off"])
         .collect();
     let script = format!(
-        "mount --bind {d} {d} && mount -o remount,bind,ro / && exec \"$@\"",
+        "mount --bind {d} {d} && mount -o remount,bind,ro / \
+         && mount -o remount,bind,ro /sys/kernel/tracing && exec \"$@\"",
         d = dir.display()
     );
     let mut wrapper: Vec<&str> = Vec::new();
