@@ -267,6 +267,18 @@ impl Agent {
         extra: &[&str],
         env: &[(&str, &str)],
     ) -> Agent {
+        Self::start_under(&[], dir, capture, extra, env)
+    }
+
+    /// [`Agent::start_with_env`] with the agent run by `wrapper` (a program and its arguments, e.g.
+    /// `setpriv --bounding-set ... --`), which must exec it.
+    pub fn start_under(
+        wrapper: &[&str],
+        dir: &Path,
+        capture: bool,
+        extra: &[&str],
+        env: &[(&str, &str)],
+    ) -> Agent {
         // `--jsonl PATH` in `extra` replaces the default records file.
         let jsonl = extra
             .iter()
@@ -277,7 +289,14 @@ impl Agent {
         let log = dir.join("agent.log");
         let metrics_addr = format!("127.0.0.1:{}", free_port());
         let capture = capture.then(|| dir.join("capture.jsonl"));
-        let mut cmd = Command::new(agent_bin());
+        let mut cmd = match wrapper.split_first() {
+            Some((program, args)) => {
+                let mut c = Command::new(program);
+                c.args(args).arg(agent_bin());
+                c
+            }
+            None => Command::new(agent_bin()),
+        };
         match &capture {
             Some(c) => cmd.arg("record").arg("--out").arg(c),
             None => cmd.arg("run"),

