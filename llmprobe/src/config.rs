@@ -101,7 +101,10 @@ pub struct OptionValue {
 
 /// The environment variable of a flag: `LLMPROBE_` and the long name in upper snake case.
 pub fn env_name(long: &str) -> String {
-    format!("{ENV_PREFIX}{}", long.to_ascii_uppercase().replace('-', "_"))
+    format!(
+        "{ENV_PREFIX}{}",
+        long.to_ascii_uppercase().replace('-', "_")
+    )
 }
 
 /// Whether a flag is an option the file and the environment may set.
@@ -147,8 +150,7 @@ pub fn prepare(cmd: Command) -> Command {
 /// The same command with nothing required, to learn the subcommand and the config file before
 /// the file can supply required values.
 fn lenient(cmd: Command) -> Command {
-    cmd.mut_args(|a| a.required(false))
-        .mut_subcommands(lenient)
+    cmd.mut_args(|a| a.required(false)).mut_subcommands(lenient)
 }
 
 /// Parses `argv` against `cmd` (already [`prepare`]d), with the config file and the
@@ -220,20 +222,24 @@ pub fn parse_with_env(
         if let Some(t) = &table {
             let file = file.as_deref().unwrap_or(Path::new(""));
             for (long, value) in leaf_values(t, &path) {
-                let Some(arg) = leaf.get_arguments().find(|a| a.get_long() == Some(&long))
-                else {
+                let Some(arg) = leaf.get_arguments().find(|a| a.get_long() == Some(&long)) else {
                     continue;
                 };
                 let values = file_values(file, &long, value, arg)?;
                 layered.insert(arg.get_id().to_string(), (values, Origin::File));
             }
         }
-        for arg in leaf.get_arguments().filter(|a| is_option(a) && is_repeatable(a)) {
+        for arg in leaf
+            .get_arguments()
+            .filter(|a| is_option(a) && is_repeatable(a))
+        {
             let long = arg.get_long().unwrap_or_default();
             let var = env_name(long);
             if let Some(v) = env(&var) {
                 let v = v.into_string().map_err(|_| {
-                    Error::Config(format!("{var}: not UTF-8 (expected --{long} values separated by '{ENV_SEPARATOR}')"))
+                    Error::Config(format!(
+                        "{var}: not UTF-8 (expected --{long} values separated by '{ENV_SEPARATOR}')"
+                    ))
                 })?;
                 let values: Vec<String> = v
                     .split(ENV_SEPARATOR)
@@ -243,7 +249,9 @@ pub fn parse_with_env(
                     .collect();
                 for value in &values {
                     check_value(arg, value).map_err(|e| {
-                        Error::Config(format!("{var}: {e} (values separated by '{ENV_SEPARATOR}')"))
+                        Error::Config(format!(
+                            "{var}: {e} (values separated by '{ENV_SEPARATOR}')"
+                        ))
                     })?;
                 }
                 layered.insert(arg.get_id().to_string(), (values, Origin::Environment));
@@ -407,10 +415,14 @@ fn leaf_values(table: &toml::Table, path: &[String]) -> BTreeMap<String, toml::V
 }
 
 /// A file value as the flag's string values, checked by the flag's own parser.
-fn file_values(file: &Path, long: &str, value: toml::Value, arg: &Arg) -> Result<Vec<String>, Error> {
-    let err = |what: String| {
-        Error::Config(format!("config file {}: `{long}`: {what}", file.display()))
-    };
+fn file_values(
+    file: &Path,
+    long: &str,
+    value: toml::Value,
+    arg: &Arg,
+) -> Result<Vec<String>, Error> {
+    let err =
+        |what: String| Error::Config(format!("config file {}: `{long}`: {what}", file.display()));
     let scalar = |v: &toml::Value| -> Option<String> {
         match v {
             toml::Value::String(s) => Some(s.clone()),
@@ -426,7 +438,10 @@ fn file_values(file: &Path, long: &str, value: toml::Value, arg: &Arg) -> Result
             .iter()
             .map(|v| {
                 scalar(v).ok_or_else(|| {
-                    err(format!("expected an array of {expected}, found an element of type {}", v.type_str()))
+                    err(format!(
+                        "expected an array of {expected}, found an element of type {}",
+                        v.type_str()
+                    ))
                 })
             })
             .collect::<Result<Vec<_>, _>>()?,
@@ -440,11 +455,14 @@ fn file_values(file: &Path, long: &str, value: toml::Value, arg: &Arg) -> Result
             vec![b.to_string()]
         }
         (_, false) if matches!(arg.get_action(), ArgAction::SetTrue) => {
-            return Err(err(format!("expected true or false, found {}", value.type_str())));
+            return Err(err(format!(
+                "expected true or false, found {}",
+                value.type_str()
+            )));
         }
-        (v, false) => vec![scalar(v).ok_or_else(|| {
-            err(format!("expected {expected}, found {}", v.type_str()))
-        })?],
+        (v, false) => vec![
+            scalar(v).ok_or_else(|| err(format!("expected {expected}, found {}", v.type_str())))?,
+        ],
     };
     for v in &values {
         check_value(arg, v).map_err(err)?;
@@ -578,11 +596,18 @@ pub fn default_file(cmd: &Command) -> String {
                 let line = line.trim_end();
                 if line.is_empty() {
                     out.push_str("#\n");
-                } else {
-                    out.push_str(&format!("# {line}\n"));
+                }
+                for wrapped in wrap(line, 96) {
+                    out.push_str(&format!("# {wrapped}\n"));
                 }
             }
-            out.push_str(&format!("# {long} = {}\n", toml_default(a)));
+            match toml_default(a) {
+                Some(v) => out.push_str(&format!("# {long} = {v}\n")),
+                None => out.push_str(&format!(
+                    "# {long} =  (unset by default; {})\n",
+                    describe(a)
+                )),
+            }
             if top {
                 done.push(long.to_owned());
             }
@@ -591,7 +616,8 @@ pub fn default_file(cmd: &Command) -> String {
     out
 }
 
-fn toml_default(a: &Arg) -> String {
+/// A flag's default as a TOML value; `None` when it has none (unset unless given).
+fn toml_default(a: &Arg) -> Option<String> {
     // A JSON string is a valid TOML basic string.
     let quote = |s: &str| serde_json::Value::String(s.to_owned()).to_string();
     let defaults: Vec<String> = a
@@ -600,26 +626,48 @@ fn toml_default(a: &Arg) -> String {
         .map(|v| v.to_string_lossy().into_owned())
         .collect();
     let one = |s: &str| -> String {
-        if s.parse::<i64>().is_ok() || s.parse::<f64>().is_ok_and(f64::is_finite) || s == "true" || s == "false" {
+        if s.parse::<i64>().is_ok()
+            || s.parse::<f64>().is_ok_and(f64::is_finite)
+            || s == "true"
+            || s == "false"
+        {
             s.to_owned()
         } else {
             quote(s)
         }
     };
+    if matches!(a.get_action(), ArgAction::SetTrue) {
+        return Some("false".to_owned());
+    }
     if is_repeatable(a) {
-        format!("[{}]", defaults.iter().map(|s| one(s)).collect::<Vec<_>>().join(", "))
+        Some(format!(
+            "[{}]",
+            defaults
+                .iter()
+                .map(|s| one(s))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ))
     } else {
-        match defaults.first() {
-            Some(d) => one(d),
-            // No default: the flag is unset unless given.
-            None => format!("{}  # unset by default", quote(&describe_example(a))),
-        }
+        defaults.first().map(|d| one(d))
     }
 }
 
-fn describe_example(a: &Arg) -> String {
-    a.get_value_names()
-        .and_then(|n| n.first())
-        .map(|n| n.to_string())
-        .unwrap_or_else(|| "VALUE".to_owned())
+/// Splits a line at spaces into lines of at most `width` characters (longer words stay whole).
+fn wrap(line: &str, width: usize) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    let mut cur = String::new();
+    for word in line.split(' ') {
+        if !cur.is_empty() && cur.len() + 1 + word.len() > width {
+            out.push(std::mem::take(&mut cur));
+        }
+        if !cur.is_empty() {
+            cur.push(' ');
+        }
+        cur.push_str(word);
+    }
+    if !cur.is_empty() {
+        out.push(cur);
+    }
+    out
 }

@@ -29,8 +29,19 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 const MAX_REQUEST: usize = 1 << 20;
 /// The words of every demo reply, one stream chunk each.
 const REPLY: &[&str] = &[
-    "Hello", " from", " the", " llmprobe", " demo", ":", " this", " reply", " was", " traced",
-    " by", " eBPF", ".",
+    "Hello",
+    " from",
+    " the",
+    " llmprobe",
+    " demo",
+    ":",
+    " this",
+    " reply",
+    " was",
+    " traced",
+    " by",
+    " eBPF",
+    ".",
 ];
 /// The model the server refuses (404 model_not_found): the demo's error call.
 pub const UNKNOWN_MODEL: &str = "demo-unknown";
@@ -47,7 +58,12 @@ pub struct DemoArgs {
     #[arg(long, default_value_t = 40, value_name = "MS", help_heading = "Demo")]
     pub token_ms: u64,
     /// After the client's calls, stay this long (seconds) before stopping.
-    #[arg(long, default_value_t = 2.0, value_name = "SECONDS", help_heading = "Demo")]
+    #[arg(
+        long,
+        default_value_t = 2.0,
+        value_name = "SECONDS",
+        help_heading = "Demo"
+    )]
     pub linger: f64,
     /// Run until Ctrl-C, the client repeating its calls every 5 seconds (to watch /metrics and
     /// the other views fill).
@@ -106,29 +122,28 @@ pub fn run(mut d: DemoArgs) -> anyhow::Result<()> {
         d.agent.metrics_addr = probe.local_addr()?;
     }
     let exe = std::env::current_exe().context("cannot find this program's path")?;
-    let mut server = Kid(
-        Command::new(&exe)
-            .args(["demo-server", "--delay-ms", &d.delay_ms.to_string()])
-            .args(["--token-ms", &d.token_ms.to_string()])
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .spawn()
-            .context("cannot start the demo server")?,
-
-    );
+    let mut server = Kid(Command::new(&exe)
+        .args(["demo-server", "--delay-ms", &d.delay_ms.to_string()])
+        .args(["--token-ms", &d.token_ms.to_string()])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .spawn()
+        .context("cannot start the demo server")?);
     let server_addr = read_listening(&mut server.0)?;
     let mut client_cmd = Command::new(&exe);
     client_cmd
-        .args(["demo-client", "--wait-for-go", "--server", &server_addr.to_string()])
+        .args([
+            "demo-client",
+            "--wait-for-go",
+            "--server",
+            &server_addr.to_string(),
+        ])
         .stdin(Stdio::piped())
         .stdout(Stdio::null());
     if d.keep_running {
         client_cmd.args(["--repeat-every", "5"]);
     }
-    let mut client = Kid(
-        client_cmd.spawn().context("cannot start the demo client")?,
-
-    );
+    let mut client = Kid(client_cmd.spawn().context("cannot start the demo client")?);
     let go = client.0.stdin.take();
     d.agent.pids.extend([server.0.id(), client.0.id()]);
     let metrics_addr = d.agent.metrics_addr;
@@ -148,8 +163,7 @@ pub fn run(mut d: DemoArgs) -> anyhow::Result<()> {
     let result = rt.block_on(async move {
         // From here SIGTERM is handled (the agent's own handler takes it over): the demo stops
         // itself with it and the agent flushes as on any SIGTERM.
-        let sigterm =
-            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+        let sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
         let driver = tokio::spawn(drive(metrics_addr, go, client_pid, keep_running, linger));
         let run = llmprobe::app::run(opts).await;
         drop(sigterm);
@@ -212,7 +226,9 @@ async fn drive(
     let outcome = if status == 0 {
         Ok(())
     } else {
-        Err(anyhow::anyhow!("the demo client failed (exit status {status})"))
+        Err(anyhow::anyhow!(
+            "the demo client failed (exit status {status})"
+        ))
     };
     if keep_running {
         // The client repeats until Ctrl-C (which stops it, and the agent, too).
@@ -305,7 +321,10 @@ async fn request(
         .nth(1)
         .and_then(|s| s.parse().ok())
         .context("not an HTTP response")?;
-    let body = text.split_once("\r\n\r\n").map_or("", |(_, b)| b).to_owned();
+    let body = text
+        .split_once("\r\n\r\n")
+        .map_or("", |(_, b)| b)
+        .to_owned();
     Ok((status, first_body, body))
 }
 
@@ -402,7 +421,13 @@ async fn serve(mut s: tokio::net::TcpStream, a: &ServerArgs, n: u64) -> anyhow::
                 .headers
                 .iter()
                 .find(|h| h.name.eq_ignore_ascii_case("content-length"))
-                .and_then(|h| std::str::from_utf8(h.value).ok()?.trim().parse::<usize>().ok())
+                .and_then(|h| {
+                    std::str::from_utf8(h.value)
+                        .ok()?
+                        .trim()
+                        .parse::<usize>()
+                        .ok()
+                })
                 .unwrap_or(0);
             break (len, cl, req.path.unwrap_or("/").to_owned());
         }
@@ -425,7 +450,13 @@ async fn serve(mut s: tokio::net::TcpStream, a: &ServerArgs, n: u64) -> anyhow::
         .as_array()
         .map(|m| {
             m.iter()
-                .map(|x| x["content"].as_str().unwrap_or("").split_whitespace().count())
+                .map(|x| {
+                    x["content"]
+                        .as_str()
+                        .unwrap_or("")
+                        .split_whitespace()
+                        .count()
+                })
                 .sum::<usize>()
         })
         .unwrap_or(0);
@@ -442,7 +473,10 @@ async fn serve(mut s: tokio::net::TcpStream, a: &ServerArgs, n: u64) -> anyhow::
         let (code, msg) = if path != "/v1/chat/completions" {
             ("not_found", format!("no route {path}"))
         } else {
-            ("model_not_found", format!("The model `{model}` does not exist"))
+            (
+                "model_not_found",
+                format!("The model `{model}` does not exist"),
+            )
         };
         let body = serde_json::json!({"error": {"message": msg, "type": "invalid_request_error", "code": code}}).to_string();
         let resp = format!(

@@ -42,10 +42,20 @@ struct Cli {
 #[derive(clap::Args, Clone)]
 struct AgentArgs {
     /// Append one JSON object per LLM call to PATH (`-`: stdout, `none`: do not write records).
-    #[arg(help_heading = "Output", long, default_value = "-", value_name = "PATH|-|none")]
+    #[arg(
+        help_heading = "Output",
+        long,
+        default_value = "-",
+        value_name = "PATH|-|none"
+    )]
     jsonl: String,
     /// Where to serve Prometheus /metrics. Loopback by default: binding elsewhere is your choice.
-    #[arg(help_heading = "Output", long, default_value = "127.0.0.1:9464", value_name = "ADDR")]
+    #[arg(
+        help_heading = "Output",
+        long,
+        default_value = "127.0.0.1:9464",
+        value_name = "ADDR"
+    )]
     metrics_addr: SocketAddr,
     /// Trace this process (repeatable). With any of --pid, --comm, --cgroup, --container-id a
     /// process is traced when it matches one of them and no --exclude-comm; OpenSSL uprobes are
@@ -102,14 +112,24 @@ struct AgentArgs {
     #[arg(help_heading = "Limits and memory", long, default_value_t = 3)]
     mute_after_non_llm: u32,
     /// How tokens are estimated when an API reports no usage.
-    #[arg(help_heading = "Tokens, conversations and cost", long, value_enum, default_value = "tokenizer")]
+    #[arg(
+        help_heading = "Tokens, conversations and cost",
+        long,
+        value_enum,
+        default_value = "tokenizer"
+    )]
     token_estimator: TokenEstimator,
     /// Rotate the JSONL file once it exceeds this many bytes (kept: PATH and PATH.1).
     #[arg(help_heading = "Output", long, value_name = "BYTES")]
     jsonl_max_bytes: Option<u64>,
     /// Most series the LLM call metric families hold together; past it the least recently used
     /// series is removed (counted in llmprobe_series_evicted_total).
-    #[arg(help_heading = "Limits and memory", long, default_value_t = 10_000, value_name = "N")]
+    #[arg(
+        help_heading = "Limits and memory",
+        long,
+        default_value_t = 10_000,
+        value_name = "N"
+    )]
     max_series: usize,
     /// No longer used (label values are bounded by --max-series); accepted so that old command
     /// lines still start.
@@ -135,7 +155,11 @@ struct AgentArgs {
     /// derives from traffic: `api_key_id` and conversation ids. The same file on every node
     /// gives the same ids everywhere and across restarts; without it a random key is drawn at
     /// start and ids hold only until the agent restarts.
-    #[arg(help_heading = "Tokens, conversations and cost", long, value_name = "PATH")]
+    #[arg(
+        help_heading = "Tokens, conversations and cost",
+        long,
+        value_name = "PATH"
+    )]
     id_key_file: Option<std::path::PathBuf>,
     /// A conversation with no call for this many seconds has ended: its turns and tokens are
     /// observed, and it was abandoned if its last call aborted or failed.
@@ -144,7 +168,11 @@ struct AgentArgs {
     /// Price table (TOML, per million tokens: input, cached_input, output, reasoning, currency
     /// per model) extending the built-in dated one (`defaults = false` in the file replaces it).
     /// Records get `cost`; /metrics `llmprobe_cost_total`.
-    #[arg(help_heading = "Tokens, conversations and cost", long, value_name = "FILE")]
+    #[arg(
+        help_heading = "Tokens, conversations and cost",
+        long,
+        value_name = "FILE"
+    )]
     prices: Option<std::path::PathBuf>,
 }
 
@@ -504,13 +532,11 @@ fn main() {
         Command::Man { out_dir: None } => {
             render_man(&mut std::io::stdout().lock()).map_err(anyhow::Error::from)
         }
-        Command::Man { out_dir: Some(dir) } => {
-            clap_mangen::generate_to(cli_command(), &dir)
-                .map_err(|e| anyhow::anyhow!("cannot write man pages to {}: {e}", dir.display()))
-        }
+        Command::Man { out_dir: Some(dir) } => clap_mangen::generate_to(cli_command(), &dir)
+            .map_err(|e| anyhow::anyhow!("cannot write man pages to {}: {e}", dir.display())),
         Command::Config { print_default } => {
             if print_default {
-                print!("{}", config::default_file(&cli_command()));
+                print!("{}", config::default_file(&Cli::command()));
             } else {
                 println!(
                     "options come from the command line, LLMPROBE_* variables, --config FILE \
