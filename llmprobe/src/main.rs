@@ -532,7 +532,8 @@ fn main() {
         Command::Man { out_dir: None } => {
             render_man(&mut std::io::stdout().lock()).map_err(anyhow::Error::from)
         }
-        Command::Man { out_dir: Some(dir) } => clap_mangen::generate_to(cli_command(), &dir)
+        Command::Man { out_dir: Some(dir) } => std::fs::create_dir_all(&dir)
+            .and_then(|()| clap_mangen::generate_to(cli_command(), &dir))
             .map_err(|e| anyhow::anyhow!("cannot write man pages to {}: {e}", dir.display())),
         Command::Config { print_default } => {
             if print_default {
