@@ -125,6 +125,25 @@ fn demo_prints_its_calls_and_serves_metrics() {
         assert_eq!(r["token_source"], "usage", "{r}");
         assert_eq!(r["provider"], "openai", "{r}");
     }
+    // The demo's made-up prices (per million tokens): demo-chat 1 in / 2 out, demo-mini 0.1 / 0.4.
+    for r in &client[..3] {
+        let (i, o) = (
+            r["input_tokens"].as_f64().unwrap_or(-1.0),
+            r["output_tokens"].as_f64().unwrap_or(-1.0),
+        );
+        let (pi, po) = if r["request_model"] == "demo-chat" {
+            (1.0, 2.0)
+        } else {
+            (0.1, 0.4)
+        };
+        let want = (i * pi + o * po) / 1e6;
+        let cost = r["cost"].as_f64().unwrap_or(-1.0);
+        assert!(
+            (cost - want).abs() < 1e-12,
+            "cost {cost}, expected {want}: {r}"
+        );
+        assert_eq!(r["cost_currency"], "USD", "{r}");
+    }
     let error = client[3];
     assert_eq!(error["error_type"], "404", "{error}");
     // Only the demo's own processes were traced.

@@ -16,6 +16,8 @@
 //! - The children never outlive the demo: they are killed when it ends, however it ends.
 //! - Everything is on loopback; the server reads at most [`MAX_REQUEST`] bytes a request.
 //! - The client's API key is a fixed placeholder (`sk-demo-placeholder`), no credential.
+//! - Without `--prices` the demo's models get made-up prices ([`DEMO_PRICES`], in a private
+//!   directory removed at the end), so records show `cost`.
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::SocketAddr;
@@ -47,6 +49,20 @@ const REPLY: &[&str] = &[
 pub const UNKNOWN_MODEL: &str = "demo-unknown";
 /// The placeholder key the client sends (records show only its keyed hash, `api_key_id`).
 const PLACEHOLDER_KEY: &str = "sk-demo-placeholder";
+/// Made-up prices of the demo's models (added to the built-in table unless `--prices` is given),
+/// so that its records carry `cost` and /metrics `llmprobe_cost_total`.
+pub const DEMO_PRICES: &str = "# llmprobe demo: made-up prices, per million tokens.
+source = \"llmprobe demo (made up)\"
+currency = \"USD\"
+
+[models.\"demo-chat\"]
+input = 1.0
+output = 2.0
+
+[models.\"demo-mini\"]
+input = 0.1
+output = 0.4
+";
 
 /// `llmprobe demo`.
 #[derive(clap::Args, Clone)]
@@ -110,6 +126,34 @@ impl Drop for Kid {
     }
 }
 
+/// A directory only this user can enter (`mkdtemp`: a fresh name, mode 0700), removed on drop.
+struct PrivateDir(std::path::PathBuf);
+
+impl PrivateDir {
+    fn create() -> anyhow::Result<PrivateDir> {
+        use std::os::unix::ffi::OsStrExt;
+        let template = std::env::temp_dir().join("llmprobe-demo-XXXXXX");
+        let mut bytes = template.as_os_str().as_bytes().to_vec();
+        bytes.push(0);
+        // SAFETY: `bytes` is a NUL-terminated template that mkdtemp rewrites in place.
+        let p = unsafe { libc::mkdtemp(bytes.as_mut_ptr().cast()) };
+        if p.is_null() {
+            return Err(std::io::Error::last_os_error())
+                .with_context(|| format!("cannot create {}", template.display()));
+        }
+        bytes.pop();
+        Ok(PrivateDir(std::path::PathBuf::from(
+            std::ffi::OsStr::from_bytes(&bytes),
+        )))
+    }
+}
+
+impl Drop for PrivateDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
 /// Runs the demo: server, client, agent.
 pub fn run(mut d: DemoArgs) -> anyhow::Result<()> {
     if !d.linger.is_finite() || !(0.0..=3600.0).contains(&d.linger) {
@@ -147,6 +191,21 @@ pub fn run(mut d: DemoArgs) -> anyhow::Result<()> {
     let go = client.0.stdin.take();
     d.agent.pids.extend([server.0.id(), client.0.id()]);
     let metrics_addr = d.agent.metrics_addr;
+    let _prices = match d.agent.prices {
+        Some(_) => None,
+        None => {
+            let dir = PrivateDir::create()?;
+            let path = dir.0.join("demo-prices.toml");
+            std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .open(&path)
+                .and_then(|mut f| f.write_all(DEMO_PRICES.as_bytes()))
+                .with_context(|| format!("cannot write {}", path.display()))?;
+            d.agent.prices = Some(path);
+            Some(dir)
+        }
+    };
     let opts = crate::options(d.agent.clone(), None)?;
     log::info!(
         "demo: LLM server on http://{server_addr} (pid {}), client pid {}: tracing these two",
