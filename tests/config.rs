@@ -363,6 +363,12 @@ fn man_page_renders_and_names_every_flag() {
             "no section for {sub}"
         );
     }
+    for global in ["config", "print\\-config"] {
+        assert!(
+            raw.contains(&format!("\\-\\-{global}")),
+            "the man page lacks --{global}"
+        );
+    }
     assert!(
         text.len() > 10_000,
         "the rendered page is short: {} bytes",
