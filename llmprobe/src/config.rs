@@ -671,3 +671,138 @@ fn wrap(line: &str, width: usize) -> Vec<String> {
     }
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A command the config code has never seen: a flag added later needs no code here.
+    fn command() -> Command {
+        Command::new("llmprobe")
+            .arg(Arg::new(CONFIG_FLAG).long(CONFIG_FLAG).global(true))
+            .subcommand_required(true)
+            .subcommand(
+                Command::new("watch")
+                    .arg(
+                        Arg::new("brand_new_flag")
+                            .long("brand-new-flag")
+                            .default_value("7")
+                            .value_parser(clap::value_parser!(u8)),
+                    )
+                    .arg(
+                        Arg::new("repeat_me")
+                            .long("repeat-me")
+                            .action(ArgAction::Append),
+                    )
+                    .arg(Arg::new("needed").long("needed").required(true)),
+            )
+    }
+
+    fn parse(file: &str, args: &[&str], env: &[(&str, &str)]) -> Result<Parsed, Error> {
+        let path = std::env::temp_dir().join(format!(
+            "llmprobe-config-unit-{}-{}.toml",
+            std::process::id(),
+            file.len()
+        ));
+        std::fs::write(&path, file).expect("write");
+        let mut argv: Vec<OsString> =
+            vec!["llmprobe".into(), "--config".into(), path.clone().into()];
+        argv.extend(args.iter().map(OsString::from));
+        let env: Vec<(String, String)> = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        let r = parse_with_env(prepare(command()), argv, &|k| {
+            env.iter()
+                .find(|(n, _)| n == k)
+                .map(|(_, v)| OsString::from(v))
+        });
+        let _ = std::fs::remove_file(&path);
+        r
+    }
+
+    fn value(p: &Parsed, name: &str) -> (Vec<String>, Origin) {
+        let o = p.options.iter().find(|o| o.name == name).expect("option");
+        (o.values.clone(), o.origin)
+    }
+
+    #[test]
+    fn any_flag_is_read_from_the_file_and_the_environment() {
+        let p = parse(
+            "brand_new_flag = 9\nrepeat-me = [\"a\", \"b\"]\nneeded = \"x\"\n",
+            &["watch"],
+            &[],
+        )
+        .map_err(|e| e.to_string())
+        .expect("parse");
+        assert_eq!(
+            value(&p, "brand-new-flag"),
+            (vec!["9".into()], Origin::File)
+        );
+        assert_eq!(
+            value(&p, "repeat-me"),
+            (vec!["a".into(), "b".into()], Origin::File)
+        );
+        // A required flag can come from the file.
+        assert_eq!(value(&p, "needed"), (vec!["x".into()], Origin::File));
+        assert_eq!(
+            p.matches
+                .subcommand_matches("watch")
+                .and_then(|m| m.get_one::<u8>("brand_new_flag")),
+            Some(&9)
+        );
+
+        let p = parse(
+            "repeat-me = [\"a\"]\nneeded = \"x\"\n",
+            &["watch", "--needed", "y"],
+            &[("LLMPROBE_REPEAT_ME", "c, d")],
+        )
+        .map_err(|e| e.to_string())
+        .expect("parse");
+        assert_eq!(
+            value(&p, "repeat-me"),
+            (vec!["c".into(), "d".into()], Origin::Environment)
+        );
+        assert_eq!(value(&p, "needed"), (vec!["y".into()], Origin::CommandLine));
+        assert_eq!(
+            value(&p, "brand-new-flag"),
+            (vec!["7".into()], Origin::Default)
+        );
+    }
+
+    #[test]
+    fn the_flag_s_own_parser_checks_file_values() {
+        let err = parse("brand-new-flag = 300\n", &["watch", "--needed", "y"], &[])
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(
+            err.contains("`brand-new-flag`") && err.contains("300"),
+            "{err}"
+        );
+        let err = parse("needed = true\n[watch]\nnope = 1\n", &["watch"], &[])
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(err.contains("unknown key `nope` in [watch]"), "{err}");
+    }
+
+    #[test]
+    fn every_visible_flag_gets_its_variable() {
+        let cmd = prepare(command());
+        let watch = cmd.find_subcommand("watch").expect("watch");
+        let env = |id: &str| {
+            watch
+                .get_arguments()
+                .find(|a| a.get_id() == id)
+                .and_then(|a| a.get_env())
+                .map(|e| e.to_string_lossy().into_owned())
+        };
+        assert_eq!(
+            env("brand_new_flag").as_deref(),
+            Some("LLMPROBE_BRAND_NEW_FLAG")
+        );
+        // Repeatable flags are read by `parse` (split on the separator); their help says so.
+        assert_eq!(env("repeat_me"), None);
+    }
+}
