@@ -14,7 +14,8 @@
 //! - The client starts its calls only once the agent serves /metrics (its probes are attached),
 //!   so every call is seen from its first byte.
 //! - The children never outlive the demo: they are killed when it ends, however it ends.
-//! - Everything is on loopback; the server reads at most [`MAX_REQUEST`] bytes a request.
+//! - Everything is on loopback; the server reads at most [`MAX_REQUEST`] bytes a request, serves
+//!   at most [`MAX_CONNECTIONS`] connections at once, each for at most [`CONNECTION_TIME`].
 //! - The client's API key is a fixed placeholder (`sk-demo-placeholder`), no credential.
 //! - Without `--prices` the demo's models get made-up prices ([`DEMO_PRICES`], in a private
 //!   directory removed at the end), so records show `cost`.
@@ -29,6 +30,10 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// Largest request head + body the demo server reads.
 const MAX_REQUEST: usize = 1 << 20;
+/// Most connections the demo server serves at once (more are closed at once).
+const MAX_CONNECTIONS: usize = 32;
+/// Longest a demo server connection lives.
+const CONNECTION_TIME: Duration = Duration::from_secs(30);
 /// The words of every demo reply, one stream chunk each.
 const REPLY: &[&str] = &[
     "Hello",
@@ -446,15 +451,23 @@ pub fn server(a: ServerArgs) -> anyhow::Result<()> {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         println!("listening {}", listener.local_addr()?);
         std::io::stdout().flush()?;
+        // Any local user can connect: connections are bounded in number and in time.
+        let slots = std::sync::Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
         let mut n = 0u64;
         loop {
             let (sock, _) = listener.accept().await?;
+            let Ok(slot) = slots.clone().try_acquire_owned() else {
+                continue;
+            };
             n += 1;
             let a = a.clone();
             tokio::spawn(async move {
-                if let Err(e) = serve(sock, &a, n).await {
-                    eprintln!("demo server: {e:#}");
+                match tokio::time::timeout(CONNECTION_TIME, serve(sock, &a, n)).await {
+                    Ok(Err(e)) => eprintln!("demo server: {e:#}"),
+                    Err(_) => eprintln!("demo server: a connection took too long, closed"),
+                    Ok(Ok(())) => {}
                 }
+                drop(slot);
             });
         }
     })
