@@ -139,7 +139,8 @@ pub fn prepare(cmd: Command) -> Command {
                     "{help} [env: {var}, values separated by '{ENV_SEPARATOR}']"
                 ))
             } else {
-                a.env(var)
+                // --help shows the variable, never its value (a URL may hold credentials).
+                a.env(var).hide_env_values(true)
             }
         })
         .mut_subcommands(decorate)
