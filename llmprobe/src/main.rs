@@ -1,9 +1,13 @@
 //! The `llmprobe` command.
 
+use std::io::Write;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
-use clap::{Parser, Subcommand};
+mod config;
+mod demo;
+
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 use llmprobe::app::{self, RunOptions};
 use llmprobe::conntrack::TrackerConfig;
 use llmprobe::export::jsonl::JsonlTarget;
@@ -16,6 +20,21 @@ use llmprobe::probes::recorder::RecordOptions;
     about = "See what LLM traffic really does: eBPF capture of LLM API calls, no app changes"
 )]
 struct Cli {
+    /// Read options from this TOML file: each key is a flag's long name (`metrics-addr =
+    /// "0.0.0.0:9464"`), repeatable flags take arrays. The command line and LLMPROBE_*
+    /// variables win over it. `llmprobe config --print-default` prints one with every option.
+    #[arg(
+        long,
+        global = true,
+        env = "LLMPROBE_CONFIG",
+        value_name = "FILE",
+        help_heading = "Configuration"
+    )]
+    config: Option<PathBuf>,
+    /// Print the effective options as JSON, each with where it came from (command-line,
+    /// environment, config-file, default), and exit.
+    #[arg(long, global = true, help_heading = "Configuration")]
+    print_config: bool,
     #[command(subcommand)]
     command: Command,
 }
@@ -23,124 +42,157 @@ struct Cli {
 #[derive(clap::Args, Clone)]
 struct AgentArgs {
     /// Append one JSON object per LLM call to PATH (`-`: stdout, `none`: do not write records).
-    #[arg(long, default_value = "-", value_name = "PATH|-|none")]
+    #[arg(
+        help_heading = "Output",
+        long,
+        default_value = "-",
+        value_name = "PATH|-|none"
+    )]
     jsonl: String,
     /// Where to serve Prometheus /metrics. Loopback by default: binding elsewhere is your choice.
-    #[arg(long, default_value = "127.0.0.1:9464", value_name = "ADDR")]
+    #[arg(
+        help_heading = "Output",
+        long,
+        default_value = "127.0.0.1:9464",
+        value_name = "ADDR"
+    )]
     metrics_addr: SocketAddr,
     /// Trace this process (repeatable). With any of --pid, --comm, --cgroup, --container-id a
     /// process is traced when it matches one of them and no --exclude-comm; OpenSSL uprobes are
     /// then placed per process, so processes out of scope never trap. Default: every process.
-    #[arg(long = "pid", value_name = "PID")]
+    #[arg(help_heading = "Scope", long = "pid", value_name = "PID")]
     pids: Vec<u32>,
     /// Trace processes with this exact name (repeatable; /proc/PID/comm, at most 15 bytes).
     /// The name is chosen by the process itself (exec, prctl PR_SET_NAME): a process can opt
     /// itself in or out, which only affects its own traffic.
-    #[arg(long = "comm", value_name = "NAME")]
+    #[arg(help_heading = "Scope", long = "comm", value_name = "NAME")]
     comms: Vec<String>,
     /// Do not trace processes with this exact name (repeatable; wins over every include).
-    #[arg(long = "exclude-comm", value_name = "NAME")]
+    #[arg(help_heading = "Scope", long = "exclude-comm", value_name = "NAME")]
     exclude_comms: Vec<String>,
     /// Trace processes in this cgroup v2 or below it (repeatable): a path under /sys/fs/cgroup,
     /// or relative to it (e.g. system.slice/foo.service).
-    #[arg(long = "cgroup", value_name = "PATH")]
+    #[arg(help_heading = "Scope", long = "cgroup", value_name = "PATH")]
     cgroups: Vec<String>,
     /// Trace processes of this container (repeatable): 12 to 64 hex digits of its id, as found
     /// in /proc/PID/cgroup (docker-<id>.scope, cri-containerd-<id>.scope, /docker/<id>).
-    #[arg(long = "container-id", value_name = "ID")]
+    #[arg(help_heading = "Scope", long = "container-id", value_name = "ID")]
     container_ids: Vec<String>,
     /// `all`: OpenSSL uprobes on every selected process. `auto`: only on processes found
     /// talking to LLMs: a TLS ClientHello naming a known LLM API host or an --llm-host, or an
     /// LLM call already seen (e.g. plaintext HTTP). A process's calls before it is found are
     /// missed when they are TLS.
-    #[arg(long, value_enum, default_value = "all")]
+    #[arg(help_heading = "Scope", long, value_enum, default_value = "all")]
     scope: ScopeMode,
     /// With --scope auto: a server name that marks LLM traffic (repeatable): `host` or
     /// `*.domain` (the domain and its subdomains), added to the built-in list of LLM API hosts.
-    #[arg(long = "llm-host", value_name = "HOST")]
+    #[arg(help_heading = "Scope", long = "llm-host", value_name = "HOST")]
     llm_hosts: Vec<String>,
     /// Size of the ring buffer that carries captured bytes from the kernel: a power of two from
     /// 1M to 1G (suffixes K, M, G are binary). Larger rides out longer bursts before
     /// llmprobe_events_lost_total counts lost records; it is locked kernel memory, and pages the
     /// agent has read count in its resident size.
-    #[arg(long, default_value = "16M", value_name = "BYTES", value_parser = parse_ring_size)]
+    #[arg(help_heading = "Limits and memory", long, default_value = "16M", value_name = "BYTES", value_parser = parse_ring_size)]
     ring_buffer_size: u32,
     /// Most connections tracked at once; past it the process holding the most loses its least
     /// recently active one.
-    #[arg(long, default_value_t = 16_384)]
+    #[arg(help_heading = "Limits and memory", long, default_value_t = 16_384)]
     max_connections: usize,
     /// Memory the agent's buffers may hold (bytes): half for open calls (buffered bodies, stream
     /// buffers, per-chunk timings, text samples; past it the largest holders are cut), a quarter
     /// for events queued between the ring reader and the tracker, a quarter for decompressor
     /// state. Every cut is counted.
-    #[arg(long, value_name = "BYTES", default_value_t = 256 << 20)]
+    #[arg(help_heading = "Limits and memory", long, value_name = "BYTES", default_value_t = 256 << 20)]
     memory_limit: usize,
     /// Most connections one process may hold in the tracker; past it its own least recently
     /// active one makes room.
-    #[arg(long, default_value_t = 4_096)]
+    #[arg(help_heading = "Limits and memory", long, default_value_t = 4_096)]
     max_connections_per_process: usize,
     /// Stop capturing a connection after this many HTTP exchanges that are not LLM calls (0: never).
-    #[arg(long, default_value_t = 3)]
+    #[arg(help_heading = "Limits and memory", long, default_value_t = 3)]
     mute_after_non_llm: u32,
     /// How tokens are estimated when an API reports no usage.
-    #[arg(long, value_enum, default_value = "tokenizer")]
+    #[arg(
+        help_heading = "Tokens, conversations and cost",
+        long,
+        value_enum,
+        default_value = "tokenizer"
+    )]
     token_estimator: TokenEstimator,
     /// Rotate the JSONL file once it exceeds this many bytes (kept: PATH and PATH.1).
-    #[arg(long, value_name = "BYTES")]
+    #[arg(help_heading = "Output", long, value_name = "BYTES")]
     jsonl_max_bytes: Option<u64>,
     /// Most series the LLM call metric families hold together; past it the least recently used
     /// series is removed (counted in llmprobe_series_evicted_total).
-    #[arg(long, default_value_t = 10_000, value_name = "N")]
+    #[arg(
+        help_heading = "Limits and memory",
+        long,
+        default_value_t = 10_000,
+        value_name = "N"
+    )]
     max_series: usize,
     /// No longer used (label values are bounded by --max-series); accepted so that old command
     /// lines still start.
-    #[arg(long, hide = true)]
+    #[arg(help_heading = "Limits and memory", long, hide = true)]
     max_label_values: Option<usize>,
     /// Export one span per LLM call to this OTLP endpoint (also OTEL_EXPORTER_OTLP_ENDPOINT).
-    #[arg(long, value_name = "URL")]
+    #[arg(help_heading = "Exporters (OTLP)", long, value_name = "URL")]
     otlp_endpoint: Option<String>,
     /// OTLP protocol: http/protobuf (default) or grpc (also OTEL_EXPORTER_OTLP_PROTOCOL).
-    #[arg(long, value_name = "PROTOCOL")]
+    #[arg(help_heading = "Exporters (OTLP)", long, value_name = "PROTOCOL")]
     otlp_protocol: Option<String>,
     /// GPU metrics through NVML: auto (when the NVIDIA driver is there) or off.
-    #[arg(long, value_enum, default_value = "auto")]
+    #[arg(help_heading = "GPU", long, value_enum, default_value = "auto")]
     gpu: GpuArg,
     /// GPU sampling interval, seconds.
-    #[arg(long, default_value_t = 1.0, value_name = "SECONDS", value_parser = parse_interval)]
+    #[arg(help_heading = "GPU", long, default_value_t = 1.0, value_name = "SECONDS", value_parser = parse_interval)]
     gpu_interval: f64,
     /// NVML library to load (default: the loader's search path, then the usual driver mounts:
     /// /usr/local/nvidia/lib64, /run/nvidia/driver, GKE's /home/kubernetes/bin/nvidia/lib64).
-    #[arg(long, value_name = "PATH")]
+    #[arg(help_heading = "GPU", long, value_name = "PATH")]
     nvml_lib: Option<std::path::PathBuf>,
     /// Secret (a file of 16 bytes or more, e.g. a Kubernetes Secret) keying the ids llmprobe
     /// derives from traffic: `api_key_id` and conversation ids. The same file on every node
     /// gives the same ids everywhere and across restarts; without it a random key is drawn at
     /// start and ids hold only until the agent restarts.
-    #[arg(long, value_name = "PATH")]
+    #[arg(
+        help_heading = "Tokens, conversations and cost",
+        long,
+        value_name = "PATH"
+    )]
     id_key_file: Option<std::path::PathBuf>,
     /// A conversation with no call for this many seconds has ended: its turns and tokens are
     /// observed, and it was abandoned if its last call aborted or failed.
-    #[arg(long, default_value_t = 1800.0, value_name = "SECONDS", value_parser = parse_idle)]
+    #[arg(help_heading = "Tokens, conversations and cost", long, default_value_t = 1800.0, value_name = "SECONDS", value_parser = parse_idle)]
     conversation_idle: f64,
     /// Price table (TOML, per million tokens: input, cached_input, output, reasoning, currency
     /// per model) extending the built-in dated one (`defaults = false` in the file replaces it).
     /// Records get `cost`; /metrics `llmprobe_cost_total`.
-    #[arg(long, value_name = "FILE")]
+    #[arg(
+        help_heading = "Tokens, conversations and cost",
+        long,
+        value_name = "FILE"
+    )]
     prices: Option<std::path::PathBuf>,
     /// Local socket serving the live view's API (calls in flight, recent calls, per-model
     /// rollups) to `llmprobe top`; `none`: off. Its directory is created 0700 when missing; the
     /// socket is 0600.
-    #[arg(long, default_value = llmprobe::live::serve::DEFAULT_SOCKET, value_name = "PATH|none")]
+    #[arg(
+        help_heading = "Live view",
+        long,
+        default_value = llmprobe::live::serve::DEFAULT_SOCKET,
+        value_name = "PATH|none"
+    )]
     api_socket: String,
     /// Serve the trace page (recent calls, per-call timelines) and the live view's API over
     /// HTTP at this address, e.g. 127.0.0.1:9465. Off by default; an address other than
     /// loopback shows process names and models to whoever can reach it.
-    #[arg(long, value_name = "ADDR")]
+    #[arg(help_heading = "Live view", long, value_name = "ADDR")]
     ui_addr: Option<SocketAddr>,
 }
 
 /// `--gpu`.
-#[derive(clap::ValueEnum, Clone, Copy, PartialEq, Eq)]
+#[derive(clap::ValueEnum, Clone, Copy, PartialEq, Eq, Debug)]
 enum GpuArg {
     /// Sample GPUs when NVML loads.
     Auto,
@@ -199,6 +251,77 @@ enum Command {
         #[arg(long, value_name = "PATH")]
         id_key_file: Option<PathBuf>,
     },
+    /// A first run in a minute (needs root): a local test LLM server and a client making a few
+    /// calls (streaming, non-streaming, one error), traced by the real agent, which prints their
+    /// records and serves /metrics. Takes every `run` flag.
+    Demo(demo::DemoArgs),
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell), e.g.
+    /// `llmprobe completions bash > /etc/bash_completion.d/llmprobe`.
+    Completions {
+        /// The shell.
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page (roff, every subcommand and flag), e.g. `llmprobe man | man -l -`;
+    /// with --out-dir write one page per subcommand there instead.
+    Man {
+        /// Write llmprobe.1 and llmprobe-SUBCOMMAND.1 to this directory.
+        #[arg(long, value_name = "DIR")]
+        out_dir: Option<PathBuf>,
+    },
+    /// About configuration files (see --config).
+    Config {
+        /// Print a config file with every option commented out, with its default and help.
+        #[arg(long)]
+        print_default: bool,
+    },
+    /// The demo's LLM server (internal).
+    #[command(hide = true)]
+    DemoServer(demo::ServerArgs),
+    /// The demo's client (internal).
+    #[command(hide = true)]
+    DemoClient(demo::ClientArgs),
+}
+
+/// The command line parser: the derived command with an environment variable for every flag.
+fn cli_command() -> clap::Command {
+    config::prepare(Cli::command())
+}
+
+/// The man page: the command's, then each visible subcommand's synopsis and options.
+fn render_man(out: &mut dyn std::io::Write) -> std::io::Result<()> {
+    let mut cmd = cli_command();
+    cmd.build();
+    let man = clap_mangen::Man::new(cmd.clone());
+    man.render_title(out)?;
+    man.render_name_section(out)?;
+    man.render_synopsis_section(out)?;
+    man.render_description_section(out)?;
+    man.render_options_section(out)?;
+    man.render_subcommands_section(out)?;
+    for sub in cmd.get_subcommands().filter(|c| !c.is_hide_set()) {
+        if sub.get_name() == "help" {
+            continue;
+        }
+        let name = format!("llmprobe {}", sub.get_name());
+        writeln!(out, ".SH \"{}\"", name.to_uppercase())?;
+        if let Some(about) = sub.get_long_about().or(sub.get_about()) {
+            writeln!(out, ".PP")?;
+            for line in about.to_string().lines() {
+                // roff: a backslash is \e; a line starting with . or ' would be a request.
+                writeln!(out, "\\&{}", line.replace('\\', "\\e"))?;
+            }
+        }
+        let sub = sub.clone().bin_name(name.clone()).name(name.clone());
+        let page = clap_mangen::Man::new(sub);
+        let mut text = Vec::new();
+        page.render_synopsis_section(&mut text)?;
+        page.render_options_section(&mut text)?;
+        // The subcommand's sections are subsections of its own.
+        let text = String::from_utf8_lossy(&text).replace(".SH ", ".SS ");
+        out.write_all(text.as_bytes())?;
+    }
+    man.render_version_section(out)
 }
 
 /// A sampling interval: finite, 0.05 s to 1 h.
@@ -356,7 +479,23 @@ fn main() {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info"))
         .format_timestamp_micros()
         .init();
-    let cli = Cli::parse();
+    let parsed = match config::parse(cli_command(), std::env::args_os().collect()) {
+        Ok(p) => p,
+        Err(config::Error::Clap(e)) => e.exit(),
+        Err(config::Error::Config(msg)) => {
+            eprintln!("error: {msg}");
+            std::process::exit(2);
+        }
+    };
+    let cli = match Cli::from_arg_matches(&parsed.matches) {
+        Ok(c) => c,
+        Err(e) => e.exit(),
+    };
+    if cli.print_config {
+        // A closed pipe (`| head`) is no error here.
+        let _ = writeln!(std::io::stdout(), "{:#}", config::to_json(&parsed));
+        return;
+    }
     let result = match cli.command {
         Command::Run(a) => options(a, None).and_then(run_agent),
         Command::Record {
@@ -394,6 +533,37 @@ fn main() {
             app::replay(&file, &JsonlTarget::parse(&jsonl)).map(|n| {
                 log::info!("replayed {}: {n} LLM call record(s)", file.display());
             })
+        }
+        Command::Demo(d) => demo::run(d),
+        Command::DemoServer(a) => demo::server(a),
+        Command::DemoClient(a) => demo::client(a),
+        Command::Completions { shell } => {
+            clap_complete::generate(
+                shell,
+                &mut cli_command(),
+                "llmprobe",
+                &mut std::io::stdout(),
+            );
+            Ok(())
+        }
+        Command::Man { out_dir: None } => {
+            render_man(&mut std::io::stdout().lock()).map_err(anyhow::Error::from)
+        }
+        Command::Man { out_dir: Some(dir) } => std::fs::create_dir_all(&dir)
+            .and_then(|()| clap_mangen::generate_to(cli_command(), &dir))
+            .map_err(|e| anyhow::anyhow!("cannot write man pages to {}: {e}", dir.display())),
+        Command::Config { print_default } => {
+            if print_default {
+                print!("{}", config::default_file(&Cli::command()));
+            } else {
+                println!(
+                    "options come from the command line, LLMPROBE_* variables, --config FILE \
+                     (or LLMPROBE_CONFIG) and the defaults, in that order; \
+                     `llmprobe config --print-default` prints a file with every option, \
+                     `llmprobe --print-config SUBCOMMAND ...` the options a run would use"
+                );
+            }
+            Ok(())
         }
     };
     if let Err(e) = result {

@@ -376,6 +376,11 @@ fn test(args: &[String]) -> anyhow::Result<()> {
             bail!("{tool} is required by the end-to-end tests and is not installed");
         }
     }
+    if !have("groff") {
+        // tests/config.rs renders the generated man page (Debian's groff-base: about 1 MB).
+        step("installing groff-base with apt-get (renders the man page in the tests)");
+        apt_install(&["groff-base"])?;
+    }
     step(
         "running every test (unit, replay of recorded captures, end-to-end with the real eBPF programs)",
     );
