@@ -189,6 +189,10 @@ enum Command {
         #[arg(long, value_name = "PATH")]
         id_key_file: Option<PathBuf>,
     },
+    /// Check what this node offers llmprobe (kernel, tracefs, uprobes, ring buffer, privileges,
+    /// NVML) and which running processes' TLS it can probe, and why not for the others.
+    #[command(after_help = llmprobe::doctor::EXIT_STATUS_HELP)]
+    Doctor(llmprobe::doctor::DoctorArgs),
 }
 
 /// A sampling interval: finite, 0.05 s to 1 h.
@@ -383,6 +387,7 @@ fn main() {
                 log::info!("replayed {}: {n} LLM call record(s)", file.display());
             })
         }
+        Command::Doctor(a) => std::process::exit(llmprobe::doctor::run(&a)),
     };
     if let Err(e) = result {
         log::error!("{e:#}");
