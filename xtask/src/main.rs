@@ -319,9 +319,27 @@ fn litellm_venv() -> anyhow::Result<PathBuf> {
     Ok(python.with_file_name("litellm"))
 }
 
+/// Go (Debian's golang-go), for the doctor test's Go binary (tests/doctor.rs). Installed only
+/// when `go` is missing (apt-get update + install: about 10 s on a warm mirror).
+fn go_toolchain() -> anyhow::Result<()> {
+    if have("go") {
+        step("go: present");
+        return Ok(());
+    }
+    step("installing Go (golang-go) with apt-get (the doctor test builds a Go binary)");
+    let started = std::time::Instant::now();
+    apt_install(&["golang-go"])?;
+    step(&format!(
+        "golang-go installed in {:.0} s",
+        started.elapsed().as_secs_f64()
+    ));
+    Ok(())
+}
+
 fn test(args: &[String]) -> anyhow::Result<()> {
     let python = test_venv()?;
     let litellm = litellm_venv()?;
+    go_toolchain()?;
     for tool in ["curl", "node", "openssl"] {
         if !have(tool) {
             bail!("{tool} is required by the end-to-end tests and is not installed");

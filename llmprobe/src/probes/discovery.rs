@@ -972,6 +972,32 @@ mod tests {
     }
 
     #[test]
+    fn elf_facts_tell_dynamic_static_stripped_and_openssl_apart() {
+        let lib = std::fs::read(system_libssl()).expect("read libssl");
+        let f = elf_facts_bytes(&lib, ElfLimits::default()).expect("libssl facts");
+        assert!(usable(&f.ssl) && !f.go && !f.interp, "{f:?}");
+        assert_eq!(f.ssl, inspect_elf_bytes(&lib).unwrap());
+        // This test binary: a dynamically linked executable with its symbol table.
+        let me = std::fs::read("/proc/self/exe").expect("read own executable");
+        let f = elf_facts_bytes(&me, ElfLimits::default()).expect("own facts");
+        assert!(f.interp && !f.go && !usable(&f.ssl), "{f:?}");
+        // Truncations and garbage are refusals, never panics.
+        for cut in [0, 3, 16, 63, 64, 4096, lib.len() / 2, lib.len() - 1] {
+            let _ = elf_facts_bytes(&lib[..cut], ElfLimits::default());
+        }
+        let mut garbage = lib[..4096].to_vec();
+        for (i, b) in garbage.iter_mut().enumerate().skip(16) {
+            *b = (i * 131 % 251) as u8;
+        }
+        let _ = elf_facts_bytes(&garbage, ElfLimits::default());
+        let tiny = ElfLimits {
+            max_table_bytes: 64,
+            ..ElfLimits::default()
+        };
+        assert_eq!(elf_facts_bytes(&lib, tiny), Err(Refusal::TooLarge));
+    }
+
+    #[test]
     fn a_symbol_outside_its_section_or_the_file_is_no_target() {
         // Found by the `elf` fuzz target: SSL_read_ex at 0x2900000000000294 in a 4748-byte file.
         let raw = include_bytes!("../../fuzz/regressions/elf/symbol-outside-its-section");
