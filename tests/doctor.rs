@@ -252,7 +252,7 @@ fn doctor_as_root_passes_the_node_and_classifies_processes() {
     assert!(
         check(&r, "tracefs")["detail"]
             .as_str()
-            .unwrap()
+            .expect("a string")
             .contains("/sys/kernel"),
         "{r:#}"
     );
@@ -263,14 +263,23 @@ fn doctor_as_root_passes_the_node_and_classifies_processes() {
     let p = process(&r, py_pid);
     assert_eq!(p["probed"], true, "{p}");
     assert_eq!(p["reason"], "openssl", "{p}");
-    assert!(p["detail"].as_str().unwrap().contains("libssl"), "{p}");
+    assert!(
+        p["detail"].as_str().expect("a string").contains("libssl"),
+        "{p}"
+    );
     let s = process(&r, static_pid);
     assert_eq!(s["reason"], "static_stripped", "{s}");
     assert_eq!(s["probed"], false);
     assert_eq!(s["comm"], "static-stripped");
     let g = process(&r, go_pid);
     assert_eq!(g["reason"], "go", "{g}");
-    assert!(g["detail"].as_str().unwrap().contains("Go binary"), "{g}");
+    assert!(
+        g["detail"]
+            .as_str()
+            .expect("a string")
+            .contains("Go binary"),
+        "{g}"
+    );
 
     // The person's view: one line per check, the groups with pids, the summary.
     let (out, _) = run_within(
@@ -377,7 +386,7 @@ fn a_hostile_process_name_and_executable_leave_doctor_correct() {
     // garbage, in a sparse file of 8 GiB.
     let built = build_static(&dir, "built", false);
     let mut elf = std::fs::read(&built).expect("read binary");
-    let shoff = u64::from_le_bytes(elf[0x28..0x30].try_into().unwrap()) as usize;
+    let shoff = u64::from_le_bytes(elf[0x28..0x30].try_into().expect("8 bytes")) as usize;
     let mut x: u32 = 0x1234_5678;
     for b in &mut elf[shoff..] {
         x ^= x << 13;
@@ -409,7 +418,7 @@ fn a_hostile_process_name_and_executable_leave_doctor_correct() {
     assert_eq!(code, 0, "{r:#}");
     let e = process(&r, evil_pid);
     eprintln!("hostile process as doctor sees it: {e}");
-    let comm = e["comm"].as_str().unwrap();
+    let comm = e["comm"].as_str().expect("a string");
     assert!(comm.contains("\\x1b[2J\\n\\x07ev"), "{e}");
     assert!(comm.chars().all(|c| (' '..='~').contains(&c)), "{e}");
     assert_eq!(e["probed"], false, "{e}");

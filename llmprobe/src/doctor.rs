@@ -647,7 +647,7 @@ fn memlock_check(p: &Privileges, version: Option<(u32, u32, u32)>) -> Check {
             format!("RLIMIT_MEMLOCK {now}; llmprobe raises it to unlimited when it starts"),
             None,
         )
-    } else if lim.rlim_cur as u64 >= need {
+    } else if lim.rlim_cur >= need {
         check(
             "memlock",
             Status::Warn,
@@ -1276,7 +1276,11 @@ mod tests {
             names,
             ["CAP_SYS_PTRACE", "CAP_DAC_READ_SEARCH", "CAP_SYS_RESOURCE"]
         );
-        assert!(p.shortfall().unwrap().contains("CAP_SYS_PTRACE (to read"));
+        assert!(
+            p.shortfall()
+                .expect("test value")
+                .contains("CAP_SYS_PTRACE (to read")
+        );
         // A kernel before 5.8 has no CAP_BPF: CAP_SYS_ADMIN covers it.
         let old = Privileges::from_status(
             0,
@@ -1293,7 +1297,7 @@ mod tests {
         assert!(
             bpf_only
                 .refusal()
-                .unwrap()
+                .expect("test value")
                 .contains("root (uid 0) without all")
         );
         // Unreadable status: uid 0 is trusted, anyone else is not.
@@ -1404,7 +1408,10 @@ mod tests {
             Class::Go
         );
         assert_eq!(
-            classify(&procs(elf(true, true, true, false), &[libc.clone()])),
+            classify(&procs(
+                elf(true, true, true, false),
+                std::slice::from_ref(&libc)
+            )),
             Class::Go
         );
         // Static: stripped, or with symbols and no TLS.
@@ -1421,9 +1428,12 @@ mod tests {
         assert_eq!(classify(&procs(dynamic.clone(), &[gnutls])), Class::GnuTls);
         let nss = ("libnss3.so", elf(false, false, false, false));
         assert_eq!(classify(&procs(dynamic.clone(), &[nss])), Class::Nss);
-        let mut rust = elf(false, true, true, false).unwrap();
+        let mut rust = elf(false, true, true, false).expect("test value");
         rust.rustls = true;
-        assert_eq!(classify(&procs(Ok(rust), &[libc.clone()])), Class::Rustls);
+        assert_eq!(
+            classify(&procs(Ok(rust), std::slice::from_ref(&libc))),
+            Class::Rustls
+        );
         // Plain dynamic program.
         assert_eq!(classify(&procs(dynamic.clone(), &[libc])), Class::NoTls);
         // Unknowns.
@@ -1482,7 +1492,7 @@ mod tests {
         assert!(text.contains("and 4 more (--json lists all)"), "{text}");
         assert!(text.contains("  WARN  bb  meh\n"), "{text}");
         assert!(text.contains("fix: do x"), "{text}");
-        let json = serde_json::to_value(&r).unwrap();
+        let json = serde_json::to_value(&r).expect("test value");
         assert_eq!(json["checks"][1]["status"], "warn");
         assert_eq!(json["processes"][10]["reason"], "openssl");
         assert_eq!(json["summary"]["ready"], true);

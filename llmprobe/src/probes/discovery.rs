@@ -976,7 +976,7 @@ mod tests {
         let lib = std::fs::read(system_libssl()).expect("read libssl");
         let f = elf_facts_bytes(&lib, ElfLimits::default()).expect("libssl facts");
         assert!(usable(&f.ssl) && !f.go && !f.interp, "{f:?}");
-        assert_eq!(f.ssl, inspect_elf_bytes(&lib).unwrap());
+        assert_eq!(f.ssl, inspect_elf_bytes(&lib).expect("libssl"));
         // This test binary: a dynamically linked executable with its symbol table.
         let me = std::fs::read("/proc/self/exe").expect("read own executable");
         let f = elf_facts_bytes(&me, ElfLimits::default()).expect("own facts");
