@@ -308,7 +308,7 @@ fn privileges_check(p: &Privileges) -> Check {
         .effective
         .map(|m| format!("CapEff {m:016x}"))
         .unwrap_or_else(|| "CapEff unreadable".to_owned());
-    if let Some(refusal) = p.refusal() {
+    if p.refusal().is_some() {
         let names: Vec<&str> = p.missing().iter().map(|c| c.name).collect();
         return check(
             "privileges",
@@ -318,7 +318,7 @@ fn privileges_check(p: &Privileges) -> Check {
                 p.who(),
                 names.join(", ")
             ),
-            Some(refusal.split_once("; ").map_or(PRIVILEGES_HINT, |(_, h)| h)),
+            Some(PRIVILEGES_HINT),
         );
     }
     match p.shortfall() {
@@ -405,6 +405,8 @@ fn tracefs_check(p: &Privileges) -> (Check, Option<PathBuf>) {
             );
         }
     }
+    // Mounted somewhere else only: llmprobe looks in the two usual places (and mounts its own).
+    let mounted = mounted.filter(|mp| !mp.join("events").is_dir());
     match mounted {
         Some(mp) => (
             check(
@@ -423,7 +425,7 @@ fn tracefs_check(p: &Privileges) -> (Check, Option<PathBuf>) {
             check(
                 "tracefs",
                 Status::Warn,
-                "not mounted: llmprobe mounts it at /sys/kernel/tracing when it starts".to_owned(),
+                "not mounted at /sys/kernel/tracing or /sys/kernel/debug/tracing: llmprobe mounts it at /sys/kernel/tracing when it starts".to_owned(),
                 Some("or mount it yourself: mount -t tracefs tracefs /sys/kernel/tracing"),
             ),
             None,
@@ -432,7 +434,7 @@ fn tracefs_check(p: &Privileges) -> (Check, Option<PathBuf>) {
             check(
                 "tracefs",
                 Status::Fail,
-                "not mounted (or not visible here), and mounting it needs CAP_SYS_ADMIN".to_owned(),
+                "not mounted at /sys/kernel/tracing or /sys/kernel/debug/tracing (or not visible here), and mounting it needs CAP_SYS_ADMIN".to_owned(),
                 Some(
                     "run `mount -t tracefs tracefs /sys/kernel/tracing` as root, or in a container mount the host's /sys/kernel/tracing",
                 ),
@@ -781,6 +783,8 @@ pub type FileFacts = Result<ElfFacts, String>;
 pub struct ProcFacts {
     /// Its memory map could not be read (permissions).
     pub maps_unreadable: bool,
+    /// This process has CAP_SYS_PTRACE (an unreadable map then has another cause).
+    pub ptrace_capable: bool,
     /// The executable's facts (None: not among its mappings).
     pub exe: Option<FileFacts>,
     /// The other mapped files: (file name, escaped; facts).
@@ -856,9 +860,11 @@ impl Class {
 /// Classifies a process from what its mappings say.
 pub fn classify(f: &ProcFacts) -> Class {
     if f.maps_unreadable {
-        return Class::Unknown(
-            "its memory map is not readable (needs root or CAP_SYS_PTRACE)".to_owned(),
-        );
+        return Class::Unknown(if f.ptrace_capable {
+            "its memory map is not readable even with CAP_SYS_PTRACE (another user namespace, or a ptrace restriction such as Yama)".to_owned()
+        } else {
+            "its memory map is not readable (needs root or CAP_SYS_PTRACE)".to_owned()
+        });
     }
     if let Some(Ok(exe)) = &f.exe
         && discovery::usable(&exe.ssl)
@@ -957,6 +963,7 @@ fn comm_of(pid: u32) -> String {
 }
 
 struct Scanner {
+    ptrace_capable: bool,
     cache: HashMap<(u64, u64), FileFacts>,
     started: Instant,
     truncated: bool,
@@ -986,6 +993,7 @@ impl Scanner {
             Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {
                 return Some(ProcFacts {
                     maps_unreadable: true,
+                    ptrace_capable: self.ptrace_capable,
                     ..ProcFacts::default()
                 });
             }
@@ -1026,6 +1034,7 @@ pub fn scan_processes() -> ProcessScan {
     let me = std::process::id();
     let mut scan = ProcessScan::default();
     let mut scanner = Scanner {
+        ptrace_capable: Privileges::current().has(CAP_SYS_PTRACE),
         cache: HashMap::new(),
         started: Instant::now(),
         truncated: false,
@@ -1369,6 +1378,7 @@ mod tests {
     fn procs(exe: FileFacts, libs: &[(&str, FileFacts)]) -> ProcFacts {
         ProcFacts {
             maps_unreadable: false,
+            ptrace_capable: true,
             exe: Some(exe),
             libs: libs
                 .iter()
@@ -1442,6 +1452,14 @@ mod tests {
             ..ProcFacts::default()
         };
         assert!(matches!(classify(&unreadable), Class::Unknown(w) if w.contains("CAP_SYS_PTRACE")));
+        let denied_anyway = ProcFacts {
+            maps_unreadable: true,
+            ptrace_capable: true,
+            ..ProcFacts::default()
+        };
+        assert!(
+            matches!(classify(&denied_anyway), Class::Unknown(w) if w.contains("user namespace"))
+        );
         assert!(matches!(
             classify(&procs(Err("NotElf".to_owned()), &[])),
             Class::Unknown(w) if w.contains("NotElf")
