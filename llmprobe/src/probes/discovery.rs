@@ -26,6 +26,8 @@
 //! - Problems are values ([`Refusal`], with a stable metric reason); the loader counts them.
 //!
 //! [`inspect_elf_bytes`] is the pure ELF layer over a byte slice, for tests and fuzzing.
+//! [`elf_facts_file`] / [`elf_facts_bytes`] read the same tables under the same limits, plus the
+//! section names (Go, `.interp`, `.symtab`), for `llmprobe doctor`'s classification of processes.
 
 use crate::telemetry::DropReason;
 use std::collections::HashSet;
