@@ -84,6 +84,11 @@ const RECORD_CHANNEL: usize = 4096;
 
 /// Runs the agent until SIGINT or SIGTERM.
 pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
+    // Privileges before anything is bound or created: without them, that would fail first
+    // with a misleading error.
+    if let Some(err) = crate::doctor::Privileges::current().refusal() {
+        anyhow::bail!("{err}");
+    }
     let mut registry = Registry::default();
     let metrics = Arc::new(SelfMetrics::new(&mut registry));
     let genai = Arc::new(GenAiMetrics::new(

@@ -251,6 +251,10 @@ enum Command {
         #[arg(long, value_name = "PATH")]
         id_key_file: Option<PathBuf>,
     },
+    /// Check what this node offers llmprobe (kernel, tracefs, uprobes, ring buffer, privileges,
+    /// NVML) and which running processes' TLS it can probe, and why not for the others.
+    #[command(after_help = llmprobe::doctor::EXIT_STATUS_HELP)]
+    Doctor(llmprobe::doctor::DoctorArgs),
     /// A first run in a minute (needs root): a local test LLM server and a client making a few
     /// calls (streaming, non-streaming, one error), traced by the real agent, which prints their
     /// records and serves /metrics. Takes every `run` flag.
@@ -534,6 +538,7 @@ fn main() {
                 log::info!("replayed {}: {n} LLM call record(s)", file.display());
             })
         }
+        Command::Doctor(a) => std::process::exit(llmprobe::doctor::run(&a)),
         Command::Demo(d) => demo::run(d),
         Command::DemoServer(a) => demo::server(a),
         Command::DemoClient(a) => demo::client(a),

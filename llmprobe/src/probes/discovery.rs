@@ -26,6 +26,8 @@
 //! - Problems are values ([`Refusal`], with a stable metric reason); the loader counts them.
 //!
 //! [`inspect_elf_bytes`] is the pure ELF layer over a byte slice, for tests and fuzzing.
+//! [`elf_facts_file`] / [`elf_facts_bytes`] read the same tables under the same limits, plus the
+//! section names (Go, `.interp`, `.symtab`), for `llmprobe doctor`'s classification of processes.
 
 use crate::telemetry::DropReason;
 use std::collections::HashSet;
@@ -261,6 +263,8 @@ const STT_GNU_IFUNC: u8 = 10;
 /// One section header, the fields used here.
 #[derive(Clone, Copy)]
 struct Section {
+    /// Offset of its name in the section-name string table.
+    name: u64,
     kind: u64,
     addr: u64,
     offset: u64,
@@ -269,9 +273,18 @@ struct Section {
     entsize: u64,
 }
 
-/// Finds the OpenSSL functions an ELF file defines (not merely imports), reading only the
-/// pieces it needs, each within `limits`.
-fn inspect_source<S: ElfSource>(src: &S, limits: ElfLimits) -> Result<SslOffsets, Refusal> {
+/// An ELF file's header and section table, read within the limits.
+struct ElfView<'a, S> {
+    src: Budgeted<'a, S>,
+    lay: Layout,
+    sections: Vec<Section>,
+    /// Index of the section-name string table (`e_shstrndx`).
+    shstrndx: u64,
+    file_size: u64,
+}
+
+/// Reads and checks the ELF header and the section header table.
+fn open_elf<S: ElfSource>(src: &S, limits: ElfLimits) -> Result<ElfView<'_, S>, Refusal> {
     let file_size = src.size()?;
     let src = Budgeted {
         src,
@@ -298,17 +311,19 @@ fn inspect_source<S: ElfSource>(src: &S, limits: ElfLimits) -> Result<SslOffsets
         },
     };
     let ehdr = src.read(0, if lay.is64 { 64 } else { 52 })?;
-    let (shoff, shentsize, shnum) = if lay.is64 {
+    let (shoff, shentsize, shnum, shstrndx) = if lay.is64 {
         (
             lay.u64(&ehdr, 0x28)?,
             lay.u16(&ehdr, 0x3a)?,
             lay.u16(&ehdr, 0x3c)?,
+            lay.u16(&ehdr, 0x3e)?,
         )
     } else {
         (
             lay.u32(&ehdr, 0x20)?,
             lay.u16(&ehdr, 0x2e)?,
             lay.u16(&ehdr, 0x30)?,
+            lay.u16(&ehdr, 0x32)?,
         )
     };
     let want_ent = if lay.is64 { 64 } else { 40 };
@@ -325,6 +340,7 @@ fn inspect_source<S: ElfSource>(src: &S, limits: ElfLimits) -> Result<SslOffsets
         let at = i * shentsize as usize;
         let s = if lay.is64 {
             Section {
+                name: lay.u32(&table, at)?,
                 kind: lay.u32(&table, at + 4)?,
                 addr: lay.u64(&table, at + 16)?,
                 offset: lay.u64(&table, at + 24)?,
@@ -334,6 +350,7 @@ fn inspect_source<S: ElfSource>(src: &S, limits: ElfLimits) -> Result<SslOffsets
             }
         } else {
             Section {
+                name: lay.u32(&table, at)?,
                 kind: lay.u32(&table, at + 4)?,
                 addr: lay.u32(&table, at + 12)?,
                 offset: lay.u32(&table, at + 16)?,
@@ -344,6 +361,30 @@ fn inspect_source<S: ElfSource>(src: &S, limits: ElfLimits) -> Result<SslOffsets
         };
         sections.push(s);
     }
+    Ok(ElfView {
+        src,
+        lay,
+        sections,
+        shstrndx,
+        file_size,
+    })
+}
+
+/// Finds the OpenSSL functions an ELF file defines (not merely imports), reading only the
+/// pieces it needs, each within `limits`.
+fn inspect_source<S: ElfSource>(src: &S, limits: ElfLimits) -> Result<SslOffsets, Refusal> {
+    let view = open_elf(src, limits)?;
+    ssl_offsets(&view, limits, &mut |_| {})
+}
+
+/// The OpenSSL functions defined in the symbol tables of `view`; `saw_strings` is handed each
+/// symbol string table read.
+fn ssl_offsets<S: ElfSource>(
+    view: &ElfView<'_, S>,
+    limits: ElfLimits,
+    saw_strings: &mut dyn FnMut(&[u8]),
+) -> Result<SslOffsets, Refusal> {
+    let (src, lay, sections, file_size) = (&view.src, view.lay, &view.sections, view.file_size);
     let mut offsets: SslOffsets = [None; 5];
     let mut walked = 0u64;
     // The dynamic table first (what the dynamic linker uses), then the full table if present.
@@ -371,6 +412,7 @@ fn inspect_source<S: ElfSource>(src: &S, limits: ElfLimits) -> Result<SslOffsets
         }
         let syms = src.read(symtab.offset, count * sym_size)?;
         let strs = src.read(strtab.offset, strtab.size)?;
+        saw_strings(&strs);
         for i in 0..count as usize {
             let at = i * sym_size as usize;
             let (name, info, shndx, value) = if lay.is64 {
@@ -445,6 +487,68 @@ pub fn inspect_elf_bytes_with(bytes: &[u8], limits: ElfLimits) -> Result<SslOffs
 /// shrinking while read is [`Refusal::ShortRead`].
 pub fn inspect_elf_file(file: &File, limits: ElfLimits) -> Result<SslOffsets, Refusal> {
     inspect_source(file, limits)
+}
+
+/// What an ELF file says about how a process using it does TLS (for `llmprobe doctor`): its
+/// OpenSSL functions, and the marks of the toolchains and libraries llmprobe cannot probe.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct ElfFacts {
+    /// OpenSSL's I/O functions, as [`inspect_elf_bytes`] finds them.
+    pub ssl: SslOffsets,
+    /// Built by Go: a `.go.buildinfo` section or the Go build ID note (`.note.go.buildid`).
+    pub go: bool,
+    /// Has an `.interp` section: an executable the dynamic linker starts.
+    pub interp: bool,
+    /// Has a full symbol table (`.symtab`): not stripped.
+    pub symtab: bool,
+    /// A symbol name mentions `rustls` (Rust's TLS library, linked in statically).
+    pub rustls: bool,
+}
+
+/// [`ElfFacts`] of the ELF image in `bytes`, under `limits`. Never panics, whatever the bytes.
+pub fn elf_facts_bytes(bytes: &[u8], limits: ElfLimits) -> Result<ElfFacts, Refusal> {
+    facts_source(&bytes, limits)
+}
+
+/// [`ElfFacts`] of an open file, with the same bounded `pread`s as [`inspect_elf_file`].
+pub fn elf_facts_file(file: &File, limits: ElfLimits) -> Result<ElfFacts, Refusal> {
+    facts_source(file, limits)
+}
+
+fn facts_source<S: ElfSource>(src: &S, limits: ElfLimits) -> Result<ElfFacts, Refusal> {
+    let view = open_elf(src, limits)?;
+    let names = match usize::try_from(view.shstrndx)
+        .ok()
+        .and_then(|i| view.sections.get(i))
+    {
+        Some(s) if s.kind != SHT_NOBITS => {
+            if s.size > limits.max_table_bytes {
+                return Err(Refusal::TooLarge);
+            }
+            view.src.read(s.offset, s.size)?
+        }
+        _ => Vec::new(),
+    };
+    let mut facts = ElfFacts::default();
+    for s in &view.sections {
+        let name = usize::try_from(s.name)
+            .ok()
+            .and_then(|at| names.get(at..))
+            .and_then(|rest| rest.split(|b| *b == 0).next())
+            .unwrap_or_default();
+        match name {
+            b".go.buildinfo" | b".note.go.buildid" => facts.go = true,
+            b".interp" => facts.interp = true,
+            _ => {}
+        }
+        facts.symtab |= s.kind == SHT_SYMTAB;
+    }
+    let mut rustls = false;
+    facts.ssl = ssl_offsets(&view, limits, &mut |strs| {
+        rustls = rustls || strs.windows(6).any(|w| w == b"rustls");
+    })?;
+    facts.rustls = rustls;
+    Ok(facts)
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -556,15 +660,17 @@ const MAX_MAPS_BYTES: u64 = 16 << 20;
 
 /// The executable file mappings of a process (empty when it is gone or unreadable).
 pub fn executable_mappings(pid: u32) -> Vec<MapEntry> {
+    read_maps(pid).unwrap_or_default()
+}
+
+/// The executable file mappings of a process, or why its maps could not be read (gone:
+/// `NotFound`; not permitted: `PermissionDenied`).
+pub fn read_maps(pid: u32) -> std::io::Result<Vec<MapEntry>> {
     use std::io::Read;
-    let Ok(f) = File::open(format!("/proc/{pid}/maps")) else {
-        return Vec::new();
-    };
+    let f = File::open(format!("/proc/{pid}/maps"))?;
     let mut text = Vec::new();
-    if f.take(MAX_MAPS_BYTES).read_to_end(&mut text).is_err() {
-        return Vec::new();
-    }
-    parse_maps(&text)
+    f.take(MAX_MAPS_BYTES).read_to_end(&mut text)?;
+    Ok(parse_maps(&text))
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -865,6 +971,32 @@ mod tests {
             "ldconfig -p lists no libssl on this machine"
         );
         libs[0].clone()
+    }
+
+    #[test]
+    fn elf_facts_tell_dynamic_static_stripped_and_openssl_apart() {
+        let lib = std::fs::read(system_libssl()).expect("read libssl");
+        let f = elf_facts_bytes(&lib, ElfLimits::default()).expect("libssl facts");
+        assert!(usable(&f.ssl) && !f.go && !f.interp, "{f:?}");
+        assert_eq!(f.ssl, inspect_elf_bytes(&lib).expect("libssl"));
+        // This test binary: a dynamically linked executable with its symbol table.
+        let me = std::fs::read("/proc/self/exe").expect("read own executable");
+        let f = elf_facts_bytes(&me, ElfLimits::default()).expect("own facts");
+        assert!(f.interp && !f.go && !usable(&f.ssl), "{f:?}");
+        // Truncations and garbage are refusals, never panics.
+        for cut in [0, 3, 16, 63, 64, 4096, lib.len() / 2, lib.len() - 1] {
+            let _ = elf_facts_bytes(&lib[..cut], ElfLimits::default());
+        }
+        let mut garbage = lib[..4096].to_vec();
+        for (i, b) in garbage.iter_mut().enumerate().skip(16) {
+            *b = (i * 131 % 251) as u8;
+        }
+        let _ = elf_facts_bytes(&garbage, ElfLimits::default());
+        let tiny = ElfLimits {
+            max_table_bytes: 64,
+            ..ElfLimits::default()
+        };
+        assert_eq!(elf_facts_bytes(&lib, tiny), Err(Refusal::TooLarge));
     }
 
     #[test]

@@ -44,6 +44,54 @@ const IO_SYSCALLS: &[(&str, &str, &str)] = &[
     ("sys_enter_accept", "sys_exit_sock", "accept4"),
 ];
 
+/// Tracepoints attached besides the socket syscalls': (program, category, name).
+const OTHER_TRACEPOINTS: &[(&str, &str, &str)] = &[
+    ("sys_enter_close", "syscalls", "sys_enter_close"),
+    ("sys_enter_mmap", "syscalls", "sys_enter_mmap"),
+    ("sched_process_exec", "sched", "sched_process_exec"),
+    ("sched_process_exit", "sched", "sched_process_exit"),
+    ("task_newtask", "task", "task_newtask"),
+];
+
+/// Every tracepoint the agent attaches, in attach order: (program, category, name).
+pub fn tracepoints() -> Vec<(&'static str, &'static str, String)> {
+    let mut out = Vec::new();
+    for (enter, exit, sc) in IO_SYSCALLS {
+        out.push((*enter, "syscalls", format!("sys_enter_{sc}")));
+        out.push((*exit, "syscalls", format!("sys_exit_{sc}")));
+    }
+    for (prog, category, name) in OTHER_TRACEPOINTS {
+        out.push((*prog, *category, (*name).to_owned()));
+    }
+    out
+}
+
+/// Loads the embedded eBPF object (maps created, the ring buffer at its smallest size) and runs
+/// every program through the kernel verifier, attaching nothing: what `llmprobe doctor` checks.
+/// Returns the number of programs loaded; everything is released on return.
+pub fn verify_programs() -> anyhow::Result<usize> {
+    if EBPF_OBJECT.is_empty() {
+        bail!(
+            "this llmprobe was built with AYA_BUILD_SKIP=1 and has no eBPF programs; rebuild it with the eBPF toolchain (`cargo xtask build`)"
+        );
+    }
+    let mut ebpf = EbpfLoader::new()
+        .map_max_entries("EVENTS", abi::RING_BYTES_MIN)
+        .load(EBPF_OBJECT)
+        .map_err(load_error)?;
+    let mut n = 0;
+    for (name, prog) in ebpf.programs_mut() {
+        let loaded = match prog {
+            aya::programs::Program::TracePoint(p) => p.load(),
+            aya::programs::Program::UProbe(p) => p.load(),
+            _ => bail!("program {name} has a type llmprobe does not load"),
+        };
+        loaded.with_context(|| format!("the kernel verifier rejected {name}"))?;
+        n += 1;
+    }
+    Ok(n)
+}
+
 /// uprobe program per entry of `SSL_SYMBOLS`.
 const SSL_PROGRAMS: [&str; 5] = [
     "ssl_read",
@@ -165,12 +213,13 @@ fn spawn_reaper() -> Option<Reaper> {
 
 /// Checks the things that most often stop an eBPF agent, with what to do about each.
 pub fn preflight() -> anyhow::Result<()> {
-    // SAFETY: geteuid has no preconditions.
-    let euid = unsafe { libc::geteuid() };
-    if euid != 0 {
-        warn!(
-            "not running as root (euid {euid}): loading will fail unless the process has CAP_BPF, CAP_PERFMON and CAP_SYS_RESOURCE"
-        );
+    // Privileges first: without them every later step fails with a misleading error.
+    let privileges = crate::doctor::Privileges::current();
+    if let Some(err) = privileges.refusal() {
+        bail!("{err}");
+    }
+    if let Some(note) = privileges.shortfall() {
+        warn!("{note}");
     }
     if !Path::new("/sys/kernel/btf/vmlinux").exists() {
         warn!(
@@ -243,7 +292,8 @@ fn load_error(e: aya::EbpfError) -> anyhow::Error {
     let text = format!("{e:#}");
     if text.contains("Operation not permitted") || text.contains("EPERM") {
         anyhow!(
-            "loading the eBPF programs failed: permission denied ({text}); run as root or grant CAP_BPF, CAP_PERFMON and CAP_SYS_RESOURCE"
+            "loading the eBPF programs failed: permission denied ({text}); {}",
+            crate::doctor::PRIVILEGES_HINT
         )
     } else {
         anyhow!("loading the eBPF programs failed: {text}")
@@ -345,15 +395,9 @@ impl Probes {
                 })?;
                 Ok(())
             };
-        for (enter, exit, sc) in IO_SYSCALLS {
-            attach(self, enter, "syscalls", &format!("sys_enter_{sc}"))?;
-            attach(self, exit, "syscalls", &format!("sys_exit_{sc}"))?;
+        for (prog, category, name) in tracepoints() {
+            attach(self, prog, category, &name)?;
         }
-        attach(self, "sys_enter_close", "syscalls", "sys_enter_close")?;
-        attach(self, "sys_enter_mmap", "syscalls", "sys_enter_mmap")?;
-        attach(self, "sched_process_exec", "sched", "sched_process_exec")?;
-        attach(self, "sched_process_exit", "sched", "sched_process_exit")?;
-        attach(self, "task_newtask", "task", "task_newtask")?;
         Ok(())
     }
 
