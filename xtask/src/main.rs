@@ -327,6 +327,10 @@ fn test(args: &[String]) -> anyhow::Result<()> {
             bail!("{tool} is required by the end-to-end tests and is not installed");
         }
     }
+    if !have("chromium") {
+        step("installing Debian's chromium with apt-get (the trace page's tests; about 80 s)");
+        apt_install(&["chromium"])?;
+    }
     step(
         "running every test (unit, replay of recorded captures, end-to-end with the real eBPF programs)",
     );
