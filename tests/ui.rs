@@ -289,12 +289,22 @@ fn the_trace_page_shows_a_streamed_call_with_its_tokens_at_their_offsets() {
         cell(&list, seq, "provider"),
         escaped(rec["provider"].as_str().expect("provider"))
     );
-    let first_row = elements(&list, "data-seq=\"");
-    assert_eq!(
-        first_row[0].0.get("data-seq").map(String::as_str),
-        Some(seq.to_string().as_str()),
-        "newest first"
+    let seqs: Vec<u64> = elements(&list, "data-seq=\"")
+        .iter()
+        .map(|(a, _)| attr_f64(a, "data-seq") as u64)
+        .collect();
+    assert!(
+        seqs.windows(2).all(|w| w[0] > w[1]),
+        "newest first: {seqs:?}"
     );
+    // The filters reach the API: by role, by status and model.
+    let servers = browser.dump_dom(&format!("{base}#role=server"));
+    assert!(
+        elements(&servers, &format!("data-seq=\"{seq}\"")).is_empty(),
+        "a client call listed under role=server"
+    );
+    let ok = browser.dump_dom(&format!("{base}#status=ok&model=TRACE-PAGE"));
+    assert_eq!(cell(&ok, seq, "role"), "client");
     // A filter that matches nothing empties the list.
     let none = browser.dump_dom(&format!("{base}#model=no-such-model"));
     assert!(elements(&none, "data-seq=\"").is_empty(), "{none}");
