@@ -482,3 +482,153 @@ fn hostile_process_and_model_names_are_shown_as_text() {
     }
     assert!(agent.stop(), "agent exit");
 }
+
+/// The page server of `llmprobe::live` in this process, with `calls` in its view: a timeline
+/// with every figure a record can have (no root, no probes: what is drawn from what).
+fn page_server(calls: &[llmprobe::llm::LlmCall]) -> (tokio::runtime::Runtime, String) {
+    use llmprobe::live::{LiveView, serve};
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let view = LiveView::new();
+    for c in calls {
+        view.push(c);
+    }
+    let addr = rt.block_on(async {
+        let l = serve::bind_tcp("127.0.0.1:0".parse().expect("addr"))
+            .await
+            .expect("bind");
+        let serve::Listener::Tcp(t) = &l else {
+            panic!("a TCP listener")
+        };
+        let addr = t.local_addr().expect("addr");
+        tokio::spawn(serve::serve(
+            l,
+            view,
+            llmprobe::clock::Clock::system(),
+            std::sync::Arc::new(llmprobe::telemetry::SelfMetrics::unregistered()),
+            llmprobe::export::metrics_http::ServeLimits::default(),
+        ));
+        addr
+    });
+    (rt, format!("http://{addr}/"))
+}
+
+#[test]
+fn the_timeline_draws_connection_setup_reasoning_and_gpu_utilization() {
+    use llmprobe::llm::{CallDetail, LlmCall};
+    let dir = scratch("ui-figures");
+    let Some(browser) = Browser::find(&dir) else {
+        return;
+    };
+    let start = 1_800_000_000_000_000_000_i64;
+    let gaps = vec![0.08; 19];
+    let gpu_call = LlmCall {
+        start_time: "2027-01-15T08:00:00.000000Z".into(),
+        role: "server",
+        pid: 4242,
+        comm: "vllm-worker".into(),
+        provider: "vllm".into(),
+        request_model: Some("qwen-7b".into()),
+        duration_s: 2.0,
+        ttft_s: Some(0.4),
+        connect_s: Some(0.012),
+        tls_handshake_s: Some(0.008),
+        request_upload_s: Some(0.05),
+        reasoning_s: Some(0.3),
+        gpu_util_mean: Some(63.5),
+        chunks: Some(20),
+        detail: CallDetail {
+            start_unix_ns: start,
+            end_unix_ns: start + 2_000_000_000,
+            first_chunk_unix_ns: Some(start + 400_000_000),
+            gaps_s: gaps.clone(),
+            ..CallDetail::default()
+        },
+        ..LlmCall::default()
+    };
+    let failed = LlmCall {
+        comm: "agent".into(),
+        request_model: Some("gpt-x".into()),
+        error_type: Some("429".into()),
+        detail: CallDetail {
+            start_unix_ns: start + 3_000_000_000,
+            end_unix_ns: start + 3_100_000_000,
+            ..CallDetail::default()
+        },
+        duration_s: 0.1,
+        ..gpu_call.clone()
+    };
+    let aborted = LlmCall {
+        comm: "agent".into(),
+        aborted: true,
+        error_type: None,
+        ..failed.clone()
+    };
+    let (_rt, base) = page_server(&[gpu_call, failed, aborted]);
+
+    // The status filter: one call each.
+    for (status, seq) in [("ok", 1), ("error", 2), ("aborted", 3)] {
+        let dom = browser.dump_dom(&format!("{base}#status={status}"));
+        let seqs: Vec<String> = elements(&dom, "data-seq=\"")
+            .into_iter()
+            .filter_map(|(a, _)| a.get("data-seq").cloned())
+            .collect();
+        assert_eq!(seqs, vec![seq.to_string()], "status={status}");
+        assert!(cell(&dom, seq, &format!("st-{status}")).starts_with(status));
+    }
+
+    let dom = browser.dump_dom(&format!("{base}#call=1"));
+    let marker = |kind: &str| {
+        elements(&dom, &format!("data-kind=\"{kind}\""))
+            .into_iter()
+            .next()
+            .unwrap_or_else(|| panic!("no {kind} marker: {dom}"))
+            .0
+    };
+    let span = |kind: &str| {
+        let m = marker(kind);
+        (attr_f64(&m, "data-start-ms"), attr_f64(&m, "data-end-ms"))
+    };
+    let close = |got: (f64, f64), want: (f64, f64), what: &str| {
+        assert!(
+            (got.0 - want.0).abs() < 0.01 && (got.1 - want.1).abs() < 0.01,
+            "{what}: {got:?}, want {want:?}"
+        );
+    };
+    // Connection setup before the request's first byte: connect, then the TLS handshake.
+    close(span("connect"), (-20.0, -8.0), "connect");
+    close(span("tls"), (-8.0, 0.0), "TLS handshake");
+    close(span("request"), (0.0, 50.0), "request sent");
+    close(
+        span("reasoning"),
+        (400.0, 700.0),
+        "reasoning from the first token",
+    );
+    close(span("gpu"), (0.0, 2000.0), "GPU band over the call");
+    assert_eq!(
+        marker("gpu").get("data-util-percent").map(String::as_str),
+        Some("63.5")
+    );
+    assert!(dom.contains("GPU 63.5 % mean"), "the GPU label");
+    assert!((attr_f64(&marker("ttft"), "data-offset-ms") - 400.0).abs() < 0.01);
+    assert!((attr_f64(&marker("end"), "data-offset-ms") - 2000.0).abs() < 0.01);
+    let ticks: Vec<f64> = elements(&dom, "class=\"tick\"")
+        .iter()
+        .map(|(a, _)| attr_f64(a, "data-offset-ms"))
+        .collect();
+    let want: Vec<f64> = std::iter::once(400.0)
+        .chain((1..=gaps.len()).map(|i| 400.0 + 80.0 * i as f64))
+        .collect();
+    assert_eq!(ticks.len(), want.len());
+    for (i, (t, w)) in ticks.iter().zip(&want).enumerate() {
+        assert!((t - w).abs() < 0.01, "tick {i} at {t}, want {w}");
+    }
+    browser.screenshot(
+        &format!("{base}#call=1"),
+        &output_dir().join("timeline-gpu.png"),
+        &[],
+    );
+}

@@ -286,7 +286,7 @@ function timeline(t) {
     const g = band("gpu", "gpu", "GPU", 0, duration * 1000, `GPU utilization ${gpu.toFixed(1)} % (mean over the call)`);
     g.setAttribute("data-util-percent", gpu.toFixed(1));
     const rect = g.querySelector("rect");
-    rect.setAttribute("fill-opacity", (0.15 + 0.85 * Math.min(Math.max(gpu, 0), 100) / 100).toFixed(3));
+    rect.setAttribute("fill-opacity", (0.1 + 0.6 * Math.min(Math.max(gpu, 0), 100) / 100).toFixed(3));
     g.append(svg("text", { x: x0 + 6, y: laneY("GPU") + laneH / 2 + 4 }, `GPU ${gpu.toFixed(1)} % mean`));
   }
 
