@@ -399,6 +399,10 @@ fn test(args: &[String]) -> anyhow::Result<()> {
         step("installing groff-base with apt-get (renders the man page in the tests)");
         apt_install(&["groff-base"])?;
     }
+    if !have("chromium") {
+        step("installing Debian's chromium with apt-get (the trace page's tests; about 80 s)");
+        apt_install(&["chromium"])?;
+    }
     step(
         "running every test (unit, replay of recorded captures, end-to-end with the real eBPF programs)",
     );
