@@ -140,19 +140,22 @@ fn have(program: &str) -> bool {
     output_ok(Command::new("sh").args(["-c", &format!("command -v {program}")])).is_some()
 }
 
-/// Installs Debian packages (apt-get update, then install); a clear error where there is no
-/// apt-get.
+/// Installs Debian packages (apt-get update once per xtask run, then install); a clear error
+/// where there is no apt-get.
 fn apt_install(packages: &[&str]) -> anyhow::Result<()> {
+    static UPDATED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
     if !have("apt-get") {
         bail!(
             "{} missing and apt-get is not available: install them yourself",
             packages.join(", ")
         );
     }
-    run_cmd(
-        Command::new("apt-get").args(["update", "-qq"]),
-        "apt-get update",
-    )?;
+    if !UPDATED.swap(true, std::sync::atomic::Ordering::Relaxed) {
+        run_cmd(
+            Command::new("apt-get").args(["update", "-qq"]),
+            "apt-get update",
+        )?;
+    }
     run_cmd(
         Command::new("apt-get")
             .args(["install", "-y", "-qq"])
