@@ -185,9 +185,10 @@ struct AgentArgs {
     )]
     api_socket: String,
     /// Serve the trace page (recent calls, per-call timelines) and the live view's API over
-    /// HTTP at this address, e.g. 127.0.0.1:9465. Off by default; an address other than
-    /// loopback shows process names and models to whoever can reach it.
-    #[arg(help_heading = "Live view", long, value_name = "ADDR")]
+    /// HTTP at this address, e.g. 127.0.0.1:9465, or a bare port (on 127.0.0.1). Off by
+    /// default; an address other than loopback shows process names and models to whoever can
+    /// reach it.
+    #[arg(help_heading = "Live view", long, value_name = "ADDR|PORT", value_parser = parse_ui_addr)]
     ui_addr: Option<SocketAddr>,
 }
 
@@ -374,6 +375,17 @@ fn parse_interval(s: &str) -> Result<f64, String> {
     } else {
         Err(format!("{s}: must be between 0.05 and 3600 seconds"))
     }
+}
+
+/// `--ui-addr`: an address, or a bare port on loopback.
+fn parse_ui_addr(s: &str) -> Result<SocketAddr, String> {
+    let t = s.trim();
+    if let Ok(a) = t.parse::<SocketAddr>() {
+        return Ok(a);
+    }
+    t.parse::<u16>()
+        .map(|port| SocketAddr::from(([127, 0, 0, 1], port)))
+        .map_err(|_| format!("{s}: an address (127.0.0.1:9465, [::1]:9465) or a port"))
 }
 
 /// `--conversation-idle`: from 50 ms (tests) to a week.
@@ -587,7 +599,28 @@ fn run_agent(opts: RunOptions) -> anyhow::Result<()> {
 
 #[cfg(test)]
 mod tests {
-    use super::parse_ring_size;
+    use super::{parse_ring_size, parse_ui_addr};
+
+    #[test]
+    fn a_bare_ui_port_is_on_loopback() {
+        assert_eq!(
+            parse_ui_addr("9465").map(|a| a.to_string()).as_deref(),
+            Ok("127.0.0.1:9465")
+        );
+        assert_eq!(
+            parse_ui_addr("[::1]:80").map(|a| a.to_string()).as_deref(),
+            Ok("[::1]:80")
+        );
+        assert_eq!(
+            parse_ui_addr("0.0.0.0:9465")
+                .map(|a| a.to_string())
+                .as_deref(),
+            Ok("0.0.0.0:9465")
+        );
+        for bad in ["", "localhost:9465", "70000", "x"] {
+            assert!(parse_ui_addr(bad).is_err(), "{bad:?} accepted");
+        }
+    }
 
     #[test]
     fn ring_sizes_are_powers_of_two_between_the_bounds() {
