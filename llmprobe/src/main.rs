@@ -199,6 +199,8 @@ enum Command {
         #[arg(long, value_name = "PATH")]
         id_key_file: Option<PathBuf>,
     },
+    /// A live view of a running agent in the terminal: calls in flight, per-model rollups.
+    Top(llmprobe::top::TopArgs),
 }
 
 /// A sampling interval: finite, 0.05 s to 1 h.
@@ -395,6 +397,7 @@ fn main() {
                 log::info!("replayed {}: {n} LLM call record(s)", file.display());
             })
         }
+        Command::Top(a) => llmprobe::top::run(a),
     };
     if let Err(e) = result {
         log::error!("{e:#}");
