@@ -327,6 +327,11 @@ fn test(args: &[String]) -> anyhow::Result<()> {
             bail!("{tool} is required by the end-to-end tests and is not installed");
         }
     }
+    // `llmprobe top`'s end-to-end test drives the real TUI in tmux (about 1 MB from apt).
+    if !have("tmux") {
+        step("installing tmux with apt-get (the `llmprobe top` test runs it)");
+        apt_install(&["tmux"])?;
+    }
     step(
         "running every test (unit, replay of recorded captures, end-to-end with the real eBPF programs)",
     );

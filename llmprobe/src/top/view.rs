@@ -114,15 +114,15 @@ pub enum Pane {
 }
 
 /// Columns of the in-flight pane, left to right.
-pub const FLIGHT_COLUMNS: [&str; 8] = [
-    "PROCESS", "PID", "MODEL", "PROVIDER", "ELAPSED", "TOKENS", "TOK/S", "TTFT",
+pub const FLIGHT_COLUMNS: [&str; 9] = [
+    "PROCESS", "PID", "ROLE", "MODEL", "PROVIDER", "ELAPSED", "TOKENS", "TOK/S", "TTFT",
 ];
 /// Columns of the rollup pane, left to right.
 pub const ROLLUP_COLUMNS: [&str; 10] = [
     "MODEL", "PROVIDER", "CALLS", "CALLS/S", "TTFT P50", "TTFT P95", "TPOT P50", "ERR%", "ABORT%",
     "TOK/S",
 ];
-const FLIGHT_ELAPSED: usize = 4;
+const FLIGHT_ELAPSED: usize = 5;
 const ROLLUP_CALLS: usize = 2;
 
 /// The screen's own state.
@@ -322,11 +322,12 @@ pub fn sorted_flights(rows: &[FlightRow], (col, rev): (usize, bool)) -> Vec<&Fli
         let o = match col {
             0 => a.comm.cmp(&b.comm),
             1 => a.pid.cmp(&b.pid),
-            2 => a.model.cmp(&b.model),
-            3 => a.provider.cmp(&b.provider),
-            4 => cmp_f(Some(a.elapsed_s), Some(b.elapsed_s)),
-            5 => b.tokens.cmp(&a.tokens),
-            6 => cmp_f(a.tokens_per_s, b.tokens_per_s),
+            2 => a.role.cmp(&b.role),
+            3 => a.model.cmp(&b.model),
+            4 => a.provider.cmp(&b.provider),
+            5 => cmp_f(Some(a.elapsed_s), Some(b.elapsed_s)),
+            6 => b.tokens.cmp(&a.tokens),
+            7 => cmp_f(a.tokens_per_s, b.tokens_per_s),
             _ => cmp_f(a.ttft_s, b.ttft_s),
         };
         let o = if rev { o.reverse() } else { o };
@@ -361,7 +362,7 @@ pub fn sorted_rollups(rows: &[RollupRow], (col, rev): (usize, bool)) -> Vec<&Rol
 /// Whether a column holds text (left-aligned, sorted ascending) rather than a figure.
 fn is_text(pane: Pane, col: usize) -> bool {
     match pane {
-        Pane::Flights => matches!(col, 0 | 2 | 3),
+        Pane::Flights => matches!(col, 0 | 2 | 3 | 4),
         Pane::Rollups => matches!(col, 0 | 1),
     }
 }
@@ -371,6 +372,7 @@ fn widths(pane: Pane) -> Vec<Constraint> {
         Pane::Flights => vec![
             Constraint::Length(16),
             Constraint::Length(8),
+            Constraint::Length(6),
             Constraint::Fill(1),
             Constraint::Length(12),
             Constraint::Length(9),
@@ -397,6 +399,7 @@ fn flight_cells(r: &FlightRow) -> Vec<String> {
     vec![
         clean(&r.comm, MAX_CHARS),
         r.pid.to_string(),
+        clean(&r.role, MAX_CHARS),
         r.model
             .as_deref()
             .map_or("-".into(), |m| clean(m, MAX_CHARS)),
@@ -764,7 +767,9 @@ mod tests {
         assert!(all.contains("Calls in flight: 3"), "{all}");
         assert!(all.contains("last 60 s"), "{all}");
         let py = s.iter().find(|l| l.contains("python3")).expect("row");
-        for cell in ["101", "gpt-4o", "openai", "2.00s", "40", "20.0", "300ms"] {
+        for cell in [
+            "101", "client", "gpt-4o", "openai", "2.00s", "40", "20.0", "300ms",
+        ] {
             assert!(py.contains(cell), "{cell} not in {py:?}");
         }
         let gpt = s
