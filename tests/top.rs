@@ -140,7 +140,7 @@ fn top_shows_a_streaming_call_then_its_model_and_sorts_by_key() {
     };
     let status_file = dir.join("top.status");
     let line = format!(
-        "echo before-top; {} top --socket {} --interval 0.2; echo $? > {}; echo after-top",
+        "{} top --socket {} --interval 0.2; echo $? > {}; stty -a | tr ' ;' '\\n\\n' | grep -xE -- '-?(icanon|echo)' | tr '\\n' ' '; echo after-top",
         sh_quote(&agent_bin()),
         sh_quote(&sock),
         sh_quote(&status_file)
@@ -270,8 +270,12 @@ fn top_shows_a_streaming_call_then_its_model_and_sorts_by_key() {
     assert_eq!(status.trim(), "0", "top's exit status");
     let s = tmux.wait_for("the main screen", |s| s.contains("after-top"));
     assert!(
-        s.contains("before-top") && !s.contains("CALLS/S") && !s.contains("● connected"),
-        "the terminal is restored to the main screen:\n{s}"
+        !s.contains("CALLS/S") && !s.contains("● connected"),
+        "the terminal is back on the main screen:\n{s}"
+    );
+    assert!(
+        s.contains("icanon echo after-top"),
+        "the terminal is back in cooked mode with echo (stty):\n{s}"
     );
 
     // --once prints the same figures.

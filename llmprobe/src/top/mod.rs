@@ -10,7 +10,8 @@
 //! Invariants:
 //! * The terminal is restored (raw mode off, main screen, cursor shown) on every exit: the
 //!   normal one, an error, a panic (the hook restores before the message is printed), and
-//!   SIGTERM / SIGHUP / SIGINT (a flag the loop reads within 100 ms).
+//!   SIGTERM / SIGINT (a flag the loop reads within 100 ms). A hang-up (SIGHUP, or stdin
+//!   reporting one) ends the process at once with status 129: there is no terminal left.
 //! * What the agent sends is bounded ([`client::MAX_ANSWER`], [`client::MAX_ROWS`]) and every
 //!   name it carries is cleaned before it is drawn ([`view::clean`]).
 //! * `--once` prints one snapshot as text and exits 0, or says why not on stderr and exits 1.
@@ -78,9 +79,9 @@ pub fn run(a: TopArgs) -> anyhow::Result<()> {
     if a.once {
         return once(&ep, &a);
     }
-    if !std::io::stdout().is_terminal() {
+    if !std::io::stdout().is_terminal() || !std::io::stdin().is_terminal() {
         bail!(
-            "llmprobe top draws on a terminal and stdout is not one; use --once for a text snapshot"
+            "llmprobe top draws on a terminal and reads keys from it, and stdin or stdout is not one; use --once for a text snapshot"
         );
     }
     let rx = reader(ep.clone(), a.window, a.interval);
@@ -141,13 +142,46 @@ extern "C" fn on_signal(_: libc::c_int) {
     STOP.store(true, Ordering::Relaxed);
 }
 
+extern "C" fn on_hangup(_: libc::c_int) {
+    // The terminal is gone: nothing to restore, and crossterm would read its EOF forever.
+    // SAFETY: _exit is async-signal-safe.
+    unsafe { libc::_exit(129) }
+}
+
 fn catch_signals() {
-    for sig in [libc::SIGTERM, libc::SIGHUP, libc::SIGINT] {
+    for sig in [libc::SIGTERM, libc::SIGINT] {
         // SAFETY: the handler only stores to an atomic (async-signal-safe).
         unsafe {
             libc::signal(sig, on_signal as *const () as libc::sighandler_t);
         }
     }
+    // SAFETY: the handler only calls _exit.
+    unsafe {
+        libc::signal(libc::SIGHUP, on_hangup as *const () as libc::sighandler_t);
+    }
+    // A terminal can also go away without a SIGHUP reaching us (another session leader, stdin
+    // redirected from a closed pty): crossterm then spins on EOF inside `poll`, so a watchdog
+    // ends the process when stdin reports a hang-up or stops being a terminal.
+    let _ = std::thread::Builder::new()
+        .name("top-hangup".into())
+        .spawn(|| {
+            loop {
+                let mut fd = libc::pollfd {
+                    fd: 0,
+                    events: 0,
+                    revents: 0,
+                };
+                // SAFETY: one valid pollfd; the call does not block (timeout 0).
+                let n = unsafe { libc::poll(&mut fd, 1, 0) };
+                let gone =
+                    n > 0 && fd.revents & (libc::POLLHUP | libc::POLLERR | libc::POLLNVAL) != 0;
+                if gone || !std::io::stdin().is_terminal() {
+                    // SAFETY: _exit ends the process without running anything else.
+                    unsafe { libc::_exit(129) }
+                }
+                std::thread::sleep(Duration::from_millis(250));
+            }
+        });
 }
 
 /// Puts the terminal back as it was: main screen, cursor, cooked mode. Idempotent.
@@ -211,12 +245,12 @@ fn tui(mut m: Model, rx: &mpsc::Receiver<Result<view::Snapshot, String>>) -> any
             (None, None) => Link::Connecting,
         };
         term.draw(|f| view::render(&m, f.area(), f.buffer_mut()))?;
-        if event::poll(Duration::from_millis(100))? {
-            if let Event::Key(k) = event::read()? {
-                if k.kind != KeyEventKind::Release && m.key(k.code, k.modifiers) == Action::Quit {
-                    break;
-                }
-            }
+        if event::poll(Duration::from_millis(100))?
+            && let Event::Key(k) = event::read()?
+            && k.kind != KeyEventKind::Release
+            && m.key(k.code, k.modifiers) == Action::Quit
+        {
+            break;
         }
     }
     Ok(())
