@@ -5,7 +5,8 @@
 //! once it ended, the rollup pane has its model with its call and a TTFT near the server's
 //! 300 ms. Keys sent with `tmux send-keys` change the rollups' order as documented (Tab to the
 //! rollup pane, `s` to the next column, `r` to reverse), `q` quits with status 0 and the
-//! terminal is back on the main screen. `--once` prints the same figures as text.
+//! terminal is back on the main screen in cooked mode. `--once` prints the same figures as
+//! text, from the socket and from the page server (`--url`).
 //!
 //! tmux is installed by `cargo xtask test`; without it this test fails (never skips).
 
@@ -118,7 +119,8 @@ fn top_shows_a_streaming_call_then_its_model_and_sorts_by_key() {
     tmux_present();
     let _g = serial();
     let dir = scratch("top");
-    let mut agent = Agent::start(&dir, false, &[]);
+    let ui_addr = format!("127.0.0.1:{}", free_port());
+    let mut agent = Agent::start(&dir, false, &["--ui-addr", &ui_addr]);
     let sock = agent.api_socket.clone().expect("the agent's API socket");
 
     // Two quick calls of one model (20 ms to the first chunk), to sort against.
@@ -140,7 +142,7 @@ fn top_shows_a_streaming_call_then_its_model_and_sorts_by_key() {
     };
     let status_file = dir.join("top.status");
     let line = format!(
-        "{} top --socket {} --interval 0.2; echo $? > {}; stty -a | tr ' ;' '\\n\\n' | grep -xE -- '-?(icanon|echo)' | tr '\\n' ' '; echo after-top",
+        "{} top --socket {} --interval 0.2; echo $? > {}; stty -a | tr ' ;' '\\n\\n' | grep -xE -- '-?(icanon|echo)' | tr '\\n' ' '; echo after-top; sleep 10",
         sh_quote(&agent_bin()),
         sh_quote(&sock),
         sh_quote(&status_file)
@@ -156,8 +158,6 @@ fn top_shows_a_streaming_call_then_its_model_and_sorts_by_key() {
         "40",
         &line,
     ]);
-    // Keep the pane once top exits, to see the screen it leaves.
-    tmux.run(&["set-option", "-w", "-t", "top", "remain-on-exit", "on"]);
     tmux.wait_for("the connected footer", |s| s.contains("● connected"));
 
     // 300 ms to the first chunk, then 40 chunks 100 ms apart: about 4.3 s in flight.
@@ -290,6 +290,19 @@ fn top_shows_a_streaming_call_then_its_model_and_sorts_by_key() {
         text.contains("top-slow-0001") && text.contains("top-fast-0001"),
         "{text}"
     );
+
+    // And through the page server (--ui-addr) instead of the socket.
+    let out = Command::new(agent_bin())
+        .args(["top", "--once", "--url", &format!("http://{ui_addr}")])
+        .output()
+        .expect("top --once --url");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(text.contains("top-slow-0001"), "{text}");
 
     // No agent: a clear error, status 1.
     let out = Command::new(agent_bin())
