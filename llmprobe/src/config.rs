@@ -43,7 +43,7 @@ pub const CONFIG_FLAG: &str = "config";
 /// environment sets them.
 const NOT_OPTIONS: &[&str] = &["help", "version", CONFIG_FLAG, "print-config"];
 /// Subcommands that print something about llmprobe itself: their flags are no options of a run.
-const TOOLS: &[&str] = &["completions", "man", "config", "help", "doctor"];
+const TOOLS: &[&str] = &["completions", "man", "config", "help", "doctor", "top"];
 
 /// Whether the file and the environment apply to a subcommand: not hidden, not a tool.
 fn configured(c: &Command) -> bool {

@@ -19,3 +19,4 @@ pub mod probes;
 pub mod protocol;
 pub mod secrets;
 pub mod telemetry;
+pub mod top;

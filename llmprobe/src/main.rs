@@ -252,6 +252,8 @@ enum Command {
         #[arg(long, value_name = "PATH")]
         id_key_file: Option<PathBuf>,
     },
+    /// A live view of a running agent in the terminal: calls in flight, per-model rollups.
+    Top(llmprobe::top::TopArgs),
     /// Check what this node offers llmprobe (kernel, tracefs, uprobes, ring buffer, privileges,
     /// NVML) and which running processes' TLS it can probe, and why not for the others.
     #[command(after_help = llmprobe::doctor::EXIT_STATUS_HELP)]
@@ -550,6 +552,7 @@ fn main() {
                 log::info!("replayed {}: {n} LLM call record(s)", file.display());
             })
         }
+        Command::Top(a) => llmprobe::top::run(a),
         Command::Doctor(a) => std::process::exit(llmprobe::doctor::run(&a)),
         Command::Demo(d) => demo::run(d),
         Command::DemoServer(a) => demo::server(a),

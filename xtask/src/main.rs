@@ -406,6 +406,11 @@ fn test(args: &[String]) -> anyhow::Result<()> {
         step("installing Debian's chromium with apt-get (the trace page's tests; about 80 s)");
         apt_install(&["chromium"])?;
     }
+    // `llmprobe top`'s end-to-end test drives the real TUI in tmux (about 1 MB from apt).
+    if !have("tmux") {
+        step("installing tmux with apt-get (the `llmprobe top` test runs it)");
+        apt_install(&["tmux"])?;
+    }
     step(
         "running every test (unit, replay of recorded captures, end-to-end with the real eBPF programs)",
     );
