@@ -212,19 +212,30 @@ fn top_shows_a_streaming_call_then_its_model_and_sorts_by_key() {
         .find(|l| l.contains("top-slow-0001"))
         .unwrap_or_else(|| panic!("no rollup row:\n{s}"));
     let cells: Vec<&str> = slow_row.trim_matches('│').split_whitespace().collect();
-    // MODEL PROVIDER CALLS CALLS/S TTFT-P50 TTFT-P95 TPOT-P50 ERR% ABORT% TOK/S
-    assert_eq!(cells.len(), 10, "{slow_row}");
-    assert!(cells[2].parse::<u64>().expect("calls") >= 1, "{slow_row}");
-    let p50 = cell_ms(cells[4]).expect("TTFT p50");
+    // MODEL PROVIDER ROLE CALLS CALLS/S TTFT-P50 TTFT-P95 TPOT-P50 ERR% ABORT% TOK/S
+    assert_eq!(cells.len(), 11, "{slow_row}");
+    assert!(cells[3].parse::<u64>().expect("calls") >= 1, "{slow_row}");
+    let p50 = cell_ms(cells[5]).expect("TTFT p50");
     assert!(
         (250.0..1000.0).contains(&p50),
         "TTFT p50 {p50} ms: {slow_row}"
     );
-    assert_eq!(cells[7], "0.0", "no errors: {slow_row}");
+    assert_eq!(cells[8], "0.0", "no errors: {slow_row}");
+    // Each end of the local call has its own row (client and server).
+    let slow_roles: Vec<&str> = rows
+        .iter()
+        .filter(|l| l.contains("top-slow-0001"))
+        .filter_map(|l| l.trim_matches('│').split_whitespace().nth(2))
+        .collect();
+    assert!(
+        slow_roles.contains(&"client") && slow_roles.contains(&"server"),
+        "{s}"
+    );
 
     // Sorting by key. Default: CALLS, most first (top-fast made 2).
+    // The models in row order (each model's client and server rows sort together).
     let order = |s: &str| -> Vec<&'static str> {
-        rollup_rows(s)
+        let mut v: Vec<&'static str> = rollup_rows(s)
             .iter()
             .filter_map(|l| {
                 if l.contains("top-fast-0001") {
@@ -235,11 +246,14 @@ fn top_shows_a_streaming_call_then_its_model_and_sorts_by_key() {
                     None
                 }
             })
-            .collect()
+            .collect();
+        v.dedup();
+        v
     };
     assert!(s.contains("CALLS▼"), "{s}");
     assert_eq!(order(&s), ["fast", "slow"], "{s}");
-    // Tab to the rollups, `s` twice: CALLS/S, then TTFT P50, slowest first.
+    // Tab to the rollups, `s` twice: CALLS/S, then TTFT P50, slowest first (a model's two rows
+    // have the same TTFT within a few ms; the models' 300 ms apart).
     tmux.run(&["send-keys", "-t", "top", "Tab", "s", "s"]);
     let s = tmux.wait_for("sorted by TTFT P50", |s| s.contains("TTFT P50▼"));
     assert_eq!(order(&s), ["slow", "fast"], "{s}");

@@ -5,7 +5,7 @@
 //! | `GET /api/v1/in-flight` | `{now_unix_ns, taken_unix_ns, total, calls: [{pid, comm, container_id, role, provider, api, model, server_address, stream, start_unix_ns, elapsed_s, ttft_s, chunks, tokens, tokens_per_s}]}` |
 //! | `GET /api/v1/calls?limit&model&process&provider&role&status` | `{calls: [{seq, ...the JSON record}]}`, newest first; `status` is `ok`, `error` or `aborted`; `model`, `process` and `provider` match a substring, case-insensitively |
 //! | `GET /api/v1/calls/SEQ` | `{seq, record, timeline: {start_unix_ns, end_unix_ns, connect_s, tls_handshake_s, request_upload_s, ttft_s, reasoning_s, duration_s, ticks_s, ticks_dropped, gpu_util_mean}}`; 404 once the call has left the recent ring |
-//! | `GET /api/v1/rollups?window=60` | `{window_s, now_unix_ns, models: [Rollup]}` over the calls that ended in the window (1 to 600 s) |
+//! | `GET /api/v1/rollups?window=60` | `{window_s, now_unix_ns, models: [Rollup]}` over the calls that ended in the window (1 to 600 s), one per model, provider and role |
 //! | `GET /` (page server only) | the trace page ([`super::ui`]) |
 //!
 //! Everything is answered from the [`LiveView`] under its lock; the figures that depend on now

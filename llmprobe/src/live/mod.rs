@@ -113,6 +113,7 @@ struct Sample {
     end_unix_ns: i64,
     model: Arc<str>,
     provider: Arc<str>,
+    role: &'static str,
     ttft_s: Option<f32>,
     tpot_s: Option<f32>,
     duration_s: f32,
@@ -179,6 +180,7 @@ impl LiveView {
             end_unix_ns: detail.end_unix_ns,
             model,
             provider,
+            role: call.role,
             ttft_s: call.ttft_s.map(|v| v as f32),
             tpot_s: call.tpot_s.map(|v| v as f32),
             duration_s: call.duration_s as f32,
@@ -226,22 +228,29 @@ impl LiveView {
     }
 
     /// Per-model figures over the calls that ended in the `window_s` seconds before `now`
-    /// (Unix ns), busiest model first.
+    /// (Unix ns), one per model, provider and role (a call between two processes of the node
+    /// is seen from both ends), busiest first.
     pub fn rollups(&self, now: i64, window_s: f64) -> Vec<Rollup> {
         let window_s = window_s.clamp(1.0, MAX_WINDOW_S);
         let from = now - (window_s * 1e9) as i64;
-        let mut by: HashMap<(Arc<str>, Arc<str>), Vec<&Sample>> = HashMap::new();
+        type Key = (Arc<str>, Arc<str>, &'static str);
+        let mut by: HashMap<Key, Vec<&Sample>> = HashMap::new();
         let s = self.lock();
         for x in s.samples.iter().filter(|x| x.end_unix_ns >= from) {
-            by.entry((x.model.clone(), x.provider.clone()))
+            by.entry((x.model.clone(), x.provider.clone(), x.role))
                 .or_default()
                 .push(x);
         }
         let mut out: Vec<Rollup> = by
             .into_iter()
-            .map(|((model, provider), xs)| Rollup::of(&model, &provider, &xs, window_s))
+            .map(|((model, provider, role), xs)| Rollup::of(&model, &provider, role, &xs, window_s))
             .collect();
-        out.sort_by(|a, b| b.calls.cmp(&a.calls).then(a.model.cmp(&b.model)));
+        out.sort_by(|a, b| {
+            b.calls
+                .cmp(&a.calls)
+                .then(a.model.cmp(&b.model))
+                .then(a.role.cmp(b.role))
+        });
         out
     }
 }
@@ -289,6 +298,8 @@ pub struct Rollup {
     pub model: String,
     /// Its provider.
     pub provider: String,
+    /// `client` or `server`.
+    pub role: &'static str,
     /// Calls that ended in the window.
     pub calls: u64,
     /// Calls per second over the window.
@@ -314,7 +325,13 @@ pub struct Rollup {
 }
 
 impl Rollup {
-    fn of(model: &str, provider: &str, xs: &[&Sample], window_s: f64) -> Rollup {
+    fn of(
+        model: &str,
+        provider: &str,
+        role: &'static str,
+        xs: &[&Sample],
+        window_s: f64,
+    ) -> Rollup {
         let calls = xs.len() as u64;
         let errors = xs.iter().filter(|x| x.error).count() as u64;
         let aborts = xs.iter().filter(|x| x.aborted).count() as u64;
@@ -332,6 +349,7 @@ impl Rollup {
         Rollup {
             model: model.to_owned(),
             provider: provider.to_owned(),
+            role,
             calls,
             calls_per_s: calls as f64 / window_s,
             errors,
@@ -471,6 +489,20 @@ mod tests {
         assert_eq!(m.ttft_p95_s, Some(f64::from(0.4f32)));
         assert_eq!(m.error_rate, 0.25);
         assert_eq!(m.output_tokens_per_s, Some(5.0));
+    }
+
+    #[test]
+    fn rollups_keep_the_two_ends_of_a_call_apart() {
+        let v = LiveView::new();
+        let c = call("m", 100, 0.1, vec![]);
+        v.push(&c);
+        v.push(&LlmCall {
+            role: "server",
+            ..c.clone()
+        });
+        let r = v.rollups(100 * 1_000_000_000, 60.0);
+        let roles: Vec<(&str, u64)> = r.iter().map(|m| (m.role, m.calls)).collect();
+        assert_eq!(roles, [("client", 1), ("server", 1)]);
     }
 
     #[test]

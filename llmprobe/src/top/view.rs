@@ -54,6 +54,8 @@ pub struct RollupRow {
     pub model: String,
     /// Provider.
     pub provider: String,
+    /// `client` or `server`: a call between two processes of the node is seen from both ends.
+    pub role: String,
     /// Calls that ended in the window.
     pub calls: u64,
     /// Calls per second.
@@ -118,12 +120,12 @@ pub const FLIGHT_COLUMNS: [&str; 9] = [
     "PROCESS", "PID", "ROLE", "MODEL", "PROVIDER", "ELAPSED", "TOKENS", "TOK/S", "TTFT",
 ];
 /// Columns of the rollup pane, left to right.
-pub const ROLLUP_COLUMNS: [&str; 10] = [
-    "MODEL", "PROVIDER", "CALLS", "CALLS/S", "TTFT P50", "TTFT P95", "TPOT P50", "ERR%", "ABORT%",
-    "TOK/S",
+pub const ROLLUP_COLUMNS: [&str; 11] = [
+    "MODEL", "PROVIDER", "ROLE", "CALLS", "CALLS/S", "TTFT P50", "TTFT P95", "TPOT P50", "ERR%",
+    "ABORT%", "TOK/S",
 ];
 const FLIGHT_ELAPSED: usize = 5;
-const ROLLUP_CALLS: usize = 2;
+const ROLLUP_CALLS: usize = 3;
 
 /// The screen's own state.
 #[derive(Debug, Clone, PartialEq)]
@@ -343,18 +345,20 @@ pub fn sorted_rollups(rows: &[RollupRow], (col, rev): (usize, bool)) -> Vec<&Rol
         let o = match col {
             0 => a.model.cmp(&b.model),
             1 => a.provider.cmp(&b.provider),
-            2 => b.calls.cmp(&a.calls),
-            3 => cmp_f(Some(a.calls_per_s), Some(b.calls_per_s)),
-            4 => cmp_f(a.ttft_p50_s, b.ttft_p50_s),
-            5 => cmp_f(a.ttft_p95_s, b.ttft_p95_s),
-            6 => cmp_f(a.tpot_p50_s, b.tpot_p50_s),
-            7 => cmp_f(Some(a.error_rate), Some(b.error_rate)),
-            8 => cmp_f(Some(a.abort_rate), Some(b.abort_rate)),
+            2 => a.role.cmp(&b.role),
+            3 => b.calls.cmp(&a.calls),
+            4 => cmp_f(Some(a.calls_per_s), Some(b.calls_per_s)),
+            5 => cmp_f(a.ttft_p50_s, b.ttft_p50_s),
+            6 => cmp_f(a.ttft_p95_s, b.ttft_p95_s),
+            7 => cmp_f(a.tpot_p50_s, b.tpot_p50_s),
+            8 => cmp_f(Some(a.error_rate), Some(b.error_rate)),
+            9 => cmp_f(Some(a.abort_rate), Some(b.abort_rate)),
             _ => cmp_f(a.output_tokens_per_s, b.output_tokens_per_s),
         };
         let o = if rev { o.reverse() } else { o };
         o.then(a.model.cmp(&b.model))
             .then(a.provider.cmp(&b.provider))
+            .then(a.role.cmp(&b.role))
     });
     v
 }
@@ -363,7 +367,7 @@ pub fn sorted_rollups(rows: &[RollupRow], (col, rev): (usize, bool)) -> Vec<&Rol
 fn is_text(pane: Pane, col: usize) -> bool {
     match pane {
         Pane::Flights => matches!(col, 0 | 2 | 3 | 4),
-        Pane::Rollups => matches!(col, 0 | 1),
+        Pane::Rollups => matches!(col, 0..=2),
     }
 }
 
@@ -383,6 +387,7 @@ fn widths(pane: Pane) -> Vec<Constraint> {
         Pane::Rollups => vec![
             Constraint::Fill(1),
             Constraint::Length(12),
+            Constraint::Length(6),
             Constraint::Length(7),
             Constraint::Length(8),
             Constraint::Length(10),
@@ -415,6 +420,7 @@ fn rollup_cells(r: &RollupRow) -> Vec<String> {
     vec![
         clean(&r.model, MAX_CHARS),
         clean(&r.provider, MAX_CHARS),
+        clean(&r.role, MAX_CHARS),
         r.calls.to_string(),
         num(Some(r.calls_per_s), 2),
         secs(r.ttft_p50_s),
@@ -708,6 +714,7 @@ mod tests {
                 RollupRow {
                     model: "gpt-4o".into(),
                     provider: "openai".into(),
+                    role: "client".into(),
                     calls: 12,
                     calls_per_s: 0.2,
                     error_rate: 0.25,
