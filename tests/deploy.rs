@@ -380,6 +380,29 @@ fn service_and_servicemonitor_scrape_every_agent_as_job_llmprobe() {
         .expect("the Service's targetPort names a container port");
     assert_eq!(container_port["containerPort"], svc_port["port"]);
 
+    // Only the scraper's namespace reaches the agents' metrics port.
+    let np = kind(&docs, "NetworkPolicy");
+    let np_selector = np["spec"]["podSelector"]["matchLabels"]
+        .as_object()
+        .expect("podSelector");
+    for (k, v) in np_selector {
+        assert_eq!(
+            &pod_labels[k], v,
+            "the NetworkPolicy selects the agent pods ({k})"
+        );
+    }
+    assert_eq!(strs(&np["spec"]["policyTypes"]), ["Ingress"]);
+    let rules = np["spec"]["ingress"].as_array().expect("ingress rules");
+    assert_eq!(rules.len(), 1, "one way in: {np}");
+    assert_eq!(
+        rules[0]["ports"][0]["port"],
+        container_port["containerPort"]
+    );
+    assert!(
+        rules[0]["from"][0]["namespaceSelector"]["matchLabels"].is_object(),
+        "from one namespace only: {np}"
+    );
+
     let sm = kind(&docs, "ServiceMonitor");
     assert_eq!(sm["apiVersion"], "monitoring.coreos.com/v1");
     assert_eq!(sm["metadata"]["namespace"], svc["metadata"]["namespace"]);

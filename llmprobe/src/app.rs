@@ -108,9 +108,17 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
         metrics.clone(),
     );
     let registry = Arc::new(registry);
-    let listener = metrics_http::bind(opts.metrics_addr).await?;
+    // A taken address does not stop the agent (a local user could take the port first to
+    // blind it): the server keeps trying it in the background.
+    let listener = metrics_http::bind(opts.metrics_addr).await;
     // The address really bound (`--metrics-addr 127.0.0.1:0` picks a free port).
-    let metrics_addr = listener.local_addr().unwrap_or(opts.metrics_addr);
+    let metrics_addr = match &listener {
+        Ok(l) => l.local_addr().unwrap_or(opts.metrics_addr),
+        Err(e) => {
+            warn!("{e:#}; capturing anyway, and trying the address again every 5 s");
+            opts.metrics_addr
+        }
+    };
     // One clock offset for the live records, the capture and the GPU rounds, so a replay
     // reproduces the records exactly and a wall-clock step shifts nothing against anything.
     let clock = Clock::system();
@@ -118,11 +126,18 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
     let mut sinks = sinks(&opts, &genai, &metrics)?;
     // The live view, and its listeners bound now so a taken address fails the start.
     let mut live_listeners = Vec::new();
+    // Neither stops the agent: capturing matters more than a view of it.
     if let Some(path) = &opts.api_socket {
-        live_listeners.push(live::serve::bind_socket(path)?);
+        match live::serve::bind_socket(path) {
+            Ok(l) => live_listeners.push(l),
+            Err(e) => warn!("{e:#}; `llmprobe top` cannot reach this agent"),
+        }
     }
     if let Some(addr) = opts.ui_addr {
-        live_listeners.push(live::serve::bind_tcp(addr).await?);
+        match live::serve::bind_tcp(addr).await {
+            Ok(l) => live_listeners.push(l),
+            Err(e) => warn!("{e:#}; the trace page is not served"),
+        }
     }
     let live_view = (!live_listeners.is_empty()).then(live::LiveView::new);
     if let Some(v) = &live_view {
@@ -231,8 +246,9 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
             process_metrics.sample();
         }
     })?;
-    let server = tokio::spawn(metrics_http::serve(
+    let server = tokio::spawn(metrics_http::serve_when_bound(
         listener,
+        opts.metrics_addr,
         registry,
         metrics.clone(),
         metrics_http::ServeLimits::default(),

@@ -426,18 +426,40 @@ impl<P: ExchangePolicy> ConnTracker<P> {
             .sum()
     }
 
-    /// The followed exchanges in flight as the live view shows them, at most `max` (any
-    /// `max`, oldest first is the view's job), with the number in flight in all.
+    /// The followed exchanges in flight as the live view shows them, at most `max`, with the
+    /// number in flight in all. Oldest first, but fairly: at most `max / 16` (and at least 4)
+    /// of one process's until every process had its turn, so a process holding many calls open
+    /// cannot crowd the others out of the view.
     pub fn in_flight_calls(&self, max: usize) -> (Vec<crate::live::InFlightCall>, usize) {
-        let mut out = Vec::new();
-        let mut total = 0;
+        let mut all: Vec<(u64, &Connection<P::Exchange>, Role, &P::Exchange)> = Vec::new();
         for c in self.conns.values().flat_map(|m| m.values()) {
             let role = c.session.role();
             for ex in c.session.exchanges() {
-                total += 1;
-                if out.len() < max
-                    && let Some(v) = ex.in_flight(&c.info, role, &self.sh.clock)
-                {
+                all.push((ex.start_ts(), c, role, ex));
+            }
+        }
+        let total = all.len();
+        all.sort_unstable_by_key(|(start, c, ..)| (*start, c.info.pid));
+        let share = (max / 16).max(4);
+        let mut taken: HashMap<u32, usize> = HashMap::new();
+        let mut picked = vec![false; all.len()];
+        let mut out = Vec::new();
+        // First pass: each process's oldest, up to its share; second: the rest, oldest first.
+        for pass in 0..2 {
+            for (i, (_, c, role, ex)) in all.iter().enumerate() {
+                if out.len() >= max {
+                    break;
+                }
+                if picked[i] {
+                    continue;
+                }
+                let n = taken.entry(c.info.pid).or_default();
+                if pass == 0 && *n >= share {
+                    continue;
+                }
+                picked[i] = true;
+                *n += 1;
+                if let Some(v) = ex.in_flight(&c.info, *role, &self.sh.clock) {
                     out.push(v);
                 }
             }

@@ -2011,3 +2011,43 @@ fn opening_times_live_in_the_bounded_socket_table() {
     assert_eq!(counted, held);
     assert!(held <= 4 * LINKS_PER_CONNECTION, "{held} sockets held");
 }
+
+/// The live view's calls in flight: a process holding many calls open, all older than a
+/// victim's, cannot push the victim's call out of the view.
+#[test]
+fn a_process_holding_many_calls_cannot_crowd_others_out_of_the_in_flight_view() {
+    let mut h = Harness::new();
+    let hog = 777;
+    // 60 calls open (the test tracker holds 64 connections per process), shown 32 at most.
+    for i in 0..60 {
+        let s = Sock {
+            pid: hog,
+            fd: 100 + i,
+            id: 1,
+            tls: false,
+        };
+        h.feed(ProbeEvent::ConnOpen {
+            meta: meta(hog, s.fd, 1, T0),
+            peer: Some(addr("10.0.0.1:80")),
+            connect_ns: None,
+        });
+        h.feed(s.send(
+            T0 + u64::try_from(i).expect("small") * MS,
+            &chat_request("h", "hog", true),
+        ));
+    }
+    let victim = Sock::plain(7, 1);
+    h.feed(open(7, 1, T0 + 10_000 * MS, "10.0.0.2:80"));
+    h.feed(victim.send(T0 + 10_000 * MS, &chat_request("h", "victim-model", true)));
+    let (calls, total) = h.tracker.in_flight_calls(32);
+    assert_eq!(total, 61);
+    assert_eq!(calls.len(), 32);
+    assert!(
+        calls
+            .iter()
+            .any(|c| c.pid == PID && c.model.as_deref() == Some("victim-model")),
+        "the victim's call is shown"
+    );
+    let first = calls.iter().map(|c| c.start_unix_ns).min().expect("some");
+    assert_eq!(first, i64::try_from(T0).expect("small"), "oldest first");
+}

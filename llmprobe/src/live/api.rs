@@ -3,9 +3,9 @@
 //! | path | answer |
 //! |---|---|
 //! | `GET /api/v1/in-flight` | `{now_unix_ns, taken_unix_ns, total, calls: [{pid, comm, container_id, role, provider, api, model, server_address, stream, start_unix_ns, elapsed_s, ttft_s, chunks, tokens, tokens_per_s}]}` |
-//! | `GET /api/v1/calls?limit&model&process&provider&role&status` | `{calls: [{seq, ...the JSON record}]}`, newest first; `status` is `ok`, `error` or `aborted`; `model`, `process` and `provider` match a substring, case-insensitively |
+//! | `GET /api/v1/calls?limit&model&process&provider&role&status` | `{calls: [{seq, ...the JSON record}]}`, newest first, at most 200; `status` is `ok`, `error` or `aborted`; `model`, `process` and `provider` match a substring, case-insensitively |
 //! | `GET /api/v1/calls/SEQ` | `{seq, record, timeline: {start_unix_ns, end_unix_ns, connect_s, tls_handshake_s, request_upload_s, ttft_s, reasoning_s, duration_s, ticks_s, ticks_dropped, gpu_util_mean}}`; 404 once the call has left the recent ring |
-//! | `GET /api/v1/rollups?window=60` | `{window_s, now_unix_ns, models: [Rollup]}` over the calls that ended in the window (1 to 600 s), one per model, provider and role |
+//! | `GET /api/v1/rollups?window=60` | `{window_s, now_unix_ns, models: [Rollup]}` over the calls that ended in the window (1 to 600 s), one per model, provider and role, the 64 busiest and an `other` row per role |
 //! | `GET /` (page server only) | the trace page ([`super::ui`]) |
 //!
 //! Everything is answered from the [`LiveView`] under its lock; the figures that depend on now
@@ -15,8 +15,8 @@ use serde_json::{Value, json};
 
 use super::{InFlightCall, LiveView, RecentCall};
 
-/// Most calls `/api/v1/calls` returns.
-pub const MAX_LIST: usize = 500;
+/// Most calls `/api/v1/calls` returns (each at most a few KiB).
+pub const MAX_LIST: usize = 200;
 
 /// An answer: status line, content type, body.
 #[derive(Debug, Clone, PartialEq)]
@@ -195,12 +195,13 @@ fn detail(c: &RecentCall) -> Value {
 pub fn param(query: &str, name: &str) -> Option<String> {
     query.split('&').find_map(|kv| {
         let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
+        // Bytes, not characters: the head was decoded lossily, so any byte may sit at the cut.
+        let v = v.as_bytes();
         (k == name).then(|| percent_decode(&v[..v.len().min(3 * 256)]))
     })
 }
 
-fn percent_decode(s: &str) -> String {
-    let b = s.as_bytes();
+fn percent_decode(b: &[u8]) -> String {
     let mut out = Vec::with_capacity(b.len());
     let mut i = 0;
     while i < b.len() {
@@ -359,6 +360,11 @@ mod tests {
             param(&format!("model={long}"), "model").map(|s| s.len()),
             Some(256)
         );
+        // A multi-byte character across the 768-byte cut: never a panic.
+        for pad in 760..770 {
+            let q = format!("model={}\u{fffd}\u{e9}", "a".repeat(pad));
+            assert!(param(&q, "model").is_some_and(|v| v.len() <= 256 + 3));
+        }
         // Any bytes: never a panic.
         for q in [
             "model=%",

@@ -3,8 +3,9 @@
 //! Beside the record path, not on it: the track stage publishes the calls in flight every
 //! 500 ms ([`LiveView::publish_in_flight`]), and the fan-out hands every finished record to
 //! [`LiveSink`], which keeps the newest ones with their token timelines and a compact sample
-//! per call for the per-model rollups. The API ([`api`]) answers from these under one short
-//! lock; nothing here ever waits on a reader.
+//! per call for the per-model rollups. The API ([`api`]) copies what it answers from under one
+//! short lock and does its work (grouping, JSON) outside it, on a blocking thread (at most two
+//! at once), so the tracker and the fan-out never wait on a reader for more than a copy.
 //!
 //! Invariants:
 //! * Bounded whatever the traffic: [`MAX_IN_FLIGHT`] calls in flight shown (the total is
@@ -39,8 +40,12 @@ pub const MAX_TICKS: usize = 2048;
 pub const MAX_SAMPLES: usize = 65_536;
 /// The longest rollup window, seconds.
 pub const MAX_WINDOW_S: f64 = 600.0;
-/// Distinct model names in the rollup samples; later ones count as `other`.
+/// Distinct model names in the rollup samples; past it names no sample holds any more are
+/// forgotten, and while all are held new ones count as `other`.
 pub const MAX_MODELS: usize = 256;
+/// Rollup rows answered (busiest first); the calls of the rest are folded into one `other` row
+/// per role.
+pub const MAX_ROLLUPS: usize = 64;
 
 /// One call still in flight, as the tracker sees it now.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -169,6 +174,11 @@ impl LiveView {
             start_unix_ns: detail.start_unix_ns,
             end_unix_ns: detail.end_unix_ns,
         }));
+        // Samples past the longest window go first (the names they held can then be reused).
+        let horizon = detail.end_unix_ns - (MAX_WINDOW_S * 1e9) as i64;
+        while s.samples.front().is_some_and(|f| f.end_unix_ns < horizon) {
+            s.samples.pop_front();
+        }
         let model_name = call
             .response_model
             .as_deref()
@@ -190,10 +200,6 @@ impl LiveView {
             error: call.error_type.is_some(),
             aborted: call.aborted,
         };
-        let horizon = detail.end_unix_ns - (MAX_WINDOW_S * 1e9) as i64;
-        while s.samples.front().is_some_and(|f| f.end_unix_ns < horizon) {
-            s.samples.pop_front();
-        }
         if s.samples.len() >= MAX_SAMPLES {
             s.samples.pop_front();
             s.samples_dropped += 1;
@@ -229,28 +235,48 @@ impl LiveView {
 
     /// Per-model figures over the calls that ended in the `window_s` seconds before `now`
     /// (Unix ns), one per model, provider and role (a call between two processes of the node
-    /// is seen from both ends), busiest first.
+    /// is seen from both ends), busiest first, at most [`MAX_ROLLUPS`] rows and one `other`
+    /// row per role for the rest. The samples are copied out under the lock and grouped
+    /// outside it, so the tracker and the fan-out never wait for the grouping.
     pub fn rollups(&self, now: i64, window_s: f64) -> Vec<Rollup> {
         let window_s = window_s.clamp(1.0, MAX_WINDOW_S);
         let from = now - (window_s * 1e9) as i64;
+        let samples: Vec<Sample> = {
+            let s = self.lock();
+            // Samples are in end order: the window is a suffix.
+            let first = s.samples.partition_point(|x| x.end_unix_ns < from);
+            s.samples.range(first..).cloned().collect()
+        };
         type Key = (Arc<str>, Arc<str>, &'static str);
         let mut by: HashMap<Key, Vec<&Sample>> = HashMap::new();
-        let s = self.lock();
-        for x in s.samples.iter().filter(|x| x.end_unix_ns >= from) {
+        for x in &samples {
             by.entry((x.model.clone(), x.provider.clone(), x.role))
                 .or_default()
                 .push(x);
         }
-        let mut out: Vec<Rollup> = by
+        let mut groups: Vec<(Key, Vec<&Sample>)> = by.into_iter().collect();
+        groups.sort_by(|(ka, a), (kb, b)| {
+            b.len()
+                .cmp(&a.len())
+                .then(ka.0.cmp(&kb.0))
+                .then(ka.2.cmp(kb.2))
+                .then(ka.1.cmp(&kb.1))
+        });
+        let mut rest: Vec<(&'static str, Vec<&Sample>)> = Vec::new();
+        for (k, xs) in groups.drain(MAX_ROLLUPS.min(groups.len())..) {
+            match rest.iter_mut().find(|(role, _)| *role == k.2) {
+                Some((_, v)) => v.extend(xs),
+                None => rest.push((k.2, xs)),
+            }
+        }
+        let mut out: Vec<Rollup> = groups
             .into_iter()
             .map(|((model, provider, role), xs)| Rollup::of(&model, &provider, role, &xs, window_s))
             .collect();
-        out.sort_by(|a, b| {
-            b.calls
-                .cmp(&a.calls)
-                .then(a.model.cmp(&b.model))
-                .then(a.role.cmp(b.role))
-        });
+        out.extend(
+            rest.into_iter()
+                .map(|(role, xs)| Rollup::of("other", "other", role, &xs, window_s)),
+        );
         out
     }
 }
@@ -261,7 +287,12 @@ impl State {
         if let Some(a) = self.models.get(name) {
             return a.clone();
         }
-        if self.models.len() >= MAX_MODELS {
+        // One place is kept for `other`.
+        if self.models.len() >= MAX_MODELS - 1 {
+            // Names no sample holds any more (they aged out of the window) make room.
+            self.models.retain(|_, a| Arc::strong_count(a) > 1);
+        }
+        if self.models.len() >= MAX_MODELS - 1 {
             return self
                 .models
                 .entry("other".to_owned())
@@ -506,15 +537,42 @@ mod tests {
     }
 
     #[test]
-    fn model_names_are_bounded() {
+    fn model_names_are_bounded_and_aged_out_names_make_room() {
         let v = LiveView::new();
         for i in 0..(MAX_MODELS + 20) {
             v.push(&call(&format!("m{i}"), 100, 0.1, vec![]));
         }
+        {
+            let s = v.lock();
+            assert!(s.models.len() <= MAX_MODELS);
+            assert!(s.samples.iter().any(|x| &*x.model == "other"));
+        }
+        // Once those calls left the window, a new model has its own name again.
+        let later = 100 + MAX_WINDOW_S as i64 + 10;
+        v.push(&call("fresh-model", later, 0.1, vec![]));
+        let r = v.rollups(later * 1_000_000_000, 60.0);
+        assert_eq!(r.len(), 1, "{r:?}");
+        assert_eq!(r[0].model, "fresh-model");
+    }
+
+    #[test]
+    fn rollup_rows_are_bounded_and_the_rest_folded() {
+        let v = LiveView::new();
+        for i in 0..(MAX_ROLLUPS + 30) {
+            // Model i has i + 1 calls: the busiest are kept.
+            for _ in 0..=i {
+                v.push(&call(&format!("m{i:03}"), 100, 0.1, vec![]));
+            }
+        }
         let r = v.rollups(100 * 1_000_000_000, 60.0);
-        // The provider takes one name, `other` one more.
-        assert!(r.len() <= MAX_MODELS, "{}", r.len());
-        assert!(r.iter().any(|m| m.model == "other"));
+        assert_eq!(r.len(), MAX_ROLLUPS + 1, "one other row for the one role");
+        assert_eq!(r[0].model, format!("m{:03}", MAX_ROLLUPS + 29));
+        let other = r.last().expect("other");
+        assert_eq!(other.model, "other");
+        // Models 0..30 hold 1 + 2 + ... + 30 calls.
+        assert_eq!(other.calls, 30 * 31 / 2);
+        let total: u64 = r.iter().map(|m| m.calls).sum();
+        assert_eq!(total as usize, (MAX_ROLLUPS + 30) * (MAX_ROLLUPS + 31) / 2);
     }
 
     #[test]

@@ -18,7 +18,7 @@
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
-use std::os::unix::fs::{DirBuilderExt, FileTypeExt, PermissionsExt};
+use std::os::unix::fs::{DirBuilderExt, FileTypeExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -54,6 +54,9 @@ impl Drop for SocketFile {
     }
 }
 
+/// Answers computed at once (grouping and JSON run on blocking threads).
+const ANSWERING: usize = 2;
+
 /// Binds `--ui-addr`.
 pub async fn bind_tcp(addr: SocketAddr) -> anyhow::Result<Listener> {
     let l = TcpListener::bind(addr).await.with_context(|| {
@@ -62,12 +65,16 @@ pub async fn bind_tcp(addr: SocketAddr) -> anyhow::Result<Listener> {
     Ok(Listener::Tcp(l))
 }
 
-/// Binds the API socket at `path` (see the module docs for what is refused).
+/// Binds the API socket at `path` (see the module docs for what is refused). Its directory
+/// must be root's (or this user's) and writable by no one else: nobody else can then put a
+/// symlink or a socket of their own at the path.
 pub fn bind_socket(path: &Path) -> anyhow::Result<Listener> {
     let hint = "pass --api-socket with another path, or `none`";
-    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty())
-        && !dir.exists()
-    {
+    let dir = path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    if !dir.exists() {
         std::fs::DirBuilder::new()
             .recursive(true)
             .mode(0o700)
@@ -75,6 +82,19 @@ pub fn bind_socket(path: &Path) -> anyhow::Result<Listener> {
             .with_context(|| {
                 format!("cannot create {} for the API socket; {hint}", dir.display())
             })?;
+    }
+    let meta = std::fs::metadata(dir)
+        .with_context(|| format!("cannot check {}; {hint}", dir.display()))?;
+    // SAFETY: geteuid has no preconditions.
+    let me = unsafe { libc::geteuid() };
+    if (meta.uid() != 0 && meta.uid() != me) || meta.mode() & 0o022 != 0 {
+        bail!(
+            "{} is not a private directory (owner uid {}, mode {:o}): another user could replace \
+             the API socket; {hint}",
+            dir.display(),
+            meta.uid(),
+            meta.mode() & 0o7777
+        );
     }
     match std::fs::symlink_metadata(path) {
         Ok(m) if m.file_type().is_socket() => {
@@ -112,6 +132,7 @@ pub async fn serve(
 ) {
     let mut live: VecDeque<AbortHandle> = VecDeque::with_capacity(limits.max_connections);
     let mut backoff = Duration::ZERO;
+    let answering = Arc::new(tokio::sync::Semaphore::new(ANSWERING));
     loop {
         let accepted = match &listener {
             Listener::Tcp(l) => l.accept().await.map(|(s, _)| Conn::Tcp(s)),
@@ -139,19 +160,20 @@ pub async fn serve(
         }
         let view = view.clone();
         let metrics = metrics.clone();
+        let answering = answering.clone();
         let task = tokio::spawn(async move {
             let served = match conn {
                 Conn::Tcp(mut s) => {
                     tokio::time::timeout(
                         limits.request_timeout,
-                        answer(&mut s, &view, clock, Surface::Page),
+                        answer(&mut s, view, clock, Surface::Page, &answering),
                     )
                     .await
                 }
                 Conn::Unix(mut s) => {
                     tokio::time::timeout(
                         limits.request_timeout,
-                        answer(&mut s, &view, clock, Surface::Api),
+                        answer(&mut s, view, clock, Surface::Api, &answering),
                     )
                     .await
                 }
@@ -175,9 +197,10 @@ enum Conn {
 /// Reads one request head and answers it; false when it was refused.
 async fn answer<S: AsyncRead + AsyncWrite + Unpin>(
     sock: &mut S,
-    view: &LiveView,
+    view: Arc<LiveView>,
     clock: crate::clock::Clock,
     surface: Surface,
+    answering: &tokio::sync::Semaphore,
 ) -> std::io::Result<bool> {
     let Some((buf, complete)) = read_head(sock).await? else {
         return Ok(false);
@@ -208,9 +231,21 @@ async fn answer<S: AsyncRead + AsyncWrite + Unpin>(
         let _ = write(sock, status, "text/plain", msg.as_bytes(), false).await;
         return Ok(false);
     }
-    let now = clock.unix_ns(crate::clock::monotonic_now_ns());
-    let a = api::route(view, target, now, surface);
-    write(sock, a.status, a.content_type, &a.body, method == "HEAD").await?;
+    let head_only = method == "HEAD";
+    let target = target.to_owned();
+    // The answer's work runs off the async runtime (which also reads the ring buffer), two at
+    // a time at most.
+    let a = {
+        let Ok(_permit) = answering.acquire().await else {
+            return Ok(false);
+        };
+        let now = clock.unix_ns(crate::clock::monotonic_now_ns());
+        // The permit is held while the answer is made, not while a slow reader takes it.
+        tokio::task::spawn_blocking(move || api::route(&view, &target, now, surface))
+            .await
+            .map_err(std::io::Error::other)?
+    };
+    write(sock, a.status, a.content_type, &a.body, head_only).await?;
     Ok(true)
 }
 
@@ -331,6 +366,11 @@ mod tests {
         drop(stale);
         let l = bind_socket(&path).expect("a stale socket is replaced");
         drop(l);
+        // A directory others may write is refused (they could swap the socket for their own).
+        let e = bind_socket(&std::env::temp_dir().join("llmprobe-api-test.sock"))
+            .err()
+            .expect("a world-writable directory is refused");
+        assert!(e.to_string().contains("not a private directory"), "{e}");
         // Anything else is left alone.
         std::fs::write(&path, b"x").expect("file");
         let e = bind_socket(&path).err().expect("refused");

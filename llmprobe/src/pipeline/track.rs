@@ -118,7 +118,7 @@ impl<W: std::io::Write> TrackStage<W> {
         self.genai
             .set_in_flight(self.tracker.llm_in_flight() as i64);
         if let Some(live) = &self.live {
-            let (calls, total) = self.tracker.in_flight_calls(crate::live::MAX_IN_FLIGHT * 4);
+            let (calls, total) = self.tracker.in_flight_calls(crate::live::MAX_IN_FLIGHT);
             live.publish_in_flight(calls, total, self.clock.unix_ns(monotonic_now_ns()));
         }
         if self.snapshots {

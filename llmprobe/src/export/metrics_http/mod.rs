@@ -88,6 +88,36 @@ pub async fn bind(addr: SocketAddr) -> anyhow::Result<TcpListener> {
     })
 }
 
+/// Serves `/metrics` on `first`, or, when binding failed, on `addr` once it can be bound
+/// (tried every 5 s, a warning a minute), until the task is dropped.
+pub async fn serve_when_bound(
+    first: anyhow::Result<TcpListener>,
+    addr: SocketAddr,
+    registry: Arc<Registry>,
+    metrics: Arc<SelfMetrics>,
+    limits: ServeLimits,
+) {
+    let listener = match first {
+        Ok(l) => l,
+        Err(_) => {
+            let mut tries = 0u64;
+            loop {
+                tokio::time::sleep(Duration::from_secs(5)).await;
+                tries += 1;
+                match bind(addr).await {
+                    Ok(l) => {
+                        log::info!("metrics now on http://{addr}/metrics");
+                        break l;
+                    }
+                    Err(e) if tries % 12 == 0 => warn!("{e:#}; still trying"),
+                    Err(_) => {}
+                }
+            }
+        }
+    };
+    serve(listener, registry, metrics, limits).await
+}
+
 /// Serves `/metrics` until the task is dropped.
 pub async fn serve(
     listener: TcpListener,
