@@ -965,6 +965,9 @@ pub struct ProcessScan {
     pub files_read: usize,
     /// True when a cap or the deadline stopped files from being read.
     pub truncated: bool,
+    /// The process whose files did not answer by the deadline (a file on a FUSE mount its
+    /// owner serves, say): the scan was left there.
+    pub stalled_at: Option<u32>,
 }
 
 /// Reads a process's `comm` (bounded).
@@ -1045,8 +1048,54 @@ impl Scanner {
     }
 }
 
+/// What the scan thread tells [`scan_bounded`].
+enum ScanMsg {
+    /// About to read this process's files.
+    At(u32),
+    /// A process examined.
+    Found(ProcessFinding),
+    /// The whole scan.
+    Done(ProcessScan),
+}
+
+/// [`scan_processes`] on a thread of its own, given up after `limit`: opening or reading a
+/// file can block without end (a FUSE file whose daemon never answers), and the deadline of
+/// the scan itself is only checked between files. What was found by then is kept.
+pub fn scan_bounded(limit: Duration) -> ProcessScan {
+    let (tx, rx) = std::sync::mpsc::channel();
+    let spawned = std::thread::Builder::new()
+        .name("doctor-scan".into())
+        .spawn(move || {
+            let scan = scan_reporting(&mut |m| {
+                let _ = tx.send(m);
+            });
+            let _ = tx.send(ScanMsg::Done(scan));
+        });
+    if spawned.is_err() {
+        return scan_processes();
+    }
+    let deadline = Instant::now() + limit;
+    let mut partial = ProcessScan::default();
+    let mut at = None;
+    loop {
+        match rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+            Ok(ScanMsg::Done(scan)) => return scan,
+            Ok(ScanMsg::Found(f)) => partial.processes.push(f),
+            Ok(ScanMsg::At(pid)) => at = Some(pid),
+            Err(_) => break,
+        }
+    }
+    partial.truncated = true;
+    partial.stalled_at = at;
+    partial
+}
+
 /// Examines the running processes (at most [`MAX_PROCESSES`]), skipping this one.
 pub fn scan_processes() -> ProcessScan {
+    scan_reporting(&mut |_| {})
+}
+
+fn scan_reporting(report: &mut dyn FnMut(ScanMsg)) -> ProcessScan {
     let mut pids = discovery::all_pids();
     pids.sort_unstable();
     let me = std::process::id();
@@ -1066,6 +1115,7 @@ pub fn scan_processes() -> ProcessScan {
             continue;
         }
         let comm = comm_of(pid);
+        report(ScanMsg::At(pid));
         let Some(facts) = scanner.process(pid) else {
             continue;
         };
@@ -1074,13 +1124,15 @@ pub fn scan_processes() -> ProcessScan {
             continue;
         }
         let class = classify(&facts);
-        scan.processes.push(ProcessFinding {
+        let finding = ProcessFinding {
             pid,
             comm,
             probed: class.probed(),
             reason: class.code(),
             detail: class.label(),
-        });
+        };
+        report(ScanMsg::Found(finding.clone()));
+        scan.processes.push(finding);
     }
     scan.files_read = scanner.cache.len();
     scan.truncated = scanner.truncated;
@@ -1123,6 +1175,8 @@ pub struct Summary {
     pub kernel_threads: usize,
     /// True when a cap or the time limit stopped files from being read.
     pub scan_truncated: bool,
+    /// The process whose files did not answer in time: the scan stopped there.
+    pub scan_stalled_at: Option<u32>,
 }
 
 /// The whole report.
@@ -1149,6 +1203,7 @@ pub fn report(checks: Vec<Check>, scan: ProcessScan) -> Report {
         processes_not_examined: scan.not_examined,
         kernel_threads: scan.kernel_threads,
         scan_truncated: scan.truncated,
+        scan_stalled_at: scan.stalled_at,
     };
     Report {
         checks,
@@ -1186,10 +1241,11 @@ pub fn render_text(r: &Report) -> String {
         } else {
             String::new()
         },
-        if s.scan_truncated {
-            ", file reads stopped at a cap"
-        } else {
-            ""
+        match (s.scan_stalled_at, s.scan_truncated) {
+            (Some(pid), _) =>
+                format!(", stopped: a file of pid {pid} did not answer in time (a FUSE mount?)"),
+            (None, true) => ", file reads stopped at a cap".to_owned(),
+            (None, false) => String::new(),
         }
     );
     // Groups: probed first, then invisible, plaintext only, unknown.
@@ -1249,7 +1305,10 @@ pub fn render_text(r: &Report) -> String {
 
 /// `llmprobe doctor`: prints the report, returns the exit status (0 ready, 1 a check failed).
 pub fn run(args: &DoctorArgs) -> i32 {
-    let r = report(node_checks(), scan_processes());
+    let r = report(
+        node_checks(),
+        scan_bounded(SCAN_DEADLINE + Duration::from_secs(5)),
+    );
     let text = if args.json {
         let mut s =
             serde_json::to_string_pretty(&r).unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}"));

@@ -186,8 +186,8 @@ struct AgentArgs {
     api_socket: String,
     /// Serve the trace page (recent calls, per-call timelines) and the live view's API over
     /// HTTP at this address, e.g. 127.0.0.1:9465, or a bare port (on 127.0.0.1). Off by
-    /// default; an address other than loopback shows process names and models to whoever can
-    /// reach it.
+    /// default. No login: on loopback every local user can read it, on another address whoever
+    /// reaches it (process names, models, timings; never prompt text).
     #[arg(help_heading = "Live view", long, value_name = "ADDR|PORT", value_parser = parse_ui_addr)]
     ui_addr: Option<SocketAddr>,
 }

@@ -431,7 +431,8 @@ impl<P: ExchangePolicy> ConnTracker<P> {
     /// of one process's until every process had its turn, so a process holding many calls open
     /// cannot crowd the others out of the view.
     pub fn in_flight_calls(&self, max: usize) -> (Vec<crate::live::InFlightCall>, usize) {
-        let mut all: Vec<(u64, &Connection<P::Exchange>, Role, &P::Exchange)> = Vec::new();
+        type Open<'a, X> = (u64, &'a Connection<X>, Role, &'a X);
+        let mut all: Vec<Open<'_, P::Exchange>> = Vec::new();
         for c in self.conns.values().flat_map(|m| m.values()) {
             let role = c.session.role();
             for ex in c.session.exchanges() {

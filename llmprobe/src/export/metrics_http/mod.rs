@@ -109,7 +109,7 @@ pub async fn serve_when_bound(
                         log::info!("metrics now on http://{addr}/metrics");
                         break l;
                     }
-                    Err(e) if tries % 12 == 0 => warn!("{e:#}; still trying"),
+                    Err(e) if tries.is_multiple_of(12) => warn!("{e:#}; still trying"),
                     Err(_) => {}
                 }
             }
