@@ -16,22 +16,19 @@
 //! only when no agent answers on it (a stale one), anything else at the path is refused; the
 //! socket is made 0600 (root's, like the agent) and removed when the server is dropped.
 
-use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::os::unix::fs::{DirBuilderExt, FileTypeExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::Duration;
 
 use anyhow::{Context, bail};
-use log::{debug, warn};
+use log::debug;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, UnixListener};
-use tokio::task::AbortHandle;
 
 use super::LiveView;
 use super::api::{self, Surface};
-use crate::export::metrics_http::{ServeLimits, read_head};
+use crate::export::metrics_http::{ServeLimits, Slots, read_head};
 use crate::telemetry::{DropReason, SelfMetrics};
 
 /// The default `--api-socket`.
@@ -130,8 +127,7 @@ pub async fn serve(
     metrics: Arc<SelfMetrics>,
     limits: ServeLimits,
 ) {
-    let mut live: VecDeque<AbortHandle> = VecDeque::with_capacity(limits.max_connections);
-    let mut backoff = Duration::ZERO;
+    let mut slots = Slots::new(limits.max_connections);
     let answering = Arc::new(tokio::sync::Semaphore::new(ANSWERING));
     loop {
         let accepted = match &listener {
@@ -139,25 +135,14 @@ pub async fn serve(
             Listener::Unix(l, _) => l.accept().await.map(|(s, _)| Conn::Unix(s)),
         };
         let conn = match accepted {
-            Ok(c) => {
-                backoff = Duration::ZERO;
-                c
-            }
+            Ok(c) => c,
             Err(e) => {
                 metrics.drop_for(DropReason::LiveAcceptError);
-                backoff = (backoff * 2).clamp(Duration::from_millis(10), Duration::from_secs(1));
-                warn!("live view accept failed ({e}); retrying in {backoff:?}");
-                tokio::time::sleep(backoff).await;
+                slots.accept_failed("live view", &e).await;
                 continue;
             }
         };
-        live.retain(|h| !h.is_finished());
-        while live.len() >= limits.max_connections.max(1) {
-            if let Some(oldest) = live.pop_front() {
-                oldest.abort();
-                metrics.drop_for(DropReason::LiveConnectionLimit);
-            }
-        }
+        metrics.drop_by(DropReason::LiveConnectionLimit, slots.make_room());
         let view = view.clone();
         let metrics = metrics.clone();
         let answering = answering.clone();
@@ -185,7 +170,7 @@ pub async fn serve(
                 Err(_) => metrics.drop_for(DropReason::LiveRequestTimeout),
             }
         });
-        live.push_back(task.abort_handle());
+        slots.push(task.abort_handle());
     }
 }
 

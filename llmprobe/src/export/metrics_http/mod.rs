@@ -81,6 +81,57 @@ impl Default for ServeLimits {
     }
 }
 
+/// The accept side's bounds, shared by the agent's servers (`/metrics`, the live view):
+/// connections being served, oldest first, at most `max` (when all are taken the oldest is
+/// closed to make room: a client that sends its head at once is gone in milliseconds, so the
+/// oldest is the one trickling or idling, and idle connections cannot lock others out); and a
+/// failing `accept` (EMFILE, ENFILE, ENOBUFS...) waits, longer each time, instead of spinning.
+pub(crate) struct Slots {
+    live: VecDeque<AbortHandle>,
+    max: usize,
+    backoff: Duration,
+}
+
+impl Slots {
+    pub(crate) fn new(max: usize) -> Self {
+        Slots {
+            live: VecDeque::with_capacity(max),
+            max: max.max(1),
+            backoff: Duration::ZERO,
+        }
+    }
+
+    /// After a failed accept: waits 10 ms, doubling up to 1 s while accepts keep failing.
+    pub(crate) async fn accept_failed(&mut self, server: &str, e: &std::io::Error) {
+        self.backoff = (self.backoff * 2).clamp(Duration::from_millis(10), Duration::from_secs(1));
+        warn!(
+            "{server} accept failed ({e}); retrying in {:?}",
+            self.backoff
+        );
+        tokio::time::sleep(self.backoff).await;
+    }
+
+    /// After an accepted connection: closes the oldest served connections until one more
+    /// fits; returns how many were closed.
+    pub(crate) fn make_room(&mut self) -> u64 {
+        self.backoff = Duration::ZERO;
+        self.live.retain(|h| !h.is_finished());
+        let mut closed = 0;
+        while self.live.len() >= self.max {
+            if let Some(oldest) = self.live.pop_front() {
+                oldest.abort();
+                closed += 1;
+            }
+        }
+        closed
+    }
+
+    /// The connection's task, now served.
+    pub(crate) fn push(&mut self, task: AbortHandle) {
+        self.live.push_back(task);
+    }
+}
+
 /// Binds the listener (so a busy port is reported at start-up, not later).
 pub async fn bind(addr: SocketAddr) -> anyhow::Result<TcpListener> {
     TcpListener::bind(addr).await.with_context(|| {
@@ -125,11 +176,7 @@ pub async fn serve(
     metrics: Arc<SelfMetrics>,
     limits: ServeLimits,
 ) {
-    // Connections being served, oldest first. When all slots are taken the oldest is closed to
-    // make room: a scraper sends its head at once and is gone in milliseconds, so the oldest is
-    // the one trickling or idling, and idle connections cannot lock scrapers out.
-    let mut live: VecDeque<AbortHandle> = VecDeque::with_capacity(limits.max_connections);
-    let mut backoff = Duration::ZERO;
+    let mut slots = Slots::new(limits.max_connections);
     let shared = Arc::new(Shared {
         registry,
         encodings: Encodings::default(),
@@ -137,26 +184,14 @@ pub async fn serve(
     });
     loop {
         let (sock, peer) = match listener.accept().await {
-            Ok(c) => {
-                backoff = Duration::ZERO;
-                c
-            }
+            Ok(c) => c,
             Err(e) => {
-                // EMFILE, ENFILE, ENOBUFS...: retrying at once would spin; wait, longer each time.
                 metrics.drop_for(DropReason::MetricsAcceptError);
-                backoff = (backoff * 2).clamp(Duration::from_millis(10), Duration::from_secs(1));
-                warn!("/metrics accept failed ({e}); retrying in {backoff:?}");
-                tokio::time::sleep(backoff).await;
+                slots.accept_failed("/metrics", &e).await;
                 continue;
             }
         };
-        live.retain(|h| !h.is_finished());
-        while live.len() >= limits.max_connections.max(1) {
-            if let Some(oldest) = live.pop_front() {
-                oldest.abort();
-                metrics.drop_for(DropReason::MetricsConnectionLimit);
-            }
-        }
+        metrics.drop_by(DropReason::MetricsConnectionLimit, slots.make_room());
         let shared = shared.clone();
         let metrics = metrics.clone();
         let task = tokio::spawn(async move {
@@ -169,7 +204,7 @@ pub async fn serve(
                 Err(_) => metrics.drop_for(DropReason::MetricsRequestTimeout),
             }
         });
-        live.push_back(task.abort_handle());
+        slots.push(task.abort_handle());
     }
 }
 
