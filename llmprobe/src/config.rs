@@ -700,10 +700,12 @@ mod tests {
     }
 
     fn parse(file: &str, args: &[&str], env: &[(&str, &str)]) -> Result<Parsed, Error> {
+        // One file per call: the tests run in parallel threads of one process.
+        static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
         let path = std::env::temp_dir().join(format!(
             "llmprobe-config-unit-{}-{}.toml",
             std::process::id(),
-            file.len()
+            NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
         ));
         std::fs::write(&path, file).expect("write");
         let mut argv: Vec<OsString> =
