@@ -11,6 +11,7 @@
 //! Everything is answered from the [`LiveView`] under its lock; the figures that depend on now
 //! (`elapsed_s`, `tokens_per_s`) use the clock the caller passes, so tests are exact.
 
+use crate::secrets;
 use serde_json::{Value, json};
 
 use super::{InFlightCall, LiveView, RecentCall};
@@ -202,33 +203,28 @@ pub fn param(query: &str, name: &str) -> Option<String> {
 }
 
 fn percent_decode(b: &[u8]) -> String {
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        match b[i] {
-            b'+' => out.push(b' '),
-            b'%' if i + 2 < b.len() => match (hex(b[i + 1]), hex(b[i + 2])) {
-                (Some(h), Some(l)) => {
-                    out.push(h << 4 | l);
-                    i += 2;
-                }
-                _ => out.push(b'%'),
-            },
-            x => out.push(x),
-        }
-        i += 1;
-    }
-    out.truncate(256);
+    // Form encoding: a raw `+` is a space (an encoded `%2B` stays a plus), then the one
+    // percent-decoding rule of the project, at most 256 bytes kept.
+    let spaced: Vec<u8> = b
+        .iter()
+        .map(|&c| if c == b'+' { b' ' } else { c })
+        .collect();
+    let out: Vec<u8> = secrets::percent_decoded(&spaced).take(256).collect();
     String::from_utf8_lossy(&out).into_owned()
-}
-
-fn hex(c: u8) -> Option<u8> {
-    (c as char).to_digit(16).map(|d| d as u8)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn query_values_decode_plus_and_percent_escapes() {
+        assert_eq!(percent_decode(b"gpt-4o+mini"), "gpt-4o mini");
+        assert_eq!(percent_decode(b"a%2Bb"), "a+b");
+        assert_eq!(percent_decode(b"%41%zz%4"), "A%zz%4");
+        assert_eq!(percent_decode(b"%ff"), "\u{fffd}");
+        assert_eq!(percent_decode(&[b'x'; 600]).len(), 256);
+    }
     use crate::llm::{CallDetail, LlmCall};
 
     fn view() -> std::sync::Arc<LiveView> {
