@@ -295,7 +295,10 @@ fn gnutls_and_static_openssl_clients_give_the_python_clients_records() {
     std::fs::write(&req, raw_request(&server)).expect("request file");
     let go = dir.join("go");
     let mut kids = Reaped(Vec::new());
-    let run_static = |bin: &Path, kids: &mut Reaped, wait_attach: bool| -> u32 {
+    // How long the agent took to attach to the static client: the stripped one is given three
+    // times as long (at least 300 ms) to show that nothing gets attached to it.
+    let mut attach_took = Duration::ZERO;
+    let mut run_static = |bin: &Path, kids: &mut Reaped, wait_attach: bool| -> u32 {
         let _ = std::fs::remove_file(&go);
         let mut child = Command::new(bin)
             .arg(server.port.to_string())
@@ -324,6 +327,7 @@ fn gnutls_and_static_openssl_clients_give_the_python_clients_records() {
                 if log.lines().any(|l| {
                     l.contains("] attached 9 OpenSSL uprobes to") && l.contains(name.as_str())
                 }) {
+                    attach_took = t0.elapsed();
                     break;
                 }
                 assert!(
@@ -333,8 +337,7 @@ fn gnutls_and_static_openssl_clients_give_the_python_clients_records() {
                 std::thread::sleep(Duration::from_millis(50));
             }
         } else {
-            // As long as the static one took, and then some: nothing may be attached.
-            std::thread::sleep(Duration::from_millis(1500));
+            std::thread::sleep((attach_took * 3).max(Duration::from_millis(300)));
         }
         std::fs::write(&go, b"").expect("go file");
         kids.0.push(child);
@@ -344,6 +347,7 @@ fn gnutls_and_static_openssl_clients_give_the_python_clients_records() {
     let static_out = finish(kids.0.pop().expect("child"), WAIT, "static OpenSSL client");
     let stripped_pid = run_static(&stripped_bin, &mut kids, false);
     finish(kids.0.pop().expect("child"), WAIT, "stripped static client");
+    eprintln!("the agent attached to the static client {attach_took:?} after it started");
 
     let recs = agent.wait_records("a record per client", WAIT, |r| {
         [py.pid, cli_pid, curl_run.pid, static_pid]
