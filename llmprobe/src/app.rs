@@ -348,7 +348,7 @@ fn load_probes(
     discovery::publish_scan(&report, &probes, metrics);
     if probes.tls_file_count() == 0 {
         warn!(
-            "no OpenSSL library found yet: TLS traffic is invisible until a process maps one (plaintext HTTP is traced)"
+            "no TLS library (OpenSSL, GnuTLS) found yet: TLS traffic is invisible until a process maps one (plaintext HTTP is traced)"
         );
     }
     let seeds = probes.seed_sockets()?;

@@ -26,7 +26,7 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
-use crate::probes::discovery::{self, ElfFacts, ElfLimits};
+use crate::probes::discovery::{self, ElfFacts, ElfLimits, TlsStack};
 use crate::probes::loader;
 
 // ---------------------------------------------------------------------------------------------
@@ -816,12 +816,14 @@ pub enum Class {
     OpenSsl(String),
     /// OpenSSL/BoringSSL linked into the executable, with its symbols.
     OpenSslStatic,
+    /// A dynamic GnuTLS library with the functions the agent probes (its file name).
+    GnuTls(String),
     /// A Go binary.
     Go,
     /// Statically linked and stripped.
     StaticStripped,
-    /// GnuTLS mapped.
-    GnuTls,
+    /// GnuTLS mapped, but without `gnutls_record_recv`/`gnutls_record_send` in its symbols.
+    GnuTlsUnprobed,
     /// NSS mapped.
     Nss,
     /// rustls linked in.
@@ -835,7 +837,10 @@ pub enum Class {
 impl Class {
     /// True when the agent's uprobes cover this process's TLS.
     pub fn probed(&self) -> bool {
-        matches!(self, Class::OpenSsl(_) | Class::OpenSslStatic)
+        matches!(
+            self,
+            Class::OpenSsl(_) | Class::OpenSslStatic | Class::GnuTls(_)
+        )
     }
 
     /// Stable code for --json.
@@ -845,7 +850,8 @@ impl Class {
             Class::OpenSslStatic => "openssl_static",
             Class::Go => "go",
             Class::StaticStripped => "static_stripped",
-            Class::GnuTls => "gnutls",
+            Class::GnuTls(_) => "gnutls",
+            Class::GnuTlsUnprobed => "gnutls_no_symbols",
             Class::Nss => "nss",
             Class::Rustls => "rustls",
             Class::NoTls => "no_tls",
@@ -860,11 +866,13 @@ impl Class {
             Class::OpenSslStatic => {
                 "probed: static OpenSSL/BoringSSL with symbols (in the executable)".to_owned()
             }
+            Class::GnuTls(lib) => format!("probed: GnuTLS {lib}"),
             Class::Go => "invisible: Go binary (crypto/tls not supported yet)".to_owned(),
-            Class::StaticStripped => {
-                "invisible: statically linked, stripped: no TLS symbols".to_owned()
+            Class::StaticStripped => STATIC_STRIPPED_LABEL.to_owned(),
+            Class::GnuTlsUnprobed => {
+                "invisible: GnuTLS without gnutls_record_recv/gnutls_record_send in its symbol tables"
+                    .to_owned()
             }
-            Class::GnuTls => "invisible: TLS library not supported: GnuTLS".to_owned(),
             Class::Nss => "invisible: TLS library not supported: NSS".to_owned(),
             Class::Rustls => {
                 "invisible: TLS library not supported: rustls (statically linked)".to_owned()
@@ -875,6 +883,9 @@ impl Class {
     }
 }
 
+/// Why a stripped static executable stays invisible, and what would fix it.
+pub const STATIC_STRIPPED_LABEL: &str = "invisible: statically linked and stripped: a TLS library linked into it has no symbols left to place uprobes on (fix: build without `strip`/`-s` so .symtab stays, or link OpenSSL/GnuTLS dynamically)";
+
 /// Classifies a process from what its mappings say.
 pub fn classify(f: &ProcFacts) -> Class {
     if f.maps_unreadable {
@@ -884,19 +895,33 @@ pub fn classify(f: &ProcFacts) -> Class {
             "its memory map is not readable (needs root or CAP_SYS_PTRACE)".to_owned()
         });
     }
-    if let Some(Ok(exe)) = &f.exe
-        && discovery::usable(&exe.ssl)
+    let has = |facts: &FileFacts, stack: TlsStack| {
+        facts
+            .as_ref()
+            .is_ok_and(|x| discovery::stack_usable(&x.tls, stack))
+    };
+    if let Some(exe) = &f.exe
+        && has(exe, TlsStack::OpenSsl)
     {
         return Class::OpenSslStatic;
     }
-    if let Some((name, _)) = f
-        .libs
-        .iter()
-        .find(|(_, facts)| facts.as_ref().is_ok_and(|x| discovery::usable(&x.ssl)))
-    {
+    if let Some((name, _)) = f.libs.iter().find(|(_, x)| has(x, TlsStack::OpenSsl)) {
         return Class::OpenSsl(name.clone());
     }
-    if let Some((name, Err(why))) = f.libs.iter().find(|(n, _)| n.starts_with("libssl")) {
+    // GnuTLS, in a library or (rarely) linked into the executable.
+    if let Some((name, _)) = f.libs.iter().find(|(_, x)| has(x, TlsStack::GnuTls)) {
+        return Class::GnuTls(name.clone());
+    }
+    if let Some(exe) = &f.exe
+        && has(exe, TlsStack::GnuTls)
+    {
+        return Class::GnuTls("(in the executable)".to_owned());
+    }
+    if let Some((name, Err(why))) = f
+        .libs
+        .iter()
+        .find(|(n, _)| n.starts_with("libssl") || n.starts_with("libgnutls.so"))
+    {
         return Class::Unknown(format!("{name} could not be read: {why}"));
     }
     let exe = match &f.exe {
@@ -910,7 +935,7 @@ pub fn classify(f: &ProcFacts) -> Class {
         return Class::Go;
     }
     if f.libs.iter().any(|(n, _)| n.starts_with("libgnutls.so")) {
-        return Class::GnuTls;
+        return Class::GnuTlsUnprobed;
     }
     if f.libs.iter().any(|(n, _)| n.starts_with("libnss3.so")) {
         return Class::Nss;
@@ -945,8 +970,8 @@ pub struct ProcessFinding {
     pub comm: String,
     /// True when its TLS is probed.
     pub probed: bool,
-    /// Stable code (`openssl`, `openssl_static`, `go`, `static_stripped`, `gnutls`, `nss`,
-    /// `rustls`, `no_tls`, `unknown`).
+    /// Stable code (`openssl`, `openssl_static`, `gnutls`, `go`, `static_stripped`,
+    /// `gnutls_no_symbols`, `nss`, `rustls`, `no_tls`, `unknown`).
     pub reason: &'static str,
     /// The line a person reads.
     pub detail: String,
@@ -1250,7 +1275,7 @@ pub fn render_text(r: &Report) -> String {
     );
     // Groups: probed first, then invisible, plaintext only, unknown.
     let rank = |p: &ProcessFinding| match p.reason {
-        "openssl" | "openssl_static" => 0,
+        "openssl" | "openssl_static" | "gnutls" => 0,
         "no_tls" => 2,
         "unknown" => 3,
         _ => 1,
@@ -1466,7 +1491,20 @@ mod tests {
             ..ElfFacts::default()
         };
         if ssl {
-            f.ssl = [Some(1), None, Some(2), None, Some(3)];
+            f.tls[..5].copy_from_slice(&[Some(1), None, Some(2), None, Some(3)]);
+        }
+        Ok(f)
+    }
+
+    /// A GnuTLS library's facts: with its record functions, or without (`symbols`).
+    fn gnutls(symbols: bool) -> FileFacts {
+        let mut f = ElfFacts::default();
+        if symbols {
+            for (s, o) in discovery::TLS_SYMBOLS.iter().zip(f.tls.iter_mut()) {
+                if s.stack == TlsStack::GnuTls {
+                    *o = Some(0x40);
+                }
+            }
         }
         Ok(f)
     }
@@ -1529,9 +1567,31 @@ mod tests {
             classify(&procs(elf(false, false, true, false), &[])),
             Class::NoTls
         );
+        // GnuTLS with its record functions is probed; without them (a build that hides them) not.
+        let gnutls_lib = ("libgnutls.so.30", gnutls(true));
+        let c = classify(&procs(dynamic.clone(), &[libc.clone(), gnutls_lib.clone()]));
+        assert_eq!(c, Class::GnuTls("libgnutls.so.30".to_owned()));
+        assert!(c.probed());
+        assert_eq!(c.label(), "probed: GnuTLS libgnutls.so.30");
+        let hidden = ("libgnutls.so.30", gnutls(false));
+        let c = classify(&procs(dynamic.clone(), &[hidden]));
+        assert_eq!(c, Class::GnuTlsUnprobed);
+        assert!(!c.probed());
+        let unread = ("libgnutls.so.30", Err("ShortRead".to_owned()));
+        assert!(matches!(
+            classify(&procs(dynamic.clone(), &[unread])),
+            Class::Unknown(w) if w.contains("libgnutls.so.30")
+        ));
+        // Both: OpenSSL named first, probed either way.
+        let both = procs(
+            dynamic.clone(),
+            &[gnutls_lib, ("libssl.so.3", elf(false, false, false, true))],
+        );
+        assert_eq!(classify(&both), Class::OpenSsl("libssl.so.3".to_owned()));
+        // Stripped static: says why and what fixes it.
+        let stripped = classify(&procs(elf(false, false, false, false), &[]));
+        assert!(stripped.label().contains("no symbols") && stripped.label().contains("fix:"));
         // Unsupported libraries.
-        let gnutls = ("libgnutls.so.30", elf(false, false, false, false));
-        assert_eq!(classify(&procs(dynamic.clone(), &[gnutls])), Class::GnuTls);
         let nss = ("libnss3.so", elf(false, false, false, false));
         assert_eq!(classify(&procs(dynamic.clone(), &[nss])), Class::Nss);
         let mut rust = elf(false, true, true, false).expect("test value");

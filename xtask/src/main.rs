@@ -411,6 +411,7 @@ fn test(args: &[String]) -> anyhow::Result<()> {
         step("installing tmux with apt-get (the `llmprobe top` test runs it)");
         apt_install(&["tmux"])?;
     }
+    tls_stack_tools()?;
     step(
         "running every test (unit, replay of recorded captures, end-to-end with the real eBPF programs)",
     );
@@ -441,6 +442,30 @@ fn test(args: &[String]) -> anyhow::Result<()> {
             .args(["--connections", "200", "--chunks", "50", "--runs", "1"]),
         "bench_replay.py",
     )
+}
+
+/// What tests/tls_stacks.rs needs: gnutls-cli (Debian's gnutls-bin, about 1 MB), Debian's GnuTLS
+/// build of libcurl (libcurl3-gnutls, usually already there for git) and OpenSSL's static
+/// libraries (libssl-dev) for the client linked statically.
+fn tls_stack_tools() -> anyhow::Result<()> {
+    let mut want = Vec::new();
+    if !have("gnutls-cli") {
+        want.push("gnutls-bin");
+    }
+    if !Path::new("/usr/lib/x86_64-linux-gnu/libcurl-gnutls.so.4").exists() {
+        want.push("libcurl3-gnutls");
+    }
+    if !Path::new("/usr/lib/x86_64-linux-gnu/libssl.a").exists() {
+        want.push("libssl-dev");
+    }
+    if !want.is_empty() {
+        step(&format!(
+            "installing {} with apt-get (GnuTLS and static OpenSSL clients in the tests)",
+            want.join(", ")
+        ));
+        apt_install(&want)?;
+    }
+    Ok(())
 }
 
 /// The GPU correlation check: the release binary against a local server whose tokens a tiny

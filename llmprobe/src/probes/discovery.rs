@@ -1,7 +1,11 @@
-//! Finds the files that carry OpenSSL's `SSL_read`/`SSL_write` (shared `libssl`, or executables
-//! that embed OpenSSL and export its symbols, such as `node`), and where those functions start in
-//! the file. A uprobe is placed per file (inode), so each distinct file is attached once and then
-//! covers every process that maps it, now and later.
+//! Finds the files that carry a TLS library's plaintext functions ([`TLS_SYMBOLS`]: OpenSSL's
+//! `SSL_read`/`SSL_write`, GnuTLS's `gnutls_record_recv`/`gnutls_record_send`), in shared
+//! libraries (`libssl`, `libgnutls`) or in executables that link a TLS library statically and
+//! keep its symbols (`node`, a static OpenSSL build), and where those functions start in the
+//! file. A file is a [`TlsLibrary`] of one stack or more ([`TlsStack`]), each with its attach
+//! points. A uprobe is placed per file (inode), so each distinct file is attached once and then
+//! covers every process that maps it, now and later. A stripped static build has no symbols
+//! left to find: it is not probed (`llmprobe doctor` says so).
 //!
 //! Stage: before the ring buffer (it decides where the uprobes go). Everything it reads comes
 //! from other processes and is hostile: `/proc/PID/maps` lines name files chosen by any user,
@@ -39,39 +43,189 @@ use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-/// The OpenSSL functions llmprobe probes.
-pub const SSL_SYMBOLS: [&str; 5] = [
-    "SSL_read",
-    "SSL_read_ex",
-    "SSL_write",
-    "SSL_write_ex",
-    "SSL_free",
+/// A TLS library whose plaintext functions llmprobe probes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum TlsStack {
+    /// OpenSSL (and BoringSSL, which keeps its API): `SSL_read`/`SSL_write` and their `_ex` forms.
+    OpenSsl,
+    /// GnuTLS: `gnutls_record_recv`/`gnutls_record_send`.
+    GnuTls,
+}
+
+impl TlsStack {
+    /// Every stack, in the order logs name them.
+    pub const ALL: [TlsStack; 2] = [TlsStack::OpenSsl, TlsStack::GnuTls];
+
+    /// Its name, for logs and `doctor`.
+    pub fn name(self) -> &'static str {
+        match self {
+            TlsStack::OpenSsl => "OpenSSL",
+            TlsStack::GnuTls => "GnuTLS",
+        }
+    }
+}
+
+/// What a probed function does; it decides the kernel program placed on it.
+///
+/// `Read`/`Write` have `SSL_read`'s layout: (connection pointer, buffer, length), returning the
+/// bytes moved or a value <= 0. GnuTLS's `gnutls_record_recv`/`gnutls_record_send` have it too:
+/// their `ssize_t` return is read as 32 bits (sign-extended), which is exact because one call
+/// moves at most one record (16 KiB) and GnuTLS's errors are small negative numbers. `ReadEx`/
+/// `WriteEx` return 1 and store the count through their fourth argument. `Free` ends the
+/// connection object (`SSL_free`, `gnutls_deinit`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum TlsCall {
+    /// `SSL_read`, `gnutls_record_recv`.
+    Read,
+    /// `SSL_read_ex`.
+    ReadEx,
+    /// `SSL_write`, `gnutls_record_send`.
+    Write,
+    /// `SSL_write_ex`.
+    WriteEx,
+    /// `SSL_free`, `gnutls_deinit`.
+    Free,
+}
+
+impl TlsCall {
+    /// True for the calls that move plaintext (they also get the return probe).
+    pub fn moves_bytes(self) -> bool {
+        !matches!(self, TlsCall::Free)
+    }
+}
+
+/// One function llmprobe probes: its symbol, its library, what it does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TlsSymbol {
+    /// The symbol name, as defined in the ELF symbol tables.
+    pub name: &'static str,
+    /// The library it belongs to.
+    pub stack: TlsStack,
+    /// What it does.
+    pub call: TlsCall,
+}
+
+const fn sym(name: &'static str, stack: TlsStack, call: TlsCall) -> TlsSymbol {
+    TlsSymbol { name, stack, call }
+}
+
+/// Number of functions probed (length of [`TLS_SYMBOLS`]).
+pub const TLS_SYMBOL_COUNT: usize = 8;
+
+/// The functions llmprobe probes, every stack's.
+pub const TLS_SYMBOLS: [TlsSymbol; TLS_SYMBOL_COUNT] = [
+    sym("SSL_read", TlsStack::OpenSsl, TlsCall::Read),
+    sym("SSL_read_ex", TlsStack::OpenSsl, TlsCall::ReadEx),
+    sym("SSL_write", TlsStack::OpenSsl, TlsCall::Write),
+    sym("SSL_write_ex", TlsStack::OpenSsl, TlsCall::WriteEx),
+    sym("SSL_free", TlsStack::OpenSsl, TlsCall::Free),
+    sym("gnutls_record_recv", TlsStack::GnuTls, TlsCall::Read),
+    sym("gnutls_record_send", TlsStack::GnuTls, TlsCall::Write),
+    sym("gnutls_deinit", TlsStack::GnuTls, TlsCall::Free),
 ];
 
-/// File offset of each symbol in `SSL_SYMBOLS`, when the file defines it.
-pub type SslOffsets = [Option<u64>; 5];
+/// The longest name in [`TLS_SYMBOLS`], in bytes.
+const MAX_SYMBOL_NAME: usize = {
+    let mut i = 0;
+    let mut max = 0;
+    while i < TLS_SYMBOL_COUNT {
+        if TLS_SYMBOLS[i].name.len() > max {
+            max = TLS_SYMBOLS[i].name.len();
+        }
+        i += 1;
+    }
+    max
+};
 
-/// A file that defines OpenSSL's I/O functions, with their file offsets (index = `SSL_SYMBOLS`).
+/// File offset of each symbol in [`TLS_SYMBOLS`], when the file defines it.
+pub type TlsOffsets = [Option<u64>; TLS_SYMBOL_COUNT];
+
+/// A file that defines the I/O functions of one TLS stack or more, with their file offsets
+/// (index = [`TLS_SYMBOLS`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TlsLibrary {
     /// Path the file was found under, for logs only (attacker-chosen: log it with `{:?}`).
     pub path: PathBuf,
     /// Device and inode: the identity uprobes are placed on.
     pub file_id: (u64, u64),
-    /// File offset of each symbol in `SSL_SYMBOLS`, when defined.
-    pub offsets: SslOffsets,
+    /// File offset of each symbol in [`TLS_SYMBOLS`], when defined.
+    pub offsets: TlsOffsets,
 }
 
 impl TlsLibrary {
-    /// True when at least one read and one write function are present.
+    /// True when at least one stack has a read and a write function here.
     pub fn is_usable(&self) -> bool {
         usable(&self.offsets)
     }
+
+    /// The stacks usable in this file.
+    pub fn stacks(&self) -> Vec<TlsStack> {
+        usable_stacks(&self.offsets)
+    }
+
+    /// Where the uprobes go: (symbol, file offset) for every function of a usable stack, writes
+    /// first (under `--scope auto` a process is probed while its handshake is in flight, and its
+    /// request is written before its answer is read), then reads, then the frees.
+    pub fn attach_points(&self) -> Vec<(TlsSymbol, u64)> {
+        let stacks = self.stacks();
+        let mut out = Vec::new();
+        for call in [
+            TlsCall::WriteEx,
+            TlsCall::Write,
+            TlsCall::ReadEx,
+            TlsCall::Read,
+            TlsCall::Free,
+        ] {
+            for (s, off) in TLS_SYMBOLS.iter().zip(self.offsets) {
+                if let Some(off) = off
+                    && s.call == call
+                    && stacks.contains(&s.stack)
+                {
+                    out.push((*s, off));
+                }
+            }
+        }
+        out
+    }
+
+    /// The stacks' names for logs: `OpenSSL`, `GnuTLS`, `OpenSSL and GnuTLS`.
+    pub fn label(&self) -> &'static str {
+        stacks_label(&self.stacks())
+    }
 }
 
-/// True when the offsets hold at least one read and one write function.
-pub fn usable(offsets: &SslOffsets) -> bool {
-    (offsets[0].is_some() || offsets[1].is_some()) && (offsets[2].is_some() || offsets[3].is_some())
+/// Names of a set of stacks for logs.
+pub fn stacks_label(stacks: &[TlsStack]) -> &'static str {
+    match stacks {
+        [TlsStack::OpenSsl] => "OpenSSL",
+        [TlsStack::GnuTls] => "GnuTLS",
+        [] => "no TLS",
+        _ => "OpenSSL and GnuTLS",
+    }
+}
+
+/// True when `stack` has at least one read and one write function in `offsets`.
+pub fn stack_usable(offsets: &TlsOffsets, stack: TlsStack) -> bool {
+    let has = |calls: [TlsCall; 2]| {
+        TLS_SYMBOLS
+            .iter()
+            .zip(offsets)
+            .any(|(s, o)| s.stack == stack && calls.contains(&s.call) && o.is_some())
+    };
+    has([TlsCall::Read, TlsCall::ReadEx]) && has([TlsCall::Write, TlsCall::WriteEx])
+}
+
+/// The stacks with a read and a write function in `offsets`.
+pub fn usable_stacks(offsets: &TlsOffsets) -> Vec<TlsStack> {
+    TlsStack::ALL
+        .into_iter()
+        .filter(|s| stack_usable(offsets, *s))
+        .collect()
+}
+
+/// True when the offsets hold at least one stack's read and write functions.
+pub fn usable(offsets: &TlsOffsets) -> bool {
+    TlsStack::ALL.iter().any(|s| stack_usable(offsets, *s))
 }
 
 /// Why a candidate file was not probed. Each has a stable metric reason
@@ -372,20 +526,20 @@ fn open_elf<S: ElfSource>(src: &S, limits: ElfLimits) -> Result<ElfView<'_, S>, 
 
 /// Finds the OpenSSL functions an ELF file defines (not merely imports), reading only the
 /// pieces it needs, each within `limits`.
-fn inspect_source<S: ElfSource>(src: &S, limits: ElfLimits) -> Result<SslOffsets, Refusal> {
+fn inspect_source<S: ElfSource>(src: &S, limits: ElfLimits) -> Result<TlsOffsets, Refusal> {
     let view = open_elf(src, limits)?;
-    ssl_offsets(&view, limits, &mut |_| {})
+    tls_offsets(&view, limits, &mut |_| {})
 }
 
-/// The OpenSSL functions defined in the symbol tables of `view`; `saw_strings` is handed each
-/// symbol string table read.
-fn ssl_offsets<S: ElfSource>(
+/// The TLS functions ([`TLS_SYMBOLS`]) defined in the symbol tables of `view`; `saw_strings` is
+/// handed each symbol string table read.
+fn tls_offsets<S: ElfSource>(
     view: &ElfView<'_, S>,
     limits: ElfLimits,
     saw_strings: &mut dyn FnMut(&[u8]),
-) -> Result<SslOffsets, Refusal> {
+) -> Result<TlsOffsets, Refusal> {
     let (src, lay, sections, file_size) = (&view.src, view.lay, &view.sections, view.file_size);
-    let mut offsets: SslOffsets = [None; 5];
+    let mut offsets: TlsOffsets = [None; TLS_SYMBOL_COUNT];
     let mut walked = 0u64;
     // The dynamic table first (what the dynamic linker uses), then the full table if present.
     for kind in [SHT_DYNSYM, SHT_SYMTAB] {
@@ -461,40 +615,40 @@ fn ssl_offsets<S: ElfSource>(
     Ok(offsets)
 }
 
-/// Which of `SSL_SYMBOLS` the NUL-terminated name at `at` in `strs` is, if any.
+/// Which of [`TLS_SYMBOLS`] the NUL-terminated name at `at` in `strs` is, if any.
 fn symbol_index(strs: &[u8], at: u64) -> Option<usize> {
     let rest = strs.get(usize::try_from(at).ok()?..)?;
-    // The longest wanted name is 12 bytes; compare at most 13 (with its NUL).
-    let window = &rest[..rest.len().min(13)];
+    // Compare at most the longest wanted name and its NUL.
+    let window = &rest[..rest.len().min(MAX_SYMBOL_NAME + 1)];
     let end = window.iter().position(|b| *b == 0)?;
     let name = &window[..end];
-    SSL_SYMBOLS.iter().position(|s| s.as_bytes() == name)
+    TLS_SYMBOLS.iter().position(|s| s.name.as_bytes() == name)
 }
 
-/// The pure ELF layer: the OpenSSL functions defined by the ELF image in `bytes`, with their file
+/// The pure ELF layer: the TLS functions ([`TLS_SYMBOLS`]) defined by the ELF image in `bytes`, with their file
 /// offsets, under the default [`ElfLimits`]. Never panics, whatever the bytes; a slice shorter
 /// than what the headers promise is [`Refusal::ShortRead`]. Drive it from a fuzzer.
-pub fn inspect_elf_bytes(bytes: &[u8]) -> Result<SslOffsets, Refusal> {
+pub fn inspect_elf_bytes(bytes: &[u8]) -> Result<TlsOffsets, Refusal> {
     inspect_source(&bytes, ElfLimits::default())
 }
 
 /// [`inspect_elf_bytes`] with explicit limits.
-pub fn inspect_elf_bytes_with(bytes: &[u8], limits: ElfLimits) -> Result<SslOffsets, Refusal> {
+pub fn inspect_elf_bytes_with(bytes: &[u8], limits: ElfLimits) -> Result<TlsOffsets, Refusal> {
     inspect_source(&bytes, limits)
 }
 
 /// The same over an open file, with bounded `pread`s only (no mapping): a file truncated or
 /// shrinking while read is [`Refusal::ShortRead`].
-pub fn inspect_elf_file(file: &File, limits: ElfLimits) -> Result<SslOffsets, Refusal> {
+pub fn inspect_elf_file(file: &File, limits: ElfLimits) -> Result<TlsOffsets, Refusal> {
     inspect_source(file, limits)
 }
 
 /// What an ELF file says about how a process using it does TLS (for `llmprobe doctor`): its
-/// OpenSSL functions, and the marks of the toolchains and libraries llmprobe cannot probe.
+/// TLS functions, and the marks of the toolchains and libraries llmprobe cannot probe.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct ElfFacts {
-    /// OpenSSL's I/O functions, as [`inspect_elf_bytes`] finds them.
-    pub ssl: SslOffsets,
+    /// The TLS I/O functions, as [`inspect_elf_bytes`] finds them.
+    pub tls: TlsOffsets,
     /// Built by Go: a `.go.buildinfo` section or the Go build ID note (`.note.go.buildid`).
     pub go: bool,
     /// Has an `.interp` section: an executable the dynamic linker starts.
@@ -544,7 +698,7 @@ fn facts_source<S: ElfSource>(src: &S, limits: ElfLimits) -> Result<ElfFacts, Re
         facts.symtab |= s.kind == SHT_SYMTAB;
     }
     let mut rustls = false;
-    facts.ssl = ssl_offsets(&view, limits, &mut |strs| {
+    facts.tls = tls_offsets(&view, limits, &mut |strs| {
         rustls = rustls || strs.windows(6).any(|w| w == b"rustls");
     })?;
     facts.rustls = rustls;
@@ -934,16 +1088,30 @@ impl ScanLimiter {
 // ---------------------------------------------------------------------------------------------
 // Host-side sources of candidates.
 
-/// Library paths of `libssl` known to the dynamic linker cache (`ldconfig -p`), so that a library
-/// loaded lazily later (Python's `import ssl`) is probed before anyone maps it.
-pub fn ldconfig_ssl_libraries() -> Vec<PathBuf> {
+/// File-name prefixes of the TLS libraries looked up in the dynamic linker cache.
+pub const LINKER_CACHE_TLS_PREFIXES: [&str; 2] = ["libssl.so", "libgnutls.so"];
+
+/// Library paths of `libssl` and `libgnutls` known to the dynamic linker cache (`ldconfig -p`),
+/// so that a library loaded lazily later (Python's `import ssl`, a program that `dlopen`s
+/// libcurl-gnutls) is probed before anyone maps it.
+pub fn ldconfig_tls_libraries() -> Vec<PathBuf> {
     let out = std::process::Command::new("ldconfig").arg("-p").output();
     let text = match out {
         Ok(o) if o.status.success() => String::from_utf8_lossy(&o.stdout).into_owned(),
         _ => return Vec::new(),
     };
+    linker_cache_tls_paths(&text)
+}
+
+/// The TLS library paths in the text of `ldconfig -p`.
+fn linker_cache_tls_paths(text: &str) -> Vec<PathBuf> {
     text.lines()
-        .filter(|l| l.trim_start().starts_with("libssl.so"))
+        .filter(|l| {
+            let name = l.trim_start();
+            LINKER_CACHE_TLS_PREFIXES
+                .iter()
+                .any(|p| name.starts_with(p))
+        })
         .filter_map(|l| l.rsplit("=> ").next())
         .map(|p| PathBuf::from(p.trim()))
         .filter(|p| p.is_absolute())
@@ -964,25 +1132,35 @@ pub fn all_pids() -> Vec<u32> {
 mod tests {
     use super::*;
 
+    fn system_lib(prefix: &str) -> PathBuf {
+        let libs = ldconfig_tls_libraries();
+        libs.iter()
+            .find(|p| {
+                p.file_name()
+                    .is_some_and(|n| n.to_string_lossy().starts_with(prefix))
+            })
+            .unwrap_or_else(|| panic!("ldconfig -p lists no {prefix} on this machine: {libs:?}"))
+            .clone()
+    }
+
     fn system_libssl() -> PathBuf {
-        let libs = ldconfig_ssl_libraries();
-        assert!(
-            !libs.is_empty(),
-            "ldconfig -p lists no libssl on this machine"
-        );
-        libs[0].clone()
+        system_lib("libssl.so")
+    }
+
+    fn system_libgnutls() -> PathBuf {
+        system_lib("libgnutls.so")
     }
 
     #[test]
     fn elf_facts_tell_dynamic_static_stripped_and_openssl_apart() {
         let lib = std::fs::read(system_libssl()).expect("read libssl");
         let f = elf_facts_bytes(&lib, ElfLimits::default()).expect("libssl facts");
-        assert!(usable(&f.ssl) && !f.go && !f.interp, "{f:?}");
-        assert_eq!(f.ssl, inspect_elf_bytes(&lib).expect("libssl"));
+        assert!(usable(&f.tls) && !f.go && !f.interp, "{f:?}");
+        assert_eq!(f.tls, inspect_elf_bytes(&lib).expect("libssl"));
         // This test binary: a dynamically linked executable with its symbol table.
         let me = std::fs::read("/proc/self/exe").expect("read own executable");
         let f = elf_facts_bytes(&me, ElfLimits::default()).expect("own facts");
-        assert!(f.interp && !f.go && !usable(&f.ssl), "{f:?}");
+        assert!(f.interp && !f.go && !usable(&f.tls), "{f:?}");
         // Truncations and garbage are refusals, never panics.
         for cut in [0, 3, 16, 63, 64, 4096, lib.len() / 2, lib.len() - 1] {
             let _ = elf_facts_bytes(&lib[..cut], ElfLimits::default());
@@ -1010,35 +1188,168 @@ mod tests {
         }
     }
 
+    /// The symbols of `stack` that `offsets` holds and those it lacks.
+    fn found(offsets: &TlsOffsets, stack: TlsStack) -> (usize, usize) {
+        let of = TLS_SYMBOLS
+            .iter()
+            .zip(offsets)
+            .filter(|(s, _)| s.stack == stack);
+        let some = of.clone().filter(|(_, o)| o.is_some()).count();
+        (some, of.count() - some)
+    }
+
     #[test]
     fn finds_openssl_in_system_libssl() {
         let f = open_host_file(&system_libssl()).expect("open libssl");
         let offsets = inspect_elf_file(&f.file, ElfLimits::default()).expect("parse");
         assert!(usable(&offsets));
-        assert!(offsets.iter().all(|o| o.is_some()), "{offsets:?}");
+        assert_eq!(found(&offsets, TlsStack::OpenSsl), (5, 0), "{offsets:?}");
+        assert_eq!(found(&offsets, TlsStack::GnuTls), (0, 3), "{offsets:?}");
+        let lib = TlsLibrary {
+            path: system_libssl(),
+            file_id: f.file_id,
+            offsets,
+        };
+        assert_eq!(lib.stacks(), vec![TlsStack::OpenSsl]);
+        assert_eq!(lib.label(), "OpenSSL");
+        let names: Vec<&str> = lib.attach_points().iter().map(|(s, _)| s.name).collect();
+        assert_eq!(
+            names,
+            [
+                "SSL_write_ex",
+                "SSL_write",
+                "SSL_read_ex",
+                "SSL_read",
+                "SSL_free"
+            ]
+        );
     }
 
-    /// The offsets must be what a full ELF parser (the `object` crate) finds.
+    #[test]
+    fn finds_gnutls_in_system_libgnutls() {
+        let f = open_host_file(&system_libgnutls()).expect("open libgnutls");
+        let offsets = inspect_elf_file(&f.file, ElfLimits::default()).expect("parse");
+        assert_eq!(found(&offsets, TlsStack::GnuTls), (3, 0), "{offsets:?}");
+        assert_eq!(found(&offsets, TlsStack::OpenSsl), (0, 5), "{offsets:?}");
+        let lib = TlsLibrary {
+            path: system_libgnutls(),
+            file_id: f.file_id,
+            offsets,
+        };
+        assert_eq!(lib.stacks(), vec![TlsStack::GnuTls]);
+        assert_eq!(lib.label(), "GnuTLS");
+        let points: Vec<(&str, TlsCall)> = lib
+            .attach_points()
+            .iter()
+            .map(|(s, _)| (s.name, s.call))
+            .collect();
+        assert_eq!(
+            points,
+            [
+                ("gnutls_record_send", TlsCall::Write),
+                ("gnutls_record_recv", TlsCall::Read),
+                ("gnutls_deinit", TlsCall::Free),
+            ]
+        );
+    }
+
+    /// A file with both stacks gets both; a stack without a read and a write gets nothing (not
+    /// even its free function).
+    #[test]
+    fn stacks_are_usable_each_on_its_own() {
+        let at = |name: &str| {
+            TLS_SYMBOLS
+                .iter()
+                .position(|s| s.name == name)
+                .expect("known symbol")
+        };
+        let mut offsets: TlsOffsets = [None; TLS_SYMBOL_COUNT];
+        for (n, name) in [
+            "SSL_read",
+            "SSL_write",
+            "gnutls_record_recv",
+            "gnutls_record_send",
+        ]
+        .iter()
+        .enumerate()
+        {
+            offsets[at(name)] = Some(0x100 * (n as u64 + 1));
+        }
+        let lib = TlsLibrary {
+            path: PathBuf::from("/both"),
+            file_id: (1, 2),
+            offsets,
+        };
+        assert_eq!(lib.stacks(), vec![TlsStack::OpenSsl, TlsStack::GnuTls]);
+        assert_eq!(lib.label(), "OpenSSL and GnuTLS");
+        assert_eq!(lib.attach_points().len(), 4);
+        // GnuTLS without its send: only OpenSSL; gnutls_deinit is not attached.
+        offsets[at("gnutls_record_send")] = None;
+        offsets[at("gnutls_deinit")] = Some(0x900);
+        let lib = TlsLibrary { offsets, ..lib };
+        assert_eq!(lib.stacks(), vec![TlsStack::OpenSsl]);
+        assert!(
+            lib.attach_points()
+                .iter()
+                .all(|(s, _)| s.stack == TlsStack::OpenSsl)
+        );
+        // Frees and reads alone are not usable.
+        let mut only = [None; TLS_SYMBOL_COUNT];
+        only[at("SSL_free")] = Some(1);
+        only[at("gnutls_deinit")] = Some(2);
+        only[at("gnutls_record_recv")] = Some(3);
+        assert!(!usable(&only) && usable_stacks(&only).is_empty());
+        // The longest name fits the comparison window.
+        assert_eq!(MAX_SYMBOL_NAME, "gnutls_record_recv".len());
+        let strs = b"\0gnutls_record_recv\0gnutls_record_recv_seq\0SSL_read\0";
+        assert_eq!(symbol_index(strs, 1), Some(at("gnutls_record_recv")));
+        assert_eq!(symbol_index(strs, 20), None);
+        assert_eq!(symbol_index(strs, 43), Some(at("SSL_read")));
+        assert_eq!(symbol_index(strs, 10_000), None);
+    }
+
+    #[test]
+    fn the_linker_cache_lists_libssl_and_libgnutls() {
+        let text = "1234 libs found in cache `/etc/ld.so.cache'
+\tlibssl3.so (libc6,x86-64) => /lib/x86_64-linux-gnu/libssl3.so
+\tlibssl.so.3 (libc6,x86-64) => /lib/x86_64-linux-gnu/libssl.so.3
+\tlibgnutlsxx.so.30 (libc6,x86-64) => /lib/x86_64-linux-gnu/libgnutlsxx.so.30
+\tlibgnutls.so.30 (libc6,x86-64) => /lib/x86_64-linux-gnu/libgnutls.so.30
+\tlibgnutls-openssl.so.27 (libc6,x86-64) => /lib/x86_64-linux-gnu/libgnutls-openssl.so.27
+\tlibgnutls.so (libc6,x86-64) => relative/libgnutls.so
+";
+        assert_eq!(
+            linker_cache_tls_paths(text),
+            vec![
+                PathBuf::from("/lib/x86_64-linux-gnu/libssl.so.3"),
+                PathBuf::from("/lib/x86_64-linux-gnu/libgnutls.so.30"),
+            ]
+        );
+    }
+
+    /// The offsets must be what a full ELF parser (the `object` crate) finds, for every symbol
+    /// of both libraries (absent ones absent).
     #[test]
     fn offsets_agree_with_the_object_crate() {
         use object::{Object, ObjectSection, ObjectSymbol};
-        let bytes = std::fs::read(system_libssl()).expect("read libssl");
-        let ours = inspect_elf_bytes(&bytes).expect("parse");
-        let obj = object::File::parse(&*bytes).expect("object parse");
-        for (i, name) in SSL_SYMBOLS.iter().enumerate() {
-            let sym = obj
-                .dynamic_symbols()
-                .find(|s| s.is_definition() && s.name() == Ok(name))
-                .expect("defined");
-            let sec = obj
-                .section_by_index(sym.section_index().expect("section"))
-                .expect("section");
-            let (sec_off, _) = sec.file_range().expect("file range");
-            assert_eq!(
-                ours[i],
-                Some(sym.address() - sec.address() + sec_off),
-                "{name}"
-            );
+        for lib in [system_libssl(), system_libgnutls()] {
+            let bytes = std::fs::read(&lib).expect("read library");
+            let ours = inspect_elf_bytes(&bytes).expect("parse");
+            let obj = object::File::parse(&*bytes).expect("object parse");
+            for (i, s) in TLS_SYMBOLS.iter().enumerate() {
+                let want = obj
+                    .dynamic_symbols()
+                    .find(|x| x.is_definition() && x.name() == Ok(s.name))
+                    .map(|sym| {
+                        let sec = obj
+                            .section_by_index(sym.section_index().expect("section"))
+                            .expect("section");
+                        let (sec_off, _) = sec.file_range().expect("file range");
+                        sym.address() - sec.address() + sec_off
+                    });
+                assert_eq!(ours[i], want, "{} in {lib:?}", s.name);
+            }
+            assert!(usable(&ours), "{lib:?}");
         }
     }
 
@@ -1050,7 +1361,7 @@ mod tests {
         let f = open_host_file(curl).expect("open curl");
         assert_eq!(
             inspect_elf_file(&f.file, ElfLimits::default()),
-            Ok([None; 5])
+            Ok([None; TLS_SYMBOL_COUNT])
         );
     }
 

@@ -1,6 +1,7 @@
 //! Loads the eBPF object, checks what the host offers, attaches the syscall tracepoints and the
-//! OpenSSL uprobes, seeds the sockets that existed before the agent started, and hands out the
-//! maps the pipeline needs (ring buffer, mute map, loss counter).
+//! TLS library uprobes (OpenSSL, GnuTLS: one set of kernel programs serves both, see
+//! [`discovery::TlsCall`]), seeds the sockets that existed before the agent started, and hands
+//! out the maps the pipeline needs (ring buffer, mute map, loss counter).
 
 use std::collections::{HashMap as StdHashMap, HashSet};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
@@ -19,7 +20,7 @@ use aya::{Ebpf, EbpfLoader};
 use llmprobe_common::{self as abi, Config, ConnKey, SockInfo, SockKey};
 use log::{debug, info, warn};
 
-use super::discovery::{self, ElfLimits, Refusal, SSL_SYMBOLS, TlsLibrary};
+use super::discovery::{self, ElfLimits, Refusal, TlsCall, TlsLibrary};
 use super::events::{EventMeta, ProbeEvent};
 use super::scope::{
     self, KernelMode, LOG_BURST, LOG_EVERY, LogLimiter, MAX_FILES_PER_PROCESS, MAX_SCOPED_LINKS,
@@ -92,17 +93,35 @@ pub fn verify_programs() -> anyhow::Result<usize> {
     Ok(n)
 }
 
-/// uprobe program per entry of `SSL_SYMBOLS`.
-const SSL_PROGRAMS: [&str; 5] = [
+/// The TLS uprobe programs: one per kind of call, whatever the stack (GnuTLS's record functions
+/// have `SSL_read`'s layout), and the return probe of the calls that move bytes.
+const SSL_PROGRAMS: [&str; 6] = [
     "ssl_read",
     "ssl_read_ex",
     "ssl_write",
     "ssl_write_ex",
     "ssl_free",
+    "ssl_ret",
 ];
 
-/// The order in which a file's uprobes are attached (indices of `SSL_PROGRAMS`).
-const ATTACH_ORDER: [usize; 5] = [3, 2, 1, 0, 4];
+/// The entry program placed on a function that does `call`.
+fn entry_program(call: TlsCall) -> &'static str {
+    match call {
+        TlsCall::Read => "ssl_read",
+        TlsCall::ReadEx => "ssl_read_ex",
+        TlsCall::Write => "ssl_write",
+        TlsCall::WriteEx => "ssl_write_ex",
+        TlsCall::Free => "ssl_free",
+    }
+}
+
+/// The uprobe links a library's attach points take (entry, and return for calls moving bytes).
+fn links_needed(lib: &TlsLibrary) -> usize {
+    lib.attach_points()
+        .iter()
+        .map(|(s, _)| if s.call.moves_bytes() { 2 } else { 1 })
+        .sum()
+}
 
 /// What to trace.
 #[derive(Debug, Clone, Default)]
@@ -123,7 +142,7 @@ pub struct ProbeHandles {
     pub lost: PerCpuArray<MapData, u64>,
 }
 
-/// Most files with OpenSSL uprobes attached at once; candidates beyond it are counted
+/// Most files with TLS uprobes attached at once; candidates beyond it are counted
 /// (`discovery_cap_reached`) and logged once.
 pub const MAX_ATTACHED_FILES: usize = 512;
 /// A file's probes are released after this many consecutive full scans without a traced
@@ -155,12 +174,14 @@ pub struct Probes {
 /// One uprobe link: its program and id.
 type Link = (&'static str, UProbeLinkId);
 
-/// A file with OpenSSL: the links of its uprobes for all processes (per-file placement), or the
-/// verified open file and its offsets, kept so that a process is probed with perf_event_open
+/// A file with a TLS library: the links of its uprobes for all processes (per-file placement), or
+/// the verified open file and its offsets, kept so that a process is probed with perf_event_open
 /// calls alone (per-process placement).
 #[derive(Debug)]
 pub struct FileEntry {
     links: Vec<Link>,
+    /// Its stacks, for logs (`OpenSSL`, `GnuTLS`, `OpenSSL and GnuTLS`).
+    label: &'static str,
     lib: Option<Arc<(discovery::OpenedFile, TlsLibrary)>>,
 }
 
@@ -410,7 +431,7 @@ impl Probes {
     }
 
     fn load_uprobes(&mut self) -> anyhow::Result<()> {
-        for prog in SSL_PROGRAMS.iter().chain(["ssl_ret"].iter()) {
+        for prog in SSL_PROGRAMS.iter() {
             self.uprobe(prog)?
                 .load()
                 .with_context(|| format!("the kernel verifier rejected {prog}"))?;
@@ -418,14 +439,14 @@ impl Probes {
         Ok(())
     }
 
-    /// Files with OpenSSL uprobes attached now.
+    /// Files with TLS uprobes attached now.
     pub fn tls_file_count(&self) -> usize {
         self.files.attached_len()
     }
 
     /// Considers one executable mapping of `pid`: opens the file really mapped (never a path an
     /// attacker can swap), reads its symbols with bounded reads, and attaches the uprobes when it
-    /// defines OpenSSL's I/O functions. Refusals go to `report`.
+    /// defines a TLS stack's I/O functions (OpenSSL, GnuTLS). Refusals go to `report`.
     pub fn consider_file(&mut self, pid: u32, m: &discovery::MapEntry, report: &mut ScanReport) {
         if self.files.is_known(m.file_id) {
             return;
@@ -435,7 +456,7 @@ impl Probes {
             if !self.cap_logged {
                 self.cap_logged = true;
                 warn!(
-                    "{MAX_ATTACHED_FILES} files already carry OpenSSL uprobes: further TLS libraries (first: {:?} of pid {pid}) are not probed until some are unmapped (counted in llmprobe_dropped_total{{reason=\"discovery_cap_reached\"}})",
+                    "{MAX_ATTACHED_FILES} files already carry TLS uprobes: further TLS libraries (first: {:?} of pid {pid}) are not probed until some are unmapped (counted in llmprobe_dropped_total{{reason=\"discovery_cap_reached\"}})",
                     m.path
                 );
             }
@@ -457,7 +478,7 @@ impl Probes {
         self.consider_opened(opened, m.path.clone(), false, report);
     }
 
-    /// Considers a host library from the linker cache; when it holds OpenSSL its probes stay
+    /// Considers a host library from the linker cache; when it holds a TLS stack its probes stay
     /// attached for the agent's lifetime (a lazily loaded `import ssl` relies on them).
     pub fn consider_host_file(&mut self, path: &Path, report: &mut ScanReport) {
         match discovery::open_host_file(path) {
@@ -499,13 +520,15 @@ impl Probes {
             file_id: f.file_id,
             offsets,
         };
+        let label = lib.label();
         if self.scope.per_process() {
             // Probed per process, when a process in scope maps it.
-            debug!("OpenSSL found in {:?}; probed per process", lib.path);
+            debug!("{label} found in {:?}; probed per process", lib.path);
             let id = f.file_id;
             let path = lib.path.clone();
             let entry = FileEntry {
                 links: Vec::new(),
+                label,
                 lib: Some(Arc::new((f, lib))),
             };
             self.files.insert_attached(id, path, entry, pinned);
@@ -515,7 +538,7 @@ impl Probes {
             Ok(l) => {
                 if let Some(n) = self.logs.allow("file_attached", Instant::now()) {
                     info!(
-                        "attached {} OpenSSL uprobes to {:?} (device {:#x}, inode {}, all processes){}",
+                        "attached {} {label} uprobes to {:?} (device {:#x}, inode {}, all processes){}",
                         l.len(),
                         lib.path,
                         lib.file_id.0,
@@ -528,7 +551,7 @@ impl Probes {
             Err(e) => {
                 if let Some(n) = self.logs.allow("file_attach_failed", Instant::now()) {
                     warn!(
-                        "could not probe OpenSSL in {:?}: {e:#}; TLS traffic of processes using it will not be seen{}",
+                        "could not probe {label} in {:?}: {e:#}; TLS traffic of processes using it will not be seen{}",
                         lib.path,
                         suppressed_note(n)
                     );
@@ -541,7 +564,11 @@ impl Probes {
             return;
         }
         report.attached += 1;
-        let entry = FileEntry { links, lib: None };
+        let entry = FileEntry {
+            links,
+            label,
+            lib: None,
+        };
         self.files
             .insert_attached(f.file_id, lib.path, entry, pinned);
     }
@@ -559,17 +586,20 @@ impl Probes {
         let target = f.self_fd_path();
         let mut links = Vec::new();
         let mut result = Ok(());
-        // Writes first: under `--scope auto` a process is probed while its handshake is in
-        // flight, and its request is written before its answer is read.
-        'all: for i in ATTACH_ORDER {
-            let prog = &SSL_PROGRAMS[i];
-            let Some(off) = lib.offsets[i] else { continue };
+        // Writes first (`attach_points`' order): under `--scope auto` a process is probed while
+        // its handshake is in flight, and its request is written before its answer is read.
+        'all: for (sym, off) in lib.attach_points() {
+            let prog = entry_program(sym.call);
             // Reads and writes also get the return probe that emits their bytes.
-            let progs: &[&'static str] = if i < 4 { &[prog, "ssl_ret"] } else { &[prog] };
+            let progs: &[&'static str] = if sym.call.moves_bytes() {
+                &[prog, "ssl_ret"]
+            } else {
+                &[prog]
+            };
             for p in progs {
                 let attached = self.uprobe(p).and_then(|u| {
                     u.attach(UProbeAttachLocation::AbsoluteOffset(off), &target, scope)
-                        .with_context(|| format!("{p} on {} at {off:#x}", SSL_SYMBOLS[i]))
+                        .with_context(|| format!("{p} on {} at {off:#x}", sym.name))
                 });
                 match attached {
                     Ok(id) => links.push((*p, id)),
@@ -706,7 +736,7 @@ impl Probes {
         }
     }
 
-    /// Attaches the uprobes of file `id` (already known to hold OpenSSL) for `pid` alone.
+    /// Attaches the uprobes of file `id` (already known to hold a TLS library) for `pid` alone.
     fn attach_process(&mut self, info: &scope::ProcInfo, id: (u64, u64), report: &mut ScanReport) {
         let (pid, start, uid) = (info.pid, info.start, info.uid);
         if self.procs.has(pid, start, id) {
@@ -718,7 +748,7 @@ impl Probes {
         let Some(nz) = NonZeroU32::new(pid) else {
             return;
         };
-        let want = 2 * SSL_PROGRAMS.len();
+        let want = links_needed(&lib.1);
         let closing = self
             .reaper
             .as_ref()
@@ -786,8 +816,9 @@ impl Probes {
         match attached {
             Ok(links) => {
                 debug!(
-                    "attached {} OpenSSL uprobes to {:?} for pid {pid}",
+                    "attached {} {} uprobes to {:?} for pid {pid}",
                     links.len(),
+                    lib.1.label(),
                     lib.1.path
                 );
                 report.process_links += links.len();
@@ -914,7 +945,7 @@ impl Probes {
         let us = t0.elapsed().as_micros();
         if let Some(n) = self.logs.allow("admitted", Instant::now()) {
             info!(
-                "admitted pid {pid} ({why}): {} OpenSSL uprobes attached in {us} us ({} us in perf_event_open){}",
+                "admitted pid {pid} ({why}): {} TLS uprobes attached in {us} us ({} us in perf_event_open){}",
                 report.process_links - before,
                 report.attach_us - attach_before,
                 suppressed_note(n)
@@ -924,7 +955,7 @@ impl Probes {
         Some(us)
     }
 
-    /// Scans processes' executable mappings for OpenSSL and attaches to what is new.
+    /// Scans processes' executable mappings for TLS libraries and attaches to what is new.
     pub fn scan_pids(&mut self, pids: &[u32], report: &mut ScanReport) {
         for pid in pids {
             self.scan_pid(*pid, None, report);
@@ -955,7 +986,8 @@ impl Probes {
         for (id, path, entry) in self.files.end_full_scan(&mapped) {
             if let Some(n) = self.logs.allow("file_released", Instant::now()) {
                 info!(
-                    "released the OpenSSL uprobes of {path:?} (device {:#x}, inode {}): no traced process maps it any more{}",
+                    "released the {} uprobes of {path:?} (device {:#x}, inode {}): no traced process maps it any more{}",
+                    entry.label,
                     id.0,
                     id.1,
                     suppressed_note(n)
@@ -992,9 +1024,10 @@ impl Probes {
         }
     }
 
-    /// Start-up discovery: libssl from the linker cache, then every traced process's mappings.
+    /// Start-up discovery: libssl and libgnutls from the linker cache (pinned), then every traced
+    /// process's mappings.
     pub fn initial_scan(&mut self, report: &mut ScanReport) {
-        for path in discovery::ldconfig_ssl_libraries() {
+        for path in discovery::ldconfig_tls_libraries() {
             self.consider_host_file(&path, report);
         }
 
@@ -1139,7 +1172,7 @@ impl ScanReport {
 }
 
 /// The files discovery knows: those with probes attached (with their links, released once
-/// unmapped), and a bounded set known to hold no OpenSSL (or refused for what they are).
+/// unmapped), and a bounded set known to hold no TLS library (or refused for what they are).
 #[derive(Debug)]
 pub struct FileTable<L> {
     attached: StdHashMap<(u64, u64), Tracked<L>>,
@@ -1158,7 +1191,7 @@ struct Tracked<L> {
 }
 
 impl<L> FileTable<L> {
-    /// An empty table remembering at most `max_negative` files without OpenSSL.
+    /// An empty table remembering at most `max_negative` files without a TLS library.
     pub fn new(max_negative: usize) -> FileTable<L> {
         FileTable {
             attached: StdHashMap::new(),
