@@ -365,13 +365,13 @@ fn control(kind: u32, fd: i32, conn_id: u64) -> ControlEvent {
 }
 
 /// Sends a [`ControlEvent`] (close, SSL->fd link, `SSL_free`, exec/mmap hint, exit). An exec/mmap
-/// hint is sent with the kernel's adaptive wakeup (rate-limited per process): it wakes a reader
-/// that has caught up, so discovery can attach before the new program's first TLS call; when
-/// records are already waiting, the reader's own drain clock (20 ms while records come) reads it.
+/// hint (rate-limited per process) wakes the reader at once, even with records waiting: a new
+/// program's first TLS write can come milliseconds after it maps libssl, and discovery must
+/// probe the file before it (the reader's own drain clock is 20 to 320 ms).
 #[inline(always)]
 fn emit_control(kind: u32, fd: i32, conn_id: u64) {
     let flags = if kind == EVENT_EXEC_MAP {
-        0
+        BPF_RB_FORCE_WAKEUP
     } else {
         wake_flags()
     };

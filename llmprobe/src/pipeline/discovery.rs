@@ -15,7 +15,7 @@
 //! the TLS probes to an LLM API host keeps an admission active: a hello, or a call a process
 //! makes in plaintext to any server, admits it but does not keep its place.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, TrySendError, sync_channel};
@@ -29,15 +29,25 @@ use crate::telemetry::{DropReason, SelfMetrics};
 /// Scan requests queued for discovery; beyond it requests are dropped and counted
 /// (`discovery_request_dropped`): the periodic full scan still covers their processes.
 pub const SCAN_CHANNEL: usize = 4096;
-/// How long after an exec/mmap event discovery waits for the loader to finish mapping.
-const MAP_SETTLE: Duration = Duration::from_millis(20);
+/// How long after an exec/mmap hint discovery waits before it scans: the hint is sent as the
+/// `mmap` enters the kernel, and a starting program maps its libraries one after the other
+/// (a millisecond or two); the hints that come meanwhile join the same scan. Kept short: a
+/// program's first TLS write can come a few milliseconds after it maps libssl.
+const MAP_SETTLE: Duration = Duration::from_millis(3);
 /// At most [`SCANS_PER_INTERVAL`] scans per process per interval; requests beyond are
 /// coalesced into one scan at the end of the interval.
 const SCAN_INTERVAL_PER_PID: Duration = Duration::from_secs(1);
-/// Scans a process may have in one interval (a starting process maps its libraries in turn).
-const SCANS_PER_INTERVAL: u32 = 4;
+/// Scans a process may have in one interval (a starting process maps its libraries in turn,
+/// and a wrapper chain such as `unshare`, `sh`, `chroot`, `setpriv`, `env` execs several times
+/// under one pid before the program that does TLS; the hints of one batch are one scan).
+const SCANS_PER_INTERVAL: u32 = 8;
 /// Processes the rate limiter remembers at once.
 const MAX_LIMITED_PIDS: usize = 65_536;
+/// After an exec hint's scan, the process is scanned once more this much later.
+const EXEC_FOLLOWUP: Duration = Duration::from_millis(25);
+/// Follow-up scans waiting at most (past it none is planned: the hints and the full rescan
+/// still cover those processes).
+const MAX_FOLLOWUPS: usize = 4096;
 /// Full scans of every traced process (and release of files no one maps any more).
 const FULL_RESCAN: Duration = Duration::from_secs(30);
 
@@ -45,7 +55,17 @@ const FULL_RESCAN: Duration = Duration::from_secs(30);
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Request {
     /// The process exec'd, mapped an executable file or was forked: scan it.
-    Scan(u32),
+    Scan {
+        /// The process.
+        pid: u32,
+        /// When the kernel sent the hint (`CLOCK_MONOTONIC`, ns), to log how long the hint
+        /// took to become probes.
+        hint_ns: u64,
+        /// An exec or fork hint (no file mapped yet): the process is scanned once more
+        /// [`EXEC_FOLLOWUP`] later, when its loader has mapped its libraries (a process that
+        /// enters the scope by its new name sends no mmap hints before it is listed).
+        exec: bool,
+    },
     /// An [`Admission`] or an exit waits on its own channel.
     Wake,
 }
@@ -215,9 +235,12 @@ pub fn publish_scan(report: &ScanReport, probes: &Probes, metrics: &SelfMetrics)
 pub fn run(mut probes: Probes, rx: Receiver<Request>, urgent: Urgent, metrics: Arc<SelfMetrics>) {
     let mut limiter = ScanLimiter::new(SCAN_INTERVAL_PER_PID, SCANS_PER_INTERVAL, MAX_LIMITED_PIDS);
     let mut next_full = Instant::now() + FULL_RESCAN;
+    let mut followups: HashMap<u32, Instant> = HashMap::new();
     loop {
         let wake = limiter.next_due().map_or(next_full, |d| d.min(next_full));
+        let wake = followups.values().min().map_or(wake, |d| wake.min(*d));
         let mut pids = BTreeSet::new();
+        let mut hints = HashMap::new();
         match rx.recv_timeout(wake.saturating_duration_since(Instant::now())) {
             Ok(first) => {
                 // Admissions first and at once (the process's first SSL call is one handshake
@@ -225,7 +248,7 @@ pub fn run(mut probes: Probes, rx: Receiver<Request>, urgent: Urgent, metrics: A
                 // queued meanwhile (at most one channel's worth, so a flood cannot keep this
                 // loop here).
                 let mut report = ScanReport::default();
-                let mut scans = Vec::new();
+                let mut scans = BTreeMap::new();
                 let mut settle = false;
                 for req in std::iter::once(first).chain(rx.try_iter().take(SCAN_CHANNEL)) {
                     urgent.handle(&mut probes, &mut report);
@@ -251,10 +274,15 @@ pub fn run(mut probes: Probes, rx: Receiver<Request>, urgent: Urgent, metrics: A
                     }
                 }
                 let now = Instant::now();
-                for pid in scans {
+                // One limiter charge per process per batch, however many hints it sent.
+                for (pid, (hint_ns, exec)) in scans {
+                    if exec && followups.len() < MAX_FOLLOWUPS {
+                        followups.insert(pid, now + EXEC_FOLLOWUP);
+                    }
                     match limiter.request(pid, now) {
                         ScanDecision::Now => {
                             pids.insert(pid);
+                            hints.insert(pid, hint_ns);
                         }
                         ScanDecision::Later(_) | ScanDecision::Merged => {
                             metrics.drop_for(DropReason::DiscoveryScanRateLimited);
@@ -270,11 +298,34 @@ pub fn run(mut probes: Probes, rx: Receiver<Request>, urgent: Urgent, metrics: A
         }
         let now = Instant::now();
         pids.extend(limiter.due(now));
+        let due: Vec<u32> = followups
+            .iter()
+            .filter(|(_, t)| **t <= now)
+            .map(|(p, _)| *p)
+            .collect();
+        for pid in due {
+            followups.remove(&pid);
+            match limiter.request(pid, now) {
+                ScanDecision::Now => {
+                    pids.insert(pid);
+                }
+                ScanDecision::Later(_) | ScanDecision::Merged => {
+                    metrics.drop_for(DropReason::DiscoveryScanRateLimited);
+                }
+                ScanDecision::Dropped => metrics.drop_for(DropReason::DiscoveryRequestDropped),
+            }
+        }
         let mut report = ScanReport::default();
         urgent.handle(&mut probes, &mut report);
-        if !pids.is_empty() {
-            let pids: Vec<u32> = pids.into_iter().collect();
-            probes.scan_pids(&pids, &mut report);
+        for pid in pids {
+            let before = (report.attached, report.process_links);
+            probes.scan_pids(&[pid], &mut report);
+            if let Some(hint_ns) = hints.get(&pid)
+                && (report.attached, report.process_links) != before
+            {
+                let ms = crate::clock::monotonic_now_ns().saturating_sub(*hint_ns) as f64 / 1e6;
+                log::debug!("pid {pid}: probes placed {ms:.1} ms after its exec/mmap hint");
+            }
         }
         if now >= next_full {
             probes.full_rescan(&mut report);
@@ -286,11 +337,13 @@ pub fn run(mut probes: Probes, rx: Receiver<Request>, urgent: Urgent, metrics: A
     probes.release_all_processes();
 }
 
-/// Queues a scan request in `scans` (the caller waits [`MAP_SETTLE`] before it).
-fn immediate(req: Request, scans: &mut Vec<u32>, settle: &mut bool) {
+/// Queues a scan request in `scans`, one per process with its earliest hint (the caller waits
+/// [`MAP_SETTLE`] before it).
+fn immediate(req: Request, scans: &mut BTreeMap<u32, (u64, bool)>, settle: &mut bool) {
     match req {
-        Request::Scan(pid) => {
-            scans.push(pid);
+        Request::Scan { pid, hint_ns, exec } => {
+            let t = scans.entry(pid).or_insert((hint_ns, exec));
+            *t = (t.0.min(hint_ns), t.1 || exec);
             *settle = true;
         }
         Request::Wake => {}
@@ -383,7 +436,12 @@ mod tests {
         let (link, urgent) = urgent_channels(wake.clone(), admit_rx);
         // The scan channel is full of scan requests: exits still get through.
         for pid in 0..SCAN_CHANNEL as u32 - 1 {
-            wake.try_send(Request::Scan(pid)).expect("room");
+            wake.try_send(Request::Scan {
+                pid,
+                hint_ns: 0,
+                exec: false,
+            })
+            .expect("room");
         }
         for pid in [10, 11, 12] {
             assert!(link.send(pid));

@@ -95,7 +95,11 @@ async fn drain(
             match decode(&item) {
                 Ok(ev) => {
                     let req = match &ev {
-                        ProbeEvent::ExecMap { meta } => Some(Request::Scan(meta.pid)),
+                        ProbeEvent::ExecMap { meta } => Some(Request::Scan {
+                            pid: meta.pid,
+                            hint_ns: meta.ts_ns,
+                            exec: meta.fd < 0,
+                        }),
                         ProbeEvent::ProcExit { meta } => {
                             if let Some((_, filter)) = scans.auto.as_mut() {
                                 filter.exited(meta.pid);
