@@ -7,10 +7,10 @@ use std::collections::{HashMap as StdHashMap, HashSet};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::num::NonZeroU32;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc::{SyncSender, TrySendError, sync_channel};
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, anyhow, bail};
 use aya::maps::{Array, HashMap, MapData, PerCpuArray, RingBuf};
@@ -198,6 +198,36 @@ const REAPER_THREADS: usize = 4;
 struct Reaper {
     tx: SyncSender<Vec<UProbeLink>>,
     pending: Arc<AtomicUsize>,
+    /// Until when (ms since `epoch`) the reaper holds its closes: an attach is being made.
+    hold_until_ms: Arc<AtomicU64>,
+    epoch: Instant,
+}
+
+/// How long the reaper holds its closes after an attach or a hint scan began. Closing a uprobe
+/// holds the kernel's trace-event mutex through its grace periods (about 0.1 s each here), and
+/// a `perf_event_open` for a new uprobe waits for that mutex: a process's probes released while
+/// another process starts delayed its attach past its first TLS call (per-process placement).
+const REAPER_HOLD: Duration = Duration::from_millis(300);
+
+impl Reaper {
+    /// Waits while an attach holds the reaper off, unless too many links wait to be closed
+    /// (half the per-process link cap: attaches are refused past the cap).
+    fn wait_for_quiet(&self) {
+        loop {
+            let now = self.epoch.elapsed().as_millis() as u64;
+            let until = self.hold_until_ms.load(Ordering::Relaxed);
+            if now >= until || self.pending.load(Ordering::Relaxed) > MAX_SCOPED_LINKS / 2 {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis((until - now).min(50)));
+        }
+    }
+
+    /// Holds the closes off for [`REAPER_HOLD`] from now.
+    fn hold(&self) {
+        let until = (self.epoch.elapsed() + REAPER_HOLD).as_millis() as u64;
+        self.hold_until_ms.fetch_max(until, Ordering::Relaxed);
+    }
 }
 
 /// Starts the threads that close detached uprobe links (a slow kernel operation).
@@ -205,19 +235,27 @@ fn spawn_reaper() -> Option<Reaper> {
     // One batch per released process or file: the channel holds every batch the caps allow.
     let (tx, rx) = sync_channel::<Vec<UProbeLink>>(MAX_SCOPED_PROCESSES + MAX_ATTACHED_FILES);
     let rx = Arc::new(Mutex::new(rx));
-    let pending = Arc::new(AtomicUsize::new(0));
+    let reaper = Reaper {
+        tx,
+        pending: Arc::new(AtomicUsize::new(0)),
+        hold_until_ms: Arc::new(AtomicU64::new(0)),
+        epoch: Instant::now(),
+    };
     let mut started = 0;
     for i in 0..REAPER_THREADS {
-        let (rx, pending) = (rx.clone(), pending.clone());
+        let (rx, me) = (rx.clone(), reaper.clone());
         let spawned = std::thread::Builder::new()
             .name(format!("uprobe-reaper-{i}"))
             .spawn(move || {
                 loop {
                     let next = rx.lock().map(|r| r.recv());
                     let Ok(Ok(links)) = next else { break };
-                    let n = links.len();
-                    drop(links);
-                    pending.fetch_sub(n, Ordering::Relaxed);
+                    // One link at a time, each after any attach in progress.
+                    for link in links {
+                        me.wait_for_quiet();
+                        drop(link);
+                        me.pending.fetch_sub(1, Ordering::Relaxed);
+                    }
                 }
             });
         match spawned {
@@ -229,7 +267,7 @@ fn spawn_reaper() -> Option<Reaper> {
         warn!("no uprobe reaper thread: probes are detached inline");
         return None;
     }
-    Some(Reaper { tx, pending })
+    Some(reaper)
 }
 
 /// Checks the things that most often stop an eBPF agent, with what to do about each.
@@ -643,6 +681,13 @@ impl Probes {
         }
     }
 
+    /// Holds the reaper's closes off while discovery may attach ([`REAPER_HOLD`]).
+    fn hold_reaper(&self) {
+        if let Some(r) = self.reaper.as_ref() {
+            r.hold();
+        }
+    }
+
     /// The processes to scan for TLS libraries.
     pub fn scan_targets(&self) -> Vec<u32> {
         if self.scope.pids_only() {
@@ -738,6 +783,7 @@ impl Probes {
 
     /// Attaches the uprobes of file `id` (already known to hold a TLS library) for `pid` alone.
     fn attach_process(&mut self, info: &scope::ProcInfo, id: (u64, u64), report: &mut ScanReport) {
+        self.hold_reaper();
         let (pid, start, uid) = (info.pid, info.start, info.uid);
         if self.procs.has(pid, start, id) {
             return;
@@ -957,6 +1003,8 @@ impl Probes {
 
     /// Scans processes' executable mappings for TLS libraries and attaches to what is new.
     pub fn scan_pids(&mut self, pids: &[u32], report: &mut ScanReport) {
+        // A hint scan may attach: the reaper's closes would delay it.
+        self.hold_reaper();
         for pid in pids {
             self.scan_pid(*pid, None, report);
         }
