@@ -110,7 +110,9 @@ impl<X: TrackedExchange> HttpSession<X> {
             } else {
                 dir
             });
-            if crate::secrets::is_http2_preface(data) {
+            // Three bytes tell `PRI` from every HTTP/1 method; a first write of fewer (never seen
+            // from an HTTP/2 client) stays HTTP/1, and a preface behind it is muted as not HTTP.
+            if data.len() >= 3 && crate::secrets::is_http2_preface(data) {
                 self.h2 = Some(Box::new(H2Session::new(dir)));
             }
         }
