@@ -14,7 +14,7 @@ use std::collections::VecDeque;
 
 use crate::probes::events::Direction;
 use crate::protocol::http1::{self, Http1Parser, HttpError, HttpEvent, MessageKind};
-use crate::protocol::http2::H2Error;
+use crate::protocol::http2::{self, H2Error};
 use crate::telemetry::{DropReason, SelfMetrics};
 
 use super::h2session::H2Session;
@@ -114,6 +114,11 @@ impl<X: TrackedExchange> HttpSession<X> {
             // from an HTTP/2 client) stays HTTP/1, and a preface behind it is muted as not HTTP.
             if data.len() >= 3 && crate::secrets::is_http2_preface(data) {
                 self.h2 = Some(Box::new(H2Session::new(dir)));
+            } else if http2::looks_like_server_preface(data) {
+                // A server's SETTINGS before the client's preface (HTTP/2 over TLS): this side
+                // answers.
+                self.request_dir = Some(dir.opposite());
+                self.h2 = Some(Box::new(H2Session::new(dir.opposite())));
             }
         }
         self.request_dir

@@ -1189,6 +1189,34 @@ mod h2 {
         assert_eq!(c.input_tokens, Some(10));
     }
 
+    /// An HTTP/2 server over TLS writes its SETTINGS as soon as ALPN chose h2, before it reads
+    /// the client's preface: the server's first bytes out are still the answering side's.
+    #[test]
+    fn a_server_that_sends_its_settings_first() {
+        let mut h = Harness::new();
+        let s = Sock::ssl(SSL);
+        let mut req = Encoder::new();
+        let mut resp = Encoder::new();
+        h.feed(s.send(T0 - MS, &frame(4, 0, 0, &[0, 3, 0, 0, 0, 100])));
+        let mut up = PREFACE.to_vec();
+        up.extend(frame(4, 0, 0, &[]));
+        up.extend(request(&mut req, 1, "gpt-4o", false));
+        h.feed(s.recv(T0, &up));
+        let mut down = frame(4, 1, 0, &[]);
+        down.extend(headers(
+            &mut resp,
+            1,
+            false,
+            &[(":status", "200"), ("content-type", "application/json")],
+        ));
+        down.extend(data(1, true, completion_body(1).as_bytes()));
+        h.feed(s.send(T0 + MS, &down));
+        let c = h.only_call();
+        assert_eq!(c.role, "server");
+        assert_eq!(c.output_tokens, Some(1));
+        assert!(h.out.mutes.is_empty());
+    }
+
     #[test]
     fn streams_that_match_nothing_mute_the_connection() {
         let mut h = Harness::new();

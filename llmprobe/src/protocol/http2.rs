@@ -662,6 +662,18 @@ impl H2Parser {
     }
 }
 
+/// Whether `data`, the first bytes seen of a connection, are a server connection preface: a
+/// SETTINGS frame (not an acknowledgement) on stream 0 whose length is a whole number of
+/// settings, at most 16 of them. An HTTP/2 server over TLS sends it as soon as ALPN chose `h2`,
+/// before it reads the client's preface, so a traced server may write it first.
+pub fn looks_like_server_preface(data: &[u8]) -> bool {
+    let Some(h) = data.get(..9) else {
+        return false;
+    };
+    let len = u32::from_be_bytes([0, h[0], h[1], h[2]]);
+    h[3] == SETTINGS && h[4] == 0 && h[5..9] == [0; 4] && len % 6 == 0 && len <= 96
+}
+
 /// One frame's bytes: a 9-byte header and `payload` (for tests, fuzzing and fixtures).
 pub fn frame(ty: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
     let len = (payload.len() as u32).to_be_bytes();
