@@ -1058,15 +1058,19 @@ mod h2 {
         let mut server_first = frame(4, 0, 0, &[]);
         server_first.extend(sse_head(&mut resp, 1));
         for (i, (ts, bytes)) in stream_response(true).into_iter().enumerate() {
-            let body = String::from_utf8(bytes).unwrap();
+            let body = String::from_utf8(bytes).expect("text");
             let ev = if i == 0 {
                 server_first.clone()
             } else if body == "0\r\n\r\n" {
                 data(1, true, b"")
             } else {
                 // The chunk's payload, without the chunked framing.
-                let payload = body.split_once("\r\n").unwrap().1;
-                data(1, false, payload.strip_suffix("\r\n").unwrap().as_bytes())
+                let payload = body.split_once("\r\n").expect("chunk size line").1;
+                data(
+                    1,
+                    false,
+                    payload.strip_suffix("\r\n").expect("chunk end").as_bytes(),
+                )
             };
             h.feed(s.recv(ts, &ev));
             if i == 1 {

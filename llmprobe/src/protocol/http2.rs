@@ -562,7 +562,7 @@ impl H2Parser {
                 }
             }
             SETTINGS => {
-                if f.stream != 0 || f.len % 6 != 0 {
+                if f.stream != 0 || !f.len.is_multiple_of(6) {
                     return Err(H2Error::Malformed("SETTINGS"));
                 }
                 if f.flags & ACK == 0 {
@@ -671,7 +671,7 @@ pub fn looks_like_server_preface(data: &[u8]) -> bool {
         return false;
     };
     let len = u32::from_be_bytes([0, h[0], h[1], h[2]]);
-    h[3] == SETTINGS && h[4] == 0 && h[5..9] == [0; 4] && len % 6 == 0 && len <= 96
+    h[3] == SETTINGS && h[4] == 0 && h[5..9] == [0; 4] && len.is_multiple_of(6) && len <= 96
 }
 
 /// One frame's bytes: a 9-byte header and `payload` (for tests, fuzzing and fixtures).

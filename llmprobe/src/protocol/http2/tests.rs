@@ -221,7 +221,8 @@ fn data_is_emitted_as_it_arrives() {
     let mut p = H2Parser::new(Side::Server);
     let mut out = Vec::new();
     let f = frame(DATA, END_STREAM, 1, b"data: one\n\ndata: two\n\n");
-    p.feed(&Bytes::copy_from_slice(&f[..14]), &mut out).unwrap();
+    p.feed(&Bytes::copy_from_slice(&f[..14]), &mut out)
+        .expect("parses");
     assert_eq!(
         out,
         vec![H2Event::Data {
@@ -230,7 +231,8 @@ fn data_is_emitted_as_it_arrives() {
         }]
     );
     out.clear();
-    p.feed(&Bytes::copy_from_slice(&f[14..]), &mut out).unwrap();
+    p.feed(&Bytes::copy_from_slice(&f[14..]), &mut out)
+        .expect("parses");
     assert_eq!(out.len(), 2);
     assert_eq!(out[1], H2Event::EndStream { stream: 1 });
 }
