@@ -1221,6 +1221,63 @@ mod h2 {
         assert!(h.out.mutes.is_empty());
     }
 
+    /// The tracker's cost per response event for the reference stream, HTTP/1.1 chunked vs
+    /// HTTP/2 DATA frames (same SSE bodies, same request), over many calls on fresh connections.
+    #[test]
+    #[ignore = "a measurement, not a check"]
+    fn cost_per_event_h1_vs_h2() {
+        const CALLS: u64 = 20_000;
+        type Script = Vec<(u64, Direction, Vec<u8>)>;
+        let mut h1: Script = vec![(
+            T0,
+            Direction::Egress,
+            chat_request("llm.internal:8000", "gpt-4o", true),
+        )];
+        let mut h2: Script = Vec::new();
+        let (mut req, mut resp) = (Encoder::new(), Encoder::new());
+        let mut up = PREFACE.to_vec();
+        up.extend(request(&mut req, 1, "gpt-4o", true));
+        h2.push((T0, Direction::Egress, up));
+        for (ts, bytes) in stream_response(true) {
+            let body = String::from_utf8(bytes.clone()).expect("text");
+            let ev = if ts == T0 + 100 * MS {
+                let f = [(":status", "200"), ("content-type", "text/event-stream")];
+                headers(&mut resp, 1, false, &f)
+            } else if body == "0\r\n\r\n" {
+                data(1, true, b"")
+            } else {
+                let payload = body.split_once("\r\n").expect("size line").1;
+                data(
+                    1,
+                    false,
+                    payload.strip_suffix("\r\n").expect("end").as_bytes(),
+                )
+            };
+            h1.push((ts, Direction::Ingress, bytes));
+            h2.push((ts, Direction::Ingress, ev));
+        }
+        let run = |script: &Script| {
+            let mut h = Harness::new();
+            let t = std::time::Instant::now();
+            for i in 0..CALLS {
+                let s = Sock::plain(7, 0x10_0000 + i);
+                for (ts, dir, bytes) in script {
+                    h.feed(s.data(*ts, *dir, bytes));
+                }
+                h.feed(close(7, 0x10_0000 + i, T0 + 600 * MS));
+                assert_eq!(h.calls().len(), 1);
+            }
+            t.elapsed().as_nanos() as f64 / (CALLS as f64 * (script.len() + 1) as f64)
+        };
+        for _ in 0..2 {
+            let (a, b) = (run(&h1), run(&h2));
+            eprintln!(
+                "tracker cost per event: HTTP/1.1 {a:.0} ns, HTTP/2 {b:.0} ns (ratio {:.2})",
+                b / a
+            );
+        }
+    }
+
     #[test]
     fn streams_that_match_nothing_mute_the_connection() {
         let mut h = Harness::new();
