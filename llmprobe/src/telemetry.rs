@@ -126,6 +126,9 @@ label_values! {
         MetricsConnectionLimit => "metrics_connection_limit",
         MetricsRequestTimeout => "metrics_request_timeout",
         MetricsScrapeCut => "metrics_scrape_cut",
+        /// An HTTP/2 request stream not followed: its connection already follows the most
+        /// streams at once (`MAX_STREAMS`).
+        Http2StreamLimit => "http2_stream_limit",
         NotHttp => "not_http",
         NotLlm => "not_llm",
         OtlpExportFailed => "otlp_export_failed",
@@ -159,6 +162,7 @@ label_values! {
     /// Which parser failed: the `protocol` label of `llmprobe_parse_errors_total`.
     Protocol {
         Http1 => "http1",
+        Http2 => "http2",
         Sse => "sse",
         Ndjson => "ndjson",
         Json => "json",

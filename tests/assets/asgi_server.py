@@ -1,11 +1,12 @@
 #!/usr/bin/env python3
 """OpenAI-compatible inference server on a real Python ASGI stack (FastAPI + uvicorn), standing
-in for vLLM / SGLang in llmprobe's server-side e2e tests. Plain HTTP only.
+in for vLLM / SGLang in llmprobe's server-side e2e tests. Plain HTTP on uvicorn; HTTP/2 on
+hypercorn (--hypercorn): h2c with prior knowledge in plaintext, ALPN h2 with --tls-cert/--tls-key.
 
     python asgi_server.py [--host 127.0.0.1] [--port 0] [--ttft-ms 200] [--gap-ms 50]
-                          [--chunks 8] [--log]
+                          [--chunks 8] [--log] [--hypercorn [--tls-cert C --tls-key K]]
 
-Needs `fastapi` and `uvicorn` (see requirements.txt). The listening socket is bound by this
+Needs `fastapi` and `uvicorn`, and `hypercorn` for --hypercorn (see requirements.txt). The listening socket is bound by this
 script before uvicorn starts (so --port 0 gets a free port with no race) and handed to uvicorn;
 once uvicorn has started, exactly one line "LISTENING <port>" is printed on stdout (flushed).
 Nothing else goes to stdout; uvicorn logs warnings only, to stderr (--log: its access log too).
@@ -164,6 +165,29 @@ class _Server(uvicorn.Server):
             print(f"LISTENING {port}", flush=True)
 
 
+def _hypercorn(sock, a):
+    from hypercorn.asyncio import serve
+    from hypercorn.config import Config
+
+    config = Config()
+    config.bind = [f"fd://{sock.fileno()}"]
+    config.loglevel = "INFO" if a.log else "WARNING"
+    config.keep_alive_timeout = 120
+    if a.tls_cert:
+        config.certfile, config.keyfile = a.tls_cert, a.tls_key
+        config.alpn_protocols = ["h2", "http/1.1"]
+
+    async def run():
+        # The socket listens already: the port is good before hypercorn accepts.
+        print(f"LISTENING {sock.getsockname()[1]}", flush=True)
+        await serve(app, config, mode="asgi")
+
+    try:
+        asyncio.run(run())
+    except KeyboardInterrupt:
+        pass
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     ap.add_argument("--host", default="127.0.0.1")
@@ -172,6 +196,10 @@ def main():
     ap.add_argument("--gap-ms", type=int, default=50)
     ap.add_argument("--chunks", type=int, default=8)
     ap.add_argument("--log", action="store_true", help="uvicorn access log on stderr")
+    ap.add_argument("--hypercorn", action="store_true",
+                    help="serve with hypercorn (HTTP/1.1 and HTTP/2: h2c prior knowledge, ALPN h2)")
+    ap.add_argument("--tls-cert")
+    ap.add_argument("--tls-key")
     a = ap.parse_args()
     CFG.ttft_ms, CFG.gap_ms, CFG.chunks = a.ttft_ms, a.gap_ms, a.chunks
 
@@ -180,6 +208,8 @@ def main():
     sock.bind((a.host, a.port))
     sock.listen(128)
     sock.set_inheritable(True)
+    if a.hypercorn:
+        return _hypercorn(sock, a)
     config = uvicorn.Config(app, log_level="info" if a.log else "warning",
                             access_log=a.log, http="h11", loop="asyncio", lifespan="off",
                             timeout_keep_alive=120)

@@ -37,8 +37,9 @@ const CARGO_FUZZ_VERSION: &str = "0.13.2";
 /// Seconds each fuzz target runs in `cargo xtask test` (CI).
 const CI_FUZZ_SECS: u64 = 5;
 /// The fuzz targets, in `llmprobe/fuzz/fuzz_targets/` (see llmprobe/fuzz/src/lib.rs).
-const FUZZ_TARGETS: [&str; 12] = [
+const FUZZ_TARGETS: [&str; 13] = [
     "http1",
+    "http2",
     "sse",
     "ndjson",
     "json_array",
@@ -306,7 +307,7 @@ fn test_venv() -> anyhow::Result<PathBuf> {
         "e2e-venv",
         "test clients' SDKs (openai, anthropic)",
         "requirements.txt",
-        "import openai, anthropic, httpx, fastapi, uvicorn, zstandard, opentelemetry.proto, dify_client; print(openai.__version__, anthropic.__version__)",
+        "import openai, anthropic, httpx, fastapi, uvicorn, hypercorn, h2, zstandard, opentelemetry.proto, dify_client; print(openai.__version__, anthropic.__version__)",
     )
 }
 

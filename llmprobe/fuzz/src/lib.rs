@@ -13,6 +13,7 @@
 //! | target | drives | invariants |
 //! | --- | --- | --- |
 //! | `http1` | `Http1Parser` (requests, responses), cuts, gaps, `finish` | whole = any cuts (same events, same error); buffer and output bounded |
+//! | `http2` | `H2Parser` (frames, HPACK, secret filtering), client and server streams, cuts, gaps | whole = any cuts; buffers and decoded heads bounded; a gap or error is final |
 //! | `sse` | `SseDecoder` | whole = any cuts; buffered bytes never over the event cap |
 //! | `ndjson` | `NdjsonDecoder` | whole = any cuts; buffered bytes never over the line cap |
 //! | `json_array` | `JsonArraySplitter` | whole = any cuts; elements are under the cap |

@@ -12,6 +12,8 @@
 //! - `coverage.rs`: which bytes of each call arrived, so missing ones become counted gaps;
 //! - `session.rs`: the HTTP/1.1 session (request direction, parsers, requests paired with
 //!   responses in order);
+//! - `h2session.rs`: the HTTP/2 session a connection opened by the client preface gets instead
+//!   (per-stream exchanges, RST_STREAM as an abort);
 //! - [`policy`]: the contract with the layer above (classification, exchanges, records);
 //! - this file: the connection table, its fair shares (per-process cap, eviction of the biggest
 //!   holder's least recently active connection), the memory budget, ends and mutes.
@@ -21,6 +23,7 @@
 //! connection and no allocation of the tracker's own (the parsers' event buffer is reused).
 
 mod coverage;
+mod h2session;
 mod identity;
 pub mod policy;
 mod session;
@@ -175,7 +178,7 @@ impl<P: ExchangePolicy> Shared<P> {
         dir: Direction,
         events: &mut Vec<HttpEvent>,
         ts: u64,
-        done: &mut impl FnMut(P::Exchange),
+        done: &mut impl FnMut(P::Exchange, Ending),
     ) {
         session.on_events(
             &self.policy,
@@ -253,7 +256,7 @@ impl<X: TrackedExchange> Connection<X> {
         let role = self.session.role();
         let pid = self.info.pid;
         let info = &self.info;
-        let mut done = |ex: X| sh.emit(out, ex, info, role, Ending::Complete);
+        let mut done = |ex: X, ending: Ending| sh.emit(out, ex, info, role, ending);
         // Bytes the kernel could not send: the other direction's unfinished call, then this one's.
         let other = dir.opposite();
         let other_missing = self.coverage.take_missing(other);
@@ -320,7 +323,7 @@ impl<X: TrackedExchange> Connection<X> {
         let pid = self.info.pid;
         if !cut_short && let Some(req_dir) = self.session.request_dir() {
             let info = &self.info;
-            let mut done = |ex: X| sh.emit(out, ex, info, role, Ending::Complete);
+            let mut done = |ex: X, ending: Ending| sh.emit(out, ex, info, role, ending);
             // Bytes of each direction's last call that never arrived are a gap, not an abort.
             for dir in [req_dir, req_dir.opposite()] {
                 let missing = self.coverage.take_missing(dir);
@@ -688,10 +691,18 @@ impl<P: ExchangePolicy> ConnTracker<P> {
             Verdict::Keep => {}
             Verdict::Mute(reason) => self.mute(pid, id, reason, out),
             Verdict::Failed(e) => {
-                self.sh.metrics.parse_error(Protocol::Http1);
-                debug!(
-                    "pid {pid} conn {id:#x}: HTTP/1.1 parse error {e:?}; dropping the connection"
-                );
+                let h2 = self
+                    .conns
+                    .get(&pid)
+                    .and_then(|m| m.get(&id))
+                    .is_some_and(|c| c.session.is_http2());
+                let (proto, name) = if h2 {
+                    (Protocol::Http2, "HTTP/2")
+                } else {
+                    (Protocol::Http1, "HTTP/1.1")
+                };
+                self.sh.metrics.parse_error(proto);
+                debug!("pid {pid} conn {id:#x}: {name} parse error {e:?}; dropping the connection");
                 self.end_conn(pid, id, ts, EndReason::ParseFailure, out);
                 out.mutes.push((pid, id));
                 self.sh.metrics.connections_muted.inc();

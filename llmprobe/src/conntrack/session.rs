@@ -14,9 +14,11 @@ use std::collections::VecDeque;
 
 use crate::probes::events::Direction;
 use crate::protocol::http1::{self, Http1Parser, HttpError, HttpEvent, MessageKind};
+use crate::protocol::http2::{self, H2Error};
 use crate::telemetry::{DropReason, SelfMetrics};
 
-use super::policy::{ExchangePolicy, Opened, Role, TrackedExchange};
+use super::h2session::H2Session;
+use super::policy::{Ending, ExchangePolicy, Opened, Role, TrackedExchange};
 
 /// The HTTP/1.x session of one connection; `X` is the policy's exchange.
 pub(super) struct HttpSession<X> {
@@ -36,6 +38,20 @@ pub(super) struct HttpSession<X> {
     /// The first credential fingerprint the masker stamped on request bytes since the last
     /// request head: it goes to the next request head's exchange.
     credential: Option<u64>,
+    /// The connection speaks HTTP/2 (its first request bytes were the client preface).
+    h2: Option<Box<H2Session<X>>>,
+}
+
+/// An HTTP/2 failure as the tracker's HTTP error.
+fn h2_error(e: H2Error) -> HttpError {
+    match e {
+        H2Error::NoPreface => HttpError::NotHttp,
+        H2Error::Gap => HttpError::GapInFraming,
+        H2Error::FrameTooLarge => HttpError::Malformed("HTTP/2 frame over the allowed size"),
+        H2Error::HeaderBlockTooLarge => HttpError::HeaderTooLarge,
+        H2Error::Malformed(why) => HttpError::Malformed(why),
+        H2Error::Hpack => HttpError::Malformed("HPACK decoding failed"),
+    }
 }
 
 impl<X: TrackedExchange> HttpSession<X> {
@@ -50,7 +66,13 @@ impl<X: TrackedExchange> HttpSession<X> {
             matched: false,
             upgraded: false,
             credential: None,
+            h2: None,
         }
+    }
+
+    /// The connection speaks HTTP/2.
+    pub(super) fn is_http2(&self) -> bool {
+        self.h2.is_some()
     }
 
     /// Request bytes carried a credential fingerprint (the masker's `api_key_id`): the next
@@ -59,7 +81,8 @@ impl<X: TrackedExchange> HttpSession<X> {
     /// `?key=` inside a prompt, a header-like line a client's body carries) is not the
     /// request's credential, and must not stay behind for the next request on the connection.
     pub(super) fn note_credential(&mut self, id: u64) {
-        if self.req.expects_head() {
+        // HTTP/2 fingerprints its decoded headers itself.
+        if self.h2.is_none() && self.req.expects_head() {
             self.credential.get_or_insert(id);
         }
     }
@@ -87,6 +110,16 @@ impl<X: TrackedExchange> HttpSession<X> {
             } else {
                 dir
             });
+            // Three bytes tell `PRI` from every HTTP/1 method; a first write of fewer (never seen
+            // from an HTTP/2 client) stays HTTP/1, and a preface behind it is muted as not HTTP.
+            if data.len() >= 3 && crate::secrets::is_http2_preface(data) {
+                self.h2 = Some(Box::new(H2Session::new(dir)));
+            } else if http2::looks_like_server_preface(data) {
+                // A server's SETTINGS before the client's preface (HTTP/2 over TLS): this side
+                // answers.
+                self.request_dir = Some(dir.opposite());
+                self.h2 = Some(Box::new(H2Session::new(dir.opposite())));
+            }
         }
         self.request_dir
     }
@@ -111,6 +144,9 @@ impl<X: TrackedExchange> HttpSession<X> {
         n: u64,
         events: &mut Vec<HttpEvent>,
     ) -> Result<(), HttpError> {
+        if let Some(h2) = self.h2.as_mut() {
+            return h2.feed_gap(dir, n).map_err(h2_error);
+        }
         self.parser(dir).feed_gap(n, events)
     }
 
@@ -122,6 +158,9 @@ impl<X: TrackedExchange> HttpSession<X> {
         ts: u64,
         events: &mut Vec<HttpEvent>,
     ) -> Result<(), HttpError> {
+        if let Some(h2) = self.h2.as_mut() {
+            return h2.feed(dir, data).map_err(h2_error);
+        }
         if self.request_dir == Some(dir) {
             if self.req.is_idle() {
                 self.req_msg_start = Some(ts);
@@ -134,7 +173,9 @@ impl<X: TrackedExchange> HttpSession<X> {
 
     /// The connection ended: a response delimited by the connection's end completes.
     pub(super) fn finish_response(&mut self, events: &mut Vec<HttpEvent>) {
-        self.resp.finish(events);
+        if self.h2.is_none() {
+            self.resp.finish(events);
+        }
     }
 
     /// Hands `dir`'s parsed `events` (drained) at `ts` to the exchanges; `done` gets each
@@ -152,8 +193,13 @@ impl<X: TrackedExchange> HttpSession<X> {
         done: &mut F,
     ) where
         P: ExchangePolicy<Exchange = X>,
-        F: FnMut(X),
+        F: FnMut(X, Ending),
     {
+        if let Some(h2) = self.h2.as_mut() {
+            events.clear();
+            h2.on_events(policy, pid, dir, ts, metrics, done);
+            return;
+        }
         if self.request_dir == Some(dir) {
             for ev in events.drain(..) {
                 self.on_request_event(policy, pid, ev, ts, max_pending, metrics);
@@ -229,7 +275,7 @@ impl<X: TrackedExchange> HttpSession<X> {
         }
     }
 
-    fn on_response_event<F: FnMut(X)>(
+    fn on_response_event<F: FnMut(X, Ending)>(
         &mut self,
         ev: HttpEvent,
         ts: u64,
@@ -259,7 +305,7 @@ impl<X: TrackedExchange> HttpSession<X> {
             HttpEvent::MessageEnd => {
                 if let Some(Some(mut ex)) = self.pending.pop_front() {
                     ex.on_response_end(ts);
-                    done(ex);
+                    done(ex, Ending::Complete);
                 }
             }
             HttpEvent::RequestHead(_) => {}
@@ -268,31 +314,44 @@ impl<X: TrackedExchange> HttpSession<X> {
 
     /// A request matched on this connection.
     pub(super) fn matched(&self) -> bool {
-        self.matched
+        self.h2.as_ref().map_or(self.matched, |h| h.matched())
     }
 
     /// Requests in a row that matched nothing.
     pub(super) fn unmatched_streak(&self) -> u32 {
-        self.unmatched_streak
+        self.h2
+            .as_ref()
+            .map_or(self.unmatched_streak, |h| h.unmatched_streak())
     }
 
     /// Requests wait for responses (followed or not).
     pub(super) fn has_pending(&self) -> bool {
-        !self.pending.is_empty()
+        !self.pending.is_empty() || self.h2.as_ref().is_some_and(|h| h.has_pending())
     }
 
     /// The exchanges followed and not finished.
     pub(super) fn exchanges(&self) -> impl Iterator<Item = &X> {
-        self.pending.iter().flatten()
+        self.pending
+            .iter()
+            .flatten()
+            .chain(self.h2.iter().flat_map(|h| h.exchanges()))
     }
 
     /// Takes the exchanges followed and not finished, oldest first.
     pub(super) fn drain_exchanges(&mut self) -> impl Iterator<Item = X> + '_ {
-        self.pending.drain(..).flatten()
+        let h2 = self
+            .h2
+            .as_mut()
+            .map(|h| h.drain_exchanges())
+            .unwrap_or_default();
+        self.pending.drain(..).flatten().chain(h2)
     }
 
     /// Heap bytes held by the parsers and the open exchanges.
     pub(super) fn heap_bytes(&self) -> usize {
+        if let Some(h2) = &self.h2 {
+            return h2.heap_bytes();
+        }
         self.req.buffered_bytes()
             + self.resp.buffered_bytes()
             + self.exchanges().map(X::heap_bytes).sum::<usize>()

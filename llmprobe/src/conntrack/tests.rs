@@ -986,14 +986,339 @@ fn a_skip_ends_at_a_message_start_inside_the_chunk() {
     assert_eq!(c.output_tokens, Some(5));
 }
 
-#[test]
-fn http2_preface_is_muted_as_not_http() {
-    let mut h = Harness::new();
-    let s = Sock::plain(7, 0x7009);
-    h.feed(s.send(T0, b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"));
-    assert_eq!(h.out.mutes, vec![(PID, 0x7009)]);
-    assert_eq!(h.dropped(DropReason::NotHttp), 1);
-    assert!(h.calls().is_empty());
+// ---------------------------------------------------------------------------------------------
+// HTTP/2: one exchange per stream
+// ---------------------------------------------------------------------------------------------
+
+mod h2 {
+    use loona_hpack::Encoder;
+
+    use super::*;
+    use crate::protocol::http2::{PREFACE, frame};
+
+    const HEADERS: u8 = 1;
+    const END_STREAM: u8 = 1;
+    const END_HEADERS: u8 = 4;
+
+    fn headers(enc: &mut Encoder<'_>, stream: u32, end: bool, fields: &[(&str, &str)]) -> Vec<u8> {
+        let block = enc.encode(fields.iter().map(|(n, v)| (n.as_bytes(), v.as_bytes())));
+        let flags = END_HEADERS | if end { END_STREAM } else { 0 };
+        frame(HEADERS, flags, stream, &block)
+    }
+
+    fn data(stream: u32, end: bool, payload: &[u8]) -> Vec<u8> {
+        frame(0, if end { END_STREAM } else { 0 }, stream, payload)
+    }
+
+    fn request(enc: &mut Encoder<'_>, stream: u32, model: &str, stream_flag: bool) -> Vec<u8> {
+        let mut v = headers(
+            enc,
+            stream,
+            false,
+            &[
+                (":method", "POST"),
+                (":scheme", "https"),
+                (":path", "/v1/chat/completions"),
+                (":authority", "api.openai.com"),
+                ("authorization", "Bearer sk-h2-secret"),
+                ("content-type", "application/json"),
+            ],
+        );
+        v.extend(data(stream, true, chat_body(model, stream_flag).as_bytes()));
+        v
+    }
+
+    /// A client connection: preface and SETTINGS, then the reference stream on stream 1 (its
+    /// response timed as the HTTP/1.1 reference), a non-stream call on stream 3 interleaved
+    /// with it, and stream 5 reset by the client after its first event.
+    #[test]
+    fn streams_multiplexed_on_one_connection_are_one_record_each() {
+        let mut h = Harness::new();
+        let s = Sock::ssl(SSL);
+        let mut req = Encoder::new();
+        let mut resp = Encoder::new();
+        let mut first = PREFACE.to_vec();
+        first.extend(frame(4, 0, 0, &[0, 4, 0, 0, 0xff, 0xff]));
+        first.extend(request(&mut req, 1, "gpt-4o", true));
+        h.feed(s.send(T0, &first));
+        h.feed(s.send(T0 + 10 * MS, &request(&mut req, 3, "gpt-4o-mini", false)));
+        h.feed(s.send(T0 + 20 * MS, &request(&mut req, 5, "gpt-4o", true)));
+        let sse_head = |enc: &mut Encoder<'_>, stream| {
+            headers(
+                enc,
+                stream,
+                false,
+                &[
+                    (":status", "200"),
+                    ("content-type", "text/event-stream"),
+                    ("x-request-id", "req-123"),
+                ],
+            )
+        };
+        let mut server_first = frame(4, 0, 0, &[]);
+        server_first.extend(sse_head(&mut resp, 1));
+        for (i, (ts, bytes)) in stream_response(true).into_iter().enumerate() {
+            let body = String::from_utf8(bytes).expect("text");
+            let ev = if i == 0 {
+                server_first.clone()
+            } else if body == "0\r\n\r\n" {
+                data(1, true, b"")
+            } else {
+                // The chunk's payload, without the chunked framing.
+                let payload = body.split_once("\r\n").expect("chunk size line").1;
+                data(
+                    1,
+                    false,
+                    payload.strip_suffix("\r\n").expect("chunk end").as_bytes(),
+                )
+            };
+            h.feed(s.recv(ts, &ev));
+            if i == 1 {
+                let mut v = sse_head(&mut resp, 5);
+                v.extend(data(
+                    5,
+                    false,
+                    format!("data: {}\n\n", delta("Hel")).as_bytes(),
+                ));
+                h.feed(s.recv(ts + 5 * MS, &v));
+                // The client cancels stream 5.
+                h.feed(s.send(ts + 6 * MS, &frame(3, 0, 5, &8u32.to_be_bytes())));
+                let aborted = h.only_call();
+                assert!(aborted.aborted);
+                assert_eq!(aborted.end_time, time(ts + 6 * MS));
+                assert_eq!(aborted.http_status, Some(200));
+                assert_eq!(aborted.chunks, Some(1));
+            }
+            if i == 2 {
+                let body = completion_body(3);
+                let mut v = headers(
+                    &mut resp,
+                    3,
+                    false,
+                    &[(":status", "200"), ("content-type", "application/json")],
+                );
+                v.extend(data(3, true, body.as_bytes()));
+                h.feed(s.recv(ts + MS, &v));
+                let c = h.only_call();
+                assert_eq!(c.stream, Some(false));
+                assert_eq!(c.request_model.as_deref(), Some("gpt-4o-mini"));
+                assert_eq!(c.input_tokens, Some(30));
+                assert_eq!(c.output_tokens, Some(3));
+                assert!(!c.aborted);
+            }
+        }
+        let c = h.only_call();
+        assert_reference_timings(&c);
+        assert_eq!(c.request_model.as_deref(), Some("gpt-4o"));
+        assert_eq!(c.input_tokens, Some(12));
+        assert_eq!(c.output_tokens, Some(5));
+        assert_eq!(c.http_status, Some(200));
+        assert_eq!(c.server_address.as_deref(), Some("api.openai.com"));
+        let id = crate::ids::key().id_u64("api_key", b"sk-h2-secret");
+        assert_eq!(c.api_key_id, Some(format!("{id:016x}")));
+        assert!(!format!("{c:?}").contains("sk-h2-secret"));
+        assert_eq!(h.tracker.llm_in_flight(), 0);
+        assert!(h.out.mutes.is_empty());
+    }
+
+    /// The same connection in every split of its bytes (each split a capture of its own). A
+    /// first write of fewer than 3 bytes cannot be told from HTTP/1 (`P`, `PR`): it stays
+    /// HTTP/1 and the preface behind it is muted as not HTTP (no HTTP/2 client writes so little).
+    #[test]
+    fn every_split_of_a_connection_gives_the_same_record() {
+        let mut req = Encoder::new();
+        let mut resp = Encoder::new();
+        let mut up = PREFACE.to_vec();
+        up.extend(request(&mut req, 1, "gpt-4o", false));
+        let mut down = headers(
+            &mut resp,
+            1,
+            false,
+            &[(":status", "200"), ("content-type", "application/json")],
+        );
+        down.extend(data(1, true, completion_body(2).as_bytes()));
+        for i in 1..up.len() {
+            let j = i * down.len() / up.len();
+            let mut h = Harness::new();
+            let s = Sock::plain(7, 0x1001);
+            h.feed(s.send(T0, &up[..i]));
+            h.feed(s.send(T0 + MS, &up[i..]));
+            if i < 3 {
+                assert_eq!(h.dropped(DropReason::NotHttp), 1);
+                continue;
+            }
+            h.feed(s.recv(T0 + 2 * MS, &down[..j]));
+            h.feed(s.recv(T0 + 3 * MS, &down[j..]));
+            let c = h.only_call();
+            assert_eq!(c.output_tokens, Some(2), "split {i}");
+            assert_eq!(c.end_time, time(T0 + 3 * MS));
+        }
+    }
+
+    #[test]
+    fn a_gap_cuts_the_connection_and_its_streams() {
+        let mut h = Harness::new();
+        let s = Sock::plain(7, 0x1002);
+        let mut req = Encoder::new();
+        let mut up = PREFACE.to_vec();
+        up.extend(request(&mut req, 1, "gpt-4o", true));
+        h.feed(s.send(T0, &up));
+        // The next response bytes come with 100 bytes missing before them.
+        h.feed(s.piece(T0 + MS, Direction::Ingress, 100, 200, &[0; 100]));
+        let c = h.only_call();
+        assert_eq!(c.error_type.as_deref(), Some("capture_incomplete"));
+        assert_eq!(h.metrics.parse_error_count(Protocol::Http2), 1);
+        assert_eq!(h.out.mutes, vec![(PID, 0x1002)]);
+    }
+
+    #[test]
+    fn a_server_sees_the_preface_arrive() {
+        let mut h = Harness::new();
+        let s = Sock::plain(9, 0x1003);
+        let mut req = Encoder::new();
+        let mut resp = Encoder::new();
+        let mut up = PREFACE.to_vec();
+        up.extend(request(&mut req, 1, "gpt-4o", false));
+        h.feed(s.recv(T0, &up));
+        let mut down = headers(
+            &mut resp,
+            1,
+            false,
+            &[(":status", "200"), ("content-type", "application/json")],
+        );
+        down.extend(data(1, true, completion_body(1).as_bytes()));
+        h.feed(s.send(T0 + MS, &down));
+        let c = h.only_call();
+        assert_eq!(c.role, "server");
+        assert_eq!(c.input_tokens, Some(10));
+    }
+
+    /// An HTTP/2 server over TLS writes its SETTINGS as soon as ALPN chose h2, before it reads
+    /// the client's preface: the server's first bytes out are still the answering side's.
+    #[test]
+    fn a_server_that_sends_its_settings_first() {
+        let mut h = Harness::new();
+        let s = Sock::ssl(SSL);
+        let mut req = Encoder::new();
+        let mut resp = Encoder::new();
+        h.feed(s.send(T0 - MS, &frame(4, 0, 0, &[0, 3, 0, 0, 0, 100])));
+        let mut up = PREFACE.to_vec();
+        up.extend(frame(4, 0, 0, &[]));
+        up.extend(request(&mut req, 1, "gpt-4o", false));
+        h.feed(s.recv(T0, &up));
+        let mut down = frame(4, 1, 0, &[]);
+        down.extend(headers(
+            &mut resp,
+            1,
+            false,
+            &[(":status", "200"), ("content-type", "application/json")],
+        ));
+        down.extend(data(1, true, completion_body(1).as_bytes()));
+        h.feed(s.send(T0 + MS, &down));
+        let c = h.only_call();
+        assert_eq!(c.role, "server");
+        assert_eq!(c.output_tokens, Some(1));
+        assert!(h.out.mutes.is_empty());
+    }
+
+    /// The tracker's cost per response event for the reference stream, HTTP/1.1 chunked vs
+    /// HTTP/2 DATA frames (same SSE bodies, same request), over many calls on fresh connections.
+    #[test]
+    #[ignore = "a measurement, not a check"]
+    fn cost_per_event_h1_vs_h2() {
+        const CALLS: u64 = 20_000;
+        type Script = Vec<(u64, Direction, Vec<u8>)>;
+        let mut h1: Script = vec![(
+            T0,
+            Direction::Egress,
+            chat_request("llm.internal:8000", "gpt-4o", true),
+        )];
+        let mut h2: Script = Vec::new();
+        let (mut req, mut resp) = (Encoder::new(), Encoder::new());
+        let mut up = PREFACE.to_vec();
+        up.extend(request(&mut req, 1, "gpt-4o", true));
+        h2.push((T0, Direction::Egress, up));
+        for (ts, bytes) in stream_response(true) {
+            let body = String::from_utf8(bytes.clone()).expect("text");
+            let ev = if ts == T0 + 100 * MS {
+                let f = [(":status", "200"), ("content-type", "text/event-stream")];
+                headers(&mut resp, 1, false, &f)
+            } else if body == "0\r\n\r\n" {
+                data(1, true, b"")
+            } else {
+                let payload = body.split_once("\r\n").expect("size line").1;
+                data(
+                    1,
+                    false,
+                    payload.strip_suffix("\r\n").expect("end").as_bytes(),
+                )
+            };
+            h1.push((ts, Direction::Ingress, bytes));
+            h2.push((ts, Direction::Ingress, ev));
+        }
+        let run = |script: &Script| {
+            let mut h = Harness::new();
+            let t = std::time::Instant::now();
+            for i in 0..CALLS {
+                let s = Sock::plain(7, 0x10_0000 + i);
+                for (ts, dir, bytes) in script {
+                    h.feed(s.data(*ts, *dir, bytes));
+                }
+                h.feed(close(7, 0x10_0000 + i, T0 + 600 * MS));
+                assert_eq!(h.calls().len(), 1);
+            }
+            t.elapsed().as_nanos() as f64 / (CALLS as f64 * (script.len() + 1) as f64)
+        };
+        for _ in 0..2 {
+            let (a, b) = (run(&h1), run(&h2));
+            eprintln!(
+                "tracker cost per event: HTTP/1.1 {a:.0} ns, HTTP/2 {b:.0} ns (ratio {:.2})",
+                b / a
+            );
+        }
+    }
+
+    #[test]
+    fn streams_that_match_nothing_mute_the_connection() {
+        let mut h = Harness::new();
+        let s = Sock::plain(7, 0x1004);
+        let mut req = Encoder::new();
+        let mut up = PREFACE.to_vec();
+        for stream in [1, 3, 5] {
+            up.extend(headers(
+                &mut req,
+                stream,
+                true,
+                &[
+                    (":method", "GET"),
+                    (":path", "/health"),
+                    (":authority", "svc"),
+                ],
+            ));
+        }
+        h.feed(s.send(T0, &up));
+        assert_eq!(h.out.mutes, vec![(PID, 0x1004)]);
+        assert_eq!(h.dropped(DropReason::NotLlm), 1);
+        assert!(h.calls().is_empty());
+    }
+
+    #[test]
+    fn followed_streams_are_bounded() {
+        let mut h = Harness::new();
+        let s = Sock::plain(7, 0x1005);
+        let mut req = Encoder::new();
+        let mut up = PREFACE.to_vec();
+        for i in 0..(h2session::MAX_STREAMS as u32 + 10) {
+            up.extend(request(&mut req, 1 + 2 * i, "gpt-4o", true));
+        }
+        h.feed(s.send(T0, &up));
+        assert_eq!(h.tracker.llm_in_flight(), h2session::MAX_STREAMS);
+        assert_eq!(h.dropped(DropReason::Http2StreamLimit), 10);
+        h.feed(close(7, 0x1005, T0 + MS));
+        let calls = h.calls();
+        assert_eq!(calls.len(), h2session::MAX_STREAMS);
+        assert!(calls.iter().all(|c| c.aborted));
+    }
 }
 
 #[test]

@@ -62,6 +62,22 @@ pub const MAX_CREDENTIAL: usize = 512;
 /// Most streams whose credential value is split across pieces, held at once.
 pub const MAX_CREDENTIAL_STREAMS: usize = 4096;
 
+/// The keyed fingerprint of an API credential value, exactly as the masker computes it for
+/// HTTP/1 bytes: `header` is the API-key header's name (`authorization`: its scheme stripped), or
+/// None for a query parameter's value (percent-decoded). None for an empty or masked value; a
+/// value longer than [`MAX_CREDENTIAL`] is hashed on its prefix. Used by the HTTP/2 parser on
+/// decoded header values; the copy it hashes is zeroed.
+pub fn credential_id(header: Option<&[u8]>, value: &[u8]) -> Option<u64> {
+    let kind = match header {
+        Some(n) if secrets::is_authorization_header(n) => CredKind::Authorization,
+        Some(_) => CredKind::Header,
+        None => CredKind::Param,
+    };
+    let mut c = Credential::new(kind);
+    c.extend(value);
+    c.finish(&mut 0)
+}
+
 /// Where a credential value came from: what [`Credential::finish`] strips or decodes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum CredKind {

@@ -3,6 +3,8 @@
 //!
 //! * [`http1`]: HTTP/1.x request/response framing (heads, Content-Length / chunked /
 //!   close-delimited bodies, keep-alive, pipelining, capture gaps).
+//! * [`http2`]: HTTP/2 framing (frames, HPACK, per-stream events; secrets filtered as headers
+//!   are decoded).
 //! * [`encoding`]: `Content-Encoding` decoding of response bodies (gzip, deflate, br, zstd), with
 //!   a cap on decoded bytes.
 //! * Stream framing of a response body into [`StreamEvent`]s, whatever the wire form:
@@ -19,6 +21,7 @@
 
 pub mod encoding;
 pub mod http1;
+pub mod http2;
 pub mod json_array;
 pub mod ndjson;
 pub mod sse;

@@ -388,6 +388,27 @@ fn masker_case(e: &Exchange, variant: u8) -> Vec<u8> {
     encode_input(0, 0x5eed ^ u64::from(variant), &d)
 }
 
+/// An HTTP/2 client stream: the preface, SETTINGS, the RFC 7541 C.4 request blocks (Huffman,
+/// dynamic table), a request split by CONTINUATION, padded DATA and a reset.
+fn h2_client_seed() -> Vec<u8> {
+    use llmprobe::protocol::http2::{PREFACE, frame};
+    let mut v = PREFACE.to_vec();
+    v.extend(frame(4, 0, 0, &[0, 1, 0, 0, 0x10, 0, 0, 5, 0, 0, 0x40, 0]));
+    let blocks: [&[u8]; 3] = [
+        &[0x82, 0x86, 0x84, 0x41, 0x8c, 0xf1, 0xe3, 0xc2, 0xe5, 0xf2, 0x3a, 0x6b, 0xa0, 0xab, 0x90, 0xf4, 0xff],
+        &[0x82, 0x86, 0x84, 0xbe, 0x58, 0x86, 0xa8, 0xeb, 0x10, 0x64, 0x9c, 0xbf],
+        &[0x82, 0x87, 0x85, 0xbf, 0x40, 0x88, 0x25, 0xa8, 0x49, 0xe9, 0x5b, 0xa9, 0x7d, 0x7f, 0x89, 0x25, 0xa8, 0x49, 0xe9, 0x5b, 0xb8, 0xe8, 0xb4, 0xbf],
+    ];
+    v.extend(frame(1, 4, 1, blocks[0]));
+    v.extend(frame(1, 0, 3, &blocks[1][..4]));
+    v.extend(frame(9, 4, 3, &blocks[1][4..]));
+    v.extend(frame(0, 8, 1, b"\x02{\"model\":\"m\"}\0\0"));
+    v.extend(frame(0, 1, 1, b""));
+    v.extend(frame(3, 0, 3, &[0, 0, 0, 8]));
+    v.extend(frame(1, 5, 5, blocks[2]));
+    v
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let [fixtures, root] = args.as_slice() else {
@@ -409,6 +430,7 @@ fn main() {
         "openssl3",
         include_bytes!("../../../src/probes/sni_fixtures/openssl3-api.anthropic.com.bin"),
     );
+    corpus.put("http2", "client", &encode_input(0, 0x5eed, &h2_client_seed()));
     let mut masker_variant = 0u8;
     for path in &names {
         let stem = path
