@@ -421,10 +421,18 @@ fn first_bytes(events: &[ProbeEvent]) -> Vec<u8> {
     head
 }
 
-/// Whether a connection's first bytes are the HTTP/2 preface: `Some(true)` it is, `Some(false)`
-/// it is not, `None` too short to tell.
+/// Whether a connection's first bytes open HTTP/2: the client preface, or a server's SETTINGS
+/// frame (HTTP/2 over TLS: the server may write it before it reads the client's preface; the
+/// tracker opens an HTTP/2 session on either). `Some(true)` it is, `Some(false)` it is not,
+/// `None` too short to tell.
 fn is_h2_start(first: &[u8]) -> Option<bool> {
-    if !first.is_empty() && !crate::secrets::is_http2_preface(first) {
+    use crate::protocol::http2::looks_like_server_preface;
+    if first.len() >= 9 && looks_like_server_preface(first) {
+        return Some(true);
+    }
+    // A frame header starts with its length's high byte: 0 for a SETTINGS frame.
+    let maybe_settings = first.first() == Some(&0) && first.len() < 9;
+    if !first.is_empty() && !crate::secrets::is_http2_preface(first) && !maybe_settings {
         Some(false)
     } else if first.len() >= H2_PREFACE_LEN {
         Some(true)
@@ -617,6 +625,26 @@ mod tests {
             let (buf, metrics) = record(evs, DEFAULT_MAX_BYTES, true);
             let (_, back) = read_capture(&buf[..]).expect("capture");
             assert!(back.is_empty(), "cut {cut}: {back:#?}");
+            assert_eq!(metrics.dropped_count(DropReason::CaptureHttp2), 1);
+        }
+        // HTTP/2 over TLS whose server sends its SETTINGS first (as soon as ALPN chose h2): the
+        // preface and a header block follow; nothing is written, whatever the cut.
+        let settings = crate::protocol::http2::frame(4, 0, 0, &[0, 3, 0, 0, 0, 100]);
+        for cut in 1..settings.len() {
+            let mut evs = vec![open(7, 22)];
+            evs.push(data(7, 22, 10, Direction::Ingress, &settings[..cut]));
+            evs.push(data(7, 22, 11, Direction::Ingress, &settings[cut..]));
+            evs.push(data(7, 22, 12, Direction::Egress, PREFACE));
+            evs.push(data(
+                7,
+                22,
+                13,
+                Direction::Egress,
+                b"\x00\x00\x10\x01\x04authorization: Bearer sk-h2",
+            ));
+            let (buf, metrics) = record(evs, DEFAULT_MAX_BYTES, true);
+            let (_, back) = read_capture(&buf[..]).expect("capture");
+            assert!(back.is_empty(), "server first, cut {cut}: {back:#?}");
             assert_eq!(metrics.dropped_count(DropReason::CaptureHttp2), 1);
         }
     }

@@ -1,4 +1,5 @@
-//! Incremental HTTP/2 frame parser (RFC 9113) with HPACK header decoding (RFC 7541).
+//! Incremental HTTP/2 frame parser (RFC 9113) with HPACK header decoding (RFC 7541, through
+//! [`super::hpack`]: linear in the block, at most 256 fields of a block reach the filter below).
 //!
 //! One [`H2Parser`] handles one direction of one connection: the client's (it starts with the
 //! connection preface) or the server's. Bytes may be fed in arbitrary pieces; the parser keeps
@@ -30,8 +31,8 @@
 //! fails it; a decoded head keeps at most [`MAX_HEADERS`] fields and [`MAX_DECODED_HEAD`] bytes
 //! (further fields dropped, counted in [`H2Parser::dropped_fields`]).
 
+use super::hpack::Decoder;
 use bytes::Bytes;
-use loona_hpack::Decoder;
 
 use crate::probes::scrub::credential_id;
 use crate::secrets;
@@ -231,7 +232,7 @@ pub struct H2Parser {
     block_end_stream: bool,
     /// Frames longer than this fail the parser (the receiver's `SETTINGS_MAX_FRAME_SIZE`).
     max_frame_size: u32,
-    hpack: Decoder<'static>,
+    hpack: Decoder,
     /// The dynamic table size the decoder may be asked for (accounted as held).
     table_size: usize,
     dropped_fields: u64,
@@ -287,10 +288,9 @@ impl H2Parser {
         self.dropped_fields
     }
 
-    /// Heap bytes held: buffers, and the HPACK table at its allowed size (an upper bound; its
-    /// entries' overhead is part of the HPACK size).
+    /// Heap bytes held: buffers, and the HPACK decoder's table and scratch buffers as allocated.
     pub fn buffered_bytes(&self) -> usize {
-        self.keep.capacity() + self.block.capacity() + self.table_size
+        self.keep.capacity() + self.block.capacity() + self.hpack.heap_bytes()
     }
 
     /// `n` bytes were not captured: framing and HPACK state are lost, the parser fails.
@@ -320,6 +320,8 @@ impl H2Parser {
     fn fail(&mut self, e: H2Error) -> H2Error {
         self.state = State::Failed(e);
         self.zero_buffers();
+        // The table is of no use any more (its state is unknown): zeroed and freed.
+        self.hpack = Decoder::new();
         e
     }
 
@@ -612,9 +614,7 @@ impl H2Parser {
         let mut kept = 0usize;
         let mut dropped = 0u64;
         let mut path_param_cred = None;
-        let res = self.hpack.decode_with_cb(&self.block, |name, value| {
-            let n: &[u8] = &name;
-            let v: &[u8] = &value;
+        let res = self.hpack.decode_with_cb(&self.block, |n, v| {
             if let Some(pseudo) = n.strip_prefix(b":") {
                 let text = || String::from_utf8_lossy(v.trim_ascii()).into_owned();
                 match pseudo {
@@ -649,14 +649,10 @@ impl H2Parser {
                     String::from_utf8_lossy(v.trim_ascii()).into_owned(),
                 ));
             }
-            // A value decoded into a buffer of its own (a Huffman-coded literal) is zeroed; one
-            // borrowed from the block or the table is zeroed with them.
-            if let std::borrow::Cow::Owned(mut v) = value {
-                v.fill(0);
-            }
         });
         self.dropped_fields += dropped;
-        res.map_err(|_| H2Error::Hpack)?;
+        let skipped = res.map_err(|_| H2Error::Hpack)?;
+        self.dropped_fields += skipped as u64;
         b.credential = b.credential.or(path_param_cred);
         Ok(b)
     }

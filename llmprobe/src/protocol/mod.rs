@@ -20,6 +20,7 @@
 //! LLM stage (`llm::exchange`), and handed to the dialect.
 
 pub mod encoding;
+pub mod hpack;
 pub mod http1;
 pub mod http2;
 pub mod json_array;
