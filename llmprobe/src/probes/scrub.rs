@@ -367,6 +367,9 @@ struct StreamState {
     json: Json,
     /// The current call is not complete: (offset its next piece must have, its total length).
     call: Option<(u32, u32)>,
+    /// The stream is HTTP/2: its bytes are frames, and the HTTP/2 parser filters the secrets of
+    /// its header blocks as it decodes them; this masker leaves them as they are.
+    h2: bool,
 }
 
 impl StreamState {
@@ -379,6 +382,7 @@ impl StreamState {
         matches!(self.line, Line::Start { prev_secret: false } | Line::Skip)
             && self.json == Json::Out
             && self.call.is_none()
+            && !self.h2
     }
 }
 
@@ -386,7 +390,15 @@ const FRESH: StreamState = StreamState {
     line: Line::Start { prev_secret: false },
     json: Json::Out,
     call: None,
+    h2: false,
 };
+
+/// Whether a piece that starts a call on a stream with no state opens HTTP/2: the client's
+/// connection preface, or the server's (a SETTINGS frame on stream 0).
+fn opens_http2(data: &[u8]) -> bool {
+    (data.len() >= secrets::HTTP2_PREFACE.len() && secrets::is_http2_preface(data))
+        || crate::protocol::http2::looks_like_server_preface(data)
+}
 
 type StreamKey = (u32, u64, Direction);
 
@@ -406,6 +418,8 @@ pub struct ScrubStats {
     /// API-key values split across pieces that found the table of split values full (masked,
     /// no fingerprint).
     pub api_key_table_full: u64,
+    /// Streams found to be HTTP/2 (left to the HTTP/2 parser's secret filter).
+    pub http2_streams: u64,
 }
 
 /// Per-stream masking of secrets.
@@ -448,6 +462,19 @@ impl SecretScrubber {
     pub fn scrub(&mut self, chunk: &mut DataChunk) {
         let key = (chunk.meta.pid, chunk.meta.conn_id, chunk.direction);
         let (mut st, evicted) = self.take(key);
+        if st.h2 {
+            self.store(key, st);
+            return;
+        }
+        if !evicted && st == FRESH && chunk.offset == 0 && opens_http2(&chunk.data) {
+            // HTTP/2 frames: masking lines or JSON strings across them would overwrite frame
+            // headers (a secret query value runs to a space or line end that binary frames need
+            // not have). The stream is remembered as HTTP/2 in the bounded table; evicted, it
+            // fails closed like any other stream.
+            self.stats.http2_streams += 1;
+            self.store(key, StreamState { h2: true, ..FRESH });
+            return;
+        }
         if matches!(st.line, Line::CredMask | Line::CredParamMask)
             && let Some(mut saved) = self.split_creds.remove(&key)
         {

@@ -863,3 +863,48 @@ fn the_split_value_table_is_bounded_and_makes_room() {
     assert_ne!(without[0], MAX_CREDENTIAL_STREAMS as u64);
     assert!(s.split_creds.is_empty());
 }
+
+#[test]
+fn http2_streams_are_left_to_the_http2_parser() {
+    use crate::protocol::http2::frame;
+    // A client's preface, then a DATA frame whose JSON ends with a URL carrying `?code=`: masked
+    // as a query value, the mask would run into the next frame's header.
+    let mut s = SecretScrubber::new();
+    let mut first = chunk_on(21, secrets::HTTP2_PREFACE);
+    s.scrub(&mut first);
+    let mut body = frame(
+        0,
+        0,
+        1,
+        br#"{"messages":[{"content":"see https://x.y/cb?code=abc"}]}"#,
+    );
+    body.extend(frame(0, 1, 1, b""));
+    let mut c = chunk_on(21, &body);
+    s.scrub(&mut c);
+    assert_eq!(&c.data[..], &body[..]);
+    // The server's side opens with its SETTINGS frame.
+    let settings = frame(4, 0, 0, &[0, 3, 0, 0, 0, 100]);
+    let mut srv = chunk_on(21, &settings);
+    srv.direction = Direction::Ingress;
+    s.scrub(&mut srv);
+    let mut reply = frame(0, 0, 1, b"data: {\"x\":\"?token=abc\"}\n\n");
+    reply.extend(frame(0, 1, 1, b""));
+    let mut c = chunk_on(21, &reply);
+    c.direction = Direction::Ingress;
+    s.scrub(&mut c);
+    assert_eq!(&c.data[..], &reply[..]);
+    assert_eq!(s.stats.http2_streams, 2);
+    // An HTTP/1 connection beside it is masked as always.
+    let mut h1 = chunk_on(22, REQ);
+    s.scrub(&mut h1);
+    check(&h1.data);
+    // Bytes that only look like a preface later in an HTTP/1 call are not a preface.
+    let mut s = SecretScrubber::new();
+    let mut h1 = chunk_on(23, REQ);
+    h1.offset = 0;
+    s.scrub(&mut h1);
+    let mut tail = chunk_on(23, b"GET /?key=secret-789 HTTP/1.1\r\n\r\n");
+    s.scrub(&mut tail);
+    assert!(!String::from_utf8_lossy(&tail.data).contains("secret-789"));
+    assert_eq!(s.stats.http2_streams, 0);
+}
