@@ -129,6 +129,9 @@ label_values! {
         /// An HTTP/2 request stream not followed: its connection already follows the most
         /// streams at once (`MAX_STREAMS`).
         Http2StreamLimit => "http2_stream_limit",
+        /// HTTP/2 header fields not kept: past 256 fields of a block, or a decoded head's 256
+        /// fields / 64 KiB.
+        Http2HeaderFieldsDropped => "http2_header_fields_dropped",
         NotHttp => "not_http",
         NotLlm => "not_llm",
         OtlpExportFailed => "otlp_export_failed",

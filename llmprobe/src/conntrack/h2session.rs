@@ -51,6 +51,12 @@ pub(super) struct H2Session<X> {
     events: Vec<H2Event>,
     unmatched_streak: u32,
     matched: bool,
+    /// The highest client stream id that opened a request: ids only grow (RFC 9113 §5.1.1), so
+    /// a request head on an older or server-initiated id is not a new request (late frames of a
+    /// reset stream must not land in a new exchange).
+    last_client_stream: u32,
+    /// Header fields the parsers dropped past their caps, already counted.
+    dropped_counted: u64,
 }
 
 impl<X: TrackedExchange> H2Session<X> {
@@ -64,6 +70,8 @@ impl<X: TrackedExchange> H2Session<X> {
             events: Vec::new(),
             unmatched_streak: 0,
             matched: false,
+            last_client_stream: 0,
+            dropped_counted: 0,
         }
     }
 
@@ -183,6 +191,12 @@ impl<X: TrackedExchange> H2Session<X> {
             }
         }
         self.events = events;
+        let dropped = self.client.dropped_fields() + self.server.dropped_fields();
+        metrics.drop_by(
+            DropReason::Http2HeaderFieldsDropped,
+            dropped.saturating_sub(self.dropped_counted),
+        );
+        self.dropped_counted = dropped;
     }
 
     fn on_request_head<P: ExchangePolicy<Exchange = X>>(
@@ -197,6 +211,11 @@ impl<X: TrackedExchange> H2Session<X> {
         if self.streams.contains_key(&stream) {
             return; // Request trailers.
         }
+        if stream % 2 == 0 || stream <= self.last_client_stream {
+            // Trailers of a stream not followed, or an id that cannot open a request.
+            return;
+        }
+        self.last_client_stream = stream;
         let (Some(method), Some(path)) = (&block.method, &block.path) else {
             return;
         };

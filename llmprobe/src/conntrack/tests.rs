@@ -1088,6 +1088,12 @@ mod h2 {
                 assert_eq!(aborted.end_time, time(ts + 6 * MS));
                 assert_eq!(aborted.http_status, Some(200));
                 assert_eq!(aborted.chunks, Some(1));
+                // A request head on the reset stream's id opens nothing: the server's late
+                // frames for stream 5 find no exchange (the one record left at the end is 1's).
+                h.feed(s.send(ts + 7 * MS, &request(&mut req, 5, "gpt-4o", true)));
+                let late = format!("data: {}\n\n", delta("lo"));
+                h.feed(s.recv(ts + 8 * MS, &data(5, false, late.as_bytes())));
+                h.feed(s.recv(ts + 8 * MS, &data(5, true, b"")));
             }
             if i == 2 {
                 let body = completion_body(3);
