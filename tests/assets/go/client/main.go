@@ -3,11 +3,11 @@
 // HTTP/1.1 on one keep-alive connection, and prints one JSON line at the end.
 //
 //	client -base-url https://localhost:PORT/v1 -ca cert.pem [-model M] [-stream]
-//	       [-include-usage] [-calls N] [-wait-file PATH]
+//	       [-include-usage] [-calls N] [-wait-file PATH] [-delay-ms N]
 //
-// API key: env OPENAI_API_KEY. With -wait-file the client (and its TLS config) is built, a
-// first request warms the connection up only if -warm is set, "WAITING" is printed, and the
-// file is polled until it exists.
+// API key: env OPENAI_API_KEY. With -wait-file the client (and its TLS config) is built,
+// "WAITING" is printed, and the file is polled until it exists. -delay-ms waits before the
+// first call (a process that calls at once may run before a probe is attached to it).
 package main
 
 import (
@@ -44,6 +44,7 @@ func main() {
 	calls := flag.Int("calls", 1, "sequential calls")
 	wait := flag.String("wait-file", "", "wait for this file before the first call")
 	prompt := flag.String("prompt", "Say hello to the test server", "prompt")
+	delay := flag.Int("delay-ms", 0, "wait before the first call")
 	flag.Parse()
 
 	cfg := &tls.Config{}
@@ -72,6 +73,7 @@ func main() {
 			time.Sleep(20 * time.Millisecond)
 		}
 	}
+	time.Sleep(time.Duration(*delay) * time.Millisecond)
 	var out []call
 	for i := 0; i < *calls; i++ {
 		out = append(out, chat(client, *base, *model, *prompt, *stream, *usage))
