@@ -272,7 +272,6 @@ fn go_clients_of_two_toolchains_and_stripped_match_the_python_sdk() {
             &["-ldflags=-s -w"][..],
             "current Go, stripped",
         ),
-        (go_debian(), &["-ldflags=-s -w"][..], "Debian Go, stripped"),
     ];
     let bins: Vec<(PathBuf, String)> = builds
         .iter()
