@@ -1406,6 +1406,12 @@ fn go_link_fd(tgid: u32, conn: u64) {
     // SAFETY: value only read.
     let prev = unsafe { GO_CONN_FDS.get(&key) }.copied();
     if prev != Some(generation) {
+        // A `tls.Conn` never changes sockets: a new one means the garbage collector gave this
+        // address to a new connection, which inherits neither a mute nor a loss mark (there is
+        // no free to clear them, as `SSL_free` does).
+        let ck = mute_key(tgid, conn);
+        let _ = MUTED.remove(&ck);
+        let _ = LOSSY.remove(&ck);
         inserted(GO_CONN_FDS.insert(&key, &generation, 0));
         emit_control(EVENT_SSL_FD, fd, conn);
     }
