@@ -940,6 +940,7 @@ mod tests {
     #[test]
     fn finds_read_write_and_rets_in_real_go_builds() {
         for (what, bytes) in builds() {
+            let t0 = std::time::Instant::now();
             let v = inspect_go_bytes(&bytes, GoLimits::default())
                 .unwrap_or_else(|e| panic!("{what}: {e:?}"));
             let GoVerdict::Tls(t) = v else {
@@ -950,12 +951,13 @@ mod tests {
                 "{what}: {t:?}"
             );
             eprintln!(
-                "{what}: {} pclntab magic {:#x}, Read at {:#x} with {} RETs, Write at {:#x}",
+                "{what}: {} pclntab magic {:#x}, Read at {:#x} with {} RETs, Write at {:#x} ({} us)",
                 t.version_text(),
                 t.magic,
                 t.read.entry,
                 t.read.rets.len(),
-                t.write.entry
+                t.write.entry,
+                t0.elapsed().as_micros()
             );
             assert!(
                 !t.read.rets.is_empty() && t.read.rets.len() < 16,
