@@ -691,6 +691,19 @@ pub fn scan_amd64(code: &[u8], ip: u64, limits: GoLimits) -> Result<Vec<u64>, Go
     Ok(rets)
 }
 
+/// True when `code` starts with an x86-64 near RET (`C3`, or `C2` with an immediate) after
+/// legacy and REX prefixes: what [`scan_amd64`] reports as a RET (fuzz and test invariant).
+pub fn is_amd64_ret(code: &[u8]) -> bool {
+    for b in code.iter().take(15) {
+        match b {
+            0xc3 | 0xc2 => return true,
+            0x26 | 0x2e | 0x36 | 0x3e | 0x64..=0x67 | 0xf0 | 0xf2 | 0xf3 | 0x40..=0x4f => {}
+            _ => return false,
+        }
+    }
+    false
+}
+
 /// Offsets of each RET in arm64 `code` (fixed 4-byte words); checks the stack check load
 /// `LDR X16, [X28, #16]` is among the first instructions.
 pub fn scan_arm64(code: &[u8], limits: GoLimits) -> Result<Vec<u64>, GoRefusal> {
@@ -1078,7 +1091,7 @@ mod tests {
             }
             if let Ok(GoVerdict::Tls(t)) = inspect_go_bytes(&b, GoLimits::default()) {
                 for r in &t.read.rets {
-                    assert!(matches!(b[*r as usize], 0xc3 | 0xc2));
+                    assert!(is_amd64_ret(&b[*r as usize..]));
                 }
             }
         }
@@ -1155,8 +1168,7 @@ mod tests {
                     m[at] ^= x;
                     if let Ok(GoVerdict::Tls(t)) = inspect_go_bytes(&m, GoLimits::default()) {
                         for r in &t.read.rets {
-                            // RET or RET imm16.
-                            assert!(matches!(m[*r as usize], 0xc3 | 0xc2), "{layout:?} at {at}");
+                            assert!(is_amd64_ret(&m[*r as usize..]), "{layout:?} at {at}");
                         }
                     }
                 }
@@ -1170,6 +1182,21 @@ mod tests {
             inspect_go_bytes(&b, GoLimits::default()),
             Ok(GoVerdict::Tls(_))
         ));
+    }
+
+    /// Fuzz finding: a REX-prefixed RET (`4C C3`) is a RET starting at its prefix, where the
+    /// uprobe goes.
+    #[test]
+    fn fuzz_regression_rex_prefixed_ret() {
+        let raw = include_bytes!("../../fuzz/regressions/golang/rex-prefixed-ret");
+        let Ok(GoVerdict::Tls(t)) = inspect_go_bytes(raw, GoLimits::default()) else {
+            panic!("the regression input reads as Go TLS")
+        };
+        assert!(t.read.rets.iter().any(|r| raw[*r as usize] == 0x4c));
+        for r in &t.read.rets {
+            assert!(is_amd64_ret(&raw[*r as usize..]));
+        }
+        assert!(!is_amd64_ret(&[0x90, 0xc3]) && is_amd64_ret(&[0xf3, 0xc3]));
     }
 
     #[test]
