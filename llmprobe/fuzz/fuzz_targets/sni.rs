@@ -18,9 +18,6 @@ fuzz_target!(|raw: &[u8]| {
         let _ = LlmHosts::default().matches(host);
         let cut = raw.len() / 2;
         let part = client_hello(&raw[..cut]);
-        assert!(
-            part == whole || part == Hello::Truncated,
-            "{part:?} vs {whole:?}"
-        );
+        assert!(part == whole || part == Hello::Truncated, "{part:?} vs {whole:?}");
     }
 });
