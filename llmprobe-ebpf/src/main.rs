@@ -1313,6 +1313,196 @@ pub fn ssl_free(ctx: ProbeContext) -> u32 {
     0
 }
 
+// ---------------------------------------------------------------------------------------------
+// Go crypto/tls
+// ---------------------------------------------------------------------------------------------
+//
+// Uprobes on `crypto/tls.(*Conn).Write` (entry) and `crypto/tls.(*Conn).Read` (entry, and each of
+// its RET instructions: never a uretprobe, whose rewritten return address breaks Go's stack
+// moves). Go >= 1.17's register ABI on x86-64: the receiver `*Conn` in RAX, `b []byte` in
+// RBX (pointer) and RCX (length), the returned `n` in RAX, and the running goroutine `g` in
+// R14. A goroutine blocked in `Read` may resume on another thread, and its thread meanwhile
+// runs other goroutines: the pending read is keyed by (tgid, g), never by thread, and the
+// thread-keyed `PENDING_SSL` is not used (its socket syscalls would be taken as ciphertext).
+// The connection id is the `*Conn` pointer (8-byte aligned, like an `SSL*`).
+
+/// Key of `GO_PENDING`: one goroutine of a process.
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct GoKey {
+    tgid: u32,
+    _pad: u32,
+    g: u64,
+}
+
+/// A `Read` in flight on one goroutine.
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct GoRead {
+    conn: u64,
+    buf: u64,
+    len: u64,
+}
+
+/// Reads in flight, by goroutine (a goroutine parked in `Read` for good keeps its entry until
+/// the LRU evicts it).
+#[map]
+static GO_PENDING: LruHashMap<GoKey, GoRead> = LruHashMap::with_max_entries(16384, 0);
+/// The socket generation last reported (`EVENT_SSL_FD`) for each `*Conn`: a `*Conn` address the
+/// garbage collector reuses for a new connection on a reused fd is reported again.
+#[map]
+static GO_CONN_FDS: LruHashMap<SslKey, u64> = LruHashMap::with_max_entries(16384, 0);
+
+/// Offset of `Sysfd` in `net.netFD` (`poll.FD{fdmu fdMutex (16 bytes), Sysfd int}`).
+const GO_NETFD_SYSFD: u64 = 16;
+
+/// The register-ABI arguments at a Go uprobe: (first word: receiver or result, second, third, g).
+#[cfg(bpf_target_arch = "x86_64")]
+#[inline(always)]
+fn go_regs(ctx: &ProbeContext) -> (u64, u64, u64, u64) {
+    // SAFETY: the kernel hands a valid pt_regs to the uprobe.
+    let r = unsafe { &*ctx.regs };
+    (r.rax, r.rbx, r.rcx, r.r14)
+}
+
+/// Other machines: no Go probes are attached (userspace refuses them), the programs do nothing.
+#[cfg(not(bpf_target_arch = "x86_64"))]
+#[inline(always)]
+fn go_regs(_ctx: &ProbeContext) -> (u64, u64, u64, u64) {
+    (0, 0, 0, 0)
+}
+
+/// Links a `*Conn` to its socket: `tls.Conn` starts with `conn net.Conn` (an interface: itab,
+/// data); for a `*net.TCPConn` the data points at `net.conn{fd *netFD}`, whose `Sysfd` is the
+/// fd. Trusted only when that fd is a socket of the process in `SOCKS`; the socket is then
+/// marked TLS (its syscall bytes are ciphertext, never emitted), and the link sent once per
+/// socket generation.
+#[inline(always)]
+fn go_link_fd(tgid: u32, conn: u64) {
+    // SAFETY: user memory read through the helper, which faults safely.
+    let Ok(data) = (unsafe { bpf_probe_read_user((conn + 8) as *const u64) }) else {
+        return;
+    };
+    // SAFETY: as above.
+    let Ok(netfd) = (unsafe { bpf_probe_read_user(data as *const u64) }) else {
+        return;
+    };
+    // SAFETY: as above.
+    let Ok(fd) = (unsafe { bpf_probe_read_user((netfd + GO_NETFD_SYSFD) as *const i64) }) else {
+        return;
+    };
+    if !(0..=i32::MAX as i64).contains(&fd) {
+        return;
+    }
+    let fd = fd as i32;
+    let Some(sock) = SOCKS.get_ptr_mut(&SockKey { tgid, fd }) else {
+        return;
+    };
+    // SAFETY: map value pointer valid for this program run.
+    let sock = unsafe { &mut *sock };
+    sock.flags |= SOCK_FLAG_TLS | SOCK_FLAG_SEEN_DATA;
+    let generation = sock.generation;
+    let key = ssl_key(tgid, conn);
+    // SAFETY: value only read.
+    let prev = unsafe { GO_CONN_FDS.get(&key) }.copied();
+    if prev != Some(generation) {
+        // A `tls.Conn` never changes sockets: a new one means the garbage collector gave this
+        // address to a new connection, which inherits neither a mute nor a loss mark (there is
+        // no free to clear them, as `SSL_free` does).
+        let ck = mute_key(tgid, conn);
+        let _ = MUTED.remove(&ck);
+        let _ = LOSSY.remove(&ck);
+        inserted(GO_CONN_FDS.insert(&key, &generation, 0));
+        emit_control(EVENT_SSL_FD, fd, conn);
+    }
+}
+
+/// Emits `n` plaintext bytes at `buf` of connection `conn`.
+#[inline(always)]
+fn go_emit(pid_tgid: u64, conn: u64, buf: u64, n: u64, direction: u8) {
+    let tgid = (pid_tgid >> 32) as u32;
+    // SAFETY: value only read.
+    if unsafe { MUTED.get(&mute_key(tgid, conn)) }.is_some() {
+        return;
+    }
+    let mut meta = EmitMeta {
+        tgid,
+        tid: pid_tgid as u32,
+        fd: -1,
+        direction,
+        source: SRC_TLS,
+        flags: 0,
+        _pad: 0,
+        conn_id: conn,
+        // SAFETY: no preconditions.
+        ts: unsafe { bpf_ktime_get_ns() },
+        total: if n > u32::MAX as u64 {
+            u32::MAX
+        } else {
+            n as u32
+        },
+        _pad2: 0,
+    };
+    let total = meta.total;
+    emit_buf(&mut meta, buf, total);
+}
+
+/// Entry of `crypto/tls.(*Conn).Write(b)`: the plaintext is in `b`, stamped now.
+#[uprobe]
+pub fn go_tls_write(ctx: ProbeContext) -> u32 {
+    let pid_tgid = bpf_get_current_pid_tgid();
+    let tgid = (pid_tgid >> 32) as u32;
+    if !should_trace(tgid) {
+        return 0;
+    }
+    let (conn, buf, len, _g) = go_regs(&ctx);
+    let n = len as i64;
+    if conn == 0 || buf == 0 || n <= 0 {
+        return 0;
+    }
+    go_link_fd(tgid, conn);
+    go_emit(pid_tgid, conn, buf, n as u64, DIR_EGRESS);
+    0
+}
+
+/// Entry of `crypto/tls.(*Conn).Read(b)`: saves the buffer for the goroutine's RET.
+#[uprobe]
+pub fn go_tls_read(ctx: ProbeContext) -> u32 {
+    let pid_tgid = bpf_get_current_pid_tgid();
+    let tgid = (pid_tgid >> 32) as u32;
+    if !should_trace(tgid) {
+        return 0;
+    }
+    let (conn, buf, len, g) = go_regs(&ctx);
+    if conn == 0 || buf == 0 || g == 0 {
+        return 0;
+    }
+    let key = GoKey { tgid, _pad: 0, g };
+    inserted(GO_PENDING.insert(&key, &GoRead { conn, buf, len }, 0));
+    0
+}
+
+/// A RET of `crypto/tls.(*Conn).Read`: `n` bytes arrived in the buffer saved at entry.
+#[uprobe]
+pub fn go_tls_read_ret(ctx: ProbeContext) -> u32 {
+    let pid_tgid = bpf_get_current_pid_tgid();
+    let tgid = (pid_tgid >> 32) as u32;
+    let (ret, _, _, g) = go_regs(&ctx);
+    let key = GoKey { tgid, _pad: 0, g };
+    // SAFETY: value copied out before removal.
+    let Some(args) = (unsafe { GO_PENDING.get(&key) }).copied() else {
+        return 0;
+    };
+    let _ = GO_PENDING.remove(&key);
+    let n = ret as i64;
+    if n <= 0 || n as u64 > args.len {
+        return 0;
+    }
+    go_link_fd(tgid, args.conn);
+    go_emit(pid_tgid, args.conn, args.buf, n as u64, DIR_INGRESS);
+    0
+}
+
 #[cfg(not(test))]
 #[panic_handler]
 fn panic(_info: &core::panic::PanicInfo) -> ! {

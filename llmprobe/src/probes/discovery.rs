@@ -301,7 +301,7 @@ impl Default for ElfLimits {
 }
 
 /// Something ELF bytes can be read from, at an offset.
-trait ElfSource {
+pub(crate) trait ElfSource {
     /// Exactly `len` bytes at `off`, or `ShortRead` if the source ends first.
     fn read_exact_at(&self, off: u64, len: usize) -> Result<Vec<u8>, Refusal>;
     /// Its size now, in bytes.
@@ -346,14 +346,14 @@ impl ElfSource for File {
 }
 
 /// A source with the per-file read budget applied.
-struct Budgeted<'a, S> {
+pub(crate) struct Budgeted<'a, S> {
     src: &'a S,
     limits: ElfLimits,
     read: std::cell::Cell<u64>,
 }
 
 impl<S: ElfSource> Budgeted<'_, S> {
-    fn read(&self, off: u64, len: u64) -> Result<Vec<u8>, Refusal> {
+    pub(crate) fn read(&self, off: u64, len: u64) -> Result<Vec<u8>, Refusal> {
         let total = self.read.get().saturating_add(len);
         if total > self.limits.max_total_bytes {
             return Err(Refusal::TooLarge);
@@ -366,13 +366,13 @@ impl<S: ElfSource> Budgeted<'_, S> {
 
 /// ELF class and byte order, for reading fields.
 #[derive(Clone, Copy)]
-struct Layout {
-    is64: bool,
-    le: bool,
+pub(crate) struct Layout {
+    pub(crate) is64: bool,
+    pub(crate) le: bool,
 }
 
 impl Layout {
-    fn u16(self, b: &[u8], at: usize) -> Result<u64, Refusal> {
+    pub(crate) fn u16(self, b: &[u8], at: usize) -> Result<u64, Refusal> {
         let s: [u8; 2] = b
             .get(at..at + 2)
             .and_then(|s| s.try_into().ok())
@@ -383,7 +383,7 @@ impl Layout {
             u16::from_be_bytes(s)
         }))
     }
-    fn u32(self, b: &[u8], at: usize) -> Result<u64, Refusal> {
+    pub(crate) fn u32(self, b: &[u8], at: usize) -> Result<u64, Refusal> {
         let s: [u8; 4] = b
             .get(at..at + 4)
             .and_then(|s| s.try_into().ok())
@@ -394,7 +394,7 @@ impl Layout {
             u32::from_be_bytes(s)
         }))
     }
-    fn u64(self, b: &[u8], at: usize) -> Result<u64, Refusal> {
+    pub(crate) fn u64(self, b: &[u8], at: usize) -> Result<u64, Refusal> {
         let s: [u8; 8] = b
             .get(at..at + 8)
             .and_then(|s| s.try_into().ok())
@@ -407,8 +407,8 @@ impl Layout {
     }
 }
 
-const SHT_SYMTAB: u64 = 2;
-const SHT_NOBITS: u64 = 8;
+pub(crate) const SHT_SYMTAB: u64 = 2;
+pub(crate) const SHT_NOBITS: u64 = 8;
 const SHT_DYNSYM: u64 = 11;
 const SHN_LORESERVE: u64 = 0xff00;
 const STT_FUNC: u8 = 2;
@@ -416,29 +416,32 @@ const STT_GNU_IFUNC: u8 = 10;
 
 /// One section header, the fields used here.
 #[derive(Clone, Copy)]
-struct Section {
+pub(crate) struct Section {
     /// Offset of its name in the section-name string table.
-    name: u64,
-    kind: u64,
-    addr: u64,
-    offset: u64,
-    size: u64,
+    pub(crate) name: u64,
+    pub(crate) kind: u64,
+    pub(crate) addr: u64,
+    pub(crate) offset: u64,
+    pub(crate) size: u64,
     link: u64,
     entsize: u64,
 }
 
 /// An ELF file's header and section table, read within the limits.
-struct ElfView<'a, S> {
-    src: Budgeted<'a, S>,
-    lay: Layout,
-    sections: Vec<Section>,
+pub(crate) struct ElfView<'a, S> {
+    pub(crate) src: Budgeted<'a, S>,
+    pub(crate) lay: Layout,
+    pub(crate) sections: Vec<Section>,
     /// Index of the section-name string table (`e_shstrndx`).
-    shstrndx: u64,
-    file_size: u64,
+    pub(crate) shstrndx: u64,
+    pub(crate) file_size: u64,
 }
 
 /// Reads and checks the ELF header and the section header table.
-fn open_elf<S: ElfSource>(src: &S, limits: ElfLimits) -> Result<ElfView<'_, S>, Refusal> {
+pub(crate) fn open_elf<S: ElfSource>(
+    src: &S,
+    limits: ElfLimits,
+) -> Result<ElfView<'_, S>, Refusal> {
     let file_size = src.size()?;
     let src = Budgeted {
         src,

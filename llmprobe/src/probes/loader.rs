@@ -22,6 +22,7 @@ use log::{debug, info, warn};
 
 use super::discovery::{self, ElfLimits, Refusal, TlsCall, TlsLibrary};
 use super::events::{EventMeta, ProbeEvent};
+use super::golang::{self, GoLimits, GoRefusal, GoTls, GoVerdict};
 use super::scope::{
     self, KernelMode, LOG_BURST, LOG_EVERY, LogLimiter, MAX_FILES_PER_PROCESS, MAX_SCOPED_LINKS,
     MAX_SCOPED_PROCESSES, ScopeRefusal, ScopeSpec, ScopedProcs, suppressed_note,
@@ -183,6 +184,8 @@ pub struct FileEntry {
     /// Its stacks, for logs (`OpenSSL`, `GnuTLS`, `OpenSSL and GnuTLS`).
     label: &'static str,
     lib: Option<Arc<(discovery::OpenedFile, TlsLibrary)>>,
+    /// A Go binary with crypto/tls (per-process placement).
+    go: Option<Arc<(discovery::OpenedFile, GoTls)>>,
 }
 
 /// Threads closing the per-process links at shutdown.
@@ -469,7 +472,7 @@ impl Probes {
     }
 
     fn load_uprobes(&mut self) -> anyhow::Result<()> {
-        for prog in SSL_PROGRAMS.iter() {
+        for prog in SSL_PROGRAMS.iter().chain(GO_PROGRAMS.iter()) {
             self.uprobe(prog)?
                 .load()
                 .with_context(|| format!("the kernel verifier rejected {prog}"))?;
@@ -550,7 +553,7 @@ impl Probes {
             }
         };
         if !discovery::usable(&offsets) {
-            self.files.remember_negative(f.file_id);
+            self.consider_go(f, path, pinned, report);
             return;
         }
         let lib = TlsLibrary {
@@ -568,6 +571,7 @@ impl Probes {
                 links: Vec::new(),
                 label,
                 lib: Some(Arc::new((f, lib))),
+                go: None,
             };
             self.files.insert_attached(id, path, entry, pinned);
             return;
@@ -606,6 +610,7 @@ impl Probes {
             links,
             label,
             lib: None,
+            go: None,
         };
         self.files
             .insert_attached(f.file_id, lib.path, entry, pinned);
@@ -789,6 +794,9 @@ impl Probes {
             return;
         }
         let Some(lib) = self.files.get(id).and_then(|e| e.lib.clone()) else {
+            if let Some(go) = self.files.get(id).and_then(|e| e.go.clone()) {
+                self.attach_go_process(info, id, go, report);
+            }
             return;
         };
         let Some(nz) = NonZeroU32::new(pid) else {
@@ -1190,6 +1198,8 @@ pub struct ScanReport {
     pub released: usize,
     /// Candidate files refused, one entry per refusal.
     pub refused: Vec<Refusal>,
+    /// Go binaries with crypto/tls (or that could not be read) not probed, one per refusal.
+    pub go_refused: Vec<GoRefusal>,
     /// Candidates skipped because [`MAX_ATTACHED_FILES`] files are attached.
     pub cap_reached: u64,
     /// Processes in scope not probed: the per-process caps (`scope_cap_reached`).
@@ -1256,6 +1266,11 @@ impl<L> FileTable<L> {
     /// The entry of an attached file.
     pub fn get(&self, id: (u64, u64)) -> Option<&L> {
         self.attached.get(&id).map(|t| &t.links)
+    }
+
+    /// The path an attached file was found under.
+    pub fn path(&self, id: (u64, u64)) -> Option<&Path> {
+        self.attached.get(&id).map(|t| t.path.as_path())
     }
 
     /// Files with probes attached.
@@ -1372,6 +1387,223 @@ impl Probes {
         Ok(super::kernel_stats::KernelStats::new(
             lost, counters, socks, ssl_fds, seeded,
         ))
+    }
+}
+
+/// Go crypto/tls uprobes: Write's entry, Read's entry, each RET of Read.
+const GO_PROGRAMS: [&str; 3] = ["go_tls_write", "go_tls_read", "go_tls_read_ret"];
+
+/// Whether the Go probes can run on this machine (the kernel programs read x86-64 registers).
+fn go_arch_supported(arch: golang::GoArch) -> bool {
+    cfg!(target_arch = "x86_64") && arch == golang::GoArch::Amd64
+}
+
+// Go binaries: found beside OpenSSL files (a file without OpenSSL is looked at as Go), placed
+// per file or per process exactly like them, counted against the same caps.
+impl Probes {
+    /// Considers a file without OpenSSL as a Go binary with crypto/tls: attaches its probes (all
+    /// processes), or keeps it for per-process placement; anything else is remembered as
+    /// needing no probes (refusals counted in `report.go_refused`).
+    fn consider_go(
+        &mut self,
+        f: discovery::OpenedFile,
+        path: PathBuf,
+        pinned: bool,
+        report: &mut ScanReport,
+    ) {
+        let go = match golang::inspect_go_file(&f.file, GoLimits::default()) {
+            Ok(GoVerdict::Tls(t)) if go_arch_supported(t.arch) => t,
+            Ok(GoVerdict::Tls(_)) => {
+                self.refuse_go(f.file_id, &path, GoRefusal::Arch, report);
+                return;
+            }
+            Ok(GoVerdict::NotGo | GoVerdict::NoTls { .. }) => {
+                self.files.remember_negative(f.file_id);
+                return;
+            }
+            Err(r) => {
+                self.refuse_go(f.file_id, &path, r, report);
+                return;
+            }
+        };
+        let id = f.file_id;
+        if self.scope.per_process() {
+            debug!(
+                "Go {} crypto/tls found in {path:?}; probed per process",
+                go.version_text()
+            );
+            let entry = FileEntry {
+                links: Vec::new(),
+                label: "Go crypto/tls",
+                lib: None,
+                go: Some(Arc::new((f, go))),
+            };
+            self.files.insert_attached(id, path, entry, pinned);
+            return;
+        }
+        let links = match self.attach_go(&f, &go, UProbeScope::AllProcesses) {
+            Ok(l) => {
+                if let Some(n) = self.logs.allow("file_attached", Instant::now()) {
+                    info!(
+                        "attached {} Go crypto/tls uprobes to {path:?} ({}, {} RETs in Read; device {:#x}, inode {}, all processes){}",
+                        l.len(),
+                        go.version_text(),
+                        go.read.rets.len(),
+                        id.0,
+                        id.1,
+                        suppressed_note(n)
+                    );
+                }
+                l
+            }
+            Err(e) => {
+                if let Some(n) = self.logs.allow("file_attach_failed", Instant::now()) {
+                    warn!(
+                        "could not probe Go crypto/tls in {path:?}: {e:#}; its TLS traffic will not be seen{}",
+                        suppressed_note(n)
+                    );
+                }
+                Vec::new()
+            }
+        };
+        if links.is_empty() {
+            self.files.remember_negative(id);
+            return;
+        }
+        report.attached += 1;
+        let entry = FileEntry {
+            links,
+            label: "Go crypto/tls",
+            lib: None,
+            go: None,
+        };
+        self.files.insert_attached(id, path, entry, pinned);
+    }
+
+    /// Counts and logs a Go binary that is not probed; remembered when it is about the file.
+    fn refuse_go(&mut self, id: (u64, u64), path: &Path, r: GoRefusal, report: &mut ScanReport) {
+        report.go_refused.push(r);
+        if let Some(n) = self.logs.allow("go_refused", Instant::now()) {
+            info!(
+                "not probing the Go binary {path:?}: {} (counted in llmprobe_dropped_total{{reason=\"{}\"}}){}",
+                r.describe(),
+                r.reason(),
+                suppressed_note(n)
+            );
+        }
+        let file_verdict = match r {
+            GoRefusal::Elf(e) => cacheable(e),
+            _ => true,
+        };
+        if file_verdict {
+            self.files.remember_negative(id);
+        }
+    }
+
+    /// Attaches the Go probes through `/proc/self/fd/<fd>` of the verified open file (as
+    /// [`Self::attach_tls_library`]): Read's RETs first, then Read's entry, then Write's (a
+    /// read saved at an entry always finds its RET probed). On error the probes attached so
+    /// far are detached again.
+    fn attach_go(
+        &mut self,
+        f: &discovery::OpenedFile,
+        go: &GoTls,
+        scope: UProbeScope,
+    ) -> anyhow::Result<Vec<Link>> {
+        let target = f.self_fd_path();
+        let mut plan: Vec<(&'static str, u64)> =
+            go.read.rets.iter().map(|r| (GO_PROGRAMS[2], *r)).collect();
+        plan.push((GO_PROGRAMS[1], go.read.entry));
+        plan.push((GO_PROGRAMS[0], go.write.entry));
+        let mut links = Vec::with_capacity(plan.len());
+        for (prog, off) in plan {
+            let attached = self.uprobe(prog).and_then(|u| {
+                u.attach(UProbeAttachLocation::AbsoluteOffset(off), &target, scope)
+                    .with_context(|| format!("{prog} at {off:#x}"))
+            });
+            match attached {
+                Ok(id) => links.push((prog, id)),
+                Err(e) => {
+                    self.detach_links(links);
+                    return Err(e);
+                }
+            }
+        }
+        Ok(links)
+    }
+
+    /// Per-process placement of a Go binary's probes for `info`'s process, within the same
+    /// shares as OpenSSL files (its links counted: 2 plus Read's RETs).
+    fn attach_go_process(
+        &mut self,
+        info: &scope::ProcInfo,
+        id: (u64, u64),
+        go: Arc<(discovery::OpenedFile, GoTls)>,
+        report: &mut ScanReport,
+    ) {
+        let (pid, start, uid) = (info.pid, info.start, info.uid);
+        let Some(nz) = NonZeroU32::new(pid) else {
+            return;
+        };
+        let closing = self
+            .reaper
+            .as_ref()
+            .map_or(0, |r| r.pending.load(Ordering::Relaxed));
+        let now = Instant::now();
+        let reserved = if closing > MAX_SCOPED_LINKS {
+            Err(ScopeRefusal::Links)
+        } else {
+            let want = go.1.link_count();
+            self.procs
+                .reserve(pid, start, uid, want, self.scope.auto.then_some(now))
+        };
+        match reserved {
+            Ok(r) => {
+                self.detach_links(r.stale);
+                if let Some((_, links)) = r.evicted {
+                    self.detach_links(links);
+                }
+            }
+            Err(r) => {
+                report.count_scope_refusal(r);
+                if let Some(n) = self.logs.allow(r.label(), now) {
+                    warn!(
+                        "the Go binary {:?} is not probed for pid {pid} until places free up (counted in llmprobe_dropped_total{{reason=\"{}\"}}){}",
+                        self.files_path(id),
+                        r.reason(),
+                        suppressed_note(n)
+                    );
+                }
+                return;
+            }
+        }
+        let t0 = Instant::now();
+        let attached = self.attach_go(&go.0, &go.1, UProbeScope::OneProcess(nz));
+        report.attach_us += t0.elapsed().as_micros();
+        match attached {
+            Ok(links) => {
+                debug!(
+                    "attached {} Go crypto/tls uprobes ({}) for pid {pid}",
+                    links.len(),
+                    go.1.version_text()
+                );
+                report.process_links += links.len();
+                self.procs.insert(pid, start, uid, id, links);
+            }
+            Err(e) => {
+                if let Some(n) = self.logs.allow("process_attach_failed", Instant::now()) {
+                    info!(
+                        "could not probe Go crypto/tls for pid {pid}: {e:#}{}",
+                        suppressed_note(n)
+                    );
+                }
+            }
+        }
+    }
+
+    /// The path a file was found under (for logs).
+    fn files_path(&self, id: (u64, u64)) -> Option<&Path> {
+        self.files.path(id)
     }
 }
 

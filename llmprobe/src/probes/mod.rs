@@ -7,6 +7,7 @@
 pub mod capture;
 pub mod discovery;
 pub mod events;
+pub mod golang;
 pub mod kernel_stats;
 pub mod loader;
 pub mod recorder;

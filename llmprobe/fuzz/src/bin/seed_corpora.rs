@@ -4,7 +4,8 @@
 //! decoded response bodies by kind (`sse`, `ndjson`, `json_array`), those bodies compressed with
 //! each coding (`encoding`), each exchange as a `dialects` case, each capture as a `tracker`
 //! script and as text (`capture`), ring-buffer records (`ringbuf`), a small shared object that
-//! defines OpenSSL's functions (`elf`, when a C compiler is present) and requests around a secret
+//! defines OpenSSL's functions (`elf`, when a C compiler is present), small Go-like ELF files of
+//! each pclntab layout (`golang`) and requests around a secret
 //! header (`masker`). Deterministic: the same fixtures give the same files. Run by
 //! `cargo xtask fuzz` before fuzzing; the files are not committed.
 
@@ -572,6 +573,16 @@ fn main() {
                 .and_then(|n| n.to_str())
                 .unwrap_or("lib");
             corpus.put("elf", name, &b);
+        }
+    }
+    {
+        use llmprobe::probes::golang::{SynthLayout, synthetic_go_elf};
+        for (name, layout) in [
+            ("go116", SynthLayout::Go116),
+            ("go120", SynthLayout::Go120),
+            ("go126", SynthLayout::Go126),
+        ] {
+            corpus.put("golang", name, &synthetic_go_elf(layout));
         }
     }
     let mut counts: Vec<_> = corpus.written.into_iter().collect();
