@@ -1399,13 +1399,25 @@ fn go_link_fd(tgid: u32, conn: u64) {
         return;
     };
     // SAFETY: map value pointer valid for this program run.
-    let sock = unsafe { &mut *sock };
-    sock.flags |= SOCK_FLAG_TLS | SOCK_FLAG_SEEN_DATA;
+    let sock = unsafe { &*sock };
+    // Only a socket whose own bytes were a TLS record is linked: the pointer chain is the
+    // process's memory (a `net.Conn` other than `*net.TCPConn` reads unrelated fields), and a
+    // link that flagged a plaintext socket as TLS would hide its bytes. Before the handshake the
+    // socket is not TLS yet: a later call links it.
+    if sock.flags & SOCK_FLAG_TLS == 0 {
+        return;
+    }
     let generation = sock.generation;
     let key = ssl_key(tgid, conn);
     // SAFETY: value only read.
     let prev = unsafe { GO_CONN_FDS.get(&key) }.copied();
     if prev != Some(generation) {
+        // One control event per link, within the process's control-event rate (a forged
+        // `*Conn` per call cannot flood the ring or userspace's link table); refused, the link
+        // is tried again on the next call.
+        if !ctrl_allowed(tgid) {
+            return;
+        }
         // A `tls.Conn` never changes sockets: a new one means the garbage collector gave this
         // address to a new connection, which inherits neither a mute nor a loss mark (there is
         // no free to clear them, as `SSL_free` does).
@@ -1487,6 +1499,9 @@ pub fn go_tls_read(ctx: ProbeContext) -> u32 {
 pub fn go_tls_read_ret(ctx: ProbeContext) -> u32 {
     let pid_tgid = bpf_get_current_pid_tgid();
     let tgid = (pid_tgid >> 32) as u32;
+    if !should_trace(tgid) {
+        return 0;
+    }
     let (ret, _, _, g) = go_regs(&ctx);
     let key = GoKey { tgid, _pad: 0, g };
     // SAFETY: value copied out before removal.

@@ -57,7 +57,7 @@ impl Default for GoLimits {
             elf: ElfLimits::default(),
             max_funcs: 2_000_000,
             max_func_bytes: 64 << 10,
-            max_rets: 32,
+            max_rets: 16,
             max_scan_bytes: 16 << 20,
         }
     }

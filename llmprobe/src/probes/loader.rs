@@ -146,6 +146,10 @@ pub struct ProbeHandles {
 /// Most files with TLS uprobes attached at once; candidates beyond it are counted
 /// (`discovery_cap_reached`) and logged once.
 pub const MAX_ATTACHED_FILES: usize = 512;
+
+/// Most uprobe links on files probed for all processes (each link holds a descriptor; a Go
+/// binary takes up to 18, a libssl 9): files past it are counted as `discovery_cap_reached`.
+pub const MAX_FILE_LINKS: usize = 4096;
 /// A file's probes are released after this many consecutive full scans without a traced
 /// process mapping it.
 pub const UNMAPPED_SCANS_BEFORE_DETACH: u32 = 2;
@@ -492,12 +496,14 @@ impl Probes {
         if self.files.is_known(m.file_id) {
             return;
         }
-        if self.files.attached_len() >= MAX_ATTACHED_FILES {
+        let links: usize = self.files.entries().map(|e| e.links.len()).sum();
+        if self.files.attached_len() >= MAX_ATTACHED_FILES || links >= MAX_FILE_LINKS {
             report.cap_reached += 1;
             if !self.cap_logged {
                 self.cap_logged = true;
                 warn!(
-                    "{MAX_ATTACHED_FILES} files already carry TLS uprobes: further TLS libraries (first: {:?} of pid {pid}) are not probed until some are unmapped (counted in llmprobe_dropped_total{{reason=\"discovery_cap_reached\"}})",
+                    "{} files with {links} uprobe links already carry TLS uprobes (caps: {MAX_ATTACHED_FILES} files, {MAX_FILE_LINKS} links): further TLS libraries (first: {:?} of pid {pid}) are not probed until some are unmapped (counted in llmprobe_dropped_total{{reason=\"discovery_cap_reached\"}})",
+                    self.files.attached_len(),
                     m.path
                 );
             }
@@ -597,6 +603,10 @@ impl Probes {
                         lib.path,
                         suppressed_note(n)
                     );
+                }
+                if transient(&e) {
+                    // Out of descriptors or memory for now: tried again at its next scan.
+                    return;
                 }
                 Vec::new()
             }
@@ -1178,6 +1188,24 @@ impl Probes {
 
 /// Whether a refusal is a verdict on the file's content or kind (remembered until the file is
 /// unmapped everywhere), rather than a passing condition (the process or mapping went away).
+/// Whether an attach failed for want of a resource that may come back (descriptors, memory):
+/// such a file is not remembered as unprobeable.
+fn transient(e: &anyhow::Error) -> bool {
+    let resource = |n: i32| {
+        matches!(
+            n,
+            libc::EMFILE | libc::ENFILE | libc::ENOMEM | libc::EAGAIN | libc::EBUSY | libc::EINTR
+        )
+    };
+    e.chain().any(|c| {
+        c.downcast_ref::<std::io::Error>()
+            .and_then(std::io::Error::raw_os_error)
+            .is_some_and(resource)
+    }) || [24, 23, 12, 11, 16, 4]
+        .iter()
+        .any(|n| format!("{e:#}").contains(&format!("(os error {n})")))
+}
+
 fn cacheable(r: Refusal) -> bool {
     matches!(
         r,
@@ -1271,6 +1299,11 @@ impl<L> FileTable<L> {
     /// The path an attached file was found under.
     pub fn path(&self, id: (u64, u64)) -> Option<&Path> {
         self.attached.get(&id).map(|t| t.path.as_path())
+    }
+
+    /// The entries of the attached files.
+    pub fn entries(&self) -> impl Iterator<Item = &L> {
+        self.attached.values().map(|t| &t.links)
     }
 
     /// Files with probes attached.
@@ -1462,6 +1495,9 @@ impl Probes {
                         "could not probe Go crypto/tls in {path:?}: {e:#}; its TLS traffic will not be seen{}",
                         suppressed_note(n)
                     );
+                }
+                if transient(&e) {
+                    return;
                 }
                 Vec::new()
             }
