@@ -211,7 +211,7 @@ impl<X: TrackedExchange> H2Session<X> {
         if self.streams.contains_key(&stream) {
             return; // Request trailers.
         }
-        if stream % 2 == 0 || stream <= self.last_client_stream {
+        if stream.is_multiple_of(2) || stream <= self.last_client_stream {
             // Trailers of a stream not followed, or an id that cannot open a request.
             return;
         }

@@ -259,11 +259,14 @@ fn zero(v: &mut Vec<u8>) {
     v.clear();
 }
 
+/// A dynamic table entry: name and value.
+type Entry = (Box<[u8]>, Box<[u8]>);
+
 /// One direction's HPACK decoder: its dynamic table lives as long as the connection.
 #[derive(Debug)]
 pub struct Decoder {
     /// Newest first: index 62 is `table[0]`.
-    table: VecDeque<(Box<[u8]>, Box<[u8]>)>,
+    table: VecDeque<Entry>,
     /// HPACK size of the table (name + value + 32 per entry).
     size: usize,
     /// The size the encoder set (at most `allowed`).
@@ -319,7 +322,7 @@ impl Decoder {
     pub fn heap_bytes(&self) -> usize {
         self.entry_bytes
             + self.table.len() * 32
-            + self.table.capacity() * std::mem::size_of::<(Box<[u8]>, Box<[u8]>)>()
+            + self.table.capacity() * std::mem::size_of::<Entry>()
             + self.name_scratch.capacity()
             + self.value_scratch.capacity()
     }
