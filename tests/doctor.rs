@@ -1,6 +1,7 @@
 //! `llmprobe doctor` with the real binary: as root on this machine (the node checks pass, and
-//! processes the test starts are classified: Python with OpenSSL probed, a static stripped
-//! binary and a Go binary invisible with their reasons), as `nobody` (missing privileges are
+//! processes the test starts are classified: Python with OpenSSL probed, the Go client of
+//! `tests/assets/go` probed through crypto/tls, a Go binary without TLS and a static stripped
+//! binary not, with their reasons), as `nobody` (missing privileges are
 //! failures, exit 1; `llmprobe run` says privileges are missing, not tracefs), and against a
 //! hostile process (a name full of terminal escapes and newlines, an executable whose section
 //! table is garbage in a file of 8 GiB): doctor stays correct and prints no raw control byte.
@@ -140,8 +141,47 @@ fn build_go(dir: &Path) -> PathBuf {
     out
 }
 
+/// Builds the Go client of `tests/assets/go/client` (crypto/tls) into `dir` with Debian's Go
+/// 1.19, as `tests/go_tls.rs` does, with its build cache (`cargo xtask test` installs Go).
+fn build_go_client(dir: &Path) -> PathBuf {
+    let go = std::env::var_os("LLMPROBE_TEST_GO_DEBIAN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/usr/lib/go-1.19/bin/go"));
+    assert!(
+        go.exists(),
+        "{go:?} is missing: `cargo xtask test` installs Debian's golang-go (or set LLMPROBE_TEST_GO_DEBIAN)"
+    );
+    // The build cache `tests/go_tls.rs` fills (the standard library is compiled once).
+    let target = repo_root().join("target");
+    let out = dir.join("goclient");
+    let t0 = Instant::now();
+    let st = Command::new(&go)
+        .arg("build")
+        .arg("-o")
+        .arg(&out)
+        .arg(".")
+        .current_dir(assets().join("go/client"))
+        .env("GOCACHE", target.join("go-cache"))
+        .env("GOPATH", target.join("gopath"))
+        .env("GO111MODULE", "off")
+        .env("GOTOOLCHAIN", "local")
+        .env("GOPROXY", "off")
+        .env("CGO_ENABLED", "0")
+        .env_remove("GOFLAGS")
+        .status()
+        .expect("go build");
+    assert!(st.success(), "go build of the Go client failed");
+    eprintln!("go build (client): {:?}", t0.elapsed());
+    out
+}
+
 /// Starts `cmd` and waits for its "ready" line.
-fn start_ready(mut cmd: Command, what: &str) -> Child {
+fn start_ready(cmd: Command, what: &str) -> Child {
+    start_saying(cmd, what, "ready")
+}
+
+/// Starts `cmd` and waits for its first line to be `first`.
+fn start_saying(mut cmd: Command, what: &str, first: &str) -> Child {
     let mut child = cmd
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -152,7 +192,7 @@ fn start_ready(mut cmd: Command, what: &str) -> Child {
     BufReader::new(child.stdout.take().expect("stdout"))
         .read_line(&mut line)
         .expect("read ready line");
-    assert_eq!(line.trim(), "ready", "{what} did not start");
+    assert_eq!(line.trim(), first, "{what} did not start");
     child
 }
 
@@ -230,6 +270,11 @@ fn doctor_as_root_passes_the_node_and_classifies_processes() {
     let gobin = build_go(&dir);
     kids.0.push(start_ready(Command::new(&gobin), "Go binary"));
     let go_pid = kids.0[2].id();
+    // The Go client waits for a file that never comes: running, its TLS not yet used.
+    let mut client = Command::new(build_go_client(&dir));
+    client.arg("-wait-file").arg(dir.join("never"));
+    kids.0.push(start_saying(client, "Go client", "WAITING"));
+    let client_pid = kids.0[3].id();
 
     let (r, code, took) = doctor_json(None);
     eprintln!("doctor --json took {took:?}; summary {}", r["summary"]);
@@ -272,13 +317,23 @@ fn doctor_as_root_passes_the_node_and_classifies_processes() {
     assert_eq!(s["probed"], false);
     assert_eq!(s["comm"], "static-stripped");
     let g = process(&r, go_pid);
-    assert_eq!(g["reason"], "go", "{g}");
+    assert_eq!(g["reason"], "go_no_tls", "{g}");
+    assert_eq!(g["probed"], false, "{g}");
     assert!(
         g["detail"]
             .as_str()
             .expect("a string")
-            .contains("Go binary"),
+            .starts_with("no TLS library: Go go1."),
         "{g}"
+    );
+    let c = process(&r, client_pid);
+    assert_eq!(c["reason"], "go", "{c}");
+    assert_eq!(c["probed"], true, "{c}");
+    let detail = c["detail"].as_str().expect("a string");
+    assert!(
+        detail.starts_with("probed: Go go1.")
+            && detail.contains(" crypto/tls (Write, Read and its "),
+        "{c}"
     );
 
     // The person's view: one line per check, the groups with pids, the summary.
@@ -300,7 +355,7 @@ fn doctor_as_root_passes_the_node_and_classifies_processes() {
     );
     assert!(
         text.lines()
-            .any(|l| l.contains("Go binary (crypto/tls not supported yet)")),
+            .any(|l| l.contains("probed: Go go1.") && l.contains(&format!("{client_pid} "))),
         "{text}"
     );
     assert!(

@@ -11,6 +11,9 @@
 //!   read exactly as discovery does ([`discovery::open_mapped`]: `/proc/PID/map_files`, or the
 //!   path inside `/proc/PID/root` with its identity checked; [`discovery::elf_facts_file`]:
 //!   bounded `pread`s under [`ElfLimits`]), never by following a path outside the process's view.
+//! - A Go executable is read by the agent's own Go reader ([`golang::inspect_go_file`] under
+//!   [`GoLimits::default`], through the file already opened, in the same step), so doctor says
+//!   what the agent does: probed, no crypto/tls, or refused with the refusal's words.
 //! - Bounded: at most [`MAX_PROCESSES`] processes are examined (the rest are counted), at most
 //!   [`MAX_FILES`] distinct files are read (each once, cached by device and inode), at most
 //!   [`MAX_MAPPINGS_PER_PROCESS`] mappings per process, and the scan stops reading files after
@@ -27,6 +30,7 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 
 use crate::probes::discovery::{self, ElfFacts, ElfLimits, TlsStack};
+use crate::probes::golang::{self, GoArch, GoLimits, GoRefusal, GoVerdict};
 use crate::probes::loader;
 
 // ---------------------------------------------------------------------------------------------
@@ -796,6 +800,15 @@ pub const SCAN_DEADLINE: Duration = Duration::from_secs(30);
 /// What was read of one file: its facts, or why not.
 pub type FileFacts = Result<ElfFacts, String>;
 
+/// What the agent's Go reader says of a Go file.
+pub type GoFacts = Result<GoVerdict, GoRefusal>;
+
+/// Whether the agent probes Go binaries of `arch` on this machine (its Go programs read
+/// x86-64 registers: the agent's loader makes the same test).
+fn go_arch_probed(arch: GoArch) -> bool {
+    cfg!(target_arch = "x86_64") && arch == GoArch::Amd64
+}
+
 /// What a process's mappings say, the input of [`classify`].
 #[derive(Debug, Clone, Default)]
 pub struct ProcFacts {
@@ -807,6 +820,8 @@ pub struct ProcFacts {
     pub exe: Option<FileFacts>,
     /// The other mapped files: (file name, escaped; facts).
     pub libs: Vec<(String, FileFacts)>,
+    /// The Go reader's verdict on the executable (None: not read, or not a Go file).
+    pub go: Option<GoFacts>,
 }
 
 /// How llmprobe sees a process.
@@ -818,8 +833,17 @@ pub enum Class {
     OpenSslStatic,
     /// A dynamic GnuTLS library with the functions the agent probes (its file name).
     GnuTls(String),
-    /// A Go binary.
-    Go,
+    /// A Go binary whose crypto/tls the agent probes.
+    Go {
+        /// Its Go version (escaped; `unknown` when the build info does not say).
+        version: String,
+        /// The RETs of `crypto/tls.(*Conn).Read` probed.
+        rets: usize,
+    },
+    /// A Go binary without crypto/tls (its Go version, escaped).
+    GoNoTls(String),
+    /// A Go binary the agent refuses to probe, and why.
+    GoInvisible(GoRefusal),
     /// Statically linked and stripped.
     StaticStripped,
     /// GnuTLS mapped, but without `gnutls_record_recv`/`gnutls_record_send` in its symbols.
@@ -839,7 +863,7 @@ impl Class {
     pub fn probed(&self) -> bool {
         matches!(
             self,
-            Class::OpenSsl(_) | Class::OpenSslStatic | Class::GnuTls(_)
+            Class::OpenSsl(_) | Class::OpenSslStatic | Class::GnuTls(_) | Class::Go { .. }
         )
     }
 
@@ -848,7 +872,9 @@ impl Class {
         match self {
             Class::OpenSsl(_) => "openssl",
             Class::OpenSslStatic => "openssl_static",
-            Class::Go => "go",
+            Class::Go { .. } => "go",
+            Class::GoNoTls(_) => "go_no_tls",
+            Class::GoInvisible(_) => "go_invisible",
             Class::StaticStripped => "static_stripped",
             Class::GnuTls(_) => "gnutls",
             Class::GnuTlsUnprobed => "gnutls_no_symbols",
@@ -867,7 +893,13 @@ impl Class {
                 "probed: static OpenSSL/BoringSSL with symbols (in the executable)".to_owned()
             }
             Class::GnuTls(lib) => format!("probed: GnuTLS {lib}"),
-            Class::Go => "invisible: Go binary (crypto/tls not supported yet)".to_owned(),
+            Class::Go { version, rets } => {
+                format!("probed: Go {version} crypto/tls (Write, Read and its {rets} RETs)")
+            }
+            Class::GoNoTls(version) => {
+                format!("no TLS library: Go {version} without crypto/tls (plaintext HTTP still seen)")
+            }
+            Class::GoInvisible(r) => format!("invisible: Go: {}", r.describe()),
             Class::StaticStripped => STATIC_STRIPPED_LABEL.to_owned(),
             Class::GnuTlsUnprobed => {
                 "invisible: GnuTLS without gnutls_record_recv/gnutls_record_send in its symbol tables"
@@ -932,7 +964,20 @@ pub fn classify(f: &ProcFacts) -> Class {
         Some(Ok(exe)) => exe,
     };
     if exe.go {
-        return Class::Go;
+        return match &f.go {
+            Some(Ok(GoVerdict::Tls(t))) if go_arch_probed(t.arch) => Class::Go {
+                version: escape(t.version_text().as_bytes()),
+                rets: t.read.rets.len(),
+            },
+            Some(Ok(GoVerdict::Tls(_))) => Class::GoInvisible(GoRefusal::Arch),
+            Some(Ok(GoVerdict::NoTls { version })) => {
+                Class::GoNoTls(escape(version.as_deref().unwrap_or("unknown").as_bytes()))
+            }
+            Some(Err(r)) => Class::GoInvisible(*r),
+            Some(Ok(GoVerdict::NotGo)) | None => Class::Unknown(
+                "a Go binary whose Go symbol table (pclntab) was not read".to_owned(),
+            ),
+        };
     }
     if f.libs.iter().any(|(n, _)| n.starts_with("libgnutls.so")) {
         return Class::GnuTlsUnprobed;
@@ -970,8 +1015,8 @@ pub struct ProcessFinding {
     pub comm: String,
     /// True when its TLS is probed.
     pub probed: bool,
-    /// Stable code (`openssl`, `openssl_static`, `gnutls`, `go`, `static_stripped`,
-    /// `gnutls_no_symbols`, `nss`, `rustls`, `no_tls`, `unknown`).
+    /// Stable code (`openssl`, `openssl_static`, `gnutls`, `go`, `go_no_tls`, `go_invisible`,
+    /// `static_stripped`, `gnutls_no_symbols`, `nss`, `rustls`, `no_tls`, `unknown`).
     pub reason: &'static str,
     /// The line a person reads.
     pub detail: String,
@@ -1011,6 +1056,8 @@ fn comm_of(pid: u32) -> String {
 struct Scanner {
     ptrace_capable: bool,
     cache: HashMap<(u64, u64), FileFacts>,
+    /// The Go reader's verdicts, for the files of `cache` built by Go.
+    go: HashMap<(u64, u64), GoFacts>,
     started: Instant,
     truncated: bool,
 }
@@ -1025,8 +1072,16 @@ impl Scanner {
             return Err("not read: the scan's file cap or time limit was reached".to_owned());
         }
         let facts = match discovery::open_mapped(pid, m) {
-            Ok((f, _)) => discovery::elf_facts_file(&f.file, ElfLimits::default())
-                .map_err(|r| format!("{r:?}")),
+            Ok((f, _)) => {
+                let facts = discovery::elf_facts_file(&f.file, ElfLimits::default())
+                    .map_err(|r| format!("{r:?}"));
+                if facts.as_ref().is_ok_and(|x| x.go) {
+                    // The agent's reader, through the same open file: bounded `pread`s.
+                    let go = golang::inspect_go_file(&f.file, GoLimits::default());
+                    self.go.insert(m.file_id, go);
+                }
+                facts
+            }
             Err(r) => Err(format!("{r:?}")),
         };
         self.cache.insert(m.file_id, facts.clone());
@@ -1059,6 +1114,7 @@ impl Scanner {
         for (i, m) in maps.iter().take(MAX_MAPPINGS_PER_PROCESS).enumerate() {
             let facts = self.facts(pid, m);
             if i == exe_at {
+                out.go = self.go.get(&m.file_id).cloned();
                 out.exe = Some(facts);
             } else {
                 let name = m
@@ -1128,6 +1184,7 @@ fn scan_reporting(report: &mut dyn FnMut(ScanMsg)) -> ProcessScan {
     let mut scanner = Scanner {
         ptrace_capable: Privileges::current().has(CAP_SYS_PTRACE),
         cache: HashMap::new(),
+        go: HashMap::new(),
         started: Instant::now(),
         truncated: false,
     };
@@ -1275,8 +1332,8 @@ pub fn render_text(r: &Report) -> String {
     );
     // Groups: probed first, then invisible, plaintext only, unknown.
     let rank = |p: &ProcessFinding| match p.reason {
-        "openssl" | "openssl_static" | "gnutls" => 0,
-        "no_tls" => 2,
+        "openssl" | "openssl_static" | "gnutls" | "go" => 0,
+        "no_tls" | "go_no_tls" => 2,
         "unknown" => 3,
         _ => 1,
     };
@@ -1350,6 +1407,7 @@ pub fn run(args: &DoctorArgs) -> i32 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::probes::golang::SynthLayout;
 
     const ROOT_STATUS: &str = "Name:\tllmprobe\nUid:\t0\t0\t0\t0\nCapInh:\t0000000000000000\nCapPrm:\t000001ffffffffff\nCapEff:\t000001ffffffffff\nCapBnd:\t000001ffffffffff\n";
 
@@ -1518,6 +1576,17 @@ mod tests {
                 .iter()
                 .map(|(n, f)| ((*n).to_owned(), f.clone()))
                 .collect(),
+            go: None,
+        }
+    }
+
+    /// A Go executable (`cgo`: dynamically linked) and the Go reader's verdict on it.
+    fn go_proc(cgo: bool, go: GoFacts) -> ProcFacts {
+        let libc = ("libc.so.6", elf(false, false, false, false));
+        let libs: &[(&str, FileFacts)] = if cgo { &[libc] } else { &[] };
+        ProcFacts {
+            go: Some(go),
+            ..procs(elf(true, cgo, cgo, false), libs)
         }
     }
 
@@ -1546,18 +1615,79 @@ mod tests {
             classify(&procs(elf(false, true, true, true), &[])),
             Class::OpenSslStatic
         );
-        // Go, static or with cgo.
-        assert_eq!(
+        // Go, static or with cgo: what the agent's Go reader says of the file.
+        let go_tls = golang::inspect_go_bytes(
+            &golang::synthetic_go_elf(SynthLayout::Go120),
+            GoLimits::default(),
+        );
+        for cgo in [false, true] {
+            let c = classify(&go_proc(cgo, go_tls.clone()));
+            assert_eq!(
+                c,
+                Class::Go {
+                    version: "go1.27.3".to_owned(),
+                    rets: 2
+                }
+            );
+            assert!(c.probed());
+            assert_eq!(c.code(), "go");
+            assert_eq!(
+                c.label(),
+                "probed: Go go1.27.3 crypto/tls (Write, Read and its 2 RETs)"
+            );
+        }
+        let c = classify(&go_proc(
+            false,
+            Ok(GoVerdict::NoTls {
+                version: Some("go1.19.8".to_owned()),
+            }),
+        ));
+        assert_eq!(c, Class::GoNoTls("go1.19.8".to_owned()));
+        assert!(!c.probed());
+        assert_eq!(c.code(), "go_no_tls");
+        assert!(
+            c.label().starts_with("no TLS library: Go go1.19.8"),
+            "{c:?}"
+        );
+        let c = classify(&go_proc(false, Ok(GoVerdict::NoTls { version: None })));
+        assert_eq!(c, Class::GoNoTls("unknown".to_owned()));
+        for r in [GoRefusal::StackAbi, GoRefusal::NoPclntab, GoRefusal::Arch] {
+            let c = classify(&go_proc(true, Err(r)));
+            assert_eq!(c, Class::GoInvisible(r));
+            assert!(!c.probed());
+            assert_eq!(c.code(), "go_invisible");
+            assert_eq!(c.label(), format!("invisible: Go: {}", r.describe()));
+        }
+        // An arm64 build: read, but not probed on this x86-64 machine.
+        if let Ok(GoVerdict::Tls(mut t)) = go_tls {
+            t.arch = GoArch::Arm64;
+            assert_eq!(
+                classify(&go_proc(false, Ok(GoVerdict::Tls(t)))),
+                Class::GoInvisible(GoRefusal::Arch)
+            );
+        } else {
+            panic!("the synthetic Go binary is not read: {go_tls:?}");
+        }
+        // A hostile version string reaches the label escaped.
+        if let Ok(GoVerdict::Tls(mut t)) = golang::inspect_go_bytes(
+            &golang::synthetic_go_elf(SynthLayout::Go126),
+            GoLimits::default(),
+        ) {
+            t.version = Some("go1\u{1b}[31m".to_owned());
+            let c = classify(&go_proc(false, Ok(GoVerdict::Tls(t))));
+            assert!(
+                c.label().contains("Go go1\\x1b[31m crypto"),
+                "{}",
+                c.label()
+            );
+        } else {
+            panic!("the synthetic Go 1.26 binary is not read");
+        }
+        // A Go executable whose Go reader did not run (no verdict) is not guessed at.
+        assert!(matches!(
             classify(&procs(elf(true, false, false, false), &[])),
-            Class::Go
-        );
-        assert_eq!(
-            classify(&procs(
-                elf(true, true, true, false),
-                std::slice::from_ref(&libc)
-            )),
-            Class::Go
-        );
+            Class::Unknown(w) if w.contains("pclntab")
+        ));
         // Static: stripped, or with symbols and no TLS.
         assert_eq!(
             classify(&procs(elf(false, false, false, false), &[])),
