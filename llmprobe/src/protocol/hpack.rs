@@ -454,7 +454,7 @@ mod tests {
         let s: String = s.chars().filter(|c| !c.is_whitespace()).collect();
         (0..s.len())
             .step_by(2)
-            .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
+            .map(|i| u8::from_str_radix(&s[i..i + 2], 16).expect("hex"))
             .collect()
     }
 
@@ -478,7 +478,7 @@ mod tests {
     #[test]
     fn rfc_c3_requests_without_huffman() {
         let mut d = Decoder::new();
-        let r1 = decode(&mut d, &hex("828684410f7777772e6578616d706c652e636f6d")).unwrap();
+        let r1 = decode(&mut d, &hex("828684410f7777772e6578616d706c652e636f6d")).expect("decodes");
         assert_eq!(
             r1,
             pairs(&[
@@ -489,7 +489,7 @@ mod tests {
             ])
         );
         assert_eq!(d.size, 57);
-        let r2 = decode(&mut d, &hex("828684be58086e6f2d6361636865")).unwrap();
+        let r2 = decode(&mut d, &hex("828684be58086e6f2d6361636865")).expect("decodes");
         assert_eq!(r2[3], (":authority".into(), "www.example.com".into()));
         assert_eq!(r2[4], ("cache-control".into(), "no-cache".into()));
         assert_eq!(d.size, 110);
@@ -497,7 +497,7 @@ mod tests {
             &mut d,
             &hex("828785bf400a637573746f6d2d6b65790c637573746f6d2d76616c7565"),
         )
-        .unwrap();
+        .expect("decodes");
         assert_eq!(r3[2], (":path".into(), "/index.html".into()));
         assert_eq!(r3[4], ("custom-key".into(), "custom-value".into()));
         assert_eq!(d.size, 164);
@@ -506,15 +506,15 @@ mod tests {
     #[test]
     fn rfc_c4_requests_with_huffman() {
         let mut d = Decoder::new();
-        let r1 = decode(&mut d, &hex("828684418cf1e3c2e5f23a6ba0ab90f4ff")).unwrap();
+        let r1 = decode(&mut d, &hex("828684418cf1e3c2e5f23a6ba0ab90f4ff")).expect("decodes");
         assert_eq!(r1[3], (":authority".into(), "www.example.com".into()));
-        let r2 = decode(&mut d, &hex("828684be5886a8eb10649cbf")).unwrap();
+        let r2 = decode(&mut d, &hex("828684be5886a8eb10649cbf")).expect("decodes");
         assert_eq!(r2[4], ("cache-control".into(), "no-cache".into()));
         let r3 = decode(
             &mut d,
             &hex("828785bf408825a849e95ba97d7f8925a849e95bb8e8b4bf"),
         )
-        .unwrap();
+        .expect("decodes");
         assert_eq!(r3[4], ("custom-key".into(), "custom-value".into()));
         assert_eq!(d.size, 164);
     }
@@ -530,7 +530,7 @@ mod tests {
                 "488264025885aec3771a4b6196d07abe941054d444a8200595040b8166e082a62d1bff6e919d29ad171863c78f0b97c8e9ae82ae43d3",
             ),
         )
-        .unwrap();
+        .expect("decodes");
         assert_eq!(
             r1,
             pairs(&[
@@ -541,7 +541,7 @@ mod tests {
             ])
         );
         assert_eq!(d.size, 222);
-        let r2 = decode(&mut d, &hex("4883640effc1c0bf")).unwrap();
+        let r2 = decode(&mut d, &hex("4883640effc1c0bf")).expect("decodes");
         assert_eq!(r2[0], (":status".into(), "307".into()));
         assert_eq!(d.size, 222);
         let r3 = decode(
@@ -550,7 +550,7 @@ mod tests {
                 "88c16196d07abe941054d444a8200595040b8166e084a62d1bffc05a839bd9ab77ad94e7821dd7f2e6c7b335dfdfcd5b3960d5af27087f3672c1ab270fb5291f9587316065c003ed4ee5b1063d5007",
             ),
         )
-        .unwrap();
+        .expect("decodes");
         assert_eq!(
             r3[5],
             (
@@ -610,7 +610,7 @@ mod tests {
             out.push(((acc << (8 - bits)) as u8) | ((1u8 << (8 - bits)) - 1));
         }
         let mut back = Vec::new();
-        huffman_decode(&out, &mut back).unwrap();
+        huffman_decode(&out, &mut back).expect("decodes");
         assert_eq!(back, input);
     }
 
@@ -639,7 +639,7 @@ mod tests {
     fn every_truncation_and_garbage_never_panics() {
         let block = hex("828785bf408825a849e95ba97d7f8925a849e95bb8e8b4bf");
         let mut d0 = Decoder::new();
-        decode(&mut d0, &hex("828684418cf1e3c2e5f23a6ba0ab90f4ff")).unwrap();
+        decode(&mut d0, &hex("828684418cf1e3c2e5f23a6ba0ab90f4ff")).expect("decodes");
         for n in 0..block.len() {
             let mut d = Decoder::new();
             let _ = decode(&mut d, &block[..n]);
@@ -670,7 +670,7 @@ mod tests {
             block.extend_from_slice(format!("{i:08}").as_bytes());
         }
         let mut seen = 0;
-        let skipped = d.decode_with_cb(&block, |_, _| seen += 1).unwrap();
+        let skipped = d.decode_with_cb(&block, |_, _| seen += 1).expect("decodes");
         assert_eq!(
             (seen, skipped),
             (MAX_FIELDS_PER_BLOCK, 500 - MAX_FIELDS_PER_BLOCK)
@@ -693,7 +693,7 @@ mod tests {
         }
         let mut d = Decoder::new();
         let t = std::time::Instant::now();
-        let skipped = d.decode_with_cb(&block, |_, _| {}).unwrap();
+        let skipped = d.decode_with_cb(&block, |_, _| {}).expect("decodes");
         assert_eq!(skipped, 32_767 - MAX_FIELDS_PER_BLOCK);
         eprintln!("64 KiB of empty Huffman fields: {:?}", t.elapsed());
     }
