@@ -77,6 +77,8 @@ pub struct RunOptions {
     pub api_socket: Option<PathBuf>,
     /// `--ui-addr`: the trace page and the API over HTTP; None: off.
     pub ui_addr: Option<SocketAddr>,
+    /// `--rescan-interval`: how often discovery scans every process.
+    pub rescan_interval: Duration,
 }
 
 /// Records batches waiting for the enrich stage and for the fan-out.
@@ -234,8 +236,9 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
     let reader = tokio::spawn(source::run(ring, queue_tx, link, metrics.clone()));
 
     let disc_metrics = metrics.clone();
+    let rescan = opts.rescan_interval;
     let discovery = spawn("discovery", move || {
-        discovery::run(probes, scan_rx, urgent, disc_metrics)
+        discovery::run(probes, scan_rx, urgent, disc_metrics, rescan)
     })?;
     // Kernel-side losses and refusals (map walks block).
     let lost_metrics = metrics.clone();

@@ -88,6 +88,11 @@ struct AgentArgs {
     /// `*.domain` (the domain and its subdomains), added to the built-in list of LLM API hosts.
     #[arg(help_heading = "Scope", long = "llm-host", value_name = "HOST")]
     llm_hosts: Vec<String>,
+    /// Seconds between scans of every process for TLS libraries (new processes are found at
+    /// once from their exec and mmap; this rescan catches what those missed). Probes of a file
+    /// no traced process maps any more are released after two such scans.
+    #[arg(help_heading = "Scope", long, default_value_t = 30, value_name = "SECS", value_parser = clap::value_parser!(u64).range(1..=3600))]
+    rescan_interval: u64,
     /// Size of the ring buffer that carries captured bytes from the kernel: a power of two from
     /// 1M to 1G (suffixes K, M, G are binary). Larger rides out longer bursts before
     /// llmprobe_events_lost_total counts lost records; it is locked kernel memory, and pages the
@@ -446,6 +451,7 @@ fn options(a: AgentArgs, record: Option<RecordOptions>) -> anyhow::Result<RunOpt
         prices: std::sync::Arc::new(prices),
         api_socket: (a.api_socket != "none").then(|| PathBuf::from(&a.api_socket)),
         ui_addr: a.ui_addr,
+        rescan_interval: std::time::Duration::from_secs(a.rescan_interval),
         queue_budget: a.memory_limit / 4,
         jsonl: (a.jsonl != "none").then(|| JsonlTarget::parse(&a.jsonl)),
         metrics_addr: a.metrics_addr,

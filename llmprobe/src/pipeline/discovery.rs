@@ -49,7 +49,8 @@ const EXEC_FOLLOWUP: Duration = Duration::from_millis(25);
 /// still cover those processes).
 const MAX_FOLLOWUPS: usize = 4096;
 /// Full scans of every traced process (and release of files no one maps any more).
-const FULL_RESCAN: Duration = Duration::from_secs(30);
+/// The default of `--rescan-interval`.
+pub const FULL_RESCAN: Duration = Duration::from_secs(30);
 
 /// What discovery is asked to do.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -232,12 +233,18 @@ pub fn publish_scan(report: &ScanReport, probes: &Probes, metrics: &SelfMetrics)
 }
 
 /// The discovery stage: scans processes that exec or map executable files (rate-limited per
-/// process, coalesced), and every process every [`FULL_RESCAN`], releasing the probes of files
+/// process, coalesced), and every process every `full_rescan` ([`FULL_RESCAN`] by default), releasing the probes of files
 /// no one maps any more. Exits and admissions are handled first, at once, from their own
 /// channels. Runs on its own OS thread; returns when the request channel closes.
-pub fn run(mut probes: Probes, rx: Receiver<Request>, urgent: Urgent, metrics: Arc<SelfMetrics>) {
+pub fn run(
+    mut probes: Probes,
+    rx: Receiver<Request>,
+    urgent: Urgent,
+    metrics: Arc<SelfMetrics>,
+    full_rescan: Duration,
+) {
     let mut limiter = ScanLimiter::new(SCAN_INTERVAL_PER_PID, SCANS_PER_INTERVAL, MAX_LIMITED_PIDS);
-    let mut next_full = Instant::now() + FULL_RESCAN;
+    let mut next_full = Instant::now() + full_rescan;
     let mut followups: HashMap<u32, Instant> = HashMap::new();
     loop {
         let wake = limiter.next_due().map_or(next_full, |d| d.min(next_full));
@@ -333,7 +340,7 @@ pub fn run(mut probes: Probes, rx: Receiver<Request>, urgent: Urgent, metrics: A
         if now >= next_full {
             probes.full_rescan(&mut report);
             limiter.prune(now);
-            next_full = Instant::now() + FULL_RESCAN;
+            next_full = Instant::now() + full_rescan;
         }
         publish_scan(&report, &probes, &metrics);
     }
