@@ -141,40 +141,6 @@ fn build_go(dir: &Path) -> PathBuf {
     out
 }
 
-/// Builds the Go client of `tests/assets/go/client` (crypto/tls) into `dir` with Debian's Go
-/// 1.19, as `tests/go_tls.rs` does, with its build cache (`cargo xtask test` installs Go).
-fn build_go_client(dir: &Path) -> PathBuf {
-    let go = std::env::var_os("LLMPROBE_TEST_GO_DEBIAN")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("/usr/lib/go-1.19/bin/go"));
-    assert!(
-        go.exists(),
-        "{go:?} is missing: `cargo xtask test` installs Debian's golang-go (or set LLMPROBE_TEST_GO_DEBIAN)"
-    );
-    // The build cache `tests/go_tls.rs` fills (the standard library is compiled once).
-    let target = repo_root().join("target");
-    let out = dir.join("goclient");
-    let t0 = Instant::now();
-    let st = Command::new(&go)
-        .arg("build")
-        .arg("-o")
-        .arg(&out)
-        .arg(".")
-        .current_dir(assets().join("go/client"))
-        .env("GOCACHE", target.join("go-cache"))
-        .env("GOPATH", target.join("gopath"))
-        .env("GO111MODULE", "off")
-        .env("GOTOOLCHAIN", "local")
-        .env("GOPROXY", "off")
-        .env("CGO_ENABLED", "0")
-        .env_remove("GOFLAGS")
-        .status()
-        .expect("go build");
-    assert!(st.success(), "go build of the Go client failed");
-    eprintln!("go build (client): {:?}", t0.elapsed());
-    out
-}
-
 /// Starts `cmd` and waits for its "ready" line.
 fn start_ready(cmd: Command, what: &str) -> Child {
     start_saying(cmd, what, "ready")
@@ -271,7 +237,7 @@ fn doctor_as_root_passes_the_node_and_classifies_processes() {
     kids.0.push(start_ready(Command::new(&gobin), "Go binary"));
     let go_pid = kids.0[2].id();
     // The Go client waits for a file that never comes: running, its TLS not yet used.
-    let mut client = Command::new(build_go_client(&dir));
+    let mut client = Command::new(go_build(&go_debian(), "client", &[]));
     client.arg("-wait-file").arg(dir.join("never"));
     kids.0.push(start_saying(client, "Go client", "WAITING"));
     let client_pid = kids.0[3].id();

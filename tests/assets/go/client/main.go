@@ -1,9 +1,10 @@
 // Command client is a small Go LLM client for llmprobe's end-to-end tests: standard library
 // only, it POSTs /v1/chat/completions like the Python openai SDK does (same JSON body), over
-// HTTP/1.1 on one keep-alive connection, and prints one JSON line at the end.
+// HTTP/1.1 on one keep-alive connection (HTTP/2 with -http2, where the server offers h2 by
+// ALPN), and prints one JSON line at the end, with the protocol each call used.
 //
 //	client -base-url https://localhost:PORT/v1 -ca cert.pem [-model M] [-stream]
-//	       [-include-usage] [-calls N] [-wait-file PATH] [-delay-ms N]
+//	       [-include-usage] [-calls N] [-wait-file PATH] [-delay-ms N] [-http2]
 //
 // API key: env OPENAI_API_KEY. With -wait-file the client (and its TLS config) is built,
 // "WAITING" is printed, and the file is polled until it exists. -delay-ms waits before the
@@ -33,6 +34,7 @@ type call struct {
 	RequestID string  `json:"request_id"`
 	Content   string  `json:"content"`
 	TTFTms    float64 `json:"ttft_ms"`
+	Proto     string  `json:"proto"`
 }
 
 func main() {
@@ -45,6 +47,7 @@ func main() {
 	wait := flag.String("wait-file", "", "wait for this file before the first call")
 	prompt := flag.String("prompt", "Say hello to the test server", "prompt")
 	delay := flag.Int("delay-ms", 0, "wait before the first call")
+	h2 := flag.Bool("http2", false, "HTTP/2 when the server offers it (ALPN h2)")
 	flag.Parse()
 
 	cfg := &tls.Config{}
@@ -62,6 +65,10 @@ func main() {
 		ForceAttemptHTTP2: false,
 		// A non-nil empty map: HTTP/1.1 only.
 		TLSNextProto: map[string]func(string, *tls.Conn) http.RoundTripper{},
+	}
+	if *h2 {
+		// net/http's default: h2 by ALPN, HTTP/1.1 otherwise.
+		tr = &http.Transport{TLSClientConfig: cfg, ForceAttemptHTTP2: true}
 	}
 	client := &http.Client{Transport: tr, Timeout: 60 * time.Second}
 	if *wait != "" {
@@ -106,7 +113,7 @@ func chat(client *http.Client, base, model, prompt string, stream, usage bool) c
 		fail(err)
 	}
 	defer res.Body.Close()
-	c := call{Status: res.StatusCode, Stream: stream, RequestID: res.Header.Get("x-request-id")}
+	c := call{Status: res.StatusCode, Stream: stream, RequestID: res.Header.Get("x-request-id"), Proto: res.Proto}
 	if !stream {
 		var v struct {
 			Model   string `json:"model"`
