@@ -37,8 +37,11 @@ pub struct EventPreparer {
 /// Most process names cached.
 const MAX_NAMES: usize = 65_536;
 /// Most SSL->fd links remembered (the kernel's `SSL_FDS` map holds as many); at the bound the
-/// table starts over, like the name cache.
+/// process holding the most loses its links.
 const MAX_SSL_FDS: usize = 65_536;
+/// Most SSL->fd links remembered per process; at the bound the process's own links start over
+/// (a process inventing TLS objects, e.g. forged Go `*Conn`s, cannot clear other processes').
+const MAX_SSL_FDS_PER_PID: usize = 8192;
 
 impl EventPreparer {
     /// For live capture (`resolve_names` = true) or replay (false).
@@ -91,9 +94,19 @@ impl EventPreparer {
                     .get(&meta.pid)
                     .is_some_and(|m| m.contains_key(&meta.conn_id));
                 if !known {
-                    if self.ssl_fd_count >= MAX_SSL_FDS {
-                        self.ssl_fds.clear();
-                        self.ssl_fd_count = 0;
+                    let mine = self.ssl_fds.get(&meta.pid).map_or(0, HashMap::len);
+                    let drop_pid = if mine >= MAX_SSL_FDS_PER_PID {
+                        Some(meta.pid)
+                    } else if self.ssl_fd_count >= MAX_SSL_FDS {
+                        self.ssl_fds
+                            .iter()
+                            .max_by_key(|(_, m)| m.len())
+                            .map(|(pid, _)| *pid)
+                    } else {
+                        None
+                    };
+                    if let Some(fds) = drop_pid.and_then(|p| self.ssl_fds.remove(&p)) {
+                        self.ssl_fd_count -= fds.len();
                     }
                     self.ssl_fd_count += 1;
                 }
@@ -295,12 +308,33 @@ mod tests {
             meta: meta(0, -1, "p"),
         });
         assert_eq!((prep.ssl_fd_count, prep.ssl_fds.len()), (0, 0));
-        for id in 0..=super::MAX_SSL_FDS as u64 {
+        // Another process's link survives a process that invents SSL objects past its share.
+        let mut other = meta(0x10, 5, "victim");
+        other.pid = 77;
+        prep.track_ssl_fd(&mut ProbeEvent::SslFd { meta: other });
+        for id in 0..=super::MAX_SSL_FDS_PER_PID as u64 {
             prep.track_ssl_fd(&mut ProbeEvent::SslFd {
                 meta: meta(id * 8, 3, "p"),
             });
         }
-        assert_eq!(prep.ssl_fd_count, 1);
+        assert_eq!(prep.ssl_fd_count, 2);
+        assert_eq!(
+            prep.ssl_fds.get(&77).map(std::collections::HashMap::len),
+            Some(1)
+        );
+        // Past the total, the largest holder's links go.
+        for pid in 0..(super::MAX_SSL_FDS / super::MAX_SSL_FDS_PER_PID) as u32 {
+            for id in 0..(super::MAX_SSL_FDS_PER_PID - 1) as u64 {
+                let mut m = meta(id * 8, 3, "p");
+                m.pid = 1000 + pid;
+                prep.track_ssl_fd(&mut ProbeEvent::SslFd { meta: m });
+            }
+        }
+        assert!(prep.ssl_fd_count <= super::MAX_SSL_FDS);
+        assert_eq!(
+            prep.ssl_fds.get(&77).map(std::collections::HashMap::len),
+            Some(1)
+        );
     }
 
     #[test]
