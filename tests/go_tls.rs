@@ -237,7 +237,11 @@ fn go_gateway_of_two_toolchains_gives_server_and_upstream_records() {
             .arg("-key")
             .arg(&key)
             .stdout(Stdio::piped())
-            .stderr(Stdio::null());
+            // Kept in the scratch directory: what the gateway said when a call fails.
+            .stderr(
+                std::fs::File::create(dir.join(format!("gateway-{what}.log")))
+                    .expect("gateway log"),
+            );
         let mut child = cmd.spawn().expect("start the Go gateway");
         let gw_pid = child.id();
         let port = listening_port(&mut child, "the Go gateway");
