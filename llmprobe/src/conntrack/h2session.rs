@@ -8,9 +8,10 @@
 //! no `host`) and opens an exchange through [`ExchangePolicy::open`]; request DATA is its request
 //! body, END_STREAM its request end; the first non-1xx response HEADERS is its response head,
 //! response DATA its body (timed by the bytes that carried each piece), END_STREAM completes it;
-//! trailers are read for nothing. RST_STREAM from either side ends the exchange as an abort
+//! trailers are read for nothing. The client's RST_STREAM ends the exchange as an abort
 //! ([`Ending::Closed`] at the reset's bytes, the same record as a client closing an HTTP/1.1
-//! connection mid-response).
+//! connection mid-response); the server's is an error ([`Ending::ServerReset`]: `stream_reset`).
+//! Only a new client stream id (odd, above every earlier one) opens a request.
 //!
 //! Invariants: at most [`MAX_STREAMS`] streams are followed at once per connection (the rest are
 //! not followed, counted as [`DropReason::Http2StreamLimit`]); SETTINGS of one direction bound the
@@ -183,8 +184,15 @@ impl<X: TrackedExchange> H2Session<X> {
                     }
                 }
                 H2Event::Reset { stream, .. } => {
+                    // The client's reset gives the call up (an abort, as a client closing an
+                    // HTTP/1.1 connection); the server's refuses or fails it (an error).
                     if let Some(s) = self.streams.remove(&stream) {
-                        done(s.ex, Ending::Closed { at: ts });
+                        let ending = if is_req {
+                            Ending::Closed { at: ts }
+                        } else {
+                            Ending::ServerReset { at: ts }
+                        };
+                        done(s.ex, ending);
                     }
                 }
                 H2Event::GoAway { .. } => {}

@@ -116,6 +116,12 @@ pub enum Ending {
         /// The connection's last byte.
         at: u64,
     },
+    /// The server reset the request's stream (HTTP/2 `RST_STREAM` from the answering side:
+    /// refused, cancelled or failed by the server, not given up by the client) at `at`.
+    ServerReset {
+        /// When the reset arrived.
+        at: u64,
+    },
     /// The tracker stopped following its connection at `at`: the bytes could not be parsed any
     /// more, or a bound (connection table, memory budget) cut it.
     CutShort {

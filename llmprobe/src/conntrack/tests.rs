@@ -1127,6 +1127,32 @@ mod h2 {
         assert!(h.out.mutes.is_empty());
     }
 
+    /// A stream the server resets (REFUSED_STREAM) is an error of the call, not a client abort.
+    #[test]
+    fn a_stream_the_server_resets_is_an_error_not_an_abort() {
+        let mut h = Harness::new();
+        let s = Sock::ssl(SSL);
+        let mut req = Encoder::new();
+        let mut resp = Encoder::new();
+        let mut first = PREFACE.to_vec();
+        first.extend(frame(4, 0, 0, &[]));
+        first.extend(request(&mut req, 1, "gpt-4o", true));
+        h.feed(s.send(T0, &first));
+        let mut answer = frame(4, 0, 0, &[]);
+        answer.extend(headers(
+            &mut resp,
+            1,
+            false,
+            &[(":status", "200"), ("content-type", "text/event-stream")],
+        ));
+        h.feed(s.recv(T0 + 100 * MS, &answer));
+        h.feed(s.recv(T0 + 120 * MS, &frame(3, 0, 1, &7u32.to_be_bytes())));
+        let c = h.only_call();
+        assert!(!c.aborted);
+        assert_eq!(c.error_type.as_deref(), Some("stream_reset"));
+        assert_eq!(c.end_time, time(T0 + 120 * MS));
+    }
+
     /// The same connection in every split of its bytes (each split a capture of its own). A
     /// first write of fewer than 3 bytes cannot be told from HTTP/1 (`P`, `PR`): it stays
     /// HTTP/1 and the preface behind it is muted as not HTTP (no HTTP/2 client writes so little).

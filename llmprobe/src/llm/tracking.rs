@@ -202,6 +202,10 @@ impl TrackedExchange for LlmExchange {
                 self.set_error("idle_timeout");
                 LlmExchange::finish(self, &ctx, clock, false, Some(at))
             }
+            Ending::ServerReset { at } => {
+                self.set_error("stream_reset");
+                LlmExchange::finish(self, &ctx, clock, false, Some(at))
+            }
             Ending::CutShort { at } => {
                 self.set_error("capture_incomplete");
                 LlmExchange::finish(self, &ctx, clock, false, Some(at))
