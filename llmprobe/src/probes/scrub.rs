@@ -53,6 +53,9 @@ use crate::secrets::{self, MASK, MAX_NAME};
 
 /// Most streams with state open across a piece boundary that are remembered exactly.
 const MAX_OPEN_STREAMS: usize = 65_536;
+/// Most streams remembered as begun (for HTTP/2's first piece): four times the tracker's
+/// default connection cap, both directions; about 5 MiB at most.
+const MAX_SEEN_STREAMS: usize = 131_072;
 /// Most evicted streams remembered exactly (16 bytes each) before the bitset takes over.
 const MAX_LOST_STREAMS: usize = 131_072;
 /// Bits of the hashed set of evicted streams (128 KiB, allocated on first use).
@@ -425,6 +428,9 @@ pub struct ScrubStats {
 /// Per-stream masking of secrets.
 pub struct SecretScrubber {
     open: HashMap<StreamKey, StreamState>,
+    /// Streams seen since their connection began (at most [`MAX_SEEN_STREAMS`]): only a
+    /// stream's first piece can open HTTP/2.
+    seen: HashSet<StreamKey>,
     /// Evicted streams, remembered exactly.
     lost: HashSet<StreamKey>,
     /// Evicted streams that did not fit in `lost`, hashed (allocated on first use).
@@ -448,6 +454,7 @@ impl SecretScrubber {
     pub fn new() -> Self {
         SecretScrubber {
             open: HashMap::new(),
+            seen: HashSet::new(),
             lost: HashSet::new(),
             lost_bits: Vec::new(),
             hasher: RandomState::new(),
@@ -461,12 +468,22 @@ impl SecretScrubber {
     /// value ended in it.
     pub fn scrub(&mut self, chunk: &mut DataChunk) {
         let key = (chunk.meta.pid, chunk.meta.conn_id, chunk.direction);
+        let first = !self.seen.contains(&key) && !self.open.contains_key(&key);
         let (mut st, evicted) = self.take(key);
-        if st.h2 {
-            self.store(key, st);
-            return;
+        if first && !evicted {
+            self.remember_seen(key);
         }
-        if !evicted && st == FRESH && chunk.offset == 0 && opens_http2(&chunk.data) {
+        if st.h2 {
+            if chunk.offset == 0 && http1::starts_with_message_line(&chunk.data) {
+                // An HTTP/1 message after all: masked as one (a false HTTP/2 start can only
+                // mask less until the next message line, never a message's head).
+                st = FRESH;
+            } else {
+                self.store(key, st);
+                return;
+            }
+        }
+        if first && !evicted && chunk.offset == 0 && opens_http2(&chunk.data) {
             // HTTP/2 frames: masking lines or JSON strings across them would overwrite frame
             // headers (a secret query value runs to a space or line end that binary frames need
             // not have). The stream is remembered as HTTP/2 in the bounded table; evicted, it
@@ -549,9 +566,23 @@ impl SecretScrubber {
         }
     }
 
+    /// Remembers that a stream has begun. Past [`MAX_SEEN_STREAMS`] another one is forgotten
+    /// (not marked lost: that would make a flood of connections fail other streams closed); a
+    /// forgotten stream's next piece could pass for a first one, which matters only if it also
+    /// opens like HTTP/2, and then only until its next message line (see `scrub`).
+    fn remember_seen(&mut self, key: StreamKey) {
+        if self.seen.len() >= MAX_SEEN_STREAMS
+            && let Some(&victim) = self.seen.iter().next()
+        {
+            self.seen.remove(&victim);
+        }
+        self.seen.insert(key);
+    }
+
     /// Forgets a connection's streams.
     pub fn forget(&mut self, pid: u32, conn_id: u64) {
         for dir in [Direction::Egress, Direction::Ingress] {
+            self.seen.remove(&(pid, conn_id, dir));
             self.open.remove(&(pid, conn_id, dir));
             self.lost.remove(&(pid, conn_id, dir));
             if !self.split_creds.is_empty() {

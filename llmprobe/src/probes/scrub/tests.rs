@@ -908,3 +908,38 @@ fn http2_streams_are_left_to_the_http2_parser() {
     assert!(!String::from_utf8_lossy(&tail.data).contains("secret-789"));
     assert_eq!(s.stats.http2_streams, 0);
 }
+
+#[test]
+fn only_a_first_piece_opens_http2_and_a_message_line_ends_it() {
+    use crate::protocol::http2::frame;
+    // The preface in the middle of an HTTP/1 stream (a body written by its own call, say a
+    // prompt a gateway forwards): the next request's secrets are masked all the same.
+    let mut s = SecretScrubber::new();
+    let mut head = chunk_on(31, b"POST /v1/x HTTP/1.1\r\nContent-Length: 24\r\n\r\n");
+    s.scrub(&mut head);
+    let mut body = chunk_on(31, secrets::HTTP2_PREFACE);
+    s.scrub(&mut body);
+    assert_eq!(s.stats.http2_streams, 0);
+    let mut next = chunk_on(31, REQ);
+    s.scrub(&mut next);
+    check(&next.data);
+    // A stream that did open with the preface, then carries an HTTP/1 message: masked.
+    let mut s = SecretScrubber::new();
+    let mut first = chunk_on(32, secrets::HTTP2_PREFACE);
+    s.scrub(&mut first);
+    assert_eq!(s.stats.http2_streams, 1);
+    let mut frames = chunk_on(32, &frame(0, 0, 1, b"{\"x\":\"?key=abc\"}"));
+    s.scrub(&mut frames);
+    assert_eq!(
+        &frames.data[..],
+        &frame(0, 0, 1, b"{\"x\":\"?key=abc\"}")[..]
+    );
+    let mut h1 = chunk_on(32, REQ);
+    s.scrub(&mut h1);
+    check(&h1.data);
+    // A closed connection's streams start afresh.
+    s.forget(1, 32);
+    let mut again = chunk_on(32, secrets::HTTP2_PREFACE);
+    s.scrub(&mut again);
+    assert_eq!(s.stats.http2_streams, 2);
+}
