@@ -8,6 +8,7 @@
 pub mod app;
 pub mod clock;
 pub mod conntrack;
+pub mod content;
 pub mod doctor;
 pub mod export;
 pub mod gpu;

@@ -197,6 +197,8 @@ impl LlmExchange {
             + self.obs.prompt_sample.capacity()
             + self.obs.reasoning_sample.capacity()
             + self.obs.workflow_nodes.heap_bytes()
+            + self.obs.tools.heap_bytes()
+            + self.obs.content.as_ref().map_or(0, |c| c.heap_bytes())
             + self.conv.history.capacity() * std::mem::size_of::<(u32, u64)>()
     }
 
@@ -711,6 +713,8 @@ impl LlmExchange {
                 .collect(),
             workflow_nodes_dropped: self.obs.workflow_nodes.dropped,
             conversation,
+            tool_call_ids: tool_id_hashes(&self.obs.tools.call_ids),
+            tool_result_ids: tool_id_hashes(&self.obs.tools.result_ids),
             ..Default::default()
         };
         let (p50, p95, max) = gap_stats(&mut gaps);
@@ -797,6 +801,18 @@ impl LlmExchange {
             gateway_overhead_s: None,
             upstream_request_id: None,
             gateway_request_id: None,
+            tool_definitions: self.obs.tools.definitions,
+            tool_calls: (self.obs.tools.calls > 0).then_some(self.obs.tools.calls),
+            tool_names: Some(std::mem::take(&mut self.obs.tools.names)).filter(|n| !n.is_empty()),
+            mcp_method: None,
+            mcp_session_id: None,
+            jsonrpc_request_id: None,
+            jsonrpc_error_code: None,
+            span_id: None,
+            follows_span_ids: None,
+            system_instructions: None,
+            input_messages: None,
+            output_messages: None,
             detail,
         };
         if let Some(link) = self.gateway.take() {
@@ -806,6 +822,13 @@ impl LlmExchange {
         call.cap_fields();
         call
     }
+}
+
+/// Keyed hashes of tool-call ids (the ids are the API's; only their hashes leave the exchange).
+fn tool_id_hashes(ids: &[String]) -> Vec<u64> {
+    ids.iter()
+        .map(|id| crate::ids::key().id_u64("tool_call", id.as_bytes()))
+        .collect()
 }
 
 /// Timings a server reports about one call, seconds. A dialect fills [`Observed::server`] from a

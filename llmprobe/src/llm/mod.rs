@@ -169,9 +169,57 @@ pub struct LlmCall {
     pub upstream_request_id: Option<String>,
     /// Upstream record: the request id of the gateway call it served.
     pub gateway_request_id: Option<String>,
+    /// Tools the request declared (its tool definitions), when it declared any.
+    pub tool_definitions: Option<u32>,
+    /// Tool calls the response asked for (`finish_reason` `tool_calls` / `tool_use`), or, for an
+    /// `execute_tool` record (MCP `tools/call`), 1.
+    pub tool_calls: Option<u32>,
+    /// `gen_ai.tool.name`: the distinct names of the tools the response called, in first-call
+    /// order (at most [`MAX_TOOL_NAMES`], each capped to [`MAX_FIELD_BYTES`]); for an
+    /// `execute_tool` record, the tool run.
+    pub tool_names: Option<Vec<String>>,
+    /// MCP: the JSON-RPC method (`tools/call`, `resources/read`, ...).
+    pub mcp_method: Option<String>,
+    /// MCP: the session, a keyed hash of the `Mcp-Session-Id` header (the id itself is a
+    /// capability and never leaves the exchange).
+    pub mcp_session_id: Option<String>,
+    /// JSON-RPC: the request's id, as sent (a number or a string).
+    pub jsonrpc_request_id: Option<String>,
+    /// JSON-RPC: the error code of the answer, when it was an error.
+    pub jsonrpc_error_code: Option<i64>,
+    /// This record's span id (16 hex digits): the OTLP span's, fixed for every record.
+    pub span_id: Option<String>,
+    /// The earlier calls this call carries tool results of (their `span_id`s): one agent loop
+    /// as one chain (OTLP span links).
+    pub follows_span_ids: Option<Vec<String>>,
+    /// Opt-in content (`--capture-content`): the system instructions, as
+    /// `gen_ai.system_instructions` JSON (redacted, size-capped).
+    pub system_instructions: Option<ContentJson>,
+    /// Opt-in content: the request's messages, as `gen_ai.input.messages` JSON.
+    pub input_messages: Option<ContentJson>,
+    /// Opt-in content: the answer reassembled from the stream, as `gen_ai.output.messages` JSON.
+    pub output_messages: Option<ContentJson>,
     /// What exporters need beyond the record (not part of the JSON).
     #[serde(skip)]
     pub detail: CallDetail,
+}
+
+/// Most tool names kept per record.
+pub const MAX_TOOL_NAMES: usize = 16;
+
+/// A JSON document held as its text (opt-in content), written into JSON lines as JSON, not as a
+/// string. Only [`crate::content`] makes one, from a `serde_json` serialisation, so the text is
+/// always valid JSON.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ContentJson(pub String);
+
+impl Serialize for ContentJson {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match serde_json::from_str::<&serde_json::value::RawValue>(&self.0) {
+            Ok(raw) => raw.serialize(s),
+            Err(_) => s.serialize_none(),
+        }
+    }
 }
 
 /// Longest value, in bytes, of a free-text field of a record or span (models, ids, error types,
@@ -273,6 +321,13 @@ pub struct CallDetail {
     /// The span's trace (32 hex digits) when the record has no `trace_id` of its own: a gateway
     /// call and its upstream calls share one.
     pub trace_id: Option<String>,
+    /// Keyed hashes of the tool-call ids the response made (the enrich stage's tool-chain index
+    /// keeps them, to link the calls that answer them).
+    pub tool_call_ids: Vec<u64>,
+    /// Keyed hashes of the tool-call ids whose results the request carried.
+    pub tool_result_ids: Vec<u64>,
+    /// Links of the span to earlier spans: (trace id, 32 hex digits; span id, 16 hex digits).
+    pub links: Vec<(String, String)>,
 }
 
 /// Usage and outcome a dialect extracts from responses.
@@ -362,11 +417,72 @@ pub struct Observed {
     pub event_ts: u64,
     /// Workflow nodes a Dify workflow reported (bounded, see [`WorkflowNodes`]).
     pub workflow_nodes: WorkflowNodes,
+    /// Tools: definitions the request declared, calls the response made, tool results the
+    /// request carried (bounded, see [`ToolUse`]).
+    pub tools: ToolUse,
+    /// Opt-in content being reassembled from the response (None: content capture is off for
+    /// this call). Fed by the `note_*` methods, never by dialects directly.
+    pub content: Option<Box<crate::content::OutputContent>>,
+}
+
+/// Most tool-call ids (made by the response, or answered by the request) kept per call.
+pub const MAX_TOOL_IDS: usize = 64;
+
+/// Longest tool-call id kept, in bytes (longer ones are not kept: they cannot link calls).
+pub const MAX_TOOL_ID_BYTES: usize = 256;
+
+/// What one call did with tools, bounded: at most [`MAX_TOOL_NAMES`] names and
+/// [`MAX_TOOL_IDS`] ids each way; counts stay exact.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ToolUse {
+    /// Tool definitions the request declared.
+    pub definitions: Option<u32>,
+    /// Tool calls the response made.
+    pub calls: u32,
+    /// Distinct tool names called, in first-call order (capped to [`MAX_FIELD_BYTES`]).
+    pub names: Vec<String>,
+    /// Stream indexes of the calls seen (a streamed call is noted once per delta).
+    pub indexes: Vec<u32>,
+    /// Ids of the tool calls the response made (raw: only keyed hashes leave the exchange).
+    pub call_ids: Vec<String>,
+    /// Ids of the earlier tool calls whose results the request carried (raw, as above).
+    pub result_ids: Vec<String>,
+}
+
+impl ToolUse {
+    /// Heap bytes held.
+    pub fn heap_bytes(&self) -> usize {
+        let strings = |v: &Vec<String>| {
+            v.capacity() * std::mem::size_of::<String>()
+                + v.iter().map(String::capacity).sum::<usize>()
+        };
+        strings(&self.names)
+            + strings(&self.call_ids)
+            + strings(&self.result_ids)
+            + self.indexes.capacity() * 4
+    }
+
+    fn keep_id(ids: &mut Vec<String>, id: &str) {
+        if !id.is_empty()
+            && id.len() <= MAX_TOOL_ID_BYTES
+            && ids.len() < MAX_TOOL_IDS
+            && !ids.iter().any(|i| i == id)
+        {
+            ids.push(id.to_owned());
+        }
+    }
 }
 
 impl Observed {
     /// Output text arrived: counts its characters and keeps the start as a sample.
     pub fn note_output(&mut self, text: &str) {
+        if let Some(c) = &mut self.content {
+            c.text(text);
+        }
+        self.count_output(text);
+    }
+
+    fn count_output(&mut self, text: &str) {
         let n = text.chars().count();
         self.output_chars += n as u64;
         tokens::add_counted(
@@ -380,6 +496,9 @@ impl Observed {
     /// Reasoning (thinking) text arrived: output, and counted and sampled apart as well for the
     /// reasoning-token estimate.
     pub fn note_reasoning(&mut self, text: &str) {
+        if let Some(c) = &mut self.content {
+            c.reasoning(text);
+        }
         let n = text.chars().count();
         self.output_chars += n as u64;
         tokens::add_counted(
@@ -395,6 +514,59 @@ impl Observed {
             text,
             n,
         );
+    }
+
+    /// The response made a tool call: `index` is its place in a streamed response (a call is
+    /// noted on each of its deltas; one index counts once, its id and name taken when they
+    /// come), `id` the API's call id (OpenAI `call_…`, Anthropic `toolu_…`), `name` the tool.
+    /// None for what the API does not say.
+    pub fn note_tool_call(&mut self, index: Option<u32>, id: Option<&str>, name: Option<&str>) {
+        let t = &mut self.tools;
+        let new = match index {
+            Some(i) if t.indexes.contains(&i) => false,
+            Some(i) => {
+                if t.indexes.len() < MAX_TOOL_IDS {
+                    t.indexes.push(i);
+                }
+                true
+            }
+            None => true,
+        };
+        if new {
+            t.calls = t.calls.saturating_add(1);
+        }
+        if let Some(id) = id {
+            ToolUse::keep_id(&mut t.call_ids, id);
+        }
+        if let Some(name) = name.filter(|n| !n.is_empty()) {
+            let name = cap_field(name, MAX_FIELD_BYTES);
+            if t.names.len() < MAX_TOOL_NAMES && !t.names.iter().any(|n| *n == name) {
+                t.names.push(name.into_owned());
+            }
+        }
+        if let Some(c) = &mut self.content {
+            c.tool_call(index, id, name);
+        }
+    }
+
+    /// Arguments of a tool call arrived (a streamed piece, or the whole JSON text): output for
+    /// the token estimate, and the call's arguments in captured content.
+    pub fn note_tool_args(&mut self, index: Option<u32>, text: &str) {
+        if let Some(c) = &mut self.content {
+            c.tool_args(index, text);
+        }
+        self.count_output(text);
+    }
+
+    /// The request declared `n` tools (added up when a request spreads them over lists).
+    pub fn note_tool_definitions(&mut self, n: u32) {
+        let d = self.tools.definitions.get_or_insert(0);
+        *d = d.saturating_add(n);
+    }
+
+    /// The request carries the result of the earlier tool call `id`.
+    pub fn note_tool_result(&mut self, id: &str) {
+        ToolUse::keep_id(&mut self.tools.result_ids, id);
     }
 }
 
