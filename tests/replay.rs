@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use bytes::Bytes;
-use llmprobe::app::replay_events;
+use llmprobe::app::{replay_events, replay_events_with_content};
 use llmprobe::clock::Clock;
 use llmprobe::conntrack::TrackerConfig;
 use llmprobe::llm::LlmCall;
@@ -128,6 +128,68 @@ fn every_capture_replays_to_its_golden_records() {
         assert!(!got.is_empty(), "{name} produced no records");
         golden(&name, &got);
     }
+}
+
+/// The replay of `events` with `--capture-content` on: each record's content documents.
+fn replay_content(clock: Clock, events: Vec<ProbeEvent>) -> Vec<Value> {
+    let args = llmprobe::content::ContentArgs {
+        capture_content: true,
+        content_max_bytes: llmprobe::content::DEFAULT_MAX_BYTES,
+        ..Default::default()
+    };
+    let setup = args.build().expect("content flags");
+    replay_events_with_content(
+        clock,
+        events,
+        TrackerConfig::default(),
+        Arc::new(SelfMetrics::unregistered()),
+        setup,
+    )
+    .iter()
+    .map(|c| {
+        let v = serde_json::to_value(c).unwrap_or(Value::Null);
+        serde_json::json!({
+            "role": v["role"],
+            "api": v["api"],
+            "system_instructions": v["system_instructions"],
+            "input_messages": v["input_messages"],
+            "output_messages": v["output_messages"],
+        })
+    })
+    .collect()
+}
+
+/// Every capture's content, as `--capture-content` reads it (the requests' messages in every
+/// dialect, the answers reassembled from their streams), is the golden `content.expected.jsonl`
+/// (one line per record: the fixture, then the documents), and the same under random cuts.
+#[test]
+fn content_of_every_capture_replays_to_its_golden_documents() {
+    let mut all = Vec::new();
+    for name in names() {
+        let (clock, events) = load(&name);
+        let got = replay_content(clock, events.clone());
+        // Without the flag, none.
+        for r in replay(clock, events.clone()) {
+            assert_eq!(r["input_messages"], Value::Null, "{name}");
+            assert_eq!(r["output_messages"], Value::Null, "{name}");
+        }
+        for seed in [3u64, 4242] {
+            assert_eq!(
+                replay_content(clock, rechunk(&events, seed)),
+                got,
+                "{name} cut with seed {seed}"
+            );
+        }
+        all.extend(got.into_iter().map(|mut v| {
+            v["fixture"] = Value::String(name.clone());
+            v
+        }));
+    }
+    assert!(
+        all.iter().any(|v| v["output_messages"].is_array()),
+        "no capture gave an answer"
+    );
+    golden("content", &all);
 }
 
 #[test]

@@ -37,7 +37,7 @@ use crate::probes::scope::ScopeSpec;
 use crate::telemetry::{DropReason, SelfMetrics};
 
 pub use crate::pipeline::queue::QUEUE_BYTE_BUDGET;
-pub use crate::pipeline::replay::{replay, replay_events};
+pub use crate::pipeline::replay::{replay, replay_events, replay_events_with_content};
 pub use crate::pipeline::track::track;
 
 /// Options of `llmprobe run` / `llmprobe record`.
@@ -79,6 +79,8 @@ pub struct RunOptions {
     pub ui_addr: Option<SocketAddr>,
     /// `--rescan-interval`: how often discovery scans every process.
     pub rescan_interval: Duration,
+    /// `--capture-content` and its companions (None: no content is collected).
+    pub content: Option<crate::content::ContentSetup>,
 }
 
 /// Records batches waiting for the enrich stage and for the fan-out.
@@ -187,12 +189,18 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
     let snapshots = gpu.is_some();
     let enrich_metrics = metrics.clone();
     let pricer = crate::llm::pricing::Pricer::new(opts.prices.clone());
+    let (content_policy, content_render) = match opts.content.clone() {
+        Some((p, r)) => (Some(p), Some(r)),
+        None => (None, None),
+    };
+    let steps = enrich::CallSteps::new(content_render);
     spawn("enrich", move || {
         enrich::run(
             enrich_rx,
             gpu,
             conversations,
             pricer,
+            steps,
             fanout_tx,
             enrich_metrics,
         )
@@ -201,7 +209,12 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
     // Track (prepare + tracker + recorder).
     let stage = TrackStage {
         prepare: Prepare::new(true, metrics.clone()),
-        tracker: tracking::tracker(opts.tracker, clock, metrics.clone()),
+        tracker: tracking::tracker_with_content(
+            opts.tracker,
+            clock,
+            metrics.clone(),
+            content_policy,
+        ),
         recorder,
         muted,
         genai: genai.clone(),

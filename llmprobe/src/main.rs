@@ -195,6 +195,8 @@ struct AgentArgs {
     /// reaches it (process names, models, timings; never prompt text).
     #[arg(help_heading = "Live view", long, value_name = "ADDR|PORT", value_parser = parse_ui_addr)]
     ui_addr: Option<SocketAddr>,
+    #[command(flatten)]
+    content: llmprobe::content::ContentArgs,
 }
 
 /// `--gpu`.
@@ -256,6 +258,8 @@ enum Command {
         /// a fixed key gives ids of their own).
         #[arg(long, value_name = "PATH")]
         id_key_file: Option<PathBuf>,
+        #[command(flatten)]
+        content: llmprobe::content::ContentArgs,
     },
     /// A live view of a running agent in the terminal: calls in flight, per-model rollups.
     Top(llmprobe::top::TopArgs),
@@ -452,6 +456,7 @@ fn options(a: AgentArgs, record: Option<RecordOptions>) -> anyhow::Result<RunOpt
         api_socket: (a.api_socket != "none").then(|| PathBuf::from(&a.api_socket)),
         ui_addr: a.ui_addr,
         rescan_interval: std::time::Duration::from_secs(a.rescan_interval),
+        content: a.content.build()?,
         queue_budget: a.memory_limit / 4,
         jsonl: (a.jsonl != "none").then(|| JsonlTarget::parse(&a.jsonl)),
         metrics_addr: a.metrics_addr,
@@ -541,8 +546,16 @@ fn main() {
             jsonl,
             token_estimator,
             id_key_file,
+            content,
         } => {
             token_estimator.apply();
+            let content = match content.build() {
+                Ok(c) => c,
+                Err(e) => {
+                    log::error!("{e:#}");
+                    std::process::exit(2);
+                }
+            };
             if let Some(path) = &id_key_file {
                 match llmprobe::ids::IdKey::from_file(path) {
                     Ok(key) => {
@@ -554,7 +567,7 @@ fn main() {
                     }
                 }
             }
-            app::replay(&file, &JsonlTarget::parse(&jsonl)).map(|n| {
+            app::replay(&file, &JsonlTarget::parse(&jsonl), content).map(|n| {
                 log::info!("replayed {}: {n} LLM call record(s)", file.display());
             })
         }

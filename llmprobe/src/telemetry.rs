@@ -74,6 +74,12 @@ label_values! {
         /// A conversation forgotten before it ended, to keep the matcher in its bounds (in all
         /// or per process): it is not observed in the conversation metrics.
         ConversationEvicted => "conversation_evicted",
+        /// A tool-call id forgotten by the agent-loop index (`llm::tool_chain`) to stay in its
+        /// bounds: a later call answering it is not linked.
+        ToolLinkEvicted => "tool_link_evicted",
+        /// Opt-in content (`--capture-content`) of a call cut to `--content-max-bytes`: a text
+        /// ends with `…`, or the oldest messages were left out.
+        ContentTruncated => "content_truncated",
         DiscoveryCapReached => "discovery_cap_reached",
         DiscoveryGoArch => "discovery_go_arch",
         DiscoveryGoCode => "discovery_go_code",
@@ -232,6 +238,8 @@ pub struct SelfMetrics {
     pub build_info: Family<OneLabel, Gauge>,
     /// Heap bytes the tracker's connections hold (bounded by the memory budget).
     pub tracker_memory: Gauge,
+    /// Texts replaced in captured content, by redaction rule (`--capture-content`).
+    pub redactions: Family<OneLabel, Counter>,
 }
 
 impl SelfMetrics {
@@ -250,6 +258,7 @@ impl SelfMetrics {
             connections_muted: Counter::default(),
             build_info: Family::default(),
             tracker_memory: Gauge::default(),
+            redactions: Family::default(),
         };
         registry.register("llmprobe_events", "Probe events received", m.events.clone());
         registry.register(
@@ -307,6 +316,11 @@ impl SelfMetrics {
             "Heap bytes held for open connections and calls (bounded by --memory-limit)",
             m.tracker_memory.clone(),
         );
+        registry.register(
+            "llmprobe_redactions",
+            "Texts replaced in captured content (--capture-content), by redaction rule",
+            m.redactions.clone(),
+        );
         m.build_info
             .get_or_create(&vec![(
                 "version".to_owned(),
@@ -319,6 +333,13 @@ impl SelfMetrics {
     /// Metrics that are not registered anywhere (tests, replays without a server).
     pub fn unregistered() -> Self {
         Self::new(&mut Registry::default())
+    }
+
+    /// Counts `n` redactions by `rule`.
+    pub fn redacted(&self, rule: &str, n: u64) {
+        self.redactions
+            .get_or_create(&vec![("rule".to_owned(), rule.to_owned())])
+            .inc_by(n);
     }
 
     /// Counts a parse error.

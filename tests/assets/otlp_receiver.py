@@ -14,6 +14,7 @@ with an empty ExportTraceServiceResponse. Each line:
      "SPAN_KIND_CLIENT"), "kind_code", "start_time_unix_nano", "end_time_unix_nano",
      "status_code" (e.g. "STATUS_CODE_ERROR"), "status_message", "flags",
      "attributes" {key: typed value}, "events" [names], "event_times" [ns],
+     "links" [{"trace_id", "span_id", "attributes"}],
      "resource" {key: typed value}, "scope", "headers" {x-* request headers, lower-case}}
 
 `--fail-status N` answers every request with status N instead (for failure tests).
@@ -104,6 +105,12 @@ class Handler(BaseHTTPRequestHandler):
                                 "attributes": attrs(sp.attributes),
                                 "events": [ev.name for ev in sp.events],
                                 "event_times": [ev.time_unix_nano for ev in sp.events],
+                                "links": [
+                                    {"trace_id": ln.trace_id.hex(),
+                                     "span_id": ln.span_id.hex(),
+                                     "attributes": attrs(ln.attributes)}
+                                    for ln in sp.links
+                                ],
                                 "resource": resource,
                                 "scope": ss.scope.name,
                                 "headers": {

@@ -1,31 +1,864 @@
 //! Opt-in content (`--capture-content`): the prompt and the answer of selected calls, redacted
-//! before they leave memory.
+//! before they leave memory, as the OpenTelemetry GenAI `gen_ai.system_instructions`,
+//! `gen_ai.input.messages` and `gen_ai.output.messages` JSON.
 //!
-//! Stage: collected in the track stage (the exchange reads the request's one parse and is fed
-//! the answer through `Observed::note_*`), redacted and rendered as OpenTelemetry GenAI JSON in
-//! the enrich stage ([`render`]), exported by the sinks as record fields and span attributes.
+//! Stages:
+//! - track: an exchange of a call the policy may select reads the request's one parse into
+//!   [`read_request`] (OTel messages, bounded), and is fed the answer through
+//!   `Observed::note_*` ([`OutputContent`]: text and reasoning deltas joined, tool calls with
+//!   their streamed arguments). At the call's end [`ContentPolicy::selects`] decides on the
+//!   process and the model; a call left out drops what it held there.
+//! - enrich: [`Render`] redacts every text of the selected calls ([`redact::Redactor`]) and
+//!   writes the record's JSON fields; the redaction counts go to `llmprobe_redactions_total`.
 //!
-//! Invariants: nothing is collected for a call the selection leaves out; every text is bounded
-//! while it is collected; no text reaches a record before [`redact::Redactor`] has read it.
+//! Invariants: nothing is collected while `--capture-content` is off; every text is bounded while
+//! it is collected (`max_bytes` per document: the input keeps its newest messages, the output
+//! its first bytes; a cut text ends with [`crate::llm::CUT_MARKER`]); no text reaches a record
+//! before the redactor has read it; binary parts (images, audio, files) keep their type only.
 
 pub mod redact;
 
-/// The answer of one call being reassembled from its stream (or whole body), bounded.
+use serde_json::{Map, Value, json};
+
+use crate::llm::{CUT_MARKER, ContentJson, LlmCall};
+
+/// Default for `--content-max-bytes`: text bytes kept per document (system instructions, input
+/// messages, output messages) of one call.
+pub const DEFAULT_MAX_BYTES: usize = 32 * 1024;
+
+/// Which calls' content is captured, and how much of it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ContentPolicy {
+    /// Process names whose calls are captured (empty: every process).
+    pub comms: Vec<String>,
+    /// Models whose calls are captured (empty: every model); `prefix*` matches a prefix. The
+    /// model asked for or the one that answered.
+    pub models: Vec<String>,
+    /// Text bytes kept per document.
+    pub max_bytes: usize,
+}
+
+impl Default for ContentPolicy {
+    fn default() -> Self {
+        ContentPolicy {
+            comms: Vec::new(),
+            models: Vec::new(),
+            max_bytes: DEFAULT_MAX_BYTES,
+        }
+    }
+}
+
+impl ContentPolicy {
+    /// Whether a call of process `comm` for these models is captured.
+    pub fn selects(
+        &self,
+        comm: &str,
+        request_model: Option<&str>,
+        response_model: Option<&str>,
+    ) -> bool {
+        let comm_ok = self.comms.is_empty() || self.comms.iter().any(|c| c == comm);
+        let model_ok = self.models.is_empty()
+            || [request_model, response_model]
+                .into_iter()
+                .flatten()
+                .any(|m| self.models.iter().any(|p| model_matches(p, m)));
+        comm_ok && model_ok
+    }
+}
+
+fn model_matches(pattern: &str, model: &str) -> bool {
+    match pattern.strip_suffix('*') {
+        Some(prefix) => model.starts_with(prefix),
+        None => pattern == model,
+    }
+}
+
+/// The content flags of `run`, `record`, `demo` and `replay`.
+#[derive(clap::Args, Debug, Clone, Default)]
+pub struct ContentArgs {
+    /// Capture prompts and completions (off by default): records and spans get
+    /// `system_instructions`, `input_messages` and `output_messages` (OpenTelemetry GenAI JSON),
+    /// redacted by the built-in rules (e-mail, phone, payment card, Chinese resident id, IBAN,
+    /// API keys, JWTs) and every --redact-rule first. Whoever reads the records, spans or
+    /// JSON lines reads the prompts.
+    #[arg(help_heading = "Content (opt-in)", long)]
+    pub capture_content: bool,
+    /// With --capture-content: only the calls of processes with this name (repeat for more;
+    /// default: every process).
+    #[arg(
+        help_heading = "Content (opt-in)",
+        long = "capture-content-comm",
+        value_name = "NAME"
+    )]
+    pub capture_content_comm: Vec<String>,
+    /// With --capture-content: only the calls for this model, asked for or answering (repeat
+    /// for more; `prefix*` matches a prefix; default: every model).
+    #[arg(
+        help_heading = "Content (opt-in)",
+        long = "capture-content-model",
+        value_name = "MODEL"
+    )]
+    pub capture_content_model: Vec<String>,
+    /// Text bytes kept per call for each of the system instructions, the input messages (the
+    /// newest kept) and the output messages (the first bytes kept); a cut text ends with `…`.
+    #[arg(help_heading = "Content (opt-in)", long, default_value_t = DEFAULT_MAX_BYTES, value_name = "BYTES")]
+    pub content_max_bytes: usize,
+    /// An extra redaction rule, NAME=REGEX (Rust regex syntax; repeat for more): each match in
+    /// captured content becomes `[REDACTED:NAME]` and counts in
+    /// `llmprobe_redactions_total{rule="NAME"}`.
+    #[arg(
+        help_heading = "Content (opt-in)",
+        long = "redact-rule",
+        value_name = "NAME=REGEX"
+    )]
+    pub redact_rule: Vec<redact::CustomRule>,
+}
+
+/// What `--capture-content` and its companions ask for: the policy the tracker collects under
+/// and the enrich stage's renderer.
+pub type ContentSetup = (std::sync::Arc<ContentPolicy>, Render);
+
+impl ContentArgs {
+    /// The policy and renderer, None with content capture off; an error for a companion flag
+    /// without `--capture-content`, a size out of range or a bad rule.
+    pub fn build(&self) -> anyhow::Result<Option<ContentSetup>> {
+        if !self.capture_content {
+            anyhow::ensure!(
+                self.capture_content_comm.is_empty()
+                    && self.capture_content_model.is_empty()
+                    && self.redact_rule.is_empty(),
+                "--capture-content-comm, --capture-content-model and --redact-rule select and \
+                 redact captured content: add --capture-content to capture it"
+            );
+            return Ok(None);
+        }
+        anyhow::ensure!(
+            (256..=1 << 20).contains(&self.content_max_bytes),
+            "--content-max-bytes {}: use 256 to 1048576",
+            self.content_max_bytes
+        );
+        let redactor = redact::Redactor::new(&self.redact_rule)?;
+        Ok(Some((
+            std::sync::Arc::new(ContentPolicy {
+                comms: self.capture_content_comm.clone(),
+                models: self.capture_content_model.clone(),
+                max_bytes: self.content_max_bytes,
+            }),
+            Render::new(redactor),
+        )))
+    }
+}
+
+/// What a selected call's content is before redaction: OTel GenAI JSON trees.
 #[derive(Debug, Clone, Default, PartialEq)]
-pub struct OutputContent {}
+pub struct CallContent {
+    /// `gen_ai.system_instructions`: parts.
+    pub system: Option<Value>,
+    /// `gen_ai.input.messages`.
+    pub input: Option<Value>,
+    /// `gen_ai.output.messages`.
+    pub output: Option<Value>,
+    /// Some text was cut or some messages left out for the size cap.
+    pub truncated: bool,
+}
+
+impl CallContent {
+    /// Heap bytes held, roughly (the tracker's memory budget): the JSON text size of each tree.
+    pub fn heap_bytes(&self) -> usize {
+        [&self.system, &self.input, &self.output]
+            .into_iter()
+            .flatten()
+            .map(value_bytes)
+            .sum()
+    }
+}
+
+/// Approximate heap bytes of a JSON tree: its strings and one slot per node.
+fn value_bytes(v: &Value) -> usize {
+    const NODE: usize = std::mem::size_of::<Value>();
+    match v {
+        Value::String(s) => NODE + s.capacity(),
+        Value::Array(a) => NODE + a.iter().map(value_bytes).sum::<usize>(),
+        Value::Object(m) => {
+            NODE + m
+                .iter()
+                .map(|(k, x)| k.capacity() + 3 * NODE + value_bytes(x))
+                .sum::<usize>()
+        }
+        _ => NODE,
+    }
+}
+
+/// A byte budget for one document's text.
+struct Budget {
+    left: usize,
+    cut: bool,
+}
+
+impl Budget {
+    fn new(max: usize) -> Self {
+        Budget {
+            left: max,
+            cut: false,
+        }
+    }
+
+    /// `s` within the budget (cut on a character boundary, marked), or None once it is spent.
+    fn take(&mut self, s: &str) -> Option<String> {
+        if self.left == 0 {
+            self.cut = true;
+            return None;
+        }
+        if s.len() <= self.left {
+            self.left -= s.len();
+            return Some(s.to_owned());
+        }
+        let mut end = self.left;
+        while !s.is_char_boundary(end) {
+            end -= 1;
+        }
+        self.left = 0;
+        self.cut = true;
+        Some(format!("{}{CUT_MARKER}", &s[..end]))
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The request.
+
+/// Most messages of one request read (the newest ones).
+const MAX_MESSAGES: usize = 4096;
+
+/// Reads a request body's system instructions and messages, whatever the dialect: OpenAI chat
+/// (`messages`, `tool_calls`, `tool` results), Anthropic (`system`, content blocks `text`,
+/// `thinking`, `tool_use`, `tool_result`), Gemini (`systemInstruction`, `contents[].parts`,
+/// `functionCall`, `functionResponse`), the Responses API (`instructions`, `input` items),
+/// Ollama and DashScope (`messages`, `input.messages`, `prompt`), Dify (`query`), completions
+/// and embeddings (`prompt`, `input`). Each document keeps `max_bytes` of text; the input keeps
+/// its newest messages.
+pub fn read_request(v: &Value, max_bytes: usize) -> CallContent {
+    let mut out = CallContent::default();
+    let Some(obj) = v.as_object() else {
+        return out;
+    };
+    let mut sys_parts = Vec::new();
+    let mut budget = Budget::new(max_bytes);
+    for key in ["system", "instructions"] {
+        if let Some(s) = obj.get(key) {
+            parts_of_content(s, &mut sys_parts, &mut budget);
+        }
+    }
+    for key in ["systemInstruction", "system_instruction"] {
+        if let Some(parts) = obj.get(key).and_then(|s| s.get("parts")) {
+            parts_of_content(parts, &mut sys_parts, &mut budget);
+        }
+    }
+    if !sys_parts.is_empty() {
+        out.system = Some(Value::Array(sys_parts));
+    }
+    out.truncated = budget.cut;
+
+    let input = obj.get("input");
+    let list = obj
+        .get("messages")
+        .or_else(|| obj.get("contents"))
+        .or_else(|| input.and_then(|i| i.get("messages")))
+        .filter(|m| m.is_array())
+        .or(input.filter(|i| {
+            i.is_array() && i.as_array().is_some_and(|a| a.iter().any(Value::is_object))
+        }));
+    let mut budget = Budget::new(max_bytes);
+    let mut messages: Vec<Value> = Vec::new();
+    if let Some(items) = list.and_then(Value::as_array) {
+        // Newest first within the budget, then back in order.
+        for item in items.iter().rev().take(MAX_MESSAGES) {
+            if budget.left == 0 {
+                budget.cut = true;
+                break;
+            }
+            if let Some(m) = message_of(item, &mut budget) {
+                messages.push(m);
+            }
+        }
+        messages.reverse();
+    } else {
+        // A bare prompt: Responses/embeddings `input`, completions/Ollama `prompt`, DashScope
+        // `input.prompt`, Dify `query`.
+        let prompt = input
+            .filter(|i| !i.is_object())
+            .or_else(|| obj.get("prompt"))
+            .or_else(|| input.and_then(|i| i.get("prompt")))
+            .or_else(|| obj.get("query"));
+        if let Some(p) = prompt {
+            let mut parts = Vec::new();
+            parts_of_content(p, &mut parts, &mut budget);
+            if !parts.is_empty() {
+                messages.push(json!({"role": "user", "parts": parts}));
+            }
+        }
+    }
+    if !messages.is_empty() {
+        out.input = Some(Value::Array(messages));
+    }
+    out.truncated |= budget.cut;
+    out
+}
+
+/// One message (or Responses API item) as `{role, parts}`.
+fn message_of(item: &Value, budget: &mut Budget) -> Option<Value> {
+    let obj = item.as_object()?;
+    let mut parts = Vec::new();
+    let role = match obj.get("type").and_then(Value::as_str) {
+        // Responses API items that are not messages.
+        Some("function_call" | "custom_tool_call") => {
+            parts.push(tool_call_part(
+                obj.get("call_id").or_else(|| obj.get("id")),
+                obj.get("name"),
+                obj.get("arguments").or_else(|| obj.get("input")),
+                budget,
+            ));
+            "assistant".to_owned()
+        }
+        Some("function_call_output" | "custom_tool_call_output") => {
+            parts.push(tool_response_part(
+                obj.get("call_id"),
+                obj.get("output"),
+                budget,
+            ));
+            "tool".to_owned()
+        }
+        Some("reasoning") => {
+            let mut texts = Vec::new();
+            for key in ["summary", "content"] {
+                if let Some(list) = obj.get(key).and_then(Value::as_array) {
+                    for s in list {
+                        if let Some(t) = s.get("text").and_then(Value::as_str) {
+                            texts.push(t);
+                        }
+                    }
+                }
+            }
+            if let Some(t) = budget.take(&texts.join("\n")) {
+                parts.push(json!({"type": "reasoning", "content": t}));
+            }
+            "assistant".to_owned()
+        }
+        _ => {
+            let role = obj.get("role").and_then(Value::as_str).unwrap_or("user");
+            let role = if role == "model" { "assistant" } else { role };
+            if let Some(c) = obj.get("content") {
+                if role == "tool" {
+                    parts.push(tool_response_part(obj.get("tool_call_id"), Some(c), budget));
+                } else {
+                    parts_of_content(c, &mut parts, budget);
+                }
+            }
+            if let Some(p) = obj.get("parts") {
+                parts_of_content(p, &mut parts, budget);
+            }
+            // Reasoning some APIs send back in the history (DeepSeek, Qwen, Ollama).
+            for key in ["reasoning_content", "thinking"] {
+                if let Some(t) = obj
+                    .get(key)
+                    .and_then(Value::as_str)
+                    .filter(|t| !t.is_empty())
+                    && let Some(t) = budget.take(t)
+                {
+                    parts.insert(0, json!({"type": "reasoning", "content": t}));
+                }
+            }
+            for tc in obj
+                .get("tool_calls")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+            {
+                let f = tc.get("function");
+                parts.push(tool_call_part(
+                    tc.get("id"),
+                    f.and_then(|f| f.get("name")),
+                    f.and_then(|f| f.get("arguments")),
+                    budget,
+                ));
+            }
+            if let Some(f) = obj.get("function_call") {
+                parts.push(tool_call_part(
+                    None,
+                    f.get("name"),
+                    f.get("arguments"),
+                    budget,
+                ));
+            }
+            role.to_owned()
+        }
+    };
+    Some(json!({"role": role, "parts": parts}))
+}
+
+/// The parts of a `content` (a string, a list of blocks, one block) appended to `parts`.
+fn parts_of_content(c: &Value, parts: &mut Vec<Value>, budget: &mut Budget) {
+    match c {
+        Value::String(s) => {
+            if let Some(t) = budget.take(s) {
+                parts.push(json!({"type": "text", "content": t}));
+            }
+        }
+        Value::Array(list) => {
+            for b in list {
+                parts_of_content(b, parts, budget);
+            }
+        }
+        Value::Object(b) => parts.push(block_part(b, budget)),
+        _ => {}
+    }
+}
+
+/// One content block as an OTel part.
+fn block_part(b: &Map<String, Value>, budget: &mut Budget) -> Value {
+    let ty = b.get("type").and_then(Value::as_str);
+    let text = |key: &str, budget: &mut Budget| {
+        b.get(key)
+            .and_then(Value::as_str)
+            .and_then(|t| budget.take(t))
+    };
+    match ty {
+        Some("text" | "input_text" | "output_text") | None if b.get("text").is_some() => {
+            match text("text", budget) {
+                Some(t) => json!({"type": "text", "content": t}),
+                None => json!({"type": "text"}),
+            }
+        }
+        Some("thinking") => match text("thinking", budget) {
+            Some(t) => json!({"type": "reasoning", "content": t}),
+            None => json!({"type": "reasoning"}),
+        },
+        Some("refusal") => match text("refusal", budget) {
+            Some(t) => json!({"type": "text", "content": t}),
+            None => json!({"type": "text"}),
+        },
+        Some("tool_use" | "server_tool_use") => {
+            tool_call_part(b.get("id"), b.get("name"), b.get("input"), budget)
+        }
+        Some("tool_result") => tool_response_part(b.get("tool_use_id"), b.get("content"), budget),
+        _ => {
+            if let Some(f) = b.get("functionCall") {
+                return tool_call_part(f.get("id"), f.get("name"), f.get("args"), budget);
+            }
+            if let Some(f) = b.get("functionResponse") {
+                return tool_response_part(f.get("id"), f.get("response"), budget);
+            }
+            // Images, audio, files, documents: their kind, never their bytes or addresses.
+            let kind = ty.map(str::to_owned).unwrap_or_else(|| {
+                b.keys()
+                    .next()
+                    .map_or_else(|| "other".to_owned(), |k| k.to_owned())
+            });
+            json!({"type": crate::llm::cap_field(&kind, 64)})
+        }
+    }
+}
+
+fn id_of(v: Option<&Value>) -> Option<Value> {
+    v.and_then(Value::as_str).map(|s| {
+        Value::String(crate::llm::cap_field(s, crate::llm::MAX_TOOL_ID_BYTES).into_owned())
+    })
+}
+
+/// A tool call part: `{type: tool_call, id, name, arguments}`; arguments as JSON when they are
+/// (an object, or a string that parses), else their text.
+fn tool_call_part(
+    id: Option<&Value>,
+    name: Option<&Value>,
+    args: Option<&Value>,
+    budget: &mut Budget,
+) -> Value {
+    let mut p = Map::new();
+    p.insert("type".into(), "tool_call".into());
+    if let Some(id) = id_of(id) {
+        p.insert("id".into(), id);
+    }
+    if let Some(n) = name.and_then(Value::as_str) {
+        p.insert(
+            "name".into(),
+            crate::llm::cap_field(n, crate::llm::MAX_FIELD_BYTES).into(),
+        );
+    }
+    if let Some(a) = args.and_then(|a| bounded_value(a, budget)) {
+        p.insert("arguments".into(), a);
+    }
+    Value::Object(p)
+}
+
+/// A tool result part: `{type: tool_call_response, id, response}`.
+fn tool_response_part(id: Option<&Value>, response: Option<&Value>, budget: &mut Budget) -> Value {
+    let mut p = Map::new();
+    p.insert("type".into(), "tool_call_response".into());
+    if let Some(id) = id_of(id) {
+        p.insert("id".into(), id);
+    }
+    let response = match response {
+        // Anthropic's tool_result blocks: their texts.
+        Some(Value::Array(blocks)) => {
+            let texts: Vec<&str> = blocks
+                .iter()
+                .filter_map(|b| b.get("text").and_then(Value::as_str))
+                .collect();
+            budget.take(&texts.join("\n")).map(Value::String)
+        }
+        Some(r) => bounded_value(r, budget),
+        None => None,
+    };
+    if let Some(r) = response {
+        p.insert("response".into(), r);
+    }
+    Value::Object(p)
+}
+
+/// A JSON value within the budget: a string as text (parsed when it is a JSON object or array
+/// that fits), another value as its JSON text's size; None when the budget is spent.
+fn bounded_value(v: &Value, budget: &mut Budget) -> Option<Value> {
+    match v {
+        Value::String(s) => {
+            let fits = s.len() <= budget.left;
+            let t = budget.take(s)?;
+            if fits
+                && (t.starts_with('{') || t.starts_with('['))
+                && let Ok(parsed) = serde_json::from_str::<Value>(&t)
+            {
+                return Some(parsed);
+            }
+            Some(Value::String(t))
+        }
+        Value::Null => None,
+        other => {
+            let text = other.to_string();
+            if text.len() <= budget.left {
+                budget.left -= text.len();
+                Some(other.clone())
+            } else {
+                budget.take(&text).map(Value::String)
+            }
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The answer.
+
+/// One part of an answer being reassembled.
+#[derive(Debug, Clone, PartialEq)]
+enum OutPart {
+    Text(String),
+    Reasoning(String),
+    ToolCall {
+        index: Option<u32>,
+        id: Option<String>,
+        name: Option<String>,
+        args: String,
+    },
+}
+
+/// Most parts of one answer (a text part per run of text, one per tool call).
+const MAX_OUT_PARTS: usize = 256;
+
+/// The answer of one call being reassembled from its stream (or whole body): deltas of one kind
+/// joined into one part, tool calls with their streamed arguments; at most `max_bytes` of text.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OutputContent {
+    parts: Vec<OutPart>,
+    left: usize,
+    cut: bool,
+}
 
 impl OutputContent {
+    /// An empty answer that keeps `max_bytes` of text.
+    pub fn new(max_bytes: usize) -> Self {
+        OutputContent {
+            parts: Vec::new(),
+            left: max_bytes,
+            cut: false,
+        }
+    }
+
     /// Heap bytes held (the tracker's memory budget).
     pub fn heap_bytes(&self) -> usize {
-        0
+        self.parts.capacity() * std::mem::size_of::<OutPart>()
+            + self
+                .parts
+                .iter()
+                .map(|p| match p {
+                    OutPart::Text(s) | OutPart::Reasoning(s) => s.capacity(),
+                    OutPart::ToolCall { id, name, args, .. } => {
+                        args.capacity()
+                            + id.as_ref().map_or(0, String::capacity)
+                            + name.as_ref().map_or(0, String::capacity)
+                    }
+                })
+                .sum::<usize>()
+    }
+
+    /// Appends `text` to `s` within the budget.
+    fn append(left: &mut usize, cut: &mut bool, s: &mut String, text: &str) {
+        if *left == 0 {
+            *cut = true;
+            return;
+        }
+        if text.len() <= *left {
+            s.push_str(text);
+            *left -= text.len();
+            return;
+        }
+        let mut end = *left;
+        while !text.is_char_boundary(end) {
+            end -= 1;
+        }
+        s.push_str(&text[..end]);
+        s.push_str(CUT_MARKER);
+        *left = 0;
+        *cut = true;
+    }
+
+    fn push(&mut self, part: OutPart) -> bool {
+        if self.parts.len() >= MAX_OUT_PARTS {
+            self.cut = true;
+            return false;
+        }
+        self.parts.push(part);
+        true
     }
 
     /// Answer text arrived.
-    pub fn text(&mut self, _text: &str) {}
+    pub fn text(&mut self, text: &str) {
+        if text.is_empty() {
+            return;
+        }
+        if self.left == 0 {
+            self.cut = true;
+            return;
+        }
+        if !matches!(self.parts.last(), Some(OutPart::Text(_)))
+            && !self.push(OutPart::Text(String::new()))
+        {
+            return;
+        }
+        if let Some(OutPart::Text(s)) = self.parts.last_mut() {
+            Self::append(&mut self.left, &mut self.cut, s, text);
+        }
+    }
+
     /// Reasoning (thinking) text arrived.
-    pub fn reasoning(&mut self, _text: &str) {}
+    pub fn reasoning(&mut self, text: &str) {
+        if text.is_empty() {
+            return;
+        }
+        if self.left == 0 {
+            self.cut = true;
+            return;
+        }
+        if !matches!(self.parts.last(), Some(OutPart::Reasoning(_)))
+            && !self.push(OutPart::Reasoning(String::new()))
+        {
+            return;
+        }
+        if let Some(OutPart::Reasoning(s)) = self.parts.last_mut() {
+            Self::append(&mut self.left, &mut self.cut, s, text);
+        }
+    }
+
+    /// The tool call at `index` (a new one when no call has that index, or without an index).
+    fn call_at(&mut self, index: Option<u32>) -> Option<usize> {
+        if let Some(i) = index
+            && let Some(at) = self
+                .parts
+                .iter()
+                .rposition(|p| matches!(p, OutPart::ToolCall { index: Some(j), .. } if *j == i))
+        {
+            return Some(at);
+        }
+        self.push(OutPart::ToolCall {
+            index,
+            id: None,
+            name: None,
+            args: String::new(),
+        })
+        .then(|| self.parts.len() - 1)
+    }
+
     /// A tool call (see `Observed::note_tool_call`).
-    pub fn tool_call(&mut self, _index: Option<u32>, _id: Option<&str>, _name: Option<&str>) {}
-    /// A tool call's arguments (see `Observed::note_tool_args`).
-    pub fn tool_args(&mut self, _index: Option<u32>, _text: &str) {}
+    pub fn tool_call(&mut self, index: Option<u32>, id: Option<&str>, name: Option<&str>) {
+        let Some(at) = self.call_at(index) else {
+            return;
+        };
+        if let OutPart::ToolCall {
+            id: have_id,
+            name: have_name,
+            ..
+        } = &mut self.parts[at]
+        {
+            if have_id.is_none()
+                && let Some(id) = id.filter(|i| !i.is_empty())
+            {
+                *have_id =
+                    Some(crate::llm::cap_field(id, crate::llm::MAX_TOOL_ID_BYTES).into_owned());
+            }
+            if have_name.is_none()
+                && let Some(n) = name.filter(|n| !n.is_empty())
+            {
+                *have_name =
+                    Some(crate::llm::cap_field(n, crate::llm::MAX_FIELD_BYTES).into_owned());
+            }
+        }
+    }
+
+    /// A tool call's arguments (see `Observed::note_tool_args`): appended to the call at `index`,
+    /// else to the latest call.
+    pub fn tool_args(&mut self, index: Option<u32>, text: &str) {
+        let at = match index {
+            Some(_) => self.call_at(index),
+            None => self
+                .parts
+                .iter()
+                .rposition(|p| matches!(p, OutPart::ToolCall { .. }))
+                .or_else(|| self.call_at(None)),
+        };
+        if let Some(at) = at
+            && let OutPart::ToolCall { args, .. } = &mut self.parts[at]
+        {
+            Self::append(&mut self.left, &mut self.cut, args, text);
+        }
+    }
+
+    /// Some text was cut or some parts left out for the size cap.
+    pub fn truncated(&self) -> bool {
+        self.cut
+    }
+
+    /// The answer as `gen_ai.output.messages`: one assistant message with its parts (None when
+    /// nothing was said).
+    pub fn into_messages(self, finish_reason: Option<&str>) -> Option<Value> {
+        if self.parts.is_empty() {
+            return None;
+        }
+        let parts: Vec<Value> = self
+            .parts
+            .into_iter()
+            .map(|p| match p {
+                OutPart::Text(t) => json!({"type": "text", "content": t}),
+                OutPart::Reasoning(t) => json!({"type": "reasoning", "content": t}),
+                OutPart::ToolCall { id, name, args, .. } => {
+                    let mut m = Map::new();
+                    m.insert("type".into(), "tool_call".into());
+                    if let Some(id) = id {
+                        m.insert("id".into(), id.into());
+                    }
+                    if let Some(n) = name {
+                        m.insert("name".into(), n.into());
+                    }
+                    if !args.is_empty() {
+                        let v = serde_json::from_str::<Value>(&args)
+                            .ok()
+                            .filter(|v| v.is_object() || v.is_array())
+                            .unwrap_or(Value::String(args));
+                        m.insert("arguments".into(), v);
+                    }
+                    Value::Object(m)
+                }
+            })
+            .collect();
+        let mut msg = Map::new();
+        msg.insert("role".into(), "assistant".into());
+        msg.insert("parts".into(), Value::Array(parts));
+        if let Some(f) = finish_reason {
+            msg.insert(
+                "finish_reason".into(),
+                crate::llm::cap_field(f, crate::llm::MAX_FIELD_BYTES).into(),
+            );
+        }
+        Some(Value::Array(vec![Value::Object(msg)]))
+    }
 }
+
+// ---------------------------------------------------------------------------------------------
+// The enrich stage: redaction and the record's fields.
+
+/// Keys whose string values are structure, not content: never redacted.
+const STRUCTURE_KEYS: [&str; 5] = ["role", "type", "id", "name", "finish_reason"];
+
+/// Redacts every content string of `v` in place (not the values of [`STRUCTURE_KEYS`]).
+fn redact_tree(
+    v: &mut Value,
+    key: Option<&str>,
+    r: &redact::Redactor,
+    counts: &mut redact::RedactionCounts,
+) {
+    match v {
+        Value::String(s) => {
+            if key.is_some_and(|k| STRUCTURE_KEYS.contains(&k)) {
+                return;
+            }
+            if let std::borrow::Cow::Owned(red) = r.redact(s, counts) {
+                *s = red;
+            }
+        }
+        Value::Array(list) => list
+            .iter_mut()
+            .for_each(|x| redact_tree(x, None, r, counts)),
+        Value::Object(m) => {
+            // Object keys (tool arguments' names) are the tool's schema: kept as they are.
+            m.iter_mut()
+                .for_each(|(k, x)| redact_tree(x, Some(k.as_str()), r, counts));
+        }
+        _ => {}
+    }
+}
+
+/// The enrich stage's content step: redacts a selected call's content and writes its record
+/// fields.
+#[derive(Debug, Clone)]
+pub struct Render {
+    redactor: redact::Redactor,
+    /// Redactions per rule since the start (the caller publishes the growth).
+    pub counts: redact::RedactionCounts,
+}
+
+impl Render {
+    /// A step that redacts with `redactor`.
+    pub fn new(redactor: redact::Redactor) -> Self {
+        Render {
+            redactor,
+            counts: redact::RedactionCounts::default(),
+        }
+    }
+
+    /// The redactor's rule names (the metric's labels, in count order).
+    pub fn rule_names(&self) -> Vec<&str> {
+        self.redactor.rule_names()
+    }
+
+    /// Takes the call's collected content, redacts it and writes `system_instructions`,
+    /// `input_messages` and `output_messages`. True when the content was cut for its size cap.
+    pub fn render(&mut self, call: &mut LlmCall) -> bool {
+        let Some(content) = call.detail.content.take() else {
+            return false;
+        };
+        let CallContent {
+            system,
+            input,
+            output,
+            truncated,
+        } = *content;
+        let mut doc = |v: Option<Value>| {
+            v.map(|mut v| {
+                redact_tree(&mut v, None, &self.redactor, &mut self.counts);
+                ContentJson(v.to_string())
+            })
+        };
+        call.system_instructions = doc(system);
+        call.input_messages = doc(input);
+        call.output_messages = doc(output);
+        truncated
+    }
+}
+
+#[cfg(test)]
+mod tests;

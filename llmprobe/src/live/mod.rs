@@ -156,9 +156,18 @@ impl LiveView {
 
     /// Takes a finished call.
     pub fn push(&self, call: &LlmCall) {
-        let mut rec = call.clone();
+        let mut rec = LlmCall {
+            detail: Default::default(),
+            ..call.clone()
+        };
+        // Opt-in content never reaches the live view: its socket and page are read by people
+        // the content was not meant for (the page by anyone who reaches its address), and 512
+        // records of content would be the largest thing the view holds.
+        rec.system_instructions = None;
+        rec.input_messages = None;
+        rec.output_messages = None;
         // The timeline is built here; the record's own details are not served.
-        let detail = std::mem::take(&mut rec.detail);
+        let detail = &call.detail;
         let (ticks_s, ticks_dropped) = ticks(&detail, call.duration_s);
         let mut s = self.lock();
         s.next_seq += 1;

@@ -159,6 +159,10 @@ pub struct LlmExchange {
     pub issues: ExchangeIssues,
     /// Conversation ids and history hashes (see `llm::conversation`).
     conv: super::conversation::ConversationKeys,
+    /// Opt-in content: the policy (None: content capture off) and the request's content, read
+    /// from its one parse.
+    content: Option<std::sync::Arc<crate::content::ContentPolicy>>,
+    req_content: Option<crate::content::CallContent>,
 }
 
 impl LlmExchange {
@@ -199,6 +203,10 @@ impl LlmExchange {
             + self.obs.workflow_nodes.heap_bytes()
             + self.obs.tools.heap_bytes()
             + self.obs.content.as_ref().map_or(0, |c| c.heap_bytes())
+            + self
+                .req_content
+                .as_ref()
+                .map_or(0, crate::content::CallContent::heap_bytes)
             + self.conv.history.capacity() * std::mem::size_of::<(u32, u64)>()
     }
 
@@ -257,7 +265,19 @@ impl LlmExchange {
                 header: super::conversation::header_id(head),
                 ..Default::default()
             },
+            content: None,
+            req_content: None,
         }
+    }
+
+    /// Captures this call's content under `policy` (`--capture-content`): the request's
+    /// messages and the answer are collected, bounded, and kept at the end if the policy
+    /// selects the call.
+    pub fn set_content(&mut self, policy: std::sync::Arc<crate::content::ContentPolicy>) {
+        self.obs.content = Some(Box::new(crate::content::OutputContent::new(
+            policy.max_bytes,
+        )));
+        self.content = Some(policy);
     }
 
     /// The request's API-key fingerprint (see `probes::scrub`).
@@ -317,6 +337,11 @@ impl LlmExchange {
             && let Some(v) = body.json()
         {
             super::conversation::read_request(v, &mut self.conv);
+        }
+        if let Some(policy) = &self.content
+            && let Some(v) = body.json()
+        {
+            self.req_content = Some(crate::content::read_request(v, policy.max_bytes));
         }
     }
 
@@ -733,6 +758,24 @@ impl LlmExchange {
             _ => None,
         };
         let (server_address, server_port) = server_of(self.host.as_deref(), ctx);
+        let mut detail = detail;
+        if let Some(policy) = self.content.take() {
+            let output = self.obs.content.take();
+            if policy.selects(
+                &ctx.comm,
+                self.obs.request_model.as_deref(),
+                self.obs.response_model.as_deref(),
+            ) {
+                let req = self.req_content.take().unwrap_or_default();
+                let out_cut = output.as_ref().is_some_and(|o| o.truncated());
+                detail.content = Some(Box::new(crate::content::CallContent {
+                    system: req.system,
+                    input: req.input,
+                    output: output.and_then(|o| o.into_messages(self.obs.finish_reason.as_deref())),
+                    truncated: req.truncated || out_cut,
+                }));
+            }
+        }
         let mut call = LlmCall {
             start_time: clock.rfc3339(self.start_ts),
             end_time: clock.rfc3339(end),

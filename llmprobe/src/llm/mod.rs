@@ -30,6 +30,7 @@ pub mod pricing;
 #[cfg(test)]
 mod test_support;
 pub mod tokens;
+pub mod tool_chain;
 pub mod tracking;
 pub mod typed;
 
@@ -285,11 +286,20 @@ impl LlmCall {
             &mut self.upstream_request_id,
             &mut self.gateway_request_id,
             &mut self.detail.parent_span_id,
+            &mut self.mcp_method,
+            &mut self.mcp_session_id,
+            &mut self.jsonrpc_request_id,
         ]
         .into_iter()
         .flatten()
         {
             cap_in_place(s, MAX_FIELD_BYTES);
+        }
+        if let Some(names) = &mut self.tool_names {
+            names.truncate(MAX_TOOL_NAMES);
+            names
+                .iter_mut()
+                .for_each(|n| cap_in_place(n, MAX_FIELD_BYTES));
         }
     }
 }
@@ -328,6 +338,9 @@ pub struct CallDetail {
     pub tool_result_ids: Vec<u64>,
     /// Links of the span to earlier spans: (trace id, 32 hex digits; span id, 16 hex digits).
     pub links: Vec<(String, String)>,
+    /// Opt-in content of a selected call, before redaction (the enrich stage redacts it into
+    /// the record's content fields and drops this).
+    pub content: Option<Box<crate::content::CallContent>>,
 }
 
 /// Usage and outcome a dialect extracts from responses.

@@ -27,6 +27,8 @@ pub struct LlmPolicy {
     gateways: SharedIndex,
     /// Where refused gateway registrations are counted (none in fuzzing).
     metrics: Option<Arc<SelfMetrics>>,
+    /// `--capture-content`: which calls' content is collected (None: none).
+    content: Option<Arc<crate::content::ContentPolicy>>,
 }
 
 impl LlmPolicy {
@@ -36,6 +38,7 @@ impl LlmPolicy {
             limits,
             gateways: SharedIndex::default(),
             metrics: None,
+            content: None,
         }
     }
 
@@ -45,7 +48,14 @@ impl LlmPolicy {
             limits,
             gateways: Arc::new(Mutex::new(GatewayIndex::with_seed(seed))),
             metrics: None,
+            content: None,
         }
+    }
+
+    /// Collects the content of the calls `policy` may select (`--capture-content`).
+    pub fn with_content(mut self, policy: Option<Arc<crate::content::ContentPolicy>>) -> Self {
+        self.content = policy;
+        self
     }
 
     /// Counts refused gateway registrations in `metrics`.
@@ -85,7 +95,19 @@ pub type LlmTracker = ConnTracker<LlmPolicy>;
 
 /// The agent's tracker: LLM calls, default exchange limits.
 pub fn tracker(cfg: TrackerConfig, clock: Clock, metrics: Arc<SelfMetrics>) -> LlmTracker {
-    let policy = LlmPolicy::default().counting(metrics.clone());
+    tracker_with_content(cfg, clock, metrics, None)
+}
+
+/// The agent's tracker, collecting the content of the calls `content` may select.
+pub fn tracker_with_content(
+    cfg: TrackerConfig,
+    clock: Clock,
+    metrics: Arc<SelfMetrics>,
+    content: Option<Arc<crate::content::ContentPolicy>>,
+) -> LlmTracker {
+    let policy = LlmPolicy::default()
+        .counting(metrics.clone())
+        .with_content(content);
     ConnTracker::new(cfg, policy, clock, metrics)
 }
 
@@ -100,6 +122,9 @@ impl ExchangePolicy for LlmPolicy {
             super::tokens::prewarm();
             let mut ex = LlmExchange::new(head, d, start_ts, self.limits);
             self.link(&mut ex, pid, role);
+            if let Some(c) = &self.content {
+                ex.set_content(c.clone());
+            }
             return Opened::Match(ex);
         }
         // Unknown path: the request body decides.
@@ -108,6 +133,9 @@ impl ExchangePolicy for LlmPolicy {
                 let mut ex = LlmExchange::new(head, d, start_ts, self.limits);
                 ex.set_candidate();
                 self.link(&mut ex, pid, role);
+                if let Some(c) = &self.content {
+                    ex.set_content(c.clone());
+                }
                 Opened::Candidate(ex)
             }
             None => Opened::Ignore,

@@ -3,11 +3,14 @@
 //! without traffic), server-role calls get what their server's GPUs did (the [`GpuJoin`] owns
 //! the GPU history; sampler rounds and the tracker's in-flight snapshots arrive on this stage's
 //! one channel, in order with the records), then every batch goes to the fan-out. Client-role calls are priced
-//! ([`Pricer`]: `cost` from the price table).
+//! ([`Pricer`]: `cost` from the price table). Then [`CallSteps`]: every call gets its span id and
+//! its place in an agent loop's chain ([`ToolChains`]), and a call whose content was captured
+//! (`--capture-content`) is redacted into its record ([`Render`]).
 
 use std::sync::Arc;
 use std::sync::mpsc::{Receiver, SyncSender, TrySendError};
 
+use crate::content::Render;
 use crate::export::prometheus::ConversationMetrics;
 use crate::gpu::Round;
 use crate::gpu::correlate::InFlightSnapshot;
@@ -15,6 +18,7 @@ use crate::gpu::join::GpuJoin;
 use crate::llm::LlmCall;
 use crate::llm::conversation::{Matcher, MatcherConfig};
 use crate::llm::pricing::Pricer;
+use crate::llm::tool_chain::ToolChains;
 use crate::telemetry::{DropReason, SelfMetrics};
 
 /// What arrives at the enrich stage.
@@ -93,6 +97,63 @@ impl Conversations {
     }
 }
 
+/// The record steps after pricing and conversations, shared with replays: span ids and tool
+/// chains, then content redaction.
+#[derive(Default)]
+pub struct CallSteps {
+    chains: ToolChains,
+    content: Option<Render>,
+    /// Redactions and evictions already published.
+    redactions_published: Vec<u64>,
+    evicted_published: u64,
+}
+
+impl CallSteps {
+    /// Steps that redact captured content with `content` (None: content capture is off).
+    pub fn new(content: Option<Render>) -> Self {
+        CallSteps {
+            content,
+            ..Default::default()
+        }
+    }
+
+    /// Applies the steps to one call (in end order).
+    pub fn apply(&mut self, call: &mut LlmCall, metrics: &SelfMetrics) {
+        self.chains.observe(call);
+        match &mut self.content {
+            Some(r) => {
+                if r.render(call) {
+                    metrics.drop_for(DropReason::ContentTruncated);
+                }
+            }
+            // Nothing is collected with content capture off; never written if it were.
+            None => call.detail.content = None,
+        }
+    }
+
+    /// Publishes the counts that grew since the last call.
+    pub fn publish(&mut self, metrics: &SelfMetrics) {
+        if self.chains.evicted > self.evicted_published {
+            metrics.drop_by(
+                DropReason::ToolLinkEvicted,
+                self.chains.evicted - self.evicted_published,
+            );
+            self.evicted_published = self.chains.evicted;
+        }
+        if let Some(r) = &self.content {
+            let counts = &r.counts.0;
+            self.redactions_published.resize(counts.len(), 0);
+            for (i, name) in r.rule_names().into_iter().enumerate() {
+                let now = counts.get(i).copied().unwrap_or(0);
+                if now > self.redactions_published[i] {
+                    metrics.redacted(name, now - self.redactions_published[i]);
+                    self.redactions_published[i] = now;
+                }
+            }
+        }
+    }
+}
+
 /// Runs until the tracker says it has stopped (the sampler holds a sender too, so a closed
 /// channel alone never ends it); dropping `out` then ends the fan-out.
 pub fn run(
@@ -100,6 +161,7 @@ pub fn run(
     mut gpu: Option<GpuJoin>,
     mut conversations: Conversations,
     mut pricer: Pricer,
+    mut steps: CallSteps,
     out: SyncSender<Vec<LlmCall>>,
     metrics: Arc<SelfMetrics>,
 ) {
@@ -111,6 +173,8 @@ pub fn run(
                 if let Some(j) = gpu.as_mut() {
                     calls.iter_mut().for_each(|c| j.annotate(c));
                 }
+                calls.iter_mut().for_each(|c| steps.apply(c, &metrics));
+                steps.publish(&metrics);
                 match out.try_send(calls) {
                     Ok(()) => {}
                     Err(TrySendError::Full(_)) => metrics.drop_for(DropReason::SinkBackpressure),

@@ -1,6 +1,6 @@
 //! Offline replay: captured events through the same prepare and track stages as a live run, and
 //! the enrich stage's record-level steps (the conversation matcher, the built-in price table, as
-//! a live run without `--prices`), so a capture reproduces a live run's records exactly. Ids
+//! a live run without `--prices`; span ids and tool chains; `--capture-content`'s redaction), so a capture reproduces a live run's records exactly. Ids
 //! derived from traffic (conversation ids) are keyed: a replay reproduces them under the live
 //! run's key (`replay --id-key-file`). API keys were masked when the capture was recorded, so
 //! replayed records carry no `api_key_id`. GPU figures are not replayed. Streams: one event
@@ -36,7 +36,40 @@ pub fn replay_events(
         calls.append(c);
         Ok(())
     };
-    match replay_into(clock, events.into_iter().map(Ok), cfg, metrics, &mut sink) {
+    match replay_into(
+        clock,
+        events.into_iter().map(Ok),
+        cfg,
+        metrics,
+        None,
+        &mut sink,
+    ) {
+        Ok(()) => calls,
+        Err(e) => unreachable!("neither the events nor the sink fail: {e}"),
+    }
+}
+
+/// [`replay_events`] with `--capture-content`'s collection and redaction (`content`).
+pub fn replay_events_with_content(
+    clock: Clock,
+    events: impl IntoIterator<Item = ProbeEvent>,
+    cfg: TrackerConfig,
+    metrics: Arc<SelfMetrics>,
+    content: Option<crate::content::ContentSetup>,
+) -> Vec<LlmCall> {
+    let mut calls = Vec::new();
+    let mut sink = |c: &mut Vec<LlmCall>| {
+        calls.append(c);
+        Ok(())
+    };
+    match replay_into(
+        clock,
+        events.into_iter().map(Ok),
+        cfg,
+        metrics,
+        content,
+        &mut sink,
+    ) {
         Ok(()) => calls,
         Err(e) => unreachable!("neither the events nor the sink fail: {e}"),
     }
@@ -48,10 +81,16 @@ fn replay_into(
     events: impl Iterator<Item = anyhow::Result<ProbeEvent>>,
     cfg: TrackerConfig,
     metrics: Arc<SelfMetrics>,
+    content: Option<crate::content::ContentSetup>,
     sink: &mut dyn FnMut(&mut Vec<LlmCall>) -> anyhow::Result<()>,
 ) -> anyhow::Result<()> {
-    let mut tracker = tracking::tracker(cfg, clock, metrics.clone());
-    let mut prepare = Prepare::new(false, metrics);
+    let (policy, render) = match content {
+        Some((p, r)) => (Some(p), Some(r)),
+        None => (None, None),
+    };
+    let mut tracker = tracking::tracker_with_content(cfg, clock, metrics.clone(), policy);
+    let mut steps = super::enrich::CallSteps::new(render);
+    let mut prepare = Prepare::new(false, metrics.clone());
     let mut out = TrackerOutput::default();
     // Priced as a live run without --prices prices them (the enrich stage's step).
     let prices = PriceTable::builtin();
@@ -67,6 +106,7 @@ fn replay_into(
             out.calls.iter_mut().for_each(|c| {
                 prices.apply(c);
                 conversations.observe(c);
+                steps.apply(c, &metrics);
             });
             sink(&mut out.calls)?;
         }
@@ -84,7 +124,11 @@ const READ_AHEAD: usize = 2;
 /// `llmprobe replay`: reads a capture and writes its records, streaming both. Like a live run,
 /// the source (here: reading and decoding capture lines, a third of a replay's work) runs on a
 /// thread of its own, ahead of prepare and track by at most [`READ_AHEAD`] batches.
-pub fn replay(path: &Path, jsonl: &JsonlTarget) -> anyhow::Result<usize> {
+pub fn replay(
+    path: &Path,
+    jsonl: &JsonlTarget,
+    content: Option<crate::content::ContentSetup>,
+) -> anyhow::Result<usize> {
     let file = std::fs::File::open(path)
         .with_context(|| format!("cannot open capture {}", path.display()))?;
     let mut reader = CaptureReader::new(BufReader::with_capacity(1 << 16, file))?;
@@ -124,6 +168,7 @@ pub fn replay(path: &Path, jsonl: &JsonlTarget) -> anyhow::Result<usize> {
         events,
         TrackerConfig::default(),
         Arc::new(SelfMetrics::unregistered()),
+        content,
         &mut |calls| {
             for c in calls.drain(..) {
                 w.write(&c)?;
@@ -158,7 +203,7 @@ mod tests {
         text.push_str("{\"ev\":\"data\"\n");
         std::fs::write(&capture, text).expect("write");
         let out = dir.join("out.jsonl");
-        let err = replay(&capture, &JsonlTarget::File(out.clone())).expect_err("bad line");
+        let err = replay(&capture, &JsonlTarget::File(out.clone()), None).expect_err("bad line");
         let _ = std::fs::remove_dir_all(&dir);
         let msg = format!("{err:#}");
         assert!(msg.contains(&format!("line {}", READ_BATCH + 12)), "{msg}");

@@ -11,7 +11,7 @@ use opentelemetry_proto::tonic::common::v1::{
     AnyValue, ArrayValue, InstrumentationScope, KeyValue,
 };
 use opentelemetry_proto::tonic::resource::v1::Resource;
-use opentelemetry_proto::tonic::trace::v1::span::{Event, SpanKind};
+use opentelemetry_proto::tonic::trace::v1::span::{Event, Link, SpanKind};
 use opentelemetry_proto::tonic::trace::v1::status::StatusCode;
 use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span, Status};
 
@@ -303,6 +303,7 @@ pub(super) fn call_to_span(call: &LlmCall, ids: &IdGen) -> Span {
         "llmprobe.gateway_request_id",
         call.gateway_request_id.as_deref().map(str_v),
     );
+    tool_and_content_attributes(call, &mut a);
 
     let events = d
         .first_chunk_unix_ns
@@ -338,8 +339,67 @@ pub(super) fn call_to_span(call: &LlmCall, ids: &IdGen) -> Span {
         end_time_unix_nano: end,
         attributes: a,
         events,
+        links: links(call),
         status: Some(status),
         ..Default::default()
+    }
+}
+
+/// The span's links: the earlier calls of its agent loop (`follows_span_ids`).
+fn links(call: &LlmCall) -> Vec<Link> {
+    call.detail
+        .links
+        .iter()
+        .filter_map(|(trace, span)| {
+            Some(Link {
+                trace_id: parse_hex_id(trace, 16)?,
+                span_id: parse_hex_id(span, 8)?,
+                attributes: vec![kv("llmprobe.link.kind", str_v("tool_result"))],
+                flags: 0x101,
+                ..Default::default()
+            })
+        })
+        .collect()
+}
+
+/// Tool use (`gen_ai.tool.name` etc.) and the opt-in content attributes.
+fn tool_and_content_attributes(call: &LlmCall, a: &mut Vec<KeyValue>) {
+    let strings = |list: &[String]| {
+        Value::ArrayValue(ArrayValue {
+            values: list
+                .iter()
+                .map(|s| AnyValue {
+                    value: Some(str_v(s)),
+                })
+                .collect(),
+        })
+    };
+    if let Some(names) = call.tool_names.as_deref().filter(|n| !n.is_empty()) {
+        // One tool (an execute_tool record, or one tool called): the convention's string;
+        // several: every name.
+        if names.len() == 1 {
+            a.push(kv("gen_ai.tool.name", str_v(&names[0])));
+        }
+        a.push(kv("llmprobe.tool.names", strings(names)));
+    }
+    if let Some(n) = call.tool_calls {
+        a.push(kv("llmprobe.tool.calls", int(u64::from(n))));
+    }
+    if let Some(n) = call.tool_definitions {
+        a.push(kv("llmprobe.tool.definitions", int(u64::from(n))));
+    }
+    if let Some(f) = call.follows_span_ids.as_deref() {
+        a.push(kv("llmprobe.follows_span_ids", strings(f)));
+    }
+    for (key, v) in [
+        ("gen_ai.system_instructions", &call.system_instructions),
+        ("gen_ai.input.messages", &call.input_messages),
+        ("gen_ai.output.messages", &call.output_messages),
+    ] {
+        // Bounded by --content-max-bytes when it was captured, not by the field cap.
+        if let Some(v) = v {
+            a.push(kv(key, Value::StringValue(v.0.clone())));
+        }
     }
 }
 
