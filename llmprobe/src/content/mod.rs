@@ -289,12 +289,18 @@ pub fn read_request(v: &Value, max_bytes: usize) -> CallContent {
             .or_else(|| obj.get("prompt"))
             .or_else(|| input.and_then(|i| i.get("prompt")))
             .or_else(|| obj.get("query"));
+        let mut parts = Vec::new();
         if let Some(p) = prompt {
-            let mut parts = Vec::new();
             parts_of_content(p, &mut parts, &mut budget);
-            if !parts.is_empty() {
-                messages.push(json!({"role": "user", "parts": parts}));
-            }
+        }
+        // Dify's app variables (a workflow's only input), as their JSON text.
+        if let Some(inputs) = obj.get("inputs").filter(|i| i.as_object().is_some_and(|m| !m.is_empty()))
+            && let Some(t) = budget.take(&inputs.to_string())
+        {
+            parts.push(json!({"type": "text", "content": t}));
+        }
+        if !parts.is_empty() {
+            messages.push(json!({"role": "user", "parts": parts}));
         }
     }
     if !messages.is_empty() {

@@ -468,6 +468,22 @@ mod tests {
     }
 
     #[test]
+    fn captured_content_never_reaches_the_live_view() {
+        let v = LiveView::new();
+        let mut c = call("m", 100, 0.25, vec![]);
+        let doc = crate::llm::ContentJson("[{\"role\":\"user\"}]".into());
+        c.system_instructions = Some(doc.clone());
+        c.input_messages = Some(doc.clone());
+        c.output_messages = Some(doc);
+        v.push(&c);
+        let kept = v.call(1).expect("kept");
+        assert_eq!(kept.record.input_messages, None);
+        assert_eq!(kept.record.output_messages, None);
+        assert_eq!(kept.record.system_instructions, None);
+        assert_eq!(kept.record.request_model.as_deref(), Some("m"));
+    }
+
+    #[test]
     fn ticks_start_at_ttft_and_add_the_gaps() {
         let v = LiveView::new();
         v.push(&call("m", 100, 0.25, vec![0.5, 0.25]));
