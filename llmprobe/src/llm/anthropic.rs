@@ -65,6 +65,7 @@ json_object! {
     /// A stream event's data, or a whole response (a `message` or an `error`).
     struct Object<'a> {
         "type" => ty: Scalar<'a>,
+        "index" => index: Scalar<'a>,
         "message" => message: Box<Message<'a>>,
         "content_block" => content_block: Box<Block<'a>>,
         "delta" => delta: Delta<'a>,
@@ -93,6 +94,8 @@ json_object! {
         "type" => ty: Scalar<'a>,
         "text" => text: Scalar<'a>,
         "thinking" => thinking: Scalar<'a>,
+        "id" => id: Scalar<'a>,
+        "name" => name: Scalar<'a>,
         "input" => input: Value,
     }
 }
@@ -165,8 +168,10 @@ impl Anthropic {
         }
     }
 
-    /// Counts the output text of one content block (or block start); returns what it carried.
-    fn read_block(b: &Block<'_>, out: &mut Observed) -> OutputKind {
+    /// Counts the output text of one content block (or block start: `index` is its place in
+    /// the stream); returns what it carried. A `tool_use` block is a tool call (server tools,
+    /// `server_tool_use`, run at Anthropic and are not the client's to answer).
+    fn read_block(b: &Block<'_>, index: Option<u32>, out: &mut Observed) -> OutputKind {
         match as_str(&b.ty) {
             Some("text") => match nonempty(&b.text) {
                 Some(t) => {
@@ -183,19 +188,22 @@ impl Anthropic {
                 None => OutputKind::None,
             },
             // A whole response's tool call: its arguments, as the stream would have sent them.
-            Some("tool_use") => match &b.input {
-                Some(input) if input.as_object().is_some_and(|o| !o.is_empty()) => {
-                    out.note_output(&input.to_string());
-                    OutputKind::Answer
+            Some("tool_use") => {
+                out.note_tool_call(index, nonempty(&b.id), nonempty(&b.name));
+                match &b.input {
+                    Some(input) if input.as_object().is_some_and(|o| !o.is_empty()) => {
+                        out.note_tool_args(index, &input.to_string());
+                        OutputKind::Answer
+                    }
+                    _ => OutputKind::None,
                 }
-                _ => OutputKind::None,
-            },
+            }
             _ => OutputKind::None,
         }
     }
 
-    /// Reads a `content_block_delta`'s `delta`.
-    fn read_delta(d: &Delta<'_>, out: &mut Observed) -> OutputKind {
+    /// Reads a `content_block_delta`'s `delta` (of the block at `index`).
+    fn read_delta(d: &Delta<'_>, index: Option<u32>, out: &mut Observed) -> OutputKind {
         let (text, kind) = match as_str(&d.ty) {
             Some("text_delta") => (&d.text, OutputKind::Answer),
             Some("thinking_delta") => (&d.thinking, OutputKind::Reasoning),
@@ -207,6 +215,8 @@ impl Anthropic {
             Some(t) => {
                 if kind == OutputKind::Reasoning {
                     out.note_reasoning(t);
+                } else if as_str(&d.ty) == Some("input_json_delta") {
+                    out.note_tool_args(index, t);
                 } else {
                     out.note_output(t);
                 }
@@ -215,6 +225,11 @@ impl Anthropic {
             None => OutputKind::None,
         }
     }
+}
+
+/// The `index` of a streamed content block (a tool call's place in the stream).
+fn block_index(v: &Object<'_>) -> Option<u32> {
+    as_u64(&v.index).and_then(|i| u32::try_from(i).ok())
 }
 
 /// A message's model, id, stop reason and usage.
@@ -272,12 +287,12 @@ impl ProviderDialect for Anthropic {
             "content_block_start" => v
                 .content_block
                 .as_ref()
-                .map(|b| Self::read_block(b, out))
+                .map(|b| Self::read_block(b, block_index(&v), out))
                 .unwrap_or(OutputKind::None),
             "content_block_delta" => v
                 .delta
                 .as_ref()
-                .map(|d| Self::read_delta(d, out))
+                .map(|d| Self::read_delta(d, block_index(&v), out))
                 .unwrap_or(OutputKind::None),
             "message_delta" => {
                 if let Some(fr) = v.delta.as_ref().and_then(|d| nonempty(&d.stop_reason)) {
@@ -310,7 +325,7 @@ impl ProviderDialect for Anthropic {
         } else {
             self.read_message((&v.model, &v.id, &v.stop_reason, &v.usage), out);
             for b in v.content.as_deref().map_or(&[][..], List::items) {
-                Self::read_block(b, out);
+                Self::read_block(b, None, out);
             }
         }
         out.terminal = true;

@@ -317,6 +317,7 @@ impl LlmExchange {
             && let Some(v) = body.json()
         {
             super::conversation::read_request(v, &mut self.conv);
+            super::json::read_request_tools(v, &mut self.obs);
         }
     }
 

@@ -93,8 +93,12 @@ json_object! {
 }
 
 json_object! {
-    /// A part's `functionCall`: its `args` are counted as the JSON text they make.
+    /// A part's `functionCall`: the tool's `name`, the call's `id` (sent by newer models and
+    /// Vertex AI, answered by a `functionResponse` with the same `id`), and its `args`, counted
+    /// as the JSON text they make. Gemini sends each call whole, in one part.
     struct FunctionCall<'a> {
+        "id" => id: Scalar<'a>,
+        "name" => name: Scalar<'a>,
         "args" => args: Value,
     }
 }
@@ -172,8 +176,9 @@ fn read_response(v: &Response<'_>, out: &mut Observed) -> OutputKind {
                 }
             }
             if let Some(call) = p.function_call.as_ref().filter(|c| c.is_object) {
+                out.note_tool_call(None, nonempty(&call.id), nonempty(&call.name));
                 if let Some(args) = call.args.as_ref().filter(|a| !a.is_null()) {
-                    out.note_output(&args.to_string());
+                    out.note_tool_args(None, &args.to_string());
                 }
                 answer = true;
             }

@@ -159,6 +159,122 @@ pub(crate) fn parts_text_chars(parts: Option<&Value>) -> u64 {
         .unwrap_or(0)
 }
 
+/// Most items of one request list (messages, input items, contents) read for tool results.
+const MAX_TOOL_RESULT_ITEMS: usize = 4096;
+
+/// Reads what a request says about tools, for every dialect's body shape (one walk over the
+/// parsed request): the tool definitions it declares ([`Observed::note_tool_definitions`]) and
+/// the ids of the earlier tool calls whose results it carries ([`Observed::note_tool_result`]).
+///
+/// Definitions: top-level `tools` (OpenAI chat, Responses API, Anthropic, Ollama; Gemini's
+/// `Tool` objects count each of their `functionDeclarations` and each other tool kind, e.g.
+/// `googleSearch`, as one), the legacy `functions`, and DashScope's `parameters.tools`. None
+/// declared (or empty lists): nothing noted.
+///
+/// Results, in `messages` (or DashScope's `input.messages`), `input` and `contents`: a message
+/// with a `tool_call_id` (OpenAI, DashScope, Ollama `role: "tool"`), a `*_call_output` item's
+/// `call_id` (Responses API `function_call_output`, `custom_tool_call_output`, ...), a
+/// `tool_result` content block's `tool_use_id` (Anthropic), a `functionResponse` part's `id`
+/// (Gemini).
+pub(crate) fn read_request_tools(v: &Value, out: &mut Observed) {
+    let params_tools = v.get("parameters").and_then(|p| p.get("tools"));
+    let mut defs = 0u32;
+    for tools in [v.get("tools"), params_tools].into_iter().flatten() {
+        if let Some(tools) = tools.as_array() {
+            for t in tools {
+                defs = defs.saturating_add(tool_definitions_in(t));
+            }
+        }
+    }
+    if let Some(f) = v.get("functions").and_then(Value::as_array) {
+        defs = defs.saturating_add(u32::try_from(f.len()).unwrap_or(u32::MAX));
+    }
+    if defs > 0 {
+        out.note_tool_definitions(defs);
+    }
+    let input_messages = v.get("input").and_then(|i| i.get("messages"));
+    for list in [
+        v.get("messages"),
+        v.get("input"),
+        input_messages,
+        v.get("contents"),
+    ]
+    .into_iter()
+    .flatten()
+    {
+        match list {
+            Value::Array(items) => {
+                for item in items.iter().take(MAX_TOOL_RESULT_ITEMS) {
+                    tool_results_in(item, out);
+                }
+            }
+            item @ Value::Object(_) => tool_results_in(item, out),
+            _ => {}
+        }
+    }
+}
+
+/// Tool definitions in one element of a `tools` list: one, or for a Gemini `Tool` (an object
+/// with neither `type`, `function` nor `name`) its function declarations plus one per other
+/// kind of tool it enables.
+fn tool_definitions_in(t: &Value) -> u32 {
+    let Some(map) = t.as_object() else {
+        return 0;
+    };
+    if ["type", "function", "name"]
+        .iter()
+        .any(|k| map.contains_key(*k))
+    {
+        return 1;
+    }
+    map.iter()
+        .map(|(k, x)| match (k.as_str(), x) {
+            ("functionDeclarations" | "function_declarations", Value::Array(d)) => {
+                u32::try_from(d.len()).unwrap_or(u32::MAX)
+            }
+            ("functionDeclarations" | "function_declarations", _) | (_, Value::Null) => 0,
+            _ => 1,
+        })
+        .fold(0u32, u32::saturating_add)
+}
+
+/// The tool results one message, input item or content carries.
+fn tool_results_in(item: &Value, out: &mut Observed) {
+    if !item.is_object() {
+        return;
+    }
+    if let Some(id) = nonempty_str(item.get("tool_call_id")) {
+        out.note_tool_result(id);
+    }
+    if item
+        .get("type")
+        .and_then(Value::as_str)
+        .is_some_and(|t| t.ends_with("_call_output"))
+        && let Some(id) = nonempty_str(item.get("call_id"))
+    {
+        out.note_tool_result(id);
+    }
+    if let Some(blocks) = item.get("content").and_then(Value::as_array) {
+        for b in blocks.iter().take(MAX_TOOL_RESULT_ITEMS) {
+            if b.get("type").and_then(Value::as_str) == Some("tool_result")
+                && let Some(id) = nonempty_str(b.get("tool_use_id"))
+            {
+                out.note_tool_result(id);
+            }
+        }
+    }
+    if let Some(parts) = item.get("parts").and_then(Value::as_array) {
+        for p in parts.iter().take(MAX_TOOL_RESULT_ITEMS) {
+            let resp = p
+                .get("functionResponse")
+                .or_else(|| p.get("function_response"));
+            if let Some(id) = resp.and_then(|r| nonempty_str(r.get("id"))) {
+                out.note_tool_result(id);
+            }
+        }
+    }
+}
+
 /// Keys whose string values are prompt text in the request bodies of the dialects.
 pub(crate) const PROMPT_TEXT_KEYS: &[&str] = &[
     "content",

@@ -79,15 +79,19 @@ json_object! {
 }
 
 json_object! {
-    /// One of a message's `tool_calls`.
+    /// One of a message's `tool_calls`, each sent whole in one line: its `id` (newer versions
+    /// only) and its function.
     struct ToolCall<'a> {
+        "id" => id: Scalar<'a>,
         "function" => function: Function<'a>,
     }
 }
 
 json_object! {
-    /// A tool call's `function`: Ollama sends the arguments as a JSON object, not as a string.
+    /// A tool call's `function`: the tool's `name`, and its arguments, which Ollama sends as a
+    /// JSON object, not as a string.
     struct Function<'a> {
+        "name" => name: Scalar<'a>,
         "arguments" => arguments: Value,
     }
 }
@@ -130,10 +134,12 @@ impl Ollama {
         }
         let calls = v.message.as_ref().map_or(&[][..], |m| items(&m.tool_calls));
         if !calls.is_empty() {
-            for call in calls {
-                match call.function.as_ref().and_then(|f| f.arguments.as_ref()) {
-                    Some(Value::String(a)) => out.note_output(a),
-                    Some(a @ Value::Object(_)) => out.note_output(&a.to_string()),
+            for call in calls.iter().filter(|c| c.is_object) {
+                let f = call.function.as_ref();
+                out.note_tool_call(None, nonempty(&call.id), f.and_then(|f| nonempty(&f.name)));
+                match f.and_then(|f| f.arguments.as_ref()) {
+                    Some(Value::String(a)) => out.note_tool_args(None, a),
+                    Some(a @ Value::Object(_)) => out.note_tool_args(None, &a.to_string()),
                     _ => {}
                 }
             }

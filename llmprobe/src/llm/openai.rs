@@ -6,8 +6,8 @@ use serde_json::Value;
 
 use super::json::{self, Body, Event};
 use super::typed::{
-    ErrorView, List, Scalar, Skip, ToolCall, UsageView, as_str, as_u64, items, json_object,
-    nonempty,
+    ErrorView, List, Scalar, Skip, ToolCall, ToolFunction, UsageView, as_str, as_u64, items,
+    json_object, nonempty,
 };
 use super::{Observed, OutputKind, ProviderDialect, Usage};
 use crate::protocol::http1::RequestHead;
@@ -67,6 +67,7 @@ json_object! {
 json_object! {
     /// One of `choices`.
     struct Choice<'a> {
+        "index" => index: Scalar<'a>,
         "finish_reason" => finish_reason: Scalar<'a>,
         "delta" => delta: Message<'a>,
         "message" => message: Box<Message<'a>>,
@@ -82,8 +83,13 @@ json_object! {
         "reasoning_details" => reasoning_details: List<Skip>,
         "content" => content: Scalar<'a>,
         "tool_calls" => tool_calls: List<ToolCall<'a>>,
+        "function_call" => function_call: ToolFunction<'a>,
     }
 }
+
+/// The slot of a choice's legacy `function_call` among its streamed tool-call indexes (one per
+/// choice, after every `tool_calls` index).
+const LEGACY_FUNCTION_CALL: u64 = 1023;
 
 /// Reads an OpenAI `usage` object (with DeepSeek's cache fields) into `out`.
 fn read_usage(usage: &UsageView<'_>, out: &mut Usage) {
@@ -141,6 +147,25 @@ fn error_of(chunk: &Chunk<'_>) -> Option<String> {
     Some(name.unwrap_or("error").to_owned())
 }
 
+/// Notes one tool call (or one delta of a streamed one) and its argument text. A streamed
+/// delta with neither an index, an id nor a name continues the call before it: only its
+/// arguments are noted.
+fn note_call(
+    out: &mut Observed,
+    streamed: bool,
+    index: Option<u32>,
+    id: Option<&str>,
+    f: Option<&ToolFunction<'_>>,
+) {
+    let name = f.and_then(|f| nonempty(&f.name));
+    if !streamed || index.is_some() || id.is_some() || name.is_some() {
+        out.note_tool_call(index, id, name);
+    }
+    if let Some(a) = f.and_then(|f| nonempty(&f.arguments)) {
+        out.note_tool_args(index, a);
+    }
+}
+
 impl OpenAi {
     /// Reads the choices of a chunk or a whole response; returns the most output-like kind seen.
     fn read_choices(&self, v: &Chunk<'_>, out: &mut Observed) -> OutputKind {
@@ -150,6 +175,8 @@ impl OpenAi {
                 super::set_text(&mut out.finish_reason, fr);
             }
             // Streamed chunks carry `delta`, whole responses `message`, legacy completions `text`.
+            let streamed = c.delta.is_some();
+            let choice = as_u64(&c.index).unwrap_or(0);
             if let Some(m) = c.delta.as_ref().or(c.message.as_deref()) {
                 for r in [&m.reasoning_content, &m.reasoning] {
                     if let Some(t) = nonempty(r) {
@@ -166,11 +193,22 @@ impl OpenAi {
                 }
                 let calls = items(&m.tool_calls);
                 if !calls.is_empty() {
-                    for call in calls {
-                        if let Some(a) = call.function.as_ref().and_then(|f| as_str(&f.arguments)) {
-                            out.note_output(a);
-                        }
+                    for call in calls.iter().filter(|c| c.is_object) {
+                        // A streamed call comes in deltas under its `index`; a whole message's
+                        // calls are one each.
+                        let index = as_u64(&call.index)
+                            .filter(|_| streamed)
+                            .and_then(|i| super::tool_index(choice, i));
+                        let f = call.function.as_ref();
+                        note_call(out, streamed, index, nonempty(&call.id), f);
                     }
+                    kind = OutputKind::Answer;
+                }
+                // The legacy `functions` API: one call per choice, no id.
+                if let Some(f) = m.function_call.as_ref().filter(|f| f.is_object) {
+                    let index =
+                        super::tool_index(choice, LEGACY_FUNCTION_CALL).filter(|_| streamed);
+                    note_call(out, streamed, index, None, Some(f));
                     kind = OutputKind::Answer;
                 }
             }

@@ -33,6 +33,8 @@ json_object! {
         "type" => ty: Scalar<'a>,
         "code" => code: Scalar<'a>,
         "delta" => delta: Scalar<'a>,
+        "output_index" => output_index: Scalar<'a>,
+        "item" => item: Box<OutputItem<'a>>,
         "response" => response: Box<Response<'a>>,
         "error" => error: Box<ErrorView<'a>>,
     }
@@ -63,9 +65,32 @@ json_object! {
 json_object! {
     /// One of a Response's `output` items.
     struct OutputItem<'a> {
+        "type" => ty: Scalar<'a>,
+        "call_id" => call_id: Scalar<'a>,
+        "name" => name: Scalar<'a>,
         "content" => content: List<Part<'a>>,
         "summary" => summary: List<Part<'a>>,
         "arguments" => arguments: Scalar<'a>,
+        "input" => input: Scalar<'a>,
+    }
+}
+
+/// The tool an output item calls, when it is a tool call the client runs and answers (with a
+/// `*_call_output` item): `function_call` and `custom_tool_call` (by their `name`), and the
+/// other `*_call` items that carry a `call_id` (`computer_call`, `local_shell_call`,
+/// `shell_call`, `apply_patch_call`: named by their type). Tools the server runs itself
+/// (`web_search_call`, `file_search_call`, `code_interpreter_call`, `mcp_call`, ...) have no
+/// `call_id` and are not tool calls of the response.
+fn tool_call_of<'s>(item: &'s OutputItem<'_>) -> Option<(Option<&'s str>, Option<&'s str>)> {
+    let ty = as_str(&item.ty)?;
+    let call_id = nonempty(&item.call_id);
+    match ty {
+        "function_call" | "custom_tool_call" => Some((call_id, nonempty(&item.name))),
+        _ => {
+            let kind = ty.strip_suffix("_call").filter(|k| !k.is_empty())?;
+            call_id?;
+            Some((call_id, nonempty(&item.name).or(Some(kind))))
+        }
     }
 }
 
@@ -179,8 +204,17 @@ impl OpenAiResponses {
                     }
                 }
             }
-            if let Some(a) = as_str(&item.arguments) {
-                out.note_output(a);
+            if let Some((id, name)) = tool_call_of(item) {
+                out.note_tool_call(None, id, name);
+                // A custom tool's input is free text, as its stream's deltas were.
+                if as_str(&item.ty) == Some("custom_tool_call")
+                    && let Some(i) = nonempty(&item.input)
+                {
+                    out.note_tool_args(None, i);
+                }
+            }
+            if let Some(a) = nonempty(&item.arguments) {
+                out.note_tool_args(None, a);
             }
         }
     }
@@ -235,16 +269,29 @@ impl ProviderDialect for OpenAiResponses {
             return OutputKind::None;
         };
         let delta = || nonempty(&v.delta);
+        let index = as_u64(&v.output_index).and_then(|i| u32::try_from(i).ok());
         match ty {
-            "response.output_text.delta"
-            | "response.refusal.delta"
-            | "response.function_call_arguments.delta"
-            | "response.custom_tool_call_input.delta" => {
+            "response.output_text.delta" | "response.refusal.delta" => {
                 let Some(d) = delta() else {
                     return OutputKind::None;
                 };
                 out.note_output(d);
                 OutputKind::Answer
+            }
+            "response.function_call_arguments.delta" | "response.custom_tool_call_input.delta" => {
+                let Some(d) = delta() else {
+                    return OutputKind::None;
+                };
+                out.note_tool_args(index, d);
+                OutputKind::Answer
+            }
+            // A tool call's item, when it starts and again when it is done (one call: its
+            // `output_index`); its arguments came as deltas.
+            "response.output_item.added" | "response.output_item.done" => {
+                if let Some((id, name)) = v.item.as_deref().and_then(tool_call_of) {
+                    out.note_tool_call(index, id, name);
+                }
+                OutputKind::None
             }
             "response.reasoning_summary_text.delta" | "response.reasoning_text.delta" => {
                 let Some(d) = delta() else {
