@@ -672,4 +672,125 @@ mod tests {
         }
         assert_eq!(o, Observed::default());
     }
+
+    /// A streamed answer with text and two parallel `tool_use` blocks: one call per block
+    /// start, arguments under the block's index, counted as the text they are.
+    #[test]
+    fn streamed_parallel_tool_use() {
+        use crate::llm::test_support::assert_tools;
+        let mut d = Anthropic::default();
+        let mut o = Observed::default();
+        let frames = [
+            (
+                "message_start",
+                r#"{"type":"message_start","message":{"id":"msg_1","type":"message","role":"assistant","model":"claude-sonnet-4-5","content":[],"stop_reason":null,"usage":{"input_tokens":400,"output_tokens":1}}}"#,
+            ),
+            (
+                "content_block_start",
+                r#"{"type":"content_block_start","index":0,"content_block":{"type":"text","text":""}}"#,
+            ),
+            (
+                "content_block_delta",
+                r#"{"type":"content_block_delta","index":0,"delta":{"type":"text_delta","text":"Checking."}}"#,
+            ),
+            (
+                "content_block_stop",
+                r#"{"type":"content_block_stop","index":0}"#,
+            ),
+            (
+                "content_block_start",
+                r#"{"type":"content_block_start","index":1,"content_block":{"type":"tool_use","id":"toolu_01A","name":"get_weather","input":{}}}"#,
+            ),
+            (
+                "content_block_delta",
+                r#"{"type":"content_block_delta","index":1,"delta":{"type":"input_json_delta","partial_json":"{\"city\": \"Paris\"}"}}"#,
+            ),
+            (
+                "content_block_stop",
+                r#"{"type":"content_block_stop","index":1}"#,
+            ),
+            (
+                "content_block_start",
+                r#"{"type":"content_block_start","index":2,"content_block":{"type":"tool_use","id":"toolu_01B","name":"get_time","input":{}}}"#,
+            ),
+            (
+                "content_block_delta",
+                r#"{"type":"content_block_delta","index":2,"delta":{"type":"input_json_delta","partial_json":"{}"}}"#,
+            ),
+            (
+                "content_block_stop",
+                r#"{"type":"content_block_stop","index":2}"#,
+            ),
+            (
+                "message_delta",
+                r#"{"type":"message_delta","delta":{"stop_reason":"tool_use","stop_sequence":null},"usage":{"output_tokens":90}}"#,
+            ),
+            ("message_stop", r#"{"type":"message_stop"}"#),
+        ];
+        for (name, data) in frames {
+            d.feed_event(&ev(name, data), &mut o);
+        }
+        assert_tools(
+            &o,
+            2,
+            &["get_weather", "get_time"],
+            &["toolu_01A", "toolu_01B"],
+        );
+        assert_eq!(o.tools.indexes, [1, 2]);
+        assert_eq!(o.output_chars, 9 + 17 + 2);
+        assert_eq!(o.finish_reason.as_deref(), Some("tool_use"));
+        assert!(o.terminal);
+    }
+
+    #[test]
+    fn whole_response_tool_use_and_bounds() {
+        use crate::llm::test_support::{assert_tools, long_tool_id, long_tool_name};
+        let mut d = Anthropic::default();
+        let mut o = Observed::default();
+        d.feed_response(
+            br#"{"id":"msg_2","type":"message","role":"assistant","model":"claude-sonnet-4-5","content":[{"type":"text","text":"On it."},{"type":"tool_use","id":"toolu_1","name":"get_weather","input":{"city":"Paris"}},{"type":"tool_use","id":"toolu_2","name":"get_weather","input":{}},{"type":"server_tool_use","id":"srvtoolu_1","name":"web_search","input":{"query":"x"}}],"stop_reason":"tool_use","usage":{"input_tokens":10,"output_tokens":50}}"#,
+            &mut o,
+        );
+        // The server tool ran at Anthropic: not a call of the client's.
+        assert_tools(&o, 2, &["get_weather"], &["toolu_1", "toolu_2"]);
+        assert_eq!(o.output_chars, 6 + 16);
+        assert_eq!(o.finish_reason.as_deref(), Some("tool_use"));
+
+        let mut o = Observed::default();
+        let (name, id) = (long_tool_name(), long_tool_id());
+        d.feed_event(
+            &ev(
+                "content_block_start",
+                &format!(
+                    r#"{{"type":"content_block_start","index":0,"content_block":{{"type":"tool_use","id":"{id}","name":"{name}","input":{{}}}}}}"#
+                ),
+            ),
+            &mut o,
+        );
+        assert_eq!(o.tools.calls, 1);
+        assert!(o.tools.call_ids.is_empty());
+        assert!(o.tools.names[0].len() <= crate::llm::MAX_FIELD_BYTES);
+    }
+
+    #[test]
+    fn tool_use_garbage_never_panics() {
+        let mut d = Anthropic::default();
+        let mut o = Observed::default();
+        for data in [
+            r#"{"type":"content_block_start","index":-1,"content_block":{"type":"tool_use","id":7,"name":[],"input":"x"}}"#,
+            r#"{"type":"content_block_start","index":99999999999,"content_block":{"type":"tool_use"}}"#,
+            r#"{"type":"content_block_start","content_block":"tool_use"}"#,
+            r#"{"type":"content_block_delta","index":"1","delta":{"type":"input_json_delta","partial_json":5}}"#,
+        ] {
+            d.feed_event(&ev("content_block_start", data), &mut o);
+        }
+        d.feed_response(
+            br#"{"content":[{"type":"tool_use","input":null},"tool_use",null]}"#,
+            &mut o,
+        );
+        // Each tool_use block is a call, whatever its fields.
+        assert_eq!(o.tools.calls, 3);
+        assert!(o.tools.names.is_empty() && o.tools.call_ids.is_empty());
+        assert_eq!(o.output_chars, 0);
+    }
 }

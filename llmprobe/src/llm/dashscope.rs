@@ -813,4 +813,70 @@ mod tests {
         assert_eq!(d.feed_event(&ev(&many), &mut o), OutputKind::None);
         assert_eq!(o, Observed::default());
     }
+
+    /// Without `incremental_output` every event repeats the calls so far: each counts once, its
+    /// arguments only by what they grew.
+    #[test]
+    fn whole_text_events_repeat_tool_calls() {
+        use crate::llm::test_support::assert_tools;
+        let mut d = dialect(true);
+        let mut o = Observed::default();
+        d.feed_request(br#"{"model":"qwen-plus","input":{"messages":[]}}"#, &mut o);
+        let call = |args0: &str, second: bool| {
+            let mut calls = format!(
+                r#"{{"index":0,"id":"call_1","type":"function","function":{{"name":"get_weather","arguments":"{args0}"}}}}"#
+            );
+            if second {
+                calls.push_str(r#",{"index":1,"id":"call_2","type":"function","function":{"name":"get_time","arguments":"{}"}}"#);
+            }
+            format!(
+                r#"{{"output":{{"choices":[{{"message":{{"content":"","role":"assistant","tool_calls":[{calls}]}},"finish_reason":"null"}}]}},"request_id":"r"}}"#
+            )
+        };
+        for (a, second) in [
+            ("{", false),
+            ("{\\\"c\\\":1", false),
+            ("{\\\"c\\\":1}", true),
+        ] {
+            assert_eq!(
+                d.feed_event(&ev(&call(a, second)), &mut o),
+                OutputKind::Answer
+            );
+        }
+        d.feed_event(&ev(r#"{"output":{"choices":[{"message":{"content":"","role":"assistant"},"finish_reason":"tool_calls"}]},"request_id":"r"}"#), &mut o);
+        assert_tools(&o, 2, &["get_weather", "get_time"], &["call_1", "call_2"]);
+        assert_eq!(o.output_chars, 7 + 2);
+        assert_eq!(o.finish_reason.as_deref(), Some("tool_calls"));
+    }
+
+    #[test]
+    fn incremental_and_whole_tool_calls() {
+        use crate::llm::test_support::{assert_tools, long_tool_id, long_tool_name};
+        let mut d = dialect(true);
+        let mut o = Observed::default();
+        d.feed_request(
+            br#"{"model":"qwen-plus","input":{"messages":[]},"parameters":{"incremental_output":true}}"#,
+            &mut o,
+        );
+        for f in [
+            r#"{"output":{"choices":[{"message":{"role":"assistant","tool_calls":[{"index":0,"id":"call_1","type":"function","function":{"name":"get_weather","arguments":"{\"c\":"}}]},"finish_reason":"null"}]}}"#,
+            r#"{"output":{"choices":[{"message":{"role":"assistant","tool_calls":[{"index":0,"id":"","type":"function","function":{"arguments":"1}"}}]},"finish_reason":"null"}]}}"#,
+        ] {
+            d.feed_event(&ev(f), &mut o);
+        }
+        assert_tools(&o, 1, &["get_weather"], &["call_1"]);
+        assert_eq!(o.output_chars, 7);
+
+        let mut d = dialect(false);
+        let mut o = Observed::default();
+        let (name, id) = (long_tool_name(), long_tool_id());
+        d.feed_response(
+            format!(r#"{{"output":{{"choices":[{{"message":{{"content":"","tool_calls":[{{"id":"call_9","function":{{"name":"a","arguments":"{{}}"}}}},{{"id":"{id}","function":{{"name":"{name}","arguments":"[]"}}}},5]}},"finish_reason":"tool_calls"}}]}}}}"#).as_bytes(),
+            &mut o,
+        );
+        assert_eq!(o.tools.calls, 2);
+        assert_eq!(o.tools.call_ids, ["call_9"]);
+        assert!(o.tools.names[1].len() <= crate::llm::MAX_FIELD_BYTES);
+        assert_eq!(o.output_chars, 4);
+    }
 }

@@ -1021,4 +1021,26 @@ mod tests {
             }
         }
     }
+
+    /// An agent thought names its tools; Dify sends the thought again with the observation:
+    /// each tool counts once per thought, and the tool input is not output.
+    #[test]
+    fn agent_thought_tools() {
+        use crate::llm::test_support::assert_tools;
+        let mut d = chat();
+        let mut o = Observed::default();
+        for data in [
+            r#"{"event":"agent_thought","id":"th-1","task_id":"t","message_id":"m","position":1,"thought":"I will look it up","observation":"","tool":"google_search;calculator","tool_input":"{\"google_search\":{\"q\":\"x\"},\"calculator\":{\"e\":\"1+1\"}}","created_at":1}"#,
+            r#"{"event":"agent_thought","id":"th-1","task_id":"t","message_id":"m","position":1,"thought":"I will look it up","observation":"found","tool":"google_search;calculator","tool_input":"{}","created_at":1}"#,
+            r#"{"event":"agent_thought","id":"th-2","task_id":"t","message_id":"m","position":2,"thought":"","tool":"google_search","tool_input":"{}"}"#,
+            r#"{"event":"agent_thought","id":"th-3","position":3,"thought":"done","tool":""}"#,
+            r#"{"event":"agent_thought","id":"th-4","thought":"x","tool":" ; ;wiki"}"#,
+            r#"{"event":"agent_thought","id":"th-4","thought":"x","tool":"wiki"}"#,
+            r#"{"event":"agent_thought","position":99999999999999,"tool":7}"#,
+        ] {
+            d.feed_event(&ev(data), &mut o);
+        }
+        assert_tools(&o, 4, &["google_search", "calculator", "wiki"], &[]);
+        assert_eq!(o.output_chars, 0);
+    }
 }

@@ -368,4 +368,90 @@ mod tests {
         assert_eq!(prompt_sample(&b), "hiyo");
         assert!(Body::new(b"{cut").json().is_none());
     }
+
+    fn tools_of(body: &str) -> super::super::ToolUse {
+        let v: Value = serde_json::from_str(body).expect("json");
+        let mut o = Observed::default();
+        read_request_tools(&v, &mut o);
+        o.tools
+    }
+
+    #[test]
+    fn request_tool_definitions_per_dialect() {
+        let defs = |b: &str| tools_of(b).definitions;
+        // OpenAI chat (and Ollama): a second turn carrying the first turn's results.
+        let openai = r#"{"model":"gpt-4o","messages":[{"role":"user","content":"weather in Paris and Rome?"},{"role":"assistant","content":null,"tool_calls":[{"id":"call_1","type":"function","function":{"name":"get_weather","arguments":"{\"city\":\"Paris\"}"}},{"id":"call_2","type":"function","function":{"name":"get_weather","arguments":"{\"city\":\"Rome\"}"}}]},{"role":"tool","tool_call_id":"call_1","content":"18C"},{"role":"tool","tool_call_id":"call_2","content":"22C"}],"tools":[{"type":"function","function":{"name":"get_weather","parameters":{"type":"object"}}},{"type":"function","function":{"name":"get_time"}}],"tool_choice":"auto"}"#;
+        let t = tools_of(openai);
+        assert_eq!(t.definitions, Some(2));
+        assert_eq!(t.result_ids, ["call_1", "call_2"]);
+        assert!(t.call_ids.is_empty() && t.calls == 0);
+        // Legacy functions.
+        assert_eq!(
+            defs(
+                r#"{"model":"gpt-3.5-turbo","messages":[],"functions":[{"name":"a"},{"name":"b"},{"name":"c"}]}"#
+            ),
+            Some(3)
+        );
+        // Anthropic: client and server tools; tool_result blocks.
+        let anthropic = r#"{"model":"claude-sonnet-4-5","max_tokens":1024,"tools":[{"name":"get_weather","description":"d","input_schema":{"type":"object"}},{"type":"web_search_20250305","name":"web_search","max_uses":5}],"messages":[{"role":"user","content":"weather?"},{"role":"assistant","content":[{"type":"text","text":"Checking."},{"type":"tool_use","id":"toolu_01A","name":"get_weather","input":{"city":"Paris"}}]},{"role":"user","content":[{"type":"tool_result","tool_use_id":"toolu_01A","content":"18C"},{"type":"text","text":"thanks"}]}]}"#;
+        let t = tools_of(anthropic);
+        assert_eq!(t.definitions, Some(2));
+        assert_eq!(t.result_ids, ["toolu_01A"]);
+        // Responses API.
+        let responses = r#"{"model":"gpt-4.1","tools":[{"type":"function","name":"get_weather","parameters":{}},{"type":"web_search"},{"type":"custom","name":"run_sql"}],"input":[{"role":"user","content":"weather?"},{"type":"function_call","call_id":"call_A","name":"get_weather","arguments":"{}"},{"type":"function_call_output","call_id":"call_A","output":"18C"},{"type":"custom_tool_call_output","call_id":"call_B","output":"1"}]}"#;
+        let t = tools_of(responses);
+        assert_eq!(t.definitions, Some(3));
+        assert_eq!(t.result_ids, ["call_A", "call_B"]);
+        // Gemini: declarations counted one by one, other tool kinds one each.
+        let gemini = r#"{"contents":[{"role":"user","parts":[{"text":"weather?"}]},{"role":"model","parts":[{"functionCall":{"id":"fc-1","name":"get_weather","args":{}}}]},{"role":"user","parts":[{"functionResponse":{"id":"fc-1","name":"get_weather","response":{"t":18}}},{"functionResponse":{"name":"no_id","response":{}}}]}],"tools":[{"functionDeclarations":[{"name":"get_weather"},{"name":"get_time"}]},{"googleSearch":{}},{"codeExecution":{},"urlContext":{}}]}"#;
+        let t = tools_of(gemini);
+        assert_eq!(t.definitions, Some(5));
+        assert_eq!(t.result_ids, ["fc-1"]);
+        assert_eq!(
+            defs(
+                r#"{"contents":{"parts":[{"function_response":{"id":"x"}}]},"tools":[{"function_declarations":[{"name":"a"}]}]}"#
+            ),
+            Some(1)
+        );
+        assert_eq!(
+            tools_of(r#"{"contents":{"parts":[{"function_response":{"id":"x"}}]}}"#).result_ids,
+            ["x"]
+        );
+        // DashScope native.
+        let dashscope = r#"{"model":"qwen-plus","input":{"messages":[{"role":"user","content":"weather?"},{"role":"assistant","content":"","tool_calls":[{"id":"call_9","function":{"name":"get_weather","arguments":"{}"}}]},{"role":"tool","tool_call_id":"call_9","content":"18C"}]},"parameters":{"result_format":"message","tools":[{"type":"function","function":{"name":"get_weather"}}]}}"#;
+        let t = tools_of(dashscope);
+        assert_eq!(t.definitions, Some(1));
+        assert_eq!(t.result_ids, ["call_9"]);
+        // No tools: nothing noted, also for empty lists.
+        assert_eq!(
+            defs(r#"{"model":"m","messages":[{"role":"user","content":"hi"}],"tools":[]}"#),
+            None
+        );
+    }
+
+    #[test]
+    fn request_tool_reader_is_bounded_and_never_panics() {
+        // Ids past the length cap are not kept; at most MAX_TOOL_IDS are.
+        let long = "c".repeat(super::super::MAX_TOOL_ID_BYTES + 1);
+        let mut msgs: Vec<String> = (0..100)
+            .map(|i| format!(r#"{{"role":"tool","tool_call_id":"call_{i}","content":"x"}}"#))
+            .collect();
+        msgs.insert(0, format!(r#"{{"role":"tool","tool_call_id":"{long}"}}"#));
+        msgs.push(r#"{"role":"tool","tool_call_id":"call_0"}"#.into());
+        let t = tools_of(&format!(r#"{{"messages":[{}]}}"#, msgs.join(",")));
+        assert_eq!(t.result_ids.len(), super::super::MAX_TOOL_IDS);
+        assert_eq!(t.result_ids[0], "call_0");
+        for garbage in [
+            r#"{"tools":"x","functions":{},"messages":"m","input":7,"contents":null}"#,
+            r#"{"tools":[null,1,"t",[],{"functionDeclarations":"x"},{"googleSearch":null}],"parameters":[]}"#,
+            r#"{"messages":[null,{"tool_call_id":5},{"content":[1,{"type":"tool_result","tool_use_id":[]}]},{"parts":{"functionResponse":{}}}],"input":{"messages":{}}}"#,
+            r#"{"input":[{"type":"function_call_output","call_id":null},{"type":5}],"contents":[{"parts":[{"functionResponse":"x"},{"functionResponse":{"id":""}}]}]}"#,
+            r#"[1,2]"#,
+            r#""str""#,
+        ] {
+            let t = tools_of(garbage);
+            assert_eq!(t.definitions, None, "{garbage}");
+            assert!(t.result_ids.is_empty(), "{garbage}");
+        }
+    }
 }

@@ -575,4 +575,37 @@ mod tests {
         }
         assert_eq!(o, Observed::default());
     }
+
+    /// `/api/chat` sends each tool call whole (arguments as an object), in one line.
+    #[test]
+    fn tool_calls_streamed_and_whole() {
+        use crate::llm::test_support::{assert_tools, long_tool_id, long_tool_name};
+        let mut d = Ollama {
+            api: OllamaApi::Chat,
+        };
+        let mut o = Observed::default();
+        let kind = d.feed_event(
+            &ev(r#"{"model":"qwen3","created_at":"2025-01-01T00:00:00Z","message":{"role":"assistant","content":"","tool_calls":[{"id":"call_x1","function":{"index":0,"name":"get_weather","arguments":{"city":"Paris"}}},{"function":{"index":1,"name":"get_time","arguments":{}}}]},"done":false}"#),
+            &mut o,
+        );
+        assert_eq!(kind, OutputKind::Answer);
+        d.feed_event(
+            &ev(r#"{"model":"qwen3","message":{"role":"assistant","content":""},"done":true,"done_reason":"stop","prompt_eval_count":20,"eval_count":9}"#),
+            &mut o,
+        );
+        assert_tools(&o, 2, &["get_weather", "get_time"], &["call_x1"]);
+        assert_eq!(o.output_chars, 16 + 2);
+        assert_eq!(o.finish_reason.as_deref(), Some("stop"));
+
+        let mut o = Observed::default();
+        let (name, id) = (long_tool_name(), long_tool_id());
+        d.feed_response(
+            format!(r#"{{"message":{{"tool_calls":[{{"id":"{id}","function":{{"name":"{name}","arguments":"{{}}"}}}},null,{{"function":[]}}]}},"done":true}}"#).as_bytes(),
+            &mut o,
+        );
+        assert_eq!(o.tools.calls, 2);
+        assert!(o.tools.call_ids.is_empty());
+        assert!(o.tools.names[0].len() <= crate::llm::MAX_FIELD_BYTES);
+        assert_eq!(o.output_chars, 2);
+    }
 }

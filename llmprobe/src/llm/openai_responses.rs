@@ -643,4 +643,98 @@ mod tests {
         }
         assert_eq!(o, Observed::default());
     }
+
+    /// Two function calls streamed: each item noted when added and again when done (one call
+    /// per `output_index`), arguments from the deltas only.
+    #[test]
+    fn streamed_function_calls() {
+        use crate::llm::test_support::assert_tools;
+        let mut d = OpenAiResponses;
+        let mut o = Observed::default();
+        let frames = [
+            (
+                "response.created",
+                r#"{"type":"response.created","response":{"id":"resp_1","object":"response","status":"in_progress","model":"gpt-4.1","output":[]}}"#,
+            ),
+            (
+                "response.output_item.added",
+                r#"{"type":"response.output_item.added","output_index":0,"item":{"id":"fc_1","type":"function_call","status":"in_progress","arguments":"","call_id":"call_A","name":"get_weather"}}"#,
+            ),
+            (
+                "response.function_call_arguments.delta",
+                r#"{"type":"response.function_call_arguments.delta","item_id":"fc_1","output_index":0,"delta":"{\"city\":"}"#,
+            ),
+            (
+                "response.function_call_arguments.delta",
+                r#"{"type":"response.function_call_arguments.delta","item_id":"fc_1","output_index":0,"delta":"\"Paris\"}"}"#,
+            ),
+            (
+                "response.function_call_arguments.done",
+                r#"{"type":"response.function_call_arguments.done","item_id":"fc_1","output_index":0,"arguments":"{\"city\":\"Paris\"}"}"#,
+            ),
+            (
+                "response.output_item.done",
+                r#"{"type":"response.output_item.done","output_index":0,"item":{"id":"fc_1","type":"function_call","status":"completed","arguments":"{\"city\":\"Paris\"}","call_id":"call_A","name":"get_weather"}}"#,
+            ),
+            (
+                "response.output_item.added",
+                r#"{"type":"response.output_item.added","output_index":1,"item":{"id":"ctc_1","type":"custom_tool_call","call_id":"call_B","name":"run_sql","input":""}}"#,
+            ),
+            (
+                "response.custom_tool_call_input.delta",
+                r#"{"type":"response.custom_tool_call_input.delta","output_index":1,"item_id":"ctc_1","delta":"select 1"}"#,
+            ),
+            (
+                "response.output_item.added",
+                r#"{"type":"response.output_item.added","output_index":2,"item":{"id":"ws_1","type":"web_search_call","status":"in_progress"}}"#,
+            ),
+            (
+                "response.completed",
+                r#"{"type":"response.completed","response":{"id":"resp_1","object":"response","status":"completed","model":"gpt-4.1","output":[{"type":"function_call","call_id":"call_A","name":"get_weather","arguments":"{\"city\":\"Paris\"}"}],"usage":{"input_tokens":50,"output_tokens":20}}}"#,
+            ),
+        ];
+        for (name, data) in frames {
+            d.feed_event(&ev(name, data), &mut o);
+        }
+        assert_tools(&o, 2, &["get_weather", "run_sql"], &["call_A", "call_B"]);
+        assert_eq!(o.output_chars, 16 + 8);
+        assert_eq!(o.finish_reason.as_deref(), Some("completed"));
+    }
+
+    #[test]
+    fn whole_response_tool_calls() {
+        use crate::llm::test_support::{assert_tools, long_tool_id, long_tool_name};
+        let mut d = OpenAiResponses;
+        let mut o = Observed::default();
+        d.feed_response(
+            br#"{"id":"resp_2","object":"response","status":"completed","model":"gpt-4.1","output":[{"type":"reasoning","summary":[]},{"type":"function_call","id":"fc_1","call_id":"call_A","name":"get_weather","arguments":"{\"city\":\"Paris\"}"},{"type":"function_call","id":"fc_2","call_id":"call_B","name":"get_weather","arguments":"{}"},{"type":"computer_call","id":"cu_1","call_id":"call_C","action":{"type":"screenshot"}},{"type":"web_search_call","id":"ws_1","status":"completed"},{"type":"custom_tool_call","call_id":"call_D","name":"run_sql","input":"select 1"}]}"#,
+            &mut o,
+        );
+        assert_tools(
+            &o,
+            4,
+            &["get_weather", "computer", "run_sql"],
+            &["call_A", "call_B", "call_C", "call_D"],
+        );
+        assert_eq!(o.output_chars, 16 + 2 + 8);
+
+        let mut o = Observed::default();
+        let (name, id) = (long_tool_name(), long_tool_id());
+        d.feed_response(
+            format!(r#"{{"object":"response","output":[{{"type":"function_call","call_id":"{id}","name":"{name}","arguments":""}},7,{{"type":7}},{{"type":"_call","call_id":"x"}},{{"type":"shell_call"}}]}}"#).as_bytes(),
+            &mut o,
+        );
+        assert_eq!(o.tools.calls, 1);
+        assert!(o.tools.call_ids.is_empty());
+        assert!(o.tools.names[0].len() <= crate::llm::MAX_FIELD_BYTES);
+        let mut o = Observed::default();
+        d.feed_event(
+            &ev(
+                "response.output_item.added",
+                r#"{"type":"response.output_item.added","output_index":-3,"item":"function_call"}"#,
+            ),
+            &mut o,
+        );
+        assert_eq!(o.tools.calls, 0);
+    }
 }
