@@ -94,8 +94,20 @@ fn agent_loops_through_the_openai_and_anthropic_sdks() {
     let mut agent = Agent::start(&dir, false, &[]);
     // (sdk, server, streamed, api, finish reason of a tool-call answer)
     let cases = [
-        ("openai", &tls, true, "openai.chat_completions", "tool_calls"),
-        ("openai", &plain, false, "openai.chat_completions", "tool_calls"),
+        (
+            "openai",
+            &tls,
+            true,
+            "openai.chat_completions",
+            "tool_calls",
+        ),
+        (
+            "openai",
+            &plain,
+            false,
+            "openai.chat_completions",
+            "tool_calls",
+        ),
         ("anthropic", &tls, true, "anthropic.messages", "tool_use"),
         ("anthropic", &plain, false, "anthropic.messages", "tool_use"),
     ];
