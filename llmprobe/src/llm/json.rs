@@ -10,8 +10,10 @@
 //!   ([`Event::parse`]); the exchange's bad-JSON count ([`Event::is_bad_json`]) reuses the
 //!   outcome of that parse (and parses only the data of an event the dialect did not parse).
 //! * Readers of request bodies as `serde_json::Value` (missing or mistyped fields are `None`,
-//!   never a panic): model and stream flag, content-text counters, and the prompt-text walk over
-//!   `PROMPT_TEXT_KEYS`. The typed views that read responses and stream events, with the
+//!   never a panic): model and stream flag, content-text counters, the prompt-text walk over
+//!   `PROMPT_TEXT_KEYS`, and [`read_request_tools`] (tool definitions and tool-result ids, every
+//!   dialect's shapes, called once per request by the exchange; bounded: at most 4096 items per
+//!   list, the ids kept as `Observed::note_tool_result` bounds them). The typed views that read responses and stream events, with the
 //!   shared `usage`, `error` and content-text views, are in [`super::typed`].
 
 use std::cell::{Cell, OnceCell};
