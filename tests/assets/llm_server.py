@@ -54,6 +54,16 @@ Per-request overrides (request headers):
                                                   reasoning_content)
   x-test-tool-call: 1                             OpenAI chat / Anthropic: content chunks
                                                   become tool-call argument pieces
+  x-test-tool-call: 0                             never answer with tool calls (see below)
+
+Tool calls (OpenAI chat and Anthropic Messages, stream and non-stream): a request that
+declares `tools` and whose last message is not a tool result (OpenAI: a `role: "tool"`
+message; Anthropic: a user message with a `tool_result` block) is answered with one tool
+call per declared tool (at most 4, in the order declared; the first one's arguments are the
+content chunks, streamed as argument pieces; the others' are `{"q":"more"}`, each sent
+whole in one delta) and finish reason `tool_calls` / `tool_use`. Call ids: OpenAI
+`call_<rid>` then `call_<rid>_<k>`, Anthropic `toolu_<rid, 24 digits>` then
+`toolu_<rid>_<k>`. A request that carries tool results gets a normal answer.
   x-test-keepalive: 1                             OpenAI-family SSE: ": keep-alive" comment
                                                   lines between chunks; non-stream: "\n"
                                                   before the JSON body
@@ -212,7 +222,9 @@ class _Plan:
         self.r = max(0, h._int_header("x-test-reasoning-chunks", 0))
         self.reasoning_field = (h.headers.get("x-test-reasoning-field") or "").strip() \
             or "reasoning_content"
-        self.tool = h._int_header("x-test-tool-call", 0) == 1
+        self.tool_header = h._int_header("x-test-tool-call", None)
+        self.tool = self.tool_header == 1
+        self.tool_names = []        # names of the tools called, in order (set by want_tools)
         self.keepalive = h._int_header("x-test-keepalive", 0) == 1
         self.length = (h.headers.get("x-test-finish") or "").strip().lower() == "length"
         err = h._int_header("x-test-stream-error-after", None)
@@ -225,6 +237,19 @@ class _Plan:
             self.cut, self.cut_after = "truncate", min(trunc, self.n)
         self.t0 = time.monotonic()
         self.t_first = None
+
+    def want_tools(self, req, name_of, default_name):
+        """Decides whether this answer is tool calls (see "Tool calls" above) and whose: the
+        x-test-tool-call header, else the request's declared tools and its last message.
+        `name_of(tool)` reads a declared tool's name."""
+        tools = req.get("tools")
+        tools = [t for t in tools if isinstance(t, dict)] if isinstance(tools, list) else []
+        names = [n for n in (name_of(t) for t in tools) if isinstance(n, str) and n]
+        if self.tool_header is None and names and not _carries_tool_result(req):
+            self.tool = True
+            self.tool_names = names[:4]
+        elif self.tool:
+            self.tool_names = (names or [default_name])[:1]
 
     def piece(self, i):
         """Text of content chunk i: one token, or chunk_bytes bytes of repeated words."""
@@ -277,6 +302,20 @@ class _Plan:
             time.sleep(secs / 2)
         else:
             time.sleep(secs)
+
+
+def _carries_tool_result(req):
+    """The request's last message is a tool result (OpenAI role "tool", Anthropic tool_result
+    block)."""
+    msgs = req.get("messages")
+    if not isinstance(msgs, list) or not msgs or not isinstance(msgs[-1], dict):
+        return False
+    last = msgs[-1]
+    if last.get("role") == "tool":
+        return True
+    content = last.get("content")
+    return isinstance(content, list) and any(
+        isinstance(b, dict) and b.get("type") == "tool_result" for b in content)
 
 
 def _words(v):
@@ -595,13 +634,13 @@ class Handler(BaseHTTPRequestHandler):
                  "prompt_tokens_details": {"cached_tokens": 0},
                  "completion_tokens_details": {"reasoning_tokens": plan.r}}
         hdrs = {"x-request-id": f"req-{rid}"}
+        plan.want_tools(req, lambda t: (t.get("function") or {}).get("name"), "get_weather")
         finish = "length" if plan.length else ("tool_calls" if plan.tool else "stop")
         rfield = plan.reasoning_field
-        tool_name = "get_weather"
-        tools = req.get("tools")
-        if isinstance(tools, list) and tools and isinstance(tools[0], dict):
-            tool_name = (tools[0].get("function") or {}).get("name") or tool_name
+        tool_name = plan.tool_names[0] if plan.tool else "get_weather"
         call_id = f"call_{rid}"
+        # The calls after the first: (index, id, name), their arguments sent whole.
+        more_calls = [(k, f"call_{rid}_{k}", n) for k, n in enumerate(plan.tool_names)][1:]
 
         if not req.get("stream") and plan.chunk_bytes and not (plan.tool or plan.r):
             time.sleep(plan.ttft)
@@ -616,6 +655,10 @@ class Handler(BaseHTTPRequestHandler):
                            "tool_calls": [{"id": call_id, "type": "function",
                                            "function": {"name": tool_name,
                                                         "arguments": plan.tool_args()}}]}
+                for _, k_id, k_name in more_calls:
+                    message["tool_calls"].append({
+                        "id": k_id, "type": "function",
+                        "function": {"name": k_name, "arguments": '{"q":"more"}'}})
             else:
                 message = {"role": "assistant", "content": plan.content()}
             if plan.r:
@@ -662,6 +705,11 @@ class Handler(BaseHTTPRequestHandler):
                     else {"content": plan.piece(i)}
             first = False
             st.send(event([{"index": 0, "delta": delta, "finish_reason": None}]))
+        for k, k_id, k_name in more_calls:
+            st.send(event([{"index": 0, "delta": {"tool_calls": [{
+                "index": k, "id": k_id, "type": "function",
+                "function": {"name": k_name, "arguments": '{"q":"more"}'}}]},
+                "finish_reason": None}]))
         st.send(event([{"index": 0, "delta": {}, "finish_reason": finish}]))
         if include_usage:
             st.send(event([], usage))
@@ -892,13 +940,12 @@ class Handler(BaseHTTPRequestHandler):
         p = _words(req.get("system") or "") + _words(req.get("messages") or []) + 3
         out = plan.r + plan.n
         hdrs = {"request-id": f"req_{rid}", "x-request-id": f"req-{rid}"}
+        plan.want_tools(req, lambda t: t.get("name"), "get_weather")
         stop = "max_tokens" if plan.length else ("tool_use" if plan.tool else "end_turn")
         signature = base64.b64encode(f"sig-{rid}".encode()).decode()
-        tool_name = "get_weather"
-        tools = req.get("tools")
-        if isinstance(tools, list) and tools and isinstance(tools[0], dict):
-            tool_name = tools[0].get("name") or tool_name
+        tool_name = plan.tool_names[0] if plan.tool else "get_weather"
         tool_id = f"toolu_{rid:024d}"
+        more_calls = [(f"toolu_{rid}_{k}", n) for k, n in enumerate(plan.tool_names)][1:]
 
         def usage(output_tokens):
             return {"input_tokens": p, "cache_creation_input_tokens": 0,
@@ -912,6 +959,9 @@ class Handler(BaseHTTPRequestHandler):
             if plan.tool:
                 content.append({"type": "tool_use", "id": tool_id, "name": tool_name,
                                 "input": {"q": plan.content()}})
+                for k_id, k_name in more_calls:
+                    content.append({"type": "tool_use", "id": k_id, "name": k_name,
+                                    "input": {"q": "more"}})
             else:
                 content.append({"type": "text", "text": plan.content()})
             time.sleep(plan.ttft)
@@ -973,6 +1023,15 @@ class Handler(BaseHTTPRequestHandler):
         if open_kind != "c":
             start_block("c")  # no content chunks: still one (empty) text block
         ev("content_block_stop", {"type": "content_block_stop", "index": index})
+        for k_id, k_name in more_calls:
+            index += 1
+            ev("content_block_start", {"type": "content_block_start", "index": index,
+                                       "content_block": {"type": "tool_use", "id": k_id,
+                                                         "name": k_name, "input": {}}})
+            ev("content_block_delta", {"type": "content_block_delta", "index": index,
+                                       "delta": {"type": "input_json_delta",
+                                                 "partial_json": '{"q":"more"}'}})
+            ev("content_block_stop", {"type": "content_block_stop", "index": index})
         ev("message_delta", {"type": "message_delta",
                              "delta": {"stop_reason": stop, "stop_sequence": None},
                              "usage": usage(out)})

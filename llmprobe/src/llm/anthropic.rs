@@ -65,6 +65,7 @@ json_object! {
     /// A stream event's data, or a whole response (a `message` or an `error`).
     struct Object<'a> {
         "type" => ty: Scalar<'a>,
+        "index" => index: Scalar<'a>,
         "message" => message: Box<Message<'a>>,
         "content_block" => content_block: Box<Block<'a>>,
         "delta" => delta: Delta<'a>,
@@ -93,6 +94,8 @@ json_object! {
         "type" => ty: Scalar<'a>,
         "text" => text: Scalar<'a>,
         "thinking" => thinking: Scalar<'a>,
+        "id" => id: Scalar<'a>,
+        "name" => name: Scalar<'a>,
         "input" => input: Value,
     }
 }
@@ -165,8 +168,10 @@ impl Anthropic {
         }
     }
 
-    /// Counts the output text of one content block (or block start); returns what it carried.
-    fn read_block(b: &Block<'_>, out: &mut Observed) -> OutputKind {
+    /// Counts the output text of one content block (or block start: `index` is its place in
+    /// the stream); returns what it carried. A `tool_use` block is a tool call (server tools,
+    /// `server_tool_use`, run at Anthropic and are not the client's to answer).
+    fn read_block(b: &Block<'_>, index: Option<u32>, out: &mut Observed) -> OutputKind {
         match as_str(&b.ty) {
             Some("text") => match nonempty(&b.text) {
                 Some(t) => {
@@ -183,19 +188,22 @@ impl Anthropic {
                 None => OutputKind::None,
             },
             // A whole response's tool call: its arguments, as the stream would have sent them.
-            Some("tool_use") => match &b.input {
-                Some(input) if input.as_object().is_some_and(|o| !o.is_empty()) => {
-                    out.note_output(&input.to_string());
-                    OutputKind::Answer
+            Some("tool_use") => {
+                out.note_tool_call(index, nonempty(&b.id), nonempty(&b.name));
+                match &b.input {
+                    Some(input) if input.as_object().is_some_and(|o| !o.is_empty()) => {
+                        out.note_tool_args(index, &input.to_string());
+                        OutputKind::Answer
+                    }
+                    _ => OutputKind::None,
                 }
-                _ => OutputKind::None,
-            },
+            }
             _ => OutputKind::None,
         }
     }
 
-    /// Reads a `content_block_delta`'s `delta`.
-    fn read_delta(d: &Delta<'_>, out: &mut Observed) -> OutputKind {
+    /// Reads a `content_block_delta`'s `delta` (of the block at `index`).
+    fn read_delta(d: &Delta<'_>, index: Option<u32>, out: &mut Observed) -> OutputKind {
         let (text, kind) = match as_str(&d.ty) {
             Some("text_delta") => (&d.text, OutputKind::Answer),
             Some("thinking_delta") => (&d.thinking, OutputKind::Reasoning),
@@ -207,6 +215,8 @@ impl Anthropic {
             Some(t) => {
                 if kind == OutputKind::Reasoning {
                     out.note_reasoning(t);
+                } else if as_str(&d.ty) == Some("input_json_delta") {
+                    out.note_tool_args(index, t);
                 } else {
                     out.note_output(t);
                 }
@@ -215,6 +225,11 @@ impl Anthropic {
             None => OutputKind::None,
         }
     }
+}
+
+/// The `index` of a streamed content block (a tool call's place in the stream).
+fn block_index(v: &Object<'_>) -> Option<u32> {
+    as_u64(&v.index).and_then(|i| u32::try_from(i).ok())
 }
 
 /// A message's model, id, stop reason and usage.
@@ -272,12 +287,12 @@ impl ProviderDialect for Anthropic {
             "content_block_start" => v
                 .content_block
                 .as_ref()
-                .map(|b| Self::read_block(b, out))
+                .map(|b| Self::read_block(b, block_index(&v), out))
                 .unwrap_or(OutputKind::None),
             "content_block_delta" => v
                 .delta
                 .as_ref()
-                .map(|d| Self::read_delta(d, out))
+                .map(|d| Self::read_delta(d, block_index(&v), out))
                 .unwrap_or(OutputKind::None),
             "message_delta" => {
                 if let Some(fr) = v.delta.as_ref().and_then(|d| nonempty(&d.stop_reason)) {
@@ -310,7 +325,7 @@ impl ProviderDialect for Anthropic {
         } else {
             self.read_message((&v.model, &v.id, &v.stop_reason, &v.usage), out);
             for b in v.content.as_deref().map_or(&[][..], List::items) {
-                Self::read_block(b, out);
+                Self::read_block(b, None, out);
             }
         }
         out.terminal = true;
@@ -656,5 +671,126 @@ mod tests {
             );
         }
         assert_eq!(o, Observed::default());
+    }
+
+    /// A streamed answer with text and two parallel `tool_use` blocks: one call per block
+    /// start, arguments under the block's index, counted as the text they are.
+    #[test]
+    fn streamed_parallel_tool_use() {
+        use crate::llm::test_support::assert_tools;
+        let mut d = Anthropic::default();
+        let mut o = Observed::default();
+        let frames = [
+            (
+                "message_start",
+                r#"{"type":"message_start","message":{"id":"msg_1","type":"message","role":"assistant","model":"claude-sonnet-4-5","content":[],"stop_reason":null,"usage":{"input_tokens":400,"output_tokens":1}}}"#,
+            ),
+            (
+                "content_block_start",
+                r#"{"type":"content_block_start","index":0,"content_block":{"type":"text","text":""}}"#,
+            ),
+            (
+                "content_block_delta",
+                r#"{"type":"content_block_delta","index":0,"delta":{"type":"text_delta","text":"Checking."}}"#,
+            ),
+            (
+                "content_block_stop",
+                r#"{"type":"content_block_stop","index":0}"#,
+            ),
+            (
+                "content_block_start",
+                r#"{"type":"content_block_start","index":1,"content_block":{"type":"tool_use","id":"toolu_01A","name":"get_weather","input":{}}}"#,
+            ),
+            (
+                "content_block_delta",
+                r#"{"type":"content_block_delta","index":1,"delta":{"type":"input_json_delta","partial_json":"{\"city\": \"Paris\"}"}}"#,
+            ),
+            (
+                "content_block_stop",
+                r#"{"type":"content_block_stop","index":1}"#,
+            ),
+            (
+                "content_block_start",
+                r#"{"type":"content_block_start","index":2,"content_block":{"type":"tool_use","id":"toolu_01B","name":"get_time","input":{}}}"#,
+            ),
+            (
+                "content_block_delta",
+                r#"{"type":"content_block_delta","index":2,"delta":{"type":"input_json_delta","partial_json":"{}"}}"#,
+            ),
+            (
+                "content_block_stop",
+                r#"{"type":"content_block_stop","index":2}"#,
+            ),
+            (
+                "message_delta",
+                r#"{"type":"message_delta","delta":{"stop_reason":"tool_use","stop_sequence":null},"usage":{"output_tokens":90}}"#,
+            ),
+            ("message_stop", r#"{"type":"message_stop"}"#),
+        ];
+        for (name, data) in frames {
+            d.feed_event(&ev(name, data), &mut o);
+        }
+        assert_tools(
+            &o,
+            2,
+            &["get_weather", "get_time"],
+            &["toolu_01A", "toolu_01B"],
+        );
+        assert_eq!(o.tools.indexes, [1, 2]);
+        assert_eq!(o.output_chars, 9 + 17 + 2);
+        assert_eq!(o.finish_reason.as_deref(), Some("tool_use"));
+        assert!(o.terminal);
+    }
+
+    #[test]
+    fn whole_response_tool_use_and_bounds() {
+        use crate::llm::test_support::{assert_tools, long_tool_id, long_tool_name};
+        let mut d = Anthropic::default();
+        let mut o = Observed::default();
+        d.feed_response(
+            br#"{"id":"msg_2","type":"message","role":"assistant","model":"claude-sonnet-4-5","content":[{"type":"text","text":"On it."},{"type":"tool_use","id":"toolu_1","name":"get_weather","input":{"city":"Paris"}},{"type":"tool_use","id":"toolu_2","name":"get_weather","input":{}},{"type":"server_tool_use","id":"srvtoolu_1","name":"web_search","input":{"query":"x"}}],"stop_reason":"tool_use","usage":{"input_tokens":10,"output_tokens":50}}"#,
+            &mut o,
+        );
+        // The server tool ran at Anthropic: not a call of the client's.
+        assert_tools(&o, 2, &["get_weather"], &["toolu_1", "toolu_2"]);
+        assert_eq!(o.output_chars, 6 + 16);
+        assert_eq!(o.finish_reason.as_deref(), Some("tool_use"));
+
+        let mut o = Observed::default();
+        let (name, id) = (long_tool_name(), long_tool_id());
+        d.feed_event(
+            &ev(
+                "content_block_start",
+                &format!(
+                    r#"{{"type":"content_block_start","index":0,"content_block":{{"type":"tool_use","id":"{id}","name":"{name}","input":{{}}}}}}"#
+                ),
+            ),
+            &mut o,
+        );
+        assert_eq!(o.tools.calls, 1);
+        assert!(o.tools.call_ids.is_empty());
+        assert!(o.tools.names[0].len() <= crate::llm::MAX_FIELD_BYTES);
+    }
+
+    #[test]
+    fn tool_use_garbage_never_panics() {
+        let mut d = Anthropic::default();
+        let mut o = Observed::default();
+        for data in [
+            r#"{"type":"content_block_start","index":-1,"content_block":{"type":"tool_use","id":7,"name":[],"input":"x"}}"#,
+            r#"{"type":"content_block_start","index":99999999999,"content_block":{"type":"tool_use"}}"#,
+            r#"{"type":"content_block_start","content_block":"tool_use"}"#,
+            r#"{"type":"content_block_delta","index":"1","delta":{"type":"input_json_delta","partial_json":5}}"#,
+        ] {
+            d.feed_event(&ev("content_block_start", data), &mut o);
+        }
+        d.feed_response(
+            br#"{"content":[{"type":"tool_use","input":null},"tool_use",null]}"#,
+            &mut o,
+        );
+        // Each tool_use block is a call, whatever its fields.
+        assert_eq!(o.tools.calls, 3);
+        assert!(o.tools.names.is_empty() && o.tools.call_ids.is_empty());
+        assert_eq!(o.output_chars, 0);
     }
 }

@@ -32,12 +32,12 @@ fn fnv1a(data: &[u8]) -> u64 {
 }
 
 impl Seen {
-    /// Characters of `text` that are new. In `incremental` mode every text is a delta; otherwise
-    /// a text that starts with the one seen before only adds its tail, and one that does not (a
+    /// The part of `text` that is new. In `incremental` mode every text is a delta; otherwise a
+    /// text that starts with the one seen before only adds its tail, and one that does not (a
     /// server that sends deltas anyway) counts whole.
-    fn advance(&mut self, text: &str, incremental: bool) -> u64 {
+    fn advance<'t>(&mut self, text: &'t str, incremental: bool) -> &'t str {
         if text.is_empty() {
-            return 0;
+            return text;
         }
         let new = if !incremental
             && text.len() >= self.bytes
@@ -54,7 +54,7 @@ impl Seen {
                 hash: fnv1a(text.as_bytes()),
             };
         }
-        new.chars().count() as u64
+        new
     }
 }
 
@@ -193,12 +193,52 @@ impl DashScope {
         self.seen.get_mut(i)
     }
 
+    /// Notes the tool calls of choice `choice` and the new part of their arguments: the bytes
+    /// from `new_from` on of their arguments laid end to end. A stream notes each call under
+    /// its `index` (or place in the list): without `incremental_output` every event repeats
+    /// the calls so far, which count once.
+    fn note_calls(
+        &self,
+        choice: usize,
+        calls: &[ToolCall<'_>],
+        new_from: usize,
+        stream: bool,
+        out: &mut Observed,
+    ) {
+        let mut at = 0;
+        for (pos, call) in calls.iter().enumerate() {
+            let args = call
+                .function
+                .as_ref()
+                .and_then(|f| as_str(&f.arguments))
+                .unwrap_or("");
+            let index = if stream {
+                let i = as_u64(&call.index).unwrap_or(pos as u64);
+                super::tool_index(choice as u64, i)
+            } else {
+                None
+            };
+            if call.is_object {
+                let name = call.function.as_ref().and_then(|f| nonempty(&f.name));
+                out.note_tool_call(index, nonempty(&call.id), name);
+            }
+            // `new_from` is a character boundary of the joined text, hence of each piece.
+            let start = new_from.saturating_sub(at).min(args.len());
+            if let Some(new) = args.get(start..).filter(|n| !n.is_empty()) {
+                out.note_tool_args(index, new);
+            }
+            at += args.len();
+        }
+    }
+
     /// Reads `output` (the `choices` form or the older `text` form); returns the most
-    /// output-like kind that carried new text.
+    /// output-like kind that carried new text. `stream`: an event of a stream, not a whole
+    /// body.
     fn read_output(
         &mut self,
         output: &Output<'_>,
         incremental: bool,
+        stream: bool,
         out: &mut Observed,
     ) -> OutputKind {
         let mut kind = OutputKind::None;
@@ -206,9 +246,9 @@ impl DashScope {
         if let Some(text) = as_str(&output.text) {
             let mut fresh = ChoiceSeen::default();
             let seen = self.choice_seen(0).unwrap_or(&mut fresh);
-            let n = seen.answer.advance(text, incremental);
-            if n > 0 {
-                out.output_chars += n;
+            let new = seen.answer.advance(text, incremental);
+            if !new.is_empty() {
+                out.note_output(new);
                 kind = OutputKind::Answer;
             }
         }
@@ -222,7 +262,8 @@ impl DashScope {
                 };
                 let reasoning = as_str(&m.reasoning_content).unwrap_or("");
                 let answer = m.content.as_ref().map_or("", |c| &c.0);
-                let args: String = items(&m.tool_calls)
+                let calls = items(&m.tool_calls);
+                let args: String = calls
                     .iter()
                     .filter_map(|call| call.function.as_ref().and_then(|f| as_str(&f.arguments)))
                     .collect();
@@ -234,12 +275,20 @@ impl DashScope {
                 };
                 let r = seen.reasoning.advance(reasoning, incremental);
                 let a = seen.answer.advance(answer, incremental);
-                let t = seen.tool_args.advance(&args, incremental);
-                out.output_chars += r + a + t;
-                out.reasoning_chars += r;
-                if a + t > 0 {
+                // The new part of the calls' arguments, read as one text as before, then shared
+                // out among the calls it belongs to.
+                let new_args = seen.tool_args.advance(&args, incremental);
+                let new_from = args.len() - new_args.len();
+                if !r.is_empty() {
+                    out.note_reasoning(r);
+                }
+                if !a.is_empty() {
+                    out.note_output(a);
+                }
+                self.note_calls(i, calls, new_from, stream, out);
+                if !a.is_empty() || !new_args.is_empty() {
                     kind = OutputKind::Answer;
-                } else if r > 0 && kind == OutputKind::None {
+                } else if !r.is_empty() && kind == OutputKind::None {
                     kind = OutputKind::Reasoning;
                 }
             }
@@ -252,7 +301,13 @@ impl DashScope {
     }
 
     /// Reads one response object (a stream event or a whole body).
-    fn read_object(&mut self, v: &Object<'_>, incremental: bool, out: &mut Observed) -> OutputKind {
+    fn read_object(
+        &mut self,
+        v: &Object<'_>,
+        incremental: bool,
+        stream: bool,
+        out: &mut Observed,
+    ) -> OutputKind {
         if !v.is_object {
             return OutputKind::None;
         }
@@ -269,7 +324,7 @@ impl DashScope {
             out.error = Some(code.to_owned());
         }
         match &v.output {
-            Some(output) if output.is_object => self.read_output(output, incremental, out),
+            Some(output) if output.is_object => self.read_output(output, incremental, stream, out),
             _ => OutputKind::None,
         }
     }
@@ -343,7 +398,7 @@ impl ProviderDialect for DashScope {
             return OutputKind::None;
         };
         let incremental = self.incremental;
-        self.read_object(&v, incremental, out)
+        self.read_object(&v, incremental, true, out)
     }
 
     fn on_response_body(&mut self, body: &Body<'_>, out: &mut Observed) {
@@ -351,7 +406,7 @@ impl ProviderDialect for DashScope {
             return;
         };
         // One body: its text is read whole, once.
-        self.read_object(&v, true, out);
+        self.read_object(&v, true, false, out);
         out.terminal = true;
     }
 }
@@ -757,5 +812,71 @@ mod tests {
         );
         assert_eq!(d.feed_event(&ev(&many), &mut o), OutputKind::None);
         assert_eq!(o, Observed::default());
+    }
+
+    /// Without `incremental_output` every event repeats the calls so far: each counts once, its
+    /// arguments only by what they grew.
+    #[test]
+    fn whole_text_events_repeat_tool_calls() {
+        use crate::llm::test_support::assert_tools;
+        let mut d = dialect(true);
+        let mut o = Observed::default();
+        d.feed_request(br#"{"model":"qwen-plus","input":{"messages":[]}}"#, &mut o);
+        let call = |args0: &str, second: bool| {
+            let mut calls = format!(
+                r#"{{"index":0,"id":"call_1","type":"function","function":{{"name":"get_weather","arguments":"{args0}"}}}}"#
+            );
+            if second {
+                calls.push_str(r#",{"index":1,"id":"call_2","type":"function","function":{"name":"get_time","arguments":"{}"}}"#);
+            }
+            format!(
+                r#"{{"output":{{"choices":[{{"message":{{"content":"","role":"assistant","tool_calls":[{calls}]}},"finish_reason":"null"}}]}},"request_id":"r"}}"#
+            )
+        };
+        for (a, second) in [
+            ("{", false),
+            ("{\\\"c\\\":1", false),
+            ("{\\\"c\\\":1}", true),
+        ] {
+            assert_eq!(
+                d.feed_event(&ev(&call(a, second)), &mut o),
+                OutputKind::Answer
+            );
+        }
+        d.feed_event(&ev(r#"{"output":{"choices":[{"message":{"content":"","role":"assistant"},"finish_reason":"tool_calls"}]},"request_id":"r"}"#), &mut o);
+        assert_tools(&o, 2, &["get_weather", "get_time"], &["call_1", "call_2"]);
+        assert_eq!(o.output_chars, 7 + 2);
+        assert_eq!(o.finish_reason.as_deref(), Some("tool_calls"));
+    }
+
+    #[test]
+    fn incremental_and_whole_tool_calls() {
+        use crate::llm::test_support::{assert_tools, long_tool_id, long_tool_name};
+        let mut d = dialect(true);
+        let mut o = Observed::default();
+        d.feed_request(
+            br#"{"model":"qwen-plus","input":{"messages":[]},"parameters":{"incremental_output":true}}"#,
+            &mut o,
+        );
+        for f in [
+            r#"{"output":{"choices":[{"message":{"role":"assistant","tool_calls":[{"index":0,"id":"call_1","type":"function","function":{"name":"get_weather","arguments":"{\"c\":"}}]},"finish_reason":"null"}]}}"#,
+            r#"{"output":{"choices":[{"message":{"role":"assistant","tool_calls":[{"index":0,"id":"","type":"function","function":{"arguments":"1}"}}]},"finish_reason":"null"}]}}"#,
+        ] {
+            d.feed_event(&ev(f), &mut o);
+        }
+        assert_tools(&o, 1, &["get_weather"], &["call_1"]);
+        assert_eq!(o.output_chars, 7);
+
+        let mut d = dialect(false);
+        let mut o = Observed::default();
+        let (name, id) = (long_tool_name(), long_tool_id());
+        d.feed_response(
+            format!(r#"{{"output":{{"choices":[{{"message":{{"content":"","tool_calls":[{{"id":"call_9","function":{{"name":"a","arguments":"{{}}"}}}},{{"id":"{id}","function":{{"name":"{name}","arguments":"[]"}}}},5]}},"finish_reason":"tool_calls"}}]}}}}"#).as_bytes(),
+            &mut o,
+        );
+        assert_eq!(o.tools.calls, 2);
+        assert_eq!(o.tools.call_ids, ["call_9"]);
+        assert!(o.tools.names[1].len() <= crate::llm::MAX_FIELD_BYTES);
+        assert_eq!(o.output_chars, 4);
     }
 }

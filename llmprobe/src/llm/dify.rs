@@ -180,6 +180,8 @@ json_object! {
         "event" => event: Scalar<'a>,
         "answer" => answer: Scalar<'a>,
         "thought" => thought: Scalar<'a>,
+        "tool" => tool: Scalar<'a>,
+        "position" => position: Scalar<'a>,
         "id" => id: Scalar<'a>,
         "message_id" => message_id: Scalar<'a>,
         "workflow_run_id" => workflow_run_id: Scalar<'a>,
@@ -220,6 +222,16 @@ json_object! {
         "text" => text: Scalar<'a>,
         "outputs" => outputs: TextOf,
     }
+}
+
+/// Most tools one agent thought is read for (`tool` names them, `;`-separated).
+const MAX_TOOLS_PER_THOUGHT: usize = 64;
+
+/// FNV-1a, 32 bits: a thought's index from its id when it has no `position`.
+fn fnv1a32(data: &[u8]) -> u32 {
+    data.iter().fold(0x811c_9dc5, |h, &b| {
+        (h ^ u32::from(b)).wrapping_mul(0x0100_0193)
+    })
 }
 
 /// A string field, non-empty, capped to [`MAX_FIELD_BYTES`] and owned.
@@ -352,6 +364,23 @@ impl Dify {
     }
 
     /// Reads one event (or a blocking answer); returns what it carried.
+    /// An agent thought's tools (`tool`: `search;calculator`), each a tool call. Dify sends a
+    /// thought again as it goes (the tool chosen, then its observation), under the same
+    /// `position` (else `id`): a thought's calls count once. No call id (Dify's callers never
+    /// answer tool calls), and the tool input is not counted as output (see `agent_thought`).
+    fn agent_tools(v: &Object<'_>, out: &mut Observed) {
+        let Some(tools) = nonempty(&v.tool) else {
+            return;
+        };
+        let thought = as_u64(&v.position)
+            .or_else(|| nonempty(&v.id).map(|id| u64::from(fnv1a32(id.as_bytes()) >> 12)));
+        let names = tools.split(';').map(str::trim).filter(|n| !n.is_empty());
+        for (j, name) in names.take(MAX_TOOLS_PER_THOUGHT).enumerate() {
+            let index = thought.and_then(|t| super::tool_index(t, j as u64));
+            out.note_tool_call(index, None, Some(name));
+        }
+    }
+
     fn read(&self, v: &Object<'_>, ts: u64, out: &mut Observed) -> OutputKind {
         if !v.is_object {
             return OutputKind::None;
@@ -375,10 +404,13 @@ impl Dify {
             },
             // An agent's step: its thought is reasoning the user may see; Dify's own usage
             // counts the tokens, and the thought may repeat the answer, so it is not counted.
-            "agent_thought" => match nonempty(&v.thought) {
-                Some(_) => OutputKind::Reasoning,
-                None => OutputKind::None,
-            },
+            "agent_thought" => {
+                Self::agent_tools(v, out);
+                match nonempty(&v.thought) {
+                    Some(_) => OutputKind::Reasoning,
+                    None => OutputKind::None,
+                }
+            }
             // Moderation replaced the whole answer: the user sees new text.
             "message_replace" => {
                 super::set_text(&mut out.finish_reason, "content_filter");
@@ -988,5 +1020,27 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// An agent thought names its tools; Dify sends the thought again with the observation:
+    /// each tool counts once per thought, and the tool input is not output.
+    #[test]
+    fn agent_thought_tools() {
+        use crate::llm::test_support::assert_tools;
+        let mut d = chat();
+        let mut o = Observed::default();
+        for data in [
+            r#"{"event":"agent_thought","id":"th-1","task_id":"t","message_id":"m","position":1,"thought":"I will look it up","observation":"","tool":"google_search;calculator","tool_input":"{\"google_search\":{\"q\":\"x\"},\"calculator\":{\"e\":\"1+1\"}}","created_at":1}"#,
+            r#"{"event":"agent_thought","id":"th-1","task_id":"t","message_id":"m","position":1,"thought":"I will look it up","observation":"found","tool":"google_search;calculator","tool_input":"{}","created_at":1}"#,
+            r#"{"event":"agent_thought","id":"th-2","task_id":"t","message_id":"m","position":2,"thought":"","tool":"google_search","tool_input":"{}"}"#,
+            r#"{"event":"agent_thought","id":"th-3","position":3,"thought":"done","tool":""}"#,
+            r#"{"event":"agent_thought","id":"th-4","thought":"x","tool":" ; ;wiki"}"#,
+            r#"{"event":"agent_thought","id":"th-4","thought":"x","tool":"wiki"}"#,
+            r#"{"event":"agent_thought","position":99999999999999,"tool":7}"#,
+        ] {
+            d.feed_event(&ev(data), &mut o);
+        }
+        assert_tools(&o, 4, &["google_search", "calculator", "wiki"], &[]);
+        assert_eq!(o.output_chars, 0);
     }
 }

@@ -337,6 +337,7 @@ impl LlmExchange {
             && let Some(v) = body.json()
         {
             super::conversation::read_request(v, &mut self.conv);
+            super::json::read_request_tools(v, &mut self.obs);
         }
         if let Some(policy) = &self.content
             && let Some(v) = body.json()
@@ -1354,5 +1355,72 @@ mod tests {
             g.into_wide(),
             vec![5, u64::from(u32::MAX), 7, u64::from(u32::MAX) + 1, 9]
         );
+    }
+
+    /// A turn of an agent loop: the request declares tools and carries the results of two
+    /// earlier calls, the answer calls a tool again. The record counts both, and only keyed
+    /// hashes of the ids leave: the results' hashes are those of the calls that made them.
+    #[test]
+    fn tool_calls_and_results_reach_the_record() {
+        use crate::protocol::http1::ResponseHead;
+        let head = RequestHead {
+            method: "POST".into(),
+            path: "/v1/chat/completions".into(),
+            headers: vec![],
+        };
+        let exchange = |req: &[u8], resp: &[u8]| {
+            let mut ex = LlmExchange::new(
+                &head,
+                crate::llm::openai::chat_dialect(),
+                1_000,
+                ExchangeLimits::default(),
+            );
+            ex.on_request_body(req, 1_000);
+            ex.on_request_end(2_000);
+            let rh = ResponseHead {
+                status: 200,
+                headers: vec![("content-type".into(), "application/json".into())],
+            };
+            ex.on_response_head(&rh, 3_000);
+            ex.on_response_body(resp, 4_000);
+            ex.on_response_end(5_000);
+            let ctx = ExchangeContext {
+                role: "client",
+                pid: 1,
+                comm: "c".into(),
+                tls: false,
+                peer: None,
+                container: None,
+                fresh: None,
+            };
+            ex.finish(&ctx, &Clock { offset_ns: 0 }, false, None)
+        };
+        let tools = r#""tools":[{"type":"function","function":{"name":"get_weather"}},{"type":"function","function":{"name":"get_time"}}]"#;
+        let first = exchange(
+            format!(r#"{{"model":"m","messages":[{{"role":"user","content":"hi"}}],{tools}}}"#)
+                .as_bytes(),
+            br#"{"choices":[{"index":0,"message":{"role":"assistant","tool_calls":[{"id":"call_1","type":"function","function":{"name":"get_weather","arguments":"{}"}},{"id":"call_2","type":"function","function":{"name":"get_time","arguments":"{}"}}]},"finish_reason":"tool_calls"}]}"#,
+        );
+        assert_eq!(first.tool_definitions, Some(2));
+        assert_eq!(first.tool_calls, Some(2));
+        assert_eq!(
+            first.tool_names.as_deref(),
+            Some(&["get_weather".to_owned(), "get_time".to_owned()][..])
+        );
+        assert_eq!(first.finish_reason.as_deref(), Some("tool_calls"));
+        assert_eq!(first.detail.tool_call_ids.len(), 2);
+        assert!(first.detail.tool_result_ids.is_empty());
+        let second = exchange(
+            format!(r#"{{"model":"m","messages":[{{"role":"user","content":"hi"}},{{"role":"assistant","tool_calls":[{{"id":"call_1"}},{{"id":"call_2"}}]}},{{"role":"tool","tool_call_id":"call_1","content":"18C"}},{{"role":"tool","tool_call_id":"call_2","content":"12:00"}}],{tools}}}"#)
+                .as_bytes(),
+            br#"{"choices":[{"index":0,"message":{"role":"assistant","content":"Sunny."},"finish_reason":"stop"}]}"#,
+        );
+        assert_eq!(second.tool_definitions, Some(2));
+        assert_eq!(
+            (second.tool_calls, second.tool_names.as_ref()),
+            (None, None)
+        );
+        assert_eq!(second.detail.tool_result_ids, first.detail.tool_call_ids);
+        assert!(second.detail.tool_call_ids.is_empty());
     }
 }

@@ -93,8 +93,12 @@ json_object! {
 }
 
 json_object! {
-    /// A part's `functionCall`: its `args` are counted as the JSON text they make.
+    /// A part's `functionCall`: the tool's `name`, the call's `id` (sent by newer models and
+    /// Vertex AI, answered by a `functionResponse` with the same `id`), and its `args`, counted
+    /// as the JSON text they make. Gemini sends each call whole, in one part.
     struct FunctionCall<'a> {
+        "id" => id: Scalar<'a>,
+        "name" => name: Scalar<'a>,
         "args" => args: Value,
     }
 }
@@ -172,8 +176,9 @@ fn read_response(v: &Response<'_>, out: &mut Observed) -> OutputKind {
                 }
             }
             if let Some(call) = p.function_call.as_ref().filter(|c| c.is_object) {
+                out.note_tool_call(None, nonempty(&call.id), nonempty(&call.name));
                 if let Some(args) = call.args.as_ref().filter(|a| !a.is_null()) {
-                    out.note_output(&args.to_string());
+                    out.note_tool_args(None, &args.to_string());
                 }
                 answer = true;
             }
@@ -602,5 +607,39 @@ mod tests {
         assert_eq!(o.request_model.as_deref(), Some("g"));
         assert_eq!(percent_decode("a%zz%4"), "a%zz%4");
         assert_eq!(percent_decode("%ff"), "\u{fffd}");
+    }
+
+    /// Gemini sends each call whole in one part: parallel calls are parts of one event.
+    #[test]
+    fn function_calls_streamed_and_whole() {
+        use crate::llm::test_support::{assert_tools, data_event, long_tool_id, long_tool_name};
+        let mut d = Gemini {
+            model: Some("gemini-2.5-flash".into()),
+            stream: true,
+        };
+        let mut o = Observed::default();
+        let kind = d.feed_event(
+            &data_event(r#"{"candidates":[{"content":{"role":"model","parts":[{"functionCall":{"id":"fc-1","name":"get_weather","args":{"city":"Paris"}}},{"functionCall":{"name":"get_time","args":{}}}]},"index":0}],"modelVersion":"gemini-2.5-flash"}"#),
+            &mut o,
+        );
+        assert_eq!(kind, OutputKind::Answer);
+        d.feed_event(
+            &data_event(r#"{"candidates":[{"content":{"role":"model","parts":[{"text":""}]},"finishReason":"STOP","index":0}],"usageMetadata":{"promptTokenCount":30,"candidatesTokenCount":12}}"#),
+            &mut o,
+        );
+        assert_tools(&o, 2, &["get_weather", "get_time"], &["fc-1"]);
+        assert_eq!(o.output_chars, 16 + 2);
+        assert_eq!(o.finish_reason.as_deref(), Some("STOP"));
+
+        let mut o = Observed::default();
+        let (name, id) = (long_tool_name(), long_tool_id());
+        d.feed_response(
+            format!(r#"{{"candidates":[{{"content":{{"parts":[{{"functionCall":{{"id":"{id}","name":"{name}","args":null}}}},{{"functionCall":"x"}},{{"functionCall":{{"name":7}}}}]}},"finishReason":"STOP"}}]}}"#).as_bytes(),
+            &mut o,
+        );
+        assert_eq!(o.tools.calls, 2);
+        assert!(o.tools.call_ids.is_empty());
+        assert!(o.tools.names[0].len() <= crate::llm::MAX_FIELD_BYTES);
+        assert_eq!(o.output_chars, 0);
     }
 }

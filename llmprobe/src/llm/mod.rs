@@ -583,6 +583,18 @@ impl Observed {
     }
 }
 
+/// The index under which a streamed tool call is noted ([`Observed::note_tool_call`]): the
+/// call's own index within the choice (or candidate) it belongs to, so that the calls of
+/// several choices (`n` > 1) stay apart. None past `u32` (a hostile index: each of its deltas
+/// then counts as a call, within the exact but saturating count).
+pub(crate) fn tool_index(choice: u64, call: u64) -> Option<u32> {
+    const PER_CHOICE: u64 = 1024;
+    if call >= PER_CHOICE {
+        return None;
+    }
+    u32::try_from(choice.checked_mul(PER_CHOICE)?.checked_add(call)?).ok()
+}
+
 /// Most workflow nodes kept per call (later ones are counted, not kept).
 pub const MAX_WORKFLOW_NODES: usize = 64;
 

@@ -79,15 +79,19 @@ json_object! {
 }
 
 json_object! {
-    /// One of a message's `tool_calls`.
+    /// One of a message's `tool_calls`, each sent whole in one line: its `id` (newer versions
+    /// only) and its function.
     struct ToolCall<'a> {
+        "id" => id: Scalar<'a>,
         "function" => function: Function<'a>,
     }
 }
 
 json_object! {
-    /// A tool call's `function`: Ollama sends the arguments as a JSON object, not as a string.
+    /// A tool call's `function`: the tool's `name`, and its arguments, which Ollama sends as a
+    /// JSON object, not as a string.
     struct Function<'a> {
+        "name" => name: Scalar<'a>,
         "arguments" => arguments: Value,
     }
 }
@@ -130,10 +134,12 @@ impl Ollama {
         }
         let calls = v.message.as_ref().map_or(&[][..], |m| items(&m.tool_calls));
         if !calls.is_empty() {
-            for call in calls {
-                match call.function.as_ref().and_then(|f| f.arguments.as_ref()) {
-                    Some(Value::String(a)) => out.note_output(a),
-                    Some(a @ Value::Object(_)) => out.note_output(&a.to_string()),
+            for call in calls.iter().filter(|c| c.is_object) {
+                let f = call.function.as_ref();
+                out.note_tool_call(None, nonempty(&call.id), f.and_then(|f| nonempty(&f.name)));
+                match f.and_then(|f| f.arguments.as_ref()) {
+                    Some(Value::String(a)) => out.note_tool_args(None, a),
+                    Some(a @ Value::Object(_)) => out.note_tool_args(None, &a.to_string()),
                     _ => {}
                 }
             }
@@ -568,5 +574,38 @@ mod tests {
             assert_eq!(d.feed_event(&ev(data), &mut o), OutputKind::None, "{data}");
         }
         assert_eq!(o, Observed::default());
+    }
+
+    /// `/api/chat` sends each tool call whole (arguments as an object), in one line.
+    #[test]
+    fn tool_calls_streamed_and_whole() {
+        use crate::llm::test_support::{assert_tools, long_tool_id, long_tool_name};
+        let mut d = Ollama {
+            api: OllamaApi::Chat,
+        };
+        let mut o = Observed::default();
+        let kind = d.feed_event(
+            &ev(r#"{"model":"qwen3","created_at":"2025-01-01T00:00:00Z","message":{"role":"assistant","content":"","tool_calls":[{"id":"call_x1","function":{"index":0,"name":"get_weather","arguments":{"city":"Paris"}}},{"function":{"index":1,"name":"get_time","arguments":{}}}]},"done":false}"#),
+            &mut o,
+        );
+        assert_eq!(kind, OutputKind::Answer);
+        d.feed_event(
+            &ev(r#"{"model":"qwen3","message":{"role":"assistant","content":""},"done":true,"done_reason":"stop","prompt_eval_count":20,"eval_count":9}"#),
+            &mut o,
+        );
+        assert_tools(&o, 2, &["get_weather", "get_time"], &["call_x1"]);
+        assert_eq!(o.output_chars, 16 + 2);
+        assert_eq!(o.finish_reason.as_deref(), Some("stop"));
+
+        let mut o = Observed::default();
+        let (name, id) = (long_tool_name(), long_tool_id());
+        d.feed_response(
+            format!(r#"{{"message":{{"tool_calls":[{{"id":"{id}","function":{{"name":"{name}","arguments":"{{}}"}}}},null,{{"function":[]}}]}},"done":true}}"#).as_bytes(),
+            &mut o,
+        );
+        assert_eq!(o.tools.calls, 2);
+        assert!(o.tools.call_ids.is_empty());
+        assert!(o.tools.names[0].len() <= crate::llm::MAX_FIELD_BYTES);
+        assert_eq!(o.output_chars, 2);
     }
 }

@@ -6,8 +6,8 @@ use serde_json::Value;
 
 use super::json::{self, Body, Event};
 use super::typed::{
-    ErrorView, List, Scalar, Skip, ToolCall, UsageView, as_str, as_u64, items, json_object,
-    nonempty,
+    ErrorView, List, Scalar, Skip, ToolCall, ToolFunction, UsageView, as_str, as_u64, items,
+    json_object, nonempty,
 };
 use super::{Observed, OutputKind, ProviderDialect, Usage};
 use crate::protocol::http1::RequestHead;
@@ -67,6 +67,7 @@ json_object! {
 json_object! {
     /// One of `choices`.
     struct Choice<'a> {
+        "index" => index: Scalar<'a>,
         "finish_reason" => finish_reason: Scalar<'a>,
         "delta" => delta: Message<'a>,
         "message" => message: Box<Message<'a>>,
@@ -82,8 +83,13 @@ json_object! {
         "reasoning_details" => reasoning_details: List<Skip>,
         "content" => content: Scalar<'a>,
         "tool_calls" => tool_calls: List<ToolCall<'a>>,
+        "function_call" => function_call: ToolFunction<'a>,
     }
 }
+
+/// The slot of a choice's legacy `function_call` among its streamed tool-call indexes (one per
+/// choice, after every `tool_calls` index).
+const LEGACY_FUNCTION_CALL: u64 = 1023;
 
 /// Reads an OpenAI `usage` object (with DeepSeek's cache fields) into `out`.
 fn read_usage(usage: &UsageView<'_>, out: &mut Usage) {
@@ -141,6 +147,25 @@ fn error_of(chunk: &Chunk<'_>) -> Option<String> {
     Some(name.unwrap_or("error").to_owned())
 }
 
+/// Notes one tool call (or one delta of a streamed one) and its argument text. A streamed
+/// delta with neither an index, an id nor a name continues the call before it: only its
+/// arguments are noted.
+fn note_call(
+    out: &mut Observed,
+    streamed: bool,
+    index: Option<u32>,
+    id: Option<&str>,
+    f: Option<&ToolFunction<'_>>,
+) {
+    let name = f.and_then(|f| nonempty(&f.name));
+    if !streamed || index.is_some() || id.is_some() || name.is_some() {
+        out.note_tool_call(index, id, name);
+    }
+    if let Some(a) = f.and_then(|f| nonempty(&f.arguments)) {
+        out.note_tool_args(index, a);
+    }
+}
+
 impl OpenAi {
     /// Reads the choices of a chunk or a whole response; returns the most output-like kind seen.
     fn read_choices(&self, v: &Chunk<'_>, out: &mut Observed) -> OutputKind {
@@ -150,6 +175,8 @@ impl OpenAi {
                 super::set_text(&mut out.finish_reason, fr);
             }
             // Streamed chunks carry `delta`, whole responses `message`, legacy completions `text`.
+            let streamed = c.delta.is_some();
+            let choice = as_u64(&c.index).unwrap_or(0);
             if let Some(m) = c.delta.as_ref().or(c.message.as_deref()) {
                 for r in [&m.reasoning_content, &m.reasoning] {
                     if let Some(t) = nonempty(r) {
@@ -166,11 +193,22 @@ impl OpenAi {
                 }
                 let calls = items(&m.tool_calls);
                 if !calls.is_empty() {
-                    for call in calls {
-                        if let Some(a) = call.function.as_ref().and_then(|f| as_str(&f.arguments)) {
-                            out.note_output(a);
-                        }
+                    for call in calls.iter().filter(|c| c.is_object) {
+                        // A streamed call comes in deltas under its `index`; a whole message's
+                        // calls are one each.
+                        let index = as_u64(&call.index)
+                            .filter(|_| streamed)
+                            .and_then(|i| super::tool_index(choice, i));
+                        let f = call.function.as_ref();
+                        note_call(out, streamed, index, nonempty(&call.id), f);
                     }
+                    kind = OutputKind::Answer;
+                }
+                // The legacy `functions` API: one call per choice, no id.
+                if let Some(f) = m.function_call.as_ref().filter(|f| f.is_object) {
+                    let index =
+                        super::tool_index(choice, LEGACY_FUNCTION_CALL).filter(|_| streamed);
+                    note_call(out, streamed, index, None, Some(f));
                     kind = OutputKind::Answer;
                 }
             }
@@ -448,5 +486,144 @@ mod tests {
         let mut o = Observed::default();
         d.feed_event(&ev(r#"{"error":{"code":"c"}}"#), &mut o);
         assert_eq!(o.error.as_deref(), Some("c"));
+    }
+
+    fn chat() -> OpenAi {
+        OpenAi {
+            api: OpenAiApi::ChatCompletions,
+        }
+    }
+
+    fn data(d: &str) -> StreamEvent {
+        crate::llm::test_support::data_event(d)
+    }
+
+    /// Two parallel calls streamed as the API does: each delta notes its call under its index,
+    /// the id and name come once, the arguments count as output exactly as text would.
+    #[test]
+    fn streamed_parallel_tool_calls() {
+        use crate::llm::test_support::assert_tools;
+        let mut d = chat();
+        let mut o = Observed::default();
+        let frames = [
+            r#"{"id":"c","choices":[{"index":0,"delta":{"role":"assistant","content":null,"tool_calls":[{"index":0,"id":"call_aB1","type":"function","function":{"name":"get_weather","arguments":""}}]},"finish_reason":null}]}"#,
+            r#"{"id":"c","choices":[{"index":0,"delta":{"tool_calls":[{"index":0,"function":{"arguments":"{\"city\": "}}]},"finish_reason":null}]}"#,
+            r#"{"id":"c","choices":[{"index":0,"delta":{"tool_calls":[{"index":0,"function":{"arguments":"\"Paris\"}"}}]},"finish_reason":null}]}"#,
+            r#"{"id":"c","choices":[{"index":0,"delta":{"tool_calls":[{"index":1,"id":"call_cD2","type":"function","function":{"name":"get_time","arguments":""}}]},"finish_reason":null}]}"#,
+            r#"{"id":"c","choices":[{"index":0,"delta":{"tool_calls":[{"index":1,"function":{"arguments":"{\"tz\": \"CET\"}"}}]},"finish_reason":null}]}"#,
+            r#"{"id":"c","choices":[{"index":0,"delta":{"tool_calls":[{"index":0,"function":{"arguments":""}}]},"finish_reason":null}]}"#,
+        ];
+        for f in frames {
+            assert_eq!(d.feed_event(&data(f), &mut o), OutputKind::Answer, "{f}");
+        }
+        d.feed_event(
+            &data(r#"{"id":"c","choices":[{"index":0,"delta":{},"finish_reason":"tool_calls"}]}"#),
+            &mut o,
+        );
+        d.feed_event(&data("[DONE]"), &mut o);
+        assert_tools(
+            &o,
+            2,
+            &["get_weather", "get_time"],
+            &["call_aB1", "call_cD2"],
+        );
+        assert_eq!(o.finish_reason.as_deref(), Some("tool_calls"));
+        let args = "{\"city\": \"Paris\"}{\"tz\": \"CET\"}";
+        assert_eq!(o.output_chars, args.chars().count() as u64);
+        assert_eq!(o.output_sample, args);
+    }
+
+    /// Two choices (`n: 2`) each calling a tool at index 0 are two calls.
+    #[test]
+    fn streamed_calls_of_two_choices_stay_apart() {
+        let mut d = chat();
+        let mut o = Observed::default();
+        for choice in [0, 1, 0, 1] {
+            d.feed_event(
+                &data(&format!(
+                    r#"{{"choices":[{{"index":{choice},"delta":{{"tool_calls":[{{"index":0,"function":{{"arguments":"x"}}}}]}}}}]}}"#
+                )),
+                &mut o,
+            );
+        }
+        assert_eq!(o.tools.calls, 2);
+        assert_eq!(o.tools.indexes, [0, 1024]);
+    }
+
+    #[test]
+    fn whole_response_tool_calls_and_legacy_function_call() {
+        use crate::llm::test_support::assert_tools;
+        let mut d = chat();
+        let mut o = Observed::default();
+        d.feed_response(
+            br#"{"id":"chatcmpl-1","object":"chat.completion","model":"gpt-4o","choices":[{"index":0,"message":{"role":"assistant","content":null,"tool_calls":[{"id":"call_1","type":"function","function":{"name":"get_weather","arguments":"{\"city\":\"Paris\"}"}},{"id":"call_2","type":"function","function":{"name":"get_weather","arguments":"{\"city\":\"Rome\"}"}},7]},"finish_reason":"tool_calls"}],"usage":{"prompt_tokens":80,"completion_tokens":40}}"#,
+            &mut o,
+        );
+        // Two calls of one tool: one name, two ids; the `7` is no call.
+        assert_tools(&o, 2, &["get_weather"], &["call_1", "call_2"]);
+        assert_eq!(o.output_chars, 31);
+        assert_eq!(o.finish_reason.as_deref(), Some("tool_calls"));
+
+        let mut o = Observed::default();
+        d.feed_response(
+            br#"{"choices":[{"index":0,"message":{"role":"assistant","content":null,"function_call":{"name":"lookup","arguments":"{\"q\":1}"}},"finish_reason":"function_call"}]}"#,
+            &mut o,
+        );
+        assert_tools(&o, 1, &["lookup"], &[]);
+        assert_eq!(o.output_chars, 7);
+        assert_eq!(o.finish_reason.as_deref(), Some("function_call"));
+
+        // Streamed legacy call: the name once, then argument deltas, one call.
+        let mut o = Observed::default();
+        for f in [
+            r#"{"choices":[{"index":0,"delta":{"role":"assistant","function_call":{"name":"lookup","arguments":""}}}]}"#,
+            r#"{"choices":[{"index":0,"delta":{"function_call":{"arguments":"{\"q\""}}}]}"#,
+            r#"{"choices":[{"index":0,"delta":{"function_call":{"arguments":":1}"}}}]}"#,
+        ] {
+            d.feed_event(&data(f), &mut o);
+        }
+        assert_tools(&o, 1, &["lookup"], &[]);
+        assert_eq!(o.output_chars, 7);
+    }
+
+    #[test]
+    fn tool_names_are_capped_and_long_ids_dropped() {
+        use crate::llm::test_support::{long_tool_id, long_tool_name};
+        let mut d = chat();
+        let mut o = Observed::default();
+        let (name, id) = (long_tool_name(), long_tool_id());
+        d.feed_event(
+            &data(&format!(
+                r#"{{"choices":[{{"index":0,"delta":{{"tool_calls":[{{"index":0,"id":"{id}","function":{{"name":"{name}","arguments":""}}}}]}}}}]}}"#
+            )),
+            &mut o,
+        );
+        assert_eq!(o.tools.calls, 1);
+        assert!(o.tools.call_ids.is_empty());
+        assert_eq!(o.tools.names.len(), 1);
+        assert!(o.tools.names[0].len() <= crate::llm::MAX_FIELD_BYTES);
+        assert!(name.starts_with(o.tools.names[0].trim_end_matches(crate::llm::CUT_MARKER)));
+    }
+
+    #[test]
+    fn tool_call_garbage_never_panics() {
+        let mut d = chat();
+        let mut o = Observed::default();
+        for f in [
+            r#"{"choices":[{"delta":{"tool_calls":{"index":0}}}]}"#,
+            r#"{"choices":[{"delta":{"tool_calls":[null,"x",{"index":-1},{"index":1e30},{"index":18446744073709551615,"function":7},{"function":{"name":5,"arguments":{}}}]}}]}"#,
+            r#"{"choices":[{"index":4294967296,"delta":{"tool_calls":[{"index":3,"function":{"name":"n"}}]}}]}"#,
+            r#"{"choices":[{"delta":{"function_call":"x"}},{"message":{"function_call":[1]}}]}"#,
+        ] {
+            d.feed_event(&data(f), &mut o);
+        }
+        d.feed_response(
+            br#"{"choices":[{"message":{"tool_calls":[[],{}]}}]}"#,
+            &mut o,
+        );
+        // Only objects are calls: the choice with a huge index (one, kept apart) and the `{}`.
+        assert_eq!(o.tools.calls, 2);
+        assert_eq!(o.tools.names, ["n"]);
+        assert_eq!(o.output_chars, 0);
     }
 }

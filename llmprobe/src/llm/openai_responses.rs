@@ -33,6 +33,8 @@ json_object! {
         "type" => ty: Scalar<'a>,
         "code" => code: Scalar<'a>,
         "delta" => delta: Scalar<'a>,
+        "output_index" => output_index: Scalar<'a>,
+        "item" => item: Box<OutputItem<'a>>,
         "response" => response: Box<Response<'a>>,
         "error" => error: Box<ErrorView<'a>>,
     }
@@ -63,9 +65,32 @@ json_object! {
 json_object! {
     /// One of a Response's `output` items.
     struct OutputItem<'a> {
+        "type" => ty: Scalar<'a>,
+        "call_id" => call_id: Scalar<'a>,
+        "name" => name: Scalar<'a>,
         "content" => content: List<Part<'a>>,
         "summary" => summary: List<Part<'a>>,
         "arguments" => arguments: Scalar<'a>,
+        "input" => input: Scalar<'a>,
+    }
+}
+
+/// The tool an output item calls, when it is a tool call the client runs and answers (with a
+/// `*_call_output` item): `function_call` and `custom_tool_call` (by their `name`), and the
+/// other `*_call` items that carry a `call_id` (`computer_call`, `local_shell_call`,
+/// `shell_call`, `apply_patch_call`: named by their type). Tools the server runs itself
+/// (`web_search_call`, `file_search_call`, `code_interpreter_call`, `mcp_call`, ...) have no
+/// `call_id` and are not tool calls of the response.
+fn tool_call_of<'s>(item: &'s OutputItem<'_>) -> Option<(Option<&'s str>, Option<&'s str>)> {
+    let ty = as_str(&item.ty)?;
+    let call_id = nonempty(&item.call_id);
+    match ty {
+        "function_call" | "custom_tool_call" => Some((call_id, nonempty(&item.name))),
+        _ => {
+            let kind = ty.strip_suffix("_call").filter(|k| !k.is_empty())?;
+            call_id?;
+            Some((call_id, nonempty(&item.name).or(Some(kind))))
+        }
     }
 }
 
@@ -179,8 +204,17 @@ impl OpenAiResponses {
                     }
                 }
             }
-            if let Some(a) = as_str(&item.arguments) {
-                out.note_output(a);
+            if let Some((id, name)) = tool_call_of(item) {
+                out.note_tool_call(None, id, name);
+                // A custom tool's input is free text, as its stream's deltas were.
+                if as_str(&item.ty) == Some("custom_tool_call")
+                    && let Some(i) = nonempty(&item.input)
+                {
+                    out.note_tool_args(None, i);
+                }
+            }
+            if let Some(a) = nonempty(&item.arguments) {
+                out.note_tool_args(None, a);
             }
         }
     }
@@ -235,16 +269,29 @@ impl ProviderDialect for OpenAiResponses {
             return OutputKind::None;
         };
         let delta = || nonempty(&v.delta);
+        let index = as_u64(&v.output_index).and_then(|i| u32::try_from(i).ok());
         match ty {
-            "response.output_text.delta"
-            | "response.refusal.delta"
-            | "response.function_call_arguments.delta"
-            | "response.custom_tool_call_input.delta" => {
+            "response.output_text.delta" | "response.refusal.delta" => {
                 let Some(d) = delta() else {
                     return OutputKind::None;
                 };
                 out.note_output(d);
                 OutputKind::Answer
+            }
+            "response.function_call_arguments.delta" | "response.custom_tool_call_input.delta" => {
+                let Some(d) = delta() else {
+                    return OutputKind::None;
+                };
+                out.note_tool_args(index, d);
+                OutputKind::Answer
+            }
+            // A tool call's item, when it starts and again when it is done (one call: its
+            // `output_index`); its arguments came as deltas.
+            "response.output_item.added" | "response.output_item.done" => {
+                if let Some((id, name)) = v.item.as_deref().and_then(tool_call_of) {
+                    out.note_tool_call(index, id, name);
+                }
+                OutputKind::None
             }
             "response.reasoning_summary_text.delta" | "response.reasoning_text.delta" => {
                 let Some(d) = delta() else {
@@ -595,5 +642,99 @@ mod tests {
             );
         }
         assert_eq!(o, Observed::default());
+    }
+
+    /// Two function calls streamed: each item noted when added and again when done (one call
+    /// per `output_index`), arguments from the deltas only.
+    #[test]
+    fn streamed_function_calls() {
+        use crate::llm::test_support::assert_tools;
+        let mut d = OpenAiResponses;
+        let mut o = Observed::default();
+        let frames = [
+            (
+                "response.created",
+                r#"{"type":"response.created","response":{"id":"resp_1","object":"response","status":"in_progress","model":"gpt-4.1","output":[]}}"#,
+            ),
+            (
+                "response.output_item.added",
+                r#"{"type":"response.output_item.added","output_index":0,"item":{"id":"fc_1","type":"function_call","status":"in_progress","arguments":"","call_id":"call_A","name":"get_weather"}}"#,
+            ),
+            (
+                "response.function_call_arguments.delta",
+                r#"{"type":"response.function_call_arguments.delta","item_id":"fc_1","output_index":0,"delta":"{\"city\":"}"#,
+            ),
+            (
+                "response.function_call_arguments.delta",
+                r#"{"type":"response.function_call_arguments.delta","item_id":"fc_1","output_index":0,"delta":"\"Paris\"}"}"#,
+            ),
+            (
+                "response.function_call_arguments.done",
+                r#"{"type":"response.function_call_arguments.done","item_id":"fc_1","output_index":0,"arguments":"{\"city\":\"Paris\"}"}"#,
+            ),
+            (
+                "response.output_item.done",
+                r#"{"type":"response.output_item.done","output_index":0,"item":{"id":"fc_1","type":"function_call","status":"completed","arguments":"{\"city\":\"Paris\"}","call_id":"call_A","name":"get_weather"}}"#,
+            ),
+            (
+                "response.output_item.added",
+                r#"{"type":"response.output_item.added","output_index":1,"item":{"id":"ctc_1","type":"custom_tool_call","call_id":"call_B","name":"run_sql","input":""}}"#,
+            ),
+            (
+                "response.custom_tool_call_input.delta",
+                r#"{"type":"response.custom_tool_call_input.delta","output_index":1,"item_id":"ctc_1","delta":"select 1"}"#,
+            ),
+            (
+                "response.output_item.added",
+                r#"{"type":"response.output_item.added","output_index":2,"item":{"id":"ws_1","type":"web_search_call","status":"in_progress"}}"#,
+            ),
+            (
+                "response.completed",
+                r#"{"type":"response.completed","response":{"id":"resp_1","object":"response","status":"completed","model":"gpt-4.1","output":[{"type":"function_call","call_id":"call_A","name":"get_weather","arguments":"{\"city\":\"Paris\"}"}],"usage":{"input_tokens":50,"output_tokens":20}}}"#,
+            ),
+        ];
+        for (name, data) in frames {
+            d.feed_event(&ev(name, data), &mut o);
+        }
+        assert_tools(&o, 2, &["get_weather", "run_sql"], &["call_A", "call_B"]);
+        assert_eq!(o.output_chars, 16 + 8);
+        assert_eq!(o.finish_reason.as_deref(), Some("completed"));
+    }
+
+    #[test]
+    fn whole_response_tool_calls() {
+        use crate::llm::test_support::{assert_tools, long_tool_id, long_tool_name};
+        let mut d = OpenAiResponses;
+        let mut o = Observed::default();
+        d.feed_response(
+            br#"{"id":"resp_2","object":"response","status":"completed","model":"gpt-4.1","output":[{"type":"reasoning","summary":[]},{"type":"function_call","id":"fc_1","call_id":"call_A","name":"get_weather","arguments":"{\"city\":\"Paris\"}"},{"type":"function_call","id":"fc_2","call_id":"call_B","name":"get_weather","arguments":"{}"},{"type":"computer_call","id":"cu_1","call_id":"call_C","action":{"type":"screenshot"}},{"type":"web_search_call","id":"ws_1","status":"completed"},{"type":"custom_tool_call","call_id":"call_D","name":"run_sql","input":"select 1"}]}"#,
+            &mut o,
+        );
+        assert_tools(
+            &o,
+            4,
+            &["get_weather", "computer", "run_sql"],
+            &["call_A", "call_B", "call_C", "call_D"],
+        );
+        assert_eq!(o.output_chars, 16 + 2 + 8);
+
+        let mut o = Observed::default();
+        let (name, id) = (long_tool_name(), long_tool_id());
+        d.feed_response(
+            format!(r#"{{"object":"response","output":[{{"type":"function_call","call_id":"{id}","name":"{name}","arguments":""}},7,{{"type":7}},{{"type":"_call","call_id":"x"}},{{"type":"shell_call"}}]}}"#).as_bytes(),
+            &mut o,
+        );
+        assert_eq!(o.tools.calls, 1);
+        assert!(o.tools.call_ids.is_empty());
+        assert!(o.tools.names[0].len() <= crate::llm::MAX_FIELD_BYTES);
+        let mut o = Observed::default();
+        d.feed_event(
+            &ev(
+                "response.output_item.added",
+                r#"{"type":"response.output_item.added","output_index":-3,"item":"function_call"}"#,
+            ),
+            &mut o,
+        );
+        assert_eq!(o.tools.calls, 0);
     }
 }

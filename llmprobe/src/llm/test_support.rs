@@ -52,3 +52,21 @@ impl<D: ProviderDialect + ?Sized> Feed for D {
         self.on_response_body(&Body::new(body), out);
     }
 }
+
+/// A tool name longer than a record keeps ([`super::MAX_FIELD_BYTES`]).
+pub(crate) fn long_tool_name() -> String {
+    "t".repeat(super::MAX_FIELD_BYTES + 40)
+}
+
+/// A tool-call id longer than is kept ([`super::MAX_TOOL_ID_BYTES`]).
+pub(crate) fn long_tool_id() -> String {
+    "c".repeat(super::MAX_TOOL_ID_BYTES + 1)
+}
+
+/// Asserts what a call did with tools: its call count, names and call ids.
+#[track_caller]
+pub(crate) fn assert_tools(o: &Observed, calls: u32, names: &[&str], ids: &[&str]) {
+    assert_eq!(o.tools.calls, calls, "calls: {:?}", o.tools);
+    assert_eq!(o.tools.names, names, "names: {:?}", o.tools);
+    assert_eq!(o.tools.call_ids, ids, "ids: {:?}", o.tools);
+}

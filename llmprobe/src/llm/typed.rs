@@ -522,15 +522,20 @@ json_object! {
 }
 
 json_object! {
-    /// One of a message's `tool_calls` (OpenAI chat, DashScope): only its arguments are read.
+    /// One of a message's `tool_calls` (OpenAI chat, DashScope): its place in a streamed
+    /// message (`index`), the API's call id, and its function.
     pub struct ToolCall<'a> {
+        "index" => index: Scalar<'a>,
+        "id" => id: Scalar<'a>,
         "function" => function: ToolFunction<'a>,
     }
 }
 
 json_object! {
-    /// A tool call's `function`, its `arguments` a JSON string.
+    /// A tool call's `function` (or OpenAI's legacy `function_call`): the tool's name and its
+    /// `arguments`, a JSON string.
     pub struct ToolFunction<'a> {
+        "name" => name: Scalar<'a>,
         "arguments" => arguments: Scalar<'a>,
     }
 }
