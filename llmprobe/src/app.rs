@@ -419,6 +419,7 @@ mod tests {
             lost_before: false,
             data: bytes::Bytes::from(vec![b'x'; len]),
             api_key_id: None,
+            mcp_session_id: None,
         })
     }
 
@@ -441,6 +442,7 @@ mod tests {
                 lost_before: false,
                 data: bytes::Bytes::copy_from_slice(body),
                 api_key_id: None,
+                mcp_session_id: None,
             })
         };
         let body = br#"{"model":"m","messages":[]}"#;

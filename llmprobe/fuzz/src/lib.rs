@@ -397,6 +397,7 @@ pub mod script {
             lost_before: conn & 0x80 != 0,
             data: Bytes::copy_from_slice(bytes),
             api_key_id: None,
+            mcp_session_id: None,
         })
     }
 

@@ -19,6 +19,7 @@ fn chunk_on(conn_id: u64, data: &[u8]) -> DataChunk {
         lost_before: false,
         data: Bytes::copy_from_slice(data),
         api_key_id: None,
+        mcp_session_id: None,
     }
 }
 
