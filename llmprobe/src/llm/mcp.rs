@@ -353,3 +353,286 @@ pub fn span_name(call: &LlmCall) -> Option<String> {
         _ => method.to_owned(),
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::clock::Clock;
+    use crate::llm::exchange::{ExchangeContext, ExchangeLimits, LlmExchange};
+    use crate::llm::test_support::head;
+    use crate::protocol::http1::{RequestHead, ResponseHead};
+
+    const CALL: &str = r#"{"jsonrpc":"2.0","id":7,"method":"tools/call","params":{"name":"get_weather","arguments":{"city":"Paris"},"_meta":{"progressToken":7}}}"#;
+
+    fn mcp_head() -> RequestHead {
+        RequestHead {
+            method: "POST".into(),
+            path: "/mcp".into(),
+            headers: vec![
+                ("content-type".into(), "application/json".into()),
+                (
+                    "accept".into(),
+                    "application/json, text/event-stream".into(),
+                ),
+            ],
+        }
+    }
+
+    /// One exchange as the tracker drives it: the head picks a candidate, the body decides;
+    /// the answer in the given pieces. None: rejected (not an MCP call).
+    fn exchange(request: &str, status: u16, ctype: &str, pieces: &[&[u8]]) -> Option<LlmCall> {
+        let h = mcp_head();
+        assert!(crate::llm::detect(&h).is_none(), "no dialect knows /mcp");
+        let d = crate::llm::detect_candidate(&h).expect("a JSON POST is a candidate");
+        let mut ex = LlmExchange::new(&h, d, 1_000, ExchangeLimits::default());
+        ex.set_candidate();
+        ex.on_mcp_session(0xfeed);
+        ex.on_request_body(request.as_bytes(), 1_000);
+        ex.on_request_end(2_000);
+        if ex.is_rejected() {
+            return None;
+        }
+        let resp = ResponseHead {
+            status,
+            headers: vec![("content-type".into(), ctype.into())],
+        };
+        ex.on_response_head(&resp, 3_000);
+        for p in pieces {
+            ex.on_response_body(p, 4_000);
+        }
+        ex.on_response_end(5_000);
+        let ctx = ExchangeContext {
+            role: "client",
+            pid: 1,
+            comm: "agent".into(),
+            tls: true,
+            peer: None,
+            container: None,
+            fresh: None,
+        };
+        Some(ex.finish(&ctx, &Clock { offset_ns: 0 }, false, None))
+    }
+
+    fn json_answer(request: &str, answer: &str) -> LlmCall {
+        exchange(request, 200, "application/json", &[answer.as_bytes()]).expect("an MCP call")
+    }
+
+    #[test]
+    fn detects_requests_by_body_not_path() {
+        let is = |b: &str| detect_body(&Body::new(b.as_bytes())).is_some();
+        assert!(is(CALL));
+        assert!(is(r#"{"jsonrpc":"2.0","id":"a-1","method":"resources/read","params":{"uri":"file:///x"}}"#));
+        assert!(is(r#"[{"jsonrpc":"2.0","method":"notifications/initialized"},{"jsonrpc":"2.0","id":1,"method":"tools/list"}]"#));
+        // Notifications, responses posted back, other JSON-RPC versions, chat bodies, garbage.
+        for not in [
+            r#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#,
+            r#"{"jsonrpc":"2.0","id":null,"method":"ping"}"#,
+            r#"{"jsonrpc":"2.0","id":3,"result":{}}"#,
+            r#"{"jsonrpc":"1.0","id":3,"method":"tools/list"}"#,
+            r#"{"id":3,"method":"tools/list"}"#,
+            r#"{"jsonrpc":"2.0","id":3,"method":7}"#,
+            r#"{"model":"gpt-4o","messages":[]}"#,
+            r#"[{"jsonrpc":"2.0","method":"notifications/cancelled"}]"#,
+            r#"{"jsonrpc":"2.0","id":1,"meth"#,
+            "",
+            "\0\u{1}garbage",
+        ] {
+            assert!(!is(not), "{not}");
+        }
+        // Through the exchange: a notification rejects the candidate (202, no record).
+        assert!(
+            exchange(
+                r#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#,
+                202,
+                "",
+                &[]
+            )
+            .is_none()
+        );
+        // A chat request on an unknown path is still the chat candidate.
+        let h = head("POST", "/my/llm");
+        let mut ex = LlmExchange::new(
+            &h,
+            crate::llm::detect_candidate(&h).expect("candidate"),
+            1,
+            ExchangeLimits::default(),
+        );
+        ex.set_candidate();
+        ex.on_request_body(br#"{"model":"m","messages":[]}"#, 1);
+        ex.on_request_end(2);
+        assert!(!ex.is_rejected());
+    }
+
+    #[test]
+    fn tool_call_with_a_json_answer() {
+        let call = json_answer(
+            CALL,
+            r#"{"jsonrpc":"2.0","id":7,"result":{"content":[{"type":"text","text":"sunny"}],"isError":false}}"#,
+        );
+        assert_eq!(
+            (call.provider.as_str(), call.api, call.operation),
+            ("mcp", "mcp.streamable_http", "execute_tool")
+        );
+        assert_eq!(call.mcp_method.as_deref(), Some("tools/call"));
+        assert_eq!(call.tool_names, Some(vec!["get_weather".to_owned()]));
+        assert_eq!(call.tool_calls, Some(1));
+        assert_eq!(call.jsonrpc_request_id.as_deref(), Some("7"));
+        assert_eq!(call.jsonrpc_error_code, None);
+        assert_eq!(call.error_type, None);
+        assert_eq!(call.mcp_session_id, Some(crate::ids::hex_id(0xfeed)));
+        assert_eq!(call.stream, Some(false));
+        assert_eq!(
+            (call.input_tokens, call.output_tokens, call.token_source),
+            (None, None, None)
+        );
+        assert_eq!((call.ttft_s, call.chunks), (None, None));
+        assert_eq!(call.duration_s, 4e-6);
+        assert_eq!(span_name(&call).as_deref(), Some("tools/call get_weather"));
+    }
+
+    #[test]
+    fn tool_call_with_an_event_stream_answer_in_every_split() {
+        // A progress notification and a request of the server (same id, its own id space)
+        // before the response; an SSE priming event; a string id.
+        let request = r#"{"jsonrpc":"2.0","id":"req-1","method":"tools/call","params":{"name":"slow"}}"#;
+        let body = "id: e0\ndata:\n\n\
+            event: message\ndata: {\"jsonrpc\":\"2.0\",\"method\":\"notifications/progress\",\"params\":{\"progressToken\":1,\"progress\":0.5}}\n\n\
+            event: message\ndata: {\"jsonrpc\":\"2.0\",\"id\":\"req-1\",\"method\":\"sampling/createMessage\",\"params\":{}}\n\n\
+            event: message\ndata: {\"jsonrpc\":\"2.0\",\"id\":1,\"result\":{\"isError\":true}}\n\n\
+            event: message\ndata: {\"jsonrpc\":\"2.0\",\"id\":\"req-1\",\"result\":{\"content\":[],\"isError\":true}}\n\n";
+        let whole = exchange(request, 200, "text/event-stream", &[body.as_bytes()]).expect("call");
+        assert_eq!(whole.error_type.as_deref(), Some(TOOL_ERROR));
+        assert_eq!(whole.jsonrpc_request_id.as_deref(), Some("req-1"));
+        assert_eq!(whole.tool_names, Some(vec!["slow".to_owned()]));
+        assert_eq!(whole.stream, Some(true));
+        assert_eq!((whole.chunks, whole.ttft_s, whole.output_tokens), (None, None, None));
+        for i in 0..=body.len() {
+            let (a, b) = body.as_bytes().split_at(i);
+            let split = exchange(request, 200, "text/event-stream", &[a, b]).expect("call");
+            assert_eq!(split, whole, "split at {i}");
+        }
+        // The stream ends before the answer: the exchange's stream_truncated.
+        let cut = "event: message\ndata: {\"jsonrpc\":\"2.0\",\"method\":\"notifications/progress\"}\n\n";
+        let call = exchange(request, 200, "text/event-stream", &[cut.as_bytes()]).expect("call");
+        assert_eq!(call.error_type.as_deref(), Some("stream_truncated"));
+    }
+
+    #[test]
+    fn jsonrpc_errors_and_tool_errors() {
+        let call = json_answer(
+            r#"{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"nope"}}"#,
+            r#"{"jsonrpc":"2.0","id":2,"error":{"code":-32602,"message":"Unknown tool: nope"}}"#,
+        );
+        assert_eq!(call.jsonrpc_error_code, Some(-32602));
+        assert_eq!(call.error_type.as_deref(), Some("-32602"));
+        assert_eq!(call.operation, "execute_tool");
+        // Behind an HTTP error status, the JSON-RPC code still names the error.
+        let call = exchange(
+            r#"{"jsonrpc":"2.0","id":2,"method":"prompts/get","params":{"name":"p"}}"#,
+            400,
+            "application/json",
+            &[br#"{"jsonrpc":"2.0","id":2,"error":{"code":-32600,"message":"Bad"}}"#],
+        )
+        .expect("call");
+        assert_eq!(
+            (call.error_type.as_deref(), call.jsonrpc_error_code),
+            (Some("-32600"), Some(-32600))
+        );
+        assert_eq!((call.operation, span_name(&call).as_deref()), ("prompts/get", Some("prompts/get")));
+        // An error without a numeric code; an answer to another id is not ours.
+        let call = json_answer(
+            r#"{"jsonrpc":"2.0","id":2,"method":"ping"}"#,
+            r#"{"jsonrpc":"2.0","id":2,"error":{"code":"x"}}"#,
+        );
+        assert_eq!(call.error_type.as_deref(), Some("stream_error"));
+        assert_eq!(call.jsonrpc_error_code, None);
+        let call = json_answer(
+            r#"{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"t"}}"#,
+            r#"{"jsonrpc":"2.0","id":"2","result":{"isError":true}}"#,
+        );
+        assert_eq!(call.error_type, None, "a string id \"2\" is not the number 2");
+        // isError outside tools/call results is still the tool's word; HTTP status wins over it.
+        let call = exchange(
+            CALL,
+            500,
+            "application/json",
+            &[br#"{"jsonrpc":"2.0","id":7,"result":{"isError":true}}"#],
+        )
+        .expect("call");
+        assert_eq!(call.error_type.as_deref(), Some("500"));
+    }
+
+    #[test]
+    fn other_methods_and_operations() {
+        for (method, op) in [
+            ("initialize", "initialize"),
+            ("tools/list", "tools/list"),
+            ("resources/read", "resources/read"),
+            ("prompts/get", "prompts/get"),
+            ("vendor/custom", "mcp"),
+        ] {
+            let req = format!(r#"{{"jsonrpc":"2.0","id":1,"method":"{method}","params":{{"name":"x","uri":"file:///secret/path"}}}}"#);
+            let call = json_answer(&req, r#"{"jsonrpc":"2.0","id":1,"result":{}}"#);
+            assert_eq!(call.operation, op, "{method}");
+            assert_eq!(call.mcp_method.as_deref(), Some(method));
+            assert_eq!((call.tool_names.as_ref(), call.tool_calls), (None, None));
+            assert_eq!(span_name(&call).as_deref(), Some(method));
+        }
+    }
+
+    #[test]
+    fn batches_are_one_record() {
+        let req = r#"[{"jsonrpc":"2.0","method":"notifications/initialized"},
+            {"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"a"}},
+            {"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"b"}},
+            {"jsonrpc":"2.0","id":3,"method":"tools/call","params":{"name":"a"}}]"#;
+        let answer = r#"[{"jsonrpc":"2.0","id":2,"error":{"code":-32603,"message":"x"}},
+            {"jsonrpc":"2.0","id":1,"result":{}},{"jsonrpc":"2.0","id":3,"result":{"isError":true}}]"#;
+        let call = json_answer(req, answer);
+        assert_eq!(call.mcp_method.as_deref(), Some("tools/call"));
+        assert_eq!(call.jsonrpc_request_id.as_deref(), Some("1"));
+        assert_eq!(call.tool_calls, Some(3));
+        assert_eq!(call.tool_names, Some(vec!["a".to_owned(), "b".to_owned()]));
+        assert_eq!(call.jsonrpc_error_code, Some(-32603));
+        assert_eq!(call.error_type.as_deref(), Some("-32603"));
+        assert_eq!(span_name(&call).as_deref(), Some("tools/call"));
+        // Answered over an event stream, one message per event: over once all three came.
+        let sse = "event: message\ndata: {\"jsonrpc\":\"2.0\",\"id\":1,\"result\":{}}\n\n\
+            event: message\ndata: {\"jsonrpc\":\"2.0\",\"id\":2,\"result\":{}}\n\n";
+        let call = exchange(req, 200, "text/event-stream", &[sse.as_bytes()]).expect("call");
+        assert_eq!(call.error_type.as_deref(), Some("stream_truncated"));
+    }
+
+    #[test]
+    fn garbage_answers_and_huge_values_are_bounded() {
+        for answer in ["", "not json", "[", "{\"jsonrpc\":\"2.0\",\"id\":7,\"res", "[1,2,{}]", "null"] {
+            let call = json_answer(CALL, answer);
+            assert_eq!(call.mcp_method.as_deref(), Some("tools/call"), "{answer}");
+            assert_eq!((call.error_type, call.jsonrpc_error_code), (None, None), "{answer}");
+        }
+        let long = "é".repeat(100 << 10);
+        let req = format!(
+            r#"{{"jsonrpc":"2.0","id":"{long}","method":"tools/call{long}","params":{{"name":"{long}"}}}}"#
+        );
+        // The whole id is matched (not its capped text).
+        let answer = format!(r#"{{"jsonrpc":"2.0","id":"{long}","result":{{"isError":true}}}}"#);
+        let call = json_answer(&req, &answer);
+        for (name, v) in [
+            ("mcp_method", call.mcp_method.as_deref()),
+            ("jsonrpc_request_id", call.jsonrpc_request_id.as_deref()),
+            ("tool", call.tool_names.as_ref().and_then(|t| t.first()).map(String::as_str)),
+        ] {
+            let v = v.unwrap_or_else(|| panic!("{name} missing"));
+            assert!(v.len() <= MAX_FIELD_BYTES, "{name}: {}", v.len());
+        }
+        assert_eq!(call.operation, "mcp", "a method that is not a known one");
+        assert_eq!(call.error_type.as_deref(), Some(TOOL_ERROR));
+        // A batch of thousands of requests keeps at most MAX_IDS ids and MAX_TOOL_NAMES names.
+        let many: Vec<String> = (0..5000)
+            .map(|i| format!(r#"{{"jsonrpc":"2.0","id":{i},"method":"tools/call","params":{{"name":"t{i}"}}}}"#))
+            .collect();
+        let call = json_answer(&format!("[{}]", many.join(",")), "[]");
+        assert_eq!(call.tool_calls, Some(5000));
+        assert_eq!(call.tool_names.map(|t| t.len()), Some(MAX_TOOL_NAMES));
+    }
+}
