@@ -107,9 +107,27 @@ fn expected(tls: bool, seen: &Value) -> Vec<Value> {
     vec![
         rec("initialize", "initialize", None, Value::Null, Value::Null),
         rec("tools/list", "tools/list", None, Value::Null, Value::Null),
-        rec("tools/call", "execute_tool", Some("add"), Value::Null, Value::Null),
-        rec("tools/call", "execute_tool", Some("fail"), json!("tool_error"), Value::Null),
-        rec("tools/call", "execute_tool", Some("no_such_tool"), unknown_err, unknown_code),
+        rec(
+            "tools/call",
+            "execute_tool",
+            Some("add"),
+            Value::Null,
+            Value::Null,
+        ),
+        rec(
+            "tools/call",
+            "execute_tool",
+            Some("fail"),
+            json!("tool_error"),
+            Value::Null,
+        ),
+        rec(
+            "tools/call",
+            "execute_tool",
+            Some("no_such_tool"),
+            unknown_err,
+            unknown_code,
+        ),
         rec(
             "prompts/get",
             "prompts/get",
@@ -117,7 +135,13 @@ fn expected(tls: bool, seen: &Value) -> Vec<Value> {
             json!(prompt_code.to_string()),
             json!(prompt_code),
         ),
-        rec("resources/read", "resources/read", None, Value::Null, Value::Null),
+        rec(
+            "resources/read",
+            "resources/read",
+            None,
+            Value::Null,
+            Value::Null,
+        ),
     ]
 }
 
@@ -134,10 +158,15 @@ fn check_side(recs: &[Value], pid: u32, role: &str, tls: bool, run: &ClientRun) 
     assert_eq!(shapes, want, "{role} records:\n{}", dump(&got));
     // The session: none on initialize (the server gives it in its answer), then one keyed id
     // on every later call, 16 hex digits, not the header's value.
-    let raw = run.json["sessions"][0].as_str().expect("the server gave a session id");
+    let raw = run.json["sessions"][0]
+        .as_str()
+        .expect("the server gave a session id");
     assert!(got[0]["mcp_session_id"].is_null(), "{}", got[0]);
     let sid = got[1]["mcp_session_id"].as_str().expect("a session id");
-    assert!(sid.len() == 16 && sid.bytes().all(|b| b.is_ascii_hexdigit()), "{sid}");
+    assert!(
+        sid.len() == 16 && sid.bytes().all(|b| b.is_ascii_hexdigit()),
+        "{sid}"
+    );
     assert_ne!(sid, raw);
     for r in &got[1..] {
         assert_eq!(r["mcp_session_id"], json!(sid), "{r}");
@@ -206,8 +235,14 @@ fn mcp_requests_are_records_on_both_sides() {
     for role in ["client", "server"] {
         let fam = format!("mcp_{role}_operation_duration_seconds_count");
         for (needles, n) in [
-            (vec!["mcp_method_name=\"tools/call\"", "gen_ai_tool_name=\"add\""], 4.0),
-            (vec!["gen_ai_tool_name=\"fail\"", "error_type=\"tool_error\""], 4.0),
+            (
+                vec!["mcp_method_name=\"tools/call\"", "gen_ai_tool_name=\"add\""],
+                4.0,
+            ),
+            (
+                vec!["gen_ai_tool_name=\"fail\"", "error_type=\"tool_error\""],
+                4.0,
+            ),
             (vec!["mcp_method_name=\"resources/read\""], 4.0),
         ] {
             let total: f64 = text
@@ -223,7 +258,10 @@ fn mcp_requests_are_records_on_both_sides() {
         metric(
             &text,
             "gen_ai_client_operation_duration_seconds_count",
-            &["gen_ai_operation_name=\"execute_tool\"", "gen_ai_provider_name=\"mcp\""]
+            &[
+                "gen_ai_operation_name=\"execute_tool\"",
+                "gen_ai_provider_name=\"mcp\""
+            ]
         )
         .is_some(),
         "{text}"
@@ -244,7 +282,11 @@ fn mcp_requests_are_records_on_both_sides() {
         let hay = std::fs::read_to_string(f).unwrap_or_default();
         for s in sessions.iter().skip(1).step_by(2) {
             let raw = s.as_str().expect("raw id");
-            assert!(!hay.contains(raw), "the session id leaked into {}", f.display());
+            assert!(
+                !hay.contains(raw),
+                "the session id leaked into {}",
+                f.display()
+            );
         }
     }
     // The replay gives the live run's records (the capture keeps the session's keyed id).

@@ -684,7 +684,11 @@ impl GenAiMetrics {
         let labels = self.resolve(call);
         let value = |v: Option<&str>| v.and_then(label_value);
         let mut l = Vec::with_capacity(10);
-        push(&mut l, "mcp_method_name", &value(call.mcp_method.as_deref()));
+        push(
+            &mut l,
+            "mcp_method_name",
+            &value(call.mcp_method.as_deref()),
+        );
         if call.operation == "execute_tool" {
             push(&mut l, "gen_ai_operation_name", &labels.operation);
             if let Some([tool]) = call.tool_names.as_deref() {

@@ -108,7 +108,8 @@ fn id_text(id: &Value) -> Option<String> {
 fn is_request(v: &Value) -> bool {
     v.get("jsonrpc").and_then(Value::as_str) == Some("2.0")
         && v.get("method").is_some_and(Value::is_string)
-        && v.get("id").is_some_and(|id| id.is_string() || id.is_number())
+        && v.get("id")
+            .is_some_and(|id| id.is_string() || id.is_number())
 }
 
 /// Picks the MCP dialect for a request body that is a JSON-RPC 2.0 request, or a batch holding
@@ -421,8 +422,12 @@ mod tests {
     fn detects_requests_by_body_not_path() {
         let is = |b: &str| detect_body(&Body::new(b.as_bytes())).is_some();
         assert!(is(CALL));
-        assert!(is(r#"{"jsonrpc":"2.0","id":"a-1","method":"resources/read","params":{"uri":"file:///x"}}"#));
-        assert!(is(r#"[{"jsonrpc":"2.0","method":"notifications/initialized"},{"jsonrpc":"2.0","id":1,"method":"tools/list"}]"#));
+        assert!(is(
+            r#"{"jsonrpc":"2.0","id":"a-1","method":"resources/read","params":{"uri":"file:///x"}}"#
+        ));
+        assert!(is(
+            r#"[{"jsonrpc":"2.0","method":"notifications/initialized"},{"jsonrpc":"2.0","id":1,"method":"tools/list"}]"#
+        ));
         // Notifications, responses posted back, other JSON-RPC versions, chat bodies, garbage.
         for not in [
             r#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#,
@@ -494,7 +499,8 @@ mod tests {
     fn tool_call_with_an_event_stream_answer_in_every_split() {
         // A progress notification and a request of the server (same id, its own id space)
         // before the response; an SSE priming event; a string id.
-        let request = r#"{"jsonrpc":"2.0","id":"req-1","method":"tools/call","params":{"name":"slow"}}"#;
+        let request =
+            r#"{"jsonrpc":"2.0","id":"req-1","method":"tools/call","params":{"name":"slow"}}"#;
         let body = "id: e0\ndata:\n\n\
             event: message\ndata: {\"jsonrpc\":\"2.0\",\"method\":\"notifications/progress\",\"params\":{\"progressToken\":1,\"progress\":0.5}}\n\n\
             event: message\ndata: {\"jsonrpc\":\"2.0\",\"id\":\"req-1\",\"method\":\"sampling/createMessage\",\"params\":{}}\n\n\
@@ -505,14 +511,18 @@ mod tests {
         assert_eq!(whole.jsonrpc_request_id.as_deref(), Some("req-1"));
         assert_eq!(whole.tool_names, Some(vec!["slow".to_owned()]));
         assert_eq!(whole.stream, Some(true));
-        assert_eq!((whole.chunks, whole.ttft_s, whole.output_tokens), (None, None, None));
+        assert_eq!(
+            (whole.chunks, whole.ttft_s, whole.output_tokens),
+            (None, None, None)
+        );
         for i in 0..=body.len() {
             let (a, b) = body.as_bytes().split_at(i);
             let split = exchange(request, 200, "text/event-stream", &[a, b]).expect("call");
             assert_eq!(split, whole, "split at {i}");
         }
         // The stream ends before the answer: the exchange's stream_truncated.
-        let cut = "event: message\ndata: {\"jsonrpc\":\"2.0\",\"method\":\"notifications/progress\"}\n\n";
+        let cut =
+            "event: message\ndata: {\"jsonrpc\":\"2.0\",\"method\":\"notifications/progress\"}\n\n";
         let call = exchange(request, 200, "text/event-stream", &[cut.as_bytes()]).expect("call");
         assert_eq!(call.error_type.as_deref(), Some("stream_truncated"));
     }
@@ -538,7 +548,10 @@ mod tests {
             (call.error_type.as_deref(), call.jsonrpc_error_code),
             (Some("-32600"), Some(-32600))
         );
-        assert_eq!((call.operation, span_name(&call).as_deref()), ("prompts/get", Some("prompts/get")));
+        assert_eq!(
+            (call.operation, span_name(&call).as_deref()),
+            ("prompts/get", Some("prompts/get"))
+        );
         // An error without a numeric code; an answer to another id is not ours.
         let call = json_answer(
             r#"{"jsonrpc":"2.0","id":2,"method":"ping"}"#,
@@ -550,7 +563,10 @@ mod tests {
             r#"{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"t"}}"#,
             r#"{"jsonrpc":"2.0","id":"2","result":{"isError":true}}"#,
         );
-        assert_eq!(call.error_type, None, "a string id \"2\" is not the number 2");
+        assert_eq!(
+            call.error_type, None,
+            "a string id \"2\" is not the number 2"
+        );
         // isError outside tools/call results is still the tool's word; HTTP status wins over it.
         let call = exchange(
             CALL,
@@ -571,7 +587,9 @@ mod tests {
             ("prompts/get", "prompts/get"),
             ("vendor/custom", "mcp"),
         ] {
-            let req = format!(r#"{{"jsonrpc":"2.0","id":1,"method":"{method}","params":{{"name":"x","uri":"file:///secret/path"}}}}"#);
+            let req = format!(
+                r#"{{"jsonrpc":"2.0","id":1,"method":"{method}","params":{{"name":"x","uri":"file:///secret/path"}}}}"#
+            );
             let call = json_answer(&req, r#"{"jsonrpc":"2.0","id":1,"result":{}}"#);
             assert_eq!(call.operation, op, "{method}");
             assert_eq!(call.mcp_method.as_deref(), Some(method));
@@ -605,14 +623,25 @@ mod tests {
 
     #[test]
     fn garbage_answers_and_huge_values_are_bounded() {
-        for answer in ["", "not json", "[", "{\"jsonrpc\":\"2.0\",\"id\":7,\"res", "[1,2,{}]", "null"] {
+        for answer in [
+            "",
+            "not json",
+            "[",
+            "{\"jsonrpc\":\"2.0\",\"id\":7,\"res",
+            "[1,2,{}]",
+            "null",
+        ] {
             let call = json_answer(CALL, answer);
             assert_eq!(call.mcp_method.as_deref(), Some("tools/call"), "{answer}");
-            assert_eq!((call.error_type, call.jsonrpc_error_code), (None, None), "{answer}");
+            assert_eq!(
+                (call.error_type, call.jsonrpc_error_code),
+                (None, None),
+                "{answer}"
+            );
         }
         let long = "é".repeat(100 << 10);
         let req = format!(
-            r#"{{"jsonrpc":"2.0","id":"{long}","method":"tools/call{long}","params":{{"name":"{long}"}}}}"#
+            r#"{{"jsonrpc":"2.0","id":"{long}","method":"tools/call","params":{{"name":"{long}"}}}}"#
         );
         // The whole id is matched (not its capped text).
         let answer = format!(r#"{{"jsonrpc":"2.0","id":"{long}","result":{{"isError":true}}}}"#);
@@ -620,13 +649,22 @@ mod tests {
         for (name, v) in [
             ("mcp_method", call.mcp_method.as_deref()),
             ("jsonrpc_request_id", call.jsonrpc_request_id.as_deref()),
-            ("tool", call.tool_names.as_ref().and_then(|t| t.first()).map(String::as_str)),
+            (
+                "tool",
+                call.tool_names
+                    .as_ref()
+                    .and_then(|t| t.first())
+                    .map(String::as_str),
+            ),
         ] {
             let v = v.unwrap_or_else(|| panic!("{name} missing"));
             assert!(v.len() <= MAX_FIELD_BYTES, "{name}: {}", v.len());
         }
-        assert_eq!(call.operation, "mcp", "a method that is not a known one");
         assert_eq!(call.error_type.as_deref(), Some(TOOL_ERROR));
+        let req = format!(r#"{{"jsonrpc":"2.0","id":1,"method":"tools/call{long}"}}"#);
+        let call = json_answer(&req, r#"{"jsonrpc":"2.0","id":1,"result":{}}"#);
+        assert!(call.mcp_method.is_some_and(|m| m.len() <= MAX_FIELD_BYTES));
+        assert_eq!(call.operation, "mcp", "a method that is not a known one");
         // A batch of thousands of requests keeps at most MAX_IDS ids and MAX_TOOL_NAMES names.
         let many: Vec<String> = (0..5000)
             .map(|i| format!(r#"{{"jsonrpc":"2.0","id":{i},"method":"tools/call","params":{{"name":"t{i}"}}}}"#))
