@@ -432,6 +432,7 @@ mod tests {
             lost_before: false,
             data: bytes::Bytes::from(vec![b'x'; len]),
             api_key_id: None,
+            mcp_session_id: None,
         })
     }
 
@@ -454,6 +455,7 @@ mod tests {
                 lost_before: false,
                 data: bytes::Bytes::copy_from_slice(body),
                 api_key_id: None,
+                mcp_session_id: None,
             })
         };
         let body = br#"{"model":"m","messages":[]}"#;

@@ -191,6 +191,16 @@ pub fn is_secret_param(raw_name: &[u8]) -> bool {
 /// has one fingerprint.
 pub const API_KEY_HEADERS: &[&str] = &["authorization", "x-api-key", "api-key", "x-goog-api-key"];
 
+/// The MCP session header: a capability (whoever holds it acts in the session), so secret by
+/// the `session` word, and read by the masker for its keyed id (`mcp_session_id`), like an API
+/// key's fingerprint but in a domain of its own.
+pub const MCP_SESSION_HEADER: &str = "mcp-session-id";
+
+/// Whether the header called `name` (raw bytes, any case) is [`MCP_SESSION_HEADER`].
+pub fn is_mcp_session_header(name: &[u8]) -> bool {
+    name.eq_ignore_ascii_case(MCP_SESSION_HEADER.as_bytes())
+}
+
 /// Query (or form) parameters whose value is an API credential (Gemini's `?key=`), matched after
 /// percent-decoding, any case.
 pub const API_KEY_PARAMS: &[&str] = &["key", "api_key", "api-key"];

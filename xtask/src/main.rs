@@ -308,7 +308,7 @@ fn test_venv() -> anyhow::Result<PathBuf> {
         "e2e-venv",
         "test clients' SDKs (openai, anthropic)",
         "requirements.txt",
-        "import openai, anthropic, httpx, fastapi, uvicorn, hypercorn, h2, zstandard, opentelemetry.proto, dify_client; print(openai.__version__, anthropic.__version__)",
+        "import openai, anthropic, httpx, fastapi, uvicorn, hypercorn, h2, zstandard, opentelemetry.proto, dify_client, mcp; print(openai.__version__, anthropic.__version__)",
     )
 }
 

@@ -40,7 +40,7 @@ impl<'a> Case<'a> {
         let req_len = usize::from(u16::from_le_bytes([d[2], d[3]])).min(d.len() - 4);
         Some(Case {
             mode: input.mode,
-            path: PATHS[usize::from(d[0] & 15)],
+            path: PATHS[usize::from(d[0] & 31) % PATHS.len()],
             status: STATUSES[usize::from(sel & 3)],
             ctype: TYPES[usize::from(sel >> 2 & 7)],
             encoding: ENCODINGS[usize::from(sel >> 5)],

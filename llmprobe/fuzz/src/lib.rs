@@ -133,8 +133,10 @@ pub mod codings {
 
 /// The request and response choices of the `dialects` target (the seeds use the same indexes).
 pub mod dialect {
-    /// Request paths (input byte 0, low 4 bits).
-    pub const PATHS: [&str; 16] = [
+    /// Request paths (input byte 0, low 5 bits, modulo the count: the first 16 keep the
+    /// indexes the seeds were written with). `/mcp` (MCP, recognised by its JSON-RPC body) is
+    /// the last.
+    pub const PATHS: [&str; 17] = [
         "/v1/chat/completions",
         "/v1/completions",
         "/v1/embeddings",
@@ -151,6 +153,7 @@ pub mod dialect {
         "/v1beta/models/gemini-2.5-flash:streamGenerateContent",
         "/gateway/llm",
         "/openai/deployments/gpt/chat/completions?api-version=2024-10-21",
+        "/mcp",
     ];
     /// Response statuses (response byte bits 0-1).
     pub const STATUSES: [u16; 4] = [200, 200, 429, 500];
@@ -397,6 +400,7 @@ pub mod script {
             lost_before: conn & 0x80 != 0,
             data: Bytes::copy_from_slice(bytes),
             api_key_id: None,
+            mcp_session_id: None,
         })
     }
 

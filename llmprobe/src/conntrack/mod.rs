@@ -281,6 +281,9 @@ impl<X: TrackedExchange> Connection<X> {
                 if is_req && let Some(id) = d.api_key_id {
                     self.session.note_credential(id);
                 }
+                if is_req && let Some(id) = d.mcp_session_id {
+                    self.session.note_mcp_session(id);
+                }
                 result = self.session.feed(dir, data, ts, events);
             }
         }

@@ -169,6 +169,9 @@ pub trait TrackedExchange {
     /// The request carried a credential: its keyed fingerprint (from the masker; the
     /// credential itself never reaches the tracker). Called at most once, before the body.
     fn on_credential(&mut self, _id: u64) {}
+    /// The request carried an MCP session header: its keyed id (from the masker). Called at
+    /// most once, before the body.
+    fn on_mcp_session(&mut self, _id: u64) {}
     /// Request body bytes (after de-chunking).
     fn on_request_body(&mut self, data: &[u8], ts: u64);
     /// Request body bytes were not captured.

@@ -38,6 +38,9 @@ pub(super) struct HttpSession<X> {
     /// The first credential fingerprint the masker stamped on request bytes since the last
     /// request head: it goes to the next request head's exchange.
     credential: Option<u64>,
+    /// The keyed id of an `Mcp-Session-Id` header the masker stamped on request bytes since the
+    /// last request head, handed over like `credential`.
+    mcp_session: Option<u64>,
     /// The connection speaks HTTP/2 (its first request bytes were the client preface).
     h2: Option<Box<H2Session<X>>>,
 }
@@ -66,6 +69,7 @@ impl<X: TrackedExchange> HttpSession<X> {
             matched: false,
             upgraded: false,
             credential: None,
+            mcp_session: None,
             h2: None,
         }
     }
@@ -84,6 +88,14 @@ impl<X: TrackedExchange> HttpSession<X> {
         // HTTP/2 fingerprints its decoded headers itself.
         if self.h2.is_none() && self.req.expects_head() {
             self.credential.get_or_insert(id);
+        }
+    }
+
+    /// Request bytes carried an `Mcp-Session-Id` header's keyed id: the next request head's,
+    /// as for [`Self::note_credential`].
+    pub(super) fn note_mcp_session(&mut self, id: u64) {
+        if self.h2.is_none() && self.req.expects_head() {
+            self.mcp_session.get_or_insert(id);
         }
     }
 
@@ -226,6 +238,7 @@ impl<X: TrackedExchange> HttpSession<X> {
                     .expect_response(h.method == "HEAD" || h.method == "CONNECT");
                 let start = self.req_msg_start.take().unwrap_or(ts);
                 let credential = self.credential.take();
+                let mcp_session = self.mcp_session.take();
                 let mut exchange = match policy.open(&h, start, pid, self.role()) {
                     Opened::Match(ex) => {
                         self.matched = true;
@@ -241,6 +254,9 @@ impl<X: TrackedExchange> HttpSession<X> {
                 };
                 if let (Some(ex), Some(id)) = (exchange.as_mut(), credential) {
                     ex.on_credential(id);
+                }
+                if let (Some(ex), Some(id)) = (exchange.as_mut(), mcp_session) {
+                    ex.on_mcp_session(id);
                 }
                 if self.pending.len() >= max_pending {
                     metrics.drop_for(DropReason::PendingExchangeLimit);

@@ -151,6 +151,7 @@ impl Sock {
             lost_before: false,
             data: Bytes::copy_from_slice(bytes),
             api_key_id: None,
+            mcp_session_id: None,
         })
     }
 
@@ -1928,6 +1929,7 @@ fn random_event(rng: &mut XorShift, corpus: &[Vec<u8>], ts: u64) -> ProbeEvent {
                 lost_before: false,
                 data: Bytes::from(data),
                 api_key_id: None,
+                mcp_session_id: None,
             })
         }
         11 => ProbeEvent::ConnOpen {

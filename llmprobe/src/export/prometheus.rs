@@ -77,6 +77,11 @@ const REASONING_BUCKETS: [f64; 16] = [
     327.68,
 ];
 
+/// `mcp.client.operation.duration` and `mcp.server.operation.duration` boundaries (seconds).
+const MCP_DURATION_BUCKETS: [f64; 14] = [
+    0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0,
+];
+
 /// Label values longer than this (in bytes, before escaping) are cut.
 pub const MAX_LABEL_VALUE_BYTES: usize = 128;
 
@@ -102,6 +107,10 @@ fn token_time_histogram() -> Histogram {
 }
 fn reasoning_histogram() -> Histogram {
     Histogram::new(REASONING_BUCKETS)
+}
+
+fn mcp_duration_histogram() -> Histogram {
+    Histogram::new(MCP_DURATION_BUCKETS)
 }
 
 fn histogram_family(constructor: fn() -> Histogram) -> HistogramFamily {
@@ -139,10 +148,12 @@ enum Fam {
     Cost,
     ReportedCost,
     TtftPart,
+    McpClientDuration,
+    McpServerDuration,
 }
 
 impl Fam {
-    const ALL: usize = 15;
+    const ALL: usize = 17;
 
     /// The family's name on `/metrics` (without suffixes).
     fn name(self) -> &'static str {
@@ -162,6 +173,8 @@ impl Fam {
             Fam::Cost => "llmprobe_cost",
             Fam::ReportedCost => "llmprobe_reported_cost",
             Fam::TtftPart => "llmprobe_ttft_part",
+            Fam::McpClientDuration => "mcp_client_operation_duration",
+            Fam::McpServerDuration => "mcp_server_operation_duration",
         }
     }
 }
@@ -378,6 +391,8 @@ pub struct GenAiMetrics {
     cost: Family<Labels, Counter<f64, AtomicU64>>,
     reported_cost: Family<Labels, Counter<f64, AtomicU64>>,
     ttft_part: HistogramFamily,
+    mcp_client_duration: HistogramFamily,
+    mcp_server_duration: HistogramFamily,
     evicted: Family<Labels, Counter>,
     series: Mutex<SeriesLru>,
 }
@@ -402,6 +417,8 @@ impl GenAiMetrics {
             cost: Family::default(),
             reported_cost: Family::default(),
             ttft_part: histogram_family(duration_histogram),
+            mcp_client_duration: histogram_family(mcp_duration_histogram),
+            mcp_server_duration: histogram_family(mcp_duration_histogram),
             evicted: Family::default(),
             series: Mutex::new(SeriesLru::new(limits.max_series)),
         };
@@ -495,6 +512,18 @@ impl GenAiMetrics {
             Unit::Seconds,
             m.ttft_part.clone(),
         );
+        registry.register_with_unit(
+            "mcp_client_operation_duration",
+            "Duration of an MCP request as the client saw it, to the last byte of its answer",
+            Unit::Seconds,
+            m.mcp_client_duration.clone(),
+        );
+        registry.register_with_unit(
+            "mcp_server_operation_duration",
+            "Duration of an MCP request as the server saw it, to the last byte of its answer",
+            Unit::Seconds,
+            m.mcp_server_duration.clone(),
+        );
         registry.register(
             "llmprobe_series_evicted",
             "Series removed, least recently used first, to keep the call families under --max-series",
@@ -510,6 +539,10 @@ impl GenAiMetrics {
 
     /// Records one finished call.
     pub fn observe(&self, call: &LlmCall) {
+        if crate::llm::mcp::is_mcp(call) {
+            self.observe_mcp(call);
+            return;
+        }
         let labels = self.resolve(call);
         let gen_ai = labels.gen_ai();
         if call.role == "server" {
@@ -642,6 +675,52 @@ impl GenAiMetrics {
         }
     }
 
+    /// Records one MCP request (see `llm::mcp`): its duration in `mcp_client_operation_duration`
+    /// or `mcp_server_operation_duration` by role (method, tool, error, JSON-RPC code, server,
+    /// process); a client's tool call (`execute_tool`) in `gen_ai_client_operation_duration`
+    /// too, as a GenAI operation. No token, chunk, abort or TTFT family: an MCP answer is not
+    /// generated text, and a server's MCP request is not a model's.
+    fn observe_mcp(&self, call: &LlmCall) {
+        let labels = self.resolve(call);
+        let value = |v: Option<&str>| v.and_then(label_value);
+        let mut l = Vec::with_capacity(10);
+        push(
+            &mut l,
+            "mcp_method_name",
+            &value(call.mcp_method.as_deref()),
+        );
+        if call.operation == "execute_tool" {
+            push(&mut l, "gen_ai_operation_name", &labels.operation);
+            if let Some([tool]) = call.tool_names.as_deref() {
+                push(&mut l, "gen_ai_tool_name", &label_value(tool));
+            }
+        }
+        push(&mut l, "error_type", &labels.error_type);
+        push(
+            &mut l,
+            "rpc_response_status_code",
+            &call.jsonrpc_error_code.map(|c| c.to_string()),
+        );
+        push(&mut l, "server_address", &labels.server_address);
+        push(&mut l, "server_port", &labels.server_port);
+        push(&mut l, "process_executable_name", &labels.process);
+        push(&mut l, "container_id", &labels.container);
+        let (fam, family) = if call.role == "server" {
+            (Fam::McpServerDuration, &self.mcp_server_duration)
+        } else {
+            (Fam::McpClientDuration, &self.mcp_client_duration)
+        };
+        observe_seconds(&family.get_or_create(self.admit(fam, &l)), call.duration_s);
+        if call.role != "server" && call.operation == "execute_tool" {
+            observe_seconds(
+                &self
+                    .client_duration
+                    .get_or_create(self.admit(Fam::ClientDuration, &labels.gen_ai())),
+                call.duration_s,
+            );
+        }
+    }
+
     /// Marks a series used before it is created or updated: evicts the least recently used
     /// series when a new one would pass the limit. Returns `labels`.
     fn admit<'a>(&self, fam: Fam, labels: &'a Labels) -> &'a Labels {
@@ -673,6 +752,8 @@ impl GenAiMetrics {
             Fam::TimeBetweenTokens => &self.time_between_tokens,
             Fam::Reasoning => &self.reasoning,
             Fam::TtftPart => &self.ttft_part,
+            Fam::McpClientDuration => &self.mcp_client_duration,
+            Fam::McpServerDuration => &self.mcp_server_duration,
             Fam::Tokens => {
                 self.tokens.remove(labels);
                 return;

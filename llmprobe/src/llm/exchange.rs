@@ -121,6 +121,8 @@ pub struct LlmExchange {
     parent_span_id: Option<String>,
     /// The request's API-key fingerprint (from the masker), written as `api_key_id`.
     api_key_id: Option<u64>,
+    /// The keyed id of the request's `Mcp-Session-Id` header (from the masker).
+    mcp_session: Option<u64>,
     start_ts: u64,
     last_ts: u64,
     req_body: Vec<u8>,
@@ -233,6 +235,7 @@ impl LlmExchange {
             host,
             trace_id,
             api_key_id: None,
+            mcp_session: None,
             start_ts,
             last_ts: start_ts,
             req_body: Vec::new(),
@@ -285,6 +288,11 @@ impl LlmExchange {
         self.api_key_id = Some(id);
     }
 
+    /// The keyed id of the request's `Mcp-Session-Id` header (see `probes::scrub`).
+    pub fn on_mcp_session(&mut self, id: u64) {
+        self.mcp_session = Some(id);
+    }
+
     /// Request body bytes.
     pub fn on_request_body(&mut self, data: &[u8], ts: u64) {
         self.last_ts = ts;
@@ -323,7 +331,11 @@ impl LlmExchange {
         let raw = std::mem::take(&mut self.req_body);
         let body = Body::new(&raw);
         if self.candidate && !super::parsed_body_looks_like_llm(&body) {
-            self.rejected = true;
+            // Not a chat request: an API known by its body shape (MCP), or no call at all.
+            match super::detect_body(&body) {
+                Some(d) => self.dialect = d,
+                None => self.rejected = true,
+            }
         }
         self.dialect.on_request_body(&body, &mut self.obs);
         if let Some(link) = self.gateway.as_mut() {
@@ -861,6 +873,12 @@ impl LlmExchange {
         };
         if let Some(link) = self.gateway.take() {
             link.fill(&mut call, answer_ns);
+        }
+        // The dialect's own fields (MCP's JSON-RPC call), and the MCP session it ran in: the
+        // masker's keyed id of its `Mcp-Session-Id` header.
+        self.dialect.complete_record(&mut call);
+        if call.mcp_method.is_some() {
+            call.mcp_session_id = self.mcp_session.map(crate::ids::hex_id);
         }
         // Models, ids, paths... are the traffic's own words: bounded before anyone keeps them.
         call.cap_fields();

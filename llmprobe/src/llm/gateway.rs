@@ -488,6 +488,7 @@ mod tests {
                 lost_before: false,
                 data: Bytes::copy_from_slice(bytes),
                 api_key_id: None,
+                mcp_session_id: None,
             });
             self.tracker.handle(ev, &mut self.out);
         }

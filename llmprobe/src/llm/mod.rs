@@ -23,6 +23,7 @@ pub mod exchange;
 pub mod gateway;
 pub mod gemini;
 pub mod json;
+pub mod mcp;
 pub mod ollama;
 pub mod openai;
 pub mod openai_responses;
@@ -660,6 +661,9 @@ pub trait ProviderDialect: Send {
     fn on_stream_event(&mut self, ev: &Event<'_>, out: &mut Observed) -> OutputKind;
     /// Reads a whole non-streamed response body.
     fn on_response_body(&mut self, body: &Body<'_>, out: &mut Observed);
+    /// Fills the record fields only this dialect knows, once the exchange has built the record
+    /// (MCP: the JSON-RPC method, ids, tool and error; see [`mcp`]). Most dialects have none.
+    fn complete_record(&mut self, _call: &mut LlmCall) {}
 }
 
 /// Picks the dialect for a request head, or None for non-LLM HTTP.
@@ -690,6 +694,13 @@ pub fn detect_candidate(head: &RequestHead) -> Option<Box<dyn ProviderDialect>> 
         return None;
     }
     Some(openai::chat_dialect())
+}
+
+/// For a candidate whose request body is not an LLM request: the dialect its body shape shows
+/// (an MCP JSON-RPC request, [`mcp::detect_body`]), or None (not a call: the candidate is
+/// rejected).
+pub(crate) fn detect_body(body: &Body<'_>) -> Option<Box<dyn ProviderDialect>> {
+    mcp::detect_body(body)
 }
 
 /// True when a request body is an OpenAI-style chat or completion request: a `model` string with

@@ -163,6 +163,10 @@ impl TrackedExchange for LlmExchange {
         self.on_api_key_id(id);
     }
 
+    fn on_mcp_session(&mut self, id: u64) {
+        LlmExchange::on_mcp_session(self, id);
+    }
+
     fn on_request_body(&mut self, data: &[u8], ts: u64) {
         LlmExchange::on_request_body(self, data, ts);
     }

@@ -45,6 +45,10 @@ enum Line {
         /// masked), so a replay gives the live run's `api_key_id`; absent in older captures.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         key_id: Option<String>,
+        /// `DataChunk::mcp_session_id` (16 hex digits, the keyed id: the header was masked);
+        /// absent in older captures.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        mcp_session: Option<String>,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         text: Option<String>,
         #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -147,6 +151,7 @@ pub fn encode_line(ev: &ProbeEvent, buf: &mut Vec<u8>) -> anyhow::Result<()> {
                 total_len: d.total_len,
                 lost_before: d.lost_before,
                 key_id: d.api_key_id.map(crate::ids::hex_id),
+                mcp_session: d.mcp_session_id.map(crate::ids::hex_id),
                 text,
                 b64,
             }
@@ -211,6 +216,8 @@ struct RawLine<'a> {
     lost_before: Option<bool>,
     #[serde(borrow)]
     key_id: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    mcp_session: Option<Cow<'a, str>>,
     /// Kept raw (with its quotes and escapes) and unescaped straight into the payload slab:
     /// serde would unescape it into a scratch buffer of its own, grown anew for every line.
     #[serde(borrow)]
@@ -339,6 +346,15 @@ impl RawLine<'_> {
                                 .then(|| u64::from_str_radix(h, 16).ok())
                                 .flatten()
                                 .context("bad key_id: not 16 hex digits")?,
+                        ),
+                    },
+                    mcp_session_id: match self.mcp_session.as_deref() {
+                        None => None,
+                        Some(h) => Some(
+                            (h.len() == 16)
+                                .then(|| u64::from_str_radix(h, 16).ok())
+                                .flatten()
+                                .context("bad mcp_session: not 16 hex digits")?,
                         ),
                     },
                 })
@@ -515,6 +531,7 @@ mod tests {
                 lost_before: false,
                 data: Bytes::from_static(b"GET "),
                 api_key_id: Some(0x0123_4567_89ab_cdef),
+                mcp_session_id: None,
             }),
             ProbeEvent::Data(DataChunk {
                 meta: meta(),
@@ -525,6 +542,7 @@ mod tests {
                 lost_before: true,
                 data: Bytes::from_static(&[0xff, 0x00, 0x80]),
                 api_key_id: None,
+                mcp_session_id: None,
             }),
             ProbeEvent::ConnClose { meta: meta() },
         ];

@@ -76,6 +76,9 @@ pub struct DataChunk {
     /// value ended in this chunk (the credential itself never leaves the masker). None from the
     /// kernel and from captures.
     pub api_key_id: Option<u64>,
+    /// Set by the masker: the keyed id of an `Mcp-Session-Id` header whose value ended in this
+    /// chunk (the id itself never leaves the masker). None from the kernel.
+    pub mcp_session_id: Option<u64>,
 }
 
 /// Everything the kernel side reports.
@@ -207,6 +210,7 @@ pub fn decode(raw: &[u8]) -> Result<ProbeEvent, DecodeError> {
                 lost_before: head.flags & abi::DATA_FLAG_LOST_BEFORE != 0,
                 data: Bytes::copy_from_slice(data),
                 api_key_id: None,
+                mcp_session_id: None,
             }))
         }
         abi::EVENT_CONN_OPEN => {

@@ -249,6 +249,7 @@ mod tests {
             lost_before: false,
             data: bytes::Bytes::from_static(b"x"),
             api_key_id: None,
+            mcp_session_id: None,
         })
     }
 

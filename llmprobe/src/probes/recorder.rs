@@ -476,6 +476,7 @@ mod tests {
             lost_before: false,
             data: Bytes::copy_from_slice(bytes),
             api_key_id: None,
+            mcp_session_id: None,
         })
     }
 

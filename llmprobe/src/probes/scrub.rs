@@ -90,6 +90,9 @@ enum CredKind {
     Header,
     /// A query or form parameter: percent-decoded.
     Param,
+    /// The MCP session header (`Mcp-Session-Id`): the value as sent, keyed in the domain
+    /// `mcp_session`, stamped as [`DataChunk::mcp_session_id`].
+    McpSession,
 }
 
 /// The value of an API credential being read: its prefix, for its fingerprint.
@@ -149,6 +152,8 @@ impl Credential {
                 let id = crate::ids::key().id_u64("api_key", &buf[..n]);
                 buf[..n].fill(0);
                 id
+            } else if self.kind == CredKind::McpSession {
+                crate::ids::key().id_u64("mcp_session", v)
             } else {
                 crate::ids::key().id_u64("api_key", v)
             })
@@ -167,6 +172,8 @@ struct CredScratch {
     buf: Credential,
     /// The first id made in this piece.
     done: Option<u64>,
+    /// The first MCP session id made in this piece.
+    done_session: Option<u64>,
     /// Ids made.
     made: u64,
     /// Values longer than [`MAX_CREDENTIAL`], hashed on their prefix.
@@ -179,6 +186,7 @@ impl CredScratch {
             active: false,
             buf: Credential::new(CredKind::Header),
             done: None,
+            done_session: None,
             made: 0,
             prefix_only: 0,
         }
@@ -202,8 +210,12 @@ impl CredScratch {
         if std::mem::take(&mut self.active)
             && let Some(id) = self.buf.finish(&mut self.prefix_only)
         {
-            self.made += 1;
-            self.done.get_or_insert(id);
+            if self.buf.kind == CredKind::McpSession {
+                self.done_session.get_or_insert(id);
+            } else {
+                self.made += 1;
+                self.done.get_or_insert(id);
+            }
         }
     }
 
@@ -288,7 +300,9 @@ impl NameBuf {
     /// The API-key header this name is, if it is one.
     fn cred_header(&self) -> Option<CredKind> {
         let s = self.as_slice();
-        if self.overflowed() || !secrets::is_api_key_header(s) {
+        if !self.overflowed() && secrets::is_mcp_session_header(s) {
+            Some(CredKind::McpSession)
+        } else if self.overflowed() || !secrets::is_api_key_header(s) {
             None
         } else if secrets::is_authorization_header(s) {
             Some(CredKind::Authorization)
@@ -546,6 +560,9 @@ impl SecretScrubber {
                 self.stats.api_key_table_full += 1;
             }
             self.split_creds.insert(key, self.cred.suspend());
+        }
+        if let Some(id) = self.cred.done_session.take() {
+            chunk.mcp_session_id = Some(id);
         }
         if let Some(id) = self.cred.done.take() {
             chunk.api_key_id = Some(id);
@@ -1366,6 +1383,7 @@ pub fn scrub_stream(
             lost_before,
             data: Bytes::copy_from_slice(&stream[range.clone()]),
             api_key_id: None,
+            mcp_session_id: None,
         };
         scrubber.scrub(&mut chunk);
         if chunk.data.len() != p.len {

@@ -131,11 +131,39 @@ fn str_v(s: &str) -> Value {
     Value::StringValue(cap_field(s, MAX_FIELD_BYTES).into_owned())
 }
 
+/// The MCP conventions' attributes of an MCP record (nothing for other records):
+/// `mcp.method.name`, `mcp.session.id` (llmprobe's keyed id of the session, never the header's
+/// value), `jsonrpc.request.id`, `rpc.response.status_code` (the JSON-RPC error code),
+/// `gen_ai.tool.name` for a tool call, `network.transport` and `network.protocol.name`.
+fn mcp_attributes(call: &LlmCall, a: &mut Vec<KeyValue>) {
+    let Some(method) = call.mcp_method.as_deref() else {
+        return;
+    };
+    a.push(kv("mcp.method.name", str_v(method)));
+    if let Some(s) = call.mcp_session_id.as_deref() {
+        a.push(kv("mcp.session.id", str_v(s)));
+    }
+    if let Some(id) = call.jsonrpc_request_id.as_deref() {
+        a.push(kv("jsonrpc.request.id", str_v(id)));
+    }
+    if let Some(code) = call.jsonrpc_error_code {
+        a.push(kv("rpc.response.status_code", str_v(&code.to_string())));
+    }
+    if call.operation == "execute_tool"
+        && let Some([tool]) = call.tool_names.as_deref()
+    {
+        a.push(kv("gen_ai.tool.name", str_v(tool)));
+    }
+    a.push(kv("network.transport", str_v("tcp")));
+    a.push(kv("network.protocol.name", str_v("http")));
+}
+
 /// The span of one call: name `{operation} {request_model}`, kind from the role, a child of the
 /// app's span when the request carried a traceparent, GenAI semantic-convention attributes.
 pub(super) fn call_to_span(call: &LlmCall, ids: &IdGen) -> Span {
     let d = &call.detail;
     let name = match &call.request_model {
+        _ if crate::llm::mcp::is_mcp(call) => crate::llm::mcp::span_name(call).unwrap_or_default(),
         Some(m) if !m.is_empty() => {
             cap_field(&format!("{} {m}", call.operation), MAX_FIELD_BYTES).into_owned()
         }
@@ -191,7 +219,11 @@ pub(super) fn call_to_span(call: &LlmCall, ids: &IdGen) -> Span {
             a.push(kv(key, str_v(v)));
         }
     };
-    s("gen_ai.operation.name", Some(call.operation));
+    // MCP: `gen_ai.operation.name` only for a tool call (the conventions), see `mcp_attributes`.
+    s(
+        "gen_ai.operation.name",
+        Some(call.operation).filter(|o| !crate::llm::mcp::is_mcp(call) || *o == "execute_tool"),
+    );
     s("gen_ai.provider.name", Some(&call.provider));
     s("gen_ai.request.model", call.request_model.as_deref());
     s("gen_ai.response.model", call.response_model.as_deref());
@@ -304,6 +336,8 @@ pub(super) fn call_to_span(call: &LlmCall, ids: &IdGen) -> Span {
         call.gateway_request_id.as_deref().map(str_v),
     );
     tool_and_content_attributes(call, &mut a);
+
+    mcp_attributes(call, &mut a);
 
     let events = d
         .first_chunk_unix_ns

@@ -19,6 +19,7 @@ fn chunk_on(conn_id: u64, data: &[u8]) -> DataChunk {
         lost_before: false,
         data: Bytes::copy_from_slice(data),
         api_key_id: None,
+        mcp_session_id: None,
     }
 }
 
@@ -942,4 +943,38 @@ fn only_a_first_piece_opens_http2_and_a_message_line_ends_it() {
     let mut again = chunk_on(32, secrets::HTTP2_PREFACE);
     s.scrub(&mut again);
     assert_eq!(s.stats.http2_streams, 2);
+}
+
+/// The MCP session header is masked and read for its keyed id (domain `mcp_session`), beside
+/// the request's API key and in any split; a response's header is masked too; an already
+/// masked value (a replayed capture) gets no id.
+#[test]
+fn mcp_session_header_masked_with_its_own_id() {
+    let msg = b"POST /mcp HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer sk-aaaa\r\nMcp-Session-Id: 7473070605e84aaaae812970aa4035b9\r\nContent-Length: 2\r\n\r\n{}";
+    let want = Some(crate::ids::key().id_u64("mcp_session", b"7473070605e84aaaae812970aa4035b9"));
+    for cut in 0..=msg.len() {
+        let mut s = SecretScrubber::new();
+        let (a, b) = msg.split_at(cut);
+        let mut c1 = chunk(a);
+        c1.total_len = msg.len() as u32;
+        s.scrub(&mut c1);
+        let mut c2 = chunk(b);
+        c2.offset = cut as u32;
+        c2.total_len = msg.len() as u32;
+        s.scrub(&mut c2);
+        let all = [c1.data.to_vec(), c2.data.to_vec()].concat();
+        let text = String::from_utf8_lossy(&all);
+        assert!(!text.contains("7473070605"), "{cut}: {text}");
+        assert!(!text.contains("sk-aaaa"), "{cut}: {text}");
+        assert_eq!(c1.mcp_session_id.or(c2.mcp_session_id), want, "{cut}");
+        assert_eq!(
+            c1.api_key_id.or(c2.api_key_id),
+            Some(api_key(b"sk-aaaa")),
+            "{cut}"
+        );
+    }
+    let mut s = SecretScrubber::new();
+    let mut c = chunk(b"POST /mcp HTTP/1.1\r\nMcp-Session-Id: ********\r\n\r\n");
+    s.scrub(&mut c);
+    assert_eq!(c.mcp_session_id, None);
 }
