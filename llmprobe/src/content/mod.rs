@@ -144,7 +144,7 @@ impl ContentArgs {
                 models: self.capture_content_model.clone(),
                 max_bytes: self.content_max_bytes,
             }),
-            Render::new(redactor),
+            Render::new(redactor, self.content_max_bytes),
         )))
     }
 }
@@ -160,38 +160,65 @@ pub struct CallContent {
     pub output: Option<Value>,
     /// Some text was cut or some messages left out for the size cap.
     pub truncated: bool,
+    /// Heap bytes of the trees, measured once when they were built (the tracker asks after
+    /// every piece of the connection: never a walk of the trees).
+    pub heap: usize,
 }
 
 impl CallContent {
-    /// Heap bytes held, roughly (the tracker's memory budget): the JSON text size of each tree.
+    /// Heap bytes held (the tracker's memory budget).
     pub fn heap_bytes(&self) -> usize {
-        [&self.system, &self.input, &self.output]
-            .into_iter()
-            .flatten()
-            .map(value_bytes)
-            .sum()
+        self.heap
     }
 }
 
-/// Approximate heap bytes of a JSON tree: its strings and one slot per node.
+/// Heap bytes of a JSON tree, generously: its strings, a slot per node, a B-tree share per
+/// object entry.
 fn value_bytes(v: &Value) -> usize {
     const NODE: usize = std::mem::size_of::<Value>();
     match v {
         Value::String(s) => NODE + s.capacity(),
         Value::Array(a) => NODE + a.iter().map(value_bytes).sum::<usize>(),
         Value::Object(m) => {
-            NODE + m
+            // serde_json's map is a B-tree: a leaf of 11 entries is about 630 bytes.
+            640 + m
                 .iter()
-                .map(|(k, x)| k.capacity() + 3 * NODE + value_bytes(x))
+                .map(|(k, x)| k.capacity() + 64 + value_bytes(x))
                 .sum::<usize>()
         }
         _ => NODE,
     }
 }
 
-/// A byte budget for one document's text.
+/// What each message or part costs the budget beyond its text, so a request of many empty
+/// parts is bounded as one of much text is.
+const NODE_COST: usize = 32;
+
+/// Most messages and parts in one document.
+const MAX_NODES: usize = 2048;
+
+/// Longest distance a cut moves back to the previous white space (a token cut in the middle,
+/// e.g. a card number or a key, would no longer match its redaction rule).
+const CUT_BACK: usize = 96;
+
+/// The end of a cut of `s` at `end` (a character boundary): moved back to just after the last
+/// white space within [`CUT_BACK`] bytes, if there is one.
+fn cut_at(s: &str, end: usize) -> usize {
+    let from = end.saturating_sub(CUT_BACK);
+    let mut from = from;
+    while !s.is_char_boundary(from) {
+        from += 1;
+    }
+    match s[from..end].rfind(char::is_whitespace) {
+        Some(i) => from + i,
+        None => end,
+    }
+}
+
+/// A byte budget for one document: its text, and [`NODE_COST`] per message or part.
 struct Budget {
     left: usize,
+    nodes: usize,
     cut: bool,
 }
 
@@ -199,11 +226,25 @@ impl Budget {
     fn new(max: usize) -> Self {
         Budget {
             left: max,
+            nodes: 0,
             cut: false,
         }
     }
 
-    /// `s` within the budget (cut on a character boundary, marked), or None once it is spent.
+    /// Room for one more message or part (charged), else the document is cut.
+    fn node(&mut self) -> bool {
+        if self.left < NODE_COST || self.nodes >= MAX_NODES {
+            self.left = 0;
+            self.cut = true;
+            return false;
+        }
+        self.left -= NODE_COST;
+        self.nodes += 1;
+        true
+    }
+
+    /// `s` within the budget (cut on a character boundary, back to a white space when one is
+    /// near, marked), or None once it is spent.
     fn take(&mut self, s: &str) -> Option<String> {
         if self.left == 0 {
             self.cut = true;
@@ -217,9 +258,23 @@ impl Budget {
         while !s.is_char_boundary(end) {
             end -= 1;
         }
+        let end = cut_at(s, end);
         self.left = 0;
         self.cut = true;
         Some(format!("{}{CUT_MARKER}", &s[..end]))
+    }
+
+    /// A short string kept whole (ids, names) if it fits, charged; else None.
+    fn whole(&mut self, s: &str, max: usize) -> Option<String> {
+        if s.is_empty() || s.len() > max {
+            return None;
+        }
+        if s.len() > self.left {
+            self.cut = true;
+            return None;
+        }
+        self.left -= s.len();
+        Some(s.to_owned())
     }
 }
 
@@ -229,13 +284,56 @@ impl Budget {
 /// Most messages of one request read (the newest ones).
 const MAX_MESSAGES: usize = 4096;
 
+/// The roles kept as sent; any other becomes `other` (a role is not redacted: it must be one
+/// of these words).
+const ROLES: [&str; 7] = [
+    "system",
+    "developer",
+    "user",
+    "assistant",
+    "tool",
+    "function",
+    "model",
+];
+
+/// The part kinds kept as sent (images, audio, files: their kind only); any other kind becomes
+/// `other`.
+const KINDS: [&str; 14] = [
+    "image",
+    "image_url",
+    "input_image",
+    "input_audio",
+    "audio",
+    "file",
+    "input_file",
+    "document",
+    "inlineData",
+    "fileData",
+    "video",
+    "executableCode",
+    "codeExecutionResult",
+    "search_result",
+];
+
+fn role_of(r: &str) -> &'static str {
+    match r {
+        "model" => "assistant",
+        r => ROLES.iter().find(|k| **k == r).copied().unwrap_or("other"),
+    }
+}
+
+fn kind_of(k: &str) -> &'static str {
+    KINDS.iter().find(|x| **x == k).copied().unwrap_or("other")
+}
+
 /// Reads a request body's system instructions and messages, whatever the dialect: OpenAI chat
 /// (`messages`, `tool_calls`, `tool` results), Anthropic (`system`, content blocks `text`,
 /// `thinking`, `tool_use`, `tool_result`), Gemini (`systemInstruction`, `contents[].parts`,
 /// `functionCall`, `functionResponse`), the Responses API (`instructions`, `input` items),
-/// Ollama and DashScope (`messages`, `input.messages`, `prompt`), Dify (`query`), completions
-/// and embeddings (`prompt`, `input`). Each document keeps `max_bytes` of text; the input keeps
-/// its newest messages.
+/// Ollama and DashScope (`messages`, `input.messages`, `prompt`), Dify (`query`, `inputs`),
+/// completions and embeddings (`prompt`, `input`). Each document keeps `max_bytes` (text, plus
+/// [`NODE_COST`] per message and part, at most [`MAX_NODES`] of them); the input keeps its
+/// newest messages.
 pub fn read_request(v: &Value, max_bytes: usize) -> CallContent {
     let mut out = CallContent::default();
     let Some(obj) = v.as_object() else {
@@ -264,9 +362,7 @@ pub fn read_request(v: &Value, max_bytes: usize) -> CallContent {
         .or_else(|| obj.get("contents"))
         .or_else(|| input.and_then(|i| i.get("messages")))
         .filter(|m| m.is_array())
-        .or(input.filter(|i| {
-            i.is_array() && i.as_array().is_some_and(|a| a.iter().any(Value::is_object))
-        }));
+        .or(input.filter(|i| i.as_array().is_some_and(|a| a.iter().any(Value::is_object))));
     let mut budget = Budget::new(max_bytes);
     let mut messages: Vec<Value> = Vec::new();
     if let Some(items) = list.and_then(Value::as_array) {
@@ -294,7 +390,10 @@ pub fn read_request(v: &Value, max_bytes: usize) -> CallContent {
             parts_of_content(p, &mut parts, &mut budget);
         }
         // Dify's app variables (a workflow's only input), as their JSON text.
-        if let Some(inputs) = obj.get("inputs").filter(|i| i.as_object().is_some_and(|m| !m.is_empty()))
+        if let Some(inputs) = obj
+            .get("inputs")
+            .filter(|i| i.as_object().is_some_and(|m| !m.is_empty()))
+            && budget.node()
             && let Some(t) = budget.take(&inputs.to_string())
         {
             parts.push(json!({"type": "text", "content": t}));
@@ -307,54 +406,63 @@ pub fn read_request(v: &Value, max_bytes: usize) -> CallContent {
         out.input = Some(Value::Array(messages));
     }
     out.truncated |= budget.cut;
+    out.heap = [&out.system, &out.input]
+        .into_iter()
+        .flatten()
+        .map(value_bytes)
+        .sum();
     out
 }
 
 /// One message (or Responses API item) as `{role, parts}`.
 fn message_of(item: &Value, budget: &mut Budget) -> Option<Value> {
     let obj = item.as_object()?;
+    if !budget.node() {
+        return None;
+    }
     let mut parts = Vec::new();
     let role = match obj.get("type").and_then(Value::as_str) {
         // Responses API items that are not messages.
         Some("function_call" | "custom_tool_call") => {
-            parts.push(tool_call_part(
+            parts.extend(tool_call_part(
                 obj.get("call_id").or_else(|| obj.get("id")),
                 obj.get("name"),
                 obj.get("arguments").or_else(|| obj.get("input")),
                 budget,
             ));
-            "assistant".to_owned()
+            "assistant"
         }
         Some("function_call_output" | "custom_tool_call_output") => {
-            parts.push(tool_response_part(
+            parts.extend(tool_response_part(
                 obj.get("call_id"),
                 obj.get("output"),
                 budget,
             ));
-            "tool".to_owned()
+            "tool"
         }
         Some("reasoning") => {
             let mut texts = Vec::new();
             for key in ["summary", "content"] {
                 if let Some(list) = obj.get(key).and_then(Value::as_array) {
-                    for s in list {
+                    for s in list.iter().take(MAX_NODES) {
                         if let Some(t) = s.get("text").and_then(Value::as_str) {
                             texts.push(t);
                         }
                     }
                 }
             }
-            if let Some(t) = budget.take(&texts.join("\n")) {
+            if budget.node()
+                && let Some(t) = budget.take(&texts.join("\n"))
+            {
                 parts.push(json!({"type": "reasoning", "content": t}));
             }
-            "assistant".to_owned()
+            "assistant"
         }
         _ => {
-            let role = obj.get("role").and_then(Value::as_str).unwrap_or("user");
-            let role = if role == "model" { "assistant" } else { role };
+            let role = role_of(obj.get("role").and_then(Value::as_str).unwrap_or("user"));
             if let Some(c) = obj.get("content") {
                 if role == "tool" {
-                    parts.push(tool_response_part(obj.get("tool_call_id"), Some(c), budget));
+                    parts.extend(tool_response_part(obj.get("tool_call_id"), Some(c), budget));
                 } else {
                     parts_of_content(c, &mut parts, budget);
                 }
@@ -368,6 +476,7 @@ fn message_of(item: &Value, budget: &mut Budget) -> Option<Value> {
                     .get(key)
                     .and_then(Value::as_str)
                     .filter(|t| !t.is_empty())
+                    && budget.node()
                     && let Some(t) = budget.take(t)
                 {
                     parts.insert(0, json!({"type": "reasoning", "content": t}));
@@ -380,24 +489,31 @@ fn message_of(item: &Value, budget: &mut Budget) -> Option<Value> {
                 .flatten()
             {
                 let f = tc.get("function");
-                parts.push(tool_call_part(
+                match tool_call_part(
                     tc.get("id"),
                     f.and_then(|f| f.get("name")),
                     f.and_then(|f| f.get("arguments")),
                     budget,
-                ));
+                ) {
+                    Some(p) => parts.push(p),
+                    None => break,
+                }
             }
             if let Some(f) = obj.get("function_call") {
-                parts.push(tool_call_part(
+                parts.extend(tool_call_part(
                     None,
                     f.get("name"),
                     f.get("arguments"),
                     budget,
                 ));
             }
-            role.to_owned()
+            role
         }
     };
+    // A message the budget left no part of is left out.
+    if parts.is_empty() && budget.cut {
+        return None;
+    }
     Some(json!({"role": role, "parts": parts}))
 }
 
@@ -405,43 +521,57 @@ fn message_of(item: &Value, budget: &mut Budget) -> Option<Value> {
 fn parts_of_content(c: &Value, parts: &mut Vec<Value>, budget: &mut Budget) {
     match c {
         Value::String(s) => {
-            if let Some(t) = budget.take(s) {
+            if budget.node()
+                && let Some(t) = budget.take(s)
+            {
                 parts.push(json!({"type": "text", "content": t}));
             }
         }
         Value::Array(list) => {
             for b in list {
-                parts_of_content(b, parts, budget);
+                if budget.left == 0 {
+                    budget.cut = true;
+                    return;
+                }
+                // Nested lists are not content blocks.
+                if !b.is_array() {
+                    parts_of_content(b, parts, budget);
+                }
             }
         }
-        Value::Object(b) => parts.push(block_part(b, budget)),
+        Value::Object(b) if !b.is_empty() => {
+            if let Some(p) = block_part(b, budget) {
+                parts.push(p);
+            }
+        }
         _ => {}
     }
 }
 
-/// One content block as an OTel part.
-fn block_part(b: &Map<String, Value>, budget: &mut Budget) -> Value {
+/// One content block as an OTel part (None once the budget is spent).
+fn block_part(b: &Map<String, Value>, budget: &mut Budget) -> Option<Value> {
     let ty = b.get("type").and_then(Value::as_str);
-    let text = |key: &str, budget: &mut Budget| {
-        b.get(key)
-            .and_then(Value::as_str)
-            .and_then(|t| budget.take(t))
+    let text_part = |kind: &str, key: &str, budget: &mut Budget| {
+        if !budget.node() {
+            return None;
+        }
+        Some(
+            match b
+                .get(key)
+                .and_then(Value::as_str)
+                .and_then(|t| budget.take(t))
+            {
+                Some(t) => json!({"type": kind, "content": t}),
+                None => json!({ "type": kind }),
+            },
+        )
     };
     match ty {
         Some("text" | "input_text" | "output_text") | None if b.get("text").is_some() => {
-            match text("text", budget) {
-                Some(t) => json!({"type": "text", "content": t}),
-                None => json!({"type": "text"}),
-            }
+            text_part("text", "text", budget)
         }
-        Some("thinking") => match text("thinking", budget) {
-            Some(t) => json!({"type": "reasoning", "content": t}),
-            None => json!({"type": "reasoning"}),
-        },
-        Some("refusal") => match text("refusal", budget) {
-            Some(t) => json!({"type": "text", "content": t}),
-            None => json!({"type": "text"}),
-        },
+        Some("thinking") => text_part("reasoning", "thinking", budget),
+        Some("refusal") => text_part("text", "refusal", budget),
         Some("tool_use" | "server_tool_use") => {
             tool_call_part(b.get("id"), b.get("name"), b.get("input"), budget)
         }
@@ -454,59 +584,72 @@ fn block_part(b: &Map<String, Value>, budget: &mut Budget) -> Value {
                 return tool_response_part(f.get("id"), f.get("response"), budget);
             }
             // Images, audio, files, documents: their kind, never their bytes or addresses.
-            let kind = ty.map(str::to_owned).unwrap_or_else(|| {
-                b.keys()
-                    .next()
-                    .map_or_else(|| "other".to_owned(), |k| k.to_owned())
-            });
-            json!({"type": crate::llm::cap_field(&kind, 64)})
+            if !budget.node() {
+                return None;
+            }
+            let kind = ty
+                .or_else(|| b.keys().next().map(String::as_str))
+                .unwrap_or("other");
+            Some(json!({ "type": kind_of(kind) }))
         }
     }
 }
 
-fn id_of(v: Option<&Value>) -> Option<Value> {
-    v.and_then(Value::as_str).map(|s| {
-        Value::String(crate::llm::cap_field(s, crate::llm::MAX_TOOL_ID_BYTES).into_owned())
-    })
-}
-
 /// A tool call part: `{type: tool_call, id, name, arguments}`; arguments as JSON when they are
-/// (an object, or a string that parses), else their text.
+/// (an object, or a string that parses), else their text. None once the budget is spent.
 fn tool_call_part(
     id: Option<&Value>,
     name: Option<&Value>,
     args: Option<&Value>,
     budget: &mut Budget,
-) -> Value {
+) -> Option<Value> {
+    if !budget.node() {
+        return None;
+    }
     let mut p = Map::new();
     p.insert("type".into(), "tool_call".into());
-    if let Some(id) = id_of(id) {
-        p.insert("id".into(), id);
+    if let Some(id) = id
+        .and_then(Value::as_str)
+        .and_then(|s| budget.whole(s, crate::llm::MAX_TOOL_ID_BYTES))
+    {
+        p.insert("id".into(), id.into());
     }
-    if let Some(n) = name.and_then(Value::as_str) {
-        p.insert(
-            "name".into(),
-            crate::llm::cap_field(n, crate::llm::MAX_FIELD_BYTES).into(),
-        );
+    if let Some(n) = name
+        .and_then(Value::as_str)
+        .and_then(|s| budget.whole(s, crate::llm::MAX_FIELD_BYTES))
+    {
+        p.insert("name".into(), n.into());
     }
     if let Some(a) = args.and_then(|a| bounded_value(a, budget)) {
         p.insert("arguments".into(), a);
     }
-    Value::Object(p)
+    Some(Value::Object(p))
 }
 
-/// A tool result part: `{type: tool_call_response, id, response}`.
-fn tool_response_part(id: Option<&Value>, response: Option<&Value>, budget: &mut Budget) -> Value {
+/// A tool result part: `{type: tool_call_response, id, response}`. None once the budget is
+/// spent.
+fn tool_response_part(
+    id: Option<&Value>,
+    response: Option<&Value>,
+    budget: &mut Budget,
+) -> Option<Value> {
+    if !budget.node() {
+        return None;
+    }
     let mut p = Map::new();
     p.insert("type".into(), "tool_call_response".into());
-    if let Some(id) = id_of(id) {
-        p.insert("id".into(), id);
+    if let Some(id) = id
+        .and_then(Value::as_str)
+        .and_then(|s| budget.whole(s, crate::llm::MAX_TOOL_ID_BYTES))
+    {
+        p.insert("id".into(), id.into());
     }
     let response = match response {
         // Anthropic's tool_result blocks: their texts.
         Some(Value::Array(blocks)) => {
             let texts: Vec<&str> = blocks
                 .iter()
+                .take(MAX_NODES)
                 .filter_map(|b| b.get("text").and_then(Value::as_str))
                 .collect();
             budget.take(&texts.join("\n")).map(Value::String)
@@ -517,11 +660,12 @@ fn tool_response_part(id: Option<&Value>, response: Option<&Value>, budget: &mut
     if let Some(r) = response {
         p.insert("response".into(), r);
     }
-    Value::Object(p)
+    Some(Value::Object(p))
 }
 
 /// A JSON value within the budget: a string as text (parsed when it is a JSON object or array
-/// that fits), another value as its JSON text's size; None when the budget is spent.
+/// that fits), another value kept when its JSON text fits (charged its size, at least
+/// [`NODE_COST`] per node), else its text cut; None when the budget is spent.
 fn bounded_value(v: &Value, budget: &mut Budget) -> Option<Value> {
     match v {
         Value::String(s) => {
@@ -531,20 +675,40 @@ fn bounded_value(v: &Value, budget: &mut Budget) -> Option<Value> {
                 && (t.starts_with('{') || t.starts_with('['))
                 && let Ok(parsed) = serde_json::from_str::<Value>(&t)
             {
-                return Some(parsed);
+                let cost = value_cost(&parsed);
+                if cost <= budget.left + t.len() {
+                    budget.left = (budget.left + t.len()).saturating_sub(cost);
+                    return Some(parsed);
+                }
             }
             Some(Value::String(t))
         }
         Value::Null => None,
         other => {
             let text = other.to_string();
-            if text.len() <= budget.left {
-                budget.left -= text.len();
+            let cost = value_cost(other).max(text.len());
+            if cost <= budget.left {
+                budget.left -= cost;
                 Some(other.clone())
             } else {
                 budget.take(&text).map(Value::String)
             }
         }
+    }
+}
+
+/// What a JSON value costs the budget: its text bytes and [`NODE_COST`] per node.
+fn value_cost(v: &Value) -> usize {
+    match v {
+        Value::String(s) => NODE_COST + s.len(),
+        Value::Array(a) => NODE_COST + a.iter().map(value_cost).sum::<usize>(),
+        Value::Object(m) => {
+            NODE_COST
+                + m.iter()
+                    .map(|(k, x)| k.len() + value_cost(x))
+                    .sum::<usize>()
+        }
+        _ => NODE_COST,
     }
 }
 
@@ -618,6 +782,7 @@ impl OutputContent {
         while !text.is_char_boundary(end) {
             end -= 1;
         }
+        let end = cut_at(text, end);
         s.push_str(&text[..end]);
         s.push_str(CUT_MARKER);
         *left = 0;
@@ -625,10 +790,11 @@ impl OutputContent {
     }
 
     fn push(&mut self, part: OutPart) -> bool {
-        if self.parts.len() >= MAX_OUT_PARTS {
+        if self.parts.len() >= MAX_OUT_PARTS || self.left < NODE_COST {
             self.cut = true;
             return false;
         }
+        self.left -= NODE_COST;
         self.parts.push(part);
         true
     }
@@ -701,17 +867,24 @@ impl OutputContent {
             ..
         } = &mut self.parts[at]
         {
+            // Ids and names are charged to the budget like text, kept whole or not at all.
             if have_id.is_none()
-                && let Some(id) = id.filter(|i| !i.is_empty())
+                && let Some(id) = id.filter(|i| {
+                    !i.is_empty()
+                        && i.len() <= crate::llm::MAX_TOOL_ID_BYTES
+                        && i.len() <= self.left
+                })
             {
-                *have_id =
-                    Some(crate::llm::cap_field(id, crate::llm::MAX_TOOL_ID_BYTES).into_owned());
+                self.left -= id.len();
+                *have_id = Some(id.to_owned());
             }
             if have_name.is_none()
-                && let Some(n) = name.filter(|n| !n.is_empty())
+                && let Some(n) = name.filter(|n| {
+                    !n.is_empty() && n.len() <= crate::llm::MAX_FIELD_BYTES && n.len() <= self.left
+                })
             {
-                *have_name =
-                    Some(crate::llm::cap_field(n, crate::llm::MAX_FIELD_BYTES).into_owned());
+                self.left -= n.len();
+                *have_name = Some(n.to_owned());
             }
         }
     }
@@ -787,32 +960,54 @@ impl OutputContent {
 // ---------------------------------------------------------------------------------------------
 // The enrich stage: redaction and the record's fields.
 
-/// Keys whose string values are structure, not content: never redacted.
-const STRUCTURE_KEYS: [&str; 5] = ["role", "type", "id", "name", "finish_reason"];
+/// Redacts one document in place: the message and part objects keep their structure (`role`
+/// and `type`, words from fixed lists), every other string (texts, ids, names, finish reasons,
+/// tool arguments and results, and their object keys) goes through the redactor.
+fn redact_doc(v: &mut Value, r: &redact::Redactor, counts: &mut redact::RedactionCounts) {
+    match v {
+        Value::Array(items) => items
+            .iter_mut()
+            .for_each(|item| redact_struct(item, r, counts)),
+        other => redact_all(other, r, counts),
+    }
+}
 
-/// Redacts every content string of `v` in place (not the values of [`STRUCTURE_KEYS`]).
-fn redact_tree(
-    v: &mut Value,
-    key: Option<&str>,
-    r: &redact::Redactor,
-    counts: &mut redact::RedactionCounts,
-) {
+/// A message or a part: `role` and `type` kept, `parts` holds parts, the rest is content.
+fn redact_struct(v: &mut Value, r: &redact::Redactor, counts: &mut redact::RedactionCounts) {
+    let Value::Object(m) = v else {
+        return redact_all(v, r, counts);
+    };
+    for (k, x) in m.iter_mut() {
+        match k.as_str() {
+            "role" | "type" => {}
+            "parts" => match x {
+                Value::Array(parts) => parts.iter_mut().for_each(|p| redact_struct(p, r, counts)),
+                other => redact_all(other, r, counts),
+            },
+            _ => redact_all(x, r, counts),
+        }
+    }
+}
+
+/// Every string of `v`, object keys included.
+fn redact_all(v: &mut Value, r: &redact::Redactor, counts: &mut redact::RedactionCounts) {
     match v {
         Value::String(s) => {
-            if key.is_some_and(|k| STRUCTURE_KEYS.contains(&k)) {
-                return;
-            }
             if let std::borrow::Cow::Owned(red) = r.redact(s, counts) {
                 *s = red;
             }
         }
-        Value::Array(list) => list
-            .iter_mut()
-            .for_each(|x| redact_tree(x, None, r, counts)),
+        Value::Array(list) => list.iter_mut().for_each(|x| redact_all(x, r, counts)),
         Value::Object(m) => {
-            // Object keys (tool arguments' names) are the tool's schema: kept as they are.
-            m.iter_mut()
-                .for_each(|(k, x)| redact_tree(x, Some(k.as_str()), r, counts));
+            let old = std::mem::take(m);
+            for (k, mut x) in old {
+                redact_all(&mut x, r, counts);
+                let k = match r.redact(&k, counts) {
+                    std::borrow::Cow::Owned(red) => red,
+                    std::borrow::Cow::Borrowed(_) => k,
+                };
+                m.insert(k, x);
+            }
         }
         _ => {}
     }
@@ -823,15 +1018,20 @@ fn redact_tree(
 #[derive(Debug, Clone)]
 pub struct Render {
     redactor: redact::Redactor,
+    /// Longest JSON text of one document: `--content-max-bytes` of text, escaped (a control
+    /// character takes six bytes), with its structure and redaction tags.
+    max_doc: usize,
     /// Redactions per rule since the start (the caller publishes the growth).
     pub counts: redact::RedactionCounts,
 }
 
 impl Render {
-    /// A step that redacts with `redactor`.
-    pub fn new(redactor: redact::Redactor) -> Self {
+    /// A step that redacts with `redactor` the documents of calls collected under
+    /// `max_bytes`.
+    pub fn new(redactor: redact::Redactor, max_bytes: usize) -> Self {
         Render {
             redactor,
+            max_doc: 2 * max_bytes + 16 * 1024,
             counts: redact::RedactionCounts::default(),
         }
     }
@@ -852,17 +1052,25 @@ impl Render {
             input,
             output,
             truncated,
+            ..
         } = *content;
+        let mut oversized = false;
         let mut doc = |v: Option<Value>| {
-            v.map(|mut v| {
-                redact_tree(&mut v, None, &self.redactor, &mut self.counts);
-                ContentJson(v.to_string())
+            v.and_then(|mut v| {
+                redact_doc(&mut v, &self.redactor, &mut self.counts);
+                let text = v.to_string();
+                // Text escaped past the cap (control characters) is left out whole.
+                if text.len() > self.max_doc {
+                    oversized = true;
+                    return None;
+                }
+                Some(ContentJson(text))
             })
         };
         call.system_instructions = doc(system);
         call.input_messages = doc(input);
         call.output_messages = doc(output);
-        truncated
+        truncated || oversized
     }
 }
 

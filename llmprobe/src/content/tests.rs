@@ -148,7 +148,8 @@ fn the_input_keeps_its_newest_messages_within_the_cap() {
     let messages: Vec<Value> = (0..100)
         .map(|i| json!({"role": "user", "content": format!("message {i:03} {}", "x".repeat(90))}))
         .collect();
-    let c = read_request(&json!({ "messages": messages }), 1000);
+    // Six whole messages (32 bytes per message and per part, 102 of text), then a cut one.
+    let c = read_request(&json!({ "messages": messages }), 1100);
     assert!(c.truncated);
     let input = c.input.unwrap();
     let list = input.as_array().unwrap();
@@ -156,13 +157,15 @@ fn the_input_keeps_its_newest_messages_within_the_cap() {
         .as_str()
         .unwrap();
     assert!(last.starts_with("message 099"), "{last}");
+    assert_eq!(list.len(), 7);
     let first = list[0]["parts"][0]["content"].as_str().unwrap();
-    assert!(first.ends_with(CUT_MARKER), "{first}");
+    // Cut back to the white space before the cut, so no token is left half.
+    assert_eq!(first, format!("message 093{CUT_MARKER}"));
     let text: usize = list
         .iter()
         .map(|m| m["parts"][0]["content"].as_str().unwrap().len())
         .sum();
-    assert!(text <= 1000 + CUT_MARKER.len(), "{text}");
+    assert!(text <= 1100, "{text}");
     // A cut never splits a character.
     let c = read_request(
         &json!({"messages": [{"role": "user", "content": "é".repeat(600)}]}),
@@ -208,7 +211,8 @@ fn the_answer_is_reassembled_from_deltas() {
 
 #[test]
 fn the_answer_is_bounded() {
-    let mut o = OutputContent::new(10);
+    // 32 bytes per part, then the text.
+    let mut o = OutputContent::new(75);
     o.text("0123456");
     o.reasoning("789abc");
     o.text("never");
@@ -216,7 +220,7 @@ fn the_answer_is_bounded() {
     let v = o.into_messages(None).unwrap();
     assert_eq!(
         v[0]["parts"],
-        json!([{"type": "text", "content": "0123456"}, {"type": "reasoning", "content": format!("789{CUT_MARKER}")}])
+        json!([{"type": "text", "content": "0123456"}, {"type": "reasoning", "content": format!("789a{CUT_MARKER}")}])
     );
     let mut o = OutputContent::new(1 << 20);
     for i in 0..(MAX_OUT_PARTS + 10) {
@@ -250,13 +254,14 @@ fn selection_by_process_and_model() {
 
 #[test]
 fn render_redacts_content_but_not_structure() {
-    let mut r = Render::new(redact::Redactor::new(&[]).unwrap());
+    let mut r = Render::new(redact::Redactor::new(&[]).unwrap(), DEFAULT_MAX_BYTES);
     let mut call = LlmCall::default();
     call.detail.content = Some(Box::new(CallContent {
         system: Some(json!([{"type": "text", "content": "mail ops@example.com"}])),
         input: Some(json!([{"role": "user", "parts": [{"type": "text", "content": "hi"}]}])),
         output: None,
         truncated: false,
+        heap: 0,
     }));
     assert!(!r.render(&mut call));
     assert!(call.detail.content.is_none());

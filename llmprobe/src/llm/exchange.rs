@@ -352,6 +352,7 @@ impl LlmExchange {
             super::json::read_request_tools(v, &mut self.obs);
         }
         if let Some(policy) = &self.content
+            && !self.rejected
             && let Some(v) = body.json()
         {
             self.req_content = Some(crate::content::read_request(v, policy.max_bytes));
@@ -786,6 +787,7 @@ impl LlmExchange {
                     input: req.input,
                     output: output.and_then(|o| o.into_messages(self.obs.finish_reason.as_deref())),
                     truncated: req.truncated || out_cut,
+                    heap: req.heap,
                 }));
             }
         }

@@ -538,12 +538,13 @@ impl Observed {
         let t = &mut self.tools;
         let new = match index {
             Some(i) if t.indexes.contains(&i) => false,
-            Some(i) => {
-                if t.indexes.len() < MAX_TOOL_IDS {
-                    t.indexes.push(i);
-                }
+            Some(i) if t.indexes.len() < MAX_TOOL_IDS => {
+                t.indexes.push(i);
                 true
             }
+            // Past the indexes kept, only a call's first delta (the one with its id or name)
+            // counts: its argument deltas would count it again.
+            Some(_) => id.is_some() || name.is_some(),
             None => true,
         };
         if new {

@@ -8,11 +8,14 @@
 //! replay under the same id key gives the same ids.
 //!
 //! Invariants: only keyed hashes of tool-call ids are held; a call is linked only to calls of
-//! the same process and role; the index holds at most [`MAX_ENTRIES`] ids in all and
-//! [`MAX_PER_PROCESS`] per process (a process past its share forgets its own oldest ids first;
-//! with the index full, the biggest holder's oldest go), every eviction counted.
+//! the same process and role (a server's, only to calls from the same peer address); an id
+//! names the first call that made it (a later call reusing it cannot take its links over); the
+//! index holds at most [`MAX_ENTRIES`] ids in all and [`MAX_PER_PROCESS`] per process and
+//! role (a holder past its share forgets its own oldest ids first; with the index full, the
+//! biggest holder's oldest go, found in O(log n)), every eviction counted. Span ids are unique
+//! among the last [`RECENT_SPANS`] records (a collision is drawn again).
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
 
 use super::LlmCall;
 
@@ -22,6 +25,11 @@ pub const MAX_ENTRIES: usize = 16384;
 pub const MAX_PER_PROCESS: usize = 2048;
 /// Most links one call gets (distinct earlier calls).
 pub const MAX_LINKS: usize = 16;
+/// Span ids remembered to keep them unique.
+pub const RECENT_SPANS: usize = 4096;
+
+/// Who an id belongs to: process, role and, for a server, a hash of the peer's address.
+type Holder = (u32, &'static str, u64);
 
 /// The span a tool call was asked for in: (trace id, span id), hex.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -50,27 +58,50 @@ impl Process {
 /// The tool-call index and the span ids of records.
 #[derive(Default)]
 pub struct ToolChains {
-    procs: HashMap<(u32, &'static str), Process>,
+    procs: HashMap<Holder, Process>,
+    /// (ids held, holder): the biggest holder is the last.
+    sizes: BTreeSet<(usize, Holder)>,
     total: usize,
+    recent: HashSet<String>,
+    recent_order: VecDeque<String>,
     /// Ids forgotten to stay in bounds.
     pub evicted: u64,
 }
 
-/// A keyed hex id of `bytes` hex digits (16 or 32) for `call` in `domain`.
-fn call_id(call: &LlmCall, domain: &str, digits: usize) -> String {
-    let mut material = Vec::with_capacity(64 + call.http_path.len());
-    material.extend_from_slice(&call.pid.to_le_bytes());
-    material.extend_from_slice(call.role.as_bytes());
-    material.extend_from_slice(&call.detail.start_unix_ns.to_le_bytes());
-    material.extend_from_slice(&call.detail.end_unix_ns.to_le_bytes());
-    material.extend_from_slice(call.http_path.as_bytes());
-    material.extend_from_slice(call.request_id.as_deref().unwrap_or("").as_bytes());
+/// A keyed hex id (16 digits, or 32) for `call` in `domain`, drawn again with `salt`.
+fn call_id(call: &LlmCall, domain: &str, digits: usize, salt: u32) -> String {
+    let mut material = Vec::with_capacity(96 + call.http_path.len());
+    let mut field = |b: &[u8]| {
+        material.extend_from_slice(&(b.len() as u64).to_le_bytes());
+        material.extend_from_slice(b);
+    };
+    field(&call.pid.to_le_bytes());
+    field(call.role.as_bytes());
+    field(&call.detail.start_unix_ns.to_le_bytes());
+    field(&call.detail.end_unix_ns.to_le_bytes());
+    field(call.http_path.as_bytes());
+    field(call.request_id.as_deref().unwrap_or("").as_bytes());
+    field(call.peer_addr.as_deref().unwrap_or("").as_bytes());
+    field(&salt.to_le_bytes());
     let key = crate::ids::key();
     let mut out = key.id(domain, &material);
     if digits > 16 {
         out.push_str(&key.id(&format!("{domain}.2"), &material));
     }
     out
+}
+
+/// The holder of a call's ids.
+fn holder(call: &LlmCall) -> Holder {
+    let peer = match call.role {
+        // A server's clients are apart: one cannot link to, or evict, another's calls.
+        "server" => call.peer_addr.as_deref().map_or(0, |p| {
+            let ip = p.rsplit_once(':').map_or(p, |(ip, _)| ip);
+            crate::ids::key().id_u64("tool_chain.peer", ip.as_bytes())
+        }),
+        _ => 0,
+    };
+    (call.pid, call.role, peer)
 }
 
 impl ToolChains {
@@ -87,14 +118,13 @@ impl ToolChains {
     /// Gives `call` its span id, links it to the earlier calls whose tool calls its request
     /// answers, and remembers the tool calls its response made.
     pub fn observe(&mut self, call: &mut LlmCall) {
-        let span = call
-            .detail
-            .span_id
-            .clone()
-            .unwrap_or_else(|| call_id(call, "span", 16));
+        let span = match call.detail.span_id.clone() {
+            Some(s) => s,
+            None => self.fresh_span(call),
+        };
         call.detail.span_id = Some(span.clone());
         call.span_id = Some(span.clone());
-        let key = (call.pid, call.role);
+        let key = holder(call);
 
         // The calls this one answers.
         if !call.detail.tool_result_ids.is_empty()
@@ -127,7 +157,7 @@ impl ToolChains {
         let trace = match (&call.trace_id, &call.detail.trace_id) {
             (Some(t), _) | (None, Some(t)) => t.clone(),
             (None, None) => {
-                let t = call_id(call, "trace", 32);
+                let t = call_id(call, "trace", 32, 0);
                 call.detail.trace_id = Some(t.clone());
                 t
             }
@@ -138,37 +168,74 @@ impl ToolChains {
         }
     }
 
-    fn insert(&mut self, key: (u32, &'static str), id: u64, target: Target) {
+    /// A span id for `call`, unique among the recent ones.
+    fn fresh_span(&mut self, call: &LlmCall) -> String {
+        let mut salt = 0;
+        let span = loop {
+            let s = call_id(call, "span", 16, salt);
+            if !self.recent.contains(&s) || salt > 16 {
+                break s;
+            }
+            salt += 1;
+        };
+        if self.recent_order.len() >= RECENT_SPANS
+            && let Some(old) = self.recent_order.pop_front()
+        {
+            self.recent.remove(&old);
+        }
+        self.recent.insert(span.clone());
+        self.recent_order.push_back(span.clone());
+        span
+    }
+
+    /// Moves `key`'s entry in `sizes` from `from` ids to `to`.
+    fn resize(&mut self, key: Holder, from: usize, to: usize) {
+        self.sizes.remove(&(from, key));
+        if to > 0 {
+            self.sizes.insert((to, key));
+        }
+    }
+
+    /// Forgets `key`'s oldest id.
+    fn evict_from(&mut self, key: Holder) -> bool {
+        let Some(p) = self.procs.get_mut(&key) else {
+            return false;
+        };
+        let before = p.ids.len();
+        if !p.evict_oldest() {
+            return false;
+        }
+        let after = p.ids.len();
+        if after == 0 {
+            self.procs.remove(&key);
+        }
+        self.resize(key, before, after);
+        self.total -= 1;
+        self.evicted += 1;
+        true
+    }
+
+    fn insert(&mut self, key: Holder, id: u64, target: Target) {
         let p = self.procs.entry(key).or_default();
-        if p.ids.insert(id, target).is_some() {
+        // The first call that made an id keeps it.
+        if p.ids.contains_key(&id) {
             return;
         }
+        let before = p.ids.len();
+        p.ids.insert(id, target);
         p.order.push_back(id);
+        let after = p.ids.len();
+        self.resize(key, before, after);
         self.total += 1;
-        if p.ids.len() > MAX_PER_PROCESS && p.evict_oldest() {
-            self.total -= 1;
-            self.evicted += 1;
+        if after > MAX_PER_PROCESS {
+            self.evict_from(key);
         }
         while self.total > MAX_ENTRIES {
-            // The biggest holder's oldest id goes.
-            let Some(big) = self
-                .procs
-                .iter()
-                .max_by_key(|(_, p)| p.ids.len())
-                .map(|(k, _)| *k)
-            else {
+            let Some(&(_, big)) = self.sizes.last() else {
                 break;
             };
-            let Some(p) = self.procs.get_mut(&big) else {
+            if !self.evict_from(big) {
                 break;
-            };
-            if !p.evict_oldest() {
-                break;
-            }
-            self.total -= 1;
-            self.evicted += 1;
-            if p.ids.is_empty() {
-                self.procs.remove(&big);
             }
         }
     }
@@ -228,6 +295,43 @@ mod tests {
             next.detail.links[0].0, "4bf92f3577b34da6a3ce929d0e0e4736",
             "the link names the trace the earlier span is in"
         );
+    }
+
+    #[test]
+    fn an_id_names_its_first_call_and_a_servers_clients_are_apart() {
+        let mut t = ToolChains::default();
+        let mut a = call(1, 100, &[7], &[]);
+        t.observe(&mut a);
+        // Another call reusing the id cannot take the link over.
+        let mut thief = call(1, 150, &[7], &[]);
+        t.observe(&mut thief);
+        let mut b = call(1, 200, &[], &[7]);
+        t.observe(&mut b);
+        assert_eq!(b.follows_span_ids, Some(vec![a.span_id.clone().unwrap()]));
+        // Server role: the calls of one peer address link, another peer's do not.
+        let server = |start: i64, peer: &str, made: &[u64], answers: &[u64]| {
+            let mut c = call(5, start, made, answers);
+            c.role = "server";
+            c.peer_addr = Some(peer.into());
+            c
+        };
+        let mut s1 = server(100, "10.0.0.1:5000", &[9], &[]);
+        t.observe(&mut s1);
+        let mut other = server(200, "10.0.0.2:5000", &[], &[9]);
+        t.observe(&mut other);
+        assert_eq!(other.follows_span_ids, None);
+        let mut same = server(300, "10.0.0.1:6111", &[], &[9]);
+        t.observe(&mut same);
+        assert_eq!(
+            same.follows_span_ids,
+            Some(vec![s1.span_id.clone().unwrap()])
+        );
+        // Two calls alike in every field still get two span ids.
+        let mut x = call(3, 1, &[], &[]);
+        let mut y = x.clone();
+        t.observe(&mut x);
+        t.observe(&mut y);
+        assert_ne!(x.span_id, y.span_id);
     }
 
     #[test]

@@ -1,5 +1,5 @@
-//! The export task: takes spans from the bounded queue, batches them (up to `max_batch`, or
-//! whatever came within `flush_interval`) and exports each batch once through the
+//! The export task: takes spans from the bounded queue, batches them (up to `max_batch` spans
+//! or 3 MiB encoded, or whatever came within `flush_interval`) and exports each batch once through the
 //! [`Transport`]. A failed batch is dropped: every span counted under `otlp_export_failed`, the
 //! failure logged at most once a minute, recovery logged once. No retries. After shutdown began
 //! every export must end by the shared deadline.
@@ -71,8 +71,14 @@ impl Worker {
     }
 
     pub(super) async fn run(mut self, mut rx: mpsc::Receiver<Span>) {
+        /// Encoded span bytes per export request: under the 4 MiB gRPC default with room for
+        /// the resource and the request's framing.
+        const MAX_BATCH_BYTES: usize = 3 << 20;
         let max_batch = self.cfg.max_batch.max(1);
         let mut batch: Vec<Span> = Vec::with_capacity(max_batch.min(1024));
+        // Encoded bytes of the batch: spans with captured content are large, and a collector
+        // refuses a request past its limit (gRPC: 4 MiB) with every span in it.
+        let mut batch_bytes = 0usize;
         let mut ticker =
             tokio::time::interval(self.cfg.flush_interval.max(Duration::from_millis(1)));
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -80,9 +86,17 @@ impl Worker {
             tokio::select! {
                 got = rx.recv() => match got {
                     Some(span) => {
+                        let size = prost::Message::encoded_len(&span);
+                        if !batch.is_empty() && batch_bytes + size > MAX_BATCH_BYTES {
+                            self.export(&mut batch).await;
+                            batch_bytes = 0;
+                            ticker.reset();
+                        }
+                        batch_bytes += size;
                         batch.push(span);
                         if batch.len() >= max_batch {
                             self.export(&mut batch).await;
+                            batch_bytes = 0;
                             ticker.reset();
                         }
                     }
@@ -95,6 +109,7 @@ impl Worker {
                 _ = ticker.tick() => {
                     if !batch.is_empty() {
                         self.export(&mut batch).await;
+                        batch_bytes = 0;
                     }
                 }
             }
