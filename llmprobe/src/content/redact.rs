@@ -305,6 +305,12 @@ impl Redactor {
 
     /// The matches to replace in `text`: non-overlapping, in order, `(start, end, rule)`.
     fn find_all(&self, text: &str, out: &mut Vec<(usize, usize, usize)>) {
+        self.find_all_in(text, out, true);
+    }
+
+    /// [`Self::find_all`], the number patterns scanned only around hot spots (`windowed`) or
+    /// everywhere (the reference the tests compare with).
+    fn find_all_in(&self, text: &str, out: &mut Vec<(usize, usize, usize)>, windowed: bool) {
         let mut cands = Vec::new();
         let mut seg_start = 0;
         let finder = memchr::memmem::Finder::new(TAG_OPEN);
@@ -318,8 +324,17 @@ impl Redactor {
             };
             if seg_end > seg_start {
                 let seg = &text[seg_start..seg_end];
+                let (digits, ibans) = hot_windows(seg.as_bytes());
                 for p in &self.patterns {
-                    scan(p, seg, seg_start, &mut cands);
+                    let windows: &[(usize, usize)] = match p.check.hot() {
+                        _ if !windowed => &[(0, seg.len())],
+                        Hot::Everywhere => &[(0, seg.len())],
+                        Hot::Digits => &digits,
+                        Hot::IbanStart => &ibans,
+                    };
+                    for &(w0, w1) in windows {
+                        scan(p, seg, w0, w1, seg_start, &mut cands);
+                    }
                 }
             }
             if next >= text.len() {
@@ -356,8 +371,110 @@ fn tag_len(s: &str) -> usize {
     }
 }
 
-/// Every accepted candidate of `p` in `seg` (at `base` in the text), as `(start, end, rule)`.
-fn scan(p: &Pattern, seg: &str, base: usize, out: &mut Vec<(usize, usize, usize)>) {
+/// Where the patterns that need many digits or an IBAN start are scanned.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Hot {
+    /// The whole text (patterns with a literal the `regex` crate finds fast, and custom ones).
+    Everywhere,
+    /// Around [`HOT_DIGITS`] digits within [`HOT_SPAN`] bytes.
+    Digits,
+    /// Around two capital letters followed by two digits.
+    IbanStart,
+}
+
+impl Check {
+    fn hot(self) -> Hot {
+        match self {
+            Check::PhoneIntl | Check::PhoneNanp | Check::PhoneCn | Check::CnId | Check::Card => {
+                Hot::Digits
+            }
+            Check::Iban => Hot::IbanStart,
+            _ => Hot::Everywhere,
+        }
+    }
+}
+
+/// Every accepted phone, ID and card has at least this many digits...
+const HOT_DIGITS: usize = 7;
+/// ... within this many bytes (its longest candidate, the international phone, has 47).
+const HOT_SPAN: usize = 48;
+/// The longest IBAN candidate in bytes (33 characters in groups of 4 with spaces: 44).
+const IBAN_MAX: usize = 44;
+/// Bytes scanned on each side of a hot spot: more than any candidate's length.
+const HOT_MARGIN: usize = 64;
+
+/// The windows of `seg` that the [`Hot::Digits`] and [`Hot::IbanStart`] patterns scan, merged,
+/// on character boundaries.
+///
+/// Digit patterns (phone, ID, card; all bounded, every accepted one has 7 digits within 48
+/// bytes): a window reaches [`HOT_MARGIN`] bytes around every run of 7 digits within 48 bytes.
+/// An accepted candidate therefore lies inside one window, and its regex match (at most 47
+/// bytes, decided by the text after its start) is the same as in the whole text; a candidate
+/// cut by a window's end would need 7 more digits after the last hot spot, which would be a hot
+/// spot itself. IBANs likewise around each `[A-Z]{2}[0-9]{2}`. The checks read the whole
+/// segment around a candidate, so the result is the scan of the whole segment's, much faster on
+/// text with few numbers (the `regex` crate finds no literal to skip to in these patterns).
+fn hot_windows(seg: &[u8]) -> (Vec<(usize, usize)>, Vec<(usize, usize)>) {
+    fn add(w: &mut Vec<(usize, usize)>, a: usize, b: usize) {
+        match w.last_mut() {
+            Some(last) if a <= last.1 => last.1 = last.1.max(b),
+            _ => w.push((a, b)),
+        }
+    }
+    let mut digits = Vec::new();
+    let mut ibans = Vec::new();
+    let mut ring = [0usize; HOT_DIGITS];
+    let mut seen = 0usize;
+    for (i, &c) in seg.iter().enumerate() {
+        if c.is_ascii_digit() {
+            ring[seen % HOT_DIGITS] = i;
+            seen += 1;
+            if seen >= HOT_DIGITS {
+                // The first of the last 7 digits (the slot written next).
+                let first = ring[seen % HOT_DIGITS];
+                if i - first < HOT_SPAN {
+                    add(
+                        &mut digits,
+                        first.saturating_sub(HOT_MARGIN),
+                        (i + 1 + HOT_MARGIN).min(seg.len()),
+                    );
+                }
+            }
+        } else if c.is_ascii_uppercase()
+            && seg.get(i + 1).is_some_and(u8::is_ascii_uppercase)
+            && seg.get(i + 2).is_some_and(u8::is_ascii_digit)
+            && seg.get(i + 3).is_some_and(u8::is_ascii_digit)
+        {
+            add(
+                &mut ibans,
+                i.saturating_sub(HOT_MARGIN),
+                (i + IBAN_MAX + HOT_MARGIN).min(seg.len()),
+            );
+        }
+    }
+    for w in [&mut digits, &mut ibans] {
+        for (a, b) in w.iter_mut() {
+            while !seg.get(*a).is_none_or(|&c| c & 0xC0 != 0x80) {
+                *a -= 1;
+            }
+            while !seg.get(*b).is_none_or(|&c| c & 0xC0 != 0x80) {
+                *b += 1;
+            }
+        }
+    }
+    (digits, ibans)
+}
+
+/// Every accepted candidate of `p` starting in `seg[w0..w1]` (`seg` at `base` in the text), as
+/// `(start, end, rule)`.
+fn scan(
+    p: &Pattern,
+    seg: &str,
+    w0: usize,
+    w1: usize,
+    base: usize,
+    out: &mut Vec<(usize, usize, usize)>,
+) {
     if p.check == Check::Custom {
         for m in p.re.find_iter(seg) {
             if !m.is_empty() {
@@ -366,15 +483,16 @@ fn scan(p: &Pattern, seg: &str, base: usize, out: &mut Vec<(usize, usize, usize)
         }
         return;
     }
+    let hay = &seg[w0..w1];
     let mut pos = 0;
-    while pos < seg.len() {
-        let Some(m) = p.re.find_at(seg, pos) else {
+    while pos < hay.len() {
+        let Some(m) = p.re.find_at(hay, pos) else {
             break;
         };
-        match accept(p.check, seg, m.start(), m.end()) {
+        match accept(p.check, seg, w0 + m.start(), w0 + m.end()) {
             Some(end) => {
-                out.push((base + m.start(), base + end, p.rule));
-                pos = end;
+                out.push((base + w0 + m.start(), base + end, p.rule));
+                pos = end - w0;
             }
             // Candidates start with an ASCII character: start + 1 is a character boundary.
             None if p.check.bounded() => pos = m.start() + 1,
@@ -1174,6 +1292,52 @@ mod tests {
     }
 
     #[test]
+    fn hot_windows_find_what_the_whole_scan_finds() {
+        let r = Redactor::new(&["ticket=TKT-[0-9]{3,}".parse().expect("rule")]).expect("valid");
+        let pieces = [
+            "4111 1111 1111 1111",
+            "+44 20 7946 0958",
+            "555-123-4567",
+            "13812345678",
+            "11010519491231002X",
+            "GB82 WEST 1234 5698 7654 32",
+            "NL91ABNA0417164300",
+            "jane@example.com",
+            "1.2.3",
+            "2024-01-15 10:30:00",
+            "550e8400-e29b-41d4-a716-446655440000",
+            "手机号码",
+            " ",
+            "-",
+            "0",
+            "x",
+            &"lorem ipsum dolor sit amet ".repeat(5),
+            "TKT-123",
+        ];
+        // Every pair and triple of pieces, and a long text of all of them in a shifting order.
+        let mut texts = Vec::new();
+        for a in pieces {
+            for b in pieces {
+                texts.push(format!("{a}{b}"));
+                for c in pieces {
+                    texts.push(format!("{a}{b}{c}"));
+                }
+            }
+        }
+        let mut long = String::new();
+        for i in 0..2000 {
+            long.push_str(pieces[(i * 7 + i / 19) % pieces.len()]);
+        }
+        texts.push(long);
+        for t in &texts {
+            let (mut w, mut all) = (Vec::new(), Vec::new());
+            r.find_all_in(t, &mut w, true);
+            r.find_all_in(t, &mut all, false);
+            assert_eq!(w, all, "{t:?}");
+        }
+    }
+
+    #[test]
     fn counts_accumulate_and_grow() {
         let r = redactor();
         let mut c = RedactionCounts(vec![5]);
@@ -1215,8 +1379,15 @@ mod tests {
     #[ignore = "throughput figure: cargo test --release -p llmprobe --lib redact_throughput -- --ignored --nocapture"]
     fn redact_throughput() {
         let r = Redactor::new(&["ticket=TKT-[0-9]{6}".parse().expect("rule")]).expect("valid");
-        for (label, with) in [("no matches", false), ("with matches", true)] {
-            let text = chat_text(with);
+        let prose = "user: Could you explain how the retry policy works when the upstream model times out? \
+                     assistant: When a request times out, the gateway waits, then retries with backoff; \
+                     每次重试之间的等待时间会逐渐增加，直到达到上限为止。\n\n"
+            .repeat(1 << 20 >> 8);
+        for (label, text) in [
+            ("prose, no matches", prose),
+            ("chat with numbers, no matches", chat_text(false)),
+            ("chat with matches", chat_text(true)),
+        ] {
             // One chat turn at a time (~4 KiB), as the enrich stage sees them.
             let pieces: Vec<&str> = text.split_inclusive("\n\n").collect();
             let mut c = RedactionCounts::default();
