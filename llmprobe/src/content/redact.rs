@@ -403,6 +403,9 @@ const IBAN_MAX: usize = 44;
 /// Bytes scanned on each side of a hot spot: more than any candidate's length.
 const HOT_MARGIN: usize = 64;
 
+/// Byte ranges of a segment, in order.
+type Windows = Vec<(usize, usize)>;
+
 /// The windows of `seg` that the [`Hot::Digits`] and [`Hot::IbanStart`] patterns scan, merged,
 /// on character boundaries.
 ///
@@ -414,7 +417,7 @@ const HOT_MARGIN: usize = 64;
 /// spot itself. IBANs likewise around each `[A-Z]{2}[0-9]{2}`. The checks read the whole
 /// segment around a candidate, so the result is the scan of the whole segment's, much faster on
 /// text with few numbers (the `regex` crate finds no literal to skip to in these patterns).
-fn hot_windows(seg: &[u8]) -> (Vec<(usize, usize)>, Vec<(usize, usize)>) {
+fn hot_windows(seg: &[u8]) -> (Windows, Windows) {
     fn add(w: &mut Vec<(usize, usize)>, a: usize, b: usize) {
         match w.last_mut() {
             Some(last) if a <= last.1 => last.1 = last.1.max(b),
@@ -454,10 +457,10 @@ fn hot_windows(seg: &[u8]) -> (Vec<(usize, usize)>, Vec<(usize, usize)>) {
     }
     for w in [&mut digits, &mut ibans] {
         for (a, b) in w.iter_mut() {
-            while !seg.get(*a).is_none_or(|&c| c & 0xC0 != 0x80) {
+            while seg.get(*a).is_some_and(|&c| c & 0xC0 == 0x80) {
                 *a -= 1;
             }
-            while !seg.get(*b).is_none_or(|&c| c & 0xC0 != 0x80) {
+            while seg.get(*b).is_some_and(|&c| c & 0xC0 == 0x80) {
                 *b += 1;
             }
         }
@@ -615,7 +618,7 @@ fn cn_id_valid(t: &[u8]) -> bool {
 }
 
 fn valid_date(y: u32, m: u32, d: u32) -> bool {
-    let leap = (y % 4 == 0 && y % 100 != 0) || y % 400 == 0;
+    let leap = (y.is_multiple_of(4) && !y.is_multiple_of(100)) || y.is_multiple_of(400);
     let days = match m {
         1 | 3 | 5 | 7 | 8 | 10 | 12 => 31,
         4 | 6 | 9 | 11 => 30,
@@ -710,7 +713,7 @@ fn luhn(d: &[u8]) -> bool {
             }
         })
         .sum();
-    sum % 10 == 0
+    sum.is_multiple_of(10)
 }
 
 /// IBAN lengths by country (the SWIFT IBAN registry).
