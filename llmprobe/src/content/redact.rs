@@ -1226,6 +1226,22 @@ mod tests {
     }
 
     #[test]
+    fn a_prompt_with_several_secrets() {
+        let r = Redactor::new(&["ticket=TICKET-[0-9]{6}".parse().expect("rule")]).expect("valid");
+        let (out, fired) = run(
+            &r,
+            "Write to alice.smith@example.com about card 4111 1111 1111 1111, use key \
+             sk-proj-Q8mZt3vLx9RkPw2NfYb7HcJ4sDgE6aTu and close TICKET-123456; keep zebraquartz",
+        );
+        assert_eq!(
+            out,
+            "Write to [REDACTED:email] about card [REDACTED:payment_card], use key \
+             [REDACTED:api_key] and close [REDACTED:ticket]; keep zebraquartz"
+        );
+        assert_eq!(fired.len(), 4);
+    }
+
+    #[test]
     fn overlaps_leftmost_then_longest_then_builtin() {
         // Same span as the e-mail: the built-in rule wins.
         let r = Redactor::new(&[
