@@ -37,7 +37,7 @@ const CARGO_FUZZ_VERSION: &str = "0.13.2";
 /// Seconds each fuzz target runs in `cargo xtask test` (CI).
 const CI_FUZZ_SECS: u64 = 5;
 /// The fuzz targets, in `llmprobe/fuzz/fuzz_targets/` (see llmprobe/fuzz/src/lib.rs).
-const FUZZ_TARGETS: [&str; 14] = [
+const FUZZ_TARGETS: [&str; 15] = [
     "http1",
     "http2",
     "sse",
@@ -52,6 +52,7 @@ const FUZZ_TARGETS: [&str; 14] = [
     "golang",
     "masker",
     "sni",
+    "redact",
 ];
 
 fn main() {

@@ -25,6 +25,7 @@
 //! | `elf` | `probes::discovery::inspect_elf` on a file with the input bytes | offsets inside the file |
 //! | `golang` | `probes::golang::inspect_go_bytes` (pclntab, module data, build info, RET scan) | offsets inside the file, RETs on RET bytes |
 //! | `masker` | `SecretScrubber::scrub` on a request cut anywhere | no 4-byte piece of the token survives |
+//! | `redact` | `content::redact::Redactor::redact` on text, with custom rules, secrets and tags around it | unmatched text borrowed and unchanged; output a fixed point; tags inserted = counts |
 
 use bytes::Bytes;
 

@@ -432,6 +432,25 @@ fn main() {
         include_bytes!("../../../src/probes/sni_fixtures/openssl3-api.anthropic.com.bin"),
     );
     corpus.put("http2", "client", &encode_input(0, 0x5eed, &h2_client_seed()));
+    // Text with a secret of every built-in redaction rule, and tags (all mode bits).
+    for (i, text) in [
+        "mail jane.doe@example.com, call +1 (555) 123-4567 or 555-123-4567",
+        "我的手机号是13812345678，身份证11010519491231002X，卡号6011111111111117。",
+        "card 4111 1111 1111 1111, IBAN DE89 3704 0044 0532 0130 00, GB82WEST12345698765432",
+        "{\"key\":\"sk-proj-Ab3dEfGh1jKlMnOpQrStUvWxYz0123456789\",\"aws\":\"AKIAIOSFODNN7EXAMPLE\"}",
+        "?key=AIzaSyA-1234567890abcdefghijklmnopqrstu&t=eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxIn0.c2ln",
+        "550e8400-e29b-41d4-a716-446655440000 2024-01-15 10:30:00 v1.2.3 10.0.0.1 TKT-123456",
+        "[REDACTED:email] a@b.com13812345678 [REDACTED:",
+    ]
+    .iter()
+    .enumerate()
+    {
+        corpus.put(
+            "redact",
+            &format!("text-{i}"),
+            &encode_input(7, 0x5eed + i as u64, text.as_bytes()),
+        );
+    }
     let mut masker_variant = 0u8;
     for path in &names {
         let stem = path
@@ -505,6 +524,7 @@ fn main() {
                 if body.is_empty() {
                     continue;
                 }
+                corpus.put("redact", &name, &encode_input(0, 0x5eed, &body));
                 if ctype.contains("event-stream") {
                     corpus.put("sse", &name, &encode_input(0, 0x5eed, &body));
                 } else if ctype.contains("ndjson") {
