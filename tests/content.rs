@@ -174,7 +174,7 @@ fn content_is_captured_for_the_selection_only_redacted_and_bounded() {
     assert!(long.starts_with("w0 w1 w2 "), "{}", &long[..40]);
 
     // Spans carry the same documents; the calls not selected carry none.
-    let spans = wait_spans(&receiver, 4);
+    let spans = wait_spans(&receiver, &[a.pid, b.pid, c.pid, d.pid]);
     let span_of = |pid: u32| {
         spans
             .iter()
@@ -239,11 +239,14 @@ fn content_is_captured_for_the_selection_only_redacted_and_bounded() {
     assert_no_secret(&[&agent.jsonl, &agent.log]);
 }
 
-fn wait_spans(receiver: &OtlpReceiver, n: usize) -> Vec<Value> {
+fn wait_spans(receiver: &OtlpReceiver, pids: &[u32]) -> Vec<Value> {
     let deadline = std::time::Instant::now() + WAIT;
     loop {
         let spans = receiver.spans();
-        if spans.len() >= n || std::time::Instant::now() > deadline {
+        let all = pids
+            .iter()
+            .all(|&p| spans.iter().any(|s| s["attributes"]["process.pid"] == p));
+        if all || std::time::Instant::now() > deadline {
             return spans;
         }
         std::thread::sleep(Duration::from_millis(200));
