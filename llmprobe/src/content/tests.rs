@@ -23,7 +23,7 @@ fn openai_chat_messages_with_tool_calls_and_results() {
     }));
     assert_eq!(c.system, None);
     assert_eq!(
-        c.input.unwrap(),
+        c.input.expect("present"),
         json!([
             {"role": "system", "parts": [{"type": "text", "content": "be brief"}]},
             {"role": "user", "parts": [{"type": "text", "content": "weather?"}, {"type": "image_url"}]},
@@ -50,11 +50,11 @@ fn anthropic_system_blocks_thinking_tool_use_and_results() {
         ]
     }));
     assert_eq!(
-        c.system.unwrap(),
+        c.system.expect("present"),
         json!([{"type": "text", "content": "you are terse"}])
     );
     assert_eq!(
-        c.input.unwrap(),
+        c.input.expect("present"),
         json!([
             {"role": "user", "parts": [{"type": "text", "content": "hi"}]},
             {"role": "assistant", "parts": [
@@ -79,11 +79,11 @@ fn gemini_contents_and_system_instruction() {
         ]
     }));
     assert_eq!(
-        c.system.unwrap(),
+        c.system.expect("present"),
         json!([{"type": "text", "content": "sys"}])
     );
     assert_eq!(
-        c.input.unwrap(),
+        c.input.expect("present"),
         json!([
             {"role": "user", "parts": [{"type": "text", "content": "q"}]},
             {"role": "assistant", "parts": [{"type": "tool_call", "name": "f", "arguments": {"a": 1}}]},
@@ -104,11 +104,11 @@ fn responses_api_items_and_bare_prompts() {
         ]
     }));
     assert_eq!(
-        c.system.unwrap(),
+        c.system.expect("present"),
         json!([{"type": "text", "content": "be kind"}])
     );
     assert_eq!(
-        c.input.unwrap(),
+        c.input.expect("present"),
         json!([
             {"role": "user", "parts": [{"type": "text", "content": "go"}]},
             {"role": "assistant", "parts": [{"type": "reasoning", "content": "plan"}]},
@@ -118,25 +118,25 @@ fn responses_api_items_and_bare_prompts() {
     );
     let user = |t: &str| json!([{"role": "user", "parts": [{"type": "text", "content": t}]}]);
     assert_eq!(
-        read(json!({"input": "plain"})).input.unwrap(),
+        read(json!({"input": "plain"})).input.expect("present"),
         user("plain")
     );
     assert_eq!(
-        read(json!({"prompt": "complete"})).input.unwrap(),
+        read(json!({"prompt": "complete"})).input.expect("present"),
         user("complete")
     );
     assert_eq!(
-        read(json!({"input": {"prompt": "qwen"}})).input.unwrap(),
+        read(json!({"input": {"prompt": "qwen"}})).input.expect("present"),
         user("qwen")
     );
     assert_eq!(
         read(json!({"input": {"messages": [{"role": "user", "content": "dashscope"}]}}))
             .input
-            .unwrap(),
+            .expect("present"),
         user("dashscope")
     );
     assert_eq!(
-        read(json!({"query": "dify", "inputs": {}})).input.unwrap(),
+        read(json!({"query": "dify", "inputs": {}})).input.expect("present"),
         user("dify")
     );
     assert_eq!(read(json!([1, 2])), CallContent::default());
@@ -151,19 +151,19 @@ fn the_input_keeps_its_newest_messages_within_the_cap() {
     // Six whole messages (32 bytes per message and per part, 102 of text), then a cut one.
     let c = read_request(&json!({ "messages": messages }), 1100);
     assert!(c.truncated);
-    let input = c.input.unwrap();
-    let list = input.as_array().unwrap();
-    let last = list.last().unwrap()["parts"][0]["content"]
+    let input = c.input.expect("present");
+    let list = input.as_array().expect("present");
+    let last = list.last().expect("present")["parts"][0]["content"]
         .as_str()
-        .unwrap();
+        .expect("present");
     assert!(last.starts_with("message 099"), "{last}");
     assert_eq!(list.len(), 7);
-    let first = list[0]["parts"][0]["content"].as_str().unwrap();
+    let first = list[0]["parts"][0]["content"].as_str().expect("present");
     // Cut back to the white space before the cut, so no token is left half.
     assert_eq!(first, format!("message 093{CUT_MARKER}"));
     let text: usize = list
         .iter()
-        .map(|m| m["parts"][0]["content"].as_str().unwrap().len())
+        .map(|m| m["parts"][0]["content"].as_str().expect("present").len())
         .sum();
     assert!(text <= 1100, "{text}");
     // A cut never splits a character.
@@ -171,9 +171,9 @@ fn the_input_keeps_its_newest_messages_within_the_cap() {
         &json!({"messages": [{"role": "user", "content": "é".repeat(600)}]}),
         301,
     );
-    let t = c.input.unwrap()[0]["parts"][0]["content"]
+    let t = c.input.expect("present")[0]["parts"][0]["content"]
         .as_str()
-        .unwrap()
+        .expect("present")
         .to_owned();
     assert!(t.ends_with(CUT_MARKER) && t.len() <= 301 + CUT_MARKER.len());
 }
@@ -195,7 +195,7 @@ fn the_answer_is_reassembled_from_deltas() {
     // Anthropic: no index, the arguments follow their call.
     o.tool_call(None, Some("toolu_1"), Some("lookup"));
     o.tool_args(None, "{\"q\":1");
-    let v = o.into_messages(Some("tool_calls")).unwrap();
+    let v = o.into_messages(Some("tool_calls")).expect("present");
     assert_eq!(
         v,
         json!([{"role": "assistant", "finish_reason": "tool_calls", "parts": [
@@ -217,7 +217,7 @@ fn the_answer_is_bounded() {
     o.reasoning("789abc");
     o.text("never");
     assert!(o.truncated());
-    let v = o.into_messages(None).unwrap();
+    let v = o.into_messages(None).expect("present");
     assert_eq!(
         v[0]["parts"],
         json!([{"type": "text", "content": "0123456"}, {"type": "reasoning", "content": format!("789a{CUT_MARKER}")}])
@@ -228,9 +228,9 @@ fn the_answer_is_bounded() {
     }
     assert!(o.truncated());
     assert_eq!(
-        o.into_messages(None).unwrap()[0]["parts"]
+        o.into_messages(None).expect("present")[0]["parts"]
             .as_array()
-            .unwrap()
+            .expect("present")
             .len(),
         MAX_OUT_PARTS
     );
@@ -254,7 +254,7 @@ fn selection_by_process_and_model() {
 
 #[test]
 fn render_redacts_content_but_not_structure() {
-    let mut r = Render::new(redact::Redactor::new(&[]).unwrap(), DEFAULT_MAX_BYTES);
+    let mut r = Render::new(redact::Redactor::new(&[]).expect("present"), DEFAULT_MAX_BYTES);
     let mut call = LlmCall::default();
     call.detail.content = Some(Box::new(CallContent {
         system: Some(json!([{"type": "text", "content": "mail ops@example.com"}])),
@@ -266,13 +266,13 @@ fn render_redacts_content_but_not_structure() {
     assert!(!r.render(&mut call));
     assert!(call.detail.content.is_none());
     assert!(call.output_messages.is_none());
-    let input: Value = serde_json::from_str(&call.input_messages.as_ref().unwrap().0).unwrap();
+    let input: Value = serde_json::from_str(&call.input_messages.as_ref().expect("present").0).expect("present");
     assert_eq!(input[0]["role"], "user");
-    let sys = &call.system_instructions.as_ref().unwrap().0;
+    let sys = &call.system_instructions.as_ref().expect("present").0;
     assert!(!sys.contains("ops@example.com"), "{sys}");
     assert!(sys.contains("[REDACTED:email]"), "{sys}");
     // Written into JSON lines as JSON, not as a string.
-    let line = serde_json::to_value(&call).unwrap();
+    let line = serde_json::to_value(&call).expect("present");
     assert_eq!(line["input_messages"][0]["parts"][0]["content"], "hi");
     assert_eq!(line["output_messages"], Value::Null);
 }
@@ -280,12 +280,12 @@ fn render_redacts_content_but_not_structure() {
 #[test]
 fn flags_need_capture_content_and_sane_values() {
     let none = ContentArgs::default();
-    assert!(none.build().unwrap().is_none());
+    assert!(none.build().expect("present").is_none());
     let stray = ContentArgs {
         capture_content_model: vec!["m".into()],
         ..Default::default()
     };
-    let e = stray.build().unwrap_err().to_string();
+    let e = stray.build().expect_err("an error").to_string();
     assert!(e.contains("--capture-content"), "{e}");
     let small = ContentArgs {
         capture_content: true,
@@ -299,6 +299,6 @@ fn flags_need_capture_content_and_sane_values() {
         capture_content_comm: vec!["app".into()],
         ..Default::default()
     };
-    let (policy, _) = ok.build().unwrap().unwrap();
+    let (policy, _) = ok.build().expect("present").expect("present");
     assert_eq!(policy.comms, ["app"]);
 }

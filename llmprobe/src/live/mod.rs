@@ -168,7 +168,7 @@ impl LiveView {
         rec.output_messages = None;
         // The timeline is built here; the record's own details are not served.
         let detail = &call.detail;
-        let (ticks_s, ticks_dropped) = ticks(&detail, call.duration_s);
+        let (ticks_s, ticks_dropped) = ticks(detail, call.duration_s);
         let mut s = self.lock();
         s.next_seq += 1;
         let seq = s.next_seq;

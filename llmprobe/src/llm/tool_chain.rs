@@ -264,9 +264,9 @@ mod tests {
         let mut t = ToolChains::default();
         let mut a = call(1, 100, &[7, 8], &[]);
         t.observe(&mut a);
-        let a_span = a.span_id.clone().unwrap();
+        let a_span = a.span_id.clone().expect("present");
         assert_eq!(a_span.len(), 16);
-        let a_trace = a.detail.trace_id.clone().unwrap();
+        let a_trace = a.detail.trace_id.clone().expect("present");
         assert_eq!(a_trace.len(), 32);
         assert_eq!(a.follows_span_ids, None);
         // The next call answers both tool calls, and asks for another.
@@ -278,7 +278,7 @@ mod tests {
         assert_ne!(b.span_id, a.span_id);
         let mut c = call(1, 300, &[], &[9]);
         t.observe(&mut c);
-        assert_eq!(c.follows_span_ids, Some(vec![b.span_id.clone().unwrap()]));
+        assert_eq!(c.follows_span_ids, Some(vec![b.span_id.clone().expect("present")]));
         assert_eq!(c.detail.trace_id.as_deref(), Some(a_trace.as_str()));
         // Another process with the same ids links to nothing.
         let mut other = call(2, 400, &[], &[7]);
@@ -307,7 +307,7 @@ mod tests {
         t.observe(&mut thief);
         let mut b = call(1, 200, &[], &[7]);
         t.observe(&mut b);
-        assert_eq!(b.follows_span_ids, Some(vec![a.span_id.clone().unwrap()]));
+        assert_eq!(b.follows_span_ids, Some(vec![a.span_id.clone().expect("present")]));
         // Server role: the calls of one peer address link, another peer's do not.
         let server = |start: i64, peer: &str, made: &[u64], answers: &[u64]| {
             let mut c = call(5, start, made, answers);
@@ -324,7 +324,7 @@ mod tests {
         t.observe(&mut same);
         assert_eq!(
             same.follows_span_ids,
-            Some(vec![s1.span_id.clone().unwrap()])
+            Some(vec![s1.span_id.clone().expect("present")])
         );
         // Two calls alike in every field still get two span ids.
         let mut x = call(3, 1, &[], &[]);
