@@ -126,7 +126,9 @@ fn responses_api_items_and_bare_prompts() {
         user("complete")
     );
     assert_eq!(
-        read(json!({"input": {"prompt": "qwen"}})).input.expect("present"),
+        read(json!({"input": {"prompt": "qwen"}}))
+            .input
+            .expect("present"),
         user("qwen")
     );
     assert_eq!(
@@ -136,7 +138,9 @@ fn responses_api_items_and_bare_prompts() {
         user("dashscope")
     );
     assert_eq!(
-        read(json!({"query": "dify", "inputs": {}})).input.expect("present"),
+        read(json!({"query": "dify", "inputs": {}}))
+            .input
+            .expect("present"),
         user("dify")
     );
     assert_eq!(read(json!([1, 2])), CallContent::default());
@@ -254,7 +258,10 @@ fn selection_by_process_and_model() {
 
 #[test]
 fn render_redacts_content_but_not_structure() {
-    let mut r = Render::new(redact::Redactor::new(&[]).expect("present"), DEFAULT_MAX_BYTES);
+    let mut r = Render::new(
+        redact::Redactor::new(&[]).expect("present"),
+        DEFAULT_MAX_BYTES,
+    );
     let mut call = LlmCall::default();
     call.detail.content = Some(Box::new(CallContent {
         system: Some(json!([{"type": "text", "content": "mail ops@example.com"}])),
@@ -266,7 +273,8 @@ fn render_redacts_content_but_not_structure() {
     assert!(!r.render(&mut call));
     assert!(call.detail.content.is_none());
     assert!(call.output_messages.is_none());
-    let input: Value = serde_json::from_str(&call.input_messages.as_ref().expect("present").0).expect("present");
+    let input: Value =
+        serde_json::from_str(&call.input_messages.as_ref().expect("present").0).expect("present");
     assert_eq!(input[0]["role"], "user");
     let sys = &call.system_instructions.as_ref().expect("present").0;
     assert!(!sys.contains("ops@example.com"), "{sys}");

@@ -278,7 +278,10 @@ mod tests {
         assert_ne!(b.span_id, a.span_id);
         let mut c = call(1, 300, &[], &[9]);
         t.observe(&mut c);
-        assert_eq!(c.follows_span_ids, Some(vec![b.span_id.clone().expect("present")]));
+        assert_eq!(
+            c.follows_span_ids,
+            Some(vec![b.span_id.clone().expect("present")])
+        );
         assert_eq!(c.detail.trace_id.as_deref(), Some(a_trace.as_str()));
         // Another process with the same ids links to nothing.
         let mut other = call(2, 400, &[], &[7]);
@@ -307,7 +310,10 @@ mod tests {
         t.observe(&mut thief);
         let mut b = call(1, 200, &[], &[7]);
         t.observe(&mut b);
-        assert_eq!(b.follows_span_ids, Some(vec![a.span_id.clone().expect("present")]));
+        assert_eq!(
+            b.follows_span_ids,
+            Some(vec![a.span_id.clone().expect("present")])
+        );
         // Server role: the calls of one peer address link, another peer's do not.
         let server = |start: i64, peer: &str, made: &[u64], answers: &[u64]| {
             let mut c = call(5, start, made, answers);
