@@ -31,22 +31,7 @@ pub fn replay_events(
     cfg: TrackerConfig,
     metrics: Arc<SelfMetrics>,
 ) -> Vec<LlmCall> {
-    let mut calls = Vec::new();
-    let mut sink = |c: &mut Vec<LlmCall>| {
-        calls.append(c);
-        Ok(())
-    };
-    match replay_into(
-        clock,
-        events.into_iter().map(Ok),
-        cfg,
-        metrics,
-        None,
-        &mut sink,
-    ) {
-        Ok(()) => calls,
-        Err(e) => unreachable!("neither the events nor the sink fail: {e}"),
-    }
+    replay_events_with_content(clock, events, cfg, metrics, None)
 }
 
 /// [`replay_events`] with `--capture-content`'s collection and redaction (`content`).
