@@ -370,6 +370,7 @@ impl<X: TrackedExchange> HttpSession<X> {
         }
         self.req.buffered_bytes()
             + self.resp.buffered_bytes()
+            + self.pending.capacity() * std::mem::size_of::<Option<X>>()
             + self.exchanges().map(X::heap_bytes).sum::<usize>()
     }
 }

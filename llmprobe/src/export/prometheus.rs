@@ -684,11 +684,17 @@ impl GenAiMetrics {
         let labels = self.resolve(call);
         let value = |v: Option<&str>| v.and_then(label_value);
         let mut l = Vec::with_capacity(10);
-        push(
-            &mut l,
-            "mcp_method_name",
-            &value(call.mcp_method.as_deref()),
-        );
+        // The method and the error code are the traffic's own words: a standard method or
+        // `other`, a standard JSON-RPC code, `server_error` (-32099..-32000) or `other`, so
+        // no process can rotate them through the shared series cap.
+        let method = call.mcp_method.as_deref().map(|m| {
+            if m == "tools/call" || crate::llm::mcp::operation_of(m) != "mcp" {
+                m
+            } else {
+                "other"
+            }
+        });
+        push(&mut l, "mcp_method_name", &value(method));
         if call.operation == "execute_tool" {
             push(&mut l, "gen_ai_operation_name", &labels.operation);
             if let Some([tool]) = call.tool_names.as_deref() {
@@ -699,7 +705,11 @@ impl GenAiMetrics {
         push(
             &mut l,
             "rpc_response_status_code",
-            &call.jsonrpc_error_code.map(|c| c.to_string()),
+            &call.jsonrpc_error_code.map(|c| match c {
+                -32700 | -32600 | -32601 | -32602 | -32603 | -32002 | -32001 | 0 => c.to_string(),
+                -32099..=-32000 => "server_error".to_owned(),
+                _ => "other".to_owned(),
+            }),
         );
         push(&mut l, "server_address", &labels.server_address);
         push(&mut l, "server_port", &labels.server_port);
@@ -1129,6 +1139,41 @@ mod tests {
     const SERVER: &str = "gen_ai_operation_name=\"chat\",gen_ai_provider_name=\"openai\",\
         gen_ai_request_model=\"llama-3.1-8b\",gen_ai_response_model=\"llama-3.1-8b\",\
         server_address=\"10.0.0.7\",server_port=\"8000\",process_executable_name=\"vllm\"";
+
+    #[test]
+    fn mcp_labels_are_words_from_fixed_lists() {
+        let call = |method: &str, code: Option<i64>| LlmCall {
+            role: "client",
+            provider: "mcp".into(),
+            api: "mcp.streamable_http",
+            operation: crate::llm::mcp::operation_of(method),
+            mcp_method: Some(method.into()),
+            jsonrpc_error_code: code,
+            duration_s: 0.01,
+            ..Default::default()
+        };
+        let calls: Vec<LlmCall> = (0..50)
+            .map(|i| call(&format!("vendor/m{i}"), Some(-31000 - i)))
+            .chain([
+                call("tools/list", Some(-32601)),
+                call("resources/read", Some(-32050)),
+            ])
+            .collect();
+        let (_, t) = encoded(&calls, CardinalityLimits::default());
+        let series: Vec<&str> = t
+            .lines()
+            .filter(|l| l.starts_with("mcp_client_operation_duration_seconds_count"))
+            .collect();
+        assert_eq!(series.len(), 3, "{series:?}");
+        assert!(t.contains("mcp_method_name=\"other\""), "{t}");
+        assert!(t.contains("rpc_response_status_code=\"other\""), "{t}");
+        assert!(t.contains("rpc_response_status_code=\"-32601\""), "{t}");
+        assert!(
+            t.contains("rpc_response_status_code=\"server_error\""),
+            "{t}"
+        );
+        assert!(!t.contains("vendor/"), "{t}");
+    }
 
     #[test]
     fn ttft_parts_are_one_family_by_part() {

@@ -193,6 +193,12 @@ impl LlmExchange {
         };
         self.req_body.capacity()
             + self.resp_body.capacity()
+            + self.dialect.heap_bytes()
+            + self.method.capacity()
+            + self.path.capacity()
+            + self.host.as_ref().map_or(0, String::capacity)
+            + self.header_request_id.as_ref().map_or(0, String::capacity)
+            + self.retry_after.as_ref().map_or(0, String::capacity)
             + self.gaps.heap_bytes()
             + stream
             + self

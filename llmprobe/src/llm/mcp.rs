@@ -134,8 +134,6 @@ pub struct Mcp {
     request_id: Option<String>,
     /// The ids still waiting for their response.
     pending: Vec<u64>,
-    /// Ids seen in the request (answered ones included).
-    ids: usize,
     /// `tools/call` requests.
     tool_calls: u32,
     /// Their distinct tool names, in request order.
@@ -190,7 +188,6 @@ impl Mcp {
         {
             self.pending.push(k);
         }
-        self.ids += 1;
         if method == "tools/call" {
             self.tool_calls = self.tool_calls.saturating_add(1);
             let name = v
@@ -244,6 +241,14 @@ impl Mcp {
 }
 
 impl ProviderDialect for Mcp {
+    fn heap_bytes(&self) -> usize {
+        self.method.as_ref().map_or(0, String::capacity)
+            + self.request_id.as_ref().map_or(0, String::capacity)
+            + self.pending.capacity() * std::mem::size_of::<u64>()
+            + self.tools.capacity() * std::mem::size_of::<String>()
+            + self.tools.iter().map(String::capacity).sum::<usize>()
+    }
+
     fn provider(&self) -> &'static str {
         "mcp"
     }

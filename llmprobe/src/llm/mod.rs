@@ -650,6 +650,11 @@ impl WorkflowNodes {
 /// JSON value may still be read piece by piece: Gemini's cut array, Ollama's NDJSON delivered
 /// whole). Shared views and readers: [`typed`], [`json`].
 pub trait ProviderDialect: Send {
+    /// Heap bytes the dialect holds beyond its own size (for the tracker's memory budget);
+    /// a dialect that keeps strings or lists per exchange counts them here.
+    fn heap_bytes(&self) -> usize {
+        0
+    }
     /// `gen_ai.provider.name` when the host says nothing more specific.
     fn provider(&self) -> &'static str;
     /// API name, e.g. `openai.chat_completions`.

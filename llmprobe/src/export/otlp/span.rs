@@ -149,11 +149,8 @@ fn mcp_attributes(call: &LlmCall, a: &mut Vec<KeyValue>) {
     if let Some(code) = call.jsonrpc_error_code {
         a.push(kv("rpc.response.status_code", str_v(&code.to_string())));
     }
-    if call.operation == "execute_tool"
-        && let Some([tool]) = call.tool_names.as_deref()
-    {
-        a.push(kv("gen_ai.tool.name", str_v(tool)));
-    }
+    // `gen_ai.tool.name` comes with the other tool attributes (`tool_and_content_attributes`):
+    // an attribute key appears once.
     a.push(kv("network.transport", str_v("tcp")));
     a.push(kv("network.protocol.name", str_v("http")));
 }
