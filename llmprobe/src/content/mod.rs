@@ -100,7 +100,8 @@ pub struct ContentArgs {
     )]
     pub capture_content_model: Vec<String>,
     /// Text bytes kept per call for each of the system instructions, the input messages (the
-    /// newest kept) and the output messages (the first bytes kept); a cut text ends with `…`.
+    /// newest kept) and the output messages (the first bytes kept); a cut text ends with an
+    /// ellipsis.
     #[arg(help_heading = "Content (opt-in)", long, default_value_t = DEFAULT_MAX_BYTES, value_name = "BYTES")]
     pub content_max_bytes: usize,
     /// An extra redaction rule, NAME=REGEX (Rust regex syntax; repeat for more): each match in
