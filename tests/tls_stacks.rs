@@ -208,7 +208,8 @@ fn run_gnutls_cli(server: &TestServer) -> u32 {
 }
 
 /// Fields that depend on time or on the process, not on the call (a new conversation's id is
-/// keyed with the time it started; the server numbers its requests).
+/// keyed with the time it started, a span id with the call's process and times; the server
+/// numbers its requests).
 fn varies(key: &str) -> bool {
     key.ends_with("_s")
         || matches!(
@@ -220,6 +221,7 @@ fn varies(key: &str) -> bool {
                 | "start_time"
                 | "end_time"
                 | "conversation_id"
+                | "span_id"
         )
 }
 
